@@ -1,0 +1,1 @@
+"""aiq_tvm: Arithmetic-Intensity-Aware Quantization for TVM Relax."""

@@ -1,0 +1,212 @@
+"""Analytic cost model: bytes moved, arithmetic intensity and the roofline bound per layer.
+
+FLOPs come from TVM (``tvm.s_tir.analysis.estimate_tir_flops`` on the legalized PrimFunc of
+each call site, see :mod:`aiq_tvm.analysis`); this module only does arithmetic on them, in
+pure Python, so the search can evaluate AI for thousands of candidate plans in microseconds.
+
+Bytes moved by one layer at precision ``p`` (what its kernel reads and writes once)::
+
+    weights      weight_elems * p.weight_bytes        (packed int4 = 0.5 byte per value)
+    input        in_elems * p.act_bytes               (uint8 when p quantizes activations)
+    output       out_elems * 1  if the output is requantized to uint8 in the epilogue
+                 out_elems * 4  otherwise (dequantized float32)
+    per-channel  out_channels * 4 for the bias
+                 + out_channels * 4 for weight scales          (weight-quantized p)
+                 + out_channels * 4 for the int32 zero-point correction and
+                   8 for the activation scale and zero point   (activation-quantized p)
+
+An output is requantized in the epilogue only when ``requant_fusion`` is on and every
+consumer of the layer's output is a layer running with 8-bit activations (then the
+producer writes the consumer's uint8 input directly, the way the compiled kernels do).
+
+Model AI = sum of FLOPs / sum of bytes over all layers (unsupported layers count at fp32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .schemes import get_precision
+
+__all__ = ["LayerCost", "CostModel", "RooflinePoint"]
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Static facts about one quantizable layer.
+
+    Parameters
+    ----------
+    name : str
+        Layer name (PyTorch module path when imported with :func:`aiq_tvm.from_torch`).
+    op : str
+        ``"conv2d"``, ``"depthwise_conv2d"``, ``"dense"`` or the op name of an unsupported
+        layer.
+    flops : int
+        FLOPs counted by TVM on the legalized PrimFunc of this call site.
+    weight_elems, in_elems, out_elems, out_channels : int
+        Element counts of the weight, the input and output activations, and output channels.
+    in_shape, weight_shape, out_shape : tuple
+        Shapes for reports.
+    supported : bool
+        False for layers that stay fp32 (``reason`` says why).
+    reason : str
+        Why an unsupported layer stays fp32.
+    consumers : tuple of str or None
+        Names of the layers that consume this layer's output and nothing else does; ``None``
+        when some non-layer op (residual add, pooling, the model output) reads it too.
+    """
+
+    name: str
+    op: str
+    flops: int
+    weight_elems: int
+    in_elems: int
+    out_elems: int
+    out_channels: int
+    in_shape: tuple = ()
+    weight_shape: tuple = ()
+    out_shape: tuple = ()
+    supported: bool = True
+    reason: str = ""
+    consumers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for f in ("flops", "weight_elems", "in_elems", "out_elems", "out_channels"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"layer {self.name!r}: {f} must be >= 0")
+
+    def nbytes(self, precision: str, out_act_bytes: float = 4.0) -> float:
+        """Bytes moved by this layer's kernel at ``precision`` (see the module docstring)."""
+        p = get_precision(precision)
+        meta = 4.0 * self.out_channels  # bias
+        if p.quantizes_weights:
+            meta += 4.0 * self.out_channels
+        if p.quantizes_activations:
+            meta += 4.0 * self.out_channels + 8.0
+        return (
+            self.weight_elems * p.weight_bytes
+            + self.in_elems * p.act_bytes
+            + self.out_elems * out_act_bytes
+            + meta
+        )
+
+
+@dataclass(frozen=True)
+class RooflinePoint:
+    """Roofline numbers of one layer at one precision."""
+
+    flops: int
+    nbytes: float
+    ai: float
+    peak_ops: float  # ops/s the layer's arithmetic can reach on the target
+    bandwidth: float  # bytes/s
+    bound: str  # "memory" or "compute"
+    predicted_s: float
+
+
+@dataclass
+class CostModel:
+    """Per-layer costs of a model and the arithmetic on plans.
+
+    Parameters
+    ----------
+    layers : sequence of LayerCost
+        All conv/dense layers in program order, unsupported ones included.
+    requant_fusion : bool
+        Whether producer epilogues write uint8 for consumers with 8-bit activations.
+    """
+
+    layers: Sequence[LayerCost]
+    requant_fusion: bool = True
+    _by_name: dict[str, LayerCost] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.layers = list(self.layers)
+        self._by_name = {}
+        for lc in self.layers:
+            if lc.name in self._by_name:
+                raise ValueError(f"duplicate layer name {lc.name!r} in cost model")
+            self._by_name[lc.name] = lc
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def names(self) -> list[str]:
+        return [lc.name for lc in self.layers]
+
+    @property
+    def searchable(self) -> list[str]:
+        """Layers whose precision can change (supported ones)."""
+        return [lc.name for lc in self.layers if lc.supported]
+
+    def __getitem__(self, name: str) -> LayerCost:
+        return self._by_name[name]
+
+    def full_assignment(self, assignment: Mapping[str, str]) -> dict[str, str]:
+        """Fill missing layers with fp32 and force unsupported layers to fp32."""
+        unknown = set(assignment) - set(self._by_name)
+        if unknown:
+            raise ValueError(f"assignment names unknown layers {sorted(unknown)}")
+        return {
+            lc.name: (assignment.get(lc.name, "fp32") if lc.supported else "fp32")
+            for lc in self.layers
+        }
+
+    # ------------------------------------------------------------------ bytes / AI
+    def out_act_bytes(self, name: str, assignment: Mapping[str, str]) -> float:
+        """Bytes per output value of ``name``: 1 when requantized for its consumers, else 4."""
+        lc = self._by_name[name]
+        if not self.requant_fusion or not lc.consumers:
+            return 4.0
+        ok = all(
+            self._by_name[c].supported
+            and get_precision(assignment.get(c, "fp32")).quantizes_activations
+            for c in lc.consumers
+        )
+        return 1.0 if ok else 4.0
+
+    def layer_bytes(self, name: str, assignment: Mapping[str, str]) -> float:
+        prec = assignment.get(name, "fp32") if self._by_name[name].supported else "fp32"
+        return self._by_name[name].nbytes(prec, self.out_act_bytes(name, assignment))
+
+    def total_flops(self) -> int:
+        return sum(lc.flops for lc in self.layers)
+
+    def total_bytes(self, assignment: Mapping[str, str]) -> float:
+        return sum(self.layer_bytes(lc.name, assignment) for lc in self.layers)
+
+    def ai(self, assignment: Mapping[str, str]) -> float:
+        """Model arithmetic intensity (FLOPs per byte) of a plan."""
+        total = self.total_bytes(assignment)
+        return self.total_flops() / total if total else 0.0
+
+    def fp32_ai(self) -> float:
+        return self.ai({})
+
+    # ------------------------------------------------------------------ roofline
+    def roofline(
+        self, name: str, assignment: Mapping[str, str], peaks
+    ) -> RooflinePoint:
+        """Roofline bound of one layer.
+
+        ``peaks`` is any object with ``peak_gflops_fp32``, ``peak_gops_int8`` and
+        ``bandwidth_gbs`` (e.g. a :class:`aiq_tvm.targets.CpuPreset`).  Layers with 8-bit
+        activations compute in int8 (VNNI); weight-only layers compute in float32.
+        """
+        lc = self._by_name[name]
+        prec = assignment.get(name, "fp32") if lc.supported else "fp32"
+        nbytes = self.layer_bytes(name, assignment)
+        int8 = get_precision(prec).quantizes_activations
+        peak = (peaks.peak_gops_int8 if int8 else peaks.peak_gflops_fp32) * 1e9
+        bw = peaks.bandwidth_gbs * 1e9
+        t_compute, t_memory = lc.flops / peak, nbytes / bw
+        return RooflinePoint(
+            flops=lc.flops,
+            nbytes=nbytes,
+            ai=lc.flops / nbytes if nbytes else 0.0,
+            peak_ops=peak,
+            bandwidth=bw,
+            bound="memory" if t_memory >= t_compute else "compute",
+            predicted_s=max(t_compute, t_memory),
+        )

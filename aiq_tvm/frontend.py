@@ -1,0 +1,270 @@
+"""Import PyTorch models into Relax with PyTorch layer names and batch norm folded.
+
+``from_torch`` goes through ``torch.export`` and TVM's
+``relax.frontend.torch.from_exported_program``.  The weights stay function parameters named
+by their PyTorch state-dict keys (``layer1.0.conv1.weight``), which is how the AIQ passes
+name layers (``layer1.0.conv1``), and are returned separately as numpy arrays.  Batch norm
+after a convolution is folded into that convolution's weight and bias *values*; the IR keeps
+``conv2d -> add(bias)`` so the layer is still recognisable and named.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ._ir import const_value, is_const, is_op, replace_main
+
+__all__ = ["from_torch", "fold_batch_norm", "batch_var", "specialize_batch"]
+
+
+def from_torch(
+    model,
+    example_input,
+    *,
+    dynamic_batch: bool = True,
+    fold_bn: bool = True,
+) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    """Import a PyTorch module into a Relax IRModule plus its weights.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Put in eval mode before export.
+    example_input : torch.Tensor or numpy.ndarray
+        One input batch (N x ...) with the shape the model expects.
+    dynamic_batch : bool
+        Export the batch dimension as a symbolic variable so one module serves every batch
+        size (:func:`specialize_batch` fixes it before compilation).  If ``torch.export``
+        cannot keep the batch dynamic, the module is exported with the example's batch and a
+        warning says so.
+    fold_bn : bool
+        Fold batch norm that follows a convolution into the convolution's parameters.
+
+    Returns
+    -------
+    mod : tvm.IRModule
+        ``main(x, *weights)``; the weights are parameters named by their state-dict keys.
+    params : dict of str to numpy.ndarray
+        Values of those parameters, in signature order.
+    """
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"from_torch expects a torch.nn.Module, got {type(model).__name__}")
+    x = torch.as_tensor(np.asarray(example_input)) if not isinstance(
+        example_input, torch.Tensor) else example_input
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"example_input must have a batch dimension, got shape {tuple(x.shape)}")
+    model = model.eval()
+    ep = None
+    if dynamic_batch:
+        # A batch of 1 would be specialized by torch.export; trace with 2 (rows are copies).
+        xd = torch.cat([x, x]) if x.shape[0] == 1 else x
+        try:
+            with torch.no_grad():
+                ep = torch.export.export(
+                    model, (xd,),
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+                )
+        except Exception as err:  # noqa: BLE001 - torch raises many types here
+            warnings.warn(
+                f"torch.export could not keep the batch dimension dynamic ({type(err).__name__}:"
+                f" {str(err).splitlines()[0]}); exporting with static batch {x.shape[0]}",
+                stacklevel=2,
+            )
+    if ep is None:
+        with torch.no_grad():
+            ep = torch.export.export(model, (x,))
+    mod = from_exported_program(ep, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+    mod, params = _rename_params(mod, dict(ep.graph_signature.inputs_to_parameters))
+    if fold_bn:
+        mod, params = fold_batch_norm(mod, params)
+    return mod, params
+
+
+def _rename_params(
+    mod: tvm.IRModule, placeholder_to_name: dict[str, str]
+) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    """Name weight parameters by their state-dict keys and move their values out."""
+    func = mod["main"]
+    num_input = int(func.attrs["num_input"])
+    values = list(func.attrs["params"])
+    inputs, weights = list(func.params[:num_input]), list(func.params[num_input:])
+    if len(values) != len(weights):
+        raise ValueError("from_exported_program returned mismatched parameters and values")
+    new_vars, params = [], {}
+    for var, val in zip(weights, values, strict=True):
+        name = placeholder_to_name.get(var.name, var.name)
+        new_vars.append(relax.Var(name, var.ty))
+        params[name] = val.numpy()
+    bound = func.bind_params(dict(zip(weights, new_vars, strict=True)))
+    attrs = {k: v for k, v in func.attrs.items() if k != "params"}
+    new_func = relax.Function(
+        inputs + new_vars, bound.body, func.ret_ty, attrs=tvm.ir.make_node("ir.DictAttrs", **attrs)
+    )
+    return replace_main(mod, new_func), params
+
+
+def _const_or_param(expr, params: dict[str, np.ndarray]) -> np.ndarray | None:
+    if is_const(expr):
+        return const_value(expr)
+    if isinstance(expr, relax.Var) and expr.name in params:
+        return params[expr.name]
+    return None
+
+
+@mutator
+class _BatchNormFolder(PyExprMutator):
+    """Replace ``batch_norm(conv)[0]`` by the (re-valued) conv, adding bias params."""
+
+    def __init__(self, mod, plans: dict):
+        super().__init__(mod)
+        self.plans = plans  # id of the batch_norm tuple var -> replacement expr
+
+    def visit_tuple_getitem_(self, op):
+        tup = op.tuple_value
+        if op.index == 0 and isinstance(tup, relax.Var) and tup in self.plans:
+            return self.visit_expr(self.plans[tup])
+        return super().visit_tuple_getitem_(op)
+
+
+def fold_batch_norm(
+    mod: tvm.IRModule, params: dict[str, np.ndarray]
+) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    """Fold inference batch norm into the preceding conv2d's weight and bias values.
+
+    Handles ``batch_norm(conv2d(x, W))`` and ``batch_norm(conv2d(x, W) + reshape(b))`` where
+    ``W`` (and ``b``) are parameters used nowhere else.  ``W`` keeps its IR position and gets
+    scaled values; the bias becomes (or stays) a parameter named ``<layer>.bias``.  Batch norms
+    that do not fit are left to ``relax.transform.DecomposeOpsForInference``.
+    """
+    func = mod["main"]
+    params = dict(params)
+    var2val = relax.analysis.get_var2val(func)
+    uses = _use_counts(func)
+    plans, new_params = {}, []
+    for tup_var, call in var2val.items():
+        if not is_op(call, "relax.nn.batch_norm"):
+            continue
+        data, gamma, beta, mean, var = call.args
+        if int(call.attrs.axis) != 1 or not isinstance(data, relax.Var) or uses.get(data, 0) != 1:
+            continue
+        producer = var2val.get(data)
+        bias_var = None
+        conv_var = data
+        if is_op(producer, "relax.add"):
+            lhs, rhs = producer.args
+            reshape = var2val.get(rhs) if isinstance(rhs, relax.Var) else None
+            if not (isinstance(lhs, relax.Var) and is_op(reshape, "relax.reshape")
+                    and isinstance(reshape.args[0], relax.Var)
+                    and reshape.args[0].name in params and uses.get(reshape.args[0], 0) == 1
+                    and uses.get(lhs, 0) == 1 and uses.get(rhs, 0) == 1):
+                continue
+            bias_var, conv_var = reshape.args[0], lhs
+            producer = var2val.get(lhs)
+        if not is_op(producer, "relax.nn.conv2d"):
+            continue
+        if producer.attrs.kernel_layout != "OIHW" or producer.attrs.data_layout != "NCHW":
+            continue
+        w = producer.args[1]
+        if not (isinstance(w, relax.Var) and w.name in params and uses.get(w, 0) == 1):
+            continue
+        m, v = _const_or_param(mean, params), _const_or_param(var, params)
+        g, b = _const_or_param(gamma, params), _const_or_param(beta, params)
+        if m is None or v is None or (g is None and call.attrs.scale) or (
+            b is None and call.attrs.center
+        ):
+            continue
+        o = params[w.name].shape[0]
+        g = g if call.attrs.scale else np.ones(o, np.float32)
+        b = b if call.attrs.center else np.zeros(o, np.float32)
+        s = g.astype(np.float64) / np.sqrt(v.astype(np.float64) + float(call.attrs.epsilon))
+        params[w.name] = (params[w.name] * s.reshape(-1, 1, 1, 1)).astype(np.float32)
+        old_b = params[bias_var.name].astype(np.float64) if bias_var is not None else 0.0
+        folded_b = ((old_b - m.astype(np.float64)) * s + b).astype(np.float32)
+        if bias_var is not None:
+            params[bias_var.name] = folded_b
+            plans[tup_var] = data
+        else:
+            name = _bias_name(w.name, params)
+            bvar = relax.Var(name, relax.TensorType((o,), "float32"))
+            params[name] = folded_b
+            new_params.append(bvar)
+            plans[tup_var] = relax.op.add(conv_var, relax.op.reshape(bvar, (1, o, 1, 1)))
+    if not plans:
+        return mod, params
+    body = _BatchNormFolder(mod, plans).visit_expr(func.body)
+    new_func = relax.Function(list(func.params) + new_params, body, func.ret_ty, attrs=func.attrs)
+    mod = replace_main(mod, new_func)
+    mod = tvm.transform.Sequential(
+        [relax.transform.DeadCodeElimination(), relax.transform.CanonicalizeBindings()]
+    )(mod)
+    mod = _drop_unused_params(mod)
+    used = {p.name for p in mod["main"].params}
+    return mod, {k: v for k, v in params.items() if k in used}
+
+
+def _drop_unused_params(mod: tvm.IRModule) -> tvm.IRModule:
+    func = mod["main"]
+    num_input = int(func.attrs["num_input"]) if "num_input" in func.attrs else 1
+    free = set(relax.analysis.free_vars(func.body))
+    keep = list(func.params[:num_input]) + [p for p in func.params[num_input:] if p in free]
+    if len(keep) == len(func.params):
+        return mod
+    return replace_main(mod, relax.Function(keep, func.body, func.ret_ty, attrs=func.attrs))
+
+
+def _bias_name(weight_name: str, params: dict) -> str:
+    base = weight_name[: -len(".weight")] if weight_name.endswith(".weight") else weight_name
+    name = f"{base}.bias"
+    k = 1
+    while name in params:
+        name, k = f"{base}.bias_{k}", k + 1
+    return name
+
+
+def _use_counts(func: relax.Function) -> dict:
+    counts: dict = {}
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            counts[e] = counts.get(e, 0) + 1
+
+    # post_order_visit reaches every use site of a Var (binding definitions are not visited).
+    relax.analysis.post_order_visit(func.body, visit)
+    return counts
+
+
+def batch_var(mod: tvm.IRModule) -> tvm.tirx.Var | None:
+    """The symbolic batch variable of ``main``'s first input, or None when it is static."""
+    shape = mod["main"].params[0].ty.shape
+    dim = shape[0] if shape is not None and len(shape) else None
+    return dim if isinstance(dim, tvm.tirx.Var) else None
+
+
+def specialize_batch(mod: tvm.IRModule, batch_size: int) -> tvm.IRModule:
+    """Fix the symbolic batch dimension to ``batch_size`` (no-op check for static modules).
+
+    Raises
+    ------
+    ValueError
+        If the module has a static batch that differs from ``batch_size``.
+    """
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    var = batch_var(mod)
+    if var is None:
+        static = int(mod["main"].params[0].ty.shape[0])
+        if static != batch_size:
+            raise ValueError(
+                f"the module has a static batch of {static}; it cannot run batch {batch_size}. "
+                "Import it with a dynamic batch (aiq_tvm.from_torch(..., dynamic_batch=True))"
+            )
+        return mod
+    return relax.transform.BindSymbolicVars({var: int(batch_size)})(mod)

@@ -1,0 +1,312 @@
+"""What a quantizable layer is in Relax, shared by the AIQ passes.
+
+A *layer* is a conv2d or a dense (``matmul`` with a static weight) together with the bias add
+and activation that follow it.  :func:`layer_patterns` gives the ``FuseOpsByPattern``
+patterns that group them into composite functions (``"Composite": "aiq.conv2d"`` or
+``"aiq.dense"``); :func:`parse_layer` reads such a composite back into a
+:class:`LayerInfo`; :func:`unsupported_reason` says why a conv/matmul is not a layer.
+
+Layer names: a weight that is a function parameter names its layer (``layer1.0.conv1.weight``
+-> ``layer1.0.conv1``, the PyTorch module path when imported with
+:func:`aiq_tvm.from_torch`); a constant weight takes the name of the variable the layer's
+result is bound to when the user chose one, else ``<op>_<k>`` in program order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, wildcard
+from tvm.relax.transform import FusionPattern
+
+from aiq_tvm._ir import const_value, is_const, static_shape
+
+__all__ = [
+    "COMPOSITE_PREFIX",
+    "LayerInfo",
+    "layer_patterns",
+    "parse_layer",
+    "unsupported_reason",
+    "static_vars",
+    "weight_layer_name",
+    "is_layer_function",
+]
+
+COMPOSITE_PREFIX = "aiq."
+LAYER_OPS = ("relax.nn.conv2d", "relax.matmul")
+# Ops that are conv/dense-like but have no AIQ kernel; they stay FP32 and are reported.
+OTHER_WEIGHTED_OPS = (
+    "relax.nn.conv1d",
+    "relax.nn.conv3d",
+    "relax.nn.conv1d_transpose",
+    "relax.nn.conv2d_transpose",
+)
+_AUTO_NAME = re.compile(r"^(lv|gv|_)\d*(_\d+)?$")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A parsed AIQ composite function.
+
+    ``data``, ``weight`` and ``bias`` are parameter indices of the composite function (and so
+    argument indices at its call site).  Dense weights are given as ``[O, K]`` when
+    ``weight_transposed`` (the composite applies ``permute_dims``), else ``[K, O]``.
+    """
+
+    op: str  # "conv2d", "depthwise_conv2d" or "dense"
+    data: int
+    weight: int
+    bias: int | None
+    weight_transposed: bool
+    activation: tuple  # ("none",), ("relu",) or ("clip", lo, hi)
+    strides: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    groups: int = 1
+    in_shape: tuple = ()
+    weight_shape: tuple = ()
+    out_shape: tuple = ()
+
+    @property
+    def out_channels(self) -> int:
+        if self.op == "dense":
+            return int(self.weight_shape[0] if self.weight_transposed else self.weight_shape[1])
+        return int(self.weight_shape[0])
+
+
+# ---------------------------------------------------------------------------- static analysis
+def static_vars(func: relax.Function) -> set:
+    """Variables whose value depends only on weights (parameters after ``num_input``) and
+    constants, never on the data inputs."""
+    num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else 1
+    static = set(func.params[num_input:])
+    data = set(func.params[:num_input])
+    var2val = relax.analysis.get_var2val(func)
+
+    def free_ok(expr) -> bool:
+        return all(v in static for v in relax.analysis.free_vars(expr))
+
+    changed = True
+    while changed:  # bindings are in order, but be robust to nesting
+        changed = False
+        for var, val in var2val.items():
+            if var in static or var in data:
+                continue
+            if isinstance(val, relax.Call) and not isinstance(val.op, tvm.ir.Op):
+                continue  # calls to functions are not treated as static
+            if free_ok(val):
+                static.add(var)
+                changed = True
+    return static
+
+
+def _is_static(expr, static: set) -> bool:
+    """Constant, a static variable, or an op call over static values only.
+
+    Pattern checks see matched *values* (``reshape(bias)``), not their bound variables.
+    """
+    if is_const(expr):
+        return True
+    if isinstance(expr, relax.Var):
+        return expr in static
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return all(v in static for v in relax.analysis.free_vars(expr))
+    return False
+
+
+# ---------------------------------------------------------------------------- support rules
+def _conv_reason(call: relax.Call) -> str | None:
+    a = call.attrs
+    x_shape, w_shape = static_shape(call.args[0]), static_shape(call.args[1])
+    if a.data_layout != "NCHW" or a.kernel_layout != "OIHW":
+        return f"layout {a.data_layout}/{a.kernel_layout} (AIQ kernels take NCHW/OIHW)"
+    if any(int(d) != 1 for d in a.dilation):
+        return f"dilation {[int(d) for d in a.dilation]} (only 1 is supported)"
+    if str(call.args[0].ty.dtype) != "float32" or str(call.args[1].ty.dtype) != "float32":
+        return f"dtype {call.args[0].ty.dtype} (only float32 layers are quantized)"
+    if w_shape is None or x_shape is None and call.args[0].ty.shape is None:
+        return "unknown weight or input shape"
+    groups = int(a.groups)
+    if groups != 1:
+        cin = int(call.args[0].ty.shape[1])
+        if not (groups == cin == w_shape[0] and w_shape[1] == 1):
+            return f"grouped conv with groups={groups} (only 1 or depthwise are supported)"
+    return None
+
+
+def unsupported_reason(call: relax.Call, static: set) -> str | None:
+    """Why a weighted op is not an AIQ layer (None when it is one)."""
+    name = call.op.name
+    if name in OTHER_WEIGHTED_OPS:
+        return f"{name.split('.')[-1]} has no AIQ kernel"
+    if name == "relax.nn.conv2d":
+        if not _is_static(call.args[1], static):
+            return "weight is computed from the input (not a static tensor)"
+        return _conv_reason(call)
+    if name == "relax.matmul":
+        w = call.args[1]
+        if not _is_static(w, static):
+            return "both operands are activations (no static weight)"
+        if len(call.args[0].ty.shape) != 2 or len(w.ty.shape) != 2:
+            return "batched matmul (only 2-D x 2-D dense is supported)"
+        if str(call.args[0].ty.dtype) != "float32":
+            return f"dtype {call.args[0].ty.dtype} (only float32 layers are quantized)"
+        return None
+    return f"{name} is not a layer"
+
+
+# ---------------------------------------------------------------------------- patterns
+def _act(inner):
+    return is_op("relax.nn.relu")(inner) | is_op("relax.clip")(inner, wildcard(), wildcard())
+
+
+def layer_patterns(static_ref: list) -> list[FusionPattern]:
+    """``FuseOpsByPattern`` patterns for AIQ layers, longest first.
+
+    ``static_ref`` is a one-element list holding the current function's :func:`static_vars`
+    set; the check functions read it (the pass refills it per function).
+    """
+    pats = []
+    for kind in ("conv2d", "dense"):
+        data, weight, bias = wildcard(), wildcard(), wildcard()
+        if kind == "conv2d":
+            root = is_op("relax.nn.conv2d")(data, weight)
+        else:
+            root = is_op("relax.matmul")(data, is_op("relax.permute_dims")(weight)) | is_op(
+                "relax.matmul"
+            )(data, weight)
+        with_bias = is_op("relax.add")(root, bias) | is_op("relax.add")(bias, root)
+        roles = {"data": data, "weight": weight, "root": root}
+        for suffix, pat, has_bias in (
+            ("bias_act", _act(with_bias), True),
+            ("bias", with_bias, True),
+            ("act", _act(root), False),
+            ("", root, False),
+        ):
+            ann = dict(roles, bias=bias) if has_bias else dict(roles)
+            name = f"{COMPOSITE_PREFIX}{kind}" + (f"_{suffix}" if suffix else "")
+            pats.append(FusionPattern(name, pat, ann, _make_check(kind, has_bias, static_ref)))
+    return pats
+
+
+def _make_check(kind: str, has_bias: bool, static_ref: list):
+    def check(ctx) -> bool:
+        static = static_ref[0]
+        expr = ctx.annotated_expr
+        root = expr["root"]
+        if unsupported_reason(root, static) is not None:
+            return False
+        if kind == "dense":
+            w = expr["weight"]
+            if not _is_static(w, static):
+                return False
+        if has_bias:
+            return _bias_ok(expr["bias"], root, kind, static)
+        return True
+
+    return check
+
+
+def _bias_ok(bias, root, kind: str, static: set) -> bool:
+    """A bias is static and broadcasts along the output-channel axis only."""
+    if not _is_static(bias, static):
+        return False
+    shape = static_shape(bias)
+    if shape is None:
+        return False
+    o = int(root.ty.shape[1]) if kind == "conv2d" else int(root.ty.shape[-1])
+    if kind == "conv2d":
+        return shape in ((1, o, 1, 1), (o, 1, 1))
+    return shape in ((o,), (1, o))
+
+
+# ---------------------------------------------------------------------------- parsing
+def is_layer_function(func) -> bool:
+    return (
+        isinstance(func, relax.Function)
+        and func.attrs is not None
+        and "Composite" in func.attrs
+        and str(func.attrs["Composite"]).startswith(COMPOSITE_PREFIX)
+    )
+
+
+def parse_layer(func: relax.Function) -> LayerInfo:
+    """Read an AIQ composite function (see the module docstring)."""
+    params = list(func.params)
+    var2val = relax.analysis.get_var2val(func)
+    root = act = bias_expr = None
+    for val in var2val.values():
+        if not isinstance(val, relax.Call) or not isinstance(val.op, tvm.ir.Op):
+            continue
+        name = val.op.name
+        if name in LAYER_OPS:
+            root = val
+        elif name == "relax.nn.relu":
+            act = ("relu",)
+        elif name == "relax.clip":
+            act = ("clip", float(val.args[1].value), float(val.args[2].value))
+        elif name == "relax.add":
+            bias_expr = val
+    if root is None:
+        raise ValueError(f"composite {func.attrs['Composite']} has no conv2d/matmul")
+
+    def index_of(expr) -> int:
+        for i, p in enumerate(params):
+            if p.same_as(expr):
+                return i
+        raise ValueError(f"composite argument {expr} is not a parameter")
+
+    data = index_of(root.args[0])
+    w_expr = root.args[1]
+    transposed = False
+    if isinstance(w_expr, relax.Var) and w_expr in var2val:
+        transposed = True  # matmul(x, permute_dims(W)) -> W is [O, K]
+        w_expr = var2val[w_expr].args[0]
+    weight = index_of(w_expr)
+    bias = None
+    if bias_expr is not None:
+        lhs, rhs = bias_expr.args
+        other = rhs if any(lhs.same_as(v) for v in var2val) else lhs
+        bias = index_of(other)
+    w_shape = tuple(int(d) for d in params[weight].ty.shape)
+    out = func.body.body if isinstance(func.body, relax.SeqExpr) else func.body
+    common = dict(
+        data=data, weight=weight, bias=bias, weight_transposed=transposed,
+        activation=act or ("none",),
+        in_shape=tuple(params[data].ty.shape), weight_shape=w_shape,
+        out_shape=tuple(out.ty.shape),
+    )
+    if root.op.name == "relax.matmul":
+        return LayerInfo(op="dense", **common)
+    a = root.attrs
+    groups = int(a.groups)
+    return LayerInfo(
+        op="depthwise_conv2d" if groups > 1 else "conv2d",
+        strides=tuple(int(s) for s in a.strides),
+        padding=tuple(int(p) for p in a.padding),
+        groups=groups,
+        **common,
+    )
+
+
+def weight_layer_name(weight_expr) -> str | None:
+    """Layer name from a weight parameter's name (``a.b.weight`` -> ``a.b``)."""
+    if isinstance(weight_expr, relax.Var) and not isinstance(weight_expr, relax.DataflowVar):
+        name = weight_expr.name
+        for suffix in (".weight", "_weight"):
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return name[: -len(suffix)]
+        return name
+    return None
+
+
+def user_binding_name(var) -> str | None:
+    """A binding variable's name if the user chose it (not ``lv12``/``gv``)."""
+    name = var.name
+    return None if _AUTO_NAME.match(name) else name
+
+
+def clip_value(expr) -> float:
+    return float(const_value(expr)) if is_const(expr) else float(expr.value)

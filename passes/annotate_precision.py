@@ -1,0 +1,197 @@
+"""AnnotatePrecision: mark every conv/dense layer with the precision a plan gives it.
+
+Each quantizable layer (conv2d or dense with its bias add and activation) is grouped into a
+private composite function, the way BYOC partitioning does, and annotated::
+
+    R.func_attr({"Composite": "aiq.conv2d_bias_act", "Primitive": True,
+                 "aiq.layer": "layer1.0.conv1", "aiq.precision": "int8"})
+
+The composite stays a valid ``Primitive`` function, so an annotated module still compiles
+unchanged with the standard pipelines; :class:`~aiq_tvm.passes.QuantizeAnnotated` replaces
+the composites with low-bit kernels.  Conv/matmul ops that have no AIQ kernel stay FP32 and
+are listed in the module attribute ``aiq.unsupported`` (layer name -> reason).  Running the
+pass on an annotated module only updates the precisions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
+
+from aiq_tvm.plan import Plan
+
+from ._layers import (
+    LAYER_OPS,
+    OTHER_WEIGHTED_OPS,
+    is_layer_function,
+    layer_patterns,
+    parse_layer,
+    static_vars,
+    unsupported_reason,
+    user_binding_name,
+    weight_layer_name,
+)
+
+__all__ = ["AnnotatePrecision", "layer_table"]
+
+
+def _as_plan(plan) -> Plan:
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, str):
+        return Plan.uniform(plan)
+    if isinstance(plan, Mapping):
+        return Plan(dict(plan))
+    raise ValueError(
+        f"plan must be an aiq_tvm.Plan, a precision name or a dict, got {type(plan).__name__}"
+    )
+
+
+@visitor
+class _LayerCollector(PyExprVisitor):
+    """Collect, in program order, composite layer calls and leftover weighted ops."""
+
+    def __init__(self, mod: tvm.IRModule, static: set):
+        super().__init__()
+        self.mod = mod
+        self.static = static
+        self.entries: list[dict] = []  # {"kind": "layer"|"unsupported", ...}
+
+    def visit_var_binding_(self, binding) -> None:
+        val = binding.value
+        if isinstance(val, relax.Call):
+            if isinstance(val.op, relax.GlobalVar):
+                func = self.mod[val.op]
+                if is_layer_function(func):
+                    info = parse_layer(func)
+                    self.entries.append(dict(
+                        kind="layer", gv=val.op, var=binding.var, call=val,
+                        op=info.op, weight=val.args[info.weight],
+                        existing=str(func.attrs["aiq.layer"]) if "aiq.layer" in func.attrs
+                        else None,
+                    ))
+            elif isinstance(val.op, tvm.ir.Op) and val.op.name in LAYER_OPS + OTHER_WEIGHTED_OPS:
+                reason = unsupported_reason(val, self.static)
+                if reason is not None:
+                    op = val.op.name.split(".")[-1]
+                    self.entries.append(dict(
+                        kind="unsupported", var=binding.var, call=val,
+                        op="dense" if op == "matmul" else op, reason=reason,
+                        weight=val.args[1] if len(val.args) > 1 else None, existing=None,
+                    ))
+        super().visit_var_binding_(binding)
+
+
+def _name_entries(entries: list[dict]) -> None:
+    """Give every entry a unique layer name (see passes/_layers.py for the rule)."""
+    counters: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for e in entries:
+        base = e["existing"] or weight_layer_name(e["weight"]) or user_binding_name(e["var"])
+        op_key = e["op"].replace("depthwise_", "")
+        k = counters.get(op_key, 0)
+        counters[op_key] = k + 1
+        if not base:
+            base = f"{op_key}_{k}"
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        e["name"] = base if n == 0 else f"{base}:{n}"
+
+
+def layer_table(mod: tvm.IRModule, func_name: str = "main") -> list[dict]:
+    """Layers of an annotated module in program order.
+
+    Returns dicts with ``name``, ``kind`` (``"layer"`` or ``"unsupported"``), ``op``,
+    ``gv`` (composite GlobalVar for layers), ``var`` (the binding variable), ``call`` and,
+    for unsupported ops, ``reason``.
+    """
+    func = mod[func_name]
+    col = _LayerCollector(mod, static_vars(func))
+    col.visit_expr(func)
+    _name_entries(col.entries)
+    return col.entries
+
+
+@mutator
+class _PerLayerComposites(PyExprMutator):
+    """Give every layer call site its own annotated composite function.
+
+    ``FuseOpsByPattern`` shares one composite among structurally equal layers; the plan needs
+    one function per layer to carry that layer's name and precision.
+    """
+
+    def __init__(self, mod: tvm.IRModule, layers: list[dict], precisions: dict[str, str]):
+        super().__init__(mod)
+        self.mod_ = mod
+        self.layers = layers
+        self.precisions = precisions
+        self.k = 0
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not isinstance(call.op, relax.GlobalVar) or not is_layer_function(self.mod_[call.op]):
+            return call
+        entry = self.layers[self.k]
+        self.k += 1
+        func = self.mod_[call.op]
+        func = func.with_attr("aiq.layer", entry["name"])
+        func = func.with_attr("aiq.precision", self.precisions[entry["name"]])
+        gv = self.builder_.add_func(func, "aiq_" + re.sub(r"\W", "_", entry["name"]))
+        return relax.Call(gv, call.args, call.attrs, call.ty_args)
+
+
+@tvm.transform.module_pass(opt_level=0, name="AnnotatePrecision")
+class AnnotatePrecision:
+    """Group conv/dense layers into composites annotated with their plan precision.
+
+    Parameters
+    ----------
+    plan : Plan, str or dict
+        Per-layer precisions (:class:`aiq_tvm.Plan`), a single precision name for every layer,
+        or a dict of plan rules.
+    func_name : str
+        The Relax function to annotate.
+
+    Raises
+    ------
+    ValueError
+        If the plan names layers the model does not have (the message lists its layers).
+    """
+
+    def __init__(self, plan: Plan | str | Mapping = "fp32", func_name: str = "main"):
+        self.plan = _as_plan(plan)
+        self.func_name = func_name
+        self._static_ref: list = [set()]
+        self._patterns = layer_patterns(self._static_ref)
+
+    def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        if self.func_name not in [gv.name_hint for gv in mod.get_global_vars()]:
+            raise ValueError(f"module has no function {self.func_name!r} to annotate")
+        mod = relax.transform.ConvertToDataflow()(mod)
+        self._static_ref[0] = static_vars(mod[self.func_name])
+        mod = relax.transform.FuseOpsByPattern(
+            self._patterns, bind_constants=False, entry_functions=[self.func_name]
+        )(mod)
+        entries = layer_table(mod, self.func_name)
+        names = [e["name"] for e in entries]
+        resolved = self.plan.resolve(names)
+        unsupported, fallbacks = {}, {}
+        for e in entries:
+            if e["kind"] == "unsupported":
+                unsupported[e["name"]] = e["reason"]
+                if resolved[e["name"]] != "fp32":
+                    fallbacks[e["name"]] = resolved[e["name"]]
+        layers = [e for e in entries if e["kind"] == "layer"]
+        rewriter = _PerLayerComposites(mod, layers, resolved)
+        func = rewriter.visit_expr(mod[self.func_name])
+        rewriter.builder_.update_func(mod.get_global_var(self.func_name), func)
+        mod = rewriter.builder_.get()
+        mod = relax.transform.DeadCodeElimination([self.func_name])(mod)
+        mod = mod.with_attr("aiq.unsupported", unsupported)
+        # Plan entries that asked an unsupported layer for a low precision: kept fp32, reported.
+        mod = mod.with_attr("aiq.fallbacks", fallbacks)
+        return mod

@@ -1,0 +1,1 @@
+"""Target presets and x86 kernels."""
