@@ -267,4 +267,5 @@ def specialize_batch(mod: tvm.IRModule, batch_size: int) -> tvm.IRModule:
                 "Import it with a dynamic batch (aiq_tvm.from_torch(..., dynamic_batch=True))"
             )
         return mod
-    return relax.transform.BindSymbolicVars({var: int(batch_size)})(mod)
+    # By name: partitioned composite functions carry their own copy of the variable.
+    return relax.transform.BindSymbolicVars({var.name: int(batch_size)})(mod)

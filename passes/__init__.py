@@ -1,1 +1,30 @@
-"""Relax passes of aiq_tvm."""
+"""Relax passes of aiq_tvm (shipped as ``aiq_tvm.passes``).
+
+Insert them into your own pipeline::
+
+    tvm.compile(mod, target, relax_pipeline=tvm.transform.Sequential([
+        aiq_tvm.passes.AnnotatePrecision(plan),
+        relax.transform.BindParams("main", params), relax.transform.FoldConstant(),
+        aiq_tvm.passes.QuantizeAnnotated(calibration),
+        relax.get_pipeline("default")]))
+
+or take the whole AIQ pipeline: ``relax.get_pipeline("aiq", plan=..., calibration=...,
+params=...)``.
+"""
+
+from .annotate_precision import AnnotatePrecision, layer_table
+from .cancel_transposes import CancelTransposes
+from .expose_layer_inputs import ExposeLayerInputs
+from .quantize_annotated import QuantizeAnnotated
+from .schedule_glue import ScheduleGlue
+from .select_precision_at_runtime import SelectPrecisionAtRuntime
+
+__all__ = [
+    "AnnotatePrecision",
+    "QuantizeAnnotated",
+    "SelectPrecisionAtRuntime",
+    "CancelTransposes",
+    "ExposeLayerInputs",
+    "ScheduleGlue",
+    "layer_table",
+]

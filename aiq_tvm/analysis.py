@@ -1,0 +1,134 @@
+"""Per-layer costs of an annotated Relax module, counted by TVM.
+
+For every AIQ layer (and every conv/matmul left unsupported) the FLOPs are
+``tvm.s_tir.analysis.estimate_tir_flops`` of the PrimFunc that ``LegalizeOps`` produces for
+that call site's conv2d/matmul alone (bias and activation are not counted); element counts
+come from the static shapes.  The result is a pure-Python :class:`~aiq_tvm.cost.CostModel`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm import relax
+from tvm.s_tir.analysis import estimate_tir_flops
+
+from .cost import CostModel, LayerCost
+from .passes._layers import is_layer_function, parse_layer
+from .passes.annotate_precision import layer_table
+
+__all__ = ["cost_model", "call_flops"]
+
+_FLOPS_CACHE: dict[str, int] = {}
+
+
+def call_flops(call: relax.Call) -> int:
+    """FLOPs TVM estimates for one op call, legalized on its own.
+
+    The call's operands become parameters of a one-op function with the same static types;
+    results are cached by the call's printed signature.
+    """
+    params = [relax.Var(f"a{i}", arg.ty) for i, arg in enumerate(call.args)]
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(relax.Call(call.op, params, call.attrs, call.ty_args))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    key = mod.script(show_meta=False)
+    if key not in _FLOPS_CACHE:
+        legal = relax.transform.LegalizeOps()(mod)
+        prims = [f for _, f in legal.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+        if len(prims) != 1:
+            raise ValueError(f"{call.op.name} legalized to {len(prims)} PrimFuncs, expected 1")
+        _FLOPS_CACHE[key] = int(estimate_tir_flops(tvm.IRModule({"main": prims[0]})))
+    return _FLOPS_CACHE[key]
+
+
+def _numel(shape) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+def _root_call(func: relax.Function) -> relax.Call:
+    for val in relax.analysis.get_var2val(func).values():
+        if isinstance(val, relax.Call) and isinstance(val.op, tvm.ir.Op) and val.op.name in (
+            "relax.nn.conv2d", "relax.matmul"
+        ):
+            return val
+    raise ValueError("composite has no conv2d/matmul")
+
+
+def _consumers(mod: tvm.IRModule, entries: list[dict], func_name: str) -> dict[str, tuple | None]:
+    """For each layer: the layers that are the only readers of its output (None if any
+    other op, or the function's result, also reads it)."""
+    func = mod[func_name]
+    layer_of_var = {e["var"]: e["name"] for e in entries if e["kind"] == "layer"}
+    readers: dict = {v: [] for v in layer_of_var}
+
+    def note(expr, reader):
+        for v in relax.analysis.free_vars(expr):
+            if v in readers:
+                readers[v].append(reader)
+
+    layer_calls = {e["var"]: e for e in entries if e["kind"] == "layer"}
+    for block in func.body.blocks:
+        for b in block.bindings:
+            val = b.value
+            if b.var in layer_calls:
+                info = parse_layer(mod[val.op])
+                for i, arg in enumerate(val.args):
+                    note(arg, layer_calls[b.var]["name"] if i == info.data else None)
+            else:
+                note(val, None)
+    note(func.body.body, None)
+    out = {}
+    for v, name in layer_of_var.items():
+        r = readers[v]
+        out[name] = tuple(r) if r and all(x is not None for x in r) else None
+    return out
+
+
+def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool = True
+               ) -> CostModel:
+    """Build the cost model of a module annotated by AnnotatePrecision (static shapes).
+
+    Raises
+    ------
+    ValueError
+        If a layer has a symbolic shape (specialize the batch first).
+    """
+    entries = layer_table(mod, func_name)
+    consumers = _consumers(mod, entries, func_name)
+    layers = []
+    for e in entries:
+        if e["kind"] == "layer":
+            func = mod[e["gv"]]
+            if not is_layer_function(func):
+                raise ValueError(f"{e['gv']} is not an AIQ composite")
+            info = parse_layer(func)
+            root = _root_call(func)
+            shapes = (info.in_shape, info.weight_shape, info.out_shape)
+            op, supported, reason = info.op, True, ""
+            cons = consumers.get(e["name"])
+            out_channels = info.out_channels
+        else:
+            root = e["call"]
+            shapes = tuple(tuple(a.ty.shape) for a in (root.args[0], root.args[1], root))
+            op, supported, reason, cons = e["op"], False, e["reason"], None
+            out_channels = int(root.ty.shape[1]) if len(root.ty.shape) > 1 else 1
+        if any(not isinstance(d, (int, tvm.tirx.IntImm)) for s in shapes for d in s):
+            raise ValueError(
+                f"layer {e['name']!r} has symbolic shapes {shapes}; specialize the batch size "
+                "before building a cost model"
+            )
+        layers.append(LayerCost(
+            name=e["name"], op=op, flops=call_flops(root),
+            weight_elems=_numel(shapes[1]), in_elems=_numel(shapes[0]),
+            out_elems=_numel(shapes[2]), out_channels=out_channels,
+            in_shape=tuple(int(d) for d in shapes[0]),
+            weight_shape=tuple(int(d) for d in shapes[1]),
+            out_shape=tuple(int(d) for d in shapes[2]),
+            supported=supported, reason=reason, consumers=cons,
+        ))
+    return CostModel(layers, requant_fusion=requant_fusion)

@@ -1,0 +1,107 @@
+"""The AIQ compilation pipeline, as per-phase pass lists and a registered Relax pipeline.
+
+Phases (each a function of the target returning a list of passes, like TVM's
+``relax/backend/cpu_generic/pipeline.py``):
+
+1. :func:`quantize_passes`: annotate layers with the plan, bind the weights, fold constants,
+   lower annotated layers to low-bit x86 kernels, cancel the layout transposes between them.
+2. :func:`legalize_passes`: TVM's CPU legalization and fusion for the remaining ops.
+3. :func:`schedule_passes`: schedule the fused glue kernels TVM leaves unscheduled.
+4. :func:`lower_passes`: TVM's dataflow lowering and VM finalization.
+
+``relax.get_pipeline("aiq", plan=..., calibration=..., params=...)`` returns the whole thing
+for ``tvm.compile(mod, target, relax_pipeline=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+from .passes import (
+    AnnotatePrecision,
+    CancelTransposes,
+    QuantizeAnnotated,
+    ScheduleGlue,
+)
+
+__all__ = [
+    "quantize_passes",
+    "legalize_passes",
+    "schedule_passes",
+    "lower_passes",
+    "aiq_pipeline",
+    "bind_params",
+]
+
+
+def bind_params(params: Mapping[str, np.ndarray] | None) -> list:
+    """Passes that turn weight parameters into constants (empty when ``params`` is None)."""
+    if not params:
+        return []
+    tensors = {k: tvm.runtime.tensor(np.ascontiguousarray(v)) for k, v in params.items()}
+    return [relax.transform.BindParams("main", tensors)]
+
+
+def quantize_passes(target, plan="fp32", calibration=None, params=None) -> list:
+    return [
+        AnnotatePrecision(plan),
+        *bind_params(params),
+        relax.transform.FoldConstant(),
+        QuantizeAnnotated(calibration, target=target),
+        CancelTransposes(),
+    ]
+
+
+def legalize_passes(target) -> list:
+    return cpu_pipeline.legalize_passes(target)
+
+
+def schedule_passes(target) -> list:
+    return [ScheduleGlue(target)]
+
+
+def lower_passes(target) -> list:
+    return cpu_pipeline.dataflow_lower_passes(target) + cpu_pipeline.finalize_passes(target)
+
+
+def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None):
+    """The full AIQ pipeline as one pass (registered as ``relax.get_pipeline("aiq")``).
+
+    Parameters
+    ----------
+    plan : aiq_tvm.Plan, str or dict
+        Per-layer precisions.
+    calibration : aiq_tvm.Calibration, optional
+        Required when the plan uses 8-bit activations.
+    params : dict of str to numpy.ndarray, optional
+        Weights to bind (as returned by :func:`aiq_tvm.from_torch`).
+    target : optional
+        Defaults to the target ``tvm.compile`` puts in scope.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="AIQPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        from .targets import resolve_target
+
+        tgt = resolve_target(target)[0] if target is not None else tvm.target.Target.current()
+        if tgt is None:
+            raise ValueError("the aiq pipeline needs a target (tvm.compile provides one)")
+        with tgt:
+            seq = tvm.transform.Sequential(
+                quantize_passes(tgt, plan, calibration, params)
+                + legalize_passes(tgt)
+                + schedule_passes(tgt)
+                + lower_passes(tgt)
+            )
+            return seq(mod)
+
+    return _pipeline
+
+
+if "aiq" not in relax.pipeline.PIPELINE_MAP:
+    relax.register_pipeline("aiq")(aiq_pipeline)

@@ -1,0 +1,139 @@
+"""Emit the x86 kernels of one annotated layer into a Relax function being built.
+
+Shared by :class:`~aiq_tvm.passes.QuantizeAnnotated` (one precision per layer) and
+:class:`~aiq_tvm.passes.SelectPrecisionAtRuntime` (every candidate precision behind a
+runtime switch), so both run exactly the same PrimFuncs and numerics.
+
+Convolutions run in NHWC: the layer's NCHW input is transposed in, its NHWC output
+transposed back; :class:`~aiq_tvm.passes.CancelTransposes` then removes transposes that meet.
+Layers with 8-bit activations get a uint8 quantize kernel on their input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from aiq_tvm._ir import const_value, is_const
+from aiq_tvm.quant import ActQParams
+from aiq_tvm.schemes import get_precision
+
+from ._layers import LayerInfo
+
+__all__ = ["LayerValues", "layer_values", "emit_layer", "kernel_act"]
+
+NCHW_TO_NHWC = (0, 2, 3, 1)
+NHWC_TO_NCHW = (0, 3, 1, 2)
+
+
+@dataclass
+class LayerValues:
+    """Numeric operands of one layer call: weight in torch layout, bias [O] or None."""
+
+    weight: np.ndarray  # conv: OIHW; dense: [O, K]
+    bias: np.ndarray | None
+
+
+def _value_of(expr, var2val: dict, what: str, layer: str) -> np.ndarray:
+    seen = 0
+    while isinstance(expr, relax.Var) and expr in var2val and seen < 8:
+        expr, seen = var2val[expr], seen + 1
+    if is_const(expr):
+        return const_value(expr)
+    raise ValueError(
+        f"layer {layer!r}: the {what} is not a constant ({type(expr).__name__}). Bind the "
+        "weights first: relax.transform.BindParams('main', params) then "
+        "relax.transform.FoldConstant() (aiq_tvm.pipeline() does both)"
+    )
+
+
+def layer_values(info: LayerInfo, args, var2val: dict, layer: str) -> LayerValues:
+    """Read the constant weight and bias of a layer call."""
+    w = _value_of(args[info.weight], var2val, "weight", layer).astype(np.float32)
+    if info.op == "dense" and not info.weight_transposed:
+        w = np.ascontiguousarray(w.T)  # matmul(x, W[K, O]) -> torch layout [O, K]
+    b = None
+    if info.bias is not None:
+        b = _value_of(args[info.bias], var2val, "bias", layer).astype(np.float32).reshape(-1)
+    return LayerValues(w, b)
+
+
+def kernel_act(activation: tuple):
+    """Our activation tuple -> the kernel library's ``act`` argument."""
+    kind = activation[0]
+    if kind == "none":
+        return "none"
+    if kind == "relu":
+        return "relu"
+    lo, hi = activation[1], activation[2]
+    if lo == 0.0 and hi == 6.0:
+        return "relu6"
+    return ("clip", lo, hi)
+
+
+def _call_kernel(bb: relax.BlockBuilder, kernel, args: list, name: str):
+    gv = bb.add_func(kernel.prim_func, name)
+    consts = [relax.const(c) for c in kernel.consts]
+    return bb.emit(
+        relax.call_tir(gv, [args[0], *consts, *args[1:]],
+                       out_ty=relax.TensorType(kernel.out_shape, kernel.out_dtype))
+    )
+
+
+def emit_layer(
+    bb: relax.BlockBuilder,
+    info: LayerInfo,
+    values: LayerValues,
+    data: relax.Expr,
+    precision: str,
+    qparams: ActQParams | None,
+    target: tvm.target.Target,
+    name: str,
+):
+    """Emit the kernels of one layer at ``precision``; return the NCHW / [N, O] result."""
+    from aiq_tvm.targets import x86
+
+    scheme = get_precision(precision)
+    if scheme.quantizes_activations and qparams is None:
+        raise ValueError(
+            f"layer {name!r} runs {precision} but has no activation range; calibrate first "
+            "(aiq_tvm.calibrate or QuantizeAnnotated(calibration=...))"
+        )
+    act = kernel_act(info.activation)
+    base = name.replace(".", "_").replace(":", "_")
+    shape = tuple(int(d) for d in info.in_shape)
+    if info.op == "dense":
+        n, k = shape
+        o = values.weight.shape[0]
+        spec = x86.DenseSpec(N=n, K=k, O=o)
+        x = data
+        if scheme.quantizes_activations:
+            qf = x86.quantize_kernel((n, k), qparams, target=target)
+            x = bb.emit(relax.call_tir(bb.add_func(qf, f"{base}_quantize"), [x],
+                                       out_ty=relax.TensorType((n, k), "uint8")))
+        kernel = x86.dense_kernel(
+            spec, precision, values.weight, values.bias, act=act,
+            act_qparams=qparams, target=target,
+        )
+        return _call_kernel(bb, kernel, [x], f"{base}_{precision}")
+
+    n, c, h, w = shape
+    o = values.weight.shape[0]
+    spec = x86.ConvSpec(
+        N=n, H=h, W=w, C=c, O=o, KH=values.weight.shape[2], KW=values.weight.shape[3],
+        stride=info.strides, padding=info.padding, groups=info.groups,
+    )
+    x = bb.emit(relax.op.permute_dims(data, NCHW_TO_NHWC))
+    if scheme.quantizes_activations:
+        qf = x86.quantize_kernel((n, h, w, c), qparams, target=target)
+        x = bb.emit(relax.call_tir(bb.add_func(qf, f"{base}_quantize"), [x],
+                                   out_ty=relax.TensorType((n, h, w, c), "uint8")))
+    kernel = x86.conv2d_kernel(
+        spec, precision, values.weight, values.bias, act=act,
+        act_qparams=qparams, target=target,
+    )
+    y = _call_kernel(bb, kernel, [x], f"{base}_{precision}")
+    return bb.emit(relax.op.permute_dims(y, NHWC_TO_NCHW))

@@ -1,0 +1,93 @@
+"""QuantizeAnnotated: replace annotated layers by fused low-bit x86 kernels.
+
+Every composite created by :class:`~aiq_tvm.passes.AnnotatePrecision` becomes a call to a
+scheduled TIR kernel of the annotated precision (weights quantized on the host, dequantize,
+bias and activation fused into the epilogue); layers with 8-bit activations first quantize
+their input with the calibrated range.  Weights must be constants: bind parameters and fold
+constants before this pass.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from ._layers import is_layer_function, parse_layer
+from ._lowering import emit_layer, layer_values
+
+__all__ = ["QuantizeAnnotated", "current_target"]
+
+
+def current_target(target=None) -> tvm.target.Target:
+    """The explicit target, else the one ``tvm.compile`` put in scope."""
+    if target is not None:
+        from aiq_tvm.targets import resolve_target
+
+        return resolve_target(target)[0]
+    cur = tvm.target.Target.current(allow_none=True)
+    if cur is None:
+        raise ValueError(
+            "no target: pass target= to the pass or run it inside tvm.compile / `with target:`"
+        )
+    return cur
+
+
+@mutator
+class _Quantizer(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, func: relax.Function, calibration, target):
+        super().__init__(mod)
+        self.mod_ = mod
+        self.var2val = dict(relax.analysis.get_var2val(func))
+        self.calibration = calibration
+        self.target = target
+        self.lowered: list[str] = []
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not isinstance(call.op, relax.GlobalVar):
+            return call
+        func = self.mod_[call.op]
+        if not is_layer_function(func) or "aiq.precision" not in func.attrs:
+            return call
+        name = str(func.attrs["aiq.layer"])
+        precision = str(func.attrs["aiq.precision"])
+        info = parse_layer(func)
+        values = layer_values(info, call.args, self.var2val, name)
+        qp = None
+        if self.calibration is not None and name in self.calibration.ranges:
+            qp = self.calibration.qparams(name)
+        self.lowered.append(name)
+        return emit_layer(
+            self.builder_, info, values, call.args[info.data], precision, qp, self.target, name
+        )
+
+
+@tvm.transform.module_pass(opt_level=0, name="QuantizeAnnotated")
+class QuantizeAnnotated:
+    """Lower annotated layers to low-bit kernels.
+
+    Parameters
+    ----------
+    calibration : aiq_tvm.Calibration, optional
+        Activation ranges; required when any layer runs with 8-bit activations.
+    target : str, dict or tvm.target.Target, optional
+        Defaults to the target in scope (``tvm.compile`` sets it).
+    func_name : str
+        The Relax function to lower.
+    """
+
+    def __init__(self, calibration=None, target=None, func_name: str = "main"):
+        self.calibration = calibration
+        self.target = target
+        self.func_name = func_name
+
+    def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        target = current_target(self.target)
+        gv = mod.get_global_var(self.func_name)
+        func = mod[gv]
+        rewriter = _Quantizer(mod, func, self.calibration, target)
+        new_func = rewriter.visit_expr(func)
+        rewriter.builder_.update_func(gv, new_func)
+        out = rewriter.builder_.get()
+        return relax.transform.DeadCodeElimination([self.func_name])(out)
