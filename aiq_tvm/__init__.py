@@ -4,20 +4,34 @@
 >>> res = aiq_tvm.build(mod, target="llvm", params=params, calib_data=calib,
 ...                     val_data=(x_val, y_val), lam=0.9, search="greedy")
 >>> res.plan, res.report, res.benchmark(batch_size=1)
+
+The plan, precision, cost-model and search modules are pure Python and load without TVM;
+TVM-facing names (``build``, ``from_torch``, ``passes``, ...) load on first use.  Importing
+``aiq_tvm`` after ``tvm`` (or touching any TVM-facing name) registers the Relax pipeline
+``relax.get_pipeline("aiq", plan=..., calibration=..., params=...)``.
 """
 
-from . import pipeline as _pipeline  # registers relax.get_pipeline("aiq")
-from .build import BuildResult, build
+import importlib
+import sys
+
 from .calibrate import Calibration
 from .cost import CostModel, LayerCost
-from .frontend import from_torch, specialize_batch
-from .pipeline import aiq_pipeline
 from .plan import Plan
-from .report import Report
 from .schemes import PRECISIONS, PrecisionScheme, get_precision
 from .search import SEARCH_METHODS, SearchResult, run_search
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "build": ("api", "build"),
+    "BuildResult": ("api", "BuildResult"),
+    "from_torch": ("frontend", "from_torch"),
+    "specialize_batch": ("frontend", "specialize_batch"),
+    "aiq_pipeline": ("pipeline", "aiq_pipeline"),
+    "Report": ("report", "Report"),
+}
+_LAZY_MODULES = ("passes", "targets", "pipeline", "api", "frontend", "analysis", "datasets",
+                 "models", "report", "quant")
 
 __all__ = [
     "build",
@@ -37,4 +51,18 @@ __all__ = [
     "run_search",
     "aiq_pipeline",
 ]
-del _pipeline
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value
+        return value
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'aiq_tvm' has no attribute {name!r}")
+
+
+if "tvm" in sys.modules:  # TVM already paid for: make relax.get_pipeline("aiq") available
+    importlib.import_module(".pipeline", __name__)

@@ -65,8 +65,13 @@ def schedule_passes(target) -> list:
     return [ScheduleGlue(target)]
 
 
-def lower_passes(target) -> list:
-    return cpu_pipeline.dataflow_lower_passes(target) + cpu_pipeline.finalize_passes(target)
+def lower_passes(target, static_memory: bool = True) -> list:
+    """TVM's lowering; ``static_memory=False`` drops StaticPlanBlockMemory, which in TVM 0.27
+    corrupts memory when a function has ``R.If`` branches (crash on the second call)."""
+    finalize = cpu_pipeline.finalize_passes(target)
+    if not static_memory:
+        finalize = [p for p in finalize if p.info.name != "StaticPlanBlockMemory"]
+    return cpu_pipeline.dataflow_lower_passes(target) + finalize
 
 
 def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None):

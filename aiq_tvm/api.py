@@ -66,9 +66,11 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
     return AnnotatePrecision("fp32")(mod)
 
 
-def _compile(mod: tvm.IRModule, target, passes: list) -> relax.VMExecutable:
+def _compile(mod: tvm.IRModule, target, passes: list, static_memory: bool = True
+             ) -> relax.VMExecutable:
     seq = tvm.transform.Sequential(
-        passes + P.legalize_passes(target) + P.schedule_passes(target) + P.lower_passes(target)
+        passes + P.legalize_passes(target) + P.schedule_passes(target)
+        + P.lower_passes(target, static_memory)
     )
     return tvm.compile(mod, target, relax_pipeline=seq)
 
@@ -173,7 +175,7 @@ class _SwitchableModel:
         passes = [*P.bind_params(params), relax.transform.FoldConstant(),
                   SelectPrecisionAtRuntime(choices, calibration, target=target),
                   CancelTransposes()]
-        self.exe = _compile(mod, target, passes)
+        self.exe = _compile(mod, target, passes, static_memory=False)
         self.vm = relax.VirtualMachine(self.exe, tvm.cpu())
         self.layers = list(choices)
         self.choices = choices
