@@ -14,7 +14,7 @@ from . import pipeline as P
 from .analysis import cost_model
 from .calibrate import CALIBRATION_METHODS, Calibration, calibrate
 from .cost import CostModel
-from .frontend import specialize_batch
+from .frontend import batch_var, specialize_batch
 from .passes import (
     AnnotatePrecision,
     CancelTransposes,
@@ -148,7 +148,8 @@ class BuildResult:
         ``images_per_s``.
         """
         vm = self.vm(batch_size)
-        shape = (batch_size,) + tuple(int(d) for d in list(self.annotated["main"].params[0].ty.shape)[1:])
+        dims = list(self.annotated["main"].params[0].ty.shape)[1:]
+        shape = (batch_size,) + tuple(int(d) for d in dims)
         if x is None:
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         dev = tvm.cpu()
@@ -202,8 +203,8 @@ def build(
     precisions: Sequence[str] | None = None,
     calibration: str | Calibration = "percentile",
     percentile: float = 99.99,
-    batch_size: int = 1,
-    eval_batch_size: int = 100,
+    batch_size: int | None = None,
+    eval_batch_size: int | None = None,
     max_sweeps: int | None = None,
     seed: int = 0,
     verbose: bool = False,
@@ -235,10 +236,12 @@ def build(
         Candidate precisions per layer (default: all registered).
     calibration : str or Calibration
         ``"minmax"``, ``"percentile"``, or a ready :class:`Calibration`.
-    batch_size : int
-        Batch size of the returned executable (more via :meth:`BuildResult.executable`).
-    eval_batch_size : int
-        Batch size of the accuracy runs (search and validation).
+    batch_size : int, optional
+        Batch size of the returned executable (more via :meth:`BuildResult.executable`);
+        default 1, or the module's batch when it is static.
+    eval_batch_size : int, optional
+        Batch size of the accuracy runs (search and validation); default 100, or the
+        module's batch when it is static.
     """
     t_start = time.perf_counter()
     timings: dict = {}
@@ -252,11 +255,15 @@ def build(
     if isinstance(calibration, str) and calibration not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration {calibration!r}; valid: "
                          f"{', '.join(CALIBRATION_METHODS)} or an aiq_tvm.Calibration")
+    tgt, preset = resolve_target(target)
+    annotated = prepare(mod)
+    static = None if batch_var(annotated) is not None else int(
+        annotated["main"].params[0].ty.shape[0])
+    batch_size = batch_size if batch_size is not None else (static or 1)
+    eval_batch_size = eval_batch_size if eval_batch_size is not None else (static or 100)
     for nm, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{nm} must be a positive integer, got {v!r}")
-    tgt, preset = resolve_target(target)
-    annotated = prepare(mod)
     in_shape = tuple(int(d) for d in list(annotated["main"].params[0].ty.shape)[1:])
     calib_x = _validate_data("calib_data", calib_data, in_shape, labels=False)
     val = _validate_data("val_data", val_data, in_shape, labels=True)

@@ -54,9 +54,8 @@ class Calibration:
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
-            raise ValueError(
-                f"unknown calibration method {self.method!r}; valid: {', '.join(CALIBRATION_METHODS)}"
-            )
+            raise ValueError(f"unknown calibration method {self.method!r}; valid: "
+                             f"{', '.join(CALIBRATION_METHODS)}")
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
         clean = {}
@@ -72,9 +71,8 @@ class Calibration:
         try:
             lo, hi = self.ranges[layer]
         except KeyError:
-            raise ValueError(
-                f"no calibration range for layer {layer!r}; calibrated layers: {sorted(self.ranges)}"
-            ) from None
+            raise ValueError(f"no calibration range for layer {layer!r}; calibrated layers: "
+                             f"{sorted(self.ranges)}") from None
         return ActQParams.from_range(lo, hi)
 
     def to_dict(self) -> dict:

@@ -60,7 +60,8 @@ class Plan:
                 try:
                     self._patterns.append((key, re.compile(key[3:]), prec))
                 except re.error as err:
-                    raise ValueError(f"plan entry {key!r}: invalid regular expression: {err}")
+                    raise ValueError(
+                        f"plan entry {key!r}: invalid regular expression: {err}") from None
 
     # ------------------------------------------------------------------ queries
     def precision_for(self, layer: str) -> str:

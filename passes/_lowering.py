@@ -74,8 +74,16 @@ def kernel_act(activation: tuple):
     return ("clip", lo, hi)
 
 
+def _add_prim(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> relax.GlobalVar:
+    # te.create_prim_func names every kernel "main"; the module's own symbols come from the
+    # GlobalVar names (AttachGlobalSymbol), so drop it to avoid duplicate symbols.
+    if func.attrs is not None and "global_symbol" in func.attrs:
+        func = func.without_attr("global_symbol")
+    return bb.add_func(func, name)
+
+
 def _call_kernel(bb: relax.BlockBuilder, kernel, args: list, name: str):
-    gv = bb.add_func(kernel.prim_func, name)
+    gv = _add_prim(bb, kernel.prim_func, name)
     consts = [relax.const(c) for c in kernel.consts]
     return bb.emit(
         relax.call_tir(gv, [args[0], *consts, *args[1:]],
@@ -112,7 +120,7 @@ def emit_layer(
         x = data
         if scheme.quantizes_activations:
             qf = x86.quantize_kernel((n, k), qparams, target=target)
-            x = bb.emit(relax.call_tir(bb.add_func(qf, f"{base}_quantize"), [x],
+            x = bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
                                        out_ty=relax.TensorType((n, k), "uint8")))
         kernel = x86.dense_kernel(
             spec, precision, values.weight, values.bias, act=act,
@@ -129,7 +137,7 @@ def emit_layer(
     x = bb.emit(relax.op.permute_dims(data, NCHW_TO_NHWC))
     if scheme.quantizes_activations:
         qf = x86.quantize_kernel((n, h, w, c), qparams, target=target)
-        x = bb.emit(relax.call_tir(bb.add_func(qf, f"{base}_quantize"), [x],
+        x = bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
                                    out_ty=relax.TensorType((n, h, w, c), "uint8")))
     kernel = x86.conv2d_kernel(
         spec, precision, values.weight, values.bias, act=act,

@@ -86,12 +86,37 @@ class _LayerCollector(PyExprVisitor):
         super().visit_var_binding_(binding)
 
 
-def _name_entries(entries: list[dict]) -> None:
+def binding_name_hints(func: relax.Function) -> list[tuple]:
+    """``(weight expr, name)`` for conv/matmul ops bound to a user-chosen variable name.
+
+    Taken before partitioning: afterwards the composite call is bound to the variable of the
+    pattern's last op (the activation), but it still receives the same weight object.
+    """
+    var2val = relax.analysis.get_var2val(func)
+    hints = []
+    for var, val in var2val.items():
+        if isinstance(val, relax.Call) and isinstance(val.op, tvm.ir.Op) and \
+                val.op.name in LAYER_OPS and len(val.args) > 1:
+            name = user_binding_name(var)
+            if name:
+                w = val.args[1]
+                inner = var2val.get(w) if isinstance(w, relax.Var) else None
+                if inner is not None and isinstance(inner, relax.Call) and \
+                        isinstance(inner.op, tvm.ir.Op) and inner.op.name == "relax.permute_dims":
+                    w = inner.args[0]
+                hints.append((w, name))
+    return hints
+
+
+def _name_entries(entries: list[dict], hints: list[tuple] = ()) -> None:
     """Give every entry a unique layer name (see passes/_layers.py for the rule)."""
     counters: dict[str, int] = {}
     seen: dict[str, int] = {}
     for e in entries:
-        base = e["existing"] or weight_layer_name(e["weight"]) or user_binding_name(e["var"])
+        hint = next((n for w, n in hints if e["weight"] is not None and w.same_as(e["weight"])),
+                    None)
+        base = e["existing"] or weight_layer_name(e["weight"]) or hint or \
+            user_binding_name(e["var"])
         op_key = e["op"].replace("depthwise_", "")
         k = counters.get(op_key, 0)
         counters[op_key] = k + 1
@@ -102,7 +127,8 @@ def _name_entries(entries: list[dict]) -> None:
         e["name"] = base if n == 0 else f"{base}:{n}"
 
 
-def layer_table(mod: tvm.IRModule, func_name: str = "main") -> list[dict]:
+def layer_table(mod: tvm.IRModule, func_name: str = "main", hints: list[tuple] = ()
+                ) -> list[dict]:
     """Layers of an annotated module in program order.
 
     Returns dicts with ``name``, ``kind`` (``"layer"`` or ``"unsupported"``), ``op``,
@@ -112,7 +138,7 @@ def layer_table(mod: tvm.IRModule, func_name: str = "main") -> list[dict]:
     func = mod[func_name]
     col = _LayerCollector(mod, static_vars(func))
     col.visit_expr(func)
-    _name_entries(col.entries)
+    _name_entries(col.entries, hints)
     return col.entries
 
 
@@ -138,8 +164,12 @@ class _PerLayerComposites(PyExprMutator):
         entry = self.layers[self.k]
         self.k += 1
         func = self.mod_[call.op]
+        precision = self.precisions[entry["name"]]
+        if "aiq.layer" in func.attrs:  # already one function per layer: update in place
+            self.builder_.update_func(call.op, func.with_attr("aiq.precision", precision))
+            return call
         func = func.with_attr("aiq.layer", entry["name"])
-        func = func.with_attr("aiq.precision", self.precisions[entry["name"]])
+        func = func.with_attr("aiq.precision", precision)
         gv = self.builder_.add_func(func, "aiq_" + re.sub(r"\W", "_", entry["name"]))
         return relax.Call(gv, call.args, call.attrs, call.ty_args)
 
@@ -172,11 +202,12 @@ class AnnotatePrecision:
         if self.func_name not in [gv.name_hint for gv in mod.get_global_vars()]:
             raise ValueError(f"module has no function {self.func_name!r} to annotate")
         mod = relax.transform.ConvertToDataflow()(mod)
+        hints = binding_name_hints(mod[self.func_name])
         self._static_ref[0] = static_vars(mod[self.func_name])
         mod = relax.transform.FuseOpsByPattern(
             self._patterns, bind_constants=False, entry_functions=[self.func_name]
         )(mod)
-        entries = layer_table(mod, self.func_name)
+        entries = layer_table(mod, self.func_name, hints)
         names = [e["name"] for e in entries]
         resolved = self.plan.resolve(names)
         unsupported, fallbacks = {}, {}

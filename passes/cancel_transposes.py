@@ -58,10 +58,12 @@ class CancelTransposes:
                 self.perm_x, wildcard(), wildcard())
             unary = pat if unary is None else unary | pat
         self.unary = unary
+        # Distinct wildcards tell the rewriter which operand order matched.
+        self.c_right, self.c_left = wildcard(), wildcard()
         binary = None
         for op in _BINARY:
-            pats = [is_op(op)(self.perm_x, self.perm_y), is_op(op)(self.perm_x, self.y),
-                    is_op(op)(self.y, self.perm_x)]
+            pats = [is_op(op)(self.perm_x, self.perm_y), is_op(op)(self.perm_x, self.c_right),
+                    is_op(op)(self.c_left, self.perm_x)]
             for pat in pats:
                 binary = pat if binary is None else binary | pat
         self.binary = binary
@@ -103,18 +105,19 @@ class CancelTransposes:
     def _binary(self, expr, m):
         perm, x = m[self.perm_x], m[self.x]
         axes = _axes(perm, _ndim(x))
-        lhs_is_perm = expr.args[0].same_as(perm)
         if self.perm_y in m:
             other = m[self.y]
             if _axes(m[self.perm_y], _ndim(other)) != axes:
                 return expr
             if static_shape(x) is None or static_shape(x) != static_shape(other):
                 return expr
+            args = [x, other]
         else:
-            other = m[self.y]
+            right = self.c_right in m
+            other = m[self.c_right] if right else m[self.c_left]
             if not _scalar_const(other):
                 return expr
-        args = [x, other] if lhs_is_perm else [other, x]
+            args = [x, other] if right else [other, x]
         inner = relax.Call(expr.op, args, expr.attrs, expr.ty_args)
         return relax.op.permute_dims(inner, axes)
 

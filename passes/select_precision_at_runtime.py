@@ -1,4 +1,4 @@
-"""SelectPrecisionAtRuntime: compile every candidate precision of every layer once, pick at run time.
+"""SelectPrecisionAtRuntime: compile every candidate precision once, pick per layer at run time.
 
 The AIQ search measures the accuracy of many plans.  Recompiling the model per plan would
 take minutes each; instead this pass lowers every annotated layer to *all* its candidate

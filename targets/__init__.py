@@ -110,6 +110,14 @@ def resolve_target(target) -> tuple:
     if tgt.kind.name != "llvm":
         raise ValueError(f"aiq_tvm builds for CPU (kind 'llvm'), got kind {tgt.kind.name!r}")
     mcpu = str(tgt.attrs.get("mcpu", "")) if hasattr(tgt, "attrs") else ""
+    if mcpu:
+        # TVM accepts any mcpu string and LLVM silently falls back to a generic CPU.
+        from tvm.target import codegen
+
+        triple = str(tgt.attrs.get("mtriple", "")) or str(codegen.llvm_get_system_triple())
+        if not codegen.llvm_is_valid_cpu(mcpu, triple):
+            raise ValueError(f"LLVM does not know mcpu {mcpu!r} for {triple}; valid targets: "
+                             f"{valid}")
     for p in PRESETS.values():
         if p.target.get("mcpu") == mcpu:
             return tgt, p

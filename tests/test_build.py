@@ -1,0 +1,151 @@
+"""End to end: torch -> aiq_tvm.build -> TVM VM, search, plans, the registered pipeline, errors."""
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+import aiq_tvm
+from aiq_tvm import Plan
+from aiq_tvm.frontend import specialize_batch
+from aiq_tvm.pipeline import bind_params
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tiny):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        logits = tiny(torch.from_numpy(x)).numpy()
+    # Labels: the FP32 model's answer, flipped on a third of the samples so accuracy < 100 %.
+    y = logits.argmax(1)
+    y[::3] = (y[::3] + 1) % 10
+    mod, params = aiq_tvm.from_torch(tiny, torch.from_numpy(x[:2]))
+    return mod, params, x, y, logits
+
+
+def test_fp32_build_matches_torch(tiny_setup):
+    mod, params, x, _, logits = tiny_setup
+    res = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=8)
+    out = res.run(x[:16])
+    np.testing.assert_allclose(out, logits[:16], rtol=1e-4, atol=1e-4 * np.abs(logits).max())
+
+
+@pytest.mark.parametrize("precision, tol", [("w8", 0.03), ("int8", 0.05), ("w4", 0.3),
+                                            ("int4", 0.3)])
+def test_quantized_builds_stay_close_to_torch(tiny_setup, precision, tol):
+    mod, params, x, _, logits = tiny_setup
+    res = aiq_tvm.build(mod, params=params, plan=precision, calib_data=x[:16], batch_size=16)
+    out = res.run(x[:16])
+    err = np.abs(out - logits[:16]).max() / np.abs(logits[:16]).max()
+    assert err < tol
+    assert res.report.precisions()["grouped"] == "fp32"  # no kernel: stays fp32, reported
+    assert "grouped conv" in next(r.note for r in res.report.rows if r.name == "grouped")
+    assert res.report.ai > res.report.ai_fp32
+
+
+def test_search_accuracy_equals_final_build_and_is_deterministic(tiny_setup):
+    mod, params, x, y, _ = tiny_setup
+    kw = dict(params=params, calib_data=x[:16], val_data=(x[16:], y[16:]), lam=0.9,
+              search="coordinate_descent", eval_batch_size=16)
+    a = aiq_tvm.build(mod, **kw)
+    s = a.search
+    assert s.evaluations >= 1 + 3 * 4  # baseline + every alternative of the 3 AIQ layers
+    assert a.plan.layers == {**s.assignment, "grouped": "fp32"}  # unsupported: explicit fp32
+    # What the search measured for its plan is what the compiled build gives.
+    assert a.evaluate(x[16:], y[16:], 16) == s.best.accuracy
+    assert a.report.accuracy == s.best.accuracy
+    b = aiq_tvm.build(mod, **kw)
+    assert b.plan == a.plan
+
+
+def test_plan_round_trip_gives_identical_outputs(tiny_setup, tmp_path):
+    mod, params, x, _, _ = tiny_setup
+    plan = Plan({"stem": "int8", "dw": "w4", "head": "int4"})
+    a = aiq_tvm.build(mod, params=params, plan=plan, calib_data=x[:16], batch_size=4)
+    path = tmp_path / "plan.json"
+    a.plan.save(path)
+    cal_path = tmp_path / "cal.json"
+    a.calibration.save(cal_path)
+    b = aiq_tvm.build(mod, params=params, plan=Plan.load(path),
+                      calibration=aiq_tvm.Calibration.load(cal_path), batch_size=4)
+    np.testing.assert_array_equal(a.run(x[:8]), b.run(x[:8]))
+    assert b.report.precisions()["dw"] == "w4"
+
+
+def test_registered_pipeline_equals_build(tiny_setup, target):
+    mod, params, x, _, _ = tiny_setup
+    plan = Plan({"stem": "int8"}, default="w8")
+    res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=x[:16], batch_size=4)
+    pipe = relax.get_pipeline("aiq", plan=plan, calibration=res.calibration, params=params)
+    ex = tvm.compile(specialize_batch(mod, 4), target, relax_pipeline=pipe)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x[:4])).numpy()
+    np.testing.assert_array_equal(out, res.run(x[:4]))
+
+
+def test_user_pipeline_with_our_passes(tiny_setup, target):
+    mod, params, x, _, logits = tiny_setup
+    seq = tvm.transform.Sequential([
+        aiq_tvm.passes.AnnotatePrecision("w8"), *bind_params(params),
+        relax.transform.FoldConstant(), aiq_tvm.passes.QuantizeAnnotated(),
+        relax.get_pipeline("default"),
+    ])
+    ex = tvm.compile(specialize_batch(mod, 2), target, relax_pipeline=seq)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x[:2])).numpy()
+    assert np.abs(out - logits[:2]).max() / np.abs(logits[:2]).max() < 0.03
+
+
+@I.ir_module
+class UserModule:
+    @R.function
+    def main(x: R.Tensor((2, 3, 8, 8), "float32")) -> R.Tensor((2, 4, 8, 8), "float32"):
+        with R.dataflow():
+            w = R.const(np.linspace(-1, 1, 4 * 3 * 9, dtype="float32").reshape(4, 3, 3, 3))
+            conv = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+            gv = R.nn.relu(conv)
+            R.output(gv)
+        return gv
+
+
+def test_user_built_relax_module_with_constant_weights():
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    fp = aiq_tvm.build(UserModule, plan="fp32", batch_size=2)
+    q = aiq_tvm.build(UserModule, plan={"conv": "int8"}, calib_data=x, batch_size=2)
+    assert [r.name for r in q.report.rows] == ["conv"]  # user-chosen binding name
+    ref = fp.run(x)
+    assert np.abs(q.run(x) - ref).max() / np.abs(ref).max() < 0.05
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(plan="int3"), "unknown precision 'int3'; valid precisions: fp32, int8, int4, w8, w4"),
+    (dict(plan={"nope": "int8"}), "names layers the model does not have"),
+    (dict(lam=1.5, val_data="v"), "lam must be a number in \\[0, 1\\]"),
+    (dict(search="random"), "unknown search 'random'; valid: greedy, coordinate_descent"),
+    (dict(precisions=["int8", "fp16"]), "unknown precision 'fp16'"),
+    (dict(calibration="kl"), "unknown calibration 'kl'; valid: minmax, percentile"),
+    (dict(target="llvm -mcpu=znver4"), "unknown target .*valid targets: 'llvm'"),
+    (dict(target={"kind": "llvm", "mcpu": "not-a-cpu-9"}), "TVM rejected target|valid targets"),
+    (dict(target="cuda"), "unknown target 'cuda'"),
+    (dict(val_data=None), "search needs val_data"),
+    (dict(val_data=(np.zeros((0, 3, 8, 8)), np.zeros(0, int))), "val_data is empty"),
+    (dict(val_data=(np.zeros((4, 3, 9, 9)), np.zeros(4, int))), "shape \\(3, 9, 9\\)"),
+    (dict(val_data=(np.zeros((4, 3, 8, 8)), np.zeros(3, int))), "labels must be integers"),
+    (dict(plan="int8"), "need calib_data"),
+    (dict(plan="int8", calib_data=np.zeros((0, 3, 8, 8))), "calib_data is empty"),
+    (dict(batch_size=0, plan="fp32"), "batch_size must be a positive integer"),
+    (dict(plan="fp32", params={"bogus.weight": np.zeros(1)}), "params has names"),
+])
+def test_bad_input_is_a_clear_value_error(tiny_setup, kwargs, msg):
+    mod, params, _, _, _ = tiny_setup
+    kw = dict(params=params)
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=msg):
+        aiq_tvm.build(mod, **kw)
+
+
+def test_not_a_module():
+    with pytest.raises(ValueError, match="tvm.IRModule"):
+        aiq_tvm.build("model.onnx", plan="fp32")
