@@ -1,0 +1,159 @@
+"""``aiq-tvm``: run AIQ on a shipped model and real data from the command line.
+
+    aiq-tvm run --model resnet20 --search greedy --lam 0.9
+    aiq-tvm presets
+
+``run`` imports the pretrained model, calibrates on a Fashion-MNIST calibration subset,
+searches a plan on a validation subset (both carved from the training split), compiles it,
+and prints the per-layer report, FP32 vs plan AI and validation accuracy, the search wall
+time, test-split accuracy of both builds and, with ``--bench``, TVM runtime timings.  Results
+go to ``--out`` as JSON (plan, calibration, report, summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .calibrate import CALIBRATION_METHODS
+from .schemes import PRECISIONS
+from .search import SEARCH_METHODS
+
+MODELS = ("resnet20", "mobilenet_v2")
+
+
+def _precisions(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in PRECISIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"invalid precision(s) {bad or text!r}; choose from {', '.join(PRECISIONS)}")
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="aiq-tvm", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="calibrate, search, compile and report a shipped model")
+    run.add_argument("--model", choices=MODELS, default="resnet20")
+    run.add_argument("--search", choices=list(SEARCH_METHODS), default="greedy")
+    run.add_argument("--lam", type=float, default=0.9, help="weight of AI in the loss")
+    run.add_argument("--budget", type=float, default=1.0,
+                     help="accuracy budget in pp (search=budget)")
+    run.add_argument("--precisions", type=_precisions, default=list(PRECISIONS),
+                     help=f"comma-separated candidates from {','.join(PRECISIONS)}")
+    run.add_argument("--calibration", choices=CALIBRATION_METHODS, default="percentile")
+    run.add_argument("--calib", type=int, default=512, help="calibration images")
+    run.add_argument("--val", type=int, default=1000, help="validation images")
+    run.add_argument("--test", type=int, default=10000,
+                     help="test-split images for the final accuracy (0 to skip)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--target", default="llvm")
+    run.add_argument("--bench", action="store_true",
+                     help="also time FP32 and plan builds at batch 1 and 64")
+    run.add_argument("--data-root", default=None, help="Fashion-MNIST IDX directory")
+    run.add_argument("--out", default="results", help="directory for JSON outputs")
+    sub.add_parser("presets", help="list CPU presets and their roofline peaks")
+    return ap
+
+
+def _cmd_presets() -> int:
+    from .targets import PRESETS
+
+    for p in PRESETS.values():
+        print(f"{p.name:16s} fp32 {p.peak_gflops_fp32:8.1f} GFLOP/s  int8 {p.peak_gops_int8:8.1f}"
+              f" GOP/s  {p.bandwidth_gbs:6.1f} GB/s  {p.description}\n{'':16s} source: {p.source}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    import torch
+
+    from . import datasets, models
+    from .api import build
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ["TVM_NUM_THREADS"]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model = models.get_model(args.model, pretrained=True)
+    xc, _ = datasets.calibration_set(args.calib, seed=args.seed, root=args.data_root)
+    xv, yv = datasets.validation_set(args.val, seed=args.seed, root=args.data_root)
+    from .frontend import from_torch
+
+    mod, params = from_torch(model, torch.from_numpy(xv[:2]))
+    print(f"model {args.model}: {len(params)} weight tensors; calibration {len(xc)} and "
+          f"validation {len(xv)} Fashion-MNIST training-split images (seed {args.seed})")
+    res = build(mod, args.target, params=params, calib_data=xc, val_data=(xv, yv),
+                lam=args.lam, search=args.search, budget_pp=args.budget,
+                precisions=args.precisions, calibration=args.calibration, seed=args.seed,
+                verbose=True)
+    s = res.search
+    print()
+    print(res.report)
+    print()
+    print("plan:", json.dumps(res.plan.layers))
+    summary = {
+        "model": args.model, "search": args.search, "lambda": args.lam,
+        "budget_pp": args.budget if args.search == "budget" else None,
+        "precisions": args.precisions, "target": str(res.target), "preset": res.preset.name,
+        "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
+        "ai_gain": res.report.ai_gain,
+        "val_images": len(xv), "val_accuracy_fp32": s.baseline.accuracy,
+        "val_accuracy_plan": s.best.accuracy, "search_evaluations": s.evaluations,
+        "search_wall_s": s.wall_time_s, "timings_s": res.timings,
+    }
+    print(f"AI: fp32 {res.report.ai_fp32:.2f} -> plan {res.report.ai:.2f} FLOP/B "
+          f"(x{res.report.ai_gain:.3f})")
+    print(f"validation accuracy ({len(xv)} images): fp32 {100 * s.baseline.accuracy:.2f}% -> "
+          f"plan {100 * s.best.accuracy:.2f}%")
+    print(f"search: {args.search}, {s.evaluations} plans measured, {s.wall_time_s:.1f} s "
+          f"(compile of all layer variants {res.timings.get('search_compile_s', 0):.1f} s, "
+          f"calibration {res.timings.get('calibration_s', 0):.1f} s, "
+          f"total build {res.timings['total_s']:.1f} s)")
+    if args.test:
+        xt, yt = datasets.fashion_mnist("test", root=args.data_root)
+        xt, yt = xt[:args.test], yt[:args.test]
+        fp32 = build(mod, args.target, params=params, plan="fp32")
+        acc32 = fp32.evaluate(xt, yt, 100)
+        accq = res.evaluate(xt, yt, 100)
+        summary.update(test_images=len(xt), test_accuracy_fp32=acc32, test_accuracy_plan=accq)
+        print(f"test accuracy ({len(xt)} images): fp32 {100 * acc32:.2f}% -> plan "
+              f"{100 * accq:.2f}%")
+    if args.bench:
+        fp32 = build(mod, args.target, params=params, plan="fp32")
+        for bs in (1, 64):
+            a, b = fp32.benchmark(bs), res.benchmark(bs)
+            summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}
+            print(f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
+                  f"(x{a['median_ms'] / b['median_ms']:.2f})")
+    stem = f"{args.model}_{args.search}"
+    res.plan.save(out / f"{stem}_plan.json")
+    if res.calibration is not None:
+        res.calibration.save(out / f"{stem}_calibration.json")
+    (out / f"{stem}_report.json").write_text(res.report.to_json() + "\n")
+    summary["wall_s"] = time.perf_counter() - t0
+    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    print(f"wrote {out}/{stem}_{{plan,calibration,report,summary}}.json "
+          f"({summary['wall_s']:.0f} s in all)")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "presets":
+            return _cmd_presets()
+        return _cmd_run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"aiq-tvm: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
