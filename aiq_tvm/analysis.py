@@ -112,10 +112,12 @@ def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool 
             op, supported, reason = info.op, True, ""
             cons = consumers.get(e["name"])
             out_channels = info.out_channels
+            res_elems = 0 if info.residual is None else _numel(info.out_shape)
         else:
             root = e["call"]
             shapes = tuple(tuple(a.ty.shape) for a in (root.args[0], root.args[1], root))
             op, supported, reason, cons = e["op"], False, e["reason"], None
+            res_elems = 0
             out_channels = int(root.ty.shape[1]) if len(root.ty.shape) > 1 else 1
         if any(not isinstance(d, (int, tvm.tirx.IntImm)) for s in shapes for d in s):
             raise ValueError(
@@ -129,6 +131,6 @@ def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool 
             in_shape=tuple(int(d) for d in shapes[0]),
             weight_shape=tuple(int(d) for d in shapes[1]),
             out_shape=tuple(int(d) for d in shapes[2]),
-            supported=supported, reason=reason, consumers=cons,
+            supported=supported, reason=reason, consumers=cons, residual_elems=res_elems,
         ))
     return CostModel(layers, requant_fusion=requant_fusion)

@@ -162,6 +162,37 @@ class BuildResult:
                 "p10_ms": float(np.percentile(res, 10)), "p90_ms": float(np.percentile(res, 90)),
                 "images_per_s": batch_size / med * 1e3}
 
+    def profile(self, batch_size: int | None = None, repeat: int = 7) -> dict[str, float]:
+        """Median time in microseconds of every TIR kernel call of one inference.
+
+        Runs ``main`` once with a VM instrument that records each kernel call and its
+        arguments, then times every recorded call on its own with ``time_evaluator``.
+        Returns ``{call index and symbol: us}`` in call order (``"12:layer1_0_conv1_int8"``).
+        """
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        exe = self.executable(bs)
+        vm = relax.VirtualMachine(exe, tvm.cpu())
+        calls: list = []
+
+        def instrument(func, name, before_run, ret_value, *args):
+            if before_run and isinstance(func, tvm.ffi.Function) and not name.startswith("vm."):
+                calls.append((str(name), [tvm.runtime.tensor(a.numpy()) for a in args]))
+            return 0
+
+        vm.set_instrument(instrument)
+        dims = list(self.annotated["main"].params[0].ty.shape)[1:]
+        x = np.random.default_rng(0).standard_normal((bs, *map(int, dims))).astype(np.float32)
+        vm["main"](tvm.runtime.tensor(x))
+        lib = exe.mod
+        out = {}
+        for i, (name, args) in enumerate(calls):
+            try:
+                ev = lib.time_evaluator(name, tvm.cpu(), number=10, repeat=repeat)
+            except Exception:  # noqa: BLE001 - a builtin, not a compiled kernel
+                continue
+            out[f"{i}:{name}"] = float(np.median(ev(*args).results)) * 1e6
+        return out
+
     def export_library(self, path: str, batch_size: int | None = None) -> None:
         """Write the compiled module as a shared library (load with tvm.runtime.load_module)."""
         self.executable(batch_size).export_library(path)

@@ -10,6 +10,7 @@ Bytes moved by one layer at precision ``p`` (what its kernel reads and writes on
     input        in_elems * p.act_bytes               (uint8 when p quantizes activations)
     output       out_elems * 1  if the output is requantized to uint8 in the epilogue
                  out_elems * 4  otherwise (dequantized float32)
+    shortcut     residual_elems * 4 when a residual add is fused into the epilogue
     per-channel  out_channels * 4 for the bias
                  + out_channels * 4 for weight scales          (weight-quantized p)
                  + out_channels * 4 for the int32 zero-point correction and
@@ -56,6 +57,8 @@ class LayerCost:
     consumers : tuple of str or None
         Names of the layers that consume this layer's output and nothing else does; ``None``
         when some non-layer op (residual add, pooling, the model output) reads it too.
+    residual_elems : int
+        Elements of a float32 shortcut tensor added in the epilogue (0 if none).
     """
 
     name: str
@@ -71,6 +74,7 @@ class LayerCost:
     supported: bool = True
     reason: str = ""
     consumers: tuple[str, ...] | None = None
+    residual_elems: int = 0
 
     def __post_init__(self) -> None:
         for f in ("flops", "weight_elems", "in_elems", "out_elems", "out_channels"):
@@ -89,6 +93,7 @@ class LayerCost:
             self.weight_elems * p.weight_bytes
             + self.in_elems * p.act_bytes
             + self.out_elems * out_act_bytes
+            + self.residual_elems * 4.0
             + meta
         )
 

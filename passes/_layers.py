@@ -61,6 +61,7 @@ class LayerInfo:
     weight: int
     bias: int | None
     weight_transposed: bool
+    residual: int | None
     activation: tuple  # ("none",), ("relu",) or ("clip", lo, hi)
     strides: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -170,7 +171,7 @@ def layer_patterns(static_ref: list) -> list[FusionPattern]:
     """
     pats = []
     for kind in ("conv2d", "dense"):
-        data, weight, bias = wildcard(), wildcard(), wildcard()
+        data, weight, bias, res = wildcard(), wildcard(), wildcard(), wildcard()
         if kind == "conv2d":
             root = is_op("relax.nn.conv2d")(data, weight)
         else:
@@ -178,35 +179,74 @@ def layer_patterns(static_ref: list) -> list[FusionPattern]:
                 "relax.matmul"
             )(data, weight)
         with_bias = is_op("relax.add")(root, bias) | is_op("relax.add")(bias, root)
-        roles = {"data": data, "weight": weight, "root": root}
-        for suffix, pat, has_bias in (
-            ("bias_act", _act(with_bias), True),
-            ("bias", with_bias, True),
-            ("act", _act(root), False),
-            ("", root, False),
-        ):
-            ann = dict(roles, bias=bias) if has_bias else dict(roles)
+        # A residual (shortcut) add after the bias is fused into the conv epilogue.  Both
+        # operand orders get their own pattern: when both operands of the add are biased convs
+        # (MobileNetV2 block chains), the check may reject one order and must see the other.
+        res_left = is_op("relax.add")(with_bias, res)
+        res_right = is_op("relax.add")(res, with_bias)
+        variants = [
+            ("bias_act", _act(with_bias), True, False),
+            ("bias", with_bias, True, False),
+            ("act", _act(root), False, False),
+            ("", root, False, False),
+        ]
+        if kind == "conv2d":
+            variants = [("bias_res_act", _act(r), True, r) for r in (res_left, res_right)] + [
+                ("bias_res", r, True, r) for r in (res_left, res_right)] + variants
+        for suffix, pat, has_bias, has_res in variants:
+            ann = {"data": data, "weight": weight, "root": root}
+            if has_bias:
+                ann.update(bias=bias, biased=with_bias)
+            if has_res is not False:
+                ann.update(residual=res, shortcut=has_res)
             name = f"{COMPOSITE_PREFIX}{kind}" + (f"_{suffix}" if suffix else "")
-            pats.append(FusionPattern(name, pat, ann, _make_check(kind, has_bias, static_ref)))
+            pats.append(FusionPattern(name, pat, ann, _make_check(
+                kind, has_bias, has_res is not False, static_ref)))
     return pats
 
 
-def _make_check(kind: str, has_bias: bool, static_ref: list):
+def _make_check(kind: str, has_bias: bool, has_res: bool, static_ref: list):
     def check(ctx) -> bool:
         static = static_ref[0]
         expr = ctx.annotated_expr
         root = expr["root"]
         if unsupported_reason(root, static) is not None:
             return False
+        # Intermediate results must have no reader outside the layer, or FuseOpsByPattern
+        # would build a multi-output composite.
+        for key in ("root", "biased", "shortcut"):
+            val = expr.get(key)
+            if val is None or val.same_as(ctx.matched_expr):
+                continue
+            var = ctx.value_to_bound_var.get(val)
+            if var is not None and len(ctx.var_usages.get(var, [])) != 1:
+                return False
         if kind == "dense":
             w = expr["weight"]
             if not _is_static(w, static):
+                return False
+        if has_res:
+            res = expr["residual"]
+            if _is_static(res, static) or not _same_shape(res, root) or \
+                    str(res.ty.dtype) != "float32":
                 return False
         if has_bias:
             return _bias_ok(expr["bias"], root, kind, static)
         return True
 
     return check
+
+
+def _same_shape(a, b) -> bool:
+    """Equal tensor shapes, symbolic dimensions included (the batch is usually symbolic)."""
+    sa, sb = a.ty.shape, b.ty.shape
+    if sa is None or sb is None or len(sa) != len(sb):
+        return False
+    return all(
+        int(x) == int(y) if isinstance(x, tvm.tirx.IntImm) and isinstance(y, tvm.tirx.IntImm)
+        else x.same_as(y)
+        for x, y in zip(sa, sb, strict=True)
+    )
 
 
 def _bias_ok(bias, root, kind: str, static: set) -> bool:
@@ -236,7 +276,8 @@ def parse_layer(func: relax.Function) -> LayerInfo:
     """Read an AIQ composite function (see the module docstring)."""
     params = list(func.params)
     var2val = relax.analysis.get_var2val(func)
-    root = act = bias_expr = None
+    root = act = None
+    adds = []
     for val in var2val.values():
         if not isinstance(val, relax.Call) or not isinstance(val.op, tvm.ir.Op):
             continue
@@ -248,7 +289,7 @@ def parse_layer(func: relax.Function) -> LayerInfo:
         elif name == "relax.clip":
             act = ("clip", float(val.args[1].value), float(val.args[2].value))
         elif name == "relax.add":
-            bias_expr = val
+            adds.append(val)
     if root is None:
         raise ValueError(f"composite {func.attrs['Composite']} has no conv2d/matmul")
 
@@ -265,15 +306,21 @@ def parse_layer(func: relax.Function) -> LayerInfo:
         transposed = True  # matmul(x, permute_dims(W)) -> W is [O, K]
         w_expr = var2val[w_expr].args[0]
     weight = index_of(w_expr)
-    bias = None
-    if bias_expr is not None:
-        lhs, rhs = bias_expr.args
-        other = rhs if any(lhs.same_as(v) for v in var2val) else lhs
-        bias = index_of(other)
-    w_shape = tuple(int(d) for d in params[weight].ty.shape)
     out = func.body.body if isinstance(func.body, relax.SeqExpr) else func.body
+    # The patterns order the adds: the first consumes the conv/matmul (bias), a second one
+    # consumes the first (residual).  Shapes cannot tell them apart at batch 1 on 1x1 maps.
+    bias = residual = None
+    root_var = next(v for v, val in var2val.items() if val.same_as(root))
+    for add in adds:
+        lhs, rhs = add.args
+        inner, other = (lhs, rhs) if any(lhs.same_as(v) for v in var2val) else (rhs, lhs)
+        if inner.same_as(root_var):
+            bias = index_of(other)
+        else:
+            residual = index_of(other)
+    w_shape = tuple(int(d) for d in params[weight].ty.shape)
     common = dict(
-        data=data, weight=weight, bias=bias, weight_transposed=transposed,
+        data=data, weight=weight, bias=bias, weight_transposed=transposed, residual=residual,
         activation=act or ("none",),
         in_shape=tuple(params[data].ty.shape), weight_shape=w_shape,
         out_shape=tuple(out.ty.shape),

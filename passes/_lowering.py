@@ -100,8 +100,12 @@ def emit_layer(
     qparams: ActQParams | None,
     target: tvm.target.Target,
     name: str,
+    residual: relax.Expr | None = None,
 ):
-    """Emit the kernels of one layer at ``precision``; return the NCHW / [N, O] result."""
+    """Emit the kernels of one layer at ``precision``; return the NCHW / [N, O] result.
+
+    ``residual`` (NCHW, output-shaped) is added in the kernel epilogue before the activation.
+    """
     from aiq_tvm.targets import x86
 
     scheme = get_precision(precision)
@@ -141,7 +145,8 @@ def emit_layer(
                                    out_ty=relax.TensorType((n, h, w, c), "uint8")))
     kernel = x86.conv2d_kernel(
         spec, precision, values.weight, values.bias, act=act,
-        act_qparams=qparams, target=target,
+        act_qparams=qparams, residual=residual is not None, target=target,
     )
-    y = _call_kernel(bb, kernel, [x], f"{base}_{precision}")
+    extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
+    y = _call_kernel(bb, kernel, [x, *extra], f"{base}_{precision}")
     return bb.emit(relax.op.permute_dims(y, NHWC_TO_NCHW))

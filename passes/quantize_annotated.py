@@ -58,8 +58,10 @@ class _Quantizer(PyExprMutator):
         if self.calibration is not None and name in self.calibration.ranges:
             qp = self.calibration.qparams(name)
         self.lowered.append(name)
+        residual = None if info.residual is None else call.args[info.residual]
         return emit_layer(
-            self.builder_, info, values, call.args[info.data], precision, qp, self.target, name
+            self.builder_, info, values, call.args[info.data], precision, qp, self.target, name,
+            residual,
         )
 
 

@@ -40,11 +40,13 @@ class _Switcher(PyExprMutator):
         self.target = target
         self.select = select_var
         self.index = index
+        self.residual = None
 
     def _branch(self, info, values, data, precision, qp, name) -> relax.SeqExpr:
         bb = self.builder_
         bb._begin_binding_block()
-        out = emit_layer(bb, info, values, data, precision, qp, self.target, name)
+        out = emit_layer(bb, info, values, data, precision, qp, self.target, name,
+                         self.residual)
         block = bb._end_block()
         return relax.SeqExpr([block], out)
 
@@ -80,6 +82,7 @@ class _Switcher(PyExprMutator):
                 raise ValueError(f"layer {name!r} has 8-bit candidates but no calibration")
             qp = self.calibration.qparams(name)
         data = call.args[info.data]
+        self.residual = None if info.residual is None else call.args[info.residual]
         i = self.index[name]
         seq = self._chain(i, 0, info, values, data, qp, name)
         # Flatten the outermost SeqExpr into the current block.

@@ -149,3 +149,24 @@ def test_bad_input_is_a_clear_value_error(tiny_setup, kwargs, msg):
 def test_not_a_module():
     with pytest.raises(ValueError, match="tvm.IRModule"):
         aiq_tvm.build("model.onnx", plan="fp32")
+
+
+def test_resnet20_residual_adds_fuse_into_conv_epilogues():
+    from aiq_tvm.models import resnet20
+    from aiq_tvm.passes._layers import parse_layer
+    from conftest import randomize_bn
+
+    torch.manual_seed(0)
+    model = randomize_bn(resnet20())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    mod, params = aiq_tvm.from_torch(model, x)
+    res = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=2)
+    np.testing.assert_allclose(res.run(x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    comps = {str(f.attrs["aiq.layer"]): f for _, f in res.annotated.functions_items()
+             if isinstance(f, relax.Function) and f.attrs is not None and "aiq.layer" in f.attrs}
+    fused = sorted(n for n, f in comps.items() if parse_layer(f).residual is not None)
+    # Every BasicBlock's second conv takes the shortcut add (and the ReLU after it).
+    assert fused == sorted(f"layer{s}.{b}.conv2" for s in (1, 2, 3) for b in range(3))
+    assert res.cost["layer1.0.conv2"].residual_elems == 2 * 16 * 32 * 32
