@@ -1,0 +1,369 @@
+"""NHWC conv2d kernels (regular, pointwise and depthwise) for every precision scheme."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+import tvm
+from tvm import te
+
+from aiq_tvm.quant import (
+    ActQParams,
+    int_comb_scale,
+    int_zp_correction,
+    parse_act,
+    quantize_weight_int4,
+    quantize_weight_int8,
+)
+
+from .common import (
+    VEC,
+    ConvSpec,
+    CpuModel,
+    Kernel,
+    UnsupportedLayer,
+    WeightFormat,
+    as_target,
+    check_scheme,
+    const_names,
+    cpu_model,
+    epilogue_value,
+    finalize,
+    has_vnni,
+    pack_weight,
+    pack_weight_depthwise,
+    round_up,
+    weight_formats,
+    weight_value,
+)
+from .schedules import (
+    EPI_CYCLES,
+    HEAP_ACC_CYCLES,
+    PAD_PIXEL_CYCLES,
+    STACK_ACC_BYTES,
+    TASKS_PER_THREAD,
+    TilePlan,
+    balance,
+    divisors,
+    par_prefix_tasks,
+    schedule_tiled,
+    step_cycles,
+)
+
+
+@dataclass(frozen=True)
+class _ConvPlan:
+    tile: TilePlan
+    owp: int  # output width computed by ``acc`` (>= OW; extra columns read padding)
+    cp: int  # padded input channels
+    cop: int  # padded output channels (depthwise: == cp)
+    need_pad: bool
+    hq: int  # rows / columns of the padded input copy
+    wq: int
+
+
+def check_supported(spec: ConvSpec) -> None:
+    """Raise :class:`UnsupportedLayer` for layers outside the library's coverage.
+
+    Supported: dilation 1 with groups 1 or depthwise (groups == C == O).
+
+    Parameters
+    ----------
+    spec : ConvSpec
+        Layer shape.
+    """
+    if spec.dilation != (1, 1):
+        raise UnsupportedLayer(f"dilation {spec.dilation} is not supported (only 1)")
+    if spec.groups == 1 or spec.is_depthwise:
+        return
+    if spec.groups == spec.C:
+        raise UnsupportedLayer(
+            f"depthwise conv with channel multiplier {spec.O // spec.C} > 1 is not supported"
+        )
+    raise UnsupportedLayer(
+        f"grouped conv with groups={spec.groups} (1 < groups < C={spec.C}) is not supported"
+    )
+
+
+def _mb_candidates(n: int, oh: int, ow: int, max_mb: int):
+    """Spatial tiles (tn, toh, tow) whose acc region is a box: row pieces (of up to 4 rows),
+    whole row groups, whole images."""
+    out = []
+    for toh in (t for t in divisors(oh) if t <= 4):
+        out += [(1, toh, t) for t in range(1, min(ow, max_mb // toh) + 1)]
+    out += [(1, t, ow) for t in divisors(oh) if t > 4 and t * ow <= max_mb]
+    if oh * ow <= max_mb:
+        out += [(t, oh, ow) for t in divisors(n)[1:] if t * oh * ow <= max_mb]
+    return out
+
+
+def conv_candidates(
+    spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel
+) -> list[tuple[float, _ConvPlan]]:
+    """All register-block plans with their modelled cost in cycles (lower is better)."""
+    threads = cpu.threads
+    n, h, w, c = spec.in_shape
+    oh, ow, o = spec.OH, spec.OW, spec.O
+    sh, sw = spec.stride
+    pt, pl, _, _ = spec.padding
+    dw = spec.is_depthwise
+    g = fmt.group
+    in_bytes = 4 if fmt.in_dtype == "float32" else 1
+    mode = "dw" if dw else ("vnni" if fmt.vnni else "bcast")
+    red = ("kh", "kw") if dw else ("kh", "kw", "cg", "ci")
+    inner = "ci" if g > 1 and not dw else None
+    intrin = fmt.intrin
+    out = []
+    for tn, toh, tow in _mb_candidates(n, oh, ow, cpu.max_acc):
+        mb = tn * toh * tow
+        owp = round_up(ow, tow)
+        hq, wq = (oh - 1) * sh + spec.KH, (owp - 1) * sw + spec.KW
+        for ocv in (1, 2, 3, 4):
+            if mb * ocv > cpu.max_acc:
+                continue
+            ocb = VEC * ocv
+            cop = round_up(o, ocb)
+            cp = cop if dw else round_up(c, g)
+            need_pad = bool(pt or pl or hq > h or wq > w or cp != c)
+            blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
+            steps = spec.KH * spec.KW * (1 if dw else cp // g)
+            work = blocks * steps * step_cycles(mb, ocv, fmt.unpack_ops, 1 if dw else g, mode)
+            work += n * oh * ow * (cop // VEC) * EPI_CYCLES
+            line = 1 + -(-cp * in_bytes // 64)
+            if mb * ocb * 4 >= STACK_ACC_BYTES:
+                work += blocks * mb * ocv * HEAP_ACC_CYCLES
+            pars = []
+            if need_pad:
+                order = ("s0", "s1", "o", "s2")
+                # Padded copy per image group (no redundancy) or per output-row group.
+                if n // tn >= 2 * threads or oh == toh:
+                    pars.append((("s0",), n // tn, n * hq * wq * line, 0))
+                rows = (toh - 1) * sh + spec.KH
+                pad_px = n * (oh // toh) * rows * wq * line
+                pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
+            else:
+                w_bytes = cop * spec.KH * spec.KW * (1 if dw else cp)
+                big_w = w_bytes > n * h * w * c
+                order = ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
+                ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
+                min_tasks = TASKS_PER_THREAD * threads
+                tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
+                pars.append((order, tasks, 0, min_tasks))
+            for par, tasks, pad_pixels, min_tasks in pars:
+                total = work + pad_pixels * PAD_PIXEL_CYCLES
+                cost = total / threads / balance(tasks, threads)
+                tile = TilePlan(
+                    (tn, toh, tow), ocb, mode, order, par, intrin, red, inner, min_tasks
+                )
+                out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq)))
+    return out
+
+
+def _plan_conv(
+    spec: ConvSpec, fmts: list[WeightFormat], cpu: CpuModel
+) -> tuple[WeightFormat, _ConvPlan]:
+    """Cheapest (format, plan); ties (equal modelled cost) go to the smaller register block."""
+    cands = [
+        (c, i, fmt, p) for i, fmt in enumerate(fmts) for c, p in conv_candidates(spec, fmt, cpu)
+    ]
+    _, _, fmt, plan = min(
+        cands, key=lambda t: (round(t[0], 1), t[1], t[3].tile.ocb * prod(t[3].tile.tiles))
+    )
+    return fmt, plan
+
+
+def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.Tensor:
+    """Zero-point (int) or zero (float) padded copy, channels padded to ``plan.cp``."""
+    n, h, w, c = spec.in_shape
+    pt, pl, _, _ = spec.padding
+
+    def body(b, i, j, k):
+        conds = []
+        if pt:
+            conds.append(i >= pt)
+        if plan.hq > pt + h:
+            conds.append(i < pt + h)
+        if pl:
+            conds.append(j >= pl)
+        if plan.wq > pl + w:
+            conds.append(j < pl + w)
+        if plan.cp > c:
+            conds.append(k < c)
+        val = x[b, i - pt, j - pl, k]
+        if not conds:
+            return val
+        return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, pad_value)
+
+    return te.compute((n, plan.hq, plan.wq, plan.cp), body, name="pad")
+
+
+def _quantize_for(scheme: str, weight: np.ndarray):
+    if scheme in ("int8", "w8"):
+        return quantize_weight_int8(weight)
+    return quantize_weight_int4(weight)
+
+
+def conv2d_kernel(
+    spec: ConvSpec,
+    scheme: str,
+    weight_oihw: np.ndarray,
+    bias: np.ndarray | None,
+    *,
+    act="none",
+    act_qparams: ActQParams | None = None,
+    residual: bool = False,
+    target,
+    schedule: bool = True,
+    debug_acc: bool = False,
+) -> Kernel:
+    """Build a fused NHWC conv2d kernel.
+
+    Parameters
+    ----------
+    spec : ConvSpec
+        Layer shape (groups 1 or depthwise).
+    scheme : str
+        ``"fp32"``, ``"int8"``, ``"int4"``, ``"w8"`` or ``"w4"``.
+    weight_oihw : np.ndarray
+        Float weight ``[O, C/groups, KH, KW]`` (quantized here for non-fp32 schemes).
+    bias : np.ndarray or None
+        ``[O]`` bias; ``None`` means zeros.
+    act : str or tuple
+        ``"none"``, ``"relu"``, ``"relu6"`` or ``("clip", lo, hi)``.
+    act_qparams : ActQParams, optional
+        Input quantization parameters (required by int8/int4).
+    residual : bool
+        Add a ``residual`` input (output-shaped, fp32) after the bias, before the activation.
+    target : tvm.target.Target or dict
+        Compilation target; VNNI is used when it has avx512vnni.
+    schedule : bool
+        Return the scheduled PrimFunc (``False``: the plain TE PrimFunc, for debugging).
+    debug_acc : bool
+        int schemes only: output the int32 ``acc - corr`` instead of the float result.
+
+    Returns
+    -------
+    Kernel
+        PrimFunc params are ``(x, weight, [corr, comb | scale], bias, [residual], y)``.
+
+    Raises
+    ------
+    UnsupportedLayer
+        Dilation > 1, grouped (non-depthwise) conv or channel multiplier > 1.
+    ValueError
+        Bad scheme, shapes or missing ``act_qparams``.
+    """
+    check_scheme(scheme)
+    check_supported(spec)
+    parse_act(act)
+    weight_oihw = np.asarray(weight_oihw, dtype=np.float32)
+    if weight_oihw.shape != spec.weight_shape:
+        raise ValueError(f"weight shape {weight_oihw.shape} != expected {spec.weight_shape}")
+    o = spec.O
+    bias = np.zeros(o, np.float32) if bias is None else np.asarray(bias, np.float32)
+    if bias.shape != (o,):
+        raise ValueError(f"bias shape {bias.shape} != ({o},)")
+    is_int = scheme in ("int8", "int4")
+    if is_int and act_qparams is None:
+        raise ValueError(f"scheme {scheme!r} needs act_qparams")
+    if debug_acc and not is_int:
+        raise ValueError("debug_acc is only defined for int8/int4")
+    tgt = as_target(target)
+    dw = spec.is_depthwise
+    # Depthwise convs have no channel reduction to feed VNNI; they use plain int32 vectors.
+    vnni = has_vnni(tgt) and not dw
+    fmts = weight_formats(scheme, vnni, spec.KH * spec.KW * (spec.C // spec.groups))
+    fmt, plan = _plan_conv(spec, fmts, cpu_model(tgt))
+    ocb = plan.tile.ocb
+
+    # Host-side constants.
+    if scheme == "fp32":
+        q, s_w = weight_oihw, None
+    else:
+        q, s_w = _quantize_for(scheme, weight_oihw)
+    packed = pack_weight_depthwise(q, fmt, plan.cp) if dw else pack_weight(q, fmt, ocb)
+    values = {"weight": packed, "bias": bias}
+    if is_int:
+        values["corr"] = int_zp_correction(act_qparams, q)
+        values["comb"] = int_comb_scale(act_qparams, s_w)
+    elif s_w is not None:
+        values["scale"] = s_w.astype(np.float32)
+    names = const_names(scheme)
+    consts = [np.ascontiguousarray(values[nm]) for nm in names]
+
+    # TE definition.
+    n, h, w, c = spec.in_shape
+    x = te.placeholder((n, h, w, c), fmt.in_dtype, name="x")
+    pairs = zip(names, consts, strict=True)
+    tens = {nm: te.placeholder(v.shape, str(v.dtype), name=nm) for nm, v in pairs}
+    out_shape = spec.out_shape
+    res = te.placeholder(out_shape, "float32", name="residual") if residual else None
+    pad_value = tvm.tirx.const(act_qparams.zp if is_int else 0, fmt.in_dtype)
+    xp = _pad_block(x, spec, plan, pad_value) if plan.need_pad else x
+    sh, sw = spec.stride
+    kh = te.reduce_axis((0, spec.KH), "kh")
+    kw = te.reduce_axis((0, spec.KW), "kw")
+    wt = tens["weight"]
+    accd = fmt.acc_dtype
+    if dw:
+
+        def wval(cc, i, j):
+            if fmt.name == "i4":
+                r = i * spec.KW + j
+                byte = wt[r // 2, cc].astype("int32")
+                return (((byte >> (r % 2 * 4)) & 15) - 8).astype(accd)
+            return wt[i, j, cc].astype(accd)
+
+        acc = te.compute(
+            (n, spec.OH, plan.owp, plan.cp),
+            lambda b, i, j, cc: te.sum(
+                xp[b, i * sh + kh, j * sw + kw, cc].astype(accd) * wval(cc, kh, kw), axis=[kh, kw]
+            ),
+            name="acc",
+        )
+    else:
+        g = fmt.group
+        cg = te.reduce_axis((0, plan.cp // g), "cg")
+        ci = te.reduce_axis((0, g), "ci")
+        acc = te.compute(
+            (n, spec.OH, plan.owp, plan.cop),
+            lambda b, i, j, oc: te.sum(
+                xp[b, i * sh + kh, j * sw + kw, cg * g + ci].astype(accd)
+                * weight_value(fmt, wt, oc // ocb, kh, kw, cg, oc % ocb, ci),
+                axis=[kh, kw, cg, ci],
+            ),
+            name="acc",
+        )
+    out_dtype = "int32" if debug_acc else "float32"
+    y = te.compute(
+        out_shape,
+        lambda b, i, j, oc: epilogue_value(
+            scheme,
+            acc[b, i, j, oc],
+            oc,
+            tens,
+            None if res is None else res[b, i, j, oc],
+            act,
+            debug_acc,
+            fmt.acc_shift,
+        ).astype(out_dtype),
+        name="out",
+    )
+    params = [x, *[tens[nm] for nm in names]] + ([res] if res is not None else []) + [y]
+    func = te.create_prim_func(params)
+    if schedule:
+        func = schedule_tiled(func, plan.tile)
+    kind = "dw" if dw else ("pw" if spec.is_pointwise else "direct")
+    info = {
+        "vnni": fmt.vnni,
+        "schedule": plan.tile.describe(f"nhwc_{kind}") if schedule else "unscheduled",
+        "weight_format": fmt.name,
+        "scheme": scheme,
+        "padded_copy": plan.need_pad,
+        "params": ["x", *names] + (["residual"] if residual else []) + ["y"],
+        "const_bytes": int(sum(v.nbytes for v in consts)),
+    }
+    func = finalize(func, scheduled=schedule)
+    return Kernel(func, consts, fmt.in_dtype, out_shape, out_dtype, info)

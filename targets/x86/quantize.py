@@ -1,0 +1,51 @@
+"""Standalone activation quantization kernel: float32 -> uint8 (per-tensor affine)."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+
+from aiq_tvm.quant import ActQParams
+
+from .common import as_target, finalize
+from .schedules import schedule_elementwise
+
+
+def quantize_kernel(shape, act_qparams: ActQParams, *, target) -> tvm.tirx.PrimFunc:
+    """Scheduled PrimFunc ``(x float32[shape], q uint8[shape])`` quantizing activations.
+
+    ``q = uint8(clip(nearbyint(x * inv) + zp, 0, 255))`` in float32 arithmetic, bit-exact with
+    :func:`aiq_tvm.quant.quantize_act` (``nearbyint`` rounds half to even like ``np.rint``;
+    multiplying by ``inv`` instead of dividing by ``scale`` is part of the contract).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Tensor shape (any rank >= 1).
+    act_qparams : ActQParams
+        Quantization parameters.
+    target : tvm.target.Target or dict
+        Compilation target (validated; the schedule is target-independent).
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        Parallel + vectorized kernel with the library's kernel attributes.
+    """
+    as_target(target)
+    shape = tuple(int(s) for s in shape)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"quantize_kernel needs a non-empty static shape, got {shape}")
+    x = te.placeholder(shape, "float32", name="x")
+    inv = tvm.tirx.const(act_qparams.inv, "float32")
+    zp = tvm.tirx.const(float(act_qparams.zp), "float32")
+    lo = tvm.tirx.const(0.0, "float32")
+    hi = tvm.tirx.const(255.0, "float32")
+
+    def body(*idx):
+        v = tvm.tirx.nearbyint(x[idx] * inv) + zp
+        return tvm.te.min(tvm.te.max(v, lo), hi).astype("uint8")
+
+    q = te.compute(shape, body, name="quantize")
+    func = schedule_elementwise(te.create_prim_func([x, q]), "quantize")
+    return finalize(func)

@@ -1,0 +1,355 @@
+"""x86 kernel library: numerics vs the numpy references, VNNI codegen, fallback, errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+import tvm  # noqa: E402
+
+from aiq_tvm import quant  # noqa: E402
+from aiq_tvm.quant import ActQParams  # noqa: E402
+from aiq_tvm.targets.x86 import (  # noqa: E402
+    ConvSpec,
+    DenseSpec,
+    Kernel,
+    UnsupportedLayer,
+    conv2d_kernel,
+    dense_kernel,
+    has_vnni,
+    quantize_kernel,
+)
+
+ZNVER4 = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
+HASWELL = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
+SCHEMES = ("fp32", "int8", "int4", "w8", "w4")
+
+
+def _host_has_vnni() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return "avx512_vnni" in flags.split()
+
+
+requires_vnni_host = pytest.mark.skipif(
+    not _host_has_vnni(), reason="host CPU lacks avx512_vnni (cannot run vpdpbusd code)"
+)
+
+# Layer cases: odd channel counts (C=3, O=10, 24), stride 2, asymmetric padding, residual
+# and every activation kind across them.
+CASES = {
+    "conv3x3_s2": dict(
+        spec=ConvSpec(2, 9, 7, 3, 10, 3, 3, stride=2, padding=(1, 1, 1, 0)),
+        act="relu",
+        residual=True,
+    ),
+    "conv3x3_s1": dict(
+        spec=ConvSpec(1, 6, 6, 24, 40, 3, 3, padding=1), act=("clip", -1.0, 2.5), residual=False
+    ),
+    "pointwise": dict(spec=ConvSpec(2, 5, 6, 24, 24, 1, 1), act="relu6", residual=False),
+    "depthwise": dict(
+        spec=ConvSpec(1, 9, 9, 24, 24, 3, 3, stride=2, padding=1, groups=24),
+        act=("clip", -0.5, 1.0),
+        residual=True,
+    ),
+    "dense": dict(spec=DenseSpec(3, 37, 10), act="none", residual=True),
+}
+
+
+def compile_kernel(k: Kernel, target=ZNVER4):
+    return tvm.compile(tvm.IRModule({"main": k.prim_func}), tvm.target.Target(target))
+
+
+def run_kernel(k: Kernel, x: np.ndarray, residual=None, target=ZNVER4, ex=None) -> np.ndarray:
+    ex = ex if ex is not None else compile_kernel(k, target)
+    args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(c) for c in k.consts]
+    if residual is not None:
+        args.append(tvm.runtime.tensor(residual))
+    y = tvm.runtime.tensor(np.zeros(k.out_shape, k.out_dtype))
+    ex.mod["main"](*args, y)
+    return y.numpy()
+
+
+def asm_of(ex) -> str:
+    mod = ex.mod
+    text = mod.inspect_source("asm")
+    if "vpdpbusd" not in text:
+        for sub in getattr(mod, "imports", []):
+            text += sub.inspect_source("asm")
+    return text
+
+
+def make_case(name: str, seed: int = 0):
+    """Inputs, weights, bias and residual of a case (float activations off-centre)."""
+    case = CASES[name]
+    spec = case["spec"]
+    rng = np.random.default_rng(seed)
+    if isinstance(spec, DenseSpec):
+        x = rng.standard_normal((spec.N, spec.K)) + 0.3
+        w = rng.standard_normal((spec.O, spec.K)) / np.sqrt(spec.K)
+        out_shape = (spec.N, spec.O)
+    else:
+        x = rng.standard_normal(spec.in_shape) + 0.3
+        w = rng.standard_normal(spec.weight_shape) / np.sqrt(np.prod(spec.weight_shape[1:]))
+        out_shape = spec.out_shape
+    b = rng.standard_normal(w.shape[0])
+    res = rng.standard_normal(out_shape) if case["residual"] else None
+    qp = ActQParams.from_range(float(x.min()), float(x.max()))
+    f32 = np.float32
+    res = None if res is None else res.astype(f32)
+    return spec, x.astype(f32), w.astype(f32), b.astype(f32), res, qp
+
+
+def build_case(name: str, scheme: str, target=ZNVER4, debug_acc: bool = False, seed: int = 0):
+    case = CASES[name]
+    spec, x, w, b, res, qp = make_case(name, seed)
+    kw = dict(
+        act=case["act"],
+        act_qparams=qp,
+        residual=case["residual"],
+        target=target,
+        debug_acc=debug_acc,
+    )
+    if isinstance(spec, DenseSpec):
+        k = dense_kernel(spec, scheme, w, b, **kw)
+        ref = quant.ref_dense(x, w, b, scheme, act=case["act"], act_qparams=qp, residual=res)
+    else:
+        k = conv2d_kernel(spec, scheme, w, b, **kw)
+        ref = quant.ref_conv2d(
+            x, w, b, scheme, stride=spec.stride, padding=spec.padding, groups=spec.groups,
+            act=case["act"], act_qparams=qp, residual=res,
+        )  # fmt: skip
+    xin = quant.quantize_act(x, qp) if scheme in quant.INT_SCHEMES else x
+    return k, xin, res, ref
+
+
+def assert_close(y, ref, scheme):
+    """Tolerances: int schemes only round in the float epilogue; float ones accumulate in fp32."""
+    scale = np.abs(ref).max()
+    if scheme in quant.INT_SCHEMES:
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6 * scale)
+    else:
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numerics against the numpy references
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_kernel_matches_reference(name, scheme):
+    k, xin, res, ref = build_case(name, scheme)
+    assert k.in_dtype == ("uint8" if scheme in quant.INT_SCHEMES else "float32")
+    assert k.out_dtype == "float32"
+    y = run_kernel(k, xin, res)
+    assert y.shape == ref.y.shape
+    assert_close(y, ref.y, scheme)
+
+
+@pytest.mark.parametrize("scheme", quant.INT_SCHEMES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_int_accumulator_exact(name, scheme):
+    k, xin, res, ref = build_case(name, scheme, debug_acc=True)
+    assert k.out_dtype == "int32"
+    acc = run_kernel(k, xin, res)
+    np.testing.assert_array_equal(acc, ref.acc)
+
+
+def test_unscheduled_kernel_matches():
+    spec, x, w, b, _, qp = make_case("conv3x3_s2")
+    k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=ZNVER4, schedule=False)
+    assert "tirx.is_scheduled" not in k.prim_func.attrs
+    xq = quant.quantize_act(x, qp)
+    ref = quant.ref_conv2d(
+        xq, w, b, "int4", stride=spec.stride, padding=spec.padding, act_qparams=qp
+    )
+    assert_close(run_kernel(k, xq), ref.y, "int4")
+
+
+def test_large_accumulator_exact():
+    """Saturated inputs and weights: the int32 accumulator must not saturate or wrap."""
+    spec = ConvSpec(1, 4, 4, 64, 16, 3, 3, padding=1)
+    w = np.full(spec.weight_shape, -1.0, np.float32)
+    w[:, ::2] = 1.0
+    qp = ActQParams.from_range(-1.0, 0.0)  # zp = 255
+    xq = np.full(spec.in_shape, 255, np.uint8)
+    xq[..., 1::2] = 0
+    for scheme in quant.INT_SCHEMES:
+        k = conv2d_kernel(spec, scheme, w, None, act_qparams=qp, target=ZNVER4, debug_acc=True)
+        ref = quant.ref_conv2d(xq, w, None, scheme, padding=spec.padding, act_qparams=qp)
+        np.testing.assert_array_equal(run_kernel(k, xq), ref.acc)
+
+
+def test_int4_long_reduction_uses_unscaled_blocks():
+    """Reductions too long for the x16-scaled int4 blocks fall back to the 16x4 int4 blocks."""
+    from aiq_tvm.targets.x86.vnni import I4X16_MAX_REDUCTION
+
+    spec = DenseSpec(2, I4X16_MAX_REDUCTION + 5, 16)
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((spec.O, spec.K)).astype(np.float32)
+    qp = ActQParams.from_range(-1.0, 1.0)
+    xq = rng.integers(0, 256, (spec.N, spec.K)).astype(np.uint8)
+    k = dense_kernel(spec, "int4", w, None, act_qparams=qp, target=ZNVER4, debug_acc=True)
+    assert k.info["weight_format"] == "v4s"
+    np.testing.assert_array_equal(
+        run_kernel(k, xq), quant.ref_dense(xq, w, None, "int4", act_qparams=qp).acc
+    )
+    small = dense_kernel(
+        DenseSpec(2, 64, 16), "int4", w[:, :64], None, act_qparams=qp, target=ZNVER4
+    )
+    assert small.info["weight_format"] == "v4"
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantize kernel
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (1001,), (64, 300)])
+def test_quantize_kernel_bit_exact(shape):
+    qp = ActQParams.from_range(-1.7, 2.3)
+    inv = np.float32(qp.inv)
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(int(np.prod(shape))) * 2).astype(np.float32)
+    ties = ((np.arange(-60, 60) + 0.5).astype(np.float32) / inv).astype(np.float32)
+    ties = ties[(ties * inv) == (np.arange(-60, 60) + 0.5)]  # keep exact float32 ties only
+    assert len(ties) > 50
+    extremes = np.float32([1e30, -1e30, 3e9, -3e9, 1e-30, -0.0, 255.0, -255.0])
+    x[: len(ties)] = ties
+    x[len(ties) : len(ties) + len(extremes)] = extremes
+    x = x.reshape(shape)
+    f = quantize_kernel(shape, qp, target=ZNVER4)
+    assert f.attrs["op_pattern"] == 8
+    ex = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target(ZNVER4))
+    q = tvm.runtime.tensor(np.zeros(shape, np.uint8))
+    ex.mod["main"](tvm.runtime.tensor(x), q)
+    expect = np.clip(np.rint(x * inv) + np.float32(qp.zp), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(q.numpy(), expect)
+    np.testing.assert_array_equal(q.numpy(), quant.quantize_act(x, qp))
+
+
+# ---------------------------------------------------------------------------------------------
+# Code generation: VNNI and the non-VNNI fallback
+# ---------------------------------------------------------------------------------------------
+
+
+def test_has_vnni():
+    assert has_vnni(ZNVER4)
+    assert has_vnni(tvm.target.Target(ZNVER4))
+    assert not has_vnni(HASWELL)
+
+
+@requires_vnni_host
+@pytest.mark.parametrize("name", ["conv3x3_s2", "pointwise", "dense"])
+def test_int8_uses_vpdpbusd(name):
+    k, xin, res, ref = build_case(name, "int8")
+    assert k.info["vnni"] and k.info["weight_format"] == "v8"
+    ex = compile_kernel(k)
+    assert "vpdpbusd" in asm_of(ex)
+    assert_close(run_kernel(k, xin, res, ex=ex), ref.y, "int8")
+
+
+@requires_vnni_host
+@pytest.mark.parametrize("name,fmt", [("conv3x3_s1", "v4"), ("conv3x3_s2", "v4s")])
+def test_int4_uses_vpdpbusd(name, fmt):
+    """C=24 takes the 16x8 blocks; C=3 the 16x4 ones (less channel padding)."""
+    k, xin, res, ref = build_case(name, "int4")
+    assert k.info["weight_format"] == fmt
+    ex = compile_kernel(k)
+    assert "vpdpbusd" in asm_of(ex)
+    assert_close(run_kernel(k, xin, res, ex=ex), ref.y, "int4")
+
+
+@pytest.mark.parametrize(
+    "name,scheme", [("conv3x3_s2", "int8"), ("dense", "int8"), ("pointwise", "int4")]
+)
+def test_fallback_target_without_vnni(name, scheme):
+    k, xin, res, ref = build_case(name, scheme, target=HASWELL)
+    assert not k.info["vnni"]
+    ex = compile_kernel(k, HASWELL)
+    assert "vpdpbusd" not in asm_of(ex)
+    assert_close(run_kernel(k, xin, res, ex=ex), ref.y, scheme)
+    kd, _, _, _ = build_case(name, scheme, target=HASWELL, debug_acc=True)
+    np.testing.assert_array_equal(run_kernel(kd, xin, res, target=HASWELL), ref.acc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel record, specs and error handling
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kernel_record_and_attrs():
+    k, *_ = build_case("conv3x3_s2", "int8")
+    attrs = k.prim_func.attrs
+    assert attrs["op_pattern"] == 8
+    assert attrs["tirx.is_scheduled"] and attrs["tirx.noalias"]
+    assert attrs["tir.is_scheduled"] and attrs["tir.noalias"]
+    params = k.prim_func.params
+    assert k.info["params"] == ["x", "weight", "corr", "comb", "bias", "residual", "y"]
+    assert len(params) == len(k.consts) + 3
+    for p, c in zip(params[1 : 1 + len(k.consts)], k.consts, strict=True):
+        assert tuple(int(s) for s in p.shape) == c.shape and str(p.dtype) == str(c.dtype)
+    assert k.consts[1].dtype == np.int32 and k.consts[2].dtype == np.float32
+    kf, *_ = build_case("dense", "w4")
+    assert kf.info["params"] == ["x", "weight", "scale", "bias", "residual", "y"]
+    assert kf.consts[0].dtype == np.uint8
+
+
+def test_conv_spec_normalization_and_validation():
+    s = ConvSpec(1, 8, 8, 4, 4, 3, 3, stride=2, padding=1)
+    assert s.stride == (2, 2) and s.padding == (1, 1, 1, 1) and s.out_shape == (1, 4, 4, 4)
+    assert ConvSpec(1, 8, 8, 4, 4, 3, 3, padding=(1, 2)).padding == (1, 2, 1, 2)
+    for bad in (
+        dict(groups=3),  # does not divide C=4
+        dict(padding=-1),
+        dict(stride=0),
+        dict(KH=0),
+        dict(H=1, KH=3),  # empty output
+    ):
+        kw = dict(N=1, H=8, W=8, C=4, O=4, KH=3, KW=3) | bad
+        with pytest.raises(ValueError):
+            ConvSpec(**kw)
+    with pytest.raises(ValueError):
+        DenseSpec(1, 0, 3)
+
+
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        (ConvSpec(1, 8, 8, 4, 4, 3, 3, padding=2, dilation=2), "dilation"),
+        (ConvSpec(1, 8, 8, 8, 8, 3, 3, padding=1, groups=2), "grouped"),
+        (ConvSpec(1, 8, 8, 4, 8, 3, 3, padding=1, groups=4), "multiplier"),
+    ],
+)
+def test_unsupported_layers(spec, needle):
+    w = np.zeros(spec.weight_shape, np.float32)
+    with pytest.raises(UnsupportedLayer, match=needle) as err:
+        conv2d_kernel(spec, "fp32", w, None, target=ZNVER4)
+    assert isinstance(err.value, ValueError)
+
+
+def test_bad_arguments():
+    spec = ConvSpec(1, 4, 4, 4, 4, 1, 1)
+    w = np.zeros(spec.weight_shape, np.float32)
+    with pytest.raises(ValueError, match="scheme"):
+        conv2d_kernel(spec, "int2", w, None, target=ZNVER4)
+    with pytest.raises(ValueError, match="act_qparams"):
+        conv2d_kernel(spec, "int8", w, None, target=ZNVER4)
+    with pytest.raises(ValueError, match="debug_acc"):
+        conv2d_kernel(spec, "fp32", w, None, target=ZNVER4, debug_acc=True)
+    with pytest.raises(ValueError, match="weight shape"):
+        conv2d_kernel(spec, "fp32", np.zeros((4, 4, 3, 3), np.float32), None, target=ZNVER4)
+    with pytest.raises(ValueError, match="activation"):
+        dense_kernel(DenseSpec(1, 4, 4), "fp32", np.zeros((4, 4)), None, act="gelu", target=ZNVER4)
+    with pytest.raises(TypeError):
+        conv2d_kernel(spec, "fp32", w, None, target="llvm -mcpu=znver4")
