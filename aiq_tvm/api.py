@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,12 +163,13 @@ class BuildResult:
                 "p10_ms": float(np.percentile(res, 10)), "p90_ms": float(np.percentile(res, 90)),
                 "images_per_s": batch_size / med * 1e3}
 
-    def profile(self, batch_size: int | None = None, repeat: int = 7) -> dict[str, float]:
+    def profile(self, batch_size: int | None = None, repeat: int = 7) -> list[tuple[str, float]]:
         """Median time in microseconds of every TIR kernel call of one inference.
 
         Runs ``main`` once with a VM instrument that records each kernel call and its
         arguments, then times every recorded call on its own with ``time_evaluator``.
-        Returns ``{call index and symbol: us}`` in call order (``"12:layer1_0_conv1_int8"``).
+        Returns ``[(symbol, us), ...]`` in call order (layers with identical shapes share one
+        kernel symbol, so the order, not the name, tells calls apart).
         """
         bs = self.batch_size if batch_size is None else int(batch_size)
         exe = self.executable(bs)
@@ -175,7 +177,8 @@ class BuildResult:
         calls: list = []
 
         def instrument(func, name, before_run, ret_value, *args):
-            if before_run and isinstance(func, tvm.ffi.Function) and not name.startswith("vm."):
+            if before_run and not str(name).startswith("vm.") and args and all(
+                    hasattr(a, "numpy") for a in args):
                 calls.append((str(name), [tvm.runtime.tensor(a.numpy()) for a in args]))
             return 0
 
@@ -183,15 +186,46 @@ class BuildResult:
         dims = list(self.annotated["main"].params[0].ty.shape)[1:]
         x = np.random.default_rng(0).standard_normal((bs, *map(int, dims))).astype(np.float32)
         vm["main"](tvm.runtime.tensor(x))
-        lib = exe.mod
-        out = {}
-        for i, (name, args) in enumerate(calls):
-            try:
-                ev = lib.time_evaluator(name, tvm.cpu(), number=10, repeat=repeat)
-            except Exception:  # noqa: BLE001 - a builtin, not a compiled kernel
-                continue
-            out[f"{i}:{name}"] = float(np.median(ev(*args).results)) * 1e6
+        lib = exe.mod.imports[0] if exe.mod.imports else exe.mod  # the compiled kernels
+        out = []
+        for name, args in calls:
+            ev = lib.time_evaluator(name, tvm.cpu(), number=10, repeat=repeat)
+            out.append((name, float(np.median(ev(*args).results)) * 1e6))
         return out
+
+    def measured_report(self, repeat: int = 7) -> Report:
+        """The report with each layer's measured kernel time beside its roofline time.
+
+        Layer kernels run in program order, one per supported layer; a standalone input
+        quantize kernel is counted with the layer that follows it.  Everything else (layout
+        copies, pooling, fused glue, layers without an AIQ kernel) is summed in a note.
+        """
+        calls = self.profile(self.batch_size, repeat)
+        assignment = self.plan.resolve(self.cost.names)
+        layers = iter(self.cost.searchable)
+        precisions = "|".join(PRECISIONS)
+        kernel = re.compile(rf"^.+_({precisions})$")
+        per_layer: dict[str, float] = {}
+        other = pending = 0.0
+        for sym, us in calls:
+            if sym.endswith("_quantize"):
+                pending += us
+            elif kernel.match(sym):
+                name = next(layers)
+                per_layer[name] = us + pending
+                pending = 0.0
+            else:
+                other += us
+        other += pending
+        fallbacks = {n: assignment[n] for n in self.cost.names
+                     if not self.cost[n].supported and assignment[n] != "fp32"}
+        rep = make_report(self.cost, assignment, self.preset, str(self.target),
+                          fallbacks=fallbacks, measured_us=per_layer)
+        rep.accuracy_fp32, rep.accuracy = self.report.accuracy_fp32, self.report.accuracy
+        rep.notes.append(
+            f"measured at batch {self.batch_size}: layer kernels {sum(per_layer.values()):.1f} us,"
+            f" other kernels (layout, pooling, glue) {other:.1f} us")
+        return rep
 
     def export_library(self, path: str, batch_size: int | None = None) -> None:
         """Write the compiled module as a shared library (load with tvm.runtime.load_module)."""

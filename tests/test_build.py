@@ -170,3 +170,15 @@ def test_resnet20_residual_adds_fuse_into_conv_epilogues():
     # Every BasicBlock's second conv takes the shortcut add (and the ReLU after it).
     assert fused == sorted(f"layer{s}.{b}.conv2" for s in (1, 2, 3) for b in range(3))
     assert res.cost["layer1.0.conv2"].residual_elems == 2 * 16 * 32 * 32
+
+
+def test_measured_report_times_every_layer_kernel(tiny_setup):
+    mod, params, x, _, _ = tiny_setup
+    res = aiq_tvm.build(mod, params=params, plan={"stem": "int8", "dw": "w8", "head": "int4"},
+                        calib_data=x[:16], batch_size=2)
+    rep = res.measured_report(repeat=3)
+    measured = {r.name: r.measured_us for r in rep.rows}
+    assert all(measured[n] is not None and measured[n] > 0 for n in ("stem", "dw", "head"))
+    assert measured["grouped"] is None  # TVM's own conv: counted with the other kernels
+    assert any("other kernels" in n for n in rep.notes)
+    assert "measured us" in rep.table()
