@@ -16,7 +16,7 @@ from tvm.s_tir.analysis import estimate_tir_flops
 
 from .cost import CostModel, LayerCost
 from .passes._layers import is_layer_function, parse_layer
-from .passes.annotate_precision import layer_table
+from .passes.annotate_precision import layer_consumers, layer_table
 
 __all__ = ["cost_model", "call_flops"]
 
@@ -59,36 +59,6 @@ def _root_call(func: relax.Function) -> relax.Call:
     raise ValueError("composite has no conv2d/matmul")
 
 
-def _consumers(mod: tvm.IRModule, entries: list[dict], func_name: str) -> dict[str, tuple | None]:
-    """For each layer: the layers that are the only readers of its output (None if any
-    other op, or the function's result, also reads it)."""
-    func = mod[func_name]
-    layer_of_var = {e["var"]: e["name"] for e in entries if e["kind"] == "layer"}
-    readers: dict = {v: [] for v in layer_of_var}
-
-    def note(expr, reader):
-        for v in relax.analysis.free_vars(expr):
-            if v in readers:
-                readers[v].append(reader)
-
-    layer_calls = {e["var"]: e for e in entries if e["kind"] == "layer"}
-    for block in func.body.blocks:
-        for b in block.bindings:
-            val = b.value
-            if b.var in layer_calls:
-                info = parse_layer(mod[val.op])
-                for i, arg in enumerate(val.args):
-                    note(arg, layer_calls[b.var]["name"] if i == info.data else None)
-            else:
-                note(val, None)
-    note(func.body.body, None)
-    out = {}
-    for v, name in layer_of_var.items():
-        r = readers[v]
-        out[name] = tuple(r) if r and all(x is not None for x in r) else None
-    return out
-
-
 def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool = True
                ) -> CostModel:
     """Build the cost model of a module annotated by AnnotatePrecision (static shapes).
@@ -99,7 +69,7 @@ def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool 
         If a layer has a symbolic shape (specialize the batch first).
     """
     entries = layer_table(mod, func_name)
-    consumers = _consumers(mod, entries, func_name)
+    consumers = layer_consumers(mod, entries, func_name)
     layers = []
     for e in entries:
         if e["kind"] == "layer":

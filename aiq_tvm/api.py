@@ -96,6 +96,12 @@ def _run_batches(fn, x: np.ndarray, batch: int, dev) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def _fallbacks(cost: CostModel, assignment: Mapping[str, str]) -> dict[str, str]:
+    """Layers the plan asked for a low precision that have no AIQ kernel (they stay fp32)."""
+    return {n: assignment[n] for n in cost.names
+            if not cost[n].supported and assignment[n] != "fp32"}
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy."""
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
@@ -217,10 +223,8 @@ class BuildResult:
             else:
                 other += us
         other += pending
-        fallbacks = {n: assignment[n] for n in self.cost.names
-                     if not self.cost[n].supported and assignment[n] != "fp32"}
         rep = make_report(self.cost, assignment, self.preset, str(self.target),
-                          fallbacks=fallbacks, measured_us=per_layer)
+                          fallbacks=_fallbacks(self.cost, assignment), measured_us=per_layer)
         rep.accuracy_fp32, rep.accuracy = self.report.accuracy_fp32, self.report.accuracy
         rep.notes.append(
             f"measured at batch {self.batch_size}: layer kernels {sum(per_layer.values()):.1f} us,"
@@ -338,7 +342,7 @@ def build(
         if unknown:
             raise ValueError(f"params has names main does not take: {unknown[:5]}")
 
-    cost = cost_model(specialize_batch(annotated, batch_size), requant_fusion=False)
+    cost = cost_model(specialize_batch(annotated, batch_size), requant_fusion=True)
     layers = cost.searchable
     if not layers:
         raise ValueError("the model has no quantizable conv2d/dense layers")
@@ -402,12 +406,8 @@ def build(
         log(f"search {search}: {result_search.evaluations} evaluations in "
             f"{result_search.wall_time_s:.1f}s")
 
-    fallbacks = dict(annotated.attrs["aiq.fallbacks"]) if annotated.attrs and \
-        "aiq.fallbacks" in annotated.attrs else {}
-    if plan is not None:
-        fallbacks = {n: assignment[n] for n in cost.names
-                     if not cost[n].supported and assignment[n] != "fp32"}
-    report = make_report(cost, assignment, preset, str(tgt), fallbacks=fallbacks)
+    report = make_report(cost, assignment, preset, str(tgt),
+                         fallbacks=_fallbacks(cost, assignment))
     res = BuildResult(
         plan=plan_obj, report=report, cost=cost, target=tgt, preset=preset, calibration=calib,
         search=result_search, batch_size=batch_size, annotated=annotated, params=params,
@@ -428,7 +428,8 @@ def build(
 def _calibrate(annotated, params, target, x, method, percentile, batch, seed) -> Calibration:
     mod = specialize_batch(annotated, batch)
     mod = ExposeLayerInputs()(mod)
-    names = [str(n) for n in mod.attrs["aiq.exposed_layers"]]
+    groups = [[str(n) for n in g] for g in mod.attrs["aiq.exposed_layers"]]
+    names = [g[0] for g in groups]
     exe = _compile(mod, target, P.quantize_passes(target, "fp32", None, params))
     vm = relax.VirtualMachine(exe, tvm.cpu())
 
@@ -436,4 +437,7 @@ def _calibrate(annotated, params, target, x, method, percentile, batch, seed) ->
         out = vm["main"](tvm.runtime.tensor(batch_x))
         return [out[i + 1].numpy() for i in range(len(names))]
 
-    return calibrate(run, names, x, batch, method=method, percentile=percentile, seed=seed)
+    cal = calibrate(run, names, x, batch, method=method, percentile=percentile, seed=seed)
+    # Layers reading the same tensor share its range (and so can share a requantized input).
+    cal.ranges = {n: cal.ranges[g[0]] for g in groups for n in g}
+    return cal

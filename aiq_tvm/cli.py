@@ -13,6 +13,7 @@ go to ``--out`` as JSON (plan, calibration, report, summary).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="also time FP32 and plan builds at batch 1 and 64")
     run.add_argument("--data-root", default=None, help="Fashion-MNIST IDX directory")
     run.add_argument("--out", default="results", help="directory for JSON outputs")
+    run.add_argument("--markdown", default=None,
+                     help="also write the summary and per-layer table to this Markdown file")
     sub.add_parser("presets", help="list CPU presets and their roofline peaks")
     return ap
 
@@ -70,7 +73,19 @@ def _cmd_presets() -> int:
     return 0
 
 
-def _cmd_run(args) -> int:
+def _markdown(args, argv, res, summary, lines) -> str:
+    cmd = "aiq-tvm " + " ".join(argv)
+    out = [f"# AIQ on {args.model}", "",
+           f"Command: `TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} {cmd}`", "",
+           f"Date: {datetime.date.today().isoformat()}; target `{res.target}`; roofline preset "
+           f"`{res.preset.name}` ({res.preset.source}).", "", "```"]
+    out += lines
+    out += ["```", "", "Plan (JSON):", "", "```json", res.plan.to_json(), "```", "",
+            "Per-layer report:", "", res.report.table(markdown=True), ""]
+    return "\n".join(out)
+
+
+def _cmd_run(args, argv) -> int:
     import torch
 
     from . import datasets, models
@@ -108,14 +123,21 @@ def _cmd_run(args) -> int:
         "val_accuracy_plan": s.best.accuracy, "search_evaluations": s.evaluations,
         "search_wall_s": s.wall_time_s, "timings_s": res.timings,
     }
-    print(f"AI: fp32 {res.report.ai_fp32:.2f} -> plan {res.report.ai:.2f} FLOP/B "
-          f"(x{res.report.ai_gain:.3f})")
-    print(f"validation accuracy ({len(xv)} images): fp32 {100 * s.baseline.accuracy:.2f}% -> "
-          f"plan {100 * s.best.accuracy:.2f}%")
-    print(f"search: {args.search}, {s.evaluations} plans measured, {s.wall_time_s:.1f} s "
-          f"(compile of all layer variants {res.timings.get('search_compile_s', 0):.1f} s, "
-          f"calibration {res.timings.get('calibration_s', 0):.1f} s, "
-          f"total build {res.timings['total_s']:.1f} s)")
+    lines = []
+
+    def say(text: str) -> None:
+        print(text)
+        lines.append(text)
+
+    say(f"AI: fp32 {res.report.ai_fp32:.2f} -> plan {res.report.ai:.2f} FLOP/B "
+        f"(x{res.report.ai_gain:.3f})")
+    say(f"validation accuracy ({len(xv)} images): fp32 {100 * s.baseline.accuracy:.2f}% -> "
+        f"plan {100 * s.best.accuracy:.2f}%")
+    say(f"search: {args.search}, {s.evaluations} plans measured, {s.wall_time_s:.1f} s "
+        f"(compile of all layer variants {res.timings.get('search_compile_s', 0):.1f} s, "
+        f"calibration {res.timings.get('calibration_s', 0):.1f} s, "
+        f"total build {res.timings['total_s']:.1f} s)")
+    say("plan: " + ", ".join(f"{k}={v}" for k, v in res.plan.layers.items()))
     if args.test:
         xt, yt = datasets.fashion_mnist("test", root=args.data_root)
         xt, yt = xt[:args.test], yt[:args.test]
@@ -123,15 +145,15 @@ def _cmd_run(args) -> int:
         acc32 = fp32.evaluate(xt, yt, 100)
         accq = res.evaluate(xt, yt, 100)
         summary.update(test_images=len(xt), test_accuracy_fp32=acc32, test_accuracy_plan=accq)
-        print(f"test accuracy ({len(xt)} images): fp32 {100 * acc32:.2f}% -> plan "
-              f"{100 * accq:.2f}%")
+        say(f"test accuracy ({len(xt)} images): fp32 {100 * acc32:.2f}% -> plan "
+            f"{100 * accq:.2f}%")
     if args.bench:
         fp32 = build(mod, args.target, params=params, plan="fp32")
         for bs in (1, 64):
             a, b = fp32.benchmark(bs), res.benchmark(bs)
             summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}
-            print(f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
-                  f"(x{a['median_ms'] / b['median_ms']:.2f})")
+            say(f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
+                f"(x{a['median_ms'] / b['median_ms']:.2f})")
     stem = f"{args.model}_{args.search}"
     res.plan.save(out / f"{stem}_plan.json")
     if res.calibration is not None:
@@ -141,15 +163,19 @@ def _cmd_run(args) -> int:
     (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(f"wrote {out}/{stem}_{{plan,calibration,report,summary}}.json "
           f"({summary['wall_s']:.0f} s in all)")
+    if args.markdown:
+        Path(args.markdown).write_text(_markdown(args, argv, res, summary, lines))
+        print(f"wrote {args.markdown}")
     return 0
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "presets":
             return _cmd_presets()
-        return _cmd_run(args)
+        return _cmd_run(args, argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"aiq-tvm: error: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ or take the whole AIQ pipeline: ``relax.get_pipeline("aiq", plan=..., calibratio
 params=...)``.
 """
 
-from .annotate_precision import AnnotatePrecision, layer_table
+from .annotate_precision import AnnotatePrecision, layer_consumers, layer_table
 from .cancel_transposes import CancelTransposes
 from .expose_layer_inputs import ExposeLayerInputs
 from .quantize_annotated import QuantizeAnnotated
@@ -27,4 +27,5 @@ __all__ = [
     "ExposeLayerInputs",
     "ScheduleGlue",
     "layer_table",
+    "layer_consumers",
 ]

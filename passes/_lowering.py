@@ -74,6 +74,10 @@ def kernel_act(activation: tuple):
     return ("clip", lo, hi)
 
 
+def _out(out_qparams) -> dict:
+    return {} if out_qparams is None else {"out_qparams": out_qparams}
+
+
 def _add_prim(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> relax.GlobalVar:
     # te.create_prim_func names every kernel "main"; the module's own symbols come from the
     # GlobalVar names (AttachGlobalSymbol), so drop it to avoid duplicate symbols.
@@ -101,14 +105,20 @@ def emit_layer(
     target: tvm.target.Target,
     name: str,
     residual: relax.Expr | None = None,
+    out_qparams: ActQParams | None = None,
 ):
     """Emit the kernels of one layer at ``precision``; return the NCHW / [N, O] result.
 
     ``residual`` (NCHW, output-shaped) is added in the kernel epilogue before the activation.
+    ``out_qparams`` makes the kernel write its consumers' uint8 input instead of float32.
+    A uint8 ``data`` is taken as already quantized with this layer's ``qparams``.
     """
     from aiq_tvm.targets import x86
 
     scheme = get_precision(precision)
+    pre_quantized = str(data.ty.dtype) == "uint8"
+    if pre_quantized and not scheme.quantizes_activations:
+        raise ValueError(f"layer {name!r} runs {precision} but receives uint8 activations")
     if scheme.quantizes_activations and qparams is None:
         raise ValueError(
             f"layer {name!r} runs {precision} but has no activation range; calibrate first "
@@ -122,13 +132,13 @@ def emit_layer(
         o = values.weight.shape[0]
         spec = x86.DenseSpec(N=n, K=k, O=o)
         x = data
-        if scheme.quantizes_activations:
+        if scheme.quantizes_activations and not pre_quantized:
             qf = x86.quantize_kernel((n, k), qparams, target=target)
             x = bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
                                        out_ty=relax.TensorType((n, k), "uint8")))
         kernel = x86.dense_kernel(
             spec, precision, values.weight, values.bias, act=act,
-            act_qparams=qparams, target=target,
+            act_qparams=qparams, target=target, **_out(out_qparams),
         )
         return _call_kernel(bb, kernel, [x], f"{base}_{precision}")
 
@@ -139,13 +149,14 @@ def emit_layer(
         stride=info.strides, padding=info.padding, groups=info.groups,
     )
     x = bb.emit(relax.op.permute_dims(data, NCHW_TO_NHWC))
-    if scheme.quantizes_activations:
+    if scheme.quantizes_activations and not pre_quantized:
         qf = x86.quantize_kernel((n, h, w, c), qparams, target=target)
         x = bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
                                    out_ty=relax.TensorType((n, h, w, c), "uint8")))
     kernel = x86.conv2d_kernel(
         spec, precision, values.weight, values.bias, act=act,
         act_qparams=qparams, residual=residual is not None, target=target,
+        **_out(out_qparams),
     )
     extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
     y = _call_kernel(bb, kernel, [x, *extra], f"{base}_{precision}")

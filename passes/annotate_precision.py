@@ -36,7 +36,7 @@ from ._layers import (
     weight_layer_name,
 )
 
-__all__ = ["AnnotatePrecision", "layer_table"]
+__all__ = ["AnnotatePrecision", "layer_table", "layer_consumers"]
 
 
 def _as_plan(plan) -> Plan:
@@ -140,6 +140,43 @@ def layer_table(mod: tvm.IRModule, func_name: str = "main", hints: list[tuple] =
     col.visit_expr(func)
     _name_entries(col.entries, hints)
     return col.entries
+
+
+def layer_consumers(mod: tvm.IRModule, entries: list[dict] | None = None,
+                    func_name: str = "main") -> dict[str, tuple | None]:
+    """For each layer, the layers whose data input is its output, when nothing else reads it.
+
+    ``None`` when any other op, a non-data operand of a layer (e.g. a fused residual) or the
+    function's result also reads the output: only then could the producer write the
+    consumers' uint8 input directly.
+    """
+    entries = layer_table(mod, func_name) if entries is None else entries
+    func = mod[func_name]
+    layer_of_var = {e["var"]: e["name"] for e in entries if e["kind"] == "layer"}
+    readers: dict = {v: [] for v in layer_of_var}
+
+    def note(expr, reader):
+        for v in relax.analysis.free_vars(expr):
+            if v in readers:
+                readers[v].append(reader)
+
+    layer_calls = {e["var"]: e for e in entries if e["kind"] == "layer"}
+    for block in func.body.blocks:
+        for b in block.bindings:
+            val = b.value
+            if b.var in layer_calls:
+                info = parse_layer(mod[val.op])
+                for i, arg in enumerate(val.args):
+                    note(arg, layer_calls[b.var]["name"] if i == info.data else None)
+            else:
+                note(val, None)
+    note(func.body.body, None)
+    out = {}
+    for v, name in layer_of_var.items():
+        r = readers[v]
+        out[name] = tuple(r) if r and all(x is not None for x in r) else None
+    return out
+
 
 
 @mutator

@@ -1,8 +1,9 @@
 """ExposeLayerInputs: make ``main`` also return the input activation of every AIQ layer.
 
 Used for calibration: ``main`` returns ``(original_output, input_0, ..., input_{k-1})`` with the
-inputs in program order; the module attribute ``aiq.exposed_layers`` lists the layer names in
-the same order.
+distinct layer inputs in program order; the module attribute ``aiq.exposed_layers`` lists, per
+returned input, the names of the layers reading it (layers sharing an input, like a residual
+block's first conv and its downsample conv, share one entry and so get one range).
 """
 
 from __future__ import annotations
@@ -25,15 +26,21 @@ class ExposeLayerInputs:
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         mod = relax.transform.ToNonDataflow()(mod)
         func = mod[self.func_name]
-        names, inputs = [], []
+        names: list[list[str]] = []
+        inputs: list = []
         for block in func.body.blocks:
             for b in block.bindings:
                 val = b.value
                 if isinstance(val, relax.Call) and isinstance(val.op, relax.GlobalVar):
                     f = mod[val.op]
                     if is_layer_function(f) and "aiq.layer" in f.attrs:
-                        names.append(str(f.attrs["aiq.layer"]))
-                        inputs.append(val.args[parse_layer(f).data])
+                        data = val.args[parse_layer(f).data]
+                        k = next((i for i, e in enumerate(inputs) if e.same_as(data)), None)
+                        if k is None:
+                            names.append([])
+                            inputs.append(data)
+                            k = len(inputs) - 1
+                        names[k].append(str(f.attrs["aiq.layer"]))
         if not names:
             raise ValueError("no annotated layers to expose; run AnnotatePrecision first")
         outs = [func.body.body, *inputs]

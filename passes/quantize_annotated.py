@@ -13,8 +13,11 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from aiq_tvm.schemes import get_precision
+
 from ._layers import is_layer_function, parse_layer
 from ._lowering import emit_layer, layer_values
+from .annotate_precision import layer_consumers, layer_table
 
 __all__ = ["QuantizeAnnotated", "current_target"]
 
@@ -35,21 +38,23 @@ def current_target(target=None) -> tvm.target.Target:
 
 @mutator
 class _Quantizer(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, func: relax.Function, calibration, target):
+    def __init__(self, mod: tvm.IRModule, func: relax.Function, calibration, target,
+                 requant: dict):
         super().__init__(mod)
         self.mod_ = mod
         self.var2val = dict(relax.analysis.get_var2val(func))
         self.calibration = calibration
         self.target = target
+        self.requant = requant  # producer layer -> its consumers' input qparams
         self.lowered: list[str] = []
 
     def visit_call_(self, call):
-        call = super().visit_call_(call)
-        if not isinstance(call.op, relax.GlobalVar):
-            return call
-        func = self.mod_[call.op]
-        if not is_layer_function(func) or "aiq.precision" not in func.attrs:
-            return call
+        func = self.mod_[call.op] if isinstance(call.op, relax.GlobalVar) else None
+        if func is None or not is_layer_function(func) or "aiq.precision" not in func.attrs:
+            return super().visit_call_(call)
+        # Visit the operands only: rebuilding the composite call would type-check it against
+        # float32 parameters, and a requantized producer now hands over uint8.
+        args = [self.visit_expr(a) for a in call.args]
         name = str(func.attrs["aiq.layer"])
         precision = str(func.attrs["aiq.precision"])
         info = parse_layer(func)
@@ -58,10 +63,10 @@ class _Quantizer(PyExprMutator):
         if self.calibration is not None and name in self.calibration.ranges:
             qp = self.calibration.qparams(name)
         self.lowered.append(name)
-        residual = None if info.residual is None else call.args[info.residual]
+        residual = None if info.residual is None else args[info.residual]
         return emit_layer(
-            self.builder_, info, values, call.args[info.data], precision, qp, self.target, name,
-            residual,
+            self.builder_, info, values, args[info.data], precision, qp, self.target, name,
+            residual, self.requant.get(name),
         )
 
 
@@ -77,18 +82,42 @@ class QuantizeAnnotated:
         Defaults to the target in scope (``tvm.compile`` sets it).
     func_name : str
         The Relax function to lower.
+    requant : bool
+        Let a layer whose output only feeds layers with 8-bit activations write their uint8
+        input directly (requantize in its epilogue) instead of float32 plus a quantize kernel.
+        Bit-exact with the unfused form.
     """
 
-    def __init__(self, calibration=None, target=None, func_name: str = "main"):
+    def __init__(self, calibration=None, target=None, func_name: str = "main",
+                 requant: bool = True):
         self.calibration = calibration
         self.target = target
         self.func_name = func_name
+        self.requant = requant
+
+    def _requant_plan(self, mod: tvm.IRModule) -> dict:
+        """Producer layer -> consumers' ActQParams, where the fusion applies."""
+        if not self.requant or self.calibration is None:
+            return {}
+        entries = layer_table(mod, self.func_name)
+        precision = {e["name"]: str(mod[e["gv"]].attrs["aiq.precision"])
+                     for e in entries if e["kind"] == "layer"}
+        out = {}
+        for producer, consumers in layer_consumers(mod, entries, self.func_name).items():
+            if not consumers or any(
+                    not get_precision(precision[c]).quantizes_activations
+                    or c not in self.calibration.ranges for c in consumers):
+                continue
+            qps = {self.calibration.qparams(c) for c in consumers}
+            if len(qps) == 1:  # the same tensor calibrates to the same range
+                out[producer] = qps.pop()
+        return out
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = current_target(self.target)
         gv = mod.get_global_var(self.func_name)
         func = mod[gv]
-        rewriter = _Quantizer(mod, func, self.calibration, target)
+        rewriter = _Quantizer(mod, func, self.calibration, target, self._requant_plan(mod))
         new_func = rewriter.visit_expr(func)
         rewriter.builder_.update_func(gv, new_func)
         out = rewriter.builder_.get()

@@ -223,7 +223,7 @@ def test_quantize_needs_bound_weights_and_calibration():
 
 def test_expose_layer_inputs_returns_each_layer_input():
     mod = ExposeLayerInputs()(AnnotatePrecision("fp32")(ConvBiasRelu))
-    assert [str(n) for n in mod.attrs["aiq.exposed_layers"]] == ["conv1"]
+    assert [[str(n) for n in g] for g in mod.attrs["aiq.exposed_layers"]] == [["conv1"]]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
     w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
