@@ -9,6 +9,8 @@ tests can share the exact arithmetic contract of the x86 kernels:
   ``y = act(float32(acc - corr[o]) * comb[o] + bias[o] [+ residual])`` with
   ``corr[o] = zp * sum(q_w[o])`` and ``comb[o] = float32(scale_x * s_w[o])``.
 * ``w8`` / ``w4`` (weight-only): fp32 activations, ``y = act(sum(x * q_w) * s_w[o] + bias[o])``.
+* Requantizing epilogue (any scheme, ``out_qparams``): the kernel stores
+  ``quantize_act(float32(y), out_qparams)`` as uint8 instead of ``y``.
 
 All convolution references work on NHWC activations and OIHW (torch) weights.
 """
@@ -223,10 +225,24 @@ def conv_out_hw(h: int, w: int, kh: int, kw: int, stride, padding) -> tuple[int,
 
 @dataclass
 class RefResult:
-    """Reference output: ``y`` (float64) and, for int schemes, ``acc = sum(q_x q_w) - corr``."""
+    """Reference output of a fused layer.
+
+    Attributes
+    ----------
+    y : np.ndarray
+        float64 epilogue value (after bias, residual and activation).
+    acc : np.ndarray or None
+        int schemes: the exact int64 ``sum(q_x q_w) - corr``.
+    q : np.ndarray or None
+        With ``out_qparams``: the uint8 codes ``quantize_act(float32(y), out_qparams)``. The
+        kernel quantizes its own float32 ``y``, which may differ from ``float32(y)`` in the last
+        bit, so a code can differ by one where ``y * inv`` is within rounding of a half;
+        where ``y`` is exact in float32 the codes are equal.
+    """
 
     y: np.ndarray
     acc: np.ndarray | None = None
+    q: np.ndarray | None = None
 
 
 def _check_scheme(scheme: str) -> None:
@@ -292,6 +308,7 @@ def ref_conv2d(
     act="none",
     act_qparams: ActQParams | None = None,
     residual: np.ndarray | None = None,
+    out_qparams: ActQParams | None = None,
 ) -> RefResult:
     """Numpy reference of a fused NHWC conv2d in any scheme.
 
@@ -318,31 +335,37 @@ def ref_conv2d(
         Activation quantization parameters (int schemes).
     residual : np.ndarray, optional
         ``[N, OH, OW, O]`` tensor added after the bias, before the activation.
+    out_qparams : ActQParams, optional
+        Requantizing epilogue: also return the uint8 codes of the output (``RefResult.q``).
 
     Returns
     -------
     RefResult
-        float64 output; for int schemes also the exact int64 ``acc - corr``.
+        float64 output; for int schemes also the exact int64 ``acc - corr``; with
+        ``out_qparams`` also the uint8 codes.
     """
     _check_scheme(scheme)
     stride = tuple(stride)
     padding = tuple(padding)
     o = weight.shape[0]
+    acc = None
     if scheme == "fp32":
         y = _conv_nhwc_f64(x, weight, stride, padding, groups, 0.0)
-        return RefResult(_epilogue(y, bias, residual, act))
-    q, s_w = _quantize_weight_scheme(weight, scheme)
-    if scheme in WEIGHT_ONLY_SCHEMES:
-        y = _conv_nhwc_f64(x.astype(np.float32), q, stride, padding, groups, 0.0)
-        y = y * s_w.astype(np.float64)
-        return RefResult(_epilogue(y, bias, residual, act))
-    qx = _int_inputs(x, act_qparams)
-    raw = _conv_nhwc_f64(qx, q, stride, padding, groups, float(act_qparams.zp))
-    corr = act_qparams.zp * q.reshape(o, -1).astype(np.int64).sum(axis=1)
-    acc = raw.astype(np.int64) - corr
-    comb = int_comb_scale(act_qparams, s_w)
-    y = acc.astype(np.float64) * comb.astype(np.float64)
-    return RefResult(_epilogue(y, bias, residual, act), acc)
+    else:
+        q, s_w = _quantize_weight_scheme(weight, scheme)
+        if scheme in WEIGHT_ONLY_SCHEMES:
+            y = _conv_nhwc_f64(x.astype(np.float32), q, stride, padding, groups, 0.0)
+            y = y * s_w.astype(np.float64)
+        else:
+            qx = _int_inputs(x, act_qparams)
+            raw = _conv_nhwc_f64(qx, q, stride, padding, groups, float(act_qparams.zp))
+            corr = act_qparams.zp * q.reshape(o, -1).astype(np.int64).sum(axis=1)
+            acc = raw.astype(np.int64) - corr
+            comb = int_comb_scale(act_qparams, s_w)
+            y = acc.astype(np.float64) * comb.astype(np.float64)
+    y = _epilogue(y, bias, residual, act)
+    codes = None if out_qparams is None else quantize_act(y.astype(np.float32), out_qparams)
+    return RefResult(y, acc, codes)
 
 
 def int_comb_scale(act_qparams: ActQParams, s_w: np.ndarray) -> np.ndarray:
@@ -365,6 +388,7 @@ def ref_dense(
     act="none",
     act_qparams: ActQParams | None = None,
     residual: np.ndarray | None = None,
+    out_qparams: ActQParams | None = None,
 ) -> RefResult:
     """Numpy reference of a fused dense layer ``x [N, K] @ weight[O, K].T`` in any scheme.
 
@@ -380,6 +404,11 @@ def ref_dense(
         act=act,
         act_qparams=act_qparams,
         residual=res4,
+        out_qparams=out_qparams,
     )
     o = weight.shape[0]
-    return RefResult(r.y.reshape(n, o), None if r.acc is None else r.acc.reshape(n, o))
+    return RefResult(
+        r.y.reshape(n, o),
+        None if r.acc is None else r.acc.reshape(n, o),
+        None if r.q is None else r.q.reshape(n, o),
+    )

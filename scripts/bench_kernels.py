@@ -7,10 +7,21 @@ times all of them and ``torch.nn.functional`` conv2d/linear (FP32, NCHW, eager, 
 candidate alike. Prints median milliseconds per call, the fp32/torch ratio, the int8 speedup over
 our fp32 kernel and int4/int8, ratios being medians of per-round ratios.
 
+Two more modes:
+
+* ``--requant``: what the requantizing epilogue (``out_qparams``, uint8 output) saves against the
+  unfused form (float kernel, then the standalone quantize kernel of the next layer's input),
+  on memory-bound and compute-bound shapes.
+* ``--tune DB``: tune the ResNet-20 3x3 conv shapes (fp32 and int8) into the meta-schedule JSON
+  database ``DB`` (``--trials`` candidates each; workloads already in ``DB`` are not re-tuned),
+  then time the default and the selected schedule interleaved.
+
 Usage::
 
     TVM_NUM_THREADS=2 python scripts/bench_kernels.py [--batches 1 64] [--rounds 25]
         [--only SUBSTRING] [--stat median|min|both]
+    TVM_NUM_THREADS=2 python scripts/bench_kernels.py --requant [--batches 1 64]
+    TVM_NUM_THREADS=2 python scripts/bench_kernels.py --tune DB [--trials 64] [--batches 64]
 """
 
 from __future__ import annotations
@@ -29,7 +40,13 @@ import torch  # noqa: E402
 import tvm  # noqa: E402
 
 from aiq_tvm.quant import ActQParams, quantize_act, ref_conv2d, ref_dense  # noqa: E402
-from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel  # noqa: E402
+from aiq_tvm.targets.x86 import (  # noqa: E402
+    ConvSpec,
+    DenseSpec,
+    conv2d_kernel,
+    dense_kernel,
+    quantize_kernel,
+)
 
 TARGET = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
 SCHEMES = ("fp32", "int8", "int4", "w8", "w4")
@@ -80,12 +97,7 @@ def _build(layer: Layer, n: int, scheme: str, w, b, qp):
         return dense_kernel(
             DenseSpec(n, layer.c, layer.o), scheme, w, b, act_qparams=qp, target=TARGET
         )
-    pad = layer.k // 2
-    spec = ConvSpec(
-        n, layer.hw, layer.hw, layer.c, layer.o, layer.k, layer.k,
-        stride=layer.s, padding=pad, groups=layer.c if layer.dw else 1,
-    )  # fmt: skip
-    return conv2d_kernel(spec, scheme, w, b, act_qparams=qp, target=TARGET)
+    return conv2d_kernel(_conv_spec(layer, n), scheme, w, b, act_qparams=qp, target=TARGET)
 
 
 def _reference(layer: Layer, scheme: str, x_f32, w, b, qp) -> np.ndarray:
@@ -220,6 +232,173 @@ def bench_layer(
     return {key: np.asarray(v) for key, v in samples.items()}
 
 
+# ---------------------------------------------------------------------------------------------
+# Shared helpers of the --requant and --tune modes
+# ---------------------------------------------------------------------------------------------
+
+
+def _conv_spec(layer: Layer, n: int) -> ConvSpec:
+    pad = layer.k // 2
+    return ConvSpec(
+        n, layer.hw, layer.hw, layer.c, layer.o, layer.k, layer.k,
+        stride=layer.s, padding=pad, groups=layer.c if layer.dw else 1,
+    )  # fmt: skip
+
+
+def _layer_data(layer: Layer, n: int, rng):
+    spec = _conv_spec(layer, n)
+    x = rng.standard_normal(spec.in_shape).astype(np.float32)
+    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+    w /= np.sqrt(np.prod(spec.weight_shape[1:]))
+    b = rng.standard_normal(layer.o).astype(np.float32)
+    return spec, x, w, b, ActQParams.from_range(float(x.min()), float(x.max()))
+
+
+def _compiled_call(func, args):
+    """Compile a PrimFunc; return a ``run(number) -> seconds per call`` closure."""
+    ex = tvm.compile(tvm.IRModule({"main": func}), tvm.target.Target(TARGET))
+    ex.mod["main"](*args)
+
+    def run(num):
+        f = ex.mod.time_evaluator("main", tvm.cpu(), number=num, repeat=1)
+        return float(f(*args).mean)
+
+    return run
+
+
+def _kernel_args(kernel, x):
+    args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(c) for c in kernel.consts]
+    return args + [tvm.runtime.tensor(np.zeros(kernel.out_shape, kernel.out_dtype))]
+
+
+def _interleave(timers: dict, rounds: int) -> dict[str, np.ndarray]:
+    """Seconds per call of every timer, one ~2 ms sample per round, order rotated per round."""
+    numbers = {k: int(np.clip(2e-3 / max(run(3), 1e-7), 1, 2000)) for k, run in timers.items()}
+    keys = list(timers)
+    samples = {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            samples[k].append(timers[k](numbers[k]))
+        time.sleep(IDLE_S)
+    return {k: np.asarray(v) for k, v in samples.items()}
+
+
+REQUANT_LAYERS = [
+    Layer("mbv2", 32, 32, 16, 3, dw=True),
+    Layer("mbv2", 144, 144, 8, 3, 2, dw=True),
+    Layer("mbv2", 96, 24, 8, 1),
+    Layer("mbv2", 24, 144, 8, 1),
+    Layer("r20", 16, 32, 32, 1, 2),
+    Layer("r20", 16, 16, 32, 3),
+    Layer("r20", 64, 64, 8, 3),
+]
+
+
+def bench_requant(batches, rounds: int, only: str = "") -> None:
+    """Unfused (float kernel + quantize kernel) vs fused uint8 output, per scheme."""
+    rng = np.random.default_rng(0)
+    head = (
+        f"{'shape':34s} {'N':>3s} {'scheme':6s} {'float':>8s} {'quant':>8s} {'f+q':>8s} "
+        f"{'fused':>8s} {'fused/float':>13s} {'fused/(f+q)':>13s}"
+    )
+    print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, ms per call, median over {rounds} "
+          "interleaved rounds; ratios: median of per-round ratios | ratio of minima")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for n in batches:
+        for layer in REQUANT_LAYERS:
+            if only and only not in layer.label():
+                continue
+            spec, x, w, b, qp = _layer_data(layer, n, rng)
+            for scheme in ("int8", "fp32"):
+                kw = dict(act="relu", act_qparams=qp, target=TARGET)
+                k_float = conv2d_kernel(spec, scheme, w, b, **kw)
+                xin = quantize_act(x, qp) if k_float.in_dtype == "uint8" else x
+                a_float = _kernel_args(k_float, xin)
+                timers = {"float": _compiled_call(k_float.prim_func, a_float)}
+                y = a_float[-1].numpy()
+                out_qp = ActQParams.from_range(0.0, float(y.max()))
+                k_fused = conv2d_kernel(spec, scheme, w, b, out_qparams=out_qp, **kw)
+                a_fused = _kernel_args(k_fused, xin)
+                timers["fused"] = _compiled_call(k_fused.prim_func, a_fused)
+                qf = quantize_kernel(y.shape, out_qp, target=TARGET)
+                a_quant = [tvm.runtime.tensor(y), tvm.runtime.tensor(np.zeros(y.shape, np.uint8))]
+                timers["quant"] = _compiled_call(qf, a_quant)
+                if not np.array_equal(a_fused[-1].numpy(), a_quant[-1].numpy()):
+                    raise AssertionError(f"{layer.label()} {scheme}: fused != float + quantize")
+                res = _interleave(timers, rounds)
+                unfused = res["float"] + res["quant"]
+                ms = {k: float(np.median(v)) * 1e3 for k, v in res.items()}
+                lo = {k: float(v.min()) for k, v in res.items()}
+                vs_float = (
+                    f"{np.median(res['fused'] / res['float']):6.3f}|"
+                    f"{lo['fused'] / lo['float']:6.3f}"
+                )
+                vs_unfused = (
+                    f"{np.median(res['fused'] / unfused):6.3f}|"
+                    f"{lo['fused'] / (lo['float'] + lo['quant']):6.3f}"
+                )
+                print(
+                    f"{layer.label():34s} {n:3d} {scheme:6s} {ms['float']:8.4f} "
+                    f"{ms['quant']:8.4f} {float(np.median(unfused)) * 1e3:8.4f} "
+                    f"{ms['fused']:8.4f} {vs_float:>13s} {vs_unfused:>13s}",
+                    flush=True,
+                )
+
+
+TUNE_LAYERS = [Layer("r20", 16, 16, 32, 3), Layer("r20", 32, 32, 16, 3), Layer("r20", 64, 64, 8, 3)]
+
+
+def bench_tune(database: str, trials: int, batches, rounds: int, only: str = "") -> None:
+    """Tune the ResNet-20 3x3 conv shapes, then time default vs selected schedule."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in batches:
+        for layer in TUNE_LAYERS:
+            if only and only not in layer.label():
+                continue
+            spec, x, w, b, qp = _layer_data(layer, n, rng)
+            for scheme in ("fp32", "int8"):
+                kw = dict(act="relu", act_qparams=qp, target=TARGET)
+                t0 = time.perf_counter()
+                tuned = conv2d_kernel(spec, scheme, w, b, database=database,
+                                      tune_trials=trials, **kw)  # fmt: skip
+                wall = time.perf_counter() - t0
+                default = conv2d_kernel(spec, scheme, w, b, **kw)
+                xin = quantize_act(x, qp) if default.in_dtype == "uint8" else x
+                a_def, a_tun = _kernel_args(default, xin), _kernel_args(tuned, xin)
+                timers = {
+                    "default": _compiled_call(default.prim_func, a_def),
+                    "tuned": _compiled_call(tuned.prim_func, a_tun),
+                }
+                if not np.array_equal(a_def[-1].numpy(), a_tun[-1].numpy()):
+                    raise AssertionError(f"{layer.label()} {scheme}: tuned != default output")
+                res = _interleave(timers, rounds)
+                rep = tuned.info["tuning"]
+                speedup = (
+                    f"{np.median(res['default'] / res['tuned']):6.3f}|"
+                    f"{res['default'].min() / res['tuned'].min():6.3f}"
+                )
+                row = (
+                    f"{layer.label():30s} {n:3d} {scheme:5s} "
+                    f"{np.median(res['default']) * 1e3:8.4f} {np.median(res['tuned']) * 1e3:8.4f} "
+                    f"{speedup:>13s} "
+                    f"{rep['source']:8s} {rep['trials']:6d} {wall:7.1f}  "
+                    f"{default.info['schedule']} -> {tuned.info['schedule']}"
+                )
+                rows.append(row)
+                print(row, flush=True)
+    head = (
+        f"{'shape':30s} {'N':>3s} {'sch':5s} {'default':>8s} {'tuned':>8s} {'speedup':>13s} "
+        f"{'source':8s} {'trials':>6s} {'wall s':>7s}  schedule (default -> selected)"
+    )
+    print(f"\nms per call, median over {rounds} interleaved rounds (speedup: median of per-round "
+          "ratios | ratio of minima)")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    print("\n".join(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
@@ -232,7 +411,16 @@ def main() -> None:
         help="statistic over rounds ('both': median table, then minimum table); ratios are the "
         "median of per-round ratios (or the ratio of minima)",
     )
+    ap.add_argument("--requant", action="store_true", help="uint8-output epilogue savings")
+    ap.add_argument("--tune", metavar="DB", default="", help="tune into this JSON database dir")
+    ap.add_argument("--trials", type=int, default=64, help="tuning trials per workload")
     args = ap.parse_args()
+    if args.requant:
+        bench_requant(args.batches, args.rounds, args.only)
+        return
+    if args.tune:
+        bench_tune(args.tune, args.trials, args.batches, args.rounds, args.only)
+        return
     rng = np.random.default_rng(0)
     # "torch" is the requested reference (2 threads); "torch1t" (1 thread) is printed too because
     # on a shared, loaded 2-core machine torch's 2-thread OpenMP regions can stall for a whole

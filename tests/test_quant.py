@@ -190,6 +190,27 @@ class TestReferences:
             )  # fmt: skip
             np.testing.assert_array_equal(d.y, c.y.reshape(3, 7))
 
+    @pytest.mark.parametrize("scheme", quant.SCHEMES)
+    def test_out_qparams_codes(self, scheme):
+        rng = np.random.default_rng(6)
+        x = rng.standard_normal((2, 5, 5, 4)).astype(np.float32)
+        w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(6).astype(np.float32)
+        qp = ActQParams.from_range(x.min(), x.max())
+        oq = ActQParams.from_range(-2.0, 3.0)
+        kw = dict(padding=(1,) * 4, act="relu6", act_qparams=qp)
+        plain = quant.ref_conv2d(x, w, b, scheme, **kw)
+        r = quant.ref_conv2d(x, w, b, scheme, out_qparams=oq, **kw)
+        assert plain.q is None
+        np.testing.assert_array_equal(r.y, plain.y)
+        assert r.q.dtype == np.uint8 and r.q.shape == r.y.shape
+        np.testing.assert_array_equal(r.q, quant.quantize_act(r.y.astype(np.float32), oq))
+        # relu6 output lies in [0, 6]: codes from zp (real 0) up to the code of 6.0.
+        assert r.q.min() >= oq.zp and (r.q == oq.zp).any()
+        assert r.q.max() <= quant.quantize_act(np.float32([6.0]), oq)[0]
+        d = quant.ref_dense(x[:, 0, 0], w[:, :, 0, 0], b, scheme, act_qparams=qp, out_qparams=oq)
+        np.testing.assert_array_equal(d.q, quant.quantize_act(d.y.astype(np.float32), oq))
+
     def test_errors(self):
         x = np.zeros((1, 2, 2, 1), np.float32)
         w = np.zeros((1, 1, 1, 1), np.float32)

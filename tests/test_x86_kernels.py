@@ -11,6 +11,7 @@ import pytest
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 import tvm  # noqa: E402
+import tvm_ffi  # noqa: E402
 
 from aiq_tvm import quant  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
@@ -211,6 +212,131 @@ def test_int4_long_reduction_uses_unscaled_blocks():
 
 
 # ---------------------------------------------------------------------------------------------
+# Requantizing epilogue (uint8 output)
+# ---------------------------------------------------------------------------------------------
+
+
+def quantize_with_kernel(y: np.ndarray, qp: ActQParams) -> np.ndarray:
+    """The unfused path: the standalone quantize kernel on a float kernel output."""
+    f = quantize_kernel(y.shape, qp, target=ZNVER4)
+    ex = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target(ZNVER4))
+    q = tvm.runtime.tensor(np.zeros(y.shape, np.uint8))
+    ex.mod["main"](tvm.runtime.tensor(y), q)
+    return q.numpy()
+
+
+def tie_case(name: str, scheme: str, seed: int = 1):
+    """Data on which every epilogue value is exact in float32 and ``y * inv`` is a multiple of
+    1/2, so about half of the unsaturated outputs are exact .5 ties.
+
+    Weights are small integers times a power of two with one +-qmax entry per output channel
+    (so the per-channel weight scale is that power of two exactly); activations are
+    ``{-1, 0, 1}`` steps of 0.25 (codes ``zp + {-1, 0, 1}`` for int schemes); every product and
+    partial sum is then an exact multiple of ``Q = 0.25 * s_w``, and ``inv = 1 / (2 Q)``.
+    """
+    case = CASES[name]
+    spec = case["spec"]
+    rng = np.random.default_rng(seed)
+    dense = isinstance(spec, DenseSpec)
+    qmax, wexp = (7, 3) if scheme in ("int4", "w4") else (127, 7)
+    w_shape = (spec.O, spec.K) if dense else spec.weight_shape
+    in_shape = (spec.N, spec.K) if dense else spec.in_shape
+    out_shape = (spec.N, spec.O) if dense else spec.out_shape
+    q = rng.integers(-3, 4, w_shape)
+    q.reshape(spec.O, -1)[:, 0] = qmax * rng.choice([-1, 1], spec.O)
+    w = (q * 2.0**-wexp).astype(np.float32)
+    step = 0.25
+    quantum = step * 2.0**-wexp
+    codes = rng.integers(-1, 2, in_shape)
+    act_qp = ActQParams(scale=step, zp=128, inv=1 / step)
+    if scheme in quant.INT_SCHEMES:
+        xin = (codes + act_qp.zp).astype(np.uint8)
+    else:
+        xin = (codes * step).astype(np.float32)
+    b = (quantum * rng.integers(-40, 41, spec.O)).astype(np.float32)
+    res = None
+    if case["residual"]:
+        res = (quantum * rng.integers(-40, 41, out_shape)).astype(np.float32)
+    out_qp = ActQParams(scale=2 * quantum, zp=128, inv=1 / (2 * quantum))
+    return spec, xin, w, b, res, act_qp, out_qp
+
+
+def build_requant_pair(name, scheme, spec, w, b, act_qp, out_qp):
+    """The float kernel and its requantizing twin, plus the numpy reference function."""
+    case = CASES[name]
+    kw = dict(act=case["act"], act_qparams=act_qp, residual=case["residual"], target=ZNVER4)
+    if isinstance(spec, DenseSpec):
+        build, ref = dense_kernel, quant.ref_dense
+        rkw = dict(act=case["act"], act_qparams=act_qp)
+    else:
+        build, ref = conv2d_kernel, quant.ref_conv2d
+        rkw = dict(
+            stride=spec.stride, padding=spec.padding, groups=spec.groups, act=case["act"],
+            act_qparams=act_qp,
+        )  # fmt: skip
+    k_float = build(spec, scheme, w, b, **kw)
+    k_uint8 = build(spec, scheme, w, b, out_qparams=out_qp, **kw)
+    return k_float, k_uint8, lambda x, res: ref(x, w, b, scheme, residual=res, **rkw,
+                                                 out_qparams=out_qp)  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("name", list(CASES))
+def test_requant_epilogue_bit_exact_with_quantize_kernel(name, scheme):
+    """Fused uint8 output == float kernel followed by quantize_kernel, bit for bit: on random
+    data (FMA contraction and rounding must match) and on data full of exact .5 ties."""
+    # Random data, output range inside the value range so both clips are exercised.
+    k, xin, res, _ = build_case(name, scheme)
+    y = run_kernel(k, xin, res)
+    out_qp = ActQParams.from_range(0.7 * float(y.min()), 0.7 * float(y.max()))
+    spec, _, w, b, _, act_qp = make_case(name)
+    k_float, k_uint8, ref = build_requant_pair(name, scheme, spec, w, b, act_qp, out_qp)
+    assert k_uint8.out_dtype == "uint8" and k_float.out_dtype == "float32"
+    assert k_uint8.info["params"][len(k_uint8.consts)] == "out_q"  # the last constant
+    q = run_kernel(k_uint8, xin, res)
+    assert q.dtype == np.uint8
+    np.testing.assert_array_equal(q, quantize_with_kernel(run_kernel(k_float, xin, res), out_qp))
+    assert (q == 0).any() and (q == 255).any()
+    # The reference quantizes its float64 value rounded to float32: at most one code apart.
+    assert np.abs(q.astype(int) - ref(xin, res).q.astype(int)).max() <= 1
+
+    # Exact data with ties.
+    spec, xin, w, b, res, act_qp, out_qp = tie_case(name, scheme)
+    k_float, k_uint8, ref = build_requant_pair(name, scheme, spec, w, b, act_qp, out_qp)
+    y = run_kernel(k_float, xin, res)
+    scaled = y.astype(np.float64) * out_qp.inv
+    inside = np.abs(scaled) < 100
+    ties = inside & (scaled - np.floor(scaled) == 0.5)
+    assert ties.sum() >= 3 and ties.sum() >= 0.2 * inside.sum()
+    # Half to even: ties round both up and down.
+    assert (np.floor(scaled[ties]) % 2 == 0).any() and (np.floor(scaled[ties]) % 2 == 1).any()
+    q = run_kernel(k_uint8, xin, res)
+    np.testing.assert_array_equal(q, quantize_with_kernel(y, out_qp))
+    expect = ref(xin, res)
+    np.testing.assert_array_equal(y, expect.y)  # exact data: the float path is exact too
+    np.testing.assert_array_equal(q, expect.q)
+
+
+def test_requant_params_shared_across_output_ranges():
+    """``out_q`` is a parameter: kernels that differ only in the output range are one PrimFunc
+    (one compiled function, one tuning record)."""
+    spec, _, w, b, _, qp = make_case("conv3x3_s1")
+    ka = conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=ZNVER4,
+                       out_qparams=ActQParams.from_range(-1.0, 3.0))  # fmt: skip
+    kb = conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=ZNVER4,
+                       out_qparams=ActQParams.from_range(0.0, 9.0))  # fmt: skip
+    assert tvm_ffi.structural_equal(ka.prim_func, kb.prim_func)
+    assert ka.info["params"] == ["x", "weight", "corr", "comb", "bias", "out_q", "y"]
+    assert ka.consts[-1].dtype == np.float32 and ka.consts[-1].tolist() != kb.consts[-1].tolist()
+    with pytest.raises(ValueError, match="exclusive"):
+        conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=ZNVER4, debug_acc=True,
+                      out_qparams=qp)  # fmt: skip
+    with pytest.raises(ValueError, match="exclusive"):
+        dense_kernel(DenseSpec(2, 8, 4), "int8", np.zeros((4, 8)), None, act_qparams=qp,
+                     target=ZNVER4, debug_acc=True, out_qparams=qp)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
 # Quantize kernel
 # ---------------------------------------------------------------------------------------------
 
@@ -236,6 +362,52 @@ def test_quantize_kernel_bit_exact(shape):
     expect = np.clip(np.rint(x * inv) + np.float32(qp.zp), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(q.numpy(), expect)
     np.testing.assert_array_equal(q.numpy(), quant.quantize_act(x, qp))
+
+
+def _vectorized_tir(func) -> str:
+    """TIR of ``func`` after TVM's lowering up to loop vectorization."""
+    from tvm import s_tir, tirx
+
+    tgt = tvm.target.Target(ZNVER4)
+    mod = tvm.IRModule({"main": func.with_attr("target", tgt)})
+    passes = [
+        s_tir.transform.LowerInitBlock(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.CompactBufferAllocation(),
+        s_tir.transform.LowerMatchBuffer(),
+        s_tir.transform.LowerOpaqueBlock(),
+        tirx.transform.FlattenBuffer(),
+        s_tir.transform.LoopPartition(),
+        tirx.transform.VectorizeLoop(True),
+        tirx.transform.StmtSimplify(),
+    ]
+    with tgt:
+        for p in passes:
+            mod = p(mod)
+    return mod.script()
+
+
+@pytest.mark.parametrize("shape", [(4, 8, 8, 24), (2, 4, 4, 144), (2, 16, 16, 3)])
+def test_quantize_kernel_vector_accesses_are_contiguous(shape):
+    """Vectors stay inside rows: no per-lane div/mod gathers for channel counts that are not
+    powers of two (10-30x slower)."""
+    text = _vectorized_tir(quantize_kernel(shape, ActQParams.from_range(-1, 1), target=ZNVER4))
+    assert "T.Ramp" in text
+    assert "% T.Broadcast" not in text and "// T.Broadcast" not in text
+
+
+@pytest.mark.parametrize("o,lanes", [(32, 16), (24, 8)])
+def test_requant_epilogue_is_vectorized(o, lanes):
+    """Neither the rounding of the uint8 epilogue nor a ragged channel block (24 channels in
+    a 32-channel block) may make TVM scalarize the epilogue loop."""
+    spec = ConvSpec(2, 6, 6, 16, o, 3, 3, padding=1)
+    w = np.random.default_rng(0).standard_normal(spec.weight_shape).astype(np.float32)
+    k = conv2d_kernel(spec, "fp32", w, None, act="relu", target=ZNVER4,
+                      out_qparams=ActQParams.from_range(0.0, 4.0))  # fmt: skip
+    text = _vectorized_tir(k.prim_func)
+    assert "T.round(" in text and f'T.Cast("uint8x{lanes}"' in text
+    assert 'T.Cast("uint8", ' not in text  # no scalar store left
 
 
 # ---------------------------------------------------------------------------------------------

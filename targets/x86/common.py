@@ -173,9 +173,13 @@ class Kernel:
     out_shape : tuple of int
         Shape of ``y``.
     out_dtype : str
-        dtype of ``y`` (``"float32"``; ``"int32"`` for ``debug_acc`` kernels).
+        dtype of ``y``: ``"float32"``; ``"uint8"`` for kernels with a requantizing epilogue
+        (``out_qparams``); ``"int32"`` for ``debug_acc`` kernels.
     info : dict
-        Schedule facts, e.g. ``{"vnni": True, "schedule": "nhwc_direct_oc32_ow8"}``.
+        Schedule facts, e.g. ``{"vnni": True, "schedule": "nhwc_direct_vnni_oc32_tile1x1x8",
+        "schedule_source": "default"}``.
+    plan : schedules.TilePlan or None
+        The planner's default register-blocking plan (tuning searches around it).
     """
 
     prim_func: tvm.tirx.PrimFunc
@@ -184,6 +188,7 @@ class Kernel:
     out_shape: tuple
     out_dtype: str
     info: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None
 
 
 def as_target(target) -> tvm.target.Target:
@@ -228,6 +233,40 @@ def apply_act_te(v: te.Tensor, act) -> Any:
     if np.isfinite(lo):
         v = tvm.te.max(v, tvm.tirx.const(lo, "float32"))
     return v
+
+
+def quantize_value(v, inv, zp):
+    """uint8 activation quantizer ``clip(rint(v * inv) + zp, 0, 255)`` in float32.
+
+    The single definition shared by :func:`~aiq_tvm.targets.x86.quantize_kernel` and the
+    requantizing conv/dense epilogues, so the fused uint8 output is bit-exact with running the
+    float kernel and then the quantize kernel: both apply exactly these float32 operations to
+    the same float32 ``v`` (rounding half to even like ``np.rint``).
+
+    Parameters
+    ----------
+    v : tvm.tirx.PrimExpr
+        float32 value.
+    inv, zp : tvm.tirx.PrimExpr
+        float32 ``1 / scale`` and zero point (constants or buffer loads).
+    """
+    # tirx.round, not tirx.nearbyint: both lower to llvm.nearbyint (round half to even in the
+    # default FP environment; the ties tests pin this), but only round is marked vectorizable,
+    # so nearbyint makes TVM's VectorizeLoop scalarize the whole epilogue (up to 1.7x slower
+    # kernels where LLVM does not re-vectorize it).
+    q = tvm.tirx.round(v * inv) + zp
+    lo = tvm.tirx.const(0.0, "float32")
+    hi = tvm.tirx.const(255.0, "float32")
+    return tvm.te.min(tvm.te.max(q, lo), hi).astype("uint8")
+
+
+def out_qparams_const(qp) -> np.ndarray:
+    """``[inv, zp]`` as float32: the ``out_q`` parameter of a requantizing kernel.
+
+    A parameter rather than baked-in constants, so layers that differ only in their output
+    range share one PrimFunc (and one tuning record).
+    """
+    return np.array([qp.inv, float(qp.zp)], dtype=np.float32)
 
 
 def finalize(func: tvm.tirx.PrimFunc, *, scheduled: bool = True) -> tvm.tirx.PrimFunc:
@@ -421,13 +460,22 @@ def epilogue_value(
     return apply_act_te(v, act)
 
 
-def const_names(scheme: str) -> list[str]:
-    """Names of the constant params after ``x`` (the packed weight first)."""
+def const_names(scheme: str, requant: bool = False) -> list[str]:
+    """Names of the constant params after ``x`` (the packed weight first; ``out_q`` last)."""
     if scheme in ("int8", "int4"):
-        return ["weight", "corr", "comb", "bias"]
-    if scheme in ("w8", "w4"):
-        return ["weight", "scale", "bias"]
-    return ["weight", "bias"]
+        names = ["weight", "corr", "comb", "bias"]
+    elif scheme in ("w8", "w4"):
+        names = ["weight", "scale", "bias"]
+    else:
+        names = ["weight", "bias"]
+    return names + (["out_q"] if requant else [])
+
+
+def output_value(v, consts: dict, requant: bool, out_dtype: str):
+    """Final store value: the epilogue result ``v``, requantized to uint8 when ``requant``."""
+    if requant:
+        return quantize_value(v, consts["out_q"][0], consts["out_q"][1])
+    return v.astype(out_dtype)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from .common import (
     epilogue_value,
     finalize,
     has_vnni,
+    out_qparams_const,
+    output_value,
     pack_weight,
     pack_weight_depthwise,
     round_up,
@@ -48,9 +50,9 @@ from .schedules import (
     balance,
     divisors,
     par_prefix_tasks,
-    schedule_tiled,
     step_cycles,
 )
+from .tune import schedule_kernel
 
 
 @dataclass(frozen=True)
@@ -213,10 +215,13 @@ def conv2d_kernel(
     *,
     act="none",
     act_qparams: ActQParams | None = None,
+    out_qparams: ActQParams | None = None,
     residual: bool = False,
     target,
     schedule: bool = True,
     debug_acc: bool = False,
+    database=None,
+    tune_trials: int = 0,
 ) -> Kernel:
     """Build a fused NHWC conv2d kernel.
 
@@ -234,19 +239,37 @@ def conv2d_kernel(
         ``"none"``, ``"relu"``, ``"relu6"`` or ``("clip", lo, hi)``.
     act_qparams : ActQParams, optional
         Input quantization parameters (required by int8/int4).
+    out_qparams : ActQParams, optional
+        Requantizing epilogue: write ``y`` as uint8
+        ``clip(rint(v * inv) + zp, 0, 255)`` of the final float32 epilogue value ``v``
+        (after bias, residual and activation), bit-exact with running the kernel without
+        ``out_qparams`` and then :func:`~aiq_tvm.targets.x86.quantize_kernel` on its output.
+        ``[inv, zp]`` becomes the ``out_q`` parameter (last constant).
     residual : bool
         Add a ``residual`` input (output-shaped, fp32) after the bias, before the activation.
     target : tvm.target.Target or dict
         Compilation target; VNNI is used when it has avx512vnni.
     schedule : bool
-        Return the scheduled PrimFunc (``False``: the plain TE PrimFunc, for debugging).
+        Return the scheduled PrimFunc (``False``: the plain TE PrimFunc, which is also the
+        tuning workload).
     debug_acc : bool
         int schemes only: output the int32 ``acc - corr`` instead of the float result.
+    database : str, os.PathLike or tvm.s_tir.meta_schedule.database.Database, optional
+        Tuning records (a directory holds a meta-schedule JSON database; created if missing).
+        If it has a record of this kernel's workload (its unscheduled PrimFunc, shared by
+        every layer of the same shape, scheme and epilogue) for ``target``, the best record's
+        schedule is used (``info["schedule_source"] == "database"``).
+    tune_trials : int
+        Without a record: if > 0, tune now with this many measured candidates (meta-schedule
+        evolutionary search with the XGBoost cost model over this library's schedule
+        template, see :mod:`~aiq_tvm.targets.x86.tune`), commit the result to ``database``
+        (if given) and use the best of default and tuned (``"tuned"``). Otherwise, and without
+        a database, the planner's default schedule (``"default"``).
 
     Returns
     -------
     Kernel
-        PrimFunc params are ``(x, weight, [corr, comb | scale], bias, [residual], y)``.
+        PrimFunc params are ``(x, weight, [corr, comb | scale], bias, [out_q], [residual], y)``.
 
     Raises
     ------
@@ -270,12 +293,16 @@ def conv2d_kernel(
         raise ValueError(f"scheme {scheme!r} needs act_qparams")
     if debug_acc and not is_int:
         raise ValueError("debug_acc is only defined for int8/int4")
+    requant = out_qparams is not None
+    if debug_acc and requant:
+        raise ValueError("debug_acc and out_qparams are exclusive")
     tgt = as_target(target)
     dw = spec.is_depthwise
     # Depthwise convs have no channel reduction to feed VNNI; they use plain int32 vectors.
     vnni = has_vnni(tgt) and not dw
     fmts = weight_formats(scheme, vnni, spec.KH * spec.KW * (spec.C // spec.groups))
-    fmt, plan = _plan_conv(spec, fmts, cpu_model(tgt))
+    cpu = cpu_model(tgt)
+    fmt, plan = _plan_conv(spec, fmts, cpu)
     ocb = plan.tile.ocb
 
     # Host-side constants.
@@ -290,7 +317,9 @@ def conv2d_kernel(
         values["comb"] = int_comb_scale(act_qparams, s_w)
     elif s_w is not None:
         values["scale"] = s_w.astype(np.float32)
-    names = const_names(scheme)
+    if requant:
+        values["out_q"] = out_qparams_const(out_qparams)
+    names = const_names(scheme, requant)
     consts = [np.ascontiguousarray(values[nm]) for nm in names]
 
     # TE definition.
@@ -336,34 +365,48 @@ def conv2d_kernel(
             ),
             name="acc",
         )
-    out_dtype = "int32" if debug_acc else "float32"
+    out_dtype = "int32" if debug_acc else ("uint8" if requant else "float32")
     y = te.compute(
         out_shape,
-        lambda b, i, j, oc: epilogue_value(
-            scheme,
-            acc[b, i, j, oc],
-            oc,
+        lambda b, i, j, oc: output_value(
+            epilogue_value(
+                scheme,
+                acc[b, i, j, oc],
+                oc,
+                tens,
+                None if res is None else res[b, i, j, oc],
+                act,
+                debug_acc,
+                fmt.acc_shift,
+            ),
             tens,
-            None if res is None else res[b, i, j, oc],
-            act,
-            debug_acc,
-            fmt.acc_shift,
-        ).astype(out_dtype),
+            requant,
+            out_dtype,
+        ),
         name="out",
     )
     params = [x, *[tens[nm] for nm in names]] + ([res] if res is not None else []) + [y]
-    func = te.create_prim_func(params)
-    if schedule:
-        func = schedule_tiled(func, plan.tile)
+    func = finalize(te.create_prim_func(params), scheduled=False)
     kind = "dw" if dw else ("pw" if spec.is_pointwise else "direct")
+    if schedule:
+        func, sched = schedule_kernel(
+            func,
+            plan.tile,
+            f"nhwc_{kind}",
+            target=tgt,
+            max_acc=cpu.max_acc,
+            database=database,
+            tune_trials=tune_trials,
+        )
+    else:
+        sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
     info = {
         "vnni": fmt.vnni,
-        "schedule": plan.tile.describe(f"nhwc_{kind}") if schedule else "unscheduled",
+        **sched,
         "weight_format": fmt.name,
         "scheme": scheme,
         "padded_copy": plan.need_pad,
         "params": ["x", *names] + (["residual"] if residual else []) + ["y"],
         "const_bytes": int(sum(v.nbytes for v in consts)),
     }
-    func = finalize(func, scheduled=schedule)
-    return Kernel(func, consts, fmt.in_dtype, out_shape, out_dtype, info)
+    return Kernel(func, consts, fmt.in_dtype, out_shape, out_dtype, info, plan.tile)

@@ -28,6 +28,8 @@ from .common import (
     epilogue_value,
     finalize,
     has_vnni,
+    out_qparams_const,
+    output_value,
     pack_weight,
     round_up,
     weight_formats,
@@ -41,9 +43,9 @@ from .schedules import (
     TilePlan,
     balance,
     par_prefix_tasks,
-    schedule_tiled,
     step_cycles,
 )
+from .tune import schedule_kernel
 
 
 def dense_candidates(spec: DenseSpec, fmt: WeightFormat, cpu: CpuModel):
@@ -102,10 +104,13 @@ def dense_kernel(
     *,
     act="none",
     act_qparams: ActQParams | None = None,
+    out_qparams: ActQParams | None = None,
     residual: bool = False,
     target,
     schedule: bool = True,
     debug_acc: bool = False,
+    database=None,
+    tune_trials: int = 0,
 ) -> Kernel:
     """Build a fused dense kernel.
 
@@ -119,13 +124,13 @@ def dense_kernel(
         Float weight ``[O, K]`` (torch Linear layout).
     bias : np.ndarray or None
         ``[O]`` bias; ``None`` means zeros.
-    act, act_qparams, residual, target, schedule, debug_acc
+    act, act_qparams, out_qparams, residual, target, schedule, debug_acc, database, tune_trials
         As in :func:`aiq_tvm.targets.x86.conv2d_kernel`.
 
     Returns
     -------
     Kernel
-        PrimFunc params are ``(x, weight, [corr, comb | scale], bias, [residual], y)``.
+        PrimFunc params are ``(x, weight, [corr, comb | scale], bias, [out_q], [residual], y)``.
     """
     check_scheme(scheme)
     parse_act(act)
@@ -141,8 +146,12 @@ def dense_kernel(
         raise ValueError(f"scheme {scheme!r} needs act_qparams")
     if debug_acc and not is_int:
         raise ValueError("debug_acc is only defined for int8/int4")
+    requant = out_qparams is not None
+    if debug_acc and requant:
+        raise ValueError("debug_acc and out_qparams are exclusive")
     tgt = as_target(target)
-    fmt, plan, npad = _plan_dense(spec, weight_formats(scheme, has_vnni(tgt), k), cpu_model(tgt))
+    cpu = cpu_model(tgt)
+    fmt, plan, npad = _plan_dense(spec, weight_formats(scheme, has_vnni(tgt), k), cpu)
     ocb = plan.ocb
     g = fmt.group
     kp = round_up(k, g)
@@ -159,7 +168,9 @@ def dense_kernel(
         values["comb"] = int_comb_scale(act_qparams, s_w)
     elif s_w is not None:
         values["scale"] = s_w.astype(np.float32)
-    names = const_names(scheme)
+    if requant:
+        values["out_q"] = out_qparams_const(out_qparams)
+    names = const_names(scheme, requant)
     consts = [np.ascontiguousarray(values[nm]) for nm in names]
 
     x = te.placeholder((n, k), fmt.in_dtype, name="x")
@@ -198,32 +209,47 @@ def dense_kernel(
         ),
         name="acc",
     )
-    out_dtype = "int32" if debug_acc else "float32"
+    out_dtype = "int32" if debug_acc else ("uint8" if requant else "float32")
     y = te.compute(
         (n, o),
-        lambda i, oc: epilogue_value(
-            scheme,
-            acc[i, oc],
-            oc,
+        lambda i, oc: output_value(
+            epilogue_value(
+                scheme,
+                acc[i, oc],
+                oc,
+                tens,
+                None if res is None else res[i, oc],
+                act,
+                debug_acc,
+                fmt.acc_shift,
+            ),
             tens,
-            None if res is None else res[i, oc],
-            act,
-            debug_acc,
-            fmt.acc_shift,
-        ).astype(out_dtype),
+            requant,
+            out_dtype,
+        ),
         name="out",
     )
     params = [x, *[tens[nm] for nm in names]] + ([res] if res is not None else []) + [y]
-    func = te.create_prim_func(params)
+    func = finalize(te.create_prim_func(params), scheduled=False)
     if schedule:
-        func = schedule_tiled(func, plan)
+        func, sched = schedule_kernel(
+            func,
+            plan,
+            "dense",
+            target=tgt,
+            max_acc=cpu.max_acc,
+            database=database,
+            tune_trials=tune_trials,
+        )
+    else:
+        sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
     info = {
         "vnni": fmt.vnni,
-        "schedule": plan.describe("dense") if schedule else "unscheduled",
+        **sched,
         "weight_format": fmt.name,
         "scheme": scheme,
         "padded_copy": kp != k,
         "params": ["x", *names] + (["residual"] if residual else []) + ["y"],
         "const_bytes": int(sum(v.nbytes for v in consts)),
     }
-    return Kernel(finalize(func, scheduled=schedule), consts, fmt.in_dtype, (n, o), out_dtype, info)
+    return Kernel(func, consts, fmt.in_dtype, (n, o), out_dtype, info, plan)

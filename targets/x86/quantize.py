@@ -7,16 +7,17 @@ from tvm import te
 
 from aiq_tvm.quant import ActQParams
 
-from .common import as_target, finalize
+from .common import as_target, finalize, quantize_value
 from .schedules import schedule_elementwise
 
 
 def quantize_kernel(shape, act_qparams: ActQParams, *, target) -> tvm.tirx.PrimFunc:
     """Scheduled PrimFunc ``(x float32[shape], q uint8[shape])`` quantizing activations.
 
-    ``q = uint8(clip(nearbyint(x * inv) + zp, 0, 255))`` in float32 arithmetic, bit-exact with
-    :func:`aiq_tvm.quant.quantize_act` (``nearbyint`` rounds half to even like ``np.rint``;
-    multiplying by ``inv`` instead of dividing by ``scale`` is part of the contract).
+    ``q = uint8(clip(rint(x * inv) + zp, 0, 255))`` in float32 arithmetic, bit-exact with
+    :func:`aiq_tvm.quant.quantize_act` (rounding half to even like ``np.rint``; multiplying by
+    ``inv`` instead of dividing by ``scale`` is part of the contract). The conv and dense
+    kernels' ``out_qparams`` epilogue uses the same expression (``common.quantize_value``).
 
     Parameters
     ----------
@@ -39,13 +40,6 @@ def quantize_kernel(shape, act_qparams: ActQParams, *, target) -> tvm.tirx.PrimF
     x = te.placeholder(shape, "float32", name="x")
     inv = tvm.tirx.const(act_qparams.inv, "float32")
     zp = tvm.tirx.const(float(act_qparams.zp), "float32")
-    lo = tvm.tirx.const(0.0, "float32")
-    hi = tvm.tirx.const(255.0, "float32")
-
-    def body(*idx):
-        v = tvm.tirx.nearbyint(x[idx] * inv) + zp
-        return tvm.te.min(tvm.te.max(v, lo), hi).astype("uint8")
-
-    q = te.compute(shape, body, name="quantize")
+    q = te.compute(shape, lambda *idx: quantize_value(x[idx], inv, zp), name="quantize")
     func = schedule_elementwise(te.create_prim_func([x, q]), "quantize")
     return finalize(func)

@@ -13,12 +13,17 @@ stack buffer that LLVM promotes to zmm registers. ``out`` runs right after each 
 still-hot accumulators, and ``pad`` is computed once per parallel iteration (an image or a group
 of output rows), so the inner loop never branches on borders.
 
+The schedule is one template, :func:`apply_tiled`, whose tile factors are either the planner's
+integers (the default schedule) or meta-schedule random variables (the tuning search space of
+``tune.py``); both produce identical functions for identical factors.
+
 :func:`schedule_elementwise` flattens an elementwise kernel into parallel vector chunks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 from tvm import s_tir, tirx
 
@@ -32,20 +37,20 @@ class TilePlan:
     Attributes
     ----------
     tiles : tuple of int
-        Tile extent of every spatial output loop of ``out`` (e.g. (n, oh, ow) or (n,)). The
-        product is the number of register-blocked output positions.
+        Tile extent of every spatial loop of ``acc`` (e.g. (n, oh, ow) or (n,)). The product is
+        the number of register-blocked output positions.
     ocb : int
-        Output channels per tile (a multiple of 16; the packed weight layout uses it too).
+        Output channels per block of the packed weight layout (a multiple of 16).
     mode : str
         ``"bcast"`` (broadcast one input value, FMA into 16-lane channel vectors),
         ``"vnni"`` (tensorize 16x4 blocks with ``intrin``) or ``"dw"`` (depthwise: input and
         weight are both channel vectors).
     order : tuple of str
-        Order of the outer tile loops: ``"s<i>"`` for spatial dim ``i`` and ``"o"`` for the
-        output-channel block. Loops that need no split are skipped.
+        Order of the outer tile loops: ``"s<i>"`` for spatial loop ``i`` and ``"o"`` for the
+        output-channel block. Every loop is split (a covering tile leaves a unit outer loop).
     par : tuple of str
-        Outer loops fused into the parallel loop; they must lead ``order``. The ``pad`` block is
-        computed once per iteration of that loop.
+        Outer loops that may be fused into the parallel loop; they must lead ``order``. The
+        ``pad`` block is computed once per iteration of the parallel loop.
     intrin : str or None
         Tensor intrinsic name for ``mode == "vnni"``.
     reduce_names : tuple of str
@@ -54,10 +59,13 @@ class TilePlan:
         Reduction axis that stays inside the register block (the 4-channel VNNI group, which is
         tensorized, or the nibble position of packed int4 weights, which is unrolled).
     min_tasks : int
-        Without a padded copy: parallelize the shortest prefix of ``par`` (in ``order``) with at
-        least this many iterations and run the remaining tile loops serially inside. Per-task
-        buffers (the accumulator) are allocated once per parallel iteration, so tiny tiles must
-        not each be a parallel iteration.
+        0: fuse all of ``par``. Otherwise fuse the shortest prefix of ``par`` with at least this
+        many iterations and run the remaining tile loops serially inside: per-task buffers (the
+        accumulator) are allocated once per parallel iteration, so tiny tiles must not each be
+        a parallel iteration.
+    vectors : int
+        16-lane channel vectors per register block (0: the whole ``ocb`` block). Fewer than
+        ``ocb / 16`` adds a serial loop over the sub-blocks of one weight block.
     """
 
     tiles: tuple[int, ...]
@@ -69,11 +77,48 @@ class TilePlan:
     reduce_names: tuple[str, ...] = ()
     inner_reduce: str | None = None
     min_tasks: int = 0
+    vectors: int = 0
+
+    @property
+    def ocv(self) -> int:
+        """16-lane channel vectors per register block."""
+        return self.vectors or self.ocb // VEC
 
     def describe(self, kind: str) -> str:
         """Short schedule tag for ``Kernel.info["schedule"]``."""
         tile = "x".join(str(t) for t in self.tiles)
-        return f"{kind}_{self.mode}_oc{self.ocb}_tile{tile}"
+        sub = f"_v{self.ocv}" if self.ocv != self.ocb // VEC else ""
+        return f"{kind}_{self.mode}_oc{self.ocb}{sub}_tile{tile}"
+
+    def num_parallel(self, extents: tuple[int, ...]) -> int:
+        """How many leading loops of ``order`` :func:`schedule_tiled` fuses into the parallel loop.
+
+        Parameters
+        ----------
+        extents : tuple of int
+            Extents of the spatial loops of ``acc`` followed by its output-channel extent.
+        """
+        spatial = zip(extents[:-1], self.tiles, strict=True)
+        outer = {f"s{i}": e // t for i, (e, t) in enumerate(spatial)}
+        outer["o"] = extents[-1] // self.ocb
+        if prod(outer[nm] for nm in self.par) == 1:
+            return 0  # a single task: a parallel launch would only add its overhead
+        if not self.min_tasks:
+            return len(self.par)
+        tasks = 1
+        for i, name in enumerate(self.par):
+            tasks *= outer[name]
+            if tasks >= self.min_tasks:
+                return i + 1
+        return len(self.par)
+
+
+TEMPLATE_KEY = "aiq.template"
+
+
+def structure_tag(order: tuple[str, ...], npar: int) -> str:
+    """Tag of a loop structure: outer loop order and number of loops in the parallel loop."""
+    return f"{'.'.join(order)}|par{npar}"
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int:
@@ -91,13 +136,131 @@ def _fuse(sch, loops):
     return sch.fuse(*loops) if len(loops) > 1 else loops[0]
 
 
+def acc_extents(sch: s_tir.Schedule, nsp: int) -> tuple[int, ...]:
+    """Spatial extents of the unscheduled ``acc`` block followed by its channel extent."""
+    loops = sch.get_loops(sch.get_sblock("acc"))
+    return tuple(_extent(sch, lp) for lp in loops[: nsp + 1])
+
+
+def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None, npar=None):
+    """Apply the register-blocking template to an unscheduled pad/acc/out kernel in place.
+
+    The template is one fixed sequence of schedule primitives whose tile factors may be
+    meta-schedule random variables (``ExprRV`` from ``sch.sample_categorical``): no Python
+    decision below depends on a factor's value, so a trace recorded with some decisions replays
+    correctly with any other valid ones (which is what tuning does). Every spatial loop and the
+    channel block are always split, even where a factor covers the loop (the unit loops vanish
+    when the function is lowered).
+
+    Parameters
+    ----------
+    sch : s_tir.Schedule
+        Schedule of the unscheduled kernel (blocks ``acc``, ``out`` and optionally ``pad``).
+    plan : TilePlan
+        Structure (loop order, reduction layout, mode) and the default factors.
+    tiles : sequence of int or ExprRV, optional
+        Spatial tile factors (default ``plan.tiles``); each must divide its ``acc`` extent.
+    vectors : int or ExprRV, optional
+        Channel vectors per register block (default ``plan.ocv``); must divide ``ocb / 16``.
+    npar : int, optional
+        Leading loops of ``plan.order`` fused into the parallel loop (default: from
+        ``plan.min_tasks`` and the default tiles, see :meth:`TilePlan.num_parallel`).
+    """
+    nsp = len(plan.tiles)
+    if npar is None:
+        npar = plan.num_parallel(acc_extents(sch, nsp))
+    tiles = plan.tiles if tiles is None else tuple(tiles)
+    vectors = plan.ocv if vectors is None else vectors
+    out = sch.get_sblock("out")
+    acc = sch.get_sblock("acc")
+    # Names the loop structure in the schedule (and in tuning traces, which record it); block
+    # annotations without a pragma prefix do not reach the generated code.
+    sch.annotate(acc, TEMPLATE_KEY, structure_tag(plan.order, npar))
+    try:
+        pad = sch.get_sblock("pad")
+    except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
+        pad = None
+    # The accumulator keeps the default "global" scope: TVM 0.27 lowers every "local" buffer to
+    # a heap workspace, while a small "global" one becomes a stack alloca that LLVM promotes to
+    # zmm registers.
+    loops = sch.get_loops(acc)
+    spatial, o = loops[:nsp], loops[nsp]
+    reds = dict(zip(plan.reduce_names, loops[nsp + 1 :], strict=True))
+    named, inners = {}, []
+    for i, (lp, t) in enumerate(zip(spatial, tiles, strict=True)):
+        named[f"s{i}"], li = sch.split(lp, [None, t])
+        inners.append(li)
+    named["o"], oi = sch.split(o, [None, plan.ocb])
+    osub, ov, ol = sch.split(oi, [None, vectors, VEC])
+    outer = [named[nm] for nm in plan.order] + [osub]
+    inner_red = reds.get(plan.inner_reduce) if plan.inner_reduce else None
+    head_red = [reds[nm] for nm in plan.reduce_names if nm != plan.inner_reduce]
+    tail = [inner_red] if inner_red is not None else []
+    if plan.mode == "vnni":
+        sch.reorder(*outer, *head_red, *inners, ov, ol, *tail)
+    else:
+        sch.reorder(*outer, *head_red, *tail, *inners, ov, ol)
+    # One loop over the block's accumulator vectors (positions x channel vectors), fully
+    # unrolled. A single loop matters for tuning: decompose_reduction drops loops of extent 1,
+    # and the template must yield the same loop structure for every decision (see TileSpace).
+    reg = sch.fuse(*inners, ov)
+
+    # Epilogue right after each register block: 16-lane vectors, tile positions unrolled.
+    sch.reverse_compute_at(out, outer[-1], preserve_unit_loops=True)
+    e_loops = sch.get_loops(out)[len(outer) :]
+    e_o = e_loops[-1]
+    unrolled = [_fuse(sch, e_loops[:-1])]
+    # Split when a block can hold more than one vector of real channels (a structural fact of
+    # the workload, not of the decisions).
+    n_out = int(sch.get(out).iter_vars[-1].dom.extent)
+    if min(n_out, plan.ocb) > VEC:
+        # A channel count that is not a multiple of the block (e.g. 24 of 32) guards the store
+        # with a predicate, and a predicate that depends on the vector lane makes VectorizeLoop
+        # scalarize the epilogue. So the vectors are as wide as the largest power of two
+        # dividing the channel count (8 lanes for 24 channels), and partitioning the loop over
+        # them drops the vectors past the edge. Without a ragged edge both are no-ops.
+        width = min(VEC, n_out & -n_out)
+        e_ov, e_o = sch.split(e_o, [None, width])
+        sch.annotate(e_ov, "pragma_loop_partition_hint", 1)
+        unrolled.append(e_ov)
+    sch.vectorize(e_o)
+    for lp in unrolled:
+        sch.unroll(lp)
+
+    # Parallel loop; the padded input copy is computed once per parallel iteration.
+    fused = _fuse(sch, [named[nm] for nm in plan.order[:npar]]) if npar else None
+    n_outer = len(outer) - max(npar - 1, 0)  # outer loops left after the fuse
+    if pad is not None:
+        if fused is not None:
+            sch.compute_at(pad, fused, preserve_unit_loops=True)
+        p_loops = sch.get_loops(pad)[1 if fused is not None else 0 :]
+        if int(sch.get(pad).iter_vars[-1].dom.extent) > 1:
+            sch.vectorize(p_loops[-1])
+
+    # Loop annotations need compact dataflow, i.e. must precede decompose_reduction.
+    if fused is not None:
+        sch.parallel(fused)
+    if plan.mode != "vnni":
+        sch.vectorize(ol)
+        for lp in [*tail, reg]:
+            sch.unroll(lp)
+    init = sch.decompose_reduction(acc, (head_red + tail)[0])
+    i_loops = sch.get_loops(init)[n_outer:]  # [reg, ol], or [ol] for a one-vector block
+    sch.vectorize(i_loops[-1])
+    for lp in i_loops[:-1]:
+        sch.unroll(lp)
+    if plan.mode == "vnni":
+        sch.tensorize(ol, plan.intrin)
+        sch.unroll(reg)
+
+
 def schedule_tiled(func: tirx.PrimFunc, plan: TilePlan) -> tirx.PrimFunc:
-    """Register-block a pad/acc/out kernel; see the module docstring.
+    """Register-block a pad/acc/out kernel with the plan's default factors.
 
     ``acc`` is the anchor: its output-channel extent is a multiple of ``plan.ocb`` and its
     spatial extents are multiples of ``plan.tiles``, so the register block never carries a
     predicate (which would block tensorize/vectorize); ``out`` follows with
-    ``reverse_compute_at`` and absorbs any ragged edge.
+    ``reverse_compute_at`` and absorbs any ragged edge. See :func:`apply_tiled`.
 
     Parameters
     ----------
@@ -112,120 +275,41 @@ def schedule_tiled(func: tirx.PrimFunc, plan: TilePlan) -> tirx.PrimFunc:
         The scheduled function.
     """
     sch = s_tir.Schedule(func)
-    out = sch.get_sblock("out")
-    acc = sch.get_sblock("acc")
-    try:
-        pad = sch.get_sblock("pad")
-    except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
-        pad = None
-    # The accumulator keeps the default "global" scope: TVM 0.27 lowers every "local" buffer to
-    # a heap workspace, while a small "global" one becomes a stack alloca that LLVM promotes to
-    # zmm registers.
-
-    nsp = len(plan.tiles)
-    loops = sch.get_loops(acc)
-    spatial, o = loops[:nsp], loops[nsp]
-    reds = dict(zip(plan.reduce_names, loops[nsp + 1 :], strict=True))
-    named, inners = {}, []
-    for i, (lp, t) in enumerate(zip(spatial, plan.tiles, strict=True)):
-        lo, li = _split_exact(sch, lp, t)
-        if lo is not None:
-            named[f"s{i}"] = lo
-        inners.append(li)
-    ob, oi = _split_exact(sch, o, plan.ocb)
-    if ob is not None:
-        named["o"] = ob
-    ov, ol = sch.split(oi, [None, VEC])
-    order = [nm for nm in plan.order if nm in named]
-    outer = [named[nm] for nm in order]
-    inner_red = reds.get(plan.inner_reduce) if plan.inner_reduce else None
-    head_red = [reds[nm] for nm in plan.reduce_names if nm != plan.inner_reduce]
-    tail = [inner_red] if inner_red is not None else []
-    if plan.mode == "vnni":
-        sch.reorder(*outer, *head_red, *inners, ov, ol, *tail)
-    else:
-        sch.reorder(*outer, *head_red, *tail, *inners, ov, ol)
-    m = _fuse(sch, inners)
-    reg = [lp for lp in (m, ov) if _extent(sch, lp) > 1]
-
-    # Epilogue right after each register block: 16-lane vectors, tile positions unrolled.
-    if outer:
-        sch.reverse_compute_at(out, outer[-1], preserve_unit_loops=False)
-    e_loops = sch.get_loops(out)[len(outer) :]
-    e_o = e_loops[-1]
-    e_sp = [lp for lp in e_loops[:-1] if _extent(sch, lp) > 1]
-    if _extent(sch, e_o) > VEC:
-        e_ov, e_ol = sch.split(e_o, [None, VEC])
-    else:
-        e_ov, e_ol = None, e_o
-    sch.vectorize(e_ol)
-    for lp in ([_fuse(sch, e_sp)] if e_sp else []) + ([e_ov] if e_ov is not None else []):
-        if _extent(sch, lp) <= 32:
-            sch.unroll(lp)
-
-    # Parallel loop; the padded input copy is computed once per parallel iteration.
-    par = [named[nm] for nm in order if nm in plan.par]  # plan.par leads plan.order
-    if plan.min_tasks:
-        ext = [_extent(sch, lp) for lp in par]
-        tasks, keep = 1, len(par)
-        for i, e in enumerate(ext):
-            tasks *= e
-            if tasks >= plan.min_tasks:
-                keep = i + 1
-                break
-        par = par[:keep]
-    fused = _fuse(sch, par) if par else None
-    n_outer = len(outer) - max(len(par) - 1, 0)  # outer loops left after the fuse
-    if pad is not None:
-        if fused is not None:
-            sch.compute_at(pad, fused, preserve_unit_loops=False)
-        p_loops = sch.get_loops(pad)[1 if fused is not None else 0 :]
-        if p_loops and _extent(sch, p_loops[-1]) > 1:
-            sch.vectorize(p_loops[-1])
-
-    # Loop annotations need compact dataflow, i.e. must precede decompose_reduction.
-    if fused is not None:
-        sch.parallel(fused)
-    if plan.mode != "vnni":
-        sch.vectorize(ol)
-        for lp in tail + reg:
-            sch.unroll(lp)
-    init = sch.decompose_reduction(acc, (head_red + tail)[0])
-    i_loops = sch.get_loops(init)[n_outer:]
-    sch.vectorize(i_loops[-1])
-    for lp in i_loops[:-1]:
-        if _extent(sch, lp) > 1:
-            sch.unroll(lp)
-    if plan.mode == "vnni":
-        sch.tensorize(ol, plan.intrin)
-        for lp in reg:
-            sch.unroll(lp)
+    apply_tiled(sch, plan)
     return sch.mod["main"]
 
 
 def schedule_elementwise(
     func: tirx.PrimFunc, block: str, *, lanes: int = 64, min_parallel: int = 16384
 ) -> tirx.PrimFunc:
-    """Flatten an elementwise block into vector lanes and (for large tensors) parallel chunks.
+    """Vectorize an elementwise block along contiguous rows; parallel chunks for large tensors.
 
-    The vector width is the largest power of two ``<= lanes`` dividing the element count, so no
-    predicate (and no scalar tail) is needed. Below ``min_parallel`` elements the kernel stays
-    on one thread: the parallel launch would cost more than the work.
+    Vectors stay inside a row of the two innermost dimensions (``W * C`` of an NHWC tensor):
+    fusing every dimension instead makes a vector straddle rows whose length is not a power of
+    two (C = 3, 24, 96, 144, ...), and TVM then lowers its accesses to per-lane div/mod
+    gathers, 10-30x slower. The vector width is the divisor of the row length ``<= lanes``
+    that is preferably a multiple of 16 (whole zmm registers), so no predicate or scalar tail
+    is needed. Below ``min_parallel`` elements the kernel stays on one thread: the parallel
+    launch would cost more than the work.
     """
     sch = s_tir.Schedule(func)
     b = sch.get_sblock(block)
-    fused = _fuse(sch, sch.get_loops(b))
-    total = _extent(sch, fused)
-    vec = lanes
-    while vec > 1 and total % vec:
-        vec //= 2
-    outer, inner = _split_exact(sch, fused, vec)
+    loops = sch.get_loops(b)
+    total = 1
+    for lp in loops:
+        total *= _extent(sch, lp)
+    row = _fuse(sch, loops[-2:])
+    ext = _extent(sch, row)
+    vec = max((d for d in range(1, min(lanes, ext) + 1) if ext % d == 0),
+              key=lambda d: (d % 16 == 0, d))  # fmt: skip
+    outer, inner = _split_exact(sch, row, vec)
     if vec > 1:
         sch.vectorize(inner)
     elif outer is None:
         outer = inner
-    if outer is not None and total >= min_parallel:
-        sch.parallel(outer)
+    par = [*loops[:-2], *([outer] if outer is not None else [])]
+    if par and total >= min_parallel:
+        sch.parallel(_fuse(sch, par))
     return sch.mod["main"]
 
 
