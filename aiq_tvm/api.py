@@ -77,10 +77,12 @@ def _compile(mod: tvm.IRModule, target, passes: list, static_memory: bool = True
 
 
 def compile_plan(annotated: tvm.IRModule, plan: Plan, calibration: Calibration | None,
-                 params, target, batch_size: int) -> relax.VMExecutable:
+                 params, target, batch_size: int, database=None, tune_trials: int = 0
+                 ) -> relax.VMExecutable:
     """Compile an annotated module for one plan and batch size."""
     mod = specialize_batch(annotated, batch_size)
-    return _compile(mod, target, P.quantize_passes(target, plan, calibration, params))
+    return _compile(mod, target, P.quantize_passes(target, plan, calibration, params,
+                                                   database, tune_trials))
 
 
 def _run_batches(fn, x: np.ndarray, batch: int, dev) -> np.ndarray:
@@ -123,6 +125,8 @@ class BuildResult:
     annotated: tvm.IRModule = field(repr=False)
     params: Mapping | None = field(repr=False, default=None)
     timings: dict = field(default_factory=dict)
+    database: str | None = None
+    tuning: dict = field(default_factory=dict)
     _exes: dict = field(default_factory=dict, repr=False)
 
     def executable(self, batch_size: int | None = None) -> relax.VMExecutable:
@@ -130,7 +134,7 @@ class BuildResult:
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs not in self._exes:
             self._exes[bs] = compile_plan(self.annotated, self.plan, self.calibration,
-                                          self.params, self.target, bs)
+                                          self.params, self.target, bs, self.database)
         return self._exes[bs]
 
     def vm(self, batch_size: int | None = None) -> relax.VirtualMachine:
@@ -276,6 +280,9 @@ def build(
     eval_batch_size: int | None = None,
     max_sweeps: int | None = None,
     seed: int = 0,
+    tune: bool = False,
+    database: str | None = None,
+    tune_trials: int = 64,
     verbose: bool = False,
 ) -> BuildResult:
     """Quantize a Relax model with AIQ and compile it for a CPU.
@@ -311,6 +318,15 @@ def build(
     eval_batch_size : int, optional
         Batch size of the accuracy runs (search and validation); default 100, or the
         module's batch when it is static.
+    tune : bool
+        Tune the layer kernels of the final build with meta-schedule (XGBoost cost model,
+        search space = our schedule templates), ``tune_trials`` trials per kernel the
+        database does not know yet, and store the records in ``database``.  The tuned and
+        the default build are both timed at ``batch_size`` and the faster one is kept
+        (``BuildResult.tuning`` has the figures).
+    database : str, optional
+        Meta-schedule JSON database directory.  Without ``tune``, its records are reused
+        (no tuning); kernels it lacks keep the default schedule.
     """
     t_start = time.perf_counter()
     timings: dict = {}
@@ -324,6 +340,10 @@ def build(
     if isinstance(calibration, str) and calibration not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration {calibration!r}; valid: "
                          f"{', '.join(CALIBRATION_METHODS)} or an aiq_tvm.Calibration")
+    if tune and database is None:
+        raise ValueError("tune=True needs database='<directory>' to store tuning records in")
+    if not isinstance(tune_trials, int) or tune_trials < 1:
+        raise ValueError(f"tune_trials must be a positive int, got {tune_trials!r}")
     tgt, preset = resolve_target(target)
     annotated = prepare(mod)
     static = None if batch_var(annotated) is not None else int(
@@ -411,9 +431,11 @@ def build(
     res = BuildResult(
         plan=plan_obj, report=report, cost=cost, target=tgt, preset=preset, calibration=calib,
         search=result_search, batch_size=batch_size, annotated=annotated, params=params,
-        timings=timings,
+        timings=timings, database=database,
     )
     t0 = time.perf_counter()
+    if tune:
+        _tune(res, tune_trials, log)
     res.executable(batch_size)
     timings["compile_s"] = time.perf_counter() - t0
     if val is not None and plan is not None:
@@ -423,6 +445,30 @@ def build(
     timings["total_s"] = time.perf_counter() - t_start
     log(f"done: AI x{report.ai_gain:.2f}")
     return res
+
+
+def _tune(res: BuildResult, trials: int, log) -> None:
+    """Tune the final build's kernels into ``res.database``; keep whichever whole build is
+    faster, the tuned one or the default one (both timed here)."""
+    bs = res.batch_size
+    t0 = time.perf_counter()
+    tuned = compile_plan(res.annotated, res.plan, res.calibration, res.params, res.target, bs,
+                         res.database, trials)
+    tune_s = time.perf_counter() - t0
+    default = compile_plan(res.annotated, res.plan, res.calibration, res.params, res.target,
+                           bs)
+    times = {}
+    for key, exe in (("tuned", tuned), ("default", default)):
+        res._exes[bs] = exe
+        times[key] = res.benchmark(bs, repeat=15)["median_ms"]
+    kept = "tuned" if times["tuned"] <= times["default"] else "default"
+    res._exes[bs] = tuned if kept == "tuned" else default
+    if kept == "default":
+        res.database = None  # other batch sizes: default schedules too
+    res.tuning = {"trials_per_kernel": trials, "tune_s": tune_s, "tuned_ms": times["tuned"],
+                  "default_ms": times["default"], "kept": kept, "batch_size": bs}
+    log(f"tuning: {tune_s:.1f}s; batch {bs}: tuned {times['tuned']:.3f} ms vs default "
+        f"{times['default']:.3f} ms -> kept {kept}")
 
 
 def _calibrate(annotated, params, target, x, method, percentile, batch, seed) -> Calibration:

@@ -47,12 +47,14 @@ def bind_params(params: Mapping[str, np.ndarray] | None) -> list:
     return [relax.transform.BindParams("main", tensors)]
 
 
-def quantize_passes(target, plan="fp32", calibration=None, params=None) -> list:
+def quantize_passes(target, plan="fp32", calibration=None, params=None, database=None,
+                    tune_trials: int = 0) -> list:
     return [
         AnnotatePrecision(plan),
         *bind_params(params),
         relax.transform.FoldConstant(),
-        QuantizeAnnotated(calibration, target=target),
+        QuantizeAnnotated(calibration, target=target, database=database,
+                          tune_trials=tune_trials),
         CancelTransposes(),
     ]
 
@@ -74,7 +76,8 @@ def lower_passes(target, static_memory: bool = True) -> list:
     return cpu_pipeline.dataflow_lower_passes(target) + finalize
 
 
-def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None):
+def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None, database=None,
+                 tune_trials: int = 0):
     """The full AIQ pipeline as one pass (registered as ``relax.get_pipeline("aiq")``).
 
     Parameters
@@ -87,6 +90,8 @@ def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None):
         Weights to bind (as returned by :func:`aiq_tvm.from_torch`).
     target : optional
         Defaults to the target ``tvm.compile`` puts in scope.
+    database, tune_trials : optional
+        Meta-schedule tuning records for the layer kernels (see QuantizeAnnotated).
     """
 
     @tvm.transform.module_pass(opt_level=0, name="AIQPipeline")
@@ -98,7 +103,7 @@ def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None):
             raise ValueError("the aiq pipeline needs a target (tvm.compile provides one)")
         with tgt:
             seq = tvm.transform.Sequential(
-                quantize_passes(tgt, plan, calibration, params)
+                quantize_passes(tgt, plan, calibration, params, database, tune_trials)
                 + legalize_passes(tgt)
                 + schedule_passes(tgt)
                 + lower_passes(tgt)

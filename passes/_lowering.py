@@ -106,13 +106,18 @@ def emit_layer(
     name: str,
     residual: relax.Expr | None = None,
     out_qparams: ActQParams | None = None,
+    database=None,
+    tune_trials: int = 0,
 ):
     """Emit the kernels of one layer at ``precision``; return the NCHW / [N, O] result.
 
     ``residual`` (NCHW, output-shaped) is added in the kernel epilogue before the activation.
     ``out_qparams`` makes the kernel write its consumers' uint8 input instead of float32.
     A uint8 ``data`` is taken as already quantized with this layer's ``qparams``.
+    ``database`` / ``tune_trials``: meta-schedule records to reuse, and trials to tune kernels
+    the database does not know yet (see :mod:`aiq_tvm.targets.x86.tune`).
     """
+    tuning = {"database": database, "tune_trials": tune_trials} if database is not None else {}
     from aiq_tvm.targets import x86
 
     scheme = get_precision(precision)
@@ -138,7 +143,7 @@ def emit_layer(
                                        out_ty=relax.TensorType((n, k), "uint8")))
         kernel = x86.dense_kernel(
             spec, precision, values.weight, values.bias, act=act,
-            act_qparams=qparams, target=target, **_out(out_qparams),
+            act_qparams=qparams, target=target, **_out(out_qparams), **tuning,
         )
         return _call_kernel(bb, kernel, [x], f"{base}_{precision}")
 
@@ -156,7 +161,7 @@ def emit_layer(
     kernel = x86.conv2d_kernel(
         spec, precision, values.weight, values.bias, act=act,
         act_qparams=qparams, residual=residual is not None, target=target,
-        **_out(out_qparams),
+        **_out(out_qparams), **tuning,
     )
     extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
     y = _call_kernel(bb, kernel, [x, *extra], f"{base}_{precision}")

@@ -39,13 +39,14 @@ def current_target(target=None) -> tvm.target.Target:
 @mutator
 class _Quantizer(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function, calibration, target,
-                 requant: dict):
+                 requant: dict, tuning: dict):
         super().__init__(mod)
         self.mod_ = mod
         self.var2val = dict(relax.analysis.get_var2val(func))
         self.calibration = calibration
         self.target = target
         self.requant = requant  # producer layer -> its consumers' input qparams
+        self.tuning = tuning
         self.lowered: list[str] = []
 
     def visit_call_(self, call):
@@ -66,7 +67,7 @@ class _Quantizer(PyExprMutator):
         residual = None if info.residual is None else args[info.residual]
         return emit_layer(
             self.builder_, info, values, args[info.data], precision, qp, self.target, name,
-            residual, self.requant.get(name),
+            residual, self.requant.get(name), **self.tuning,
         )
 
 
@@ -86,14 +87,26 @@ class QuantizeAnnotated:
         Let a layer whose output only feeds layers with 8-bit activations write their uint8
         input directly (requantize in its epilogue) instead of float32 plus a quantize kernel.
         Bit-exact with the unfused form.
+    database : str or meta_schedule Database, optional
+        Tuning records: kernels found there use their best recorded schedule (never slower
+        than our default: the default is always recorded too).
+    tune_trials : int
+        With ``database``, meta-schedule trials (XGBoost cost model, over our schedule
+        templates) for kernels the database has no record of; 0 reuses records only.
     """
 
     def __init__(self, calibration=None, target=None, func_name: str = "main",
-                 requant: bool = True):
+                 requant: bool = True, database=None, tune_trials: int = 0):
+        if tune_trials and database is None:
+            raise ValueError("tune_trials needs a database to store the tuning records in")
+        if not isinstance(tune_trials, int) or tune_trials < 0:
+            raise ValueError(f"tune_trials must be a non-negative int, got {tune_trials!r}")
         self.calibration = calibration
         self.target = target
         self.func_name = func_name
         self.requant = requant
+        self.tuning = {} if database is None else {"database": database,
+                                                   "tune_trials": tune_trials}
 
     def _requant_plan(self, mod: tvm.IRModule) -> dict:
         """Producer layer -> consumers' ActQParams, where the fusion applies."""
@@ -117,7 +130,8 @@ class QuantizeAnnotated:
         target = current_target(self.target)
         gv = mod.get_global_var(self.func_name)
         func = mod[gv]
-        rewriter = _Quantizer(mod, func, self.calibration, target, self._requant_plan(mod))
+        rewriter = _Quantizer(mod, func, self.calibration, target, self._requant_plan(mod),
+                              self.tuning)
         new_func = rewriter.visit_expr(func)
         rewriter.builder_.update_func(gv, new_func)
         out = rewriter.builder_.get()

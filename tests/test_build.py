@@ -182,3 +182,20 @@ def test_measured_report_times_every_layer_kernel(tiny_setup):
     assert measured["grouped"] is None  # TVM's own conv: counted with the other kernels
     assert any("other kernels" in n for n in rep.notes)
     assert "measured us" in rep.table()
+
+
+def test_tuned_build_reuses_its_database_and_is_kept_only_if_faster(tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    db = tmp_path / "db"
+    a = aiq_tvm.build(UserModule, plan="int8", calib_data=x, batch_size=2, tune=True,
+                      database=str(db), tune_trials=4)
+    t = a.tuning
+    assert t["kept"] in ("tuned", "default") and t["trials_per_kernel"] == 4
+    assert (t["kept"] == "tuned") == (t["tuned_ms"] <= t["default_ms"])
+    assert any(db.glob("*.json")), "tuning records were not written"
+    b = aiq_tvm.build(UserModule, plan="int8", calibration=a.calibration, batch_size=2,
+                      database=str(db))
+    # Schedules never change the accumulation order: tuned, reused and default agree exactly.
+    np.testing.assert_array_equal(a.run(x), b.run(x))
+    with pytest.raises(ValueError, match="tune=True needs database"):
+        aiq_tvm.build(UserModule, plan="fp32", tune=True)
