@@ -46,7 +46,7 @@ def _fp32_kernel(threads: int, iters: int):
     def fma_peak(out: T.Buffer((threads, ACC * 16), "float32")):
         T.func_attr({"tir.noalias": True})
         for t in T.parallel(threads):
-            acc = T.alloc_buffer((ACC * 16,), "float32", scope="local")
+            acc = T.alloc_buffer((ACC * 16,), "float32")
             for v in T.unroll(ACC):
                 acc[T.ramp(v * 16, 1, 16)] = T.broadcast(T.float32(0.5), 16)
             for _ in T.serial(iters):
@@ -66,7 +66,7 @@ def _int8_kernel(threads: int, iters: int):
                   a: T.Buffer((64,), "int8"), b: T.Buffer((64,), "int8")):
         T.func_attr({"tir.noalias": True})
         for t in T.parallel(threads):
-            acc = T.alloc_buffer((ACC * 16,), "int32", scope="local")
+            acc = T.alloc_buffer((ACC * 16,), "int32")
             for v in T.unroll(ACC):
                 acc[T.ramp(v * 16, 1, 16)] = T.broadcast(T.int32(0), 16)
             for _ in T.serial(iters):
