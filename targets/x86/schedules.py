@@ -222,7 +222,10 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
         width = min(VEC, n_out & -n_out)
         e_ov, e_o = sch.split(e_o, [None, width])
         sch.annotate(e_ov, "pragma_loop_partition_hint", 1)
-        unrolled.append(e_ov)
+        if n_out % plan.ocb == 0:
+            # With a ragged last block (160 channels in blocks of 48) the partition's extent
+            # depends on the parallel block index, and TVM cannot unroll a non-constant loop.
+            unrolled.append(e_ov)
     sch.vectorize(e_o)
     for lp in unrolled:
         sch.unroll(lp)
