@@ -29,7 +29,10 @@ from .schemes import PRECISIONS, get_precision
 from .search import SEARCH_METHODS, SearchResult, run_search
 from .targets import CpuPreset, resolve_target
 
-__all__ = ["build", "BuildResult", "compile_plan", "prepare", "accuracy"]
+__all__ = ["build", "BuildResult", "compile_plan", "prepare", "accuracy", "OBJECTIVES"]
+
+# Figures of merit the search can maximize (the loss's first term, normalized by FP32).
+OBJECTIVES = ("ai", "roofline", "measured")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -229,7 +232,8 @@ class BuildResult:
         other += pending
         rep = make_report(self.cost, assignment, self.preset, str(self.target),
                           fallbacks=_fallbacks(self.cost, assignment), measured_us=per_layer)
-        rep.accuracy_fp32, rep.accuracy = self.report.accuracy_fp32, self.report.accuracy
+        if self.report is not None:
+            rep.accuracy_fp32, rep.accuracy = self.report.accuracy_fp32, self.report.accuracy
         rep.notes.append(
             f"measured at batch {self.batch_size}: layer kernels {sum(per_layer.values()):.1f} us,"
             f" other kernels (layout, pooling, glue) {other:.1f} us")
@@ -272,6 +276,7 @@ def build(
     val_data=None,
     lam: float = 0.9,
     search: str = "greedy",
+    objective: str = "ai",
     budget_pp: float = 1.0,
     precisions: Sequence[str] | None = None,
     calibration: str | Calibration = "percentile",
@@ -306,6 +311,13 @@ def build(
         Weight of AI in the loss (see :mod:`aiq_tvm.search`), in [0, 1].
     search : str
         ``"greedy"``, ``"coordinate_descent"`` or ``"budget"``.
+    objective : str
+        What the loss rewards (see :data:`OBJECTIVES`): ``"ai"``, the paper's arithmetic
+        intensity; ``"roofline"``, the speed-up the target preset's roofline predicts (FP32
+        time / plan time; int8 compute peaks count, so it prefers integer kernels over
+        weight-only ones where the layer is compute-bound); or ``"measured"``, the speed-up
+        of the layer kernels as timed on this machine at ``batch_size`` (each layer's kernel
+        at each candidate precision, timed once in a uniform build of that precision).
     budget_pp : float
         Accuracy budget in percentage points for ``search="budget"``.
     precisions : sequence of str, optional
@@ -334,6 +346,8 @@ def build(
         raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
     if search not in SEARCH_METHODS:
         raise ValueError(f"unknown search {search!r}; valid: {', '.join(SEARCH_METHODS)}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
     cands = list(precisions) if precisions is not None else list(PRECISIONS)
     for p in cands:
         get_precision(p)
@@ -407,17 +421,33 @@ def build(
 
         def acc_fn(a):
             acc = accuracy(switch.logits(a, xv), yv)
-            log(f"  accuracy {100 * acc:6.2f}%  AI {cost.ai(a):7.2f}  "
+            log(f"  accuracy {100 * acc:6.2f}%  AI {cost.ai(cost.full_assignment(a)):7.2f}  "
                 f"{sum(p != 'fp32' for p in a.values())} layers quantized")
             return acc
 
-        result_search = run_search(search, layers, choices, cost.ai, acc_fn, lam=lam,
+        if objective == "ai":
+            merit = cost.ai
+        elif objective == "roofline":
+            def merit(a):
+                return 1.0 / cost.predicted_time(cost.full_assignment(a), preset)
+        else:
+            t0 = time.perf_counter()
+            table, overhead = _layer_times(annotated, params, calib, tgt, preset, cost, cands,
+                                           batch_size)
+            timings["layer_timing_s"] = time.perf_counter() - t0
+            log(f"timed every layer kernel at {len(cands)} precisions in "
+                f"{timings['layer_timing_s']:.1f}s")
+
+            def merit(a):
+                return 1.0 / (overhead + sum(table[n][a.get(n, "fp32")] for n in layers))
+        result_search = run_search(search, layers, choices, merit, acc_fn, lam=lam,
                                    budget_pp=budget_pp, max_sweeps=max_sweeps)
         timings["search_s"] = result_search.wall_time_s
         assignment = cost.full_assignment(result_search.assignment)
         plan_obj = Plan.from_assignment(
-            assignment, method=search, lam=float(lam), budget_pp=budget_pp,
-            ai_fp32=result_search.baseline.ai, ai=result_search.best.ai,
+            assignment, method=search, objective=objective, lam=float(lam), budget_pp=budget_pp,
+            ai_fp32=cost.fp32_ai(), ai=cost.ai(assignment),
+            merit_gain=result_search.best.ai_norm,
             val_accuracy_fp32=result_search.baseline.accuracy,
             val_accuracy=result_search.best.accuracy,
             evaluations=result_search.evaluations, seed=seed,
@@ -445,6 +475,26 @@ def build(
     timings["total_s"] = time.perf_counter() - t_start
     log(f"done: AI x{report.ai_gain:.2f}")
     return res
+
+
+def _layer_times(annotated, params, calib, target, preset, cost, precisions, batch_size
+                 ) -> tuple[dict[str, dict[str, float]], float]:
+    """Measured kernel time (us) of every supported layer at every candidate precision, and
+    the rest of an FP32 inference (glue kernels, unsupported layers, VM dispatch) in us."""
+    table: dict[str, dict[str, float]] = {n: {} for n in cost.searchable}
+    overhead = 0.0
+    for prec in dict.fromkeys(["fp32", *precisions]):
+        res = BuildResult(plan=Plan.uniform(prec), report=None, cost=cost, target=target,
+                          preset=preset, calibration=calib, search=None, batch_size=batch_size,
+                          annotated=annotated, params=params)
+        rows = res.measured_report(repeat=5).rows
+        for r in rows:
+            if r.name in table and r.measured_us is not None:
+                table[r.name][prec] = r.measured_us
+        if prec == "fp32":
+            total_us = res.benchmark(batch_size, repeat=15)["median_ms"] * 1e3
+            overhead = max(total_us - sum(table[n]["fp32"] for n in table), 0.0)
+    return table, overhead
 
 
 def _tune(res: BuildResult, trials: int, log) -> None:

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", choices=MODELS, default="resnet20")
     run.add_argument("--search", choices=list(SEARCH_METHODS), default="greedy")
     run.add_argument("--lam", type=float, default=0.9, help="weight of AI in the loss")
+    run.add_argument("--objective", choices=["ai", "roofline", "measured"], default="ai",
+                     help="what the loss rewards: arithmetic intensity (the paper), the "
+                     "roofline-predicted speed-up, or the measured layer-kernel speed-up")
     run.add_argument("--budget", type=float, default=1.0,
                      help="accuracy budget in pp (search=budget)")
     run.add_argument("--precisions", type=_precisions, default=list(PRECISIONS),
@@ -105,7 +108,8 @@ def _cmd_run(args, argv) -> int:
     print(f"model {args.model}: {len(params)} weight tensors; calibration {len(xc)} and "
           f"validation {len(xv)} Fashion-MNIST training-split images (seed {args.seed})")
     res = build(mod, args.target, params=params, calib_data=xc, val_data=(xv, yv),
-                lam=args.lam, search=args.search, budget_pp=args.budget,
+                lam=args.lam, search=args.search, objective=args.objective,
+                budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
                 verbose=True)
     s = res.search
@@ -114,7 +118,8 @@ def _cmd_run(args, argv) -> int:
     print()
     print("plan:", json.dumps(res.plan.layers))
     summary = {
-        "model": args.model, "search": args.search, "lambda": args.lam,
+        "model": args.model, "search": args.search, "objective": args.objective,
+        "lambda": args.lam,
         "budget_pp": args.budget if args.search == "budget" else None,
         "precisions": args.precisions, "target": str(res.target), "preset": res.preset.name,
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
@@ -154,7 +159,7 @@ def _cmd_run(args, argv) -> int:
             summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}
             say(f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
                 f"(x{a['median_ms'] / b['median_ms']:.2f})")
-    stem = f"{args.model}_{args.search}"
+    stem = f"{args.model}_{args.search}" + ("" if args.objective == "ai" else f"_{args.objective}")
     res.plan.save(out / f"{stem}_plan.json")
     if res.calibration is not None:
         res.calibration.save(out / f"{stem}_calibration.json")

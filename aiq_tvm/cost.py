@@ -190,6 +190,10 @@ class CostModel:
         return self.ai({})
 
     # ------------------------------------------------------------------ roofline
+    def predicted_time(self, assignment: Mapping[str, str], peaks) -> float:
+        """Roofline time of all layers in seconds (sum of per-layer max(compute, memory))."""
+        return sum(self.roofline(lc.name, assignment, peaks).predicted_s for lc in self.layers)
+
     def roofline(
         self, name: str, assignment: Mapping[str, str], peaks
     ) -> RooflinePoint:

@@ -126,7 +126,9 @@ class Objective:
     choices : mapping of str to sequence of str
         Allowed precisions per layer (``"fp32"`` is always allowed).
     ai_fn : callable
-        ``ai_fn(assignment) -> float``: model AI of a full assignment.
+        ``ai_fn(assignment) -> float``: model AI of a full assignment (or any other
+        higher-is-better figure of merit, e.g. 1 / roofline time; it is normalized by its
+        FP32 value).
     accuracy_fn : callable
         ``accuracy_fn(assignment) -> float`` in [0, 1], measured on validation data.
     lam : float

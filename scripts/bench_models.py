@@ -2,7 +2,9 @@
 
 For each model and batch size every variant is timed in interleaved rounds (each round runs
 every variant for ``--round-ms``), so machine noise hits all of them alike; the table reports
-medians over rounds and ratios computed from them.
+medians over rounds and ratios computed from them.  Before each timed block the script sleeps
+``--gap-ms``: thread pools (PyTorch's OpenMP, ONNX Runtime's, TVM's) keep spinning for a while
+after their last call, and without the gap they would steal the cores of the next variant.
 
 Variants: PyTorch eager FP32, ONNX Runtime FP32 (CPU provider), and aiq_tvm builds with a
 uniform precision (``fp32``, ``int8``, ``int4``, ``w8``, ``w4``) and, with ``--plan``, an AIQ
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
                     help="MODEL=PLAN.json[:CALIBRATION.json] to add an AIQ plan variant")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--round-ms", type=float, default=150.0)
+    ap.add_argument("--gap-ms", type=float, default=100.0)
     ap.add_argument("--out", default=None, help="Markdown file for the results")
     args = ap.parse_args(argv)
 
@@ -121,6 +124,7 @@ def main(argv=None) -> int:
             samples = {k: [] for k in fns}
             for _ in range(args.rounds):
                 for k, t in timers.items():
+                    time.sleep(args.gap_ms / 1e3)
                     samples[k].append(t(args.round_ms))
             med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
             rows.append((name, bs, med))
@@ -149,7 +153,8 @@ def main(argv=None) -> int:
         cmd = f"TVM_NUM_THREADS={threads} python {' '.join(words)}"
         text = (f"# Whole-model latency\n\nCommand: `{cmd}`\n\nMachine: {_cpu()}, "
                 f"{threads} threads, {datetime.date.today().isoformat()}. Medians of "
-                f"{args.rounds} interleaved rounds of {args.round_ms:.0f} ms per variant; "
+                f"{args.rounds} interleaved rounds of {args.round_ms:.0f} ms per variant "
+                f"({args.gap_ms:.0f} ms idle before each); "
                 "ratios are speedups (time of the first / time of the second).\n\n"
                 f"{table}\n")
         Path(args.out).write_text(text)
