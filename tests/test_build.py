@@ -124,6 +124,7 @@ def test_user_built_relax_module_with_constant_weights():
     (dict(plan={"nope": "int8"}), "names layers the model does not have"),
     (dict(lam=1.5, val_data="v"), "lam must be a number in \\[0, 1\\]"),
     (dict(search="random"), "unknown search 'random'; valid: greedy, coordinate_descent"),
+    (dict(objective="speed"), "unknown objective 'speed'; valid: ai, roofline, measured"),
     (dict(precisions=["int8", "fp16"]), "unknown precision 'fp16'"),
     (dict(calibration="kl"), "unknown calibration 'kl'; valid: minmax, percentile"),
     (dict(target="llvm -mcpu=znver4"), "unknown target .*valid targets: 'llvm'"),
@@ -199,3 +200,17 @@ def test_tuned_build_reuses_its_database_and_is_kept_only_if_faster(tmp_path):
     np.testing.assert_array_equal(a.run(x), b.run(x))
     with pytest.raises(ValueError, match="tune=True needs database"):
         aiq_tvm.build(UserModule, plan="fp32", tune=True)
+
+
+@pytest.mark.parametrize("objective", ["roofline", "measured"])
+def test_speed_objectives_drive_the_search(tiny_setup, objective):
+    mod, params, x, y, _ = tiny_setup
+    res = aiq_tvm.build(mod, params=params, calib_data=x[:16], val_data=(x[16:], y[16:]),
+                        lam=1.0, search="greedy", objective=objective, eval_batch_size=16,
+                        precisions=["fp32", "int8", "w8"])
+    # lambda = 1 ignores accuracy: every layer takes the choice the objective ranks fastest,
+    # so the plan cannot be slower than FP32 by that objective's own measure.
+    assert res.search.best.ai_norm >= 1.0
+    assert res.plan.metadata["objective"] == objective
+    if objective == "measured":
+        assert res.timings["layer_timing_s"] > 0
