@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--target", default="llvm")
     run.add_argument("--bench", action="store_true",
                      help="also time FP32 and plan builds at batch 1 and 64")
+    run.add_argument("--measure", action="store_true",
+                     help="time every layer kernel and print it beside its roofline time")
     run.add_argument("--data-root", default=None, help="Fashion-MNIST IDX directory")
     run.add_argument("--out", default="results", help="directory for JSON outputs")
     run.add_argument("--markdown", default=None,
@@ -114,7 +116,7 @@ def _cmd_run(args, argv) -> int:
                 verbose=True)
     s = res.search
     print()
-    print(res.report)
+    print(res.measured_report() if args.measure else res.report)
     print()
     print("plan:", json.dumps(res.plan.layers))
     summary = {

@@ -16,10 +16,15 @@ Two more modes:
   database ``DB`` (``--trials`` candidates each; workloads already in ``DB`` are not re-tuned),
   then time the default and the selected schedule interleaved.
 
+With ``--models`` the whole-model comparison of ``scripts/bench_models.py`` (our builds vs
+PyTorch eager vs ONNX Runtime, optionally AIQ plans via ``--plan``) runs after the kernel table,
+and ``--out`` writes everything printed, with the command and the machine, to a Markdown file.
+
 Usage::
 
     TVM_NUM_THREADS=2 python scripts/bench_kernels.py [--batches 1 64] [--rounds 25]
-        [--only SUBSTRING] [--stat median|min|both]
+        [--only SUBSTRING] [--stat median|min|both] [--models resnet20 mobilenet_v2
+        [--plan MODEL=PLAN.json:CAL.json]] [--out docs/performance.md]
     TVM_NUM_THREADS=2 python scripts/bench_kernels.py --requant [--batches 1 64]
     TVM_NUM_THREADS=2 python scripts/bench_kernels.py --tune DB [--trials 64] [--batches 64]
 """
@@ -27,10 +32,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import io
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -399,7 +409,30 @@ def bench_tune(database: str, trials: int, batches, rounds: int, only: str = "")
     print("\n".join(rows))
 
 
+class _Tee(io.TextIOBase):
+    """Write to the terminal and keep a copy (for --out)."""
+
+    def __init__(self, stream):
+        self.stream, self.buf = stream, io.StringIO()
+
+    def write(self, s):
+        self.stream.write(s)
+        self.buf.write(s)
+        return len(s)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _machine() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def main() -> None:
+    argv = sys.argv[1:]
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--rounds", type=int, default=25, help="round-robin measurement rounds")
@@ -414,7 +447,25 @@ def main() -> None:
     ap.add_argument("--requant", action="store_true", help="uint8-output epilogue savings")
     ap.add_argument("--tune", metavar="DB", default="", help="tune into this JSON database dir")
     ap.add_argument("--trials", type=int, default=64, help="tuning trials per workload")
+    ap.add_argument("--models", nargs="*", default=[], help="also run the whole-model table")
+    ap.add_argument("--plan", action="append", default=[], help="passed to bench_models.py")
+    ap.add_argument("--out", default="", help="write the printed tables to this Markdown file")
     args = ap.parse_args()
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        _run(args)
+    if args.out:
+        cmd = f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} python scripts/bench_kernels.py " \
+            + " ".join(argv)
+        text = (f"# Performance\n\nCommand: `{cmd}`\n\nMachine: {_machine()}, "
+                f"{os.environ['TVM_NUM_THREADS']} threads, {datetime.date.today().isoformat()}."
+                "\n\nEverything below is the command's output, unedited.\n\n```\n"
+                f"{tee.buf.getvalue().rstrip()}\n```\n")
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+
+
+def _run(args) -> None:
     if args.requant:
         bench_requant(args.batches, args.rounds, args.only)
         return
@@ -473,6 +524,13 @@ def main() -> None:
             print("\n".join(rows[st]))
     for tt in torch_timers.values():
         tt.close()
+    if args.models:
+        import bench_models
+
+        print("\nWhole models (scripts/bench_models.py):", flush=True)
+        extra = [a for p in args.plan for a in ("--plan", p)]
+        bench_models.main(["--models", *args.models, "--batches",
+                           *map(str, args.batches), *extra])
 
 
 if __name__ == "__main__":
