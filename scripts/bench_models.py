@@ -2,9 +2,10 @@
 
 For each model and batch size every variant is timed in interleaved rounds (each round runs
 every variant for ``--round-ms``), so machine noise hits all of them alike; the table reports
-medians over rounds and ratios computed from them.  Before each timed block the script sleeps
-``--gap-ms``: thread pools (PyTorch's OpenMP, ONNX Runtime's, TVM's) keep spinning for a while
-after their last call, and without the gap they would steal the cores of the next variant.
+medians over rounds and ratios computed from them.  PyTorch and ONNX Runtime each run in their
+own worker process, timed on request inside the same rounds: in one process their thread pools
+(OpenMP, ORT's spinning workers) and TVM's stole each other's cores and slowed whichever ran
+next by up to 2x.  Before each timed block the script also sleeps ``--gap-ms``.
 
 Variants: PyTorch eager FP32, ONNX Runtime FP32 (CPU provider), and aiq_tvm builds with a
 uniform precision (``fp32``, ``int8``, ``int4``, ``w8``, ``w4``) and, with ``--plan``, an AIQ
@@ -33,6 +34,70 @@ def _cpu() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor()
+
+
+def _worker(conn, kind: str, name: str, path: str, threads: int) -> None:
+    """A framework in its own process: build once, then time on request."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    if kind == "pytorch":
+        from aiq_tvm import models
+
+        model = models.get_model(name, pretrained=True)
+        fn = None
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    timer = None
+    while True:
+        msg = conn.recv()
+        if msg[0] == "stop":
+            return
+        if msg[0] == "input":
+            x = np.asarray(msg[1])
+            if kind == "pytorch":
+                xt = torch.from_numpy(x)
+
+                def fn(xt=xt):
+                    with torch.no_grad():
+                        model(xt)
+            else:
+                def fn(x=x):
+                    sess.run(None, {"x": x})
+            timer = Timer(fn)
+            conn.send(True)
+        else:
+            conn.send(timer(msg[1]))
+
+
+class Remote:
+    """Handle on a worker process; ``remote(ms)`` times like :class:`Timer`."""
+
+    def __init__(self, kind: str, name: str, path: str, threads: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, kind, name, path, threads),
+                                daemon=True)
+        self.proc.start()
+
+    def set_input(self, x) -> None:
+        self.conn.send(("input", x))
+        self.conn.recv()
+
+    def __call__(self, ms: float) -> float:
+        self.conn.send(("time", ms))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(("stop",))
+        self.proc.join(timeout=30)
 
 
 class Timer:
@@ -67,14 +132,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
-    import onnxruntime as ort
     import torch
     import tvm
 
     import aiq_tvm
     from aiq_tvm import datasets, models
 
-    torch.set_num_threads(threads)
     plans = {}
     for spec in args.plan:
         name, _, files = spec.partition("=")
@@ -89,9 +152,8 @@ def main(argv=None) -> int:
         onnx_path = Path(tempfile.mkdtemp()) / f"{name}.onnx"
         torch.onnx.export(model, (torch.from_numpy(xc[:1]),), str(onnx_path), dynamo=False,
                           input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        remotes = {k: Remote(k, name, str(onnx_path), threads)
+                   for k in ("pytorch", "onnxruntime")}
         builds = {}
         cal = None
         for prec in args.precisions:
@@ -106,22 +168,16 @@ def main(argv=None) -> int:
                                                calibration=pcal or cal or "percentile")
         for bs in args.batches:
             x = np.ascontiguousarray(np.resize(xc, (bs, *xc.shape[1:])), np.float32)
-            xt = torch.from_numpy(x)
-            fns = {}
-
-            def torch_fn(xt=xt, model=model):
-                with torch.no_grad():
-                    model(xt)
-
-            fns["pytorch"] = torch_fn
-            fns["onnxruntime"] = lambda x=x, sess=sess: sess.run(None, {"x": x})
+            timers = {}
+            for key, r in remotes.items():
+                r.set_input(x)
+                timers[key] = r
             for key, b in builds.items():
                 vm = b.vm(bs)
                 arg = tvm.runtime.tensor(x)
                 f = vm["main"]
-                fns[f"tvm-{key}"] = lambda f=f, arg=arg: f(arg)
-            timers = {k: Timer(f) for k, f in fns.items()}
-            samples = {k: [] for k in fns}
+                timers[f"tvm-{key}"] = Timer(lambda f=f, arg=arg: f(arg))
+            samples = {k: [] for k in timers}
             for _ in range(args.rounds):
                 for k, t in timers.items():
                     time.sleep(args.gap_ms / 1e3)
@@ -130,6 +186,8 @@ def main(argv=None) -> int:
             rows.append((name, bs, med))
             line = "  ".join(f"{k} {v:.3f}" for k, v in med.items())
             print(f"[{name} batch {bs}] ms: {line}", flush=True)
+        for r in remotes.values():
+            r.close()
 
     keys = []
     for _, _, med in rows:
