@@ -454,13 +454,29 @@ def main() -> None:
     tee = _Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
         _run(args)
+    models_md = ""
+    if args.models:
+        import tempfile
+
+        import bench_models
+
+        out = Path(tempfile.mkdtemp()) / "models.md"
+        extra = [a for p in args.plan for a in ("--plan", p)]
+        bench_models.main(["--models", *args.models, "--batches", *map(str, args.batches),
+                           *extra, "--out", str(out)])
+        # Its title and command line are replaced by this report's.
+        models_md = "\n".join(line for line in out.read_text().splitlines()[1:]
+                              if not line.startswith("Command:"))
     if args.out:
         cmd = f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} python scripts/bench_kernels.py " \
             + " ".join(argv)
         text = (f"# Performance\n\nCommand: `{cmd}`\n\nMachine: {_machine()}, "
                 f"{os.environ['TVM_NUM_THREADS']} threads, {datetime.date.today().isoformat()}."
-                "\n\nEverything below is the command's output, unedited.\n\n```\n"
+                "\n\n## Kernels\n\nThe kernel table as the command printed it.\n\n```\n"
                 f"{tee.buf.getvalue().rstrip()}\n```\n")
+        if models_md:
+            text += ("\n## Whole models (scripts/bench_models.py, run by the command above)\n"
+                     f"{models_md}\n")
         Path(args.out).write_text(text)
         print(f"wrote {args.out}")
 
@@ -524,13 +540,6 @@ def _run(args) -> None:
             print("\n".join(rows[st]))
     for tt in torch_timers.values():
         tt.close()
-    if args.models:
-        import bench_models
-
-        print("\nWhole models (scripts/bench_models.py):", flush=True)
-        extra = [a for p in args.plan for a in ("--plan", p)]
-        bench_models.main(["--models", *args.models, "--batches",
-                           *map(str, args.batches), *extra])
 
 
 if __name__ == "__main__":
