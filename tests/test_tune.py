@@ -244,3 +244,21 @@ def test_empty_database_without_trials_is_default(tmp_path):
     k = SPACE_CASES["dense_w4"](database=str(tmp_path / "db"))
     assert k.info["schedule_source"] == "default"
     assert tvm_ffi.structural_equal(k.prim_func, SPACE_CASES["dense_w4"]().prim_func)
+
+
+def test_tuning_tolerates_unnamed_log_handlers(tmp_path):
+    """meta-schedule's ``tune_tir`` re-configures its logger by handler name; an unnamed handler
+    a user (or pytest's log capture) attached must neither break tuning nor be lost."""
+    import logging
+
+    lg = logging.getLogger("tvm.s_tir.meta_schedule")
+    handler = logging.Handler()
+    assert handler.get_name() is None
+    lg.addHandler(handler)
+    try:
+        k = SPACE_CASES["dense_w4"](database=str(tmp_path / "db"), tune_trials=4)
+        assert k.info["tuning"]["trials"] > 0
+        assert handler in lg.handlers
+        assert lg.level == logging.NOTSET
+    finally:
+        lg.removeHandler(handler)

@@ -396,17 +396,25 @@ def _quiet_console():
     """Keep meta-schedule's per-trial INFO lines in its log files, off the console.
 
     Its loggers print at the level of the ``tvm.s_tir.meta_schedule`` logger (DEBUG when
-    unset); a level the user set is respected.
+    unset); a level the user set is respected. ``tune_tir`` re-configures that logger with
+    ``logging.config.dictConfig``, naming every handler already attached to it; a handler
+    without a name (pytest's ``LogCaptureHandler``, or one a user added) makes that call fail,
+    so such handlers are detached for the duration of the call and re-attached afterwards.
     """
     lg = logging.getLogger("tvm.s_tir.meta_schedule")
-    if lg.level != logging.NOTSET:
-        yield
-        return
-    lg.setLevel(logging.WARNING)
+    unnamed = [h for h in lg.handlers if not h.get_name()]
+    for h in unnamed:
+        lg.removeHandler(h)
+    user_level = lg.level != logging.NOTSET
+    if not user_level:
+        lg.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        lg.setLevel(logging.NOTSET)
+        if not user_level:
+            lg.setLevel(logging.NOTSET)
+        for h in unnamed:
+            lg.addHandler(h)
 
 
 @contextmanager
