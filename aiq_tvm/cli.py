@@ -36,6 +36,16 @@ def _precisions(text: str) -> list[str]:
     return names
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aiq-tvm", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -59,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--target", default="llvm")
     run.add_argument("--bench", action="store_true",
                      help="also time FP32 and plan builds at batch 1 and 64")
+    run.add_argument("--tune", metavar="DB", default=None,
+                     help="meta-schedule-tune the plan's kernels into this JSON database "
+                     "directory (reused by later runs; the faster of tuned and default is kept)")
+    run.add_argument("--trials", type=_positive_int, default=64,
+                     help="tuning trials per kernel the database does not know (with --tune)")
     run.add_argument("--measure", action="store_true",
                      help="time every layer kernel and print it beside its roofline time")
     run.add_argument("--data-root", default=None, help="Fashion-MNIST IDX directory")
@@ -113,6 +128,7 @@ def _cmd_run(args, argv) -> int:
                 lam=args.lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
+                tune=args.tune is not None, database=args.tune, tune_trials=args.trials,
                 verbose=True)
     s = res.search
     print()
@@ -130,6 +146,8 @@ def _cmd_run(args, argv) -> int:
         "val_accuracy_plan": s.best.accuracy, "search_evaluations": s.evaluations,
         "search_wall_s": s.wall_time_s, "timings_s": res.timings,
     }
+    if res.tuning:
+        summary["tuning"] = res.tuning
     lines = []
 
     def say(text: str) -> None:
@@ -145,17 +163,18 @@ def _cmd_run(args, argv) -> int:
         f"calibration {res.timings.get('calibration_s', 0):.1f} s, "
         f"total build {res.timings['total_s']:.1f} s)")
     say("plan: " + ", ".join(f"{k}={v}" for k, v in res.plan.layers.items()))
+    fp32 = None
+    if args.test or args.bench:
+        fp32 = build(mod, args.target, params=params, plan="fp32")
     if args.test:
         xt, yt = datasets.fashion_mnist("test", root=args.data_root)
         xt, yt = xt[:args.test], yt[:args.test]
-        fp32 = build(mod, args.target, params=params, plan="fp32")
         acc32 = fp32.evaluate(xt, yt, 100)
         accq = res.evaluate(xt, yt, 100)
         summary.update(test_images=len(xt), test_accuracy_fp32=acc32, test_accuracy_plan=accq)
         say(f"test accuracy ({len(xt)} images): fp32 {100 * acc32:.2f}% -> plan "
             f"{100 * accq:.2f}%")
     if args.bench:
-        fp32 = build(mod, args.target, params=params, plan="fp32")
         for bs in (1, 64):
             a, b = fp32.benchmark(bs), res.benchmark(bs)
             summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}

@@ -56,7 +56,9 @@ class _Switcher(PyExprMutator):
             return self._branch(info, values, data, precs[k], qp, name)
         bb = self.builder_
         bb._begin_binding_block()
-        sel = bb.emit(relax.op.take(self.select, relax.const(i, "int64")))
+        # i < len(select) by construction (the VM checks select's static shape); "clip" rather
+        # than the default "fast" only because TOPI warns once per "fast" take it lowers.
+        sel = bb.emit(relax.op.take(self.select, relax.const(i, "int64"), mode="clip"))
         cond = bb.emit(relax.op.equal(sel, relax.const(k, "int32")))
         then = self._branch(info, values, data, precs[k], qp, name)
         other = self._chain(i, k + 1, info, values, data, qp, name)

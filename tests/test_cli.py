@@ -20,6 +20,8 @@ def test_bad_choices_are_rejected():
         main(["run", "--precisions", "int8,int3"])
     with pytest.raises(SystemExit):
         main(["run", "--search", "annealing"])
+    with pytest.raises(SystemExit):
+        main(["run", "--tune", "db", "--trials", "0"])
 
 
 def test_run_on_pretrained_resnet20(tmp_path):
