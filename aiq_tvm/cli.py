@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="test-split images for the final accuracy (0 to skip)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--target", default="llvm")
+    run.add_argument("--batch", type=_positive_int, default=1,
+                     help="batch size of the final build and of the measured objective's timing")
+    run.add_argument("--baselines", type=_precisions, default=[],
+                     help="also build these precisions uniformly (e.g. int8,int4) and report "
+                     "their validation/test accuracy and, with --bench, their timings")
     run.add_argument("--bench", action="store_true",
                      help="also time FP32 and plan builds at batch 1 and 64")
     run.add_argument("--tune", metavar="DB", default=None,
@@ -128,6 +133,7 @@ def _cmd_run(args, argv) -> int:
                 lam=args.lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
+                batch_size=args.batch,
                 tune=args.tune is not None, database=args.tune, tune_trials=args.trials,
                 verbose=True)
     s = res.search
@@ -166,6 +172,14 @@ def _cmd_run(args, argv) -> int:
     fp32 = None
     if args.test or args.bench:
         fp32 = build(mod, args.target, params=params, plan="fp32")
+    uniform = {p: build(mod, args.target, params=params, plan=p, calib_data=xc,
+                        calibration=res.calibration if res.calibration is not None
+                        else args.calibration, batch_size=args.batch)
+               for p in args.baselines}
+    for p, b in uniform.items():
+        acc = b.evaluate(xv, yv, 100)
+        summary.setdefault("baselines", {})[p] = {"val_accuracy": acc}
+        say(f"uniform {p}: validation accuracy {100 * acc:.2f}%")
     if args.test:
         xt, yt = datasets.fashion_mnist("test", root=args.data_root)
         xt, yt = xt[:args.test], yt[:args.test]
@@ -174,12 +188,21 @@ def _cmd_run(args, argv) -> int:
         summary.update(test_images=len(xt), test_accuracy_fp32=acc32, test_accuracy_plan=accq)
         say(f"test accuracy ({len(xt)} images): fp32 {100 * acc32:.2f}% -> plan "
             f"{100 * accq:.2f}%")
+        for p, b in uniform.items():
+            acc = b.evaluate(xt, yt, 100)
+            summary["baselines"][p]["test_accuracy"] = acc
+            say(f"uniform {p}: test accuracy {100 * acc:.2f}%")
     if args.bench:
         for bs in (1, 64):
             a, b = fp32.benchmark(bs), res.benchmark(bs)
             summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}
-            say(f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
-                f"(x{a['median_ms'] / b['median_ms']:.2f})")
+            line = (f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
+                    f"(x{a['median_ms'] / b['median_ms']:.2f})")
+            for p, u in uniform.items():
+                ms = u.benchmark(bs)["median_ms"]
+                summary[f"bench_b{bs}"][f"{p}_ms"] = ms
+                line += f", uniform {p} {ms:.3f} ms (x{a['median_ms'] / ms:.2f})"
+            say(line)
     stem = f"{args.model}_{args.search}" + ("" if args.objective == "ai" else f"_{args.objective}")
     res.plan.save(out / f"{stem}_plan.json")
     if res.calibration is not None:

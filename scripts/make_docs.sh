@@ -8,11 +8,11 @@ export TVM_NUM_THREADS="${TVM_NUM_THREADS:-2}"
 AIQ=.venv/bin/aiq-tvm
 PY=.venv/bin/python
 
-$AIQ run --model resnet20 --search greedy --lam 0.9 --bench --out docs/runs \
+$AIQ run --model resnet20 --search greedy --lam 0.9 --baselines int8,int4 --bench --out docs/runs \
     --markdown docs/resnet20_aiq_greedy.md
-$AIQ run --model mobilenet_v2 --search greedy --lam 0.9 --bench --out docs/runs \
+$AIQ run --model mobilenet_v2 --search greedy --lam 0.9 --baselines int8,int4 --bench --out docs/runs \
     --markdown docs/mobilenet_v2_aiq_greedy.md
-$AIQ run --model mobilenet_v2 --search greedy --lam 0.9 --objective measured --bench \
+$AIQ run --model mobilenet_v2 --search greedy --lam 0.9 --objective measured --baselines int8,int4 --bench \
     --out docs/runs --markdown docs/mobilenet_v2_aiq_measured.md
 $PY scripts/bench_kernels.py --rounds 15 --models resnet20 mobilenet_v2 \
     --plan resnet20=docs/runs/resnet20_greedy_plan.json:docs/runs/resnet20_greedy_calibration.json \

@@ -24,17 +24,29 @@ def test_bad_choices_are_rejected():
         main(["run", "--tune", "db", "--trials", "0"])
 
 
+def plan_layers(path):
+    return json.loads((path / "resnet20_budget_plan.json").read_text())["layers"].values()
+
+
 def test_run_on_pretrained_resnet20(tmp_path):
     """A small end-to-end run: real data, the shipped weights, budget search, JSON outputs."""
     cmd = [sys.executable, "-m", "aiq_tvm", "run", "--model", "resnet20", "--search", "budget",
            "--budget", "1.0", "--precisions", "fp32,int8,w8", "--calib", "64", "--val", "200",
-           "--test", "300", "--out", str(tmp_path), "--markdown", str(tmp_path / "r.md")]
+           "--test", "300", "--baselines", "int8", "--out", str(tmp_path),
+           "--markdown", str(tmp_path / "r.md")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "resnet20_budget_summary.json").read_text())
     assert summary["val_images"] == 200 and summary["test_images"] == 300
     assert summary["ai_plan"] >= summary["ai_fp32"]
     assert summary["val_accuracy_fp32"] - summary["val_accuracy_plan"] <= 0.01 + 1e-9
+    # The uniform baseline is measured on the same images; a plan that is uniform int8 must
+    # agree with it exactly (same kernels, same calibration).
+    base = summary["baselines"]["int8"]
+    assert 0.5 < base["val_accuracy"] <= 1.0 and 0.5 < base["test_accuracy"] <= 1.0
+    if all(p == "int8" for p in plan_layers(tmp_path)):
+        assert base["val_accuracy"] == summary["val_accuracy_plan"]
+    assert "uniform int8: validation accuracy" in proc.stdout
     plan = json.loads((tmp_path / "resnet20_budget_plan.json").read_text())
     assert plan["format"] == "aiq_tvm.plan" and len(plan["layers"]) == 22
     assert "AI: fp32" in proc.stdout and "| layer |" in (tmp_path / "r.md").read_text()
