@@ -6,8 +6,11 @@
 ``run`` imports the pretrained model, calibrates on a Fashion-MNIST calibration subset,
 searches a plan on a validation subset (both carved from the training split), compiles it,
 and prints the per-layer report, FP32 vs plan AI and validation accuracy, the search wall
-time, test-split accuracy of both builds and, with ``--bench``, TVM runtime timings.  Results
-go to ``--out`` as JSON (plan, calibration, report, summary).
+time, test-split accuracy of both builds and, with ``--bench``, TVM runtime timings;
+``--baselines int8,int4`` adds uniform-precision builds to the comparison.  Results go to
+``--out`` as JSON (plan, calibration, report, summary), named
+``<model>_<search>[_<objective>][_<precisions>]_<what>.json`` (the objective when it is not
+``ai``, the candidate list when it is not all precisions).
 """
 
 from __future__ import annotations
@@ -204,6 +207,8 @@ def _cmd_run(args, argv) -> int:
                 line += f", uniform {p} {ms:.3f} ms (x{a['median_ms'] / ms:.2f})"
             say(line)
     stem = f"{args.model}_{args.search}" + ("" if args.objective == "ai" else f"_{args.objective}")
+    if list(args.precisions) != list(PRECISIONS):
+        stem += "_" + "-".join(args.precisions)
     res.plan.save(out / f"{stem}_plan.json")
     if res.calibration is not None:
         res.calibration.save(out / f"{stem}_calibration.json")

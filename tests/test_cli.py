@@ -24,8 +24,11 @@ def test_bad_choices_are_rejected():
         main(["run", "--tune", "db", "--trials", "0"])
 
 
+STEM = "resnet20_budget_fp32-int8-w8"  # outputs are named by model, search and candidates
+
+
 def plan_layers(path):
-    return json.loads((path / "resnet20_budget_plan.json").read_text())["layers"].values()
+    return json.loads((path / f"{STEM}_plan.json").read_text())["layers"].values()
 
 
 def test_run_on_pretrained_resnet20(tmp_path):
@@ -36,7 +39,7 @@ def test_run_on_pretrained_resnet20(tmp_path):
            "--markdown", str(tmp_path / "r.md")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "resnet20_budget_summary.json").read_text())
+    summary = json.loads((tmp_path / f"{STEM}_summary.json").read_text())
     assert summary["val_images"] == 200 and summary["test_images"] == 300
     assert summary["ai_plan"] >= summary["ai_fp32"]
     assert summary["val_accuracy_fp32"] - summary["val_accuracy_plan"] <= 0.01 + 1e-9
@@ -47,6 +50,6 @@ def test_run_on_pretrained_resnet20(tmp_path):
     if all(p == "int8" for p in plan_layers(tmp_path)):
         assert base["val_accuracy"] == summary["val_accuracy_plan"]
     assert "uniform int8: validation accuracy" in proc.stdout
-    plan = json.loads((tmp_path / "resnet20_budget_plan.json").read_text())
+    plan = json.loads((tmp_path / f"{STEM}_plan.json").read_text())
     assert plan["format"] == "aiq_tvm.plan" and len(plan["layers"]) == 22
     assert "AI: fp32" in proc.stdout and "| layer |" in (tmp_path / "r.md").read_text()

@@ -1,5 +1,6 @@
 """The wheel ships passes/ and targets/ under the single import root aiq_tvm."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -25,3 +26,15 @@ def test_wheel_contains_passes_and_targets_under_aiq_tvm(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert "passes" not in tops and "targets" not in tops
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
+
+
+def test_import_leaves_a_user_thread_binding_alone():
+    """aiq_tvm unpins TVM's pool by default (docs/threading.md) but never overrides the user."""
+    code = "import os, aiq_tvm; print(os.environ['TVM_BIND_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "0"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "TVM_BIND_THREADS": "1"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
