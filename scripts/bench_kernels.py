@@ -67,9 +67,9 @@ IDLE_S = 0.03
 def _hot_sample(run, number: int) -> float:
     """One timed sample, right after an untimed warm-up of the same call.
 
-    After even 30 ms idle, a thread pool that went to sleep (torch's OpenMP workers) needs up
-    to ~10 ms on this VM to wake: torch's 1x1 conv 960->320 at batch 64 took 0.29 ms hot and a
-    9.8 ms median right after a 30 ms sleep. The warm-up measures every candidate hot alike.
+    A thread pool that went to sleep during the idle pause between rounds (torch's OpenMP
+    workers sleep, TVM's spin for a while) would otherwise pay its wake-up inside the timed
+    call; the warm-up times every candidate hot alike.
     """
     run(max(1, number // 4))
     return run(number)
