@@ -286,12 +286,7 @@ def _conv_spec(layer: Layer, n: int) -> ConvSpec:
 
 
 def _layer_data(layer: Layer, n: int, rng):
-    spec = _conv_spec(layer, n)
-    x = rng.standard_normal(spec.in_shape).astype(np.float32)
-    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
-    w /= np.sqrt(np.prod(spec.weight_shape[1:]))
-    b = rng.standard_normal(layer.o).astype(np.float32)
-    return spec, x, w, b, ActQParams.from_range(float(x.min()), float(x.max()))
+    return (_conv_spec(layer, n), *layer_inputs(layer, n, rng))
 
 
 def _compiled_call(func, args):
