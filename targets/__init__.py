@@ -6,11 +6,14 @@ a preset name, a TVM JSON target dict, or a ``tvm.target.Target``.
 
 from __future__ import annotations
 
-import os
-
+from .capabilities import TargetCaps, capabilities, host_features, thread_count
 from .presets import PRESETS, CpuPreset, get_preset, preset_names
 
 __all__ = [
+    "TargetCaps",
+    "capabilities",
+    "host_features",
+    "parse_target_string",
     "CpuPreset",
     "PRESETS",
     "get_preset",
@@ -22,18 +25,55 @@ __all__ = [
 
 
 def _num_threads() -> int:
-    env = os.environ.get("TVM_NUM_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    return os.cpu_count() or 1
+    return thread_count()[0]
 
 
 def host_target() -> dict:
-    """JSON target for this machine: LLVM's host CPU name and the thread count in use."""
+    """JSON target for this machine: LLVM's host CPU name and the thread count in use.
+
+    Features LLVM's CPU model has but this machine does not execute (masked by a hypervisor)
+    are switched off with ``mattr``, so code built for "this machine" runs on it.
+    """
+    import tvm
     from tvm.target import codegen
 
-    return {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()),
+    spec = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()),
             "num-cores": _num_threads()}
+    missing = capabilities(tvm.target.Target(spec)).missing_on_host
+    if missing:
+        spec["mattr"] = [f"-{f}" for f in missing]
+    return spec
+
+
+def parse_target_string(text: str) -> dict:
+    """Turn TVM's classic target string (``"llvm -mtriple=aarch64-linux-gnu -mattr=+neon"``)
+    into the JSON dict TVM 0.27 takes.
+
+    Raises
+    ------
+    ValueError
+        For a kind other than ``llvm`` or an option that is not ``-key=value``.
+    """
+    words = text.split()
+    if not words or words[0] != "llvm":
+        raise ValueError(f"target string {text!r} must start with 'llvm' (aiq_tvm builds for "
+                         "CPUs)")
+    spec: dict = {"kind": "llvm"}
+    for word in words[1:]:
+        key, eq, value = word.lstrip("-").partition("=")
+        if not word.startswith("-") or not eq or not key or not value:
+            raise ValueError(f"target string {text!r}: option {word!r} is not of the form "
+                             "-key=value (e.g. -mcpu=haswell, -mattr=+neon,+dotprod)")
+        if key == "mattr":
+            spec[key] = value.split(",")
+        elif key == "num-cores":
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"target string {text!r}: num-cores must be a positive "
+                                 f"integer, got {value!r}")
+            spec[key] = int(value)
+        else:
+            spec[key] = value
+    return spec
 
 
 def host_preset() -> CpuPreset:
@@ -86,18 +126,20 @@ def resolve_target(target) -> tuple:
 
     valid = (
         f"'llvm' (this machine), a preset name ({', '.join(PRESETS)}), a JSON dict such as "
-        "{'kind': 'llvm', 'mcpu': 'znver4', 'num-cores': 2}, or a tvm.target.Target"
+        "{'kind': 'llvm', 'mcpu': 'znver4', 'num-cores': 2}, a target string such as "
+        "'llvm -mcpu=haswell -num-cores=4', or a tvm.target.Target"
     )
-    if isinstance(target, tvm.target.Target):
-        tgt = target
-    elif isinstance(target, str):
+    if isinstance(target, str):
         if target == "llvm":
-            preset = host_preset()
-            return _tvm_target(host_target()), preset
+            return _tvm_target(host_target()), host_preset()
         if target in PRESETS:
             preset = PRESETS[target]
             return _tvm_target(preset.target), preset
-        raise ValueError(f"unknown target {target!r}; valid targets: {valid}")
+        if not target.startswith("llvm "):
+            raise ValueError(f"unknown target {target!r}; valid targets: {valid}")
+        target = parse_target_string(target)
+    if isinstance(target, tvm.target.Target):
+        tgt = target
     elif isinstance(target, dict):
         try:
             tgt = _tvm_target(target)

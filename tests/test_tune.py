@@ -28,9 +28,9 @@ from aiq_tvm.targets.x86 import (  # noqa: E402
     tune_kernels,
 )
 from aiq_tvm.targets.x86.common import cpu_model  # noqa: E402
+from isa import BEST_X86  # noqa: E402
 
-ZNVER4 = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
-TARGET = tvm.target.Target(ZNVER4)
+TARGET = tvm.target.Target(BEST_X86)
 TRIALS = 8
 
 
@@ -58,17 +58,17 @@ W_DENSE = RNG.standard_normal((10, 37)).astype(np.float32)
 SPACE_CASES = {
     "conv3x3_padded_int8": lambda **kw: conv2d_kernel(
         ConvSpec(2, 8, 8, 16, 48, 3, 3, padding=1), "int8", W_CONV, None, act_qparams=QP,
-        target=ZNVER4, **kw,
+        target=BEST_X86, **kw,
     ),
     "pointwise_fp32": lambda **kw: conv2d_kernel(
-        ConvSpec(2, 8, 8, 16, 48, 1, 1), "fp32", W_PW, None, target=ZNVER4, **kw
+        ConvSpec(2, 8, 8, 16, 48, 1, 1), "fp32", W_PW, None, target=BEST_X86, **kw
     ),
     "depthwise_int4": lambda **kw: conv2d_kernel(
         ConvSpec(1, 9, 9, 32, 32, 3, 3, stride=2, padding=1, groups=32), "int4",
-        W_CONV[:32, :1], None, act_qparams=QP, target=ZNVER4, **kw,
+        W_CONV[:32, :1], None, act_qparams=QP, target=BEST_X86, **kw,
     ),
     "dense_w4": lambda **kw: dense_kernel(
-        DenseSpec(3, 37, 10), "w4", W_DENSE, None, target=ZNVER4, **kw
+        DenseSpec(3, 37, 10), "w4", W_DENSE, None, target=BEST_X86, **kw
     ),
 }  # fmt: skip
 
@@ -177,7 +177,7 @@ def test_tune_commits_and_database_reuses(tmp_path):
     db_dir = str(tmp_path / "db")
 
     def build(**kw):
-        return conv2d_kernel(spec, "int8", w, b, act="relu", act_qparams=qp, target=ZNVER4, **kw)
+        return conv2d_kernel(spec, "int8", w, b, act="relu", act_qparams=qp, target=BEST_X86, **kw)
 
     tuned = build(database=db_dir, tune_trials=TRIALS)
     assert tuned.info["schedule_source"] == "tuned"
@@ -214,7 +214,7 @@ def test_tune_commits_and_database_reuses(tmp_path):
     assert again.info["schedule_source"] == "database"
     assert again.info["tuning"]["trials"] == 0
     assert tvm_ffi.structural_equal(again.prim_func, tuned.prim_func)
-    other = conv2d_kernel(spec, "int8", -w, b + 1, act="relu", act_qparams=qp, target=ZNVER4,
+    other = conv2d_kernel(spec, "int8", -w, b + 1, act="relu", act_qparams=qp, target=BEST_X86,
                           database=db_dir)  # fmt: skip
     assert other.info["schedule_source"] == "database"
     assert default.info["schedule_source"] == "default"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,24 +24,9 @@ from aiq_tvm.targets.x86 import (  # noqa: E402
     has_vnni,
     quantize_kernel,
 )
+from isa import BEST_X86, HASWELL, ZNVER4, requires_host, requires_vnni_host  # noqa: E402
 
-ZNVER4 = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
-HASWELL = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
 SCHEMES = ("fp32", "int8", "int4", "w8", "w4")
-
-
-def _host_has_vnni() -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return "avx512_vnni" in flags.split()
-
-
-requires_vnni_host = pytest.mark.skipif(
-    not _host_has_vnni(), reason="host CPU lacks avx512_vnni (cannot run vpdpbusd code)"
-)
 
 # Layer cases: odd channel counts (C=3, O=10, 24), stride 2, asymmetric padding, residual
 # and every activation kind across them.
@@ -68,11 +52,11 @@ CASES = {
 }
 
 
-def compile_kernel(k: Kernel, target=ZNVER4):
+def compile_kernel(k: Kernel, target=BEST_X86):
     return tvm.compile(tvm.IRModule({"main": k.prim_func}), tvm.target.Target(target))
 
 
-def run_kernel(k: Kernel, x: np.ndarray, residual=None, target=ZNVER4, ex=None) -> np.ndarray:
+def run_kernel(k: Kernel, x: np.ndarray, residual=None, target=BEST_X86, ex=None) -> np.ndarray:
     ex = ex if ex is not None else compile_kernel(k, target)
     args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(c) for c in k.consts]
     if residual is not None:
@@ -112,7 +96,7 @@ def make_case(name: str, seed: int = 0):
     return spec, x.astype(f32), w.astype(f32), b.astype(f32), res, qp
 
 
-def build_case(name: str, scheme: str, target=ZNVER4, debug_acc: bool = False, seed: int = 0):
+def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False, seed: int = 0):
     case = CASES[name]
     spec, x, w, b, res, qp = make_case(name, seed)
     kw = dict(
@@ -171,7 +155,7 @@ def test_int_accumulator_exact(name, scheme):
 
 def test_unscheduled_kernel_matches():
     spec, x, w, b, _, qp = make_case("conv3x3_s2")
-    k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=ZNVER4, schedule=False)
+    k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=BEST_X86, schedule=False)
     assert "tirx.is_scheduled" not in k.prim_func.attrs
     xq = quant.quantize_act(x, qp)
     ref = quant.ref_conv2d(
@@ -189,11 +173,12 @@ def test_large_accumulator_exact():
     xq = np.full(spec.in_shape, 255, np.uint8)
     xq[..., 1::2] = 0
     for scheme in quant.INT_SCHEMES:
-        k = conv2d_kernel(spec, scheme, w, None, act_qparams=qp, target=ZNVER4, debug_acc=True)
+        k = conv2d_kernel(spec, scheme, w, None, act_qparams=qp, target=BEST_X86, debug_acc=True)
         ref = quant.ref_conv2d(xq, w, None, scheme, padding=spec.padding, act_qparams=qp)
         np.testing.assert_array_equal(run_kernel(k, xq), ref.acc)
 
 
+@requires_vnni_host
 def test_int4_long_reduction_uses_unscaled_blocks():
     """Reductions too long for the x16-scaled int4 blocks fall back to the 16x4 int4 blocks."""
     from aiq_tvm.targets.x86.vnni import I4X16_MAX_REDUCTION
@@ -203,13 +188,13 @@ def test_int4_long_reduction_uses_unscaled_blocks():
     w = rng.standard_normal((spec.O, spec.K)).astype(np.float32)
     qp = ActQParams.from_range(-1.0, 1.0)
     xq = rng.integers(0, 256, (spec.N, spec.K)).astype(np.uint8)
-    k = dense_kernel(spec, "int4", w, None, act_qparams=qp, target=ZNVER4, debug_acc=True)
+    k = dense_kernel(spec, "int4", w, None, act_qparams=qp, target=BEST_X86, debug_acc=True)
     assert k.info["weight_format"] == "v4s"
     np.testing.assert_array_equal(
         run_kernel(k, xq), quant.ref_dense(xq, w, None, "int4", act_qparams=qp).acc
     )
     small = dense_kernel(
-        DenseSpec(2, 64, 16), "int4", w[:, :64], None, act_qparams=qp, target=ZNVER4
+        DenseSpec(2, 64, 16), "int4", w[:, :64], None, act_qparams=qp, target=BEST_X86
     )
     assert small.info["weight_format"] == "v4"
 
@@ -221,8 +206,8 @@ def test_int4_long_reduction_uses_unscaled_blocks():
 
 def quantize_with_kernel(y: np.ndarray, qp: ActQParams) -> np.ndarray:
     """The unfused path: the standalone quantize kernel on a float kernel output."""
-    f = quantize_kernel(y.shape, qp, target=ZNVER4)
-    ex = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target(ZNVER4))
+    f = quantize_kernel(y.shape, qp, target=BEST_X86)
+    ex = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target(BEST_X86))
     q = tvm.runtime.tensor(np.zeros(y.shape, np.uint8))
     ex.mod["main"](tvm.runtime.tensor(y), q)
     return q.numpy()
@@ -267,7 +252,7 @@ def tie_case(name: str, scheme: str, seed: int = 1):
 def build_requant_pair(name, scheme, spec, w, b, act_qp, out_qp):
     """The float kernel and its requantizing twin, plus the numpy reference function."""
     case = CASES[name]
-    kw = dict(act=case["act"], act_qparams=act_qp, residual=case["residual"], target=ZNVER4)
+    kw = dict(act=case["act"], act_qparams=act_qp, residual=case["residual"], target=BEST_X86)
     if isinstance(spec, DenseSpec):
         build, ref = dense_kernel, quant.ref_dense
         rkw = dict(act=case["act"], act_qparams=act_qp)
@@ -324,19 +309,19 @@ def test_requant_params_shared_across_output_ranges():
     """``out_q`` is a parameter: kernels that differ only in the output range are one PrimFunc
     (one compiled function, one tuning record)."""
     spec, _, w, b, _, qp = make_case("conv3x3_s1")
-    ka = conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=ZNVER4,
+    ka = conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=BEST_X86,
                        out_qparams=ActQParams.from_range(-1.0, 3.0))  # fmt: skip
-    kb = conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=ZNVER4,
+    kb = conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=BEST_X86,
                        out_qparams=ActQParams.from_range(0.0, 9.0))  # fmt: skip
     assert tvm_ffi.structural_equal(ka.prim_func, kb.prim_func)
     assert ka.info["params"] == ["x", "weight", "corr", "comb", "bias", "out_q", "y"]
     assert ka.consts[-1].dtype == np.float32 and ka.consts[-1].tolist() != kb.consts[-1].tolist()
     with pytest.raises(ValueError, match="exclusive"):
-        conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=ZNVER4, debug_acc=True,
+        conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=BEST_X86, debug_acc=True,
                       out_qparams=qp)  # fmt: skip
     with pytest.raises(ValueError, match="exclusive"):
         dense_kernel(DenseSpec(2, 8, 4), "int8", np.zeros((4, 8)), None, act_qparams=qp,
-                     target=ZNVER4, debug_acc=True, out_qparams=qp)  # fmt: skip
+                     target=BEST_X86, debug_acc=True, out_qparams=qp)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,9 +342,9 @@ def test_quantize_kernel_bit_exact(shape):
     x[: len(ties)] = ties
     x[len(ties) : len(ties) + len(extremes)] = extremes
     x = x.reshape(shape)
-    f = quantize_kernel(shape, qp, target=ZNVER4)
+    f = quantize_kernel(shape, qp, target=BEST_X86)
     assert f.attrs["op_pattern"] == 8
-    ex = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target(ZNVER4))
+    ex = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target(BEST_X86))
     q = tvm.runtime.tensor(np.zeros(shape, np.uint8))
     ex.mod["main"](tvm.runtime.tensor(x), q)
     expect = np.clip(np.rint(x * inv) + np.float32(qp.zp), 0, 255).astype(np.uint8)
@@ -371,7 +356,7 @@ def _vectorized_tir(func) -> str:
     """TIR of ``func`` after TVM's lowering up to loop vectorization."""
     from tvm import s_tir, tirx
 
-    tgt = tvm.target.Target(ZNVER4)
+    tgt = tvm.target.Target(BEST_X86)
     mod = tvm.IRModule({"main": func.with_attr("target", tgt)})
     passes = [
         s_tir.transform.LowerInitBlock(),
@@ -395,7 +380,7 @@ def _vectorized_tir(func) -> str:
 def test_quantize_kernel_vector_accesses_are_contiguous(shape):
     """Vectors stay inside rows: no per-lane div/mod gathers for channel counts that are not
     powers of two (10-30x slower)."""
-    text = _vectorized_tir(quantize_kernel(shape, ActQParams.from_range(-1, 1), target=ZNVER4))
+    text = _vectorized_tir(quantize_kernel(shape, ActQParams.from_range(-1, 1), target=BEST_X86))
     assert "T.Ramp" in text
     assert "% T.Broadcast" not in text and "// T.Broadcast" not in text
 
@@ -406,7 +391,7 @@ def test_requant_epilogue_is_vectorized(o, lanes):
     a 32-channel block) may make TVM scalarize the epilogue loop."""
     spec = ConvSpec(2, 6, 6, 16, o, 3, 3, padding=1)
     w = np.random.default_rng(0).standard_normal(spec.weight_shape).astype(np.float32)
-    k = conv2d_kernel(spec, "fp32", w, None, act="relu", target=ZNVER4,
+    k = conv2d_kernel(spec, "fp32", w, None, act="relu", target=BEST_X86,
                       out_qparams=ActQParams.from_range(0.0, 4.0))  # fmt: skip
     text = _vectorized_tir(k.prim_func)
     assert "T.round(" in text and f'T.Cast("uint8x{lanes}"' in text
@@ -418,7 +403,7 @@ def test_requant_epilogue_is_vectorized(o, lanes):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_has_vnni():
+def test_has_vnni():  # compile-time facts: no host requirement
     assert has_vnni(ZNVER4)
     assert has_vnni(tvm.target.Target(ZNVER4))
     assert not has_vnni(HASWELL)
@@ -445,6 +430,7 @@ def test_int4_uses_vpdpbusd(name, fmt):
     assert_close(run_kernel(k, xin, res, ex=ex), ref.y, "int4")
 
 
+@requires_host(HASWELL)
 @pytest.mark.parametrize(
     "name,scheme", [("conv3x3_s2", "int8"), ("dense", "int8"), ("pointwise", "int4")]
 )
@@ -509,7 +495,7 @@ def test_conv_spec_normalization_and_validation():
 def test_unsupported_layers(spec, needle):
     w = np.zeros(spec.weight_shape, np.float32)
     with pytest.raises(UnsupportedLayer, match=needle) as err:
-        conv2d_kernel(spec, "fp32", w, None, target=ZNVER4)
+        conv2d_kernel(spec, "fp32", w, None, target=BEST_X86)
     assert isinstance(err.value, ValueError)
 
 
@@ -517,14 +503,15 @@ def test_bad_arguments():
     spec = ConvSpec(1, 4, 4, 4, 4, 1, 1)
     w = np.zeros(spec.weight_shape, np.float32)
     with pytest.raises(ValueError, match="scheme"):
-        conv2d_kernel(spec, "int2", w, None, target=ZNVER4)
+        conv2d_kernel(spec, "int2", w, None, target=BEST_X86)
     with pytest.raises(ValueError, match="act_qparams"):
-        conv2d_kernel(spec, "int8", w, None, target=ZNVER4)
+        conv2d_kernel(spec, "int8", w, None, target=BEST_X86)
     with pytest.raises(ValueError, match="debug_acc"):
-        conv2d_kernel(spec, "fp32", w, None, target=ZNVER4, debug_acc=True)
+        conv2d_kernel(spec, "fp32", w, None, target=BEST_X86, debug_acc=True)
     with pytest.raises(ValueError, match="weight shape"):
-        conv2d_kernel(spec, "fp32", np.zeros((4, 4, 3, 3), np.float32), None, target=ZNVER4)
+        conv2d_kernel(spec, "fp32", np.zeros((4, 4, 3, 3), np.float32), None, target=BEST_X86)
     with pytest.raises(ValueError, match="activation"):
-        dense_kernel(DenseSpec(1, 4, 4), "fp32", np.zeros((4, 4)), None, act="gelu", target=ZNVER4)
+        dense_kernel(DenseSpec(1, 4, 4), "fp32", np.zeros((4, 4)), None, act="gelu",
+                     target=BEST_X86)
     with pytest.raises(TypeError):
         conv2d_kernel(spec, "fp32", w, None, target="llvm -mcpu=znver4")

@@ -1,0 +1,54 @@
+"""Target capability object: ISA level, vector width and int8 path come from the target."""
+
+import pytest
+
+from aiq_tvm.targets import capabilities, parse_target_string, resolve_target
+from aiq_tvm.targets.capabilities import host_features
+
+
+@pytest.mark.parametrize(
+    "target,isa,bits,dot",
+    [
+        ({"kind": "llvm", "mcpu": "znver4"}, "avx512_vnni", 512, "vpdpbusd"),
+        ({"kind": "llvm", "mcpu": "skylake-avx512"}, "avx512bw", 512, "vpmaddubsw"),
+        ({"kind": "llvm", "mcpu": "alderlake"}, "avx_vnni", 256, "vpdpbusd"),
+        ({"kind": "llvm", "mcpu": "haswell"}, "avx2", 256, "vpmaddubsw"),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, "neon", 128,
+         "smull"),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]},
+         "neon_dotprod", 128, "sdot"),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+          "mattr": ["+neon", "+dotprod", "+i8mm"]}, "neon_i8mm", 128, "smmla"),
+    ],
+)
+def test_isa_level_from_target_features(target, isa, bits, dot):
+    caps = capabilities(target)
+    assert (caps.isa, caps.vector_bits, caps.int8_dot) == (isa, bits, dot)
+    assert caps.lanes32 == bits // 32
+    assert caps.vector_registers == (16 if bits == 256 else 32)
+
+
+def test_cores_come_from_the_target_or_are_flagged_as_assumed():
+    assert capabilities({"kind": "llvm", "mcpu": "haswell", "num-cores": 16}).cores == 16
+    arm = capabilities({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    assert not arm.host_runnable or arm.arch == "aarch64"
+    if not arm.host_runnable:
+        assert arm.cores_source.startswith("assumed")
+
+
+def test_host_target_runs_here():
+    tgt, _ = resolve_target("llvm")
+    caps = capabilities(tgt)
+    assert caps.host_runnable and not caps.missing_on_host
+    assert caps.features <= host_features() | {"neon"}
+
+
+def test_classic_target_strings_parse():
+    assert parse_target_string("llvm -mtriple=aarch64-linux-gnu -mattr=+neon,+dotprod") == {
+        "kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}
+    tgt, _ = resolve_target("llvm -mcpu=haswell -num-cores=4")
+    assert str(tgt.attrs["mcpu"]) == "haswell" and int(tgt.attrs["num-cores"]) == 4
+    with pytest.raises(ValueError, match="-key=value"):
+        parse_target_string("llvm -mcpu")
+    with pytest.raises(ValueError, match="num-cores"):
+        parse_target_string("llvm -num-cores=zero")
