@@ -1,0 +1,197 @@
+"""Random CNNs from a seed, for robustness tests of import -> annotate -> build -> run.
+
+``random_cnn(seed)`` draws a small network mixing what real CNNs contain: odd channel counts,
+kernels 1/3/5/7, strides, dilation, grouped and depthwise convs, residual adds, channel concat,
+max/avg/adaptive pooling, the usual activations, non-square inputs and batch sizes 1/3/7. The
+same seed always gives the same network, weights and input, so a failure is reproducible from
+its seed alone (``python scripts/fuzz_models.py --seeds 17``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "hardsigmoid": nn.Hardsigmoid,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "leaky_relu": lambda: nn.LeakyReLU(0.1),
+    "none": nn.Identity,
+}
+BATCHES = (1, 3, 7)
+
+
+@dataclass
+class CnnCase:
+    """A drawn network with its input and a one-line description of its layers."""
+
+    seed: int
+    model: nn.Module
+    x: np.ndarray
+    layers: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        n, c, h, w = self.x.shape
+        return f"seed {self.seed}: input {n}x{c}x{h}x{w}; " + ", ".join(self.layers)
+
+
+class _Residual(nn.Module):
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class _Concat(nn.Module):
+    def __init__(self, a: nn.Module, b: nn.Module):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+class _Net(nn.Module):
+    def __init__(self, features: nn.Sequential, head: nn.Module):
+        super().__init__()
+        self.features, self.head = features, head
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class _Drawer:
+    """Draws layers while tracking the feature map's channels and size."""
+
+    def __init__(self, rng: np.random.Generator, c: int, h: int, w: int):
+        self.rng, self.c, self.h, self.w = rng, c, h, w
+        self.names: list[str] = []
+
+    def pick(self, options):
+        return options[int(self.rng.integers(len(options)))]
+
+    def _act(self) -> nn.Module:
+        name = self.pick(list(ACTIVATIONS))
+        self.names.append(name)
+        return ACTIVATIONS[name]()
+
+    def conv(self, out: int | None = None, keep_size: bool = False) -> nn.Sequential:
+        c = self.c
+        k = self.pick([1, 3, 3, 5, 7])
+        dil = self.pick([1, 1, 2]) if k == 3 else 1
+        stride = 1 if keep_size else self.pick([1, 1, 2])
+        if min(self.h, self.w) < (k - 1) * dil + 1:
+            k, dil = 1, 1
+        if out is None:
+            out = self.pick([3, 5, 7, 8, 12, 17, 24])
+        groups = 1
+        kind = self.pick(["regular", "regular", "depthwise", "grouped"])
+        if kind == "depthwise":
+            out, groups = c, c
+        elif kind == "grouped":
+            common = [g for g in (2, 3, 4) if c % g == 0 and out % g == 0]
+            groups = self.pick(common) if common else 1
+        pad = (k - 1) // 2 * dil
+        layers: list[nn.Module] = [nn.Conv2d(c, out, k, stride, pad, dilation=dil,
+                                             groups=groups, bias=bool(self.rng.integers(2)))]
+        desc = f"conv{k}x{k}/s{stride}/d{dil}/g{groups} {c}->{out}"
+        if self.rng.random() < 0.6:
+            layers.append(nn.BatchNorm2d(out))
+            desc += "+bn"
+        self.names.append(desc)
+        layers.append(self._act())
+        self.c = out
+        self.h = (self.h + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        self.w = (self.w + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        return nn.Sequential(*layers)
+
+    def residual(self) -> nn.Module:
+        self.names.append("residual[")
+        body = nn.Sequential(self.conv(out=self.c, keep_size=True),
+                             self.conv(out=self.c, keep_size=True))
+        self.names.append("]")
+        return _Residual(body)
+
+    def concat(self) -> nn.Module:
+        c, h, w = self.c, self.h, self.w
+        self.names.append("concat[")
+        a = self.conv(keep_size=True)
+        ca = self.c
+        self.c, self.h, self.w = c, h, w
+        b = self.conv(keep_size=True)
+        self.names.append("]")
+        self.c = ca + self.c
+        return _Concat(a, b)
+
+    def pool(self) -> nn.Module:
+        kind = self.pick(["max", "avg", "adaptive_avg", "adaptive_max"])
+        if kind.startswith("adaptive"):
+            oh, ow = max(1, self.h // 2), max(1, self.w // 2)
+            self.names.append(f"{kind}pool->{oh}x{ow}")
+            self.h, self.w = oh, ow
+            cls = nn.AdaptiveAvgPool2d if kind == "adaptive_avg" else nn.AdaptiveMaxPool2d
+            return cls((oh, ow))
+        if min(self.h, self.w) < 2:
+            return nn.Identity()
+        self.names.append(f"{kind}pool2")
+        self.h, self.w = self.h // 2, self.w // 2
+        return (nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(2)
+
+    def head(self, classes: int) -> nn.Module:
+        if self.rng.random() < 0.5:
+            self.names.append(f"gap+linear {self.c}->{classes}")
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(self.c, classes))
+        feat = self.c * self.h * self.w
+        self.names.append(f"flatten+linear {feat}->{classes}")
+        return nn.Sequential(nn.Flatten(), nn.Linear(feat, classes))
+
+
+def _set_bn_statistics(model: nn.Module, rng: np.random.Generator) -> None:
+    """O(1) batch-norm statistics, so folding changes the weights and eval mode is not trivial."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
+                m.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
+                m.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
+                m.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
+
+
+def random_cnn(seed: int, max_blocks: int = 4) -> CnnCase:
+    """Draw network ``seed``: 1 to ``max_blocks`` blocks after a stem, then a classifier."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.choice([1, 3, 4]))
+    h, w = int(rng.integers(9, 25)), int(rng.integers(9, 25))
+    d = _Drawer(rng, c, h, w)
+    blocks = [d.conv()]
+    for _ in range(int(rng.integers(1, max_blocks + 1))):
+        kind = d.pick(["conv", "residual", "concat", "pool"])
+        blocks.append(getattr(d, kind)())
+    classes = int(rng.integers(2, 12))
+    torch.manual_seed(seed)
+    model = _Net(nn.Sequential(*blocks), d.head(classes))
+    _set_bn_statistics(model, rng)
+    model.eval()
+    n = int(rng.choice(BATCHES))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    return CnnCase(seed=seed, model=model, x=x, layers=d.names)
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """``||out - ref|| / ||ref||`` over the whole output (0 when both are zero)."""
+    den = float(np.linalg.norm(ref))
+    num = float(np.linalg.norm(np.asarray(out, np.float64) - ref))
+    return num / den if den else num
