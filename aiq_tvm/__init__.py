@@ -22,7 +22,9 @@ import sys
 os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from .calibrate import Calibration
+from .config import BuildConfig
 from .cost import CostModel, LayerCost
+from .objectives import OBJECTIVES
 from .plan import Plan
 from .schemes import PRECISIONS, PrecisionScheme, get_precision
 from .search import SEARCH_METHODS, SearchResult, run_search
@@ -38,10 +40,12 @@ _LAZY = {
     "Report": ("report", "Report"),
 }
 _LAZY_MODULES = ("passes", "targets", "pipeline", "api", "frontend", "analysis", "datasets",
-                 "models", "report", "quant")
+                 "models", "report", "quant", "phases", "profiling", "compiler", "runtime",
+                 "result")
 
 __all__ = [
     "build",
+    "BuildConfig",
     "BuildResult",
     "from_torch",
     "specialize_batch",
@@ -54,6 +58,7 @@ __all__ = [
     "PrecisionScheme",
     "get_precision",
     "SEARCH_METHODS",
+    "OBJECTIVES",
     "SearchResult",
     "run_search",
     "aiq_pipeline",

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .batching import padded_batches
+from .checks import check_choice, check_percentile
 from .quant import ActQParams
 
 __all__ = ["Calibration", "CALIBRATION_METHODS", "RangeCollector", "calibrate"]
@@ -53,11 +55,8 @@ class Calibration:
     num_samples: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in CALIBRATION_METHODS:
-            raise ValueError(f"unknown calibration method {self.method!r}; valid: "
-                             f"{', '.join(CALIBRATION_METHODS)}")
-        if not 50.0 < float(self.percentile) <= 100.0:
-            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+        check_choice("calibration method", self.method, CALIBRATION_METHODS)
+        self.percentile = check_percentile(self.percentile)
         clean = {}
         for name, rng in dict(self.ranges).items():
             lo, hi = (float(v) for v in rng)
@@ -123,10 +122,7 @@ class RangeCollector:
 
     def __init__(self, names, method="percentile", percentile=99.99, per_update=1 << 18,
                  seed=0):
-        if method not in CALIBRATION_METHODS:
-            raise ValueError(
-                f"unknown calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}"
-            )
+        check_choice("calibration method", method, CALIBRATION_METHODS)
         self.names = list(names)
         self.method = method
         self.percentile = float(percentile)
@@ -192,13 +188,7 @@ def calibrate(
     n_batches = -(-len(data) // batch_size)
     col = RangeCollector(names, method, percentile, per_update=max_samples // n_batches,
                          seed=seed)
-    for start in range(0, len(data), batch_size):
-        chunk = data[start:start + batch_size]
-        real = len(chunk)
-        if real < batch_size:
-            pad = np.zeros((batch_size - real,) + chunk.shape[1:], chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        outs = run(np.ascontiguousarray(chunk, dtype=np.float32))
-        col.update(o[:real] for o in outs)
+    for chunk, real in padded_batches(np.asarray(data, np.float32), batch_size):
+        col.update(o[:real] for o in run(chunk))
     return Calibration(col.ranges(), method=method, percentile=percentile,
                        num_samples=len(data))

@@ -28,6 +28,7 @@ from .passes import (
     QuantizeAnnotated,
     ScheduleGlue,
 )
+from .targets import current_target
 
 __all__ = [
     "quantize_passes",
@@ -48,13 +49,15 @@ def bind_params(params: Mapping[str, np.ndarray] | None) -> list:
 
 
 def quantize_passes(target, plan="fp32", calibration=None, params=None, database=None,
-                    tune_trials: int = 0) -> list:
+                    tune_trials: int = 0, numerics_target=None) -> list:
+    """Annotate, bind, fold and lower the layers; ``numerics_target`` (default ``target``) is
+    the target whose integer arithmetic the kernels reproduce."""
     return [
         AnnotatePrecision(plan),
         *bind_params(params),
         relax.transform.FoldConstant(),
         QuantizeAnnotated(calibration, target=target, database=database,
-                          tune_trials=tune_trials),
+                          tune_trials=tune_trials, numerics_target=numerics_target),
         CancelTransposes(),
     ]
 
@@ -96,11 +99,7 @@ def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None, databa
 
     @tvm.transform.module_pass(opt_level=0, name="AIQPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        from .targets import resolve_target
-
-        tgt = resolve_target(target)[0] if target is not None else tvm.target.Target.current()
-        if tgt is None:
-            raise ValueError("the aiq pipeline needs a target (tvm.compile provides one)")
+        tgt = current_target(target)
         with tgt:
             seq = tvm.transform.Sequential(
                 quantize_passes(tgt, plan, calibration, params, database, tune_trials)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .schemes import get_precision
 
-__all__ = ["Plan", "PLAN_FORMAT", "PLAN_VERSION"]
+__all__ = ["Plan", "as_plan", "PLAN_FORMAT", "PLAN_VERSION"]
 
 PLAN_FORMAT = "aiq_tvm.plan"
 PLAN_VERSION = 1
@@ -165,3 +165,16 @@ class Plan:
         if not isinstance(other, Plan):
             return NotImplemented
         return self.layers == other.layers and self.default == other.default
+
+
+def as_plan(plan) -> Plan:
+    """A :class:`Plan` from a Plan, a precision name (every layer) or a dict of plan rules."""
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, str):
+        return Plan.uniform(plan)
+    if isinstance(plan, Mapping):
+        return Plan(dict(plan))
+    raise ValueError(
+        f"plan must be an aiq_tvm.Plan, a precision name or a dict, got {type(plan).__name__}"
+    )

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from .cost import CostModel
 
-__all__ = ["LayerRow", "Report", "make_report"]
+__all__ = ["LayerRow", "Report", "make_report", "plan_fallbacks"]
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     accuracy_fp32: float | None = None
     accuracy: float | None = None
+    run_target: str = ""  # where accuracy runs executed ("" or == target: the deploy target)
 
     @property
     def ai_fp32(self) -> float:
@@ -112,6 +113,9 @@ class Report:
         head = (f"AIQ report for target {self.target} (roofline preset {self.preset}: "
                 f"{self.preset_source})\nmodel AI fp32 {self.ai_fp32:.2f} -> plan {self.ai:.2f} "
                 f"FLOP/B (x{self.ai_gain:.2f}){acc}")
+        if self.run_target and self.run_target != self.target:
+            head += (f"\naccuracy runs on the host target {self.run_target} with the deploy "
+                     "target's numerics (this machine cannot execute the deploy target)")
         notes = "".join(f"\nnote: {n}" for n in self.notes)
         return f"{head}{notes}\n{self.table()}"
 
@@ -121,6 +125,12 @@ def _sum_measured(rows) -> str:
     return f"{sum(vals):.2f}" if vals else ""
 
 
+def plan_fallbacks(cost: CostModel, assignment: Mapping[str, str]) -> dict[str, str]:
+    """Layers the plan asked for a low precision that have no AIQ kernel (they stay fp32)."""
+    return {n: assignment[n] for n in cost.names
+            if not cost[n].supported and assignment.get(n, "fp32") != "fp32"}
+
+
 def make_report(
     cost: CostModel,
     assignment: Mapping[str, str],
@@ -128,12 +138,17 @@ def make_report(
     target: str,
     fallbacks: Mapping[str, str] | None = None,
     measured_us: Mapping[str, float] | None = None,
+    run_target: str = "",
 ) -> Report:
     """Assemble the report of a plan.
 
     ``fallbacks`` maps layers the plan asked for a low precision but that stay fp32 (no
-    kernel) to the precision asked; ``measured_us`` maps layer names to measured kernel time.
+    kernel) to the precision asked (default: :func:`plan_fallbacks`); ``measured_us`` maps
+    layer names to measured kernel time; ``run_target`` names the target accuracy runs
+    executed on when it is not ``target``.
     """
+    if fallbacks is None:
+        fallbacks = plan_fallbacks(cost, assignment)
     full = cost.full_assignment({k: v for k, v in assignment.items() if k in cost.names})
     fp32 = {n: "fp32" for n in cost.names}
     rows = []
@@ -163,5 +178,5 @@ def make_report(
     return Report(
         rows=rows, target=target, preset=preset.name, preset_source=preset.source,
         total_flops=cost.total_flops(), bytes_fp32=cost.total_bytes(fp32),
-        bytes=cost.total_bytes(full), notes=notes,
+        bytes=cost.total_bytes(full), notes=notes, run_target=run_target or target,
     )

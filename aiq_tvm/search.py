@@ -43,6 +43,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .checks import check_choice, check_lam, check_non_negative_number, check_positive_int
+
 __all__ = [
     "aiq_loss",
     "Evaluation",
@@ -143,8 +145,7 @@ class Objective:
         accuracy_fn: Callable[[Mapping[str, str]], float],
         lam: float,
     ) -> None:
-        if not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lambda must be a number in [0, 1], got {lam!r}")
+        lam = check_lam(lam)
         if not layers:
             raise ValueError("nothing to search: the model has no quantizable layers")
         missing = [n for n in layers if n not in choices]
@@ -230,8 +231,7 @@ def coordinate_descent(
     obj: Objective, init: Mapping[str, str] | None = None, max_sweeps: int = 3
 ) -> Evaluation:
     """Sweeps in program order until nothing changes (see the module docstring)."""
-    if max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
+    check_positive_int("max_sweeps", max_sweeps)
     current = {n: "fp32" for n in obj.layers}
     if init:
         current.update({n: p for n, p in init.items() if n in current})
@@ -248,8 +248,7 @@ def coordinate_descent(
 
 def budget(obj: Objective, budget_pp: float = 1.0, max_sweeps: int = 2) -> Evaluation:
     """Highest AI with an accuracy drop of at most ``budget_pp`` (see the module docstring)."""
-    if budget_pp < 0:
-        raise ValueError(f"accuracy budget must be >= 0 pp, got {budget_pp}")
+    check_non_negative_number("accuracy budget budget_pp", budget_pp, " pp")
     current = {n: "fp32" for n in obj.layers}
     order = obj.gain_order()
     for _ in range(max_sweeps):
@@ -293,10 +292,7 @@ def run_search(
         For an unknown method (the message lists the valid ones), lambda outside [0, 1],
         a negative budget or an empty layer list.
     """
-    if method not in SEARCH_METHODS:
-        raise ValueError(
-            f"unknown search method {method!r}; valid methods: {', '.join(SEARCH_METHODS)}"
-        )
+    check_choice("search", method, SEARCH_METHODS)
     t0 = time.perf_counter()
     obj = Objective(layers, choices, ai_fn, accuracy_fn, lam)
     kwargs = {} if max_sweeps is None or method == "greedy" else {"max_sweeps": max_sweeps}

@@ -17,7 +17,7 @@ from .cancel_transposes import CancelTransposes
 from .expose_layer_inputs import ExposeLayerInputs
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
-from .select_precision_at_runtime import SelectPrecisionAtRuntime
+from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
 
 __all__ = [
     "AnnotatePrecision",
@@ -28,4 +28,6 @@ __all__ = [
     "ScheduleGlue",
     "layer_table",
     "layer_consumers",
+    "select_vector",
+    "SELECT_PARAM",
 ]

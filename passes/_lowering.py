@@ -108,6 +108,7 @@ def emit_layer(
     out_qparams: ActQParams | None = None,
     database=None,
     tune_trials: int = 0,
+    numerics_target: tvm.target.Target | None = None,
 ):
     """Emit the kernels of one layer at ``precision``; return the NCHW / [N, O] result.
 
@@ -116,10 +117,10 @@ def emit_layer(
     A uint8 ``data`` is taken as already quantized with this layer's ``qparams``.
     ``database`` / ``tune_trials``: meta-schedule records to reuse, and trials to tune kernels
     the database does not know yet (see :mod:`aiq_tvm.targets.x86.tune`).
+    ``numerics_target``: the target whose integer arithmetic the kernels reproduce bit for bit
+    (default: ``target``, the one the code is built for); a cross build runs its accuracy
+    checks on the host with the deploy target's numerics.
     """
-    tuning = {"database": database, "tune_trials": tune_trials} if database is not None else {}
-    from aiq_tvm.targets import x86
-
     scheme = get_precision(precision)
     pre_quantized = str(data.ty.dtype) == "uint8"
     if pre_quantized and not scheme.quantizes_activations:
@@ -129,40 +130,54 @@ def emit_layer(
             f"layer {name!r} runs {precision} but has no activation range; calibrate first "
             "(aiq_tvm.calibrate or QuantizeAnnotated(calibration=...))"
         )
-    act = kernel_act(info.activation)
+    opts = dict(act=kernel_act(info.activation), act_qparams=qparams, target=target,
+                **_out(out_qparams))
+    if database is not None:
+        opts.update(database=database, tune_trials=tune_trials)
+    if numerics_target is not None:
+        opts["numerics_target"] = numerics_target
+    quantize = None
+    if scheme.quantizes_activations and not pre_quantized:
+        quantize = qparams
     base = name.replace(".", "_").replace(":", "_")
-    shape = tuple(int(d) for d in info.in_shape)
-    if info.op == "dense":
-        n, k = shape
-        o = values.weight.shape[0]
-        spec = x86.DenseSpec(N=n, K=k, O=o)
-        x = data
-        if scheme.quantizes_activations and not pre_quantized:
-            qf = x86.quantize_kernel((n, k), qparams, target=target)
-            x = bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
-                                       out_ty=relax.TensorType((n, k), "uint8")))
-        kernel = x86.dense_kernel(
-            spec, precision, values.weight, values.bias, act=act,
-            act_qparams=qparams, target=target, **_out(out_qparams), **tuning,
-        )
-        return _call_kernel(bb, kernel, [x], f"{base}_{precision}")
+    emit = _emit_dense if info.op == "dense" else _emit_conv
+    return emit(bb, info, values, data, precision, quantize, residual, base, opts)
 
-    n, c, h, w = shape
-    o = values.weight.shape[0]
+
+def _emit_quantize(bb, x, qparams, target, base: str):
+    """uint8 quantize kernel on ``x`` (any layout) with the layer's input range."""
+    from aiq_tvm.targets import x86
+
+    shape = tuple(int(d) for d in x.ty.shape)
+    qf = x86.quantize_kernel(shape, qparams, target=target)
+    return bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
+                                  out_ty=relax.TensorType(shape, "uint8")))
+
+
+def _emit_dense(bb, info, values, data, precision, quantize, residual, base, opts):
+    from aiq_tvm.targets import x86
+
+    n, k = (int(d) for d in info.in_shape)
+    spec = x86.DenseSpec(N=n, K=k, O=values.weight.shape[0])
+    x = data if quantize is None else _emit_quantize(bb, data, quantize, opts["target"], base)
+    kernel = x86.dense_kernel(spec, precision, values.weight, values.bias, **opts)
+    return _call_kernel(bb, kernel, [x], f"{base}_{precision}")
+
+
+def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts):
+    from aiq_tvm.targets import x86
+
+    n, c, h, w = (int(d) for d in info.in_shape)
     spec = x86.ConvSpec(
-        N=n, H=h, W=w, C=c, O=o, KH=values.weight.shape[2], KW=values.weight.shape[3],
-        stride=info.strides, padding=info.padding, groups=info.groups,
+        N=n, H=h, W=w, C=c, O=values.weight.shape[0], KH=values.weight.shape[2],
+        KW=values.weight.shape[3], stride=info.strides, padding=info.padding,
+        groups=info.groups,
     )
     x = bb.emit(relax.op.permute_dims(data, NCHW_TO_NHWC))
-    if scheme.quantizes_activations and not pre_quantized:
-        qf = x86.quantize_kernel((n, h, w, c), qparams, target=target)
-        x = bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
-                                   out_ty=relax.TensorType((n, h, w, c), "uint8")))
-    kernel = x86.conv2d_kernel(
-        spec, precision, values.weight, values.bias, act=act,
-        act_qparams=qparams, residual=residual is not None, target=target,
-        **_out(out_qparams), **tuning,
-    )
+    if quantize is not None:
+        x = _emit_quantize(bb, x, quantize, opts["target"], base)
+    kernel = x86.conv2d_kernel(spec, precision, values.weight, values.bias,
+                               residual=residual is not None, **opts)
     extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
     y = _call_kernel(bb, kernel, [x, *extra], f"{base}_{precision}")
     return bb.emit(relax.op.permute_dims(y, NHWC_TO_NCHW))

@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
 
-from aiq_tvm.plan import Plan
+from aiq_tvm.plan import Plan, as_plan
 
 from ._layers import (
     LAYER_OPS,
@@ -37,18 +37,6 @@ from ._layers import (
 )
 
 __all__ = ["AnnotatePrecision", "layer_table", "layer_consumers"]
-
-
-def _as_plan(plan) -> Plan:
-    if isinstance(plan, Plan):
-        return plan
-    if isinstance(plan, str):
-        return Plan.uniform(plan)
-    if isinstance(plan, Mapping):
-        return Plan(dict(plan))
-    raise ValueError(
-        f"plan must be an aiq_tvm.Plan, a precision name or a dict, got {type(plan).__name__}"
-    )
 
 
 @visitor
@@ -230,7 +218,7 @@ class AnnotatePrecision:
     """
 
     def __init__(self, plan: Plan | str | Mapping = "fp32", func_name: str = "main"):
-        self.plan = _as_plan(plan)
+        self.plan = as_plan(plan)
         self.func_name = func_name
         self._static_ref: list = [set()]
         self._patterns = layer_patterns(self._static_ref)

@@ -13,33 +13,21 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from aiq_tvm.checks import check_non_negative_int
 from aiq_tvm.schemes import get_precision
+from aiq_tvm.targets import current_target
 
 from ._layers import is_layer_function, parse_layer
 from ._lowering import emit_layer, layer_values
 from .annotate_precision import layer_consumers, layer_table
 
-__all__ = ["QuantizeAnnotated", "current_target"]
-
-
-def current_target(target=None) -> tvm.target.Target:
-    """The explicit target, else the one ``tvm.compile`` put in scope."""
-    if target is not None:
-        from aiq_tvm.targets import resolve_target
-
-        return resolve_target(target)[0]
-    cur = tvm.target.Target.current(allow_none=True)
-    if cur is None:
-        raise ValueError(
-            "no target: pass target= to the pass or run it inside tvm.compile / `with target:`"
-        )
-    return cur
+__all__ = ["QuantizeAnnotated"]
 
 
 @mutator
 class _Quantizer(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function, calibration, target,
-                 requant: dict, tuning: dict):
+                 requant: dict, tuning: dict, numerics_target):
         super().__init__(mod)
         self.mod_ = mod
         self.var2val = dict(relax.analysis.get_var2val(func))
@@ -47,6 +35,7 @@ class _Quantizer(PyExprMutator):
         self.target = target
         self.requant = requant  # producer layer -> its consumers' input qparams
         self.tuning = tuning
+        self.numerics_target = numerics_target
         self.lowered: list[str] = []
 
     def visit_call_(self, call):
@@ -68,6 +57,7 @@ class _Quantizer(PyExprMutator):
         return emit_layer(
             self.builder_, info, values, args[info.data], precision, qp, self.target, name,
             residual, self.requant.get(name), **self.tuning,
+            numerics_target=self.numerics_target,
         )
 
 
@@ -93,18 +83,23 @@ class QuantizeAnnotated:
     tune_trials : int
         With ``database``, meta-schedule trials (XGBoost cost model, over our schedule
         templates) for kernels the database has no record of; 0 reuses records only.
+    numerics_target : str, dict or tvm.target.Target, optional
+        The target whose integer arithmetic the kernels reproduce (default: the target the
+        code is built for).  A cross build checks accuracy on the host with the numerics of
+        the deploy target.
     """
 
     def __init__(self, calibration=None, target=None, func_name: str = "main",
-                 requant: bool = True, database=None, tune_trials: int = 0):
+                 requant: bool = True, database=None, tune_trials: int = 0,
+                 numerics_target=None):
+        check_non_negative_int("tune_trials", tune_trials)
         if tune_trials and database is None:
             raise ValueError("tune_trials needs a database to store the tuning records in")
-        if not isinstance(tune_trials, int) or tune_trials < 0:
-            raise ValueError(f"tune_trials must be a non-negative int, got {tune_trials!r}")
         self.calibration = calibration
         self.target = target
         self.func_name = func_name
         self.requant = requant
+        self.numerics_target = numerics_target
         self.tuning = {} if database is None else {"database": database,
                                                    "tune_trials": tune_trials}
 
@@ -128,10 +123,11 @@ class QuantizeAnnotated:
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = current_target(self.target)
+        numerics = None if self.numerics_target is None else current_target(self.numerics_target)
         gv = mod.get_global_var(self.func_name)
         func = mod[gv]
         rewriter = _Quantizer(mod, func, self.calibration, target, self._requant_plan(mod),
-                              self.tuning)
+                              self.tuning, numerics)
         new_func = rewriter.visit_expr(func)
         rewriter.builder_.update_func(gv, new_func)
         out = rewriter.builder_.get()

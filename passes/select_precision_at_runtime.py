@@ -19,25 +19,27 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from aiq_tvm.schemes import get_precision
+from aiq_tvm.targets import current_target
 
 from ._layers import is_layer_function, parse_layer
 from ._lowering import emit_layer, layer_values
-from .quantize_annotated import current_target
 
-__all__ = ["SelectPrecisionAtRuntime", "SELECT_PARAM"]
+__all__ = ["SelectPrecisionAtRuntime", "SELECT_PARAM", "select_vector"]
 
 SELECT_PARAM = "aiq_select"
 
 
 @mutator
 class _Switcher(PyExprMutator):
-    def __init__(self, mod, func, choices, calibration, target, select_var, index):
+    def __init__(self, mod, func, choices, calibration, target, select_var, index,
+                 numerics_target=None):
         super().__init__(mod)
         self.mod_ = mod
         self.var2val = dict(relax.analysis.get_var2val(func))
         self.choices = choices
         self.calibration = calibration
         self.target = target
+        self.numerics_target = numerics_target
         self.select = select_var
         self.index = index
         self.residual = None
@@ -46,7 +48,7 @@ class _Switcher(PyExprMutator):
         bb = self.builder_
         bb._begin_binding_block()
         out = emit_layer(bb, info, values, data, precision, qp, self.target, name,
-                         self.residual)
+                         self.residual, numerics_target=self.numerics_target)
         block = bb._end_block()
         return relax.SeqExpr([block], out)
 
@@ -107,16 +109,19 @@ class SelectPrecisionAtRuntime:
         Required when a candidate uses 8-bit activations.
     target : optional
         Defaults to the target in scope.
+    numerics_target : optional
+        The target whose integer arithmetic the kernels reproduce (default: ``target``).
     """
 
     def __init__(self, choices: Mapping[str, Sequence[str]], calibration=None, target=None,
-                 func_name: str = "main"):
+                 func_name: str = "main", numerics_target=None):
         self.choices = {k: [get_precision(p).name for p in v] for k, v in choices.items()}
         for k, v in self.choices.items():
             if not v:
                 raise ValueError(f"layer {k!r} has no candidate precisions")
         self.calibration = calibration
         self.target = target
+        self.numerics_target = numerics_target
         self.func_name = func_name
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -139,7 +144,9 @@ class SelectPrecisionAtRuntime:
         num_input = int(func.attrs["num_input"]) if "num_input" in func.attrs else len(
             new_params)
         new_params.insert(num_input, select)
-        rewriter = _Switcher(mod, func, self.choices, self.calibration, target, select, index)
+        numerics = None if self.numerics_target is None else current_target(self.numerics_target)
+        rewriter = _Switcher(mod, func, self.choices, self.calibration, target, select, index,
+                             numerics)
         body = rewriter.visit_expr(func.body)
         attrs = dict(func.attrs)
         if "num_input" in attrs:

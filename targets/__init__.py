@@ -19,6 +19,7 @@ __all__ = [
     "get_preset",
     "preset_names",
     "resolve_target",
+    "current_target",
     "host_target",
     "host_preset",
 ]
@@ -164,3 +165,24 @@ def resolve_target(target) -> tuple:
         if p.target.get("mcpu") == mcpu:
             return tgt, p
     return tgt, host_preset()
+
+
+def current_target(target=None):
+    """The ``tvm.target.Target`` a pass compiles for: ``target`` resolved like
+    :func:`resolve_target`, else the target ``tvm.compile`` (or ``with target:``) put in scope.
+
+    Raises
+    ------
+    ValueError
+        When neither is given.
+    """
+    import tvm
+
+    if target is not None:
+        return resolve_target(target)[0]
+    cur = tvm.target.Target.current(allow_none=True)
+    if cur is None:
+        raise ValueError(
+            "no target: pass target= to the pass or run it inside tvm.compile / `with target:`"
+        )
+    return cur

@@ -12,6 +12,7 @@ import aiq_tvm
 from aiq_tvm import Plan
 from aiq_tvm.frontend import specialize_batch
 from aiq_tvm.pipeline import bind_params
+from aiq_tvm.profiling import measured_report
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_measured_report_times_every_layer_kernel(tiny_setup):
     mod, params, x, _, _ = tiny_setup
     res = aiq_tvm.build(mod, params=params, plan={"stem": "int8", "dw": "w8", "head": "int4"},
                         calib_data=x[:16], batch_size=2)
-    rep = res.measured_report(repeat=3)
+    rep = measured_report(res, repeat=3)
     measured = {r.name: r.measured_us for r in rep.rows}
     assert all(measured[n] is not None and measured[n] > 0 for n in ("stem", "dw", "head"))
     assert measured["grouped"] is None  # TVM's own conv: counted with the other kernels
@@ -215,3 +216,23 @@ def test_speed_objectives_drive_the_search(tiny_setup, objective):
     assert res.plan.metadata["objective"] == objective
     if objective == "measured":
         assert res.timings["layer_timing_s"] > 0
+
+
+def _cross_x86_target():
+    from isa import ZNVER4, runnable
+
+    return None if runnable(ZNVER4) else ZNVER4
+
+
+@pytest.mark.skipif(_cross_x86_target() is None,
+                    reason="this host runs AVX-512 code: no x86 target it cannot execute")
+def test_cross_target_build_runs_on_the_host_target_and_refuses_to_time():
+    res = aiq_tvm.build(UserModule, _cross_x86_target(), plan="fp32", batch_size=2)
+    assert res.cross and res.run_target is not res.target
+    assert res.report.run_target == str(res.run_target) != res.report.target
+    assert "accuracy runs on the host target" in str(res.report)
+    with pytest.raises(RuntimeError, match=r"cannot benchmark the build: .*lacks .*avx512.*"
+                       r"export_library\(path, cc=...\)"):
+        res.benchmark(2)
+    with pytest.raises(RuntimeError, match="cannot profile the build's kernels"):
+        measured_report(res)

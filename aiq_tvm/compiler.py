@@ -1,0 +1,64 @@
+"""Compiling an annotated module: for one plan, or with every candidate behind a switch.
+
+``target`` is the target the code is built for; ``numerics_target`` (default ``target``) the
+one whose integer arithmetic the kernels reproduce (a cross build's accuracy runs compile for
+the host with the deploy target's numerics, see :mod:`aiq_tvm.runtime`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tvm
+from tvm import relax
+
+from . import pipeline as P
+from .calibrate import Calibration
+from .frontend import specialize_batch
+from .passes import AnnotatePrecision, CancelTransposes, SelectPrecisionAtRuntime
+from .plan import Plan
+
+__all__ = ["prepare", "compile_module", "compile_plan", "compile_switchable"]
+
+
+def prepare(mod: tvm.IRModule) -> tvm.IRModule:
+    """Annotate every layer fp32 (names, partitioning) without binding anything."""
+    if not isinstance(mod, tvm.IRModule):
+        raise ValueError(f"build expects a tvm.IRModule, got {type(mod).__name__}")
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    if "main" not in names:
+        raise ValueError(f"the module has no 'main' function (functions: {names})")
+    return AnnotatePrecision("fp32")(mod)
+
+
+def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool = True
+                   ) -> relax.VMExecutable:
+    """``passes`` then TVM's CPU legalization, our glue schedules and TVM's lowering."""
+    seq = tvm.transform.Sequential(
+        passes + P.legalize_passes(target) + P.schedule_passes(target)
+        + P.lower_passes(target, static_memory)
+    )
+    return tvm.compile(mod, target, relax_pipeline=seq)
+
+
+def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibration | None,
+                 params, target, batch_size: int, database=None, tune_trials: int = 0,
+                 numerics_target=None) -> relax.VMExecutable:
+    """Compile an annotated module for one plan and batch size."""
+    mod = specialize_batch(annotated, batch_size)
+    return compile_module(mod, target, P.quantize_passes(
+        target, plan, calibration, params, database, tune_trials, numerics_target))
+
+
+def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration | None,
+                       choices: Mapping[str, Sequence[str]], target, batch_size: int,
+                       numerics_target=None) -> relax.VMExecutable:
+    """Every candidate precision of every layer in one executable, chosen per layer at run
+    time by ``main``'s ``aiq_select`` input (see :class:`SelectPrecisionAtRuntime`)."""
+    mod = specialize_batch(annotated, batch_size)
+    passes = [*P.bind_params(params), relax.transform.FoldConstant(),
+              SelectPrecisionAtRuntime(choices, calibration, target=target,
+                                       numerics_target=numerics_target),
+              CancelTransposes()]
+    # R.If branches: TVM 0.27's static memory planning corrupts them (see lower_passes).
+    return compile_module(mod, target, passes, static_memory=False)

@@ -1,0 +1,146 @@
+"""``BuildConfig``: every setting of :func:`aiq_tvm.build`, checked once in ``__post_init__``.
+
+Pure Python.  Checks that need the model (data shapes, parameter names, the static batch)
+happen when the build resolves it (:func:`aiq_tvm.phases.resolve`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .calibrate import CALIBRATION_METHODS, Calibration
+from .checks import (
+    check_choice,
+    check_lam,
+    check_non_negative_number,
+    check_optional_positive_int,
+    check_percentile,
+    check_positive_int,
+)
+from .objectives import OBJECTIVES
+from .plan import Plan, as_plan
+from .schemes import PRECISIONS, get_precision
+from .search import SEARCH_METHODS
+
+__all__ = ["BuildConfig"]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Settings of one :func:`aiq_tvm.build`, checked and normalized on construction.
+
+    ``plan`` becomes a :class:`Plan` (None: search one), ``precisions`` a tuple of registered
+    names (all of them when None).
+
+    Parameters
+    ----------
+    target : str, dict or tvm.target.Target
+        ``"llvm"`` for this machine, a preset name, a TVM JSON target or a Target: the
+        *deploy* target.  When this machine cannot execute its code, calibration and the
+        accuracy runs use the host target with the deploy target's numerics
+        (``BuildResult.run_target``, ``report.run_target``).
+    plan : Plan, str or dict, optional
+        Use this plan instead of searching (a precision name means every layer).
+    lam : float
+        Weight of AI in the loss (see :mod:`aiq_tvm.search`), in [0, 1].
+    search : str
+        ``"greedy"``, ``"coordinate_descent"`` or ``"budget"``.
+    objective : str
+        What the loss rewards (:data:`aiq_tvm.objectives.OBJECTIVES`): ``"ai"``, the paper's
+        arithmetic intensity; ``"roofline"``, the speed-up the target preset's roofline
+        predicts (FP32 time / plan time; int8 compute peaks count, so it prefers integer
+        kernels over weight-only ones where the layer is compute-bound); or ``"measured"``,
+        the speed-up of the layer kernels as timed on this machine at ``batch_size`` (each
+        layer's kernel at each candidate precision, timed once in a uniform build of that
+        precision).
+    budget_pp : float
+        Accuracy budget in percentage points for ``search="budget"``.
+    precisions : sequence of str, optional
+        Candidate precisions per layer (default: all registered).
+    calibration : str or Calibration
+        ``"minmax"``, ``"percentile"``, or a ready :class:`Calibration`.
+    batch_size : int, optional
+        Batch size of the returned executable (more via :meth:`BuildResult.executable`);
+        default 1, or the module's batch when it is static.
+    eval_batch_size : int, optional
+        Batch size of the accuracy runs (search and validation); default 100, or the
+        module's batch when it is static.
+    tune : bool
+        Tune the layer kernels of the final build with meta-schedule (XGBoost cost model,
+        search space = our schedule templates), ``tune_trials`` trials per kernel the
+        database does not know yet, and store the records in ``database``.  The tuned and
+        the default build are both timed at ``batch_size`` and the faster one is kept
+        (``BuildResult.tuning`` has the figures).
+    database : str, optional
+        Meta-schedule JSON database directory.  Without ``tune``, its records are reused
+        (no tuning); kernels it lacks keep the default schedule.
+    tune_trials : int
+        Tuning trials per kernel (with ``tune``).
+    percentile : float
+        Upper percentile of ``calibration="percentile"``, in (50, 100].
+    max_sweeps : int, optional
+        Sweep limit of ``coordinate_descent`` / ``budget``.
+    seed : int
+        Seed of the calibration sample (recorded in the plan).
+    verbose : bool
+        Print each phase's progress with the elapsed time.
+    """
+
+    target: object = "llvm"
+    plan: Plan | str | Mapping | None = None
+    lam: float = 0.9
+    search: str = "greedy"
+    objective: str = "ai"
+    budget_pp: float = 1.0
+    precisions: Sequence[str] | None = None
+    calibration: str | Calibration = "percentile"
+    percentile: float = 99.99
+    batch_size: int | None = None
+    eval_batch_size: int | None = None
+    max_sweeps: int | None = None
+    seed: int = 0
+    tune: bool = False
+    database: str | None = None
+    tune_trials: int = 64
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = self._normalize
+        set_("lam", check_lam(self.lam))
+        check_choice("search", self.search, SEARCH_METHODS)
+        check_choice("objective", self.objective, OBJECTIVES)
+        set_("budget_pp", check_non_negative_number("budget_pp", self.budget_pp, " pp"))
+        cands = tuple(PRECISIONS if self.precisions is None else self.precisions)
+        for p in cands:
+            get_precision(p)
+        if not cands:
+            raise ValueError(f"precisions is empty; choose from {', '.join(PRECISIONS)}")
+        set_("precisions", cands)
+        if not isinstance(self.calibration, Calibration):
+            check_choice("calibration", self.calibration, CALIBRATION_METHODS,
+                         " or an aiq_tvm.Calibration")
+        set_("percentile", check_percentile(self.percentile))
+        check_optional_positive_int("batch_size", self.batch_size)
+        check_optional_positive_int("eval_batch_size", self.eval_batch_size)
+        check_optional_positive_int("max_sweeps", self.max_sweeps)
+        if self.tune and self.database is None:
+            raise ValueError("tune=True needs database='<directory>' to store tuning records in")
+        check_positive_int("tune_trials", self.tune_trials)
+        if self.plan is not None:
+            set_("plan", as_plan(self.plan))
+
+    def _normalize(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)  # frozen: store the checked, normalized value
+
+    @property
+    def searches(self) -> bool:
+        """True when the build searches a plan (no plan given)."""
+        return self.plan is None
+
+    def choices(self, layers: Sequence[str]) -> dict[str, list[str]]:
+        """Candidate precisions of every searchable layer (fp32 always among them)."""
+        cands = list(self.precisions)
+        if "fp32" not in cands:
+            cands.insert(0, "fp32")
+        return {n: cands for n in layers}

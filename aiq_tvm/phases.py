@@ -1,0 +1,285 @@
+"""The phases of :func:`aiq_tvm.build`: resolve, calibrate, search, finalize.
+
+Each phase is a function over a :class:`BuildContext` (what :func:`resolve` learned about the
+model, the targets and the data) so a caller can run, journal or resume them one at a time::
+
+    ctx = resolve(mod, params, calib_data, val_data, BuildConfig(...))
+    calibration = calibrate(ctx)
+    plan, searched = search(ctx, calibration) if ctx.config.searches else (ctx.config.plan, None)
+    result = finalize(ctx, plan, calibration, searched)
+
+Targets: ``ctx.target`` is the deploy target; ``ctx.run_target`` the one calibration and the
+accuracy runs execute on (the deploy target when this machine runs it, else the host target,
+with the deploy target's numerics: ``ctx.numerics_target``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import pipeline as P
+from .analysis import cost_model
+from .calibrate import Calibration
+from .calibrate import calibrate as measure_ranges
+from .compiler import compile_module, compile_plan, compile_switchable, prepare
+from .config import BuildConfig
+from .cost import CostModel
+from .frontend import batch_var, specialize_batch
+from .objectives import MeritInputs, get_objective
+from .passes import ExposeLayerInputs, select_vector
+from .plan import Plan
+from .profiling import uniform_layer_times
+from .report import make_report
+from .result import BuildResult
+from .runtime import accuracy, require_host_runnable, run_batches, run_target
+from .schemes import get_precision
+from .search import SearchResult, run_search
+from .targets import CpuPreset, resolve_target
+
+__all__ = ["BuildContext", "resolve", "calibrate", "search", "finalize"]
+
+
+@dataclass
+class BuildContext:
+    """What the phases share: the checked config, the annotated model, targets and data."""
+
+    config: BuildConfig
+    annotated: tvm.IRModule
+    params: Mapping | None
+    target: tvm.target.Target
+    run_target: tvm.target.Target
+    preset: CpuPreset
+    cost: CostModel
+    batch_size: int
+    eval_batch_size: int
+    calib_x: np.ndarray | None = None
+    val: tuple[np.ndarray, np.ndarray] | None = None
+    timings: dict = field(default_factory=dict)
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def numerics_target(self) -> tvm.target.Target | None:
+        """The deploy target when accuracy runs execute elsewhere (None: same target)."""
+        return None if self.run_target is self.target else self.target
+
+    def log(self, msg: str) -> None:
+        if self.config.verbose:
+            print(f"[aiq {time.perf_counter() - self.t_start:7.1f}s] {msg}", flush=True)
+
+    def result(self, plan: Plan, calibration: Calibration | None, report=None,
+               searched: SearchResult | None = None) -> BuildResult:
+        return BuildResult(
+            plan=plan, report=report, cost=self.cost, target=self.target, preset=self.preset,
+            calibration=calibration, search=searched, batch_size=self.batch_size,
+            annotated=self.annotated, params=self.params, timings=self.timings,
+            database=self.config.database, run_target=self.run_target)
+
+
+# ----------------------------------------------------------------------------- resolve
+def _check_data(name: str, data, input_shape: tuple, labels: bool):
+    if data is None:
+        return None
+    if labels:
+        if not (isinstance(data, (tuple, list)) and len(data) == 2):
+            raise ValueError(f"{name} must be a pair (x, y) of inputs and integer labels")
+        x, y = np.asarray(data[0], np.float32), np.asarray(data[1])
+        if len(x) == 0:
+            raise ValueError(f"{name} is empty; pass at least one validation sample")
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(
+                f"{name} labels must be integers of shape ({len(x)},), got {y.dtype} {y.shape}"
+            )
+    else:
+        x, y = np.asarray(data, np.float32), None
+        if x.ndim == 0 or len(x) == 0:
+            raise ValueError(f"{name} is empty; pass at least one calibration sample")
+    if tuple(x.shape[1:]) != input_shape:
+        raise ValueError(
+            f"{name} has samples of shape {tuple(x.shape[1:])}; the model takes {input_shape}"
+        )
+    return (x, y) if labels else x
+
+
+def _check_params(annotated: tvm.IRModule, params) -> None:
+    if params is None:
+        return
+    unknown = sorted(set(params) - {p.name for p in annotated["main"].params})
+    if unknown:
+        raise ValueError(f"params has names main does not take: {unknown[:5]}")
+
+
+def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
+            ) -> BuildContext:
+    """Check the model and data against the config; resolve targets, batch sizes and costs."""
+    target, preset = resolve_target(config.target)
+    annotated = prepare(mod)
+    main_input = annotated["main"].params[0].ty.shape
+    static = None if batch_var(annotated) is not None else int(main_input[0])
+    bs = config.batch_size or static or 1
+    eval_bs = config.eval_batch_size or static or 100
+    in_shape = tuple(int(d) for d in list(main_input)[1:])
+    calib_x = _check_data("calib_data", calib_data, in_shape, labels=False)
+    val = _check_data("val_data", val_data, in_shape, labels=True)
+    _check_params(annotated, params)
+    cost = cost_model(specialize_batch(annotated, bs), requant_fusion=True)
+    if not cost.searchable:
+        raise ValueError("the model has no quantizable conv2d/dense layers")
+    if config.searches and val is None:
+        raise ValueError("search needs val_data=(x_val, y_val); or pass plan=...")
+    if config.tune:
+        require_host_runnable(target, "tune kernels (tuning times candidates here)")
+    return BuildContext(config=config, annotated=annotated, params=params, target=target,
+                        run_target=run_target(target), preset=preset, cost=cost,
+                        batch_size=bs, eval_batch_size=eval_bs, calib_x=calib_x, val=val)
+
+
+# ----------------------------------------------------------------------------- calibrate
+def _needs_calibration(ctx: BuildContext) -> bool:
+    cfg = ctx.config
+    precisions = cfg.precisions if cfg.searches else cfg.plan.resolve(ctx.cost.names).values()
+    return any(get_precision(p).quantizes_activations for p in precisions)
+
+
+def calibrate(ctx: BuildContext) -> Calibration | None:
+    """Activation ranges when any layer may read 8-bit activations (else None)."""
+    cfg = ctx.config
+    if not _needs_calibration(ctx):
+        return None
+    if isinstance(cfg.calibration, Calibration):
+        return cfg.calibration
+    if ctx.calib_x is None:
+        raise ValueError("8-bit activations need calib_data (or calibration=Calibration)")
+    t0 = time.perf_counter()
+    mod = ExposeLayerInputs()(specialize_batch(ctx.annotated, ctx.eval_batch_size))
+    groups = [[str(n) for n in g] for g in mod.attrs["aiq.exposed_layers"]]
+    exe = compile_module(mod, ctx.run_target, P.quantize_passes(
+        ctx.run_target, "fp32", None, ctx.params))
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+
+    def run(batch_x):
+        out = vm["main"](tvm.runtime.tensor(batch_x))
+        return [out[i + 1].numpy() for i in range(len(groups))]
+
+    cal = measure_ranges(run, [g[0] for g in groups], ctx.calib_x, ctx.eval_batch_size,
+                         method=cfg.calibration, percentile=cfg.percentile, seed=cfg.seed)
+    # Layers reading the same tensor share its range (and so can share a requantized input).
+    cal.ranges = {n: cal.ranges[g[0]] for g in groups for n in g}
+    ctx.timings["calibration_s"] = time.perf_counter() - t0
+    ctx.log(f"calibrated {len(cal.ranges)} layers on {len(ctx.calib_x)} samples")
+    return cal
+
+
+# ----------------------------------------------------------------------------- search
+def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
+    """``accuracy(assignment)`` on the validation data, every candidate compiled once."""
+    t0 = time.perf_counter()
+    exe = compile_switchable(ctx.annotated, ctx.params, calibration, choices, ctx.run_target,
+                             ctx.eval_batch_size, ctx.numerics_target)
+    ctx.timings["search_compile_s"] = time.perf_counter() - t0
+    ctx.log(f"compiled {sum(len(c) for c in choices.values())} layer variants in "
+            f"{ctx.timings['search_compile_s']:.1f}s")
+    main = relax.VirtualMachine(exe, tvm.cpu())["main"]
+    layers = list(choices)
+    xv, yv = ctx.val
+
+    def acc_fn(assignment: Mapping[str, str]) -> float:
+        sel = tvm.runtime.tensor(select_vector(layers, choices, assignment))
+        acc = accuracy(run_batches(lambda a: main(a, sel), xv, ctx.eval_batch_size,
+                                   tvm.cpu()), yv)
+        full = ctx.cost.full_assignment(assignment)
+        ctx.log(f"  accuracy {100 * acc:6.2f}%  AI {ctx.cost.ai(full):7.2f}  "
+                f"{sum(p != 'fp32' for p in assignment.values())} layers quantized")
+        return acc
+
+    return acc_fn
+
+
+def _layer_timer(ctx: BuildContext, calibration):
+    """The measured objective's timer: uniform builds of each precision, kernels timed."""
+
+    def time_layers(precisions):
+        require_host_runnable(ctx.target, "time layer kernels for objective='measured'")
+        t0 = time.perf_counter()
+        out = uniform_layer_times(lambda p: ctx.result(Plan.uniform(p), calibration),
+                                  ctx.cost.searchable, precisions, ctx.batch_size)
+        ctx.timings["layer_timing_s"] = time.perf_counter() - t0
+        ctx.log(f"timed every layer kernel at {len(precisions)} precisions in "
+                f"{ctx.timings['layer_timing_s']:.1f}s")
+        return out
+
+    return time_layers
+
+
+def search(ctx: BuildContext, calibration: Calibration | None) -> tuple[Plan, SearchResult]:
+    """Search a plan: the config's method over its objective and the validation accuracy."""
+    cfg, cost = ctx.config, ctx.cost
+    choices = cfg.choices(cost.searchable)
+    acc_fn = _accuracy_oracle(ctx, calibration, choices)
+    merit = get_objective(cfg.objective).merit(MeritInputs(
+        cost=cost, preset=ctx.preset, candidates=cfg.precisions,
+        time_layers=_layer_timer(ctx, calibration)))
+    found = run_search(cfg.search, cost.searchable, choices, merit, acc_fn, lam=cfg.lam,
+                       budget_pp=cfg.budget_pp, max_sweeps=cfg.max_sweeps)
+    ctx.timings["search_s"] = found.wall_time_s
+    assignment = cost.full_assignment(found.assignment)
+    plan = Plan.from_assignment(
+        assignment, method=cfg.search, objective=cfg.objective, lam=cfg.lam,
+        budget_pp=cfg.budget_pp, ai_fp32=cost.fp32_ai(), ai=cost.ai(assignment),
+        merit_gain=found.best.ai_norm, val_accuracy_fp32=found.baseline.accuracy,
+        val_accuracy=found.best.accuracy, evaluations=found.evaluations, seed=cfg.seed,
+    )
+    ctx.log(f"search {cfg.search}: {found.evaluations} evaluations in "
+            f"{found.wall_time_s:.1f}s")
+    return plan, found
+
+
+# ----------------------------------------------------------------------------- finalize
+def _tune(ctx: BuildContext, res: BuildResult) -> None:
+    """Tune the final build's kernels into the database; keep whichever whole build is
+    faster, the tuned one or the default one (both timed here)."""
+    bs, trials = res.batch_size, ctx.config.tune_trials
+    t0 = time.perf_counter()
+    tuned = compile_plan(res.annotated, res.plan, res.calibration, res.params, res.target, bs,
+                         res.database, trials)
+    tune_s = time.perf_counter() - t0
+    default = compile_plan(res.annotated, res.plan, res.calibration, res.params, res.target,
+                           bs)
+    times = {}
+    for key, exe in (("tuned", tuned), ("default", default)):
+        res.set_executable(bs, exe)
+        times[key] = res.benchmark(bs, repeat=15)["median_ms"]
+    kept = "tuned" if times["tuned"] <= times["default"] else "default"
+    res.set_executable(bs, tuned if kept == "tuned" else default)
+    if kept == "default":
+        res.database = None  # other batch sizes: default schedules too
+    res.tuning = {"trials_per_kernel": trials, "tune_s": tune_s, "tuned_ms": times["tuned"],
+                  "default_ms": times["default"], "kept": kept, "batch_size": bs}
+    ctx.log(f"tuning: {tune_s:.1f}s; batch {bs}: tuned {times['tuned']:.3f} ms vs default "
+            f"{times['default']:.3f} ms -> kept {kept}")
+
+
+def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
+             searched: SearchResult | None = None) -> BuildResult:
+    """Report, compile (tuning first when asked) and, for a given plan, validate."""
+    assignment = plan.resolve(ctx.cost.names)
+    report = make_report(ctx.cost, assignment, ctx.preset, str(ctx.target),
+                         run_target=str(ctx.run_target))
+    res = ctx.result(plan, calibration, report, searched)
+    t0 = time.perf_counter()
+    if ctx.config.tune:
+        _tune(ctx, res)
+    res.executable(ctx.batch_size)
+    ctx.timings["compile_s"] = time.perf_counter() - t0
+    if searched is not None:
+        report.accuracy_fp32, report.accuracy = searched.baseline.accuracy, searched.best.accuracy
+    elif ctx.val is not None:
+        report.accuracy = res.evaluate(*ctx.val, ctx.eval_batch_size)
+    ctx.timings["total_s"] = time.perf_counter() - ctx.t_start
+    ctx.log(f"done: AI x{report.ai_gain:.2f}")
+    return res

@@ -1,0 +1,123 @@
+"""``BuildResult``: a compiled AIQ model, how it was made, and how to run, time and export it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .calibrate import Calibration
+from .compiler import compile_plan
+from .cost import CostModel
+from .plan import Plan
+from .report import Report
+from .runtime import accuracy, require_host_runnable, run_batches, time_main
+from .search import SearchResult
+from .targets import CpuPreset
+
+__all__ = ["BuildResult"]
+
+
+@dataclass
+class BuildResult:
+    """A compiled AIQ model and everything that led to it.
+
+    ``target`` is the deploy target (what :meth:`executable` and :meth:`export_library` build
+    for); ``run_target`` the one :meth:`run` and :meth:`evaluate` execute on: the deploy target
+    when this machine runs its code, else the host target with the deploy target's numerics.
+    Timing (:meth:`benchmark`, :mod:`aiq_tvm.profiling`) needs the deploy target itself.
+    """
+
+    plan: Plan
+    report: Report | None
+    cost: CostModel
+    target: tvm.target.Target
+    preset: CpuPreset
+    calibration: Calibration | None
+    search: SearchResult | None
+    batch_size: int
+    annotated: tvm.IRModule = field(repr=False)
+    params: Mapping | None = field(repr=False, default=None)
+    timings: dict = field(default_factory=dict)
+    database: str | None = None
+    tuning: dict = field(default_factory=dict)
+    run_target: tvm.target.Target | None = None
+    _exes: dict = field(default_factory=dict, repr=False)
+    _run_exes: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.run_target is None:
+            self.run_target = self.target
+
+    @property
+    def cross(self) -> bool:
+        """True when accuracy runs execute on another target than the deploy target."""
+        return self.run_target is not self.target
+
+    def executable(self, batch_size: int | None = None) -> relax.VMExecutable:
+        """The deploy target's module for a batch size (compiled once, then cached)."""
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        if bs not in self._exes:
+            self._exes[bs] = compile_plan(self.annotated, self.plan, self.calibration,
+                                          self.params, self.target, bs, self.database)
+        return self._exes[bs]
+
+    def set_executable(self, batch_size: int, exe: relax.VMExecutable) -> None:
+        """Replace the cached deploy module of a batch size (tuning keeps the faster one)."""
+        self._exes[int(batch_size)] = exe
+
+    def run_executable(self, batch_size: int | None = None) -> relax.VMExecutable:
+        """The module :meth:`run` executes: built for ``run_target`` with the deploy numerics."""
+        if not self.cross:
+            return self.executable(batch_size)
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        if bs not in self._run_exes:
+            self._run_exes[bs] = compile_plan(
+                self.annotated, self.plan, self.calibration, self.params, self.run_target, bs,
+                self.database, numerics_target=self.target)
+        return self._run_exes[bs]
+
+    def vm(self, batch_size: int | None = None) -> relax.VirtualMachine:
+        """A VM over the deploy module (this machine must run the deploy target)."""
+        require_host_runnable(self.target, "run the deploy module here")
+        return relax.VirtualMachine(self.executable(batch_size), tvm.cpu())
+
+    def example_input(self, batch_size: int | None = None, seed: int = 0) -> np.ndarray:
+        """Standard-normal input of ``main``'s shape at a batch size."""
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        dims = [int(d) for d in list(self.annotated["main"].params[0].ty.shape)[1:]]
+        return np.random.default_rng(seed).standard_normal((bs, *dims)).astype(np.float32)
+
+    def run(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Run inputs of any count through the build (batched, last batch zero-padded), on
+        ``run_target``."""
+        bs = batch_size or self.batch_size
+        vm = relax.VirtualMachine(self.run_executable(bs), tvm.cpu())
+        return run_batches(vm["main"], x, bs, tvm.cpu())
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> float:
+        """Top-1 accuracy of the build on (x, y)."""
+        return accuracy(self.run(x, batch_size), np.asarray(y))
+
+    def benchmark(self, batch_size: int = 1, repeat: int = 20, min_repeat_ms: int = 100,
+                  x: np.ndarray | None = None) -> dict:
+        """Time ``main`` with TVM's ``time_evaluator`` (median of ``repeat`` runs).
+
+        Returns a dict with ``batch_size``, ``median_ms``, ``p10_ms``, ``p90_ms`` and
+        ``images_per_s``.
+        """
+        require_host_runnable(self.target, "benchmark the build")
+        vm = self.vm(batch_size)
+        x = self.example_input(batch_size) if x is None else x
+        return time_main(vm, x, repeat, min_repeat_ms)
+
+    def export_library(self, path: str, batch_size: int | None = None, **kwargs) -> None:
+        """Write the deploy module as a shared library (load with tvm.runtime.load_module).
+
+        ``kwargs`` go to TVM's linker step, e.g. ``cc="aarch64-linux-gnu-g++"`` for a cross
+        target.
+        """
+        self.executable(batch_size).export_library(path, **kwargs)
