@@ -2,7 +2,7 @@
 THREADS ?= 2
 export TVM_NUM_THREADS := $(THREADS)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-arm lint
 
 setup:
 	./scripts/setup.sh
@@ -16,3 +16,9 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check aiq_tvm passes targets tests scripts
+
+# aarch64 under emulation: builds the emulated board (scripts/arm/setup_emulation.sh, ~2 min the
+# first time) and runs the Arm tests against it. Not part of `make test` (see docs/arm.md).
+test-arm: setup
+	./scripts/arm/setup_emulation.sh
+	AIQ_TEST_ARM=1 .venv/bin/python -m pytest -q tests/test_arm*.py

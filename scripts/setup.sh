@@ -3,8 +3,13 @@
 # package and a virtualenv with aiq_tvm and its pinned dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+# dataset-fashion-mnist: the data; g++-aarch64-linux-gnu: exports aarch64 builds (tests too).
+apt_pkgs=()
+for p in dataset-fashion-mnist g++-aarch64-linux-gnu; do
+    dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
+done
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}"
 fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
