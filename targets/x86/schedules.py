@@ -6,7 +6,7 @@ All conv/dense kernels share one TE structure (see ``conv2d.py`` / ``dense.py``)
 * ``acc`` block: the reduction into an int32/float32 accumulator over padded output channels,
 * ``out`` block: the fused epilogue (dequantize, bias, residual, activation) into ``y``.
 
-:func:`schedule_tiled` tiles ``acc`` into register blocks of (spatial tile) x (``ocb`` output
+:func:`apply_tiled` tiles ``acc`` into register blocks of (spatial tile) x (``ocb`` output
 channels): reduction loops outermost, the tile's positions and 16-lane channel vectors unrolled
 innermost (broadcast-FMA, or a tensorized VNNI 16x4 / 16x8 block), the accumulators in a small
 stack buffer that LLVM promotes to zmm registers. ``out`` runs right after each block on the
@@ -32,7 +32,7 @@ from .common import VEC
 
 @dataclass(frozen=True)
 class TilePlan:
-    """How :func:`schedule_tiled` blocks one kernel.
+    """How :func:`apply_tiled` blocks one kernel.
 
     Attributes
     ----------
@@ -91,7 +91,7 @@ class TilePlan:
         return f"{kind}_{self.mode}_oc{self.ocb}{sub}_tile{tile}"
 
     def num_parallel(self, extents: tuple[int, ...]) -> int:
-        """How many leading loops of ``order`` :func:`schedule_tiled` fuses into the parallel loop.
+        """How many leading loops of ``order`` :func:`apply_tiled` fuses into the parallel loop.
 
         Parameters
         ----------
@@ -255,31 +255,6 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     if plan.mode == "vnni":
         sch.tensorize(ol, plan.intrin)
         sch.unroll(reg)
-
-
-def schedule_tiled(func: tirx.PrimFunc, plan: TilePlan) -> tirx.PrimFunc:
-    """Register-block a pad/acc/out kernel with the plan's default factors.
-
-    ``acc`` is the anchor: its output-channel extent is a multiple of ``plan.ocb`` and its
-    spatial extents are multiples of ``plan.tiles``, so the register block never carries a
-    predicate (which would block tensorize/vectorize); ``out`` follows with
-    ``reverse_compute_at`` and absorbs any ragged edge. See :func:`apply_tiled`.
-
-    Parameters
-    ----------
-    func : tirx.PrimFunc
-        Unscheduled kernel with blocks ``acc``, ``out`` and optionally ``pad``.
-    plan : TilePlan
-        Tiling decisions.
-
-    Returns
-    -------
-    tirx.PrimFunc
-        The scheduled function.
-    """
-    sch = s_tir.Schedule(func)
-    apply_tiled(sch, plan)
-    return sch.mod["main"]
 
 
 def schedule_elementwise(
