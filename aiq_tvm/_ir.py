@@ -6,7 +6,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-__all__ = ["is_const", "const_value", "is_op", "static_shape", "dtype_of", "replace_main"]
+__all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main"]
 
 
 def is_const(expr) -> bool:
@@ -19,12 +19,14 @@ def const_value(expr) -> np.ndarray:
     return expr.value.numpy()
 
 
-def is_op(expr, name: str) -> bool:
-    """True when ``expr`` is a call of the Relax operator ``name`` (e.g. ``"relax.add"``)."""
+def is_op(expr, name: str | tuple[str, ...]) -> bool:
+    """True when ``expr`` is a call of the Relax operator ``name`` (e.g. ``"relax.add"``), or
+    of any of the operators in a tuple of names."""
+    names = (name,) if isinstance(name, str) else name
     return (
         isinstance(expr, relax.Call)
         and isinstance(expr.op, tvm.ir.Op)
-        and expr.op.name == name
+        and expr.op.name in names
     )
 
 
@@ -39,10 +41,6 @@ def static_shape(expr) -> tuple[int, ...] | None:
             return None
         dims.append(int(d))
     return tuple(dims)
-
-
-def dtype_of(expr) -> str:
-    return str(expr.ty.dtype)
 
 
 def replace_main(mod: tvm.IRModule, func: relax.Function, name: str = "main") -> tvm.IRModule:

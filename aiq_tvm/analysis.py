@@ -14,9 +14,16 @@ import tvm
 from tvm import relax
 from tvm.s_tir.analysis import estimate_tir_flops
 
+from ._ir import is_op
 from .cost import CostModel, LayerCost
-from .passes._layers import is_layer_function, parse_layer
-from .passes.annotate_precision import layer_consumers, layer_table
+from .passes import (
+    LAYER_OPS,
+    LayerEntry,
+    is_layer_function,
+    layer_consumers,
+    layer_table,
+    parse_layer,
+)
 
 __all__ = ["cost_model", "call_flops"]
 
@@ -52,11 +59,40 @@ def _numel(shape) -> int:
 
 def _root_call(func: relax.Function) -> relax.Call:
     for val in relax.analysis.get_var2val(func).values():
-        if isinstance(val, relax.Call) and isinstance(val.op, tvm.ir.Op) and val.op.name in (
-            "relax.nn.conv2d", "relax.matmul"
-        ):
+        if is_op(val, LAYER_OPS):
             return val
     raise ValueError("composite has no conv2d/matmul")
+
+
+def _layer_cost(mod: tvm.IRModule, e: LayerEntry, consumers: dict) -> LayerCost:
+    """The cost entry of one layer (AIQ composite) or unsupported weighted op."""
+    if e.is_layer:
+        func = mod[e.gv]
+        if not is_layer_function(func):
+            raise ValueError(f"{e.gv} is not an AIQ composite")
+        info = parse_layer(func)
+        root = _root_call(func)
+        shapes = (info.in_shape, info.weight_shape, info.out_shape)
+        kind = dict(op=info.op, supported=True, reason="", consumers=consumers.get(e.name),
+                    out_channels=info.out_channels,
+                    residual_elems=0 if info.residual is None else _numel(info.out_shape))
+    else:
+        root = e.call
+        shapes = tuple(tuple(a.ty.shape) for a in (root.args[0], root.args[1], root))
+        kind = dict(op=e.op, supported=False, reason=e.reason, consumers=None,
+                    out_channels=int(root.ty.shape[1]) if len(root.ty.shape) > 1 else 1,
+                    residual_elems=0)
+    if any(not isinstance(d, (int, tvm.tirx.IntImm)) for s in shapes for d in s):
+        raise ValueError(
+            f"layer {e.name!r} has symbolic shapes {shapes}; specialize the batch size "
+            "before building a cost model"
+        )
+    return LayerCost(
+        name=e.name, flops=call_flops(root), weight_elems=_numel(shapes[1]),
+        in_elems=_numel(shapes[0]), out_elems=_numel(shapes[2]),
+        in_shape=tuple(int(d) for d in shapes[0]), weight_shape=tuple(int(d) for d in shapes[1]),
+        out_shape=tuple(int(d) for d in shapes[2]), **kind,
+    )
 
 
 def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool = True
@@ -70,37 +106,5 @@ def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool 
     """
     entries = layer_table(mod, func_name)
     consumers = layer_consumers(mod, entries, func_name)
-    layers = []
-    for e in entries:
-        if e["kind"] == "layer":
-            func = mod[e["gv"]]
-            if not is_layer_function(func):
-                raise ValueError(f"{e['gv']} is not an AIQ composite")
-            info = parse_layer(func)
-            root = _root_call(func)
-            shapes = (info.in_shape, info.weight_shape, info.out_shape)
-            op, supported, reason = info.op, True, ""
-            cons = consumers.get(e["name"])
-            out_channels = info.out_channels
-            res_elems = 0 if info.residual is None else _numel(info.out_shape)
-        else:
-            root = e["call"]
-            shapes = tuple(tuple(a.ty.shape) for a in (root.args[0], root.args[1], root))
-            op, supported, reason, cons = e["op"], False, e["reason"], None
-            res_elems = 0
-            out_channels = int(root.ty.shape[1]) if len(root.ty.shape) > 1 else 1
-        if any(not isinstance(d, (int, tvm.tirx.IntImm)) for s in shapes for d in s):
-            raise ValueError(
-                f"layer {e['name']!r} has symbolic shapes {shapes}; specialize the batch size "
-                "before building a cost model"
-            )
-        layers.append(LayerCost(
-            name=e["name"], op=op, flops=call_flops(root),
-            weight_elems=_numel(shapes[1]), in_elems=_numel(shapes[0]),
-            out_elems=_numel(shapes[2]), out_channels=out_channels,
-            in_shape=tuple(int(d) for d in shapes[0]),
-            weight_shape=tuple(int(d) for d in shapes[1]),
-            out_shape=tuple(int(d) for d in shapes[2]),
-            supported=supported, reason=reason, consumers=cons, residual_elems=res_elems,
-        ))
-    return CostModel(layers, requant_fusion=requant_fusion)
+    return CostModel([_layer_cost(mod, e, consumers) for e in entries],
+                     requant_fusion=requant_fusion)

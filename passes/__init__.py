@@ -12,7 +12,8 @@ or take the whole AIQ pipeline: ``relax.get_pipeline("aiq", plan=..., calibratio
 params=...)``.
 """
 
-from .annotate_precision import AnnotatePrecision, layer_consumers, layer_table
+from ._layers import LAYER_OPS, LayerInfo, is_layer_function, parse_layer
+from .annotate_precision import AnnotatePrecision, LayerEntry, layer_consumers, layer_table
 from .cancel_transposes import CancelTransposes
 from .expose_layer_inputs import ExposeLayerInputs
 from .quantize_annotated import QuantizeAnnotated
@@ -28,6 +29,11 @@ __all__ = [
     "ScheduleGlue",
     "layer_table",
     "layer_consumers",
+    "LayerEntry",
+    "LayerInfo",
+    "LAYER_OPS",
+    "is_layer_function",
+    "parse_layer",
     "select_vector",
     "SELECT_PARAM",
 ]

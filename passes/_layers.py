@@ -22,10 +22,12 @@ from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
-from aiq_tvm._ir import const_value, is_const, static_shape
+from aiq_tvm._ir import is_const, static_shape
 
 __all__ = [
     "COMPOSITE_PREFIX",
+    "LAYER_OPS",
+    "OTHER_WEIGHTED_OPS",
     "LayerInfo",
     "layer_patterns",
     "parse_layer",
@@ -127,7 +129,7 @@ def _conv_reason(call: relax.Call) -> str | None:
         return f"dilation {[int(d) for d in a.dilation]} (only 1 is supported)"
     if str(call.args[0].ty.dtype) != "float32" or str(call.args[1].ty.dtype) != "float32":
         return f"dtype {call.args[0].ty.dtype} (only float32 layers are quantized)"
-    if w_shape is None or x_shape is None and call.args[0].ty.shape is None:
+    if w_shape is None or (x_shape is None and call.args[0].ty.shape is None):
         return "unknown weight or input shape"
     groups = int(a.groups)
     if groups != 1:
@@ -353,7 +355,3 @@ def user_binding_name(var) -> str | None:
     """A binding variable's name if the user chose it (not ``lv12``/``gv``)."""
     name = var.name
     return None if _AUTO_NAME.match(name) else name
-
-
-def clip_value(expr) -> float:
-    return float(const_value(expr)) if is_const(expr) else float(expr.value)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, PyExprVisitor, mutator, visitor
 
+from aiq_tvm._ir import is_op
 from aiq_tvm.plan import Plan, as_plan
 
 from ._layers import (
@@ -36,7 +38,30 @@ from ._layers import (
     weight_layer_name,
 )
 
-__all__ = ["AnnotatePrecision", "layer_table", "layer_consumers"]
+__all__ = ["AnnotatePrecision", "LayerEntry", "layer_table", "layer_consumers"]
+
+
+@dataclass
+class LayerEntry:
+    """One conv/dense of a module, in program order (a row of :func:`layer_table`).
+
+    ``kind`` is ``"layer"`` (an AIQ composite call; ``gv`` is its function) or
+    ``"unsupported"`` (a weighted op without an AIQ kernel; ``reason`` says why).
+    """
+
+    kind: str
+    op: str  # "conv2d", "depthwise_conv2d", "dense" or the unsupported op's name
+    var: relax.Var  # the variable the call is bound to
+    call: relax.Call
+    weight: relax.Expr | None
+    gv: relax.GlobalVar | None = None
+    existing: str | None = None  # the composite's aiq.layer name, when already annotated
+    reason: str = ""
+    name: str = ""  # unique layer name, given by layer_table
+
+    @property
+    def is_layer(self) -> bool:
+        return self.kind == "layer"
 
 
 @visitor
@@ -47,7 +72,7 @@ class _LayerCollector(PyExprVisitor):
         super().__init__()
         self.mod = mod
         self.static = static
-        self.entries: list[dict] = []  # {"kind": "layer"|"unsupported", ...}
+        self.entries: list[LayerEntry] = []
 
     def visit_var_binding_(self, binding) -> None:
         val = binding.value
@@ -56,20 +81,20 @@ class _LayerCollector(PyExprVisitor):
                 func = self.mod[val.op]
                 if is_layer_function(func):
                     info = parse_layer(func)
-                    self.entries.append(dict(
+                    self.entries.append(LayerEntry(
                         kind="layer", gv=val.op, var=binding.var, call=val,
                         op=info.op, weight=val.args[info.weight],
                         existing=str(func.attrs["aiq.layer"]) if "aiq.layer" in func.attrs
                         else None,
                     ))
-            elif isinstance(val.op, tvm.ir.Op) and val.op.name in LAYER_OPS + OTHER_WEIGHTED_OPS:
+            elif is_op(val, LAYER_OPS + OTHER_WEIGHTED_OPS):
                 reason = unsupported_reason(val, self.static)
                 if reason is not None:
                     op = val.op.name.split(".")[-1]
-                    self.entries.append(dict(
+                    self.entries.append(LayerEntry(
                         kind="unsupported", var=binding.var, call=val,
                         op="dense" if op == "matmul" else op, reason=reason,
-                        weight=val.args[1] if len(val.args) > 1 else None, existing=None,
+                        weight=val.args[1] if len(val.args) > 1 else None,
                     ))
         super().visit_var_binding_(binding)
 
@@ -83,46 +108,38 @@ def binding_name_hints(func: relax.Function) -> list[tuple]:
     var2val = relax.analysis.get_var2val(func)
     hints = []
     for var, val in var2val.items():
-        if isinstance(val, relax.Call) and isinstance(val.op, tvm.ir.Op) and \
-                val.op.name in LAYER_OPS and len(val.args) > 1:
+        if is_op(val, LAYER_OPS) and len(val.args) > 1:
             name = user_binding_name(var)
             if name:
                 w = val.args[1]
                 inner = var2val.get(w) if isinstance(w, relax.Var) else None
-                if inner is not None and isinstance(inner, relax.Call) and \
-                        isinstance(inner.op, tvm.ir.Op) and inner.op.name == "relax.permute_dims":
+                if is_op(inner, "relax.permute_dims"):
                     w = inner.args[0]
                 hints.append((w, name))
     return hints
 
 
-def _name_entries(entries: list[dict], hints: list[tuple] = ()) -> None:
+def _name_entries(entries: list[LayerEntry], hints: list[tuple] = ()) -> None:
     """Give every entry a unique layer name (see passes/_layers.py for the rule)."""
     counters: dict[str, int] = {}
     seen: dict[str, int] = {}
     for e in entries:
-        hint = next((n for w, n in hints if e["weight"] is not None and w.same_as(e["weight"])),
+        hint = next((n for w, n in hints if e.weight is not None and w.same_as(e.weight)),
                     None)
-        base = e["existing"] or weight_layer_name(e["weight"]) or hint or \
-            user_binding_name(e["var"])
-        op_key = e["op"].replace("depthwise_", "")
+        base = e.existing or weight_layer_name(e.weight) or hint or user_binding_name(e.var)
+        op_key = e.op.replace("depthwise_", "")
         k = counters.get(op_key, 0)
         counters[op_key] = k + 1
         if not base:
             base = f"{op_key}_{k}"
         n = seen.get(base, 0)
         seen[base] = n + 1
-        e["name"] = base if n == 0 else f"{base}:{n}"
+        e.name = base if n == 0 else f"{base}:{n}"
 
 
 def layer_table(mod: tvm.IRModule, func_name: str = "main", hints: list[tuple] = ()
-                ) -> list[dict]:
-    """Layers of an annotated module in program order.
-
-    Returns dicts with ``name``, ``kind`` (``"layer"`` or ``"unsupported"``), ``op``,
-    ``gv`` (composite GlobalVar for layers), ``var`` (the binding variable), ``call`` and,
-    for unsupported ops, ``reason``.
-    """
+                ) -> list[LayerEntry]:
+    """Layers of an annotated module in program order, each named (:class:`LayerEntry`)."""
     func = mod[func_name]
     col = _LayerCollector(mod, static_vars(func))
     col.visit_expr(func)
@@ -130,7 +147,7 @@ def layer_table(mod: tvm.IRModule, func_name: str = "main", hints: list[tuple] =
     return col.entries
 
 
-def layer_consumers(mod: tvm.IRModule, entries: list[dict] | None = None,
+def layer_consumers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
                     func_name: str = "main") -> dict[str, tuple | None]:
     """For each layer, the layers whose data input is its output, when nothing else reads it.
 
@@ -140,7 +157,7 @@ def layer_consumers(mod: tvm.IRModule, entries: list[dict] | None = None,
     """
     entries = layer_table(mod, func_name) if entries is None else entries
     func = mod[func_name]
-    layer_of_var = {e["var"]: e["name"] for e in entries if e["kind"] == "layer"}
+    layer_of_var = {e.var: e.name for e in entries if e.is_layer}
     readers: dict = {v: [] for v in layer_of_var}
 
     def note(expr, reader):
@@ -148,14 +165,14 @@ def layer_consumers(mod: tvm.IRModule, entries: list[dict] | None = None,
             if v in readers:
                 readers[v].append(reader)
 
-    layer_calls = {e["var"]: e for e in entries if e["kind"] == "layer"}
+    layer_calls = {e.var: e for e in entries if e.is_layer}
     for block in func.body.blocks:
         for b in block.bindings:
             val = b.value
             if b.var in layer_calls:
                 info = parse_layer(mod[val.op])
                 for i, arg in enumerate(val.args):
-                    note(arg, layer_calls[b.var]["name"] if i == info.data else None)
+                    note(arg, layer_calls[b.var].name if i == info.data else None)
             else:
                 note(val, None)
     note(func.body.body, None)
@@ -175,7 +192,8 @@ class _PerLayerComposites(PyExprMutator):
     one function per layer to carry that layer's name and precision.
     """
 
-    def __init__(self, mod: tvm.IRModule, layers: list[dict], precisions: dict[str, str]):
+    def __init__(self, mod: tvm.IRModule, layers: list[LayerEntry],
+                 precisions: dict[str, str]):
         super().__init__(mod)
         self.mod_ = mod
         self.layers = layers
@@ -189,13 +207,13 @@ class _PerLayerComposites(PyExprMutator):
         entry = self.layers[self.k]
         self.k += 1
         func = self.mod_[call.op]
-        precision = self.precisions[entry["name"]]
+        precision = self.precisions[entry.name]
         if "aiq.layer" in func.attrs:  # already one function per layer: update in place
             self.builder_.update_func(call.op, func.with_attr("aiq.precision", precision))
             return call
-        func = func.with_attr("aiq.layer", entry["name"])
+        func = func.with_attr("aiq.layer", entry.name)
         func = func.with_attr("aiq.precision", precision)
-        gv = self.builder_.add_func(func, "aiq_" + re.sub(r"\W", "_", entry["name"]))
+        gv = self.builder_.add_func(func, "aiq_" + re.sub(r"\W", "_", entry.name))
         return relax.Call(gv, call.args, call.attrs, call.ty_args)
 
 
@@ -233,21 +251,16 @@ class AnnotatePrecision:
             self._patterns, bind_constants=False, entry_functions=[self.func_name]
         )(mod)
         entries = layer_table(mod, self.func_name, hints)
-        names = [e["name"] for e in entries]
-        resolved = self.plan.resolve(names)
-        unsupported, fallbacks = {}, {}
-        for e in entries:
-            if e["kind"] == "unsupported":
-                unsupported[e["name"]] = e["reason"]
-                if resolved[e["name"]] != "fp32":
-                    fallbacks[e["name"]] = resolved[e["name"]]
-        layers = [e for e in entries if e["kind"] == "layer"]
+        resolved = self.plan.resolve([e.name for e in entries])
+        unsupported = {e.name: e.reason for e in entries if not e.is_layer}
+        # Plan entries that asked an unsupported layer for a low precision: kept fp32, reported.
+        fallbacks = {n: resolved[n] for n in unsupported if resolved[n] != "fp32"}
+        layers = [e for e in entries if e.is_layer]
         rewriter = _PerLayerComposites(mod, layers, resolved)
         func = rewriter.visit_expr(mod[self.func_name])
         rewriter.builder_.update_func(mod.get_global_var(self.func_name), func)
         mod = rewriter.builder_.get()
         mod = relax.transform.DeadCodeElimination([self.func_name])(mod)
         mod = mod.with_attr("aiq.unsupported", unsupported)
-        # Plan entries that asked an unsupported layer for a low precision: kept fp32, reported.
         mod = mod.with_attr("aiq.fallbacks", fallbacks)
         return mod

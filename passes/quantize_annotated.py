@@ -108,8 +108,8 @@ class QuantizeAnnotated:
         if not self.requant or self.calibration is None:
             return {}
         entries = layer_table(mod, self.func_name)
-        precision = {e["name"]: str(mod[e["gv"]].attrs["aiq.precision"])
-                     for e in entries if e["kind"] == "layer"}
+        precision = {e.name: str(mod[e.gv].attrs["aiq.precision"]) for e in entries
+                     if e.is_layer}
         out = {}
         for producer, consumers in layer_consumers(mod, entries, self.func_name).items():
             if not consumers or any(

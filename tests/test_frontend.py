@@ -39,7 +39,7 @@ def test_weights_are_named_by_state_dict_and_bn_is_folded(resnet):
 
 def test_layer_names_are_pytorch_module_names(resnet):
     mod, _ = aiq_tvm.from_torch(resnet, torch.randn(2, 3, 32, 32))
-    names = [e["name"] for e in layer_table(aiq_tvm.passes.AnnotatePrecision("fp32")(mod))]
+    names = [e.name for e in layer_table(aiq_tvm.passes.AnnotatePrecision("fp32")(mod))]
     expected = [n for n, m in resnet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert sorted(names) == sorted(expected)
     assert names[0] == "conv1" and names[-1] == "fc"

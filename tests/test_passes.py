@@ -95,15 +95,15 @@ class Mixed:
 
 def test_layer_kinds_names_and_unsupported_ops():
     after = AnnotatePrecision({"fc": "int4", "re:w_.*": "int8"})(Mixed)
-    rows = {e["name"]: e for e in layer_table(after)}
+    rows = {e.name: e for e in layer_table(after)}
     assert list(rows) == ["w_dw", "w_grp", "fc"]
-    assert rows["w_dw"]["op"] == "depthwise_conv2d" and rows["w_dw"]["kind"] == "layer"
-    assert rows["fc"]["op"] == "dense" and rows["fc"]["kind"] == "layer"
-    assert rows["w_grp"]["kind"] == "unsupported"
+    assert rows["w_dw"].op == "depthwise_conv2d" and rows["w_dw"].kind == "layer"
+    assert rows["fc"].op == "dense" and rows["fc"].kind == "layer"
+    assert rows["w_grp"].kind == "unsupported"
     assert "groups=2" in str(after.attrs["aiq.unsupported"]["w_grp"])
     # The plan asked int8 for the grouped conv: it stays fp32 and the fallback is recorded.
     assert str(after.attrs["aiq.fallbacks"]["w_grp"]) == "int8"
-    comp = after[rows["fc"]["gv"]]
+    comp = after[rows["fc"].gv]
     assert str(comp.attrs["Composite"]) == "aiq.dense_bias"
     assert str(comp.attrs["aiq.precision"]) == "int4"
 
