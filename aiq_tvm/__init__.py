@@ -35,19 +35,23 @@ _LAZY = {
     "build": ("api", "build"),
     "BuildResult": ("api", "BuildResult"),
     "from_torch": ("frontend", "from_torch"),
+    "from_exported": ("frontend", "from_exported"),
+    "from_onnx": ("onnx_frontend", "from_onnx"),
     "specialize_batch": ("frontend", "specialize_batch"),
     "aiq_pipeline": ("pipeline", "aiq_pipeline"),
     "Report": ("report", "Report"),
 }
 _LAZY_MODULES = ("passes", "targets", "pipeline", "api", "frontend", "analysis", "datasets",
                  "models", "report", "quant", "phases", "profiling", "compiler", "runtime",
-                 "result")
+                 "result", "onnx_frontend", "sources", "datasources")
 
 __all__ = [
     "build",
     "BuildConfig",
     "BuildResult",
     "from_torch",
+    "from_exported",
+    "from_onnx",
     "specialize_batch",
     "Plan",
     "Calibration",

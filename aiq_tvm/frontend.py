@@ -10,6 +10,7 @@ after a convolution is folded into that convolution's weight and bias *values*; 
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -19,7 +20,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ._ir import const_value, is_const, is_op, replace_main
 
-__all__ = ["from_torch", "fold_batch_norm", "batch_var", "specialize_batch"]
+__all__ = ["from_torch", "from_exported", "fold_batch_norm", "batch_var", "specialize_batch"]
 
 
 def from_torch(
@@ -53,7 +54,6 @@ def from_torch(
         Values of those parameters, in signature order.
     """
     import torch
-    from tvm.relax.frontend.torch import from_exported_program
 
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"from_torch expects a torch.nn.Module, got {type(model).__name__}")
@@ -81,11 +81,88 @@ def from_torch(
     if ep is None:
         with torch.no_grad():
             ep = torch.export.export(model, (x,))
-    mod = from_exported_program(ep, keep_params_as_input=True, unwrap_unit_return_tuple=True)
-    mod, params = _rename_params(mod, dict(ep.graph_signature.inputs_to_parameters))
+    return from_exported(ep, dynamic_batch=False, fold_bn=fold_bn)
+
+
+def from_exported(
+    program,
+    *,
+    dynamic_batch: bool = True,
+    fold_bn: bool = True,
+) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
+    """Import a ``torch.export`` program (e.g. from ``torch.export.load("model.pt2")``).
+
+    Same naming and folding as :func:`from_torch`.  With ``dynamic_batch``, a program exported
+    with a static batch is exported again from ``program.module()`` with a symbolic batch;
+    when torch cannot do that, the static batch stays and a warning says so.
+    """
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+
+    if not isinstance(program, torch.export.ExportedProgram):
+        raise ValueError(f"from_exported expects a torch.export.ExportedProgram, got "
+                         f"{type(program).__name__}")
+    if dynamic_batch:
+        program = _with_dynamic_batch(program)
+    mod = from_exported_program(program, keep_params_as_input=True,
+                                unwrap_unit_return_tuple=True)
+    mod, params = _rename_params(mod, dict(program.graph_signature.inputs_to_parameters))
     if fold_bn:
         mod, params = fold_batch_norm(mod, params)
     return mod, params
+
+
+def _without_guards(module):
+    """``program.module()`` without the shape guards ``torch.export`` baked into its graph (they
+    pin the batch the program was exported with)."""
+    import torch
+
+    graph = copy.deepcopy(module.graph)
+    for node in list(graph.nodes):
+        if node.op == "call_module" and str(node.target).startswith("_guards") and not node.users:
+            graph.erase_node(node)
+    return torch.fx.GraphModule(module, graph)
+
+
+def exported_input_shape(program) -> tuple:
+    """Shape of an exported program's single user input (ints; symbolic dims as None)."""
+    names = list(program.graph_signature.user_inputs)
+    if len(names) != 1:
+        raise ValueError(f"the exported program takes {len(names)} inputs ({names}); "
+                         "aiq_tvm takes models with one input")
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0])
+    val = node.meta.get("val")
+    if val is None or not hasattr(val, "shape"):
+        raise ValueError(f"the exported program's input {names[0]!r} is not a tensor")
+    return tuple(int(d) if isinstance(d, int) else None for d in val.shape)
+
+
+def _with_dynamic_batch(program):
+    import torch
+
+    shape = exported_input_shape(program)
+    if not shape or shape[0] is None or any(d is None for d in shape[1:]):
+        return program
+    try:
+        module = _without_guards(program.module())
+        x = torch.randn((shape[0], *shape[1:]), generator=torch.Generator().manual_seed(0))
+        xd = torch.cat([x, x]) if shape[0] == 1 else x
+        with torch.no_grad():
+            dynamic = torch.export.export(
+                module, (xd,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},))
+            # The re-export must compute what the saved program computes.
+            leaves = torch.utils._pytree.tree_leaves
+            same = all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(
+                leaves(dynamic.module()(x)), leaves(program.module()(x)), strict=True))
+        if not same:
+            raise ValueError("the re-exported program computes something else")
+        return dynamic
+    except Exception as err:  # noqa: BLE001 - torch raises many types here
+        warnings.warn(
+            f"the exported program has a static batch of {shape[0]} and torch.export could not "
+            f"make it dynamic ({type(err).__name__}: {str(err).strip().splitlines()[0]}); "
+            f"it runs at batch {shape[0]} only", stacklevel=3)
+        return program
 
 
 def _rename_params(

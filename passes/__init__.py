@@ -15,6 +15,7 @@ params=...)``.
 from ._layers import LAYER_OPS, LayerInfo, is_layer_function, parse_layer
 from .annotate_precision import AnnotatePrecision, LayerEntry, layer_consumers, layer_table
 from .cancel_transposes import CancelTransposes
+from .canonicalize_clip import CanonicalizeClip
 from .expose_layer_inputs import ExposeLayerInputs
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
@@ -25,6 +26,7 @@ __all__ = [
     "QuantizeAnnotated",
     "SelectPrecisionAtRuntime",
     "CancelTransposes",
+    "CanonicalizeClip",
     "ExposeLayerInputs",
     "ScheduleGlue",
     "layer_table",
