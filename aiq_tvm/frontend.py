@@ -10,6 +10,7 @@ after a convolution is folded into that convolution's weight and bias *values*; 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -35,7 +36,8 @@ def from_torch(
     Parameters
     ----------
     model : torch.nn.Module
-        Put in eval mode before export.
+        Exported in eval mode (batch norm with running statistics, no dropout); a model in
+        training mode is switched for the export only, with a warning, and left as it was.
     example_input : torch.Tensor or numpy.ndarray
         One input batch (N x ...) with the shape the model expects.
     dynamic_batch : bool
@@ -61,7 +63,45 @@ def from_torch(
         example_input, torch.Tensor) else example_input
     if x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"example_input must have a batch dimension, got shape {tuple(x.shape)}")
-    model = model.eval()
+    from . import torch_ops
+
+    with _eval_mode(model):
+        ep = _export(model, x, dynamic_batch)
+        try:
+            return from_exported(ep, dynamic_batch=False, fold_bn=fold_bn)
+        except torch_ops.ConversionError as err:
+            if exported_input_shape(ep)[0] is not None:
+                raise
+            static = _export(model, x, False)
+            error = err
+    mod, params = from_exported(static, dynamic_batch=False, fold_bn=fold_bn)
+    warnings.warn(f"{error} (with a dynamic batch); imported with a static batch of "
+                  f"{x.shape[0]} instead, so the module runs that batch size only", stacklevel=2)
+    return mod, params
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Eval mode for the export; every submodule's own mode is restored afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    if any(modes.values()):
+        training = [n or type(model).__name__ for n, m in model.named_modules() if m.training]
+        warnings.warn(
+            f"the model is in training mode ({len(training)} modules, e.g. {training[0]!r}); "
+            "it is imported in eval mode (batch norm uses running statistics, dropout is off) "
+            "and its mode is restored afterwards", stacklevel=4)
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _export(model, x, dynamic_batch: bool):
+    """torch.export with a dynamic batch when possible (else the example's batch)."""
+    import torch
+
     ep = None
     if dynamic_batch:
         # A batch of 1 would be specialized by torch.export; trace with 2 (rows are copies).
@@ -76,12 +116,12 @@ def from_torch(
             warnings.warn(
                 f"torch.export could not keep the batch dimension dynamic ({type(err).__name__}:"
                 f" {str(err).splitlines()[0]}); exporting with static batch {x.shape[0]}",
-                stacklevel=2,
+                stacklevel=3,
             )
     if ep is None:
         with torch.no_grad():
             ep = torch.export.export(model, (x,))
-    return from_exported(ep, dynamic_batch=False, fold_bn=fold_bn)
+    return ep
 
 
 def from_exported(
@@ -99,13 +139,20 @@ def from_exported(
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
+    from . import torch_ops
+
     if not isinstance(program, torch.export.ExportedProgram):
         raise ValueError(f"from_exported expects a torch.export.ExportedProgram, got "
                          f"{type(program).__name__}")
     if dynamic_batch:
         program = _with_dynamic_batch(program)
+    # Decompose what TVM lacks; errors name the operator and the module path.
+    program = torch_ops.decompose(program)
+    torch_ops.check_supported(program)
     mod = from_exported_program(program, keep_params_as_input=True,
-                                unwrap_unit_return_tuple=True)
+                                unwrap_unit_return_tuple=True,
+                                custom_convert_map=torch_ops.convert_map(program),
+                                run_ep_decomposition=False)
     mod, params = _rename_params(mod, dict(program.graph_signature.inputs_to_parameters))
     if fold_bn:
         mod, params = fold_batch_norm(mod, params)

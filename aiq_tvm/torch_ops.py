@@ -1,0 +1,248 @@
+"""PyTorch operators TVM's ``from_exported_program`` lacks: decompositions and converters.
+
+TVM 0.27's importer converts most core ATen operators but not, for example, ``amax``,
+``amin``, ``min.dim``, ``prod.dim_int`` or ``adaptive_max_pool2d`` (``nn.AdaptiveMaxPool2d``,
+``nn.AdaptiveMaxPool1d``, ``torch.logsumexp`` all end up there).  Here they are either
+rewritten before import into operators TVM has (:data:`DECOMPOSITIONS`, run through
+``ExportedProgram.run_decompositions`` together with torch's default table) or converted to
+Relax directly (:data:`CONVERTERS`, passed as ``custom_convert_map``).
+
+Whatever is still unsupported after that is reported by :func:`check_supported` with the
+operator and the module path in the user's model (``features.3 (MyBlock)``), not with the
+importer's bare ``AssertionError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tvm import relax
+
+__all__ = ["DECOMPOSITIONS", "CONVERTERS", "UnsupportedOperatorError", "ConversionError",
+           "decompose", "check_supported", "convert_map"]
+
+aten = torch.ops.aten
+
+
+class UnsupportedOperatorError(ValueError):
+    """The model uses operators that neither TVM's importer nor aiq_tvm can convert."""
+
+
+class ConversionError(UnsupportedOperatorError):
+    """A converter failed on one node (the message names the operator and module)."""
+
+
+# ----------------------------------------------------------------------------- decompositions
+def _bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive_max_values(x: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
+    """Max over each adaptive window, separably: first over rows, then over columns."""
+    h, w = x.shape[-2], x.shape[-1]
+    rows = [aten.amax.default(x[..., s:e, :], [-2], True) for s, e in _bins(h, oh)]
+    x = aten.cat.default(rows, -2)
+    cols = [aten.amax.default(x[..., s:e], [-1], True) for s, e in _bins(w, ow)]
+    return aten.cat.default(cols, -1)
+
+
+def _adaptive_max_indices(x: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
+    """Flat (h * W + w) argmax of each window; dead code unless the model uses the indices."""
+    h, w = x.shape[-2], x.shape[-1]
+    hh = torch.arange(h, device=x.device)
+    ww = torch.arange(w, device=x.device)
+    in_row = torch.stack([(hh >= s) & (hh < e) for s, e in _bins(h, oh)])  # (oh, H)
+    in_col = torch.stack([(ww >= s) & (ww < e) for s, e in _bins(w, ow)])  # (ow, W)
+    window = (in_row[:, None, :, None] & in_col[None, :, None, :]).reshape(oh * ow, h * w)
+    flat = x.flatten(-2).unsqueeze(-2)  # (..., 1, H*W)
+    masked = torch.where(window, flat, float("-inf"))
+    return masked.argmax(-1).reshape(*x.shape[:-2], oh, ow)
+
+
+def _adaptive_max_pool2d(x: torch.Tensor, output_size):
+    """``adaptive_max_pool2d`` as ``max_pool2d`` (divisible sizes) or per-window ``amax``."""
+    h, w = x.shape[-2], x.shape[-1]
+    oh, ow = (int(output_size[0]), int(output_size[1]))
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise UnsupportedOperatorError(
+            "adaptive_max_pool2d needs a static height and width to be decomposed")
+    if h % oh == 0 and w % ow == 0:
+        k = [h // oh, w // ow]
+        return aten.max_pool2d_with_indices.default(x, k, k)
+    return _adaptive_max_values(x, oh, ow), _adaptive_max_indices(x, oh, ow)
+
+
+def _im2col(x: torch.Tensor, kernel_size, dilation, padding, stride):
+    """``nn.Unfold`` as a depthwise convolution with one-hot kernels (torch's own
+    decomposition goes through an ``index`` that TVM's importer cannot broadcast)."""
+    unbatched = x.dim() == 3
+    x = x.unsqueeze(0) if unbatched else x
+    c, (kh, kw) = x.shape[1], kernel_size
+    one_hot = torch.eye(kh * kw, dtype=x.dtype, device=x.device).reshape(kh * kw, 1, kh, kw)
+    out = aten.convolution.default(x, one_hot.repeat(c, 1, 1, 1), None, list(stride),
+                                   list(padding), list(dilation), False, [0, 0], c)
+    out = out.flatten(2)  # (N, C * kh * kw, L): channel-major, then kernel row, column
+    return out.squeeze(0) if unbatched else out
+
+
+DECOMPOSITIONS: dict = {
+    aten.adaptive_max_pool2d.default: _adaptive_max_pool2d,
+    aten.im2col.default: _im2col,
+}
+
+
+def decompose(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """torch's default decompositions plus :data:`DECOMPOSITIONS` (what TVM needs)."""
+    table = torch.export.default_decompositions()
+    table.update(DECOMPOSITIONS)
+    return ep.run_decompositions(table)
+
+
+# ----------------------------------------------------------------------------- converters
+def _arg(node, index: int, name: str, default):
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def _reduction(op: Callable) -> Callable:
+    """``amax``/``amin``(x, dim=[], keepdim=False): an empty ``dim`` reduces every axis."""
+
+    def convert(node, importer):
+        x = importer.env[node.args[0]]
+        dim = _arg(node, 1, "dim", [])
+        dim = [dim] if isinstance(dim, int) else list(dim)
+        keep = bool(_arg(node, 2, "keepdim", False))
+        return importer.block_builder.emit(op(x, dim or None, keepdims=keep))
+
+    return convert
+
+
+def _min_dim(node, importer):
+    """``min.dim`` -> (values, int64 indices), as TVM converts ``max.dim``."""
+    bb = importer.block_builder
+    x, dim = importer.env[node.args[0]], int(node.args[1])
+    keep = bool(_arg(node, 2, "keepdim", False))
+    both = bb.emit(relax.op.topk(x, k=1, axis=dim, largest=False, ret_type="both",
+                                 dtype="int64"))
+    values, indices = both[0], both[1]
+    if not keep:
+        values = bb.emit(relax.op.squeeze(values, axis=[dim]))
+        indices = bb.emit(relax.op.squeeze(indices, axis=[dim]))
+    return bb.emit(relax.Tuple([values, indices]))
+
+
+def _prod_dim(node, importer):
+    bb = importer.block_builder
+    x = importer.env[node.args[0]]
+    dtype = node.kwargs.get("dtype")
+    if dtype is not None:
+        x = bb.emit(relax.op.astype(x, str(dtype).replace("torch.", "")))
+    dim = int(_arg(node, 1, "dim", 0))
+    return bb.emit(relax.op.prod(x, [dim], keepdims=bool(_arg(node, 2, "keepdim", False))))
+
+
+def _elu(node, importer):
+    """``elu(x, alpha, scale, input_scale)``; TVM's own converter drops ``scale`` and
+    ``input_scale``, which ``nn.SELU`` decomposes to (wrong results, no error)."""
+    bb = importer.block_builder
+    x = importer.env[node.args[0]]
+    alpha, scale, input_scale = (float(_arg(node, i, n, 1.0)) for i, n in
+                                 ((1, "alpha"), (2, "scale"), (3, "input_scale")))
+    dtype = x.ty.dtype
+
+    def const(v):
+        return relax.const(v, dtype)
+
+    scaled = x if input_scale == 1.0 else bb.emit(relax.op.multiply(x, const(input_scale)))
+    # x > 0: x;  x <= 0: alpha * (exp(input_scale * x) - 1) = -alpha * relu(1 - exp(.))
+    neg = bb.emit(relax.op.nn.relu(relax.op.subtract(const(1.0), relax.op.exp(scaled))))
+    out = relax.op.add(relax.op.nn.relu(x), relax.op.multiply(const(-alpha), neg))
+    return bb.emit(out if scale == 1.0 else relax.op.multiply(const(scale), out))
+
+
+CONVERTERS: dict[str, Callable] = {
+    "elu.default": _elu,
+    "amax.default": _reduction(relax.op.max),
+    "amin.default": _reduction(relax.op.min),
+    "min.dim": _min_dim,
+    "prod.dim_int": _prod_dim,
+}
+
+
+def _builtin(importer) -> dict:
+    """TVM's own converters, bound to this importer (built once per import)."""
+    table = getattr(importer, "_aiq_builtin_converters", None)
+    if table is None:
+        table = type(importer).create_convert_map(importer)
+        importer._aiq_builtin_converters = table
+    return table
+
+
+def _attributed(name: str, custom: Callable | None) -> Callable:
+    """A converter that names the operator and module when conversion fails."""
+
+    def convert(node, importer):
+        try:
+            if custom is not None:
+                return custom(node, importer)
+            return _builtin(importer)[name](node)
+        except Exception as err:  # noqa: BLE001 - re-raised with the node's name
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ConversionError(
+                f"TVM's importer failed on aten.{name} in {_module_path(node)}: "
+                f"{type(err).__name__}: {first}") from err
+
+    return convert
+
+
+def convert_map(ep: torch.export.ExportedProgram) -> dict[str, Callable]:
+    """``custom_convert_map`` for ``ep``: our converters, and every operator of the graph
+    wrapped so that a failing conversion names its operator and module."""
+    names = {_op_name(n) for n in ep.graph.nodes if n.op == "call_function"}
+    return {name: _attributed(name, CONVERTERS.get(name)) for name in names}
+
+
+# ----------------------------------------------------------------------------- support check
+def _op_name(node) -> str:
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def _module_path(node) -> str:
+    """Innermost module of a node in the user's model: ``'features.3' (MyBlock)``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "the model's forward()"
+    path, cls = list(stack.values())[-1]
+    cls = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+    cls = cls.rsplit(".", 1)[-1]
+    return f"'{path}' ({cls})" if path else f"the model's own forward() ({cls})"
+
+
+def check_supported(ep: torch.export.ExportedProgram) -> None:
+    """Raise :class:`UnsupportedOperatorError` naming every operator TVM cannot import.
+
+    ``ep`` must already be decomposed (:func:`decompose`).
+    """
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    known = set(ExportedProgramImporter().create_convert_map()) | set(CONVERTERS)
+    where: dict[str, list[str]] = {}
+    for node in ep.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = _op_name(node)
+        if name not in known:
+            places = where.setdefault(name, [])
+            path = _module_path(node)
+            if path not in places:
+                places.append(path)
+    if where:
+        lines = [f"  aten.{op} in {', '.join(paths[:3])}"
+                 + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+                 for op, paths in sorted(where.items())]
+        raise UnsupportedOperatorError(
+            "the model uses PyTorch operators that TVM's importer cannot convert:\n"
+            + "\n".join(lines)
+            + "\nReplace them in the model (or register a converter in "
+            "aiq_tvm.torch_ops.CONVERTERS)")

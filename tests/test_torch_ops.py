@@ -1,0 +1,141 @@
+"""Import of PyTorch operators TVM's importer lacks or converts wrongly (aiq_tvm.torch_ops)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+import aiq_tvm
+from aiq_tvm import torch_ops
+from aiq_tvm.frontend import batch_var, specialize_batch
+from aiq_tvm.pipeline import bind_params
+
+
+class Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _run(mod, params, x):
+    mod = specialize_batch(mod, len(x)) if batch_var(mod) is not None else mod
+    mod = tvm.transform.Sequential(bind_params(params))(mod)
+    out = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x))
+    return out.numpy() if hasattr(out, "numpy") else [o.numpy() for o in out]
+
+
+def _amp_indices(x):
+    values, indices = nn.functional.adaptive_max_pool2d(x, (3, 4), return_indices=True)
+    return values + indices.float()
+
+
+# Each operator is one output of one model (one compile for all of them).
+OPERATORS = {
+    # nn.AdaptiveMaxPool2d: divisible (max_pool2d) and ragged windows (per-window amax)
+    "adaptive_max_pool_divisible": nn.AdaptiveMaxPool2d((4, 3)),
+    "adaptive_max_pool_ragged": nn.AdaptiveMaxPool2d((3, 5)),
+    "adaptive_max_pool_indices": Fn(_amp_indices),
+    "adaptive_max_pool1d": Fn(lambda x: nn.functional.adaptive_max_pool1d(x.flatten(2), 5)),
+    "amax_amin": Fn(lambda x: x.amax(dim=(2, 3)) - x.amin(dim=(2, 3))),
+    "amax_all": Fn(lambda x: x.amax() + x[:, 0]),
+    "min_dim": Fn(lambda x: x.min(dim=1).values + x.min(dim=1)[1].float()),
+    "prod_logsumexp": Fn(lambda x: x.prod(dim=3) + torch.logsumexp(x, 3)),
+    "selu_elu": nn.Sequential(nn.SELU(), nn.ELU(0.5)),  # TVM's elu drops SELU's scale
+    "unfold": nn.Unfold(3, dilation=1, padding=1, stride=2),
+}
+
+
+class _AllOperators(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ops = nn.ModuleDict(OPERATORS)
+
+    def forward(self, x):
+        return tuple(op(x) for op in self.ops.values())
+
+
+def _check_matches_torch(model, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the static-batch fallback warns (tested below)
+        mod, params = aiq_tvm.from_torch(model, x)
+    with torch.no_grad():
+        refs = model(x)
+    outs = _run(mod, params, x.numpy())
+    refs, outs = (refs, outs) if isinstance(refs, tuple) else ((refs,), (outs,))
+    for name, out, ref in zip(OPERATORS if len(refs) > 1 else ["out"], outs, refs,
+                              strict=True):
+        np.testing.assert_allclose(out, ref.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_operators_tvm_lacks_import_and_match_torch():
+    _check_matches_torch(_AllOperators().eval(), torch.randn(3, 4, 8, 6))
+
+
+def test_instance_norm_falls_back_to_static_batch_and_matches_torch():
+    # TVM's importer fails on InstanceNorm2d with a symbolic batch; the static import works.
+    _check_matches_torch(nn.InstanceNorm2d(4).eval(), torch.randn(3, 4, 8, 6))
+
+
+class _Bessel(nn.Module):
+    def forward(self, x):
+        return torch.special.i0(x)
+
+
+def test_unsupported_operator_names_operator_and_module_path():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.ReLU(), _Bessel())).eval()
+    with pytest.raises(torch_ops.UnsupportedOperatorError) as err:
+        aiq_tvm.from_torch(model, torch.randn(2, 3, 8, 8))
+    msg = str(err.value)
+    assert "aten.i0.default in '1.1' (_Bessel)" in msg
+    assert "AssertionError" not in msg
+
+
+def test_failing_conversion_names_module_and_falls_back_to_static_batch(monkeypatch):
+    def fails_on_symbolic_batch(node, importer):
+        x = importer.env[node.args[0]]
+        if not isinstance(x.ty.shape[0], tvm.tirx.IntImm):
+            raise TypeError("cannot handle a symbolic dimension")
+        return importer.block_builder.emit(relax.op.nn.relu(x))
+
+    monkeypatch.setitem(torch_ops.CONVERTERS, "relu.default", fails_on_symbolic_batch)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.ReLU())).eval()
+    x = torch.randn(2, 3, 5, 5)
+    with pytest.warns(UserWarning, match=r"aten\.relu\.default in '1\.0' \(ReLU\).*symbolic "
+                                         r"dimension.*static batch of 2"):
+        mod, params = aiq_tvm.from_torch(model, x)
+    assert batch_var(mod) is None
+    with torch.no_grad():
+        np.testing.assert_allclose(_run(mod, params, x.numpy()), model(x).numpy(), atol=1e-5)
+
+    def always_fails(node, importer):
+        raise TypeError("broken converter")
+
+    monkeypatch.setitem(torch_ops.CONVERTERS, "relu.default", always_fails)
+    with pytest.raises(torch_ops.ConversionError,
+                       match=r"aten\.relu\.default in '1\.0' \(ReLU\): TypeError: broken"):
+        aiq_tvm.from_torch(model, x)
+
+
+def test_train_mode_model_is_imported_in_eval_mode_and_left_unchanged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten())
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.train()
+    model[2].eval()  # a mixed-mode model keeps each submodule's own mode
+    x = torch.randn(2, 3, 6, 6)
+    with pytest.warns(UserWarning, match="training mode.*imported in eval mode"):
+        mod, params = aiq_tvm.from_torch(model, x)
+    assert [m.training for m in model.modules()] == [True, True, True, False, True]
+    with torch.no_grad():
+        ref = model.eval()(x).numpy()
+    np.testing.assert_allclose(_run(mod, params, x.numpy()), ref, rtol=1e-4, atol=1e-5)
