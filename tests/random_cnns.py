@@ -195,3 +195,24 @@ def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
     den = float(np.linalg.norm(ref))
     num = float(np.linalg.norm(np.asarray(out, np.float64) - ref))
     return num / den if den else num
+
+
+FP32_TOL = 1e-4
+INT8_TOL = 0.1
+
+
+def build_and_compare(case: CnnCase) -> dict[str, float]:
+    """Import ``case``, build it at fp32 and at int8 (calibrated on its own input) and return
+    each build's relative error against torch: ``{"fp32": e, "int8": e}``."""
+    import aiq_tvm
+
+    with torch.no_grad():
+        ref = case.model(torch.from_numpy(case.x)).numpy().astype(np.float64)
+    mod, params = aiq_tvm.from_torch(case.model, case.x)
+    n = len(case.x)
+    errors = {}
+    for plan in ("fp32", "int8"):
+        res = aiq_tvm.build(mod, params=params, plan=plan, batch_size=n,
+                            calib_data=case.x if plan == "int8" else None)
+        errors[plan] = relative_error(res.run(case.x), ref)
+    return errors

@@ -1,0 +1,27 @@
+"""A fixed sample of random CNNs (tests/random_cnns.py) through import -> build -> run.
+
+The sample covers what the generator draws: odd channel counts, kernels 1/3/5/7, strides,
+dilation, grouped and depthwise convs, residual adds, concat, max/avg/adaptive pooling (ragged
+adaptive max windows too), ten activations, non-square inputs and batches 1, 3 and 7.
+``scripts/fuzz_models.py`` runs hundreds of seeds (results in docs/fuzz.md).
+"""
+
+import pytest
+from random_cnns import FP32_TOL, INT8_TOL, build_and_compare, random_cnn
+
+# seed: what it draws.  max_blocks=3 and four seeds keep this module near 2 minutes of CPU
+# (each network is imported and compiled three times: fp32, int8 calibration, int8).
+SAMPLE = {
+    26: "batch 7; depthwise + grouped convs, concat, residual, dilation",
+    36: "batch 1, 11x15; concat, dilation, adaptive max pool, flatten head",
+    32: "batch 7, 11x22; adaptive avg pool, two concats, depthwise over 31 channels",
+    19: "batch 3, 15x14; ragged adaptive max pool (15 -> 7), residual, dilation",
+}
+
+
+@pytest.mark.parametrize("seed", list(SAMPLE))
+def test_random_cnn_matches_torch(seed):
+    case = random_cnn(seed, max_blocks=3)
+    errors = build_and_compare(case)
+    assert errors["fp32"] < FP32_TOL, f"{case.describe()}: fp32 relative error {errors}"
+    assert errors["int8"] < INT8_TOL, f"{case.describe()}: int8 relative error {errors}"
