@@ -1,32 +1,64 @@
-"""Whole-model latency: aiq_tvm builds vs PyTorch eager vs ONNX Runtime, side by side.
+"""Whole-model latency: aiq_tvm builds vs PyTorch eager vs ONNX Runtime FP32 and INT8.
 
 For each model and batch size every variant is timed in interleaved rounds (each round runs
 every variant for ``--round-ms``), so machine noise hits all of them alike; the table reports
-medians over rounds and ratios computed from them.  PyTorch and ONNX Runtime each run in their
-own worker process, timed on request inside the same rounds: in one process their thread pools
-(OpenMP, ORT's spinning workers) and TVM's stole each other's cores and slowed whichever ran
-next by up to 2x.  Before each timed block the script also sleeps ``--gap-ms``.
+medians over rounds and ratios computed from them.  PyTorch, ONNX Runtime FP32 and ONNX
+Runtime INT8 each run in their own worker process, timed on request inside the same rounds:
+in one process their thread pools (OpenMP, ORT's spinning workers) and TVM's stole each
+other's cores and slowed whichever ran next by up to 2x.  Before each timed block the script
+also sleeps ``--gap-ms``.
 
-Variants: PyTorch eager FP32, ONNX Runtime FP32 (CPU provider), and aiq_tvm builds with a
-uniform precision (``fp32``, ``int8``, ``int4``, ``w8``, ``w4``) and, with ``--plan``, an AIQ
-plan JSON (e.g. the one ``make demo`` wrote to results/).
+Models: ours (``resnet20``, ``mobilenet_v2``: Fashion-MNIST weights, 32 x 32 inputs) and any
+torchvision classification model as ``tv/<name>`` at ``--image-size`` (``weights=None``,
+seeded, batch-norm statistics set on real Fashion-MNIST images resized to the input size,
+see :mod:`aiq_tvm.models.torchvision_zoo`).
+
+Variants: PyTorch eager FP32; ONNX Runtime FP32 (CPU provider); ONNX Runtime INT8
+(``quantize_static`` after ``quant_pre_process``: QDQ, per-channel, uint8 activations, int8
+weights, MinMax calibration on the same calibration images our builds use); aiq_tvm builds
+with a uniform precision (``fp32``, ``int8``, ``int4``, ``w8``, ``w4``) and, with ``--plan``,
+an AIQ plan JSON.  Every variant's logits on the timed batch are compared with PyTorch's
+(cosine similarity, printed in a second table), so a fast but wrong build shows.
+
+Long runs: ``--lock FILE`` holds an exclusive ``flock`` on FILE only while a model is timed
+(builds and quantization run unlocked); ``--json FILE`` saves one run's figures, and
+``--render A.json B.json ... --out PAGE.md`` writes one page from several runs, each row with
+the command that measured it.
 
     TVM_NUM_THREADS=2 python scripts/bench_models.py --models resnet20 mobilenet_v2 \
         --batches 1 64 --out docs/performance_models.md
+    TVM_NUM_THREADS=2 python scripts/bench_models.py --models tv/resnet18 --batches 1 8 \
+        --precisions fp32 int8 int4 --lock /work/wt/bench.lock --json r18.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
+import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+TV_PREFIX = "tv/"
+REFERENCE = "pytorch"
+# (numerator, denominator, label): speed-up of the denominator over the numerator.
+RATIOS = (
+    ("pytorch", "tvm-fp32", "fp32 vs pytorch"),
+    ("onnxruntime", "tvm-fp32", "fp32 vs ORT fp32"),
+    ("onnxruntime-int8", "tvm-int8", "int8 vs ORT int8"),
+    ("tvm-fp32", "tvm-int8", "int8 vs fp32"),
+    ("tvm-int8", "tvm-int4", "int4 vs int8"),
+    ("tvm-int8", "tvm-aiq-plan", "plan vs int8"),
+)
 
 
 def _cpu() -> str:
@@ -36,23 +68,68 @@ def _cpu() -> str:
     return platform.processor()
 
 
-def _worker(conn, kind: str, name: str, path: str, threads: int) -> None:
-    """A framework in its own process: build once, then time on request."""
+# ----------------------------------------------------------------------------- models
+def load_model(name: str, image_size: int):
+    """(torch model in eval mode, calibration images) of a model name (see the docstring)."""
+    from aiq_tvm import datasets, models
+
+    if name.startswith(TV_PREFIX):
+        from aiq_tvm.models import torchvision_zoo as zoo
+
+        model = zoo.torchvision_model(name[len(TV_PREFIX):], size=image_size)
+        return model, zoo.calibration_images(32, image_size)
+    if name not in models.MODEL_NAMES:
+        raise SystemExit(f"unknown model {name!r}: ours are {', '.join(models.MODEL_NAMES)}; "
+                         f"torchvision models are written {TV_PREFIX}<name> (e.g. tv/resnet50)")
+    return models.get_model(name, pretrained=True), datasets.calibration_set(256)[0]
+
+
+def quantize_onnx_int8(fp32_path: str, out_path: str, calib: np.ndarray, batch: int = 8) -> None:
+    """ONNX Runtime static INT8: QDQ, per-channel, u8 activations / s8 weights, after
+    ``quant_pre_process`` (ORT's recommended shape inference and graph cleanup)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.ascontiguousarray(calib[i:i + batch])
+                                for i in range(0, len(calib), batch))
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {"x": x}
+
+    pre = str(Path(out_path).with_suffix(".pre.onnx"))
+    quant_pre_process(fp32_path, pre)
+    quantize_static(pre, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+# ----------------------------------------------------------------------------- workers
+def _worker(conn, kind: str, path: str, threads: int, calib) -> None:
+    """A framework in its own process: load (and quantize) once, then time on request."""
     import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     if kind == "pytorch":
-        from aiq_tvm import models
-
-        model = models.get_model(name, pretrained=True)
-        fn = None
+        model = torch.load(path, weights_only=False).eval()
     else:
         import onnxruntime as ort
 
+        if kind == "onnxruntime-int8":
+            q_path = str(Path(path).with_suffix(".int8.onnx"))
+            quantize_onnx_int8(path, q_path, calib)
+            path = q_path
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    conn.send(True)
     timer = None
     while True:
         msg = conn.recv()
@@ -65,12 +142,12 @@ def _worker(conn, kind: str, name: str, path: str, threads: int) -> None:
 
                 def fn(xt=xt):
                     with torch.no_grad():
-                        model(xt)
+                        return model(xt).numpy()
             else:
                 def fn(x=x):
-                    sess.run(None, {"x": x})
+                    return sess.run(None, {"x": x})[0]
             timer = Timer(fn)
-            conn.send(True)
+            conn.send(np.asarray(fn()))
         else:
             conn.send(timer(msg[1]))
 
@@ -78,18 +155,23 @@ def _worker(conn, kind: str, name: str, path: str, threads: int) -> None:
 class Remote:
     """Handle on a worker process; ``remote(ms)`` times like :class:`Timer`."""
 
-    def __init__(self, kind: str, name: str, path: str, threads: int):
+    def __init__(self, kind: str, path: str, threads: int, calib=None):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, kind, name, path, threads),
+        self.proc = ctx.Process(target=_worker, args=(child, kind, path, threads, calib),
                                 daemon=True)
         self.proc.start()
 
-    def set_input(self, x) -> None:
-        self.conn.send(("input", x))
+    def ready(self) -> None:
+        """Wait until the worker has loaded (and quantized) its model."""
         self.conn.recv()
+
+    def set_input(self, x) -> np.ndarray:
+        """Time ``x`` from now on; returns the logits for it."""
+        self.conn.send(("input", x))
+        return self.conn.recv()
 
     def __call__(self, ms: float) -> float:
         self.conn.send(("time", ms))
@@ -118,25 +200,203 @@ class Timer:
         return (time.perf_counter() - t0) / n
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
-    ap.add_argument("--batches", nargs="+", type=int, default=[1, 64])
-    ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4", "w8", "w4"])
-    ap.add_argument("--plan", action="append", default=[],
-                    help="MODEL=PLAN.json[:CALIBRATION.json] to add an AIQ plan variant")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--round-ms", type=float, default=150.0)
-    ap.add_argument("--gap-ms", type=float, default=100.0)
-    ap.add_argument("--out", default=None, help="Markdown file for the results")
-    args = ap.parse_args(argv)
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest per-sample cosine similarity of two logit batches."""
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30
+    return float(np.min(num / den))
 
-    threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
+
+@contextlib.contextmanager
+def _locked(path: str | None):
+    """Exclusive flock on ``path`` (no-op without one)."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        t0 = time.perf_counter()
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        print(f"  lock {path} acquired after {time.perf_counter() - t0:.1f}s", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- one model
+def _build_all(name, mod, params, xc, args, plans) -> tuple[dict, dict]:
+    import aiq_tvm
+
+    builds, build_s, cal = {}, {}, None
+    for prec in args.precisions:
+        t0 = time.perf_counter()
+        builds[prec] = aiq_tvm.build(mod, params=params, plan=prec, calib_data=xc,
+                                     calibration=cal or "percentile",
+                                     eval_batch_size=min(len(xc), 16))
+        cal = builds[prec].calibration or cal
+        build_s[prec] = time.perf_counter() - t0
+        print(f"[{name}] built {prec} in {build_s[prec]:.1f}s", flush=True)
+    if name in plans:
+        plan, pcal = plans[name]
+        builds["aiq-plan"] = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc,
+                                           calibration=pcal or cal or "percentile",
+                                           eval_batch_size=min(len(xc), 16))
+    return builds, build_s
+
+
+def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
+    """Build every variant of one model, then time them (under ``args.lock``)."""
     import torch
     import tvm
 
     import aiq_tvm
-    from aiq_tvm import datasets, models
+
+    model, xc = load_model(name, args.image_size)
+    t0 = time.perf_counter()
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xc[:2]))
+    print(f"[{name}] imported in {time.perf_counter() - t0:.1f}s", flush=True)
+    tmp = Path(tempfile.mkdtemp())
+    torch.save(model, tmp / "model.pt")
+    onnx_path = tmp / "model.onnx"
+    torch.onnx.export(model, (torch.from_numpy(xc[:1]),), str(onnx_path), dynamo=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    kinds = ["pytorch", "onnxruntime"] + (["onnxruntime-int8"] if args.ort_int8 else [])
+    remotes = {k: Remote(k, str(tmp / "model.pt") if k == "pytorch" else str(onnx_path),
+                         threads, xc) for k in kinds}
+    builds, build_s = _build_all(name, mod, params, xc, args, plans)
+    for r in remotes.values():
+        r.ready()
+    rows = []
+    for bs in args.batches:
+        x = np.ascontiguousarray(np.resize(xc, (bs, *xc.shape[1:])), np.float32)
+        timers, logits = {}, {}
+        for key, r in remotes.items():
+            logits[key] = r.set_input(x)
+            timers[key] = r
+        for key, b in builds.items():
+            f = b.vm(bs)["main"]  # compiled here, outside the lock
+            arg = tvm.runtime.tensor(x)
+            logits[f"tvm-{key}"] = f(arg).numpy()
+            timers[f"tvm-{key}"] = Timer(lambda f=f, arg=arg: f(arg))
+        samples = {k: [] for k in timers}
+        with _locked(args.lock):
+            for _ in range(args.rounds):
+                for k, t in timers.items():
+                    time.sleep(args.gap_ms / 1e3)
+                    samples[k].append(t(args.round_ms))
+        med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+        cos = {k: cosine(v, logits[REFERENCE]) for k, v in logits.items() if k != REFERENCE}
+        rows.append({"model": name, "batch": bs, "ms": med, "cos": cos,
+                     "build_s": {f"tvm-{k}": v for k, v in build_s.items()}})
+        print(f"[{name} batch {bs}] ms: " + "  ".join(f"{k} {v:.3f}" for k, v in med.items()),
+              flush=True)
+    for r in remotes.values():
+        r.close()
+    return rows
+
+
+# ----------------------------------------------------------------------------- tables
+def _keys(rows: list[dict], field: str) -> list[str]:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r[field] if k not in keys]
+    return keys
+
+
+def render_tables(rows: list[dict]) -> str:
+    """Markdown: latency table with speed-up ratios, then the cosine-vs-PyTorch table."""
+    keys = _keys(rows, "ms")
+    ratios = [r for r in RATIOS if any(r[0] in x["ms"] and r[1] in x["ms"] for x in rows)]
+    head = ["model", "batch"] + [f"{k} ms" for k in keys] + [r[2] for r in ratios]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        med = row["ms"]
+        vals = [row["model"], str(row["batch"])]
+        vals += [f"{med[k]:.3f}" if k in med else "" for k in keys]
+        vals += [f"{med[a] / med[b]:.2f}x" if a in med and b in med else ""
+                 for a, b, _ in ratios]
+        lines.append("| " + " | ".join(vals) + " |")
+    ckeys = _keys(rows, "cos")
+    lines += ["", f"Cosine similarity of the logits to {REFERENCE}'s on the timed batch "
+              "(smallest over its images):", "",
+              "| model | batch | " + " | ".join(ckeys) + " |", "|" + "---|" * (len(ckeys) + 2)]
+    for row in rows:
+        vals = [f"{row['cos'][k]:.4f}" if k in row["cos"] else "" for k in ckeys]
+        lines.append(f"| {row['model']} | {row['batch']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def _build_table(runs: list[dict]) -> str:
+    """Build seconds per variant and the run's peak RSS, one line per model."""
+    per_model: dict[str, tuple[dict, float | None]] = {}
+    for run in runs:
+        for r in run["rows"]:
+            per_model.setdefault(r["model"], (r.get("build_s", {}), run.get("peak_rss_mb")))
+    keys = _keys([{"b": b} for b, _ in per_model.values()], "b")
+    lines = ["| model | " + " | ".join(f"{k} build" for k in keys) + " | peak RSS of the run |",
+             "|" + "---|" * (len(keys) + 2)]
+    for model, (secs, rss) in per_model.items():
+        vals = [f"{secs[k]:.0f} s" if k in secs else "" for k in keys]
+        vals.append(f"{rss:.0f} MB" if rss else "")
+        lines.append(f"| {model} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
+    """A Markdown page from one or more saved runs (each with its command)."""
+    rows = [r for run in runs for r in run["rows"]]
+    if len(runs) == 1:
+        cmds = f"Command: `{runs[0]['command']}`"
+    else:
+        cmds = "Commands (one run each; ratios never mix runs):\n\n" + "\n".join(
+            f"    {run['command']}" for run in runs)
+    first = runs[0]
+    setup = (f"Machine: {first['machine']}, {first['threads']} threads, {first['date']}. "
+             f"Medians of {first['rounds']} interleaved rounds of {first['round_ms']:.0f} ms per "
+             f"variant ({first['gap_ms']:.0f} ms idle before each); each framework in its own "
+             "process; ratios are speed-ups (time of the first / time of the second).")
+    return (f"# {title}\n\n{cmds}\n\n{setup}\n\n{render_tables(rows)}\n\n"
+            "Build times (import excluded; the first 8-bit build includes calibration) and "
+            "the peak resident memory of the benchmark process:\n\n"
+            f"{_build_table(runs)}\n")
+
+
+# ----------------------------------------------------------------------------- main
+def _parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"],
+                    help="ours (resnet20, mobilenet_v2) or tv/<torchvision name>")
+    ap.add_argument("--image-size", type=int, default=224, help="input size of tv/ models")
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 64])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4", "w8", "w4"])
+    ap.add_argument("--plan", action="append", default=[],
+                    help="MODEL=PLAN.json[:CALIBRATION.json] to add an AIQ plan variant")
+    ap.add_argument("--no-ort-int8", dest="ort_int8", action="store_false",
+                    help="skip the ONNX Runtime INT8 variant")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--round-ms", type=float, default=150.0)
+    ap.add_argument("--gap-ms", type=float, default=100.0)
+    ap.add_argument("--lock", default=None, help="flock this file while timing a model")
+    ap.add_argument("--json", default=None, help="save this run's figures as JSON")
+    ap.add_argument("--render", nargs="+", default=None, metavar="RUN.json",
+                    help="only render saved runs into --out (no measuring)")
+    ap.add_argument("--title", default="Whole-model latency")
+    ap.add_argument("--out", default=None, help="Markdown file for the results")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.render:
+        page = render_page([json.loads(Path(p).read_text()) for p in args.render], args.title)
+        print(page)
+        if args.out:
+            Path(args.out).write_text(page)
+            print(f"wrote {args.out}")
+        return 0
+    threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
+    import aiq_tvm
 
     plans = {}
     for spec in args.plan:
@@ -144,78 +404,21 @@ def main(argv=None) -> int:
         plan_file, _, cal_file = files.partition(":")
         plans[name] = (aiq_tvm.Plan.load(plan_file),
                        aiq_tvm.Calibration.load(cal_file) if cal_file else None)
-    xc, _ = datasets.calibration_set(256)
     rows = []
     for name in args.models:
-        model = models.get_model(name, pretrained=True)
-        mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xc[:2]))
-        onnx_path = Path(tempfile.mkdtemp()) / f"{name}.onnx"
-        torch.onnx.export(model, (torch.from_numpy(xc[:1]),), str(onnx_path), dynamo=False,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
-        remotes = {k: Remote(k, name, str(onnx_path), threads)
-                   for k in ("pytorch", "onnxruntime")}
-        builds = {}
-        cal = None
-        for prec in args.precisions:
-            t0 = time.perf_counter()
-            builds[prec] = aiq_tvm.build(mod, params=params, plan=prec, calib_data=xc,
-                                         calibration=cal or "percentile")
-            cal = builds[prec].calibration or cal
-            print(f"[{name}] built {prec} in {time.perf_counter() - t0:.1f}s", flush=True)
-        if name in plans:
-            plan, pcal = plans[name]
-            builds["aiq-plan"] = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc,
-                                               calibration=pcal or cal or "percentile")
-        for bs in args.batches:
-            x = np.ascontiguousarray(np.resize(xc, (bs, *xc.shape[1:])), np.float32)
-            timers = {}
-            for key, r in remotes.items():
-                r.set_input(x)
-                timers[key] = r
-            for key, b in builds.items():
-                vm = b.vm(bs)
-                arg = tvm.runtime.tensor(x)
-                f = vm["main"]
-                timers[f"tvm-{key}"] = Timer(lambda f=f, arg=arg: f(arg))
-            samples = {k: [] for k in timers}
-            for _ in range(args.rounds):
-                for k, t in timers.items():
-                    time.sleep(args.gap_ms / 1e3)
-                    samples[k].append(t(args.round_ms))
-            med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
-            rows.append((name, bs, med))
-            line = "  ".join(f"{k} {v:.3f}" for k, v in med.items())
-            print(f"[{name} batch {bs}] ms: {line}", flush=True)
-        for r in remotes.values():
-            r.close()
-
-    keys = []
-    for _, _, med in rows:
-        keys += [k for k in med if k not in keys]
-    head = ["model", "batch"] + [f"{k} ms" for k in keys] + [
-        "fp32 vs pytorch", "fp32 vs onnxruntime", "int8 vs fp32", "int4 vs fp32",
-        "int4 vs int8"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, bs, med in rows:
-        def ratio(a, b, med=med):
-            return f"{med[a] / med[b]:.2f}x" if a in med and b in med else ""
-        vals = [name, str(bs)] + [f"{med[k]:.3f}" if k in med else "" for k in keys] + [
-            ratio("pytorch", "tvm-fp32"), ratio("onnxruntime", "tvm-fp32"),
-            ratio("tvm-fp32", "tvm-int8"), ratio("tvm-fp32", "tvm-int4"),
-            ratio("tvm-int8", "tvm-int4")]
-        lines.append("| " + " | ".join(vals) + " |")
-    table = "\n".join(lines)
-    print(table)
+        rows += bench_model(name, args, plans, threads)
+    words = [Path(sys.argv[0]).as_posix()] + (argv if argv is not None else sys.argv[1:])
+    run = {"command": f"TVM_NUM_THREADS={threads} python {' '.join(words)}",
+           "machine": _cpu(), "threads": threads, "date": datetime.date.today().isoformat(),
+           "rounds": args.rounds, "round_ms": args.round_ms, "gap_ms": args.gap_ms,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "rows": rows}
+    print(render_tables(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(run, indent=1))
+        print(f"wrote {args.json}")
     if args.out:
-        words = [Path(sys.argv[0]).as_posix()] + (argv if argv is not None else sys.argv[1:])
-        cmd = f"TVM_NUM_THREADS={threads} python {' '.join(words)}"
-        text = (f"# Whole-model latency\n\nCommand: `{cmd}`\n\nMachine: {_cpu()}, "
-                f"{threads} threads, {datetime.date.today().isoformat()}. Medians of "
-                f"{args.rounds} interleaved rounds of {args.round_ms:.0f} ms per variant "
-                f"({args.gap_ms:.0f} ms idle before each); "
-                "ratios are speedups (time of the first / time of the second).\n\n"
-                f"{table}\n")
-        Path(args.out).write_text(text)
+        Path(args.out).write_text(render_page([run], args.title))
         print(f"wrote {args.out}")
     return 0
 
