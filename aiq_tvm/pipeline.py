@@ -4,7 +4,8 @@ Phases (each a function of the target returning a list of passes, like TVM's
 ``relax/backend/cpu_generic/pipeline.py``):
 
 1. :func:`quantize_passes`: annotate layers with the plan, bind the weights, fold constants,
-   lower annotated layers to low-bit x86 kernels, cancel the layout transposes between them.
+   lower annotated layers to low-bit x86 kernels, decompose leftover batch norms, cancel the
+   layout transposes between layers.
 2. :func:`legalize_passes`: TVM's CPU legalization and fusion for the remaining ops.
 3. :func:`schedule_passes`: schedule the fused glue kernels TVM leaves unscheduled.
 4. :func:`lower_passes`: TVM's dataflow lowering and VM finalization.
@@ -58,6 +59,10 @@ def quantize_passes(target, plan="fp32", calibration=None, params=None, database
         relax.transform.FoldConstant(),
         QuantizeAnnotated(calibration, target=target, database=database,
                           tune_trials=tune_trials, numerics_target=numerics_target),
+        # Batch norms not folded into a conv (pre-activation ones) become constant scale and
+        # shift, which CancelTransposes moves across the NHWC layout.
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.FoldConstant(),
         CancelTransposes(),
     ]
 

@@ -8,24 +8,50 @@ this pass removes them, so activations stay NHWC through the network:
 * ``f(permute(x, p))``  ->  ``permute(f(x), p)`` for unary elementwise ``f`` (relu, clip, ...)
 * ``g(permute(a, p), permute(b, p))``  ->  ``permute(g(a, b), p)`` for binary elementwise ``g``
   on equal shapes, or with a scalar constant
+* ``g(permute(a, p), permute(b, p))``  ->  ``permute(g(a, b), p)`` for binary elementwise ``g``
+  on operands of equal rank (broadcasting is per axis, so it commutes with ``p``: squeeze-and-
+  excitation scales), or with a constant (transposed on the host: decomposed batch norms)
 * ``mean(permute(x, p), axes, keepdims=True)``  ->  ``permute(mean(x, p[axes]), p)``
-* ``reshape(permute(x, p), s)``  ->  ``reshape(x, s)`` when ``p`` only moves size-1 axes
+* ``pool(permute(x, NHWC->NCHW))`` -> ``permute(pool(x, layout="NHWC"), NHWC->NCHW)`` for
+  max/avg/adaptive-avg pooling
+* ``reshape(permute(x, p), s)``  ->  ``permute(reshape(permute(x, r), s'), q)`` where the
+  reshape only splits or merges axes: applied when ``r`` is the identity (``p`` only moves
+  whole groups, e.g. unit axes or a channel split) or when ``q`` is NHWC->NCHW (a channel
+  shuffle: ``r`` is then the shuffle itself in NHWC, and ``q`` cancels with the next layer)
+* ``concat([permute(a, p), permute(b, p)], axis)``  ->  ``permute(concat([a, b], p[axis]), p)``
+* ``split(permute(x, p), axis)``  ->  the pieces of ``split(x, p[axis])``, each permuted
 
-Each rule returns the expression unchanged when it does not apply.
+Each rule returns the expression unchanged when it does not apply. Batch norms the frontend
+left in the graph (those not after a conv, e.g. DenseNet's pre-activation ones) should be
+decomposed and folded first (``DecomposeOpsForInference``, ``FoldConstant``), so their scale
+and shift are constants the binary rule moves across.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from aiq_tvm._ir import const_value, is_const, static_shape
+from aiq_tvm._ir import const_value, is_const
+from aiq_tvm._ir import is_op as is_call_of
 
 __all__ = ["CancelTransposes"]
 
-_UNARY = ("relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu")
-_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.maximum", "relax.minimum")
+_UNARY = ("relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
+          "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.exp", "relax.sqrt", "relax.rsqrt",
+          "relax.negative", "relax.nn.leakyrelu")
+_BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+           "relax.minimum", "relax.power")
+_POOLS = {
+    "relax.nn.max_pool2d": relax.op.nn.max_pool2d,
+    "relax.nn.avg_pool2d": relax.op.nn.avg_pool2d,
+    "relax.nn.adaptive_avg_pool2d": relax.op.nn.adaptive_avg_pool2d,
+}
+NHWC_TO_NCHW = [0, 3, 1, 2]
+_MAX_ROUNDS = 8  # rule rounds (each to a fixed point); real networks settle in two or three
 
 
 def _axes(call: relax.Call, ndim: int) -> list[int]:
@@ -39,8 +65,130 @@ def _ndim(expr) -> int:
     return len(expr.ty.shape)
 
 
-def _scalar_const(expr) -> bool:
-    return is_const(expr) and const_value(expr).size == 1
+def _inverse(perm: list[int]) -> list[int]:
+    return [int(i) for i in np.argsort(perm)]
+
+
+def _const_for(other, axes: list[int], ndim: int):
+    """The constant ``c'`` with ``g(permute(x, p), c) == permute(g(x, c'), p)``, or None."""
+    if not is_const(other):
+        return None
+    value = const_value(other)
+    if value.size == 1:
+        return other
+    if value.ndim > ndim:
+        return None
+    full = value.reshape((1,) * (ndim - value.ndim) + value.shape)
+    return relax.const(np.ascontiguousarray(full.transpose(_inverse(axes))), str(value.dtype))
+
+
+def _static_dims(expr) -> list[int] | None:
+    shape = expr.ty.shape
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return [int(d) for d in shape]
+
+
+def reshape_groups(src: list[int], dst: list[int]) -> list[tuple[list[int], list[int]]] | None:
+    """Split a reshape into groups of consecutive source and destination axes with equal
+    element counts (unit axes form their own groups); None if the sizes do not factor."""
+    groups, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        if i < len(src) and src[i] == 1 and (j == len(dst) or dst[j] != 1):
+            groups.append(([i], []))
+            i += 1
+            continue
+        if j < len(dst) and dst[j] == 1 and (i == len(src) or src[i] != 1):
+            groups.append(([], [j]))
+            j += 1
+            continue
+        if i == len(src) or j == len(dst):
+            return None
+        si, dj, ps, pd = [i], [j], src[i], dst[j]
+        i, j = i + 1, j + 1
+        while ps != pd:
+            if ps < pd and i < len(src):
+                si.append(i)
+                ps, i = ps * src[i], i + 1
+            elif pd < ps and j < len(dst):
+                dj.append(j)
+                pd, j = pd * dst[j], j + 1
+            else:
+                return None
+        groups.append((si, dj))
+    return groups
+
+
+@mutator
+class _TupleRules(PyExprMutator):
+    """``concat`` and ``split`` rules: their operands or results are tuples, which the
+    call-pattern rewriter does not see through."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+
+    def _value(self, expr):
+        """What ``expr`` is bound to, through variable aliases."""
+        for _ in range(16):
+            val = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+            if val is None:
+                return expr
+            expr = val
+        return expr
+
+    def _permuted(self, expr):
+        """``(inner, axes)`` when ``expr`` is bound to ``permute_dims(inner)``."""
+        val = self._value(expr)
+        if is_call_of(val, "relax.permute_dims"):
+            inner = val.args[0]
+            return inner, _axes(val, _ndim(inner))
+        return None
+
+    def _fields(self, expr):
+        val = self._value(expr)
+        return list(val.fields) if isinstance(val, relax.Tuple) else None
+
+    def visit_tuple_getitem_(self, op):
+        op = super().visit_tuple_getitem_(op)
+        fields = self._fields(op.tuple_value)
+        return fields[op.index] if fields is not None else op
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if is_call_of(call, "relax.concat"):
+            return self._concat(call)
+        if is_call_of(call, "relax.split"):
+            return self._split(call)
+        return call
+
+    def _concat(self, call):
+        fields = self._fields(call.args[0])
+        perms = [self._permuted(f) for f in fields] if fields else None
+        if not perms or any(p is None for p in perms):
+            return call
+        axes = perms[0][1]
+        if any(p[1] != axes for p in perms):
+            return call
+        axis = int(call.attrs.axis) % len(axes)
+        inner = self.builder_.emit(relax.op.concat([p[0] for p in perms], axis=axes[axis]))
+        self.changed = True
+        return relax.op.permute_dims(inner, axes)
+
+    def _split(self, call):
+        perm = self._permuted(call.args[0])
+        if perm is None:
+            return call
+        x, axes = perm
+        ios = call.attrs.indices_or_sections
+        ios = int(ios) if isinstance(ios, tvm.tirx.IntImm) else [int(i) for i in ios]
+        axis = int(call.attrs.axis) % len(axes)
+        parts = self.builder_.emit(relax.op.split(x, ios, axis=axes[axis]))
+        count = len(call.ty.fields)
+        pieces = [self.builder_.emit(relax.op.permute_dims(relax.TupleGetItem(parts, i), axes))
+                  for i in range(count)]
+        self.changed = True
+        return relax.Tuple(pieces)
 
 
 @tvm.transform.module_pass(opt_level=0, name="CancelTransposes")
@@ -69,7 +217,10 @@ class CancelTransposes:
         self.binary = binary
         self.mean = is_op("relax.mean")(self.perm_x)
         self.reshape = is_op("relax.reshape")(self.perm_x, wildcard())
-        self.pattern = self.double | self.unary | self.binary | self.mean | self.reshape
+        pools = None
+        for op in _POOLS:
+            pools = is_op(op)(self.perm_x) if pools is None else pools | is_op(op)(self.perm_x)
+        self.pattern = self.double | self.unary | self.binary | self.mean | self.reshape | pools
 
     # ---------------------------------------------------------------- rules
     def _rewrite(self, expr, matches):
@@ -84,6 +235,8 @@ class CancelTransposes:
             return self._mean(expr, matches)
         if op == "relax.reshape":
             return self._reshape(expr, matches)
+        if op in _POOLS:
+            return self._pool(expr, matches)
         return expr
 
     def _double(self, expr, m):
@@ -104,20 +257,19 @@ class CancelTransposes:
 
     def _binary(self, expr, m):
         perm, x = m[self.perm_x], m[self.x]
-        axes = _axes(perm, _ndim(x))
+        n = _ndim(x)
+        axes = _axes(perm, n)
         if self.perm_y in m:
             other = m[self.y]
-            if _axes(m[self.perm_y], _ndim(other)) != axes:
-                return expr
-            if static_shape(x) is None or static_shape(x) != static_shape(other):
+            if _ndim(other) != n or _axes(m[self.perm_y], n) != axes:
                 return expr
             args = [x, other]
         else:
             right = self.c_right in m
-            other = m[self.c_right] if right else m[self.c_left]
-            if not _scalar_const(other):
+            const = _const_for(m[self.c_right] if right else m[self.c_left], axes, n)
+            if const is None:
                 return expr
-            args = [x, other] if right else [other, x]
+            args = [x, const] if right else [const, x]
         inner = relax.Call(expr.op, args, expr.attrs, expr.ty_args)
         return relax.op.permute_dims(inner, axes)
 
@@ -132,14 +284,44 @@ class CancelTransposes:
 
     def _reshape(self, expr, m):
         perm, x = m[self.perm_x], m[self.x]
-        shape = static_shape(x)
-        if shape is None:
+        src, dst = _static_dims(perm), _static_dims(expr)
+        groups = reshape_groups(src, dst) if src is not None and dst is not None else None
+        if groups is None:
             return expr
-        p = _axes(perm, len(shape))
-        moved = [a for a in p if shape[a] != 1]
-        if moved != sorted(moved):
-            return expr  # non-unit axes change order: a real transpose
-        return relax.op.reshape(x, expr.args[1])
+        p = _axes(perm, len(src))
+        keyed, key = [], (-1, 0)
+        for k, (si, _) in enumerate(groups):
+            # A new unit axis stays right after the group before it.
+            key = (min(p[i] for i in si), 0) if si else (key[0], k + 1)
+            keyed.append((key, k))
+        order = [groups[k] for _, k in sorted(keyed)]
+        r = [p[i] for si, _ in order for i in si]
+        new_dims = [dst[j] for _, dj in order for j in dj]
+        new_pos = [j for _, dj in order for j in dj]
+        q = [new_pos.index(j) for j in range(len(dst))]
+        identity = r == list(range(len(r)))
+        if not identity and q != NHWC_TO_NCHW:
+            return expr  # would add a transpose that nothing cancels
+        inner = x if identity else relax.op.permute_dims(x, r)
+        out = relax.op.reshape(inner, new_dims)
+        return out if q == list(range(len(q))) else relax.op.permute_dims(out, q)
+
+    def _pool(self, expr, m):
+        perm, x = m[self.perm_x], m[self.x]
+        a = expr.attrs
+        if _axes(perm, _ndim(x)) != NHWC_TO_NCHW or a.layout != "NCHW" or \
+                (a.out_layout or "NCHW") != "NCHW":
+            return expr
+        if expr.op.name == "relax.nn.adaptive_avg_pool2d":
+            size = None if a.output_size is None else [int(v) for v in a.output_size]
+            pooled = relax.op.nn.adaptive_avg_pool2d(x, size, layout="NHWC")
+        else:
+            pooled = _POOLS[expr.op.name](
+                x, pool_size=[int(v) for v in a.pool_size], strides=[int(v) for v in a.strides],
+                padding=[int(v) for v in a.padding], dilation=[int(v) for v in a.dilation],
+                ceil_mode=bool(a.ceil_mode), count_include_pad=bool(a.count_include_pad),
+                layout="NHWC")
+        return relax.op.permute_dims(pooled, NHWC_TO_NCHW)
 
     # ---------------------------------------------------------------- pass
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -148,5 +330,23 @@ class CancelTransposes:
             if isinstance(func, relax.Function) and not (
                 func.attrs is not None and "Primitive" in func.attrs
             ):
-                out[gv] = rewrite_call(self.pattern, self._rewrite, func)
+                out[gv] = self._rewrite_function(out, gv, func)
         return relax.transform.DeadCodeElimination()(out)
+
+    def _rewrite_function(self, mod: tvm.IRModule, gv, func: relax.Function) -> relax.Function:
+        """Call rules to a fixed point, then the tuple rules; repeat while they change it."""
+        for _ in range(_MAX_ROUNDS):
+            func = rewrite_call(self.pattern, self._rewrite, func)
+            tuples = _TupleRules(mod)
+            new = tuples.visit_expr(func)
+            if not tuples.changed:
+                return new
+            mod = relax.transform.DeadCodeElimination()(_with(mod, gv, new))
+            func = mod[gv]
+        return func
+
+
+def _with(mod: tvm.IRModule, gv, func) -> tvm.IRModule:
+    new = tvm.IRModule({g: f for g, f in mod.functions_items()}, attrs=mod.attrs)
+    new[gv] = func
+    return new

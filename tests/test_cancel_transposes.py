@@ -1,0 +1,148 @@
+"""CancelTransposes rules for the torchvision CNN family: pooling, broadcast binary ops,
+per-channel constants, concat, split and channel shuffle (Before/Expected)."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from aiq_tvm.passes import CancelTransposes
+from aiq_tvm.passes.cancel_transposes import reshape_groups
+
+SCALE = np.arange(8, dtype=np.float32).reshape(1, 8, 1, 1)
+
+
+def _rewrite(mod):
+    return relax.transform.CanonicalizeBindings()(CancelTransposes()(mod))
+
+
+def test_pool_broadcast_multiply_and_constant_follow_the_layout():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 8), "float32"), s: R.Tensor((1, 1, 1, 8), "float32")
+                 ) -> R.Tensor((1, 2, 2, 8), "float32"):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 3, 1, 2])
+                p = R.nn.max_pool2d(a, pool_size=[3, 3], strides=[2, 2], padding=[1, 1, 1, 1])
+                b = R.permute_dims(s, axes=[0, 3, 1, 2])
+                m = R.multiply(p, b)                                  # (1,8,2,2) * (1,8,1,1)
+                c = R.multiply(m, R.const(SCALE))                     # per-channel constant
+                d = R.nn.adaptive_avg_pool2d(c, output_size=[2, 2])
+                gv = R.permute_dims(d, axes=[0, 2, 3, 1])
+                R.output(gv)
+            return gv
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 8), "float32"), s: R.Tensor((1, 1, 1, 8), "float32")
+                 ) -> R.Tensor((1, 2, 2, 8), "float32"):
+            with R.dataflow():
+                p = R.nn.max_pool2d(x, pool_size=[3, 3], strides=[2, 2], padding=[1, 1, 1, 1],
+                                    layout="NHWC", out_layout="NHWC")
+                m = R.multiply(p, s)
+                c = R.multiply(m, R.const(SCALE.transpose(0, 2, 3, 1).copy()))
+                gv = R.nn.adaptive_avg_pool2d(c, output_size=[2, 2], layout="NHWC",
+                                              out_layout="NHWC")
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(_rewrite(Before), Expected)
+
+
+def test_concat_split_and_channel_shuffle_stay_nhwc():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 8), "float32"), y: R.Tensor((1, 4, 4, 8), "float32")
+                 ) -> R.Tensor((1, 4, 4, 16), "float32"):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 3, 1, 2])
+                b = R.permute_dims(y, axes=[0, 3, 1, 2])
+                c = R.concat((a, b), axis=1)                          # (1, 16, 4, 4)
+                r = R.reshape(c, R.shape([1, 2, 8, 4, 4]))            # channel shuffle
+                t = R.permute_dims(r, axes=[0, 2, 1, 3, 4])
+                u = R.reshape(t, R.shape([1, 16, 4, 4]))
+                parts = R.split(u, indices_or_sections=2, axis=1)
+                v = R.concat((parts[1], parts[0]), axis=1)
+                gv = R.permute_dims(v, axes=[0, 2, 3, 1])
+                R.output(gv)
+            return gv
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 8), "float32"), y: R.Tensor((1, 4, 4, 8), "float32")
+                 ) -> R.Tensor((1, 4, 4, 16), "float32"):
+            with R.dataflow():
+                c = R.concat((x, y), axis=3)
+                r = R.reshape(c, R.shape([1, 4, 4, 2, 8]))
+                t = R.permute_dims(r, axes=[0, 1, 2, 4, 3])           # the shuffle, in NHWC
+                u = R.reshape(t, R.shape([1, 4, 4, 16]))
+                parts = R.split(u, indices_or_sections=2, axis=3)
+                p0 = parts[0]
+                p1 = parts[1]
+                gv = R.concat((p1, p0), axis=3)
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(_rewrite(Before), Expected)
+
+
+def test_flatten_of_a_real_transpose_is_left_alone():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 2, 2, 8), "float32")) -> R.Tensor((1, 32), "float32"):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 3, 1, 2])
+                gv = R.reshape(a, R.shape([1, 32]))                   # NCHW flatten order
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(_rewrite(Before), Before)
+
+
+@pytest.mark.parametrize("src, dst, groups", [
+    ([1, 16, 4, 4], [1, 2, 8, 4, 4], [([0], [0]), ([1], [1, 2]), ([2], [3]), ([3], [4])]),
+    ([1, 8, 1, 1], [1, 8], [([0], [0]), ([1], [1]), ([2], []), ([3], [])]),
+    ([2, 3, 4], [6, 4], [([0, 1], [0]), ([2], [1])]),
+    ([4, 6], [6, 4], [([0, 1], [0, 1])]),  # one block: merged, then split differently
+    ([2, 3], [3, 3], None),  # sizes differ: not a reshape
+])
+def test_reshape_groups(src, dst, groups):
+    assert reshape_groups(src, dst) == groups
+
+
+def test_rewritten_graph_computes_the_same_values():
+    """Numerics of the shuffle/split/concat rewrite, compiled and run on random data."""
+    rng = np.random.default_rng(0)
+
+    @I.ir_module
+    class Graph:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 8), "float32"), y: R.Tensor((1, 4, 4, 8), "float32")
+                 ) -> R.Tensor((1, 4, 4, 16), "float32"):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 3, 1, 2])
+                b = R.permute_dims(y, axes=[0, 3, 1, 2])
+                c = R.concat((a, b), axis=1)
+                r = R.reshape(c, R.shape([1, 2, 8, 4, 4]))
+                t = R.permute_dims(r, axes=[0, 2, 1, 3, 4])
+                u = R.reshape(t, R.shape([1, 16, 4, 4]))
+                parts = R.split(u, indices_or_sections=2, axis=1)
+                v = R.concat((parts[1], parts[0]), axis=1)
+                gv = R.permute_dims(v, axes=[0, 2, 3, 1])
+                R.output(gv)
+            return gv
+
+    x = rng.standard_normal((1, 4, 4, 8)).astype(np.float32)
+    y = rng.standard_normal((1, 4, 4, 8)).astype(np.float32)
+    outs = []
+    for mod in (Graph, CancelTransposes()(Graph)):
+        vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+        outs.append(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])
