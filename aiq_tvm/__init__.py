@@ -8,18 +8,12 @@
 The plan, precision, cost-model and search modules are pure Python and load without TVM;
 TVM-facing names (``build``, ``from_torch``, ``passes``, ...) load on first use.  Importing
 ``aiq_tvm`` after ``tvm`` (or touching any TVM-facing name) registers the Relax pipeline
-``relax.get_pipeline("aiq", plan=..., calibration=..., params=...)``.
+``relax.get_pipeline("aiq", plan=..., calibration=..., params=...)``.  Importing it changes
+no environment variable (our benchmark entry points unpin TVM's threads: aiq_tvm.threads).
 """
 
 import importlib
-import os
 import sys
-
-# TVM pins its pool workers to cores by default (TVM_BIND_THREADS=1). On our shared 2-vCPU VM
-# a process then often ran batch-1 models ~1.5x slower for its whole life; unpinned it did so
-# far less often (docs/threading.md, scripts/check_thread_binding.py). Read when TVM starts its
-# thread pool, i.e. at the first parallel kernel; a value the user set wins.
-os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from .calibrate import Calibration
 from .config import BuildConfig

@@ -120,8 +120,10 @@ def _cmd_run(args, argv) -> int:
     from . import datasets, models
     from .api import build
     from .profiling import measured_report
+    from .threads import unpin_tvm_threads
 
     os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    unpin_tvm_threads()  # before TVM starts its pool: --bench times in this process
     torch.set_num_threads(int(os.environ["TVM_NUM_THREADS"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

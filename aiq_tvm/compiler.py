@@ -31,11 +31,12 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
     return AnnotatePrecision("fp32")(mod)
 
 
-def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool = True
-                   ) -> relax.VMExecutable:
-    """``passes`` then TVM's CPU legalization, our glue schedules and TVM's lowering."""
+def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool = True,
+                   unscheduled: list | None = None) -> relax.VMExecutable:
+    """``passes`` then TVM's CPU legalization, our glue schedules and TVM's lowering
+    (``unscheduled``: see :func:`aiq_tvm.pipeline.schedule_passes`)."""
     seq = tvm.transform.Sequential(
-        passes + P.legalize_passes(target) + P.schedule_passes(target)
+        passes + P.legalize_passes(target) + P.schedule_passes(target, unscheduled)
         + P.lower_passes(target, static_memory)
     )
     return tvm.compile(mod, target, relax_pipeline=seq)
@@ -43,11 +44,13 @@ def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool 
 
 def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibration | None,
                  params, target, batch_size: int, database=None, tune_trials: int = 0,
-                 numerics_target=None) -> relax.VMExecutable:
+                 numerics_target=None, unscheduled: list | None = None
+                 ) -> relax.VMExecutable:
     """Compile an annotated module for one plan and batch size."""
     mod = specialize_batch(annotated, batch_size)
     return compile_module(mod, target, P.quantize_passes(
-        target, plan, calibration, params, database, tune_trials, numerics_target))
+        target, plan, calibration, params, database, tune_trials, numerics_target),
+        unscheduled=unscheduled)
 
 
 def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration | None,

@@ -244,18 +244,20 @@ def _tune(ctx: BuildContext, res: BuildResult) -> None:
     """Tune the final build's kernels into the database; keep whichever whole build is
     faster, the tuned one or the default one (both timed here)."""
     bs, trials = res.batch_size, ctx.config.tune_trials
+    glue = {"tuned": [], "default": []}
     t0 = time.perf_counter()
-    tuned = compile_plan(res.annotated, res.plan, res.calibration, res.params, res.target, bs,
-                         res.database, trials)
+    exes = {"tuned": compile_plan(res.annotated, res.plan, res.calibration, res.params,
+                                  res.target, bs, res.database, trials,
+                                  unscheduled=glue["tuned"])}
     tune_s = time.perf_counter() - t0
-    default = compile_plan(res.annotated, res.plan, res.calibration, res.params, res.target,
-                           bs)
+    exes["default"] = compile_plan(res.annotated, res.plan, res.calibration, res.params,
+                                   res.target, bs, unscheduled=glue["default"])
     times = {}
-    for key, exe in (("tuned", tuned), ("default", default)):
-        res.set_executable(bs, exe)
+    for key, exe in exes.items():
+        res.set_executable(bs, exe, glue[key])
         times[key] = res.benchmark(bs, repeat=15)["median_ms"]
     kept = "tuned" if times["tuned"] <= times["default"] else "default"
-    res.set_executable(bs, tuned if kept == "tuned" else default)
+    res.set_executable(bs, exes[kept], glue[kept])
     if kept == "default":
         res.database = None  # other batch sizes: default schedules too
     res.tuning = {"trials_per_kernel": trials, "tune_s": tune_s, "tuned_ms": times["tuned"],
@@ -276,6 +278,7 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
         _tune(ctx, res)
     res.executable(ctx.batch_size)
     ctx.timings["compile_s"] = time.perf_counter() - t0
+    report.unscheduled = res.unscheduled_glue()
     if searched is not None:
         report.accuracy_fp32, report.accuracy = searched.baseline.accuracy, searched.best.accuracy
     elif ctx.val is not None:

@@ -71,8 +71,10 @@ def legalize_passes(target) -> list:
     return cpu_pipeline.legalize_passes(target)
 
 
-def schedule_passes(target) -> list:
-    return [ScheduleGlue(target)]
+def schedule_passes(target, unscheduled: list | None = None) -> list:
+    """Our glue schedules; ``unscheduled`` receives ``(function, error)`` for every glue
+    function left with TVM's default code."""
+    return [ScheduleGlue(target, unscheduled=unscheduled)]
 
 
 def lower_passes(target, static_memory: bool = True) -> list:

@@ -112,6 +112,7 @@ def measured_report(result, repeat: int = 7) -> Report:
     assignment = result.plan.resolve(result.cost.names)
     rep = make_report(result.cost, assignment, result.preset, str(result.target),
                       measured_us=times.per_layer, run_target=str(result.run_target))
+    rep.unscheduled = result.unscheduled_glue()
     if result.report is not None:
         rep.accuracy_fp32, rep.accuracy = result.report.accuracy_fp32, result.report.accuracy
     rep.notes.append(

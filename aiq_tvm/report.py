@@ -50,6 +50,8 @@ class Report:
     accuracy_fp32: float | None = None
     accuracy: float | None = None
     run_target: str = ""  # where accuracy runs executed ("" or == target: the deploy target)
+    # Glue functions ScheduleGlue could not schedule ("name (error)"): TVM's serial code.
+    unscheduled: list[str] = field(default_factory=list)
 
     @property
     def ai_fp32(self) -> float:
@@ -117,6 +119,9 @@ class Report:
             head += (f"\naccuracy runs on the host target {self.run_target} with the deploy "
                      "target's numerics (this machine cannot execute the deploy target)")
         notes = "".join(f"\nnote: {n}" for n in self.notes)
+        if self.unscheduled:
+            notes += (f"\nnote: {len(self.unscheduled)} glue function(s) left unscheduled "
+                      f"(TVM's single-threaded code): {'; '.join(self.unscheduled)}")
         return f"{head}{notes}\n{self.table()}"
 
 

@@ -45,6 +45,7 @@ class BuildResult:
     database: str | None = None
     tuning: dict = field(default_factory=dict)
     run_target: tvm.target.Target | None = None
+    unscheduled: dict = field(default_factory=dict)  # batch -> [(glue function, error)]
     _exes: dict = field(default_factory=dict, repr=False)
     _run_exes: dict = field(default_factory=dict, repr=False)
 
@@ -61,13 +62,23 @@ class BuildResult:
         """The deploy target's module for a batch size (compiled once, then cached)."""
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs not in self._exes:
+            self.unscheduled[bs] = []
             self._exes[bs] = compile_plan(self.annotated, self.plan, self.calibration,
-                                          self.params, self.target, bs, self.database)
+                                          self.params, self.target, bs, self.database,
+                                          unscheduled=self.unscheduled[bs])
         return self._exes[bs]
 
-    def set_executable(self, batch_size: int, exe: relax.VMExecutable) -> None:
+    def set_executable(self, batch_size: int, exe: relax.VMExecutable,
+                       unscheduled: list) -> None:
         """Replace the cached deploy module of a batch size (tuning keeps the faster one)."""
         self._exes[int(batch_size)] = exe
+        self.unscheduled[int(batch_size)] = unscheduled
+
+    def unscheduled_glue(self, batch_size: int | None = None) -> list[str]:
+        """``"function (error)"`` for each glue function of the deploy module that kept TVM's
+        default code (ScheduleGlue could not schedule it)."""
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        return [f"{name} ({error})" for name, error in self.unscheduled.get(bs, [])]
 
     def run_executable(self, batch_size: int | None = None) -> relax.VMExecutable:
         """The module :meth:`run` executes: built for ``run_target`` with the deploy numerics."""

@@ -3,20 +3,32 @@
 TVM 0.27's CPU pipeline schedules nothing, so every fused elementwise kernel (residual add +
 relu + quantize, pooling, layout copies) runs as one single-threaded loop nest.  For each
 PrimFunc not marked ``tirx.is_scheduled``: inline producer blocks into their consumers where
-TIR allows it, then for each remaining block fuse its spatial loops, split off a 16-wide inner
-loop when the extent allows (LLVM vectorizes it) and run the outer loop in parallel.
-Functions the rules cannot handle are left unchanged.
+TIR allows it, then for each remaining block fuse its spatial loops, split off an inner loop
+of the target's 32-bit vector lanes (``capabilities(target).lanes32``) when the extent allows
+(LLVM vectorizes it) and run the outer loop in parallel.
+
+A function the rules fail on keeps TVM's default code; the pass warns
+(:class:`UnscheduledGlueWarning`, naming the function and the error) and lists it in
+``unscheduled`` (the build's report counts them).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import tvm
 from tvm import s_tir, tirx
 
-__all__ = ["ScheduleGlue"]
+from aiq_tvm.targets import capabilities, current_target
+
+__all__ = ["ScheduleGlue", "UnscheduledGlueWarning", "schedule_glue_func"]
 
 _SCHEDULED = ("tirx.is_scheduled", "tir.is_scheduled")
 _MIN_PARALLEL = 2048  # below this many iterations a parallel launch costs more than it saves
+
+
+class UnscheduledGlueWarning(UserWarning):
+    """A glue PrimFunc kept TVM's default (single-threaded, scalar) code."""
 
 
 def _is_scheduled(func: tirx.PrimFunc) -> bool:
@@ -57,43 +69,59 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
         sch.parallel(fused)
 
 
-def schedule_glue_func(func: tirx.PrimFunc, lanes: int = 16) -> tirx.PrimFunc:
-    """Schedule one PrimFunc (returns it unchanged if the rules do not apply)."""
+def _root_blocks(sch: s_tir.Schedule) -> list:
     try:
-        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-        blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []
-        for blk in blocks[:-1]:
-            try:
-                sch.compute_inline(blk)
-            except Exception:  # noqa: BLE001 - not inlinable (e.g. reduction); keep it
-                pass
-        root_blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        for blk in root_blocks:
-            _schedule_block(sch, blk, lanes)
-        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-    except Exception:  # noqa: BLE001 - any failure: keep TVM's default code
-        return func
+        return sch.get_child_blocks(sch.get_sblock("root"))
+    except s_tir.ScheduleError:  # no "root" block: nothing this pass knows how to schedule
+        return []
 
 
-def _has_root(sch) -> bool:
-    try:
-        sch.get_sblock("root")
-        return True
-    except Exception:  # noqa: BLE001
-        return False
+def schedule_glue_func(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc:
+    """Schedule one PrimFunc (raises what the schedule primitives raise when they fail)."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    for blk in _root_blocks(sch)[:-1]:
+        try:
+            sch.compute_inline(blk)
+        except s_tir.ScheduleError:  # not inlinable (e.g. a reduction): keep the block
+            pass
+    for blk in _root_blocks(sch):
+        _schedule_block(sch, blk, lanes)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleGlue")
 class ScheduleGlue:
-    """Parallelize and vectorize unscheduled PrimFuncs (see the module docstring)."""
+    """Parallelize and vectorize unscheduled PrimFuncs (see the module docstring).
 
-    def __init__(self, target=None, lanes: int = 16):
+    Parameters
+    ----------
+    target : optional
+        Defaults to the target in scope; its vector width sets the inner loop's lanes.
+    lanes : int, optional
+        Override the target's 32-bit lanes.
+    unscheduled : list, optional
+        Receives ``(function name, error)`` for every function left unscheduled (the pass
+        also warns); a new list when not given (``pass.unscheduled``).
+    """
+
+    def __init__(self, target=None, lanes: int | None = None, unscheduled: list | None = None):
         self.target = target
         self.lanes = lanes
+        self.unscheduled = [] if unscheduled is None else unscheduled
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        lanes = self.lanes or capabilities(current_target(self.target)).lanes32
         out = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
         for gv, func in mod.functions_items():
             if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
-                out[gv] = schedule_glue_func(func, self.lanes)
+                try:
+                    out[gv] = schedule_glue_func(func, lanes)
+                except Exception as err:  # noqa: BLE001 - any failure: TVM's code, reported
+                    self._fallback(gv.name_hint, err)
         return out
+
+    def _fallback(self, name: str, err: Exception) -> None:
+        error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+        warnings.warn(f"ScheduleGlue left {name!r} unscheduled (TVM's single-threaded code): "
+                      f"{error}", UnscheduledGlueWarning, stacklevel=2)
+        self.unscheduled.append((name, error))

@@ -45,7 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aiq_tvm.threads import unpin_tvm_threads
+
 os.environ.setdefault("TVM_NUM_THREADS", "2")
+unpin_tvm_threads()  # before TVM starts its pool (docs/threading.md)
 
 import torch  # noqa: E402
 import tvm  # noqa: E402

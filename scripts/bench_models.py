@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aiq_tvm.threads import unpin_tvm_threads
+
 TV_PREFIX = "tv/"
 REFERENCE = "pytorch"
 # (numerator, denominator, label): speed-up of the denominator over the numerator.
@@ -396,6 +398,7 @@ def main(argv=None) -> int:
             print(f"wrote {args.out}")
         return 0
     threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
+    unpin_tvm_threads()
     import aiq_tvm
 
     plans = {}

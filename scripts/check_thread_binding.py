@@ -3,7 +3,9 @@
 Each case runs ``--procs`` fresh interpreters (the pinning is decided when a process starts
 its thread pool): build ResNet-20 at uniform int8 and print ``--repeats`` consecutive
 ``BuildResult.benchmark(1)`` medians.  ``TVM_BIND_THREADS=1`` is TVM's default (pool workers
-pinned to cores, the calling thread not); ``aiq_tvm`` sets 0 unless the user chose a value.
+pinned to cores, the calling thread not); our benchmark entry points (``aiq-tvm run``,
+``scripts/bench_*.py``, via ``aiq_tvm.threads.unpin_tvm_threads``) set 0 unless the user chose
+a value; ``import aiq_tvm`` alone sets nothing.
 
     TVM_NUM_THREADS=2 python scripts/check_thread_binding.py --out docs/threading.md
 """

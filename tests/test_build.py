@@ -236,3 +236,22 @@ def test_cross_target_build_runs_on_the_host_target_and_refuses_to_time():
         res.benchmark(2)
     with pytest.raises(RuntimeError, match="cannot profile the build's kernels"):
         measured_report(res)
+
+
+def test_glue_the_schedule_pass_cannot_handle_is_counted_in_the_report(monkeypatch):
+    from aiq_tvm.passes import schedule_glue
+
+    def fail(func, lanes):
+        raise RuntimeError("unsupported loop nest")
+
+    monkeypatch.setattr(schedule_glue, "schedule_glue_func", fail)
+    with pytest.warns(schedule_glue.UnscheduledGlueWarning):
+        res = aiq_tvm.build(UserModule, plan="fp32", batch_size=2)
+    assert res.report.unscheduled and all("unsupported loop nest" in u
+                                          for u in res.report.unscheduled)
+    assert f"{len(res.report.unscheduled)} glue function(s) left unscheduled" in str(res.report)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    monkeypatch.undo()
+    ref = aiq_tvm.build(UserModule, plan="fp32", batch_size=2)
+    assert ref.report.unscheduled == []
+    np.testing.assert_allclose(res.run(x), ref.run(x), rtol=1e-6)  # TVM's code, same values

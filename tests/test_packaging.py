@@ -32,13 +32,20 @@ def test_wheel_contains_passes_and_targets_under_aiq_tvm(tmp_path):
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
 
 
-def test_import_leaves_a_user_thread_binding_alone():
-    """aiq_tvm unpins TVM's pool by default (docs/threading.md) but never overrides the user."""
-    code = "import os, aiq_tvm; print(os.environ['TVM_BIND_THREADS'])"
+def test_only_benchmark_entry_points_unpin_tvm_threads():
+    """``import aiq_tvm`` sets no environment variable; our benchmark entry points unpin TVM's
+    pool (docs/threading.md) unless the user chose a binding."""
     env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"}
+    code = "import os, aiq_tvm; print(os.environ.get('TVM_BIND_THREADS', 'unset'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip() == "0"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "TVM_BIND_THREADS": "1"},
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "1"
+    assert out.stdout.strip() == "unset"
+    code = ("import os; from aiq_tvm.threads import unpin_tvm_threads; unpin_tvm_threads(); "
+            "print(os.environ['TVM_BIND_THREADS'])")
+    for user, expected in ((None, "0"), ("1", "1")):
+        run_env = env if user is None else {**env, "TVM_BIND_THREADS": user}
+        out = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True,
+                             text=True, check=True)
+        assert out.stdout.strip() == expected
+    for entry in ("aiq_tvm/cli.py", "scripts/bench_kernels.py", "scripts/bench_models.py"):
+        assert "unpin_tvm_threads()" in (ROOT / entry).read_text(), entry
