@@ -1,33 +1,33 @@
-"""Kernel-level benchmark of the x86 kernel library against PyTorch FP32 (eager, NCHW).
+"""Kernel-level benchmarks of the x86 kernel library, as subcommands over one shape table.
 
-For every ResNet-20 / MobileNetV2 layer shape below and every batch size, builds the kernel in
-each scheme (fp32, int8, int4, w8, w4), checks its output against the numpy reference, then
-times all of them interleaved round-robin in short rounds, so background load hits every
-candidate alike. ``torch.nn.functional`` conv2d/linear (FP32, NCHW, eager, 2 threads; also 1
-thread) is timed first, before any TVM kernel has run (see ``bench_torch`` for why). Prints
-median milliseconds per call, the fp32/torch ratio (of medians), the int8 speedup over our fp32
-kernel and int4/int8 (medians of per-round ratios).
+``table``
+    For every shape of :data:`SHAPES` and batch size, builds the kernel in each precision,
+    checks it against the numpy reference, then times all of them interleaved round-robin in
+    short rounds, so background load hits every candidate alike. ``torch.nn.functional``
+    conv2d/linear (FP32, NCHW, eager, 2 threads; also 1 thread) is timed first, before any TVM
+    kernel has run (see ``bench_torch`` for why). Prints median milliseconds per call, the
+    fp32/torch ratio (of medians), the int8 speedup over our fp32 kernel and int4/int8
+    (medians of per-round ratios). ``--models`` then runs the whole-model comparison of
+    ``scripts/bench_models.py`` (``--plan`` adds AIQ plans), and ``--out`` writes everything
+    printed, with the command and the machine, to a Markdown file.
+``requant``
+    What the requantizing epilogue (``out_qparams``, uint8 output) saves against the unfused
+    form (float kernel, then the standalone quantize kernel of the next layer's input), on the
+    shapes tagged ``requant``.
+``tune DB``
+    Tune the shapes tagged ``tune`` (fp32 and int8) into the meta-schedule JSON database
+    ``DB`` (``--trials`` candidates each; workloads already in ``DB`` are not re-tuned), then
+    time the default and the selected schedule interleaved.
 
-Two more modes:
-
-* ``--requant``: what the requantizing epilogue (``out_qparams``, uint8 output) saves against the
-  unfused form (float kernel, then the standalone quantize kernel of the next layer's input),
-  on memory-bound and compute-bound shapes.
-* ``--tune DB``: tune the ResNet-20 3x3 conv shapes (fp32 and int8) into the meta-schedule JSON
-  database ``DB`` (``--trials`` candidates each; workloads already in ``DB`` are not re-tuned),
-  then time the default and the selected schedule interleaved.
-
-With ``--models`` the whole-model comparison of ``scripts/bench_models.py`` (our builds vs
-PyTorch eager vs ONNX Runtime, optionally AIQ plans via ``--plan``) runs after the kernel table,
-and ``--out`` writes everything printed, with the command and the machine, to a Markdown file.
+Kernels are built for ``--target`` (default: this machine).
 
 Usage::
 
-    TVM_NUM_THREADS=2 python scripts/bench_kernels.py [--batches 1 64] [--rounds 25]
+    TVM_NUM_THREADS=2 python scripts/bench_kernels.py table [--batches 1 64] [--rounds 25]
         [--only SUBSTRING] [--stat median|min|both] [--models resnet20 mobilenet_v2
         [--plan MODEL=PLAN.json:CAL.json]] [--out docs/performance.md]
-    TVM_NUM_THREADS=2 python scripts/bench_kernels.py --requant [--batches 1 64]
-    TVM_NUM_THREADS=2 python scripts/bench_kernels.py --tune DB [--trials 64] [--batches 64]
+    TVM_NUM_THREADS=2 python scripts/bench_kernels.py requant [--batches 1 64]
+    TVM_NUM_THREADS=2 python scripts/bench_kernels.py tune DB [--trials 64] [--batches 64]
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ unpin_tvm_threads()  # before TVM starts its pool (docs/threading.md)
 import torch  # noqa: E402
 import tvm  # noqa: E402
 
-from aiq_tvm.quant import ActQParams, quantize_act, ref_conv2d, ref_dense  # noqa: E402
+from aiq_tvm import testing  # noqa: E402
+from aiq_tvm.quant import ActQParams  # noqa: E402
+from aiq_tvm.schemes import PRECISIONS  # noqa: E402
+from aiq_tvm.targets import resolve_target  # noqa: E402
 from aiq_tvm.targets.x86 import (  # noqa: E402
     ConvSpec,
     DenseSpec,
@@ -62,9 +65,65 @@ from aiq_tvm.targets.x86 import (  # noqa: E402
     quantize_kernel,
 )
 
-TARGET = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
-SCHEMES = ("fp32", "int8", "int4", "w8", "w4")
 IDLE_S = 0.03
+TABLE, REQUANT, TUNE = "table", "requant", "tune"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmark shape: conv (C->O at HxW, kernel k, stride s, depthwise) or dense (C->O),
+    and the subcommands that time it."""
+
+    model: str
+    c: int
+    o: int
+    hw: int = 1
+    k: int = 1
+    s: int = 1
+    dw: bool = False
+    dense: bool = False
+    modes: tuple = (TABLE,)
+
+    def label(self) -> str:
+        if self.dense:
+            return f"{self.model} dense {self.c}->{self.o}"
+        kind = " dw" if self.dw else ""
+        return f"{self.model} {self.c}->{self.o} {self.hw}x{self.hw} k{self.k} s{self.s}{kind}"
+
+    def spec(self, n: int):
+        if self.dense:
+            return DenseSpec(n, self.c, self.o)
+        return ConvSpec(n, self.hw, self.hw, self.c, self.o, self.k, self.k, stride=self.s,
+                        padding=self.k // 2, groups=self.c if self.dw else 1)
+
+
+# ResNet-20 and MobileNetV2 layer shapes (one table for every subcommand).
+SHAPES = [
+    Shape("r20", 3, 16, 32, 3),
+    Shape("r20", 16, 16, 32, 3, modes=(TABLE, REQUANT, TUNE)),
+    Shape("r20", 16, 32, 32, 3, 2),
+    Shape("r20", 16, 32, 32, 1, 2, modes=(TABLE, REQUANT)),
+    Shape("r20", 32, 32, 16, 3, modes=(TABLE, TUNE)),
+    Shape("r20", 64, 64, 8, 3, modes=(TABLE, REQUANT, TUNE)),
+    Shape("r20", 64, 10, dense=True),
+    Shape("mbv2", 32, 32, 16, 3, dw=True, modes=(TABLE, REQUANT)),
+    Shape("mbv2", 144, 144, 8, 3, 2, dw=True, modes=(TABLE, REQUANT)),
+    Shape("mbv2", 96, 24, 8, 1, modes=(TABLE, REQUANT)),
+    Shape("mbv2", 24, 144, 8, 1, modes=(TABLE, REQUANT)),
+    Shape("mbv2", 576, 96, 2, 1),
+    Shape("mbv2", 960, 320, 1, 1),
+    Shape("mbv2", 320, 1280, 1, 1),
+    Shape("mbv2", 1280, 10, dense=True),
+]
+
+
+def shapes_for(mode: str, only: str = "") -> list[Shape]:
+    return [s for s in SHAPES if mode in s.modes and (not only or only in s.label())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
 
 
 def _hot_sample(run, number: int) -> float:
@@ -78,92 +137,64 @@ def _hot_sample(run, number: int) -> float:
     return run(number)
 
 
-@dataclass(frozen=True)
-class Layer:
-    """One benchmark shape: conv (C->O at HxW, kernel k, stride s, groups) or dense (C->O)."""
-
-    name: str
-    c: int
-    o: int
-    hw: int = 1
-    k: int = 1
-    s: int = 1
-    dw: bool = False
-    dense: bool = False
-
-    def label(self) -> str:
-        if self.dense:
-            return f"{self.name} dense {self.c}->{self.o}"
-        kind = " dw" if self.dw else ""
-        return f"{self.name} {self.c}->{self.o} {self.hw}x{self.hw} k{self.k} s{self.s}{kind}"
+def _calls_per_sample(run) -> int:
+    # ~2 ms per sample: short rounds keep the candidates of one round under the same load.
+    return int(np.clip(2e-3 / max(run(3), 1e-7), 1, 2000))
 
 
-LAYERS = [
-    Layer("r20", 3, 16, 32, 3),
-    Layer("r20", 16, 16, 32, 3),
-    Layer("r20", 16, 32, 32, 3, 2),
-    Layer("r20", 16, 32, 32, 1, 2),
-    Layer("r20", 32, 32, 16, 3),
-    Layer("r20", 64, 64, 8, 3),
-    Layer("r20", 64, 10, dense=True),
-    Layer("mbv2", 32, 32, 16, 3, dw=True),
-    Layer("mbv2", 144, 144, 8, 3, 2, dw=True),
-    Layer("mbv2", 96, 24, 8, 1),
-    Layer("mbv2", 24, 144, 8, 1),
-    Layer("mbv2", 576, 96, 2, 1),
-    Layer("mbv2", 960, 320, 1, 1),
-    Layer("mbv2", 320, 1280, 1, 1),
-    Layer("mbv2", 1280, 10, dense=True),
-]
+def interleave(timers: dict, rounds: int) -> dict[str, np.ndarray]:
+    """Seconds per call of every timer, one ~2 ms sample per round; the order rotates per
+    round so no candidate always runs first after the idle pause."""
+    numbers = {k: _calls_per_sample(run) for k, run in timers.items()}
+    keys = list(timers)
+    samples = {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            samples[k].append(_hot_sample(timers[k], numbers[k]))
+        time.sleep(IDLE_S)
+    return {k: np.asarray(v) for k, v in samples.items()}
 
 
-def _build(layer: Layer, n: int, scheme: str, w, b, qp):
-    if layer.dense:
-        return dense_kernel(
-            DenseSpec(n, layer.c, layer.o), scheme, w, b, act_qparams=qp, target=TARGET
-        )
-    return conv2d_kernel(_conv_spec(layer, n), scheme, w, b, act_qparams=qp, target=TARGET)
-
-
-def _reference(layer: Layer, scheme: str, x_f32, w, b, qp) -> np.ndarray:
-    x = quantize_act(x_f32, qp) if scheme in ("int8", "int4") else x_f32
-    if layer.dense:
-        return ref_dense(x, w, b, scheme, act_qparams=qp).y
-    pad = layer.k // 2
-    return ref_conv2d(
-        x, w, b, scheme, stride=(layer.s, layer.s), padding=(pad,) * 4,
-        groups=layer.c if layer.dw else 1, act_qparams=qp,
-    ).y  # fmt: skip
-
-
-def _tvm_timer(kernel, x_f32, qp, ref: np.ndarray):
-    """Compile, check the output against the numpy reference, return a timing closure."""
-    ex = tvm.compile(tvm.IRModule({"main": kernel.prim_func}), tvm.target.Target(TARGET))
-    x = quantize_act(x_f32, qp) if kernel.in_dtype == "uint8" else x_f32
-    args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(c) for c in kernel.consts]
-    args.append(tvm.runtime.tensor(np.zeros(kernel.out_shape, kernel.out_dtype)))
+def compiled_timer(func, args, target):
+    """Compile a PrimFunc, run it once on ``args``; return ``run(number) -> s per call``."""
+    ex = testing.compile_prim_func(func, target)
     ex.mod["main"](*args)
-    err = np.abs(args[-1].numpy() - ref).max() / max(np.abs(ref).max(), 1e-30)
+    return testing.kernel_timer(ex, args)
+
+
+def _build(spec, precision: str, w, b, **kwargs):
+    builder = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
+    return builder(spec, precision, w, b, **kwargs)
+
+
+def checked_timer(kernel, precision: str, spec, data, target):
+    """Compile, check the output against the numpy reference, return a timing closure."""
+    x, w, b, _, qp = data
+    xin = testing.kernel_input(precision, x, qp)
+    args = testing.kernel_args(kernel, xin)
+    run = compiled_timer(kernel.prim_func, args, target)
+    ref = testing.reference(spec, precision, xin, w, b, act_qparams=qp).y
+    err = testing.relative_error(args[-1].numpy(), ref)
     if err > 1e-4:
         raise AssertionError(f"{kernel.info['schedule']}: relative error {err:.2e}")
-
-    def run(num):
-        f = ex.mod.time_evaluator("main", tvm.cpu(), number=num, repeat=1)
-        return float(f(*args).mean)
-
     return run
 
 
-def _torch_call(layer: Layer, x_f32, w, b):
+# ---------------------------------------------------------------------------------------------
+# PyTorch reference, in its own process
+# ---------------------------------------------------------------------------------------------
+
+
+def _torch_call(shape: Shape, x_f32, w, b):
     bt = torch.from_numpy(b)
-    if layer.dense:
+    if shape.dense:
         xt, wt = torch.from_numpy(x_f32), torch.from_numpy(w)
         return lambda: torch.nn.functional.linear(xt, wt, bt)
     xt = torch.from_numpy(np.ascontiguousarray(x_f32.transpose(0, 3, 1, 2)))
     wt = torch.from_numpy(w)
-    groups = layer.c if layer.dw else 1
+    groups = shape.c if shape.dw else 1
     return lambda: torch.nn.functional.conv2d(
-        xt, wt, bt, stride=layer.s, padding=layer.k // 2, groups=groups
+        xt, wt, bt, stride=shape.s, padding=shape.k // 2, groups=groups
     )
 
 
@@ -192,8 +223,8 @@ class TorchTimer:
     """Times ``torch.nn.functional`` conv2d/linear in a separate process (same 2 cores).
 
     Running torch in the benchmark process made its OpenMP workers and TVM's thread pool steal
-    each other's time slices (tens of ms stalls); a child process measured on demand, in the same
-    round-robin as the TVM kernels, keeps both sides undisturbed and comparable.
+    each other's time slices (tens of ms stalls); a child process measured on demand keeps both
+    sides undisturbed and comparable.
     """
 
     def __init__(self, threads: int = 2):
@@ -202,8 +233,8 @@ class TorchTimer:
         self.proc = ctx.Process(target=_torch_worker, args=(child, threads), daemon=True)
         self.proc.start()
 
-    def setup(self, layer: Layer, x_f32, w, b):
-        self.conn.send(("setup", layer, x_f32, w, b))
+    def setup(self, shape: Shape, x_f32, w, b):
+        self.conn.send(("setup", shape, x_f32, w, b))
         self.conn.recv()
 
         def run(num):
@@ -217,29 +248,8 @@ class TorchTimer:
         self.proc.join(timeout=10)
 
 
-def layer_inputs(layer: Layer, n: int, rng):
-    """Random input (NHWC), weight, bias and input quantization parameters of one layer."""
-    if layer.dense:
-        x = rng.standard_normal((n, layer.c)).astype(np.float32)
-        w = (rng.standard_normal((layer.o, layer.c)) / np.sqrt(layer.c)).astype(np.float32)
-    else:
-        x = rng.standard_normal((n, layer.hw, layer.hw, layer.c)).astype(np.float32)
-        cin = 1 if layer.dw else layer.c
-        w = rng.standard_normal((layer.o, cin, layer.k, layer.k)).astype(np.float32)
-        w /= np.sqrt(cin * layer.k * layer.k)
-    b = rng.standard_normal(layer.o).astype(np.float32)
-    qp = ActQParams.from_range(float(x.min()), float(x.max()))
-    return x, w, b, qp
-
-
-def _calls_per_sample(run) -> int:
-    # ~2 ms per sample: short rounds keep the candidates of one round under the same load.
-    return int(np.clip(2e-3 / max(run(3), 1e-7), 1, 2000))
-
-
-def bench_torch(
-    layer: Layer, rounds: int, inputs, torch_timers: dict[str, TorchTimer]
-) -> dict[str, np.ndarray]:
+def bench_torch(shape: Shape, rounds: int, data, torch_timers: dict[str, TorchTimer]
+                ) -> dict[str, np.ndarray]:
     """Seconds per call of torch conv2d/linear, ``rounds`` hot samples per timer.
 
     Runs before any TVM kernel has run in this process: TVM's pool workers spin after each
@@ -247,8 +257,8 @@ def bench_torch(
     for whole scheduler slices (the 96->24 1x1 conv at batch 64 took 0.13 ms in torch alone,
     a 31 ms median when interleaved with our kernels).
     """
-    x, w, b, _ = inputs
-    timers = {key: tt.setup(layer, x, w, b) for key, tt in torch_timers.items()}
+    x, w, b, _, _ = data
+    timers = {key: tt.setup(shape, x, w, b) for key, tt in torch_timers.items()}
     numbers = {key: _calls_per_sample(run) for key, run in timers.items()}
     samples = {key: [] for key in timers}
     for _ in range(rounds):
@@ -257,184 +267,192 @@ def bench_torch(
     return {key: np.asarray(v) for key, v in samples.items()}
 
 
-def bench_layer(layer: Layer, n: int, rounds: int, inputs) -> dict[str, np.ndarray]:
-    """Seconds per call of every scheme's kernel, one sample per round-robin round."""
-    x, w, b, qp = inputs
-    timers = {
-        s: _tvm_timer(_build(layer, n, s, w, b, qp), x, qp, _reference(layer, s, x, w, b, qp))
-        for s in SCHEMES
-    }
-    numbers = {key: _calls_per_sample(run) for key, run in timers.items()}
-    samples = {key: [] for key in timers}
-    keys = list(SCHEMES)
-    for r in range(rounds):
-        # Rotate the order so no scheme always runs first after the idle pause.
-        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            samples[key].append(_hot_sample(timers[key], numbers[key]))
-        time.sleep(IDLE_S)
-    return {key: np.asarray(v) for key, v in samples.items()}
-
-
 # ---------------------------------------------------------------------------------------------
-# Shared helpers of the --requant and --tune modes
+# table: every precision vs torch
 # ---------------------------------------------------------------------------------------------
 
 
-def _conv_spec(layer: Layer, n: int) -> ConvSpec:
-    pad = layer.k // 2
-    return ConvSpec(
-        n, layer.hw, layer.hw, layer.c, layer.o, layer.k, layer.k,
-        stride=layer.s, padding=pad, groups=layer.c if layer.dw else 1,
-    )  # fmt: skip
+def bench_precisions(shape: Shape, n: int, rounds: int, data, target) -> dict[str, np.ndarray]:
+    """Seconds per call of every precision's kernel, one sample per round-robin round."""
+    spec = shape.spec(n)
+    _, w, b, _, qp = data
+    timers = {p: checked_timer(_build(spec, p, w, b, act_qparams=qp, target=target), p, spec,
+                               data, target) for p in PRECISIONS}
+    return interleave(timers, rounds)
 
 
-def _layer_data(layer: Layer, n: int, rng):
-    return (_conv_spec(layer, n), *layer_inputs(layer, n, rng))
+def _ratios(res: dict, stat: str) -> dict[str, float]:
+    """fp32 vs torch (ratio of medians or minima: torch ran in another phase) and int8/int4
+    speed-ups (median of per-round ratios, or ratio of minima)."""
+    agg = np.median if stat == "median" else np.min
+    torch_best = min(agg(res["torch"]), agg(res["torch1t"]))
+    out = {"fp32/torch": agg(res["fp32"]) / agg(res["torch"]),
+           "fp32/best": agg(res["fp32"]) / torch_best}
+    if stat == "median":
+        out.update({"int8 x": np.median(res["fp32"] / res["int8"]),
+                    "int4/int8": np.median(res["int4"] / res["int8"])})
+    else:
+        out.update({"int8 x": res["fp32"].min() / res["int8"].min(),
+                    "int4/int8": res["int4"].min() / res["int8"].min()})
+    return {k: float(v) for k, v in out.items()}
 
 
-def _compiled_call(func, args):
-    """Compile a PrimFunc; return a ``run(number) -> seconds per call`` closure."""
-    ex = tvm.compile(tvm.IRModule({"main": func}), tvm.target.Target(TARGET))
-    ex.mod["main"](*args)
-
-    def run(num):
-        f = ex.mod.time_evaluator("main", tvm.cpu(), number=num, repeat=1)
-        return float(f(*args).mean)
-
-    return run
+def _table_row(shape: Shape, n: int, res: dict, cols: list[str], stat: str) -> str:
+    agg = np.median if stat == "median" else np.min
+    ms = " ".join(f"{agg(res[c]) * 1e3:8.4f}" for c in cols)
+    rat = _ratios(res, stat)
+    return (f"{shape.label():34s} {n:3d} {ms} {rat['fp32/torch']:10.2f} "
+            f"{rat['fp32/best']:9.2f} {rat['int8 x']:7.2f} {rat['int4/int8']:9.2f}")
 
 
-def _kernel_args(kernel, x):
-    args = [tvm.runtime.tensor(x)] + [tvm.runtime.tensor(c) for c in kernel.consts]
-    return args + [tvm.runtime.tensor(np.zeros(kernel.out_shape, kernel.out_dtype))]
+def _time_torch_first(cases: dict, rounds: int) -> dict:
+    # "torch" is the requested reference (2 threads); "torch1t" (1 thread) is printed too: on
+    # a shared 2-core VM torch's 2-thread OpenMP regions sometimes lose to one thread.
+    torch_timers = {"torch": TorchTimer(2), "torch1t": TorchTimer(1)}
+    out = {case: bench_torch(case[0], rounds, data, torch_timers)
+           for case, data in cases.items()}
+    for tt in torch_timers.values():
+        tt.close()
+    return out
 
 
-def _interleave(timers: dict, rounds: int) -> dict[str, np.ndarray]:
-    """Seconds per call of every timer, one ~2 ms sample per round, order rotated per round."""
-    numbers = {k: int(np.clip(2e-3 / max(run(3), 1e-7), 1, 2000)) for k, run in timers.items()}
-    keys = list(timers)
-    samples = {k: [] for k in keys}
-    for r in range(rounds):
-        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            samples[k].append(_hot_sample(timers[k], numbers[k]))
-        time.sleep(IDLE_S)
-    return {k: np.asarray(v) for k, v in samples.items()}
+def cmd_table(args, target) -> None:
+    rng = np.random.default_rng(0)
+    cases = {(shape, n): testing.layer_data(shape.spec(n), rng)
+             for n in args.batches for shape in shapes_for(TABLE, args.only)}
+    torch_res = _time_torch_first(cases, args.rounds)
+    cols = [*PRECISIONS, "torch", "torch1t"]
+    head = f"{'shape':34s} {'N':>3s} " + " ".join(f"{c:>8s}" for c in cols)
+    head += f" {'fp32/torch':>10s} {'fp32/best':>9s} {'int8 x':>7s} {'int4/int8':>9s}"
+    stats = ["median", "min"] if args.stat == "both" else [args.stat]
+    rows = {st: [] for st in stats}
+    print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, torch threads 2, ms per call; "
+          "torch timed first, before any TVM kernel ran (see bench_torch)")
+    for (shape, n), data in cases.items():
+        res = {**bench_precisions(shape, n, args.rounds, data, target), **torch_res[shape, n]}
+        for st in stats:
+            rows[st].append(_table_row(shape, n, res, cols, st))
+        if len(stats) == 1:
+            if len(rows[stats[0]]) == 1:
+                print(head)
+                print("-" * len(head))
+            print(rows[stats[0]][-1], flush=True)
+    if len(stats) > 1:
+        for st in stats:
+            print(f"\n[{st} over {args.rounds} round-robin rounds]")
+            print(head)
+            print("-" * len(head))
+            print("\n".join(rows[st]))
 
 
-REQUANT_LAYERS = [
-    Layer("mbv2", 32, 32, 16, 3, dw=True),
-    Layer("mbv2", 144, 144, 8, 3, 2, dw=True),
-    Layer("mbv2", 96, 24, 8, 1),
-    Layer("mbv2", 24, 144, 8, 1),
-    Layer("r20", 16, 32, 32, 1, 2),
-    Layer("r20", 16, 16, 32, 3),
-    Layer("r20", 64, 64, 8, 3),
-]
+# ---------------------------------------------------------------------------------------------
+# requant: fused uint8 output vs float kernel + quantize kernel
+# ---------------------------------------------------------------------------------------------
 
 
-def bench_requant(batches, rounds: int, only: str = "") -> None:
-    """Unfused (float kernel + quantize kernel) vs fused uint8 output, per scheme."""
+def _requant_timers(shape: Shape, spec, precision: str, data, target) -> dict:
+    """Float kernel, its fused-uint8 twin and the standalone quantize kernel; checks that the
+    fused output equals float + quantize bit for bit."""
+    x, w, b, _, qp = data
+    kw = dict(act="relu", act_qparams=qp, target=target)
+    xin = testing.kernel_input(precision, x, qp)
+    k_float = conv2d_kernel(spec, precision, w, b, **kw)
+    a_float = testing.kernel_args(k_float, xin)
+    timers = {"float": compiled_timer(k_float.prim_func, a_float, target)}
+    y = a_float[-1].numpy()
+    out_qp = ActQParams.from_range(0.0, float(y.max()))
+    k_fused = conv2d_kernel(spec, precision, w, b, out_qparams=out_qp, **kw)
+    a_fused = testing.kernel_args(k_fused, xin)
+    timers["fused"] = compiled_timer(k_fused.prim_func, a_fused, target)
+    a_quant = [tvm.runtime.tensor(y), tvm.runtime.tensor(np.zeros(y.shape, np.uint8))]
+    timers["quant"] = compiled_timer(quantize_kernel(y.shape, out_qp, target=target), a_quant,
+                                     target)
+    if not np.array_equal(a_fused[-1].numpy(), a_quant[-1].numpy()):
+        raise AssertionError(f"{shape.label()} {precision}: fused != float + quantize")
+    return timers
+
+
+def cmd_requant(args, target) -> None:
     rng = np.random.default_rng(0)
     head = (
         f"{'shape':34s} {'N':>3s} {'scheme':6s} {'float':>8s} {'quant':>8s} {'f+q':>8s} "
         f"{'fused':>8s} {'fused/float':>13s} {'fused/(f+q)':>13s}"
     )
-    print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, ms per call, median over {rounds} "
-          "interleaved rounds; ratios: median of per-round ratios | ratio of minima")  # fmt: skip
+    print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, ms per call, median over "
+          f"{args.rounds} interleaved rounds; ratios: median of per-round ratios | ratio of "
+          "minima")
     print(head)
     print("-" * len(head))
-    for n in batches:
-        for layer in REQUANT_LAYERS:
-            if only and only not in layer.label():
-                continue
-            spec, x, w, b, qp = _layer_data(layer, n, rng)
-            for scheme in ("int8", "fp32"):
-                kw = dict(act="relu", act_qparams=qp, target=TARGET)
-                k_float = conv2d_kernel(spec, scheme, w, b, **kw)
-                xin = quantize_act(x, qp) if k_float.in_dtype == "uint8" else x
-                a_float = _kernel_args(k_float, xin)
-                timers = {"float": _compiled_call(k_float.prim_func, a_float)}
-                y = a_float[-1].numpy()
-                out_qp = ActQParams.from_range(0.0, float(y.max()))
-                k_fused = conv2d_kernel(spec, scheme, w, b, out_qparams=out_qp, **kw)
-                a_fused = _kernel_args(k_fused, xin)
-                timers["fused"] = _compiled_call(k_fused.prim_func, a_fused)
-                qf = quantize_kernel(y.shape, out_qp, target=TARGET)
-                a_quant = [tvm.runtime.tensor(y), tvm.runtime.tensor(np.zeros(y.shape, np.uint8))]
-                timers["quant"] = _compiled_call(qf, a_quant)
-                if not np.array_equal(a_fused[-1].numpy(), a_quant[-1].numpy()):
-                    raise AssertionError(f"{layer.label()} {scheme}: fused != float + quantize")
-                res = _interleave(timers, rounds)
+    for n in args.batches:
+        for shape in shapes_for(REQUANT, args.only):
+            spec = shape.spec(n)
+            data = testing.layer_data(spec, rng)
+            for precision in ("int8", "fp32"):
+                res = interleave(_requant_timers(shape, spec, precision, data, target),
+                                 args.rounds)
                 unfused = res["float"] + res["quant"]
                 ms = {k: float(np.median(v)) * 1e3 for k, v in res.items()}
                 lo = {k: float(v.min()) for k, v in res.items()}
-                vs_float = (
-                    f"{np.median(res['fused'] / res['float']):6.3f}|"
-                    f"{lo['fused'] / lo['float']:6.3f}"
-                )
-                vs_unfused = (
-                    f"{np.median(res['fused'] / unfused):6.3f}|"
-                    f"{lo['fused'] / (lo['float'] + lo['quant']):6.3f}"
-                )
-                print(
-                    f"{layer.label():34s} {n:3d} {scheme:6s} {ms['float']:8.4f} "
-                    f"{ms['quant']:8.4f} {float(np.median(unfused)) * 1e3:8.4f} "
-                    f"{ms['fused']:8.4f} {vs_float:>13s} {vs_unfused:>13s}",
-                    flush=True,
-                )
+                vs_float = (f"{np.median(res['fused'] / res['float']):6.3f}|"
+                            f"{lo['fused'] / lo['float']:6.3f}")
+                vs_unfused = (f"{np.median(res['fused'] / unfused):6.3f}|"
+                              f"{lo['fused'] / (lo['float'] + lo['quant']):6.3f}")
+                print(f"{shape.label():34s} {n:3d} {precision:6s} {ms['float']:8.4f} "
+                      f"{ms['quant']:8.4f} {float(np.median(unfused)) * 1e3:8.4f} "
+                      f"{ms['fused']:8.4f} {vs_float:>13s} {vs_unfused:>13s}", flush=True)
 
 
-TUNE_LAYERS = [Layer("r20", 16, 16, 32, 3), Layer("r20", 32, 32, 16, 3), Layer("r20", 64, 64, 8, 3)]
+# ---------------------------------------------------------------------------------------------
+# tune: meta-schedule tuned vs default schedule
+# ---------------------------------------------------------------------------------------------
 
 
-def bench_tune(database: str, trials: int, batches, rounds: int, only: str = "") -> None:
-    """Tune the ResNet-20 3x3 conv shapes, then time default vs selected schedule."""
+def _tune_row(shape: Shape, n: int, precision: str, data, args, target) -> str:
+    spec = shape.spec(n)
+    x, w, b, _, qp = data
+    kw = dict(act="relu", act_qparams=qp, target=target)
+    t0 = time.perf_counter()
+    tuned = conv2d_kernel(spec, precision, w, b, database=args.database,
+                          tune_trials=args.trials, **kw)
+    wall = time.perf_counter() - t0
+    default = conv2d_kernel(spec, precision, w, b, **kw)
+    xin = testing.kernel_input(precision, x, qp)
+    a_def, a_tun = testing.kernel_args(default, xin), testing.kernel_args(tuned, xin)
+    res = interleave({"default": compiled_timer(default.prim_func, a_def, target),
+                      "tuned": compiled_timer(tuned.prim_func, a_tun, target)}, args.rounds)
+    if not np.array_equal(a_def[-1].numpy(), a_tun[-1].numpy()):
+        raise AssertionError(f"{shape.label()} {precision}: tuned != default output")
+    rep = tuned.info["tuning"]
+    speedup = (f"{np.median(res['default'] / res['tuned']):6.3f}|"
+               f"{res['default'].min() / res['tuned'].min():6.3f}")
+    return (f"{shape.label():30s} {n:3d} {precision:5s} "
+            f"{np.median(res['default']) * 1e3:8.4f} {np.median(res['tuned']) * 1e3:8.4f} "
+            f"{speedup:>13s} {rep['source']:8s} {rep['trials']:6d} {wall:7.1f}  "
+            f"{default.info['schedule']} -> {tuned.info['schedule']}")
+
+
+def cmd_tune(args, target) -> None:
     rng = np.random.default_rng(0)
     rows = []
-    for n in batches:
-        for layer in TUNE_LAYERS:
-            if only and only not in layer.label():
-                continue
-            spec, x, w, b, qp = _layer_data(layer, n, rng)
-            for scheme in ("fp32", "int8"):
-                kw = dict(act="relu", act_qparams=qp, target=TARGET)
-                t0 = time.perf_counter()
-                tuned = conv2d_kernel(spec, scheme, w, b, database=database,
-                                      tune_trials=trials, **kw)  # fmt: skip
-                wall = time.perf_counter() - t0
-                default = conv2d_kernel(spec, scheme, w, b, **kw)
-                xin = quantize_act(x, qp) if default.in_dtype == "uint8" else x
-                a_def, a_tun = _kernel_args(default, xin), _kernel_args(tuned, xin)
-                timers = {
-                    "default": _compiled_call(default.prim_func, a_def),
-                    "tuned": _compiled_call(tuned.prim_func, a_tun),
-                }
-                if not np.array_equal(a_def[-1].numpy(), a_tun[-1].numpy()):
-                    raise AssertionError(f"{layer.label()} {scheme}: tuned != default output")
-                res = _interleave(timers, rounds)
-                rep = tuned.info["tuning"]
-                speedup = (
-                    f"{np.median(res['default'] / res['tuned']):6.3f}|"
-                    f"{res['default'].min() / res['tuned'].min():6.3f}"
-                )
-                row = (
-                    f"{layer.label():30s} {n:3d} {scheme:5s} "
-                    f"{np.median(res['default']) * 1e3:8.4f} {np.median(res['tuned']) * 1e3:8.4f} "
-                    f"{speedup:>13s} "
-                    f"{rep['source']:8s} {rep['trials']:6d} {wall:7.1f}  "
-                    f"{default.info['schedule']} -> {tuned.info['schedule']}"
-                )
-                rows.append(row)
-                print(row, flush=True)
-    head = (
-        f"{'shape':30s} {'N':>3s} {'sch':5s} {'default':>8s} {'tuned':>8s} {'speedup':>13s} "
-        f"{'source':8s} {'trials':>6s} {'wall s':>7s}  schedule (default -> selected)"
-    )
-    print(f"\nms per call, median over {rounds} interleaved rounds (speedup: median of per-round "
-          "ratios | ratio of minima)")  # fmt: skip
+    for n in args.batches:
+        for shape in shapes_for(TUNE, args.only):
+            data = testing.layer_data(shape.spec(n), rng)
+            for precision in ("fp32", "int8"):
+                rows.append(_tune_row(shape, n, precision, data, args, target))
+                print(rows[-1], flush=True)
+    head = (f"{'shape':30s} {'N':>3s} {'sch':5s} {'default':>8s} {'tuned':>8s} "
+            f"{'speedup':>13s} {'source':8s} {'trials':>6s} {'wall s':>7s}  "
+            "schedule (default -> selected)")
+    print(f"\nms per call, median over {args.rounds} interleaved rounds (speedup: median of "
+          "per-round ratios | ratio of minima)")
     print(head)
     print("-" * len(head))
     print("\n".join(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line, whole-model table and Markdown output
+# ---------------------------------------------------------------------------------------------
 
 
 class _Tee(io.TextIOBase):
@@ -459,127 +477,69 @@ def _machine() -> str:
     return "unknown CPU"
 
 
-def main() -> None:
-    argv = sys.argv[1:]
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
-    ap.add_argument("--rounds", type=int, default=25, help="round-robin measurement rounds")
-    ap.add_argument("--only", default="", help="substring filter on the layer label")
-    ap.add_argument(
-        "--stat",
-        choices=["median", "min", "both"],
-        default="median",
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    common.add_argument("--rounds", type=int, default=25, help="round-robin measurement rounds")
+    common.add_argument("--only", default="", help="substring filter on the shape label")
+    common.add_argument("--target", default="llvm", help="kernel target (default: this machine)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    table = sub.add_parser(TABLE, parents=[common], help="every precision vs torch")
+    table.add_argument(
+        "--stat", choices=["median", "min", "both"], default="median",
         help="statistic over rounds ('both': median table, then minimum table); ratios are the "
-        "median of per-round ratios (or the ratio of minima)",
-    )
-    ap.add_argument("--requant", action="store_true", help="uint8-output epilogue savings")
-    ap.add_argument("--tune", metavar="DB", default="", help="tune into this JSON database dir")
-    ap.add_argument("--trials", type=int, default=64, help="tuning trials per workload")
-    ap.add_argument("--models", nargs="*", default=[], help="also run the whole-model table")
-    ap.add_argument("--plan", action="append", default=[], help="passed to bench_models.py")
-    ap.add_argument("--out", default="", help="write the printed tables to this Markdown file")
-    args = ap.parse_args()
+        "median of per-round ratios (or the ratio of minima)")
+    table.add_argument("--models", nargs="*", default=[], help="also run the whole-model table")
+    table.add_argument("--plan", action="append", default=[], help="passed to bench_models.py")
+    table.add_argument("--out", default="", help="write the printed tables to this Markdown file")
+    sub.add_parser(REQUANT, parents=[common], help="uint8-output epilogue savings")
+    tune = sub.add_parser(TUNE, parents=[common], help="tuned vs default schedules")
+    tune.add_argument("database", help="meta-schedule JSON database directory")
+    tune.add_argument("--trials", type=int, default=64, help="tuning trials per workload")
+    return ap
+
+
+def _models_markdown(args) -> str:
+    """The whole-model table of bench_models.py, its title and command line dropped."""
+    import tempfile
+
+    import bench_models
+
+    out = Path(tempfile.mkdtemp()) / "models.md"
+    extra = [a for p in args.plan for a in ("--plan", p)]
+    bench_models.main(["--models", *args.models, "--batches", *map(str, args.batches), *extra,
+                       "--out", str(out)])
+    return "\n".join(line for line in out.read_text().splitlines()[1:]
+                     if not line.startswith("Command:"))
+
+
+def _write_markdown(path: str, argv: list[str], printed: str, models_md: str) -> None:
+    threads = os.environ["TVM_NUM_THREADS"]
+    cmd = f"TVM_NUM_THREADS={threads} python scripts/bench_kernels.py " + " ".join(argv)
+    text = (f"# Performance\n\nCommand: `{cmd}`\n\nMachine: {_machine()}, {threads} threads, "
+            f"{datetime.date.today().isoformat()}.\n\n## Kernels\n\nThe kernel table as the "
+            f"command printed it.\n\n```\n{printed.rstrip()}\n```\n")
+    if models_md:
+        text += ("\n## Whole models (scripts/bench_models.py, run by the command above)\n"
+                 f"{models_md}\n")
+    Path(path).write_text(text)
+    print(f"wrote {path}")
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    target = resolve_target(args.target)[0]
+    commands = {TABLE: cmd_table, REQUANT: cmd_requant, TUNE: cmd_tune}
     tee = _Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
-        _run(args)
-    models_md = ""
-    if args.models:
-        import tempfile
-
-        import bench_models
-
-        out = Path(tempfile.mkdtemp()) / "models.md"
-        extra = [a for p in args.plan for a in ("--plan", p)]
-        bench_models.main(["--models", *args.models, "--batches", *map(str, args.batches),
-                           *extra, "--out", str(out)])
-        # Its title and command line are replaced by this report's.
-        models_md = "\n".join(line for line in out.read_text().splitlines()[1:]
-                              if not line.startswith("Command:"))
+        commands[args.cmd](args, target)
+    if args.cmd != TABLE:
+        return
+    models_md = _models_markdown(args) if args.models else ""
     if args.out:
-        cmd = f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} python scripts/bench_kernels.py " \
-            + " ".join(argv)
-        text = (f"# Performance\n\nCommand: `{cmd}`\n\nMachine: {_machine()}, "
-                f"{os.environ['TVM_NUM_THREADS']} threads, {datetime.date.today().isoformat()}."
-                "\n\n## Kernels\n\nThe kernel table as the command printed it.\n\n```\n"
-                f"{tee.buf.getvalue().rstrip()}\n```\n")
-        if models_md:
-            text += ("\n## Whole models (scripts/bench_models.py, run by the command above)\n"
-                     f"{models_md}\n")
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
-
-
-def _run(args) -> None:
-    if args.requant:
-        bench_requant(args.batches, args.rounds, args.only)
-        return
-    if args.tune:
-        bench_tune(args.tune, args.trials, args.batches, args.rounds, args.only)
-        return
-    rng = np.random.default_rng(0)
-    inputs = {
-        (layer, n): layer_inputs(layer, n, rng)
-        for n in args.batches
-        for layer in LAYERS
-        if not args.only or args.only in layer.label()
-    }
-    # "torch" is the requested reference (2 threads); "torch1t" (1 thread) is printed too: on
-    # a shared 2-core VM torch's 2-thread OpenMP regions sometimes lose to one thread.
-    torch_timers = {"torch": TorchTimer(2), "torch1t": TorchTimer(1)}
-    torch_res = {
-        case: bench_torch(case[0], args.rounds, inputs[case], torch_timers) for case in inputs
-    }
-    for tt in torch_timers.values():
-        tt.close()
-    cols = [*SCHEMES, "torch", "torch1t"]
-    head = f"{'shape':34s} {'N':>3s} " + " ".join(f"{c:>8s}" for c in cols)
-    head += f" {'fp32/torch':>10s} {'fp32/best':>9s} {'int8 x':>7s} {'int4/int8':>9s}"
-    stats = ["median", "min"] if args.stat == "both" else [args.stat]
-    rows = {st: [] for st in stats}
-    print(f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, torch threads 2, ms per call; "
-          "torch timed first, before any TVM kernel ran (see bench_torch)")
-    for n in args.batches:
-        for layer in LAYERS:
-            if (layer, n) not in inputs:
-                continue
-            res = bench_layer(layer, n, args.rounds, inputs[layer, n])
-            res.update(torch_res[layer, n])
-            # torch was timed in another phase: its ratios are ratios of medians (or minima).
-            best = min(np.median(res["torch"]), np.median(res["torch1t"]))
-            ratios = {
-                "fp32/torch": np.median(res["fp32"]) / np.median(res["torch"]),
-                "fp32/best": np.median(res["fp32"]) / best,
-                "int8 x": res["fp32"] / res["int8"],
-                "int4/int8": res["int4"] / res["int8"],
-            }
-            for st in stats:
-                agg = np.median if st == "median" else np.min
-                ms = " ".join(f"{agg(res[c]) * 1e3:8.4f}" for c in cols)
-                if st == "median":
-                    rat = {k: float(np.median(v)) for k, v in ratios.items()}
-                else:
-                    rat = {
-                        "fp32/torch": res["fp32"].min() / res["torch"].min(),
-                        "fp32/best": res["fp32"].min()
-                        / min(res["torch"].min(), res["torch1t"].min()),
-                        "int8 x": res["fp32"].min() / res["int8"].min(),
-                        "int4/int8": res["int4"].min() / res["int8"].min(),
-                    }
-                rows[st].append(
-                    f"{layer.label():34s} {n:3d} {ms} {rat['fp32/torch']:10.2f} "
-                    f"{rat['fp32/best']:9.2f} {rat['int8 x']:7.2f} {rat['int4/int8']:9.2f}"
-                )
-            if len(stats) == 1:
-                if len(rows[stats[0]]) == 1:
-                    print(head)
-                    print("-" * len(head))
-                print(rows[stats[0]][-1], flush=True)
-    if len(stats) > 1:
-        for st in stats:
-            print(f"\n[{st} over {args.rounds} round-robin rounds]")
-            print(head)
-            print("-" * len(head))
-            print("\n".join(rows[st]))
+        _write_markdown(args.out, argv, tee.buf.getvalue(), models_md)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ $AIQ run --model mobilenet_v2 --search greedy --lam 0.9 --precisions fp32,int8,i
     --baselines int8,int4 --bench --out $RUNS --markdown docs/mobilenet_v2_aiq_integer.md
 $AIQ run --model mobilenet_v2 --search greedy --lam 0.9 --objective measured \
     --baselines int8,int4 --bench --out $RUNS --markdown docs/mobilenet_v2_aiq_measured.md
-$PY scripts/bench_kernels.py --rounds 15 --models resnet20 mobilenet_v2 \
+$PY scripts/bench_kernels.py table --rounds 15 --models resnet20 mobilenet_v2 \
     --plan resnet20=$RUNS/resnet20_greedy_plan.json:$RUNS/resnet20_greedy_calibration.json \
     --plan mobilenet_v2=$RUNS/mobilenet_v2_greedy_fp32-int8-int4_plan.json:$RUNS/mobilenet_v2_greedy_fp32-int8-int4_calibration.json \
     --out docs/performance.md

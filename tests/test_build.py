@@ -187,6 +187,7 @@ def test_measured_report_times_every_layer_kernel(tiny_setup):
     assert "measured us" in rep.table()
 
 
+@pytest.mark.slow
 def test_tuned_build_reuses_its_database_and_is_kept_only_if_faster(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     db = tmp_path / "db"

@@ -1,5 +1,6 @@
-"""CancelTransposes rules for the torchvision CNN family: pooling, broadcast binary ops,
-per-channel constants, concat, split and channel shuffle (Before/Expected)."""
+"""CancelTransposes: layout transposes that meet cancel or sink below elementwise ops, and
+the rules for the torchvision CNN family: pooling, broadcast binary ops, per-channel
+constants, concat, split and channel shuffle (Before/Expected)."""
 
 import numpy as np
 import pytest
@@ -146,3 +147,44 @@ def test_rewritten_graph_computes_the_same_values():
         vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
         outs.append(vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_transposes_cancel_and_sink_below_elementwise_ops():
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 8, 4, 4), "float32"), y: R.Tensor((1, 4, 4, 8), "float32")
+                 ) -> R.Tensor((1, 8), "float32"):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 2, 3, 1])
+                b = R.permute_dims(a, axes=[0, 3, 1, 2])      # cancels with a
+                c = R.nn.relu(b)
+                d = R.permute_dims(y, axes=[0, 3, 1, 2])
+                e = R.add(c, d)                               # x is NCHW, y NHWC: stays
+                f = R.permute_dims(y, axes=[0, 3, 1, 2])
+                g = R.nn.relu(f)                              # sinks below relu
+                h = R.add(g, f)                               # both permuted: sinks
+                m = R.mean(h, axis=[2, 3], keepdims=True)     # mean over NHWC axes 1, 2
+                r = R.reshape(m, R.shape([1, 8]))             # only unit axes move
+                gv = R.add(r, R.sum(e, axis=[2, 3]))
+                R.output(gv)
+            return gv
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 8, 4, 4), "float32"), y: R.Tensor((1, 4, 4, 8), "float32")
+                 ) -> R.Tensor((1, 8), "float32"):
+            with R.dataflow():
+                c = R.nn.relu(x)
+                d = R.permute_dims(y, axes=[0, 3, 1, 2])
+                e = R.add(c, d)
+                g = R.nn.relu(y)
+                h = R.add(g, y)
+                m = R.mean(h, axis=[1, 2], keepdims=True)
+                r = R.reshape(m, R.shape([1, 8]))
+                gv = R.add(r, R.sum(e, axis=[2, 3]))
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(CancelTransposes()(Before), Expected)

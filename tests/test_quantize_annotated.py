@@ -1,0 +1,97 @@
+"""QuantizeAnnotated: structure of the lowered main (Before/Expected) and numerics vs numpy."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+from tvm.script import tirx as T
+
+from aiq_tvm import Calibration, quant
+from aiq_tvm.passes import AnnotatePrecision, CancelTransposes, QuantizeAnnotated
+from relax_cases import (
+    FC_RANGE,
+    DenseBiasRelu,
+    StridedConv,
+    bind,
+    compile_run,
+    fc_kernel,
+    fc_quantize_kernel,
+    with_kernels,
+)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4", "w8", "w4"])
+def test_quantize_annotated_matches_numpy_reference(precision, target):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
+    w = (rng.standard_normal((12, 5, 3, 3)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    cal = Calibration({"c": (float(x.min()), float(x.max()))}, method="minmax")
+    mod = AnnotatePrecision(precision)(StridedConv)
+    mod = bind(mod, {"c_weight": w, "c_bias": b.reshape(1, 12, 1, 1)})
+    mod = relax.transform.FoldConstant()(mod)
+    with target:
+        mod = QuantizeAnnotated(cal)(mod)
+    mod = CancelTransposes()(mod)
+    y = compile_run(mod, target, x).numpy().transpose(0, 2, 3, 1)  # -> NHWC
+    qp = cal.qparams("c")
+    ref = quant.ref_conv2d(x.transpose(0, 2, 3, 1), w, b, precision, stride=(2, 2),
+                           padding=(1, 1, 1, 1), act_qparams=qp)
+    np.testing.assert_allclose(y, ref.y, rtol=1e-5, atol=1e-5 * np.abs(ref.y).max())
+    if ref.acc is not None:
+        # The integer part is exact: undo the float epilogue and compare to the int64 sum.
+        q, s_w = (quant.quantize_weight_int8 if precision == "int8"
+                  else quant.quantize_weight_int4)(w)
+        comb = quant.int_comb_scale(qp, s_w).astype(np.float64)
+        implied = (y.astype(np.float64) - b) / comb
+        np.testing.assert_array_equal(np.rint(implied).astype(np.int64), ref.acc)
+        assert np.abs(implied - np.rint(implied)).max() < 0.05
+
+
+def test_quantize_needs_bound_weights_and_calibration(target):
+    mod = AnnotatePrecision("int8")(StridedConv)
+    with target, pytest.raises(ValueError, match="BindParams"):
+        QuantizeAnnotated(Calibration({"c": (0.0, 1.0)}))(mod)
+    bound = bind(mod, {"c_weight": np.ones((12, 5, 3, 3), np.float32),
+                        "c_bias": np.zeros((1, 12, 1, 1), np.float32)})
+    bound = relax.transform.FoldConstant()(bound)
+    with target, pytest.raises(ValueError, match="calibrate first"):
+        QuantizeAnnotated(None)(bound)
+
+
+def test_lowers_a_layer_to_its_quantize_and_kernel_calls(target):
+    """int8 dense: a uint8 quantize kernel on the input, then the fused kernel with its
+    constants (packed weight, scales, bias, zero-point correction) in the library's order."""
+    q = fc_kernel("int8", target)
+    c = [R.const(v) for v in q.consts]  # noqa: F841 - read by the TVMScript below
+
+    @I.ir_module(check_well_formed=False)  # the stubs get the real kernels below
+    class Expected:
+        I.module_attrs({"aiq.fallbacks": {}, "aiq.unsupported": {}})
+
+        @T.prim_func(private=True)
+        def fc_quantize():
+            T.evaluate(0)  # stub: replaced by the library's kernel below
+
+        @T.prim_func(private=True)
+        def fc_int8():
+            T.evaluate(0)
+
+        @R.function
+        def main(x: R.Tensor((1, 16), "float32")) -> R.Tensor((1, 8), "float32"):
+            cls = Expected
+            with R.dataflow():
+                lv = R.call_tir(cls.fc_quantize, (x,), out_ty=R.Tensor((1, 16), "uint8"))
+                lv1 = R.call_tir(cls.fc_int8, (lv, c[0], c[1], c[2], c[3]),
+                                 out_ty=R.Tensor((1, 8), "float32"))
+                gv: R.Tensor((1, 8), "float32") = lv1
+                R.output(gv)
+            return gv
+
+    with_kernels(Expected, {"fc_quantize": fc_quantize_kernel(target), "fc_int8": q.prim_func})
+    annotated = relax.transform.FoldConstant()(AnnotatePrecision({"fc": "int8"})(DenseBiasRelu))
+    cal = Calibration({"fc": FC_RANGE}, method="minmax")
+    after = QuantizeAnnotated(cal, target=target)(annotated)
+    tvm.ir.assert_structural_equal(after, Expected)
