@@ -89,16 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="directory for JSON outputs")
     run.add_argument("--markdown", default=None,
                      help="also write the summary and per-layer table to this Markdown file")
-    sub.add_parser("presets", help="list CPU presets and their roofline peaks")
+    pre = sub.add_parser("presets", help="list CPU presets and their roofline peaks, and the "
+                         "preset a target gets (with what it assumes)")
+    pre.add_argument("--target", default="llvm",
+                     help="show the preset this target gets (default: this machine)")
     return ap
 
 
-def _cmd_presets() -> int:
-    from .targets import PRESETS
+def _cmd_presets(target: str) -> int:
+    from .targets import PRESETS, resolve_target
 
     for p in PRESETS.values():
-        print(f"{p.name:16s} fp32 {p.peak_gflops_fp32:8.1f} GFLOP/s  int8 {p.peak_gops_int8:8.1f}"
-              f" GOP/s  {p.bandwidth_gbs:6.1f} GB/s  {p.description}\n{'':16s} source: {p.source}")
+        print(p.describe())
+    tgt, preset = resolve_target(json.loads(target) if target.startswith("{") else target)
+    print(f"\ntarget {tgt} gets:\n{preset.describe()}")
     return 0
 
 
@@ -232,7 +236,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "presets":
-            return _cmd_presets()
+            return _cmd_presets(args.target)
         return _cmd_run(args, argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"aiq-tvm: error: {err}", file=sys.stderr)

@@ -7,7 +7,15 @@ a preset name, a TVM JSON target dict, or a ``tvm.target.Target``.
 from __future__ import annotations
 
 from .capabilities import TargetCaps, capabilities, host_features, thread_count
-from .presets import PRESETS, CpuPreset, get_preset, preset_names
+from .defaults import default_precisions
+from .presets import (
+    PRESETS,
+    CpuPreset,
+    estimate_preset,
+    get_preset,
+    preset_names,
+    select_preset,
+)
 
 __all__ = [
     "TargetCaps",
@@ -22,6 +30,9 @@ __all__ = [
     "current_target",
     "host_target",
     "host_preset",
+    "select_preset",
+    "estimate_preset",
+    "default_precisions",
 ]
 
 
@@ -78,29 +89,8 @@ def parse_target_string(text: str) -> dict:
 
 
 def host_preset() -> CpuPreset:
-    """The measured preset of this machine if one matches its CPU and core count, else a preset
-    estimated from the vector width (``source`` says so)."""
-    tgt = host_target()
-    for p in PRESETS.values():
-        if p.target.get("mcpu") == tgt["mcpu"] and p.target.get("num-cores") == tgt["num-cores"] \
-                and p.target.get("mtriple") is None:
-            return p
-    from tvm.target import codegen
-
-    cores = tgt["num-cores"]
-    lanes = max(int(codegen.llvm_get_vector_width(_tvm_target(tgt))) // 32, 4)
-    ghz = 2.5
-    fp32 = cores * ghz * 2 * lanes * 2
-    return CpuPreset(
-        name="host-estimated",
-        description=f"this machine ({tgt['mcpu']}, {cores} threads), peaks estimated",
-        target=tgt,
-        peak_gflops_fp32=fp32,
-        peak_gops_int8=2 * fp32,
-        bandwidth_gbs=20.0,
-        source="estimate (no measured preset for this CPU; run python -m "
-        "aiq_tvm.targets.roofline to measure one)",
-    )
+    """The preset that fits this machine (see :func:`select_preset`)."""
+    return select_preset(capabilities(_tvm_target(host_target())))
 
 
 def _tvm_target(spec):
@@ -111,6 +101,9 @@ def _tvm_target(spec):
 
 def resolve_target(target) -> tuple:
     """Turn a user target into ``(tvm.target.Target, CpuPreset)``.
+
+    A preset name gives that preset; any other target gets :func:`select_preset` of its
+    capabilities (same ISA level, core count scaled, or estimated with its assumptions listed).
 
     Parameters
     ----------
@@ -132,7 +125,8 @@ def resolve_target(target) -> tuple:
     )
     if isinstance(target, str):
         if target == "llvm":
-            return _tvm_target(host_target()), host_preset()
+            tgt = _tvm_target(host_target())
+            return tgt, select_preset(capabilities(tgt))
         if target in PRESETS:
             preset = PRESETS[target]
             return _tvm_target(preset.target), preset
@@ -161,10 +155,7 @@ def resolve_target(target) -> tuple:
         if not codegen.llvm_is_valid_cpu(mcpu, triple):
             raise ValueError(f"LLVM does not know mcpu {mcpu!r} for {triple}; valid targets: "
                              f"{valid}")
-    for p in PRESETS.values():
-        if p.target.get("mcpu") == mcpu:
-            return tgt, p
-    return tgt, host_preset()
+    return tgt, select_preset(capabilities(tgt))
 
 
 def current_target(target=None):

@@ -1,0 +1,206 @@
+"""CPU presets: matched to a target by ISA level and core count, scaled or estimated with the
+assumptions stated, and target-aware defaults (no low-bit default where int8 does not pay)."""
+
+import dataclasses
+import json
+
+import pytest
+
+from aiq_tvm.cost import CostModel, LayerCost
+from aiq_tvm.search import run_search
+from aiq_tvm.targets import (
+    PRESETS,
+    CpuPreset,
+    TargetCaps,
+    capabilities,
+    default_precisions,
+    estimate_preset,
+    resolve_target,
+    select_preset,
+)
+from aiq_tvm.targets.presets import ASSUMED_BANDWIDTH_GBS, ASSUMED_GHZ
+
+
+def caps(isa="avx2", bits=256, dot="vpmaddubsw", cores=2, mcpu="znver3", arch="x86_64",
+         source="the target's num-cores", runnable=True):
+    return TargetCaps(arch=arch, isa=isa, vector_bits=bits, int8_dot=dot,
+                      vector_registers=16, cores=cores, cores_source=source, mcpu=mcpu,
+                      triple="", host_runnable=runnable)
+
+
+def preset(name, isa, cores, mcpu, fp32=100.0, int8=200.0, bw=10.0, measured=True):
+    return CpuPreset(name=name, description=name, isa=isa, source="test",
+                     target={"kind": "llvm", "mcpu": mcpu, "num-cores": cores},
+                     peak_gflops_fp32=fp32, peak_gops_int8=int8, bandwidth_gbs=bw,
+                     measured=measured)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_isa_is_its_targets_isa(name):
+    p = PRESETS[name]
+    c = capabilities(p.target)
+    assert (c.isa, c.arch, c.cores) == (p.isa, p.arch, p.cores)
+    assert p.basis in ("measured", "declared") and not p.assumed
+    assert p.source and p.description
+
+
+def test_declared_peaks_follow_their_per_cycle_figures():
+    declared = [p for p in PRESETS.values() if not p.measured]
+    assert {p.isa for p in declared} >= {"avx512bw", "neon", "neon_dotprod", "neon_i8mm"}
+    for p in declared:
+        ghz = p.extra["ghz"]
+        assert p.peak_gflops_fp32 == pytest.approx(
+            p.cores * ghz * p.extra["fp32_flops_per_cycle_core"], abs=0.06)
+        assert p.peak_gops_int8 == pytest.approx(
+            p.cores * ghz * p.extra["int8_ops_per_cycle_core"], abs=0.06)
+        assert "not measured" in p.description
+
+
+def test_arm_int8_peaks_reflect_the_instruction():
+    # smull/sadalp (A72) < sdot (A76, N1) < smmla (V2) in int8 ops per FP32 FLOP.
+    ratio = {p.int8_dot: p.peak_gops_int8 / p.peak_gflops_fp32
+             for p in PRESETS.values() if p.arch == "aarch64"}
+    assert ratio["smull"] == pytest.approx(2.0)
+    assert ratio["sdot"] == pytest.approx(4.0)
+    assert ratio["smmla"] == pytest.approx(8.0)
+
+
+def test_exact_match_is_the_preset_itself():
+    pool = [preset("a-2t", "avx2", 2, "znver3"), preset("b-2t", "avx2", 2, "haswell")]
+    assert select_preset(caps(mcpu="haswell"), pool) is pool[1]
+    assert select_preset(caps(mcpu="znver3"), pool) is pool[0]
+
+
+def test_more_cores_are_scaled_and_say_so():
+    base = preset("znver5-2t", "avx512_vnni", 2, "znver5", fp32=492.0, int8=2110.7, bw=40.0)
+    p = select_preset(caps("avx512_vnni", 512, "vpdpbusd", cores=16, mcpu="znver5"), [base])
+    assert p.cores == 16 and p.name == "znver5-2t@16c"
+    assert p.peak_gflops_fp32 == pytest.approx(8 * 492.0)
+    assert p.peak_gops_int8 == pytest.approx(8 * 2110.7)
+    assert p.bandwidth_gbs == 40.0 and not p.measured
+    text = "\n".join(p.assumed)
+    assert "scaled x8" in text and "bandwidth kept" in text
+    assert "assumed: compute peaks scaled x8" in p.describe()
+
+
+def test_fewer_cores_get_their_share_of_bandwidth():
+    big = preset("chip-64c", "neon_dotprod", 64, "neoverse-n1", fp32=2560.0, int8=10240.0,
+                 bw=204.8, measured=False)
+    p = select_preset(caps("neon_dotprod", 128, "sdot", cores=4, mcpu="neoverse-n1",
+                           arch="aarch64"), [big])
+    assert p.peak_gflops_fp32 == pytest.approx(160.0)
+    assert p.bandwidth_gbs == pytest.approx(12.8)
+    assert any("4/64" in a for a in p.assumed)
+
+
+def test_same_core_count_wins_over_same_cpu_and_other_cpu_is_stated():
+    pool = [preset("hsw-16t", "avx2", 16, "haswell"), preset("zen3-2t", "avx2", 2, "znver3")]
+    p = select_preset(caps(mcpu="haswell", cores=2), pool)
+    assert p.name == "zen3-2t"
+    assert "performs like zen3-2t" in p.assumed[0]
+
+
+def test_no_preset_of_the_isa_level_is_estimated_with_visible_assumptions():
+    c = caps("sse", 128, "none", cores=3, mcpu="x86-64")
+    p = select_preset(c, [preset("zen3-2t", "avx2", 2, "znver3")])
+    assert p == estimate_preset(c)
+    assert p.isa == "sse" and p.cores == 3 and p.basis == "estimated"
+    assert p.peak_gflops_fp32 == pytest.approx(3 * ASSUMED_GHZ * 8)
+    assert p.peak_gops_int8 < p.peak_gflops_fp32  # widened int8 is slower than FP32 FMAs
+    assert p.bandwidth_gbs == ASSUMED_BANDWIDTH_GBS
+    text = p.describe()
+    assert f"assumed: clock {ASSUMED_GHZ} GHz" in text
+    assert f"assumed: memory bandwidth {ASSUMED_BANDWIDTH_GBS:g} GB/s" in text
+    assert "roofline --target" in p.source  # host-runnable: says how to measure it
+
+
+def test_cross_target_never_gets_the_hosts_preset():
+    host = resolve_target("llvm")[1]
+    for spec in ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},
+                 {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "neoverse-v2",
+                  "num-cores": 8}):
+        tgt, p = resolve_target(spec)
+        assert p.arch == "aarch64" and p.isa == capabilities(tgt).isa
+        assert p.name != host.name
+    # Only x86 presets to choose from: an aarch64 target is estimated, not given one of them.
+    arm = caps("neon_dotprod", 128, "sdot", cores=4, mcpu="cortex-a76", arch="aarch64",
+               runnable=False)
+    p = select_preset(arm, [q for q in PRESETS.values() if q.arch == "x86_64"])
+    assert p.arch == "aarch64" and p.basis == "estimated"
+    assert "roofline --target" not in p.source  # not runnable here: nothing to measure
+
+
+def test_assumed_cross_core_count_is_listed():
+    tgt, p = resolve_target({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+                             "mattr": ["+neon", "+dotprod"]})
+    assert capabilities(tgt).cores_source.startswith("assumed")
+    assert any("cross target names no num-cores" in a for a in p.assumed)
+
+
+def test_preset_validation_names_the_problem():
+    good = preset("x", "avx2", 2, "znver3")
+    with pytest.raises(ValueError, match="num-cores"):
+        dataclasses.replace(good, target={"kind": "llvm", "mcpu": "znver3"})
+    with pytest.raises(ValueError, match="isa 'avx3' is not one of"):
+        dataclasses.replace(good, isa="avx3")
+    with pytest.raises(ValueError, match="bandwidth_gbs must be a positive"):
+        dataclasses.replace(good, bandwidth_gbs=0)
+    assert json.loads(json.dumps(good.to_dict()))["isa"] == "avx2"
+
+
+def test_default_precisions_follow_the_int8_instruction():
+    all_, none = default_precisions(caps("avx512_vnni", 512, "vpdpbusd"))
+    assert none == {} and all_[0] == "fp32" and {"int8", "int4", "w8", "w4"} <= set(all_)
+    fp32_only, excluded = default_precisions(caps("sse", 128, "none", mcpu="x86-64"))
+    assert fp32_only == ["fp32"]
+    assert set(excluded) == {"int8", "int4", "w8", "w4"}
+    assert "no int8 dot-product instruction" in excluded["int8"]
+    assert "weight-only" in excluded["w4"]
+
+
+def _convs(n=4):
+    # ResNet-20-like 3x3 16->16 convs at 32x32: ~34 FLOP/B, compute-bound on both presets.
+    return CostModel([LayerCost(f"c{i}", "conv2d", 4718592, 2304, 16384, 16384, 16)
+                      for i in range(n)], requant_fusion=False)
+
+
+def _roofline_plan(model, peaks):
+    layers = model.searchable
+    choices = {n: ["fp32", "int8", "int4"] for n in layers}
+
+    def merit(a):
+        return 1.0 / model.predicted_time(model.full_assignment(a), peaks)
+
+    return run_search("greedy", layers, choices, merit, lambda a: 0.9, lam=0.9).assignment
+
+
+def test_roofline_objective_keeps_fp32_where_int8_does_not_pay():
+    model = _convs()
+    sse = estimate_preset(caps("sse", 128, "none", mcpu="x86-64"))
+    assert set(_roofline_plan(model, sse).values()) == {"fp32"}
+    vnni = select_preset(caps("avx512_vnni", 512, "vpdpbusd", mcpu="znver5"))
+    assert set(_roofline_plan(model, vnni).values()) <= {"int8", "int4"}
+
+
+def test_cli_presets_shows_what_a_target_gets_and_assumes(capsys):
+    from aiq_tvm.cli import main
+
+    assert main(["presets", "--target", '{"kind":"llvm","mcpu":"x86-64","num-cores":4}']) == 0
+    out = capsys.readouterr().out
+    assert "rpi4-cortex-a72" in out and "source:" in out
+    tail = out.split("gets:")[-1]
+    assert "sse (no int8 dot instruction), 4 cores" in tail
+    assert "assumed:" in tail
+
+
+def test_docs_presets_page_is_current():
+    """docs/presets.md is regenerated whenever a preset changes (command at its top)."""
+    from pathlib import Path
+
+    from aiq_tvm.targets.presets_doc import presets_markdown
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    table = presets_markdown().split("## Sources")[0]
+    assert table in page
+    for p in PRESETS.values():
+        assert f"- `{p.name}`: {p.description}. Source: {p.source}." in page
