@@ -62,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
                      "roofline-predicted speed-up, or the measured layer-kernel speed-up")
     run.add_argument("--budget", type=float, default=1.0,
                      help="accuracy budget in pp (search=budget)")
-    run.add_argument("--precisions", type=_precisions, default=list(PRECISIONS),
-                     help=f"comma-separated candidates from {','.join(PRECISIONS)}")
+    run.add_argument("--precisions", type=_precisions, default=None,
+                     help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
+                     "the target's, all where int8 pays; see docs/presets.md)")
     run.add_argument("--calibration", choices=CALIBRATION_METHODS, default="percentile")
     run.add_argument("--calib", type=int, default=512, help="calibration images")
     run.add_argument("--val", type=int, default=1000, help="validation images")
@@ -156,7 +157,8 @@ def _cmd_run(args, argv) -> int:
         "model": args.model, "search": args.search, "objective": args.objective,
         "lambda": args.lam,
         "budget_pp": args.budget if args.search == "budget" else None,
-        "precisions": args.precisions, "target": str(res.target), "preset": res.preset.name,
+        "precisions": args.precisions or "target default", "target": str(res.target),
+        "preset": res.preset.name,
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
         "ai_gain": res.report.ai_gain,
         "val_images": len(xv), "val_accuracy_fp32": s.baseline.accuracy,
@@ -215,7 +217,7 @@ def _cmd_run(args, argv) -> int:
                 line += f", uniform {p} {ms:.3f} ms (x{a['median_ms'] / ms:.2f})"
             say(line)
     stem = f"{args.model}_{args.search}" + ("" if args.objective == "ai" else f"_{args.objective}")
-    if list(args.precisions) != list(PRECISIONS):
+    if args.precisions is not None and list(args.precisions) != list(PRECISIONS):
         stem += "_" + "-".join(args.precisions)
     res.plan.save(out / f"{stem}_plan.json")
     if res.calibration is not None:

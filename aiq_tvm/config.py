@@ -7,7 +7,7 @@ happen when the build resolves it (:func:`aiq_tvm.phases.resolve`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .calibrate import CALIBRATION_METHODS, Calibration
 from .checks import (
@@ -57,7 +57,9 @@ class BuildConfig:
     budget_pp : float
         Accuracy budget in percentage points for ``search="budget"``.
     precisions : sequence of str, optional
-        Candidate precisions per layer (default: all registered).
+        Candidate precisions per layer (default: the target's,
+        :func:`aiq_tvm.targets.default_precisions`: all registered, or FP32 alone where the
+        target has no int8 dot-product instruction; the report says what was left out).
     calibration : str or Calibration
         ``"minmax"``, ``"percentile"``, or a ready :class:`Calibration`.
     batch_size : int, optional
@@ -104,6 +106,8 @@ class BuildConfig:
     database: str | None = None
     tune_trials: int = 64
     verbose: bool = False
+    # True when precisions were not given: resolve() narrows them to the target's defaults.
+    precisions_default: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         set_ = self._normalize
@@ -111,6 +115,7 @@ class BuildConfig:
         check_choice("search", self.search, SEARCH_METHODS)
         check_choice("objective", self.objective, OBJECTIVES)
         set_("budget_pp", check_non_negative_number("budget_pp", self.budget_pp, " pp"))
+        set_("precisions_default", self.precisions is None)
         cands = tuple(PRECISIONS if self.precisions is None else self.precisions)
         for p in cands:
             get_precision(p)

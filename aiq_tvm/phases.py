@@ -15,6 +15,7 @@ with the deploy target's numerics: ``ctx.numerics_target``).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from .result import BuildResult
 from .runtime import accuracy, require_host_runnable, run_batches, run_target
 from .schemes import get_precision
 from .search import SearchResult, run_search
-from .targets import CpuPreset, resolve_target
+from .targets import CpuPreset, capabilities, default_precisions, resolve_target
 
 __all__ = ["BuildContext", "resolve", "calibrate", "search", "finalize"]
 
@@ -62,6 +63,7 @@ class BuildContext:
     val: tuple[np.ndarray, np.ndarray] | None = None
     timings: dict = field(default_factory=dict)
     t_start: float = field(default_factory=time.perf_counter)
+    notes: list = field(default_factory=list)  # for the report
 
     @property
     def numerics_target(self) -> tvm.target.Target | None:
@@ -118,6 +120,7 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
             ) -> BuildContext:
     """Check the model and data against the config; resolve targets, batch sizes and costs."""
     target, preset = resolve_target(config.target)
+    config, notes = _target_precisions(config, target)
     annotated = prepare(mod)
     main_input = annotated["main"].params[0].ty.shape
     static = None if batch_var(annotated) is not None else int(main_input[0])
@@ -136,7 +139,20 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
         require_host_runnable(target, "tune kernels (tuning times candidates here)")
     return BuildContext(config=config, annotated=annotated, params=params, target=target,
                         run_target=run_target(target), preset=preset, cost=cost,
-                        batch_size=bs, eval_batch_size=eval_bs, calib_x=calib_x, val=val)
+                        batch_size=bs, eval_batch_size=eval_bs, calib_x=calib_x, val=val,
+                        notes=notes)
+
+
+def _target_precisions(config: BuildConfig, target) -> tuple[BuildConfig, list[str]]:
+    """Default candidates come from the target: no low-bit default where int8 does not pay."""
+    if not config.precisions_default:
+        return config, []
+    cands, excluded = default_precisions(capabilities(target))
+    if not excluded:
+        return config, []
+    notes = [f"default precisions for this target: {', '.join(cands)}; left out "
+             + "; ".join(f"{p} ({why})" for p, why in excluded.items())]
+    return dataclasses.replace(config, precisions=cands), notes
 
 
 # ----------------------------------------------------------------------------- calibrate
@@ -272,6 +288,7 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
     assignment = plan.resolve(ctx.cost.names)
     report = make_report(ctx.cost, assignment, ctx.preset, str(ctx.target),
                          run_target=str(ctx.run_target))
+    report.notes += ctx.notes
     res = ctx.result(plan, calibration, report, searched)
     t0 = time.perf_counter()
     if ctx.config.tune:

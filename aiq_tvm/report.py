@@ -52,6 +52,7 @@ class Report:
     run_target: str = ""  # where accuracy runs executed ("" or == target: the deploy target)
     # Glue functions ScheduleGlue could not schedule ("name (error)"): TVM's serial code.
     unscheduled: list[str] = field(default_factory=list)
+    preset_assumed: list[str] = field(default_factory=list)  # what the roofline peaks assume
 
     @property
     def ai_fp32(self) -> float:
@@ -118,6 +119,7 @@ class Report:
         if self.run_target and self.run_target != self.target:
             head += (f"\naccuracy runs on the host target {self.run_target} with the deploy "
                      "target's numerics (this machine cannot execute the deploy target)")
+        head += "".join(f"\nassumed: {a}" for a in self.preset_assumed)
         notes = "".join(f"\nnote: {n}" for n in self.notes)
         if self.unscheduled:
             notes += (f"\nnote: {len(self.unscheduled)} glue function(s) left unscheduled "
@@ -184,4 +186,5 @@ def make_report(
         rows=rows, target=target, preset=preset.name, preset_source=preset.source,
         total_flops=cost.total_flops(), bytes_fp32=cost.total_bytes(fp32),
         bytes=cost.total_bytes(full), notes=notes, run_target=run_target or target,
+        preset_assumed=list(getattr(preset, "assumed", ())),
     )

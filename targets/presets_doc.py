@@ -24,7 +24,10 @@ def presets_markdown(targets: dict | None = None) -> str:
            "`targets/presets.py` (declared, from data sheets) and `targets/presets/*.json` "
            "(measured by the roofline probe, command in each source).", "",
            "INT8 GOP/s count 2 ops per int8 multiply-add with the ISA level's int8 instruction; "
-           "`int8/fp32` is the ratio of the two peaks.", "",
+           "`int8/fp32` is the ratio of the two peaks. Measured presets ran the probe under "
+           "`flock /work/wt/bench.lock` at `nice -n -20` (the machine is shared; each figure is "
+           "the fastest of many calls) and record the 1-minute load average before the run in "
+           "their `extra` field.", "",
            "| preset | ISA level | int8 instruction | cores | fp32 GFLOP/s | int8 GOP/s | "
            "int8/fp32 | GB/s | basis |",
            "|---|---|---|---|---|---|---|---|---|"]

@@ -275,9 +275,9 @@ def measure(target_dict: dict | None = None) -> dict:
         raise ValueError(f"cannot measure {tdict} here: this machine lacks {why}; declare its "
                          "preset from data sheets instead (targets/presets.py)")
     tdict.setdefault("num-cores", caps.cores)
-    load = os.getloadavg()[0]
     return {
-        "load_before": load,
+        "load_before": os.getloadavg()[0],
+        "nice": os.nice(0),
         "target": tdict,
         "isa": caps.isa,
         "peak_gflops_fp32": fp32_peak(target, caps.cores),
@@ -304,7 +304,8 @@ def _target_arg(text: str) -> dict:
 
 def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
     cpu = _cpu_model()
-    cmd = f"TVM_NUM_THREADS={m['threads']} python -m aiq_tvm.targets.roofline " + " ".join(
+    nice = f"nice -n {m['nice']} " if m.get("nice") else ""
+    cmd = f"TVM_NUM_THREADS={m['threads']} {nice}python -m aiq_tvm.targets.roofline " + " ".join(
         f"'{a}'" if a.startswith("{") else a for a in argv)
     mcpu = m["target"].get("mcpu", "the default CPU")
     return CpuPreset(
@@ -321,7 +322,7 @@ def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
         "copy)",
         measured=True,
         extra={"machine": cpu, "threads": m["threads"],
-               "load_average_before": round(m["load_before"], 2)},
+               "load_average_before": round(m["load_before"], 2), "nice": m.get("nice", 0)},
     )
 
 

@@ -204,3 +204,42 @@ def test_docs_presets_page_is_current():
     assert table in page
     for p in PRESETS.values():
         assert f"- `{p.name}`: {p.description}. Source: {p.source}." in page
+
+
+def test_report_prints_what_the_preset_assumes():
+    from aiq_tvm.report import make_report
+
+    model = _convs(1)
+    est = estimate_preset(caps("sse", 128, "none", cores=3, mcpu="x86-64"))
+    rep = make_report(model, {"c0": "fp32"}, est, "x86-64")
+    assert rep.preset_assumed == list(est.assumed)
+    assert f"assumed: clock {ASSUMED_GHZ} GHz" in str(rep)
+    assert rep.to_dict()["preset_assumed"] == list(est.assumed)
+
+
+def test_default_build_on_a_target_without_int8_dot_stays_fp32(tiny):
+    import numpy as np
+    import torch
+
+    import aiq_tvm
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 16)
+    mod, params = aiq_tvm.from_torch(tiny, torch.from_numpy(x[:2]))
+    sse = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
+    res = aiq_tvm.build(mod, sse, params=params, val_data=(x, y), eval_batch_size=16)
+    assert set(res.plan.layers.values()) == {"fp32"}
+    note = next(n for n in res.report.notes if n.startswith("default precisions"))
+    assert "left out int8" in note and "no int8 dot-product instruction" in note
+    assert "w4 (weight-only" in note
+
+
+def test_host_gets_its_measured_preset_when_one_fits():
+    tgt, p = resolve_target("llvm")
+    c = capabilities(tgt)
+    exact = [q for q in PRESETS.values()
+             if (q.isa, q.cores, q.mcpu) == (c.isa, c.cores, c.mcpu)]
+    if not exact:
+        pytest.skip(f"no preset measured for this host ({c.mcpu}, {c.isa}, {c.cores} cores)")
+    assert p in exact and not p.assumed and p.basis == "measured"
