@@ -15,7 +15,7 @@ from tvm import relax
 from . import pipeline as P
 from .calibrate import Calibration
 from .frontend import specialize_batch
-from .passes import AnnotatePrecision, CancelTransposes, SelectPrecisionAtRuntime
+from .passes import AnnotatePrecision, SelectPrecisionAtRuntime
 from .plan import Plan
 
 __all__ = ["prepare", "compile_module", "compile_plan", "compile_switchable"]
@@ -62,6 +62,6 @@ def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration
     passes = [*P.bind_params(params), relax.transform.FoldConstant(),
               SelectPrecisionAtRuntime(choices, calibration, target=target,
                                        numerics_target=numerics_target),
-              CancelTransposes()]
+              *P.layout_passes()]  # as in every final build: the search measures its numerics
     # R.If branches: TVM 0.27's static memory planning corrupts them (see lower_passes).
     return compile_module(mod, target, passes, static_memory=False)

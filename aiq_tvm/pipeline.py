@@ -4,8 +4,8 @@ Phases (each a function of the target returning a list of passes, like TVM's
 ``relax/backend/cpu_generic/pipeline.py``):
 
 1. :func:`quantize_passes`: annotate layers with the plan, bind the weights, fold constants,
-   lower annotated layers to low-bit x86 kernels, decompose leftover batch norms, cancel the
-   layout transposes between layers.
+   lower annotated layers to low-bit x86 kernels, then :func:`layout_passes`: decompose
+   leftover batch norms, cancel the layout transposes between layers.
 2. :func:`legalize_passes`: TVM's CPU legalization and fusion for the remaining ops.
 3. :func:`schedule_passes`: schedule the fused glue kernels TVM leaves unscheduled.
 4. :func:`lower_passes`: TVM's dataflow lowering and VM finalization.
@@ -33,6 +33,7 @@ from .targets import current_target
 
 __all__ = [
     "quantize_passes",
+    "layout_passes",
     "legalize_passes",
     "schedule_passes",
     "lower_passes",
@@ -59,6 +60,14 @@ def quantize_passes(target, plan="fp32", calibration=None, params=None, database
         relax.transform.FoldConstant(),
         QuantizeAnnotated(calibration, target=target, database=database,
                           tune_trials=tune_trials, numerics_target=numerics_target),
+        *layout_passes(),
+    ]
+
+
+def layout_passes() -> list:
+    """After the layers are lowered: decompose what is left of batch norm and cancel the
+    NHWC/NCHW transposes between layer kernels (shared by every AIQ build)."""
+    return [
         # Batch norms not folded into a conv (pre-activation ones) become constant scale and
         # shift, which CancelTransposes moves across the NHWC layout.
         relax.transform.DecomposeOpsForInference(),
