@@ -31,7 +31,7 @@ _LAZY = {
     "from_torch": ("frontend", "from_torch"),
     "from_exported": ("frontend", "from_exported"),
     "from_onnx": ("onnx_frontend", "from_onnx"),
-    "specialize_batch": ("frontend", "specialize_batch"),
+    "specialize_batch": ("_ir", "specialize_batch"),
     "aiq_pipeline": ("pipeline", "aiq_pipeline"),
     "Report": ("report", "Report"),
 }

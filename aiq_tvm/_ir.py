@@ -6,7 +6,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
-__all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main"]
+from .checks import check_positive_int
+
+__all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
+           "specialize_batch"]
 
 
 def is_const(expr) -> bool:
@@ -48,3 +51,32 @@ def replace_main(mod: tvm.IRModule, func: relax.Function, name: str = "main") ->
     new = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
     new[name] = func
     return new
+
+
+def batch_var(mod: tvm.IRModule) -> tvm.tirx.Var | None:
+    """The symbolic batch variable of ``main``'s first input, or None when it is static."""
+    shape = mod["main"].params[0].ty.shape
+    dim = shape[0] if shape is not None and len(shape) else None
+    return dim if isinstance(dim, tvm.tirx.Var) else None
+
+
+def specialize_batch(mod: tvm.IRModule, batch_size: int) -> tvm.IRModule:
+    """Fix the symbolic batch dimension to ``batch_size`` (no-op check for static modules).
+
+    Raises
+    ------
+    ValueError
+        If the module has a static batch that differs from ``batch_size``.
+    """
+    check_positive_int("batch_size", batch_size)
+    var = batch_var(mod)
+    if var is None:
+        static = int(mod["main"].params[0].ty.shape[0])
+        if static != batch_size:
+            raise ValueError(
+                f"the module has a static batch of {static}; it cannot run batch {batch_size}. "
+                "Import it with a dynamic batch (aiq_tvm.from_torch(..., dynamic_batch=True))"
+            )
+        return mod
+    # By name: partitioned composite functions carry their own copy of the variable.
+    return relax.transform.BindSymbolicVars({var.name: int(batch_size)})(mod)

@@ -13,8 +13,8 @@ import tvm
 from tvm import relax
 
 from . import pipeline as P
+from ._ir import specialize_batch
 from .calibrate import Calibration
-from .frontend import specialize_batch
 from .passes import AnnotatePrecision, SelectPrecisionAtRuntime
 from .plan import Plan
 

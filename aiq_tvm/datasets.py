@@ -352,25 +352,9 @@ def validation_set(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded validation subset of the Fashion-MNIST training split (held-out pool).
 
-    Parameters
-    ----------
-    n : int, default 1000
-        Number of images, 1..``VALIDATION_POOL_SIZE`` (2,500).
-    seed : int, default 0
-        Selects which images of the validation pool are returned (and their order).
-    root : path-like, optional
-        As for :func:`fashion_mnist`.
-
-    Returns
-    -------
-    x, y : np.ndarray
-        As for :func:`fashion_mnist`. Never overlaps :func:`calibration_set` (any ``n``, any
-        seeds), the images used for training, or the test split.
-
-    Raises
-    ------
-    ValueError
-        If ``n`` is out of range.
+    Like :func:`calibration_set` (same parameters, ``n`` in 1..``VALIDATION_POOL_SIZE``),
+    from the validation pool: never overlaps :func:`calibration_set` (any ``n``, any seeds),
+    the images used for training, or the test split.
     """
     _check_n(n, VALIDATION_POOL_SIZE, "validation")
     return _pool_subset(heldout_indices()[CALIBRATION_POOL_SIZE:], n, seed, root)

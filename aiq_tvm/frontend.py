@@ -19,7 +19,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ._ir import const_value, is_const, is_op, replace_main
+from ._ir import batch_var, const_value, is_const, is_op, replace_main, specialize_batch
 
 __all__ = ["from_torch", "from_exported", "fold_batch_norm", "batch_var", "specialize_batch"]
 
@@ -363,33 +363,3 @@ def _use_counts(func: relax.Function) -> dict:
     # post_order_visit reaches every use site of a Var (binding definitions are not visited).
     relax.analysis.post_order_visit(func.body, visit)
     return counts
-
-
-def batch_var(mod: tvm.IRModule) -> tvm.tirx.Var | None:
-    """The symbolic batch variable of ``main``'s first input, or None when it is static."""
-    shape = mod["main"].params[0].ty.shape
-    dim = shape[0] if shape is not None and len(shape) else None
-    return dim if isinstance(dim, tvm.tirx.Var) else None
-
-
-def specialize_batch(mod: tvm.IRModule, batch_size: int) -> tvm.IRModule:
-    """Fix the symbolic batch dimension to ``batch_size`` (no-op check for static modules).
-
-    Raises
-    ------
-    ValueError
-        If the module has a static batch that differs from ``batch_size``.
-    """
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    var = batch_var(mod)
-    if var is None:
-        static = int(mod["main"].params[0].ty.shape[0])
-        if static != batch_size:
-            raise ValueError(
-                f"the module has a static batch of {static}; it cannot run batch {batch_size}. "
-                "Import it with a dynamic batch (aiq_tvm.from_torch(..., dynamic_batch=True))"
-            )
-        return mod
-    # By name: partitioned composite functions carry their own copy of the variable.
-    return relax.transform.BindSymbolicVars({var.name: int(batch_size)})(mod)

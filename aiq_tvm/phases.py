@@ -25,13 +25,13 @@ import tvm
 from tvm import relax
 
 from . import pipeline as P
+from ._ir import batch_var, specialize_batch
 from .analysis import cost_model
 from .calibrate import Calibration
 from .calibrate import calibrate as measure_ranges
 from .compiler import compile_module, compile_plan, compile_switchable, prepare
 from .config import BuildConfig
 from .cost import CostModel
-from .frontend import batch_var, specialize_batch
 from .objectives import MeritInputs, get_objective
 from .passes import ExposeLayerInputs, select_vector
 from .plan import Plan
