@@ -43,14 +43,15 @@ def build(
     database: str | None = None,
     tune_trials: int = 64,
     verbose: bool = False,
+    remote=None,
 ) -> BuildResult:
     """Quantize a Relax model with AIQ and compile it for a CPU.
 
     Checks every setting (:class:`~aiq_tvm.config.BuildConfig`, which documents them:
     ``target``, ``plan``, ``lam``, ``search``, ``objective``, ``budget_pp``, ``precisions``,
     ``calibration``, ``percentile``, ``batch_size``, ``eval_batch_size``, ``max_sweeps``,
-    ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``), then runs the phases of
-    :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search a plan (unless
+    ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``, ``remote``), then runs the
+    phases of :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search a plan (unless
     ``plan`` is given), finalize and compile.
 
     Parameters
@@ -70,7 +71,7 @@ def build(
         budget_pp=budget_pp, precisions=precisions, calibration=calibration,
         percentile=percentile, batch_size=batch_size, eval_batch_size=eval_batch_size,
         max_sweeps=max_sweeps, seed=seed, tune=tune, database=database,
-        tune_trials=tune_trials, verbose=verbose,
+        tune_trials=tune_trials, verbose=verbose, remote=remote,
     )
     ctx = phases.resolve(mod, params, calib_data, val_data, config)
     calib = phases.calibrate(ctx)

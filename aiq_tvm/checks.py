@@ -17,6 +17,7 @@ __all__ = [
     "check_non_negative_int",
     "check_optional_positive_int",
     "check_non_negative_number",
+    "check_remote",
 ]
 
 
@@ -68,3 +69,16 @@ def check_non_negative_number(name: str, value, unit: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
         raise ValueError(f"{name} must be a number >= 0{unit}, got {value!r}")
     return float(value)
+
+
+def check_remote(remote):
+    """An RPC device: None, a ``"host:port"`` string, or an RPC session (anything with
+    ``upload`` and ``load_module``, as ``tvm.rpc.RPCSession``)."""
+    if remote is None or (hasattr(remote, "upload") and hasattr(remote, "load_module")):
+        return remote
+    if isinstance(remote, str):
+        host, sep, port = remote.strip().rpartition(":")
+        if sep and host and port.isdigit() and 0 < int(port) < 65536:
+            return remote.strip()
+    raise ValueError(f"remote must be 'host:port' (e.g. '127.0.0.1:9190') or a "
+                     f"tvm.rpc.RPCSession, got {remote!r}")

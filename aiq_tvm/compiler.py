@@ -15,6 +15,7 @@ from tvm import relax
 from . import pipeline as P
 from ._ir import specialize_batch
 from .calibrate import Calibration
+from .deploy import kernel_calls
 from .passes import AnnotatePrecision, SelectPrecisionAtRuntime
 from .plan import Plan
 
@@ -34,12 +35,21 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
 def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool = True,
                    unscheduled: list | None = None) -> relax.VMExecutable:
     """``passes`` then TVM's CPU legalization, our glue schedules and TVM's lowering
-    (``unscheduled``: see :func:`aiq_tvm.pipeline.schedule_passes`)."""
+    (``unscheduled``: see :func:`aiq_tvm.pipeline.schedule_passes`).
+
+    The executable's ``aiq_kernel_calls`` lists its TIR kernel calls (symbols and argument
+    shapes, in program order): what :mod:`aiq_tvm.deploy` times on a remote device.
+    """
     seq = tvm.transform.Sequential(
         passes + P.legalize_passes(target) + P.schedule_passes(target, unscheduled)
         + P.lower_passes(target, static_memory)
     )
-    return tvm.compile(mod, target, relax_pipeline=seq)
+    target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+    with target:  # what tvm.compile(mod, target, relax_pipeline=seq) does, in two steps
+        lowered = seq(mod)
+    exe = relax.build(lowered, target, relax_pipeline=None)
+    exe.aiq_kernel_calls = kernel_calls(lowered)
+    return exe
 
 
 def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibration | None,

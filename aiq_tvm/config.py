@@ -17,6 +17,7 @@ from .checks import (
     check_optional_positive_int,
     check_percentile,
     check_positive_int,
+    check_remote,
 )
 from .objectives import OBJECTIVES
 from .plan import Plan, as_plan
@@ -87,6 +88,9 @@ class BuildConfig:
         Seed of the calibration sample (recorded in the plan).
     verbose : bool
         Print each phase's progress with the elapsed time.
+    remote : str or tvm.rpc.RPCSession, optional
+        With ``objective="measured"``: time the layer kernels on this RPC device
+        (``"host:port"`` or a session) instead of this machine, as the deploy target's code.
     """
 
     target: object = "llvm"
@@ -106,6 +110,7 @@ class BuildConfig:
     database: str | None = None
     tune_trials: int = 64
     verbose: bool = False
+    remote: object = None
     # True when precisions were not given: resolve() narrows them to the target's defaults.
     precisions_default: bool = field(default=False, init=False)
 
@@ -134,6 +139,11 @@ class BuildConfig:
         check_positive_int("tune_trials", self.tune_trials)
         if self.plan is not None:
             set_("plan", as_plan(self.plan))
+        set_("remote", check_remote(self.remote))
+        if self.remote is not None and (self.objective != "measured" or not self.searches):
+            raise ValueError("remote= times the measured objective's layer kernels during a "
+                             "search (objective='measured', no plan); to time a build on a "
+                             "device use BuildResult.benchmark(remote=...)")
 
     def _normalize(self, name: str, value) -> None:
         object.__setattr__(self, name, value)  # frozen: store the checked, normalized value

@@ -220,10 +220,17 @@ def _layer_timer(ctx: BuildContext, calibration):
     """The measured objective's timer: uniform builds of each precision, kernels timed."""
 
     def time_layers(precisions):
-        require_host_runnable(ctx.target, "time layer kernels for objective='measured'")
+        remote = ctx.config.remote
+        if remote is None:
+            require_host_runnable(ctx.target, "time layer kernels for objective='measured' "
+                                  "(or pass remote='host:port' of an RPC device)")
+        else:
+            from .deploy import connect
+
+            remote = connect(remote)  # one session for every upload and timing
         t0 = time.perf_counter()
         out = uniform_layer_times(lambda p: ctx.result(Plan.uniform(p), calibration),
-                                  ctx.cost.searchable, precisions, ctx.batch_size)
+                                  ctx.cost.searchable, precisions, ctx.batch_size, remote)
         ctx.timings["layer_timing_s"] = time.perf_counter() - t0
         ctx.log(f"timed every layer kernel at {len(precisions)} precisions in "
                 f"{ctx.timings['layer_timing_s']:.1f}s")

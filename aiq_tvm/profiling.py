@@ -27,15 +27,22 @@ __all__ = ["profile", "KernelTimes", "attribute_kernel_times", "measured_report"
 _LAYER_KERNEL = re.compile(rf"^.+_({'|'.join(PRECISIONS)})$")
 
 
-def profile(result, batch_size: int | None = None, repeat: int = 7) -> list[tuple[str, float]]:
+def profile(result, batch_size: int | None = None, repeat: int = 7, remote=None
+            ) -> list[tuple[str, float]]:
     """Median time in microseconds of every TIR kernel call of one inference of ``result``
-    (a :class:`~aiq_tvm.api.BuildResult`).
+    (a :class:`~aiq_tvm.api.BuildResult`), here or on an RPC device (``remote``: a
+    ``tvm.rpc.RPCSession`` or ``"host:port"``).
 
     Returns ``[(symbol, us), ...]`` in call order (layers with identical shapes share one
-    kernel symbol, so the order, not the name, tells calls apart).
+    kernel symbol, so the order, not the name, tells calls apart).  Here, each call is timed
+    with the arguments an inference passed it; on a remote device, with arguments of the same
+    shapes (:meth:`aiq_tvm.deploy.RemoteModule.time_kernels`).
     """
-    require_host_runnable(result.target, "profile the build's kernels")
     bs = result.batch_size if batch_size is None else int(batch_size)
+    if remote is not None:
+        exe = result.executable(bs)
+        return result.on_remote(remote, bs).time_kernels(exe.aiq_kernel_calls, repeat)
+    require_host_runnable(result.target, "profile the build's kernels")
     exe = result.executable(bs)
     vm = relax.VirtualMachine(exe, tvm.cpu())
     calls: list = []
@@ -105,9 +112,10 @@ def attribute_kernel_times(calls: Sequence[tuple[str, float]], layers: Sequence[
     return out
 
 
-def measured_report(result, repeat: int = 7) -> Report:
-    """``result``'s report with each layer's measured kernel time beside its roofline time."""
-    times = attribute_kernel_times(profile(result, result.batch_size, repeat),
+def measured_report(result, repeat: int = 7, remote=None) -> Report:
+    """``result``'s report with each layer's measured kernel time beside its roofline time
+    (timed here, or on the RPC device ``remote``)."""
+    times = attribute_kernel_times(profile(result, result.batch_size, repeat, remote),
                                    result.cost.searchable)
     assignment = result.plan.resolve(result.cost.names)
     rep = make_report(result.cost, assignment, result.preset, str(result.target),
@@ -115,8 +123,9 @@ def measured_report(result, repeat: int = 7) -> Report:
     rep.unscheduled = result.unscheduled_glue()
     if result.report is not None:
         rep.accuracy_fp32, rep.accuracy = result.report.accuracy_fp32, result.report.accuracy
+    where = "" if remote is None else f" on the RPC device {_where(remote)}"
     rep.notes.append(
-        f"measured at batch {result.batch_size}: layer kernels "
+        f"measured{where} at batch {result.batch_size}: layer kernels "
         f"{sum(times.per_layer.values()):.1f} us, other kernels (layout, pooling, glue) "
         f"{times.other_us:.1f} us")
     rep.notes.extend(times.notes())
@@ -124,16 +133,17 @@ def measured_report(result, repeat: int = 7) -> Report:
 
 
 def uniform_layer_times(result_for: Callable[[str], object], layers: Sequence[str],
-                        precisions: Sequence[str], batch_size: int
+                        precisions: Sequence[str], batch_size: int, remote=None
                         ) -> tuple[dict[str, dict[str, float]], float]:
     """Measured kernel time (us) of every layer at every precision, each timed in a uniform
     build of that precision (``result_for(precision)``), and the rest of an FP32 inference
-    (glue kernels, unsupported layers, VM dispatch) in us."""
+    (glue kernels, unsupported layers, VM dispatch) in us; here or on the RPC device
+    ``remote``."""
     table: dict[str, dict[str, float]] = {n: {} for n in layers}
     overhead = 0.0
     for prec in dict.fromkeys(["fp32", *precisions]):
         res = result_for(prec)
-        for r in measured_report(res, repeat=5).rows:
+        for r in measured_report(res, repeat=5, remote=remote).rows:
             if r.name in table and r.measured_us is not None:
                 table[r.name][prec] = r.measured_us
         missing = [n for n in table if prec not in table[n]]
@@ -141,6 +151,10 @@ def uniform_layer_times(result_for: Callable[[str], object], layers: Sequence[st
             raise RuntimeError(f"the uniform {prec} build ran no layer kernel for {missing}; "
                                "cannot score plans by measured time")
         if prec == "fp32":
-            total_us = res.benchmark(batch_size, repeat=15)["median_ms"] * 1e3
+            total_us = res.benchmark(batch_size, repeat=15, remote=remote)["median_ms"] * 1e3
             overhead = max(total_us - sum(table[n]["fp32"] for n in table), 0.0)
     return table, overhead
+
+
+def _where(remote) -> str:
+    return remote if isinstance(remote, str) else type(remote).__name__

@@ -114,21 +114,35 @@ class BuildResult:
         return accuracy(self.run(x, batch_size), np.asarray(y))
 
     def benchmark(self, batch_size: int = 1, repeat: int = 20, min_repeat_ms: int = 100,
-                  x: np.ndarray | None = None) -> dict:
-        """Time ``main`` with TVM's ``time_evaluator`` (median of ``repeat`` runs).
+                  x: np.ndarray | None = None, remote=None) -> dict:
+        """Time ``main`` with TVM's ``time_evaluator`` (median of ``repeat`` runs), here or,
+        with ``remote`` (a ``tvm.rpc.RPCSession`` or ``"host:port"``), on that RPC device.
 
         Returns a dict with ``batch_size``, ``median_ms``, ``p10_ms``, ``p90_ms`` and
         ``images_per_s``.
         """
-        require_host_runnable(self.target, "benchmark the build")
-        vm = self.vm(batch_size)
         x = self.example_input(batch_size) if x is None else x
-        return time_main(vm, x, repeat, min_repeat_ms)
+        if remote is not None:
+            return self.on_remote(remote, batch_size).benchmark(x, repeat, min_repeat_ms)
+        require_host_runnable(self.target, "benchmark the build")
+        return time_main(self.vm(batch_size), x, repeat, min_repeat_ms)
 
-    def export_library(self, path: str, batch_size: int | None = None, **kwargs) -> None:
+    def on_remote(self, remote, batch_size: int | None = None, cc: str | None = None):
+        """The deploy module uploaded to an RPC device (``tvm.rpc.RPCSession`` or
+        ``"host:port"``): a :class:`aiq_tvm.deploy.RemoteModule` to ``run`` or ``benchmark``
+        there."""
+        from .deploy import RemoteModule
+
+        return RemoteModule(self.executable(batch_size), self.target, remote, cc)
+
+    def export_library(self, path: str, batch_size: int | None = None, cc: str | None = None,
+                       **kwargs) -> None:
         """Write the deploy module as a shared library (load with tvm.runtime.load_module).
 
-        ``kwargs`` go to TVM's linker step, e.g. ``cc="aarch64-linux-gnu-g++"`` for a cross
-        target.
+        ``cc`` links it: default TVM's host compiler for this machine's architecture, the
+        cross compiler for another (``aarch64-linux-gnu-g++`` for aarch64 triples, see
+        :func:`aiq_tvm.deploy.export_compiler`). ``kwargs`` go to TVM's ``export_library``.
         """
-        self.executable(batch_size).export_library(path, **kwargs)
+        from .deploy import export
+
+        export(self.executable(batch_size), path, self.target, cc, **kwargs)

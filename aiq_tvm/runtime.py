@@ -53,9 +53,10 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
-def time_main(vm, x: np.ndarray, repeat: int = 20, min_repeat_ms: int = 100) -> dict:
-    """Median, p10 and p90 milliseconds of ``vm["main"](x)`` (TVM's ``time_evaluator``)."""
-    dev = tvm.cpu()
+def time_main(vm, x: np.ndarray, repeat: int = 20, min_repeat_ms: int = 100, dev=None) -> dict:
+    """Median, p10 and p90 milliseconds of ``vm["main"](x)`` (TVM's ``time_evaluator``) on
+    ``dev`` (default this machine's CPU; an RPC session's device times it there)."""
+    dev = tvm.cpu() if dev is None else dev
     arg = tvm.runtime.tensor(np.ascontiguousarray(x, np.float32), dev)
     vm["main"](arg)  # warm up
     ev = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)

@@ -4,6 +4,7 @@ Correctness only (nothing is timed under emulation). Skipped in ``make test``: s
 emulated server alone takes about a minute on 2 cores.
 """
 
+import gc
 import os
 
 import numpy as np
@@ -20,6 +21,14 @@ pytestmark = pytest.mark.skipif(
     reason="emulated aarch64 tests run with `make test-arm` (AIQ_TEST_ARM=1)")
 
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}
+
+
+@pytest.fixture(autouse=True)
+def _release_rpc_sessions():
+    """A TVM RPC server serves one session at a time; a test's sessions that wait in
+    reference cycles (exception tracebacks) would block the next test's: collect them."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +71,32 @@ def test_emulated_board_is_aarch64_and_runs_a_cross_build(board, tmp_path):
     sess.upload(str(bad))
     with pytest.raises(tvm.error.RPCError, match="Failed to load dynamic shared library"):
         sess.load_module("x86.so")
+
+
+@pytest.mark.parametrize("mattr, intrin", [
+    (["+neon"], "aiq_dot_4x4_neon_smull_u8i8i32"),
+    (["+neon", "+dotprod"], "aiq_dot_4x4_neon_sdot_u8i8i32"),
+    (["+neon", "+dotprod", "+i8mm"], "aiq_dot_4x4_neon_usdot_u8i8i32"),
+])
+def test_neon_intrinsics_are_exact_on_the_board(board, tmp_path, mattr, intrin):
+    from aiq_tvm.targets.arm import neon
+
+    n, k, o = 5, 64, 12
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": mattr})
+    assert neon.intrinsic_for(target) == intrin
+    lib = tvm.compile(tvm.IRModule({"main": neon.dot_kernel(n, k, o, intrin)}), target=target)
+    path = tmp_path / f"{intrin}.so"
+    lib.export_library(str(path), fcompile=cc.cross_compiler("aarch64-linux-gnu-g++"))
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (n, k), dtype=np.uint8)
+    w = rng.integers(-127, 128, (o, k), dtype=np.int8)
+    a[0], w[0] = 255, -127  # the extremes: 255 * -127 * k, and int16 pair sums of smull
+    a[1], w[1] = 0, 127
+    want = a.astype(np.int64) @ w.astype(np.int64).T
+    sess = board.connect()
+    sess.upload(str(path))
+    dev = sess.cpu()
+    args = [tvm.runtime.tensor(a, dev), tvm.runtime.tensor(neon.pack_dot_weight(w), dev),
+            tvm.runtime.tensor(np.zeros((n, o), np.int32), dev)]
+    sess.load_module(path.name)["main"](*args)
+    np.testing.assert_array_equal(args[2].numpy(), want)

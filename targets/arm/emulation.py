@@ -115,7 +115,7 @@ class RPCServer:
         env = {**os.environ, **self.env}
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=env,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         try:
             self.port = self._wait_bound()
             self._wait_accepting()
@@ -179,6 +179,15 @@ class RPCServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the server process: get SIGTERM if the process that started it dies without
+    :meth:`RPCServer.stop` (a killed test run must not leave servers behind)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _group_alive(pgid: int) -> bool:
