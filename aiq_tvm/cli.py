@@ -50,6 +50,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _rpc_address(text: str) -> str:
+    from .checks import check_remote
+
+    try:
+        return check_remote(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aiq-tvm", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -84,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                      "directory (reused by later runs; the faster of tuned and default is kept)")
     run.add_argument("--trials", type=_positive_int, default=64,
                      help="tuning trials per kernel the database does not know (with --tune)")
+    run.add_argument("--rpc", metavar="HOST:PORT", type=_rpc_address, default=None,
+                     help="TVM RPC device for every timing (--bench, --measure, "
+                     "--objective measured): the build is uploaded and timed there")
     run.add_argument("--measure", action="store_true",
                      help="time every layer kernel and print it beside its roofline time")
     run.add_argument("--data-root", default=None, help="Fashion-MNIST IDX directory")
@@ -147,10 +159,10 @@ def _cmd_run(args, argv) -> int:
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
                 batch_size=args.batch,
                 tune=args.tune is not None, database=args.tune, tune_trials=args.trials,
-                verbose=True)
+                remote=args.rpc if args.objective == "measured" else None, verbose=True)
     s = res.search
     print()
-    print(measured_report(res) if args.measure else res.report)
+    print(measured_report(res, remote=args.rpc) if args.measure else res.report)
     print()
     print("plan:", json.dumps(res.plan.layers))
     summary = {
@@ -207,12 +219,12 @@ def _cmd_run(args, argv) -> int:
             say(f"uniform {p}: test accuracy {100 * acc:.2f}%")
     if args.bench:
         for bs in (1, 64):
-            a, b = fp32.benchmark(bs), res.benchmark(bs)
+            a, b = fp32.benchmark(bs, remote=args.rpc), res.benchmark(bs, remote=args.rpc)
             summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}
             line = (f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
                     f"(x{a['median_ms'] / b['median_ms']:.2f})")
             for p, u in uniform.items():
-                ms = u.benchmark(bs)["median_ms"]
+                ms = u.benchmark(bs, remote=args.rpc)["median_ms"]
                 summary[f"bench_b{bs}"][f"{p}_ms"] = ms
                 line += f", uniform {p} {ms:.3f} ms (x{a['median_ms'] / ms:.2f})"
             say(line)

@@ -164,3 +164,11 @@ def test_measured_objective_times_kernels_on_the_remote(server, tiny_model):
     assert server.log().count("/aiq_kernels_") - before >= 2
     assert res.plan.metadata["objective"] == "measured"
     assert "layer_timing_s" in res.timings
+
+
+def test_cli_rejects_a_bad_rpc_address(capsys):
+    from aiq_tvm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--rpc", "nohost"])
+    assert "host:port" in capsys.readouterr().err
