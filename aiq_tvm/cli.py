@@ -1,7 +1,17 @@
-"""``aiq-tvm``: run AIQ on a shipped model and real data from the command line.
+"""``aiq-tvm``: AIQ on your model and your data from the command line.
 
+    aiq-tvm search MODEL --data DATA --out DIR [--calib N] [--val N] [--lam L] [--search ...]
+    aiq-tvm sweep MODEL --data DATA --lams 0.5,0.9,0.99 --out DIR
+    aiq-tvm build MODEL --plan DIR/plan.json --calibration DIR/calibration.json -o model.so
+    aiq-tvm bench MODEL [--plan ...] [--batch 1,8] [--compare torch,onnxruntime]
     aiq-tvm run --model resnet20 --search greedy --lam 0.9
     aiq-tvm presets
+
+MODEL is a shipped name (resnet20, mobilenet_v2), ``torchvision:<name>``, a ``.pt2`` file from
+``torch.export.save`` or an ``.onnx`` file; DATA is ``fashion-mnist``, ``cifar10:<dir>``, a
+``.npz`` with ``x``/``y`` (and optional ``x_test``/``y_test``) or an image folder (see
+:mod:`aiq_tvm.sources` and :mod:`aiq_tvm.datasources`).  Bad input ends with one line on
+stderr and exit code 2; Ctrl-C with one line and exit code 130.
 
 ``run`` imports the pretrained model, calibrates on a Fashion-MNIST calibration subset,
 searches a plan on a validation subset (both carved from the training split), compiles it,
@@ -106,7 +116,125 @@ def _parser() -> argparse.ArgumentParser:
                          "preset a target gets (with what it assumes)")
     pre.add_argument("--target", default="llvm",
                      help="show the preset this target gets (default: this machine)")
+    _add_model_commands(sub)
     return ap
+
+
+def _lams(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals or any(not 0.0 <= v <= 1.0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected comma-separated lambdas in [0, 1], got "
+                                         f"{text!r}")
+    return vals
+
+
+def _lam(text: str) -> float:
+    return _lams(text)[0] if "," not in text else _lams("x")[0]
+
+
+def _batches(text: str) -> list[int]:
+    return [_positive_int(v) for v in text.split(",") if v.strip()] or [_positive_int(text)]
+
+
+def _frameworks(text: str) -> list[str]:
+    from .bench import FRAMEWORKS
+
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in FRAMEWORKS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown framework(s) {bad}; choose from "
+                                         f"{', '.join(FRAMEWORKS)}")
+    return names
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _model_args(p, batch_default=1, batch_type=None) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="resnet20 | mobilenet_v2 | torchvision:<name> | file.pt2 | file.onnx")
+    p.add_argument("--weights", default=None,
+                   help="state dict (torch.save(model.state_dict())) for a shipped or "
+                   "torchvision model; torchvision models are randomly initialized without it")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="input shape without the batch, for models that leave it open "
+                   "(torchvision models default to 3,224,224)")
+    p.add_argument("--target", default="llvm",
+                   help="llvm (this machine), a preset name (aiq-tvm presets), a JSON target")
+    p.add_argument("--batch", type=batch_type or _positive_int, default=batch_default,
+                   help="batch size of the build and of latency measurements")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _data_args(p, required=True) -> None:
+    p.add_argument("--data", required=required, metavar="DATA",
+                   help="fashion-mnist | cifar10:<dir> | file.npz | image folder")
+    p.add_argument("--calib", type=_positive_int, default=512, help="calibration images")
+    p.add_argument("--val", type=_positive_int, default=1000,
+                   help="validation images (disjoint from the calibration images)")
+    p.add_argument("--test", type=_non_negative_int, default=None,
+                   help="test-split images to evaluate (default: all; 0: none)")
+    p.add_argument("--mean", default=None, help="image folders: per-channel mean, e.g. "
+                   "0.485,0.456,0.406 (default ImageNet's)")
+    p.add_argument("--std", default=None, help="image folders: per-channel std")
+
+
+def _search_args(p) -> None:
+    p.add_argument("--search", choices=list(SEARCH_METHODS), default="greedy")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="accuracy budget in pp (search=budget)")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="ai")
+    p.add_argument("--precisions", type=_precisions, default=list(PRECISIONS),
+                   help=f"comma-separated candidates from {','.join(PRECISIONS)}")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="percentile",
+                   help="how activation ranges are taken from the calibration images")
+
+
+def _add_model_commands(sub) -> None:
+    s = sub.add_parser("search", help="search a plan for MODEL on DATA and write it to --out")
+    _model_args(s)
+    _data_args(s)
+    _search_args(s)
+    s.add_argument("--lam", type=_lam, default=0.9, help="weight of AI in the loss, in [0, 1]")
+    s.add_argument("--out", required=True, help="directory for plan.json, calibration.json, "
+                   "report.json, report.md, summary.json")
+    w = sub.add_parser("sweep", help="search at several lambdas; Pareto, roofline and layer "
+                       "plots")
+    _model_args(w)
+    _data_args(w)
+    _search_args(w)
+    w.add_argument("--lams", type=_lams, default=[0.5, 0.9, 0.99],
+                   help="comma-separated lambdas")
+    w.add_argument("--out", required=True, help="directory for pareto.json and the PNGs")
+    b = sub.add_parser("build", help="compile MODEL with a plan into a shared library")
+    _model_args(b)
+    b.add_argument("--plan", required=True, help="plan.json (from aiq-tvm search)")
+    b.add_argument("--calibration", default=None,
+                   help="calibration.json (needed when the plan quantizes activations)")
+    b.add_argument("-o", "--output", required=True, help="the .so to write")
+    r = sub.add_parser("bench", help="time TVM FP32 / int8 / plan beside PyTorch and ONNX "
+                       "Runtime")
+    _model_args(r, batch_default=[1, 8], batch_type=_batches)
+    _data_args(r, required=False)
+    r.add_argument("--plan", default=None, help="also time this plan.json")
+    r.add_argument("--calibration", default=None, help="calibration.json for int8 and the plan")
+    r.add_argument("--compare", type=_frameworks, default=list(_frameworks("torch,onnxruntime")),
+                   help="frameworks to time beside TVM: torch, onnxruntime (FP32 and INT8)")
+    r.add_argument("--rounds", type=_positive_int, default=15)
+    r.add_argument("--round-ms", type=float, default=150.0)
+    r.add_argument("--gap-ms", type=float, default=100.0)
+    r.add_argument("--json", default=None, help="also write the timings to this JSON file")
 
 
 def _cmd_presets(target: str) -> int:
@@ -245,16 +373,68 @@ def _cmd_run(args, argv) -> int:
     return 0
 
 
+_interrupted = []
+
+
+def _on_sigint(signum, frame):
+    # TVM turns a KeyboardInterrupt raised inside its C++ callbacks into a bare RuntimeError;
+    # the flag tells main() that such an error was the user's Ctrl-C.
+    _interrupted.append(True)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        if args.cmd == "presets":
-            return _cmd_presets(args.target)
-        return _cmd_run(args, argv)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"aiq-tvm: error: {err}", file=sys.stderr)
+        return _dispatch(args, argv)
+    except KeyboardInterrupt:
+        print("aiq-tvm: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        if _interrupted:
+            print("aiq-tvm: interrupted", file=sys.stderr)
+            return 130
+        print(f"aiq-tvm: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if _interrupted:
+            print("aiq-tvm: interrupted", file=sys.stderr)
+            return 130
+        if os.environ.get("AIQ_TVM_DEBUG"):
+            raise
+        print(f"aiq-tvm: internal error: {type(err).__name__}: {_one_line(err)} (set "
+              "AIQ_TVM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+
+def _one_line(err) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _dispatch(args, argv) -> int:
+    if args.cmd == "presets":
+        return _cmd_presets(args.target)
+    if args.cmd == "run":
+        return _cmd_run(args, argv)
+    from . import commands
+    from .progress import Progress
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    command = {"search": commands.cmd_search, "sweep": commands.cmd_sweep,
+               "build": commands.cmd_build, "bench": commands.cmd_bench}[args.cmd]
+    progress = Progress(quiet=args.quiet)
+    try:
+        return command(args, argv, progress)
+    finally:
+        progress.close()
 
 
 if __name__ == "__main__":

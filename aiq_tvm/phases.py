@@ -64,11 +64,20 @@ class BuildContext:
     timings: dict = field(default_factory=dict)
     t_start: float = field(default_factory=time.perf_counter)
     notes: list = field(default_factory=list)  # for the report
+    # progress(stage, done, total) as "calibration" (batches), "compile" (the switchable
+    # module) and "evaluation" (plans; total unknown) advance; front ends draw bars from it.
+    progress: Callable[[str, int, int | None], None] | None = None
+    # Switchable modules compiled for the search, by candidate set (sweeps reuse them).
+    switchable: dict = field(default_factory=dict, repr=False)
 
     @property
     def numerics_target(self) -> tvm.target.Target | None:
         """The deploy target when accuracy runs execute elsewhere (None: same target)."""
         return None if self.run_target is self.target else self.target
+
+    def tick(self, stage: str, done: int, total: int | None = None) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
 
     def log(self, msg: str) -> None:
         if self.config.verbose:
@@ -178,8 +187,12 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
         ctx.run_target, "fp32", None, ctx.params))
     vm = relax.VirtualMachine(exe, tvm.cpu())
 
+    steps = [0, -(-len(ctx.calib_x) // ctx.eval_batch_size)]
+
     def run(batch_x):
         out = vm["main"](tvm.runtime.tensor(batch_x))
+        steps[0] += 1
+        ctx.tick("calibration", *steps)
         return [out[i + 1].numpy() for i in range(len(groups))]
 
     cal = measure_ranges(run, [g[0] for g in groups], ctx.calib_x, ctx.eval_batch_size,
@@ -195,14 +208,21 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
 def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
     """``accuracy(assignment)`` on the validation data, every candidate compiled once."""
     t0 = time.perf_counter()
-    exe = compile_switchable(ctx.annotated, ctx.params, calibration, choices, ctx.run_target,
-                             ctx.eval_batch_size, ctx.numerics_target)
-    ctx.timings["search_compile_s"] = time.perf_counter() - t0
-    ctx.log(f"compiled {sum(len(c) for c in choices.values())} layer variants in "
-            f"{ctx.timings['search_compile_s']:.1f}s")
+    key = (id(calibration), tuple((n, tuple(c)) for n, c in choices.items()))
+    if key not in ctx.switchable:
+        ctx.tick("compile", 0, 1)
+        exe = compile_switchable(ctx.annotated, ctx.params, calibration, choices, ctx.run_target,
+                                 ctx.eval_batch_size, ctx.numerics_target)
+        ctx.timings["search_compile_s"] = time.perf_counter() - t0
+        ctx.log(f"compiled {sum(len(c) for c in choices.values())} layer variants in "
+                f"{ctx.timings['search_compile_s']:.1f}s")
+        ctx.switchable[key] = exe
+        ctx.tick("compile", 1, 1)
+    exe = ctx.switchable[key]
     main = relax.VirtualMachine(exe, tvm.cpu())["main"]
     layers = list(choices)
     xv, yv = ctx.val
+    evaluations = [0]
 
     def acc_fn(assignment: Mapping[str, str]) -> float:
         sel = tvm.runtime.tensor(select_vector(layers, choices, assignment))
@@ -211,6 +231,8 @@ def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
         full = ctx.cost.full_assignment(assignment)
         ctx.log(f"  accuracy {100 * acc:6.2f}%  AI {ctx.cost.ai(full):7.2f}  "
                 f"{sum(p != 'fp32' for p in assignment.values())} layers quantized")
+        evaluations[0] += 1
+        ctx.tick("evaluation", evaluations[0])
         return acc
 
     return acc_fn

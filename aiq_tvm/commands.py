@@ -1,0 +1,328 @@
+"""The ``aiq-tvm search / sweep / build / bench`` commands (argument parsing is in cli.py).
+
+Each command checks every output path before any work starts, loads MODEL and DATA
+(:mod:`aiq_tvm.sources`, :mod:`aiq_tvm.datasources`), runs the build phases
+(:mod:`aiq_tvm.phases`) with progress bars, and writes its files only when it succeeds: a
+failed run leaves no empty output directory behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .progress import Progress
+from .sources import SourceError
+
+__all__ = ["OutDir", "check_output_file", "cmd_search", "cmd_sweep", "cmd_build", "cmd_bench"]
+
+REFERENCES = ("fp32", "int8", "int4")
+
+
+# ----------------------------------------------------------------------------- outputs
+class OutDir:
+    """An output directory checked up front and created only when the first file is written."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        _check_creatable(self.path, directory=True, what="--out")
+        self.created = False
+
+    def file(self, name: str) -> Path:
+        if not self.path.exists():
+            self.path.mkdir(parents=True)
+            self.created = True
+        return self.path / name
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.file(name)
+        path.write_text(text)
+        return path
+
+    def discard_if_empty(self) -> None:
+        """After a failure: remove the directory if this run created it and left it empty."""
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+
+def check_output_file(path: str, what: str) -> Path:
+    """A file we may write: not a directory, under an existing (or creatable) directory."""
+    p = Path(path)
+    if p.is_dir():
+        raise SourceError(f"{what} {path} is a directory; give a file name")
+    _check_creatable(p.parent if str(p.parent) else Path("."), directory=True,
+                     what=f"the directory of {what} {path}")
+    return p
+
+
+def _check_creatable(path: Path, directory: bool, what: str) -> None:
+    if path.exists():
+        if directory and not path.is_dir():
+            raise SourceError(f"{what} {path} exists and is not a directory")
+        if not os.access(path, os.W_OK):
+            raise SourceError(f"{what} {path} is not writable")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SourceError(f"{what} {path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK):
+        raise SourceError(f"{what} {path} cannot be created: {parent} is not writable")
+
+
+# ----------------------------------------------------------------------------- shared steps
+def _load(args, progress: Progress):
+    from .datasources import load_data
+    from .sources import load_model, parse_shape
+
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    model = load_model(args.model, weights=args.weights, input_shape=shape)
+    data = None
+    if getattr(args, "data", None):
+        data = load_data(args.data, model.input_shape, calib=args.calib, val=args.val,
+                         test=args.test, seed=args.seed, num_classes=model.num_outputs,
+                         mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
+    return model, data
+
+
+def _floats(text, what):
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise SourceError(f"{what} takes comma-separated numbers, got {text!r}") from None
+
+
+def _context(model, data, args, progress: Progress, **config):
+    from . import phases
+    from .config import BuildConfig
+
+    cfg = BuildConfig(target=args.target, batch_size=args.batch, seed=args.seed, **config)
+    ctx = phases.resolve(model.mod, model.params, None if data is None else data.calib,
+                         None if data is None else data.val, cfg)
+    ctx.progress = progress.phase_hook
+    return ctx
+
+
+def _search_config(args) -> dict:
+    lam = args.lam if hasattr(args, "lam") else args.lams[0]
+    return dict(lam=lam, search=args.search, objective=args.objective,
+                budget_pp=args.budget, precisions=args.precisions,
+                calibration=args.calib_method)
+
+
+def _accuracy_on(ctx, calibration, x, y):
+    """Accuracy of any plan on (x, y), through the search's switchable module."""
+    from . import phases
+
+    sub = dataclasses.replace(ctx, val=(x, y), progress=None)
+    return phases._accuracy_oracle(sub, calibration, ctx.config.choices(ctx.cost.searchable))
+
+
+def _summary_head(args, argv, model, data, ctx) -> dict:
+    return {"command": "aiq-tvm " + " ".join(argv), "date": datetime.date.today().isoformat(),
+            "model": model.describe(), "data": None if data is None else data.describe(),
+            "target": str(ctx.target), "preset": ctx.preset.name, "batch": ctx.batch_size,
+            "eval_batch": ctx.eval_batch_size}
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, indent=2, default=float) + "\n"
+
+
+# ----------------------------------------------------------------------------- search
+def cmd_search(args, argv, progress: Progress) -> int:
+    from . import phases
+    from .plan import Plan
+
+    out = OutDir(args.out)
+    t0 = time.perf_counter()
+    try:
+        model, data = _load(args, progress)
+        ctx = _context(model, data, args, progress, **_search_config(args))
+        cal = phases.calibrate(ctx)
+        plan, found = phases.search(ctx, cal)
+        progress.close()
+        res = phases.finalize(ctx, plan, cal, found)
+        summary = _summary_head(args, argv, model, data, ctx)
+        summary.update(
+            search=args.search, **{"lambda": args.lam}, objective=args.objective,
+            budget_pp=args.budget if args.search == "budget" else None,
+            precisions=list(ctx.config.precisions),
+            accuracy_fp32=found.baseline.accuracy, accuracy=found.best.accuracy,
+            ai_fp32=res.report.ai_fp32, ai=res.report.ai, ai_gain=res.report.ai_gain,
+            search_s=found.wall_time_s, search_evaluations=found.evaluations)
+        if data.test is not None:
+            acc = _accuracy_on(ctx, cal, *data.test)
+            summary.update(test_accuracy_fp32=acc(Plan.uniform("fp32").resolve(
+                ctx.cost.searchable)), test_accuracy=acc(found.assignment))
+        summary["timings_s"] = dict(ctx.timings)
+        summary["wall_s"] = time.perf_counter() - t0
+        lines = _search_lines(summary)
+        print()
+        print(res.report)
+        print()
+        for line in lines:
+            print(line)
+        plan.save(out.file("plan.json"))
+        if cal is not None:
+            cal.save(out.file("calibration.json"))
+        out.write("report.json", res.report.to_json() + "\n")
+        out.write("report.md", _report_md(summary, lines, res))
+        out.write("summary.json", _dump(summary))
+        print(f"wrote {out.path}/{{plan,calibration,report,summary}}.json and report.md")
+        return 0
+    except BaseException:
+        out.discard_if_empty()
+        raise
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _search_lines(s: dict) -> list[str]:
+    lines = [f"AI: fp32 {s['ai_fp32']:.2f} -> plan {s['ai']:.2f} FLOP/B (x{s['ai_gain']:.3f})",
+             f"validation accuracy ({s['data']['val_images']} images): fp32 "
+             f"{_pct(s['accuracy_fp32'])} -> plan {_pct(s['accuracy'])}"]
+    if "test_accuracy" in s:
+        lines.append(f"test accuracy ({s['data']['test_images']} images): fp32 "
+                     f"{_pct(s['test_accuracy_fp32'])} -> plan {_pct(s['test_accuracy'])}")
+    lines.append(f"search: {s['search']} (lambda {s['lambda']}), {s['search_evaluations']} "
+                 f"plans measured in {s['search_s']:.1f} s; total {s['wall_s']:.1f} s")
+    return lines
+
+
+def _report_md(summary, lines, res) -> str:
+    m = summary["model"]
+    out = [f"# AIQ search: {m['spec']} on {summary['data']['spec']}", "",
+           f"Command: `TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS', '')} "
+           f"{summary['command']}`", "",
+           f"Date: {summary['date']}; target `{summary['target']}`; roofline preset "
+           f"`{summary['preset']}`.", "", "```", *lines, "```", "",
+           "Plan (JSON):", "", "```json", res.plan.to_json(), "```", "",
+           "Per-layer report:", "", res.report.table(markdown=True), ""]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- sweep
+def cmd_sweep(args, argv, progress: Progress) -> int:
+    from . import phases, plots
+    from .plan import Plan
+
+    out = OutDir(args.out)
+    try:
+        model, data = _load(args, progress)
+        ctx = _context(model, data, args, progress, **_search_config(args))
+        cal = phases.calibrate(ctx)
+        layers = ctx.cost.searchable
+        points = []
+        for lam in progress.bar(args.lams, desc="sweep points"):
+            ctx.config = dataclasses.replace(ctx.config, lam=lam)
+            plan, found = phases.search(ctx, cal)
+            progress.close("evaluation")
+            points.append({"lambda": lam, "plan": plan.layers, "ai": ctx.cost.ai(
+                plan.layers), "ai_gain": found.best.ai_norm, "accuracy": found.best.accuracy,
+                "search_evaluations": found.evaluations, "search_s": found.wall_time_s})
+        refs = {}
+        acc_val = _accuracy_on(ctx, cal, *data.val)
+        acc_test = _accuracy_on(ctx, cal, *data.test) if data.test is not None else None
+        for p in REFERENCES:
+            assignment = Plan.uniform(p).resolve(layers)
+            if p not in ctx.config.choices(layers)[layers[0]]:
+                print(f"uniform {p} is not among --precisions: not marked")
+                continue
+            refs[p] = {"ai": ctx.cost.ai(assignment), "accuracy": acc_val(assignment),
+                       "plan": assignment}
+        timed = [*((f"lambda {pt['lambda']}", pt) for pt in points),
+                 *((f"uniform {p}", r) for p, r in refs.items())]
+        for _label, entry in progress.bar(timed, desc="benchmarks"):
+            res = ctx.result(Plan.from_assignment(entry["plan"]), cal)
+            entry["latency_ms"] = res.benchmark(ctx.batch_size)["median_ms"]
+            if acc_test is not None:
+                entry["test_accuracy"] = acc_test(entry["plan"])
+        pareto = {**_summary_head(args, argv, model, data, ctx),
+                  "search": args.search, "objective": args.objective,
+                  "precisions": list(ctx.config.precisions), "ai_fp32": ctx.cost.fp32_ai(),
+                  "points": points, "references": refs,
+                  "front_ai": plots.pareto_front([(p["ai"], p["accuracy"]) for p in points]),
+                  "front_latency": plots.pareto_front(
+                      [(-p["latency_ms"], p["accuracy"]) for p in points])}
+        for pt in points:
+            print(f"lambda {pt['lambda']:<5}: AI {pt['ai']:7.2f} FLOP/B (x{pt['ai_gain']:.2f}), "
+                  f"val {_pct(pt['accuracy'])}"
+                  + (f", test {_pct(pt['test_accuracy'])}" if "test_accuracy" in pt else "")
+                  + f", {pt['latency_ms']:.3f} ms at batch {ctx.batch_size}, "
+                  f"{pt['search_evaluations']} plans in {pt['search_s']:.1f} s")
+        for p, r in refs.items():
+            print(f"uniform {p:5}: AI {r['ai']:7.2f} FLOP/B, val {_pct(r['accuracy'])}"
+                  + (f", test {_pct(r['test_accuracy'])}" if "test_accuracy" in r else "")
+                  + f", {r['latency_ms']:.3f} ms")
+        out.write("pareto.json", _dump(pareto))
+        title = f"{model.name} on {data.spec}"
+        plots.pareto_png(pareto, out.file("pareto.png"), title)
+        mid = min(points, key=lambda pt: abs(pt["lambda"] - 0.9))
+        plots.roofline_png(ctx.cost, ctx.preset, mid["plan"], out.file("roofline.png"),
+                           f"{title}: plan of lambda {mid['lambda']}")
+        plots.layers_png(ctx.cost, points, out.file("layers.png"), title)
+        print(f"wrote {out.path}/pareto.json, pareto.png, roofline.png, layers.png")
+        return 0
+    except BaseException:
+        out.discard_if_empty()
+        raise
+
+
+# ----------------------------------------------------------------------------- build
+def cmd_build(args, argv, progress: Progress) -> int:
+    from . import phases
+    from .calibrate import Calibration
+    from .plan import Plan
+    from .targets import capabilities
+
+    target_file = check_output_file(args.output, "-o")
+    plan = Plan.load(args.plan)
+    cal = Calibration.load(args.calibration) if args.calibration else None
+    model, _ = _load(args, progress)
+    config = {"plan": plan}
+    if cal is not None:
+        config["calibration"] = cal
+    ctx = _context(model, None, args, progress, **config)
+    cal = phases.calibrate(ctx)
+    res = phases.finalize(ctx, plan, cal)
+    caps = capabilities(res.target)
+    kwargs = {}
+    if not caps.host_runnable:
+        arch = caps.triple.split("-", 1)[0] if caps.triple else ""
+        cc = f"{caps.triple}-g++" if caps.triple else ""
+        if not cc or shutil.which(cc) is None:
+            raise SourceError(f"target {res.target} is not this machine's; exporting needs a "
+                              f"cross compiler {cc or '(give the target an mtriple)'} on PATH "
+                              f"(apt-get install g++-{arch or 'ARCH'}-linux-gnu)")
+        kwargs["cc"] = cc
+    res.export_library(str(target_file), ctx.batch_size, **kwargs)
+    print(res.report)
+    print(f"wrote {target_file} (batch {ctx.batch_size}, target {res.target}"
+          + (f", cross-compiled with {kwargs['cc']})" if kwargs else ")"))
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+def cmd_bench(args, argv, progress: Progress) -> int:
+    from . import bench
+
+    out = check_output_file(args.json, "--json") if args.json else None
+    model, data = _load(args, progress)
+    rows = bench.run(model, data, args, progress)
+    text = bench.table(rows)
+    print(text)
+    if out is not None:
+        out.write_text(_dump({"command": "aiq-tvm " + " ".join(argv), "rows": rows}))
+        print(f"wrote {out}")
+    return 0
