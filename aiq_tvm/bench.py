@@ -10,6 +10,8 @@ per-channel, uint8 activations and int8 weights, calibrated on the same images a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import multiprocessing as mp
 import os
 import tempfile
@@ -167,10 +169,17 @@ def _onnx_file(model, workdir: str) -> tuple[str | None, str | None]:
     path = os.path.join(workdir, "model.onnx")
     x = torch.zeros((1, *model.input_shape))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            torch.onnx.export(torch_module(model.spec, model.weights), (x,), path,
-                              dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+            if model.kind == "pt2":  # an fx program: only the torch.export-based exporter
+                from .frontend import _with_dynamic_batch
+
+                program = _with_dynamic_batch(torch.export.load(model.spec))
+                torch.onnx.export(program, dynamo=True).save(path)
+            else:
+                torch.onnx.export(torch_module(model.spec, model.weights), (x,), path,
+                                  dynamo=False, input_names=["x"],
+                                  dynamic_axes={"x": {0: "n"}})
     except Exception as err:  # noqa: BLE001 - exporter errors of many kinds
         return None, f"ONNX export failed ({type(err).__name__}: {str(err).splitlines()[0]})"
     return path, None

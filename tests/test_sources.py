@@ -28,6 +28,18 @@ class GrayNet(nn.Module):
         return self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
 
 
+class FlatNet(GrayNet):
+    """GrayNet with a flattening classifier: learns Fashion-MNIST in seconds."""
+
+    def __init__(self, classes=10):
+        super().__init__(classes)
+        self.fc = nn.Linear(16 * 14 * 14, classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        return self.fc(torch.flatten(torch.relu(self.conv2(x)), 1))
+
+
 class TwoHeads(GrayNet):
     def forward(self, x):
         y = super().forward(x)

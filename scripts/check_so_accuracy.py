@@ -1,0 +1,25 @@
+"""Run an exported .so on the validation and test images a search used; compare summary.json.
+
+    python scripts/check_so_accuracy.py model.so RUN_DIR
+
+RUN_DIR is the --out of `aiq-tvm search`; the .so is `aiq-tvm build ... --batch 1` of its plan.
+"""
+
+import json
+import sys
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from aiq_tvm.datasources import load_data
+
+so, run_dir = sys.argv[1], sys.argv[2]
+s = json.load(open(f"{run_dir}/summary.json"))
+d = load_data(s["data"]["spec"], tuple(s["model"]["input_shape"]), calib=s["data"]["calib_images"],
+              val=s["data"]["val_images"], seed=0)
+main = relax.VirtualMachine(tvm.runtime.load_module(so), tvm.cpu())["main"]
+for name, (x, y), key in (("validation", d.val, "accuracy"), ("test", d.test, "test_accuracy")):
+    pred = np.array([main(tvm.runtime.tensor(x[i:i + 1])).numpy().argmax() for i in range(len(x))])
+    print(f"{name}: .so {100 * (pred == y).mean():.2f}% ({len(x)} images), summary.json "
+          f"{100 * s[key]:.2f}%")

@@ -1,0 +1,191 @@
+"""``aiq-tvm search / sweep / build / bench`` on a CNN that is not in the repository
+(1 x 28 x 28 input, .pt2 and .onnx, data as .npz) and on an image folder; bad inputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from PIL import Image
+from tvm import relax
+
+from aiq_tvm.cli import main
+from aiq_tvm.datasources import load_data
+from test_sources import FlatNet
+
+
+def cli(*args, timeout=900):
+    env = {**os.environ, "TVM_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "aiq_tvm", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A FlatNet briefly trained on Fashion-MNIST test images 1000+ (so accuracy means
+    something), saved as .pt2 and .onnx; data.npz holds other images of the test split."""
+    from aiq_tvm import datasets
+
+    d = tmp_path_factory.mktemp("cli")
+    xt, yt = datasets.fashion_mnist("test")
+    xt = np.ascontiguousarray(xt[:, :1, 2:30, 2:30])
+    torch.manual_seed(0)
+    net = FlatNet()
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    xs, ys = torch.from_numpy(xt[1000:5000]), torch.from_numpy(yt[1000:5000])
+    for i in range(0, 4000, 100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xs[i:i + 100]), ys[i:i + 100]).backward()
+        opt.step()
+    net.eval()
+    x = torch.randn(2, 1, 28, 28)
+    torch.export.save(torch.export.export(net, (x,)), d / "gray.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(d / "gray.onnx"), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    np.savez(d / "data.npz", x=xt[:300], y=yt[:300], x_test=xt[300:400], y_test=yt[300:400])
+    return d
+
+
+def _accuracy_of_so(so, x, y, batch):
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(so)), tvm.cpu())
+    pad = -len(x) % batch
+    xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
+    pred = np.concatenate([vm["main"](tvm.runtime.tensor(xp[i:i + batch])).numpy().argmax(1)
+                           for i in range(0, len(xp), batch)])[:len(x)]
+    return float((pred == y).mean())
+
+
+def test_search_on_onnx_then_build_pt2_so_matches_summary(files, tmp_path):
+    out = tmp_path / "run"
+    p = cli("search", files / "gray.onnx", "--data", files / "data.npz", "--calib", 64,
+            "--val", 200, "--lam", 0.9, "--precisions", "fp32,int8,int4", "--out", out,
+            "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert {f.name for f in out.iterdir()} == {"plan.json", "calibration.json", "report.json",
+                                               "report.md", "summary.json"}
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("accuracy_fp32", "accuracy", "test_accuracy_fp32", "test_accuracy"):
+        assert 0.4 < s[key] <= 1.0, (key, s[key])  # a trained model, not chance (0.1)
+    assert s["ai"] >= s["ai_fp32"] > 0 and s["search_s"] > 0
+    assert s["data"] == {**s["data"], "calib_images": 64, "val_images": 200, "test_images": 100}
+    assert "| layer |" in (out / "report.md").read_text() and "conv2" in p.stdout
+    # The .pt2 of the same network has the same layer names: build the plan from it.
+    so = tmp_path / "gray.so"
+    p = cli("build", files / "gray.pt2", "--plan", out / "plan.json", "--calibration",
+            out / "calibration.json", "--batch", 4, "-o", so, "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = load_data(str(files / "data.npz"), (1, 28, 28), calib=64, val=200, seed=0)
+    assert _accuracy_of_so(so, *d.val, 4) == s["accuracy"]
+    assert _accuracy_of_so(so, *d.test, 4) == s["test_accuracy"]
+
+
+def test_sweep_writes_pareto_and_pngs(files, tmp_path):
+    out = tmp_path / "sweep"
+    p = cli("sweep", files / "gray.pt2", "--data", files / "data.npz", "--calib", 32, "--val",
+            100, "--test", 0, "--lams", "0.5,0.99", "--precisions", "fp32,int8,int4", "--out",
+            out, "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    par = json.loads((out / "pareto.json").read_text())
+    assert [pt["lambda"] for pt in par["points"]] == [0.5, 0.99]
+    assert set(par["references"]) == {"fp32", "int8", "int4"}
+    for entry in [*par["points"], *par["references"].values()]:
+        assert entry["latency_ms"] > 0 and 0 <= entry["accuracy"] <= 1
+    assert par["references"]["int4"]["ai"] > par["references"]["int8"]["ai"] > par["ai_fp32"]
+    for name in ("pareto.png", "roofline.png", "layers.png"):
+        img = Image.open(out / name)
+        assert img.format == "PNG" and min(img.size) > 300
+
+
+def test_bench_tvm_beside_torch_and_onnxruntime(files, tmp_path):
+    p = cli("bench", files / "gray.pt2", "--batch", "1,4", "--data", files / "data.npz",
+            "--calib", 32, "--val", 32, "--rounds", 3, "--round-ms", 20, "--gap-ms", 5,
+            "--json", tmp_path / "b.json", "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    variants = {r["variant"] for r in rows}
+    assert variants == {"tvm-fp32", "tvm-int8", "torch", "onnxruntime-fp32",
+                        "onnxruntime-int8"}, p.stdout
+    assert {r["batch"] for r in rows} == {1, 4} and all(r["median_ms"] > 0 for r in rows)
+    assert "| batch |" in p.stdout
+
+
+def test_image_folder_with_onnx_model(files, tmp_path):
+    """PNG files in class folders, resized and normalized with --mean/--std (the torchvision
+    MODEL form is covered in test_sources; its import takes minutes on 2 cores)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("a", "b"):
+            (tmp_path / "imgs" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (40, 40)).astype(np.uint8)).save(
+                    tmp_path / "imgs" / split / c / f"{i}.png")
+    out = tmp_path / "run"
+    p = cli("search", files / "gray.onnx", "--data", tmp_path / "imgs", "--mean", "0.3",
+            "--std", "0.35", "--calib", 4, "--val", 8, "--precisions", "fp32,int8",
+            "--out", out, "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["data"]["test_images"] == 4 and s["data"]["val_images"] == 8
+    assert "mean (0.3,) std (0.35,)" in s["data"]["notes"][0]
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("argv, message", [
+    (["search", "resnet99", "--data", "fashion-mnist", "--out", "{tmp}/o"],
+     "unknown MODEL 'resnet99'"),
+    (["search", "resnet20", "--data", "{tmp}/none.npz", "--out", "{tmp}/o"],
+     "data file '{tmp}/none.npz' does not exist"),
+    (["search", "resnet20", "--data", "{npz}", "--out", "{tmp}/o"],
+     r"has shape (400, 1, 28, 28) but the model takes (N, 3, 32, 32)"),
+    (["search", "{tmp}/file/sub.pt2", "--data", "fashion-mnist", "--out", "{tmp}/file/out"],
+     "--out {tmp}/file/out cannot be created: {tmp}/file is a file"),
+    (["build", "resnet20", "--plan", "{tmp}", "-o", "{tmp}/m.so"], "plan file"),
+    (["build", "resnet20", "--plan", "p.json", "-o", "{tmp}"], "-o {tmp} is a directory"),
+])
+def test_bad_inputs_one_line_exit_2(tmp_path, capsys, files, argv, message):
+    (tmp_path / "file").write_text("x")
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.random.default_rng(0).standard_normal((400, 1, 28, 28)).astype(
+        np.float32), y=np.zeros(400, np.int64))
+    fill = {"tmp": str(tmp_path), "npz": str(npz)}
+    assert main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("aiq-tvm: error: ")
+    assert message.format(**fill) in err
+    assert not (tmp_path / "o").exists()  # no empty --out directory left behind
+
+
+def test_argument_errors():
+    for argv in (["search", "resnet20", "--data", "fashion-mnist", "--out", "o", "--test",
+                  "-9990"],
+                 ["sweep", "resnet20", "--data", "fashion-mnist", "--out", "o", "--lams",
+                  "0.5,1.5"],
+                 ["bench", "resnet20", "--compare", "tensorflow"],
+                 ["search", "resnet20", "--data", "fashion-mnist", "--out", "o", "--lam",
+                  "2"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(files, tmp_path):
+    env = {**os.environ, "TVM_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "aiq_tvm", "search", "resnet20", "--data",
+                             "fashion-mnist", "--out", str(tmp_path / "o"), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(12)  # inside model import / calibration compile
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "aiq-tvm: interrupted"
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
