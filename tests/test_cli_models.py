@@ -14,11 +14,11 @@ import pytest
 import torch
 import tvm
 from PIL import Image
+from test_sources import FlatNet
 from tvm import relax
 
 from aiq_tvm.cli import main
 from aiq_tvm.datasources import load_data
-from test_sources import FlatNet
 
 
 def cli(*args, timeout=900):
