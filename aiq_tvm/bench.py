@@ -222,6 +222,8 @@ def run(model, data, args, progress) -> list[dict]:
                       "--calibration for real activation ranges)")
     print(calib_note)
     builds = _tvm_builds(model, data, args, progress, calib_x)
+    if args.rpc:
+        return _remote_rows(builds, args, progress, model.input_shape, rng)
     workdir = tempfile.mkdtemp(prefix="aiq-bench-")
     remotes, notes = {}, []
     if "torch" in args.compare:
@@ -255,6 +257,24 @@ def run(model, data, args, progress) -> list[dict]:
             r.close()
     for n in notes:
         print(n)
+    return rows
+
+
+def _remote_rows(builds, args, progress, shape, rng) -> list[dict]:
+    """TVM builds timed on an RPC device (``BuildResult.benchmark(remote=...)``): medians of
+    ``rounds`` time_evaluator repeats.  PyTorch and ONNX Runtime run only here, so they are
+    not compared."""
+    if args.compare:
+        print(f"--rpc: {', '.join(args.compare)} not run (they time this machine, the TVM "
+              f"builds run on {args.rpc})")
+    rows = []
+    for bs in args.batch:
+        x = rng.standard_normal((bs, *shape)).astype(np.float32)
+        for key, b in progress.bar(list(builds.items()), desc=f"remote benchmarks (batch {bs})"):
+            t = b.benchmark(bs, repeat=args.rounds, x=x, remote=args.rpc)
+            rows.append({"batch": bs, "variant": f"tvm-{key}", "median_ms": t["median_ms"],
+                         "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"], "rounds": args.rounds,
+                         "device": args.rpc})
     return rows
 
 

@@ -231,6 +231,9 @@ def _add_model_commands(sub) -> None:
     r.add_argument("--calibration", default=None, help="calibration.json for int8 and the plan")
     r.add_argument("--compare", type=_frameworks, default=list(_frameworks("torch,onnxruntime")),
                    help="frameworks to time beside TVM: torch, onnxruntime (FP32 and INT8)")
+    r.add_argument("--rpc", metavar="HOST:PORT", type=_rpc_address, default=None,
+                   help="time the TVM builds on this TVM RPC server instead (PyTorch and ONNX "
+                   "Runtime, local only, are then not run)")
     r.add_argument("--rounds", type=_positive_int, default=15)
     r.add_argument("--round-ms", type=float, default=150.0)
     r.add_argument("--gap-ms", type=float, default=100.0)
