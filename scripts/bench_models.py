@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aiq_tvm.bench import Timer
 from aiq_tvm.threads import unpin_tvm_threads
 
 TV_PREFIX = "tv/"
@@ -182,24 +183,6 @@ class Remote:
     def close(self) -> None:
         self.conn.send(("stop",))
         self.proc.join(timeout=30)
-
-
-class Timer:
-    """Runs a callable repeatedly for about ``ms`` milliseconds; returns seconds per call."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        self.once = max(time.perf_counter() - t0, 1e-6)
-
-    def __call__(self, ms: float) -> float:
-        n = max(1, int(ms / 1e3 / self.once))
-        t0 = time.perf_counter()
-        for _ in range(n):
-            self.fn()
-        return (time.perf_counter() - t0) / n
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
