@@ -63,9 +63,11 @@ def _test_split():
 
 
 def _write(out: Path, model: str, part: str, data: dict) -> None:
+    import sys
+
     out.mkdir(parents=True, exist_ok=True)
     data["command"] = f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')} python " \
-        f"scripts/paper_experiments.py {part} --model {model} --out {out}"
+        f"scripts/paper_experiments.py {' '.join(sys.argv[1:])}"
     (out / f"{model}_{part}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
     print(f"wrote {out / f'{model}_{part}.json'}")
 
