@@ -8,7 +8,7 @@
 
 ``search``: greedy and coordinate descent at every lambda, and the budget search (which does
 not depend on lambda): AI, validation and test accuracy (the test split through the search's
-switchable module, i.e. the final build's kernels), search wall time.  ``latency``: every
+switchable module, i.e. the final build's kernels), search time.  ``latency``: every
 distinct plan of ``search`` and uniform FP32 / int8 built at batch 1 and 64 and timed with
 TVM's time_evaluator (medians).  ``sensitivity``: each layer alone at int4, the rest FP32.
 ``exhaustive``: the layers split into 8 groups of consecutive layers; all 3^8 = 6,561 plans
@@ -16,6 +16,14 @@ over fp32/int8/int4 (a group shares one precision) evaluated on the switchable m
 ranked by the paper's loss, and where greedy and coordinate descent (run over the same 8
 groups) land.  Each part writes ``<out>/<model>_<part>.json``; ``markdown`` renders them.
 Timing parts should run under ``flock /work/wt/bench.lock``.
+
+Work in pieces: a plan's accuracy does not depend on lambda or on the search method, so every
+measured accuracy is kept in ``--cache`` (JSON lines, with the seconds its measurement took)
+and never measured twice.  ``search --lams 0.5,0.7 --methods greedy`` runs a subset and merges
+its rows into the part's JSON; ``exhaustive --minutes 12`` measures plans for at most that long
+and says how many remain (run it again to go on).  A search's time is its wall time with each
+accuracy measurement counted at the seconds it took when it was first made (so a search
+whose plans another search measured before is not reported faster than it is).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import argparse
 import itertools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +40,8 @@ import numpy as np
 
 LAMBDAS = (0.5, 0.7, 0.9, 0.95, 0.99)
 PRECISIONS = ("fp32", "int8", "int4")
+METHODS = ("greedy", "coordinate_descent", "budget")
+BUDGET_PP = 1.0
 
 
 def _setup(model_name: str, calib: int, val: int, seed: int = 0):
@@ -62,46 +73,120 @@ def _test_split():
     return datasets.fashion_mnist("test")
 
 
-def _write(out: Path, model: str, part: str, data: dict) -> None:
-    import sys
+class PlanCache:
+    """``accuracy(assignment)`` measured once per plan and kept in a JSON-lines file.
 
+    ``measured_s`` is the time really spent measuring since the last :meth:`reset`;
+    ``replayed_s`` the stored measuring time of every plan asked for since then (what a
+    run without the cache would have spent, one measurement per distinct plan: callers ask
+    each plan once, :class:`aiq_tvm.search.Objective` memoizes).
+    """
+
+    def __init__(self, path: Path, layers, measure) -> None:
+        self.path, self.layers, self.measure = path, list(layers), measure
+        self.entries: dict[tuple, tuple[float, float]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                d = json.loads(line)
+                self.entries[tuple(d["plan"])] = (d["accuracy"], d["seconds"])
+        self.reset()
+
+    def reset(self) -> None:
+        self.measured_s = self.replayed_s = 0.0
+
+    def key(self, assignment) -> tuple:
+        return tuple(assignment.get(n, "fp32") for n in self.layers)
+
+    def __contains__(self, assignment) -> bool:
+        return self.key(assignment) in self.entries
+
+    def __call__(self, assignment) -> float:
+        key = self.key(assignment)
+        if key not in self.entries:
+            t0 = time.perf_counter()
+            acc = float(self.measure(dict(zip(self.layers, key, strict=True))))
+            seconds = time.perf_counter() - t0
+            self.entries[key] = (acc, seconds)
+            self.measured_s += seconds
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"plan": list(key), "accuracy": acc, "seconds": seconds})
+                        + "\n")
+        acc, seconds = self.entries[key]
+        self.replayed_s += seconds
+        return acc
+
+
+def _cache(args, ctx, kind: str, measure) -> PlanCache:
+    name = f"{args.model}_{kind}_calib{args.calib}_val{args.val}.jsonl"
+    return PlanCache(Path(args.cache) / name, ctx.cost.searchable, measure)
+
+
+def _lazy(make):
+    """A measuring function built on first use (the test split's oracle reads 10,000
+    images; runs whose plans are all cached never need it)."""
+    made = []
+
+    def measure(assignment):
+        if not made:
+            made.append(make())
+        return made[0](assignment)
+
+    return measure
+
+
+def _command() -> str:
+    return (f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')} python "
+            f"scripts/paper_experiments.py {' '.join(sys.argv[1:])}")
+
+
+def _write(out: Path, model: str, part: str, data: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    data["command"] = f"TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')} python " \
-        f"scripts/paper_experiments.py {' '.join(sys.argv[1:])}"
+    data.setdefault("command", _command())
     (out / f"{model}_{part}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
     print(f"wrote {out / f'{model}_{part}.json'}")
 
 
 # ----------------------------------------------------------------------------- search
-def part_search(args) -> None:
-    import dataclasses
+def _search_runs(args) -> list[tuple[str, float | None]]:
+    runs = [(m, lam) for lam in args.lams for m in args.methods if m != "budget"]
+    return runs + ([("budget", None)] if "budget" in args.methods else [])
 
-    from aiq_tvm import phases
+
+def part_search(args) -> None:
+    from aiq_tvm.search import run_search
 
     ctx, cal = _setup(args.model, args.calib, args.val)
-    test = _oracle(ctx, cal, *_test_split())
-    runs = [(m, lam) for lam in LAMBDAS for m in ("greedy", "coordinate_descent")]
-    runs.append(("budget", None))
-    rows = []
-    for method, lam in runs:
-        ctx.config = dataclasses.replace(ctx.config, search=method, lam=lam or 0.9,
-                                         budget_pp=1.0)
-        plan, found = phases.search(ctx, cal)
-        row = {"method": method, "lambda": lam, "budget_pp": 1.0 if lam is None else None,
+    layers = ctx.cost.searchable
+    choices = ctx.config.choices(layers)
+    val = _cache(args, ctx, "val", _oracle(ctx, cal, *ctx.val))
+    test = _cache(args, ctx, "test", _lazy(lambda: _oracle(ctx, cal, *_test_split())))
+    old = _load(Path(args.out), args.model, "search") or {"rows": []}
+    rows = {(r["method"], r["lambda"]): r for r in old["rows"]}
+    for method, lam in _search_runs(args):
+        val.reset()
+        t0 = time.perf_counter()
+        found = run_search(method, layers, choices, ctx.cost.ai, val, lam=lam or 0.9,
+                           budget_pp=BUDGET_PP)
+        wall = time.perf_counter() - t0
+        row = {"method": method, "lambda": lam, "budget_pp": BUDGET_PP if lam is None else None,
                "plan": found.assignment, "ai": found.best.ai, "ai_gain": found.best.ai_norm,
                "val_accuracy": found.best.accuracy, "val_accuracy_fp32": found.baseline.accuracy,
                "test_accuracy": test(found.assignment), "evaluations": found.evaluations,
-               "search_s": found.wall_time_s}
-        rows.append(row)
+               "search_s": wall - val.measured_s + val.replayed_s,
+               "measured_now_s": val.measured_s, "command": _command()}
+        rows[(method, lam)] = row
         print(f"{method:18s} lambda {lam}: AI x{row['ai_gain']:.2f}, val "
               f"{100 * row['val_accuracy']:.2f}%, test {100 * row['test_accuracy']:.2f}%, "
               f"{row['evaluations']} plans, {row['search_s']:.1f} s", flush=True)
-    fp32 = {n: "fp32" for n in ctx.cost.searchable}
-    int8 = {n: "int8" for n in ctx.cost.searchable}
-    refs = {k: {"ai": ctx.cost.ai(a), "test_accuracy": test(a)}
-            for k, a in (("fp32", fp32), ("int8", int8))}
+    refs = {p: {n: p for n in layers} for p in ("fp32", "int8", "int4")}
+    refs = {p: {"ai": ctx.cost.ai(a), "val_accuracy": val(a), "test_accuracy": test(a)}
+            for p, a in refs.items()}
+    order = {(m, lam): i for i, (m, lam) in enumerate(
+        [(m, lam) for lam in LAMBDAS for m in METHODS if m != "budget"] + [("budget", None)])}
     _write(Path(args.out), args.model, "search", {
-        "model": args.model, "calib": args.calib, "val": args.val, "rows": rows,
+        "model": args.model, "calib": args.calib, "val": args.val,
+        "rows": sorted(rows.values(), key=lambda r: order[(r["method"], r["lambda"])]),
         "references": refs, "search_compile_s": ctx.timings.get("search_compile_s")})
 
 
@@ -129,7 +214,7 @@ def part_latency(args) -> None:
 # ----------------------------------------------------------------------------- sensitivity
 def part_sensitivity(args) -> None:
     ctx, cal = _setup(args.model, args.calib, args.val)
-    acc = _oracle(ctx, cal, *ctx.val)
+    acc = _cache(args, ctx, "val", _oracle(ctx, cal, *ctx.val))
     layers = ctx.cost.searchable
     fp32 = {n: "fp32" for n in layers}
     a0, ai0 = acc(fp32), ctx.cost.ai(fp32)
@@ -140,7 +225,8 @@ def part_sensitivity(args) -> None:
                      "acc_drop_pp": 100 * (a0 - acc(plan)),
                      "weights": ctx.cost[n].weight_elems})
     _write(Path(args.out), args.model, "sensitivity", {"model": args.model, "rows": rows,
-                                                       "val_accuracy_fp32": a0})
+                                                       "val_accuracy_fp32": a0,
+                                                       "val": args.val})
 
 
 # ----------------------------------------------------------------------------- exhaustive
@@ -149,50 +235,78 @@ def groups_of(layers: list[str], k: int = 8) -> list[list[str]]:
     return [list(g) for g in np.array_split(np.array(layers, dtype=object), k)]
 
 
-def part_exhaustive(args) -> None:
-    from aiq_tvm.search import Objective, coordinate_descent, greedy
+def _measure_all(acc, expand, names, minutes: float) -> int:
+    """Measures every group plan not yet in ``acc``'s cache, for at most ``minutes``;
+    returns how many remain."""
+    todo = [dict(zip(names, combo, strict=True))
+            for combo in itertools.product(PRECISIONS, repeat=len(names))]
+    todo = [g for g in todo if expand(g) not in acc]
+    deadline = time.perf_counter() + 60 * minutes
+    for i, g in enumerate(todo):
+        if time.perf_counter() > deadline:
+            return len(todo) - i
+        acc(expand(g))
+        if i % 100 == 99:
+            print(f"  {i + 1} of {len(todo)} plans measured", flush=True)
+    return 0
 
+
+def _rank_methods(acc, expand, names, ai0, a0, ai_g, lam) -> dict:
+    """The optimum of the loss over all group plans and where greedy / coordinate descent
+    over the same groups land."""
+    from aiq_tvm.search import Objective, aiq_loss, coordinate_descent, greedy
+
+    def summary(key, loss):
+        g = dict(zip(names, key, strict=True))
+        a = acc(expand(g))
+        return {"plan": key, "loss": loss, "ai_gain": ai_g(g) / ai0,
+                "acc_drop_pp": 100 * (a0 - a)}
+
+    losses = []
+    for combo in itertools.product(PRECISIONS, repeat=len(names)):
+        g = dict(zip(names, combo, strict=True))
+        losses.append((aiq_loss(ai_g(g) / ai0, 100 * (a0 - acc(expand(g))), lam), combo))
+    losses.sort()
+    rank = {key: i for i, (_, key) in enumerate(losses)}
+    entry = {"optimum": summary(losses[0][1], losses[0][0])}
+    for name, fn in (("greedy", greedy), ("coordinate_descent", coordinate_descent)):
+        obj = Objective(names, dict.fromkeys(names, PRECISIONS), ai_g,
+                        lambda g: acc(expand(g)), lam)
+        best = fn(obj)
+        key = tuple(best.plan[g] for g in names)
+        entry[name] = {**summary(key, best.loss), "rank": rank[key] + 1,
+                       "evaluations": len(obj.history),
+                       "gap_to_optimum": best.loss - losses[0][0]}
+    return entry
+
+
+def part_exhaustive(args) -> None:
     ctx, cal = _setup(args.model, args.calib, args.val)
-    acc = _oracle(ctx, cal, *ctx.val)
-    groups = groups_of(ctx.cost.searchable)
+    acc = _cache(args, ctx, "val", _oracle(ctx, cal, *ctx.val))
+    groups = groups_of(ctx.cost.searchable, args.groups)
     names = [f"g{i}" for i in range(len(groups))]
 
     def expand(g_assign):
         return {n: g_assign[g] for g, members in zip(names, groups, strict=True)
                 for n in members}
 
-    cache = {}
-
-    def acc_g(g_assign):
-        key = tuple(g_assign[g] for g in names)
-        if key not in cache:
-            cache[key] = acc(expand(g_assign))
-        return cache[key]
-
     def ai_g(g_assign):
         return ctx.cost.ai(expand(g_assign))
 
-    t0 = time.perf_counter()
-    for combo in itertools.product(PRECISIONS, repeat=len(names)):
-        acc_g(dict(zip(names, combo, strict=True)))
-    all_s = time.perf_counter() - t0
-    out = {"model": args.model, "groups": groups, "evaluate_all_s": all_s, "lambdas": {}}
-    ai0, a0 = ai_g(dict.fromkeys(names, "fp32")), acc_g(dict.fromkeys(names, "fp32"))
+    left = _measure_all(acc, expand, names, args.minutes)
+    if left:
+        print(f"{left} of {3 ** len(names)} plans not measured yet ({acc.path}): run this "
+              "command again to go on")
+        return
+    fp32 = dict.fromkeys(names, "fp32")
+    ai0, a0 = ai_g(fp32), acc(expand(fp32))
+    combos = itertools.product(PRECISIONS, repeat=len(names))
+    out = {"model": args.model, "val": args.val, "groups": groups, "lambdas": {},
+           "evaluate_all_s": sum(acc.entries[acc.key(expand(dict(zip(names, c, strict=True))))][1]
+                                 for c in combos),
+           "val_accuracy_fp32": a0}
     for lam in LAMBDAS:
-        losses = []
-        for key, a in cache.items():
-            g = dict(zip(names, key, strict=True))
-            losses.append((-lam * ai_g(g) / ai0 + (1 - lam) * 100 * (a0 - a), key))
-        losses.sort()
-        rank = {key: i for i, (_, key) in enumerate(losses)}
-        entry = {"optimum": {"plan": losses[0][1], "loss": losses[0][0]}}
-        for name, fn in (("greedy", greedy), ("coordinate_descent", coordinate_descent)):
-            obj = Objective(names, dict.fromkeys(names, PRECISIONS), ai_g, acc_g, lam)
-            best = fn(obj)
-            key = tuple(best.plan[g] for g in names)
-            entry[name] = {"plan": key, "loss": best.loss, "rank": rank[key] + 1,
-                           "evaluations": len(obj.history),
-                           "gap_to_optimum": best.loss - losses[0][0]}
+        entry = _rank_methods(acc, expand, names, ai0, a0, ai_g, lam)
         out["lambdas"][str(lam)] = entry
         print(lam, {k: (v.get("rank"), round(v["loss"], 4)) for k, v in entry.items()},
               flush=True)
@@ -205,15 +319,19 @@ def _load(out: Path, model: str, part: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * x:.2f}%"
+
+
 def _md_search(model, s, lat) -> list[str]:
     t = (lat or {}).get("timings", {})
     ref32 = t.get("fp32", {})
-    lines = [f"### {model}: greedy vs coordinate descent vs budget", "",
-             f"Command: `{s['command']}`" + (f"; latency: `{lat['command']}`" if lat else ""),
-             "", "| method | lambda | AI gain | val acc | test acc | evaluations | search s "
+    commands = list(dict.fromkeys(r["command"] for r in s["rows"]))
+    lines = [f"### {model}: greedy vs coordinate descent vs budget ({BUDGET_PP:g} pp)", "",
+             "Commands:", "", "```", *commands, *([lat["command"]] if lat else []), "```", "",
+             "| method | lambda | AI gain | val acc | test acc | evaluations | search s "
              "| b1 ms | b64 ms | b1 vs fp32 | b64 vs fp32 |", "|" + "---|" * 11]
-    rows = [("uniform fp32", None, s["references"]["fp32"], "fp32"),
-            ("uniform int8", None, s["references"]["int8"], "int8")]
+    rows = [(f"uniform {p}", None, s["references"][p], p) for p in ("fp32", "int8", "int4")]
     rows += [(r["method"], r["lambda"], r, json.dumps(r["plan"], sort_keys=True))
              for r in s["rows"]]
     ai0 = s["references"]["fp32"]["ai"]
@@ -221,17 +339,32 @@ def _md_search(model, s, lat) -> list[str]:
         tm = t.get(key, {})
         lines.append("| " + " | ".join([
             name, "" if lam is None else f"{lam:g}", f"x{r['ai'] / ai0:.2f}",
-            f"{100 * r['val_accuracy']:.2f}%" if "val_accuracy" in r else "",
-            f"{100 * r['test_accuracy']:.2f}%", str(r.get("evaluations", "")),
-            f"{r['search_s']:.1f}" if "search_s" in r else "",
+            _pct(r.get("val_accuracy")), _pct(r["test_accuracy"]),
+            str(r.get("evaluations", "")), f"{r['search_s']:.1f}" if "search_s" in r else "",
             *(f"{tm[k]:.3f}" if k in tm else "" for k in ("b1_ms", "b64_ms")),
             *(f"{ref32[k] / tm[k]:.2f}x" if k in tm and k in ref32 else ""
               for k in ("b1_ms", "b64_ms"))]) + " |")
     return lines + [""]
 
 
+def _md_plans(model, s) -> list[str]:
+    """Each distinct plan of the search table, as int4 / int8 / fp32 layer lists."""
+    lines = [f"Plans of {model} (layers not listed are fp32):", ""]
+    seen = {}
+    for r in s["rows"]:
+        key = json.dumps(r["plan"], sort_keys=True)
+        label = f"{r['method']}" + ("" if r["lambda"] is None else f" {r['lambda']:g}")
+        seen.setdefault(key, (r["plan"], []))[1].append(label)
+    for plan, labels in seen.values():
+        parts = [f"{p}: {', '.join(n for n, q in plan.items() if q == p) or '-'}"
+                 for p in ("int4", "int8")]
+        lines.append(f"- {', '.join(labels)}: " + "; ".join(parts))
+    return lines + [""]
+
+
 def _md_sensitivity(model, s) -> list[str]:
-    lines = [f"### {model}: each layer alone at int4", "", f"Command: `{s['command']}`", "",
+    lines = [f"### {model}: each layer alone at int4", "", f"Command: `{s['command']}`",
+             "", f"FP32 validation accuracy {_pct(s['val_accuracy_fp32'])}.", "",
              "| layer | weights | AI gain % | accuracy drop pp |", "|---|---|---|---|"]
     lines += [f"| {r['layer']} | {r['weights']} | {r['ai_gain_pct']:.2f} | "
               f"{r['acc_drop_pp']:.2f} |" for r in s["rows"]]
@@ -239,17 +372,23 @@ def _md_sensitivity(model, s) -> list[str]:
 
 
 def _md_exhaustive(model, e) -> list[str]:
-    lines = [f"### {model}: distance from the optimum (8 groups, 6,561 plans)", "",
-             f"Command: `{e['command']}`; all plans evaluated in {e['evaluate_all_s']:.0f} s.",
-             "", "Groups: " + "; ".join(f"g{i} = {', '.join(g)}"
-                                       for i, g in enumerate(e["groups"])), "",
-             "| lambda | optimum loss | greedy loss (rank, evaluations) | coordinate descent "
-             "loss (rank, evaluations) |", "|---|---|---|---|"]
+    n = 3 ** len(e["groups"])
+    lines = [f"### {model}: distance from the optimum ({len(e['groups'])} groups, {n:,} plans)",
+             "", f"Command: `{e['command']}`; validation {e['val']} images (FP32 "
+             f"{_pct(e['val_accuracy_fp32'])}); measuring all plans took "
+             f"{e['evaluate_all_s']:.0f} s.", "",
+             "Groups: " + "; ".join(f"g{i} = {', '.join(g)}" for i, g in enumerate(e["groups"])),
+             "", "Cells: loss (AI gain, accuracy drop pp); for the searches also the rank of "
+             f"their plan among all {n:,} and the plans they measured.", "",
+             "| lambda | optimum | greedy | coordinate descent |", "|---|---|---|---|"]
     for lam, v in e["lambdas"].items():
-        cells = [lam, f"{v['optimum']['loss']:.4f}"]
-        for m in ("greedy", "coordinate_descent"):
-            cells.append(f"{v[m]['loss']:.4f} (#{v[m]['rank']} of 6561, "
-                         f"{v[m]['evaluations']})")
+        cells = [lam]
+        for m in ("optimum", "greedy", "coordinate_descent"):
+            c = v[m]
+            cell = f"{c['loss']:.4f} (x{c['ai_gain']:.2f}, {c['acc_drop_pp']:.2f} pp)"
+            if m != "optimum":
+                cell += f" #{c['rank']}, {c['evaluations']} plans"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -257,15 +396,11 @@ def _md_exhaustive(model, e) -> list[str]:
 def render(out: Path) -> str:
     parts = ["# The AIQ paper's experiments on the shipped models", "",
              "Generated by `python scripts/paper_experiments.py markdown` from the JSON files in "
-             f"`{out}`; every table names the command that produced its figures. Models: the "
-             "shipped ResNet-20 and MobileNetV2 trained on Fashion-MNIST (docs/models.md); "
-             "validation = 1,000 held-out training images, test = the 10,000-image test split; "
-             "candidates fp32/int8/int4. Latencies are TVM time_evaluator medians on this "
-             "machine (AMD EPYC Zen 3, 2 threads, AVX2 only), run under the bench lock.", ""]
+             f"`{out}`; every table names the commands that produced its figures."]
     for model in ("resnet20", "mobilenet_v2"):
         s = _load(out, model, "search")
         if s:
-            parts += _md_search(model, s, _load(out, model, "latency"))
+            parts += _md_search(model, s, _load(out, model, "latency")) + _md_plans(model, s)
         sens = _load(out, model, "sensitivity")
         if sens:
             parts += _md_sensitivity(model, sens)
@@ -279,6 +414,22 @@ def part_markdown(args) -> None:
     print(render(Path(args.out)))
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    bad = [n for n in names if n not in METHODS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; choose from {METHODS}")
+    return names
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("part", choices=["search", "latency", "sensitivity", "exhaustive",
@@ -287,6 +438,14 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--lams", type=_floats, default=LAMBDAS, help="search: lambdas to run")
+    ap.add_argument("--methods", type=_methods, default=METHODS, help="search: methods to run")
+    ap.add_argument("--groups", type=int, default=8,
+                    help="exhaustive: groups of consecutive layers (3^groups plans)")
+    ap.add_argument("--minutes", type=float, default=12.0,
+                    help="exhaustive: stop measuring plans after this long (run again to go on)")
+    ap.add_argument("--cache", default="build/paper-cache",
+                    help="measured accuracies (JSON lines), reused across runs")
     ap.add_argument("--out", default="docs/paper")
     args = ap.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", "2")
