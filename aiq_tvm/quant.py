@@ -12,7 +12,10 @@ tests can share the exact arithmetic contract of the x86 kernels:
 * Requantizing epilogue (any scheme, ``out_qparams``): the kernel stores
   ``quantize_act(float32(y), out_qparams)`` as uint8 instead of ``y``.
 
-All convolution references work on NHWC activations and OIHW (torch) weights.
+All convolution references work on NHWC activations and OIHW (torch) weights. Which of
+these a precision name means is decided by its :class:`~aiq_tvm.schemes.PrecisionScheme`
+(epilogue kind, weight quantizer); 8-bit weight codes depend on the numerics target's int8 dot
+product (``int8_qmax``: 127, or 63 on ``vpmaddubsw`` targets, see docs/isa.md).
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMES = ("fp32", "int8", "int4", "w8", "w4")
-INT_SCHEMES = ("int8", "int4")
-WEIGHT_ONLY_SCHEMES = ("w8", "w4")
+from .schemes import FULL_INT8_QMAX, PrecisionScheme, get_precision
+
 ACTIVATIONS = ("none", "relu", "relu6")
 
 
@@ -104,7 +106,28 @@ def _per_channel_scale(w: np.ndarray, qmax: int) -> np.ndarray:
     return scale
 
 
-def _quantize_weight(w: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight_symmetric(w: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel weight codes in ``[-qmax, qmax]`` and their scales.
+
+    The numeric core of :meth:`aiq_tvm.schemes.PrecisionScheme.quantize_weight` (which picks
+    ``qmax``).
+
+    Parameters
+    ----------
+    w : np.ndarray
+        Weight with the output channel on axis 0 (OIHW conv or [O, K] dense).
+    qmax : int
+        Largest code magnitude (127 int8, 63 7-bit int8, 7 int4).
+
+    Returns
+    -------
+    q : np.ndarray
+        int8 codes, same shape as ``w``.
+    scale : np.ndarray
+        float32 ``[O]``, ``absmax(w[o]) / qmax`` (1.0 for an all-zero channel).
+    """
+    if not 1 <= int(qmax) <= 127:
+        raise ValueError(f"qmax must be in [1, 127], got {qmax}")
     w = np.asarray(w)
     scale = _per_channel_scale(w, qmax)
     bshape = (-1,) + (1,) * (w.ndim - 1)
@@ -114,7 +137,8 @@ def _quantize_weight(w: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_weight_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel int8 weight quantization.
+    """Symmetric per-output-channel int8 weight quantization (full range, the ``int8`` scheme
+    on targets whose int8 dot product is exact for 8-bit codes).
 
     Parameters
     ----------
@@ -128,7 +152,7 @@ def quantize_weight_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale : np.ndarray
         float32 ``[O]``, ``absmax(w[o]) / 127`` (1.0 for an all-zero channel).
     """
-    return _quantize_weight(w, 127)
+    return get_precision("int8").quantize_weight(w)
 
 
 def quantize_weight_int4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +173,7 @@ def quantize_weight_int4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale : np.ndarray
         float32 ``[O]``, ``absmax(w[o]) / 7`` (1.0 for an all-zero channel).
     """
-    return _quantize_weight(w, 7)
+    return get_precision("int4").quantize_weight(w)
 
 
 def pack_int4(q: np.ndarray) -> np.ndarray:
@@ -245,23 +269,12 @@ class RefResult:
     q: np.ndarray | None = None
 
 
-def _check_scheme(scheme: str) -> None:
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
-
-
 def _int_inputs(x: np.ndarray, act_qparams: ActQParams | None) -> np.ndarray:
     if act_qparams is None:
         raise ValueError("int8/int4 schemes need act_qparams")
     if x.dtype == np.uint8:
         return x
     return quantize_act(x, act_qparams)
-
-
-def _quantize_weight_scheme(weight: np.ndarray, scheme: str) -> tuple[np.ndarray, np.ndarray]:
-    if scheme in ("int8", "w8"):
-        return quantize_weight_int8(weight)
-    return quantize_weight_int4(weight)
 
 
 def _conv_nhwc_f64(x, w_oihw, stride, padding, groups, pad_value) -> np.ndarray:
@@ -300,7 +313,7 @@ def ref_conv2d(
     x: np.ndarray,
     weight: np.ndarray,
     bias: np.ndarray | None,
-    scheme: str,
+    scheme: str | PrecisionScheme,
     *,
     stride=(1, 1),
     padding=(0, 0, 0, 0),
@@ -309,6 +322,7 @@ def ref_conv2d(
     act_qparams: ActQParams | None = None,
     residual: np.ndarray | None = None,
     out_qparams: ActQParams | None = None,
+    int8_qmax: int = FULL_INT8_QMAX,
 ) -> RefResult:
     """Numpy reference of a fused NHWC conv2d in any scheme.
 
@@ -321,8 +335,8 @@ def ref_conv2d(
         OIHW float weight (``[O, C/groups, KH, KW]``); quantized here for non-fp32 schemes.
     bias : np.ndarray or None
         ``[O]`` bias.
-    scheme : str
-        One of :data:`SCHEMES`.
+    scheme : str or PrecisionScheme
+        A registered precision (see :data:`aiq_tvm.schemes.PRECISIONS`).
     stride : tuple of int
         (sh, sw).
     padding : tuple of int
@@ -337,6 +351,9 @@ def ref_conv2d(
         ``[N, OH, OW, O]`` tensor added after the bias, before the activation.
     out_qparams : ActQParams, optional
         Requantizing epilogue: also return the uint8 codes of the output (``RefResult.q``).
+    int8_qmax : int
+        Largest 8-bit weight code of the numerics target (127; 63 on ``vpmaddubsw`` targets),
+        see :meth:`~aiq_tvm.schemes.PrecisionScheme.weight_qmax`.
 
     Returns
     -------
@@ -344,25 +361,24 @@ def ref_conv2d(
         float64 output; for int schemes also the exact int64 ``acc - corr``; with
         ``out_qparams`` also the uint8 codes.
     """
-    _check_scheme(scheme)
+    prec = get_precision(scheme)
     stride = tuple(stride)
     padding = tuple(padding)
     o = weight.shape[0]
     acc = None
-    if scheme == "fp32":
-        y = _conv_nhwc_f64(x, weight, stride, padding, groups, 0.0)
+    q, s_w = prec.quantize_weight(weight, int8_qmax)
+    if prec.epilogue == "float":
+        y = _conv_nhwc_f64(x, q, stride, padding, groups, 0.0)
+    elif prec.epilogue == "scale":
+        y = _conv_nhwc_f64(x.astype(np.float32), q, stride, padding, groups, 0.0)
+        y = y * s_w.astype(np.float64)
     else:
-        q, s_w = _quantize_weight_scheme(weight, scheme)
-        if scheme in WEIGHT_ONLY_SCHEMES:
-            y = _conv_nhwc_f64(x.astype(np.float32), q, stride, padding, groups, 0.0)
-            y = y * s_w.astype(np.float64)
-        else:
-            qx = _int_inputs(x, act_qparams)
-            raw = _conv_nhwc_f64(qx, q, stride, padding, groups, float(act_qparams.zp))
-            corr = act_qparams.zp * q.reshape(o, -1).astype(np.int64).sum(axis=1)
-            acc = raw.astype(np.int64) - corr
-            comb = int_comb_scale(act_qparams, s_w)
-            y = acc.astype(np.float64) * comb.astype(np.float64)
+        qx = _int_inputs(x, act_qparams)
+        raw = _conv_nhwc_f64(qx, q, stride, padding, groups, float(act_qparams.zp))
+        corr = act_qparams.zp * q.reshape(o, -1).astype(np.int64).sum(axis=1)
+        acc = raw.astype(np.int64) - corr
+        comb = int_comb_scale(act_qparams, s_w)
+        y = acc.astype(np.float64) * comb.astype(np.float64)
     y = _epilogue(y, bias, residual, act)
     codes = None if out_qparams is None else quantize_act(y.astype(np.float32), out_qparams)
     return RefResult(y, acc, codes)
@@ -383,12 +399,13 @@ def ref_dense(
     x: np.ndarray,
     weight: np.ndarray,
     bias: np.ndarray | None,
-    scheme: str,
+    scheme: str | PrecisionScheme,
     *,
     act="none",
     act_qparams: ActQParams | None = None,
     residual: np.ndarray | None = None,
     out_qparams: ActQParams | None = None,
+    int8_qmax: int = FULL_INT8_QMAX,
 ) -> RefResult:
     """Numpy reference of a fused dense layer ``x [N, K] @ weight[O, K].T`` in any scheme.
 
@@ -405,6 +422,7 @@ def ref_dense(
         act_qparams=act_qparams,
         residual=res4,
         out_qparams=out_qparams,
+        int8_qmax=int8_qmax,
     )
     o = weight.shape[0]
     return RefResult(

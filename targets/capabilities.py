@@ -20,6 +20,7 @@ __all__ = [
     "TargetCaps",
     "ISA_LEVELS",
     "INT8_DOT_KINDS",
+    "INT8_WEIGHT_QMAX",
     "capabilities",
     "host_features",
     "host_arch",
@@ -50,6 +51,10 @@ INT8_DOT_KINDS = {
     "neon": "smull",
     "generic": "none",
 }
+# Largest |code| of 8-bit weights each int8 dot family multiplies exactly with uint8
+# activations: vpmaddubsw sums byte-pair products into int16 with saturation, so its targets
+# use 7-bit codes (2 * 255 * 63 < 2**15, as ONNX Runtime's reduce_range); 127 elsewhere.
+INT8_WEIGHT_QMAX = {"vpmaddubsw": 63}
 # LLVM feature names read off a target (and compared with the host's).
 _X86_FEATURES = ("sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
                  "avx512vnni", "avxvnni")
@@ -123,6 +128,12 @@ class TargetCaps:
         """Whether int8 products have a dedicated widening multiply-add (the int8 kernels
         then beat FP32); ``False`` means they fall back to 32-bit multiplies."""
         return self.int8_dot != "none"
+
+    @property
+    def int8_weight_qmax(self) -> int:
+        """Largest |code| of 8-bit weights on this target (127, or 63 where ``vpmaddubsw``
+        would saturate): int8 weight codes depend on the deploy target."""
+        return INT8_WEIGHT_QMAX.get(self.int8_dot, 127)
 
     @property
     def vnni(self) -> bool:

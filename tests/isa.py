@@ -1,7 +1,8 @@
 """Targets per ISA level for kernel tests, and which of them this machine can execute.
 
 Tests compile for any target but run code only where the host executes it; the rest skip
-with the reason (the missing CPU features), never crash with an illegal instruction.
+with the reason (the missing CPU features), never crash with an illegal instruction. The
+target of each level is a sample CPU of that level; tests check its capabilities, not its name.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ import pytest
 
 from aiq_tvm.targets.capabilities import capabilities
 
-ZNVER4 = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}  # AVX-512 + VNNI
-HASWELL = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}  # AVX2 + FMA
+# One sample target per x86 ISA level, best first.
+ISA_TARGETS = {
+    "avx512_vnni": {"kind": "llvm", "mcpu": "znver4", "num-cores": 2},  # vpdpbusd zmm
+    "avx512bw": {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2},  # vpmaddubsw zmm
+    "avx_vnni": {"kind": "llvm", "mcpu": "alderlake", "num-cores": 2},  # VEX vpdpbusd ymm
+    "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 2},  # vpmaddubsw ymm
+}
+ZNVER4 = ISA_TARGETS["avx512_vnni"]
+HASWELL = ISA_TARGETS["avx2"]
 
 
 def runnable(target) -> bool:
@@ -27,6 +35,17 @@ def requires_host(target):
     )
 
 
+def isa_params(levels=tuple(ISA_TARGETS), run: bool = True) -> list:
+    """``pytest.param`` per ISA level (id = level); with ``run`` those the host cannot execute
+    are marked to skip with the reason."""
+    out = []
+    for level in levels:
+        target = ISA_TARGETS[level]
+        marks = [requires_host(target)] if run else []
+        out.append(pytest.param(target, id=level, marks=marks))
+    return out
+
+
 # The best x86 kernel target this machine runs: kernels are checked numerically on it.
-BEST_X86 = ZNVER4 if runnable(ZNVER4) else HASWELL
+BEST_X86 = next((t for t in ISA_TARGETS.values() if runnable(t)), HASWELL)
 requires_vnni_host = requires_host(ZNVER4)

@@ -7,6 +7,7 @@ import pytest
 
 from aiq_tvm import quant
 from aiq_tvm.quant import ActQParams
+from aiq_tvm.schemes import EPILOGUES, get_precision, precision_names
 
 
 def _naive_conv(x, w, stride, padding, groups, pad_value):
@@ -113,6 +114,53 @@ class TestWeightQuantizers:
             quant.pack_int4(np.array([9], np.int8))
 
 
+class TestSchemeObjects:
+    """Each PrecisionScheme owns its quantizer, epilogue kind and kernel constant names."""
+
+    def test_epilogue_and_constant_names(self):
+        kinds = {n: get_precision(n).epilogue for n in precision_names()}
+        assert kinds == {"fp32": "float", "int8": "int", "int4": "int", "w8": "scale",
+                         "w4": "scale"}  # fmt: skip
+        for name, kind in kinds.items():
+            names = get_precision(name).const_names(requant=True)
+            assert names == ["weight", *EPILOGUES[kind], "out_q"]
+        assert get_precision("int8").const_names() == ["weight", "corr", "comb", "bias"]
+
+    @pytest.mark.parametrize("int8_qmax", [127, 63])
+    def test_weight_qmax_depends_on_numerics_only_for_integer_dots(self, int8_qmax):
+        assert get_precision("int8").weight_qmax(int8_qmax) == int8_qmax
+        assert get_precision("int4").weight_qmax(int8_qmax) == 7
+        assert get_precision("w8").weight_qmax(int8_qmax) == 127  # float accumulation
+        assert get_precision("fp32").weight_qmax(int8_qmax) is None
+        w = np.random.default_rng(0).standard_normal((6, 9)).astype(np.float32)
+        q, s = get_precision("int8").quantize_weight(w, int8_qmax)
+        assert np.all(np.abs(q).max(axis=1) == int8_qmax)
+        np.testing.assert_array_equal(s, np.abs(w).max(axis=1) / np.float32(int8_qmax))
+        with pytest.raises(ValueError, match="int8_qmax"):
+            get_precision("int8").weight_qmax(200)
+
+    def test_float_scheme_keeps_weights(self):
+        w = np.ones((2, 3), np.float64)
+        q, s = get_precision("fp32").quantize_weight(w)
+        assert q.dtype == np.float32 and s is None
+
+    def test_reference_uses_the_numerics_codes(self):
+        rng = np.random.default_rng(7)
+        x = rng.standard_normal((1, 4, 4, 8)).astype(np.float32)
+        w = rng.standard_normal((5, 8, 1, 1)).astype(np.float32)
+        qp = ActQParams.from_range(x.min(), x.max())
+        qx = quant.quantize_act(x, qp)
+        for qmax in (127, 63):
+            r = quant.ref_conv2d(qx, w, None, "int8", act_qparams=qp, int8_qmax=qmax)
+            q = get_precision("int8").quantize_weight(w, qmax)[0][:, :, 0, 0].astype(np.int64)
+            expect = (qx.astype(np.int64) - qp.zp) @ q.T
+            np.testing.assert_array_equal(r.acc, expect)
+
+    def test_unknown_scheme_never_falls_through(self):
+        with pytest.raises(ValueError, match="valid precisions"):
+            quant.ref_dense(np.zeros((1, 2), np.float32), np.zeros((1, 2)), None, "int3")
+
+
 class TestActivations:
     def test_parse(self):
         assert quant.parse_act("relu")[0] == "clip"
@@ -182,7 +230,7 @@ class TestReferences:
         x = rng.standard_normal((3, 11)).astype(np.float32)
         w = rng.standard_normal((7, 11)).astype(np.float32)
         qp = ActQParams.from_range(x.min(), x.max())
-        for scheme in quant.SCHEMES:
+        for scheme in precision_names():
             d = quant.ref_dense(x, w, None, scheme, act="relu6", act_qparams=qp)
             c = quant.ref_conv2d(
                 x.reshape(3, 1, 1, 11), w.reshape(7, 11, 1, 1), None, scheme, act="relu6",
@@ -190,7 +238,7 @@ class TestReferences:
             )  # fmt: skip
             np.testing.assert_array_equal(d.y, c.y.reshape(3, 7))
 
-    @pytest.mark.parametrize("scheme", quant.SCHEMES)
+    @pytest.mark.parametrize("scheme", precision_names())
     def test_out_qparams_codes(self, scheme):
         rng = np.random.default_rng(6)
         x = rng.standard_normal((2, 5, 5, 4)).astype(np.float32)

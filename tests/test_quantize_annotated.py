@@ -10,6 +10,8 @@ from tvm.script import tirx as T
 
 from aiq_tvm import Calibration, quant
 from aiq_tvm.passes import AnnotatePrecision, CancelTransposes, QuantizeAnnotated
+from aiq_tvm.schemes import get_precision
+from aiq_tvm.targets import capabilities
 from relax_cases import (
     FC_RANGE,
     DenseBiasRelu,
@@ -37,13 +39,13 @@ def test_quantize_annotated_matches_numpy_reference(precision, target):
     mod = CancelTransposes()(mod)
     y = compile_run(mod, target, x).numpy().transpose(0, 2, 3, 1)  # -> NHWC
     qp = cal.qparams("c")
+    int8_qmax = capabilities(target).int8_weight_qmax  # 8-bit codes follow the target
     ref = quant.ref_conv2d(x.transpose(0, 2, 3, 1), w, b, precision, stride=(2, 2),
-                           padding=(1, 1, 1, 1), act_qparams=qp)
+                           padding=(1, 1, 1, 1), act_qparams=qp, int8_qmax=int8_qmax)
     np.testing.assert_allclose(y, ref.y, rtol=1e-5, atol=1e-5 * np.abs(ref.y).max())
     if ref.acc is not None:
         # The integer part is exact: undo the float epilogue and compare to the int64 sum.
-        q, s_w = (quant.quantize_weight_int8 if precision == "int8"
-                  else quant.quantize_weight_int4)(w)
+        q, s_w = get_precision(precision).quantize_weight(w, int8_qmax)
         comb = quant.int_comb_scale(qp, s_w).astype(np.float64)
         implied = (y.astype(np.float64) - b) / comb
         np.testing.assert_array_equal(np.rint(implied).astype(np.int64), ref.acc)

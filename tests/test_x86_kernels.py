@@ -1,8 +1,10 @@
-"""x86 kernel library: numerics vs the numpy references, VNNI codegen, fallback, errors."""
+"""x86 kernel library: numerics vs the numpy references on every ISA level this host runs,
+int8 dot instructions in the assembly of every level, saturation, fallbacks, errors."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -14,19 +16,33 @@ import tvm_ffi  # noqa: E402
 
 from aiq_tvm import quant  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
+from aiq_tvm.schemes import get_precision, precision_names  # noqa: E402
+from aiq_tvm.targets import capabilities  # noqa: E402
 from aiq_tvm.targets.x86 import (  # noqa: E402
     ConvSpec,
     DenseSpec,
     Kernel,
     UnsupportedLayer,
     conv2d_kernel,
+    cpu_model,
     dense_kernel,
-    has_vnni,
     quantize_kernel,
 )
-from isa import BEST_X86, HASWELL, ZNVER4, requires_host, requires_vnni_host  # noqa: E402
+from isa import (  # noqa: E402
+    BEST_X86,
+    HASWELL,
+    ISA_TARGETS,
+    ZNVER4,
+    isa_params,
+    requires_host,
+    requires_vnni_host,
+)
 
-SCHEMES = ("fp32", "int8", "int4", "w8", "w4")
+SCHEMES = precision_names()
+
+
+def is_int(scheme: str) -> bool:
+    return get_precision(scheme).quantizes_activations
 
 # Layer cases: odd channel counts (C=3, O=10, 24), stride 2, asymmetric padding, residual
 # and every activation kind across them.
@@ -68,11 +84,7 @@ def run_kernel(k: Kernel, x: np.ndarray, residual=None, target=BEST_X86, ex=None
 
 def asm_of(ex) -> str:
     mod = ex.mod
-    text = mod.inspect_source("asm")
-    if "vpdpbusd" not in text:
-        for sub in getattr(mod, "imports", []):
-            text += sub.inspect_source("asm")
-    return text
+    return "".join(m.inspect_source("asm") for m in [mod, *getattr(mod, "imports", [])])
 
 
 def make_case(name: str, seed: int = 0):
@@ -96,7 +108,9 @@ def make_case(name: str, seed: int = 0):
     return spec, x.astype(f32), w.astype(f32), b.astype(f32), res, qp
 
 
-def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False, seed: int = 0):
+def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False, seed: int = 0,
+               numerics_target=None):  # fmt: skip
+    """Kernel for ``target`` and the numpy reference with the numerics target's weight codes."""
     case = CASES[name]
     spec, x, w, b, res, qp = make_case(name, seed)
     kw = dict(
@@ -104,25 +118,28 @@ def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False,
         act_qparams=qp,
         residual=case["residual"],
         target=target,
+        numerics_target=numerics_target,
         debug_acc=debug_acc,
     )
+    qmax = capabilities(numerics_target or target).int8_weight_qmax
     if isinstance(spec, DenseSpec):
         k = dense_kernel(spec, scheme, w, b, **kw)
-        ref = quant.ref_dense(x, w, b, scheme, act=case["act"], act_qparams=qp, residual=res)
+        ref = quant.ref_dense(x, w, b, scheme, act=case["act"], act_qparams=qp, residual=res,
+                              int8_qmax=qmax)  # fmt: skip
     else:
         k = conv2d_kernel(spec, scheme, w, b, **kw)
         ref = quant.ref_conv2d(
             x, w, b, scheme, stride=spec.stride, padding=spec.padding, groups=spec.groups,
-            act=case["act"], act_qparams=qp, residual=res,
+            act=case["act"], act_qparams=qp, residual=res, int8_qmax=qmax,
         )  # fmt: skip
-    xin = quant.quantize_act(x, qp) if scheme in quant.INT_SCHEMES else x
+    xin = quant.quantize_act(x, qp) if is_int(scheme) else x
     return k, xin, res, ref
 
 
 def assert_close(y, ref, scheme):
     """Tolerances: int schemes only round in the float epilogue; float ones accumulate in fp32."""
     scale = np.abs(ref).max()
-    if scheme in quant.INT_SCHEMES:
+    if is_int(scheme):
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6 * scale)
     else:
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * scale)
@@ -133,23 +150,27 @@ def assert_close(y, ref, scheme):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("target", isa_params())
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_kernel_matches_reference(name, scheme):
-    k, xin, res, ref = build_case(name, scheme)
-    assert k.in_dtype == ("uint8" if scheme in quant.INT_SCHEMES else "float32")
+def test_kernel_matches_reference(name, scheme, target):
+    k, xin, res, ref = build_case(name, scheme, target)
+    assert k.in_dtype == ("uint8" if is_int(scheme) else "float32")
     assert k.out_dtype == "float32"
-    y = run_kernel(k, xin, res)
+    y = run_kernel(k, xin, res, target)
     assert y.shape == ref.y.shape
     assert_close(y, ref.y, scheme)
 
 
-@pytest.mark.parametrize("scheme", quant.INT_SCHEMES)
+@pytest.mark.parametrize("target", isa_params())
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_int_accumulator_exact(name, scheme):
-    k, xin, res, ref = build_case(name, scheme, debug_acc=True)
+def test_int_accumulator_exact(name, scheme, target):
+    k, xin, res, ref = build_case(name, scheme, target, debug_acc=True)
     assert k.out_dtype == "int32"
-    acc = run_kernel(k, xin, res)
+    assert k.info["weight_qmax"] == (7 if scheme == "int4" else
+                                     capabilities(target).int8_weight_qmax)  # fmt: skip
+    acc = run_kernel(k, xin, res, target)
     np.testing.assert_array_equal(acc, ref.acc)
 
 
@@ -172,9 +193,11 @@ def test_large_accumulator_exact():
     qp = ActQParams.from_range(-1.0, 0.0)  # zp = 255
     xq = np.full(spec.in_shape, 255, np.uint8)
     xq[..., 1::2] = 0
-    for scheme in quant.INT_SCHEMES:
+    qmax = capabilities(BEST_X86).int8_weight_qmax
+    for scheme in ("int8", "int4"):
         k = conv2d_kernel(spec, scheme, w, None, act_qparams=qp, target=BEST_X86, debug_acc=True)
-        ref = quant.ref_conv2d(xq, w, None, scheme, padding=spec.padding, act_qparams=qp)
+        ref = quant.ref_conv2d(xq, w, None, scheme, padding=spec.padding, act_qparams=qp,
+                               int8_qmax=qmax)  # fmt: skip
         np.testing.assert_array_equal(run_kernel(k, xq), ref.acc)
 
 
@@ -226,7 +249,8 @@ def tie_case(name: str, scheme: str, seed: int = 1):
     spec = case["spec"]
     rng = np.random.default_rng(seed)
     dense = isinstance(spec, DenseSpec)
-    qmax, wexp = (7, 3) if scheme in ("int4", "w4") else (127, 7)
+    qmax = get_precision(scheme).weight_qmax(capabilities(BEST_X86).int8_weight_qmax) or 127
+    wexp = 3 if qmax == 7 else 7
     w_shape = (spec.O, spec.K) if dense else spec.weight_shape
     in_shape = (spec.N, spec.K) if dense else spec.in_shape
     out_shape = (spec.N, spec.O) if dense else spec.out_shape
@@ -237,7 +261,7 @@ def tie_case(name: str, scheme: str, seed: int = 1):
     quantum = step * 2.0**-wexp
     codes = rng.integers(-1, 2, in_shape)
     act_qp = ActQParams(scale=step, zp=128, inv=1 / step)
-    if scheme in quant.INT_SCHEMES:
+    if is_int(scheme):
         xin = (codes + act_qp.zp).astype(np.uint8)
     else:
         xin = (codes * step).astype(np.float32)
@@ -262,6 +286,7 @@ def build_requant_pair(name, scheme, spec, w, b, act_qp, out_qp):
             stride=spec.stride, padding=spec.padding, groups=spec.groups, act=case["act"],
             act_qparams=act_qp,
         )  # fmt: skip
+    rkw["int8_qmax"] = capabilities(BEST_X86).int8_weight_qmax
     k_float = build(spec, scheme, w, b, **kw)
     k_uint8 = build(spec, scheme, w, b, out_qparams=out_qp, **kw)
     return k_float, k_uint8, lambda x, res: ref(x, w, b, scheme, residual=res, **rkw,
@@ -352,11 +377,11 @@ def test_quantize_kernel_bit_exact(shape):
     np.testing.assert_array_equal(q.numpy(), quant.quantize_act(x, qp))
 
 
-def _vectorized_tir(func) -> str:
+def _vectorized_tir(func, target=BEST_X86) -> str:
     """TIR of ``func`` after TVM's lowering up to loop vectorization."""
     from tvm import s_tir, tirx
 
-    tgt = tvm.target.Target(BEST_X86)
+    tgt = tvm.target.Target(target)
     mod = tvm.IRModule({"main": func.with_attr("target", tgt)})
     passes = [
         s_tir.transform.LowerInitBlock(),
@@ -385,15 +410,18 @@ def test_quantize_kernel_vector_accesses_are_contiguous(shape):
     assert "% T.Broadcast" not in text and "// T.Broadcast" not in text
 
 
-@pytest.mark.parametrize("o,lanes", [(32, 16), (24, 8)])
-def test_requant_epilogue_is_vectorized(o, lanes):
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2"), run=False))
+@pytest.mark.parametrize("o", [32, 24])
+def test_requant_epilogue_is_vectorized(o, target):
     """Neither the rounding of the uint8 epilogue nor a ragged channel block (24 channels in
-    a 32-channel block) may make TVM scalarize the epilogue loop."""
+    a 32-channel block) may make TVM scalarize the epilogue loop; vectors are as wide as the
+    target's (16 or 8 lanes), or the largest power of two dividing the channel count."""
+    lanes = min(capabilities(target).lanes32, o & -o)
     spec = ConvSpec(2, 6, 6, 16, o, 3, 3, padding=1)
     w = np.random.default_rng(0).standard_normal(spec.weight_shape).astype(np.float32)
-    k = conv2d_kernel(spec, "fp32", w, None, act="relu", target=BEST_X86,
+    k = conv2d_kernel(spec, "fp32", w, None, act="relu", target=target,
                       out_qparams=ActQParams.from_range(0.0, 4.0))  # fmt: skip
-    text = _vectorized_tir(k.prim_func)
+    text = _vectorized_tir(k.prim_func, target)
     assert "T.round(" in text and f'T.Cast("uint8x{lanes}"' in text
     assert 'T.Cast("uint8", ' not in text  # no scalar store left
 
@@ -403,45 +431,107 @@ def test_requant_epilogue_is_vectorized(o, lanes):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_has_vnni():  # compile-time facts: no host requirement
-    assert has_vnni(ZNVER4)
-    assert has_vnni(tvm.target.Target(ZNVER4))
-    assert not has_vnni(HASWELL)
+# Per ISA level: weight formats of int8 / int4 (regular layers), the inner instructions that
+# must be in their assembly (AT&T syntax), and int8 dot instructions that must not be.
+DOT_ASM = {
+    "avx512_vnni": (("v8", "v4"), r"\bvpdpbusd\s[^\n]*%zmm", (r"vpmaddubsw", r"\{vex\}")),
+    "avx512bw": (("m8", "m4"), r"\bvpmaddubsw\s[^\n]*%zmm", (r"vpdpbusd",)),
+    "avx_vnni": (("v8", "v4"), r"\{vex\}\s*vpdpbusd\s[^\n]*%ymm", (r"vpmaddubsw", r"%zmm")),
+    "avx2": (("m8", "m4"), r"\bvpmaddubsw\s[^\n]*%ymm", (r"vpdpbusd", r"%zmm")),
+}
 
 
-@requires_vnni_host
-@pytest.mark.parametrize("name", ["conv3x3_s2", "pointwise", "dense"])
-def test_int8_uses_vpdpbusd(name):
-    k, xin, res, ref = build_case(name, "int8")
-    assert k.info["vnni"] and k.info["weight_format"] == "v8"
-    ex = compile_kernel(k)
-    assert "vpdpbusd" in asm_of(ex)
-    assert_close(run_kernel(k, xin, res, ex=ex), ref.y, "int8")
+@pytest.mark.parametrize("target", isa_params(run=False))
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_int_kernels_use_the_isa_dot_instruction(scheme, target):
+    """Compile-only (every level on every host): each level's int8 dot instruction, at its
+    vector width, is what the integer kernels run."""
+    caps = capabilities(target)
+    formats, pattern, absent = DOT_ASM[caps.isa]
+    k, *_ = build_case("conv3x3_s1", scheme, target)
+    assert k.info["isa"] == caps.isa
+    assert k.info["weight_format"] == formats[scheme == "int4"]
+    asm = asm_of(compile_kernel(k, target))
+    assert len(re.findall(pattern, asm)) >= 4
+    for bad in absent:
+        assert not re.search(bad, asm), bad
+    if caps.isa == "avx_vnni":  # AVX-VNNI: every vpdpbusd is the VEX form
+        assert asm.count("vpdpbusd") == len(re.findall(r"\{vex\}\s*vpdpbusd", asm))
+
+
+@pytest.mark.parametrize("target", isa_params(run=False))
+def test_fp32_kernels_use_fma_at_the_target_width(target):
+    caps = capabilities(target)
+    k, *_ = build_case("conv3x3_s1", "fp32", target)
+    assert k.plan.lanes == caps.lanes32 and k.plan.ocb % caps.lanes32 == 0
+    asm = asm_of(compile_kernel(k, target))
+    reg = "zmm" if caps.vector_bits == 512 else "ymm"
+    assert len(re.findall(rf"\bvfmadd\w+\s[^\n]*%{reg}", asm)) >= 8
+    if reg == "ymm":
+        assert "%zmm" not in asm
+
+
+def test_int8_formats_follow_the_dot_family():  # compile-time facts: no host requirement
+    for level, target in ISA_TARGETS.items():
+        cpu = cpu_model(target)
+        assert cpu.caps.isa == level and cpu.lanes == cpu.caps.lanes32
+        assert cpu.dot.weight_qmax == cpu.caps.int8_weight_qmax
+    assert capabilities(HASWELL).int8_weight_qmax == 63
+    assert capabilities(ZNVER4).int8_weight_qmax == 127
 
 
 @requires_vnni_host
 @pytest.mark.parametrize("name,fmt", [("conv3x3_s1", "v4"), ("conv3x3_s2", "v4s")])
-def test_int4_uses_vpdpbusd(name, fmt):
-    """C=24 takes the 16x8 blocks; C=3 the 16x4 ones (less channel padding)."""
-    k, xin, res, ref = build_case(name, "int4")
+def test_int4_vnni_block_choice(name, fmt):
+    """C=24 takes the 8-channel blocks; C=3 the 4-channel ones (less channel padding)."""
+    k, xin, res, ref = build_case(name, "int4", ZNVER4)
     assert k.info["weight_format"] == fmt
-    ex = compile_kernel(k)
-    assert "vpdpbusd" in asm_of(ex)
-    assert_close(run_kernel(k, xin, res, ex=ex), ref.y, "int4")
+    assert_close(run_kernel(k, xin, res, ZNVER4), ref.y, "int4")
+
+
+def _saturating_pmaddubsw_acc(xq: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """What a bare vpmaddubsw chain would compute for a 1x1 conv: byte-pair sums saturated
+    to int16, then summed exactly (the failure mode 7-bit weights exist to prevent)."""
+    pairs = xq.astype(np.int64)[..., None, :] * q[:, :, 0, 0].astype(np.int64)  # [..., O, C]
+    sums = pairs[..., 0::2] + pairs[..., 1::2]
+    return np.clip(sums, -(2**15), 2**15 - 1).sum(-1)
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512bw", "avx2")))
+def test_vpmaddubsw_saturation_case_is_exact(target):
+    """All-255 activations x +-63 weights: every vpmaddubsw pair sum is +-32130, one step from
+    saturating; the accumulator is exact. 8-bit codes (127) of a VNNI numerics target on the
+    same host run the exact 32-bit path, where the vpmaddubsw chain would saturate."""
+    spec = ConvSpec(1, 3, 3, 64, 32, 1, 1)
+    sign = np.where(np.arange(64) % 3 == 0, -1.0, 1.0)
+    w = np.ones(spec.weight_shape, np.float32) * sign[None, :, None, None]
+    w[1::2] *= -1.0
+    qp = ActQParams.from_range(-1.0, 0.0)  # zp = 255
+    xq = np.full(spec.in_shape, 255, np.uint8)
+    for numerics, fmt in ((None, "m8"), (ZNVER4, "i8")):
+        qmax = capabilities(numerics or target).int8_weight_qmax
+        k = conv2d_kernel(spec, "int8", w, None, act_qparams=qp, target=target,
+                          numerics_target=numerics, debug_acc=True)  # fmt: skip
+        assert k.info["weight_format"] == fmt and k.info["weight_qmax"] == qmax
+        ref = quant.ref_conv2d(xq, w, None, "int8", act_qparams=qp, int8_qmax=qmax)
+        q = get_precision("int8").quantize_weight(w, qmax)[0]
+        assert np.abs(q).max() == qmax
+        np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)
+        exact = ref.acc + int(qp.zp) * q.reshape(32, -1).astype(np.int64).sum(1)
+        saturates = not np.array_equal(_saturating_pmaddubsw_acc(xq, q), exact)
+        assert saturates == (qmax > 64)
 
 
 @requires_host(HASWELL)
-@pytest.mark.parametrize(
-    "name,scheme", [("conv3x3_s2", "int8"), ("dense", "int8"), ("pointwise", "int4")]
-)
-def test_fallback_target_without_vnni(name, scheme):
-    k, xin, res, ref = build_case(name, scheme, target=HASWELL)
-    assert not k.info["vnni"]
-    ex = compile_kernel(k, HASWELL)
-    assert "vpdpbusd" not in asm_of(ex)
-    assert_close(run_kernel(k, xin, res, ex=ex), ref.y, scheme)
-    kd, _, _, _ = build_case(name, scheme, target=HASWELL, debug_acc=True)
-    np.testing.assert_array_equal(run_kernel(kd, xin, res, target=HASWELL), ref.acc)
+@pytest.mark.parametrize("name", ["conv3x3_s2", "dense", "pointwise"])
+def test_cross_numerics_codes_reproduced_exactly(name):
+    """A host (vpmaddubsw) build with a VNNI deploy target's numerics reproduces its 8-bit
+    codes exactly: same accumulators as the reference with int8_qmax 127."""
+    kd, xin, res, ref = build_case(name, "int8", HASWELL, debug_acc=True, numerics_target=ZNVER4)
+    assert kd.info["weight_qmax"] == 127 and kd.info["weight_format"] == "i8"
+    np.testing.assert_array_equal(run_kernel(kd, xin, res, HASWELL), ref.acc)
+    own, *_ = build_case(name, "int8", HASWELL, debug_acc=True)
+    assert own.info["weight_qmax"] == 63 and own.consts[0].tobytes() != kd.consts[0].tobytes()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +592,7 @@ def test_unsupported_layers(spec, needle):
 def test_bad_arguments():
     spec = ConvSpec(1, 4, 4, 4, 4, 1, 1)
     w = np.zeros(spec.weight_shape, np.float32)
-    with pytest.raises(ValueError, match="scheme"):
+    with pytest.raises(ValueError, match="unknown precision 'int2'; valid precisions: fp32"):
         conv2d_kernel(spec, "int2", w, None, target=BEST_X86)
     with pytest.raises(ValueError, match="act_qparams"):
         conv2d_kernel(spec, "int8", w, None, target=BEST_X86)

@@ -1,24 +1,44 @@
-"""x86 (AVX-512 / AVX512-VNNI) kernel library: scheduled TIR kernels for every precision."""
+"""x86 kernel library: scheduled TIR kernels for every precision, on every x86 ISA level.
 
-from .common import ConvSpec, DenseSpec, Kernel, UnsupportedLayer, has_vnni
+Vector width, register budget and the int8 dot-product instruction (AVX-512 VNNI / AVX-VNNI
+``vpdpbusd``, AVX-512BW / AVX2 ``vpmaddubsw``) come from the target's capabilities through
+the tables in :mod:`~aiq_tvm.targets.x86.isa`.
+"""
+
+from .common import ConvSpec, DenseSpec, Kernel, UnsupportedLayer, WeightFormat
 from .conv2d import check_supported, conv2d_kernel
 from .dense import dense_kernel
+from .isa import (
+    DOT_FAMILIES,
+    KERNEL_ISAS,
+    CpuModel,
+    DotFamily,
+    KernelIsa,
+    cpu_model,
+    register_dot_family,
+    register_isa,
+)
 from .quantize import quantize_kernel
 from .tune import TuneReport, tune_kernels
-from .vnni import VNNI_U8I4, VNNI_U8I8
 
 __all__ = [
     "ConvSpec",
+    "CpuModel",
+    "DOT_FAMILIES",
     "DenseSpec",
+    "DotFamily",
+    "KERNEL_ISAS",
     "Kernel",
+    "KernelIsa",
     "TuneReport",
     "UnsupportedLayer",
-    "VNNI_U8I4",
-    "VNNI_U8I8",
+    "WeightFormat",
     "check_supported",
     "conv2d_kernel",
+    "cpu_model",
     "dense_kernel",
-    "has_vnni",
     "quantize_kernel",
+    "register_dot_family",
+    "register_isa",
     "tune_kernels",
 ]

@@ -9,7 +9,8 @@ import numpy as np
 import tvm
 from tvm import te
 
-from aiq_tvm.quant import SCHEMES, parse_act
+from aiq_tvm.quant import parse_act
+from aiq_tvm.schemes import PrecisionScheme
 
 # Attributes every kernel PrimFunc carries: already scheduled (so DLight / meta-schedule leave it
 # alone) and opaque to FuseOps (op_pattern 8 == kOpaque). TVM 0.27 reads the "tirx." spellings;
@@ -21,7 +22,6 @@ KERNEL_ATTRS = {
     "tir.is_scheduled": True,
     "op_pattern": 8,
 }
-VEC = 16  # fp32 / int32 lanes of one zmm register
 
 
 class UnsupportedLayer(ValueError):
@@ -176,7 +176,8 @@ class Kernel:
         dtype of ``y``: ``"float32"``; ``"uint8"`` for kernels with a requantizing epilogue
         (``out_qparams``); ``"int32"`` for ``debug_acc`` kernels.
     info : dict
-        Schedule facts, e.g. ``{"vnni": True, "schedule": "nhwc_direct_vnni_oc32_tile1x1x8",
+        Schedule facts, e.g. ``{"isa": "avx2", "intrin": "aiq_pmaddubsw256_u8i8",
+        "weight_format": "m8", "schedule": "nhwc_direct_dot_oc16_tile1x1x8",
         "schedule_source": "default"}``.
     plan : schedules.TilePlan or None
         The planner's default register-blocking plan (tuning searches around it).
@@ -198,24 +199,6 @@ def as_target(target) -> tvm.target.Target:
     if isinstance(target, dict):
         return tvm.target.Target(target)
     raise TypeError(f"target must be a tvm.target.Target or a dict, got {type(target).__name__}")
-
-
-def has_vnni(target) -> bool:
-    """Whether ``target`` can use AVX512-VNNI ``vpdpbusd`` on 512-bit vectors."""
-    from tvm.target import codegen
-
-    t = as_target(target)
-    if t.kind.name != "llvm":
-        return False
-    return bool(
-        codegen.target_has_features("avx512vnni", t) and codegen.target_has_features("avx512bw", t)
-    )
-
-
-def check_scheme(scheme: str) -> None:
-    """Raise ``ValueError`` for an unknown scheme name."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; expected one of {SCHEMES}")
 
 
 def round_up(v: int, m: int) -> int:
@@ -278,7 +261,8 @@ def finalize(func: tvm.tirx.PrimFunc, *, scheduled: bool = True) -> tvm.tirx.Pri
 
 
 # ---------------------------------------------------------------------------------------------
-# Weight formats: how each scheme stores weights and what the inner loop does with them.
+# Weight formats: how a scheme stores weights and what the inner loop does with them. The
+# candidates of a scheme on a target come from that target's tables (``isa.py``).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -289,9 +273,14 @@ class WeightFormat:
     Attributes
     ----------
     name : str
-        ``"f32"`` float32; ``"i8"`` int8; ``"i4"`` int4 nibble pairs along the channel axis;
-        ``"v8"`` int8 VNNI 16x4 blocks; ``"v4"`` int4 VNNI 16x8 blocks (accumulates
-        ``16 * acc``); ``"v4s"`` int4 VNNI 16x4 blocks (for reductions too long for ``v4``).
+        Tag in kernel records: ``"f32"``, ``"i8"``, ``"i4"`` (one channel, or one nibble pair,
+        per step); ``"v8"``, ``"v4"``, ``"v4s"`` (``vpdpbusd`` blocks); ``"m8"``, ``"m4"``
+        (``vpmaddubsw`` blocks).
+    layout : str
+        How the weights are packed (:func:`pack_weight`): ``"f32"`` float32; ``"i8"`` int8;
+        ``"i4"`` int4 nibble pairs along the channel axis; ``"v8"`` int8 blocks of ``lanes``
+        output channels x 4 input channels; ``"v4"`` int4 blocks of 8 input channels
+        (byte j = channels j | j + 4); ``"v4s"`` int4 blocks of 4 (byte j = channels j | j + 2).
     group : int
         Input channels per innermost reduction group (packed channel count is a multiple).
     acc_dtype : str
@@ -301,68 +290,34 @@ class WeightFormat:
     unpack_ops : float
         Vector ops per weight vector and reduction step spent on unpacking (planner cost).
     intrin : str or None
-        VNNI tensor intrinsic of the inner block.
+        Tensor intrinsic of the inner block (``None``: broadcast-multiply, unrolled).
     acc_shift : int
         The accumulator holds ``acc << acc_shift``; the epilogue shifts it back (exact).
+    dot_ops : float
+        Multiply-class vector ops per accumulator vector and reduction step (planner cost).
+    acc_latency : float
+        Cycles of dependent accumulator updates per reduction step (planner cost).
+    bcast_ops : float
+        Vector-pipe broadcasts per output position and step (tensorized blocks broadcast
+        4 activation bytes into a register).
     """
 
     name: str
+    layout: str
     group: int
     acc_dtype: str
     in_dtype: str
     unpack_ops: float
     intrin: str | None = None
     acc_shift: int = 0
+    dot_ops: float = 1.0
+    acc_latency: float = 4.0
+    bcast_ops: float = 0.0
 
     @property
-    def vnni(self) -> bool:
+    def tensorized(self) -> bool:
+        """The inner block is a tensor intrinsic (an int8 dot-product instruction)."""
         return self.intrin is not None
-
-
-def weight_formats(scheme: str, vnni: bool, reduction: int = 1) -> list[WeightFormat]:
-    """Candidate weight formats of ``scheme`` (the planner picks the cheapest).
-
-    int4 with VNNI offers the 16x8 ``v4`` blocks (fewer unpack ops per MAC) and the 16x4
-    ``v4s`` blocks (less channel padding for small ``C``, and no reduction-length limit).
-    """
-    fmt = weight_format(scheme, vnni, reduction)
-    if fmt.name == "v4":
-        from .vnni import VNNI_U8I4
-
-        return [fmt, WeightFormat("v4s", 4, "int32", "uint8", 4, VNNI_U8I4)]
-    return [fmt]
-
-
-def weight_format(scheme: str, vnni: bool, reduction: int = 1) -> WeightFormat:
-    """Default weight format used for ``scheme``.
-
-    Parameters
-    ----------
-    scheme : str
-        Precision scheme.
-    vnni : bool
-        Use the VNNI blocks for int8/int4 (target has avx512vnni, layer is not depthwise).
-    reduction : int
-        Reduction length per output (``KH*KW*C``); very long int4 reductions use ``v4s``.
-    """
-    from .vnni import I4X16_MAX_REDUCTION, VNNI_U8I4, VNNI_U8I4X16, VNNI_U8I8
-
-    check_scheme(scheme)
-    if scheme == "fp32":
-        return WeightFormat("f32", 1, "float32", "float32", 0)
-    if scheme == "w8":
-        return WeightFormat("i8", 1, "float32", "float32", 2)
-    if scheme == "w4":
-        return WeightFormat("i4", 2, "float32", "float32", 7)
-    if scheme == "int8":
-        if vnni:
-            return WeightFormat("v8", 4, "int32", "uint8", 0, VNNI_U8I8)
-        return WeightFormat("i8", 1, "int32", "uint8", 2)
-    if not vnni:
-        return WeightFormat("i4", 2, "int32", "uint8", 6)
-    if reduction <= I4X16_MAX_REDUCTION:  # channel padding adds only zero terms
-        return WeightFormat("v4", 8, "int32", "uint8", 3, VNNI_U8I4X16, acc_shift=4)
-    return WeightFormat("v4s", 4, "int32", "uint8", 4, VNNI_U8I4)
 
 
 def weight_value(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
@@ -370,22 +325,24 @@ def weight_value(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
 
     ``w`` is the packed weight tensor; ``(ob, ol)`` the output-channel block and lane,
     ``(kh, kw)`` the kernel position, ``(cg, ci)`` the channel group and position in it.
-    The VNNI expressions must match the intrinsic descriptions in ``vnni.py`` exactly.
+    Tensorized layouts must match the intrinsic descriptions (``vnni.py``, ``pmadd.py``)
+    exactly.
     """
     acc = fmt.acc_dtype
-    if fmt.name == "f32":
+    if fmt.layout == "f32":
         return w[ob, kh, kw, cg * fmt.group + ci, ol]
-    if fmt.name == "i8":
+    if fmt.layout == "i8":
         return w[ob, kh, kw, cg * fmt.group + ci, ol].astype(acc)
-    if fmt.name == "i4":
+    if fmt.layout == "i4":
         byte = w[ob, kh, kw, cg, ol].astype("int32")
         return (((byte >> (ci * 4)) & 15) - 8).astype(acc)
-    if fmt.name == "v8":
+    if fmt.layout == "v8":
         return w[ob, kh, kw, cg, ol, ci].astype("int32")
-    if fmt.name == "v4":
-        # byte j of an output channel holds channels (j, j + 4); the value is scaled by 16.
+    if fmt.layout == "v4":
+        # byte j of an output channel holds channels (j, j + 4); scaled by 2**acc_shift.
         byte = w[ob, kh, kw, cg, ol, ci % 4].astype("int32")
-        return (((byte >> (ci // 4 * 4)) & 15) - 8) * 16
+        value = ((byte >> (ci // 4 * 4)) & 15) - 8
+        return value * (1 << fmt.acc_shift) if fmt.acc_shift else value
     # v4s: byte j of an output channel holds channels (j, j + 2).
     byte = w[ob, kh, kw, cg, ol, ci % 2].astype("int32")
     return ((byte >> (ci // 2 * 4)) & 15) - 8
@@ -406,20 +363,20 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
 
     o, c, kh, kw = q.shape
     op, cp = round_up(o, ocb), round_up(c, fmt.group)
-    dtype = np.float32 if fmt.name == "f32" else np.int8
+    dtype = np.float32 if fmt.layout == "f32" else np.int8
     full = np.zeros((op, cp, kh, kw), dtype)
     full[:o, :c] = q
     g = fmt.group
     # [Ob, ocb, Cg, g, KH, KW] -> [Ob, KH, KW, Cg, ocb, g]
     blk = full.reshape(op // ocb, ocb, cp // g, g, kh, kw).transpose(0, 4, 5, 2, 1, 3)
-    if fmt.name in ("f32", "i8"):
+    if fmt.layout in ("f32", "i8"):
         return np.ascontiguousarray(blk.reshape(op // ocb, kh, kw, cp, ocb) if g == 1 else blk)
-    if fmt.name == "i4":
+    if fmt.layout == "i4":
         return np.ascontiguousarray(pack_int4(blk)[..., 0])
-    if fmt.name == "v8":
+    if fmt.layout == "v8":
         return np.ascontiguousarray(blk)
     # Reorder each group so consecutive (even, odd) reduction positions share a byte.
-    order = [0, 4, 1, 5, 2, 6, 3, 7] if fmt.name == "v4" else [0, 2, 1, 3]
+    order = [0, 4, 1, 5, 2, 6, 3, 7] if fmt.layout == "v4" else [0, 2, 1, 3]
     return np.ascontiguousarray(pack_int4(blk[..., order]))
 
 
@@ -432,43 +389,52 @@ def pack_weight_depthwise(q: np.ndarray, fmt: WeightFormat, cp: int) -> np.ndarr
     from aiq_tvm.quant import pack_int4
 
     c, _, kh, kw = q.shape
-    dtype = np.float32 if fmt.name == "f32" else np.int8
+    dtype = np.float32 if fmt.layout == "f32" else np.int8
     full = np.zeros((cp, kh * kw), dtype)
     full[:c] = q.reshape(c, kh * kw)
-    if fmt.name in ("f32", "i8"):
+    if fmt.layout in ("f32", "i8"):
         return np.ascontiguousarray(full.T.reshape(kh, kw, cp))
     return np.ascontiguousarray(pack_int4(full).T)
 
 
+# ---------------------------------------------------------------------------------------------
+# Epilogues: one TE expression per epilogue kind of aiq_tvm.schemes.EPILOGUES.
+# ---------------------------------------------------------------------------------------------
+
+
+def _int_epilogue(acc_val, o, consts, debug_acc: bool, acc_shift: int):
+    if acc_shift:
+        acc_val = acc_val >> acc_shift  # exact: the accumulator is a multiple of 2**shift
+    v = acc_val - consts["corr"][o]
+    if debug_acc:
+        return v
+    return v.astype("float32") * consts["comb"][o] + consts["bias"][o]
+
+
+def _scale_epilogue(acc_val, o, consts, debug_acc: bool, acc_shift: int):
+    return acc_val * consts["scale"][o] + consts["bias"][o]
+
+
+def _float_epilogue(acc_val, o, consts, debug_acc: bool, acc_shift: int):
+    return acc_val + consts["bias"][o]
+
+
+_EPILOGUE_EXPRS = {"int": _int_epilogue, "scale": _scale_epilogue, "float": _float_epilogue}
+
+
 def epilogue_value(
-    scheme: str, acc_val, o, consts: dict, res_val, act, debug_acc: bool, acc_shift: int = 0
-):
-    """Fused epilogue expression of output channel ``o`` (see ``aiq_tvm.quant``)."""
-    if scheme in ("int8", "int4"):
-        if acc_shift:
-            acc_val = acc_val >> acc_shift  # exact: the accumulator is a multiple of 2**shift
-        v = acc_val - consts["corr"][o]
-        if debug_acc:
-            return v
-        v = v.astype("float32") * consts["comb"][o] + consts["bias"][o]
-    elif scheme in ("w8", "w4"):
-        v = acc_val * consts["scale"][o] + consts["bias"][o]
-    else:
-        v = acc_val + consts["bias"][o]
+    scheme: PrecisionScheme, acc_val, o, consts: dict, res_val, act, debug_acc: bool,
+    acc_shift: int = 0,
+):  # fmt: skip
+    """Fused epilogue expression of output channel ``o`` (see ``aiq_tvm.quant``).
+
+    With ``debug_acc`` (integer schemes) the int32 ``acc - corr`` itself."""
+    v = _EPILOGUE_EXPRS[scheme.epilogue](acc_val, o, consts, debug_acc, acc_shift)
+    if debug_acc:
+        return v
     if res_val is not None:
         v = v + res_val
     return apply_act_te(v, act)
-
-
-def const_names(scheme: str, requant: bool = False) -> list[str]:
-    """Names of the constant params after ``x`` (the packed weight first; ``out_q`` last)."""
-    if scheme in ("int8", "int4"):
-        names = ["weight", "corr", "comb", "bias"]
-    elif scheme in ("w8", "w4"):
-        names = ["weight", "scale", "bias"]
-    else:
-        names = ["weight", "bias"]
-    return names + (["out_q"] if requant else [])
 
 
 def output_value(v, consts: dict, requant: bool, out_dtype: str):
@@ -476,29 +442,3 @@ def output_value(v, consts: dict, requant: bool, out_dtype: str):
     if requant:
         return quantize_value(v, consts["out_q"][0], consts["out_q"][1])
     return v.astype(out_dtype)
-
-
-@dataclass(frozen=True)
-class CpuModel:
-    """What the tile planner needs to know about the target CPU.
-
-    Attributes
-    ----------
-    threads : int
-        Threads the work is balanced over (target ``num-cores``, default 2).
-    max_acc : int
-        Accumulator vectors (16 lanes) a register block may use: 24 of the 32 zmm registers with
-        AVX-512; 6 (= 12 of 16 ymm registers) without.
-    """
-
-    threads: int
-    max_acc: int
-
-
-def cpu_model(target: tvm.target.Target) -> CpuModel:
-    """Planner view of ``target``."""
-    from tvm.target import codegen
-
-    n = target.attrs.get("num-cores")
-    avx512 = bool(codegen.target_has_features("avx512f", target))
-    return CpuModel(threads=int(n) if n else 2, max_acc=24 if avx512 else 6)

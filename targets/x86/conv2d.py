@@ -9,41 +9,25 @@ import numpy as np
 import tvm
 from tvm import te
 
-from aiq_tvm.quant import (
-    ActQParams,
-    int_comb_scale,
-    int_zp_correction,
-    parse_act,
-    quantize_weight_int4,
-    quantize_weight_int8,
-)
+from aiq_tvm.quant import ActQParams
 
 from .common import (
-    VEC,
     ConvSpec,
-    CpuModel,
     Kernel,
     UnsupportedLayer,
     WeightFormat,
-    as_target,
-    check_scheme,
-    const_names,
-    cpu_model,
     epilogue_value,
     finalize,
-    has_vnni,
-    out_qparams_const,
     output_value,
     pack_weight,
     pack_weight_depthwise,
     round_up,
-    weight_formats,
     weight_value,
 )
+from .isa import CpuModel
+from .layer import kernel_info, layer_args, layer_constants
 from .schedules import (
-    EPI_CYCLES,
     HEAP_ACC_CYCLES,
-    PAD_PIXEL_CYCLES,
     STACK_ACC_BYTES,
     TASKS_PER_THREAD,
     TilePlan,
@@ -105,7 +89,7 @@ def conv_candidates(
     spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel
 ) -> list[tuple[float, _ConvPlan]]:
     """All register-block plans with their modelled cost in cycles (lower is better)."""
-    threads = cpu.threads
+    threads, lanes, tp = cpu.threads, cpu.lanes, cpu.throughput
     n, h, w, c = spec.in_shape
     oh, ow, o = spec.OH, spec.OW, spec.O
     sh, sw = spec.stride
@@ -113,26 +97,27 @@ def conv_candidates(
     dw = spec.is_depthwise
     g = fmt.group
     in_bytes = 4 if fmt.in_dtype == "float32" else 1
-    mode = "dw" if dw else ("vnni" if fmt.vnni else "bcast")
+    mode = "dw" if dw else ("dot" if fmt.tensorized else "bcast")
+    max_acc = cpu.max_acc(mode)
     red = ("kh", "kw") if dw else ("kh", "kw", "cg", "ci")
     inner = "ci" if g > 1 and not dw else None
     intrin = fmt.intrin
     out = []
-    for tn, toh, tow in _mb_candidates(n, oh, ow, cpu.max_acc):
+    for tn, toh, tow in _mb_candidates(n, oh, ow, max_acc):
         mb = tn * toh * tow
         owp = round_up(ow, tow)
         hq, wq = (oh - 1) * sh + spec.KH, (owp - 1) * sw + spec.KW
         for ocv in (1, 2, 3, 4):
-            if mb * ocv > cpu.max_acc:
+            if mb * ocv > max_acc:
                 continue
-            ocb = VEC * ocv
+            ocb = lanes * ocv
             cop = round_up(o, ocb)
             cp = cop if dw else round_up(c, g)
             need_pad = bool(pt or pl or hq > h or wq > w or cp != c)
             blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
             steps = spec.KH * spec.KW * (1 if dw else cp // g)
-            work = blocks * steps * step_cycles(mb, ocv, fmt.unpack_ops, 1 if dw else g, mode)
-            work += n * oh * ow * (cop // VEC) * EPI_CYCLES
+            work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
+            work += n * oh * ow * (cop // lanes) * tp.epi_cycles
             line = 1 + -(-cp * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
                 work += blocks * mb * ocv * HEAP_ACC_CYCLES
@@ -154,10 +139,10 @@ def conv_candidates(
                 tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
                 pars.append((order, tasks, 0, min_tasks))
             for par, tasks, pad_pixels, min_tasks in pars:
-                total = work + pad_pixels * PAD_PIXEL_CYCLES
+                total = work + pad_pixels * tp.pad_pixel_cycles
                 cost = total / threads / balance(tasks, threads)
                 tile = TilePlan(
-                    (tn, toh, tow), ocb, mode, order, par, intrin, red, inner, min_tasks
+                    (tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner, min_tasks
                 )
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq)))
     return out
@@ -201,15 +186,9 @@ def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.T
     return te.compute((n, plan.hq, plan.wq, plan.cp), body, name="pad")
 
 
-def _quantize_for(scheme: str, weight: np.ndarray):
-    if scheme in ("int8", "w8"):
-        return quantize_weight_int8(weight)
-    return quantize_weight_int4(weight)
-
-
 def conv2d_kernel(
     spec: ConvSpec,
-    scheme: str,
+    scheme,
     weight_oihw: np.ndarray,
     bias: np.ndarray | None,
     *,
@@ -218,6 +197,7 @@ def conv2d_kernel(
     out_qparams: ActQParams | None = None,
     residual: bool = False,
     target,
+    numerics_target=None,
     schedule: bool = True,
     debug_acc: bool = False,
     database=None,
@@ -229,8 +209,8 @@ def conv2d_kernel(
     ----------
     spec : ConvSpec
         Layer shape (groups 1 or depthwise).
-    scheme : str
-        ``"fp32"``, ``"int8"``, ``"int4"``, ``"w8"`` or ``"w4"``.
+    scheme : str or PrecisionScheme
+        A registered precision (``"fp32"``, ``"int8"``, ``"int4"``, ``"w8"``, ``"w4"``).
     weight_oihw : np.ndarray
         Float weight ``[O, C/groups, KH, KW]`` (quantized here for non-fp32 schemes).
     bias : np.ndarray or None
@@ -248,7 +228,14 @@ def conv2d_kernel(
     residual : bool
         Add a ``residual`` input (output-shaped, fp32) after the bias, before the activation.
     target : tvm.target.Target or dict
-        Compilation target; VNNI is used when it has avx512vnni.
+        Compilation target: its capabilities (``aiq_tvm.targets.capabilities``) choose the
+        vector width and the int8 dot instruction (``vpdpbusd``, ``vpmaddubsw``, or none).
+    numerics_target : tvm.target.Target or dict, optional
+        Target whose weight codes the kernel reproduces (default: ``target``). 8-bit weight
+        codes depend on it: 63 at most where ``vpmaddubsw`` is the int8 dot product, 127
+        elsewhere. A host build calibrating or searching for a cross target passes the deploy
+        target here; codes wider than this target's dot product multiplies exactly run on the
+        exact 32-bit path, never a saturating one.
     schedule : bool
         Return the scheduled PrimFunc (``False``: the plain TE PrimFunc, which is also the
         tuning workload).
@@ -278,135 +265,89 @@ def conv2d_kernel(
     ValueError
         Bad scheme, shapes or missing ``act_qparams``.
     """
-    check_scheme(scheme)
     check_supported(spec)
-    parse_act(act)
-    weight_oihw = np.asarray(weight_oihw, dtype=np.float32)
-    if weight_oihw.shape != spec.weight_shape:
-        raise ValueError(f"weight shape {weight_oihw.shape} != expected {spec.weight_shape}")
-    o = spec.O
-    bias = np.zeros(o, np.float32) if bias is None else np.asarray(bias, np.float32)
-    if bias.shape != (o,):
-        raise ValueError(f"bias shape {bias.shape} != ({o},)")
-    is_int = scheme in ("int8", "int4")
-    if is_int and act_qparams is None:
-        raise ValueError(f"scheme {scheme!r} needs act_qparams")
-    if debug_acc and not is_int:
-        raise ValueError("debug_acc is only defined for int8/int4")
-    requant = out_qparams is not None
-    if debug_acc and requant:
-        raise ValueError("debug_acc and out_qparams are exclusive")
-    tgt = as_target(target)
+    args = layer_args(
+        scheme, weight_oihw, spec.weight_shape, bias, act=act, act_qparams=act_qparams,
+        out_qparams=out_qparams, debug_acc=debug_acc, target=target,
+        numerics_target=numerics_target,
+    )  # fmt: skip
+    cpu, prec = args.cpu, args.scheme
     dw = spec.is_depthwise
-    # Depthwise convs have no channel reduction to feed VNNI; they use plain int32 vectors.
-    vnni = has_vnni(tgt) and not dw
-    fmts = weight_formats(scheme, vnni, spec.KH * spec.KW * (spec.C // spec.groups))
-    cpu = cpu_model(tgt)
+    reduction = spec.KH * spec.KW * (spec.C // spec.groups)
+    fmts = cpu.weight_formats(prec, args.qmax, reduction, dw)
     fmt, plan = _plan_conv(spec, fmts, cpu)
     ocb = plan.tile.ocb
 
     # Host-side constants.
-    if scheme == "fp32":
-        q, s_w = weight_oihw, None
-    else:
-        q, s_w = _quantize_for(scheme, weight_oihw)
+    q, s_w = prec.quantize_weight(args.weight, args.int8_qmax)
     packed = pack_weight_depthwise(q, fmt, plan.cp) if dw else pack_weight(q, fmt, ocb)
-    values = {"weight": packed, "bias": bias}
-    if is_int:
-        values["corr"] = int_zp_correction(act_qparams, q)
-        values["comb"] = int_comb_scale(act_qparams, s_w)
-    elif s_w is not None:
-        values["scale"] = s_w.astype(np.float32)
-    if requant:
-        values["out_q"] = out_qparams_const(out_qparams)
-    names = const_names(scheme, requant)
-    consts = [np.ascontiguousarray(values[nm]) for nm in names]
+    names, consts = layer_constants(args, q, s_w, packed)
 
     # TE definition.
-    n, h, w, c = spec.in_shape
-    x = te.placeholder((n, h, w, c), fmt.in_dtype, name="x")
+    x = te.placeholder(spec.in_shape, fmt.in_dtype, name="x")
     pairs = zip(names, consts, strict=True)
     tens = {nm: te.placeholder(v.shape, str(v.dtype), name=nm) for nm, v in pairs}
     out_shape = spec.out_shape
     res = te.placeholder(out_shape, "float32", name="residual") if residual else None
-    pad_value = tvm.tirx.const(act_qparams.zp if is_int else 0, fmt.in_dtype)
+    pad_value = tvm.tirx.const(act_qparams.zp if prec.quantizes_activations else 0, fmt.in_dtype)
     xp = _pad_block(x, spec, plan, pad_value) if plan.need_pad else x
+    acc = _acc_block(spec, plan, fmt, xp, tens["weight"])
+    y = te.compute(
+        out_shape,
+        lambda b, i, j, oc: output_value(
+            epilogue_value(prec, acc[b, i, j, oc], oc, tens,
+                           None if res is None else res[b, i, j, oc], act, debug_acc,
+                           fmt.acc_shift),
+            tens, args.requant, args.out_dtype),
+        name="out",
+    )  # fmt: skip
+    params = [x, *[tens[nm] for nm in names]] + ([res] if res is not None else []) + [y]
+    func = finalize(te.create_prim_func(params), scheduled=False)
+    kind = "dw" if dw else ("pw" if spec.is_pointwise else "direct")
+    if schedule:
+        func, sched = schedule_kernel(
+            func, plan.tile, f"nhwc_{kind}", target=cpu.target,
+            max_acc=cpu.max_acc(plan.tile.mode), database=database, tune_trials=tune_trials,
+        )  # fmt: skip
+    else:
+        sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
+    info = kernel_info(args, fmt, sched, names, consts, residual, plan.need_pad)
+    return Kernel(func, consts, fmt.in_dtype, out_shape, args.out_dtype, info, plan.tile)
+
+
+def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te.Tensor:
+    """The reduction into the accumulator over padded output channels."""
+    n = spec.N
     sh, sw = spec.stride
     kh = te.reduce_axis((0, spec.KH), "kh")
     kw = te.reduce_axis((0, spec.KW), "kw")
-    wt = tens["weight"]
     accd = fmt.acc_dtype
-    if dw:
+    if spec.is_depthwise:
 
         def wval(cc, i, j):
-            if fmt.name == "i4":
+            if fmt.layout == "i4":
                 r = i * spec.KW + j
                 byte = wt[r // 2, cc].astype("int32")
                 return (((byte >> (r % 2 * 4)) & 15) - 8).astype(accd)
             return wt[i, j, cc].astype(accd)
 
-        acc = te.compute(
+        return te.compute(
             (n, spec.OH, plan.owp, plan.cp),
             lambda b, i, j, cc: te.sum(
                 xp[b, i * sh + kh, j * sw + kw, cc].astype(accd) * wval(cc, kh, kw), axis=[kh, kw]
             ),
             name="acc",
         )
-    else:
-        g = fmt.group
-        cg = te.reduce_axis((0, plan.cp // g), "cg")
-        ci = te.reduce_axis((0, g), "ci")
-        acc = te.compute(
-            (n, spec.OH, plan.owp, plan.cop),
-            lambda b, i, j, oc: te.sum(
-                xp[b, i * sh + kh, j * sw + kw, cg * g + ci].astype(accd)
-                * weight_value(fmt, wt, oc // ocb, kh, kw, cg, oc % ocb, ci),
-                axis=[kh, kw, cg, ci],
-            ),
-            name="acc",
-        )
-    out_dtype = "int32" if debug_acc else ("uint8" if requant else "float32")
-    y = te.compute(
-        out_shape,
-        lambda b, i, j, oc: output_value(
-            epilogue_value(
-                scheme,
-                acc[b, i, j, oc],
-                oc,
-                tens,
-                None if res is None else res[b, i, j, oc],
-                act,
-                debug_acc,
-                fmt.acc_shift,
-            ),
-            tens,
-            requant,
-            out_dtype,
+    g = fmt.group
+    ocb = plan.tile.ocb
+    cg = te.reduce_axis((0, plan.cp // g), "cg")
+    ci = te.reduce_axis((0, g), "ci")
+    return te.compute(
+        (n, spec.OH, plan.owp, plan.cop),
+        lambda b, i, j, oc: te.sum(
+            xp[b, i * sh + kh, j * sw + kw, cg * g + ci].astype(accd)
+            * weight_value(fmt, wt, oc // ocb, kh, kw, cg, oc % ocb, ci),
+            axis=[kh, kw, cg, ci],
         ),
-        name="out",
+        name="acc",
     )
-    params = [x, *[tens[nm] for nm in names]] + ([res] if res is not None else []) + [y]
-    func = finalize(te.create_prim_func(params), scheduled=False)
-    kind = "dw" if dw else ("pw" if spec.is_pointwise else "direct")
-    if schedule:
-        func, sched = schedule_kernel(
-            func,
-            plan.tile,
-            f"nhwc_{kind}",
-            target=tgt,
-            max_acc=cpu.max_acc,
-            database=database,
-            tune_trials=tune_trials,
-        )
-    else:
-        sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
-    info = {
-        "vnni": fmt.vnni,
-        **sched,
-        "weight_format": fmt.name,
-        "scheme": scheme,
-        "padded_copy": plan.need_pad,
-        "params": ["x", *names] + (["residual"] if residual else []) + ["y"],
-        "const_bytes": int(sum(v.nbytes for v in consts)),
-    }
-    return Kernel(func, consts, fmt.in_dtype, out_shape, out_dtype, info, plan.tile)

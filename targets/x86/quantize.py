@@ -6,6 +6,7 @@ import tvm
 from tvm import te
 
 from aiq_tvm.quant import ActQParams
+from aiq_tvm.targets.capabilities import capabilities
 
 from .common import as_target, finalize, quantize_value
 from .schedules import schedule_elementwise
@@ -26,14 +27,14 @@ def quantize_kernel(shape, act_qparams: ActQParams, *, target) -> tvm.tirx.PrimF
     act_qparams : ActQParams
         Quantization parameters.
     target : tvm.target.Target or dict
-        Compilation target (validated; the schedule is target-independent).
+        Compilation target (its vector width sets the vector length).
 
     Returns
     -------
     tvm.tirx.PrimFunc
         Parallel + vectorized kernel with the library's kernel attributes.
     """
-    as_target(target)
+    lanes = capabilities(as_target(target)).lanes32
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
         raise ValueError(f"quantize_kernel needs a non-empty static shape, got {shape}")
@@ -41,5 +42,5 @@ def quantize_kernel(shape, act_qparams: ActQParams, *, target) -> tvm.tirx.PrimF
     inv = tvm.tirx.const(act_qparams.inv, "float32")
     zp = tvm.tirx.const(float(act_qparams.zp), "float32")
     q = te.compute(shape, lambda *idx: quantize_value(x[idx], inv, zp), name="quantize")
-    func = schedule_elementwise(te.create_prim_func([x, q]), "quantize")
+    func = schedule_elementwise(te.create_prim_func([x, q]), "quantize", lanes=lanes)
     return finalize(func)

@@ -7,9 +7,10 @@ All conv/dense kernels share one TE structure (see ``conv2d.py`` / ``dense.py``)
 * ``out`` block: the fused epilogue (dequantize, bias, residual, activation) into ``y``.
 
 :func:`apply_tiled` tiles ``acc`` into register blocks of (spatial tile) x (``ocb`` output
-channels): reduction loops outermost, the tile's positions and 16-lane channel vectors unrolled
-innermost (broadcast-FMA, or a tensorized VNNI 16x4 / 16x8 block), the accumulators in a small
-stack buffer that LLVM promotes to zmm registers. ``out`` runs right after each block on the
+channels): reduction loops outermost, the tile's positions and ``lanes``-wide channel vectors
+unrolled innermost (broadcast-FMA, or a tensorized int8 dot block: ``vpdpbusd`` or
+``vpmaddubsw``), the accumulators in a small stack buffer that LLVM promotes to vector
+registers. ``out`` runs right after each block on the
 still-hot accumulators, and ``pad`` is computed once per parallel iteration (an image or a group
 of output rows), so the inner loop never branches on borders.
 
@@ -27,8 +28,6 @@ from math import prod
 
 from tvm import s_tir, tirx
 
-from .common import VEC
-
 
 @dataclass(frozen=True)
 class TilePlan:
@@ -40,11 +39,13 @@ class TilePlan:
         Tile extent of every spatial loop of ``acc`` (e.g. (n, oh, ow) or (n,)). The product is
         the number of register-blocked output positions.
     ocb : int
-        Output channels per block of the packed weight layout (a multiple of 16).
+        Output channels per block of the packed weight layout (a multiple of ``lanes``).
+    lanes : int
+        32-bit lanes of one channel vector (the target's vector width).
     mode : str
-        ``"bcast"`` (broadcast one input value, FMA into 16-lane channel vectors),
-        ``"vnni"`` (tensorize 16x4 blocks with ``intrin``) or ``"dw"`` (depthwise: input and
-        weight are both channel vectors).
+        ``"bcast"`` (broadcast one input value, FMA into channel vectors), ``"dot"``
+        (tensorize ``lanes`` x group blocks with ``intrin``) or ``"dw"`` (depthwise: input
+        and weight are both channel vectors).
     order : tuple of str
         Order of the outer tile loops: ``"s<i>"`` for spatial loop ``i`` and ``"o"`` for the
         output-channel block. Every loop is split (a covering tile leaves a unit outer loop).
@@ -52,24 +53,26 @@ class TilePlan:
         Outer loops that may be fused into the parallel loop; they must lead ``order``. The
         ``pad`` block is computed once per iteration of the parallel loop.
     intrin : str or None
-        Tensor intrinsic name for ``mode == "vnni"``.
+        Tensor intrinsic name for ``mode == "dot"``.
     reduce_names : tuple of str
         Names of the reduction axes of ``acc`` in order.
     inner_reduce : str or None
-        Reduction axis that stays inside the register block (the 4-channel VNNI group, which is
-        tensorized, or the nibble position of packed int4 weights, which is unrolled).
+        Reduction axis that stays inside the register block (the channel group of a dot
+        block, which is tensorized, or the nibble position of packed int4 weights, which is
+        unrolled).
     min_tasks : int
         0: fuse all of ``par``. Otherwise fuse the shortest prefix of ``par`` with at least this
         many iterations and run the remaining tile loops serially inside: per-task buffers (the
         accumulator) are allocated once per parallel iteration, so tiny tiles must not each be
         a parallel iteration.
     vectors : int
-        16-lane channel vectors per register block (0: the whole ``ocb`` block). Fewer than
-        ``ocb / 16`` adds a serial loop over the sub-blocks of one weight block.
+        Channel vectors per register block (0: the whole ``ocb`` block). Fewer than
+        ``ocb / lanes`` adds a serial loop over the sub-blocks of one weight block.
     """
 
     tiles: tuple[int, ...]
     ocb: int
+    lanes: int
     mode: str
     order: tuple[str, ...]
     par: tuple[str, ...]
@@ -79,15 +82,23 @@ class TilePlan:
     min_tasks: int = 0
     vectors: int = 0
 
+    def __post_init__(self):
+        if self.lanes < 1 or self.ocb % self.lanes:
+            raise ValueError(f"ocb={self.ocb} must be a multiple of lanes={self.lanes}")
+        if self.mode not in ("bcast", "dot", "dw"):
+            raise ValueError(f"mode must be 'bcast', 'dot' or 'dw', got {self.mode!r}")
+        if self.mode == "dot" and not self.intrin:
+            raise ValueError("mode 'dot' needs a tensor intrinsic")
+
     @property
     def ocv(self) -> int:
-        """16-lane channel vectors per register block."""
-        return self.vectors or self.ocb // VEC
+        """Channel vectors per register block."""
+        return self.vectors or self.ocb // self.lanes
 
     def describe(self, kind: str) -> str:
         """Short schedule tag for ``Kernel.info["schedule"]``."""
         tile = "x".join(str(t) for t in self.tiles)
-        sub = f"_v{self.ocv}" if self.ocv != self.ocb // VEC else ""
+        sub = f"_v{self.ocv}" if self.ocv != self.ocb // self.lanes else ""
         return f"{kind}_{self.mode}_oc{self.ocb}{sub}_tile{tile}"
 
     def num_parallel(self, extents: tuple[int, ...]) -> int:
@@ -161,7 +172,8 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     tiles : sequence of int or ExprRV, optional
         Spatial tile factors (default ``plan.tiles``); each must divide its ``acc`` extent.
     vectors : int or ExprRV, optional
-        Channel vectors per register block (default ``plan.ocv``); must divide ``ocb / 16``.
+        Channel vectors per register block (default ``plan.ocv``); must divide
+        ``ocb / lanes``.
     npar : int, optional
         Leading loops of ``plan.order`` fused into the parallel loop (default: from
         ``plan.min_tasks`` and the default tiles, see :meth:`TilePlan.num_parallel`).
@@ -182,7 +194,7 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
         pad = None
     # The accumulator keeps the default "global" scope: TVM 0.27 lowers every "local" buffer to
     # a heap workspace, while a small "global" one becomes a stack alloca that LLVM promotes to
-    # zmm registers.
+    # vector registers.
     loops = sch.get_loops(acc)
     spatial, o = loops[:nsp], loops[nsp]
     reds = dict(zip(plan.reduce_names, loops[nsp + 1 :], strict=True))
@@ -191,12 +203,12 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
         named[f"s{i}"], li = sch.split(lp, [None, t])
         inners.append(li)
     named["o"], oi = sch.split(o, [None, plan.ocb])
-    osub, ov, ol = sch.split(oi, [None, vectors, VEC])
+    osub, ov, ol = sch.split(oi, [None, vectors, plan.lanes])
     outer = [named[nm] for nm in plan.order] + [osub]
     inner_red = reds.get(plan.inner_reduce) if plan.inner_reduce else None
     head_red = [reds[nm] for nm in plan.reduce_names if nm != plan.inner_reduce]
     tail = [inner_red] if inner_red is not None else []
-    if plan.mode == "vnni":
+    if plan.mode == "dot":
         sch.reorder(*outer, *head_red, *inners, ov, ol, *tail)
     else:
         sch.reorder(*outer, *head_red, *tail, *inners, ov, ol)
@@ -205,7 +217,7 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     # and the template must yield the same loop structure for every decision (see TileSpace).
     reg = sch.fuse(*inners, ov)
 
-    # Epilogue right after each register block: 16-lane vectors, tile positions unrolled.
+    # Epilogue right after each register block: channel vectors, tile positions unrolled.
     sch.reverse_compute_at(out, outer[-1], preserve_unit_loops=True)
     e_loops = sch.get_loops(out)[len(outer) :]
     e_o = e_loops[-1]
@@ -213,13 +225,13 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     # Split when a block can hold more than one vector of real channels (a structural fact of
     # the workload, not of the decisions).
     n_out = int(sch.get(out).iter_vars[-1].dom.extent)
-    if min(n_out, plan.ocb) > VEC:
+    if min(n_out, plan.ocb) > plan.lanes:
         # A channel count that is not a multiple of the block (e.g. 24 of 32) guards the store
         # with a predicate, and a predicate that depends on the vector lane makes VectorizeLoop
         # scalarize the epilogue. So the vectors are as wide as the largest power of two
         # dividing the channel count (8 lanes for 24 channels), and partitioning the loop over
         # them drops the vectors past the edge. Without a ragged edge both are no-ops.
-        width = min(VEC, n_out & -n_out)
+        width = min(plan.lanes, n_out & -n_out)
         e_ov, e_o = sch.split(e_o, [None, width])
         sch.annotate(e_ov, "pragma_loop_partition_hint", 1)
         if n_out % plan.ocb == 0:
@@ -243,7 +255,7 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     # Loop annotations need compact dataflow, i.e. must precede decompose_reduction.
     if fused is not None:
         sch.parallel(fused)
-    if plan.mode != "vnni":
+    if plan.mode != "dot":
         sch.vectorize(ol)
         for lp in [*tail, reg]:
             sch.unroll(lp)
@@ -252,23 +264,23 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     sch.vectorize(i_loops[-1])
     for lp in i_loops[:-1]:
         sch.unroll(lp)
-    if plan.mode == "vnni":
+    if plan.mode == "dot":
         sch.tensorize(ol, plan.intrin)
         sch.unroll(reg)
 
 
 def schedule_elementwise(
-    func: tirx.PrimFunc, block: str, *, lanes: int = 64, min_parallel: int = 16384
+    func: tirx.PrimFunc, block: str, *, lanes: int, min_parallel: int = 16384
 ) -> tirx.PrimFunc:
     """Vectorize an elementwise block along contiguous rows; parallel chunks for large tensors.
 
     Vectors stay inside a row of the two innermost dimensions (``W * C`` of an NHWC tensor):
     fusing every dimension instead makes a vector straddle rows whose length is not a power of
     two (C = 3, 24, 96, 144, ...), and TVM then lowers its accesses to per-lane div/mod
-    gathers, 10-30x slower. The vector width is the divisor of the row length ``<= lanes``
-    that is preferably a multiple of 16 (whole zmm registers), so no predicate or scalar tail
-    is needed. Below ``min_parallel`` elements the kernel stays on one thread: the parallel
-    launch would cost more than the work.
+    gathers, 10-30x slower. The vector width is the divisor of the row length ``<= 4 * lanes``
+    that is preferably a multiple of ``lanes`` (the target's 32-bit lanes: whole registers),
+    so no predicate or scalar tail is needed. Below ``min_parallel`` elements the kernel stays
+    on one thread: the parallel launch would cost more than the work.
     """
     sch = s_tir.Schedule(func)
     b = sch.get_sblock(block)
@@ -278,8 +290,8 @@ def schedule_elementwise(
         total *= _extent(sch, lp)
     row = _fuse(sch, loops[-2:])
     ext = _extent(sch, row)
-    vec = max((d for d in range(1, min(lanes, ext) + 1) if ext % d == 0),
-              key=lambda d: (d % 16 == 0, d))  # fmt: skip
+    vec = max((d for d in range(1, min(4 * lanes, ext) + 1) if ext % d == 0),
+              key=lambda d: (d % lanes == 0, d))  # fmt: skip
     outer, inner = _split_exact(sch, row, vec)
     if vec > 1:
         sch.vectorize(inner)
@@ -295,29 +307,22 @@ def schedule_elementwise(
 # Planner: pick register-block shapes with a small throughput model.
 # ---------------------------------------------------------------------------------------------
 
-# Throughput model of one core (calibrated on the 2-core EPYC this library was tuned on).
-FMA_PER_CYCLE = 2.0  # 512-bit FMA / vpdpbusd per cycle
-LOADS_PER_CYCLE = 2.0  # vector loads incl. embedded / explicit broadcasts
-FMA_LATENCY = 4.0  # cycles; every accumulator chain advances once per FMA
-UNPACK_WEIGHT = 0.5  # unpack ops partly issue on the vector pipes the FMAs do not use
-EPI_CYCLES = 2.0  # per 16-lane output vector of the fused epilogue (incl. the store)
-PAD_PIXEL_CYCLES = 1.5  # per padded-copy pixel (border test + copy of one 64-byte line)
+def step_cycles(mb: int, ocv: int, fmt, mode: str, tp) -> float:
+    """Cycles of one reduction step (one channel group) of an ``mb x ocv``-vector register
+    block.
 
-
-def step_cycles(mb: int, ocv: int, unpack_ops: float, group: int, mode: str) -> float:
-    """Cycles of one reduction step (one channel group) of an ``mb x (16*ocv)`` register block.
-
-    ``mode`` is ``"bcast"`` (activation broadcast folded into the FMA as a memory operand),
-    ``"vnni"`` (explicit ``vpbroadcastd`` per 4 channels, which also occupies a vector pipe)
-    or ``"dw"`` (one activation vector per FMA). ``unpack_ops`` counts the dequantization ops
-    per weight vector and step.
+    ``mode`` is ``"bcast"`` (activation broadcast folded into the multiply), ``"dot"`` (a
+    tensorized int8 dot block with explicit 4-byte broadcasts, which also occupy a vector
+    pipe) or ``"dw"`` (one activation vector per multiply). ``fmt`` (a ``WeightFormat``) gives
+    the multiply-class ops per accumulator, the unpack ops per weight vector and the
+    accumulator's dependency latency per step; ``tp`` (an ``isa.Throughput``) the core's
+    issue rates.
     """
-    per_acc = group // 4 if mode == "vnni" else group  # FMAs per accumulator and step
-    fma = mb * ocv * per_acc
-    bcasts = mb * per_acc if mode != "dw" else mb * ocv
+    ops = mb * ocv * fmt.dot_ops
+    bcasts = mb * ocv if mode == "dw" else mb * (fmt.bcast_ops if mode == "dot" else fmt.group)
     loads = ocv + bcasts
-    vec = fma + UNPACK_WEIGHT * ocv * unpack_ops + (bcasts if mode == "vnni" else 0)
-    return max(vec / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE, FMA_LATENCY * per_acc) + 0.5
+    vec = ops + tp.unpack_weight * ocv * fmt.unpack_ops + (bcasts if mode == "dot" else 0)
+    return max(vec / tp.vector_ops_per_cycle, loads / tp.loads_per_cycle, fmt.acc_latency) + 0.5
 
 
 TASKS_PER_THREAD = 4  # parallel iterations per thread when the tile loops can be split freely

@@ -2,7 +2,7 @@
 
 The search space of a kernel is :func:`~aiq_tvm.targets.x86.schedules.apply_tiled` itself,
 expressed as a ``meta_schedule`` :class:`ScheduleFn` design space: every tile factor the planner
-would choose (spatial register-block extents, 16-lane channel vectors per block) is drawn with
+would choose (spatial register-block extents, channel vectors per block) is drawn with
 ``sch.sample_categorical`` over the values that divide the loop, and each loop structure (outer
 loop order, how many loops form the parallel loop) is one design space. The template never
 branches on a factor's value, so a trace replays with any decisions: meta-schedule's
@@ -92,7 +92,7 @@ class TileSpace:
     tile_cands : tuple of tuple of int
         Candidate tile factors of every spatial loop: its divisors up to ``max_acc``.
     vector_cands : tuple of int
-        Candidate channel vectors per register block: divisors of ``ocb / 16``.
+        Candidate channel vectors per register block: divisors of ``ocb / lanes``.
     structures : tuple of Structure
         Loop structures, the default first.
     max_acc : int
@@ -117,7 +117,7 @@ class TileSpace:
         except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
             has_pad = False
         tile_cands = [[d for d in divisors(e) if d <= max_acc] for e in ext[:nsp]]
-        vector_cands = divisors(plan.ocb // 16)
+        vector_cands = divisors(plan.ocb // plan.lanes)
         # A trace replays only if every decision yields the same loop nest, and
         # decompose_reduction drops the register-block loop when the block is a single vector.
         # So that loop must exist for all decisions or for none: one factor that is >= 2 by

@@ -1,0 +1,202 @@
+"""Low-bit speed per ISA level: FP32 vs int8 vs int4 builds of one model for one target.
+
+For every model the script builds the uniform-precision plans for ``--target``, checks their
+validation accuracy, and times them in interleaved rounds (each round runs every variant for
+``--round-ms``; medians over rounds; ratios within the run). A target this machine cannot
+execute (e.g. AVX-512 code on an AVX2 host) is cross-built only: calibration and accuracy run
+on a host build of the same plan (the deploy target's weight codes, see docs/isa.md), the
+timing columns say "not run", and the table counts the int8 dot instructions in the built
+library's assembly instead.
+
+``--clock cpu`` times with this process's CPU time instead of the wall clock (only with
+``TVM_NUM_THREADS=1``): on a machine shared with other jobs, a preempted kernel does not count
+as slow, so per-core kernel speed is measured even when the wall clock is dominated by load.
+
+    TVM_NUM_THREADS=2 flock /work/wt/bench.lock python scripts/bench_isa.py \
+        --target '{"kind":"llvm","mcpu":"haswell"}' --batches 1 16 --out docs/isa_haswell.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import Timer, _cpu  # noqa: E402
+
+# Instructions counted in the assembly of a build (int8 dot paths and the fp32 FMA).
+ASM_PATTERNS = {
+    "vpdpbusd zmm": r"vpdpbusd\s+[^\n]*zmm",
+    "vpdpbusd ymm (VEX)": r"\{vex\}\s*vpdpbusd\s+[^\n]*ymm",
+    "vpmaddubsw zmm": r"vpmaddubsw\s+[^\n]*zmm",
+    "vpmaddubsw ymm": r"vpmaddubsw\s+[^\n]*ymm",
+    "vfmadd ymm": r"vfmadd\w+\s+[^\n]*ymm",
+    "vfmadd zmm": r"vfmadd\w+\s+[^\n]*zmm",
+}
+
+
+def parse_target(text: str):
+    """A JSON dict, a classic ``llvm -mcpu=...`` string, a preset name or ``llvm``."""
+    return json.loads(text) if text.lstrip().startswith("{") else text
+
+
+def asm_counts(build, batch: int) -> dict[str, int]:
+    """How often each of :data:`ASM_PATTERNS` occurs in the build's generated assembly."""
+    mod = build.executable(batch).mod
+    text = "".join(m.inspect_source("asm") for m in [mod, *mod.imports]
+                   if m.kind in ("llvm", "static_library") or "llvm" in m.kind)
+    return {k: len(re.findall(p, text)) for k, p in ASM_PATTERNS.items()}
+
+
+def _build_all(name, target, precisions, xc, xv, yv, runnable: bool):
+    import torch
+
+    import aiq_tvm
+    from aiq_tvm import models
+
+    model = models.get_model(name, pretrained=True)
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xc[:2]))
+    builds, acc, cal = {}, {}, None
+    for prec in precisions:
+        t0 = time.perf_counter()
+        b = aiq_tvm.build(mod, target, params=params, plan=prec, calib_data=xc,
+                          calibration=cal or "percentile")
+        cal = b.calibration or cal
+        builds[prec] = b
+        acc[prec] = b.evaluate(xv, yv, batch_size=50) if runnable else None
+        shown = "n/a" if acc[prec] is None else f"{100 * acc[prec]:.2f} %"
+        print(f"[{name}] {prec}: built in {time.perf_counter() - t0:.1f}s, "
+              f"val acc {shown}", flush=True)
+    return builds, acc
+
+
+class ClockTimer(Timer):
+    """:class:`Timer` on a chosen clock (``time.perf_counter`` or ``time.process_time``)."""
+
+    def __init__(self, fn, clock):
+        self.clock = clock
+        super().__init__(fn)
+
+    def __call__(self, ms: float) -> float:
+        n = max(1, int(ms / 1e3 / self.once))
+        t0 = self.clock()
+        for _ in range(n):
+            self.fn()
+        return (self.clock() - t0) / n
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _time_all(builds, x, rounds, round_ms, gap_ms, clock) -> dict[str, float]:
+    import tvm
+
+    timers = {}
+    for key, b in builds.items():
+        f = b.vm(x.shape[0])["main"]
+        arg = tvm.runtime.tensor(x)
+        timers[key] = ClockTimer(lambda f=f, arg=arg: f(arg), CLOCKS[clock])
+    samples = {k: [] for k in timers}
+    for r in range(rounds):
+        keys = list(timers)
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            time.sleep(gap_ms / 1e3)
+            samples[k].append(timers[k](round_ms))
+    return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", default="llvm",
+                    help="JSON target dict, 'llvm -mcpu=...' string, preset name or llvm")
+    ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4"])
+    ap.add_argument("--val", type=int, default=1000, help="validation images for accuracy")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--round-ms", type=float, default=150.0)
+    ap.add_argument("--gap-ms", type=float, default=50.0)
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall clock, or this process's CPU time (needs TVM_NUM_THREADS=1)")
+    ap.add_argument("--out", default=None, help="Markdown file for the results")
+    args = ap.parse_args(argv)
+    if "fp32" not in args.precisions:
+        ap.error("--precisions must include fp32 (the ratios are against it)")
+
+    threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
+    if args.clock == "cpu" and threads != 1:
+        ap.error("--clock cpu measures one thread's work: run with TVM_NUM_THREADS=1")
+    from aiq_tvm import datasets
+    from aiq_tvm.targets import capabilities, resolve_target
+
+    target = parse_target(args.target)
+    caps = capabilities(resolve_target(target)[0])
+    xc, _ = datasets.calibration_set(256)
+    xv, yv = datasets.validation_set(args.val)
+    print(f"target {args.target}: {caps.describe()}; runs here: {caps.host_runnable}",
+          flush=True)
+    rows = []
+    for name in args.models:
+        builds, acc = _build_all(name, target, args.precisions, xc, xv, yv,
+                                 caps.host_runnable)
+        for bs in args.batches:
+            if caps.host_runnable:
+                x = np.ascontiguousarray(np.resize(xc, (bs, *xc.shape[1:])), np.float32)
+                med = _time_all(builds, x, args.rounds, args.round_ms, args.gap_ms, args.clock)
+            else:
+                med = {}
+            asm = {p: asm_counts(b, bs) for p, b in builds.items()}
+            rows.append((name, bs, med, acc, asm))
+            print(f"[{name} batch {bs}] ms: {med or 'not run (host lacks '}"
+                  f"{'' if med else ', '.join(caps.missing_on_host) + ')'}", flush=True)
+    table = format_table(rows, args.precisions)
+    print(table)
+    if args.out:
+        words = [Path(sys.argv[0]).as_posix()] + (argv if argv is not None else sys.argv[1:])
+        cmd = f"TVM_NUM_THREADS={threads} python " + " ".join(
+            f"'{w}'" if " " in w or "{" in w else w for w in words)
+        clock = ("wall-clock" if args.clock == "wall" else
+                 "process CPU time (one thread; time preempted by other jobs is not counted)")
+        ran = (f"Medians of {args.rounds} interleaved rounds of {args.round_ms:.0f} ms per "
+               f"variant, {clock}; ratios are speedups over FP32 within the run."
+               if caps.host_runnable
+               else "**Not timed: this machine cannot execute code for this target** (it "
+               f"lacks {', '.join(caps.missing_on_host)}); cross-built, accuracy from the host "
+               "build of the same plan, assembly checked.")
+        text = (f"# {caps.isa}: int8 / int4 vs FP32\n\nCommand: `{cmd}`\n\n"
+                f"Target `{args.target}`: {caps.describe()}. Machine: {_cpu()}, {threads} "
+                f"threads, {datetime.date.today().isoformat()}. Accuracy: top-1 on {args.val} "
+                f"validation images. {ran}\n\n{table}\n")
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def format_table(rows, precisions) -> str:
+    """Markdown table: times, speed-ups over FP32, accuracy, dot-instruction counts."""
+    low = [p for p in precisions if p != "fp32"]
+    head = (["model", "batch"] + [f"{p} ms" for p in precisions]
+            + [f"{p} vs fp32" for p in low] + [f"{p} acc %" for p in precisions]
+            + ["int8 dot instructions (int8 build)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, bs, med, acc, asm in rows:
+        times = [f"{med[p]:.3f}" if p in med else "not run" for p in precisions]
+        ratios = [f"{med['fp32'] / med[p]:.2f}x" if p in med else "-" for p in low]
+        accs = ["-" if acc[p] is None else f"{100 * acc[p]:.2f}" for p in precisions]
+        dots = asm.get("int8", {})
+        found = ", ".join(f"{k} x{v}" for k, v in dots.items() if v and "vfmadd" not in k)
+        lines.append("| " + " | ".join([name, str(bs), *times, *ratios, *accs, found or "-"])
+                     + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""What the kernel library needs to know per ISA level, in tables another ISA can extend.
+
+A target's :class:`~aiq_tvm.targets.TargetCaps` names its ISA level and int8 dot-product
+family; this module maps those names to
+
+* :class:`KernelIsa`: vector lanes, register budget and the planner's throughput constants
+  (:data:`KERNEL_ISAS`, keyed by ``caps.isa``);
+* :class:`DotFamily`: how uint8 x int weights reach int32 accumulators, i.e. the packed weight
+  formats and tensor intrinsics of the integer schemes and the largest 8-bit weight code that
+  stays exact (:data:`DOT_FAMILIES`, keyed by ``caps.int8_dot``).
+
+Kernels ask :func:`cpu_model` for a target and never test an ISA by name, so an Arm backend
+plugs in by registering its own :class:`KernelIsa` and :class:`DotFamily` entries
+(``register_isa`` / ``register_dot_family``) with its own intrinsics and ``lanes=4``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiq_tvm.schemes import FULL_INT8_QMAX, PrecisionScheme
+from aiq_tvm.targets.capabilities import INT8_WEIGHT_QMAX, TargetCaps, capabilities
+
+from .common import WeightFormat, as_target
+
+__all__ = [
+    "CpuModel",
+    "DOT_FAMILIES",
+    "DotFamily",
+    "KERNEL_ISAS",
+    "KernelIsa",
+    "Throughput",
+    "cpu_model",
+    "numerics_qmax",
+    "register_dot_family",
+    "register_isa",
+]
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Per-core throughput model of the tile planner (cycles; one vector = ``lanes`` lanes).
+
+    Attributes
+    ----------
+    vector_ops_per_cycle : float
+        Multiply-class vector ops (FMA, ``vpdpbusd``, ``vpmaddubsw``, ``vpmaddwd``) per cycle.
+    loads_per_cycle : float
+        Vector loads, including broadcast loads, per cycle.
+    fma_latency : float
+        Latency of an FMA / ``vpdpbusd`` into its accumulator (every accumulator chain advances
+        once per such op).
+    unpack_weight : float
+        Cost of one weight-unpacking op (shift, mask, subtract) relative to a multiply: they
+        partly issue on the vector pipes the multiplies leave free.
+    epi_cycles : float
+        Fused epilogue per output vector, including the store.
+    pad_pixel_cycles : float
+        Padded-copy cost per pixel (border test + copy of one 64-byte line).
+    source : str
+        Where the figures come from.
+    """
+
+    vector_ops_per_cycle: float
+    loads_per_cycle: float
+    fma_latency: float
+    unpack_weight: float
+    epi_cycles: float
+    pad_pixel_cycles: float
+    source: str
+
+
+AVX512_THROUGHPUT = Throughput(
+    2.0, 2.0, 4.0, 0.5, 2.0, 1.5,
+    "fitted to kernel timings on a 2-core AMD EPYC (Zen 5, AVX-512 VNNI): two 512-bit "
+    "FMA/vpdpbusd and two loads per cycle, 4-cycle accumulator latency")  # fmt: skip
+AVX2_THROUGHPUT = Throughput(
+    2.0, 2.0, 4.0, 0.5, 1.5, 1.5,
+    "Zen 3 / Haswell-class 256-bit core: two FMA or integer-multiply ports, two vector loads "
+    "per cycle (Zen 3: three), FMA latency 4 (Zen 3; Haswell 5)")  # fmt: skip
+SSE_THROUGHPUT = Throughput(
+    2.0, 2.0, 4.0, 0.5, 1.5, 1.5,
+    "assumed: same issue model as AVX2 on 128-bit vectors")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KernelIsa:
+    """Vector facts of one ISA level.
+
+    Attributes
+    ----------
+    name : str
+        The :data:`~aiq_tvm.targets.capabilities.ISA_LEVELS` key.
+    vector_bits : int
+        Width of the vectors the kernels use.
+    registers : int
+        Architectural vector registers.
+    acc_reserve : dict
+        Registers per schedule mode (``"bcast"``, ``"dot"``, ``"dw"``) that hold operands,
+        broadcasts and temporaries, not accumulators.
+    throughput : Throughput
+        Planner constants.
+    """
+
+    name: str
+    vector_bits: int
+    registers: int
+    acc_reserve: dict
+    throughput: Throughput
+
+    @property
+    def lanes(self) -> int:
+        """32-bit lanes per vector."""
+        return self.vector_bits // 32
+
+    def max_acc(self, mode: str) -> int:
+        """Accumulator vectors one register block may use in schedule ``mode``."""
+        return self.registers - self.acc_reserve[mode]
+
+
+KERNEL_ISAS: dict[str, KernelIsa] = {}
+
+
+def register_isa(isa: KernelIsa) -> None:
+    """Add (or replace) the kernel facts of an ISA level."""
+    KERNEL_ISAS[isa.name] = isa
+
+
+# 32 zmm: 24 accumulators leave registers for 4 weight vectors, broadcasts and temporaries.
+_ZMM_RESERVE = {"bcast": 8, "dot": 8, "dw": 8}
+# 16 ymm: fp32 needs a broadcast and the weight vectors; the vpmaddubsw chain also a vector of
+# ones and two temporaries (int16 pair sums, int32 products).
+_YMM_RESERVE = {"bcast": 4, "dot": 6, "dw": 4}
+for _isa in (
+    KernelIsa("avx512_vnni", 512, 32, _ZMM_RESERVE, AVX512_THROUGHPUT),
+    KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, AVX512_THROUGHPUT),
+    KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, AVX2_THROUGHPUT),
+    KernelIsa("avx2", 256, 16, _YMM_RESERVE, AVX2_THROUGHPUT),
+    KernelIsa("sse", 128, 16, _YMM_RESERVE, SSE_THROUGHPUT),
+):
+    register_isa(_isa)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer dot-product families
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DotFamily:
+    """How one int8 dot-product instruction family runs the integer schemes.
+
+    Attributes
+    ----------
+    name : str
+        ``caps.int8_dot`` key (``"vpdpbusd"``, ``"vpmaddubsw"``, ``"none"``).
+    weight_qmax : int
+        Largest 8-bit weight code the family multiplies exactly (the ``int8_qmax`` of targets
+        whose numerics follow it).
+    formats : callable
+        ``formats(weight_bits, lanes, reduction, throughput)`` -> candidate
+        :class:`WeightFormat` list of a regular (non-depthwise) layer with ``weight_bits``
+        integer weights and ``reduction`` = KH*KW*C products per output; the planner picks
+        the cheapest. Must only offer formats exact for codes up to ``weight_qmax``.
+    """
+
+    name: str
+    weight_qmax: int
+    formats: Callable[[int, int, int, Throughput], list[WeightFormat]]
+
+
+DOT_FAMILIES: dict[str, DotFamily] = {}
+
+
+def register_dot_family(family: DotFamily) -> None:
+    """Add (or replace) an int8 dot-product family."""
+    DOT_FAMILIES[family.name] = family
+
+
+def plain_format(weight_bits: int, acc_dtype: str, tp: Throughput) -> WeightFormat:
+    """Weights widened to the accumulator dtype and multiplied one channel at a time: float
+    FMAs for ``acc_dtype`` float32 (fp32 and the weight-only schemes), 32-bit integer
+    multiply-adds for int32. The integer form is exact for any code: it serves targets
+    without a dot instruction, depthwise layers (no channel reduction to feed one) and codes a
+    dot family would saturate on.
+    """
+    lat = tp.fma_latency
+    per_mac = 1.0 if acc_dtype == "float32" else 1.5  # vpmulld + vpaddd vs one FMA
+    in_dtype = "float32" if acc_dtype == "float32" else "uint8"
+    if weight_bits == 32:
+        return WeightFormat("f32", "f32", 1, acc_dtype, in_dtype, 0, dot_ops=1.0,
+                            acc_latency=lat)  # fmt: skip
+    if weight_bits == 8:
+        return WeightFormat("i8", "i8", 1, acc_dtype, in_dtype, 2, dot_ops=per_mac,
+                            acc_latency=lat)  # fmt: skip
+    unpack = 7 if acc_dtype == "float32" else 6
+    return WeightFormat("i4", "i4", 2, acc_dtype, in_dtype, unpack, dot_ops=2 * per_mac,
+                        acc_latency=2 * lat)  # fmt: skip
+
+
+def _vpdpbusd_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
+    from .vnni import I4X16_MAX_REDUCTION, vnni_intrin
+
+    lat = tp.fma_latency
+    if bits == 8:
+        return [WeightFormat("v8", "v8", 4, "int32", "uint8", 0, vnni_intrin("u8i8", lanes),
+                             dot_ops=1.0, acc_latency=lat, bcast_ops=1.0)]  # fmt: skip
+    v4s = WeightFormat("v4s", "v4s", 4, "int32", "uint8", 4, vnni_intrin("u8i4", lanes),
+                       dot_ops=1.0, acc_latency=lat, bcast_ops=1.0)  # fmt: skip
+    if reduction > I4X16_MAX_REDUCTION:  # 16 * acc would overflow int32
+        return [v4s]
+    v4 = WeightFormat("v4", "v4", 8, "int32", "uint8", 3, vnni_intrin("u8i4x16", lanes),
+                      acc_shift=4, dot_ops=2.0, acc_latency=2 * lat, bcast_ops=2.0)  # fmt: skip
+    return [v4, v4s]
+
+
+def _pmaddubsw_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
+    from .pmadd import pmadd_intrin
+
+    # vpmaddubsw + vpmaddwd are multiplies, the vpaddd into the accumulator (and the int16
+    # add of int4's two halves) an add at half the cost; only the vpaddd (latency 1) is on
+    # the accumulator's dependency chain.
+    if bits == 8:
+        return [WeightFormat("m8", "v8", 4, "int32", "uint8", 0, pmadd_intrin("u8i8", lanes),
+                             dot_ops=2.5, acc_latency=1.0, bcast_ops=1.0)]  # fmt: skip
+    return [WeightFormat("m4", "v4", 8, "int32", "uint8", 5, pmadd_intrin("u8i4", lanes),
+                         dot_ops=4.0, acc_latency=1.0, bcast_ops=2.0)]  # fmt: skip
+
+
+def _no_dot_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
+    return [plain_format(bits, "int32", tp)]
+
+
+for _fam in (
+    DotFamily("vpdpbusd", FULL_INT8_QMAX, _vpdpbusd_formats),
+    DotFamily("vpmaddubsw", INT8_WEIGHT_QMAX["vpmaddubsw"], _pmaddubsw_formats),
+    DotFamily("none", FULL_INT8_QMAX, _no_dot_formats),
+):
+    register_dot_family(_fam)
+
+
+# ---------------------------------------------------------------------------------------------
+# The planner's view of a target
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuModel:
+    """What the kernels and the tile planner need to know about a code target.
+
+    Attributes
+    ----------
+    target : tvm.target.Target
+        The code target.
+    caps : TargetCaps
+        Its capabilities.
+    isa : KernelIsa
+        Its vector facts.
+    dot : DotFamily
+        Its int8 dot-product family.
+    threads : int
+        Threads the work is balanced over (``caps.cores``).
+    """
+
+    target: object
+    caps: TargetCaps
+    isa: KernelIsa
+    dot: DotFamily
+    threads: int
+
+    @property
+    def lanes(self) -> int:
+        return self.isa.lanes
+
+    @property
+    def throughput(self) -> Throughput:
+        return self.isa.throughput
+
+    def max_acc(self, mode: str) -> int:
+        return self.isa.max_acc(mode)
+
+    def weight_formats(
+        self, scheme: PrecisionScheme, qmax: int | None, reduction: int, depthwise: bool
+    ) -> list[WeightFormat]:
+        """Candidate weight formats of a layer (the planner picks the cheapest).
+
+        Parameters
+        ----------
+        scheme : PrecisionScheme
+            The layer's precision.
+        qmax : int or None
+            Largest |weight code| (from the numerics target), ``None`` for float weights.
+        reduction : int
+            Products per output (KH*KW*C/groups).
+        depthwise : bool
+            Depthwise layers have no channel reduction for a dot instruction.
+        """
+        tp = self.throughput
+        if not scheme.quantizes_activations:  # fp32 and weight-only: float accumulation
+            return [plain_format(scheme.weight_bits, "float32", tp)]
+        if depthwise or qmax > self.dot.weight_qmax:
+            # Codes of a numerics target with a wider exact range (8-bit codes from a VNNI or
+            # Arm deploy target on a vpmaddubsw host) take the exact path, never a saturating
+            # one.
+            return [plain_format(scheme.weight_bits, "int32", tp)]
+        return self.dot.formats(scheme.weight_bits, self.lanes, reduction, tp)
+
+
+def _lookup(table: dict, key: str, what: str, caps: TargetCaps):
+    try:
+        return table[key]
+    except KeyError:
+        raise ValueError(
+            f"no x86 kernels for {what} {key!r} of target {caps.mcpu or caps.triple!r} "
+            f"(known: {', '.join(table)})"
+        ) from None
+
+
+def cpu_model(target) -> CpuModel:
+    """The :class:`CpuModel` of a code target (``tvm.target.Target`` or JSON dict)."""
+    tgt = as_target(target)
+    caps = capabilities(tgt)
+    isa = _lookup(KERNEL_ISAS, caps.isa, "ISA level", caps)
+    dot = _lookup(DOT_FAMILIES, caps.int8_dot, "int8 dot family", caps)
+    return CpuModel(tgt, caps, isa, dot, caps.cores)
+
+
+def numerics_qmax(numerics_target) -> int:
+    """Largest 8-bit weight code of the numerics target (``caps.int8_weight_qmax``: 127 with
+    ``vpdpbusd``, an Arm dot product or no dot instruction; 63 with ``vpmaddubsw``)."""
+    return capabilities(as_target(numerics_target)).int8_weight_qmax

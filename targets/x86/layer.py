@@ -1,0 +1,116 @@
+"""Arguments and host-side constants shared by the conv2d and dense kernel builders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aiq_tvm.quant import ActQParams, int_comb_scale, int_zp_correction, parse_act
+from aiq_tvm.schemes import PrecisionScheme, get_precision
+
+from .common import WeightFormat, out_qparams_const
+from .isa import CpuModel, cpu_model, numerics_qmax
+
+
+@dataclass(frozen=True)
+class LayerArgs:
+    """Validated arguments of one layer kernel.
+
+    Attributes
+    ----------
+    scheme : PrecisionScheme
+        The layer's precision.
+    weight : np.ndarray
+        float32 weight in torch layout (OIHW or [O, K]).
+    bias : np.ndarray
+        float32 ``[O]``.
+    act, act_qparams, out_qparams, debug_acc
+        As given to the builder (validated).
+    cpu : CpuModel
+        The code target's kernel facts.
+    int8_qmax : int
+        Largest 8-bit weight code of the numerics target (``caps.int8_weight_qmax``).
+    qmax : int or None
+        Largest weight code of this layer (``None`` for float weights).
+    """
+
+    scheme: PrecisionScheme
+    weight: np.ndarray
+    bias: np.ndarray
+    act: object
+    act_qparams: ActQParams | None
+    out_qparams: ActQParams | None
+    debug_acc: bool
+    cpu: CpuModel
+    int8_qmax: int
+    qmax: int | None
+
+    @property
+    def requant(self) -> bool:
+        return self.out_qparams is not None
+
+    @property
+    def out_dtype(self) -> str:
+        return "int32" if self.debug_acc else ("uint8" if self.requant else "float32")
+
+
+def layer_args(
+    scheme, weight, weight_shape: tuple, bias, *, act, act_qparams, out_qparams, debug_acc,
+    target, numerics_target,
+) -> LayerArgs:  # fmt: skip
+    """Validate a builder's arguments (``ValueError`` naming what is wrong)."""
+    prec = get_precision(scheme)
+    parse_act(act)
+    weight = np.asarray(weight, dtype=np.float32)
+    if weight.shape != tuple(weight_shape):
+        raise ValueError(f"weight shape {weight.shape} != expected {tuple(weight_shape)}")
+    o = weight.shape[0]
+    bias = np.zeros(o, np.float32) if bias is None else np.asarray(bias, np.float32)
+    if bias.shape != (o,):
+        raise ValueError(f"bias shape {bias.shape} != ({o},)")
+    is_int = prec.quantizes_activations
+    if is_int and act_qparams is None:
+        raise ValueError(f"scheme {prec.name!r} needs act_qparams")
+    if debug_acc and not is_int:
+        raise ValueError("debug_acc is only defined for schemes with integer accumulators")
+    if debug_acc and out_qparams is not None:
+        raise ValueError("debug_acc and out_qparams are exclusive")
+    cpu = cpu_model(target)
+    numerics = target if numerics_target is None else numerics_target
+    int8_qmax = numerics_qmax(numerics)
+    return LayerArgs(prec, weight, bias, act, act_qparams, out_qparams, debug_acc, cpu,
+                     int8_qmax, prec.weight_qmax(int8_qmax))  # fmt: skip
+
+
+def layer_constants(
+    args: LayerArgs, codes: np.ndarray, scale: np.ndarray | None, packed: np.ndarray
+) -> tuple[list[str], list[np.ndarray]]:
+    """Kernel constants in parameter order (names from the scheme) from the weight codes
+    (torch layout), their per-channel scale and the packed weight."""
+    values = {"weight": packed, "bias": args.bias}
+    if args.scheme.epilogue == "int":
+        values["corr"] = int_zp_correction(args.act_qparams, codes)
+        values["comb"] = int_comb_scale(args.act_qparams, scale)
+    elif args.scheme.epilogue == "scale":
+        values["scale"] = scale.astype(np.float32)
+    if args.requant:
+        values["out_q"] = out_qparams_const(args.out_qparams)
+    names = args.scheme.const_names(args.requant)
+    return names, [np.ascontiguousarray(values[nm]) for nm in names]
+
+
+def kernel_info(args: LayerArgs, fmt: WeightFormat, sched: dict, names: list[str],
+                consts: list[np.ndarray], residual: bool, padded: bool) -> dict:
+    """``Kernel.info``: ISA, intrinsic, format, schedule, parameters and constant bytes."""
+    return {
+        "isa": args.cpu.caps.isa,
+        "intrin": fmt.intrin,
+        **sched,
+        "weight_format": fmt.name,
+        "weight_qmax": args.qmax,
+        "scheme": args.scheme.name,
+        "padded_copy": padded,
+        "params": ["x", *names] + (["residual"] if residual else []) + ["y"],
+        "const_bytes": int(sum(v.nbytes for v in consts)),
+    }

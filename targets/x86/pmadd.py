@@ -1,0 +1,171 @@
+"""``vpmaddubsw`` + ``vpmaddwd`` tensor intrinsics: the int8 dot product without VNNI.
+
+AVX2 (ymm, ``llvm.x86.avx2.pmadd.ub.sw`` / ``llvm.x86.avx2.pmadd.wd``) and AVX-512BW (zmm,
+``llvm.x86.avx512.pmaddubs.w.512`` / ``llvm.x86.avx512.pmaddw.d.512``) have no ``vpdpbusd``. The
+production recipe (oneDNN, ONNX Runtime's MLAS) multiplies uint8 activations by int8 weights
+with ``vpmaddubsw`` (adjacent byte products summed into int16, **with signed saturation**),
+widens the int16 pair sums with ``vpmaddwd`` against a vector of ones (adjacent int16 summed
+into int32, exact), and adds the result to the int32 accumulator. The weight layout is the
+VNNI one (4 input channels per 32-bit lane), so the same packed blocks and schedule serve both.
+
+Saturation: a pair sum ``a0*w0 + a1*w1`` with ``a <= 255`` stays below 2**15 only if
+``|w| <= 64``. So int8 weights on these targets are 7-bit codes (``|q| <= 63``, ``2*255*63 =
+32130``; the ``int8`` scheme's ``weight_qmax`` on such a numerics target, see docs/isa.md),
+and the ``u8i8`` intrinsic is exact for them. int4 codes (``|q| <= 7``) leave far more
+headroom: ``2*255*7 = 3570`` per pair, so the ``u8i4`` intrinsic adds the two ``vpmaddubsw``
+results of an 8-channel group in int16 before a single ``vpmaddwd`` (``2*3570 = 7140``): three
+multiplies per 8 channels instead of four.
+
+As in ``vnni.py``, every operand is built inline with the LLVM signature's own types.
+
+* ``u8i8``: 4 input channels; ``B[lanes, 4]`` int8, exact for ``|q| <= 64``.
+* ``u8i4``: 8 input channels; the ``v4`` int4 layout of ``vnni.py``'s ``u8i4x16`` (byte j of an
+  output channel holds channels (j, j + 4) as ``q + 8``), unpacked to plain ``q`` (mask, shift,
+  byte subtraction: no x16 scaling, which would saturate int16).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from tvm.script import tirx as T
+
+from .vnni import bcast4, register_once
+
+# (vpmaddubsw, vpmaddwd) LLVM intrinsics per 32-bit lane count.
+_LLVM_PMADD = {
+    8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+    16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
+}
+# Largest |weight code| for which no vpmaddubsw pair sum saturates: 2 * 255 * 64 = 32640.
+PAIR_SAFE_QMAX = 64
+
+
+def _ones16(lanes: int):
+    return T.broadcast(T.int16(1), 2 * lanes)
+
+
+def _u8i8(lanes: int):
+    i32 = f"int32x{lanes}"
+    i16 = f"int16x{2 * lanes}"
+    i8 = f"int8x{4 * lanes}"
+    ubsw, wd = _LLVM_PMADD[lanes]
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
+                i32,
+                wd,
+                T.call_llvm_pure_intrin(i16, ubsw, bcast4(A, 0, lanes), B.vload([0, 0], i8)),
+                _ones16(lanes),
+            )
+
+    return desc, impl
+
+
+def _u8i4(lanes: int):
+    i32 = f"int32x{lanes}"
+    i16 = f"int16x{2 * lanes}"
+    i8 = f"int8x{4 * lanes}"
+    u8 = f"uint8x{4 * lanes}"
+    ubsw, wd = _LLVM_PMADD[lanes]
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((8,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "uint8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:8], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 8):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * (
+                        T.bitwise_and(
+                            T.shift_right(T.cast(B[vi, vk % 4], "int32"), vk // 4 * 4), 15
+                        )
+                        - 8
+                    )
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((8,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "uint8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:8], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            # Low nibbles are channels 0..3, high nibbles 4..7; both stored as q + 8.
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
+                i32,
+                wd,
+                T.call_llvm_pure_intrin(
+                    i16,
+                    ubsw,
+                    bcast4(A, 0, lanes),
+                    T.reinterpret(
+                        T.bitwise_and(
+                            T.reinterpret(B.vload([0, 0], u8), dtype=i32),
+                            T.broadcast(T.int32(0x0F0F0F0F), lanes),
+                        ),
+                        dtype=i8,
+                    )
+                    - T.broadcast(T.int8(8), 4 * lanes),
+                )
+                + T.call_llvm_pure_intrin(
+                    i16,
+                    ubsw,
+                    bcast4(A, 4, lanes),
+                    T.reinterpret(
+                        T.bitwise_and(
+                            T.shift_right(
+                                T.reinterpret(B.vload([0, 0], u8), dtype=i32),
+                                T.broadcast(T.int32(4), lanes),
+                            ),
+                            T.broadcast(T.int32(0x0F0F0F0F), lanes),
+                        ),
+                        dtype=i8,
+                    )
+                    - T.broadcast(T.int8(8), 4 * lanes),
+                ),
+                _ones16(lanes),
+            )
+
+    return desc, impl
+
+
+_BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4}
+
+
+@functools.cache
+def pmadd_intrin(kind: str, lanes: int) -> str:
+    """Name of the ``vpmaddubsw`` intrinsic ``kind`` (``"u8i8"``, ``"u8i4"``) on ``lanes``
+    32-bit lanes (8: AVX2 ymm, 16: AVX-512BW zmm), registered on first use."""
+    if lanes not in _LLVM_PMADD:
+        raise ValueError(f"vpmaddubsw kernels have 8 (ymm) or 16 (zmm) lanes, got {lanes}")
+    desc, impl = _BUILDERS[kind](lanes)
+    return register_once(f"aiq_pmaddubsw{32 * lanes}_{kind}", desc, impl)
