@@ -24,7 +24,6 @@ from aiq_tvm.targets.x86 import (  # noqa: E402
     ConvSpec,
     DenseSpec,
     conv2d_kernel,
-    cpu_model,  # noqa: E402
     dense_kernel,
     tune,
     tune_kernels,
@@ -46,7 +45,7 @@ def _run(kernel, x) -> np.ndarray:
 def _space_of(build):
     """(unscheduled func, TileSpace, default kernel) of a kernel built by ``build(**kw)``."""
     raw = build(schedule=False)
-    space = tune.TileSpace.of(raw.prim_func, raw.plan, cpu_model(TARGET).max_acc(raw.plan.mode))
+    space = tune.TileSpace.of(raw.prim_func, raw.plan, raw.info["acc_budget"])
     return raw.prim_func, space, build()
 
 

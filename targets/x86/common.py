@@ -274,13 +274,14 @@ class WeightFormat:
     ----------
     name : str
         Tag in kernel records: ``"f32"``, ``"i8"``, ``"i4"`` (one channel, or one nibble pair,
-        per step); ``"v8"``, ``"v4"``, ``"v4s"`` (``vpdpbusd`` blocks); ``"m8"``, ``"m4"``
-        (``vpmaddubsw`` blocks).
+        per step); ``"v8"``, ``"v4"``, ``"v4s"`` (``vpdpbusd`` blocks); ``"m8"``, ``"m4w"``,
+        ``"m4"``, ``"m4s"`` (``vpmaddubsw`` blocks).
     layout : str
         How the weights are packed (:func:`pack_weight`): ``"f32"`` float32; ``"i8"`` int8;
         ``"i4"`` int4 nibble pairs along the channel axis; ``"v8"`` int8 blocks of ``lanes``
         output channels x 4 input channels; ``"v4"`` int4 blocks of 8 input channels
-        (byte j = channels j | j + 4); ``"v4s"`` int4 blocks of 4 (byte j = channels j | j + 2).
+        (byte j = channels j | j + 4); ``"v4w"`` two ``v4`` blocks per 16 input channels;
+        ``"v4s"`` int4 blocks of 4 (byte j = channels j | j + 2).
     group : int
         Input channels per innermost reduction group (packed channel count is a multiple).
     acc_dtype : str
@@ -300,6 +301,8 @@ class WeightFormat:
     bcast_ops : float
         Vector-pipe broadcasts per output position and step (tensorized blocks broadcast
         4 activation bytes into a register).
+    weight_regs : int
+        Registers per channel vector holding (unpacked) weights across a block's positions.
     """
 
     name: str
@@ -313,6 +316,7 @@ class WeightFormat:
     dot_ops: float = 1.0
     acc_latency: float = 4.0
     bcast_ops: float = 0.0
+    weight_regs: int = 1
 
     @property
     def tensorized(self) -> bool:
@@ -343,6 +347,10 @@ def weight_value(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
         byte = w[ob, kh, kw, cg, ol, ci % 4].astype("int32")
         value = ((byte >> (ci // 4 * 4)) & 15) - 8
         return value * (1 << fmt.acc_shift) if fmt.acc_shift else value
+    if fmt.layout == "v4w":
+        # A v4 block per 8 of the 16 channels, the second one a channel block further.
+        byte = w[ob, kh, kw, cg, ci // 8, ol, ci % 4].astype("int32")
+        return ((byte >> (ci % 8 // 4 * 4)) & 15) - 8
     # v4s: byte j of an output channel holds channels (j, j + 2).
     byte = w[ob, kh, kw, cg, ol, ci % 2].astype("int32")
     return ((byte >> (ci // 2 * 4)) & 15) - 8
@@ -356,7 +364,8 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
 
     Layouts: ``f32``/``i8`` ``[O/ocb, KH, KW, C, ocb]``; ``i4`` ``[O/ocb, KH, KW, C/2, ocb]``
     (low nibble = even channel); ``v8`` ``[O/ocb, KH, KW, C/4, ocb, 4]``; ``v4``
-    ``[O/ocb, KH, KW, C/8, ocb, 4]`` (byte j = channels j | j + 4 << 4); ``v4s``
+    ``[O/ocb, KH, KW, C/8, ocb, 4]`` (byte j = channels j | j + 4 << 4); ``v4w``
+    ``[O/ocb, KH, KW, C/16, 2, ocb, 4]`` (``v4`` blocks of channels 0-7 and 8-15); ``v4s``
     ``[O/ocb, KH, KW, C/4, ocb, 2]`` (byte j = channels j | j + 2 << 4).
     """
     from aiq_tvm.quant import pack_int4
@@ -376,7 +385,9 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
     if fmt.layout == "v8":
         return np.ascontiguousarray(blk)
     # Reorder each group so consecutive (even, odd) reduction positions share a byte.
-    order = [0, 4, 1, 5, 2, 6, 3, 7] if fmt.layout == "v4" else [0, 2, 1, 3]
+    if fmt.layout == "v4w":  # [.., Cg, ocb, 16] -> [.., Cg, 2, ocb, 8]
+        blk = np.moveaxis(blk.reshape(*blk.shape[:-1], 2, 8), -2, -3)
+    order = [0, 2, 1, 3] if fmt.layout == "v4s" else [0, 4, 1, 5, 2, 6, 3, 7]
     return np.ascontiguousarray(pack_int4(blk[..., order]))
 
 

@@ -98,7 +98,7 @@ def conv_candidates(
     g = fmt.group
     in_bytes = 4 if fmt.in_dtype == "float32" else 1
     mode = "dw" if dw else ("dot" if fmt.tensorized else "bcast")
-    max_acc = cpu.max_acc(mode)
+    max_acc = cpu.max_acc(mode, 1, fmt.weight_regs)
     red = ("kh", "kw") if dw else ("kh", "kw", "cg", "ci")
     inner = "ci" if g > 1 and not dw else None
     intrin = fmt.intrin
@@ -108,7 +108,7 @@ def conv_candidates(
         owp = round_up(ow, tow)
         hq, wq = (oh - 1) * sh + spec.KH, (owp - 1) * sw + spec.KW
         for ocv in (1, 2, 3, 4):
-            if mb * ocv > max_acc:
+            if mb * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
                 continue
             ocb = lanes * ocv
             cop = round_up(o, ocb)
@@ -307,11 +307,12 @@ def conv2d_kernel(
     if schedule:
         func, sched = schedule_kernel(
             func, plan.tile, f"nhwc_{kind}", target=cpu.target,
-            max_acc=cpu.max_acc(plan.tile.mode), database=database, tune_trials=tune_trials,
+            acc_budget=cpu.acc_budget(plan.tile.mode, fmt.weight_regs), database=database,
+            tune_trials=tune_trials,
         )  # fmt: skip
     else:
         sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
-    info = kernel_info(args, fmt, sched, names, consts, residual, plan.need_pad)
+    info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
     return Kernel(func, consts, fmt.in_dtype, out_shape, args.out_dtype, info, plan.tile)
 
 

@@ -39,14 +39,14 @@ def dense_candidates(spec: DenseSpec, fmt: WeightFormat, cpu: CpuModel):
     n, k, o = spec.N, spec.K, spec.O
     kp = round_up(k, fmt.group)
     mode = "dot" if fmt.tensorized else "bcast"
-    max_acc = cpu.max_acc(mode)
+    max_acc = cpu.max_acc(mode, 1, fmt.weight_regs)
     intrin = fmt.intrin
     inner = "ci" if fmt.group > 1 else None
     out = []
     for tn in range(1, min(n, max_acc) + 1):
         npad = round_up(n, tn)
         for ocv in (1, 2, 3, 4):
-            if tn * ocv > max_acc:
+            if tn * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
                 continue
             ocb = lanes * ocv
             op = round_up(o, ocb)
@@ -152,12 +152,14 @@ database, tune_trials
     func = finalize(te.create_prim_func(params), scheduled=False)
     if schedule:
         func, sched = schedule_kernel(
-            func, plan, "dense", target=cpu.target, max_acc=cpu.max_acc(plan.mode),
+            func, plan, "dense", target=cpu.target,
+            acc_budget=cpu.acc_budget(plan.mode, fmt.weight_regs),
             database=database, tune_trials=tune_trials,
         )  # fmt: skip
     else:
         sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
-    info = kernel_info(args, fmt, sched, names, consts, residual, round_up(k, fmt.group) != k)
+    info = kernel_info(args, fmt, plan.mode, sched, names, consts, residual,
+                       round_up(k, fmt.group) != k)  # fmt: skip
     return Kernel(func, consts, fmt.in_dtype, (n, o), args.out_dtype, info, plan)
 
 

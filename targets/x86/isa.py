@@ -97,8 +97,11 @@ class KernelIsa:
     registers : int
         Architectural vector registers.
     acc_reserve : dict
-        Registers per schedule mode (``"bcast"``, ``"dot"``, ``"dw"``) that hold operands,
-        broadcasts and temporaries, not accumulators.
+        Registers per schedule mode (``"bcast"``, ``"dot"``, ``"dw"``) that hold broadcasts,
+        temporaries and up to ``weight_allowance`` weight vectors, not accumulators.
+    weight_allowance : int
+        Weight vectors (live across a block's positions) the reserve already covers; a block
+        whose unpacked weights need more registers gets fewer accumulators.
     throughput : Throughput
         Planner constants.
     """
@@ -107,6 +110,7 @@ class KernelIsa:
     vector_bits: int
     registers: int
     acc_reserve: dict
+    weight_allowance: int
     throughput: Throughput
 
     @property
@@ -114,9 +118,11 @@ class KernelIsa:
         """32-bit lanes per vector."""
         return self.vector_bits // 32
 
-    def max_acc(self, mode: str) -> int:
-        """Accumulator vectors one register block may use in schedule ``mode``."""
-        return self.registers - self.acc_reserve[mode]
+    def max_acc(self, mode: str, ocv: int = 1, weight_regs: int = 1) -> int:
+        """Accumulator vectors one register block of ``ocv`` channel vectors may use in
+        schedule ``mode`` when each channel vector needs ``weight_regs`` weight registers."""
+        extra = max(0, ocv * weight_regs - self.weight_allowance)
+        return self.registers - self.acc_reserve[mode] - extra
 
 
 KERNEL_ISAS: dict[str, KernelIsa] = {}
@@ -127,17 +133,18 @@ def register_isa(isa: KernelIsa) -> None:
     KERNEL_ISAS[isa.name] = isa
 
 
-# 32 zmm: 24 accumulators leave registers for 4 weight vectors, broadcasts and temporaries.
+# 32 zmm: 24 accumulators; the other 8 hold up to 8 weight vectors, broadcasts and temporaries
+# (fitted on the Zen 5 EPYC; the VNNI formats never need more).
 _ZMM_RESERVE = {"bcast": 8, "dot": 8, "dw": 8}
-# 16 ymm: fp32 needs a broadcast and the weight vectors; the vpmaddubsw chain also a vector of
-# ones and two temporaries (int16 pair sums, int32 products).
-_YMM_RESERVE = {"bcast": 4, "dot": 6, "dw": 4}
+# 16 ymm: besides the weights, fp32 needs a broadcast register and a spare; the vpmaddubsw
+# chain a broadcast, an int16 temporary and the vector of ones.
+_YMM_RESERVE = {"bcast": 2, "dot": 3, "dw": 2}
 for _isa in (
-    KernelIsa("avx512_vnni", 512, 32, _ZMM_RESERVE, AVX512_THROUGHPUT),
-    KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, AVX512_THROUGHPUT),
-    KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, AVX2_THROUGHPUT),
-    KernelIsa("avx2", 256, 16, _YMM_RESERVE, AVX2_THROUGHPUT),
-    KernelIsa("sse", 128, 16, _YMM_RESERVE, SSE_THROUGHPUT),
+    KernelIsa("avx512_vnni", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT),
+    KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT),
+    KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
+    KernelIsa("avx2", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
+    KernelIsa("sse", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),
 ):
     register_isa(_isa)
 
@@ -211,7 +218,8 @@ def _vpdpbusd_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
     if reduction > I4X16_MAX_REDUCTION:  # 16 * acc would overflow int32
         return [v4s]
     v4 = WeightFormat("v4", "v4", 8, "int32", "uint8", 3, vnni_intrin("u8i4x16", lanes),
-                      acc_shift=4, dot_ops=2.0, acc_latency=2 * lat, bcast_ops=2.0)  # fmt: skip
+                      acc_shift=4, dot_ops=2.0, acc_latency=2 * lat, bcast_ops=2.0,
+                      weight_regs=2)  # fmt: skip
     return [v4, v4s]
 
 
@@ -224,8 +232,16 @@ def _pmaddubsw_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
     if bits == 8:
         return [WeightFormat("m8", "v8", 4, "int32", "uint8", 0, pmadd_intrin("u8i8", lanes),
                              dot_ops=2.5, acc_latency=1.0, bcast_ops=1.0)]  # fmt: skip
-    return [WeightFormat("m4", "v4", 8, "int32", "uint8", 5, pmadd_intrin("u8i4", lanes),
-                         dot_ops=4.0, acc_latency=1.0, bcast_ops=2.0)]  # fmt: skip
+    # int4: 16, 8 or 4 channels per block (the planner weighs fewer multiplies against zero
+    # channel padding); unpacking is 5 ops per 8 channels (4 for the 4-channel layout).
+    return [
+        WeightFormat("m4w", "v4w", 16, "int32", "uint8", 10, pmadd_intrin("u8i4w", lanes),
+                     dot_ops=7.0, acc_latency=1.0, bcast_ops=4.0, weight_regs=4),
+        WeightFormat("m4", "v4", 8, "int32", "uint8", 5, pmadd_intrin("u8i4", lanes),
+                     dot_ops=4.0, acc_latency=1.0, bcast_ops=2.0, weight_regs=2),
+        WeightFormat("m4s", "v4s", 4, "int32", "uint8", 4, pmadd_intrin("u8i4s", lanes),
+                     dot_ops=2.5, acc_latency=1.0, bcast_ops=1.0),
+    ]  # fmt: skip
 
 
 def _no_dot_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
@@ -277,8 +293,12 @@ class CpuModel:
     def throughput(self) -> Throughput:
         return self.isa.throughput
 
-    def max_acc(self, mode: str) -> int:
-        return self.isa.max_acc(mode)
+    def max_acc(self, mode: str, ocv: int = 1, weight_regs: int = 1) -> int:
+        return self.isa.max_acc(mode, ocv, weight_regs)
+
+    def acc_budget(self, mode: str, weight_regs: int) -> tuple[int, ...]:
+        """Accumulator vectors per register block with 1, 2, 3 and 4 channel vectors."""
+        return tuple(self.max_acc(mode, v, weight_regs) for v in (1, 2, 3, 4))
 
     def weight_formats(
         self, scheme: PrecisionScheme, qmax: int | None, reduction: int, depthwise: bool

@@ -100,12 +100,15 @@ def layer_constants(
     return names, [np.ascontiguousarray(values[nm]) for nm in names]
 
 
-def kernel_info(args: LayerArgs, fmt: WeightFormat, sched: dict, names: list[str],
-                consts: list[np.ndarray], residual: bool, padded: bool) -> dict:
-    """``Kernel.info``: ISA, intrinsic, format, schedule, parameters and constant bytes."""
+def kernel_info(args: LayerArgs, fmt: WeightFormat, mode: str, sched: dict,
+                names: list[str], consts: list[np.ndarray], residual: bool,
+                padded: bool) -> dict:  # fmt: skip
+    """``Kernel.info``: ISA, intrinsic, format, register budget (what tuning may use),
+    schedule, parameters and constant bytes."""
     return {
         "isa": args.cpu.caps.isa,
         "intrin": fmt.intrin,
+        "acc_budget": args.cpu.acc_budget(mode, fmt.weight_regs),
         **sched,
         "weight_format": fmt.name,
         "weight_qmax": args.qmax,

@@ -22,6 +22,11 @@ As in ``vnni.py``, every operand is built inline with the LLVM signature's own t
 * ``u8i4``: 8 input channels; the ``v4`` int4 layout of ``vnni.py``'s ``u8i4x16`` (byte j of an
   output channel holds channels (j, j + 4) as ``q + 8``), unpacked to plain ``q`` (mask, shift,
   byte subtraction: no x16 scaling, which would saturate int16).
+* ``u8i4w``: 16 input channels, two ``v4`` blocks (``B[2, lanes, 4]``, the second one
+  ``ocb * 4`` bytes further: layout ``v4w``); four ``vpmaddubsw`` summed in int16
+  (``4 * 3570 < 2**15``), one ``vpmaddwd``: 2.5 multiplies per 8 channels.
+* ``u8i4s``: 4 input channels in the ``v4s`` layout (byte j = channels (j, j + 2)), for layers
+  with few input channels (less zero padding than 8 or 16-channel groups).
 """
 
 from __future__ import annotations
@@ -84,10 +89,19 @@ def _u8i8(lanes: int):
     return desc, impl
 
 
+def _nibbles(word, shift: int, lanes: int):
+    """int8 weights from 4 nibbles per 32-bit lane (``q + 8`` each; ``shift`` 0 takes the low
+    nibbles, 4 the high ones): mask (after a shift) and one byte subtraction."""
+    if shift:
+        word = T.shift_right(word, T.broadcast(T.int32(shift), lanes))
+    return T.reinterpret(
+        T.bitwise_and(word, T.broadcast(T.int32(0x0F0F0F0F), lanes)), dtype=f"int8x{4 * lanes}"
+    ) - T.broadcast(T.int8(8), 4 * lanes)
+
+
 def _u8i4(lanes: int):
     i32 = f"int32x{lanes}"
     i16 = f"int16x{2 * lanes}"
-    i8 = f"int8x{4 * lanes}"
     u8 = f"uint8x{4 * lanes}"
     ubsw, wd = _LLVM_PMADD[lanes]
 
@@ -119,7 +133,127 @@ def _u8i4(lanes: int):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:8], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            # Low nibbles are channels 0..3, high nibbles 4..7; both stored as q + 8.
+            # Low nibbles are channels 0..3, high nibbles 4..7; the two int16 pair sums are
+            # added before the one widening vpmaddwd.
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
+                i32,
+                wd,
+                T.call_llvm_pure_intrin(
+                    i16, ubsw, bcast4(A, 0, lanes),
+                    _nibbles(T.reinterpret(B.vload([0, 0], u8), dtype=i32), 0, lanes),
+                )
+                + T.call_llvm_pure_intrin(
+                    i16, ubsw, bcast4(A, 4, lanes),
+                    _nibbles(T.reinterpret(B.vload([0, 0], u8), dtype=i32), 4, lanes),
+                ),
+                _ones16(lanes),
+            )  # fmt: skip
+
+    return desc, impl
+
+
+def _u8i4w(lanes: int):
+    i32 = f"int32x{lanes}"
+    i16 = f"int16x{2 * lanes}"
+    u8 = f"uint8x{4 * lanes}"
+    ubsw, wd = _LLVM_PMADD[lanes]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (16,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (2, lanes, 4), "uint8", offset_factor=1,
+                           strides=[T.int32(), 4, 1])  # fmt: skip
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:16], B[0:2, 0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 16):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * (
+                        T.bitwise_and(
+                            T.shift_right(
+                                T.cast(B[vk // 8, vi, vk % 4], "int32"), vk % 8 // 4 * 4
+                            ),
+                            15,
+                        )
+                        - 8
+                    )
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (16,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (2, lanes, 4), "uint8", offset_factor=1,
+                           strides=[T.int32(), 4, 1])  # fmt: skip
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:16], B[0:2, 0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            # Four vpmaddubsw (channels 0-3, 4-7 of the first half, 8-11, 12-15 of the
+            # second) summed in int16 (4 * 3570 < 2**15), then one vpmaddwd.
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
+                i32,
+                wd,
+                T.call_llvm_pure_intrin(
+                    i16, ubsw, bcast4(A, 0, lanes),
+                    _nibbles(T.reinterpret(B.vload([0, 0, 0], u8), dtype=i32), 0, lanes),
+                )
+                + T.call_llvm_pure_intrin(
+                    i16, ubsw, bcast4(A, 4, lanes),
+                    _nibbles(T.reinterpret(B.vload([0, 0, 0], u8), dtype=i32), 4, lanes),
+                )
+                + T.call_llvm_pure_intrin(
+                    i16, ubsw, bcast4(A, 8, lanes),
+                    _nibbles(T.reinterpret(B.vload([1, 0, 0], u8), dtype=i32), 0, lanes),
+                )
+                + T.call_llvm_pure_intrin(
+                    i16, ubsw, bcast4(A, 12, lanes),
+                    _nibbles(T.reinterpret(B.vload([1, 0, 0], u8), dtype=i32), 4, lanes),
+                ),
+                _ones16(lanes),
+            )  # fmt: skip
+
+    return desc, impl
+
+
+def _u8i4s(lanes: int):
+    i32 = f"int32x{lanes}"
+    i16 = f"int16x{2 * lanes}"
+    i8 = f"int8x{4 * lanes}"
+    u8h = f"uint8x{2 * lanes}"
+    u16 = f"uint16x{lanes}"
+    ubsw, wd = _LLVM_PMADD[lanes]
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 2), "uint8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * (
+                        T.bitwise_and(
+                            T.shift_right(T.cast(B[vi, vk % 2], "int32"), vk // 2 * 4), 15
+                        )
+                        - 8
+                    )
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 2), "uint8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            # byte0 = c0 | c2 << 4, byte1 = c1 | c3 << 4: (w | w << 12) & 0x0F0F0F0F puts
+            # c0..c3 in bytes 0..3 (as in vnni.py's u8i4).
             C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
                 i32,
                 wd,
@@ -129,22 +263,12 @@ def _u8i4(lanes: int):
                     bcast4(A, 0, lanes),
                     T.reinterpret(
                         T.bitwise_and(
-                            T.reinterpret(B.vload([0, 0], u8), dtype=i32),
-                            T.broadcast(T.int32(0x0F0F0F0F), lanes),
-                        ),
-                        dtype=i8,
-                    )
-                    - T.broadcast(T.int8(8), 4 * lanes),
-                )
-                + T.call_llvm_pure_intrin(
-                    i16,
-                    ubsw,
-                    bcast4(A, 4, lanes),
-                    T.reinterpret(
-                        T.bitwise_and(
-                            T.shift_right(
-                                T.reinterpret(B.vload([0, 0], u8), dtype=i32),
-                                T.broadcast(T.int32(4), lanes),
+                            T.bitwise_or(
+                                T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
+                                T.shift_left(
+                                    T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
+                                    T.broadcast(T.int32(12), lanes),
+                                ),
                             ),
                             T.broadcast(T.int32(0x0F0F0F0F), lanes),
                         ),
@@ -158,12 +282,13 @@ def _u8i4(lanes: int):
     return desc, impl
 
 
-_BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4}
+_BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4, "u8i4w": _u8i4w, "u8i4s": _u8i4s}
 
 
 @functools.cache
 def pmadd_intrin(kind: str, lanes: int) -> str:
-    """Name of the ``vpmaddubsw`` intrinsic ``kind`` (``"u8i8"``, ``"u8i4"``) on ``lanes``
+    """Name of the ``vpmaddubsw`` intrinsic ``kind`` (``"u8i8"``, ``"u8i4"``, ``"u8i4w"``,
+    ``"u8i4s"``) on ``lanes``
     32-bit lanes (8: AVX2 ymm, 16: AVX-512BW zmm), registered on first use."""
     if lanes not in _LLVM_PMADD:
         raise ValueError(f"vpmaddubsw kernels have 8 (ymm) or 16 (zmm) lanes, got {lanes}")

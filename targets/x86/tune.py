@@ -90,23 +90,25 @@ class TileSpace:
     plan : TilePlan
         Default plan (layout-defining ``ocb`` and the default decisions).
     tile_cands : tuple of tuple of int
-        Candidate tile factors of every spatial loop: its divisors up to ``max_acc``.
+        Candidate tile factors of every spatial loop: its divisors up to the one-vector
+        accumulator budget.
     vector_cands : tuple of int
         Candidate channel vectors per register block: divisors of ``ocb / lanes``.
     structures : tuple of Structure
         Loop structures, the default first.
-    max_acc : int
-        Register budget: ``prod(tiles) * vectors`` accumulators at most.
+    acc_budget : tuple of int
+        Register budget: ``prod(tiles) * vectors <= acc_budget[vectors - 1]`` accumulators
+        (fewer with more channel vectors, whose weights occupy registers too).
     """
 
     plan: TilePlan
     tile_cands: tuple[tuple[int, ...], ...]
     vector_cands: tuple[int, ...]
     structures: tuple[Structure, ...]
-    max_acc: int
+    acc_budget: tuple[int, ...]
 
     @classmethod
-    def of(cls, func: tirx.PrimFunc, plan: TilePlan, max_acc: int) -> TileSpace:
+    def of(cls, func: tirx.PrimFunc, plan: TilePlan, acc_budget: tuple[int, ...]) -> TileSpace:
         """Space of the unscheduled kernel ``func`` whose default plan is ``plan``."""
         sch = s_tir.Schedule(func)
         nsp = len(plan.tiles)
@@ -116,7 +118,7 @@ class TileSpace:
             has_pad = True
         except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
             has_pad = False
-        tile_cands = [[d for d in divisors(e) if d <= max_acc] for e in ext[:nsp]]
+        tile_cands = [[d for d in divisors(e) if d <= acc_budget[0]] for e in ext[:nsp]]
         vector_cands = divisors(plan.ocb // plan.lanes)
         # A trace replays only if every decision yields the same loop nest, and
         # decompose_reduction drops the register-block loop when the block is a single vector.
@@ -147,7 +149,7 @@ class TileSpace:
                 st = Structure(order, npar)
                 if st not in structures:
                     structures.append(st)
-        return cls(plan, tile_cands, vector_cands, tuple(structures), max_acc)
+        return cls(plan, tile_cands, vector_cands, tuple(structures), tuple(acc_budget))
 
     @property
     def n_samples(self) -> int:
@@ -156,7 +158,7 @@ class TileSpace:
 
     def valid(self, tiles, vectors: int) -> bool:
         """Whether the register block fits the accumulator budget."""
-        return prod(tiles) * vectors <= self.max_acc
+        return prod(tiles) * vectors <= self.acc_budget[vectors - 1]
 
     def apply(self, sch: s_tir.Schedule, structure: Structure) -> None:
         """Apply the template with sampled factors (decisions default to the plan's)."""
@@ -677,7 +679,7 @@ def schedule_kernel(
     kind: str,
     *,
     target: tvm.target.Target,
-    max_acc: int,
+    acc_budget: tuple[int, ...],
     database=None,
     tune_trials: int = 0,
     seed: int = 0,
@@ -694,8 +696,9 @@ def schedule_kernel(
         Prefix of the schedule tag (e.g. ``"nhwc_direct"``).
     target : tvm.target.Target
         Target the schedule is for (records of other targets are ignored).
-    max_acc : int
-        Accumulator budget of the target (see ``common.CpuModel``).
+    acc_budget : tuple of int
+        Accumulator vectors per register block with 1..4 channel vectors on the target (see
+        ``isa.CpuModel.acc_budget``).
     database : str, os.PathLike or ms.database.Database, optional
         Tuning records (directory of a JSON database, created if missing).
     tune_trials : int
@@ -720,7 +723,7 @@ def schedule_kernel(
 
     db = open_database(database) if database is not None else ms.database.MemoryDatabase()
     mod = workload_module(func)
-    space = TileSpace.of(func, plan, max_acc)
+    space = TileSpace.of(func, plan, acc_budget)
     source, report = "database", None
     records = _usable_records(db, mod, target)
     if not records and tune_trials:
