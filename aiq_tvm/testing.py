@@ -46,9 +46,15 @@ def layer_data(spec, rng: np.random.Generator, *, residual: bool = False, offset
     return x.astype(f32), w.astype(f32), b.astype(f32), res, qp
 
 
-def reference(spec, precision: str, x, w, b, **kwargs):
+def reference(spec, precision: str, x, w, b, *, target=None, **kwargs):
     """The numpy reference (``RefResult``) of a conv/dense spec; ``kwargs`` are the kernel's
-    epilogue arguments (``act``, ``act_qparams``, ``residual``, ``out_qparams``)."""
+    epilogue arguments (``act``, ``act_qparams``, ``residual``, ``out_qparams``). With
+    ``target`` (the kernel's numerics target), 8-bit weight codes are that target's
+    (``int8_weight_qmax``: 63 where ``vpmaddubsw`` is the int8 dot product)."""
+    if target is not None:
+        from .targets import capabilities
+
+        kwargs["int8_qmax"] = capabilities(target).int8_weight_qmax
     if _is_dense(spec):
         return ref_dense(x, w, b, precision, **kwargs)
     return ref_conv2d(x, w, b, precision, stride=spec.stride, padding=spec.padding,

@@ -4,16 +4,18 @@ For every model the script builds the uniform-precision plans for ``--target``, 
 validation accuracy, and times them in interleaved rounds (each round runs every variant for
 ``--round-ms``; medians over rounds; ratios within the run). A target this machine cannot
 execute (e.g. AVX-512 code on an AVX2 host) is cross-built only: calibration and accuracy run
-on a host build of the same plan (the deploy target's weight codes, see docs/isa.md), the
-timing columns say "not run", and the table counts the int8 dot instructions in the built
-library's assembly instead.
+on a host build of the same plan with the deploy target's numerics (its weight codes, see
+docs/isa.md), the timing columns say "not run", and the table counts the int8 dot
+instructions in the built library's assembly.
 
 ``--clock cpu`` times with this process's CPU time instead of the wall clock (only with
 ``TVM_NUM_THREADS=1``): on a machine shared with other jobs, a preempted kernel does not count
 as slow, so per-core kernel speed is measured even when the wall clock is dominated by load.
 
-    TVM_NUM_THREADS=2 flock /work/wt/bench.lock python scripts/bench_isa.py \
-        --target '{"kind":"llvm","mcpu":"haswell"}' --batches 1 16 --out docs/isa_haswell.md
+    TVM_NUM_THREADS=1 python scripts/bench_isa.py --target '{"kind":"llvm","mcpu":"haswell"}' \
+        --batches 1 16 --clock cpu --out docs/performance_isa.md
+    python scripts/bench_isa.py --target '{"kind":"llvm","mcpu":"skylake-avx512"}' \
+        --batches 16 --out docs/performance_isa.md --append
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def asm_counts(build, batch: int) -> dict[str, int]:
     return {k: len(re.findall(p, text)) for k, p in ASM_PATTERNS.items()}
 
 
-def _build_all(name, target, precisions, xc, xv, yv, runnable: bool):
+def _build_all(name, target, precisions, xc, xv, yv):
     import torch
 
     import aiq_tvm
@@ -71,10 +73,10 @@ def _build_all(name, target, precisions, xc, xv, yv, runnable: bool):
                           calibration=cal or "percentile")
         cal = b.calibration or cal
         builds[prec] = b
-        acc[prec] = b.evaluate(xv, yv, batch_size=50) if runnable else None
-        shown = "n/a" if acc[prec] is None else f"{100 * acc[prec]:.2f} %"
+        # On a target this machine cannot run, a host build with the deploy numerics.
+        acc[prec] = b.evaluate(xv, yv, batch_size=50)
         print(f"[{name}] {prec}: built in {time.perf_counter() - t0:.1f}s, "
-              f"val acc {shown}", flush=True)
+              f"val acc {100 * acc[prec]:.2f} %", flush=True)
     return builds, acc
 
 
@@ -127,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
                     help="wall clock, or this process's CPU time (needs TVM_NUM_THREADS=1)")
     ap.add_argument("--out", default=None, help="Markdown file for the results")
+    ap.add_argument("--append", action="store_true",
+                    help="add this run's section to --out instead of starting the page")
     args = ap.parse_args(argv)
     if "fp32" not in args.precisions:
         ap.error("--precisions must include fp32 (the ratios are against it)")
@@ -145,8 +149,7 @@ def main(argv=None) -> int:
           flush=True)
     rows = []
     for name in args.models:
-        builds, acc = _build_all(name, target, args.precisions, xc, xv, yv,
-                                 caps.host_runnable)
+        builds, acc = _build_all(name, target, args.precisions, xc, xv, yv)
         for bs in args.batches:
             if caps.host_runnable:
                 x = np.ascontiguousarray(np.resize(xc, (bs, *xc.shape[1:])), np.float32)
@@ -160,24 +163,40 @@ def main(argv=None) -> int:
     table = format_table(rows, args.precisions)
     print(table)
     if args.out:
-        words = [Path(sys.argv[0]).as_posix()] + (argv if argv is not None else sys.argv[1:])
-        cmd = f"TVM_NUM_THREADS={threads} python " + " ".join(
-            f"'{w}'" if " " in w or "{" in w else w for w in words)
-        clock = ("wall-clock" if args.clock == "wall" else
-                 "process CPU time (one thread; time preempted by other jobs is not counted)")
-        ran = (f"Medians of {args.rounds} interleaved rounds of {args.round_ms:.0f} ms per "
-               f"variant, {clock}; ratios are speedups over FP32 within the run."
-               if caps.host_runnable
-               else "**Not timed: this machine cannot execute code for this target** (it "
-               f"lacks {', '.join(caps.missing_on_host)}); cross-built, accuracy from the host "
-               "build of the same plan, assembly checked.")
-        text = (f"# {caps.isa}: int8 / int4 vs FP32\n\nCommand: `{cmd}`\n\n"
-                f"Target `{args.target}`: {caps.describe()}. Machine: {_cpu()}, {threads} "
-                f"threads, {datetime.date.today().isoformat()}. Accuracy: top-1 on {args.val} "
-                f"validation images. {ran}\n\n{table}\n")
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
+        write_section(args, argv, caps, threads, table)
     return 0
+
+
+PAGE_HEAD = """# int8 / int4 vs FP32 per x86 ISA level
+
+Written by `scripts/bench_isa.py` (one section per run, the command above each table). Why each
+ISA level takes its int8 path, and the 7-bit weights of `vpmaddubsw` targets:
+[isa.md](isa.md).
+"""
+
+
+def write_section(args, argv, caps, threads: int, table: str) -> None:
+    """Write (or with ``--append`` add) this run's section of the Markdown page."""
+    words = [Path(sys.argv[0]).as_posix()] + (argv if argv is not None else sys.argv[1:])
+    cmd = f"TVM_NUM_THREADS={threads} python " + " ".join(
+        f"'{w}'" if " " in w or "{" in w else w for w in words)
+    clock = ("wall-clock" if args.clock == "wall" else
+             "process CPU time (one thread; time preempted by other jobs is not counted)")
+    if caps.host_runnable:
+        ran = (f"Medians of {args.rounds} interleaved rounds of {args.round_ms:.0f} ms per "
+               f"variant, {clock}; ratios are speedups over FP32 within the run.")
+    else:
+        ran = ("**Not timed: this machine cannot execute code for this target** (it lacks "
+               f"{', '.join(caps.missing_on_host)}); cross-built, accuracy from a host build "
+               "with the target's numerics, instructions counted in the built library.")
+    section = (f"## {caps.isa}: `{args.target}`, {clock if caps.host_runnable else 'cross'}"
+               f"\n\nCommand: `{cmd}`\n\n{caps.describe()}. Machine: {_cpu()}, {threads} "
+               f"threads, {datetime.date.today().isoformat()}. Accuracy: top-1 on {args.val} "
+               f"validation images. {ran}\n\n{table}\n")
+    out = Path(args.out)
+    head = out.read_text() if args.append and out.exists() else PAGE_HEAD
+    out.write_text(head.rstrip("\n") + "\n\n" + section)
+    print(f"wrote {args.out}")
 
 
 def format_table(rows, precisions) -> str:
@@ -190,7 +209,7 @@ def format_table(rows, precisions) -> str:
     for name, bs, med, acc, asm in rows:
         times = [f"{med[p]:.3f}" if p in med else "not run" for p in precisions]
         ratios = [f"{med['fp32'] / med[p]:.2f}x" if p in med else "-" for p in low]
-        accs = ["-" if acc[p] is None else f"{100 * acc[p]:.2f}" for p in precisions]
+        accs = [f"{100 * acc[p]:.2f}" for p in precisions]
         dots = asm.get("int8", {})
         found = ", ".join(f"{k} x{v}" for k, v in dots.items() if v and "vfmadd" not in k)
         lines.append("| " + " | ".join([name, str(bs), *times, *ratios, *accs, found or "-"])

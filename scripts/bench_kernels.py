@@ -173,7 +173,7 @@ def checked_timer(kernel, precision: str, spec, data, target):
     xin = testing.kernel_input(precision, x, qp)
     args = testing.kernel_args(kernel, xin)
     run = compiled_timer(kernel.prim_func, args, target)
-    ref = testing.reference(spec, precision, xin, w, b, act_qparams=qp).y
+    ref = testing.reference(spec, precision, xin, w, b, act_qparams=qp, target=target).y
     err = testing.relative_error(args[-1].numpy(), ref)
     if err > 1e-4:
         raise AssertionError(f"{kernel.info['schedule']}: relative error {err:.2e}")

@@ -30,5 +30,6 @@ def test_kernels_run_through_the_helpers_match_the_reference(precision):
         xin = testing.kernel_input(precision, x, qp)
         assert xin.dtype == (np.uint8 if precision == "int8" else np.float32)
         y = testing.run_kernel(k, xin, HASWELL)
-        ref = testing.reference(spec, precision, xin, w, b, act="relu", act_qparams=qp).y
+        ref = testing.reference(spec, precision, xin, w, b, act="relu", act_qparams=qp,
+                                target=HASWELL).y
         assert testing.relative_error(y, ref) < 1e-5

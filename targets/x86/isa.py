@@ -82,6 +82,9 @@ AVX2_THROUGHPUT = Throughput(
 SSE_THROUGHPUT = Throughput(
     2.0, 2.0, 4.0, 0.5, 1.5, 1.5,
     "assumed: same issue model as AVX2 on 128-bit vectors")  # fmt: skip
+NEON_THROUGHPUT = Throughput(
+    2.0, 2.0, 4.0, 0.5, 1.5, 1.5,
+    "assumed: two 128-bit FMA pipes and two loads per cycle (Cortex-A76 / Neoverse-N1 class)")
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,12 @@ for _isa in (
     KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("avx2", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("sse", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),
+    # AArch64 levels: 32 128-bit registers. Kernels are the generic vector code until an Arm
+    # backend registers its dot-product families (see DotFamily).
+    KernelIsa("neon_i8mm", 128, 32, _ZMM_RESERVE, 8, NEON_THROUGHPUT),
+    KernelIsa("neon_dotprod", 128, 32, _ZMM_RESERVE, 8, NEON_THROUGHPUT),
+    KernelIsa("neon", 128, 32, _ZMM_RESERVE, 8, NEON_THROUGHPUT),
+    KernelIsa("generic", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),
 ):
     register_isa(_isa)
 
@@ -233,12 +242,14 @@ def _pmaddubsw_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
         return [WeightFormat("m8", "v8", 4, "int32", "uint8", 0, pmadd_intrin("u8i8", lanes),
                              dot_ops=2.5, acc_latency=1.0, bcast_ops=1.0)]  # fmt: skip
     # int4: 16, 8 or 4 channels per block (the planner weighs fewer multiplies against zero
-    # channel padding); unpacking is 5 ops per 8 channels (4 for the 4-channel layout).
+    # channel padding); unpacking is 5 ops per 8 channels (4 for the 4-channel layout). The
+    # unpacked weights stay in registers across the block's positions, one more register
+    # holds the nibble mask (fewer accumulators measured faster than spilling on Zen 3).
     return [
         WeightFormat("m4w", "v4w", 16, "int32", "uint8", 10, pmadd_intrin("u8i4w", lanes),
-                     dot_ops=7.0, acc_latency=1.0, bcast_ops=4.0, weight_regs=4),
+                     dot_ops=7.0, acc_latency=1.0, bcast_ops=4.0, weight_regs=5),
         WeightFormat("m4", "v4", 8, "int32", "uint8", 5, pmadd_intrin("u8i4", lanes),
-                     dot_ops=4.0, acc_latency=1.0, bcast_ops=2.0, weight_regs=2),
+                     dot_ops=4.0, acc_latency=1.0, bcast_ops=2.0, weight_regs=3),
         WeightFormat("m4s", "v4s", 4, "int32", "uint8", 4, pmadd_intrin("u8i4s", lanes),
                      dot_ops=2.5, acc_latency=1.0, bcast_ops=1.0),
     ]  # fmt: skip
@@ -332,17 +343,22 @@ def _lookup(table: dict, key: str, what: str, caps: TargetCaps):
         return table[key]
     except KeyError:
         raise ValueError(
-            f"no x86 kernels for {what} {key!r} of target {caps.mcpu or caps.triple!r} "
+            f"no kernels for {what} {key!r} of target {caps.mcpu or caps.triple!r} "
             f"(known: {', '.join(table)})"
         ) from None
 
 
 def cpu_model(target) -> CpuModel:
-    """The :class:`CpuModel` of a code target (``tvm.target.Target`` or JSON dict)."""
+    """The :class:`CpuModel` of a code target (``tvm.target.Target`` or JSON dict).
+
+    An int8 dot family without registered kernels (an Arm family before its backend registers
+    it) runs the integer schemes on the exact 32-bit path of family ``"none"``; kernel records
+    say so (``Kernel.info["int8_dot"]``).
+    """
     tgt = as_target(target)
     caps = capabilities(tgt)
     isa = _lookup(KERNEL_ISAS, caps.isa, "ISA level", caps)
-    dot = _lookup(DOT_FAMILIES, caps.int8_dot, "int8 dot family", caps)
+    dot = DOT_FAMILIES.get(caps.int8_dot, DOT_FAMILIES["none"])
     return CpuModel(tgt, caps, isa, dot, caps.cores)
 
 

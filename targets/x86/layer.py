@@ -107,6 +107,7 @@ def kernel_info(args: LayerArgs, fmt: WeightFormat, mode: str, sched: dict,
     schedule, parameters and constant bytes."""
     return {
         "isa": args.cpu.caps.isa,
+        "int8_dot": args.cpu.dot.name,
         "intrin": fmt.intrin,
         "acc_budget": args.cpu.acc_budget(mode, fmt.weight_regs),
         **sched,
