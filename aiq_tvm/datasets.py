@@ -92,7 +92,8 @@ _CIFAR10_FILES = {
     "test": ("test_batch",),
 }
 _CIFAR10_HINT = (
-    "pass root=... pointing to the extracted official CIFAR-10 python version "
+    "pass root=... (aiq-tvm: --data cifar10:<dir>) pointing to the extracted official "
+    "CIFAR-10 python version "
     "(cifar-10-python.tar.gz, directory cifar-10-batches-py)"
 )
 

@@ -45,12 +45,14 @@ class DataSplits:
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
+    # load_data's keyword arguments, so a summary can reload exactly these images
+    load_args: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {"spec": self.spec, "calib_images": len(self.calib),
                 "val_images": len(self.val[0]),
                 "test_images": 0 if self.test is None else len(self.test[0]),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "load_args": dict(self.load_args)}
 
 
 def load_data(spec: str, input_shape: tuple[int, ...], *, calib: int = 512, val: int = 1000,
@@ -89,6 +91,10 @@ def load_data(spec: str, input_shape: tuple[int, ...], *, calib: int = 512, val:
         if part is not None:
             check_images(name, part[0], input_shape)
             check_labels(name, part[1], len(part[0]), num_classes)
+    splits.load_args = {"calib": int(calib), "val": int(val),
+                        "test": None if test is None else int(test), "seed": int(seed),
+                        "mean": None if mean is None else list(mean),
+                        "std": None if std is None else list(std)}
     return splits
 
 

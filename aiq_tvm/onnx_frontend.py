@@ -164,8 +164,9 @@ def _resolve_shape(name: str, dims: list, input_shape, where: str) -> list:
         if any(d < 1 for d in given):
             raise ValueError(f"input_shape must hold positive sizes, got {given}")
         if dims and len(dims) - 1 != len(given):
-            raise ValueError(f"{where}: input {name!r} has rank {len(dims)} "
-                             f"({_fmt(dims)}); input_shape {given} needs rank {len(given) + 1}")
+            raise ValueError(f"{where}: input {name!r} has shape {_fmt(dims)}; input_shape "
+                             f"{given} has {len(given)} dims but needs {len(dims) - 1} (the "
+                             "shape without the batch)")
         fixed = dims[1:] if dims else [None] * len(given)
         if any(f is not None and f != g for f, g in zip(fixed, given, strict=True)):
             raise ValueError(f"{where}: input {name!r} has shape {_fmt(dims)}, which "

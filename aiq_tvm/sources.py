@@ -57,8 +57,8 @@ class LoadedModel:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"3,224,224"`` (or ``3x224x224``) -> ``(3, 224, 224)``."""
-    parts = [p for p in str(text).replace("x", ",").split(",") if p.strip()]
-    try:
+    parts = str(text).strip().replace("x", ",").split(",")
+    try:  # every part an integer: "3,x" or "3,,28" are errors, not (3,) or (3, 28)
         dims = tuple(int(p) for p in parts)
     except ValueError:
         dims = ()

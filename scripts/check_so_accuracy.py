@@ -16,10 +16,11 @@ from aiq_tvm.datasources import load_data
 
 so, run_dir = sys.argv[1], sys.argv[2]
 s = json.load(open(f"{run_dir}/summary.json"))
-d = load_data(s["data"]["spec"], tuple(s["model"]["input_shape"]), calib=s["data"]["calib_images"],
-              val=s["data"]["val_images"], seed=0)
+d = load_data(s["data"]["spec"], tuple(s["model"]["input_shape"]), **s["data"]["load_args"])
 main = relax.VirtualMachine(tvm.runtime.load_module(so), tvm.cpu())["main"]
-for name, (x, y), key in (("validation", d.val, "accuracy"), ("test", d.test, "test_accuracy")):
+parts = [("validation", d.val, "accuracy")]
+parts += [("test", d.test, "test_accuracy")] if d.test else []
+for name, (x, y), key in parts:
     pred = np.array([main(tvm.runtime.tensor(x[i:i + 1])).numpy().argmax() for i in range(len(x))])
     print(f"{name}: .so {100 * (pred == y).mean():.2f}% ({len(x)} images), summary.json "
           f"{100 * s[key]:.2f}%")

@@ -116,6 +116,9 @@ def test_parse_shape():
     assert parse_shape("3,224,224") == (3, 224, 224) == parse_shape("3x224x224")
     with pytest.raises(SourceError, match="positive integers like 3,224,224"):
         parse_shape("3,-1,2")
+    for bad in ("3,x", "3,,28", "", "3x"):
+        with pytest.raises(SourceError, match="positive integers like 3,224,224"):
+            parse_shape(bad)
 
 
 # ----------------------------------------------------------------------------- DATA
@@ -224,6 +227,12 @@ def test_image_folder_with_test_split(tmp_path):
                      mean=(0.5,), std=(0.25,))
     assert gray.test is None and gray.calib.shape == (4, 1, 24, 24)
     assert gray.val[0].min() >= -2.0 - 1e-6 and gray.val[0].max() <= 2.0 + 1e-6
+    # summary.json records load_args: the same images come back (scripts/check_so_accuracy.py)
+    args = gray.describe()["load_args"]
+    assert args == {"calib": 4, "val": 8, "test": None, "seed": 0, "mean": [0.5],
+                    "std": [0.25]}
+    again = load_data(gray.spec, (1, 24, 24), **args)
+    np.testing.assert_array_equal(again.val[0], gray.val[0])
 
 
 def test_image_folder_errors(tmp_path):
