@@ -13,13 +13,18 @@ import numpy as np
 __all__ = ["padded_batches"]
 
 
-def padded_batches(x: np.ndarray, batch: int) -> Iterator[tuple[np.ndarray, int]]:
+def padded_batches(x: np.ndarray, batch: int, repeat: bool = False
+                   ) -> Iterator[tuple[np.ndarray, int]]:
     """Yield ``(chunk, real)``: C-contiguous chunks of exactly ``batch`` rows, of which the
-    first ``real`` are samples of ``x`` (the rest zeros)."""
+    first ``real`` are samples of ``x``; the rest are zeros, or with ``repeat`` copies of the
+    chunk's samples (so every row of the batch is real data)."""
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
         real = len(chunk)
         if real < batch:
-            pad = np.zeros((batch - real,) + chunk.shape[1:], chunk.dtype)
+            if repeat:
+                pad = np.resize(chunk, (batch - real,) + chunk.shape[1:])
+            else:
+                pad = np.zeros((batch - real,) + chunk.shape[1:], chunk.dtype)
             chunk = np.concatenate([chunk, pad])
         yield np.ascontiguousarray(chunk), real

@@ -177,8 +177,10 @@ def calibrate(
     names : list of str
         Layer names in the order ``run`` returns their inputs.
     data : numpy.ndarray
-        Calibration inputs (N x ...); a last partial batch is zero-padded and only its real
-        rows are used.
+        Calibration inputs (N x ...).  A last partial batch is padded with copies of its own
+        samples: a layer input whose first axis is the batch keeps only the real rows; one
+        that is not batch-major (e.g. a Linear on [tokens, batch, C] flattened to rows) is
+        used whole, copies included.
     max_samples : int
         Per-layer size of the value sample behind the percentile estimate.
     """
@@ -188,7 +190,7 @@ def calibrate(
     n_batches = -(-len(data) // batch_size)
     col = RangeCollector(names, method, percentile, per_update=max_samples // n_batches,
                          seed=seed)
-    for chunk, real in padded_batches(np.asarray(data, np.float32), batch_size):
-        col.update(o[:real] for o in run(chunk))
+    for chunk, real in padded_batches(np.asarray(data, np.float32), batch_size, repeat=True):
+        col.update(o[:real] if len(o) == batch_size else o for o in run(chunk))
     return Calibration(col.ranges(), method=method, percentile=percentile,
                        num_samples=len(data))

@@ -67,7 +67,8 @@ class BuildConfig:
         Batch size of the returned executable (more via :meth:`BuildResult.executable`);
         default 1, or the module's batch when it is static.
     eval_batch_size : int, optional
-        Batch size of the accuracy runs (search and validation); default 100, or the
+        Batch size of the calibration and accuracy runs (search and validation); default
+        100 (or the number of calibration/validation samples when it is smaller), or the
         module's batch when it is static.
     tune : bool
         Tune the layer kernels of the final build with meta-schedule (XGBoost cost model,

@@ -14,20 +14,24 @@ params=...)``.
 
 from ._layers import LAYER_OPS, LayerInfo, is_layer_function, parse_layer
 from .annotate_precision import AnnotatePrecision, LayerEntry, layer_consumers, layer_table
+from .batched_matmul_to_dense import BatchedMatmulToDense
 from .cancel_transposes import CancelTransposes
 from .canonicalize_clip import CanonicalizeClip
 from .expose_layer_inputs import ExposeLayerInputs
+from .fills_to_scalars import FillsToScalars
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
 
 __all__ = [
     "AnnotatePrecision",
+    "BatchedMatmulToDense",
     "QuantizeAnnotated",
     "SelectPrecisionAtRuntime",
     "CancelTransposes",
     "CanonicalizeClip",
     "ExposeLayerInputs",
+    "FillsToScalars",
     "ScheduleGlue",
     "layer_table",
     "layer_consumers",

@@ -10,7 +10,11 @@ The composite stays a valid ``Primitive`` function, so an annotated module still
 unchanged with the standard pipelines; :class:`~aiq_tvm.passes.QuantizeAnnotated` replaces
 the composites with low-bit kernels.  Conv/matmul ops that have no AIQ kernel stay FP32 and
 are listed in the module attribute ``aiq.unsupported`` (layer name -> reason).  Running the
-pass on an annotated module only updates the precisions.
+pass on an annotated module only updates the precisions.  Linear layers on token inputs that
+were exported as batched matmuls are first rewritten into 2-D denses
+(:class:`~aiq_tvm.passes.BatchedMatmulToDense`), and constant fills that feed elementwise ops
+into scalars (:class:`~aiq_tvm.passes.FillsToScalars`), so that binding the weights and folding
+constants never materializes a per-token weight copy or a filled attention-sized tensor.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from ._layers import (
     user_binding_name,
     weight_layer_name,
 )
+from .batched_matmul_to_dense import BatchedMatmulToDense
+from .fills_to_scalars import FillsToScalars
 
 __all__ = ["AnnotatePrecision", "LayerEntry", "layer_table", "layer_consumers"]
 
@@ -245,6 +251,10 @@ class AnnotatePrecision:
         if self.func_name not in [gv.name_hint for gv in mod.get_global_vars()]:
             raise ValueError(f"module has no function {self.func_name!r} to annotate")
         mod = relax.transform.ConvertToDataflow()(mod)
+        # Token-wise Linear layers exported as batched matmuls become 2-D dense layers, and
+        # constant fills become scalars, before binding and folding could materialize either.
+        mod = BatchedMatmulToDense(self.func_name)(mod)
+        mod = FillsToScalars(self.func_name)(mod)
         hints = binding_name_hints(mod[self.func_name])
         self._static_ref[0] = static_vars(mod[self.func_name])
         mod = relax.transform.FuseOpsByPattern(

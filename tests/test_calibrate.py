@@ -23,17 +23,30 @@ def test_minmax_and_percentile_ranges():
 
 
 def test_calibrate_pads_last_batch_and_uses_real_rows_only():
-    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    x = np.arange(1, 11, dtype=np.float32).reshape(5, 2)
     seen = []
 
     def run(batch):
         assert batch.shape == (2, 2)
         seen.append(batch.copy())
-        return [batch]
+        return [batch, -batch]
 
-    cal = calibrate(run, ["l"], x, batch_size=2, method="minmax")
+    cal = calibrate(run, ["l", "neg"], x, batch_size=2, method="minmax")
     assert len(seen) == 3 and cal.num_samples == 5
-    assert cal.ranges["l"] == (0.0, 9.0)  # the zero padding rows never count
+    np.testing.assert_array_equal(seen[-1], [[9, 10], [9, 10]])  # padded with a copy
+    assert cal.ranges["l"] == (1.0, 10.0) and cal.ranges["neg"] == (-10.0, -1.0)
+
+
+def test_token_major_layer_inputs_see_only_real_samples_in_the_last_batch():
+    # A Linear on [tokens, batch, C] flattened to rows: the first axis is not the batch, so
+    # every row is used; padding with copies keeps zeros (or anything unseen) out of the range.
+    x = np.arange(1, 11, dtype=np.float32).reshape(5, 2)
+
+    def run(batch):
+        return [np.broadcast_to(batch, (3, 2, 2)).reshape(6, 2)]
+
+    cal = calibrate(run, ["tok"], x, batch_size=2, method="minmax")
+    assert cal.ranges["tok"] == (1.0, 10.0)
 
 
 def test_qparams_and_json(tmp_path):
