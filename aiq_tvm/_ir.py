@@ -9,7 +9,7 @@ from tvm import relax
 from .checks import check_positive_int
 
 __all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
-           "specialize_batch"]
+           "specialize_batch", "input_shape", "weight_types", "output_types"]
 
 
 def is_const(expr) -> bool:
@@ -80,3 +80,44 @@ def specialize_batch(mod: tvm.IRModule, batch_size: int) -> tvm.IRModule:
         return mod
     # By name: partitioned composite functions carry their own copy of the variable.
     return relax.transform.BindSymbolicVars({var.name: int(batch_size)})(mod)
+
+
+def _dims(shape) -> tuple:
+    """Static dimensions as ints, symbolic ones as None."""
+    return tuple(int(d) if isinstance(d, tvm.tirx.IntImm) else None for d in shape)
+
+
+def input_shape(mod: tvm.IRModule) -> tuple[int, ...]:
+    """Shape of one sample of ``main``'s first input (without the batch)."""
+    return tuple(int(d) for d in list(mod["main"].params[0].ty.shape)[1:])
+
+
+def weight_types(mod: tvm.IRModule) -> dict[str, tuple[tuple, str]]:
+    """``main``'s weight parameters (after ``num_input``): name -> (shape, dtype), None for
+    symbolic dimensions."""
+    func = mod["main"]
+    num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else 1
+    out = {}
+    for p in func.params[num_input:]:
+        if isinstance(p.ty, relax.TensorType) and p.ty.shape is not None:
+            out[p.name] = (_dims(p.ty.shape), str(p.ty.dtype))
+    return out
+
+
+def output_types(mod: tvm.IRModule) -> list | None:
+    """Shapes of ``main``'s outputs, nested tuples flattened in order (the order in which
+    :func:`aiq_tvm.runtime.run_batches` returns them), or None for a single tensor."""
+    ret = mod["main"].ret_ty
+    if not isinstance(ret, relax.TupleType):
+        return None
+    flat = []
+
+    def walk(ty):
+        if isinstance(ty, relax.TupleType):
+            for f in ty.fields:
+                walk(f)
+        else:
+            flat.append(_dims(ty.shape) if getattr(ty, "shape", None) is not None else None)
+
+    walk(ret)
+    return flat

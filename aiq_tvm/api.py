@@ -44,15 +44,16 @@ def build(
     tune_trials: int = 64,
     verbose: bool = False,
     remote=None,
+    output: int | None = None,
 ) -> BuildResult:
     """Quantize a Relax model with AIQ and compile it for a CPU.
 
     Checks every setting (:class:`~aiq_tvm.config.BuildConfig`, which documents them:
     ``target``, ``plan``, ``lam``, ``search``, ``objective``, ``budget_pp``, ``precisions``,
     ``calibration``, ``percentile``, ``batch_size``, ``eval_batch_size``, ``max_sweeps``,
-    ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``, ``remote``), then runs the
-    phases of :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search a plan (unless
-    ``plan`` is given), finalize and compile.
+    ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``, ``remote``, ``output``), then
+    runs the phases of :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search
+    a plan (unless ``plan`` is given), finalize and compile.
 
     Parameters
     ----------
@@ -60,18 +61,23 @@ def build(
         ``main(x, *weights)`` from :func:`aiq_tvm.from_torch`, or any Relax module whose
         ``main`` takes the input first (weights as constants or as parameters in ``params``).
     params : dict, optional
-        Weight values for ``main``'s parameters after the input.
+        Weight values for ``main``'s parameters after the input (each checked against the
+        shape and dtype ``main`` declares).
     calib_data : numpy.ndarray, optional
-        Calibration inputs; needed when any layer may use 8-bit activations.
+        Calibration inputs, prepared like the model's inputs; needed when any layer may use
+        8-bit activations.  NaN/Inf, complex values and constant data are errors; data that
+        looks like raw 0-255 pixels, or differs from ``val_data``, is warned about and noted
+        in the report.
     val_data : (numpy.ndarray, numpy.ndarray), optional
-        Validation inputs and labels; needed for search, and reported when given.
+        Validation inputs and integer labels in ``[0, classes)``; needed for search, and
+        reported when given.
     """
     config = BuildConfig(
         target=target, plan=plan, lam=lam, search=search, objective=objective,
         budget_pp=budget_pp, precisions=precisions, calibration=calibration,
         percentile=percentile, batch_size=batch_size, eval_batch_size=eval_batch_size,
         max_sweeps=max_sweeps, seed=seed, tune=tune, database=database,
-        tune_trials=tune_trials, verbose=verbose, remote=remote,
+        tune_trials=tune_trials, verbose=verbose, remote=remote, output=output,
     )
     ctx = phases.resolve(mod, params, calib_data, val_data, config)
     calib = phases.calibrate(ctx)

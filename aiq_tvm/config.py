@@ -13,6 +13,7 @@ from .calibrate import CALIBRATION_METHODS, Calibration
 from .checks import (
     check_choice,
     check_lam,
+    check_non_negative_int,
     check_non_negative_number,
     check_optional_positive_int,
     check_percentile,
@@ -92,6 +93,10 @@ class BuildConfig:
     remote : str or tvm.rpc.RPCSession, optional
         With ``objective="measured"``: time the layer kernels on this RPC device
         (``"host:port"`` or a session) instead of this machine, as the deploy target's code.
+    output : int, optional
+        For a model that returns several outputs (a tuple; nested tuples count in order):
+        the index of the one holding the class scores, which validation accuracy and the
+        search use.  Required when such a model is validated or searched.
     """
 
     target: object = "llvm"
@@ -112,6 +117,7 @@ class BuildConfig:
     tune_trials: int = 64
     verbose: bool = False
     remote: object = None
+    output: int | None = None
     # True when precisions were not given: resolve() narrows them to the target's defaults.
     precisions_default: bool = field(default=False, init=False)
 
@@ -121,6 +127,10 @@ class BuildConfig:
         check_choice("search", self.search, SEARCH_METHODS)
         check_choice("objective", self.objective, OBJECTIVES)
         set_("budget_pp", check_non_negative_number("budget_pp", self.budget_pp, " pp"))
+        if isinstance(self.precisions, str):
+            raise ValueError(f"precisions must be a list of precision names, e.g. "
+                             f"[{self.precisions!r}] or ['fp32', 'int8'], not the string "
+                             f"{self.precisions!r}; valid names: {', '.join(PRECISIONS)}")
         set_("precisions_default", self.precisions is None)
         cands = tuple(PRECISIONS if self.precisions is None else self.precisions)
         for p in cands:
@@ -141,6 +151,8 @@ class BuildConfig:
         if self.plan is not None:
             set_("plan", as_plan(self.plan))
         set_("remote", check_remote(self.remote))
+        if self.output is not None:
+            set_("output", check_non_negative_int("output", self.output))
         if self.remote is not None and (self.objective != "measured" or not self.searches):
             raise ValueError("remote= times the measured objective's layer kernels during a "
                              "search (objective='measured', no plan); to time a build on a "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,13 +26,21 @@ import tvm
 from tvm import relax
 
 from . import pipeline as P
-from ._ir import batch_var, specialize_batch
+from ._ir import batch_var, input_shape, output_types, specialize_batch, weight_types
 from .analysis import cost_model
 from .calibrate import Calibration
 from .calibrate import calibrate as measure_ranges
 from .compiler import compile_module, compile_plan, compile_switchable, prepare
 from .config import BuildConfig
 from .cost import CostModel
+from .datachecks import (
+    check_calibration_spread,
+    check_labels,
+    check_params,
+    check_samples,
+    compare_notes,
+    sample_notes,
+)
 from .objectives import MeritInputs, get_objective
 from .passes import ExposeLayerInputs, select_vector
 from .plan import Plan
@@ -69,6 +78,8 @@ class BuildContext:
     progress: Callable[[str, int, int | None], None] | None = None
     # Switchable modules compiled for the search, by candidate set (sweeps reuse them).
     switchable: dict = field(default_factory=dict, repr=False)
+    output: int | None = None  # which output holds the class scores (None: the only one)
+    num_classes: int | None = None
 
     @property
     def numerics_target(self) -> tvm.target.Target | None:
@@ -89,40 +100,52 @@ class BuildContext:
             plan=plan, report=report, cost=self.cost, target=self.target, preset=self.preset,
             calibration=calibration, search=searched, batch_size=self.batch_size,
             annotated=self.annotated, params=self.params, timings=self.timings,
-            database=self.config.database, run_target=self.run_target)
+            database=self.config.database, run_target=self.run_target, output=self.output,
+            num_classes=self.num_classes)
 
 
 # ----------------------------------------------------------------------------- resolve
-def _check_data(name: str, data, input_shape: tuple, labels: bool):
+def _check_data(name: str, data, in_shape: tuple, num_classes: int | None, labels: bool
+                ) -> tuple:
+    """``(checked data, notes)``: float32 samples (and labels), and what looks suspicious."""
     if data is None:
-        return None
+        return None, []
+    if labels and not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(f"{name} must be a pair (x, y) of inputs and integer labels")
+    raw = data[0] if labels else data
+    x = check_samples(name, raw, in_shape)
+    notes = sample_notes(name, raw, x)
     if labels:
-        if not (isinstance(data, (tuple, list)) and len(data) == 2):
-            raise ValueError(f"{name} must be a pair (x, y) of inputs and integer labels")
-        x, y = np.asarray(data[0], np.float32), np.asarray(data[1])
-        if len(x) == 0:
-            raise ValueError(f"{name} is empty; pass at least one validation sample")
-        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(
-                f"{name} labels must be integers of shape ({len(x)},), got {y.dtype} {y.shape}"
-            )
-    else:
-        x, y = np.asarray(data, np.float32), None
-        if x.ndim == 0 or len(x) == 0:
-            raise ValueError(f"{name} is empty; pass at least one calibration sample")
-    if tuple(x.shape[1:]) != input_shape:
-        raise ValueError(
-            f"{name} has samples of shape {tuple(x.shape[1:])}; the model takes {input_shape}"
-        )
-    return (x, y) if labels else x
+        return (x, check_labels(f"{name} labels", data[1], len(x), num_classes)), notes
+    check_calibration_spread(x)
+    return x, notes
 
 
-def _check_params(annotated: tvm.IRModule, params) -> None:
-    if params is None:
-        return
-    unknown = sorted(set(params) - {p.name for p in annotated["main"].params})
-    if unknown:
-        raise ValueError(f"params has names main does not take: {unknown[:5]}")
+def _classifier_output(annotated: tvm.IRModule, output: int | None, needed: bool
+                       ) -> tuple[int | None, int | None]:
+    """``(output index, number of classes)``: which of ``main``'s outputs accuracy reads
+    (None: its only output) and its last dimension when static."""
+    outs = output_types(annotated)
+    if outs is None:
+        if output not in (None, 0):
+            raise ValueError(f"output={output}, but the model has a single output")
+        shape = annotated["main"].ret_ty.shape
+        dims = [] if shape is None else list(shape)
+        last = dims[-1] if len(dims) >= 2 else None
+        return None, int(last) if isinstance(last, tvm.tirx.IntImm) else None
+    shapes = ", ".join("?" if s is None else "x".join("?" if d is None else str(d) for d in s)
+                       for s in outs)
+    if output is None:
+        if needed:
+            raise ValueError(f"the model returns {len(outs)} outputs ({shapes}); pass "
+                             f"output=<index> (0 to {len(outs) - 1}) to say which one holds "
+                             f"the class scores that accuracy is measured on")
+        return None, None
+    if output >= len(outs):
+        raise ValueError(f"output={output}, but the model returns {len(outs)} outputs "
+                         f"({shapes}); valid: 0 to {len(outs) - 1}")
+    shape = outs[output]
+    return output, shape[-1] if shape is not None and len(shape) >= 2 else None
 
 
 def _default_eval_batch(calib_x, val, largest: int = 100) -> int:
@@ -143,11 +166,17 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
     main_input = annotated["main"].params[0].ty.shape
     static = None if batch_var(annotated) is not None else int(main_input[0])
     bs = config.batch_size or static or 1
-    in_shape = tuple(int(d) for d in list(main_input)[1:])
-    calib_x = _check_data("calib_data", calib_data, in_shape, labels=False)
-    val = _check_data("val_data", val_data, in_shape, labels=True)
+    output, classes = _classifier_output(annotated, config.output,
+                                         needed=val_data is not None or config.searches)
+    calib_x, notes_c = _check_data("calib_data", calib_data, input_shape(annotated), classes,
+                                   labels=False)
+    val, notes_v = _check_data("val_data", val_data, input_shape(annotated), classes,
+                               labels=True)
+    data_notes = notes_c + notes_v + compare_notes(calib_x, None if val is None else val[0])
+    for note in data_notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
     eval_bs = config.eval_batch_size or static or _default_eval_batch(calib_x, val)
-    _check_params(annotated, params)
+    check_params(params, weight_types(annotated))
     cost = cost_model(specialize_batch(annotated, bs), requant_fusion=True)
     if not cost.searchable:
         raise ValueError("the model has no quantizable conv2d/dense layers")
@@ -158,7 +187,7 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
     return BuildContext(config=config, annotated=annotated, params=params, target=target,
                         run_target=run_target(target), preset=preset, cost=cost,
                         batch_size=bs, eval_batch_size=eval_bs, calib_x=calib_x, val=val,
-                        notes=notes)
+                        notes=notes + data_notes, output=output, num_classes=classes)
 
 
 def _target_precisions(config: BuildConfig, target) -> tuple[BuildConfig, list[str]]:
@@ -235,8 +264,8 @@ def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
 
     def acc_fn(assignment: Mapping[str, str]) -> float:
         sel = tvm.runtime.tensor(select_vector(layers, choices, assignment))
-        acc = accuracy(run_batches(lambda a: main(a, sel), xv, ctx.eval_batch_size,
-                                   tvm.cpu()), yv)
+        out = run_batches(lambda a: main(a, sel), xv, ctx.eval_batch_size, tvm.cpu())
+        acc = accuracy(out if ctx.output is None else out[ctx.output], yv)
         full = ctx.cost.full_assignment(assignment)
         ctx.log(f"  accuracy {100 * acc:6.2f}%  AI {ctx.cost.ai(full):7.2f}  "
                 f"{sum(p != 'fp32' for p in assignment.values())} layers quantized")

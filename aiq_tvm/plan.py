@@ -134,6 +134,11 @@ class Plan:
             raise ValueError(
                 f"unsupported plan version {version!r}; this aiq_tvm reads version {PLAN_VERSION}"
             )
+        for key, kind in (("layers", 'an object of layer -> precision, e.g. {"conv1": "int8"}'),
+                          ("metadata", "an object")):
+            if not isinstance(data.get(key, {}), Mapping):
+                raise ValueError(f'plan "{key}" must be {kind}; got a JSON '
+                                 f"{_json_kind(data[key])}")
         return cls(
             dict(data.get("layers", {})),
             default=data.get("default", "fp32"),
@@ -154,6 +159,10 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         p = Path(path)
+        if p.is_dir():
+            inside = " (it holds a plan.json: pass that file)" if (p / "plan.json").is_file() \
+                else ""
+            raise IsADirectoryError(f"plan file {str(p)!r} is a directory{inside}")
         if not p.is_file():
             raise FileNotFoundError(f"plan file {str(p)!r} does not exist")
         try:
@@ -165,6 +174,12 @@ class Plan:
         if not isinstance(other, Plan):
             return NotImplemented
         return self.layers == other.layers and self.default == other.default
+
+
+def _json_kind(value) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number" if isinstance(value, (int, float)) else
+                     type(value).__name__)
 
 
 def as_plan(plan) -> Plan:

@@ -9,9 +9,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ._ir import input_shape
 from .calibrate import Calibration
+from .checks import check_positive_int
 from .compiler import compile_plan
 from .cost import CostModel
+from .datachecks import check_finite as _check_finite
+from .datachecks import check_labels, check_samples
 from .plan import Plan
 from .report import Report
 from .runtime import accuracy, require_host_runnable, run_batches, time_main
@@ -46,6 +50,8 @@ class BuildResult:
     tuning: dict = field(default_factory=dict)
     run_target: tvm.target.Target | None = None
     unscheduled: dict = field(default_factory=dict)  # batch -> [(glue function, error)]
+    output: int | None = None  # which output holds the class scores (multi-output models)
+    num_classes: int | None = None
     _exes: dict = field(default_factory=dict, repr=False)
     _run_exes: dict = field(default_factory=dict, repr=False)
 
@@ -102,16 +108,41 @@ class BuildResult:
         dims = [int(d) for d in list(self.annotated["main"].params[0].ty.shape)[1:]]
         return np.random.default_rng(seed).standard_normal((bs, *dims)).astype(np.float32)
 
-    def run(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def run(self, x: np.ndarray, batch_size: int | None = None, check_finite: bool = False):
         """Run inputs of any count through the build (batched, last batch zero-padded), on
-        ``run_target``."""
-        bs = batch_size or self.batch_size
-        vm = relax.VirtualMachine(self.run_executable(bs), tvm.cpu())
-        return run_batches(vm["main"], x, bs, tvm.cpu())
+        ``run_target``: an array, or a tuple of arrays for a model with several outputs.
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> float:
-        """Top-1 accuracy of the build on (x, y)."""
-        return accuracy(self.run(x, batch_size), np.asarray(y))
+        NaN and Inf in ``x`` are not caught by default, and they may vanish: an 8-bit layer
+        quantizes them to finite codes and ReLU (``max(x, 0)``) turns NaN into 0, so int8
+        builds, and fp32 builds with ReLU, can return finite outputs where PyTorch returns
+        NaN.  ``check_finite=True`` raises on non-finite inputs and outputs, naming the
+        count and the first sample.
+        """
+        bs = self.batch_size if batch_size is None else check_positive_int("batch_size",
+                                                                           batch_size)
+        x = check_samples("x", x, input_shape(self.annotated), finite=check_finite)
+        vm = relax.VirtualMachine(self.run_executable(bs), tvm.cpu())
+        out = run_batches(vm["main"], x, bs, tvm.cpu())
+        if check_finite:
+            outs = out if isinstance(out, tuple) else (out,)
+            for i, o in enumerate(outs):
+                _check_finite("the output" + (f" {i}" if len(outs) > 1 else ""), o)
+        return out
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None,
+                 check_finite: bool = False) -> float:
+        """Top-1 accuracy of the build on (x, y): ``y`` holds one class index per sample of
+        ``x``, in ``[0, classes)``; a multi-output model is scored on its ``output``."""
+        n = len(np.asarray(x)) if np.ndim(x) else 0
+        y = check_labels("y", y, n, self.num_classes)
+        out = self.run(x, batch_size, check_finite)
+        if isinstance(out, tuple):
+            if self.output is None:
+                raise ValueError(f"the model returns {len(out)} outputs; build it with "
+                                 f"output=<index> (0 to {len(out) - 1}) to say which one holds "
+                                 f"the class scores")
+            out = out[self.output]
+        return accuracy(out, y)
 
     def benchmark(self, batch_size: int = 1, repeat: int = 20, min_repeat_ms: int = 100,
                   x: np.ndarray | None = None, remote=None) -> dict:

@@ -41,11 +41,26 @@ def require_host_runnable(target: tvm.target.Target, what: str) -> None:
         "BuildResult.run/evaluate already run here with the deploy target's numerics")
 
 
-def run_batches(fn, x: np.ndarray, batch: int, dev) -> np.ndarray:
-    """``fn`` over ``x`` in batches of exactly ``batch`` rows (last one zero-padded)."""
-    outs = [fn(tvm.runtime.tensor(chunk, dev)).numpy()[:real]
+def run_batches(fn, x: np.ndarray, batch: int, dev):
+    """``fn`` over ``x`` in batches of exactly ``batch`` rows (last one zero-padded): one
+    array, or a tuple of arrays for a model with several outputs."""
+    outs = [_real_rows(fn(tvm.runtime.tensor(chunk, dev)), real)
             for chunk, real in padded_batches(np.asarray(x, np.float32), batch)]
+    if isinstance(outs[0], tuple):
+        return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
     return np.concatenate(outs)
+
+
+def _real_rows(out, real: int):
+    """The first ``real`` rows of a VM result: a tensor, or a tuple of them (nested tuples
+    are flattened in order)."""
+    if hasattr(out, "numpy"):
+        return out.numpy()[:real]
+    flat = []
+    for item in out:
+        part = _real_rows(item, real)
+        flat.extend(part if isinstance(part, tuple) else (part,))
+    return tuple(flat)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -1,5 +1,6 @@
 """BuildConfig: every build setting checked once, with messages naming the valid choices."""
 
+import numpy as np
 import pytest
 
 from aiq_tvm import OBJECTIVES, BuildConfig, Plan
@@ -15,8 +16,10 @@ from aiq_tvm.objectives import MeritInputs, get_objective
     (dict(budget_pp=-1), "budget_pp must be a number >= 0 pp"),
     (dict(precisions=["int8", "fp16"]), "unknown precision 'fp16'"),
     (dict(precisions=[]), "precisions is empty"),
+    (dict(precisions="int8"), r"precisions must be a list of precision names, e\.g\. \['int8'\]"),
     (dict(calibration="kl"), "unknown calibration 'kl'; valid: minmax, percentile or an aiq"),
     (dict(percentile=20.0), r"percentile must be in \(50, 100\]"),
+    (dict(percentile=150), r"percentile must be in \(50, 100\], got 150"),
     (dict(batch_size=0), "batch_size must be a positive integer"),
     (dict(eval_batch_size=2.5), "eval_batch_size must be a positive integer"),
     (dict(max_sweeps=0), "max_sweeps must be a positive integer"),
@@ -24,6 +27,7 @@ from aiq_tvm.objectives import MeritInputs, get_objective
     (dict(tune_trials=0), "tune_trials must be a positive integer"),
     (dict(plan="int3"), "unknown precision 'int3'"),
     (dict(plan=3), "plan must be an aiq_tvm.Plan, a precision name or a dict"),
+    (dict(plan=["int8"]), "plan must be an aiq_tvm.Plan, a precision name or a dict, got list"),
 ])
 def test_bad_settings_name_the_valid_choices(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -37,6 +41,8 @@ def test_normalized_settings():
     assert cfg.precisions == ("int8", "w4")
     assert cfg.choices(["a"]) == {"a": ["fp32", "int8", "w4"]}  # fp32 is always a candidate
     assert BuildConfig().searches and BuildConfig().precisions[0] == "fp32"
+    numpy_numbers = BuildConfig(lam=np.float32(0.5), percentile=np.float64(99.9))
+    assert numpy_numbers.lam == 0.5 and numpy_numbers.percentile == 99.9
     with pytest.raises(AttributeError):
         cfg.lam = 0.5  # frozen: phases share one checked config
 

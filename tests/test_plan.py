@@ -91,6 +91,12 @@ def test_bad_json(tmp_path):
         Plan.from_json('{"format": "aiq_tvm.plan", "version": 99}')
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Plan.load(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match=r'plan "layers" must be an object of layer -> '
+                       r"precision.*got a JSON array"):
+        Plan.from_json('{"format": "aiq_tvm.plan", "version": 1, "layers": ["int8"]}')
+    Plan({"fc": "int8"}).save(tmp_path / "plan.json")
+    with pytest.raises(IsADirectoryError, match="is a directory .it holds a plan.json"):
+        Plan.load(tmp_path)
 
 
 # The pure-Python modules docs/architecture.md lists.
