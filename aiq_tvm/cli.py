@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--test", type=int, default=10000,
                      help="test-split images for the final accuracy (0 to skip)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--target", default="llvm")
+    run.add_argument("--target", default="llvm",
+                     help="llvm (this machine), a preset name (aiq-tvm presets), a JSON target "
+                     "or a target string ('llvm -mtriple=aarch64-linux-gnu -mattr=+neon')")
     run.add_argument("--batch", type=_positive_int, default=1,
                      help="batch size of the final build and of the measured objective's timing")
     run.add_argument("--baselines", type=_precisions, default=[],
@@ -245,7 +247,7 @@ def _cmd_presets(target: str) -> int:
 
     for p in PRESETS.values():
         print(p.describe())
-    tgt, preset = resolve_target(json.loads(target) if target.startswith("{") else target)
+    tgt, preset = resolve_target(target)  # a JSON target arrives as text
     print(f"\ntarget {tgt} gets:\n{preset.describe()}")
     return 0
 

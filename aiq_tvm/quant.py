@@ -389,10 +389,17 @@ def int_comb_scale(act_qparams: ActQParams, s_w: np.ndarray) -> np.ndarray:
     return (act_qparams.scale * s_w.astype(np.float64)).astype(np.float32)
 
 
-def int_zp_correction(act_qparams: ActQParams, q_w: np.ndarray) -> np.ndarray:
-    """Zero-point correction ``zp * sum(q_w[o])`` as int32 ``[O]``."""
+def int_zp_correction(act_qparams: ActQParams, q_w: np.ndarray,
+                      act_offset: int = 0) -> np.ndarray:
+    """Zero-point correction ``(zp - act_offset) * sum(q_w[o])`` as int32 ``[O]``.
+
+    ``act_offset`` is what a kernel subtracts from every uint8 activation before its dot
+    product (128 on Arm ``sdot``/``smull``, which take signed bytes): its accumulator is then
+    ``sum (a - act_offset) * q``, and ``acc - corr`` is ``sum (a - zp) * q`` either way.
+    """
     o = q_w.shape[0]
-    return (act_qparams.zp * q_w.reshape(o, -1).astype(np.int64).sum(axis=1)).astype(np.int32)
+    zp = int(act_qparams.zp) - int(act_offset)
+    return (zp * q_w.reshape(o, -1).astype(np.int64).sum(axis=1)).astype(np.int32)
 
 
 def ref_dense(

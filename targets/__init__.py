@@ -99,6 +99,17 @@ def _tvm_target(spec):
     return tvm.target.Target(spec)
 
 
+def _json_target(text: str, valid: str) -> dict:
+    import json
+
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"target {text!r} is not valid JSON ({err}); valid targets: {valid}"
+                         ) from None
+    return spec
+
+
 def resolve_target(target) -> tuple:
     """Turn a user target into ``(tvm.target.Target, CpuPreset)``.
 
@@ -109,7 +120,9 @@ def resolve_target(target) -> tuple:
     ----------
     target : str, dict or tvm.target.Target
         ``"llvm"`` (this machine), a preset name (see :func:`preset_names`), a TVM JSON
-        target dict, or a ``tvm.target.Target``.
+        target dict (or its JSON text, as the CLI's ``--target`` passes it), a classic target
+        string (``"llvm -mtriple=aarch64-linux-gnu -mattr=+neon,+dotprod"``), or a
+        ``tvm.target.Target``.
 
     Raises
     ------
@@ -120,8 +133,8 @@ def resolve_target(target) -> tuple:
 
     valid = (
         f"'llvm' (this machine), a preset name ({', '.join(PRESETS)}), a JSON dict such as "
-        "{'kind': 'llvm', 'mcpu': 'znver4', 'num-cores': 2}, a target string such as "
-        "'llvm -mcpu=haswell -num-cores=4', or a tvm.target.Target"
+        "{'kind': 'llvm', 'mcpu': 'znver4', 'num-cores': 2} (or its JSON text), a target "
+        "string such as 'llvm -mcpu=haswell -num-cores=4', or a tvm.target.Target"
     )
     if isinstance(target, str):
         if target == "llvm":
@@ -130,6 +143,8 @@ def resolve_target(target) -> tuple:
         if target in PRESETS:
             preset = PRESETS[target]
             return _tvm_target(preset.target), preset
+        if target.lstrip().startswith("{"):  # a JSON dict as text (the CLI's --target)
+            return resolve_target(_json_target(target, valid))
         if not target.startswith("llvm "):
             raise ValueError(f"unknown target {target!r}; valid targets: {valid}")
         target = parse_target_string(target)

@@ -18,6 +18,15 @@ ISA_TARGETS = {
     "avx_vnni": {"kind": "llvm", "mcpu": "alderlake", "num-cores": 2},  # VEX vpdpbusd ymm
     "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 2},  # vpmaddubsw ymm
 }
+# One aarch64 target per Arm ISA level, best first (cross-compiled here; run on the emulated
+# board of `make test-arm`). "+neon" alone is Armv8.0 AdvSIMD.
+_AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
+ARM_TARGETS = {
+    "neon_i8mm": {**_AARCH64, "mattr": ["+neon", "+dotprod", "+i8mm"]},  # usdot
+    "neon_dotprod": {**_AARCH64, "mattr": ["+neon", "+dotprod"]},  # sdot
+    "neon": {**_AARCH64, "mattr": ["+neon"]},  # smull / sadalp
+}
+AARCH64_DOTPROD = ARM_TARGETS["neon_dotprod"]
 ZNVER4 = ISA_TARGETS["avx512_vnni"]
 HASWELL = ISA_TARGETS["avx2"]
 

@@ -1,7 +1,10 @@
 """aarch64 builds run on an emulated board (qemu-user TVM RPC server): ``make test-arm``.
 
-Correctness only (nothing is timed under emulation). Skipped in ``make test``: starting the
-emulated server alone takes about a minute on 2 cores.
+Correctness only (nothing is timed under emulation). Skipped in ``make test``: the emulated
+server and the cross builds take minutes on 2 cores. What runs here: the NEON int8/int4
+kernels of every Arm ISA level exact against the numpy reference (random data and the
+extremes of each instruction), and ResNet-20 int8 / mixed int8+int4 builds for each level
+giving the host's outputs bit for bit.
 """
 
 import gc
@@ -9,18 +12,26 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import tvm
 from tvm import relax
 from tvm.script import relax as R
 from tvm.support import cc
 
+import aiq_tvm
+from aiq_tvm import datasets, models, quant
+from aiq_tvm.plan import Plan
+from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets.arm import RPCServer
+from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel
+from aiq_tvm.testing import kernel_args, kernel_input, layer_data, reference
+from isa import AARCH64_DOTPROD, ARM_TARGETS
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("AIQ_TEST_ARM") != "1",
     reason="emulated aarch64 tests run with `make test-arm` (AIQ_TEST_ARM=1)")
 
-AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}
+CROSS_CC = "aarch64-linux-gnu-g++"
 
 
 @pytest.fixture(autouse=True)
@@ -49,8 +60,8 @@ class Conv:
 
 def test_emulated_board_is_aarch64_and_runs_a_cross_build(board, tmp_path):
     lib = tmp_path / "conv.so"
-    tvm.compile(Conv, tvm.target.Target(AARCH64)).export_library(
-        str(lib), fcompile=cc.cross_compiler("aarch64-linux-gnu-g++"))
+    tvm.compile(Conv, tvm.target.Target(AARCH64_DOTPROD)).export_library(
+        str(lib), fcompile=cc.cross_compiler(CROSS_CC))
     with open(lib, "rb") as f:
         assert f.read(20)[18] == 183  # ELF e_machine EM_AARCH64
     rng = np.random.default_rng(0)
@@ -73,30 +84,97 @@ def test_emulated_board_is_aarch64_and_runs_a_cross_build(board, tmp_path):
         sess.load_module("x86.so")
 
 
-@pytest.mark.parametrize("mattr, intrin", [
-    (["+neon"], "aiq_dot_4x4_neon_smull_u8i8i32"),
-    (["+neon", "+dotprod"], "aiq_dot_4x4_neon_sdot_u8i8i32"),
-    (["+neon", "+dotprod", "+i8mm"], "aiq_dot_4x4_neon_usdot_u8i8i32"),
-])
-def test_neon_intrinsics_are_exact_on_the_board(board, tmp_path, mattr, intrin):
-    from aiq_tvm.targets.arm import neon
+# ---------------------------------------------------------------------------------------------
+# Layer kernels: exact int32 accumulators (debug_acc) on the board
+# ---------------------------------------------------------------------------------------------
 
-    n, k, o = 5, 64, 12
-    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": mattr})
-    assert neon.intrinsic_for(target) == intrin
-    lib = tvm.compile(tvm.IRModule({"main": neon.dot_kernel(n, k, o, intrin)}), target=target)
-    path = tmp_path / f"{intrin}.so"
-    lib.export_library(str(path), fcompile=cc.cross_compiler("aarch64-linux-gnu-g++"))
-    rng = np.random.default_rng(1)
-    a = rng.integers(0, 256, (n, k), dtype=np.uint8)
-    w = rng.integers(-127, 128, (o, k), dtype=np.int8)
-    a[0], w[0] = 255, -127  # the extremes: 255 * -127 * k, and int16 pair sums of smull
-    a[1], w[1] = 0, 127
-    want = a.astype(np.int64) @ w.astype(np.int64).T
+
+def random_cases(target):
+    """(name, kernel, uint8 input, exact acc - corr) on random off-centre data."""
+    out = []
+    for i, spec in enumerate((ConvSpec(2, 8, 8, 20, 12, 3, 3, padding=1, stride=2),
+                              ConvSpec(1, 6, 6, 64, 32, 1, 1), DenseSpec(3, 70, 10))):
+        x, w, b, _, qp = layer_data(spec, np.random.default_rng(i), offset=0.7)
+        make = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
+        for scheme in ("int8", "int4"):
+            k = make(spec, scheme, w, b, act_qparams=qp, target=target, debug_acc=True)
+            xin = kernel_input(scheme, x, qp)
+            ref = reference(spec, scheme, xin, w, b, act_qparams=qp, target=target)
+            out.append((f"rand{i}_{scheme}", k, xin, ref.acc))
+    return out
+
+
+def extreme_cases(target):
+    """Activations 0 and 255 against weight codes +-127 / +-7 with zero points 255 and 0: the
+    largest products of every instruction (smull's int16 pair sums of +-32512 after the
+    flip to ``a - 128``)."""
+    spec = ConvSpec(1, 4, 4, 64, 16, 3, 3, padding=1)
+    w = np.full(spec.weight_shape, -1.0, np.float32)
+    w[:, ::2] = 1.0
+    w[::3] *= -1.0
+    xq = np.zeros(spec.in_shape, np.uint8)
+    xq[..., ::3] = 255
+    out = []
+    for zp_range in ((-1.0, 0.0), (0.0, 1.0)):  # zp = 255, zp = 0
+        qp = ActQParams.from_range(*zp_range)
+        for scheme in ("int8", "int4"):
+            k = conv2d_kernel(spec, scheme, w, None, act_qparams=qp, target=target,
+                              debug_acc=True)
+            ref = quant.ref_conv2d(xq, w, None, scheme, padding=spec.padding, act_qparams=qp)
+            out.append((f"extreme_zp{qp.zp}_{scheme}", k, xq, ref.acc))
+    return out
+
+
+@pytest.mark.parametrize("level", list(ARM_TARGETS))
+def test_kernels_exact_on_the_board(board, tmp_path, level):
+    target = ARM_TARGETS[level]
+    cases = random_cases(target) + extreme_cases(target)
+    lib = tvm.compile(tvm.IRModule({name: k.prim_func.with_attr("global_symbol", name)
+                                    for name, k, *_ in cases}), tvm.target.Target(target))
+    path = tmp_path / f"kernels_{level}.so"
+    lib.export_library(str(path), fcompile=cc.cross_compiler(CROSS_CC))
     sess = board.connect()
     sess.upload(str(path))
-    dev = sess.cpu()
-    args = [tvm.runtime.tensor(a, dev), tvm.runtime.tensor(neon.pack_dot_weight(w), dev),
-            tvm.runtime.tensor(np.zeros((n, o), np.int32), dev)]
-    sess.load_module(path.name)["main"](*args)
-    np.testing.assert_array_equal(args[2].numpy(), want)
+    rlib, dev = sess.load_module(path.name), sess.cpu()
+    for name, k, xin, want in cases:
+        assert k.info["isa"] == level and k.info["intrin"], name
+        args = [tvm.runtime.tensor(a.numpy(), dev) for a in kernel_args(k, xin)]
+        rlib[name](*args)
+        np.testing.assert_array_equal(args[-1].numpy(), want, err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet-20: the board's outputs are the host's
+# ---------------------------------------------------------------------------------------------
+
+MIXED = Plan({r"re:layer[23]\..*conv2": "int4"}, default="int8")
+BUILDS = [("neon_dotprod", "int8"), ("neon_dotprod", "mixed"), ("neon_i8mm", "int8"),
+          ("neon", "mixed")]
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    """ResNet-20 calibrated on 64 Fashion-MNIST images (once, on the host), 64 validation
+    images."""
+    xc, _ = datasets.calibration_set(64)
+    xv, yv = datasets.validation_set(64)
+    mod, params = aiq_tvm.from_torch(models.resnet20(pretrained=True), torch.from_numpy(xv[:2]))
+    cal = aiq_tvm.build(mod, AARCH64_DOTPROD, params=params, plan="int8", calib_data=xc,
+                        batch_size=BATCH).calibration
+    return mod, params, cal, xv, yv
+
+
+@pytest.mark.parametrize("level, plan", BUILDS, ids=[f"{lv}-{p}" for lv, p in BUILDS])
+def test_resnet20_on_the_board_gives_the_host_outputs(board, resnet20, level, plan):
+    """The aarch64 build on the board and the host build with the deploy target's numerics
+    (what calibration, search and ``BuildResult.run`` use) agree bit for bit."""
+    mod, params, cal, xv, yv = resnet20
+    res = aiq_tvm.build(mod, ARM_TARGETS[level], params=params,
+                        plan=MIXED if plan == "mixed" else plan, calibration=cal,
+                        batch_size=BATCH)
+    host = res.run(xv, BATCH)
+    sess = board.connect()
+    got = res.on_remote(sess, BATCH).run(xv, BATCH)
+    np.testing.assert_array_equal(got, host)
+    assert (got.argmax(1) == yv).mean() >= 0.85  # a working classifier, not a constant

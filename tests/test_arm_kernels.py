@@ -1,68 +1,171 @@
-"""AArch64 NEON int8 intrinsics: cross-built here, their instructions checked in the assembly
-(numerics run on the emulated board: tests/test_arm_emulated.py, ``make test-arm``)."""
+"""AArch64 kernels, cross-built on this host (CI; assembly only, nothing runs arm64 code here).
+
+Every Arm ISA level's int8 dot instruction in the int8/int4 conv and dense kernels, NEON FMA in
+the fp32 ones, the kernels' offset definitions exact (run on the host as plain TIR), and
+ResNet-20 int8 and mixed int8/int4 plans cross-built for aarch64 with dot products in every
+integer kernel, exported by the cross compiler. The instructions' numerics, and the whole
+ResNet-20 against the host's outputs, run on the emulated board: tests/test_arm_emulated.py
+(``make test-arm``).
+"""
 
 import re
+import subprocess
 
+import numpy as np
 import pytest
-import tvm
+import torch
 
+import aiq_tvm
+from aiq_tvm import datasets, models
+from aiq_tvm.calibrate import Calibration
+from aiq_tvm.plan import Plan
+from aiq_tvm.targets import capabilities
 from aiq_tvm.targets.arm import neon
+from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, cpu_model, dense_kernel
+from aiq_tvm.testing import compile_prim_func, kernel_input, layer_data, reference, run_kernel
+from isa import AARCH64_DOTPROD, ARM_TARGETS, HASWELL
 
-BASE = {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
-NEON = {**BASE, "mattr": ["+neon"]}
-DOTPROD = {**BASE, "mattr": ["+neon", "+dotprod"]}
-I8MM = {**BASE, "mattr": ["+neon", "+dotprod", "+i8mm"]}
-
-
-def asm_of(intrin: str, target: dict) -> str:
-    func = neon.dot_kernel(3, 16, 8, intrin)
-    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm.target.Target(target))
-    return lib.mod.inspect_source("asm")
+EM_AARCH64 = 183
+CONV = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1)  # 20 channels: int4 pads to 24
+DENSE = DenseSpec(3, 70, 10)
+# level -> int8 / int4 weight formats, the instruction their blocks use, instructions that
+# must not appear.
+LEVELS = {
+    "neon_i8mm": ("usdot8", "usdot4", "usdot", ("sdot", "smull")),
+    "neon_dotprod": ("sdot8", "sdot4", "sdot", ("usdot", "smull")),
+    "neon": ("smull8", "smull4", "smull", ("sdot", "usdot")),
+}
+# Mixed plan: the second conv of every block in stages 2 and 3 in int4, the rest int8.
+MIXED = Plan({r"re:layer[23]\..*conv2": "int4"}, default="int8")
 
 
 def count(asm: str, mnemonic: str) -> int:
     return len(re.findall(rf"^\s+{mnemonic}\s+v\d+\.", asm, flags=re.M))
 
 
-@pytest.mark.parametrize("target, intrin", [(NEON, neon.NEON_SMULL),
-                                            (DOTPROD, neon.NEON_SDOT),
-                                            (I8MM, neon.NEON_USDOT)])
-def test_each_level_gets_its_intrinsic(target, intrin):
-    assert neon.intrinsic_for(tvm.target.Target(target)) == intrin
+def asm_of(kernel, target) -> str:
+    return compile_prim_func(kernel.prim_func, target).mod.inspect_source("asm")
 
 
-def test_intrinsic_for_rejects_x86():
+def build(spec, scheme, target, **kwargs):
+    rng = np.random.default_rng(0)
+    x, w, b, _, qp = layer_data(spec, rng, offset=0.7)  # off-centre: zero point != 128
+    make = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
+    k = make(spec, scheme, w, b, act_qparams=qp, target=target, **kwargs)
+    return k, x, w, b, qp
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_int_kernels_use_the_level_dot_instruction(level):
+    target = ARM_TARGETS[level]
+    caps = capabilities(target)
+    assert caps.isa == level and cpu_model(target).dot.name == caps.int8_dot
+    fmt8, fmt4, instr, absent = LEVELS[level]
+    for scheme, fmt in (("int8", fmt8), ("int4", fmt4)):
+        for spec in (CONV,) if level != "neon_dotprod" else (CONV, DENSE):
+            k, *_ = build(spec, scheme, target)
+            assert (k.info["isa"], k.info["int8_dot"], k.info["weight_format"]) == (
+                level, caps.int8_dot, fmt)
+            assert k.info["intrin"] == neon.intrinsic_for(target, "u8i8" if fmt == fmt8
+                                                          else "u8i4")
+            asm = asm_of(k, target)
+            assert count(asm, instr) >= (4 if spec is CONV else 1), (scheme, spec)
+            for bad in absent:
+                assert count(asm, bad) == 0, (scheme, spec, bad)
+            if instr == "smull":  # products paired by addp, widened into int32 by sadalp
+                assert count(asm, "addp") >= 1 and count(asm, "sadalp") >= 1
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_fp32_kernels_use_neon_fma(level):
+    target = ARM_TARGETS[level]
+    k, *_ = build(CONV, "fp32", target)
+    assert k.plan.lanes == 4 and k.info["weight_format"] == "f32"
+    assert count(asm_of(k, target), r"fmla") >= 8
+
+
+@pytest.mark.parametrize("level", ["neon_dotprod", "neon_i8mm"])  # activation offset 128 / 0
+def test_kernel_definitions_exact_on_the_host(level):
+    """The Arm kernels' TE definitions (packed layouts, ``a - 128`` for the signed
+    instructions, the correction folded into ``corr``) run as plain TIR on this host and give
+    the exact ``acc - corr`` of the reference; the instructions run in ``make test-arm``."""
+    target = ARM_TARGETS[level]
+    offset = neon.ACT_OFFSET[neon.FAMILY_INSTRUCTION[capabilities(target).int8_dot]]
+    for scheme in ("int8", "int4"):
+        for spec in (CONV, DENSE):
+            k, x, w, b, qp = build(spec, scheme, target, schedule=False, debug_acc=True)
+            assert k.info["weight_qmax"] == (127 if scheme == "int8" else 7)
+            xin = kernel_input(scheme, x, qp)
+            ref = reference(spec, scheme, xin, w, b, act_qparams=qp, target=target)
+            np.testing.assert_array_equal(run_kernel(k, xin, HASWELL), ref.acc)
+            q = aiq_tvm.schemes.get_precision(scheme).quantize_weight(w, 127)[0]
+            corr = k.consts[k.info["params"].index("corr") - 1]
+            want = (qp.zp - offset) * q.reshape(q.shape[0], -1).astype(np.int64).sum(1)
+            np.testing.assert_array_equal(corr, want)
+
+
+def test_intrinsic_lookups_reject_bad_input():
     with pytest.raises(ValueError, match="aarch64"):
-        neon.intrinsic_for(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}))
+        neon.intrinsic_for(HASWELL)
+    with pytest.raises(ValueError, match="known: usdot, sdot, smull"):
+        neon.neon_intrin("udot", "u8i8")
+    with pytest.raises(ValueError, match="known: u8i8, u8i4"):
+        neon.neon_intrin("sdot", "u8i2")
 
 
-# 3 rows x 2 blocks of 4 output channels x 4 groups of 4 input channels = 24 blocks. The
-# weight-only correction term of sdot/smull costs the same instructions again, at most once per
-# block (LLVM shares it between blocks of the same weights where the loop order lets it).
-BLOCKS = 24
-def test_usdot_block_is_one_usdot():
-    asm = asm_of(neon.NEON_USDOT, I8MM)
-    assert count(asm, "usdot") == BLOCKS
-    assert count(asm, "sdot") == 0 and count(asm, "smull") == 0
+# ---------------------------------------------------------------------------------------------
+# ResNet-20 cross-built for aarch64 with dotprod
+# ---------------------------------------------------------------------------------------------
 
 
-def test_sdot_block_flips_activations_and_corrects_with_the_weights():
-    asm = asm_of(neon.NEON_SDOT, DOTPROD)
-    assert BLOCKS < count(asm, "sdot") <= 2 * BLOCKS
-    # the XOR 0x80 flip of the activations (on the 4 bytes, or on their broadcast vector)
-    assert re.search(r"^\s+eor\s+[wv]\d+", asm, flags=re.M)
-    assert count(asm, "usdot") == 0 and count(asm, "smull") == 0
+@pytest.fixture(scope="module")
+def resnet20_builds(tmp_path_factory):
+    """Both plans built and exported. The calibration is a fixed range per layer: these tests
+    check code generation, and host calibration of a cross build is tested on a small model
+    (test_arm_rpc.py); the emulated tests calibrate ResNet-20 on real data."""
+    model = models.resnet20(pretrained=True)
+    layers = [n for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    cal = Calibration({n: (-2.0, 6.0) for n in layers}, method="minmax")
+    x, _ = datasets.calibration_set(2)
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x))
+    out = {}
+    for name, plan in (("int8", "int8"), ("mixed", MIXED)):
+        res = aiq_tvm.build(mod, AARCH64_DOTPROD, params=params, plan=plan, calibration=cal,
+                            batch_size=1)
+        lib = tmp_path_factory.mktemp("arm") / f"resnet20_{name}.so"
+        res.export_library(str(lib))  # the aarch64 cross compiler (deploy.export_compiler)
+        out[name] = res, lib
+    return out
 
 
-def test_smull_block_without_dot_product_instructions():
-    asm = asm_of(neon.NEON_SMULL, NEON)
-    blocks = count(asm, "addp")  # one addp per block and per correction term
-    assert BLOCKS < blocks <= 2 * BLOCKS
-    assert count(asm, "smull") == 2 * blocks  # smull of the low and the high 8 bytes
-    assert count(asm, "saddlp") + count(asm, "sadalp") == blocks
-    assert count(asm, "sdot") == 0 and count(asm, "usdot") == 0
+def kernel_bodies(lib) -> dict[str, str]:
+    """Disassembly of each integer layer kernel (``<layer>_<int8|int4>_compute_``) of a
+    shared library, by name (``objdump``'s ``<name>:`` headers delimit the functions)."""
+    text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(lib)],
+                          check=True, capture_output=True, text=True).stdout
+    heads = list(re.finditer(r"^[0-9a-f]+ <([A-Za-z_]\w*)>:$", text, flags=re.M))
+    ends = [m.start() for m in heads[1:]] + [len(text)]
+    return {m.group(1): text[m.end():end] for m, end in zip(heads, ends, strict=True)
+            if re.fullmatch(r"\w+_int[48]_compute_", m.group(1))}
 
 
-def test_dot_kernel_rejects_ragged_shapes():
-    with pytest.raises(ValueError, match="multiples of 4"):
-        neon.dot_kernel(1, 6, 8, neon.NEON_SDOT)
+def disassembled(body: str, mnemonic: str) -> int:
+    return len(re.findall(rf"^\s*[0-9a-f]+:\s+{mnemonic}\s+v\d+\.", body, flags=re.M))
+
+
+@pytest.mark.parametrize("plan", ["int8", "mixed"])
+def test_resnet20_cross_build_has_dot_products_and_exports(resnet20_builds, plan):
+    res, lib = resnet20_builds[plan]
+    assert res.cross and capabilities(res.target).isa == "neon_dotprod"
+    assert capabilities(res.run_target).arch == "x86_64"  # accuracy runs would run here
+    with open(lib, "rb") as f:
+        head = f.read(20)
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == EM_AARCH64
+    kernels = kernel_bodies(lib)
+    schemes = {re.search(r"_(int[48])_compute_$", name).group(1) for name in kernels}
+    assert schemes == ({"int8", "int4"} if plan == "mixed" else {"int8"})
+    for name, body in kernels.items():  # every integer layer kernel: dot products
+        assert disassembled(body, "sdot") >= 1, name
+    with pytest.raises(RuntimeError, match="export_library"):
+        res.benchmark(1)  # this host cannot run aarch64 code

@@ -52,3 +52,12 @@ def test_classic_target_strings_parse():
         parse_target_string("llvm -mcpu")
     with pytest.raises(ValueError, match="num-cores"):
         parse_target_string("llvm -num-cores=zero")
+
+
+def test_json_target_text_resolves():
+    """The CLI passes --target as text: a JSON dict resolves like the dict itself."""
+    text = '{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]}'
+    tgt, preset = resolve_target(text)
+    assert capabilities(tgt).isa == "neon_dotprod" and preset.isa == "neon_dotprod"
+    with pytest.raises(ValueError, match="not valid JSON"):
+        resolve_target('{"kind": "llvm",')

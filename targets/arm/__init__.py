@@ -1,5 +1,5 @@
-"""64-bit Arm (AArch64) support: emulated RPC devices for tests (and, with the kernel library,
-NEON kernels)."""
+"""64-bit Arm (AArch64) support: the NEON int8 dot-product families of the kernel library
+(:mod:`.neon`) and emulated RPC devices for tests (:mod:`.emulation`)."""
 
 from .emulation import EmulationUnavailable, RPCServer, emulation_root, emulator_python
 

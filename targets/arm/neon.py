@@ -1,241 +1,286 @@
-"""AArch64 NEON tensor intrinsics: uint8 activations x int8 weights into int32, exactly.
+"""AArch64 NEON int8 dot-product kernels: tensor intrinsics and the kernel library's dot families.
 
-Every intrinsic implements one block of the ``v8`` packed-weight layout with 4 lanes: 4 output
-channels x 4 input channels, ``C[i] += int32(A[k]) * int32(B[i, k])`` with ``A`` uint8 (our
-activations, zero point included) and ``B`` int8 (symmetric weight codes, never -128). They
-differ in the instruction that does the multiply-accumulate:
+The kernel library (:mod:`aiq_tvm.targets.x86`) builds conv2d/dense kernels for any target from
+the tables of :mod:`~aiq_tvm.targets.x86.isa`; this module registers the three AArch64 int8
+dot-product families there (keys are ``TargetCaps.int8_dot``), so integer layers of an aarch64
+build run these instructions on 128-bit vectors (4 int32 lanes):
 
-* ``aiq_dot_4x4_neon_usdot_u8i8i32`` (Armv8.6 I8MM, ``+i8mm``): ``usdot`` multiplies unsigned
-  by signed bytes directly; one instruction per block.
-* ``aiq_dot_4x4_neon_sdot_u8i8i32`` (Armv8.2 DotProd, ``+dotprod``): ``sdot`` takes signed
-  bytes only, so the activations are flipped to int8 by ``XOR 0x80`` (``a - 128``) and the
-  block adds back ``128 * sum_k B[i, k]``, itself one ``sdot`` of the weights with a vector of
-  -128 (it depends on the weights only: LLVM computes it once per weight vector and register
-  block, shared by every output position of the block).
-* ``aiq_dot_4x4_neon_smull_u8i8i32`` (Armv8.0 AdvSIMD): the same flip, ``smull`` /
-  ``smull2`` into int16 products, ``addp`` of adjacent products (two products of
-  ``|a - 128| <= 128`` and ``|w| <= 127`` fit int16) and ``sadalp`` into the int32
-  accumulator; the weight term the same way.
+=================  ===============  ==================================================  ======
+``caps.int8_dot``  target feature   instruction per block of 4 outputs x 4 channels     offset
+=================  ===============  ==================================================  ======
+``smmla``          ``+i8mm``        ``usdot`` (unsigned activations x signed weights)   0
+``sdot``           ``+dotprod``     ``sdot`` on activations flipped by ``XOR 0x80``    128
+``smull``          AdvSIMD only     flip, ``smull`` x2, ``addp``, ``sadalp``             128
+=================  ===============  ==================================================  ======
 
-The accumulators hold the exact ``sum_k A * B`` in every variant, so kernels, their ``corr``
-zero-point correction and the numpy references in :mod:`aiq_tvm.quant` are those of the x86
-``vpdpbusd`` path.
+``sdot`` and ``smull`` multiply signed bytes only, so the uint8 activations ``a`` enter as the
+int8 ``a - 128`` (one ``eor`` per broadcast). The kernel then accumulates
+``sum (a - 128) * w`` exactly; the weight format's ``act_offset`` (128) tells the kernel
+builder, which writes the same offset into the kernel's TE definition (so the tensorized
+block and the unscheduled kernel agree) and folds it into the zero-point correction constant:
+``corr = (zp - 128) * sum(w)``. ``acc - corr`` is ``sum (a - zp) * w`` bit for bit, as on every
+other target, with no per-block correction instructions.
+
+Exactness: 8-bit weight codes are ``|q| <= 127``. ``smull`` products of ``|a - 128| <= 128``
+and ``|q| <= 127`` are at most 16256, and ``addp`` adds two of them (32512 < 2**15) before
+``sadalp`` widens to int32. int4 codes (``|q| <= 7``) are unpacked to int8 (mask / shift and
+subtract 8, no scaling), so int4 has no reduction-length limit on any family.
+
+``smmla`` itself (a 2 x 2 output tile from 2 x 8 byte matrices) is not used: its accumulator
+interleaves two output positions with two channels, which the library's register blocks
+(positions x channel vectors) do not hold. ``+i8mm`` targets run ``usdot`` at the ``sdot``
+rate and save the flip.
+
+Weight layouts are the library's ``v8`` (int8: 4 channels of 4 output channels, 16 bytes) and
+``v4`` (int4: 8 channels; byte ``j`` of an output channel holds channels ``j`` and ``j + 4``
+as ``q + 8``).
 """
 
 from __future__ import annotations
 
-import numpy as np
-from tvm.s_tir import TensorIntrin
+import functools
+
 from tvm.script import tirx as T
 
-__all__ = ["NEON_USDOT", "NEON_SDOT", "NEON_SMULL", "NEON_INTRINSICS", "LANES"]
+from aiq_tvm.schemes import FULL_INT8_QMAX
+
+from ..x86.common import WeightFormat
+from ..x86.isa import DotFamily, Throughput, register_dot_family
+from ..x86.vnni import register_once
+
+__all__ = ["ACT_OFFSET", "FAMILY_INSTRUCTION", "LANES", "intrinsic_for", "neon_intrin"]
 
 LANES = 4  # int32 lanes of a 128-bit NEON register
-NEON_USDOT = "aiq_dot_4x4_neon_usdot_u8i8i32"
-NEON_SDOT = "aiq_dot_4x4_neon_sdot_u8i8i32"
-NEON_SMULL = "aiq_dot_4x4_neon_smull_u8i8i32"
-# int32 0x80808080: XOR flips every byte of 4 activations from uint8 a to int8 a - 128.
-_FLIP = -2139062144
+# int8 dot family (TargetCaps.int8_dot) -> the instruction its blocks use.
+FAMILY_INSTRUCTION = {"smmla": "usdot", "sdot": "sdot", "smull": "smull"}
+# Activation offset each instruction needs (uint8 a enters as a - offset).
+ACT_OFFSET = {"usdot": 0, "sdot": 128, "smull": 128}
+_FLIP = -2139062144  # int32 0x80808080: XOR maps each uint8 byte a to the int8 a - 128
 
 
-@T.prim_func(s_tir=True)
-def _dot_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        for i, k in T.grid(4, 4):
-            with T.sblock("update"):
-                vi, vk = T.axis.remap("SR", [i, k])
-                C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _act(a, offset: int):
+    """An activation byte as the instruction sees it, in the description's int32 arithmetic
+    (the kernel's TE definition writes the same expression)."""
+    v = T.cast(a, "int32")
+    return v - offset if offset else v
 
 
-@T.prim_func(s_tir=True)
-def _usdot_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-            "int32x4",
-            "llvm.aarch64.neon.usdot.v4i32.v16i8",
-            C.vload([0], "int32x4"),
-            T.reinterpret(
-                T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 4),
-                dtype="int8x16",
-            ),
-            B.vload([0, 0], "int8x16"),
-        )
+def _bcast(A, start: int, words: int, flip: bool):
+    """Bytes ``A[start:start + 4]`` in every one of ``words`` 32-bit lanes, as int8 (flipped
+    to ``a - 128`` for the signed instructions)."""
+    v = T.broadcast(T.reinterpret(A.vload([start], "uint8x4"), dtype="int32"), words)
+    if flip:
+        v = T.bitwise_xor(v, T.broadcast(T.int32(_FLIP), words))
+    return T.reinterpret(v, dtype=f"int8x{4 * words}")
 
 
-@T.prim_func(s_tir=True)
-def _sdot_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        # sum (a - 128) * w  -  sum (-128) * w  ==  sum a * w
-        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-            "int32x4",
-            "llvm.aarch64.neon.sdot.v4i32.v16i8",
-            C.vload([0], "int32x4"),
-            T.reinterpret(
-                T.bitwise_xor(
-                    T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 4),
-                    T.broadcast(T.int32(_FLIP), 4),
-                ),
-                dtype="int8x16",
-            ),
-            B.vload([0, 0], "int8x16"),
-        ) - T.call_llvm_pure_intrin(
-            "int32x4",
-            "llvm.aarch64.neon.sdot.v4i32.v16i8",
-            T.broadcast(T.int32(0), 4),
-            T.broadcast(T.int8(-128), 16),
-            B.vload([0, 0], "int8x16"),
-        )
+def _nibbles(B, row: int, nbytes: int, high: bool):
+    """int8 codes ``q`` of the low (channels 0-3) or high (4-7) nibbles of ``nbytes`` packed
+    bytes from output channel ``row`` on: ``(b & 15) - 8`` or ``(b >> 4) - 8``."""
+    u8, i8 = f"uint8x{nbytes}", f"int8x{nbytes}"
+    b = B.vload([row, 0], u8)
+    nib = T.shift_right(b, T.broadcast(T.uint8(4), nbytes)) if high else T.bitwise_and(
+        b, T.broadcast(T.uint8(15), nbytes))
+    return T.reinterpret(nib, dtype=i8) - T.broadcast(T.int8(8), nbytes)
 
 
-@T.prim_func(s_tir=True)
-def _smull_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        # int16 products of channels 0-1 (low 8 bytes of B) and 2-3 (high 8 bytes), addp
-        # pairs adjacent products -> [c0 k01, c0 k23, c1 k01, ...], saddlp sums each channel.
-        C[T.ramp(T.int32(0), 1, 4)] = (
-            C.vload([0], "int32x4")
-            + T.call_llvm_pure_intrin(
-                "int32x4",
-                "llvm.aarch64.neon.saddlp.v4i32.v8i16",
-                T.call_llvm_pure_intrin(
-                    "int16x8",
-                    "llvm.aarch64.neon.addp.v8i16",
-                    T.call_llvm_pure_intrin(
-                        "int16x8",
-                        "llvm.aarch64.neon.smull.v8i16",
-                        T.reinterpret(
-                            T.bitwise_xor(
-                                T.broadcast(
-                                    T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 2
-                                ),
-                                T.broadcast(T.int32(_FLIP), 2),
-                            ),
-                            dtype="int8x8",
-                        ),
-                        B.vload([0, 0], "int8x8"),
-                    ),
-                    T.call_llvm_pure_intrin(
-                        "int16x8",
-                        "llvm.aarch64.neon.smull.v8i16",
-                        T.reinterpret(
-                            T.bitwise_xor(
-                                T.broadcast(
-                                    T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 2
-                                ),
-                                T.broadcast(T.int32(_FLIP), 2),
-                            ),
-                            dtype="int8x8",
-                        ),
-                        B.vload([2, 0], "int8x8"),
-                    ),
-                ),
+def _int8_weights(B, row: int, nbytes: int):
+    return B.vload([row, 0], f"int8x{nbytes}")
+
+
+def _dot4(instr: str, acc, a16, w16):
+    """``acc[i] += sum_k a16[4i + k] * w16[4i + k]`` with ``usdot`` / ``sdot``."""
+    return T.call_llvm_pure_intrin("int32x4", f"llvm.aarch64.neon.{instr}.v4i32.v16i8",
+                                   acc, a16, w16)
+
+
+def _smull8(a8, w8):
+    return T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16", a8, w8)
+
+
+def _pairs_to_acc(acc, p01, p23):
+    """``p01`` holds int16 products (or sums) of channels 0-1, ``p23`` of channels 2-3, four
+    per channel: ``addp`` pairs them, ``saddlp`` (fused into ``sadalp``) sums each channel."""
+    return acc + T.call_llvm_pure_intrin(
+        "int32x4", "llvm.aarch64.neon.saddlp.v4i32.v8i16",
+        T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.addp.v8i16", p01, p23))
+
+
+def _u8i8(instr: str):
+    off = ACT_OFFSET[instr]
+    flip = off != 0
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((4, 4), "int8", offset_factor=1),
+        C: T.Buffer((4,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            for i, k in T.grid(4, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + _act(A[vk], off) * T.cast(B[vi, vk], "int32")
+
+    if instr == "smull":
+
+        @T.prim_func(s_tir=True)
+        def impl(
+            A: T.Buffer((4,), "uint8", offset_factor=1),
+            B: T.Buffer((4, 4), "int8", offset_factor=1),
+            C: T.Buffer((4,), "int32", offset_factor=1),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+                T.writes(C[0:4])
+                C[T.ramp(T.int32(0), 1, 4)] = _pairs_to_acc(
+                    C.vload([0], "int32x4"),
+                    _smull8(_bcast(A, 0, 2, True), _int8_weights(B, 0, 8)),
+                    _smull8(_bcast(A, 0, 2, True), _int8_weights(B, 2, 8)),
+                )
+
+        return desc, impl
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((4, 4), "int8", offset_factor=1),
+        C: T.Buffer((4,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = _dot4(
+                instr, C.vload([0], "int32x4"), _bcast(A, 0, 4, flip), _int8_weights(B, 0, 16))
+
+    return desc, impl
+
+
+def _u8i4(instr: str):
+    off = ACT_OFFSET[instr]
+    flip = off != 0
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((8,), "uint8", offset_factor=1),
+        B: T.Buffer((4, 4), "uint8", offset_factor=1),
+        C: T.Buffer((4,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:8], B[0:4, 0:4])
+            T.writes(C[0:4])
+            for i, k in T.grid(4, 8):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + _act(A[vk], off) * (
+                        T.bitwise_and(
+                            T.shift_right(T.cast(B[vi, vk % 4], "int32"), vk // 4 * 4), 15
+                        )
+                        - 8
+                    )
+
+    if instr == "smull":
+
+        @T.prim_func(s_tir=True)
+        def impl(
+            A: T.Buffer((8,), "uint8", offset_factor=1),
+            B: T.Buffer((4, 4), "uint8", offset_factor=1),
+            C: T.Buffer((4,), "int32", offset_factor=1),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:4], A[0:8], B[0:4, 0:4])
+                T.writes(C[0:4])
+                # int4 products are small (|p| <= 128 * 7), so the low- and high-nibble
+                # products of a channel add in int16 (smull + smlal) before addp / sadalp.
+                C[T.ramp(T.int32(0), 1, 4)] = _pairs_to_acc(
+                    C.vload([0], "int32x4"),
+                    _smull8(_bcast(A, 0, 2, True), _nibbles(B, 0, 8, False))
+                    + _smull8(_bcast(A, 4, 2, True), _nibbles(B, 0, 8, True)),
+                    _smull8(_bcast(A, 0, 2, True), _nibbles(B, 2, 8, False))
+                    + _smull8(_bcast(A, 4, 2, True), _nibbles(B, 2, 8, True)),
+                )
+
+        return desc, impl
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((8,), "uint8", offset_factor=1),
+        B: T.Buffer((4, 4), "uint8", offset_factor=1),
+        C: T.Buffer((4,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:8], B[0:4, 0:4])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = _dot4(
+                instr,
+                _dot4(instr, C.vload([0], "int32x4"), _bcast(A, 0, 4, flip),
+                      _nibbles(B, 0, 16, False)),
+                _bcast(A, 4, 4, flip),
+                _nibbles(B, 0, 16, True),
             )
-            # + 128 * sum_k w: -(sum (-128) * w), the same instruction chain on the weights
-            - T.call_llvm_pure_intrin(
-                "int32x4",
-                "llvm.aarch64.neon.saddlp.v4i32.v8i16",
-                T.call_llvm_pure_intrin(
-                    "int16x8",
-                    "llvm.aarch64.neon.addp.v8i16",
-                    T.call_llvm_pure_intrin(
-                        "int16x8",
-                        "llvm.aarch64.neon.smull.v8i16",
-                        T.broadcast(T.int8(-128), 8),
-                        B.vload([0, 0], "int8x8"),
-                    ),
-                    T.call_llvm_pure_intrin(
-                        "int16x8",
-                        "llvm.aarch64.neon.smull.v8i16",
-                        T.broadcast(T.int8(-128), 8),
-                        B.vload([2, 0], "int8x8"),
-                    ),
-                ),
-            )
-        )
+
+    return desc, impl
 
 
-# int8 dot family (TargetCaps.int8_dot) -> (intrinsic, the LLVM feature it needs).
-NEON_INTRINSICS = {
-    "smmla": (NEON_USDOT, "i8mm"),  # the i8mm level: its usdot
-    "sdot": (NEON_SDOT, "dotprod"),
-    "smull": (NEON_SMULL, "neon"),
-}
+_BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4}
 
 
-def _register() -> None:
-    for name, impl in ((NEON_USDOT, _usdot_impl), (NEON_SDOT, _sdot_impl),
-                       (NEON_SMULL, _smull_impl)):
-        if TensorIntrin.get(name, allow_missing=True) is None:  # module reloads
-            TensorIntrin.register(name, _dot_desc, impl)
+@functools.cache
+def neon_intrin(instr: str, kind: str) -> str:
+    """Name of the NEON tensor intrinsic ``kind`` (``"u8i8"``: ``v8`` blocks of 4 channels,
+    ``"u8i4"``: ``v4`` blocks of 8) built on ``instr`` (``"usdot"``, ``"sdot"``,
+    ``"smull"``), registered on first use. Its description multiplies ``a - ACT_OFFSET[instr]``
+    by the weight codes."""
+    if instr not in ACT_OFFSET:
+        raise ValueError(f"unknown NEON dot instruction {instr!r} (known: {', '.join(ACT_OFFSET)})")
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown NEON intrinsic kind {kind!r} (known: {', '.join(_BUILDERS)})")
+    desc, impl = _BUILDERS[kind](instr)
+    return register_once(f"aiq_neon_{instr}_{kind}", desc, impl)
 
 
-_register()
-
-
-def intrinsic_for(target) -> str:
-    """The best of the intrinsics above that ``target`` (an aarch64 target) can execute."""
+def intrinsic_for(target, kind: str = "u8i8") -> str:
+    """The intrinsic the kernels of ``target`` (an aarch64 target) use for ``kind``."""
     from aiq_tvm.targets import capabilities
 
     caps = capabilities(target)
     if caps.arch != "aarch64":
         raise ValueError(f"NEON intrinsics need an aarch64 target, got {caps.arch} "
                          f"({caps.triple or caps.mcpu})")
-    return NEON_INTRINSICS[caps.int8_dot][0]
+    return neon_intrin(FAMILY_INSTRUCTION[caps.int8_dot], kind)
 
 
-def dot_kernel(n: int, k: int, o: int, intrin: str):
-    """``C[n, o] = sum_k A[n, k] * W[o, k]`` (uint8 x int8 -> int32), tensorized with ``intrin``.
+# ---------------------------------------------------------------------------------------------
+# Dot families of the kernel library
+# ---------------------------------------------------------------------------------------------
 
-    ``W`` comes packed as ``[o / 4, k / 4, 4, 4]`` (the ``v8`` layout with 4 lanes). The
-    smallest kernel that exercises an intrinsic: the instruction checks and the emulated
-    numerics tests build it.
-    """
-    from tvm import s_tir, te
-
-    if k % 4 or o % 4:
-        raise ValueError(f"k and o must be multiples of 4, got k={k}, o={o}")
-    a = te.placeholder((n, k), "uint8", name="A")
-    w = te.placeholder((o // 4, k // 4, LANES, 4), "int8", name="W")
-    r = te.reduce_axis((0, k), "k")
-    c = te.compute((n, o), lambda i, j: te.sum(
-        a[i, r].astype("int32") * w[j // 4, r // 4, j % 4, r % 4].astype("int32"), axis=r),
-        name="C")
-    sch = s_tir.Schedule(te.create_prim_func([a, w, c]))
-    block = sch.get_sblock("C")
-    i, j, kk = sch.get_loops(block)
-    jo, ji = sch.split(j, [None, LANES])
-    ko, ki = sch.split(kk, [None, 4])
-    sch.reorder(i, jo, ko, ji, ki)
-    sch.decompose_reduction(block, ko)
-    sch.tensorize(ji, intrin)
-    return sch.mod["main"]
+# Vector ops per 4x4 (int8) or 4x8 (int4) block, besides the broadcast: usdot/sdot one per 4
+# channels; smull two smull, addp and sadalp per 4 channels (int4: the high nibbles' smull
+# fold into smlal).
+_BLOCK_OPS = {"usdot": (1.0, 2.0), "sdot": (1.0, 2.0), "smull": (4.0, 6.0)}
 
 
-def pack_dot_weight(w: np.ndarray) -> np.ndarray:
-    """``[o, k]`` int8 -> the ``[o / 4, k / 4, 4, 4]`` layout of :func:`dot_kernel`."""
-    o, k = w.shape
-    return np.ascontiguousarray(w.reshape(o // 4, 4, k // 4, 4).transpose(0, 2, 1, 3))
+def _formats(instr: str):
+    def formats(bits: int, lanes: int, reduction: int, tp: Throughput) -> list[WeightFormat]:
+        if lanes != LANES:
+            raise ValueError(f"NEON kernels have {LANES} lanes, got {lanes}")
+        off = ACT_OFFSET[instr]
+        bcast = 2.0 if off else 1.0  # the flip is one eor per broadcast
+        ops8, ops4 = _BLOCK_OPS[instr]
+        lat = tp.fma_latency
+        if bits == 8:
+            return [WeightFormat(f"{instr}8", "v8", 4, "int32", "uint8", 0,
+                                 neon_intrin(instr, "u8i8"), dot_ops=ops8, acc_latency=lat,
+                                 bcast_ops=bcast, act_offset=off)]  # fmt: skip
+        # int4: mask and shift, two byte subtractions per weight vector.
+        return [WeightFormat(f"{instr}4", "v4", 8, "int32", "uint8", 4,
+                             neon_intrin(instr, "u8i4"), dot_ops=ops4, acc_latency=lat,
+                             bcast_ops=2 * bcast, weight_regs=2, act_offset=off)]  # fmt: skip
+
+    return formats
+
+
+for _family, _instr in FAMILY_INSTRUCTION.items():
+    register_dot_family(DotFamily(_family, FULL_INT8_QMAX, _formats(_instr)))

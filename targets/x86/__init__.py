@@ -1,8 +1,10 @@
-"""x86 kernel library: scheduled TIR kernels for every precision, on every x86 ISA level.
+"""The kernel library: scheduled TIR kernels for every precision, on every x86 ISA level and
+on AArch64.
 
 Vector width, register budget and the int8 dot-product instruction (AVX-512 VNNI / AVX-VNNI
-``vpdpbusd``, AVX-512BW / AVX2 ``vpmaddubsw``) come from the target's capabilities through
-the tables in :mod:`~aiq_tvm.targets.x86.isa`.
+``vpdpbusd``, AVX-512BW / AVX2 ``vpmaddubsw``; on AArch64 ``usdot``, ``sdot`` or
+``smull``, registered by :mod:`aiq_tvm.targets.arm.neon`) come from the target's
+capabilities through the tables in :mod:`~aiq_tvm.targets.x86.isa`.
 """
 
 from .common import ConvSpec, DenseSpec, Kernel, UnsupportedLayer, WeightFormat
@@ -20,6 +22,9 @@ from .isa import (
 )
 from .quantize import quantize_kernel
 from .tune import TuneReport, tune_kernels
+
+# The AArch64 int8 dot families (sdot, usdot, smull) register themselves in the tables above.
+from ..arm import neon as _neon  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "ConvSpec",

@@ -303,6 +303,11 @@ class WeightFormat:
         4 activation bytes into a register).
     weight_regs : int
         Registers per channel vector holding (unpacked) weights across a block's positions.
+    act_offset : int
+        The inner block multiplies ``a - act_offset`` instead of the uint8 activation ``a``
+        (Arm ``sdot``/``smull`` take signed bytes: 128). The kernel's TE definition reduces the
+        same expression and the zero-point correction absorbs it
+        (``corr = (zp - act_offset) * sum(w)``), so ``acc - corr`` is unchanged.
     """
 
     name: str
@@ -317,6 +322,12 @@ class WeightFormat:
     acc_latency: float = 4.0
     bcast_ops: float = 0.0
     weight_regs: int = 1
+    act_offset: int = 0
+
+    def activation(self, x_val):
+        """An activation element as the inner block multiplies it (accumulator dtype)."""
+        v = x_val.astype(self.acc_dtype)
+        return v - self.act_offset if self.act_offset else v
 
     @property
     def tensorized(self) -> bool:

@@ -281,7 +281,7 @@ def conv2d_kernel(
     # Host-side constants.
     q, s_w = prec.quantize_weight(args.weight, args.int8_qmax)
     packed = pack_weight_depthwise(q, fmt, plan.cp) if dw else pack_weight(q, fmt, ocb)
-    names, consts = layer_constants(args, q, s_w, packed)
+    names, consts = layer_constants(args, q, s_w, packed, fmt.act_offset)
 
     # TE definition.
     x = te.placeholder(spec.in_shape, fmt.in_dtype, name="x")
@@ -346,7 +346,7 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
     return te.compute(
         (n, spec.OH, plan.owp, plan.cop),
         lambda b, i, j, oc: te.sum(
-            xp[b, i * sh + kh, j * sw + kw, cg * g + ci].astype(accd)
+            fmt.activation(xp[b, i * sh + kh, j * sw + kw, cg * g + ci])
             * weight_value(fmt, wt, oc // ocb, kh, kw, cg, oc % ocb, ci),
             axis=[kh, kw, cg, ci],
         ),

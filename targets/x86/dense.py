@@ -132,7 +132,7 @@ database, tune_trials
     fmt, plan, npad = _plan_dense(spec, fmts, cpu)
     q, s_w = prec.quantize_weight(args.weight, args.int8_qmax)
     packed = pack_weight(q.reshape(o, k, 1, 1), fmt, plan.ocb)
-    names, consts = layer_constants(args, q, s_w, packed)
+    names, consts = layer_constants(args, q, s_w, packed, fmt.act_offset)
 
     x = te.placeholder((n, k), fmt.in_dtype, name="x")
     pairs = zip(names, consts, strict=True)
@@ -194,7 +194,7 @@ def _acc_block(spec: DenseSpec, fmt: WeightFormat, plan: TilePlan, npad: int, x,
     return te.compute(
         (npad, round_up(o, ocb)),
         lambda i, oc: te.sum(
-            xval(i, cg * g + ci).astype(fmt.acc_dtype)
+            fmt.activation(xval(i, cg * g + ci))
             * weight_value(fmt, wt, oc // ocb, 0, 0, cg, oc % ocb, ci),
             axis=[cg, ci],
         ),

@@ -9,9 +9,10 @@ family; this module maps those names to
   formats and tensor intrinsics of the integer schemes and the largest 8-bit weight code that
   stays exact (:data:`DOT_FAMILIES`, keyed by ``caps.int8_dot``).
 
-Kernels ask :func:`cpu_model` for a target and never test an ISA by name, so an Arm backend
-plugs in by registering its own :class:`KernelIsa` and :class:`DotFamily` entries
-(``register_isa`` / ``register_dot_family``) with its own intrinsics and ``lanes=4``.
+Kernels ask :func:`cpu_model` for a target and never test an ISA by name, so another
+backend plugs in by registering its own :class:`KernelIsa` and :class:`DotFamily` entries
+(``register_isa`` / ``register_dot_family``): the AArch64 dot families (``sdot``, ``usdot``,
+``smull``, 4 lanes) are registered by :mod:`aiq_tvm.targets.arm.neon`.
 """
 
 from __future__ import annotations
@@ -148,8 +149,7 @@ for _isa in (
     KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("avx2", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("sse", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),
-    # AArch64 levels: 32 128-bit registers. Kernels are the generic vector code until an Arm
-    # backend registers its dot-product families (see DotFamily).
+    # AArch64 levels: 32 128-bit registers; their dot families live in targets/arm/neon.py.
     KernelIsa("neon_i8mm", 128, 32, _ZMM_RESERVE, 8, NEON_THROUGHPUT),
     KernelIsa("neon_dotprod", 128, 32, _ZMM_RESERVE, 8, NEON_THROUGHPUT),
     KernelIsa("neon", 128, 32, _ZMM_RESERVE, 8, NEON_THROUGHPUT),
@@ -351,9 +351,8 @@ def _lookup(table: dict, key: str, what: str, caps: TargetCaps):
 def cpu_model(target) -> CpuModel:
     """The :class:`CpuModel` of a code target (``tvm.target.Target`` or JSON dict).
 
-    An int8 dot family without registered kernels (an Arm family before its backend registers
-    it) runs the integer schemes on the exact 32-bit path of family ``"none"``; kernel records
-    say so (``Kernel.info["int8_dot"]``).
+    An int8 dot family without registered kernels runs the integer schemes on the exact 32-bit
+    path of family ``"none"``; kernel records say so (``Kernel.info["int8_dot"]``).
     """
     tgt = as_target(target)
     caps = capabilities(tgt)

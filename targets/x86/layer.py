@@ -84,13 +84,15 @@ def layer_args(
 
 
 def layer_constants(
-    args: LayerArgs, codes: np.ndarray, scale: np.ndarray | None, packed: np.ndarray
+    args: LayerArgs, codes: np.ndarray, scale: np.ndarray | None, packed: np.ndarray,
+    act_offset: int = 0,
 ) -> tuple[list[str], list[np.ndarray]]:
     """Kernel constants in parameter order (names from the scheme) from the weight codes
-    (torch layout), their per-channel scale and the packed weight."""
+    (torch layout), their per-channel scale, the packed weight and the weight format's
+    activation offset (folded into the zero-point correction)."""
     values = {"weight": packed, "bias": args.bias}
     if args.scheme.epilogue == "int":
-        values["corr"] = int_zp_correction(args.act_qparams, codes)
+        values["corr"] = int_zp_correction(args.act_qparams, codes, act_offset)
         values["comb"] = int_comb_scale(args.act_qparams, scale)
     elif args.scheme.epilogue == "scale":
         values["scale"] = scale.astype(np.float32)
