@@ -106,9 +106,36 @@ def _pairs_to_acc(acc, p01, p23):
         T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.addp.v8i16", p01, p23))
 
 
+def _u8i8_block(instr: str, A, B, C):
+    """The accumulator vector after one int8 block: ``C + sum_k (a_k - offset) * B[:, k]``."""
+    acc = C.vload([0], "int32x4")
+    if instr == "smull":
+        a8 = _bcast(A, 0, 2, True)
+        return _pairs_to_acc(acc, _smull8(a8, _int8_weights(B, 0, 8)),
+                             _smull8(a8, _int8_weights(B, 2, 8)))
+    return _dot4(instr, acc, _bcast(A, 0, 4, ACT_OFFSET[instr] != 0), _int8_weights(B, 0, 16))
+
+
+def _u8i4_block(instr: str, A, B, C):
+    """The same for one int4 block: low nibbles (channels 0-3) with activations 0-3, high
+    nibbles (4-7) with activations 4-7."""
+    acc = C.vload([0], "int32x4")
+    if instr == "smull":
+        # int4 products are small (|p| <= 128 * 7): the low- and high-nibble products of a
+        # channel add in int16 (smull + smlal) before addp / sadalp.
+        lo, hi = _bcast(A, 0, 2, True), _bcast(A, 4, 2, True)
+        return _pairs_to_acc(
+            acc,
+            _smull8(lo, _nibbles(B, 0, 8, False)) + _smull8(hi, _nibbles(B, 0, 8, True)),
+            _smull8(lo, _nibbles(B, 2, 8, False)) + _smull8(hi, _nibbles(B, 2, 8, True)),
+        )
+    flip = ACT_OFFSET[instr] != 0
+    acc = _dot4(instr, acc, _bcast(A, 0, 4, flip), _nibbles(B, 0, 16, False))
+    return _dot4(instr, acc, _bcast(A, 4, 4, flip), _nibbles(B, 0, 16, True))
+
+
 def _u8i8(instr: str):
     off = ACT_OFFSET[instr]
-    flip = off != 0
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -124,25 +151,6 @@ def _u8i8(instr: str):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + _act(A[vk], off) * T.cast(B[vi, vk], "int32")
 
-    if instr == "smull":
-
-        @T.prim_func(s_tir=True)
-        def impl(
-            A: T.Buffer((4,), "uint8", offset_factor=1),
-            B: T.Buffer((4, 4), "int8", offset_factor=1),
-            C: T.Buffer((4,), "int32", offset_factor=1),
-        ) -> None:
-            with T.sblock("root"):
-                T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-                T.writes(C[0:4])
-                C[T.ramp(T.int32(0), 1, 4)] = _pairs_to_acc(
-                    C.vload([0], "int32x4"),
-                    _smull8(_bcast(A, 0, 2, True), _int8_weights(B, 0, 8)),
-                    _smull8(_bcast(A, 0, 2, True), _int8_weights(B, 2, 8)),
-                )
-
-        return desc, impl
-
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
@@ -152,15 +160,13 @@ def _u8i8(instr: str):
         with T.sblock("root"):
             T.reads(C[0:4], A[0:4], B[0:4, 0:4])
             T.writes(C[0:4])
-            C[T.ramp(T.int32(0), 1, 4)] = _dot4(
-                instr, C.vload([0], "int32x4"), _bcast(A, 0, 4, flip), _int8_weights(B, 0, 16))
+            C[T.ramp(T.int32(0), 1, 4)] = _u8i8_block(instr, A, B, C)
 
     return desc, impl
 
 
 def _u8i4(instr: str):
     off = ACT_OFFSET[instr]
-    flip = off != 0
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -181,29 +187,6 @@ def _u8i4(instr: str):
                         - 8
                     )
 
-    if instr == "smull":
-
-        @T.prim_func(s_tir=True)
-        def impl(
-            A: T.Buffer((8,), "uint8", offset_factor=1),
-            B: T.Buffer((4, 4), "uint8", offset_factor=1),
-            C: T.Buffer((4,), "int32", offset_factor=1),
-        ) -> None:
-            with T.sblock("root"):
-                T.reads(C[0:4], A[0:8], B[0:4, 0:4])
-                T.writes(C[0:4])
-                # int4 products are small (|p| <= 128 * 7), so the low- and high-nibble
-                # products of a channel add in int16 (smull + smlal) before addp / sadalp.
-                C[T.ramp(T.int32(0), 1, 4)] = _pairs_to_acc(
-                    C.vload([0], "int32x4"),
-                    _smull8(_bcast(A, 0, 2, True), _nibbles(B, 0, 8, False))
-                    + _smull8(_bcast(A, 4, 2, True), _nibbles(B, 0, 8, True)),
-                    _smull8(_bcast(A, 0, 2, True), _nibbles(B, 2, 8, False))
-                    + _smull8(_bcast(A, 4, 2, True), _nibbles(B, 2, 8, True)),
-                )
-
-        return desc, impl
-
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((8,), "uint8", offset_factor=1),
@@ -213,13 +196,7 @@ def _u8i4(instr: str):
         with T.sblock("root"):
             T.reads(C[0:4], A[0:8], B[0:4, 0:4])
             T.writes(C[0:4])
-            C[T.ramp(T.int32(0), 1, 4)] = _dot4(
-                instr,
-                _dot4(instr, C.vload([0], "int32x4"), _bcast(A, 0, 4, flip),
-                      _nibbles(B, 0, 16, False)),
-                _bcast(A, 4, 4, flip),
-                _nibbles(B, 0, 16, True),
-            )
+            C[T.ramp(T.int32(0), 1, 4)] = _u8i4_block(instr, A, B, C)
 
     return desc, impl
 
