@@ -31,9 +31,9 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from .calibrate import CALIBRATION_METHODS
+from .journal import JOURNAL_NAME
 from .objectives import OBJECTIVES
 from .schemes import PRECISIONS
 from .search import SEARCH_METHODS
@@ -85,9 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
                      "the target's, all where int8 pays; see docs/presets.md)")
     run.add_argument("--calibration", choices=CALIBRATION_METHODS, default="percentile")
-    run.add_argument("--calib", type=int, default=512, help="calibration images")
-    run.add_argument("--val", type=int, default=1000, help="validation images")
-    run.add_argument("--test", type=int, default=10000,
+    run.add_argument("--calib", type=_positive_int, default=512, help="calibration images")
+    run.add_argument("--val", type=_positive_int, default=1000, help="validation images")
+    run.add_argument("--test", type=_non_negative_int, default=10000,
                      help="test-split images for the final accuracy (0 to skip)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--target", default="llvm",
@@ -203,6 +203,13 @@ def _search_args(p) -> None:
                    help="how activation ranges are taken from the calibration images")
 
 
+def _resume_arg(p) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue an interrupted search from {JOURNAL_NAME} in --out: plans "
+                   "it holds are not evaluated again, and the search returns the plan an "
+                   "uninterrupted one would")
+
+
 def _add_model_commands(sub) -> None:
     s = sub.add_parser("search", help="search a plan for MODEL on DATA and write it to --out")
     _model_args(s)
@@ -210,7 +217,9 @@ def _add_model_commands(sub) -> None:
     _search_args(s)
     s.add_argument("--lam", type=_lam, default=0.9, help="weight of AI in the loss, in [0, 1]")
     s.add_argument("--out", required=True, help="directory for plan.json, calibration.json, "
-                   "report.json, report.md, summary.json")
+                   f"report.json, report.md, summary.json, and {JOURNAL_NAME} (every plan "
+                   "evaluated, written as the search goes)")
+    _resume_arg(s)
     w = sub.add_parser("sweep", help="search at several lambdas; Pareto, roofline and layer "
                        "plots")
     _model_args(w)
@@ -218,7 +227,9 @@ def _add_model_commands(sub) -> None:
     _search_args(w)
     w.add_argument("--lams", type=_lams, default=[0.5, 0.9, 0.99],
                    help="comma-separated lambdas")
-    w.add_argument("--out", required=True, help="directory for pareto.json and the PNGs")
+    w.add_argument("--out", required=True, help="directory for pareto.json, the PNGs and "
+                   f"{JOURNAL_NAME}")
+    _resume_arg(w)
     b = sub.add_parser("build", help="compile MODEL with a plan into a shared library")
     _model_args(b)
     b.add_argument("--plan", required=True, help="plan.json (from aiq-tvm search)")
@@ -265,18 +276,31 @@ def _markdown(args, argv, res, summary, lines) -> str:
 
 
 def _cmd_run(args, argv) -> int:
+    from .commands import OutDir, check_output_file
+
+    out = OutDir(args.out)  # every output path checked before any work
+    markdown = check_output_file(args.markdown, "--markdown") if args.markdown else None
     import torch
 
-    from . import datasets, models
-    from .api import build
-    from .profiling import measured_report
     from .threads import unpin_tvm_threads
 
     os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
     unpin_tvm_threads()  # before TVM starts its pool: --bench times in this process
     torch.set_num_threads(int(os.environ["TVM_NUM_THREADS"]))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_and_write(args, argv, out, markdown)
+    except BaseException:
+        out.discard_if_empty()  # a failed run leaves no empty --out directory
+        raise
+
+
+def _run_and_write(args, argv, out, markdown) -> int:
+    import torch
+
+    from . import datasets, models
+    from .api import build
+    from .profiling import measured_report
+
     t0 = time.perf_counter()
     model = models.get_model(args.model, pretrained=True)
     xc, _ = datasets.calibration_set(args.calib, seed=args.seed, root=args.data_root)
@@ -364,17 +388,18 @@ def _cmd_run(args, argv) -> int:
     stem = f"{args.model}_{args.search}" + ("" if args.objective == "ai" else f"_{args.objective}")
     if args.precisions is not None and list(args.precisions) != list(PRECISIONS):
         stem += "_" + "-".join(args.precisions)
-    res.plan.save(out / f"{stem}_plan.json")
+    res.plan.save(out.file(f"{stem}_plan.json"))
     if res.calibration is not None:
-        res.calibration.save(out / f"{stem}_calibration.json")
-    (out / f"{stem}_report.json").write_text(res.report.to_json() + "\n")
+        res.calibration.save(out.file(f"{stem}_calibration.json"))
+    out.write(f"{stem}_report.json", res.report.to_json() + "\n")
     summary["wall_s"] = time.perf_counter() - t0
-    (out / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    print(f"wrote {out}/{stem}_{{plan,calibration,report,summary}}.json "
+    out.write(f"{stem}_summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    print(f"wrote {out.path}/{stem}_{{plan,calibration,report,summary}}.json "
           f"({summary['wall_s']:.0f} s in all)")
-    if args.markdown:
-        Path(args.markdown).write_text(_markdown(args, argv, res, summary, lines))
-        print(f"wrote {args.markdown}")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)  # checked creatable up front
+        markdown.write_text(_markdown(args, argv, res, summary, lines))
+        print(f"wrote {markdown}")
     return 0
 
 

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .journal import JOURNAL_NAME, SearchJournal, digest
 from .progress import Progress
 from .sources import SourceError
 
@@ -126,6 +127,14 @@ def _accuracy_on(ctx, calibration, x, y):
     return phases._accuracy_oracle(sub, calibration, ctx.config.choices(ctx.cost.searchable))
 
 
+def _journal_run(args, model, data, ctx) -> dict:
+    """What the search's accuracies depend on: a journal of another run is not resumed."""
+    return {"model": model.spec, "weights": digest(*(model.params[k] for k in
+                                                       sorted(model.params))),
+            "calib": digest(data.calib), "val": digest(*data.val), "target": str(ctx.target),
+            "calibration": args.calib_method, "seed": args.seed}
+
+
 def _summary_head(args, argv, model, data, ctx) -> dict:
     return {"command": "aiq-tvm " + " ".join(argv), "date": datetime.date.today().isoformat(),
             "model": model.describe(), "data": None if data is None else data.describe(),
@@ -143,12 +152,15 @@ def cmd_search(args, argv, progress: Progress) -> int:
     from .plan import Plan
 
     out = OutDir(args.out)
+    SearchJournal.check_start(out.path / JOURNAL_NAME, args.resume)
     t0 = time.perf_counter()
     try:
         model, data = _load(args, progress)
         ctx = _context(model, data, args, progress, **_search_config(args))
+        journal = SearchJournal(out.path / JOURNAL_NAME, _journal_run(args, model, data, ctx),
+                                args.resume)
         cal = phases.calibrate(ctx)
-        plan, found = phases.search(ctx, cal)
+        plan, found = phases.search(ctx, cal, journal)
         progress.close()
         res = phases.finalize(ctx, plan, cal, found)
         summary = _summary_head(args, argv, model, data, ctx)
@@ -158,7 +170,8 @@ def cmd_search(args, argv, progress: Progress) -> int:
             precisions=list(ctx.config.precisions),
             accuracy_fp32=found.baseline.accuracy, accuracy=found.best.accuracy,
             ai_fp32=res.report.ai_fp32, ai=res.report.ai, ai_gain=res.report.ai_gain,
-            search_s=found.wall_time_s, search_evaluations=found.evaluations)
+            search_s=found.wall_time_s, search_evaluations=found.evaluations,
+            resumed_evaluations=journal.resumed)
         if data.test is not None:
             acc = _accuracy_on(ctx, cal, *data.test)
             summary.update(test_accuracy_fp32=acc(Plan.uniform("fp32").resolve(
@@ -195,8 +208,10 @@ def _search_lines(s: dict) -> list[str]:
     if "test_accuracy" in s:
         lines.append(f"test accuracy ({s['data']['test_images']} images): fp32 "
                      f"{_pct(s['test_accuracy_fp32'])} -> plan {_pct(s['test_accuracy'])}")
+    resumed = f" ({s['resumed_evaluations']} from the journal)" if s["resumed_evaluations"] \
+        else ""
     lines.append(f"search: {s['search']} (lambda {s['lambda']}), {s['search_evaluations']} "
-                 f"plans measured in {s['search_s']:.1f} s; total {s['wall_s']:.1f} s")
+                 f"plans measured{resumed} in {s['search_s']:.1f} s; total {s['wall_s']:.1f} s")
     return lines
 
 
@@ -218,15 +233,18 @@ def cmd_sweep(args, argv, progress: Progress) -> int:
     from .plan import Plan
 
     out = OutDir(args.out)
+    SearchJournal.check_start(out.path / JOURNAL_NAME, args.resume)
     try:
         model, data = _load(args, progress)
         ctx = _context(model, data, args, progress, **_search_config(args))
+        journal = SearchJournal(out.path / JOURNAL_NAME, _journal_run(args, model, data, ctx),
+                                args.resume)
         cal = phases.calibrate(ctx)
         layers = ctx.cost.searchable
         points = []
         for lam in progress.bar(args.lams, desc="sweep points"):
             ctx.config = dataclasses.replace(ctx.config, lam=lam)
-            plan, found = phases.search(ctx, cal)
+            plan, found = phases.search(ctx, cal, journal)
             progress.close("evaluation")
             points.append({"lambda": lam, "plan": plan.layers, "ai": ctx.cost.ai(
                 plan.layers), "ai_gain": found.best.ai_norm, "accuracy": found.best.accuracy,

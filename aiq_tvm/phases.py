@@ -41,6 +41,7 @@ from .datachecks import (
     compare_notes,
     sample_notes,
 )
+from .journal import SearchJournal
 from .objectives import MeritInputs, get_objective
 from .passes import ExposeLayerInputs, select_vector
 from .plan import Plan
@@ -243,11 +244,12 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
 
 
 # ----------------------------------------------------------------------------- search
-def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
-    """``accuracy(assignment)`` on the validation data, every candidate compiled once."""
-    t0 = time.perf_counter()
+def _switchable_main(ctx: BuildContext, calibration, choices):
+    """``main`` of the module with every candidate behind a switch (compiled once per
+    calibration and candidate set)."""
     key = (id(calibration), tuple((n, tuple(c)) for n, c in choices.items()))
     if key not in ctx.switchable:
+        t0 = time.perf_counter()
         ctx.tick("compile", 0, 1)
         exe = compile_switchable(ctx.annotated, ctx.params, calibration, choices, ctx.run_target,
                                  ctx.eval_batch_size, ctx.numerics_target)
@@ -256,13 +258,21 @@ def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
                 f"{ctx.timings['search_compile_s']:.1f}s")
         ctx.switchable[key] = exe
         ctx.tick("compile", 1, 1)
-    exe = ctx.switchable[key]
-    main = relax.VirtualMachine(exe, tvm.cpu())["main"]
+    return relax.VirtualMachine(ctx.switchable[key], tvm.cpu())["main"]
+
+
+def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
+    """``accuracy(assignment)`` on the validation data; the switchable module is compiled at
+    the first evaluation (a search resumed from a complete journal needs none)."""
     layers = list(choices)
     xv, yv = ctx.val
     evaluations = [0]
+    mains = []
 
     def acc_fn(assignment: Mapping[str, str]) -> float:
+        if not mains:
+            mains.append(_switchable_main(ctx, calibration, choices))
+        main = mains[0]
         sel = tvm.runtime.tensor(select_vector(layers, choices, assignment))
         out = run_batches(lambda a: main(a, sel), xv, ctx.eval_batch_size, tvm.cpu())
         acc = accuracy(out if ctx.output is None else out[ctx.output], yv)
@@ -299,14 +309,19 @@ def _layer_timer(ctx: BuildContext, calibration):
     return time_layers
 
 
-def search(ctx: BuildContext, calibration: Calibration | None) -> tuple[Plan, SearchResult]:
-    """Search a plan: the config's method over its objective and the validation accuracy."""
+def search(ctx: BuildContext, calibration: Calibration | None,
+           journal: SearchJournal | None = None) -> tuple[Plan, SearchResult]:
+    """Search a plan: the config's method over its objective and the validation accuracy.
+    With a ``journal``, every evaluation is appended to it as it finishes, and plans it
+    already holds (a resumed search) are answered from it without running the model."""
     cfg, cost = ctx.config, ctx.cost
     choices = cfg.choices(cost.searchable)
     acc_fn = _accuracy_oracle(ctx, calibration, choices)
+    time_layers = _layer_timer(ctx, calibration)
+    if journal is not None:
+        acc_fn, time_layers = journal.accuracy_fn(acc_fn), journal.layer_times_fn(time_layers)
     merit = get_objective(cfg.objective).merit(MeritInputs(
-        cost=cost, preset=ctx.preset, candidates=cfg.precisions,
-        time_layers=_layer_timer(ctx, calibration)))
+        cost=cost, preset=ctx.preset, candidates=cfg.precisions, time_layers=time_layers))
     found = run_search(cfg.search, cost.searchable, choices, merit, acc_fn, lam=cfg.lam,
                        budget_pp=cfg.budget_pp, max_sweeps=cfg.max_sweeps)
     ctx.timings["search_s"] = found.wall_time_s

@@ -24,6 +24,33 @@ def test_bad_choices_are_rejected():
         main(["run", "--tune", "db", "--trials", "0"])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--test", "-9990"], "argument --test: expected an integer >= 0, got '-9990'"),
+    (["--calib", "0"], "argument --calib"),
+    (["--val", "-5"], "argument --val"),
+])
+def test_run_rejects_bad_counts_by_name(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_run_checks_every_output_path_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["--out", str(tmp_path / "file" / "out")],
+         f"--out {tmp_path}/file/out cannot be created: {tmp_path}/file is a file"),
+        (["--out", str(tmp_path / "o"), "--markdown", str(tmp_path)],
+         f"--markdown {tmp_path} is a directory"),
+    ]
+    for argv, message in cases:
+        assert main(["run", *argv]) == 2  # immediately: no model or data is loaded
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("aiq-tvm: error: ") and len(err.splitlines()) == 1
+        assert message in err
+        assert not (tmp_path / "o").exists()  # no empty --out directory left behind
+
+
 STEM = "resnet20_budget_fp32-int8-w8"  # outputs are named by model, search and candidates
 
 
@@ -36,7 +63,7 @@ def test_run_on_pretrained_resnet20(tmp_path):
     cmd = [sys.executable, "-m", "aiq_tvm", "run", "--model", "resnet20", "--search", "budget",
            "--budget", "1.0", "--precisions", "fp32,int8,w8", "--calib", "64", "--val", "200",
            "--test", "300", "--baselines", "int8", "--out", str(tmp_path),
-           "--markdown", str(tmp_path / "r.md")]
+           "--markdown", str(tmp_path / "md" / "r.md")]  # a directory the run creates
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / f"{STEM}_summary.json").read_text())
@@ -52,4 +79,4 @@ def test_run_on_pretrained_resnet20(tmp_path):
     assert "uniform int8: validation accuracy" in proc.stdout
     plan = json.loads((tmp_path / f"{STEM}_plan.json").read_text())
     assert plan["format"] == "aiq_tvm.plan" and len(plan["layers"]) == 22
-    assert "AI: fp32" in proc.stdout and "| layer |" in (tmp_path / "r.md").read_text()
+    assert "AI: fp32" in proc.stdout and "| layer |" in (tmp_path / "md" / "r.md").read_text()

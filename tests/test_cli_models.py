@@ -71,7 +71,8 @@ def test_search_on_onnx_then_build_pt2_so_matches_summary(files, tmp_path):
             "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
     assert {f.name for f in out.iterdir()} == {"plan.json", "calibration.json", "report.json",
-                                               "report.md", "summary.json"}
+                                               "report.md", "summary.json",
+                                               "search_journal.jsonl"}
     s = json.loads((out / "summary.json").read_text())
     for key in ("accuracy_fp32", "accuracy", "test_accuracy_fp32", "test_accuracy"):
         assert 0.4 < s[key] <= 1.0, (key, s[key])  # a trained model, not chance (0.1)
@@ -88,6 +89,56 @@ def test_search_on_onnx_then_build_pt2_so_matches_summary(files, tmp_path):
     assert _accuracy_of_so(so, *d.test, 4) == s["test_accuracy"]
 
 
+def test_interrupted_search_resumes_from_its_journal_to_the_same_plan(files, tmp_path,
+                                                                       monkeypatch, capsys):
+    from aiq_tvm import phases
+
+    def search(out, *extra):
+        return main(["search", str(files / "gray.onnx"), "--data", str(files / "data.npz"),
+                     "--calib", "32", "--val", "100", "--test", "0", "--precisions",
+                     "fp32,int8", "--out", str(out), "--quiet", *extra])
+
+    assert search(tmp_path / "whole") == 0
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    total = whole["search_evaluations"]
+    assert total >= 4 and whole["resumed_evaluations"] == 0
+    oracle = phases._accuracy_oracle
+    calls, stop_at = [], [total // 2 + 1]
+
+    def interrupted(*args):
+        acc_fn = oracle(*args)
+
+        def fn(assignment):
+            calls.append(1)
+            if len(calls) == stop_at[0]:
+                raise KeyboardInterrupt  # Ctrl-C in the middle of an evaluation
+            return acc_fn(assignment)
+
+        return fn
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        m.setattr(phases, "_accuracy_oracle", interrupted)
+        assert search(out) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "aiq-tvm: interrupted"
+    journal = out / "search_journal.jsonl"
+    assert [f.name for f in out.iterdir()] == [journal.name]  # finished work is kept
+    assert len(journal.read_text().splitlines()) == 1 + total // 2
+    assert search(out) == 2  # never overwritten without --resume
+    assert "holds" in capsys.readouterr().err and not (out / "plan.json").exists()
+    calls.clear()
+    stop_at[0] = None
+    with monkeypatch.context() as m:
+        m.setattr(phases, "_accuracy_oracle", interrupted)  # counts, interrupts no more
+        assert search(out, "--resume") == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    assert len(calls) == total - total // 2  # only what the journal did not hold
+    assert resumed["resumed_evaluations"] == total // 2
+    assert resumed["search_evaluations"] == total and resumed["accuracy"] == whole["accuracy"]
+    assert json.loads((out / "plan.json").read_text())["layers"] == json.loads(
+        (tmp_path / "whole" / "plan.json").read_text())["layers"]
+
+
 def test_sweep_writes_pareto_and_pngs(files, tmp_path):
     out = tmp_path / "sweep"
     p = cli("sweep", files / "gray.pt2", "--data", files / "data.npz", "--calib", 32, "--val",
@@ -100,6 +151,11 @@ def test_sweep_writes_pareto_and_pngs(files, tmp_path):
     for entry in [*par["points"], *par["references"].values()]:
         assert entry["latency_ms"] > 0 and 0 <= entry["accuracy"] <= 1
     assert par["references"]["int4"]["ai"] > par["references"]["int8"]["ai"] > par["ai_fp32"]
+    # Both lambdas share one journal: every plan was evaluated once.
+    records = [json.loads(line) for line in
+               (out / "search_journal.jsonl").read_text().splitlines()[1:]]
+    plans = [json.dumps(r["plan"], sort_keys=True) for r in records]
+    assert len(plans) == len(set(plans)) >= par["points"][0]["search_evaluations"]
     for name in ("pareto.png", "roofline.png", "layers.png"):
         img = Image.open(out / name)
         assert img.format == "PNG" and min(img.size) > 300
