@@ -9,7 +9,8 @@ from tvm import relax
 from .checks import check_positive_int
 
 __all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
-           "specialize_batch", "input_shape", "weight_types", "output_types"]
+           "specialize_batch", "input_shape", "weight_types", "output_types", "use_counts",
+           "rewrite_function"]
 
 
 def is_const(expr) -> bool:
@@ -51,6 +52,30 @@ def replace_main(mod: tvm.IRModule, func: relax.Function, name: str = "main") ->
     new = tvm.IRModule({gv: f for gv, f in mod.functions_items()}, attrs=mod.attrs)
     new[name] = func
     return new
+
+
+def use_counts(func: relax.Function) -> dict:
+    """How many times each Var is used in ``func``'s body."""
+    counts: dict = {}
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            counts[e] = counts.get(e, 0) + 1
+
+    # post_order_visit reaches every use site of a Var (binding definitions are not visited).
+    relax.analysis.post_order_visit(func.body, visit)
+    return counts
+
+
+def rewrite_function(mod: tvm.IRModule, func_name: str, make_rewriter) -> tvm.IRModule:
+    """Rewrite one function with ``make_rewriter(mod, func)`` (an expression mutator), then
+    remove the bindings it left dead; the module itself when nothing changed."""
+    func = mod[func_name]
+    new_func = make_rewriter(mod, func).visit_expr(func)
+    if new_func.same_as(func):
+        return mod
+    mod = replace_main(mod, new_func, func_name)
+    return relax.transform.DeadCodeElimination([func_name])(mod)
 
 
 def batch_var(mod: tvm.IRModule) -> tvm.tirx.Var | None:

@@ -19,7 +19,15 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ._ir import batch_var, const_value, is_const, is_op, replace_main, specialize_batch
+from ._ir import (
+    batch_var,
+    const_value,
+    is_const,
+    is_op,
+    replace_main,
+    specialize_batch,
+    use_counts,
+)
 
 __all__ = ["from_torch", "from_exported", "fold_batch_norm", "batch_var", "specialize_batch"]
 
@@ -271,7 +279,7 @@ def fold_batch_norm(
     func = mod["main"]
     params = dict(params)
     var2val = relax.analysis.get_var2val(func)
-    uses = _use_counts(func)
+    uses = use_counts(func)
     plans, new_params = {}, []
     for tup_var, call in var2val.items():
         if not is_op(call, "relax.nn.batch_norm"):
@@ -351,15 +359,3 @@ def _bias_name(weight_name: str, params: dict) -> str:
     while name in params:
         name, k = f"{base}.bias_{k}", k + 1
     return name
-
-
-def _use_counts(func: relax.Function) -> dict:
-    counts: dict = {}
-
-    def visit(e):
-        if isinstance(e, relax.Var):
-            counts[e] = counts.get(e, 0) + 1
-
-    # post_order_visit reaches every use site of a Var (binding definitions are not visited).
-    relax.analysis.post_order_visit(func.body, visit)
-    return counts

@@ -31,23 +31,12 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from aiq_tvm._ir import is_op, replace_main, static_shape
+from aiq_tvm._ir import is_op, rewrite_function, static_shape, use_counts
 
 from ._layers import _is_static as is_static
 from ._layers import static_vars
 
 __all__ = ["BatchedMatmulToDense"]
-
-
-def _use_counts(func: relax.Function) -> dict:
-    counts: dict = {}
-
-    def visit(e):
-        if isinstance(e, relax.Var):
-            counts[e] = counts.get(e, 0) + 1
-
-    relax.analysis.post_order_visit(func.body, visit)
-    return counts
 
 
 def _same_dims(a, b) -> bool:
@@ -64,7 +53,7 @@ class _Rewriter(PyExprMutator):
         super().__init__(mod)
         self.var2val = relax.analysis.get_var2val(func)
         self.static = static_vars(func)
-        self.uses = _use_counts(func)
+        self.uses = use_counts(func)
 
     def _weight(self, w):
         """The static 2-D weight behind ``w`` (looking through ``broadcast_to``), or None."""
@@ -140,9 +129,4 @@ class BatchedMatmulToDense:
         self.func_name = func_name
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        func = mod[self.func_name]
-        new_func = _Rewriter(mod, func).visit_expr(func)
-        if new_func.same_as(func):
-            return mod
-        mod = replace_main(mod, new_func, self.func_name)
-        return relax.transform.DeadCodeElimination([self.func_name])(mod)
+        return rewrite_function(mod, self.func_name, _Rewriter)

@@ -20,7 +20,7 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from aiq_tvm._ir import const_value, is_const, is_op, replace_main
+from aiq_tvm._ir import const_value, is_const, is_op, rewrite_function
 
 __all__ = ["FillsToScalars"]
 
@@ -82,9 +82,4 @@ class FillsToScalars:
         self.func_name = func_name
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        func = mod[self.func_name]
-        new_func = _Rewriter(mod, func).visit_expr(func)
-        if new_func.same_as(func):
-            return mod
-        mod = replace_main(mod, new_func, self.func_name)
-        return relax.transform.DeadCodeElimination([self.func_name])(mod)
+        return rewrite_function(mod, self.func_name, _Rewriter)
