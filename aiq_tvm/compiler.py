@@ -69,7 +69,7 @@ def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration
     """Every candidate precision of every layer in one executable, chosen per layer at run
     time by ``main``'s ``aiq_select`` input (see :class:`SelectPrecisionAtRuntime`)."""
     mod = specialize_batch(annotated, batch_size)
-    passes = [*P.bind_params(params), relax.transform.FoldConstant(),
+    passes = [*P.bind_params(params), *P.fold_constants(),
               SelectPrecisionAtRuntime(choices, calibration, target=target,
                                        numerics_target=numerics_target),
               *P.layout_passes()]  # as in every final build: the search measures its numerics

@@ -7,7 +7,8 @@ Phases (each a function of the target returning a list of passes, like TVM's
    lower annotated layers to low-bit x86 kernels, then :func:`layout_passes`: decompose
    leftover batch norms, cancel the layout transposes between layers.
 2. :func:`legalize_passes`: TVM's CPU legalization and fusion for the remaining ops.
-3. :func:`schedule_passes`: schedule the fused glue kernels TVM leaves unscheduled.
+3. :func:`schedule_passes`: schedule the fused glue kernels TVM leaves unscheduled, split
+   vectorized loops far wider than a register (they make LLVM's code generation crawl).
 4. :func:`lower_passes`: TVM's dataflow lowering and VM finalization.
 
 ``relax.get_pipeline("aiq", plan=..., calibration=..., params=...)`` returns the whole thing
@@ -26,6 +27,8 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from .passes import (
     AnnotatePrecision,
     CancelTransposes,
+    FoldConstantLayouts,
+    LimitVectorWidth,
     QuantizeAnnotated,
     ScheduleGlue,
 )
@@ -39,6 +42,7 @@ __all__ = [
     "lower_passes",
     "aiq_pipeline",
     "bind_params",
+    "fold_constants",
 ]
 
 
@@ -50,6 +54,12 @@ def bind_params(params: Mapping[str, np.ndarray] | None) -> list:
     return [relax.transform.BindParams("main", tensors)]
 
 
+def fold_constants() -> list:
+    """Fold what the bound weights feed: layout ops on the host first (exact, and spares
+    ``FoldConstant`` an LLVM build per bias reshape), then the rest."""
+    return [FoldConstantLayouts(), relax.transform.FoldConstant()]
+
+
 def quantize_passes(target, plan="fp32", calibration=None, params=None, database=None,
                     tune_trials: int = 0, numerics_target=None) -> list:
     """Annotate, bind, fold and lower the layers; ``numerics_target`` (default ``target``) is
@@ -57,7 +67,7 @@ def quantize_passes(target, plan="fp32", calibration=None, params=None, database
     return [
         AnnotatePrecision(plan),
         *bind_params(params),
-        relax.transform.FoldConstant(),
+        *fold_constants(),
         QuantizeAnnotated(calibration, target=target, database=database,
                           tune_trials=tune_trials, numerics_target=numerics_target),
         *layout_passes(),
@@ -81,9 +91,10 @@ def legalize_passes(target) -> list:
 
 
 def schedule_passes(target, unscheduled: list | None = None) -> list:
-    """Our glue schedules; ``unscheduled`` receives ``(function, error)`` for every glue
-    function left with TVM's default code."""
-    return [ScheduleGlue(target, unscheduled=unscheduled)]
+    """Our glue schedules, then over-wide vector loops split (LLVM's compile time);
+    ``unscheduled`` receives ``(function, error)`` for every glue function left with TVM's
+    default code."""
+    return [ScheduleGlue(target, unscheduled=unscheduled), LimitVectorWidth()]
 
 
 def lower_passes(target, static_memory: bool = True) -> list:

@@ -19,6 +19,8 @@ from .cancel_transposes import CancelTransposes
 from .canonicalize_clip import CanonicalizeClip
 from .expose_layer_inputs import ExposeLayerInputs
 from .fills_to_scalars import FillsToScalars
+from .fold_constant_layouts import FoldConstantLayouts
+from .limit_vector_width import LimitVectorWidth
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
@@ -33,6 +35,8 @@ __all__ = [
     "ExposeLayerInputs",
     "FillsToScalars",
     "ScheduleGlue",
+    "LimitVectorWidth",
+    "FoldConstantLayouts",
     "layer_table",
     "layer_consumers",
     "LayerEntry",
