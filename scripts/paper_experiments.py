@@ -214,7 +214,8 @@ def part_latency(args) -> None:
 # ----------------------------------------------------------------------------- sensitivity
 def part_sensitivity(args) -> None:
     ctx, cal = _setup(args.model, args.calib, args.val)
-    acc = _cache(args, ctx, "val", _oracle(ctx, cal, *ctx.val))
+    # its own cache, like the exhaustive part's (it may run niced beside timing runs)
+    acc = _cache(args, ctx, "sensitivity", _oracle(ctx, cal, *ctx.val))
     layers = ctx.cost.searchable
     fp32 = {n: "fp32" for n in layers}
     a0, ai0 = acc(fp32), ctx.cost.ai(fp32)
