@@ -61,7 +61,7 @@ def _panel(ax, points, refs, key, front, xlabel, log=False):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.margins(0.1)
 
 
 def pareto_png(pareto: dict, path: Path, title: str) -> None:
@@ -76,7 +76,10 @@ def pareto_png(pareto: dict, path: Path, title: str) -> None:
     axes[0].set_title("accuracy vs arithmetic intensity")
     axes[1].set_title("accuracy vs latency on this machine")
     fig.suptitle(title)
-    fig.tight_layout()
+    # one legend below both panels: inside a panel it hid reference points
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -148,8 +148,12 @@ def test_sweep_writes_pareto_and_pngs(files, tmp_path):
     par = json.loads((out / "pareto.json").read_text())
     assert [pt["lambda"] for pt in par["points"]] == [0.5, 0.99]
     assert set(par["references"]) == {"fp32", "int8", "int4"}
+    latency = {}
     for entry in [*par["points"], *par["references"].values()]:
         assert entry["latency_ms"] > 0 and 0 <= entry["accuracy"] <= 1
+        # one build and one figure per distinct plan (timed in interleaved rounds)
+        key = json.dumps(entry["plan"], sort_keys=True)
+        assert latency.setdefault(key, entry["latency_ms"]) == entry["latency_ms"]
     assert par["references"]["int4"]["ai"] > par["references"]["int8"]["ai"] > par["ai_fp32"]
     # Both lambdas share one journal: every plan was evaluated once.
     records = [json.loads(line) for line in
