@@ -440,6 +440,11 @@ def render(out: Path) -> str:
         ex = _load(out, model, "exhaustive")
         if ex:
             parts += _md_exhaustive(model, ex)
+        missing = [p for p in ("search", "latency", "sensitivity", "exhaustive")
+                   if _load(out, model, p) is None]
+        if missing:
+            parts += [f"### {model}: not run yet", "", f"No JSON for: {', '.join(missing)} "
+                      f"(`python scripts/paper_experiments.py <part> --model {model}`).", ""]
     return "\n".join(parts)
 
 
