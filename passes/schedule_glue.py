@@ -5,7 +5,14 @@ relu + quantize, pooling, layout copies) runs as one single-threaded loop nest. 
 PrimFunc not marked ``tirx.is_scheduled``: inline producer blocks into their consumers where
 TIR allows it, then for each remaining block fuse its spatial loops, split off an inner loop
 of the target's 32-bit vector lanes (``capabilities(target).lanes32``) when the extent allows
-(LLVM vectorizes it) and run the outer loop in parallel.
+(LLVM vectorizes it) and run the outer loop in parallel.  Two shapes get their own rule:
+
+* a reduction over a channels-last tensor (max/avg pooling, mean over H and W) keeps its
+  channel lanes innermost, inside the window loops (instead of a scalar reduction per output
+  element);
+* a copy whose innermost axis is not a multiple of the lanes (the model input transposed to
+  NHWC with 3 channels) runs its rows in parallel with that axis serial inside, since lanes
+  across rows compute every index with divisions.
 
 A function the rules fail on keeps TVM's default code; the pass warns
 (:class:`UnscheduledGlueWarning`, naming the function and the error) and lists it in
@@ -56,7 +63,19 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
         n_spatial += 1
     if n_spatial == 0 or len(loops) < n_spatial:
         return
+    if _vectorize_under_reduction(sch, block, loops, kinds, n_spatial, lanes):
+        return
     spatial = loops[:n_spatial]
+    inner_extent = _extent(sch, spatial[-1])
+    if n_spatial == len(kinds) and len(spatial) > 1 and inner_extent is not None \
+            and inner_extent % lanes:
+        # Vector lanes across rows of a ragged innermost axis (a transpose to NHWC with 3
+        # channels) would each compute indices with divisions: keep that axis as a serial
+        # inner loop and run the rows in parallel.
+        rows = sch.fuse(*spatial[:-1]) if len(spatial) > 2 else spatial[0]
+        if (_extent(sch, rows) or 0) * inner_extent >= _MIN_PARALLEL:
+            sch.parallel(rows)
+        return
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     total = _extent(sch, fused)
     if total is None or total < _MIN_PARALLEL:
@@ -67,6 +86,34 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
         sch.vectorize(inner)
     else:
         sch.parallel(fused)
+
+
+def _vectorize_under_reduction(sch, block, loops, kinds, n_spatial: int, lanes: int) -> bool:
+    """A reduction over a channels-last tensor (pooling, mean over H and W): vector lanes
+    along the innermost spatial axis, inside the reduction loops, parallel over the rest.
+
+    Applies when the block's loops are its spatial iterators then its reduction iterators
+    and the innermost spatial extent is a multiple of ``lanes``; returns whether it did.
+    """
+    if len(kinds) == n_spatial or len(loops) != len(kinds):
+        return False
+    if any(k != 2 for k in kinds[n_spatial:]):  # 2 == kCommReduce
+        return False
+    extent = _extent(sch, loops[n_spatial - 1])
+    if extent is None or extent % lanes:
+        return False
+    spatial, reduction = loops[:n_spatial], loops[n_spatial:]
+    outer, inner = sch.split(spatial[-1], [None, lanes])
+    sch.reorder(outer, *reduction, inner)
+    fused = sch.fuse(*spatial[:-1], outer) if n_spatial > 1 else outer
+    total = _extent(sch, fused)
+    if total is not None and total >= _MIN_PARALLEL // lanes:
+        sch.parallel(fused)
+    # Loop kinds need compact dataflow, so before decompose_reduction splits off the init.
+    sch.vectorize(inner)
+    init = sch.decompose_reduction(block, reduction[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    return True
 
 
 def _root_blocks(sch: s_tir.Schedule) -> list:

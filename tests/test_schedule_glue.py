@@ -1,6 +1,8 @@
-"""ScheduleGlue: structure of the scheduled glue (Before/Expected), lanes from the target,
-and functions it cannot schedule are warned about, counted and left as TVM made them."""
+"""ScheduleGlue: structure of the scheduled glue (Before/Expected: elementwise, a channels-last
+pooling reduction, a transpose with a ragged innermost axis), lanes from the target, and
+functions it cannot schedule are warned about, counted and left as TVM made them."""
 
+import numpy as np
 import pytest
 import tvm
 from tvm import s_tir
@@ -91,3 +93,91 @@ def test_a_function_it_cannot_schedule_is_warned_about_and_counted(monkeypatch):
         after = ScheduleGlue(AVX2, unscheduled=seen)(Before)
     tvm.ir.assert_structural_equal(after, Before)  # TVM's code, unchanged
     assert seen == [("add_relu", "RuntimeError: no spatial loops")]
+
+
+@I.ir_module
+class PoolBefore:
+    @T.prim_func(s_tir=True)
+    def max_pool(x: T.Buffer((1, 32, 32, 16), "float32"), y: T.Buffer((1, 16, 16, 16), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for n, h, w, c, rh, rw in T.grid(1, 16, 16, 16, 2, 2):
+            with T.sblock("pool"):
+                vn, vh, vw, vc, vrh, vrw = T.axis.remap("SSSSRR", [n, h, w, c, rh, rw])
+                with T.init():
+                    y[vn, vh, vw, vc] = T.float32(-3.4e38)
+                y[vn, vh, vw, vc] = T.max(y[vn, vh, vw, vc], x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
+
+
+@I.ir_module
+class PoolExpected:
+    @T.prim_func(s_tir=True)
+    def max_pool(x: T.Buffer((1, 32, 32, 16), "float32"), y: T.Buffer((1, 16, 16, 16), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        # Rows x channel blocks in parallel; the channel lanes inside the window loops.
+        for n_h_w_c_0_fused in T.parallel(512):
+            for c_1_init in T.vectorized(8):
+                with T.sblock("pool_init"):
+                    vn = T.axis.spatial(1, 0)
+                    vh = T.axis.spatial(16, n_h_w_c_0_fused // 32)
+                    vw = T.axis.spatial(16, n_h_w_c_0_fused % 32 // 2)
+                    vc = T.axis.spatial(16, n_h_w_c_0_fused % 2 * 8 + c_1_init)
+                    T.reads()
+                    T.writes(y[vn, vh, vw, vc])
+                    y[vn, vh, vw, vc] = T.float32(-3.4e38)
+            for rh, rw in T.grid(2, 2):
+                for c_1 in T.vectorized(8):
+                    with T.sblock("pool_update"):
+                        vn = T.axis.spatial(1, 0)
+                        vh = T.axis.spatial(16, n_h_w_c_0_fused // 32)
+                        vw = T.axis.spatial(16, n_h_w_c_0_fused % 32 // 2)
+                        vc = T.axis.spatial(16, n_h_w_c_0_fused % 2 * 8 + c_1)
+                        vrh, vrw = T.axis.remap("RR", [rh, rw])
+                        T.reads(y[vn, vh, vw, vc], x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
+                        T.writes(y[vn, vh, vw, vc])
+                        y[vn, vh, vw, vc] = T.max(y[vn, vh, vw, vc],
+                                                  x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
+
+
+@I.ir_module
+class TransposeBefore:
+    @T.prim_func(s_tir=True)
+    def to_nhwc(x: T.Buffer((1, 3, 32, 32), "float32"), y: T.Buffer((1, 32, 32, 3), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for n, h, w, c in T.grid(1, 32, 32, 3):
+            with T.sblock("t"):
+                vn, vh, vw, vc = T.axis.remap("SSSS", [n, h, w, c])
+                y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+
+
+@I.ir_module
+class TransposeExpected:
+    @T.prim_func(s_tir=True)
+    def to_nhwc(x: T.Buffer((1, 3, 32, 32), "float32"), y: T.Buffer((1, 32, 32, 3), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        # 3 channels: no vector lanes across pixels (indices by division), pixels in parallel.
+        for n_h_w_fused in T.parallel(1024):
+            for c in range(3):
+                with T.sblock("t"):
+                    vn = T.axis.spatial(1, 0)
+                    vh = T.axis.spatial(32, n_h_w_fused // 32)
+                    vw = T.axis.spatial(32, n_h_w_fused % 32)
+                    vc = T.axis.spatial(3, c)
+                    T.reads(x[vn, vc, vh, vw])
+                    T.writes(y[vn, vh, vw, vc])
+                    y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+
+
+@pytest.mark.parametrize(("before", "expected", "name", "shapes"), [
+    (PoolBefore, PoolExpected, "max_pool", ((1, 32, 32, 16), (1, 16, 16, 16))),
+    (TransposeBefore, TransposeExpected, "to_nhwc", ((1, 3, 32, 32), (1, 32, 32, 3))),
+])
+def test_reductions_and_ragged_transposes(before, expected, name, shapes):
+    after = ScheduleGlue(AVX2)(before)
+    tvm.ir.assert_structural_equal(after, expected)
+    x = np.random.default_rng(0).standard_normal(shapes[0]).astype(np.float32)
+    outs = []
+    for mod in (before, after):
+        y = tvm.runtime.tensor(np.zeros(shapes[1], np.float32))
+        tvm.tirx.build(mod, target=AVX2)[name](tvm.runtime.tensor(x), y)
+        outs.append(y.numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])
