@@ -1,0 +1,292 @@
+"""Does every torchvision classification CNN import, build and match torch at FP32 and INT8?
+
+For each model (``aiq_tvm.models.torchvision_zoo``: ``weights=None``, seeded, batch-norm
+statistics set on real Fashion-MNIST images resized to ``--size``): import with
+``aiq_tvm.from_torch``, build uniform ``fp32`` and ``int8`` plans, run both on validation-pool
+images at ``--size`` x ``--size`` x 3 and compare with torch:
+
+* FP32: relative error ``max |tvm - torch| / max |torch|`` over all logits, must be < 1e-4;
+* INT8: cosine similarity of each image's logits to torch's, the smallest must be >= 0.99.
+
+With ``--ort`` the same images also go through ONNX Runtime's static INT8 (QDQ, per-channel,
+u8/s8, same calibration images) as a reference for what INT8 can reach on random weights.
+The report lists the layers that have no AIQ kernel (they run FP32, with the reason) and the
+other operator kinds left to TVM's own kernels. Each model runs in its own subprocess (memory,
+crashes and ``--timeout`` stay per model); results are JSON lines, rendered as a Markdown
+table; ``--update docs/models.md`` replaces the table between the coverage markers there.
+
+    TVM_NUM_THREADS=2 python scripts/check_torchvision.py --all --ort \
+        --lock /work/wt/bench.lock --jsonl cov.jsonl
+    python scripts/check_torchvision.py --render cov.jsonl --update docs/models.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+FP32_TOL = 1e-4
+INT8_MIN_COS = 0.99
+BEGIN, END = "<!-- torchvision-coverage:begin -->", "<!-- torchvision-coverage:end -->"
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+    return float(cos.min())
+
+
+def rel_error(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(a - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def glue_ops(annotated) -> dict[str, int]:
+    """Relax operator kinds outside the AIQ layers (TVM's own kernels), with counts; calls
+    computing only on weights (bias reshapes, folded at build time) are not counted."""
+    import tvm
+    from tvm import relax
+
+    main = annotated["main"]
+    weight_only = set(main.params[1:])  # main(x, *weights)
+    ops: Counter = Counter()
+    for block in main.body.blocks:
+        for b in block.bindings:
+            call = b.value
+            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)):
+                continue
+            args = [a for a in call.args if isinstance(a, relax.Var)]
+            if args and all(a in weight_only for a in args):
+                weight_only.add(b.var)
+            else:
+                ops[call.op.name.removeprefix("relax.")] += 1
+    return dict(sorted(ops.items()))
+
+
+def _ort_int8_logits(model, calib: np.ndarray, x: np.ndarray, batch: int) -> np.ndarray:
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_models import quantize_onnx_int8
+
+    tmp = Path(tempfile.mkdtemp())
+    torch.onnx.export(model, (torch.from_numpy(calib[:1]),), str(tmp / "m.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    quantize_onnx_int8(str(tmp / "m.onnx"), str(tmp / "q.onnx"), calib)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(os.environ.get("TVM_NUM_THREADS", "2"))
+    sess = ort.InferenceSession(str(tmp / "q.onnx"), so, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"x": x[i:i + batch]})[0]
+                           for i in range(0, len(x), batch)])
+
+
+def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: bool) -> dict:
+    """Import, build and compare one model (runs inside the per-model subprocess)."""
+    import torch
+
+    import aiq_tvm
+    from aiq_tvm.models import torchvision_zoo as zoo
+
+    out: dict = {"model": name, "size": size, "family": next(
+        (f for f, names in zoo.CNN_FAMILIES.items() if name in names), "other")}
+    t0 = time.perf_counter()
+    model = zoo.torchvision_model(name, size=size)
+    calib = zoo.calibration_images(n_calib, size)
+    x, _ = zoo.validation_images(n_val, size)
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy()
+                              for i in range(0, len(x), batch)])
+    out["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
+    out["import_s"] = time.perf_counter() - t0
+    for prec in ("fp32", "int8"):
+        t0 = time.perf_counter()
+        res = aiq_tvm.build(mod, params=params, plan=prec, calib_data=calib,
+                            batch_size=batch, eval_batch_size=batch)
+        out[f"{prec}_build_s"] = time.perf_counter() - t0
+        y = res.run(x, batch)
+        if prec == "fp32":
+            out["fp32_rel_err"] = rel_error(y, ref)
+            out["aiq_layers"] = len(res.cost.searchable)
+            cost = res.cost
+            out["unsupported"] = {n: cost[n].reason for n in cost.names if not cost[n].supported}
+            out["glue_ops"] = glue_ops(res.annotated)
+        else:
+            out["int8_min_cos"] = min_cosine(y, ref)
+            out["int8_top1_agree"] = float(np.mean(y.argmax(1) == ref.argmax(1)))
+        del res
+    if ort:
+        out["ort_int8_min_cos"] = min_cosine(_ort_int8_logits(model, calib, x, batch), ref)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["status"] = "pass" if out["fp32_rel_err"] < FP32_TOL and \
+        out["int8_min_cos"] >= INT8_MIN_COS else "fail"
+    return out
+
+
+def declared_params_m(name: str) -> float | None:
+    """Parameter count (millions) torchvision declares for a model's weights (no download)."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name)
+    except ValueError:
+        return None
+    return list(weights)[0].meta["num_params"] / 1e6
+
+
+def run_in_subprocess(name: str, args) -> dict:
+    """One model in a fresh interpreter; a crash or timeout becomes an error record."""
+    cmd = [sys.executable, __file__, "--one", name, "--size", str(args.size), "--val",
+           str(args.val), "--calib", str(args.calib), "--batch", str(args.batch)]
+    cmd += ["--ort"] if args.ort else []
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "size": args.size, "status": "error",
+                "error": f"timeout after {args.timeout} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    return {"model": name, "size": args.size, "status": "error",
+            "error": f"exit {proc.returncode} after {time.perf_counter() - t0:.0f} s: "
+                     + (err[-1][:300] if err else "no output")}
+
+
+# ----------------------------------------------------------------------------- rendering
+def _unsupported_summary(unsupported: dict) -> str:
+    reasons = Counter(unsupported.values())
+    return "; ".join(f"{n} x {r}" for r, n in reasons.items()) if reasons else "none"
+
+
+def render(records: list[dict]) -> str:
+    """Markdown table of the records, one row per model."""
+    head = ("| model | params (M) | size | AIQ layers | FP32 rel. err | INT8 min cos | "
+            "INT8 top-1 = torch | ORT INT8 min cos | build fp32 / int8 (s) | status | "
+            "layers without an AIQ kernel (run FP32) | other ops (TVM kernels) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in records:
+        if r.get("status") in ("error", "skipped"):
+            params = f"{r['params_m']:.1f}" if "params_m" in r else ""
+            lines.append(f"| {r['model']} | {params} | {r.get('size', '')} | | | | | | | "
+                         f"{r['status']} | {r['error']} | |")
+            continue
+        ort = f"{r['ort_int8_min_cos']:.4f}" if "ort_int8_min_cos" in r else ""
+        glue = ", ".join(f"{k} {v}" for k, v in r["glue_ops"].items())
+        lines.append(
+            f"| {r['model']} | {r['params_m']:.1f} | {r['size']} | {r['aiq_layers']} | "
+            f"{r['fp32_rel_err']:.1e} | {r['int8_min_cos']:.4f} | "
+            f"{100 * r['int8_top1_agree']:.0f} % | {ort} | "
+            f"{r['fp32_build_s']:.0f} / {r['int8_build_s']:.0f} | {r['status']} | "
+            f"{_unsupported_summary(r['unsupported'])} | {glue} |")
+    return "\n".join(lines)
+
+
+def update_page(page: Path, table: str, command: str) -> None:
+    """Replace the text between the coverage markers of ``page``."""
+    text = page.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{page} has no {BEGIN} ... {END} markers to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    page.write_text(f"{head}{BEGIN}\n{command}\n\n{table}\n{END}{tail}")
+
+
+# ----------------------------------------------------------------------------- main
+def _parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="*", default=[], help="torchvision model names")
+    ap.add_argument("--families", nargs="*", default=[], help="families (see CNN_FAMILIES)")
+    ap.add_argument("--all", action="store_true", help="every model in TORCHVISION_CNNS")
+    ap.add_argument("--size", type=int, default=224, help="input resolution")
+    ap.add_argument("--val", type=int, default=16, help="validation images compared")
+    ap.add_argument("--calib", type=int, default=32, help="calibration images")
+    ap.add_argument("--batch", type=int, default=8, help="batch of the builds")
+    ap.add_argument("--ort", action="store_true", help="also ONNX Runtime INT8's cosine")
+    ap.add_argument("--timeout", type=int, default=840, help="seconds per model")
+    ap.add_argument("--max-params", type=float, default=0.0,
+                    help="skip (and record) models with more parameters, in millions")
+    ap.add_argument("--lock", default=None,
+                    help="flock this file while a model is checked (heavy jobs share the host)")
+    ap.add_argument("--jsonl", default=None, help="append each model's record here")
+    ap.add_argument("--render", nargs="*", default=None, metavar="JSONL",
+                    help="only render saved records")
+    ap.add_argument("--update", default=None, help="page whose coverage table to replace")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    os.environ.setdefault("TVM_NUM_THREADS", "2")
+    # PyTorch's spinning OpenMP workers crawl on a shared host (see scripts/train.py); set
+    # before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.one:
+        print(json.dumps(check_one(args.one, args.size, args.val, args.calib, args.batch,
+                                   args.ort)), flush=True)
+        return 0
+    if args.render is not None:
+        records = {}
+        for path in args.render:
+            for line in Path(path).read_text().splitlines():
+                rec = json.loads(line)
+                records[(rec["model"], rec.get("size"))] = rec  # the latest record wins
+        table = render(list(records.values()))
+        print(table)
+        if args.update:
+            cmds = "\n".join(f"`{ln.strip()}`" for p in args.render
+                             for ln in Path(p).with_suffix(".cmd").read_text().splitlines()
+                             if ln.strip()) if all(Path(p).with_suffix(".cmd").exists()
+                                                   for p in args.render) else ""
+            update_page(Path(args.update), table, f"Commands:\n\n{cmds}" if cmds else "")
+        return 0
+    from aiq_tvm.models.torchvision_zoo import CNN_FAMILIES, TORCHVISION_CNNS
+
+    unknown = [f for f in args.families if f not in CNN_FAMILIES]
+    if unknown:
+        raise SystemExit(f"unknown families {unknown}; valid: {', '.join(CNN_FAMILIES)}")
+    names = list(TORCHVISION_CNNS) if args.all else list(args.models)
+    names += [n for f in args.families for n in CNN_FAMILIES[f] if n not in names]
+    if not names:
+        raise SystemExit("nothing to check: give --models, --families or --all")
+    if args.jsonl:
+        cmd = "TVM_NUM_THREADS={} python scripts/check_torchvision.py {}".format(
+            os.environ["TVM_NUM_THREADS"], " ".join(argv if argv is not None else sys.argv[1:]))
+        with open(Path(args.jsonl).with_suffix(".cmd"), "a") as fh:
+            fh.write(cmd + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_models import _locked
+
+    for name in names:
+        params_m = declared_params_m(name)
+        if args.max_params and params_m is not None and params_m > args.max_params:
+            rec = {"model": name, "size": args.size, "status": "skipped", "params_m": params_m,
+                   "error": f"not run: {params_m:.0f} M parameters > --max-params "
+                            f"{args.max_params:g} (memory of the shared host)"}
+        else:
+            with _locked(args.lock):  # per model: others may measure between two models
+                rec = run_in_subprocess(name, args)
+        summary = {k: rec.get(k) for k in ("status", "fp32_rel_err", "int8_min_cos",
+                                           "ort_int8_min_cos", "error") if k in rec}
+        print(f"[{name}] {summary}", flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Where the time of one inference goes: every kernel call of a build, timed on its own.
+
+Builds a torchvision model (``aiq_tvm.models.torchvision_zoo``: ``weights=None``, seeded, BN
+statistics set on Fashion-MNIST images resized to ``--size``) at each ``--plans`` precision,
+times every TIR kernel call of one inference with :func:`aiq_tvm.profiling.profile` (median of
+``--repeat`` timings, each call with the arguments the inference passed it) and prints, per
+plan, the layer kernels with their shapes and GFLOP/s (FLOPs from the cost model) and the
+other kernels (layout copies, pooling, fused glue, layers without an AIQ kernel) grouped by
+symbol. Timing: run it under the benchmark lock.
+
+    TVM_NUM_THREADS=2 flock /work/wt/bench.lock python scripts/profile_layers.py \
+        --model resnet18 --plans fp32 int8 --batch 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+
+import numpy as np
+
+
+def _layer_rows(calls, res) -> tuple[list, dict]:
+    """Layer rows ``(layer, op, us, GFLOP/s, shape)`` (a layer's input quantize kernel counts
+    with it) and the other kernels' us by symbol."""
+    from aiq_tvm.profiling import _LAYER_KERNEL, attribute_kernel_times
+
+    times = attribute_kernel_times(calls, res.cost.searchable)
+    rows = []
+    for name, us in times.per_layer.items():
+        lc = res.cost[name]
+        shape = f"{'x'.join(map(str, lc.in_shape))} -> {'x'.join(map(str, lc.out_shape))}"
+        rows.append((name, lc.op, us, lc.flops / us / 1e3 if us > 0 else float("nan"), shape))
+    other: dict[str, float] = defaultdict(float)
+    for sym, us in calls:
+        if not (sym.endswith("_quantize") or _LAYER_KERNEL.match(sym)):
+            other[sym] += us
+    return rows, {"layers_us": sum(times.per_layer.values()), "other": dict(other)}
+
+
+def profile_plan(model, mod, params, calib, plan: str, batch: int, repeat: int, top: int
+                 ) -> str:
+    import aiq_tvm
+    from aiq_tvm.profiling import profile
+
+    res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=calib, batch_size=batch,
+                        eval_batch_size=min(len(calib), 16))
+    calls = profile(res, batch, repeat=repeat)
+    total = sum(us for _, us in calls)
+    e2e = res.benchmark(batch, repeat=15)["median_ms"]
+    rows, summary = _layer_rows(calls, res)
+    rows.sort(key=lambda r: -r[2])
+    lines = [f"### {model} {plan}, batch {batch}", "",
+             f"Kernel calls: {len(calls)}, sum of their times {total / 1e3:.2f} ms "
+             f"(whole inference, `BuildResult.benchmark`: {e2e:.2f} ms); layer kernels "
+             f"{summary['layers_us'] / 1e3:.2f} ms ({100 * summary['layers_us'] / total:.0f} %), "
+             f"other kernels {sum(summary['other'].values()) / 1e3:.2f} ms.", "",
+             f"Slowest {min(top, len(rows))} layer kernels:", "",
+             "| layer | op | in -> out | ms | % of kernels | GFLOP/s |",
+             "|---|---|---|---|---|---|"]
+    for name, op, us, gflops, shape in rows[:top]:
+        lines.append(f"| {name} | {op} | {shape} | {us / 1e3:.3f} | {100 * us / total:.1f} | "
+                     f"{gflops:.1f} |")
+    lines += ["", "Other kernels:", "", "| kernel | ms | % of kernels |", "|---|---|---|"]
+    for sym, us in sorted(summary["other"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {sym} | {us / 1e3:.3f} | {100 * us / total:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="resnet18", help="torchvision model name")
+    ap.add_argument("--plans", nargs="+", default=["fp32", "int8"], help="uniform precisions")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--calib", type=int, default=32, help="calibration images")
+    ap.add_argument("--repeat", type=int, default=7, help="timings per kernel call (median)")
+    ap.add_argument("--top", type=int, default=12, help="layer kernels listed")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TVM_NUM_THREADS", "2")
+    # PyTorch's spinning OpenMP workers crawl on a shared host (see scripts/train.py); set
+    # before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    import aiq_tvm
+    from aiq_tvm.models import torchvision_zoo as zoo
+
+    model = zoo.torchvision_model(args.model, size=args.size)
+    calib = zoo.calibration_images(args.calib, args.size)
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
+    del model
+    for plan in args.plans:
+        print(profile_plan(args.model, mod, params, np.asarray(calib), plan, args.batch,
+                           args.repeat, args.top), end="\n\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
