@@ -268,7 +268,7 @@ def _markdown(args, argv, res, summary, lines) -> str:
     out = [f"# AIQ on {args.model}", "",
            f"Command: `TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} {cmd}`", "",
            f"Date: {datetime.date.today().isoformat()}; target `{res.target}`; roofline preset "
-           f"`{res.preset.name}` ({res.preset.source}).", "", "```"]
+           f"`{res.preset.name}` ({res.preset.source}).", "", "```", res.report.header(), ""]
     out += lines
     out += ["```", "", "Plan (JSON):", "", "```json", res.plan.to_json(), "```", "",
             "Per-layer report:", "", res.report.table(markdown=True), ""]
@@ -327,7 +327,7 @@ def _run_and_write(args, argv, out, markdown) -> int:
         "lambda": args.lam,
         "budget_pp": args.budget if args.search == "budget" else None,
         "precisions": args.precisions or "target default", "target": str(res.target),
-        "preset": res.preset.name,
+        "preset": res.preset.name, "preset_assumed": list(res.preset.assumed),
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
         "ai_gain": res.report.ai_gain,
         "val_images": len(xv), "val_accuracy_fp32": s.baseline.accuracy,

@@ -139,7 +139,8 @@ def _journal_run(args, model, data, ctx) -> dict:
 def _summary_head(args, argv, model, data, ctx) -> dict:
     return {"command": "aiq-tvm " + " ".join(argv), "date": datetime.date.today().isoformat(),
             "model": model.describe(), "data": None if data is None else data.describe(),
-            "target": str(ctx.target), "preset": ctx.preset.name, "batch": ctx.batch_size,
+            "target": str(ctx.target), "preset": ctx.preset.name,
+            "preset_assumed": list(ctx.preset.assumed), "batch": ctx.batch_size,
             "eval_batch": ctx.eval_batch_size}
 
 
@@ -222,7 +223,7 @@ def _report_md(summary, lines, res) -> str:
            f"Command: `TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS', '')} "
            f"{summary['command']}`", "",
            f"Date: {summary['date']}; target `{summary['target']}`; roofline preset "
-           f"`{summary['preset']}`.", "", "```", *lines, "```", "",
+           f"`{summary['preset']}`.", "", "```", res.report.header(), "", *lines, "```", "",
            "Plan (JSON):", "", "```json", res.plan.to_json(), "```", "",
            "Per-layer report:", "", res.report.table(markdown=True), ""]
     return "\n".join(out)

@@ -60,8 +60,9 @@ class BuildConfig:
         Accuracy budget in percentage points for ``search="budget"``.
     precisions : sequence of str, optional
         Candidate precisions per layer (default: the target's,
-        :func:`aiq_tvm.targets.default_precisions`: all registered, or FP32 alone where the
-        target has no int8 dot-product instruction; the report says what was left out).
+        :func:`aiq_tvm.targets.default_precisions`: all registered, or FP32 alone where
+        int8 does not pay, i.e. the target has no int8 dot-product instruction or its preset's
+        int8 peak is not above its FP32 peak; the report says what was left out).
     calibration : str or Calibration
         ``"minmax"``, ``"percentile"``, or a ready :class:`Calibration`.
     batch_size : int, optional

@@ -162,7 +162,7 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
             ) -> BuildContext:
     """Check the model and data against the config; resolve targets, batch sizes and costs."""
     target, preset = resolve_target(config.target)
-    config, notes = _target_precisions(config, target)
+    config, notes = _target_precisions(config, target, preset)
     annotated = prepare(mod)
     main_input = annotated["main"].params[0].ty.shape
     static = None if batch_var(annotated) is not None else int(main_input[0])
@@ -191,11 +191,13 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
                         notes=notes + data_notes, output=output, num_classes=classes)
 
 
-def _target_precisions(config: BuildConfig, target) -> tuple[BuildConfig, list[str]]:
-    """Default candidates come from the target: no low-bit default where int8 does not pay."""
+def _target_precisions(config: BuildConfig, target, preset: CpuPreset
+                       ) -> tuple[BuildConfig, list[str]]:
+    """Default candidates come from the target and its preset: no low-bit default where int8
+    does not pay."""
     if not config.precisions_default:
         return config, []
-    cands, excluded = default_precisions(capabilities(target))
+    cands, excluded = default_precisions(capabilities(target), preset)
     if not excluded:
         return config, []
     notes = [f"default precisions for this target: {', '.join(cands)}; left out "

@@ -108,7 +108,8 @@ class Report:
         out += [fmt.format(*row) for row in lines]
         return "\n".join(out)
 
-    def __str__(self) -> str:
+    def header(self) -> str:
+        """What the table rests on: target, preset and what it assumes, AI, accuracy, notes."""
         acc = ""
         if self.accuracy is not None and self.accuracy_fp32 is not None:
             acc = (f"; validation accuracy fp32 {100 * self.accuracy_fp32:.2f}% -> plan "
@@ -124,7 +125,10 @@ class Report:
         if self.unscheduled:
             notes += (f"\nnote: {len(self.unscheduled)} glue function(s) left unscheduled "
                       f"(TVM's single-threaded code): {'; '.join(self.unscheduled)}")
-        return f"{head}{notes}\n{self.table()}"
+        return f"{head}{notes}"
+
+    def __str__(self) -> str:
+        return f"{self.header()}\n{self.table()}"
 
 
 def _sum_measured(rows) -> str:

@@ -20,12 +20,16 @@ The kernels use the target's own vector width and int8 instruction family (from
 * **GB/s**: ``y = 2 * x`` over a float32 array far larger than the caches, parallel and
   vectorized; bytes = read + written.
 
-Each figure comes from the fastest of ``REPEAT`` timed calls (see ``_best_s``).  ``--write``
+Compute peaks time one core's chains by the CPU time of its thread and multiply by the
+cores (on a shared machine the wall clock would count other processes' turns on the cores);
+bandwidth is the copy on all cores timed by the process's CPU time per thread.  Every probe
+runs ``RUNS`` times in turn; a run's figure is the median of ``REPEAT`` timed calls and the
+result the median of the runs (every run is kept in the preset's ``extra``).  ``--write``
 stores the result as a measured preset JSON in ``targets/presets/`` (shipped with the
 package)::
 
-    flock /work/wt/bench.lock python -m aiq_tvm.targets.roofline \\
-        --target '{"kind":"llvm","mcpu":"haswell","num-cores":2}' --write
+    flock /work/wt/bench.lock env TVM_NUM_THREADS=2 python -m aiq_tvm.targets.roofline \\
+        --target '{"kind":"llvm","mcpu":"haswell","num-cores":2}' --write --name NAME
 
 Only host-runnable targets can be measured (the probe executes the code).
 """
@@ -38,6 +42,7 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,18 +57,22 @@ from .capabilities import capabilities
 from .presets import CpuPreset
 
 __all__ = ["measure", "fp32_peak", "int8_peak", "bandwidth", "INT8_CHAINS", "Int8Chain",
-           "probe_module"]
+           "Probe", "chain_probe", "bandwidth_probe", "probe_module"]
 
 ACC = 12  # independent accumulators per thread: enough to cover latency x throughput
-REPEAT = 200  # timed calls per figure; the fastest counts (see _best_s)
+REPEAT = 50  # timed calls per run of a probe; the run's figure is their median
+RUNS = 11  # runs of every probe; a preset takes the median of the runs
+# Chain steps per call: ~2-5 ms a call on a 3 GHz core, long against a thread-pool wake-up
+# (tens of microseconds) that would otherwise dominate calls on a loaded machine.
+ITERS = 1_000_000
 
 
 @dataclass(frozen=True)
 class Int8Chain:
     """One step of an int8 probe chain on ``bits``-wide int32 accumulators.
 
-    ``step(acc, b)`` returns the new accumulator from the old one and a loop-invariant int8
-    vector ``b`` of ``b_lanes`` lanes; ``macs`` is the int8 multiply-adds one step does per
+    ``step(acc, b)`` returns the new accumulator from the old one and a loop-invariant vector
+    ``b`` of ``b_lanes`` lanes of ``b_dtype``; ``macs`` is the int8 multiply-adds one step does per
     accumulator vector; ``instructions`` names what the step compiles to (for reports).
     """
 
@@ -73,6 +82,7 @@ class Int8Chain:
     macs: int
     instructions: str
     step: Callable
+    b_dtype: str = "int8"
 
 
 def _vpdpbusd(bits: int) -> Int8Chain:
@@ -104,6 +114,21 @@ def _vpmaddubsw(bits: int) -> Int8Chain:
 
     return Int8Chain("vpmaddubsw", bits, bits // 8, bits // 8,
                      f"vpmaddubsw + vpmaddwd + vpaddd ({bits}-bit)", step)
+
+
+def _vpmaddwd(bits: int) -> Int8Chain:
+    """``vpmaddwd`` on int16 operands: the multiply rate of a non-VNNI kernel that widens int8
+    to int16 first (exact for full 8-bit codes, half the MACs per instruction of
+    ``vpmaddubsw``; the widening itself is not timed).  Not an ISA level's family: measured
+    with ``--int8 vpmaddwd`` to weigh it against 7-bit weights on ``vpmaddubsw``."""
+    lanes = bits // 32
+
+    def step(acc, b):
+        return acc + T.call_llvm_pure_intrin(f"int32x{lanes}", _PMADDWD[bits],
+                                             T.reinterpret(f"int16x{2 * lanes}", acc), b)
+
+    return Int8Chain("vpmaddwd", bits, 2 * lanes, 2 * lanes,
+                     f"vpmaddwd + vpaddd on int16 ({bits}-bit)", step, "int16")
 
 
 def _widening(bits: int) -> Int8Chain:
@@ -147,7 +172,8 @@ def _smull() -> Int8Chain:
 INT8_CHAINS: dict[tuple[str, int], Int8Chain] = {
     (c.family, c.bits): c
     for c in (_vpdpbusd(512), _vpdpbusd(256), _vpmaddubsw(512), _vpmaddubsw(256),
-              _vpmaddubsw(128), _widening(128), _widening(256), _widening(512),
+              _vpmaddubsw(128), _vpmaddwd(512), _vpmaddwd(256), _widening(128),
+              _widening(256), _widening(512),
               _arm_dot("sdot", 16), _arm_dot("smmla", 32), _smull())
 }
 
@@ -185,81 +211,163 @@ def _fma_step(lanes: int):
     return step
 
 
-def int8_chain(caps) -> Int8Chain:
-    """The probe chain of a target's int8 family at its vector width."""
-    key = (caps.int8_dot, caps.vector_bits)
+def int8_chain(caps, family: str | None = None) -> Int8Chain:
+    """The probe chain of a target's int8 family (or ``family``) at its vector width."""
+    key = (family or caps.int8_dot, caps.vector_bits)
     if key not in INT8_CHAINS:
-        raise ValueError(f"no int8 probe for {caps.int8_dot} at {caps.vector_bits} bits; known: "
+        raise ValueError(f"no int8 probe for {key[0]} at {key[1]} bits; known: "
                          f"{sorted(INT8_CHAINS)}")
     return INT8_CHAINS[key]
 
 
-def probe_module(caps, kind: str, threads: int, iters: int) -> tvm.IRModule:
-    """The ``"fp32"`` or ``"int8"`` probe kernel for a target (compiles for any target)."""
+def probe_module(caps, kind: str, threads: int, iters: int, family: str | None = None
+                 ) -> tvm.IRModule:
+    """The ``"fp32"`` or ``"int8"`` probe kernel for a target (compiles for any target);
+    ``family`` picks another int8 chain than the target's own (see :data:`INT8_CHAINS`)."""
     lanes = caps.lanes32
     if kind == "fp32":
         func = _chain_kernel(threads, iters, lanes, "float32", lanes, "float32",
                              _fma_step(lanes))
     elif kind == "int8":
-        chain = int8_chain(caps)
-        func = _chain_kernel(threads, iters, lanes, "int32", chain.b_lanes, "int8", chain.step)
+        chain = int8_chain(caps, family)
+        func = _chain_kernel(threads, iters, lanes, "int32", chain.b_lanes, chain.b_dtype,
+                             chain.step)
     else:
         raise ValueError(f"probe kind must be 'fp32' or 'int8', got {kind!r}")
     return tvm.IRModule({"main": func})
 
 
-def _best_s(lib, *args, repeat: int) -> float:
-    """Fastest of ``repeat`` single calls: a peak is an upper bound, and other processes on a
-    shared machine only ever slow a call down, so the minimum time is the estimate."""
-    lib["main"](*args)
-    res = lib.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat)(*args)
-    return float(np.min(res.results))
+@dataclass
+class Probe:
+    """A compiled probe kernel: ``work`` ops (or bytes) per call of ``lib["main"](*args)``.
+
+    ``clock="wall"`` times calls with TVM's ``time_evaluator`` (wall clock, all threads the
+    kernel uses).  ``clock="cpu"`` times a single-threaded kernel by the CPU time of the
+    calling thread (TVM runs a one-task parallel loop on the caller); ``clock="process"``
+    times a kernel on all threads by this process's CPU time (``scale`` = threads turns it
+    into the time of threads running side by side; a thread waiting for another one at the
+    end of the parallel loop still counts, so this errs low).  CPU clocks leave out the time
+    threads spend descheduled while other processes use the cores.  Rates are multiplied by
+    ``scale``.
+    """
+
+    lib: object
+    args: tuple
+    work: float
+    clock: str = "wall"
+    scale: float = 1.0
+
+    def rate(self, repeat: int | None = None) -> float:
+        """Work per second / 1e9 (times ``scale``) from the median of ``repeat`` (default
+        :data:`REPEAT`) timed calls after a warm-up call."""
+        main, n = self.lib["main"], repeat or REPEAT
+        main(*self.args)
+        if self.clock in ("cpu", "process"):
+            clock = time.thread_time if self.clock == "cpu" else time.process_time
+            times = []
+            for _ in range(n):
+                t0 = clock()
+                main(*self.args)
+                times.append(clock() - t0)
+        else:
+            times = self.lib.time_evaluator("main", tvm.cpu(), number=1, repeat=n)(
+                *self.args).results
+        return self.scale * self.work / float(np.median(times)) / 1e9
 
 
-def _run_chains(target, kind: str, threads: int, iters: int) -> float:
+CLOCKS = ("cpu", "wall")
+
+
+def chain_probe(target, kind: str, threads: int, iters: int | None = None,
+                family: str | None = None, clock: str = "cpu") -> Probe:
+    """The ``"fp32"`` or ``"int8"`` chains compiled for a host-runnable target; its rate is
+    GFLOP/s or GOP/s (2 ops per multiply-add) of ``threads`` cores.
+
+    ``clock="cpu"``: one thread timed by its CPU time, times ``threads`` (the chains live in
+    registers, so cores do not slow each other down); ``clock="wall"``: ``threads`` threads
+    timed by the wall clock, which counts whatever else the machine runs.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     caps = capabilities(target)
-    lib = tvm.compile(probe_module(caps, kind, threads, iters), target).mod
+    iters = iters or ITERS
+    n = 1 if clock == "cpu" else threads
+    lib = tvm.compile(probe_module(caps, kind, n, iters, family), target).mod
     lanes = caps.lanes32
     if kind == "fp32":
-        out = tvm.runtime.tensor(np.zeros((threads, ACC * lanes), np.float32))
+        out = tvm.runtime.tensor(np.zeros((n, ACC * lanes), np.float32))
         b = tvm.runtime.tensor(np.ones(lanes, np.float32))
         ops_per_step = 2 * lanes
     else:
-        chain = int8_chain(caps)
-        out = tvm.runtime.tensor(np.zeros((threads, ACC * lanes), np.int32))
-        b = tvm.runtime.tensor(np.ones(chain.b_lanes, np.int8))
+        chain = int8_chain(caps, family)
+        out = tvm.runtime.tensor(np.zeros((n, ACC * lanes), np.int32))
+        b = tvm.runtime.tensor(np.ones(chain.b_lanes, chain.b_dtype))
         ops_per_step = 2 * chain.macs
-    return ops_per_step * ACC * iters * threads / _best_s(lib, out, b, repeat=REPEAT) / 1e9
+    return Probe(lib, (out, b), ops_per_step * ACC * iters * n, clock, threads / n)
 
 
-def fp32_peak(target, threads: int, iters: int = 40000) -> float:
-    """FP32 GFLOP/s of multiply-add chains on all threads."""
-    return _run_chains(target, "fp32", threads, iters)
-
-
-def int8_peak(target, threads: int, iters: int = 40000) -> float:
-    """INT8 GOP/s (multiply + add = 2 ops) of the target's int8 chains on all threads."""
-    return _run_chains(target, "int8", threads, iters)
-
-
-def bandwidth(target, n_floats: int = 1 << 25) -> float:
-    """Copy bandwidth in GB/s (bytes read + bytes written) of ``y = 2 * x``."""
+def bandwidth_probe(target, n_floats: int = 1 << 25, clock: str = "process") -> Probe:
+    """``y = 2 * x`` over ``n_floats`` float32, parallel on the target's cores and vectorized;
+    its rate is GB/s (bytes read + bytes written), timed by ``clock`` (``"process"`` or
+    ``"wall"``, see :class:`Probe`)."""
+    if clock not in ("process", "wall"):
+        raise ValueError(f"bandwidth clock must be 'process' or 'wall', got {clock!r}")
     x = te.placeholder((n_floats,), "float32", name="x")
     y = te.compute((n_floats,), lambda i: x[i] * 2.0, name="y")
-    func = te.create_prim_func([x, y])
-    sch = tvm.s_tir.Schedule(func)
+    sch = tvm.s_tir.Schedule(te.create_prim_func([x, y]))
     (loop,) = sch.get_loops(sch.get_sblock("y"))
     outer, inner = sch.split(loop, [None, 64])
     sch.parallel(outer)
     sch.vectorize(inner)
     lib = tvm.compile(sch.mod, target).mod
-    xs = tvm.runtime.tensor(np.ones(n_floats, np.float32))
-    ys = tvm.runtime.tensor(np.empty(n_floats, np.float32))
-    return 2 * 4 * n_floats / _best_s(lib, xs, ys, repeat=REPEAT) / 1e9
+    args = (tvm.runtime.tensor(np.ones(n_floats, np.float32)),
+            tvm.runtime.tensor(np.empty(n_floats, np.float32)))
+    threads = capabilities(target).cores if clock == "process" else 1
+    return Probe(lib, args, 2 * 4 * n_floats, clock, float(threads))
 
 
-def measure(target_dict: dict | None = None) -> dict:
+def fp32_peak(target, threads: int, iters: int | None = None) -> float:
+    """FP32 GFLOP/s of multiply-add chains on ``threads`` cores (one core's CPU-time rate,
+    median of :data:`REPEAT` calls, times ``threads``)."""
+    return chain_probe(target, "fp32", threads, iters).rate()
+
+
+def int8_peak(target, threads: int, iters: int | None = None, family: str | None = None
+              ) -> float:
+    """INT8 GOP/s (multiply + add = 2 ops) of the target's int8 chains (or ``family``'s) on
+    ``threads`` cores, like :func:`fp32_peak`."""
+    return chain_probe(target, "int8", threads, iters, family).rate()
+
+
+def bandwidth(target, n_floats: int = 1 << 25) -> float:
+    """Copy bandwidth in GB/s (median of :data:`REPEAT` calls)."""
+    return bandwidth_probe(target, n_floats).rate()
+
+
+def _runnable(tdict: dict):
+    target = tvm.target.Target(tdict)
+    caps = capabilities(target)
+    if not caps.host_runnable:
+        why = ", ".join(caps.missing_on_host) or f"{caps.arch} code"
+        raise ValueError(f"cannot measure {tdict} here: this machine lacks {why}; declare its "
+                         "preset from data sheets instead (targets/presets.py)")
+    return target, caps
+
+
+def measure(target_dict: dict | None = None, runs: int = RUNS,
+            int8_families: tuple = ()) -> dict:
     """Measure the three peaks of a host-runnable target (default: this machine).
+
+    Compute peaks are one core's chains timed by the CPU time of its thread, times the cores
+    (other processes on a shared machine take turns on the cores but do not slow a running
+    register-only chain); bandwidth is the copy on all cores timed by the process's CPU time
+    per thread.  The probes
+    run ``runs`` times in turn (fp32, int8, bandwidth, ..., then again), so a change of load
+    hits every figure alike; each run's figure is the median of :data:`REPEAT` calls and the
+    result is the median of the runs (all runs are returned under ``"runs"``, with ``"fp32
+    wall"``, ``"int8 wall"`` and ``"bandwidth wall"``: all cores by the wall clock, for
+    comparison).
+    ``int8_families`` adds other int8 chains at the target's width (``"int8 <family>"``).
 
     Raises
     ------
@@ -268,21 +376,36 @@ def measure(target_dict: dict | None = None) -> dict:
         features).
     """
     tdict = dict(target_dict or host_target())
-    target = tvm.target.Target(tdict)
-    caps = capabilities(target)
-    if not caps.host_runnable:
-        why = ", ".join(caps.missing_on_host) or f"{caps.arch} code"
-        raise ValueError(f"cannot measure {tdict} here: this machine lacks {why}; declare its "
-                         "preset from data sheets instead (targets/presets.py)")
+    target, caps = _runnable(tdict)
     tdict.setdefault("num-cores", caps.cores)
+    load_before = os.getloadavg()[0]
+    probes = {"fp32": chain_probe(target, "fp32", caps.cores),
+              "int8": chain_probe(target, "int8", caps.cores),
+              "bandwidth": bandwidth_probe(target)}
+    for family in int8_families:
+        probes[f"int8 {family}"] = chain_probe(target, "int8", caps.cores, family=family)
+    # For comparison: all cores at once by the wall clock (what a loaded machine leaves).
+    for kind in ("fp32", "int8"):
+        probes[f"{kind} wall"] = chain_probe(target, kind, caps.cores, clock="wall")
+    probes["bandwidth wall"] = bandwidth_probe(target, clock="wall")
+    rates: dict[str, list] = {k: [] for k in probes}
+    for _ in range(runs):
+        for key, probe in probes.items():
+            rates[key].append(probe.rate())
+    median = {k: float(np.median(v)) for k, v in rates.items()}
     return {
-        "load_before": os.getloadavg()[0],
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
         "nice": os.nice(0),
         "target": tdict,
         "isa": caps.isa,
-        "peak_gflops_fp32": fp32_peak(target, caps.cores),
-        "peak_gops_int8": int8_peak(target, caps.cores),
-        "bandwidth_gbs": bandwidth(target),
+        "peak_gflops_fp32": median["fp32"],
+        "peak_gops_int8": median["int8"],
+        "bandwidth_gbs": median["bandwidth"],
+        "other_int8": {k.split(" ", 1)[1]: v for k, v in median.items()
+                       if k.startswith("int8 ") and not k.endswith(" wall")},
+        "runs": rates,
+        "repeat": REPEAT,
         "threads": caps.cores,
         "int8_instructions": int8_chain(caps).instructions,
         "vector_bits": caps.vector_bits,
@@ -302,12 +425,17 @@ def _target_arg(text: str) -> dict:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _rounded(values, digits=1) -> list:
+    return [round(float(v), digits) for v in values]
+
+
 def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
     cpu = _cpu_model()
     nice = f"nice -n {m['nice']} " if m.get("nice") else ""
     cmd = f"TVM_NUM_THREADS={m['threads']} {nice}python -m aiq_tvm.targets.roofline " + " ".join(
         f"'{a}'" if a.startswith("{") else a for a in argv)
     mcpu = m["target"].get("mcpu", "the default CPU")
+    runs = m["runs"]
     return CpuPreset(
         name=name,
         description=f"{mcpu} code ({m['isa']}, {m['vector_bits']}-bit) on {cpu}, "
@@ -317,12 +445,19 @@ def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
         peak_gflops_fp32=round(m["peak_gflops_fp32"], 1),
         peak_gops_int8=round(m["peak_gops_int8"], 1),
         bandwidth_gbs=round(m["bandwidth_gbs"], 1),
-        source=f"measured on {datetime.date.today().isoformat()} by `{cmd}` (fastest of "
-        f"{REPEAT} calls of multiply-add chains; int8 via {m['int8_instructions']}; 128 MiB "
-        "copy)",
+        source=f"measured on {datetime.date.today().isoformat()} by `{cmd}` (median of "
+        f"{len(runs['fp32'])} runs, each the median of {m['repeat']} calls: multiply-add chains "
+        f"on one core timed by its CPU time x {m['threads']} cores, int8 via "
+        f"{m['int8_instructions']}; 128 MiB copy on {m['threads']} threads timed by the process's "
+        "CPU time per thread)",
         measured=True,
-        extra={"machine": cpu, "threads": m["threads"],
-               "load_average_before": round(m["load_before"], 2), "nice": m.get("nice", 0)},
+        extra={"machine": cpu, "threads": m["threads"], "nice": m.get("nice", 0),
+               "load_average_before": round(m["load_before"], 2),
+               "load_average_after": round(m["load_after"], 2),
+               "runs": {k: _rounded(v) for k, v in runs.items()},
+               **({"other_int8_chains_gops": {k: round(v, 1) for k, v in
+                                              m["other_int8"].items()}}
+                  if m.get("other_int8") else {})},
     )
 
 
@@ -332,12 +467,28 @@ def main(argv=None) -> int:
                     help="JSON target or 'llvm -mcpu=... -num-cores=N' (default: this machine)")
     ap.add_argument("--write", action="store_true", help="store as a measured preset JSON")
     ap.add_argument("--name", default=None, help="preset name (default: <mcpu>-<threads>t)")
+    ap.add_argument("--runs", type=int, default=RUNS,
+                    help=f"runs of every probe; figures are their median (default {RUNS})")
+    ap.add_argument("--int8", metavar="FAMILY", action="append", default=[],
+                    choices=sorted({f for f, _ in INT8_CHAINS}),
+                    help="also time this int8 chain at the target's width (e.g. vpmaddwd); "
+                    "presets keep the ISA level's own family")
     args = ap.parse_args(argv)
-    m = measure(args.target)
-    print(f"target {json.dumps(m['target'])} ({m['isa']}): fp32 {m['peak_gflops_fp32']:.1f} "
-          f"GFLOP/s, int8 {m['peak_gops_int8']:.1f} GOP/s ({m['int8_instructions']}), copy "
-          f"bandwidth {m['bandwidth_gbs']:.1f} GB/s; 1-min load average before: "
-          f"{m['load_before']:.2f}")
+    if args.runs < 1:
+        ap.error(f"--runs must be at least 1, got {args.runs}")
+    m = measure(args.target, runs=args.runs, int8_families=tuple(args.int8))
+    fp32 = m["peak_gflops_fp32"]
+    print(f"target {json.dumps(m['target'])} ({m['isa']}), median of {args.runs} runs x "
+          f"{m['repeat']} calls: fp32 {fp32:.1f} GFLOP/s, int8 {m['peak_gops_int8']:.1f} GOP/s "
+          f"({m['int8_instructions']}; {m['peak_gops_int8'] / fp32:.2f}x fp32), copy bandwidth "
+          f"{m['bandwidth_gbs']:.1f} GB/s; 1-min load average {m['load_before']:.2f} before, "
+          f"{m['load_after']:.2f} after")
+    for key, values in m["runs"].items():
+        print(f"  runs {key:18s} " + " ".join(f"{v:8.1f}" for v in values))
+    caps = capabilities(m["target"])
+    for family, gops in m["other_int8"].items():
+        print(f"int8 via {int8_chain(caps, family).instructions}: {gops:.1f} GOP/s "
+              f"({gops / fp32:.2f}x fp32)")
     if args.write:
         name = args.name or f"{m['target'].get('mcpu', m['isa'])}-{m['threads']}t"
         preset = _preset_from(m, name, sys.argv[1:] if argv is None else list(argv))

@@ -130,6 +130,24 @@ def test_cross_target_never_gets_the_hosts_preset():
     assert "roofline --target" not in p.source  # not runnable here: nothing to measure
 
 
+def test_real_targets_never_get_another_core_counts_peaks_unsaid():
+    base = PRESETS["znver5-2t"]
+    _, p = resolve_target({"kind": "llvm", "mcpu": "znver5", "num-cores": 16})
+    assert p.name == "znver5-2t@16c" and p.cores == 16
+    assert p.peak_gflops_fp32 == pytest.approx(8 * base.peak_gflops_fp32)
+    assert any("scaled x8" in a for a in p.assumed)
+    # A CPU no preset names (znver2, AVX2) performs like a measured AVX2 preset, and says so.
+    _, p = resolve_target({"kind": "llvm", "mcpu": "znver2", "num-cores": 2})
+    assert p.isa == "avx2" and p.measured and p.cores == 2
+    assert p.assumed[0].startswith("the target's CPU (znver2) performs like")
+    # An ISA level no preset has (AVX-VNNI): estimated, clock and bandwidth stated.
+    _, p = resolve_target({"kind": "llvm", "mcpu": "alderlake", "num-cores": 8})
+    assert p.isa == "avx_vnni" and p.basis == "estimated" and p.cores == 8
+    assert any(a.startswith(f"clock {ASSUMED_GHZ} GHz") for a in p.assumed)
+    assert any(a.startswith(f"memory bandwidth {ASSUMED_BANDWIDTH_GBS:g} GB/s")
+               for a in p.assumed)
+
+
 def test_assumed_cross_core_count_is_listed():
     tgt, p = resolve_target({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
                              "mattr": ["+neon", "+dotprod"]})
@@ -158,28 +176,70 @@ def test_default_precisions_follow_the_int8_instruction():
     assert "weight-only" in excluded["w4"]
 
 
-def _convs(n=4):
-    # ResNet-20-like 3x3 16->16 convs at 32x32: ~34 FLOP/B, compute-bound on both presets.
-    return CostModel([LayerCost(f"c{i}", "conv2d", 4718592, 2304, 16384, 16384, 16)
-                      for i in range(n)], requant_fusion=False)
+# Two synthetic targets with the same int8 instruction and FP32 peak: the int8 peak decides.
+SLOW_INT8 = preset("slow-int8", "avx2", 2, "znver3", fp32=100.0, int8=50.0, bw=10.0)
+FAST_INT8 = preset("fast-int8", "avx2", 2, "znver3", fp32=100.0, int8=400.0, bw=10.0)
+ALL = ("fp32", "int8", "int4", "w8", "w4")
+# Accuracy drop in pp per quantized layer (the oracle below).
+DROP_PP = {"fp32": 0.0, "int8": 0.1, "int4": 0.3, "w8": 0.05, "w4": 0.2}
 
 
-def _roofline_plan(model, peaks):
+def test_default_precisions_follow_the_presets_int8_peak():
+    avx2 = caps()
+    assert default_precisions(avx2, FAST_INT8) == (list(ALL), {})
+    cands, excluded = default_precisions(avx2, SLOW_INT8)
+    assert cands == ["fp32"] and set(excluded) == {"int8", "int4", "w8", "w4"}
+    assert "preset slow-int8 puts the int8 peak (50 GOP/s via vpmaddubsw) at or below the " \
+        "FP32 peak (100 GFLOP/s)" in excluded["int4"]
+    assert "weight-only" in excluded["w8"]
+
+
+def _model(n=3, fc=False):
+    # ResNet-20-like 3x3 16->16 convs at 32x32 (~34 FLOP/B fp32): compute-bound at a ridge of
+    # 10 FLOP/B. fc: a 4096 -> 1000 dense at batch 1 (0.5 FLOP/B): memory-bound anywhere.
+    layers = [LayerCost(f"c{i}", "conv2d", 4718592, 2304, 16384, 16384, 16) for i in range(n)]
+    if fc:
+        layers.append(LayerCost("fc", "dense", 2 * 4096 * 1000, 4096 * 1000, 4096, 1000, 1000))
+    return CostModel(layers, requant_fusion=False)
+
+
+def _roofline_plan(model, peaks, cands=("fp32", "int8", "int4")):
+    from aiq_tvm.objectives import MeritInputs, get_objective
+
     layers = model.searchable
-    choices = {n: ["fp32", "int8", "int4"] for n in layers}
+    merit = get_objective("roofline").merit(MeritInputs(model, peaks, tuple(cands)))
 
-    def merit(a):
-        return 1.0 / model.predicted_time(model.full_assignment(a), peaks)
+    def accuracy(assignment):
+        return 0.9 - sum(DROP_PP[p] for p in assignment.values()) / 100
 
-    return run_search("greedy", layers, choices, merit, lambda a: 0.9, lam=0.9).assignment
+    return run_search("greedy", layers, {n: list(cands) for n in layers}, merit, accuracy,
+                      lam=0.9).assignment
+
+
+def test_roofline_plan_on_a_synthetic_target_where_int8_does_not_pay():
+    # Convs: int8/int4 compute at 50 GOP/s (2x slower), w8/w4 at the FP32 peak (no faster,
+    # compute-bound) -> fp32. The memory-bound fc moves fewest bytes in int4 -> int4.
+    plan = _roofline_plan(_model(fc=True), SLOW_INT8, ALL)
+    assert plan == {"c0": "fp32", "c1": "fp32", "c2": "fp32", "fc": "int4"}
+    assert _roofline_plan(_model(), SLOW_INT8, ALL) == {"c0": "fp32", "c1": "fp32",
+                                                         "c2": "fp32"}
+
+
+def test_roofline_plan_on_a_synthetic_target_where_int8_pays():
+    # Convs: int8 and int4 both reach the 400 GOP/s int8 peak (4x) -> the same time, and int8
+    # loses less accuracy -> int8. fc: int4 moves fewest bytes -> int4.
+    plan = _roofline_plan(_model(fc=True), FAST_INT8, ALL)
+    assert plan == {"c0": "int8", "c1": "int8", "c2": "int8", "fc": "int4"}
 
 
 def test_roofline_objective_keeps_fp32_where_int8_does_not_pay():
-    model = _convs()
-    sse = estimate_preset(caps("sse", 128, "none", mcpu="x86-64"))
-    assert set(_roofline_plan(model, sse).values()) == {"fp32"}
+    model = _model(4)
+    sse_target = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
+    for sse in (resolve_target(sse_target)[1], estimate_preset(capabilities(sse_target))):
+        assert sse.int8_dot == "none" and sse.peak_gops_int8 < sse.peak_gflops_fp32
+        assert set(_roofline_plan(model, sse).values()) == {"fp32"}, sse.name
     vnni = select_preset(caps("avx512_vnni", 512, "vpdpbusd", mcpu="znver5"))
-    assert set(_roofline_plan(model, vnni).values()) <= {"int8", "int4"}
+    assert set(_roofline_plan(model, vnni).values()) == {"int8"}
 
 
 def test_cli_presets_shows_what_a_target_gets_and_assumes(capsys):
@@ -209,12 +269,23 @@ def test_docs_presets_page_is_current():
 def test_report_prints_what_the_preset_assumes():
     from aiq_tvm.report import make_report
 
-    model = _convs(1)
+    model = _model(1)
     est = estimate_preset(caps("sse", 128, "none", cores=3, mcpu="x86-64"))
     rep = make_report(model, {"c0": "fp32"}, est, "x86-64")
     assert rep.preset_assumed == list(est.assumed)
     assert f"assumed: clock {ASSUMED_GHZ} GHz" in str(rep)
     assert rep.to_dict()["preset_assumed"] == list(est.assumed)
+    # The CLI's report.md carries the same lines as the printed report.
+    from types import SimpleNamespace
+
+    from aiq_tvm.commands import _report_md
+    from aiq_tvm.plan import Plan
+
+    summary = {"model": {"spec": "m.pt2"}, "data": {"spec": "d.npz"}, "command": "aiq-tvm x",
+               "date": "today", "target": "x86-64", "preset": est.name}
+    md = _report_md(summary, ["AI: ..."], SimpleNamespace(report=rep, plan=Plan.uniform("fp32")))
+    for line in est.assumed:
+        assert f"assumed: {line}" in md
 
 
 def test_default_build_on_a_target_without_int8_dot_stays_fp32(tiny):
@@ -227,12 +298,16 @@ def test_default_build_on_a_target_without_int8_dot_stays_fp32(tiny):
     x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
     y = rng.integers(0, 10, 16)
     mod, params = aiq_tvm.from_torch(tiny, torch.from_numpy(x[:2]))
-    sse = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
+    # 3 cores: no preset has them, so the report must say what the peaks assume.
+    sse = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 3}
     res = aiq_tvm.build(mod, sse, params=params, val_data=(x, y), eval_batch_size=16)
     assert set(res.plan.layers.values()) == {"fp32"}
     note = next(n for n in res.report.notes if n.startswith("default precisions"))
     assert "left out int8" in note and "no int8 dot-product instruction" in note
     assert "w4 (weight-only" in note
+    assert res.preset.cores == 3 and res.preset.basis == "estimated"
+    assert res.report.preset_assumed == list(res.preset.assumed)
+    assert "\nassumed: compute peaks scaled x1.5 from" in str(res.report)
 
 
 def test_host_gets_its_measured_preset_when_one_fits():

@@ -54,27 +54,56 @@ def test_every_int8_family_of_the_isa_levels_has_a_chain():
     for target, _, _ in CASES:
         c = capabilities(target)
         assert R.int8_chain(c).family == INT8_DOT_KINDS[c.isa]
-    assert {k for k, _ in R.INT8_CHAINS} == set(INT8_DOT_KINDS.values())
+    assert {k for k, _ in R.INT8_CHAINS} == set(INT8_DOT_KINDS.values()) | {"vpmaddwd"}
 
 
 def test_probe_runs_on_the_host_and_writes_a_preset(monkeypatch):
     monkeypatch.setattr(R, "REPEAT", 3)
+    monkeypatch.setattr(R, "ITERS", 2000)
+    small_copy = R.bandwidth_probe
+    monkeypatch.setattr(R, "bandwidth_probe", lambda t, clock="process": small_copy(t, 1 << 16,
+                                                                                  clock))
     target = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 1}
     if not capabilities(target).host_runnable:
         pytest.skip("this machine does not run x86-64 code")
-    tgt = tvm.target.Target(target)
-    assert R.fp32_peak(tgt, 1, iters=50) > 0
-    assert R.int8_peak(tgt, 1, iters=50) > 0
-    m = {"target": target, "isa": "sse", "peak_gflops_fp32": 10.04, "peak_gops_int8": 5.0,
-         "bandwidth_gbs": 3.0, "threads": 1, "int8_instructions": "x", "vector_bits": 128,
-         "load_before": 0.5}
+    # CPU-time probes run one thread and scale to the cores; wall-clock ones run them all.
+    cpu, wall = (R.chain_probe(target, "fp32", 4, iters=100, clock=c) for c in R.CLOCKS)
+    assert (cpu.clock, cpu.scale, cpu.args[0].shape[0]) == ("cpu", 4.0, 1)
+    assert (wall.clock, wall.scale, wall.args[0].shape[0]) == ("wall", 1.0, 4)
+    with pytest.raises(ValueError, match="clock must be one of"):
+        R.chain_probe(target, "fp32", 1, clock="tsc")
+    copy = small_copy(target, 1 << 10)
+    assert (copy.clock, copy.scale) == ("process", 1.0)  # num-cores 1
+    with pytest.raises(ValueError, match="bandwidth clock must be"):
+        small_copy(target, 1 << 10, clock="cpu")
+    m = R.measure(target, runs=3, int8_families=("none",))
+    for key, figure in (("fp32", "peak_gflops_fp32"), ("int8", "peak_gops_int8"),
+                        ("bandwidth", "bandwidth_gbs")):
+        assert len(m["runs"][key]) == 3 and min(m["runs"][key]) > 0
+        assert m[figure] == sorted(m["runs"][key])[1]  # the median run
+    assert m["other_int8"] == {"none": sorted(m["runs"]["int8 none"])[1]}
+    assert {len(m["runs"][f"{k} wall"]) for k in ("fp32", "int8", "bandwidth")} == {3}
     p = R._preset_from(m, "t-1t", ["--target", json.dumps(target), "--write"])
-    assert isinstance(p, CpuPreset) and p.measured and p.peak_gflops_fp32 == 10.0
-    assert "--target '{" in p.source and p.extra["load_average_before"] == 0.5
+    assert isinstance(p, CpuPreset) and p.measured and p.isa == "sse"
+    assert p.peak_gflops_fp32 == round(m["peak_gflops_fp32"], 1)
+    assert "--target '{" in p.source and "median of 3 runs, each the median of 3 calls" in p.source
+    assert "one core timed by its CPU time x 1 cores" in p.source
+    assert p.extra["runs"]["fp32"] == [round(v, 1) for v in m["runs"]["fp32"]]
+    assert set(p.extra["other_int8_chains_gops"]) == {"none"}
 
 
 def test_measuring_a_target_this_host_cannot_run_names_what_is_missing():
     with pytest.raises(ValueError, match="cannot measure .* lacks"):
         R.measure({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "num-cores": 2})
-    with pytest.raises(SystemExit):
-        R.main(["--target", "{not json"])
+    for bad in (["--target", "{not json"], ["--runs", "0"]):
+        with pytest.raises(SystemExit):
+            R.main(bad)
+
+
+def test_alternative_int8_chain_compiles_to_its_instructions():
+    asm = tvm.compile(R.probe_module(capabilities(CASES[1][0]), "int8", 2, 8, family="vpmaddwd"),
+                      tvm.target.Target(CASES[1][0])).mod.inspect_source("s")
+    assert len(re.findall(r"vpmaddwd\s+%ymm", asm)) >= R.ACC
+    assert "vpmaddubsw" not in asm
+    with pytest.raises(ValueError, match="no int8 probe for sdot at 256 bits; known"):
+        R.int8_chain(capabilities(CASES[1][0]), "sdot")
