@@ -254,12 +254,15 @@ def _add_model_commands(sub) -> None:
 
 
 def _cmd_presets(target: str) -> int:
-    from .targets import PRESETS, resolve_target
+    from .targets import PRESETS, capabilities, default_precisions, resolve_target
 
     for p in PRESETS.values():
         print(p.describe())
     tgt, preset = resolve_target(target)  # a JSON target arrives as text
     print(f"\ntarget {tgt} gets:\n{preset.describe()}")
+    cands, excluded = default_precisions(capabilities(tgt), preset)
+    print(f"default precisions: {', '.join(cands)}"
+          + "".join(f"\n  left out {p}: {why}" for p, why in excluded.items()))
     return 0
 
 

@@ -251,6 +251,7 @@ def test_cli_presets_shows_what_a_target_gets_and_assumes(capsys):
     tail = out.split("gets:")[-1]
     assert "sse (no int8 dot instruction), 4 cores" in tail
     assert "assumed:" in tail
+    assert "default precisions: fp32\n  left out int8: sse has no int8 dot-product" in tail
 
 
 def test_docs_presets_page_is_current():
