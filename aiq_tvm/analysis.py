@@ -20,7 +20,7 @@ from .passes import (
     LAYER_OPS,
     LayerEntry,
     is_layer_function,
-    layer_consumers,
+    layer_readers,
     layer_table,
     parse_layer,
 )
@@ -64,7 +64,12 @@ def _root_call(func: relax.Function) -> relax.Call:
     raise ValueError("composite has no conv2d/matmul")
 
 
-def _layer_cost(mod: tvm.IRModule, e: LayerEntry, consumers: dict) -> LayerCost:
+def _residual_sources(readers: dict) -> dict[str, str]:
+    """Layer -> the layer whose output it adds as its fused residual."""
+    return {c: p for p, r in readers.items() if r is not None for c in r.residual}
+
+
+def _layer_cost(mod: tvm.IRModule, e: LayerEntry, readers: dict, sources: dict) -> LayerCost:
     """The cost entry of one layer (AIQ composite) or unsupported weighted op."""
     if e.is_layer:
         func = mod[e.gv]
@@ -73,7 +78,11 @@ def _layer_cost(mod: tvm.IRModule, e: LayerEntry, consumers: dict) -> LayerCost:
         info = parse_layer(func)
         root = _root_call(func)
         shapes = (info.in_shape, info.weight_shape, info.out_shape)
-        kind = dict(op=info.op, supported=True, reason="", consumers=consumers.get(e.name),
+        r = readers.get(e.name)
+        kind = dict(op=info.op, supported=True, reason="",
+                    consumers=r.data if r is not None and r.data else None,
+                    residual_consumers=() if r is None else r.residual,
+                    residual_source=sources.get(e.name),
                     out_channels=info.out_channels,
                     residual_elems=0 if info.residual is None else _numel(info.out_shape))
     else:
@@ -105,6 +114,7 @@ def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool 
         If a layer has a symbolic shape (specialize the batch first).
     """
     entries = layer_table(mod, func_name)
-    consumers = layer_consumers(mod, entries, func_name)
-    return CostModel([_layer_cost(mod, e, consumers) for e in entries],
+    readers = layer_readers(mod, entries, func_name)
+    sources = _residual_sources(readers)
+    return CostModel([_layer_cost(mod, e, readers, sources) for e in entries],
                      requant_fusion=requant_fusion)

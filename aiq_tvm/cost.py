@@ -10,15 +10,18 @@ Bytes moved by one layer at precision ``p`` (what its kernel reads and writes on
     input        in_elems * p.act_bytes               (uint8 when p quantizes activations)
     output       out_elems * 1  if the output is requantized to uint8 in the epilogue
                  out_elems * 4  otherwise (dequantized float32)
-    shortcut     residual_elems * 4 when a residual add is fused into the epilogue
+    shortcut     residual_elems * 1 when a residual add is fused into the epilogue and the
+                 shortcut's producer requantized it to uint8, residual_elems * 4 otherwise
     per-channel  out_channels * 4 for the bias
                  + out_channels * 4 for weight scales          (weight-quantized p)
                  + out_channels * 4 for the int32 zero-point correction and
                    8 for the activation scale and zero point   (activation-quantized p)
 
 An output is requantized in the epilogue only when ``requant_fusion`` is on and every
-consumer of the layer's output is a layer running with 8-bit activations (then the
-producer writes the consumer's uint8 input directly, the way the compiled kernels do).
+consumer of the layer's output is a layer running with 8-bit activations, or (with
+``requant_residuals``) adds it as its fused residual while at least one such layer takes it
+as data (then the producer writes the consumers' uint8 input directly, the way the compiled
+kernels do, and the residual epilogues read that uint8 tensor).
 
 Model AI = sum of FLOPs / sum of bytes over all layers (unsupported layers count at fp32).
 """
@@ -55,10 +58,15 @@ class LayerCost:
     reason : str
         Why an unsupported layer stays fp32.
     consumers : tuple of str or None
-        Names of the layers that consume this layer's output and nothing else does; ``None``
-        when some non-layer op (residual add, pooling, the model output) reads it too.
+        Names of the layers that take this layer's output as their data input, when only
+        layers read it (as data or as fused residual); ``None`` when some other op (pooling,
+        an unfused add, the model output) reads it too.
     residual_elems : int
-        Elements of a float32 shortcut tensor added in the epilogue (0 if none).
+        Elements of the shortcut tensor added in the epilogue (0 if none).
+    residual_consumers : tuple of str
+        Layers adding this layer's output as their fused residual (with ``consumers``).
+    residual_source : str or None
+        The layer whose output is this layer's fused residual, if a layer produced it.
     """
 
     name: str
@@ -75,13 +83,16 @@ class LayerCost:
     reason: str = ""
     consumers: tuple[str, ...] | None = None
     residual_elems: int = 0
+    residual_consumers: tuple[str, ...] = ()
+    residual_source: str | None = None
 
     def __post_init__(self) -> None:
         for f in ("flops", "weight_elems", "in_elems", "out_elems", "out_channels"):
             if getattr(self, f) < 0:
                 raise ValueError(f"layer {self.name!r}: {f} must be >= 0")
 
-    def nbytes(self, precision: str, out_act_bytes: float = 4.0) -> float:
+    def nbytes(self, precision: str, out_act_bytes: float = 4.0,
+               residual_bytes: float = 4.0) -> float:
         """Bytes moved by this layer's kernel at ``precision`` (see the module docstring)."""
         p = get_precision(precision)
         meta = 4.0 * self.out_channels  # bias
@@ -93,7 +104,7 @@ class LayerCost:
             self.weight_elems * p.weight_bytes
             + self.in_elems * p.act_bytes
             + self.out_elems * out_act_bytes
-            + self.residual_elems * 4.0
+            + self.residual_elems * residual_bytes
             + meta
         )
 
@@ -121,10 +132,14 @@ class CostModel:
         All conv/dense layers in program order, unsupported ones included.
     requant_fusion : bool
         Whether producer epilogues write uint8 for consumers with 8-bit activations.
+    requant_residuals : bool
+        With ``requant_fusion``: also where other layers add the output as their residual
+        (``QuantizeAnnotated(requant_residuals=...)``).
     """
 
     layers: Sequence[LayerCost]
     requant_fusion: bool = True
+    requant_residuals: bool = True
     _by_name: dict[str, LayerCost] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +179,8 @@ class CostModel:
         lc = self._by_name[name]
         if not self.requant_fusion or not lc.consumers:
             return 4.0
+        if lc.residual_consumers and not self.requant_residuals:
+            return 4.0
         ok = all(
             self._by_name[c].supported
             and get_precision(assignment.get(c, "fp32")).quantizes_activations
@@ -172,8 +189,11 @@ class CostModel:
         return 1.0 if ok else 4.0
 
     def layer_bytes(self, name: str, assignment: Mapping[str, str]) -> float:
-        prec = assignment.get(name, "fp32") if self._by_name[name].supported else "fp32"
-        return self._by_name[name].nbytes(prec, self.out_act_bytes(name, assignment))
+        lc = self._by_name[name]
+        prec = assignment.get(name, "fp32") if lc.supported else "fp32"
+        src = lc.residual_source
+        res_bytes = 4.0 if src is None else self.out_act_bytes(src, assignment)
+        return lc.nbytes(prec, self.out_act_bytes(name, assignment), res_bytes)
 
     def total_flops(self) -> int:
         return sum(lc.flops for lc in self.layers)

@@ -13,7 +13,14 @@ params=...)``.
 """
 
 from ._layers import LAYER_OPS, LayerInfo, is_layer_function, parse_layer
-from .annotate_precision import AnnotatePrecision, LayerEntry, layer_consumers, layer_table
+from .annotate_precision import (
+    AnnotatePrecision,
+    LayerEntry,
+    LayerReaders,
+    layer_consumers,
+    layer_readers,
+    layer_table,
+)
 from .batched_matmul_to_dense import BatchedMatmulToDense
 from .cancel_transposes import CancelTransposes
 from .canonicalize_clip import CanonicalizeClip
@@ -39,6 +46,8 @@ __all__ = [
     "FoldConstantLayouts",
     "layer_table",
     "layer_consumers",
+    "LayerReaders",
+    "layer_readers",
     "LayerEntry",
     "LayerInfo",
     "LAYER_OPS",

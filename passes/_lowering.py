@@ -106,6 +106,7 @@ def emit_layer(
     name: str,
     residual: relax.Expr | None = None,
     out_qparams: ActQParams | None = None,
+    residual_qparams: ActQParams | None = None,
     database=None,
     tune_trials: int = 0,
     numerics_target: tvm.target.Target | None = None,
@@ -114,6 +115,8 @@ def emit_layer(
 
     ``residual`` (NCHW, output-shaped) is added in the kernel epilogue before the activation.
     ``out_qparams`` makes the kernel write its consumers' uint8 input instead of float32.
+    ``residual_qparams``: the ``residual`` is uint8, written by a requantizing producer with
+    these parameters (the epilogue dequantizes it).
     A uint8 ``data`` is taken as already quantized with this layer's ``qparams``.
     ``database`` / ``tune_trials``: meta-schedule records to reuse, and trials to tune kernels
     the database does not know yet (see :mod:`aiq_tvm.targets.x86.tune`).
@@ -132,6 +135,12 @@ def emit_layer(
         )
     opts = dict(act=kernel_act(info.activation), act_qparams=qparams, target=target,
                 **_out(out_qparams))
+    if (residual is not None and str(residual.ty.dtype) == "uint8") != (
+            residual_qparams is not None):
+        raise ValueError(f"layer {name!r}: a uint8 residual needs residual_qparams and a "
+                         "float32 one must not have them")
+    if residual_qparams is not None:
+        opts["residual_qparams"] = residual_qparams
     if database is not None:
         opts.update(database=database, tune_trials=tune_trials)
     if numerics_target is not None:

@@ -44,7 +44,10 @@ from ._layers import (
 from .batched_matmul_to_dense import BatchedMatmulToDense
 from .fills_to_scalars import FillsToScalars
 
-__all__ = ["AnnotatePrecision", "LayerEntry", "layer_table", "layer_consumers"]
+__all__ = [
+    "AnnotatePrecision", "LayerEntry", "LayerReaders", "layer_table", "layer_consumers",
+    "layer_readers",
+]
 
 
 @dataclass
@@ -153,13 +156,21 @@ def layer_table(mod: tvm.IRModule, func_name: str = "main", hints: list[tuple] =
     return col.entries
 
 
-def layer_consumers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
-                    func_name: str = "main") -> dict[str, tuple | None]:
-    """For each layer, the layers whose data input is its output, when nothing else reads it.
+@dataclass(frozen=True)
+class LayerReaders:
+    """Who reads a layer's output: layers taking it as their data input, and layers adding it
+    as their fused residual."""
 
-    ``None`` when any other op, a non-data operand of a layer (e.g. a fused residual) or the
-    function's result also reads the output: only then could the producer write the
-    consumers' uint8 input directly.
+    data: tuple[str, ...]
+    residual: tuple[str, ...]
+
+
+def layer_readers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
+                  func_name: str = "main") -> dict[str, LayerReaders | None]:
+    """For each layer, the layers reading its output as data or as residual.
+
+    ``None`` when any other op, a weight or bias operand of a layer, or the function's result
+    also reads the output (or nothing reads it).
     """
     entries = layer_table(mod, func_name) if entries is None else entries
     func = mod[func_name]
@@ -177,15 +188,35 @@ def layer_consumers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
             val = b.value
             if b.var in layer_calls:
                 info = parse_layer(mod[val.op])
+                roles = {info.data: "data", info.residual: "residual"}
                 for i, arg in enumerate(val.args):
-                    note(arg, layer_calls[b.var].name if i == info.data else None)
+                    role = roles.get(i)
+                    note(arg, None if role is None else (role, layer_calls[b.var].name))
             else:
                 note(val, None)
     note(func.body.body, None)
     out = {}
     for v, name in layer_of_var.items():
         r = readers[v]
-        out[name] = tuple(r) if r and all(x is not None for x in r) else None
+        if not r or any(x is None for x in r):
+            out[name] = None
+            continue
+        out[name] = LayerReaders(tuple(n for role, n in r if role == "data"),
+                                 tuple(n for role, n in r if role == "residual"))
+    return out
+
+
+def layer_consumers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
+                    func_name: str = "main") -> dict[str, tuple | None]:
+    """For each layer, the layers whose data input is its output, when nothing else reads it.
+
+    ``None`` when any other op, a non-data operand of a layer (e.g. a fused residual) or the
+    function's result also reads the output: only then could the producer write the
+    consumers' uint8 input directly.
+    """
+    out = {}
+    for name, r in layer_readers(mod, entries, func_name).items():
+        out[name] = r.data if r is not None and r.data and not r.residual else None
     return out
 
 

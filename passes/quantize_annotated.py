@@ -19,7 +19,7 @@ from aiq_tvm.targets import current_target
 
 from ._layers import is_layer_function, parse_layer
 from ._lowering import emit_layer, layer_values
-from .annotate_precision import layer_consumers, layer_table
+from .annotate_precision import layer_readers, layer_table
 
 __all__ = ["QuantizeAnnotated"]
 
@@ -27,13 +27,14 @@ __all__ = ["QuantizeAnnotated"]
 @mutator
 class _Quantizer(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function, calibration, target,
-                 requant: dict, tuning: dict, numerics_target):
+                 requant: dict, residual_q: dict, tuning: dict, numerics_target):
         super().__init__(mod)
         self.mod_ = mod
         self.var2val = dict(relax.analysis.get_var2val(func))
         self.calibration = calibration
         self.target = target
         self.requant = requant  # producer layer -> its consumers' input qparams
+        self.residual_q = residual_q  # layer -> qparams of its uint8 residual
         self.tuning = tuning
         self.numerics_target = numerics_target
         self.lowered: list[str] = []
@@ -56,7 +57,7 @@ class _Quantizer(PyExprMutator):
         residual = None if info.residual is None else args[info.residual]
         return emit_layer(
             self.builder_, info, values, args[info.data], precision, qp, self.target, name,
-            residual, self.requant.get(name), **self.tuning,
+            residual, self.requant.get(name), self.residual_q.get(name), **self.tuning,
             numerics_target=self.numerics_target,
         )
 
@@ -77,6 +78,12 @@ class QuantizeAnnotated:
         Let a layer whose output only feeds layers with 8-bit activations write their uint8
         input directly (requantize in its epilogue) instead of float32 plus a quantize kernel.
         Bit-exact with the unfused form.
+    requant_residuals : bool
+        With ``requant``, also let a producer whose output is, besides 8-bit data inputs, the
+        fused residual of other layers (a ResNet / MobileNetV2 block output) write uint8: the
+        residual epilogues then read the uint8 shortcut and dequantize it, as ONNX Runtime's
+        QDQ models do. Moves a quarter of the bytes of a float32 shortcut; the shortcut is
+        rounded to the data consumers' 8-bit grid (not bit-exact with ``False``).
     database : str or meta_schedule Database, optional
         Tuning records: kernels found there use their best recorded schedule (never slower
         than our default: the default is always recorded too).
@@ -91,7 +98,7 @@ class QuantizeAnnotated:
 
     def __init__(self, calibration=None, target=None, func_name: str = "main",
                  requant: bool = True, database=None, tune_trials: int = 0,
-                 numerics_target=None):
+                 numerics_target=None, requant_residuals: bool = True):
         check_non_negative_int("tune_trials", tune_trials)
         if tune_trials and database is None:
             raise ValueError("tune_trials needs a database to store the tuning records in")
@@ -99,34 +106,41 @@ class QuantizeAnnotated:
         self.target = target
         self.func_name = func_name
         self.requant = requant
+        self.requant_residuals = requant_residuals
         self.numerics_target = numerics_target
         self.tuning = {} if database is None else {"database": database,
                                                    "tune_trials": tune_trials}
 
-    def _requant_plan(self, mod: tvm.IRModule) -> dict:
-        """Producer layer -> consumers' ActQParams, where the fusion applies."""
+    def _requant_plan(self, mod: tvm.IRModule) -> tuple[dict, dict]:
+        """(producer layer -> consumers' ActQParams, layer -> its uint8 residual's
+        ActQParams), where the fusion applies."""
         if not self.requant or self.calibration is None:
-            return {}
+            return {}, {}
         entries = layer_table(mod, self.func_name)
         precision = {e.name: str(mod[e.gv].attrs["aiq.precision"]) for e in entries
                      if e.is_layer}
-        out = {}
-        for producer, consumers in layer_consumers(mod, entries, self.func_name).items():
-            if not consumers or any(
-                    not get_precision(precision[c]).quantizes_activations
-                    or c not in self.calibration.ranges for c in consumers):
+        out, residual_q = {}, {}
+        for producer, readers in layer_readers(mod, entries, self.func_name).items():
+            if readers is None or not readers.data:
                 continue
-            qps = {self.calibration.qparams(c) for c in consumers}
+            if readers.residual and not self.requant_residuals:
+                continue
+            if any(not get_precision(precision[c]).quantizes_activations
+                   or c not in self.calibration.ranges for c in readers.data):
+                continue
+            qps = {self.calibration.qparams(c) for c in readers.data}
             if len(qps) == 1:  # the same tensor calibrates to the same range
                 out[producer] = qps.pop()
-        return out
+                residual_q.update({c: out[producer] for c in readers.residual})
+        return out, residual_q
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         target = current_target(self.target)
         numerics = None if self.numerics_target is None else current_target(self.numerics_target)
         gv = mod.get_global_var(self.func_name)
         func = mod[gv]
-        rewriter = _Quantizer(mod, func, self.calibration, target, self._requant_plan(mod),
+        requant, residual_q = self._requant_plan(mod)
+        rewriter = _Quantizer(mod, func, self.calibration, target, requant, residual_q,
                               self.tuning, numerics)
         new_func = rewriter.visit_expr(func)
         rewriter.builder_.update_func(gv, new_func)

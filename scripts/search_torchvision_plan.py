@@ -6,7 +6,10 @@ the search's accuracy oracle is *agreement with the FP32 model*: the validation-
 (disjoint from the calibration images) are labelled with PyTorch's FP32 top-1 class, and a
 plan's "accuracy" is the share of images whose top-1 it keeps.  Everything else is AIQ's
 normal search (``aiq_tvm.build(search=...)``: greedy over fp32/int8/int4 by default, lambda
-0.9, the AI objective).  Writes ``<out>_plan.json`` and ``<out>_calibration.json``, which
+0.9, the AI objective unless ``--objective`` says otherwise: ``measured`` times every layer
+kernel at each candidate precision on this machine at ``--build-batch``, so int4 is chosen
+only where it is faster; run that under the bench lock).  Writes ``<out>_plan.json`` and
+``<out>_calibration.json``, which
 ``bench_models.py --plan tv/<name>=<out>_plan.json:<out>_calibration.json`` builds.
 
     TVM_NUM_THREADS=2 python scripts/search_torchvision_plan.py --model resnet18 \
@@ -31,7 +34,10 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4"])
     ap.add_argument("--search", default="greedy")
     ap.add_argument("--lam", type=float, default=0.9)
+    ap.add_argument("--objective", default="ai", help="ai, roofline or measured")
     ap.add_argument("--batch", type=int, default=16, help="batch of the accuracy runs")
+    ap.add_argument("--build-batch", type=int, default=1,
+                    help="batch size of the build (and of the measured objective's timings)")
     ap.add_argument("--out", required=True, help="path prefix of the plan/calibration JSON")
     args = ap.parse_args(argv)
     os.environ.setdefault("TVM_NUM_THREADS", "2")
@@ -52,7 +58,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     res = aiq_tvm.build(mod, params=params, calib_data=calib, val_data=(x_val, agree),
                         precisions=args.precisions, search=args.search, lam=args.lam,
-                        batch_size=1, eval_batch_size=args.batch)
+                        objective=args.objective,
+                        batch_size=args.build_batch, eval_batch_size=args.batch)
     res.plan.save(f"{args.out}_plan.json")
     res.calibration.save(f"{args.out}_calibration.json")
     counts = {p: list(res.plan.resolve(res.cost.names).values()).count(p)
@@ -61,7 +68,7 @@ def main(argv=None) -> int:
     summary = {
         "command": f"TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} python "
                    f"scripts/search_torchvision_plan.py {words}",
-        "model": args.model, "layers_per_precision": counts,
+        "model": args.model, "objective": args.objective, "layers_per_precision": counts,
         "ai_fp32": res.plan.metadata.get("ai_fp32"), "ai_plan": res.plan.metadata.get("ai"),
         "agreement_fp32": res.report.accuracy_fp32, "agreement_plan": res.report.accuracy,
         "evaluations": res.plan.metadata.get("evaluations"),

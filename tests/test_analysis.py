@@ -72,7 +72,12 @@ def test_resnet20_totals_and_consumers():
     assert 40.5e6 <= conv_macs <= 40.9e6
     assert len(cost.layers) == 22
     assert cost["layer1.0.conv1"].consumers == ("layer1.0.conv2",)
-    assert cost["layer1.0.conv2"].consumers is None  # read by the residual add
+    # A block output: the next block's conv1 reads it as data, its conv2 adds it as residual.
+    assert cost["layer1.0.conv2"].consumers == ("layer1.1.conv1",)
+    assert cost["layer1.0.conv2"].residual_consumers == ("layer1.1.conv2",)
+    assert cost["layer1.1.conv2"].residual_source == "layer1.0.conv2"
+    assert cost["layer1.0.conv2"].residual_source == "conv1"  # the stem, relu fused
+    assert cost["layer3.2.conv2"].consumers is None  # read by the pooling
     assert cost["conv1"].weight_elems == 16 * 3 * 9
     assert cost.fp32_ai() > cost.ai({}) * 0.999
     assert cost.ai({n: "int8" for n in cost.names}) > cost.fp32_ai()

@@ -35,6 +35,29 @@ def test_requantized_output_only_when_all_consumers_take_uint8():
     assert off.out_act_bytes("a", {"a": "int8", "b": "int8"}) == 4.0
 
 
+def _block(requant_residuals=True):
+    """``a`` feeds ``b`` as data and ``r`` as its fused residual (a ResNet block output)."""
+    a = LayerCost("a", "conv2d", 4718592, 2304, 16384, 16384, 16, consumers=("b",),
+                  residual_consumers=("r",))
+    r = LayerCost("r", "conv2d", 4718592, 2304, 16384, 16384, 16, residual_elems=16384,
+                  residual_source="a")
+    return CostModel([a, conv("b"), r], requant_residuals=requant_residuals)
+
+
+def test_uint8_shortcut_when_the_data_consumers_take_uint8():
+    model = _block()
+    plan = {"a": "int8", "b": "int8", "r": "int8"}
+    assert model.out_act_bytes("a", plan) == 1.0
+    base = model["r"].nbytes("int8", model.out_act_bytes("r", plan), residual_bytes=4.0)
+    assert model.layer_bytes("r", plan) == base - 3 * 16384  # 1-byte shortcut, not 4
+    # b reads float32: a writes float32, and r adds a float32 shortcut.
+    fp_b = {**plan, "b": "fp32"}
+    assert model.out_act_bytes("a", fp_b) == 4.0
+    assert model.layer_bytes("r", fp_b) == base
+    off = _block(requant_residuals=False)
+    assert off.out_act_bytes("a", plan) == 4.0 and off.layer_bytes("r", plan) == base
+
+
 def test_model_ai_and_unsupported_layers_stay_fp32():
     bad = LayerCost("g", "conv2d", 1000, 100, 100, 100, 4, supported=False, reason="grouped")
     model = CostModel([conv("a"), bad], requant_fusion=False)

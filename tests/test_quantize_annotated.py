@@ -97,3 +97,60 @@ def test_lowers_a_layer_to_its_quantize_and_kernel_calls(target):
     cal = Calibration({"fc": FC_RANGE}, method="minmax")
     after = QuantizeAnnotated(cal, target=target)(annotated)
     tvm.ir.assert_structural_equal(after, Expected)
+
+
+def _lowered_resnet20(target, requant_residuals: bool):
+    """Randomized ResNet-20 at int8, lowered by QuantizeAnnotated; and a batch to run."""
+    import torch
+
+    import aiq_tvm
+    from aiq_tvm.models import resnet20
+    from aiq_tvm.pipeline import bind_params, fold_constants
+    from conftest import randomize_bn
+
+    torch.manual_seed(0)
+    model = randomize_bn(resnet20())
+    x = torch.randn(4, 3, 32, 32)
+    mod, params = aiq_tvm.from_torch(model, x)
+    cal = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x.numpy(),
+                        batch_size=4).calibration
+    passes = [AnnotatePrecision("int8"), *bind_params(params), *fold_constants(),
+              QuantizeAnnotated(cal, target=target, requant_residuals=requant_residuals),
+              CancelTransposes()]
+    return tvm.transform.Sequential(passes)(aiq_tvm.specialize_batch(mod, 4)), x.numpy()
+
+
+def _residual_dtypes(mod) -> dict:
+    """Kernel name -> dtype of its residual operand, for the layers with a fused shortcut."""
+    out = {}
+
+    def visit(e):
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) \
+                and e.op.name == "relax.call_tir" and e.args[0].name_hint.endswith("conv2_int8"):
+            out[e.args[0].name_hint] = str(e.args[1].fields[-1].ty.dtype)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return out
+
+
+def test_block_outputs_reach_the_residual_epilogues_as_uint8(target):
+    """ResNet block outputs feed the next conv1 (data) and the next conv2's shortcut: with
+    requant_residuals both read one uint8 tensor; without, the shortcut stays float32."""
+    fused, x = _lowered_resnet20(target, requant_residuals=True)
+    plain, _ = _lowered_resnet20(target, requant_residuals=False)
+    dt, dt_plain = _residual_dtypes(fused), _residual_dtypes(plain)
+    # Identity shortcuts of blocks 1 and 2 in each stage come from the previous block;
+    # block 0's shortcut is the stem output (stage 1) or a 1x1 downsample layer, which no
+    # layer reads as data: float32.
+    identity = [f"layer{s}_{b}_conv2_int8" for s in (1, 2, 3) for b in (1, 2)]
+    assert all(dt[k] == "uint8" for k in identity)
+    assert dt["layer2_0_conv2_int8"] == dt["layer3_0_conv2_int8"] == "float32"
+    assert dt["layer1_0_conv2_int8"] == "uint8"  # the stem also feeds layer1.0.conv1
+    assert set(dt_plain.values()) == {"float32"}
+    quantize_kernels = [gv.name_hint for gv, _ in fused.functions_items()
+                        if gv.name_hint.endswith("_quantize")]
+    assert len(quantize_kernels) < len([gv for gv, _ in plain.functions_items()
+                                        if gv.name_hint.endswith("_quantize")])
+    ya, yb = compile_run(fused, target, x).numpy(), compile_run(plain, target, x).numpy()
+    cos = (ya * yb).sum(1) / np.linalg.norm(ya, axis=1) / np.linalg.norm(yb, axis=1)
+    assert cos.min() > 0.999

@@ -349,6 +349,29 @@ def test_requant_params_shared_across_output_ranges():
                      target=BEST_X86, debug_acc=True, out_qparams=qp)  # fmt: skip
 
 
+@pytest.mark.parametrize("scheme", ["fp32", "int8", "int4"])
+@pytest.mark.parametrize("name", ["conv3x3_s2", "depthwise", "dense"])
+def test_uint8_residual_adds_its_dequantized_value(name, scheme):
+    """A uint8 shortcut (``residual_qparams``) adds ``(q - zp) * scale``: the same output as
+    the float kernel given that value, up to FMA contraction of the dequantize."""
+    k_float, xin, res, _ = build_case(name, scheme)
+    rqp = ActQParams.from_range(float(res.min()), float(res.max()))
+    codes = quant.quantize_act(res, rqp)
+    dequant = (codes.astype(np.float32) - np.float32(rqp.zp)) * np.float32(rqp.scale)
+    case = CASES[name]
+    spec, _, w, b, _, qp = make_case(name)
+    build = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
+    k_u8 = build(spec, scheme, w, b, act=case["act"], act_qparams=qp, residual=True,
+                 residual_qparams=rqp, target=BEST_X86)
+    assert k_u8.info["params"][-2:] == ["residual", "y"]
+    y = run_kernel(k_u8, xin, codes)
+    ref = run_kernel(k_float, xin, dequant)
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    assert not np.array_equal(dequant, res)  # the shortcut really was rounded
+    with pytest.raises(ValueError, match="residual_qparams given without residual"):
+        build(spec, scheme, w, b, act_qparams=qp, residual_qparams=rqp, target=BEST_X86)
+
+
 # ---------------------------------------------------------------------------------------------
 # Quantize kernel
 # ---------------------------------------------------------------------------------------------

@@ -459,6 +459,29 @@ def epilogue_value(
     return apply_act_te(v, act)
 
 
+def residual_input(shape: tuple, residual: bool, residual_qparams=None):
+    """The ``residual`` placeholder of a kernel (``None`` without one): float32, or uint8
+    when the producer of the shortcut requantized it (``residual_qparams``)."""
+    if not residual:
+        if residual_qparams is not None:
+            raise ValueError("residual_qparams given without residual=True")
+        return None
+    dtype = "float32" if residual_qparams is None else "uint8"
+    return te.placeholder(shape, dtype, name="residual")
+
+
+def residual_value(res, idx: tuple, residual_qparams=None):
+    """float32 value of the residual at ``idx``: the element itself, or a uint8 code
+    dequantized as ``(q - zp) * scale``."""
+    if res is None:
+        return None
+    if residual_qparams is None:
+        return res[idx]
+    zp = tvm.tirx.const(float(residual_qparams.zp), "float32")
+    scale = tvm.tirx.const(float(residual_qparams.scale), "float32")
+    return (res[idx].astype("float32") - zp) * scale
+
+
 def output_value(v, consts: dict, requant: bool, out_dtype: str):
     """Final store value: the epilogue result ``v``, requantized to uint8 when ``requant``."""
     if requant:

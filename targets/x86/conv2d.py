@@ -21,6 +21,8 @@ from .common import (
     output_value,
     pack_weight,
     pack_weight_depthwise,
+    residual_input,
+    residual_value,
     round_up,
     weight_value,
 )
@@ -196,6 +198,7 @@ def conv2d_kernel(
     act_qparams: ActQParams | None = None,
     out_qparams: ActQParams | None = None,
     residual: bool = False,
+    residual_qparams: ActQParams | None = None,
     target,
     numerics_target=None,
     schedule: bool = True,
@@ -227,6 +230,9 @@ def conv2d_kernel(
         ``[inv, zp]`` becomes the ``out_q`` parameter (last constant).
     residual : bool
         Add a ``residual`` input (output-shaped, fp32) after the bias, before the activation.
+    residual_qparams : ActQParams, optional
+        The residual is uint8, requantized by its producer with these parameters; the
+        epilogue adds ``(q - zp) * scale`` (a quarter of the float32 shortcut's memory traffic).
     target : tvm.target.Target or dict
         Compilation target: its capabilities (``aiq_tvm.targets.capabilities``) choose the
         vector width and the int8 dot instruction (``vpdpbusd``, ``vpmaddubsw``, or none).
@@ -288,7 +294,7 @@ def conv2d_kernel(
     pairs = zip(names, consts, strict=True)
     tens = {nm: te.placeholder(v.shape, str(v.dtype), name=nm) for nm, v in pairs}
     out_shape = spec.out_shape
-    res = te.placeholder(out_shape, "float32", name="residual") if residual else None
+    res = residual_input(out_shape, residual, residual_qparams)
     pad_value = tvm.tirx.const(act_qparams.zp if prec.quantizes_activations else 0, fmt.in_dtype)
     xp = _pad_block(x, spec, plan, pad_value) if plan.need_pad else x
     acc = _acc_block(spec, plan, fmt, xp, tens["weight"])
@@ -296,7 +302,7 @@ def conv2d_kernel(
         out_shape,
         lambda b, i, j, oc: output_value(
             epilogue_value(prec, acc[b, i, j, oc], oc, tens,
-                           None if res is None else res[b, i, j, oc], act, debug_acc,
+                           residual_value(res, (b, i, j, oc), residual_qparams), act, debug_acc,
                            fmt.acc_shift),
             tens, args.requant, args.out_dtype),
         name="out",

@@ -16,6 +16,8 @@ from .common import (
     finalize,
     output_value,
     pack_weight,
+    residual_input,
+    residual_value,
     round_up,
     weight_value,
 )
@@ -93,6 +95,7 @@ def dense_kernel(
     act_qparams: ActQParams | None = None,
     out_qparams: ActQParams | None = None,
     residual: bool = False,
+    residual_qparams: ActQParams | None = None,
     target,
     numerics_target=None,
     schedule: bool = True,
@@ -112,8 +115,8 @@ def dense_kernel(
         Float weight ``[O, K]`` (torch Linear layout).
     bias : np.ndarray or None
         ``[O]`` bias; ``None`` means zeros.
-    act, act_qparams, out_qparams, residual, target, numerics_target, schedule, debug_acc, \
-database, tune_trials
+    act, act_qparams, out_qparams, residual, residual_qparams, target, numerics_target, \
+schedule, debug_acc, database, tune_trials
         As in :func:`aiq_tvm.targets.x86.conv2d_kernel`.
 
     Returns
@@ -137,14 +140,15 @@ database, tune_trials
     x = te.placeholder((n, k), fmt.in_dtype, name="x")
     pairs = zip(names, consts, strict=True)
     tens = {nm: te.placeholder(v.shape, str(v.dtype), name=nm) for nm, v in pairs}
-    res = te.placeholder((n, o), "float32", name="residual") if residual else None
+    res = residual_input((n, o), residual, residual_qparams)
     zp = act_qparams.zp if prec.quantizes_activations else 0
     acc = _acc_block(spec, fmt, plan, npad, x, tens["weight"], zp)
     y = te.compute(
         (n, o),
         lambda i, oc: output_value(
-            epilogue_value(prec, acc[i, oc], oc, tens, None if res is None else res[i, oc],
-                           act, debug_acc, fmt.acc_shift),
+            epilogue_value(prec, acc[i, oc], oc, tens,
+                           residual_value(res, (i, oc), residual_qparams), act, debug_acc,
+                           fmt.acc_shift),
             tens, args.requant, args.out_dtype),
         name="out",
     )  # fmt: skip
