@@ -349,10 +349,24 @@ def _md_search(model, s, lat) -> list[str]:
             *(f"{tm[k]:.3f}" if k in tm else "" for k in ("b1_ms", "b64_ms")),
             *(f"{ref32[k] / tm[k]:.2f}x" if k in tm and k in ref32 else ""
               for k in ("b1_ms", "b64_ms"))]) + " |")
+    lines += _md_missing_searches(s["rows"])
     if any(r.get("search_s", 0) is None for r in s["rows"]):
         lines += ["", "Search s n/a: run with `--untimed` (niced, outside the bench lock), so "
                   "its wall times are not reported; the evaluations column is its cost."]
     return lines + [""]
+
+
+def _md_missing_searches(rows) -> list[str]:
+    """Names the searches of the full grid (every lambda x greedy / coordinate descent, and
+    budget) that have no row, so a table run on a subset says so."""
+    done = {(r["method"], r["lambda"]) for r in rows}
+    grid = [(m, lam) for lam in LAMBDAS for m in METHODS if m != "budget"] + [("budget", None)]
+    missing = [(m, lam) for m, lam in grid if (m, lam) not in done]
+    if not missing:
+        return []
+    names = [m if lam is None else f"{m} {lam:g}" for m, lam in missing]
+    return ["", f"Run: {len(grid) - len(missing)} of the {len(grid)} searches of the full "
+            f"grid; not run: {', '.join(names)}."]
 
 
 def _md_plans(model, s) -> list[str]:

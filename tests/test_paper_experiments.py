@@ -82,3 +82,14 @@ def test_exhaustive_ranks_searches_against_brute_force(pe, tmp_path):
     for m in ("greedy", "coordinate_descent"):
         assert entry[m]["rank"] >= 1 and entry[m]["gap_to_optimum"] >= -1e-12
         assert entry[m]["rank"] == 1 or entry[m]["gap_to_optimum"] > 0
+
+
+def test_markdown_names_the_searches_a_subset_left_out(pe):
+    row = {"method": "greedy", "lambda": 0.9}
+    lines = pe._md_missing_searches([row])
+    assert lines[-1].startswith("Run: 1 of the 11 searches of the full grid; not run: greedy 0.5,")
+    assert "coordinate_descent 0.9" in lines[-1] and lines[-1].endswith("budget.")
+    assert "greedy 0.9," not in lines[-1]
+    full = [{"method": m, "lambda": lam} for lam in pe.LAMBDAS
+            for m in ("greedy", "coordinate_descent")] + [{"method": "budget", "lambda": None}]
+    assert pe._md_missing_searches(full) == []
