@@ -298,33 +298,75 @@ def _cmd_run(args, argv) -> int:
 
 
 def _run_and_write(args, argv, out, markdown) -> int:
+    from .api import build
+
+    t0 = time.perf_counter()
+    mod, params, xc, (xv, yv) = _run_inputs(args)
+    res = _run_search(args, mod, params, xc, (xv, yv))
+    summary = _run_summary(args, res, len(xv))
+    lines = _Lines()
+    _say_search_results(args, res, len(xv), lines)
+    fp32 = None
+    if args.test or args.bench:
+        fp32 = build(mod, args.target, params=params, plan="fp32")
+    uniform = _uniform_baselines(args, mod, params, xc, res)
+    for p, b in uniform.items():
+        acc = b.evaluate(xv, yv, 100)
+        summary.setdefault("baselines", {})[p] = {"val_accuracy": acc}
+        lines.say(f"uniform {p}: validation accuracy {100 * acc:.2f}%")
+    if args.test:
+        _run_test_split(args, fp32, res, uniform, summary, lines)
+    if args.bench:
+        _run_bench(args, fp32, res, uniform, summary, lines)
+    _write_run(args, argv, out, markdown, res, summary, lines, t0)
+    return 0
+
+
+class _Lines(list):
+    """The result lines of ``run``: printed, and kept for ``--markdown``."""
+
+    def say(self, text: str) -> None:
+        print(text)
+        self.append(text)
+
+
+def _run_inputs(args):
+    """(Relax module, weights, calibration images, (validation images, labels)) of ``run``."""
     import torch
 
     from . import datasets, models
-    from .api import build
-    from .profiling import measured_report
+    from .frontend import from_torch
 
-    t0 = time.perf_counter()
     model = models.get_model(args.model, pretrained=True)
     xc, _ = datasets.calibration_set(args.calib, seed=args.seed, root=args.data_root)
     xv, yv = datasets.validation_set(args.val, seed=args.seed, root=args.data_root)
-    from .frontend import from_torch
-
     mod, params = from_torch(model, torch.from_numpy(xv[:2]))
     print(f"model {args.model}: {len(params)} weight tensors; calibration {len(xc)} and "
           f"validation {len(xv)} Fashion-MNIST training-split images (seed {args.seed})")
-    res = build(mod, args.target, params=params, calib_data=xc, val_data=(xv, yv),
+    return mod, params, xc, (xv, yv)
+
+
+def _run_search(args, mod, params, xc, val):
+    """Calibrate, search and compile the plan; print its report and the plan."""
+    from .api import build
+    from .profiling import measured_report
+
+    res = build(mod, args.target, params=params, calib_data=xc, val_data=val,
                 lam=args.lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
                 batch_size=args.batch,
                 tune=args.tune is not None, database=args.tune, tune_trials=args.trials,
                 remote=args.rpc if args.objective == "measured" else None, verbose=True)
-    s = res.search
     print()
     print(measured_report(res, remote=args.rpc) if args.measure else res.report)
     print()
     print("plan:", json.dumps(res.plan.layers))
+    return res
+
+
+def _run_summary(args, res, val_images: int) -> dict:
+    s = res.search
     summary = {
         "model": args.model, "search": args.search, "objective": args.objective,
         "lambda": args.lam,
@@ -333,61 +375,72 @@ def _run_and_write(args, argv, out, markdown) -> int:
         "preset": res.preset.name, "preset_assumed": list(res.preset.assumed),
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
         "ai_gain": res.report.ai_gain,
-        "val_images": len(xv), "val_accuracy_fp32": s.baseline.accuracy,
+        "val_images": val_images, "val_accuracy_fp32": s.baseline.accuracy,
         "val_accuracy_plan": s.best.accuracy, "search_evaluations": s.evaluations,
         "search_wall_s": s.wall_time_s, "timings_s": res.timings,
     }
     if res.tuning:
         summary["tuning"] = res.tuning
-    lines = []
+    return summary
 
-    def say(text: str) -> None:
-        print(text)
-        lines.append(text)
 
-    say(f"AI: fp32 {res.report.ai_fp32:.2f} -> plan {res.report.ai:.2f} FLOP/B "
-        f"(x{res.report.ai_gain:.3f})")
-    say(f"validation accuracy ({len(xv)} images): fp32 {100 * s.baseline.accuracy:.2f}% -> "
-        f"plan {100 * s.best.accuracy:.2f}%")
-    say(f"search: {args.search}, {s.evaluations} plans measured, {s.wall_time_s:.1f} s "
-        f"(compile of all layer variants {res.timings.get('search_compile_s', 0):.1f} s, "
-        f"calibration {res.timings.get('calibration_s', 0):.1f} s, "
-        f"total build {res.timings['total_s']:.1f} s)")
-    say("plan: " + ", ".join(f"{k}={v}" for k, v in res.plan.layers.items()))
-    fp32 = None
-    if args.test or args.bench:
-        fp32 = build(mod, args.target, params=params, plan="fp32")
-    uniform = {p: build(mod, args.target, params=params, plan=p, calib_data=xc,
-                        calibration=res.calibration if res.calibration is not None
-                        else args.calibration, batch_size=args.batch)
-               for p in args.baselines}
+def _say_search_results(args, res, val_images: int, lines: _Lines) -> None:
+    s = res.search
+    lines.say(f"AI: fp32 {res.report.ai_fp32:.2f} -> plan {res.report.ai:.2f} FLOP/B "
+              f"(x{res.report.ai_gain:.3f})")
+    lines.say(f"validation accuracy ({val_images} images): fp32 "
+              f"{100 * s.baseline.accuracy:.2f}% -> plan {100 * s.best.accuracy:.2f}%")
+    lines.say(f"search: {args.search}, {s.evaluations} plans measured, {s.wall_time_s:.1f} s "
+              f"(compile of all layer variants {res.timings.get('search_compile_s', 0):.1f} s, "
+              f"calibration {res.timings.get('calibration_s', 0):.1f} s, "
+              f"total build {res.timings['total_s']:.1f} s)")
+    lines.say("plan: " + ", ".join(f"{k}={v}" for k, v in res.plan.layers.items()))
+
+
+def _uniform_baselines(args, mod, params, xc, res) -> dict:
+    """``--baselines``: one uniform-precision build per precision, with the plan's
+    calibration."""
+    from .api import build
+
+    calibration = res.calibration if res.calibration is not None else args.calibration
+    return {p: build(mod, args.target, params=params, plan=p, calib_data=xc,
+                     calibration=calibration, batch_size=args.batch)
+            for p in args.baselines}
+
+
+def _run_test_split(args, fp32, res, uniform: dict, summary: dict, lines: _Lines) -> None:
+    """``--test N``: accuracy of FP32, the plan and the baselines on the test split."""
+    from . import datasets
+
+    xt, yt = datasets.fashion_mnist("test", root=args.data_root)
+    xt, yt = xt[:args.test], yt[:args.test]
+    acc32 = fp32.evaluate(xt, yt, 100)
+    accq = res.evaluate(xt, yt, 100)
+    summary.update(test_images=len(xt), test_accuracy_fp32=acc32, test_accuracy_plan=accq)
+    lines.say(f"test accuracy ({len(xt)} images): fp32 {100 * acc32:.2f}% -> plan "
+              f"{100 * accq:.2f}%")
     for p, b in uniform.items():
-        acc = b.evaluate(xv, yv, 100)
-        summary.setdefault("baselines", {})[p] = {"val_accuracy": acc}
-        say(f"uniform {p}: validation accuracy {100 * acc:.2f}%")
-    if args.test:
-        xt, yt = datasets.fashion_mnist("test", root=args.data_root)
-        xt, yt = xt[:args.test], yt[:args.test]
-        acc32 = fp32.evaluate(xt, yt, 100)
-        accq = res.evaluate(xt, yt, 100)
-        summary.update(test_images=len(xt), test_accuracy_fp32=acc32, test_accuracy_plan=accq)
-        say(f"test accuracy ({len(xt)} images): fp32 {100 * acc32:.2f}% -> plan "
-            f"{100 * accq:.2f}%")
-        for p, b in uniform.items():
-            acc = b.evaluate(xt, yt, 100)
-            summary["baselines"][p]["test_accuracy"] = acc
-            say(f"uniform {p}: test accuracy {100 * acc:.2f}%")
-    if args.bench:
-        for bs in (1, 64):
-            a, b = fp32.benchmark(bs, remote=args.rpc), res.benchmark(bs, remote=args.rpc)
-            summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}
-            line = (f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
-                    f"(x{a['median_ms'] / b['median_ms']:.2f})")
-            for p, u in uniform.items():
-                ms = u.benchmark(bs, remote=args.rpc)["median_ms"]
-                summary[f"bench_b{bs}"][f"{p}_ms"] = ms
-                line += f", uniform {p} {ms:.3f} ms (x{a['median_ms'] / ms:.2f})"
-            say(line)
+        acc = b.evaluate(xt, yt, 100)
+        summary["baselines"][p]["test_accuracy"] = acc
+        lines.say(f"uniform {p}: test accuracy {100 * acc:.2f}%")
+
+
+def _run_bench(args, fp32, res, uniform: dict, summary: dict, lines: _Lines) -> None:
+    """``--bench``: TVM runtime medians at batch 1 and 64 (FP32, plan, baselines)."""
+    for bs in (1, 64):
+        a, b = fp32.benchmark(bs, remote=args.rpc), res.benchmark(bs, remote=args.rpc)
+        summary[f"bench_b{bs}"] = {"fp32_ms": a["median_ms"], "plan_ms": b["median_ms"]}
+        line = (f"batch {bs}: fp32 {a['median_ms']:.3f} ms, plan {b['median_ms']:.3f} ms "
+                f"(x{a['median_ms'] / b['median_ms']:.2f})")
+        for p, u in uniform.items():
+            ms = u.benchmark(bs, remote=args.rpc)["median_ms"]
+            summary[f"bench_b{bs}"][f"{p}_ms"] = ms
+            line += f", uniform {p} {ms:.3f} ms (x{a['median_ms'] / ms:.2f})"
+        lines.say(line)
+
+
+def _write_run(args, argv, out, markdown, res, summary: dict, lines: _Lines, t0: float) -> None:
+    """Plan, calibration, report and summary JSON in ``--out`` (and ``--markdown``)."""
     stem = f"{args.model}_{args.search}" + ("" if args.objective == "ai" else f"_{args.objective}")
     if args.precisions is not None and list(args.precisions) != list(PRECISIONS):
         stem += "_" + "-".join(args.precisions)
@@ -403,7 +456,6 @@ def _run_and_write(args, argv, out, markdown) -> int:
         markdown.parent.mkdir(parents=True, exist_ok=True)  # checked creatable up front
         markdown.write_text(_markdown(args, argv, res, summary, lines))
         print(f"wrote {markdown}")
-    return 0
 
 
 _interrupted = []

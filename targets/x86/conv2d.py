@@ -17,7 +17,6 @@ from .common import (
     UnsupportedLayer,
     WeightFormat,
     epilogue_value,
-    finalize,
     output_value,
     pack_weight,
     pack_weight_depthwise,
@@ -27,7 +26,15 @@ from .common import (
     weight_value,
 )
 from .isa import CpuModel
-from .layer import kernel_info, layer_args, layer_constants
+from .layer import (
+    LayerArgs,
+    const_placeholders,
+    kernel_info,
+    layer_args,
+    layer_constants,
+    layer_prim_func,
+    schedule_layer,
+)
 from .schedules import (
     HEAP_ACC_CYCLES,
     STACK_ACC_BYTES,
@@ -38,7 +45,6 @@ from .schedules import (
     par_prefix_tasks,
     step_cycles,
 )
-from .tune import schedule_kernel
 
 
 @dataclass(frozen=True)
@@ -277,49 +283,53 @@ def conv2d_kernel(
         out_qparams=out_qparams, debug_acc=debug_acc, target=target,
         numerics_target=numerics_target,
     )  # fmt: skip
-    cpu, prec = args.cpu, args.scheme
-    dw = spec.is_depthwise
     reduction = spec.KH * spec.KW * (spec.C // spec.groups)
-    fmts = cpu.weight_formats(prec, args.qmax, reduction, dw)
-    fmt, plan = _plan_conv(spec, fmts, cpu)
-    ocb = plan.tile.ocb
+    fmts = args.cpu.weight_formats(args.scheme, args.qmax, reduction, spec.is_depthwise)
+    fmt, plan = _plan_conv(spec, fmts, args.cpu)
+    names, consts = _conv_constants(spec, args, fmt, plan)
+    func = _conv_prim_func(spec, args, fmt, plan, names, consts, residual, residual_qparams)
+    kind = "dw" if spec.is_depthwise else ("pw" if spec.is_pointwise else "direct")
+    func, sched = schedule_layer(func, plan.tile, f"nhwc_{kind}", args, fmt, schedule=schedule,
+                                 database=database, tune_trials=tune_trials)  # fmt: skip
+    info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
+    return Kernel(func, consts, fmt.in_dtype, spec.out_shape, args.out_dtype, info, plan.tile)
 
-    # Host-side constants.
-    q, s_w = prec.quantize_weight(args.weight, args.int8_qmax)
-    packed = pack_weight_depthwise(q, fmt, plan.cp) if dw else pack_weight(q, fmt, ocb)
-    names, consts = layer_constants(args, q, s_w, packed, fmt.act_offset)
 
-    # TE definition.
+def _conv_constants(
+    spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _ConvPlan
+) -> tuple[list[str], list[np.ndarray]]:
+    """Host-side constants: weight codes packed into ``fmt``, scales, corrections, bias."""
+    q, s_w = args.scheme.quantize_weight(args.weight, args.int8_qmax)
+    if spec.is_depthwise:
+        packed = pack_weight_depthwise(q, fmt, plan.cp)
+    else:
+        packed = pack_weight(q, fmt, plan.tile.ocb)
+    return layer_constants(args, q, s_w, packed, fmt.act_offset)
+
+
+def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _ConvPlan,
+                    names: list[str], consts: list[np.ndarray], residual: bool,
+                    residual_qparams: ActQParams | None) -> tvm.tirx.PrimFunc:  # fmt: skip
+    """The unscheduled TE kernel: optional padded copy, accumulation, fused epilogue."""
+    prec = args.scheme
     x = te.placeholder(spec.in_shape, fmt.in_dtype, name="x")
-    pairs = zip(names, consts, strict=True)
-    tens = {nm: te.placeholder(v.shape, str(v.dtype), name=nm) for nm, v in pairs}
+    tens = const_placeholders(names, consts)
     out_shape = spec.out_shape
     res = residual_input(out_shape, residual, residual_qparams)
-    pad_value = tvm.tirx.const(act_qparams.zp if prec.quantizes_activations else 0, fmt.in_dtype)
+    zp = args.act_qparams.zp if prec.quantizes_activations else 0
+    pad_value = tvm.tirx.const(zp, fmt.in_dtype)
     xp = _pad_block(x, spec, plan, pad_value) if plan.need_pad else x
     acc = _acc_block(spec, plan, fmt, xp, tens["weight"])
     y = te.compute(
         out_shape,
         lambda b, i, j, oc: output_value(
             epilogue_value(prec, acc[b, i, j, oc], oc, tens,
-                           residual_value(res, (b, i, j, oc), residual_qparams), act, debug_acc,
-                           fmt.acc_shift),
+                           residual_value(res, (b, i, j, oc), residual_qparams), args.act,
+                           args.debug_acc, fmt.acc_shift),
             tens, args.requant, args.out_dtype),
         name="out",
     )  # fmt: skip
-    params = [x, *[tens[nm] for nm in names]] + ([res] if res is not None else []) + [y]
-    func = finalize(te.create_prim_func(params), scheduled=False)
-    kind = "dw" if dw else ("pw" if spec.is_pointwise else "direct")
-    if schedule:
-        func, sched = schedule_kernel(
-            func, plan.tile, f"nhwc_{kind}", target=cpu.target,
-            acc_budget=cpu.acc_budget(plan.tile.mode, fmt.weight_regs), database=database,
-            tune_trials=tune_trials,
-        )  # fmt: skip
-    else:
-        sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
-    info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
-    return Kernel(func, consts, fmt.in_dtype, out_shape, args.out_dtype, info, plan.tile)
+    return layer_prim_func(x, tens, names, res, y)
 
 
 def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te.Tensor:

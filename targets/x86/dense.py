@@ -13,7 +13,6 @@ from .common import (
     Kernel,
     WeightFormat,
     epilogue_value,
-    finalize,
     output_value,
     pack_weight,
     residual_input,
@@ -22,7 +21,14 @@ from .common import (
     weight_value,
 )
 from .isa import CpuModel
-from .layer import kernel_info, layer_args, layer_constants
+from .layer import (
+    const_placeholders,
+    kernel_info,
+    layer_args,
+    layer_constants,
+    layer_prim_func,
+    schedule_layer,
+)
 from .schedules import (
     HEAP_ACC_CYCLES,
     STACK_ACC_BYTES,
@@ -32,7 +38,6 @@ from .schedules import (
     par_prefix_tasks,
     step_cycles,
 )
-from .tune import schedule_kernel
 
 
 def dense_candidates(spec: DenseSpec, fmt: WeightFormat, cpu: CpuModel):
@@ -138,8 +143,7 @@ schedule, debug_acc, database, tune_trials
     names, consts = layer_constants(args, q, s_w, packed, fmt.act_offset)
 
     x = te.placeholder((n, k), fmt.in_dtype, name="x")
-    pairs = zip(names, consts, strict=True)
-    tens = {nm: te.placeholder(v.shape, str(v.dtype), name=nm) for nm, v in pairs}
+    tens = const_placeholders(names, consts)
     res = residual_input((n, o), residual, residual_qparams)
     zp = act_qparams.zp if prec.quantizes_activations else 0
     acc = _acc_block(spec, fmt, plan, npad, x, tens["weight"], zp)
@@ -152,16 +156,9 @@ schedule, debug_acc, database, tune_trials
             tens, args.requant, args.out_dtype),
         name="out",
     )  # fmt: skip
-    params = [x, *[tens[nm] for nm in names]] + ([res] if res is not None else []) + [y]
-    func = finalize(te.create_prim_func(params), scheduled=False)
-    if schedule:
-        func, sched = schedule_kernel(
-            func, plan, "dense", target=cpu.target,
-            acc_budget=cpu.acc_budget(plan.mode, fmt.weight_regs),
-            database=database, tune_trials=tune_trials,
-        )  # fmt: skip
-    else:
-        sched = {"schedule": "unscheduled", "schedule_source": "unscheduled"}
+    func = layer_prim_func(x, tens, names, res, y)
+    func, sched = schedule_layer(func, plan, "dense", args, fmt, schedule=schedule,
+                                 database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.mode, sched, names, consts, residual,
                        round_up(k, fmt.group) != k)  # fmt: skip
     return Kernel(func, consts, fmt.in_dtype, (n, o), args.out_dtype, info, plan)

@@ -1,16 +1,20 @@
-"""Arguments and host-side constants shared by the conv2d and dense kernel builders."""
+"""Arguments, host-side constants, parameters and scheduling shared by the conv2d and dense
+kernel builders."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from tvm import te, tirx
 
 from aiq_tvm.quant import ActQParams, int_comb_scale, int_zp_correction, parse_act
 from aiq_tvm.schemes import PrecisionScheme, get_precision
 
-from .common import WeightFormat, out_qparams_const
+from .common import WeightFormat, finalize, out_qparams_const
 from .isa import CpuModel, cpu_model, numerics_qmax
+from .schedules import TilePlan
+from .tune import schedule_kernel
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,33 @@ def layer_constants(
         values["out_q"] = out_qparams_const(args.out_qparams)
     names = args.scheme.const_names(args.requant)
     return names, [np.ascontiguousarray(values[nm]) for nm in names]
+
+
+def const_placeholders(names: list[str], consts: list[np.ndarray]) -> dict[str, te.Tensor]:
+    """A TE placeholder per kernel constant, by name (shape and dtype of its value)."""
+    pairs = zip(names, consts, strict=True)
+    return {nm: te.placeholder(v.shape, str(v.dtype), name=nm) for nm, v in pairs}
+
+
+def layer_prim_func(x: te.Tensor, consts: dict[str, te.Tensor], names: list[str],
+                    residual: te.Tensor | None, y: te.Tensor) -> tirx.PrimFunc:  # fmt: skip
+    """The unscheduled PrimFunc in kernel parameter order ``(x, *constants, [residual], y)``."""
+    params = [x, *[consts[nm] for nm in names]] + ([residual] if residual is not None else [])
+    return finalize(te.create_prim_func([*params, y]), scheduled=False)
+
+
+def schedule_layer(func: tirx.PrimFunc, plan: TilePlan, kind: str, args: LayerArgs,
+                   fmt: WeightFormat, *, schedule: bool, database,
+                   tune_trials: int) -> tuple[tirx.PrimFunc, dict]:  # fmt: skip
+    """``func`` scheduled (database, tuning or default plan, see ``tune.schedule_kernel``) and
+    its schedule info; with ``schedule=False`` unchanged, marked unscheduled."""
+    if not schedule:
+        return func, {"schedule": "unscheduled", "schedule_source": "unscheduled"}
+    return schedule_kernel(
+        func, plan, kind, target=args.cpu.target,
+        acc_budget=args.cpu.acc_budget(plan.mode, fmt.weight_regs), database=database,
+        tune_trials=tune_trials,
+    )  # fmt: skip
 
 
 def kernel_info(args: LayerArgs, fmt: WeightFormat, mode: str, sched: dict,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
+from typing import NamedTuple
 
 from tvm import s_tir, tirx
 
@@ -192,9 +193,30 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
         pad = sch.get_sblock("pad")
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
         pad = None
+    block = _register_block(sch, acc, plan, tiles, vectors)
+    _epilogue_after_block(sch, out, block.outer, plan)
+    _parallel_loop(sch, pad, block, plan, npar)
+    n_outer = len(block.outer) - max(npar - 1, 0)  # outer loops left after the fuse
+    _vectorize_block(sch, acc, block, plan, n_outer)
+
+
+class _RegisterBlock(NamedTuple):
+    """Loops of the tiled ``acc`` block (schedule loop handles)."""
+
+    named: dict  # the outer tile loops by name ("s0", "s1", ..., "o")
+    outer: list  # loops outside the register block, outermost first
+    reg: object  # the fused loop over the block's accumulator vectors
+    lanes: object  # the innermost loop over one vector's lanes
+    head_red: list  # reduction loops outside the block
+    tail: list  # the reduction loop inside the block (``plan.inner_reduce``), if any
+
+
+def _register_block(sch: s_tir.Schedule, acc, plan: TilePlan, tiles, vectors) -> _RegisterBlock:
+    """Tile ``acc`` into register blocks of ``tiles`` positions x ``vectors`` channel vectors."""
     # The accumulator keeps the default "global" scope: TVM 0.27 lowers every "local" buffer to
     # a heap workspace, while a small "global" one becomes a stack alloca that LLVM promotes to
     # vector registers.
+    nsp = len(plan.tiles)
     loops = sch.get_loops(acc)
     spatial, o = loops[:nsp], loops[nsp]
     reds = dict(zip(plan.reduce_names, loops[nsp + 1 :], strict=True))
@@ -216,8 +238,12 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     # unrolled. A single loop matters for tuning: decompose_reduction drops loops of extent 1,
     # and the template must yield the same loop structure for every decision (see TileSpace).
     reg = sch.fuse(*inners, ov)
+    return _RegisterBlock(named, outer, reg, ol, head_red, tail)
 
-    # Epilogue right after each register block: channel vectors, tile positions unrolled.
+
+def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan) -> None:
+    """Epilogue right after each register block (inside the ``outer`` loops): channel
+    vectors, tile positions unrolled."""
     sch.reverse_compute_at(out, outer[-1], preserve_unit_loops=True)
     e_loops = sch.get_loops(out)[len(outer) :]
     e_o = e_loops[-1]
@@ -242,31 +268,39 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     for lp in unrolled:
         sch.unroll(lp)
 
-    # Parallel loop; the padded input copy is computed once per parallel iteration.
-    fused = _fuse(sch, [named[nm] for nm in plan.order[:npar]]) if npar else None
-    n_outer = len(outer) - max(npar - 1, 0)  # outer loops left after the fuse
+
+def _parallel_loop(sch: s_tir.Schedule, pad, block: _RegisterBlock, plan: TilePlan,
+                   npar: int) -> None:  # fmt: skip
+    """Fuse the leading ``npar`` outer loops into the parallel loop and compute the padded
+    input copy once per parallel iteration."""
+    fused = _fuse(sch, [block.named[nm] for nm in plan.order[:npar]]) if npar else None
     if pad is not None:
         if fused is not None:
             sch.compute_at(pad, fused, preserve_unit_loops=True)
         p_loops = sch.get_loops(pad)[1 if fused is not None else 0 :]
         if int(sch.get(pad).iter_vars[-1].dom.extent) > 1:
             sch.vectorize(p_loops[-1])
-
     # Loop annotations need compact dataflow, i.e. must precede decompose_reduction.
     if fused is not None:
         sch.parallel(fused)
+
+
+def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: TilePlan,
+                     n_outer: int) -> None:  # fmt: skip
+    """Vector lanes and unrolled accumulators, the accumulator initialization split out of the
+    reduction, and the int8 dot instruction tensorized in "dot" mode."""
     if plan.mode != "dot":
-        sch.vectorize(ol)
-        for lp in [*tail, reg]:
+        sch.vectorize(block.lanes)
+        for lp in [*block.tail, block.reg]:
             sch.unroll(lp)
-    init = sch.decompose_reduction(acc, (head_red + tail)[0])
+    init = sch.decompose_reduction(acc, (block.head_red + block.tail)[0])
     i_loops = sch.get_loops(init)[n_outer:]  # [reg, ol], or [ol] for a one-vector block
     sch.vectorize(i_loops[-1])
     for lp in i_loops[:-1]:
         sch.unroll(lp)
     if plan.mode == "dot":
-        sch.tensorize(ol, plan.intrin)
-        sch.unroll(reg)
+        sch.tensorize(block.lanes, plan.intrin)
+        sch.unroll(block.reg)
 
 
 def schedule_elementwise(

@@ -559,8 +559,29 @@ def _tune(
     kind: str,
 ) -> TuneReport:
     """Search ``space``, confirm the best candidates against the default, commit them."""
+    measured, n_trials, seconds = _evolutionary_search(mod, space, target, trials, seed)
+    cands = _default_and_best_distinct(mod, space, measured)
+    base_ms, ratios, min_ratios = measure_relative([finalize(c.mod["main"]) for c in cands], target)
+    times = [base_ms * r for r in ratios]
+    keep = _commit_confirmed(database, mod, target, cands, times, ratios, min_ratios)
+    best = min(keep, key=lambda i: times[i])
+    return TuneReport(
+        kernel=space.plan.describe(kind),
+        source="tuned",
+        chosen=space.describe(cands[best].trace, kind),
+        default_ms=times[0],
+        best_ms=times[best],
+        trials=n_trials,
+        seconds=seconds,
+    )
+
+
+def _evolutionary_search(
+    mod: tvm.IRModule, space: TileSpace, target: tvm.target.Target, trials: int, seed: int
+) -> tuple[list, int, float]:
+    """Meta-schedule search over ``space`` in a scratch database: its records of ``mod``
+    (best first), the number of candidates measured and the search's wall seconds."""
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     check_cls, mutate_cls = _search_classes()
 
@@ -617,9 +638,12 @@ def _tune(
         n_trials = len(scratch.get_all_tuning_records())
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    seconds = time.perf_counter() - t0
+    return measured, n_trials, time.perf_counter() - t0
 
-    # Re-measure the default and the best distinct tuned candidates side by side.
+
+def _default_and_best_distinct(mod: tvm.IRModule, space: TileSpace, measured: list) -> list:
+    """The default schedule followed by up to :data:`TOP_K` of the best measured records whose
+    functions differ from it and from each other."""
     default_sch = s_tir.Schedule(mod)
     space.apply(default_sch, space.structures[0])
     cands = [default_sch]
@@ -632,14 +656,21 @@ def _tune(
             continue
         seen.append(sch.mod)
         cands.append(sch)
-    funcs = [finalize(c.mod["main"]) for c in cands]
-    base_ms, ratios, min_ratios = measure_relative(funcs, target)
-    times = [base_ms * r for r in ratios]
+    return cands
 
-    # Commit the default and the tuned schedules that beat it by the margin in both the
-    # median per-round ratio and the ratio of minima, so the database's best record is the
-    # default unless a tuned one is confirmed faster. Recorded times are the default's median
-    # scaled by each candidate's median per-round ratio.
+
+def _commit_confirmed(database, mod, target, cands, times, ratios, min_ratios) -> list[int]:
+    """Commit the default (``cands[0]``) and the tuned schedules confirmed faster; return
+    their indices.
+
+    A tuned schedule must beat the default by the margin in both the median per-round ratio
+    and the ratio of minima, so the database's best record is the default unless a tuned one
+    is confirmed faster. Recorded times are the default's median scaled by each candidate's
+    median per-round ratio.
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
     wl = database.commit_workload(mod)
     args_info = ArgInfo.from_prim_func(mod["main"])
     keep = [0] + [
@@ -652,16 +683,7 @@ def _tune(
             )
         )
     _touch_cache(database)
-    best = min(keep, key=lambda i: times[i])
-    return TuneReport(
-        kernel=space.plan.describe(kind),
-        source="tuned",
-        chosen=space.describe(cands[best].trace, kind),
-        default_ms=times[0],
-        best_ms=times[best],
-        trials=n_trials,
-        seconds=seconds,
-    )
+    return keep
 
 
 def _default_schedule(func: tirx.PrimFunc, plan: TilePlan, kind: str):
