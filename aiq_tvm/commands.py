@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -139,9 +140,16 @@ def _journal_run(args, model, data, ctx) -> dict:
 def _summary_head(args, argv, model, data, ctx) -> dict:
     return {"command": "aiq-tvm " + " ".join(argv), "date": datetime.date.today().isoformat(),
             "model": model.describe(), "data": None if data is None else data.describe(),
+            "warnings": [] if data is None else list(data.warnings),
             "target": str(ctx.target), "preset": ctx.preset.name,
             "preset_assumed": list(ctx.preset.assumed), "batch": ctx.batch_size,
             "eval_batch": ctx.eval_batch_size}
+
+
+def _warn_early(data) -> None:
+    """Warnings about the accuracies, before the long steps (they are repeated at the end)."""
+    for text in data.warnings:
+        print(f"aiq-tvm: warning: {text}", file=sys.stderr, flush=True)
 
 
 def _dump(obj) -> str:
@@ -158,6 +166,7 @@ def cmd_search(args, argv, progress: Progress) -> int:
     t0 = time.perf_counter()
     try:
         model, data = _load(args, progress)
+        _warn_early(data)
         ctx = _context(model, data, args, progress, **_search_config(args))
         journal = SearchJournal(out.path / JOURNAL_NAME, _journal_run(args, model, data, ctx),
                                 args.resume)
@@ -214,7 +223,7 @@ def _search_lines(s: dict) -> list[str]:
         else ""
     lines.append(f"search: {s['search']} (lambda {s['lambda']}), {s['search_evaluations']} "
                  f"plans measured{resumed} in {s['search_s']:.1f} s; total {s['wall_s']:.1f} s")
-    return lines
+    return lines + [f"warning: {w}" for w in s["warnings"]]
 
 
 def _report_md(summary, lines, res) -> str:
@@ -262,6 +271,7 @@ def cmd_sweep(args, argv, progress: Progress) -> int:
     SearchJournal.check_start(out.path / JOURNAL_NAME, args.resume)
     try:
         model, data = _load(args, progress)
+        _warn_early(data)
         ctx = _context(model, data, args, progress, **_search_config(args))
         journal = SearchJournal(out.path / JOURNAL_NAME, _journal_run(args, model, data, ctx),
                                 args.resume)
@@ -308,6 +318,8 @@ def cmd_sweep(args, argv, progress: Progress) -> int:
             print(f"uniform {p:5}: AI {r['ai']:7.2f} FLOP/B, val {_pct(r['accuracy'])}"
                   + (f", test {_pct(r['test_accuracy'])}" if "test_accuracy" in r else "")
                   + f", {r['latency_ms']:.3f} ms")
+        for text in pareto["warnings"]:
+            print(f"warning: {text}")
         out.write("pareto.json", _dump(pareto))
         title = f"{model.name} on {data.spec}"
         plots.pareto_png(pareto, out.file("pareto.png"), title)

@@ -17,6 +17,12 @@ DATA is one of
 Calibration and validation images are always disjoint: a seeded permutation of the
 training images gives the first ``calib`` to calibration and the next ``val`` to validation.
 Every check fails with a :class:`~aiq_tvm.sources.SourceError` naming the problem.
+
+Accuracy counts an image right when the model's largest output is its label's index, so the
+model's outputs must be DATA's classes.  DATA with more classes than the model has outputs is
+an error (those images can never be right); fewer classes is a warning in
+``DataSplits.warnings`` (a random-init or ImageNet torchvision model on 10-class data scores
+about 0 %, but a model may legitimately have outputs DATA never uses).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ import numpy as np
 
 from .sources import SourceError
 
-__all__ = ["DataSplits", "load_data", "check_images", "check_labels", "IMAGE_EXTENSIONS",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["DataSplits", "load_data", "check_images", "check_labels", "class_warnings",
+           "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,12 +53,17 @@ class DataSplits:
     notes: list[str] = field(default_factory=list)
     # load_data's keyword arguments, so a summary can reload exactly these images
     load_args: dict = field(default_factory=dict)
+    # DATA's number of classes (class folders, the dataset's, or the labels' range for .npz)
+    classes: int | None = None
+    # what makes the accuracies doubtful (e.g. more model outputs than classes)
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
         return {"spec": self.spec, "calib_images": len(self.calib),
                 "val_images": len(self.val[0]),
                 "test_images": 0 if self.test is None else len(self.test[0]),
-                "notes": list(self.notes), "load_args": dict(self.load_args)}
+                "classes": self.classes, "notes": list(self.notes),
+                "warnings": list(self.warnings), "load_args": dict(self.load_args)}
 
 
 def load_data(spec: str, input_shape: tuple[int, ...], *, calib: int = 512, val: int = 1000,
@@ -62,7 +73,8 @@ def load_data(spec: str, input_shape: tuple[int, ...], *, calib: int = 512, val:
     """Load DATA ``spec`` for a model taking ``input_shape`` (C, H, W).
 
     ``test`` caps the test images (None: all of them, 0: none); ``num_classes`` is the
-    model's number of outputs, which every label must be below.
+    model's number of outputs, which every label and DATA's number of classes must not
+    exceed; fewer classes than outputs gives a warning (see the module docstring).
     """
     for what, n in (("--calib", calib), ("--val", val)):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -91,6 +103,8 @@ def load_data(spec: str, input_shape: tuple[int, ...], *, calib: int = 512, val:
         if part is not None:
             check_images(name, part[0], input_shape)
             check_labels(name, part[1], len(part[0]), num_classes)
+    if num_classes is not None:
+        splits.warnings += class_warnings(splits, num_classes)
     splits.load_args = {"calib": int(calib), "val": int(val),
                         "test": None if test is None else int(test), "seed": int(seed),
                         "mean": None if mean is None else list(mean),
@@ -135,7 +149,31 @@ def check_labels(name: str, y, n: int, num_classes: int | None) -> None:
         raise SourceError(f"{name} has negative labels (min {int(y.min())})")
     if num_classes is not None and y.max() >= num_classes:
         raise SourceError(f"{name} has label {int(y.max())} but the model has only "
-                          f"{num_classes} outputs (classes 0..{num_classes - 1})")
+                          f"{num_classes} outputs (classes 0..{num_classes - 1}): such images "
+                          f"can never be predicted right; {_use_trained(int(y.max()) + 1)}")
+
+
+def class_warnings(splits: DataSplits, num_outputs: int) -> list[str]:
+    """Check DATA's classes against the model's outputs: more classes is a
+    :class:`SourceError`, fewer gives a warning (returned)."""
+    k = splits.classes
+    if k is None or k == num_outputs:
+        return []
+    what = (f"{splits.spec} has {k} classes" if not splits.spec.lower().endswith(".npz")
+            else f"the labels of {splits.spec} go up to {k - 1} ({k} classes)")
+    if k > num_outputs:
+        raise SourceError(f"{what} but the model has only {num_outputs} outputs: images of "
+                          f"classes {num_outputs}..{k - 1} can never be predicted right; "
+                          f"{_use_trained(k)}")
+    return [f"the model has {num_outputs} outputs but {what}: an image counts as right only "
+            f"when the model's largest output is its label's index, so unless outputs "
+            f"0..{k - 1} were trained as these classes (a random-init or ImageNet model was "
+            f"not) accuracies are near 0 %; {_use_trained(k)}"]
+
+
+def _use_trained(k: int) -> str:
+    return (f"use a model trained on these {k} classes ({k} outputs): --weights file.pt for "
+            "shipped and torchvision models, or a .pt2/.onnx exported from one")
 
 
 def _fmt(shape) -> str:
@@ -187,7 +225,7 @@ def _fashion_mnist(shape, calib, val, test, seed) -> DataSplits:
     return DataSplits("fashion-mnist", _fmnist_view(xc, shape), (_fmnist_view(xv, shape), yv),
                       _cap(part, test), notes=[
                           "calibration/validation: disjoint held-out pools of the training "
-                          "split; test: the official test split"])
+                          "split; test: the official test split"], classes=10)
 
 
 def _cifar10(spec, shape, calib, val, test, seed) -> DataSplits:
@@ -203,7 +241,8 @@ def _cifar10(spec, shape, calib, val, test, seed) -> DataSplits:
         raise SourceError(str(err)) from None
     ic, iv = _split(len(x), calib, val, seed, spec)
     return DataSplits(spec, x[ic], (x[iv], y[iv]), _cap(part, test),
-                      notes=["calibration/validation: disjoint subsets of the training batches"])
+                      notes=["calibration/validation: disjoint subsets of the training batches"],
+                      classes=10)
 
 
 def _npz(spec, shape, calib, val, test, seed) -> DataSplits:
@@ -233,9 +272,10 @@ def _npz(spec, shape, calib, val, test, seed) -> DataSplits:
         check_images(f"{spec} x_test", part[0], shape)
         check_labels(f"{spec} y_test", part[1], len(part[0]), None)
         notes.append("test: x_test/y_test")
+    labels_max = max(int(y.max()), -1 if part is None else int(part[1].max()))
     return DataSplits(spec, x[ic].astype(np.float32), (x[iv].astype(np.float32), y[iv]),
                       _cap(None if part is None else (part[0].astype(np.float32), part[1]),
-                           test), notes=notes)
+                           test), notes=notes, classes=labels_max + 1)
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -293,7 +333,7 @@ def _image_folder(spec, shape, calib, val, test, seed, mean, std) -> DataSplits:
         part = (load([f for f, _ in test_files]),
                 np.array([k for _, k in test_files], np.int64))
         notes.append(f"test: {test_dir}")
-    return DataSplits(spec, xc, (xv, yv), part, notes=notes)
+    return DataSplits(spec, xc, (xv, yv), part, notes=notes, classes=len(classes))
 
 
 class _ImageLoader:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import tvm
 from PIL import Image
-from test_sources import FlatNet
+from test_sources import FlatNet, GrayNet
 from tvm import relax
 
 from aiq_tvm.cli import main
@@ -155,6 +155,7 @@ def test_sweep_writes_pareto_and_pngs(files, tmp_path):
         key = json.dumps(entry["plan"], sort_keys=True)
         assert latency.setdefault(key, entry["latency_ms"]) == entry["latency_ms"]
     assert par["references"]["int4"]["ai"] > par["references"]["int8"]["ai"] > par["ai_fp32"]
+    assert par["warnings"] == []  # 10 outputs, 10 classes
     # Both lambdas share one journal: every plan was evaluated once.
     records = [json.loads(line) for line in
                (out / "search_journal.jsonl").read_text().splitlines()[1:]]
@@ -196,6 +197,29 @@ def test_image_folder_with_onnx_model(files, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["data"]["test_images"] == 4 and s["data"]["val_images"] == 8
     assert "mean (0.3,) std (0.35,)" in s["data"]["notes"][0]
+    # the Fashion-MNIST network has 10 outputs, the folder 2 classes
+    assert s["warnings"][0].startswith(f"the model has 10 outputs but {tmp_path / 'imgs'} has 2 "
+                                       "classes")
+
+
+def test_more_model_outputs_than_data_classes_is_warned_and_recorded(files, tmp_path, capsys):
+    """A random-init 20-output model on 10-class data: the 0 % is explained, not silent."""
+    torch.manual_seed(0)
+    torch.export.save(torch.export.export(GrayNet(classes=20).eval(),
+                                          (torch.randn(2, 1, 28, 28),)), tmp_path / "g20.pt2")
+    out = tmp_path / "run"
+    assert main(["search", str(tmp_path / "g20.pt2"), "--data", str(files / "data.npz"),
+                 "--calib", "16", "--val", "32", "--test", "0", "--precisions", "fp32,int8",
+                 "--out", str(out), "--quiet"]) == 0
+    std = capsys.readouterr()
+    s = json.loads((out / "summary.json").read_text())
+    (warning,) = s["warnings"]
+    assert s["data"]["warnings"] == s["warnings"] and s["data"]["classes"] == 10
+    assert warning.startswith("the model has 20 outputs but the labels of ")
+    assert "up to 9 (10 classes)" in warning and "--weights file.pt" in warning
+    assert f"aiq-tvm: warning: {warning}" in std.err  # before the search starts
+    assert f"warning: {warning}" in std.out and f"warning: {warning}" in (
+        out / "report.md").read_text()
 
 
 # ----------------------------------------------------------------------------- bad input

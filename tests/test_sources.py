@@ -170,6 +170,38 @@ def test_npz_errors(tmp_path, override, message):
         load_data(path, (1, 28, 28), calib=5, val=5, num_classes=10)
 
 
+def test_more_outputs_than_classes_is_a_warning_naming_both_and_the_fix(tmp_path):
+    """A 1000-output model on 10-class data scores about 0 %: said, not silent (issue 10)."""
+    path = _npz(tmp_path / "d.npz")
+    d = load_data(path, (1, 28, 28), calib=5, val=5, num_classes=1000)
+    assert d.classes == 10 and len(d.warnings) == 1
+    w = d.warnings[0]
+    assert w.startswith(f"the model has 1000 outputs but the labels of {path} go up to 9 "
+                        "(10 classes)")
+    assert "near 0 %" in w and "--weights file.pt" in w and "trained on these 10 classes" in w
+    assert d.describe()["warnings"] == d.warnings and d.describe()["classes"] == 10
+    assert load_data(path, (1, 28, 28), calib=5, val=5, num_classes=10).warnings == []
+    assert load_data(path, (1, 28, 28), calib=5, val=5).warnings == []  # outputs unknown
+    _image_folder(tmp_path / "f")
+    d = load_data(str(tmp_path / "f"), (3, 8, 8), calib=2, val=3, num_classes=1000)
+    assert d.classes == 3 and d.warnings[0].startswith(
+        f"the model has 1000 outputs but {tmp_path / 'f'} has 3 classes:")
+
+
+def test_more_classes_than_outputs_is_an_error_even_when_the_splits_miss_them(tmp_path):
+    # Labels 0..4 in x/y, 0..9 in the test split that --test 0 leaves out: DATA still has 10
+    # classes, and images of classes 5..9 could never be right with 5 outputs.
+    rng = np.random.default_rng(0)
+    path = _npz(tmp_path / "d.npz", y=rng.integers(0, 5, 40))
+    with pytest.raises(SourceError, match=r"go up to 9 \(10 classes\) but the model has only 5 "
+                       r"outputs: images of classes 5..9 can never be predicted right; use a "
+                       r"model trained on these 10 classes \(10 outputs\): --weights file.pt"):
+        load_data(path, (1, 28, 28), calib=5, val=5, test=0, num_classes=5)
+    with pytest.raises(SourceError, match=r"has label 9 but the model has only 5 outputs .*"
+                       r"can never be predicted right; use a model trained on these 10 classes"):
+        load_data(path, (1, 28, 28), calib=5, val=5, num_classes=5)  # the test split has it
+
+
 def test_data_errors(tmp_path):
     path = _npz(tmp_path / "d.npz")
     with pytest.raises(SourceError, match=r"--calib 30 \+ --val 20 = 50 \(they must be disj"):
