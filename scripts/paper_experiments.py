@@ -10,12 +10,13 @@
 not depend on lambda): AI, validation and test accuracy (the test split through the search's
 switchable module, i.e. the final build's kernels), search time.  ``latency``: every
 distinct plan of ``search`` and uniform FP32 / int8 built at batch 1 and 64 and timed with
-TVM's time_evaluator (medians).  ``sensitivity``: each layer alone at int4, the rest FP32.
+TVM's time_evaluator in interleaved rounds (median of the rounds' medians).
+``sensitivity``: each layer alone at int4, the rest FP32.
 ``exhaustive``: the layers split into 8 groups of consecutive layers; all 3^8 = 6,561 plans
 over fp32/int8/int4 (a group shares one precision) evaluated on the switchable module and
 ranked by the paper's loss, and where greedy and coordinate descent (run over the same 8
 groups) land.  Each part writes ``<out>/<model>_<part>.json``; ``markdown`` renders them.
-Timing parts should run under ``flock /work/wt/bench.lock``.
+Timing parts should run under ``flock /work/bench.lock``.
 
 Work in pieces: a plan's accuracy does not depend on lambda or on the search method, so every
 measured accuracy is kept in ``--cache`` (JSON lines, with the seconds its measurement took)
@@ -140,9 +141,25 @@ def _command() -> str:
             f"scripts/paper_experiments.py {' '.join(sys.argv[1:])}")
 
 
+def _host() -> dict:
+    """The machine a part ran on: the shared VM has come back on another CPU generation
+    between sessions (Zen 3 without AVX-512, then Zen 4 with it), so every JSON says which."""
+    from aiq_tvm.targets import host_target
+
+    cpu = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu family", "model") and key.strip() not in cpu:
+            cpu[key.strip()] = value.strip()
+    name = f"{cpu.get('model name', '?')} (family {cpu.get('cpu family', '?')}, model " \
+           f"{cpu.get('model', '?')})"
+    return {"cpu": name, "target": host_target(), "threads": os.environ.get("TVM_NUM_THREADS")}
+
+
 def _write(out: Path, model: str, part: str, data: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data.setdefault("command", _command())
+    data.setdefault("host", _host())
     (out / f"{model}_{part}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
     print(f"wrote {out / f'{model}_{part}.json'}")
 
@@ -192,6 +209,12 @@ def part_search(args) -> None:
 
 # ----------------------------------------------------------------------------- latency
 def part_latency(args) -> None:
+    """Every plan built first, then timed in interleaved rounds (each round times every plan
+    once per batch size; the figure is the median of the rounds' medians): timing the plans
+    one after another let a slow spell of the shared host land on a few plans only (a re-run
+    gave FP32 0.87 ms at batch 1 against 0.52 ms in the run before)."""
+    import statistics
+
     from aiq_tvm.plan import Plan
 
     src = json.loads((Path(args.out) / f"{args.model}_search.json").read_text())
@@ -201,14 +224,19 @@ def part_latency(args) -> None:
     for r in src["rows"]:
         key = json.dumps(r["plan"], sort_keys=True)
         plans.setdefault(key, r["plan"])
-    timings = {}
-    for key, assignment in plans.items():
-        res = ctx.result(Plan.from_assignment(assignment), cal)
-        timings[key] = {f"b{bs}_ms": res.benchmark(bs, repeat=args.repeat)["median_ms"]
-                        for bs in (1, 64)}
-        print(key[:60], timings[key], flush=True)
-    _write(Path(args.out), args.model, "latency", {"model": args.model, "plans": plans,
-                                                   "timings": timings, "repeat": args.repeat})
+    builds = {key: ctx.result(Plan.from_assignment(a), cal) for key, a in plans.items()}
+    rounds = {(key, bs): [] for key in builds for bs in (1, 64)}
+    for i in range(args.rounds):
+        for (key, bs), times in rounds.items():
+            times.append(builds[key].benchmark(bs, repeat=args.repeat)["median_ms"])
+        print(f"round {i + 1}/{args.rounds} done", flush=True)
+    timings = {key: {f"b{bs}_ms": statistics.median(rounds[key, bs]) for bs in (1, 64)}
+               for key in builds}
+    for key, t in timings.items():
+        print(key[:60], t, flush=True)
+    _write(Path(args.out), args.model, "latency", {
+        "model": args.model, "plans": plans, "timings": timings, "repeat": args.repeat,
+        "rounds": args.rounds})
 
 
 # ----------------------------------------------------------------------------- sensitivity
@@ -326,6 +354,17 @@ def _pct(x) -> str:
     return "" if x is None else f"{100 * x:.2f}%"
 
 
+def _md_host(what: str, data: dict | None) -> str:
+    h = (data or {}).get("host")
+    if not h:
+        return (f"{what}: not recorded (run before 2026-12-01, on the Zen 3 host the "
+                "setup describes).")
+    t = h["target"]
+    return (f"{what}: {h['cpu']}, target mcpu {t.get('mcpu')}"
+            + (f" mattr {','.join(t['mattr'])}" if t.get("mattr") else "")
+            + f", TVM_NUM_THREADS={h.get('threads')}.")
+
+
 def _md_search(model, s, lat) -> list[str]:
     t = (lat or {}).get("timings", {})
     ref32 = t.get("fp32", {})
@@ -350,6 +389,8 @@ def _md_search(model, s, lat) -> list[str]:
             *(f"{ref32[k] / tm[k]:.2f}x" if k in tm and k in ref32 else ""
               for k in ("b1_ms", "b64_ms"))]) + " |")
     lines += _md_missing_searches(s["rows"])
+    lines += ["", _md_host("Search", s), "", _md_host("Latency", lat) if lat else
+              "Latency: not run."]
     if any(r.get("search_s", 0) is None for r in s["rows"]):
         lines += ["", "Search s n/a: run with `--untimed` (niced, outside the bench lock), so "
                   "its wall times are not reported; the evaluations column is its cost."]
@@ -386,7 +427,8 @@ def _md_plans(model, s) -> list[str]:
 
 def _md_sensitivity(model, s) -> list[str]:
     lines = [f"### {model}: each layer alone at int4", "", f"Command: `{s['command']}`",
-             "", f"FP32 validation accuracy {_pct(s['val_accuracy_fp32'])}.", "",
+             "", _md_host("Host", s), "",
+             f"FP32 validation accuracy {_pct(s['val_accuracy_fp32'])}.", "",
              "| layer | weights | AI gain % | accuracy drop pp |", "|---|---|---|---|"]
     lines += [f"| {r['layer']} | {r['weights']} | {r['ai_gain_pct']:.2f} | "
               f"{r['acc_drop_pp']:.2f} |" for r in s["rows"]]
@@ -397,7 +439,7 @@ def _md_exhaustive(model, e) -> list[str]:
     n = 3 ** len(e["groups"])
     lines = [f"### {model}: distance from the optimum ({len(e['groups'])} groups, {n:,} plans)",
              "", f"Command: `{e['command']}`; validation {e['val']} images (FP32 "
-             f"{_pct(e['val_accuracy_fp32'])}).", "",
+             f"{_pct(e['val_accuracy_fp32'])}).", "", _md_host("Host", e), "",
              "Groups: " + "; ".join(f"g{i} = {', '.join(g)}" for i, g in enumerate(e["groups"])),
              "", "Cells: loss (AI gain, accuracy drop pp); for the searches also the rank of "
              f"their plan among all {n:,} and the plans they measured.", "",
@@ -427,12 +469,16 @@ How this setup differs from the paper's:
   several engineers; the paper used an Intel Xeon. Here int8 runs on vpmaddubsw + vpmaddwd
   with 7-bit weight codes (|q| <= 63, so int16 sums cannot saturate), which changes int8
   accuracy slightly against a VNNI host, and int4 unpacks nibbles into the same instructions.
-  Absolute times are this machine's and not comparable with the paper's.
+  Absolute times are this machine's and not comparable with the paper's. On 2026-12-01 the
+  shared VM came back on an AMD EPYC Zen 4 (family 25, model 17: AVX-512 with VNNI, which
+  LLVM names znver4), where the int8 kernels use vpdpbusd; every table says the host it ran
+  on, and tables whose JSON does not record one ran on the Zen 3 host.
 - **Times.** Search and latency parts ran under the bench lock (one timing job at a time),
   but other engineers' unlocked jobs shared the two cores, so times are inflated by a factor
   that varied over the runs: compare rows of one table with care. Plan accuracies are cached
   across runs: a search's time counts every plan it measured at the seconds its first
-  measurement took (see the script's docstring). Latencies are TVM time_evaluator medians.
+  measurement took (see the script's docstring). Latencies are TVM time_evaluator medians,
+  every plan built first, then all timed in 7 interleaved rounds (median of the rounds' medians).
 - **Sensitivity and exhaustive parts** report accuracies only; they ran niced outside the
   bench lock. The exhaustive part uses the number of groups its table names (3^groups plans;
   the issue asked for 8 groups, 6,561 plans: at about 2 s per plan on this host that is
@@ -489,7 +535,10 @@ def main() -> None:
     ap.add_argument("--model", choices=["resnet20", "mobilenet_v2"], default="resnet20")
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--val", type=int, default=1000)
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="latency: time_evaluator repeats per plan and round")
+    ap.add_argument("--rounds", type=int, default=7,
+                    help="latency: interleaved rounds (median of the rounds' medians)")
     ap.add_argument("--lams", type=_floats, default=LAMBDAS, help="search: lambdas to run")
     ap.add_argument("--methods", type=_methods, default=METHODS, help="search: methods to run")
     ap.add_argument("--groups", type=int, default=8,

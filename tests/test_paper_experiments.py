@@ -93,3 +93,11 @@ def test_markdown_names_the_searches_a_subset_left_out(pe):
     full = [{"method": m, "lambda": lam} for lam in pe.LAMBDAS
             for m in ("greedy", "coordinate_descent")] + [{"method": "budget", "lambda": None}]
     assert pe._md_missing_searches(full) == []
+
+
+def test_markdown_names_the_host_each_part_ran_on(pe):
+    host = {"cpu": "AMD EPYC (family 25, model 17)", "threads": "2",
+            "target": {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}}
+    assert pe._md_host("Latency", {"host": host}) == (
+        "Latency: AMD EPYC (family 25, model 17), target mcpu znver4, TVM_NUM_THREADS=2.")
+    assert "not recorded" in pe._md_host("Search", {"rows": []})
