@@ -45,8 +45,13 @@ def _panel(ax, points, refs, key, front, xlabel, log=False):
     xs = [p[key] for p in points]
     ys = [100 * p["accuracy"] for p in points]
     ax.scatter(xs, ys, color="#55a868", zorder=3, label="AIQ plans (lambda)")
+    # lambdas that chose the same plan sit on one point: one label naming all of them
+    # (separate labels were drawn over each other and hid all but the last)
+    labels: dict[tuple[float, float], list[str]] = {}
     for p, x, y in zip(points, xs, ys, strict=True):
-        ax.annotate(f"{p['lambda']:g}", (x, y), textcoords="offset points", xytext=(4, 4),
+        labels.setdefault((x, y), []).append(f"{p['lambda']:g}")
+    for (x, y), lams in labels.items():
+        ax.annotate(", ".join(lams), (x, y), textcoords="offset points", xytext=(4, 4),
                     fontsize=8)
     if len(front) > 1:
         ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#55a868", lw=1,
