@@ -376,7 +376,8 @@ def _run_summary(args, res, val_images: int) -> dict:
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
         "ai_gain": res.report.ai_gain,
         "val_images": val_images, "val_accuracy_fp32": s.baseline.accuracy,
-        "val_accuracy_plan": s.best.accuracy, "search_evaluations": s.evaluations,
+        "val_accuracy_plan": res.report.accuracy, "val_accuracy_plan_search": s.best.accuracy,
+        "search_evaluations": s.evaluations,
         "search_wall_s": s.wall_time_s, "timings_s": res.timings,
     }
     if res.tuning:
@@ -389,7 +390,8 @@ def _say_search_results(args, res, val_images: int, lines: _Lines) -> None:
     lines.say(f"AI: fp32 {res.report.ai_fp32:.2f} -> plan {res.report.ai:.2f} FLOP/B "
               f"(x{res.report.ai_gain:.3f})")
     lines.say(f"validation accuracy ({val_images} images): fp32 "
-              f"{100 * s.baseline.accuracy:.2f}% -> plan {100 * s.best.accuracy:.2f}%")
+              f"{100 * s.baseline.accuracy:.2f}% -> plan {100 * res.report.accuracy:.2f}% "
+              f"(search estimate {100 * s.best.accuracy:.2f}%)")
     lines.say(f"search: {args.search}, {s.evaluations} plans measured, {s.wall_time_s:.1f} s "
               f"(compile of all layer variants {res.timings.get('search_compile_s', 0):.1f} s, "
               f"calibration {res.timings.get('calibration_s', 0):.1f} s, "

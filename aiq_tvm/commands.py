@@ -179,14 +179,16 @@ def cmd_search(args, argv, progress: Progress) -> int:
             search=args.search, **{"lambda": args.lam}, objective=args.objective,
             budget_pp=args.budget if args.search == "budget" else None,
             precisions=list(ctx.config.precisions),
-            accuracy_fp32=found.baseline.accuracy, accuracy=found.best.accuracy,
+            accuracy_fp32=found.baseline.accuracy, accuracy=res.report.accuracy,
+            search_accuracy=found.best.accuracy,
             ai_fp32=res.report.ai_fp32, ai=res.report.ai, ai_gain=res.report.ai_gain,
             search_s=found.wall_time_s, search_evaluations=found.evaluations,
             resumed_evaluations=journal.resumed)
         if data.test is not None:
             acc = _accuracy_on(ctx, cal, *data.test)
             summary.update(test_accuracy_fp32=acc(Plan.uniform("fp32").resolve(
-                ctx.cost.searchable)), test_accuracy=acc(found.assignment))
+                ctx.cost.searchable)), test_accuracy=res.evaluate(*data.test,
+                                                                  ctx.eval_batch_size))
         summary["timings_s"] = dict(ctx.timings)
         summary["wall_s"] = time.perf_counter() - t0
         lines = _search_lines(summary)

@@ -381,8 +381,9 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
     ctx.timings["compile_s"] = time.perf_counter() - t0
     report.unscheduled = res.unscheduled_glue()
     if searched is not None:
-        report.accuracy_fp32, report.accuracy = searched.baseline.accuracy, searched.best.accuracy
-    elif ctx.val is not None:
+        report.accuracy_fp32 = searched.baseline.accuracy
+        report.accuracy = report.search_accuracy = searched.best.accuracy
+    if ctx.val is not None:  # the final build's own accuracy, as its exported library gives
         report.accuracy = res.evaluate(*ctx.val, ctx.eval_batch_size)
     ctx.timings["total_s"] = time.perf_counter() - ctx.t_start
     ctx.log(f"done: AI x{report.ai_gain:.2f}")

@@ -49,6 +49,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
     accuracy_fp32: float | None = None
     accuracy: float | None = None
+    # The search's estimate of the plan's accuracy (its switchable module: float32 between
+    # layers); ``accuracy`` is the final build's, which may differ where block outputs reach
+    # residual epilogues as uint8 (see QuantizeAnnotated(requant_residuals=...)).
+    search_accuracy: float | None = None
     run_target: str = ""  # where accuracy runs executed ("" or == target: the deploy target)
     # Glue functions ScheduleGlue could not schedule ("name (error)"): TVM's serial code.
     unscheduled: list[str] = field(default_factory=list)
