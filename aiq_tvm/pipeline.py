@@ -31,6 +31,7 @@ from .passes import (
     LimitVectorWidth,
     QuantizeAnnotated,
     ScheduleGlue,
+    SplitLargeMeans,
 )
 from .targets import current_target
 
@@ -83,6 +84,8 @@ def layout_passes() -> list:
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
         CancelTransposes(),
+        # Global average pooling over large feature maps sums in float32 one axis at a time.
+        SplitLargeMeans(),
     ]
 
 

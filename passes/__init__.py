@@ -30,6 +30,7 @@ from .fold_constant_layouts import FoldConstantLayouts
 from .limit_vector_width import LimitVectorWidth
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
+from .split_large_means import SplitLargeMeans
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "ExposeLayerInputs",
     "FillsToScalars",
     "ScheduleGlue",
+    "SplitLargeMeans",
     "LimitVectorWidth",
     "FoldConstantLayouts",
     "layer_table",
