@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -191,7 +192,16 @@ def render(records: list[dict]) -> str:
             f"{100 * r['int8_top1_agree']:.0f} % | {ort} | "
             f"{r['fp32_build_s']:.0f} / {r['int8_build_s']:.0f} | {r['status']} | "
             f"{_unsupported_summary(r['unsupported'])} | {glue} |")
+    lines += _unsupported_names(records)
     return "\n".join(lines)
+
+
+def _unsupported_names(records: list[dict]) -> list[str]:
+    """Below the table: the names of the layers without an AIQ kernel, per model."""
+    rows = [f"- {r['model']}: " + ", ".join(f"`{n}`" for n in r["unsupported"])
+            for r in records if r.get("unsupported")]
+    return ["", "Layers without an AIQ kernel (they run FP32), by model:", "", *rows] if rows \
+        else []
 
 
 def update_page(page: Path, table: str, command: str) -> None:
@@ -218,6 +228,8 @@ def _parse(argv):
     ap.add_argument("--timeout", type=int, default=840, help="seconds per model")
     ap.add_argument("--max-params", type=float, default=0.0,
                     help="skip (and record) models with more parameters, in millions")
+    ap.add_argument("--not-run", default=None, metavar="REASON",
+                    help="record the models as skipped with this reason, without running them")
     ap.add_argument("--lock", default=None,
                     help="flock this file while a model is checked (heavy jobs share the host)")
     ap.add_argument("--jsonl", default=None, help="append each model's record here")
@@ -243,7 +255,13 @@ def main(argv=None) -> int:
         for path in args.render:
             for line in Path(path).read_text().splitlines():
                 rec = json.loads(line)
-                records[(rec["model"], rec.get("size"))] = rec  # the latest record wins
+                key = (rec["model"], rec.get("size"))
+                # The latest record wins, except that a later timeout or skip does not hide a
+                # completed check (a re-run slowed down by other jobs).
+                if rec["status"] in ("error", "skipped") and \
+                        records.get(key, {}).get("status") in ("pass", "fail"):
+                    continue
+                records[key] = rec
         table = render(list(records.values()))
         print(table)
         if args.update:
@@ -264,7 +282,7 @@ def main(argv=None) -> int:
         raise SystemExit("nothing to check: give --models, --families or --all")
     if args.jsonl:
         cmd = "TVM_NUM_THREADS={} python scripts/check_torchvision.py {}".format(
-            os.environ["TVM_NUM_THREADS"], " ".join(argv if argv is not None else sys.argv[1:]))
+            os.environ["TVM_NUM_THREADS"], shlex.join(argv if argv is not None else sys.argv[1:]))
         with open(Path(args.jsonl).with_suffix(".cmd"), "a") as fh:
             fh.write(cmd + "\n")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -272,10 +290,13 @@ def main(argv=None) -> int:
 
     for name in names:
         params_m = declared_params_m(name)
-        if args.max_params and params_m is not None and params_m > args.max_params:
+        if args.not_run:
+            rec = {"model": name, "size": args.size, "status": "skipped", "params_m": params_m,
+                   "error": f"not run: {args.not_run}"}
+        elif args.max_params and params_m is not None and params_m > args.max_params:
             rec = {"model": name, "size": args.size, "status": "skipped", "params_m": params_m,
                    "error": f"not run: {params_m:.0f} M parameters > --max-params "
-                            f"{args.max_params:g} (memory of the shared host)"}
+                            f"{args.max_params:g} (time and memory of the shared host)"}
         else:
             with _locked(args.lock):  # per model: others may measure between two models
                 rec = run_in_subprocess(name, args)
