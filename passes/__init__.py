@@ -30,8 +30,8 @@ from .fold_constant_layouts import FoldConstantLayouts
 from .limit_vector_width import LimitVectorWidth
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
-from .split_large_means import SplitLargeMeans
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
+from .split_large_means import SplitLargeMeans
 
 __all__ = [
     "AnnotatePrecision",
