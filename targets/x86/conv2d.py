@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from math import prod
 
@@ -11,12 +12,15 @@ from tvm import te
 
 from aiq_tvm.quant import ActQParams
 
+from . import winograd as wino
 from .common import (
     ConvSpec,
     Kernel,
     UnsupportedLayer,
     WeightFormat,
+    apply_act_te,
     epilogue_value,
+    finalize,
     output_value,
     pack_weight,
     pack_weight_depthwise,
@@ -211,6 +215,7 @@ def conv2d_kernel(
     debug_acc: bool = False,
     database=None,
     tune_trials: int = 0,
+    winograd: bool | int | None = None,
 ) -> Kernel:
     """Build a fused NHWC conv2d kernel.
 
@@ -265,6 +270,13 @@ def conv2d_kernel(
         (if given) and use the best of default and tuned (``"tuned"``). Otherwise, and without
         a database, the planner's default schedule (``"default"``).
 
+    winograd : bool, int or None
+        fp32 3x3 stride-1 layers only (:mod:`~aiq_tvm.targets.x86.winograd`): ``None``
+        (default) uses Winograd F(m, 3) where its modelled cost beats the direct kernel's,
+        ``False`` never, ``True`` always where it applies, an int forces that tile edge
+        (2 or 4). The environment variable ``AIQ_WINOGRAD`` = ``0`` turns the default off, ``2``
+        or ``4`` restricts it to that tile edge (comparisons).
+
     Returns
     -------
     Kernel
@@ -286,6 +298,9 @@ def conv2d_kernel(
     reduction = spec.KH * spec.KW * (spec.C // spec.groups)
     fmts = args.cpu.weight_formats(args.scheme, args.qmax, reduction, spec.is_depthwise)
     fmt, plan = _plan_conv(spec, fmts, args.cpu)
+    wplan = _winograd_choice(spec, args, fmt, plan, args.cpu, winograd, database, tune_trials)
+    if wplan is not None and schedule:  # the unscheduled (tuning) workload is direct
+        return _winograd_kernel(spec, args, wplan, residual, residual_qparams)
     names, consts = _conv_constants(spec, args, fmt, plan)
     func = _conv_prim_func(spec, args, fmt, plan, names, consts, residual, residual_qparams)
     kind = "dw" if spec.is_depthwise else ("pw" if spec.is_pointwise else "direct")
@@ -368,3 +383,53 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
         ),
         name="acc",
     )
+
+
+def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials):
+    """The Winograd plan to use instead of the direct one, or None (fp32 without a
+    requantizing epilogue only)."""
+    if winograd is False or args.scheme.name != "fp32" or args.requant:
+        return None
+    if not wino.applies(spec):
+        return None
+    if database is not None or tune_trials:
+        return None  # tuning records describe the direct kernel
+    if isinstance(winograd, int) and not isinstance(winograd, bool):
+        return wino.winograd_plan(spec, cpu, (winograd,))
+    env = os.environ.get("AIQ_WINOGRAD", "")
+    if winograd is None and env == "0":
+        return None
+    sizes = (int(env),) if env in ("2", "4") else wino.TILE_SIZES
+    wplan = wino.winograd_plan(spec, cpu, sizes)
+    if winograd is True:
+        return wplan
+    direct = min(c for c, p in conv_candidates(spec, fmt, cpu))
+    direct = max(direct, wino.weight_read_cycles(args.weight.nbytes))
+    return wplan if wplan.cost * wino.SELECT_MARGIN < direct else None
+
+
+def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qparams) -> Kernel:
+    """fp32 Winograd kernel with the direct kernel's interface (x, weight, bias, [res], y);
+    the residual is float32 or a requantized uint8 shortcut, as in the direct kernel."""
+    u = wino.transform_weight(args.weight, wplan.m, wplan.ocb)
+    consts = [u, np.ascontiguousarray(args.bias)]
+    x = te.placeholder(spec.in_shape, "float32", name="x")
+    wt = te.placeholder(u.shape, "float32", name="weight")
+    bias = te.placeholder(args.bias.shape, "float32", name="bias")
+    res = residual_input(spec.out_shape, residual, residual_qparams)
+
+    def epilogue(val, b, i, j, k):
+        v = val + bias[k]
+        if res is not None:
+            v = v + residual_value(res, (b, i, j, k), residual_qparams)
+        return apply_act_te(v, args.act)
+
+    y = wino.winograd_compute(spec, wplan, x, wt, epilogue)
+    params = [x, wt, bias] + ([res] if res is not None else []) + [y]
+    func = finalize(te.create_prim_func(params), scheduled=False)
+    func = finalize(wino.schedule_winograd(func, spec, wplan))
+    sched = {"schedule": wplan.describe(), "schedule_source": "default"}
+    fmt = args.cpu.weight_formats(args.scheme, None, 9 * spec.C, False)[0]
+    info = kernel_info(args, fmt, "bcast", sched, ["weight", "bias"], consts, residual, True)
+    info["algorithm"] = f"winograd_f{wplan.m}"
+    return Kernel(func, consts, "float32", spec.out_shape, "float32", info, None)

@@ -1,0 +1,327 @@
+"""FP32 Winograd conv2d F(m x m, 3 x 3) for 3x3, stride-1, dilation-1, groups-1 NHWC layers.
+
+Fewer multiplies than the direct kernel (which already runs at the FMA peak): an output tile
+of m x m needs (m + 2)^2 products per channel pair instead of 9 m^2 (2.25x fewer for m = 2,
+4x for m = 4). One kernel, same interface as the direct one (``(x, weight, bias,
+[residual], y)``), with four blocks computed per (image, row of tiles) in the parallel loop:
+
+* ``pad``: zero-padded input rows of the tile row (tiles cover ``ceil(OH / m) * m`` rows);
+* ``wino_in``: input transform ``V = B^T d B`` of every tile (constant coefficients; the
+  unrolled loops fold the zeros and ones away);
+* ``acc``: (m + 2)^2 independent GEMMs ``M[e, u] = V[e, u] (tiles x C) @ U[e, u] (C x K)``,
+  register-blocked as the direct kernel's broadcast-FMA blocks (tiles x channel vectors);
+* ``out``: output transform ``Y = A^T M A`` with the fused epilogue (bias, residual,
+  activation).
+
+``U = G w G^T`` is computed on the host in float64 (``weight`` holds it, ``[e, u, K/ocb, C,
+ocb]``). The tile planner (``winograd_plan``) and the cost it models
+(``winograd_cost``) are compared with the direct kernel's in ``conv2d.conv2d_kernel``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import s_tir, te
+
+from .common import ConvSpec, round_up
+from .schedules import balance, divisors, step_cycles
+
+# Cook-Toom matrices (Lavin & Gray 2015): B^T [a x a], G [a x 3], A^T [m x a], a = m + 2.
+_MATRICES = {
+    2: (
+        [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+        [[1, 1, 1, 0], [0, 1, -1, -1]],
+    ),
+    4: (
+        [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+    ),
+}  # fmt: skip
+TILE_SIZES = tuple(_MATRICES)
+
+
+def matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(B^T, G, A^T)`` of F(m, 3) in float64."""
+    return tuple(np.array(a, dtype=np.float64) for a in _MATRICES[m])
+
+
+def applies(spec: ConvSpec) -> bool:
+    """The layers the Winograd kernel computes: 3x3, stride 1, dilation 1, groups 1."""
+    return (
+        spec.KH == spec.KW == 3 and spec.stride == (1, 1) and spec.dilation == (1, 1)
+        and spec.groups == 1
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WinoPlan:
+    """Tile size, task shape and register block of one Winograd kernel.
+
+    A parallel task transforms ``rows`` rows of tiles of one image and multiplies them by
+    ``kgroup`` output channels of ``U`` (the input transform is repeated per channel group:
+    groups let layers with few tiles and large weights use both cores and read ``U`` once).
+    """
+
+    m: int  # output tile edge
+    tiles: int  # tiles per register block (divides the tiles of a row)
+    ocv: int  # channel vectors per register block
+    lanes: int
+    rows: int  # tile rows per task (divides the tile rows)
+    kgroup: int  # output channels per task (a multiple of ocb dividing the padded channels)
+    cost: float  # modelled cycles (per thread)
+
+    @property
+    def alpha(self) -> int:
+        return self.m + 2
+
+    @property
+    def ocb(self) -> int:
+        return self.ocv * self.lanes
+
+    def describe(self) -> str:
+        return (f"nhwc_winograd_f{self.m}_oc{self.ocb}_tile{self.tiles}_rows{self.rows}"
+                f"_k{self.kgroup}")
+
+
+def _nonzeros(mat: np.ndarray) -> int:
+    return int(np.count_nonzero(mat))
+
+
+# Cycles per (non-zero coefficient x channel vector) of the transforms: a load and an add or
+# FMA each, from cache.
+TRANSFORM_CYCLES = 0.5
+# U streamed from L3/memory per task: about 10 bytes per cycle and core, measured on the AVX2
+# host with layers whose transformed weights (4-9 MB) exceed the caches (7x7x512, 14x14x256).
+WEIGHT_STREAM_BYTES_PER_CYCLE = 10.0
+# A task's U slice below this stays in the core's cache across tasks (no streaming).
+CACHED_WEIGHT_BYTES = 256 * 1024
+
+
+def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
+                  cpu) -> float:
+    """Modelled cycles per thread of F(m, 3) with a ``tiles x ocv`` register block and tasks
+    of ``rows`` tile rows x ``kgroup`` output channels.
+
+    Per task: the GEMM steps as the direct kernel's (``step_cycles``), the transforms (one
+    vector op per non-zero coefficient of ``B^T x B^T`` per input channel vector, of
+    ``A^T x A^T`` per output channel vector, ``TRANSFORM_CYCLES`` each), the padded rows;
+    the task takes at least the time to stream its slice of ``U``.
+    """
+    lanes, tp, threads = cpu.lanes, cpu.throughput, cpu.threads
+    bt, _, at = matrices(m)
+    a = m + 2
+    n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
+    kp = round_up(spec.O, lanes * ocv)
+    step = step_cycles(tiles, ocv, _F32, "bcast", tp)
+    tiles_task = rows * n_w
+    gemm = a * a * (tiles_task // tiles) * (kgroup // (lanes * ocv)) * spec.C * step
+    cv_in, cv_out = -(-spec.C // lanes), kgroup // lanes
+    t_in = _nonzeros(bt) ** 2 * cv_in * tiles_task * TRANSFORM_CYCLES
+    t_out = _nonzeros(at) ** 2 * cv_out * tiles_task * TRANSFORM_CYCLES
+    pad = (rows * m + 2) * (n_w * m + 2) * (1 + -(-spec.C * 4 // 64)) * tp.pad_pixel_cycles
+    epi = rows * m * spec.OW * cv_out * tp.epi_cycles
+    u_bytes = a * a * spec.C * kgroup * 4
+    stream = u_bytes / WEIGHT_STREAM_BYTES_PER_CYCLE if u_bytes > CACHED_WEIGHT_BYTES else 0
+    per_task = max(gemm + t_in + t_out + pad + epi, stream)
+    tasks = spec.N * (n_h // rows) * (kp // kgroup)
+    compute = tasks * per_task / threads / balance(tasks, threads)
+    # Where the weight read bounds the layer, the faster compute plan still wins the tie.
+    return max(compute, weight_read_cycles(a * a * spec.C * kp * 4)) + 1e-3 * compute
+
+
+# In a whole network a layer's weights come from memory on every inference (ResNet-50's do
+# not fit in the last-level cache). U holds (m + 2)^2 / 9 times the direct kernel's weight
+# bytes (4x for F(4, 3)), which decides weight-heavy layers at batch 1. Half the roofline
+# preset's 19.7 GB/s at ~3.5 GHz: with the full figure (5.6 B/cycle) Winograd made ResNet-50
+# at batch 1 slower than the direct kernels in whole-model runs on the shared 2-core host
+# (scripts/bench_models.py); with half of it the 7x7x512 layers stay direct and 14x14x256
+# take F(2, 3).
+MEMORY_BYTES_PER_CYCLE = 2.8
+
+
+def weight_read_cycles(nbytes: int) -> float:
+    """Cycles to read a layer's weights from memory once."""
+    return nbytes / MEMORY_BYTES_PER_CYCLE
+
+
+class _F32Fmt:  # the fp32 broadcast-FMA step of step_cycles
+    dot_ops = 1.0
+    group = 1
+    unpack_ops = 0
+    acc_latency = 4.0
+
+
+_F32 = _F32Fmt()
+# Per-task buffers (V and M) above this spill out of L2; such task shapes are not considered.
+MAX_TASK_BUFFER_BYTES = 1 << 20
+
+
+def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES) -> WinoPlan:
+    """Cheapest (tile edge, task shape, register block) for ``spec`` on ``cpu``."""
+    best = None
+    for m in tile_sizes:
+        n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
+        for t, ocv in _register_blocks(n_w, cpu):
+            ocb = cpu.lanes * ocv
+            kp = round_up(spec.O, ocb)
+            for rows in divisors(n_h):
+                for kg in (d * ocb for d in divisors(kp // ocb)):
+                    buf = (m + 2) ** 2 * rows * n_w * (spec.C + kg) * 4
+                    if buf > MAX_TASK_BUFFER_BYTES and rows > 1:
+                        continue
+                    cost = winograd_cost(spec, m, t, ocv, rows, kg, cpu)
+                    if best is None or cost < best.cost:
+                        best = WinoPlan(m, t, ocv, cpu.lanes, rows, kg, cost)
+    return best
+
+
+def _register_blocks(n_w: int, cpu):
+    for t in divisors(n_w):
+        for ocv in (1, 2, 3, 4):
+            if t * ocv <= cpu.max_acc("bcast", ocv, 1):
+                yield t, ocv
+
+
+def transform_weight(weight_oihw: np.ndarray, m: int, ocb: int) -> np.ndarray:
+    """``U = G w G^T`` as ``[a, a, K/ocb, C, ocb]`` float32 (output channels zero-padded)."""
+    _, g, _ = matrices(m)
+    o, c = weight_oihw.shape[:2]
+    u = np.einsum("ei,ocij,uj->euco", g, weight_oihw.astype(np.float64), g)
+    kp = round_up(o, ocb)
+    full = np.zeros((*u.shape[:3], kp), np.float64)
+    full[..., :o] = u
+    a = m + 2
+    blk = full.reshape(a, a, c, kp // ocb, ocb).transpose(0, 1, 3, 2, 4)
+    return np.ascontiguousarray(blk.astype(np.float32))
+
+
+def _coef(mat: np.ndarray, row, col: int):
+    """``mat[row, col]`` for a loop variable ``row`` (folded once ``row`` is unrolled)."""
+    val = tvm.tirx.const(0.0, "float32")
+    for r in range(mat.shape[0]):
+        if mat[r, col] != 0:
+            val = tvm.tirx.Select(row == r, tvm.tirx.const(float(mat[r, col]), "float32"), val)
+    return val
+
+
+def winograd_compute(spec: ConvSpec, plan: WinoPlan, x, wt, epilogue):
+    """TE blocks ``pad``, ``wino_in``, ``acc`` and ``out``; ``epilogue(acc_value, b, i, j, k)``
+    gives the stored value."""
+    m, a = plan.m, plan.alpha
+    bt, _, at = matrices(m)
+    n, h, w, c = spec.in_shape
+    pt, pl = spec.padding[0], spec.padding[1]
+    n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
+    kp = round_up(spec.O, plan.ocb)
+    hq, wq = n_h * m + 2, n_w * m + 2
+
+    def pad_body(b, i, j, k):
+        conds = [i >= pt, i < pt + h, j >= pl, j < pl + w]
+        val = x[b, i - pt, j - pl, k]
+        return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, tvm.tirx.const(0.0, "float32"))
+
+    xp = te.compute((n, hq, wq, c), pad_body, name="pad")
+
+    def in_body(b, th, e, u, tw, k):
+        total = tvm.tirx.const(0.0, "float32")
+        for i in range(a):
+            for j in range(a):
+                coef = _coef(bt, e, i) * _coef(bt, u, j)
+                total = total + coef * xp[b, th * m + i, tw * m + j, k]
+        return total
+
+    v = te.compute((n, n_h, a, a, n_w, c), in_body, name="wino_in")
+    rc = te.reduce_axis((0, c), "rc")
+    ocb = plan.ocb
+    acc = te.compute(
+        (n, n_h, a, a, n_w, kp),
+        lambda b, th, e, u, tw, k: te.sum(
+            v[b, th, e, u, tw, rc] * wt[e, u, k // ocb, rc, k % ocb], axis=rc
+        ),
+        name="acc",
+    )
+
+    def out_body(b, i, j, k):
+        total = tvm.tirx.const(0.0, "float32")
+        for e in range(a):
+            for u in range(a):
+                coef = _coef(at, i % m, e) * _coef(at, j % m, u)
+                total = total + coef * acc[b, i // m, e, u, j // m, k]
+        return epilogue(total, b, i, j, k)
+
+    return te.compute(spec.out_shape, out_body, name="out")
+
+
+def _vector_width(extent: int, lanes: int) -> int:
+    return min(lanes, extent & -extent)
+
+
+def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan):
+    """Parallel over (image, group of tile rows, group of output channels); transforms and
+    GEMM per task (see module doc)."""
+    sch = s_tir.Schedule(func)
+    m, lanes = plan.m, plan.lanes
+    out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
+    v, pad = sch.get_sblock("wino_in"), sch.get_sblock("pad")
+    b, i, j, k = sch.get_loops(out)
+    th, mi = sch.split(i, [None, m])
+    tho, thi = sch.split(th, [None, plan.rows])
+    tw, mj = sch.split(j, [None, m])
+    kgo, kgi = sch.split(k, [None, plan.kgroup])
+    kw = _vector_width(spec.O, lanes)
+    ko, ki = sch.split(kgi, [None, kw])
+    sch.reorder(b, tho, kgo, thi, tw, ko, mi, mj, ki)
+    task = sch.fuse(b, tho, kgo)
+    sch.vectorize(ki)
+    sch.unroll(mi)
+    sch.unroll(mj)
+    sch.compute_at(acc, task, preserve_unit_loops=True)
+    sch.compute_at(v, task, preserve_unit_loops=True)
+    sch.compute_at(pad, task, preserve_unit_loops=True)
+    sch.parallel(task)
+    _schedule_gemm(sch, acc, plan)
+    _schedule_input_transform(sch, v, spec, lanes)
+    p_loops = sch.get_loops(pad)
+    sch.vectorize(p_loops[-1])
+    return sch.mod["main"]
+
+
+def _schedule_input_transform(sch, v, spec: ConvSpec, lanes: int):
+    th, e, u, tw, c = sch.get_loops(v)[-5:]
+    cw = _vector_width(spec.C, lanes)
+    co, ci = sch.split(c, [None, cw])
+    sch.reorder(th, tw, co, e, u, ci)
+    sch.vectorize(ci)
+    sch.unroll(e)
+    sch.unroll(u)
+
+
+def _schedule_gemm(sch, acc, plan: WinoPlan):
+    th, e, u, tw, k, rc = sch.get_loops(acc)[-6:]
+    two, twi = sch.split(tw, [None, plan.tiles])
+    ko, kv, kl = sch.split(k, [None, plan.ocv, plan.lanes])
+    # A U block (C x ocb) is reused by every tile of the task before the next one is read.
+    sch.reorder(e, u, ko, th, two, rc, twi, kv, kl)
+    # Accumulators in a small stack buffer (promoted to registers), copied out per block.
+    copy = sch.cache_write(acc, 0, "global")
+    sch.reverse_compute_at(copy, two, preserve_unit_loops=True)
+    c_loops = sch.get_loops(copy)[-2:]
+    sch.vectorize(c_loops[-1])
+    sch.unroll(c_loops[-2])
+    reg = sch.fuse(twi, kv)
+    sch.vectorize(kl)
+    sch.unroll(reg)
+    init = sch.decompose_reduction(acc, rc)
+    i_loops = sch.get_loops(init)[-2:]
+    sch.vectorize(i_loops[-1])
+    sch.unroll(i_loops[-2])
+
+# Winograd replaces the direct kernel when its modelled cost times this margin is lower.
+SELECT_MARGIN = 1.0

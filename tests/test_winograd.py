@@ -1,0 +1,109 @@
+"""fp32 Winograd conv2d F(2, 3) / F(4, 3): numerics vs the numpy reference (bias, residual,
+activations, padding 1 and 0, odd sizes that need tile padding, channel counts that are not
+a multiple of the vector), and when the library picks it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+from aiq_tvm import quant, testing  # noqa: E402
+from aiq_tvm.quant import ActQParams  # noqa: E402
+from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
+from aiq_tvm.targets.x86 import winograd as wino  # noqa: E402
+from isa import BEST_X86, HASWELL, requires_host  # noqa: E402
+
+CASES = [
+    # (spec, act, residual, tile edge)
+    (ConvSpec(2, 7, 9, 16, 10, 3, 3, padding=1), "relu", True, 2),
+    (ConvSpec(1, 11, 6, 5, 24, 3, 3, padding=0), ("clip", -0.5, 1.0), False, 4),
+    (ConvSpec(1, 9, 13, 24, 16, 3, 3, padding=1), "none", True, 4),
+    (ConvSpec(2, 6, 6, 8, 40, 3, 3, padding=(1, 0, 1, 0)), "relu6", False, 2),
+]
+
+
+@requires_host(HASWELL)
+@pytest.mark.parametrize("spec,act,residual,m", CASES, ids=lambda v: str(v)[:40])
+def test_winograd_matches_reference(spec, act, residual, m):
+    rng = np.random.default_rng(m + spec.C)
+    x, w, b, res, _ = testing.layer_data(spec, rng, residual=residual)
+    k = conv2d_kernel(spec, "fp32", w, b, act=act, residual=residual, target=HASWELL,
+                      winograd=m)  # fmt: skip
+    assert k.info["algorithm"] == f"winograd_f{m}"
+    assert k.info["params"] == ["x", "weight", "bias"] + (["residual"] if residual else []) + [
+        "y"
+    ]
+    y = testing.run_kernel(k, x, HASWELL, residual=res)
+    ref = testing.reference(spec, "fp32", x, w, b, act=act, residual=res).y
+    assert y.shape == spec.out_shape
+    # F(4, 3) multiplies by up to 8 in the transforms: a few ulps more than the direct kernel.
+    assert testing.relative_error(y, ref) < (2e-6 if m == 2 else 1e-5)
+
+
+@requires_host(HASWELL)
+def test_winograd_uint8_residual():
+    """A shortcut its producer requantized to uint8 is dequantized in the epilogue."""
+    spec = ConvSpec(1, 8, 8, 8, 16, 3, 3, padding=1)
+    rng = np.random.default_rng(3)
+    x, w, b, res, _ = testing.layer_data(spec, rng, residual=True)
+    rq = ActQParams.from_range(float(res.min()), float(res.max()))
+    codes = quant.quantize_act(res, rq)
+    k = conv2d_kernel(spec, "fp32", w, b, act="relu", residual=True, residual_qparams=rq,
+                      target=HASWELL, winograd=4)  # fmt: skip
+    y = testing.run_kernel(k, x, HASWELL, residual=codes)
+    deq = (codes.astype(np.float32) - rq.zp) * np.float32(rq.scale)
+    ref = testing.reference(spec, "fp32", x, w, b, act="relu", residual=deq).y
+    assert testing.relative_error(y, ref) < 1e-5
+
+
+def test_weight_transform_is_exact_in_float64():
+    """A^T [(G w G^T) * (B^T d B)] A is the 3x3 correlation of every tile."""
+    rng = np.random.default_rng(0)
+    for m in wino.TILE_SIZES:
+        bt, g, at = wino.matrices(m)
+        d = rng.standard_normal((m + 2, m + 2))
+        w = rng.standard_normal((3, 3))
+        y = at @ ((g @ w @ g.T) * (bt @ d @ bt.T)) @ at.T
+        ref = np.array([[np.sum(d[i:i + 3, j:j + 3] * w) for j in range(m)] for i in range(m)])
+        np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def _cpu():
+    from aiq_tvm.targets.x86 import cpu_model
+
+    return cpu_model(BEST_X86)
+
+
+def test_selection(monkeypatch):
+    """Winograd where the cost model says it wins (ResNet 3x3 stride-1 layers), direct for
+    other shapes, other precisions, or when turned off."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+    from aiq_tvm.targets.x86.layer import layer_args
+
+    monkeypatch.delenv("AIQ_WINOGRAD", raising=False)
+    cpu = _cpu()
+
+    def choice(spec, scheme="fp32", winograd=None):
+        w = np.zeros(spec.weight_shape, np.float32)
+        args = layer_args(scheme, w, spec.weight_shape, None, act="none",
+                          act_qparams=ActQParams.from_range(-1.0, 1.0), out_qparams=None,
+                          debug_acc=False, target=BEST_X86, numerics_target=None)  # fmt: skip
+        fmt = cpu.weight_formats(args.scheme, args.qmax, 9 * spec.C, False)[0]
+        return conv_mod._winograd_choice(spec, args, fmt, None, cpu, winograd, None, 0)
+
+    resnet = [ConvSpec(n, hw, hw, c, c, 3, 3, padding=1)
+              for n in (1, 8) for hw, c in ((56, 64), (28, 128), (14, 256))]  # fmt: skip
+    assert all(choice(s) is not None for s in resnet)
+    assert choice(resnet[0], winograd=False) is None
+    assert choice(resnet[0], "int8") is None
+    assert choice(ConvSpec(1, 56, 56, 64, 64, 3, 3, stride=2, padding=1)) is None
+    assert choice(ConvSpec(1, 56, 56, 64, 64, 1, 1)) is None
+    assert choice(ConvSpec(1, 4, 4, 8, 8, 3, 3, padding=1)) is None  # too small to pay off
+    monkeypatch.setenv("AIQ_WINOGRAD", "0")
+    assert choice(resnet[0]) is None
+    monkeypatch.setenv("AIQ_WINOGRAD", "2")
+    assert choice(resnet[0]).m == 2
