@@ -477,28 +477,43 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
+        code = _run_reporting_errors(args, argv)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupted = bool(_interrupted)
+        _interrupted.clear()
+    if code == 130 or interrupted:
+        # Printed only now, after the exception and its frames are gone: TVM objects they held
+        # (a BlockBuilder mid-pass) log their destruction to stderr, which must come before
+        # our one line, not after it.
+        import gc
+
+        gc.collect()
+        print("aiq-tvm: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _run_reporting_errors(args, argv) -> int:
+    """``_dispatch`` with every error as one stderr line and an exit code (130: Ctrl-C, which
+    ``main`` reports)."""
+    try:
         return _dispatch(args, argv)
     except KeyboardInterrupt:
-        print("aiq-tvm: interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
         if _interrupted:
-            print("aiq-tvm: interrupted", file=sys.stderr)
             return 130
         print(f"aiq-tvm: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:
         if _interrupted:
-            print("aiq-tvm: interrupted", file=sys.stderr)
             return 130
         if os.environ.get("AIQ_TVM_DEBUG"):
             raise
         print(f"aiq-tvm: internal error: {type(err).__name__}: {_one_line(err)} (set "
               "AIQ_TVM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        _interrupted.clear()
 
 
 def _one_line(err) -> str:
