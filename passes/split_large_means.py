@@ -69,6 +69,7 @@ class SplitLargeMeans:
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 updates[gv] = _MeanSplitter(mod, self.min_count).visit_expr(func)
+        mod = mod.clone()  # the caller's module stays as it was
         for gv, func in updates.items():
             mod[gv] = func
         return mod
