@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="accuracy budget in pp (search=budget)")
     run.add_argument("--precisions", type=_precisions, default=None,
                      help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
-                     "the target's, all where int8 pays; see docs/presets.md)")
+                     "the target's, all where int8 pays; see docs/presets.md); without fp32 "
+                     "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
     run.add_argument("--calibration", choices=CALIBRATION_METHODS, default="percentile")
     run.add_argument("--calib", type=_positive_int, default=512, help="calibration images")
     run.add_argument("--val", type=_positive_int, default=1000, help="validation images")
@@ -198,7 +199,8 @@ def _search_args(p) -> None:
                    help="accuracy budget in pp (search=budget)")
     p.add_argument("--objective", choices=list(OBJECTIVES), default="ai")
     p.add_argument("--precisions", type=_precisions, default=list(PRECISIONS),
-                   help=f"comma-separated candidates from {','.join(PRECISIONS)}")
+                   help=f"comma-separated candidates from {','.join(PRECISIONS)}; without "
+                   "fp32 every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="percentile",
                    help="how activation ranges are taken from the calibration images")
 

@@ -62,7 +62,9 @@ class BuildConfig:
         Candidate precisions per layer (default: the target's,
         :func:`aiq_tvm.targets.default_precisions`: all registered, or FP32 alone where
         int8 does not pay, i.e. the target has no int8 dot-product instruction or its preset's
-        int8 peak is not above its FP32 peak; the report says what was left out).
+        int8 peak is not above its FP32 peak; the report says what was left out).  A list
+        without ``"fp32"`` keeps every searchable layer quantized (e.g. ``["int8", "int4"]``:
+        an int8/int4 mix starting from uniform int8); FP32 remains the search's baseline.
     calibration : str or Calibration
         ``"minmax"``, ``"percentile"``, or a ready :class:`Calibration`.
     batch_size : int, optional
@@ -167,8 +169,15 @@ class BuildConfig:
         """True when the build searches a plan (no plan given)."""
         return self.plan is None
 
+    @property
+    def fp32_allowed(self) -> bool:
+        """Whether the search may keep a layer at FP32: only when ``precisions`` lists it
+        (``["int8", "int4"]`` asks for an int8/int4 mix; FP32 is then only the baseline)."""
+        return "fp32" in self.precisions
+
     def choices(self, layers: Sequence[str]) -> dict[str, list[str]]:
-        """Candidate precisions of every searchable layer (fp32 always among them)."""
+        """Precisions of every searchable layer in the search's switchable module (fp32
+        always among them: it is the baseline; :attr:`fp32_allowed` says if it is a choice)."""
         cands = list(self.precisions)
         if "fp32" not in cands:
             cands.insert(0, "fp32")

@@ -325,7 +325,8 @@ def search(ctx: BuildContext, calibration: Calibration | None,
     merit = get_objective(cfg.objective).merit(MeritInputs(
         cost=cost, preset=ctx.preset, candidates=cfg.precisions, time_layers=time_layers))
     found = run_search(cfg.search, cost.searchable, choices, merit, acc_fn, lam=cfg.lam,
-                       budget_pp=cfg.budget_pp, max_sweeps=cfg.max_sweeps)
+                       budget_pp=cfg.budget_pp, max_sweeps=cfg.max_sweeps,
+                       allow_fp32=cfg.fp32_allowed)
     ctx.timings["search_s"] = found.wall_time_s
     assignment = cost.full_assignment(found.assignment)
     plan = Plan.from_assignment(

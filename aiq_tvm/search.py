@@ -25,13 +25,18 @@ Methods (``SEARCH_METHODS``; keys are the CLI choices):
     precision that minimizes L with the other layers fixed at their current choice.
     Decisions are never revisited.  ``sum(|choices| - 1)`` accuracy evaluations.
 ``coordinate_descent``
-    Start from FP32 (or ``init``); sweep the layers in program order choosing for each the
+    Start from the start plan (or ``init``); sweep the layers in program order choosing for each the
     precision that minimizes L given all others; repeat until a sweep changes nothing or
     ``max_sweeps`` sweeps have run.
 ``budget``
     Maximize AI subject to ``AccLoss <= budget_pp`` (default 1 pp): visit layers in the
     greedy order and give each the highest-AI precision whose plan stays within budget;
     then sweep again (up to ``max_sweeps``) since feasibility changes as other layers move.
+
+Every method starts from the *start plan*: FP32, or, when FP32 is not allowed
+(``allow_fp32=False``: the user asked for e.g. an int8/int4 mix only), each layer's allowed
+precision of lowest AI (the least aggressive one, e.g. int8).  The loss stays normalized by
+the FP32 model, which is measured once as the baseline either way.
 
 Every method evaluates accuracy through a memo keyed by the full assignment, so a plan is
 never measured twice; there is no randomness, so results are reproducible.
@@ -126,7 +131,8 @@ class Objective:
     layers : sequence of str
         Searchable layers, in program order.
     choices : mapping of str to sequence of str
-        Allowed precisions per layer (``"fp32"`` is always allowed).
+        Allowed precisions per layer; ``"fp32"`` is added, or with ``allow_fp32=False``
+        removed.
     ai_fn : callable
         ``ai_fn(assignment) -> float``: model AI of a full assignment (or any other
         higher-is-better figure of merit, e.g. 1 / roofline time; it is normalized by its
@@ -135,6 +141,9 @@ class Objective:
         ``accuracy_fn(assignment) -> float`` in [0, 1], measured on validation data.
     lam : float
         Weight of AI in the loss, in [0, 1].
+    allow_fp32 : bool
+        False keeps every layer at one of its given choices (the FP32 plan is still measured,
+        as the baseline the loss is normalized by).
     """
 
     def __init__(
@@ -144,6 +153,7 @@ class Objective:
         ai_fn: Callable[[Mapping[str, str]], float],
         accuracy_fn: Callable[[Mapping[str, str]], float],
         lam: float,
+        allow_fp32: bool = True,
     ) -> None:
         lam = check_lam(lam)
         if not layers:
@@ -152,7 +162,14 @@ class Objective:
         if missing:
             raise ValueError(f"no precision choices given for layers {missing}")
         self.layers = list(layers)
-        self.choices = {n: tuple(dict.fromkeys(["fp32", *choices[n]])) for n in layers}
+        # Without FP32 an "fp32" in the given choices is dropped too: the caller's switchable
+        # module always offers it (for the baseline).
+        self.choices = {n: tuple(p for p in dict.fromkeys(["fp32", *choices[n]])
+                                 if allow_fp32 or p != "fp32") for n in layers}
+        empty = [n for n in layers if not self.choices[n]]
+        if empty:
+            raise ValueError(f"layers {empty} have no allowed precision (FP32 is not allowed "
+                             "and no other choice was given)")
         self.ai_fn = ai_fn
         self.accuracy_fn = accuracy_fn
         self.lam = float(lam)
@@ -164,6 +181,9 @@ class Objective:
             raise ValueError(f"FP32 arithmetic intensity must be positive, got {self.ai0}")
         self.acc0 = float(accuracy_fn(fp32))
         self.baseline = self._record(fp32, self.acc0)
+        self.start = fp32 if allow_fp32 else {
+            n: min(self.choices[n], key=lambda p, n=n: self.ai_only({**fp32, n: p}))
+            for n in self.layers}
 
     def _key(self, assignment: Mapping[str, str]) -> tuple:
         return tuple((n, assignment[n]) for n in self.layers)
@@ -221,7 +241,7 @@ def _best_for_layer(obj: Objective, current: dict[str, str], layer: str) -> Eval
 
 def greedy(obj: Objective) -> Evaluation:
     """One pass over the layers in AI-gain order (see the module docstring)."""
-    current = {n: "fp32" for n in obj.layers}
+    current = dict(obj.start)
     for layer in obj.gain_order():
         current = _best_for_layer(obj, current, layer).plan
     return obj(current)
@@ -232,7 +252,7 @@ def coordinate_descent(
 ) -> Evaluation:
     """Sweeps in program order until nothing changes (see the module docstring)."""
     check_positive_int("max_sweeps", max_sweeps)
-    current = {n: "fp32" for n in obj.layers}
+    current = dict(obj.start)
     if init:
         current.update({n: p for n, p in init.items() if n in current})
     for _ in range(max_sweeps):
@@ -249,7 +269,7 @@ def coordinate_descent(
 def budget(obj: Objective, budget_pp: float = 1.0, max_sweeps: int = 2) -> Evaluation:
     """Highest AI with an accuracy drop of at most ``budget_pp`` (see the module docstring)."""
     check_non_negative_number("accuracy budget budget_pp", budget_pp, " pp")
-    current = {n: "fp32" for n in obj.layers}
+    current = dict(obj.start)
     order = obj.gain_order()
     for _ in range(max_sweeps):
         changed = False
@@ -283,8 +303,9 @@ def run_search(
     lam: float = 0.9,
     budget_pp: float = 1.0,
     max_sweeps: int | None = None,
+    allow_fp32: bool = True,
 ) -> SearchResult:
-    """Run one search method and time it.
+    """Run one search method and time it (``allow_fp32``: see :class:`Objective`).
 
     Raises
     ------
@@ -294,7 +315,7 @@ def run_search(
     """
     check_choice("search", method, SEARCH_METHODS)
     t0 = time.perf_counter()
-    obj = Objective(layers, choices, ai_fn, accuracy_fn, lam)
+    obj = Objective(layers, choices, ai_fn, accuracy_fn, lam, allow_fp32=allow_fp32)
     kwargs = {} if max_sweeps is None or method == "greedy" else {"max_sweeps": max_sweeps}
     if method == "budget":
         kwargs["budget_pp"] = budget_pp

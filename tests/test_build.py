@@ -220,6 +220,19 @@ def test_speed_objectives_drive_the_search(tiny_setup, objective):
         assert res.timings["layer_timing_s"] > 0
 
 
+def test_precisions_without_fp32_keep_every_layer_quantized(tiny_setup):
+    mod, params, x, y, _ = tiny_setup
+    res = aiq_tvm.build(mod, params=params, calib_data=x[:16], val_data=(x[16:], y[16:]),
+                        lam=0.0, search="greedy", eval_batch_size=16,
+                        precisions=["int8", "int4"])
+    # lam = 0 weighs only accuracy, which would keep FP32 were it allowed: the search starts
+    # from uniform int8 and every searchable layer ends int8 or int4.
+    plan = res.plan.resolve(res.cost.names)
+    chosen = {n: plan[n] for n in res.cost.searchable}
+    assert set(chosen.values()) <= {"int8", "int4"}, chosen
+    assert res.search.baseline.plan == dict.fromkeys(res.cost.searchable, "fp32")
+
+
 def _cross_x86_target():
     from isa import ZNVER4, runnable
 

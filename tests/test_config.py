@@ -39,7 +39,9 @@ def test_normalized_settings():
     assert cfg.plan == Plan({"conv1": "int8"}) and not cfg.searches
     assert cfg.lam == 1.0 and isinstance(cfg.lam, float)
     assert cfg.precisions == ("int8", "w4")
-    assert cfg.choices(["a"]) == {"a": ["fp32", "int8", "w4"]}  # fp32 is always a candidate
+    # fp32 is always in the switchable module (the baseline) but a choice only when listed.
+    assert cfg.choices(["a"]) == {"a": ["fp32", "int8", "w4"]} and not cfg.fp32_allowed
+    assert BuildConfig(precisions=["int8", "fp32"]).fp32_allowed and BuildConfig().fp32_allowed
     assert BuildConfig().searches and BuildConfig().precisions[0] == "fp32"
     numpy_numbers = BuildConfig(lam=np.float32(0.5), percentile=np.float64(99.9))
     assert numpy_numbers.lam == 0.5 and numpy_numbers.percentile == 99.9

@@ -150,3 +150,34 @@ def test_empty_layers_and_negative_budget():
         run_search("greedy", [], {}, cost.ai, Oracle())
     with pytest.raises(ValueError, match="budget"):
         _run("budget", budget_pp=-1.0)
+
+
+def test_without_fp32_every_layer_stays_quantized_starting_from_int8():
+    # Start plan: int8 everywhere (the lower-AI choice of each layer), bytes 3030, drop 2.3 pp,
+    # L = -0.9 * 9372/3030 + 0.23 = -2.5538.  big int4: bytes 2530, drop 5.2 -> L = -2.8139,
+    # taken; act int4: bytes 2525, drop 5.3 -> -2.8105, not lower; small int4: drop 8.2 ->
+    # -2.5205.  FP32 is measured once, as the baseline the loss is normalized by.
+    cost = _cost()
+    oracle = Oracle()
+    res = run_search("greedy", cost.names, {n: ("int8", "int4") for n in cost.names}, cost.ai,
+                     oracle, lam=0.9, allow_fp32=False)
+    assert res.assignment == {"big": "int4", "act": "int8", "small": "int8"}
+    assert res.baseline.plan == {n: "fp32" for n in cost.names}
+    assert res.evaluations == 5  # fp32 baseline, int8 start, one alternative per layer
+    assert res.best.loss == pytest.approx(-0.9 * 9372 / 2530 + 0.52)
+
+
+@pytest.mark.parametrize("method", list(SEARCH_METHODS))
+def test_no_method_returns_fp32_layers_when_fp32_is_not_allowed(method):
+    cost = _cost()
+    res = run_search(method, cost.names, {n: ("int8", "int4") for n in cost.names}, cost.ai,
+                     Oracle(), lam=0.0, allow_fp32=False)
+    # lam = 0 only weighs accuracy: the most accurate allowed plan, uniform int8.
+    assert res.assignment == {n: "int8" for n in cost.names}
+
+
+def test_no_allowed_precision_is_an_error():
+    cost = _cost()
+    with pytest.raises(ValueError, match="no allowed precision"):
+        run_search("greedy", cost.names, {n: () for n in cost.names}, cost.ai, Oracle(),
+                   allow_fp32=False)
