@@ -40,6 +40,10 @@ ASM_PATTERNS = {
     "vpdpbusd ymm (VEX)": r"\{vex\}\s*vpdpbusd\s+[^\n]*ymm",
     "vpmaddubsw zmm": r"vpmaddubsw\s+[^\n]*zmm",
     "vpmaddubsw ymm": r"vpmaddubsw\s+[^\n]*ymm",
+    # int8 Winograd's int16 GEMM (vpmaddwd also follows every vpmaddubsw of the direct path)
+    "vpmaddwd zmm": r"vpmaddwd\s+[^\n]*zmm",
+    "vpmaddwd ymm": r"vpmaddwd\s+[^\n]*ymm",
+    "vpdpwssd zmm": r"vpdpwssd\s+[^\n]*zmm",
     "vfmadd ymm": r"vfmadd\w+\s+[^\n]*ymm",
     "vfmadd zmm": r"vfmadd\w+\s+[^\n]*zmm",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from math import prod
@@ -13,6 +14,7 @@ from tvm import te
 from aiq_tvm.quant import ActQParams
 
 from . import winograd as wino
+from . import winograd_int8 as wino8
 from .common import (
     ConvSpec,
     Kernel,
@@ -300,7 +302,12 @@ def conv2d_kernel(
     fmt, plan = _plan_conv(spec, fmts, args.cpu)
     wplan = _winograd_choice(spec, args, fmt, plan, args.cpu, winograd, database, tune_trials)
     if wplan is not None and schedule:  # the unscheduled (tuning) workload is direct
-        return _winograd_kernel(spec, args, wplan, residual, residual_qparams)
+        if args.scheme.name == "int8":
+            kernel = _winograd_int8_kernel(spec, args, fmt, wplan, residual, residual_qparams)
+            if kernel is not None:
+                return kernel
+        else:
+            return _winograd_kernel(spec, args, wplan, residual, residual_qparams)
     names, consts = _conv_constants(spec, args, fmt, plan)
     func = _conv_prim_func(spec, args, fmt, plan, names, consts, residual, residual_qparams)
     kind = "dw" if spec.is_depthwise else ("pw" if spec.is_pointwise else "direct")
@@ -386,26 +393,34 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
 
 
 def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials):
-    """The Winograd plan to use instead of the direct one, or None (fp32 without a
-    requantizing epilogue only)."""
-    if winograd is False or args.scheme.name != "fp32" or args.requant:
+    """The Winograd plan to use instead of the direct one, or None: fp32 without a
+    requantizing epilogue (F(2, 3) or F(4, 3)), int8 (F(2, 3) in int16, any epilogue)."""
+    if winograd is False:
         return None
-    if not wino.applies(spec):
+    if args.scheme.name == "fp32" and not args.requant and wino.applies(spec):
+        sizes, arith, margin = wino.TILE_SIZES, None, wino.SELECT_MARGIN
+        w_bytes = args.weight.nbytes
+    elif args.scheme.name == "int8" and wino8.applies(spec, cpu):
+        sizes, arith, margin = (wino8.M,), wino8.arith(cpu), wino8.select_margin(cpu)
+        w_bytes = args.weight.size  # int8 codes
+    else:
         return None
     if database is not None or tune_trials:
         return None  # tuning records describe the direct kernel
     if isinstance(winograd, int) and not isinstance(winograd, bool):
-        return wino.winograd_plan(spec, cpu, (winograd,))
+        return wino.winograd_plan(spec, cpu, (winograd,), arith) if winograd in sizes else None
     env = os.environ.get("AIQ_WINOGRAD", "")
     if winograd is None and env == "0":
         return None
-    sizes = (int(env),) if env in ("2", "4") else wino.TILE_SIZES
-    wplan = wino.winograd_plan(spec, cpu, sizes)
+    sizes = tuple(m for m in sizes if env not in ("2", "4") or m == int(env))
+    if not sizes:
+        return None
+    wplan = wino.winograd_plan(spec, cpu, sizes, arith)
     if winograd is True:
         return wplan
     direct = min(c for c, p in conv_candidates(spec, fmt, cpu))
-    direct = max(direct, wino.weight_read_cycles(args.weight.nbytes))
-    return wplan if wplan.cost * wino.SELECT_MARGIN < direct else None
+    direct = max(direct, wino.weight_read_cycles(w_bytes))
+    return wplan if wplan.cost * margin < direct else None
 
 
 def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qparams) -> Kernel:
@@ -433,3 +448,36 @@ def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qpara
     info = kernel_info(args, fmt, "bcast", sched, ["weight", "bias"], consts, residual, True)
     info["algorithm"] = f"winograd_f{wplan.m}"
     return Kernel(func, consts, "float32", spec.out_shape, "float32", info, None)
+
+
+def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
+                          residual_qparams) -> Kernel | None:  # fmt: skip
+    """int8 Winograd F(2, 3) kernel with the direct kernel's interface and epilogue
+    (``corr`` is zero: the input transform already subtracts the zero point), or None when
+    the layer's values could overflow int32 (:func:`winograd_int8.fits_int32`)."""
+    q, s_w = args.scheme.quantize_weight(args.weight, args.int8_qmax)
+    u = wino8.transform_weight(q, wplan.ocb)
+    zp = int(args.act_qparams.zp)
+    if not wino8.fits_int32(u, zp):
+        return None
+    names, consts = layer_constants(args, q, s_w, u)
+    consts[names.index("corr")] = np.zeros_like(consts[names.index("corr")])
+    x = te.placeholder(spec.in_shape, "uint8", name="x")
+    tens = const_placeholders(names, consts)
+    res = residual_input(spec.out_shape, residual, residual_qparams)
+
+    def epilogue(y4, b, i, j, k):
+        v = epilogue_value(args.scheme, y4, k, tens,
+                           residual_value(res, (b, i, j, k), residual_qparams), args.act,
+                           args.debug_acc, wino8.ACC_SHIFT)  # fmt: skip
+        return output_value(v, tens, args.requant, args.out_dtype)
+
+    y = wino8.winograd_int8_compute(spec, wplan.ocb, zp, x, tens["weight"], epilogue)
+    func = layer_prim_func(x, tens, names, res, y)
+    intrin = wino8.intrin_for(args.cpu)
+    gemm = functools.partial(wino8.schedule_gemm, intrin=intrin)
+    func = finalize(wino.schedule_winograd(func, spec, wplan, gemm, 2 * args.cpu.lanes))
+    sched = {"schedule": wplan.describe(), "schedule_source": "default"}
+    info = kernel_info(args, fmt, "dot", sched, names, consts, residual, True)
+    info.update(algorithm="winograd_f2", intrin=intrin, weight_format="wino_i16")
+    return Kernel(func, consts, "uint8", spec.out_shape, args.out_dtype, info, None)

@@ -105,7 +105,7 @@ CACHED_WEIGHT_BYTES = 256 * 1024
 
 
 def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
-                  cpu) -> float:
+                  cpu, arith: WinoArith | None = None) -> float:
     """Modelled cycles per thread of F(m, 3) with a ``tiles x ocv`` register block and tasks
     of ``rows`` tile rows x ``kgroup`` output channels.
 
@@ -114,26 +114,31 @@ def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgrou
     ``A^T x A^T`` per output channel vector, ``TRANSFORM_CYCLES`` each), the padded rows;
     the task takes at least the time to stream its slice of ``U``.
     """
+    ar = arith or FP32_ARITH
     lanes, tp, threads = cpu.lanes, cpu.throughput, cpu.threads
     bt, _, at = matrices(m)
     a = m + 2
     n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
     kp = round_up(spec.O, lanes * ocv)
-    step = step_cycles(tiles, ocv, _F32, "bcast", tp)
+    step = step_cycles(tiles, ocv, ar.step_fmt, ar.mode, tp)
     tiles_task = rows * n_w
-    gemm = a * a * (tiles_task // tiles) * (kgroup // (lanes * ocv)) * spec.C * step
-    cv_in, cv_out = -(-spec.C // lanes), kgroup // lanes
+    steps = -(-spec.C // ar.step_fmt.group)
+    gemm = a * a * (tiles_task // tiles) * (kgroup // (lanes * ocv)) * steps * step
+    # Transformed inputs hold 4 / in_bytes values per 32-bit lane.
+    cv_in, cv_out = -(-spec.C * ar.in_bytes // (4 * lanes)), kgroup // lanes
     t_in = _nonzeros(bt) ** 2 * cv_in * tiles_task * TRANSFORM_CYCLES
     t_out = _nonzeros(at) ** 2 * cv_out * tiles_task * TRANSFORM_CYCLES
-    pad = (rows * m + 2) * (n_w * m + 2) * (1 + -(-spec.C * 4 // 64)) * tp.pad_pixel_cycles
+    pad_line = 1 + -(-spec.C * ar.in_bytes // 64)
+    pad = (rows * m + 2) * (n_w * m + 2) * pad_line * tp.pad_pixel_cycles
     epi = rows * m * spec.OW * cv_out * tp.epi_cycles
-    u_bytes = a * a * spec.C * kgroup * 4
+    u_bytes = a * a * spec.C * kgroup * ar.weight_bytes
     stream = u_bytes / WEIGHT_STREAM_BYTES_PER_CYCLE if u_bytes > CACHED_WEIGHT_BYTES else 0
     per_task = max(gemm + t_in + t_out + pad + epi, stream)
     tasks = spec.N * (n_h // rows) * (kp // kgroup)
     compute = tasks * per_task / threads / balance(tasks, threads)
     # Where the weight read bounds the layer, the faster compute plan still wins the tie.
-    return max(compute, weight_read_cycles(a * a * spec.C * kp * 4)) + 1e-3 * compute
+    u_total = a * a * spec.C * kp * ar.weight_bytes
+    return max(compute, weight_read_cycles(u_total)) + 1e-3 * compute
 
 
 # In a whole network a layer's weights come from memory on every inference (ResNet-50's do
@@ -151,41 +156,63 @@ def weight_read_cycles(nbytes: int) -> float:
     return nbytes / MEMORY_BYTES_PER_CYCLE
 
 
-class _F32Fmt:  # the fp32 broadcast-FMA step of step_cycles
-    dot_ops = 1.0
-    group = 1
-    unpack_ops = 0
-    acc_latency = 4.0
+@dataclass(frozen=True)
+class StepFmt:
+    """The GEMM step of ``step_cycles`` (the fields it reads of a ``WeightFormat``)."""
+
+    dot_ops: float
+    group: int
+    acc_latency: float
+    unpack_ops: float = 0.0
+    bcast_ops: float = 0.0
 
 
-_F32 = _F32Fmt()
+@dataclass(frozen=True)
+class WinoArith:
+    """Arithmetic of a Winograd kernel as the cost model sees it.
+
+    ``step_fmt`` and ``mode`` give one GEMM step (``group`` input channels per step),
+    ``in_bytes`` / ``weight_bytes`` the size of a transformed input / weight element.
+    """
+
+    step_fmt: StepFmt
+    mode: str
+    in_bytes: int
+    weight_bytes: int
+
+
+# fp32: one broadcast FMA per channel and accumulator vector.
+FP32_ARITH = WinoArith(StepFmt(1.0, 1, 4.0), "bcast", 4, 4)
 # Per-task buffers (V and M) above this spill out of L2; such task shapes are not considered.
 MAX_TASK_BUFFER_BYTES = 1 << 20
 
 
-def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES) -> WinoPlan:
-    """Cheapest (tile edge, task shape, register block) for ``spec`` on ``cpu``."""
+def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES,
+                  arith: WinoArith | None = None) -> WinoPlan:  # fmt: skip
+    """Cheapest (tile edge, task shape, register block) for ``spec`` on ``cpu`` (``arith``:
+    the kernel's arithmetic, fp32 by default)."""
+    ar = arith or FP32_ARITH
     best = None
     for m in tile_sizes:
         n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
-        for t, ocv in _register_blocks(n_w, cpu):
+        for t, ocv in _register_blocks(n_w, cpu, ar.mode):
             ocb = cpu.lanes * ocv
             kp = round_up(spec.O, ocb)
             for rows in divisors(n_h):
                 for kg in (d * ocb for d in divisors(kp // ocb)):
-                    buf = (m + 2) ** 2 * rows * n_w * (spec.C + kg) * 4
+                    buf = (m + 2) ** 2 * rows * n_w * (spec.C * ar.in_bytes + kg * 4)
                     if buf > MAX_TASK_BUFFER_BYTES and rows > 1:
                         continue
-                    cost = winograd_cost(spec, m, t, ocv, rows, kg, cpu)
+                    cost = winograd_cost(spec, m, t, ocv, rows, kg, cpu, ar)
                     if best is None or cost < best.cost:
                         best = WinoPlan(m, t, ocv, cpu.lanes, rows, kg, cost)
     return best
 
 
-def _register_blocks(n_w: int, cpu):
+def _register_blocks(n_w: int, cpu, mode: str = "bcast"):
     for t in divisors(n_w):
         for ocv in (1, 2, 3, 4):
-            if t * ocv <= cpu.max_acc("bcast", ocv, 1):
+            if t * ocv <= cpu.max_acc(mode, ocv, 1):
                 yield t, ocv
 
 
@@ -263,9 +290,11 @@ def _vector_width(extent: int, lanes: int) -> int:
     return min(lanes, extent & -extent)
 
 
-def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan):
+def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=None):
     """Parallel over (image, group of tile rows, group of output channels); transforms and
-    GEMM per task (see module doc)."""
+    GEMM per task (see module doc). ``gemm(sch, acc, plan)`` schedules the GEMM block (default:
+    fp32 broadcast FMAs); ``in_lanes`` is the input transform's vector width (default
+    ``plan.lanes``)."""
     sch = s_tir.Schedule(func)
     m, lanes = plan.m, plan.lanes
     out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
@@ -286,16 +315,17 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan):
     sch.compute_at(v, task, preserve_unit_loops=True)
     sch.compute_at(pad, task, preserve_unit_loops=True)
     sch.parallel(task)
-    _schedule_gemm(sch, acc, plan)
-    _schedule_input_transform(sch, v, spec, lanes)
+    (gemm or _schedule_gemm)(sch, acc, plan)
+    _schedule_input_transform(sch, v, int(sch.get(v).iter_vars[-1].dom.extent),
+                              in_lanes or lanes)  # fmt: skip
     p_loops = sch.get_loops(pad)
     sch.vectorize(p_loops[-1])
     return sch.mod["main"]
 
 
-def _schedule_input_transform(sch, v, spec: ConvSpec, lanes: int):
+def _schedule_input_transform(sch, v, channels: int, lanes: int):
     th, e, u, tw, c = sch.get_loops(v)[-5:]
-    cw = _vector_width(spec.C, lanes)
+    cw = _vector_width(channels, lanes)
     co, ci = sch.split(c, [None, cw])
     sch.reorder(th, tw, co, e, u, ci)
     sch.vectorize(ci)

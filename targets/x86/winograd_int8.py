@@ -1,0 +1,258 @@
+"""int8 Winograd conv2d F(2 x 2, 3 x 3) in exact int16 / int32 arithmetic.
+
+For 3x3, stride-1, groups-1 layers with uint8 activations (zero point ``zp``) and int8 weight
+codes ``q``. Every step is an integer operation, so the kernel is bit-identical to the direct
+int8 kernel (same epilogue on the same integer):
+
+* ``pad``: ``x - zp`` as int16, zero outside the image (the direct kernel pads with ``zp``);
+* ``wino_in``: ``V = B^T d B`` (entries 0 / +-1): ``|V| <= 4 * 255 = 1020``, int16;
+* ``U = (2G) q (2G)^T`` on the host with ``2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]]`` (integer
+  entries): ``|U| <= 9 * 128 = 1152``, int16, packed ``[4, 4, K/ocb, C/2, ocb, 2]``;
+* ``acc``: 16 GEMMs ``M[e, u] = V[e, u] (tiles x C) @ U[e, u] (C x K)`` over input channel
+  pairs, tensorized with ``vpmaddwd`` (int16 pairs -> int32, exact) + ``vpaddd``, or
+  ``vpdpwssd`` on AVX-512 VNNI;
+* ``out``: ``Y = A^T M A`` in int32 is exactly 4 x ``sum (x - zp) q`` (the direct kernel's
+  ``acc - corr``): the epilogue shifts it right by 2 (``acc_shift``), with ``corr = 0``.
+
+The overflow bound (:func:`fits_int32`) is checked per layer on the actual transformed
+weights; a layer that could exceed int32 stays direct.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.script import tirx as T
+
+from .common import ConvSpec, round_up
+from .vnni import register_once
+from .winograd import StepFmt, WinoArith, matrices
+
+# 2 G of F(2, 3): integer entries, so U = (2G) q (2G)^T = 4 G q G^T is exact.
+G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
+M = 2  # output tile edge
+ALPHA = 4  # input tile edge
+ACC_SHIFT = 2  # Y = 4 * (direct accumulator)
+
+_LLVM_PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}
+_LLVM_VPDPWSSD = {16: "llvm.x86.avx512.vpdpwssd.512"}
+
+# One GEMM step (2 input channels) per accumulator vector: vpmaddwd, plus the vpaddd into the
+# accumulator at half the cost of a multiply (latency 1 on the accumulator chain); vpdpwssd
+# does both in one op with the FMA latency.
+PMADDWD_ARITH = WinoArith(StepFmt(1.5, 2, 1.0, bcast_ops=1.0), "dot", 2, 2)
+VPDPWSSD_ARITH = WinoArith(StepFmt(1.0, 2, 4.0, bcast_ops=1.0), "dot", 2, 2)
+
+
+def arith(cpu) -> WinoArith:
+    """The GEMM arithmetic the target has (``vpdpwssd`` needs 512-bit VNNI)."""
+    return VPDPWSSD_ARITH if _use_vpdpwssd(cpu) else PMADDWD_ARITH
+
+
+def _use_vpdpwssd(cpu) -> bool:
+    return cpu.dot.name == "vpdpbusd" and cpu.lanes in _LLVM_VPDPWSSD
+
+
+def applies(spec: ConvSpec, cpu) -> bool:
+    """3x3 stride-1 groups-1 layers, on targets with a 16-bit multiply-add intrinsic."""
+    from .winograd import applies as shape_applies
+
+    return shape_applies(spec) and cpu.lanes in _LLVM_PMADDWD
+
+
+def transform_weight(q: np.ndarray, ocb: int) -> np.ndarray:
+    """``U = (2G) q (2G)^T`` of OIHW codes as int16 ``[4, 4, K/ocb, Cp/2, ocb, 2]`` (output
+    channels padded to ``ocb``, input channels to a pair, with zeros)."""
+    o, c = q.shape[:2]
+    u = np.einsum("ei,ocij,uj->euoc", G2, q.astype(np.int64), G2)
+    kp, cp = round_up(o, ocb), round_up(c, 2)
+    full = np.zeros((ALPHA, ALPHA, kp, cp), np.int64)
+    full[:, :, :o, :c] = u
+    blk = full.reshape(ALPHA, ALPHA, kp // ocb, ocb, cp // 2, 2).transpose(0, 1, 2, 4, 3, 5)
+    return np.ascontiguousarray(blk.astype(np.int16))
+
+
+def fits_int32(u: np.ndarray, zp: int) -> bool:
+    """Every intermediate of the kernel fits int32: ``|V| <= 4 * max|x - zp|``, a GEMM
+    output is at most ``|V|`` times the column sum of ``max |U|``, and the output transform
+    adds 9 of them (A^T entries 0 / +-1)."""
+    v_max = 4 * max(int(zp), 255 - int(zp))
+    # u: [e, u, Kb, Cp/2, ocb, 2] -> per output channel: sum over channels of max over (e, u).
+    per_channel = np.abs(u.astype(np.int64)).max(axis=(0, 1)).sum(axis=(1, 3))
+    return 9 * v_max * int(per_channel.max(initial=0)) < 2**31
+
+
+def _bcast_pair(A, lanes: int):
+    """Two int16 activations broadcast to every 32-bit lane."""
+    return T.reinterpret(
+        T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), lanes),
+        dtype=f"int16x{2 * lanes}",
+    )
+
+
+def _i16_pair(lanes: int, vnni: bool):
+    i32 = f"int32x{lanes}"
+    i16 = f"int16x{2 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((lanes, 2), "int16", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 2):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    if vnni:
+        llvm = _LLVM_VPDPWSSD[lanes]
+
+        @T.prim_func(s_tir=True)
+        def impl(
+            A: T.Buffer((2,), "int16", offset_factor=1),
+            B: T.Buffer((lanes, 2), "int16", offset_factor=1),
+            C: T.Buffer((lanes,), "int32", offset_factor=1),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+                T.writes(C[0:lanes])
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    i32, llvm, C.vload([0], i32), _bcast_pair(A, lanes), B.vload([0, 0], i16)
+                )
+
+        return desc, impl
+    llvm = _LLVM_PMADDWD[lanes]
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((lanes, 2), "int16", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
+                i32, llvm, _bcast_pair(A, lanes), B.vload([0, 0], i16)
+            )
+
+    return desc, impl
+
+
+@functools.cache
+def pair_intrin(lanes: int, vnni: bool) -> str:
+    """Name of the int16-pair multiply-add intrinsic (``vpmaddwd`` + ``vpaddd``, or
+    ``vpdpwssd`` with ``vnni``) on ``lanes`` 32-bit lanes, registered on first use."""
+    desc, impl = _i16_pair(lanes, vnni)
+    kind = "vpdpwssd" if vnni else "vpmaddwd"
+    return register_once(f"aiq_{kind}{32 * lanes}_i16pair", desc, impl)
+
+
+def intrin_for(cpu) -> str:
+    return pair_intrin(cpu.lanes, _use_vpdpwssd(cpu))
+
+
+def _coef(mat: np.ndarray, row, col: int, dtype: str):
+    """``mat[row, col]`` for a loop variable ``row`` (folded once ``row`` is unrolled)."""
+    val = tvm.tirx.const(0, dtype)
+    for r in range(mat.shape[0]):
+        if mat[r, col] != 0:
+            val = tvm.tirx.Select(row == r, tvm.tirx.const(int(mat[r, col]), dtype), val)
+    return val
+
+
+def winograd_int8_compute(spec: ConvSpec, ocb: int, zp: int, x, wt, epilogue):
+    """TE blocks ``pad``, ``wino_in``, ``acc`` and ``out`` (names as the fp32 kernel's, so
+    ``winograd.schedule_winograd``'s outer structure applies); ``epilogue(y4, b, i, j, k)``
+    gives the stored value of the int32 ``y4 = 4 * sum (x - zp) q``."""
+    bt, _, at = matrices(M)
+    n, h, w, c = spec.in_shape
+    pt, pl = spec.padding[0], spec.padding[1]
+    n_h, n_w = -(-spec.OH // M), -(-spec.OW // M)
+    kp, cp = round_up(spec.O, ocb), round_up(c, 2)
+    zero = tvm.tirx.const(0, "int16")
+
+    def pad_body(b, i, j, k):
+        conds = [i >= pt, i < pt + h, j >= pl, j < pl + w] + ([k < c] if cp > c else [])
+        val = x[b, i - pt, j - pl, k].astype("int16") - tvm.tirx.const(zp, "int16")
+        return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, zero)
+
+    xp = te.compute((n, n_h * M + 2, n_w * M + 2, cp), pad_body, name="pad")
+
+    def in_body(b, th, e, u, tw, k):
+        total = zero
+        for i in range(ALPHA):
+            for j in range(ALPHA):
+                coef = _coef(bt, e, i, "int16") * _coef(bt, u, j, "int16")
+                total = total + coef * xp[b, th * M + i, tw * M + j, k]
+        return total
+
+    v = te.compute((n, n_h, ALPHA, ALPHA, n_w, cp), in_body, name="wino_in")
+    rco = te.reduce_axis((0, cp // 2), "rco")
+    rci = te.reduce_axis((0, 2), "rci")
+    acc = te.compute(
+        (n, n_h, ALPHA, ALPHA, n_w, kp),
+        lambda b, th, e, u, tw, k: te.sum(
+            v[b, th, e, u, tw, rco * 2 + rci].astype("int32")
+            * wt[e, u, k // ocb, rco, k % ocb, rci].astype("int32"),
+            axis=[rco, rci],
+        ),
+        name="acc",
+    )
+
+    def out_body(b, i, j, k):
+        total = tvm.tirx.const(0, "int32")
+        for e in range(ALPHA):
+            for u in range(ALPHA):
+                coef = _coef(at, i % M, e, "int32") * _coef(at, j % M, u, "int32")
+                total = total + coef * acc[b, i // M, e, u, j // M, k]
+        return epilogue(total, b, i, j, k)
+
+    return te.compute(spec.out_shape, out_body, name="out")
+
+
+def schedule_gemm(sch, acc, plan, intrin: str):
+    """The GEMM as register blocks of ``plan.tiles`` tiles x ``plan.ocv`` channel vectors over
+    channel pairs, the innermost (lanes x pair) block tensorized with ``intrin``."""
+    th, e, u, tw, k, rco, rci = sch.get_loops(acc)[-7:]
+    two, twi = sch.split(tw, [None, plan.tiles])
+    ko, kv, kl = sch.split(k, [None, plan.ocv, plan.lanes])
+    # A U block (C x ocb) is reused by every tile of the task before the next one is read.
+    sch.reorder(e, u, ko, th, two, rco, twi, kv, kl, rci)
+    # Accumulators in a small stack buffer (promoted to registers), copied out per block.
+    copy = sch.cache_write(acc, 0, "global")
+    sch.reverse_compute_at(copy, two, preserve_unit_loops=True)
+    c_loops = sch.get_loops(copy)[-2:]
+    sch.vectorize(c_loops[-1])
+    sch.unroll(c_loops[-2])
+    reg = sch.fuse(twi, kv)
+    init = sch.decompose_reduction(acc, rco)
+    i_loops = sch.get_loops(init)[-2:]
+    sch.vectorize(i_loops[-1])
+    sch.unroll(i_loops[-2])
+    sch.tensorize(kl, intrin)
+    sch.unroll(reg)
+
+
+def select_margin(cpu) -> float:
+    """The int8 Winograd kernel replaces the direct one when its modelled cost times this is
+    lower (see the calibration note at the constants)."""
+    return VPDPWSSD_MARGIN if _use_vpdpwssd(cpu) else PMADDWD_MARGIN
+
+
+# Measured per layer on the Zen 4 host (one thread, ResNet-20 / ResNet-18 3x3 shapes at batch
+# 1 and 16, requantizing residual epilogue): with vpmaddwd (haswell, skylake-avx512 builds)
+# every layer the model put at >= 1.13x the direct kernel's cost ran 1.18-1.52x faster, those
+# it put below 1 (C = 3) ran 0.81-0.88x; the margin keeps near-ties direct. With vpdpwssd the
+# direct vpdpbusd kernel (4 products per lane and op, no separate add) was faster on 9 of 12
+# shapes (0.72-0.91x) and at most 1.03x slower: the margin keeps AVX-512 VNNI targets direct.
+PMADDWD_MARGIN = 1.05
+VPDPWSSD_MARGIN = 1.25
+

@@ -1,0 +1,142 @@
+"""int8 Winograd F(2, 3) in int16 (targets/x86/winograd_int8.py): bit-identical to the direct
+int8 kernel (residual, requantized output, odd sizes, channel counts off the vector width) on
+every x86 level the host runs, the instructions it uses, and when the library picks it."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+from aiq_tvm import quant, testing  # noqa: E402
+from aiq_tvm.quant import ActQParams  # noqa: E402
+from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel, cpu_model  # noqa: E402
+from aiq_tvm.targets.x86 import winograd_int8 as wino8  # noqa: E402
+from isa import HASWELL, ISA_TARGETS, ZNVER4, isa_params  # noqa: E402
+
+SKYLAKE = ISA_TARGETS["avx512bw"]
+CASES = [
+    # (spec, act, residual: None / "f32" / "u8", requantized output)
+    (ConvSpec(2, 7, 9, 13, 24, 3, 3, padding=1), "relu", "u8", True),
+    (ConvSpec(1, 11, 6, 5, 16, 3, 3, padding=0), ("clip", -0.5, 1.0), "f32", False),
+]
+
+
+def _layer(spec, residual, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b, res, qp = testing.layer_data(spec, rng, residual=residual is not None, offset=0.5)
+    rq = None
+    if residual == "u8":
+        rq = ActQParams.from_range(float(res.min()), float(res.max()))
+        res = quant.quantize_act(res, rq)
+    return quant.quantize_act(x, qp), w, b, res, qp, rq
+
+
+def _both(spec, w, b, target, **kw):
+    direct = conv2d_kernel(spec, "int8", w, b, target=target, winograd=False, **kw)
+    wino = conv2d_kernel(spec, "int8", w, b, target=target, winograd=True, **kw)
+    assert wino.info["algorithm"] == "winograd_f2"
+    assert wino.info["params"] == direct.info["params"]
+    return direct, wino
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx2")))
+@pytest.mark.parametrize("spec,act,residual,requant", CASES, ids=["u8res_requant", "odd"])
+def test_bit_identical_to_direct(target, spec, act, residual, requant):
+    xq, w, b, res, qp, rq = _layer(spec, residual, spec.C)
+    direct, wino = _both(spec, w, b, target, act=act, act_qparams=qp,
+                         residual=residual is not None, residual_qparams=rq,
+                         out_qparams=qp if requant else None)  # fmt: skip
+    y_direct = testing.run_kernel(direct, xq, target, residual=res)
+    y_wino = testing.run_kernel(wino, xq, target, residual=res)
+    assert y_wino.dtype == (np.uint8 if requant else np.float32)
+    np.testing.assert_array_equal(y_wino, y_direct)
+
+
+@pytest.mark.parametrize("target", isa_params(("avx2",)))
+def test_accumulator_is_the_direct_one(target):
+    """debug_acc: the int32 ``acc - corr`` itself (Y / 4 with corr = 0)."""
+    spec = ConvSpec(1, 6, 5, 34, 8, 3, 3, padding=1)
+    xq, w, b, _, qp, _ = _layer(spec, None, 1)
+    direct, wino = _both(spec, w, b, target, act_qparams=qp, debug_acc=True)
+    ref = testing.reference(spec, "int8", testing.layer_data(spec, np.random.default_rng(1),
+                            offset=0.5)[0], w, b, act_qparams=qp, target=target)  # fmt: skip
+    acc = testing.run_kernel(wino, xq, target)
+    np.testing.assert_array_equal(acc, testing.run_kernel(direct, xq, target))
+    np.testing.assert_array_equal(acc, ref.acc)
+
+
+def _asm(kernel, target) -> str:
+    mod = testing.compile_prim_func(kernel.prim_func, target).mod
+    return "".join(m.inspect_source("asm") for m in [mod, *getattr(mod, "imports", [])])
+
+
+@pytest.mark.parametrize("target,instr,reg", [(HASWELL, "vpmaddwd", "ymm"),
+                                              (SKYLAKE, "vpmaddwd", "zmm"),
+                                              (ZNVER4, "vpdpwssd", "zmm")])  # fmt: skip
+def test_gemm_instructions(target, instr, reg):
+    """Compiled (not run): the GEMM is the 16-bit pair multiply-add of the target."""
+    spec = ConvSpec(1, 8, 8, 16, 16, 3, 3, padding=1)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+    k = conv2d_kernel(spec, "int8", w, None, target=target, winograd=True,
+                      act_qparams=ActQParams.from_range(-1.0, 1.0))  # fmt: skip
+    asm = _asm(k, target)
+    # The pair broadcast may be folded into a memory operand ("(%rsi){1to16}").
+    assert re.search(rf"\t{instr}\t[^\n]*%{reg}", asm)
+    assert "vpmaddubsw" not in asm and "vpdpbusd" not in asm
+
+
+def test_transform_is_exact_in_integers():
+    """A^T [((2G) w (2G)^T) * (B^T d B)] A is 4 x the 3x3 correlation of every tile."""
+    rng = np.random.default_rng(0)
+    bt, _, at = (m.astype(np.int64) for m in wino8.matrices(2))
+    d = rng.integers(-255, 256, (4, 4))
+    w = rng.integers(-127, 128, (3, 3))
+    y = at @ ((wino8.G2 @ w @ wino8.G2.T) * (bt @ d @ bt.T)) @ at.T
+    ref = [[np.sum(d[i:i + 3, j:j + 3] * w) for j in range(2)] for i in range(2)]
+    np.testing.assert_array_equal(y, 4 * np.array(ref))
+
+
+def test_overflow_guard():
+    """Layers whose transformed values could exceed int32 stay direct."""
+    small = wino8.transform_weight(np.full((8, 64, 3, 3), 63, np.int8), 8)
+    big = wino8.transform_weight(np.full((8, 1024, 3, 3), 127, np.int8), 8)
+    assert np.abs(big).max() == 9 * 127
+    assert wino8.fits_int32(small, 128) and not wino8.fits_int32(big, 0)
+
+
+def _choice(spec, target, scheme="int8"):
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+    from aiq_tvm.targets.x86.layer import layer_args
+
+    cpu = cpu_model(target)
+    w = np.zeros(spec.weight_shape, np.float32)
+    args = layer_args(scheme, w, spec.weight_shape, None, act="none",
+                      act_qparams=ActQParams.from_range(-1.0, 1.0), out_qparams=None,
+                      debug_acc=False, target=target, numerics_target=None)  # fmt: skip
+    fmt = cpu.weight_formats(args.scheme, args.qmax, 9 * spec.C, False)[0]
+    return conv_mod._winograd_choice(spec, args, fmt, None, cpu, None, None, 0)
+
+
+def test_selection(monkeypatch):
+    """vpmaddwd targets take it for ResNet-20's 3x3 layers (not the 3-channel stem, not int4);
+    AVX-512 VNNI targets keep the direct vpdpbusd kernel; AIQ_WINOGRAD=0 turns it off."""
+    monkeypatch.delenv("AIQ_WINOGRAD", raising=False)
+    # (At batch 1 on two cores the 8x8 layer has too few tile rows per thread: direct.)
+    resnet20 = [ConvSpec(n, hw, hw, c, c, 3, 3, padding=1)
+                for n, hw, c in ((1, 32, 16), (1, 16, 32), (16, 32, 16), (16, 16, 32),
+                                 (16, 8, 64))]  # fmt: skip
+    for target in (HASWELL, SKYLAKE):
+        assert all(_choice(s, target) is not None for s in resnet20)
+        assert _choice(ConvSpec(16, 32, 32, 3, 16, 3, 3, padding=1), target) is None
+        assert _choice(resnet20[0], target, "int4") is None
+    assert all(_choice(s, ZNVER4) is None for s in resnet20)
+    monkeypatch.setenv("AIQ_WINOGRAD", "0")
+    assert _choice(resnet20[0], HASWELL) is None
+    monkeypatch.setenv("AIQ_WINOGRAD", "4")  # F(4, 3) only: no int8 kernel
+    assert _choice(resnet20[0], HASWELL) is None
