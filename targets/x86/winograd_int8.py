@@ -247,12 +247,13 @@ def select_margin(cpu) -> float:
     return VPDPWSSD_MARGIN if _use_vpdpwssd(cpu) else PMADDWD_MARGIN
 
 
-# Measured per layer on the Zen 4 host (one thread, ResNet-20 / ResNet-18 3x3 shapes at batch
-# 1 and 16, requantizing residual epilogue): with vpmaddwd (haswell, skylake-avx512 builds)
-# every layer the model put at >= 1.13x the direct kernel's cost ran 1.18-1.52x faster, those
-# it put below 1 (C = 3) ran 0.81-0.88x; the margin keeps near-ties direct. With vpdpwssd the
-# direct vpdpbusd kernel (4 products per lane and op, no separate add) was faster on 9 of 12
-# shapes (0.72-0.91x) and at most 1.03x slower: the margin keeps AVX-512 VNNI targets direct.
+# Measured per layer by scripts/bench_winograd_int8.py on the Zen 4 host (one thread, ResNet-20
+# shapes at batch 1 and 16, docs/performance_isa.md): with vpmaddwd (haswell, skylake-avx512
+# builds) every layer the model put at >= 1.13x the direct kernel's cost ran 1.18-1.80x
+# faster, those it put below 1 (C = 3) ran 0.79-0.87x; the margin keeps near-ties direct. With
+# vpdpwssd (znver4 build) the direct vpdpbusd kernel (4 products per lane and op, no separate
+# add) ran faster on 8 of 10 shapes (Winograd 0.72-0.91x) and at most 1.03x slower, where the
+# model put both within 3 %: the margin keeps AVX-512 VNNI targets direct.
 PMADDWD_MARGIN = 1.05
 VPDPWSSD_MARGIN = 1.25
 
