@@ -70,6 +70,18 @@ def test_accumulator_is_the_direct_one(target):
     np.testing.assert_array_equal(acc, ref.acc)
 
 
+@pytest.mark.parametrize("target", isa_params(("avx2",)))
+def test_full_range_codes_match_the_exact_path(target):
+    """8-bit codes of a VNNI numerics target (|q| <= 127) on a vpmaddubsw target: the direct
+    kernel takes the exact 32-bit path, Winograd (|U| <= 1143 in int16) matches it."""
+    spec = ConvSpec(1, 8, 7, 16, 16, 3, 3, padding=1)
+    xq, w, b, _, qp, _ = _layer(spec, None, 2)
+    direct, wino = _both(spec, w, b, target, act="relu", act_qparams=qp, numerics_target=ZNVER4)
+    assert wino.info["weight_qmax"] == 127
+    np.testing.assert_array_equal(testing.run_kernel(wino, xq, target),
+                                  testing.run_kernel(direct, xq, target))  # fmt: skip
+
+
 def _asm(kernel, target) -> str:
     mod = testing.compile_prim_func(kernel.prim_func, target).mod
     return "".join(m.inspect_source("asm") for m in [mod, *getattr(mod, "imports", [])])
