@@ -179,6 +179,9 @@ class WinoArith:
     mode: str
     in_bytes: int
     weight_bytes: int
+    # Register blocks whose accumulators reach this many bytes are not considered (None: no
+    # limit): TVM allocates such a block's buffer on the heap instead of the stack.
+    max_block_bytes: int | None = None
 
 
 # fp32: one broadcast FMA per channel and accumulator vector.
@@ -196,6 +199,8 @@ def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES,
     for m in tile_sizes:
         n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
         for t, ocv in _register_blocks(n_w, cpu, ar.mode):
+            if ar.max_block_bytes and t * ocv * cpu.lanes * 4 >= ar.max_block_bytes:
+                continue
             ocb = cpu.lanes * ocv
             kp = round_up(spec.O, ocb)
             for rows in divisors(n_h):
