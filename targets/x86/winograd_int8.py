@@ -252,8 +252,8 @@ def select_margin(cpu) -> float:
 
 # Measured per layer by scripts/bench_winograd_int8.py on the Zen 4 host (one thread, ResNet-20
 # shapes at batch 1 and 16, docs/performance_isa.md): with vpmaddwd (haswell, skylake-avx512
-# builds) every layer the model put at >= 1.13x the direct kernel's cost ran 1.18-1.80x
-# faster, those it put below 1 (C = 3) ran 0.79-0.87x; the margin keeps near-ties direct. With
+# builds) every layer the model put at >= 1.13x the direct kernel's cost ran 1.22-1.80x
+# faster, those it put below 1 (C = 3) ran 0.79-0.88x; the margin keeps near-ties direct. With
 # vpdpwssd (znver4 build) the direct vpdpbusd kernel (4 products per lane and op, no separate
 # add) ran faster on 8 of 10 shapes (Winograd 0.72-0.91x) and at most 1.03x slower, where the
 # model put both within 3 %: the margin keeps AVX-512 VNNI targets direct.
