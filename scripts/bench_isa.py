@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import Timer, _cpu  # noqa: E402
+from bench_models import _cpu  # noqa: E402
+
+from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
 
 # Instructions counted in the assembly of a build (int8 dot paths and the fp32 FMA).
 ASM_PATTERNS = {
@@ -84,24 +86,6 @@ def _build_all(name, target, precisions, xc, xv, yv):
     return builds, acc
 
 
-class ClockTimer(Timer):
-    """:class:`Timer` on a chosen clock (``time.perf_counter`` or ``time.process_time``)."""
-
-    def __init__(self, fn, clock):
-        self.clock = clock
-        super().__init__(fn)
-
-    def __call__(self, ms: float) -> float:
-        n = max(1, int(ms / 1e3 / self.once))
-        t0 = self.clock()
-        for _ in range(n):
-            self.fn()
-        return (self.clock() - t0) / n
-
-
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
 def _time_all(builds, x, rounds, round_ms, gap_ms, clock) -> dict[str, float]:
     import tvm
 
@@ -109,7 +93,7 @@ def _time_all(builds, x, rounds, round_ms, gap_ms, clock) -> dict[str, float]:
     for key, b in builds.items():
         f = b.vm(x.shape[0])["main"]
         arg = tvm.runtime.tensor(x)
-        timers[key] = ClockTimer(lambda f=f, arg=arg: f(arg), CLOCKS[clock])
+        timers[key] = Timer(lambda f=f, arg=arg: f(arg), clock)
     samples = {k: [] for k in timers}
     for r in range(rounds):
         keys = list(timers)

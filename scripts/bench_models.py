@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aiq_tvm.bench import Timer
+from aiq_tvm.bench import CLOCKS, Timer
 from aiq_tvm.threads import unpin_tvm_threads
 
 TV_PREFIX = "tv/"
@@ -114,7 +114,7 @@ def quantize_onnx_int8(fp32_path: str, out_path: str, calib: np.ndarray, batch: 
 
 
 # ----------------------------------------------------------------------------- workers
-def _worker(conn, kind: str, path: str, threads: int, calib) -> None:
+def _worker(conn, kind: str, path: str, threads: int, calib, clock: str = "wall") -> None:
     """A framework in its own process: load (and quantize) once, then time on request."""
     import numpy as np
     import torch
@@ -131,6 +131,8 @@ def _worker(conn, kind: str, path: str, threads: int, calib) -> None:
             path = q_path
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
+        if threads == 1:  # the session's own thread only (the CPU clock counts every thread)
+            so.inter_op_num_threads = 1
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     conn.send(True)
     timer = None
@@ -149,7 +151,7 @@ def _worker(conn, kind: str, path: str, threads: int, calib) -> None:
             else:
                 def fn(x=x):
                     return sess.run(None, {"x": x})[0]
-            timer = Timer(fn)
+            timer = Timer(fn, clock)
             conn.send(np.asarray(fn()))
         else:
             conn.send(timer(msg[1]))
@@ -158,12 +160,12 @@ def _worker(conn, kind: str, path: str, threads: int, calib) -> None:
 class Remote:
     """Handle on a worker process; ``remote(ms)`` times like :class:`Timer`."""
 
-    def __init__(self, kind: str, path: str, threads: int, calib=None):
+    def __init__(self, kind: str, path: str, threads: int, calib=None, clock: str = "wall"):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, kind, path, threads, calib),
+        self.proc = ctx.Process(target=_worker, args=(child, kind, path, threads, calib, clock),
                                 daemon=True)
         self.proc.start()
 
@@ -248,7 +250,7 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
                       input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
     kinds = ["pytorch", "onnxruntime"] + (["onnxruntime-int8"] if args.ort_int8 else [])
     remotes = {k: Remote(k, str(tmp / "model.pt") if k == "pytorch" else str(onnx_path),
-                         threads, xc) for k in kinds}
+                         threads, xc, args.clock) for k in kinds}
     builds, build_s = _build_all(name, mod, params, xc, args, plans)
     for r in remotes.values():
         r.ready()
@@ -263,7 +265,7 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
             f = b.vm(bs)["main"]  # compiled here, outside the lock
             arg = tvm.runtime.tensor(x)
             logits[f"tvm-{key}"] = f(arg).numpy()
-            timers[f"tvm-{key}"] = Timer(lambda f=f, arg=arg: f(arg))
+            timers[f"tvm-{key}"] = Timer(lambda f=f, arg=arg: f(arg), args.clock)
         samples = {k: [] for k in timers}
         with _locked(args.lock):
             for _ in range(args.rounds):
@@ -337,10 +339,12 @@ def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
         cmds = "Commands (one run each; ratios never mix runs):\n\n" + "\n".join(
             f"    {run['command']}" for run in runs)
     first = runs[0]
+    clock = ("process CPU time (one thread; time other jobs hold the core is not counted)"
+             if first.get("clock") == "cpu" else "wall clock")
     setup = (f"Machine: {first['machine']}, {first['threads']} threads, {first['date']}. "
              f"Medians of {first['rounds']} interleaved rounds of {first['round_ms']:.0f} ms per "
-             f"variant ({first['gap_ms']:.0f} ms idle before each); each framework in its own "
-             "process; ratios are speed-ups (time of the first / time of the second).")
+             f"variant ({first['gap_ms']:.0f} ms idle before each), {clock}; each framework in "
+             "its own process; ratios are speed-ups (time of the first / time of the second).")
     return (f"# {title}\n\n{cmds}\n\n{setup}\n\n{render_tables(rows)}\n\n"
             "Build times (import excluded; the first 8-bit build includes calibration) and "
             "the peak resident memory of the benchmark process:\n\n"
@@ -363,6 +367,9 @@ def _parse(argv):
     ap.add_argument("--round-ms", type=float, default=150.0)
     ap.add_argument("--gap-ms", type=float, default=100.0)
     ap.add_argument("--lock", default=None, help="flock this file while timing a model")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall clock, or each process's CPU time (needs TVM_NUM_THREADS=1; "
+                    "every framework then runs one thread)")
     ap.add_argument("--json", default=None, help="save this run's figures as JSON")
     ap.add_argument("--render", nargs="+", default=None, metavar="RUN.json",
                     help="only render saved runs into --out (no measuring)")
@@ -381,6 +388,9 @@ def main(argv=None) -> int:
             print(f"wrote {args.out}")
         return 0
     threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
+    if args.clock == "cpu" and threads != 1:
+        raise SystemExit("bench_models.py: --clock cpu sums every thread's time: run with "
+                         f"TVM_NUM_THREADS=1 (got {threads})")
     unpin_tvm_threads()
     import aiq_tvm
 
@@ -397,6 +407,7 @@ def main(argv=None) -> int:
     run = {"command": f"TVM_NUM_THREADS={threads} python {' '.join(words)}",
            "machine": _cpu(), "threads": threads, "date": datetime.date.today().isoformat(),
            "rounds": args.rounds, "round_ms": args.round_ms, "gap_ms": args.gap_ms,
+           "clock": args.clock,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "rows": rows}
     print(render_tables(rows))
