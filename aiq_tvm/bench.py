@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import check_choice
+
 __all__ = ["run", "table", "Timer", "FRAMEWORKS"]
 
 FRAMEWORKS = ("torch", "onnxruntime")
@@ -37,7 +39,7 @@ class Timer:
 
     def __init__(self, fn, clock="wall"):
         self.fn = fn
-        self.clock = CLOCKS[clock] if isinstance(clock, str) else clock
+        self.clock = clock if callable(clock) else CLOCKS[check_choice("clock", clock, CLOCKS)]
         fn()
         t0 = time.perf_counter()
         fn()
