@@ -16,7 +16,7 @@ from . import pipeline as P
 from ._ir import specialize_batch
 from .calibrate import Calibration
 from .deploy import kernel_calls
-from .passes import AnnotatePrecision, SelectPrecisionAtRuntime
+from .passes import AnnotatePrecision, SelectPrecisionAtRuntime, SplitAtLayers
 from .plan import Plan
 
 __all__ = ["prepare", "compile_module", "compile_plan", "compile_switchable"]
@@ -33,16 +33,18 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool = True,
-                   unscheduled: list | None = None) -> relax.VMExecutable:
+                   unscheduled: list | None = None, after_dataflow: list = ()
+                   ) -> relax.VMExecutable:
     """``passes`` then TVM's CPU legalization, our glue schedules and TVM's lowering
-    (``unscheduled``: see :func:`aiq_tvm.pipeline.schedule_passes`).
+    (``unscheduled``: see :func:`aiq_tvm.pipeline.schedule_passes`; ``after_dataflow``: see
+    :func:`aiq_tvm.pipeline.lower_passes`).
 
     The executable's ``aiq_kernel_calls`` lists its TIR kernel calls (symbols and argument
     shapes, in program order): what :mod:`aiq_tvm.deploy` times on a remote device.
     """
     seq = tvm.transform.Sequential(
         passes + P.legalize_passes(target) + P.schedule_passes(target, unscheduled)
-        + P.lower_passes(target, static_memory)
+        + P.lower_passes(target, static_memory, after_dataflow)
     )
     target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     with target:  # what tvm.compile(mod, target, relax_pipeline=seq) does, in two steps
@@ -65,13 +67,19 @@ def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibra
 
 def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration | None,
                        choices: Mapping[str, Sequence[str]], target, batch_size: int,
-                       numerics_target=None) -> relax.VMExecutable:
+                       numerics_target=None, cuts: Sequence[str] | None = None
+                       ) -> relax.VMExecutable:
     """Every candidate precision of every layer in one executable, chosen per layer at run
-    time by ``main``'s ``aiq_select`` input (see :class:`SelectPrecisionAtRuntime`)."""
+    time by ``main``'s ``aiq_select`` input (see :class:`SelectPrecisionAtRuntime`).
+
+    With ``cuts`` (layer names), ``main`` is replaced by the segments
+    :class:`~aiq_tvm.passes.SplitAtLayers` cuts before those layers' switches: the same
+    kernels, run one segment after another."""
     mod = specialize_batch(annotated, batch_size)
     passes = [*P.bind_params(params), *P.fold_constants(),
               SelectPrecisionAtRuntime(choices, calibration, target=target,
                                        numerics_target=numerics_target),
               *P.layout_passes()]  # as in every final build: the search measures its numerics
+    split = [] if cuts is None else [SplitAtLayers(cuts)]
     # R.If branches: TVM 0.27's static memory planning corrupts them (see lower_passes).
-    return compile_module(mod, target, passes, static_memory=False)
+    return compile_module(mod, target, passes, static_memory=False, after_dataflow=split)

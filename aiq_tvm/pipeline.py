@@ -100,13 +100,16 @@ def schedule_passes(target, unscheduled: list | None = None) -> list:
     return [ScheduleGlue(target, unscheduled=unscheduled), LimitVectorWidth()]
 
 
-def lower_passes(target, static_memory: bool = True) -> list:
+def lower_passes(target, static_memory: bool = True, after_dataflow: list = ()) -> list:
     """TVM's lowering; ``static_memory=False`` drops StaticPlanBlockMemory, which in TVM 0.27
-    corrupts memory when a function has ``R.If`` branches (crash on the second call)."""
+    corrupts memory when a function has ``R.If`` branches (crash on the second call).
+    ``after_dataflow`` run right after ``ToNonDataflow``, on fused and scheduled kernels."""
     finalize = cpu_pipeline.finalize_passes(target)
     if not static_memory:
         finalize = [p for p in finalize if p.info.name != "StaticPlanBlockMemory"]
-    return cpu_pipeline.dataflow_lower_passes(target) + finalize
+    dataflow = cpu_pipeline.dataflow_lower_passes(target)
+    cut = 1 + next(i for i, p in enumerate(dataflow) if p.info.name == "ToNonDataflow")
+    return dataflow[:cut] + list(after_dataflow) + dataflow[cut:] + finalize
 
 
 def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None, database=None,

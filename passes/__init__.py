@@ -31,6 +31,7 @@ from .limit_vector_width import LimitVectorWidth
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
+from .split_at_layers import SplitAtLayers, segment_name
 from .split_large_means import SplitLargeMeans
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
     "ExposeLayerInputs",
     "FillsToScalars",
     "ScheduleGlue",
+    "SplitAtLayers",
+    "segment_name",
     "SplitLargeMeans",
     "LimitVectorWidth",
     "FoldConstantLayouts",

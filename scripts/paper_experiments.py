@@ -106,16 +106,28 @@ class PlanCache:
         if key not in self.entries:
             t0 = time.perf_counter()
             acc = float(self.measure(dict(zip(self.layers, key, strict=True))))
-            seconds = time.perf_counter() - t0
-            self.entries[key] = (acc, seconds)
-            self.measured_s += seconds
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(json.dumps({"plan": list(key), "accuracy": acc, "seconds": seconds})
-                        + "\n")
+            self.record(assignment, acc, time.perf_counter() - t0)
         acc, seconds = self.entries[key]
         self.replayed_s += seconds
         return acc
+
+    def record(self, assignment, acc: float, seconds: float) -> bool:
+        """Keeps an accuracy measured elsewhere (the exhaustive part's prefix evaluator);
+        a plan already kept is compared instead: returns whether it was, and raises if
+        the accuracies differ (both must be the switchable module's, on the same images)."""
+        key = self.key(assignment)
+        if key in self.entries:
+            if self.entries[key][0] != acc:
+                raise RuntimeError(f"plan {key}: {acc} now, {self.entries[key][0]} in "
+                                   f"{self.path}")
+            return True
+        self.entries[key] = (float(acc), seconds)
+        self.measured_s += seconds
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"plan": list(key), "accuracy": float(acc), "seconds": seconds})
+                    + "\n")
+        return False
 
 
 def _cache(args, ctx, kind: str, measure) -> PlanCache:
@@ -280,6 +292,44 @@ def _measure_all(acc, expand, names, minutes: float) -> int:
     return 0
 
 
+def _measure_tree(acc, ev, minutes: float, depth: int = 2) -> tuple[int, int]:
+    """Measures with ``ev`` (a :class:`aiq_tvm.exhaustive.PrefixEvaluator`) every group plan
+    not yet in ``acc``'s cache, one subtree under a ``depth``-group prefix at a time, for at
+    most ``minutes``; each plan is kept with its subtree's seconds over its plans.  Returns
+    how many plans remain and how many were already cached (compared, see PlanCache.record)."""
+    prefixes = list(itertools.product(PRECISIONS, repeat=min(depth, len(ev.groups))))
+    todo = [p for p in prefixes if not all(ev.assignment(q) in acc for q in ev.plans(p))]
+    deadline = time.perf_counter() + 60 * minutes
+    compared = 0
+    for i, prefix in enumerate(todo):
+        if time.perf_counter() > deadline:
+            return sum(ev.assignment(q) not in acc for p in todo[i:] for q in ev.plans(p)), \
+                compared
+        t0 = time.perf_counter()
+        accs = ev.subtree(prefix)
+        seconds = time.perf_counter() - t0
+        compared += sum(acc.record(ev.assignment(q), a, seconds / len(accs))
+                        for q, a in accs.items())
+        print(f"  subtree {'/'.join(prefix)} ({i + 1} of {len(todo)}): {len(accs)} plans in "
+              f"{seconds:.0f} s, {ev.segment_runs} segment runs so far", flush=True)
+    return 0, compared
+
+
+def _check_against_oracle(ev, oracle, n: int, seed: int = 0) -> list[dict]:
+    """``n`` random group plans measured by the search's oracle (the whole switchable module
+    per plan) and by ``ev``: they must agree exactly."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        plan = tuple(str(p) for p in rng.choice(PRECISIONS, len(ev.groups)))
+        fast, slow = ev.subtree(plan)[plan], oracle(ev.assignment(plan))
+        if fast != slow:
+            raise RuntimeError(f"plan {plan}: prefix evaluator {fast} != oracle {slow}")
+        rows.append({"plan": plan, "accuracy": fast})
+        print(f"  oracle check {'/'.join(plan)}: {100 * fast:.2f}% both", flush=True)
+    return rows
+
+
 def _rank_methods(acc, expand, names, ai0, a0, ai_g, lam) -> dict:
     """The optimum of the loss over all group plans and where greedy / coordinate descent
     over the same groups land."""
@@ -310,6 +360,8 @@ def _rank_methods(acc, expand, names, ai0, a0, ai_g, lam) -> dict:
 
 
 def part_exhaustive(args) -> None:
+    from aiq_tvm.exhaustive import PrefixEvaluator
+
     ctx, cal = _setup(args.model, args.calib, args.val)
     # its own cache: the same validation images, but its measuring times stay out of the
     # search part's replayed search times (this part may run niced, beside timing runs)
@@ -324,15 +376,27 @@ def part_exhaustive(args) -> None:
     def ai_g(g_assign):
         return ctx.cost.ai(expand(g_assign))
 
-    left = _measure_all(acc, expand, names, args.minutes)
+    info = {"evaluator": args.evaluator}
+    if args.evaluator == "prefix":
+        ev = PrefixEvaluator(ctx, cal, groups, PRECISIONS)
+        info["oracle_check"] = _check_against_oracle(ev, _oracle(ctx, cal, *ctx.val),
+                                                     args.check)
+        left, info["compared_with_cache"] = _measure_tree(acc, ev, args.minutes)
+        info["segment_runs"] = ev.segment_runs
+    else:
+        left = _measure_all(acc, expand, names, args.minutes)
     if left:
         print(f"{left} of {3 ** len(names)} plans not measured yet ({acc.path}): run this "
               "command again to go on")
         return
+    _rank_and_write(args, acc, expand, names, ai_g, {"groups": groups, **info})
+
+
+def _rank_and_write(args, acc, expand, names, ai_g, info: dict) -> None:
     fp32 = dict.fromkeys(names, "fp32")
     ai0, a0 = ai_g(fp32), acc(expand(fp32))
     combos = itertools.product(PRECISIONS, repeat=len(names))
-    out = {"model": args.model, "val": args.val, "groups": groups, "lambdas": {},
+    out = {"model": args.model, "val": args.val, **info, "lambdas": {},
            "evaluate_all_s": sum(acc.entries[acc.key(expand(dict(zip(names, c, strict=True))))][1]
                                  for c in combos),
            "val_accuracy_fp32": a0}
@@ -543,6 +607,12 @@ def main() -> None:
     ap.add_argument("--methods", type=_methods, default=METHODS, help="search: methods to run")
     ap.add_argument("--groups", type=int, default=8,
                     help="exhaustive: groups of consecutive layers (3^groups plans)")
+    ap.add_argument("--evaluator", choices=["prefix", "oracle"], default="prefix",
+                    help="exhaustive: plans sharing their first groups share those groups' "
+                    "activations (prefix), or the search's oracle on each plan")
+    ap.add_argument("--check", type=int, default=3,
+                    help="exhaustive: random plans also measured by the search's oracle, "
+                    "which must agree exactly (prefix evaluator)")
     ap.add_argument("--untimed", action="store_true",
                     help="search: leave search times out (runs outside the bench lock)")
     ap.add_argument("--minutes", type=float, default=12.0,
