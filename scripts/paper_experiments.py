@@ -15,7 +15,12 @@ TVM's time_evaluator in interleaved rounds (median of the rounds' medians).
 ``exhaustive``: the layers split into 8 groups of consecutive layers; all 3^8 = 6,561 plans
 over fp32/int8/int4 (a group shares one precision) evaluated on the switchable module and
 ranked by the paper's loss, and where greedy and coordinate descent (run over the same 8
-groups) land.  Each part writes ``<out>/<model>_<part>.json``; ``markdown`` renders them.
+groups) land.  The plans are measured by :class:`aiq_tvm.exhaustive.PrefixEvaluator`: the
+switchable module cut into one segment per group, the plan tree walked depth first so plans
+sharing their first groups share those groups' activations (the search's oracle gives the
+same accuracies bit for bit; ``--check`` random plans are measured both ways and must agree,
+``--evaluator oracle`` measures every plan the oracle's way).  Each part writes
+``<out>/<model>_<part>.json``; ``markdown`` renders them.
 Timing parts should run under ``flock /work/bench.lock``.
 
 Work in pieces: a plan's accuracy does not depend on lambda or on the search method, so every
@@ -505,7 +510,8 @@ def _md_exhaustive(model, e) -> list[str]:
              "", f"Command: `{e['command']}`; validation {e['val']} images (FP32 "
              f"{_pct(e['val_accuracy_fp32'])}).", "", _md_host("Host", e), "",
              "Groups: " + "; ".join(f"g{i} = {', '.join(g)}" for i, g in enumerate(e["groups"])),
-             "", "Cells: loss (AI gain, accuracy drop pp); for the searches also the rank of "
+             "", *_md_evaluator(e, n),
+             "Cells: loss (AI gain, accuracy drop pp); for the searches also the rank of "
              f"their plan among all {n:,} and the plans they measured.", "",
              "| lambda | optimum | greedy | coordinate descent |", "|---|---|---|---|"]
     for lam, v in e["lambdas"].items():
@@ -518,6 +524,16 @@ def _md_exhaustive(model, e) -> list[str]:
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _md_evaluator(e, n: int) -> list[str]:
+    """How the exhaustive part measured its plans (older JSON: the oracle, one plan each)."""
+    if e.get("evaluator") != "prefix":
+        return []
+    checks = e.get("oracle_check", [])
+    return [f"Measured with prefix sharing: {e['segment_runs']:,} segment runs for the {n:,} "
+            f"plans ({e['evaluate_all_s'] / 60:.0f} min wall, niced on the shared host); "
+            f"{len(checks)} random plans measured by the search's oracle too, identical.", ""]
 
 
 SETUP = """\
@@ -544,9 +560,11 @@ How this setup differs from the paper's:
   measurement took (see the script's docstring). Latencies are TVM time_evaluator medians,
   every plan built first, then all timed in 7 interleaved rounds (median of the rounds' medians).
 - **Sensitivity and exhaustive parts** report accuracies only; they ran niced outside the
-  bench lock. The exhaustive part uses the number of groups its table names (3^groups plans;
-  the issue asked for 8 groups, 6,561 plans: at about 2 s per plan on this host that is
-  3.6 hours of measurements, more than this session had).
+  bench lock. The exhaustive part measures its 3^groups plans with prefix sharing (the
+  switchable module cut into one segment per group; plans that agree on their first groups
+  reuse those groups' activations, so group k runs 3^k times instead of 3^groups times); the
+  search's oracle gives the same accuracies bit for bit, and every run checks a few random
+  plans both ways. The seconds it reports are the wall time of a niced run on the shared host.
 """
 
 
