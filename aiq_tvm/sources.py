@@ -151,11 +151,32 @@ def _torch_model(spec: str, kind: str, weights: str | None):
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            first = str(err).strip().splitlines()
             raise SourceError(f"{weights} does not fit {spec}: "
-                              f"{' '.join(x.strip() for x in first[:3])}") from None
+                              f"{_state_mismatch(model.state_dict(), state, err)}") from None
     model.eval()
     return model, notes
+
+
+def _state_mismatch(expected: dict, given: dict, err: Exception, show: int = 3) -> str:
+    """One short line on how a state dict differs from the model's (torch lists every key)."""
+    def some(keys):
+        return ", ".join(repr(k) for k in keys[:show]) + (", ..." if len(keys) > show else "")
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    resized = [k for k in expected if k in given
+               and tuple(expected[k].shape) != tuple(given[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's {len(expected)} keys missing "
+                     f"({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} keys the model does not have ({some(unexpected)})")
+    parts += [f"{k!r} is {tuple(given[k].shape)} in the file but {tuple(expected[k].shape)} "
+              f"in the model" for k in resized[:show]]
+    if len(resized) > show:
+        parts.append(f"{len(resized) - show} more keys of other shapes")
+    return "; ".join(parts) if parts else _first_line(err)
 
 
 def _state_dict(path: str) -> dict:
@@ -195,11 +216,17 @@ def _load_torch(spec, kind, weights, input_shape) -> LoadedModel:
         raise SourceError(f"{spec} is trained on {_fmt(_SHIPPED_SHAPE)} inputs; "
                           f"--input-shape {_fmt(shape)} does not fit it")
     x = torch.zeros((2, *shape))
-    try:
-        mod, params = from_torch(model, x)
-    except (RuntimeError, ValueError, AssertionError) as err:
-        raise SourceError(f"{spec} cannot be imported with input shape {_fmt(shape)}: "
-                          f"{_first_line(err)}") from None
+    # Warnings of an import that then fails (e.g. "could not keep the batch dimension dynamic"
+    # before a channel mismatch) would print above the one error line: held back until it works.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mod, params = from_torch(model, x)
+        except (RuntimeError, ValueError, AssertionError) as err:
+            raise SourceError(f"{spec} cannot be imported with input shape {_fmt(shape)}: "
+                              f"{_first_line(err)}") from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return _loaded(spec, kind, mod, params, weights, notes)
 
 

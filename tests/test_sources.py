@@ -112,6 +112,53 @@ def test_bad_model_files(gray_files, tmp_path):
         load_model(str(tmp_path / "two.pt2"))
 
 
+def test_weights_of_another_network_give_one_short_line(tmp_path):
+    """torch's load_state_dict error lists every key: `aiq-tvm search torchvision:resnet18
+    --weights mobilenet_v2_fmnist.pt` printed a 13,235-character line (docs/cli.md run)."""
+    import torchvision
+
+    from aiq_tvm.sources import torch_module
+
+    torch.save(torchvision.models.mobilenet_v2(num_classes=10).state_dict(), tmp_path / "m.pt")
+    with pytest.raises(SourceError) as err:
+        torch_module("torchvision:resnet18", str(tmp_path / "m.pt"))
+    line = str(err.value)
+    assert "\n" not in line and len(line) < 500, line
+    assert "does not fit torchvision:resnet18: 122 of the model's 122 keys missing " \
+        "('conv1.weight', 'bn1.weight', 'bn1.bias', ...); 314 keys the model does not have " \
+        "('features.0.0.weight', 'features.0.1.weight', 'features.0.1.bias', ...)" in line
+    state = GrayNet(classes=10).state_dict()
+    state["conv2.weight"] = torch.zeros(4, 8, 3, 3)
+    torch.save(state, tmp_path / "g.pt")
+    with pytest.raises(SourceError, match=r"does not fit resnet20: .*missing"):
+        torch_module("resnet20", str(tmp_path / "g.pt"))
+
+
+def test_resized_weights_are_named_with_both_shapes(tmp_path):
+    import torchvision
+
+    from aiq_tvm.sources import torch_module
+
+    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    torch.save(state, tmp_path / "r.pt")
+    with pytest.raises(SourceError, match=r"r\.pt does not fit torchvision:resnet18: "
+                       r"'layer1.0.conv1.weight' is \(64, 64, 1, 1\) in the file but "
+                       r"\(64, 64, 3, 3\) in the model$"):
+        torch_module("torchvision:resnet18", str(tmp_path / "r.pt"))
+
+
+def test_failed_torch_import_prints_no_warning_before_its_error():
+    """A 1-channel shape for a 3-channel torchvision model: the dynamic-batch export's warning
+    used to print above the error line, so the CLI's output was not one line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SourceError, match=r"cannot be imported with input shape 1x32x32: "
+                           r".*expected input\[2, 1, 32, 32\] to have 3 channels"):
+            load_model("torchvision:resnet18", input_shape=(1, 32, 32))
+    assert [str(w.message) for w in caught] == []
+
+
 def test_parse_shape():
     assert parse_shape("3,224,224") == (3, 224, 224) == parse_shape("3x224x224")
     with pytest.raises(SourceError, match="positive integers like 3,224,224"):
