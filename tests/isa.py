@@ -1,4 +1,5 @@
-"""Targets per ISA level for kernel tests, and which of them this machine can execute.
+"""Targets per ISA level for kernel tests, which of them this machine can execute, and the
+aarch64 disassembly of exported libraries.
 
 Tests compile for any target but run code only where the host executes it; the rest skip
 with the reason (the missing CPU features), never crash with an illegal instruction. The
@@ -6,6 +7,9 @@ target of each level is a sample CPU of that level; tests check its capabilities
 """
 
 from __future__ import annotations
+
+import re
+import subprocess
 
 import pytest
 
@@ -22,7 +26,7 @@ ISA_TARGETS = {
 # board of `make test-arm`). "+neon" alone is Armv8.0 AdvSIMD.
 _AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
 ARM_TARGETS = {
-    "neon_i8mm": {**_AARCH64, "mattr": ["+neon", "+dotprod", "+i8mm"]},  # usdot
+    "neon_i8mm": {**_AARCH64, "mattr": ["+neon", "+dotprod", "+i8mm"]},  # usmmla / usdot
     "neon_dotprod": {**_AARCH64, "mattr": ["+neon", "+dotprod"]},  # sdot
     "neon": {**_AARCH64, "mattr": ["+neon"]},  # smull / sadalp
 }
@@ -58,3 +62,22 @@ def isa_params(levels=tuple(ISA_TARGETS), run: bool = True) -> list:
 # The best x86 kernel target this machine runs: kernels are checked numerically on it.
 BEST_X86 = next((t for t in ISA_TARGETS.values() if runnable(t)), HASWELL)
 requires_vnni_host = requires_host(ZNVER4)
+
+
+# aarch64 disassembly of exported libraries (ResNet-20 builds in test_arm_kernels.py and
+# test_arm_emulated.py)
+
+
+def kernel_bodies(lib) -> dict[str, str]:
+    """Disassembly of each integer layer kernel (``<layer>_<int8|int4>_compute_``) of a
+    shared library, by name (``objdump``'s ``<name>:`` headers delimit the functions)."""
+    text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(lib)],
+                          check=True, capture_output=True, text=True).stdout
+    heads = list(re.finditer(r"^[0-9a-f]+ <([A-Za-z_]\w*)>:$", text, flags=re.M))
+    ends = [m.start() for m in heads[1:]] + [len(text)]
+    return {m.group(1): text[m.end():end] for m, end in zip(heads, ends, strict=True)
+            if re.fullmatch(r"\w+_int[48]_compute_", m.group(1))}
+
+
+def disassembled(body: str, mnemonic: str) -> int:
+    return len(re.findall(rf"^\s*[0-9a-f]+:\s+{mnemonic}\s+v\d+\.", body, flags=re.M))

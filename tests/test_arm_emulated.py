@@ -25,7 +25,7 @@ from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets.arm import RPCServer
 from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel
 from aiq_tvm.testing import kernel_args, kernel_input, layer_data, reference
-from isa import AARCH64_DOTPROD, ARM_TARGETS
+from isa import AARCH64_DOTPROD, ARM_TARGETS, disassembled, kernel_bodies
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("AIQ_TEST_ARM") != "1",
@@ -90,10 +90,15 @@ def test_emulated_board_is_aarch64_and_runs_a_cross_build(board, tmp_path):
 
 
 def random_cases(target):
-    """(name, kernel, uint8 input, exact acc - corr) on random off-centre data."""
+    """(name, kernel, uint8 input, exact acc - corr) on random off-centre data. With
+    ``+i8mm`` the stride-1 convs and the 4-row dense run ``usmmla`` (2 x 2 blocks: the 7-wide
+    conv pairs its last column with a padding column, 20 channels pad to 24 / 32, 70 to 72 /
+    80), the stride-2 conv and the 3-row dense ``usdot``."""
     out = []
     for i, spec in enumerate((ConvSpec(2, 8, 8, 20, 12, 3, 3, padding=1, stride=2),
-                              ConvSpec(1, 6, 6, 64, 32, 1, 1), DenseSpec(3, 70, 10))):
+                              ConvSpec(1, 6, 6, 64, 32, 1, 1), DenseSpec(3, 70, 10),
+                              ConvSpec(1, 7, 7, 20, 12, 3, 3, padding=1),
+                              DenseSpec(4, 70, 10))):
         x, w, b, _, qp = layer_data(spec, np.random.default_rng(i), offset=0.7)
         make = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
         for scheme in ("int8", "int4"):
@@ -136,6 +141,11 @@ def test_kernels_exact_on_the_board(board, tmp_path, level):
     sess = board.connect()
     sess.upload(str(path))
     rlib, dev = sess.load_module(path.name), sess.cpu()
+    pairs = {name for name, k, *_ in cases if k.info["weight_format"].startswith("usmmla")}
+    if level == "neon_i8mm":  # every case but the stride-2 conv and the 3-row dense
+        assert len(pairs) == len(cases) - 4, sorted(pairs)
+    else:
+        assert not pairs
     for name, k, xin, want in cases:
         assert k.info["isa"] == level and k.info["intrin"], name
         args = [tvm.runtime.tensor(a.numpy(), dev) for a in kernel_args(k, xin)]
@@ -149,7 +159,7 @@ def test_kernels_exact_on_the_board(board, tmp_path, level):
 
 MIXED = Plan({r"re:layer[23]\..*conv2": "int4"}, default="int8")
 BUILDS = [("neon_dotprod", "int8"), ("neon_dotprod", "mixed"), ("neon_i8mm", "int8"),
-          ("neon", "mixed")]
+          ("neon_i8mm", "mixed"), ("neon", "mixed")]
 BATCH = 8
 
 
@@ -166,13 +176,21 @@ def resnet20():
 
 
 @pytest.mark.parametrize("level, plan", BUILDS, ids=[f"{lv}-{p}" for lv, p in BUILDS])
-def test_resnet20_on_the_board_gives_the_host_outputs(board, resnet20, level, plan):
+def test_resnet20_on_the_board_gives_the_host_outputs(board, resnet20, level, plan, tmp_path):
     """The aarch64 build on the board and the host build with the deploy target's numerics
-    (what calibration, search and ``BuildResult.run`` use) agree bit for bit."""
+    (what calibration, search and ``BuildResult.run`` use) agree bit for bit. With ``+i8mm``
+    the stride-1 convs and the classifier run ``usmmla``, the stride-2 convs ``usdot``."""
     mod, params, cal, xv, yv = resnet20
     res = aiq_tvm.build(mod, ARM_TARGETS[level], params=params,
                         plan=MIXED if plan == "mixed" else plan, calibration=cal,
                         batch_size=BATCH)
+    if level == "neon_i8mm":
+        res.export_library(str(tmp_path / "r20.so"))
+        bodies = kernel_bodies(tmp_path / "r20.so")
+        paired = {name for name, body in bodies.items() if disassembled(body, "usmmla")}
+        assert {n for n in bodies if "downsample" in n or "_0_conv1_" in n} | paired == set(
+            bodies) and "fc_int8_compute_" in paired
+        assert plan == "int8" or any("int4" in name for name in paired)
     host = res.run(xv, BATCH)
     sess = board.connect()
     got = res.on_remote(sess, BATCH).run(xv, BATCH)

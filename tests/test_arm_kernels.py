@@ -1,6 +1,7 @@
 """AArch64 kernels, cross-built on this host (CI; assembly only, nothing runs arm64 code here).
 
-Every Arm ISA level's int8 dot instruction in the int8/int4 conv and dense kernels, NEON FMA in
+Every Arm ISA level's int8 dot instruction in the int8/int4 conv and dense kernels (``+i8mm``:
+``usmmla`` where output positions pair up, ``usdot`` elsewhere), NEON FMA in
 the fp32 ones, the kernels' offset definitions exact (run on the host as plain TIR), and
 ResNet-20 int8 and mixed int8/int4 plans cross-built for aarch64 with dot products in every
 integer kernel, exported by the cross compiler. The instructions' numerics, and the whole
@@ -9,7 +10,6 @@ ResNet-20 against the host's outputs, run on the emulated board: tests/test_arm_
 """
 
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -23,17 +23,19 @@ from aiq_tvm.targets import capabilities
 from aiq_tvm.targets.arm import neon
 from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, cpu_model, dense_kernel
 from aiq_tvm.testing import compile_prim_func, kernel_input, layer_data, reference, run_kernel
-from isa import AARCH64_DOTPROD, ARM_TARGETS, HASWELL
+from isa import AARCH64_DOTPROD, ARM_TARGETS, HASWELL, disassembled, kernel_bodies
 
 EM_AARCH64 = 183
-CONV = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1)  # 20 channels: int4 pads to 24
-DENSE = DenseSpec(3, 70, 10)
+CONV = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1)  # 20 channels: int4 pads to 24 (usmmla 32)
+DENSE = DenseSpec(3, 70, 10)  # 3 rows: no row pairs for usmmla
+DENSE4 = DenseSpec(4, 70, 10)
+CONV_S2 = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1, stride=2)  # no column pairs for usmmla
 # level -> int8 / int4 weight formats, the instruction their blocks use, instructions that
-# must not appear.
+# must not appear (in CONV and DENSE4).
 LEVELS = {
-    "neon_i8mm": ("usdot8", "usdot4", "usdot", ("sdot", "smull")),
-    "neon_dotprod": ("sdot8", "sdot4", "sdot", ("usdot", "smull")),
-    "neon": ("smull8", "smull4", "smull", ("sdot", "usdot")),
+    "neon_i8mm": ("usmmla8", "usmmla4", "usmmla", ("sdot", "smull", "usdot", "smmla")),
+    "neon_dotprod": ("sdot8", "sdot4", "sdot", ("usdot", "smull", "usmmla", "smmla")),
+    "neon": ("smull8", "smull4", "smull", ("sdot", "usdot", "usmmla", "smmla")),
 }
 # Mixed plan: the second conv of every block in stages 2 and 3 in int4, the rest int8.
 MIXED = Plan({r"re:layer[23]\..*conv2": "int4"}, default="int8")
@@ -62,18 +64,41 @@ def test_int_kernels_use_the_level_dot_instruction(level):
     assert caps.isa == level and cpu_model(target).dot.name == caps.int8_dot
     fmt8, fmt4, instr, absent = LEVELS[level]
     for scheme, fmt in (("int8", fmt8), ("int4", fmt4)):
-        for spec in (CONV,) if level != "neon_dotprod" else (CONV, DENSE):
+        for spec in (CONV,) if level == "neon" else (CONV, DENSE4):
             k, *_ = build(spec, scheme, target)
             assert (k.info["isa"], k.info["int8_dot"], k.info["weight_format"]) == (
                 level, caps.int8_dot, fmt)
-            assert k.info["intrin"] == neon.intrinsic_for(target, "u8i8" if fmt == fmt8
-                                                          else "u8i4")
+            assert k.info["intrin"] == neon.intrinsic_for(
+                target, "u8i8" if fmt == fmt8 else "u8i4", pairs=instr == "usmmla")
             asm = asm_of(k, target)
             assert count(asm, instr) >= (4 if spec is CONV else 1), (scheme, spec)
             for bad in absent:
                 assert count(asm, bad) == 0, (scheme, spec, bad)
             if instr == "smull":  # products paired by addp, widened into int32 by sadalp
                 assert count(asm, "addp") >= 1 and count(asm, "sadalp") >= 1
+
+
+def test_i8mm_layers_without_position_pairs_use_usdot():
+    """``usmmla`` pairs neighbouring output columns (stride 1) or rows (an even row count);
+    other layers of an ``+i8mm`` target run ``usdot`` blocks."""
+    target = ARM_TARGETS["neon_i8mm"]
+    for scheme, fmt in (("int8", "usdot8"), ("int4", "usdot4")):
+        for spec in (CONV_S2, DENSE):
+            k, *_ = build(spec, scheme, target)
+            assert k.info["weight_format"] == fmt and "dot2x2" not in k.info["schedule"]
+            asm = asm_of(k, target)
+            assert count(asm, "usdot") >= 1 and count(asm, "usmmla") == 0, (scheme, spec)
+
+
+def test_usmmla_blocks_are_2x2_tiles():
+    """The 2 x 2 schedule: an even position tile, the accumulator tiles initialised as whole
+    vectors, ``usmmla`` reading 8 activation bytes per position (``ldr d`` / ``ldp d``)."""
+    target = ARM_TARGETS["neon_i8mm"]
+    k, *_ = build(ConvSpec(1, 8, 8, 32, 32, 3, 3, padding=1), "int8", target)
+    assert k.plan.pairs and k.plan.tiles[-1] % 2 == 0 and "dot2x2" in k.info["schedule"]
+    asm = asm_of(k, target)
+    assert count(asm, "usmmla") >= 16
+    assert re.search(r"^\s+ld[rp]\s+d\d+", asm, flags=re.M)
 
 
 @pytest.mark.parametrize("level", list(LEVELS))
@@ -92,7 +117,7 @@ def test_kernel_definitions_exact_on_the_host(level):
     target = ARM_TARGETS[level]
     offset = neon.ACT_OFFSET[neon.FAMILY_INSTRUCTION[capabilities(target).int8_dot]]
     for scheme in ("int8", "int4"):
-        for spec in (CONV, DENSE):
+        for spec in (CONV, DENSE, DENSE4):
             k, x, w, b, qp = build(spec, scheme, target, schedule=False, debug_acc=True)
             assert k.info["weight_qmax"] == (127 if scheme == "int8" else 7)
             xin = kernel_input(scheme, x, qp)
@@ -107,10 +132,12 @@ def test_kernel_definitions_exact_on_the_host(level):
 def test_intrinsic_lookups_reject_bad_input():
     with pytest.raises(ValueError, match="aarch64"):
         neon.intrinsic_for(HASWELL)
-    with pytest.raises(ValueError, match="known: usdot, sdot, smull"):
+    with pytest.raises(ValueError, match="known: usmmla, usdot, sdot, smull"):
         neon.neon_intrin("udot", "u8i8")
     with pytest.raises(ValueError, match="known: u8i8, u8i4"):
         neon.neon_intrin("sdot", "u8i2")
+    with pytest.raises(ValueError, match="no 2 x 2 blocks"):
+        neon.intrinsic_for(ARM_TARGETS["neon_dotprod"], pairs=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,21 +164,6 @@ def resnet20_builds(tmp_path_factory):
         res.export_library(str(lib))  # the aarch64 cross compiler (deploy.export_compiler)
         out[name] = res, lib
     return out
-
-
-def kernel_bodies(lib) -> dict[str, str]:
-    """Disassembly of each integer layer kernel (``<layer>_<int8|int4>_compute_``) of a
-    shared library, by name (``objdump``'s ``<name>:`` headers delimit the functions)."""
-    text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(lib)],
-                          check=True, capture_output=True, text=True).stdout
-    heads = list(re.finditer(r"^[0-9a-f]+ <([A-Za-z_]\w*)>:$", text, flags=re.M))
-    ends = [m.start() for m in heads[1:]] + [len(text)]
-    return {m.group(1): text[m.end():end] for m, end in zip(heads, ends, strict=True)
-            if re.fullmatch(r"\w+_int[48]_compute_", m.group(1))}
-
-
-def disassembled(body: str, mnemonic: str) -> int:
-    return len(re.findall(rf"^\s*[0-9a-f]+:\s+{mnemonic}\s+v\d+\.", body, flags=re.M))
 
 
 @pytest.mark.parametrize("plan", ["int8", "mixed"])

@@ -6,12 +6,27 @@ dot-product families there (keys are ``TargetCaps.int8_dot``), so integer layers
 build run these instructions on 128-bit vectors (4 int32 lanes):
 
 =================  ===============  ==================================================  ======
-``caps.int8_dot``  target feature   instruction per block of 4 outputs x 4 channels     offset
+``caps.int8_dot``  target feature   instruction of a block (4 int32 outputs)            offset
 =================  ===============  ==================================================  ======
-``smmla``          ``+i8mm``        ``usdot`` (unsigned activations x signed weights)   0
+``smmla``          ``+i8mm``        ``usmmla`` (2 positions x 2 channels x 8 input      0
+                                    channels), else ``usdot`` (unsigned activations x
+                                    signed weights)
 ``sdot``           ``+dotprod``     ``sdot`` on activations flipped by ``XOR 0x80``    128
 ``smull``          AdvSIMD only     flip, ``smull`` x2, ``addp``, ``sadalp``             128
 =================  ===============  ==================================================  ======
+
+``usmmla`` (not ``smmla``: the activations are uint8, the weights int8, so the unsigned x
+signed form needs no offset) multiplies a 2 x 8 byte matrix (8 input channels of two output
+positions) by an 8 x 2 one (two output channels) into a 2 x 2 int32 tile, twice the
+multiply-adds of a ``usdot``. Its formats (``usmmla8``: ``v8`` layout with groups of 8
+channels; ``usmmla4``: ``v4`` with groups of 16, low nibbles channels 0-7, high nibbles 8-15,
+two ``usmmla``) set ``WeightFormat.pairs``: the planner pairs neighbouring output columns of a
+stride-1 conv (an even column tile; an odd width computes one padding column) or rows of a
+dense layer with an even row count, and the schedule lays the accumulator out in the 2 x 2
+tiles (one register each, :func:`~aiq_tvm.targets.x86.schedules.apply_tiled`). Layers
+without such pairs (stride-2 convs, one-row dense) keep the ``usdot`` formats. The two
+positions' 8 activation bytes are loaded separately (a symbolic row stride in the intrinsic)
+and joined into one register.
 
 ``sdot`` and ``smull`` multiply signed bytes only, so the uint8 activations ``a`` enter as the
 int8 ``a - 128`` (one ``eor`` per broadcast). The kernel then accumulates
@@ -26,14 +41,9 @@ and ``|q| <= 127`` are at most 16256, and ``addp`` adds two of them (32512 < 2**
 ``sadalp`` widens to int32. int4 codes (``|q| <= 7``) are unpacked to int8 (mask / shift and
 subtract 8, no scaling), so int4 has no reduction-length limit on any family.
 
-``smmla`` itself (a 2 x 2 output tile from 2 x 8 byte matrices) is not used: its accumulator
-interleaves two output positions with two channels, which the library's register blocks
-(positions x channel vectors) do not hold. ``+i8mm`` targets run ``usdot`` at the ``sdot``
-rate and save the flip.
-
-Weight layouts are the library's ``v8`` (int8: 4 channels of 4 output channels, 16 bytes) and
-``v4`` (int4: 8 channels; byte ``j`` of an output channel holds channels ``j`` and ``j + 4``
-as ``q + 8``).
+Weight layouts are the library's ``v8`` (int8: 4 channels of 4 output channels, 16 bytes;
+``usmmla``: 8 channels) and ``v4`` (int4: 8 channels; byte ``j`` of an output channel holds
+channels ``j`` and ``j + 4`` as ``q + 8``; ``usmmla``: 16 channels, ``j`` and ``j + 8``).
 """
 
 from __future__ import annotations
@@ -48,13 +58,17 @@ from ..x86.common import WeightFormat
 from ..x86.isa import DotFamily, Throughput, register_dot_family
 from ..x86.vnni import register_once
 
-__all__ = ["ACT_OFFSET", "FAMILY_INSTRUCTION", "LANES", "intrinsic_for", "neon_intrin"]
+__all__ = ["ACT_OFFSET", "FAMILY_INSTRUCTION", "LANES", "PAIR_INSTRUCTION", "intrinsic_for",
+           "neon_intrin"]
 
 LANES = 4  # int32 lanes of a 128-bit NEON register
-# int8 dot family (TargetCaps.int8_dot) -> the instruction its blocks use.
+# int8 dot family (TargetCaps.int8_dot) -> the instruction of its 4-channel blocks (one
+# position), and of its 2 x 2 blocks (two positions x two channels) where it has them.
 FAMILY_INSTRUCTION = {"smmla": "usdot", "sdot": "sdot", "smull": "smull"}
+PAIR_INSTRUCTION = {"smmla": "usmmla"}
+PAIR_INSTRUCTIONS = frozenset(PAIR_INSTRUCTION.values())
 # Activation offset each instruction needs (uint8 a enters as a - offset).
-ACT_OFFSET = {"usdot": 0, "sdot": 128, "smull": 128}
+ACT_OFFSET = {"usmmla": 0, "usdot": 0, "sdot": 128, "smull": 128}
 _FLIP = -2139062144  # int32 0x80808080: XOR maps each uint8 byte a to the int8 a - 128
 
 
@@ -201,31 +215,137 @@ def _u8i4(instr: str):
     return desc, impl
 
 
+# ---------------------------------------------------------------------------------------------
+# usmmla: 2 positions x 2 output channels per instruction
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair_rows(A, k0: int):
+    """Activation bytes ``k0 .. k0 + 7`` of both positions (rows of ``A``, ``sa`` bytes apart)
+    as the 16-byte left operand of ``usmmla``: one 8-byte load per position."""
+    return T.Shuffle([A.vload([0, k0], "uint8x8"), A.vload([1, k0], "uint8x8")], list(range(16)))
+
+
+def _mmla(acc, a16, w16):
+    """``acc[2p + o] += sum_k a16[8p + k] * w16[8o + k]`` (unsigned x signed bytes)."""
+    return T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.usmmla.v4i32.v16i8",
+                                   acc, a16, w16)
+
+
+def _mm_u8i8_block(A, B, C):
+    return _mmla(C.vload([0, 0], "int32x4"), _pair_rows(A, 0), B.vload([0, 0], "int8x16"))
+
+
+def _mm_u8i4_block(A, B, C):
+    """Two ``usmmla``: channels 0-7 from the low nibbles of the 2 x 8 packed bytes, 8-15 from
+    the high ones."""
+    acc = _mmla(C.vload([0, 0], "int32x4"), _pair_rows(A, 0), _nibbles(B, 0, 16, False))
+    return _mmla(acc, _pair_rows(A, 8), _nibbles(B, 0, 16, True))
+
+
+def _mm_u8i8(instr: str):
+    """2 positions (rows of ``A``, a symbolic stride apart) x 2 output channels x 8 input
+    channels into the 2 x 2 accumulator tile ``C[position, channel]`` (contiguous: the
+    kernels lay their accumulators out in these tiles)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int32()
+        A = T.match_buffer(a, (2, 8), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            for p, o, k in T.grid(2, 2, 8):
+                with T.sblock("update"):
+                    vp, vo, vk = T.axis.remap("SSR", [p, o, k])
+                    C[vp, vo] = C[vp, vo] + T.cast(A[vp, vk], "int32") * T.cast(B[vo, vk],
+                                                                                  "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int32()
+        A = T.match_buffer(a, (2, 8), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            T.buffer_store(C, _mm_u8i8_block(A, B, C), [0, T.ramp(0, 1, 4)])
+
+    return desc, impl
+
+
+def _mm_u8i4(instr: str):
+    """The same for 16 input channels of packed int4 weights: byte ``j`` of an output channel
+    holds channels ``j`` (low nibble) and ``j + 8`` (high) as ``q + 8``."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int32()
+        A = T.match_buffer(a, (2, 16), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (2, 8), "uint8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:16], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            for p, o, k in T.grid(2, 2, 16):
+                with T.sblock("update"):
+                    vp, vo, vk = T.axis.remap("SSR", [p, o, k])
+                    C[vp, vo] = C[vp, vo] + T.cast(A[vp, vk], "int32") * (
+                        T.bitwise_and(
+                            T.shift_right(T.cast(B[vo, vk % 8], "int32"), vk // 8 * 4), 15
+                        )
+                        - 8
+                    )
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa = T.int32()
+        A = T.match_buffer(a, (2, 16), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (2, 8), "uint8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:16], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            T.buffer_store(C, _mm_u8i4_block(A, B, C), [0, T.ramp(0, 1, 4)])
+
+    return desc, impl
+
+
 _BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4}
+_PAIR_BUILDERS = {"u8i8": _mm_u8i8, "u8i4": _mm_u8i4}
 
 
 @functools.cache
 def neon_intrin(instr: str, kind: str) -> str:
     """Name of the NEON tensor intrinsic ``kind`` (``"u8i8"``: ``v8`` blocks of 4 channels,
-    ``"u8i4"``: ``v4`` blocks of 8) built on ``instr`` (``"usdot"``, ``"sdot"``,
-    ``"smull"``), registered on first use. Its description multiplies ``a - ACT_OFFSET[instr]``
-    by the weight codes."""
+    ``"u8i4"``: ``v4`` blocks of 8; with ``"usmmla"`` 2 positions x 2 channels x 8 or 16
+    channels) built on ``instr`` (``"usmmla"``, ``"usdot"``, ``"sdot"``, ``"smull"``),
+    registered on first use. Its description multiplies ``a - ACT_OFFSET[instr]`` by the
+    weight codes."""
     if instr not in ACT_OFFSET:
         raise ValueError(f"unknown NEON dot instruction {instr!r} (known: {', '.join(ACT_OFFSET)})")
     if kind not in _BUILDERS:
         raise ValueError(f"unknown NEON intrinsic kind {kind!r} (known: {', '.join(_BUILDERS)})")
-    desc, impl = _BUILDERS[kind](instr)
+    desc, impl = (_PAIR_BUILDERS if instr in PAIR_INSTRUCTIONS else _BUILDERS)[kind](instr)
     return register_once(f"aiq_neon_{instr}_{kind}", desc, impl)
 
 
-def intrinsic_for(target, kind: str = "u8i8") -> str:
-    """The intrinsic the kernels of ``target`` (an aarch64 target) use for ``kind``."""
+def intrinsic_for(target, kind: str = "u8i8", pairs: bool = False) -> str:
+    """The intrinsic the kernels of ``target`` (an aarch64 target) use for ``kind``: the
+    4-channel block's, or with ``pairs`` the 2 x 2 block's (``ValueError`` without one)."""
     from aiq_tvm.targets import capabilities
 
     caps = capabilities(target)
     if caps.arch != "aarch64":
         raise ValueError(f"NEON intrinsics need an aarch64 target, got {caps.arch} "
                          f"({caps.triple or caps.mcpu})")
+    if pairs:
+        if caps.int8_dot not in PAIR_INSTRUCTION:
+            raise ValueError(f"int8 family {caps.int8_dot!r} has no 2 x 2 blocks")
+        return neon_intrin(PAIR_INSTRUCTION[caps.int8_dot], kind)
     return neon_intrin(FAMILY_INSTRUCTION[caps.int8_dot], kind)
 
 
@@ -239,25 +359,49 @@ def intrinsic_for(target, kind: str = "u8i8") -> str:
 _BLOCK_OPS = {"usdot": (1.0, 2.0), "sdot": (1.0, 2.0), "smull": (4.0, 6.0)}
 
 
-def _formats(instr: str):
+def _pair_formats(instr: str, bits: int, lat: float) -> list[WeightFormat]:
+    """``usmmla`` blocks: 2 positions x 2 channels x 8 input channels (int8, ``v8`` layout
+    with groups of 8) or x 16 (int4, ``v4`` with groups of 16: low nibbles channels 0-7, high
+    8-15) per instruction pair. Per accumulator vector (4 outputs) and step that is one
+    ``usmmla`` per 8 channels, twice the channels of a ``usdot``; one 8-byte load per position
+    (and an ``ins`` per pair) replaces the 4-byte broadcast. Kernels use them where the
+    positions pair up (``WeightFormat.pairs``), else the 4-channel formats."""
+    if bits == 8:
+        return [WeightFormat(f"{instr}8", "v8", 8, "int32", "uint8", 0, neon_intrin(instr, "u8i8"),
+                             dot_ops=1.0, acc_latency=lat, bcast_ops=1.0, pairs=True)]  # fmt: skip
+    return [WeightFormat(f"{instr}4", "v4", 16, "int32", "uint8", 4, neon_intrin(instr, "u8i4"),
+                         dot_ops=2.0, acc_latency=lat, bcast_ops=2.0, weight_regs=2,
+                         pairs=True)]  # fmt: skip
+
+
+def _formats(family: str):
+    instr = FAMILY_INSTRUCTION[family]
+    pair = PAIR_INSTRUCTION.get(family)
+
     def formats(bits: int, lanes: int, reduction: int, tp: Throughput) -> list[WeightFormat]:
         if lanes != LANES:
             raise ValueError(f"NEON kernels have {LANES} lanes, got {lanes}")
-        off = ACT_OFFSET[instr]
-        bcast = 2.0 if off else 1.0  # the flip is one eor per broadcast
-        ops8, ops4 = _BLOCK_OPS[instr]
-        lat = tp.fma_latency
-        if bits == 8:
-            return [WeightFormat(f"{instr}8", "v8", 4, "int32", "uint8", 0,
-                                 neon_intrin(instr, "u8i8"), dot_ops=ops8, acc_latency=lat,
-                                 bcast_ops=bcast, act_offset=off)]  # fmt: skip
-        # int4: mask and shift, two byte subtractions per weight vector.
-        return [WeightFormat(f"{instr}4", "v4", 8, "int32", "uint8", 4,
-                             neon_intrin(instr, "u8i4"), dot_ops=ops4, acc_latency=lat,
-                             bcast_ops=2 * bcast, weight_regs=2, act_offset=off)]  # fmt: skip
+        paired = _pair_formats(pair, bits, tp.fma_latency) if pair else []
+        return paired + _block_formats(instr, bits, tp)
 
     return formats
 
 
-for _family, _instr in FAMILY_INSTRUCTION.items():
-    register_dot_family(DotFamily(_family, FULL_INT8_QMAX, _formats(_instr)))
+def _block_formats(instr: str, bits: int, tp: Throughput) -> list[WeightFormat]:
+    """The 4-channel formats of ``instr`` (one position per block)."""
+    off = ACT_OFFSET[instr]
+    bcast = 2.0 if off else 1.0  # the flip is one eor per broadcast
+    ops8, ops4 = _BLOCK_OPS[instr]
+    lat = tp.fma_latency
+    if bits == 8:
+        return [WeightFormat(f"{instr}8", "v8", 4, "int32", "uint8", 0,
+                             neon_intrin(instr, "u8i8"), dot_ops=ops8, acc_latency=lat,
+                             bcast_ops=bcast, act_offset=off)]  # fmt: skip
+    # int4: mask and shift, two byte subtractions per weight vector.
+    return [WeightFormat(f"{instr}4", "v4", 8, "int32", "uint8", 4,
+                         neon_intrin(instr, "u8i4"), dot_ops=ops4, acc_latency=lat,
+                         bcast_ops=2 * bcast, weight_regs=2, act_offset=off)]  # fmt: skip
+
+
+for _family in FAMILY_INSTRUCTION:
+    register_dot_family(DotFamily(_family, FULL_INT8_QMAX, _formats(_family)))

@@ -2,8 +2,8 @@
 on AArch64.
 
 Vector width, register budget and the int8 dot-product instruction (AVX-512 VNNI / AVX-VNNI
-``vpdpbusd``, AVX-512BW / AVX2 ``vpmaddubsw``; on AArch64 ``usdot``, ``sdot`` or
-``smull``, registered by :mod:`aiq_tvm.targets.arm.neon`) come from the target's
+``vpdpbusd``, AVX-512BW / AVX2 ``vpmaddubsw``; on AArch64 ``usmmla`` / ``usdot``,
+``sdot`` or ``smull``, registered by :mod:`aiq_tvm.targets.arm.neon`) come from the target's
 capabilities through the tables in :mod:`~aiq_tvm.targets.x86.isa`.
 """
 
@@ -23,7 +23,8 @@ from .isa import (
 from .quantize import quantize_kernel
 from .tune import TuneReport, tune_kernels
 
-# The AArch64 int8 dot families (sdot, usdot, smull) register themselves in the tables above.
+# The AArch64 int8 dot families (usmmla / usdot, sdot, smull) register themselves in the
+# tables above.
 from ..arm import neon as _neon  # noqa: E402, F401  isort: skip
 
 __all__ = [

@@ -279,8 +279,9 @@ class WeightFormat:
     layout : str
         How the weights are packed (:func:`pack_weight`): ``"f32"`` float32; ``"i8"`` int8;
         ``"i4"`` int4 nibble pairs along the channel axis; ``"v8"`` int8 blocks of ``lanes``
-        output channels x 4 input channels; ``"v4"`` int4 blocks of 8 input channels
-        (byte j = channels j | j + 4); ``"v4w"`` two ``v4`` blocks per 16 input channels;
+        output channels x ``group`` (4; Arm ``usmmla``: 8) input channels; ``"v4"`` int4 blocks
+        of ``group`` (8; ``usmmla``: 16) input channels (byte j = channels j | j + group/2);
+        ``"v4w"`` two ``v4`` blocks per 16 input channels;
         ``"v4s"`` int4 blocks of 4 (byte j = channels j | j + 2).
     group : int
         Input channels per innermost reduction group (packed channel count is a multiple).
@@ -308,6 +309,11 @@ class WeightFormat:
         (Arm ``sdot``/``smull`` take signed bytes: 128). The kernel's TE definition reduces the
         same expression and the zero-point correction absorbs it
         (``corr = (zp - act_offset) * sum(w)``), so ``acc - corr`` is unchanged.
+    pairs : bool
+        The intrinsic computes a 2 x 2 tile: two output positions (consecutive along the
+        innermost spatial tile, which must be even) x two output channels (Arm ``usmmla``).
+        The accumulator is laid out in these tiles (``[.., pos // 2, ch // 2, pos % 2,
+        ch % 2]``) so that each tile is one vector register.
     """
 
     name: str
@@ -323,6 +329,7 @@ class WeightFormat:
     bcast_ops: float = 0.0
     weight_regs: int = 1
     act_offset: int = 0
+    pairs: bool = False
 
     def activation(self, x_val):
         """An activation element as the inner block multiplies it (accumulator dtype)."""
@@ -354,9 +361,10 @@ def weight_value(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
     if fmt.layout == "v8":
         return w[ob, kh, kw, cg, ol, ci].astype("int32")
     if fmt.layout == "v4":
-        # byte j of an output channel holds channels (j, j + 4); scaled by 2**acc_shift.
-        byte = w[ob, kh, kw, cg, ol, ci % 4].astype("int32")
-        value = ((byte >> (ci // 4 * 4)) & 15) - 8
+        # byte j of an output channel holds channels (j, j + g/2); scaled by 2**acc_shift.
+        half = fmt.group // 2
+        byte = w[ob, kh, kw, cg, ol, ci % half].astype("int32")
+        value = ((byte >> (ci // half * 4)) & 15) - 8
         return value * (1 << fmt.acc_shift) if fmt.acc_shift else value
     if fmt.layout == "v4w":
         # A v4 block per 8 of the 16 channels, the second one a channel block further.
@@ -374,8 +382,8 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
     of ``fmt.group`` (int4 zero codes become nibble 8).
 
     Layouts: ``f32``/``i8`` ``[O/ocb, KH, KW, C, ocb]``; ``i4`` ``[O/ocb, KH, KW, C/2, ocb]``
-    (low nibble = even channel); ``v8`` ``[O/ocb, KH, KW, C/4, ocb, 4]``; ``v4``
-    ``[O/ocb, KH, KW, C/8, ocb, 4]`` (byte j = channels j | j + 4 << 4); ``v4w``
+    (low nibble = even channel); ``v8`` ``[O/ocb, KH, KW, C/g, ocb, g]``; ``v4``
+    ``[O/ocb, KH, KW, C/g, ocb, g/2]`` (byte j = channels j | j + g/2 << 4; g = 8 or 16); ``v4w``
     ``[O/ocb, KH, KW, C/16, 2, ocb, 4]`` (``v4`` blocks of channels 0-7 and 8-15); ``v4s``
     ``[O/ocb, KH, KW, C/4, ocb, 2]`` (byte j = channels j | j + 2 << 4).
     """
@@ -398,7 +406,8 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
     # Reorder each group so consecutive (even, odd) reduction positions share a byte.
     if fmt.layout == "v4w":  # [.., Cg, ocb, 16] -> [.., Cg, 2, ocb, 8]
         blk = np.moveaxis(blk.reshape(*blk.shape[:-1], 2, 8), -2, -3)
-    order = [0, 2, 1, 3] if fmt.layout == "v4s" else [0, 4, 1, 5, 2, 6, 3, 7]
+    half = 2 if fmt.layout == "v4s" else 4 if fmt.layout == "v4w" else g // 2
+    order = [c for j in range(half) for c in (j, j + half)]
     return np.ascontiguousarray(pack_int4(blk[..., order]))
 
 

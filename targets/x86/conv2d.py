@@ -118,6 +118,8 @@ def conv_candidates(
     intrin = fmt.intrin
     out = []
     for tn, toh, tow in _mb_candidates(n, oh, ow, max_acc):
+        if fmt.pairs and (tow % 2 or sw != 1):
+            continue  # 2 x 2 blocks pair neighbouring columns, one activation row apart
         mb = tn * toh * tow
         owp = round_up(ow, tow)
         hq, wq = (oh - 1) * sh + spec.KH, (owp - 1) * sw + spec.KW
@@ -155,9 +157,8 @@ def conv_candidates(
             for par, tasks, pad_pixels, min_tasks in pars:
                 total = work + pad_pixels * tp.pad_pixel_cycles
                 cost = total / threads / balance(tasks, threads)
-                tile = TilePlan(
-                    (tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner, min_tasks
-                )
+                tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
+                                min_tasks, pairs=fmt.pairs)  # fmt: skip
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq)))
     return out
 

@@ -51,6 +51,8 @@ def dense_candidates(spec: DenseSpec, fmt: WeightFormat, cpu: CpuModel):
     inner = "ci" if fmt.group > 1 else None
     out = []
     for tn in range(1, min(n, max_acc) + 1):
+        if fmt.pairs and (tn % 2 or n % tn):
+            continue  # 2 x 2 blocks pair rows; no padded rows (their index is clamped)
         npad = round_up(n, tn)
         for ocv in (1, 2, 3, 4):
             if tn * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
@@ -70,7 +72,7 @@ def dense_candidates(spec: DenseSpec, fmt: WeightFormat, cpu: CpuModel):
             tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
             cost = work / threads / balance(tasks, threads)
             tile = TilePlan((tn,), ocb, lanes, mode, order, order, intrin, ("cg", "ci"), inner,
-                            min_tasks)  # fmt: skip
+                            min_tasks, pairs=fmt.pairs)  # fmt: skip
             out.append((cost, tile, npad))
     return out
 

@@ -11,8 +11,8 @@ family; this module maps those names to
 
 Kernels ask :func:`cpu_model` for a target and never test an ISA by name, so another
 backend plugs in by registering its own :class:`KernelIsa` and :class:`DotFamily` entries
-(``register_isa`` / ``register_dot_family``): the AArch64 dot families (``sdot``, ``usdot``,
-``smull``, 4 lanes) are registered by :mod:`aiq_tvm.targets.arm.neon`.
+(``register_isa`` / ``register_dot_family``): the AArch64 dot families (``usmmla`` /
+``usdot``, ``sdot``, ``smull``, 4 lanes) are registered by :mod:`aiq_tvm.targets.arm.neon`.
 """
 
 from __future__ import annotations

@@ -69,6 +69,9 @@ class TilePlan:
     vectors : int
         Channel vectors per register block (0: the whole ``ocb`` block). Fewer than
         ``ocb / lanes`` adds a serial loop over the sub-blocks of one weight block.
+    pairs : bool
+        ``intrin`` computes 2 positions x 2 channels (``WeightFormat.pairs``): the last
+        spatial tile is even, and the accumulator is laid out in 2 x 2 tiles.
     """
 
     tiles: tuple[int, ...]
@@ -82,6 +85,7 @@ class TilePlan:
     inner_reduce: str | None = None
     min_tasks: int = 0
     vectors: int = 0
+    pairs: bool = False
 
     def __post_init__(self):
         if self.lanes < 1 or self.ocb % self.lanes:
@@ -90,6 +94,9 @@ class TilePlan:
             raise ValueError(f"mode must be 'bcast', 'dot' or 'dw', got {self.mode!r}")
         if self.mode == "dot" and not self.intrin:
             raise ValueError("mode 'dot' needs a tensor intrinsic")
+        if self.pairs and (self.mode != "dot" or self.tiles[-1] % 2 or self.lanes % 2):
+            raise ValueError(f"2 x 2 blocks need mode 'dot' and an even last tile, got "
+                             f"{self.mode!r} with tiles {self.tiles}")
 
     @property
     def ocv(self) -> int:
@@ -100,7 +107,8 @@ class TilePlan:
         """Short schedule tag for ``Kernel.info["schedule"]``."""
         tile = "x".join(str(t) for t in self.tiles)
         sub = f"_v{self.ocv}" if self.ocv != self.ocb // self.lanes else ""
-        return f"{kind}_{self.mode}_oc{self.ocb}{sub}_tile{tile}"
+        mode = f"{self.mode}2x2" if self.pairs else self.mode
+        return f"{kind}_{mode}_oc{self.ocb}{sub}_tile{tile}"
 
     def num_parallel(self, extents: tuple[int, ...]) -> int:
         """How many leading loops of ``order`` :func:`apply_tiled` fuses into the parallel loop.
@@ -230,6 +238,14 @@ def _register_block(sch: s_tir.Schedule, acc, plan: TilePlan, tiles, vectors) ->
     inner_red = reds.get(plan.inner_reduce) if plan.inner_reduce else None
     head_red = [reds[nm] for nm in plan.reduce_names if nm != plan.inner_reduce]
     tail = [inner_red] if inner_red is not None else []
+    if plan.pairs:
+        # 2 x 2 blocks: position pairs of the last spatial tile x channel pairs of a vector;
+        # the tensorized loops are (position, channel, input channel) of one tile.
+        pj, pi = sch.split(inners[-1], [None, 2])
+        olo, oli = sch.split(ol, [None, 2])
+        sch.reorder(*outer, *head_red, *inners[:-1], pj, ov, olo, pi, oli, *tail)
+        reg = sch.fuse(*inners[:-1], pj, ov, olo)
+        return _RegisterBlock(named, outer, reg, pi, head_red, tail)
     if plan.mode == "dot":
         sch.reorder(*outer, *head_red, *inners, ov, ol, *tail)
     else:
@@ -295,12 +311,26 @@ def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: Tile
             sch.unroll(lp)
     init = sch.decompose_reduction(acc, (block.head_red + block.tail)[0])
     i_loops = sch.get_loops(init)[n_outer:]  # [reg, ol], or [ol] for a one-vector block
+    if plan.pairs:  # [reg, position, channel]: one vector per 2 x 2 tile
+        sch.transform_layout(acc, ("write", 0), _pair_tiles(len(plan.tiles)))
+        i_loops = [*i_loops[:-2], sch.fuse(*i_loops[-2:])]
     sch.vectorize(i_loops[-1])
     for lp in i_loops[:-1]:
         sch.unroll(lp)
     if plan.mode == "dot":
         sch.tensorize(block.lanes, plan.intrin)
         sch.unroll(block.reg)
+
+
+def _pair_tiles(nsp: int):
+    """Index map of the 2 x 2 accumulator tiles: ``(.., pos, ch) -> (.., pos // 2, ch // 2,
+    pos % 2, ch % 2)`` over the last spatial axis (``pos``) and the channels."""
+
+    def tiles(*idx):
+        *lead, pos, ch = idx
+        return (*lead, pos // 2, ch // 2, pos % 2, ch % 2)
+
+    return tirx.IndexMap.from_func(tiles, ndim=nsp + 1, index_dtype="int32")
 
 
 def schedule_elementwise(

@@ -739,7 +739,9 @@ def schedule_kernel(
     """
     if not isinstance(tune_trials, int | np.integer) or tune_trials < 0:
         raise ValueError(f"tune_trials must be an int >= 0, got {tune_trials!r}")
-    if database is None and not tune_trials:
+    if (database is None and not tune_trials) or plan.pairs:
+        # 2 x 2 blocks (Arm usmmla) need even position tiles, which the tuning space does not
+        # constrain: they keep the planner's schedule.
         return _default_schedule(func, plan, kind)
     from tvm.s_tir import meta_schedule as ms
 
