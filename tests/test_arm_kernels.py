@@ -29,7 +29,7 @@ EM_AARCH64 = 183
 CONV = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1)  # 20 channels: int4 pads to 24 (usmmla 32)
 DENSE = DenseSpec(3, 70, 10)  # 3 rows: no row pairs for usmmla
 DENSE4 = DenseSpec(4, 70, 10)
-CONV_S2 = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1, stride=2)  # no column pairs for usmmla
+CONV_S2 = ConvSpec(2, 8, 8, 20, 24, 3, 3, padding=1, stride=2)
 # level -> int8 / int4 weight formats, the instruction their blocks use, instructions that
 # must not appear (in CONV and DENSE4).
 LEVELS = {
@@ -79,15 +79,28 @@ def test_int_kernels_use_the_level_dot_instruction(level):
 
 
 def test_i8mm_layers_without_position_pairs_use_usdot():
-    """``usmmla`` pairs neighbouring output columns (stride 1) or rows (an even row count);
-    other layers of an ``+i8mm`` target run ``usdot`` blocks."""
+    """``usmmla`` pairs neighbouring output columns of a conv or rows of a dense layer with an
+    even row count; a 3-row dense layer of an ``+i8mm`` target runs ``usdot`` blocks."""
     target = ARM_TARGETS["neon_i8mm"]
     for scheme, fmt in (("int8", "usdot8"), ("int4", "usdot4")):
-        for spec in (CONV_S2, DENSE):
+        k, *_ = build(DENSE, scheme, target)
+        assert k.info["weight_format"] == fmt and "dot2x2" not in k.info["schedule"]
+        asm = asm_of(k, target)
+        assert count(asm, "usdot") >= 1 and count(asm, "usmmla") == 0, scheme
+
+
+def test_strided_conv_pairs_columns_through_a_phase_split_copy():
+    """A stride-2 conv's column pair reads input columns 2 apart: its padded copy stores the
+    even and odd columns apart (``[N, H, 2, W / 2, C]``), so the pair is one channel row apart
+    again and the layer runs ``usmmla`` (1x1 stride-2 layers get the copy too)."""
+    target = ARM_TARGETS["neon_i8mm"]
+    for spec in (CONV_S2, ConvSpec(1, 8, 8, 32, 16, 1, 1, stride=2)):
+        for scheme in ("int8", "int4"):
             k, *_ = build(spec, scheme, target)
-            assert k.info["weight_format"] == fmt and "dot2x2" not in k.info["schedule"]
+            assert k.info["weight_format"].startswith("usmmla") and k.info["padded_copy"]
+            assert re.search(r"\bpad = T\.\w*alloc_buffer\(\(\d+, \d+, 2, ", k.prim_func.script())
             asm = asm_of(k, target)
-            assert count(asm, "usdot") >= 1 and count(asm, "usmmla") == 0, (scheme, spec)
+            assert count(asm, "usmmla") >= 4 and count(asm, "usdot") == 0, (scheme, spec)
 
 
 def test_usmmla_blocks_are_2x2_tiles():

@@ -21,10 +21,12 @@ positions) by an 8 x 2 one (two output channels) into a 2 x 2 int32 tile, twice 
 multiply-adds of a ``usdot``. Its formats (``usmmla8``: ``v8`` layout with groups of 8
 channels; ``usmmla4``: ``v4`` with groups of 16, low nibbles channels 0-7, high nibbles 8-15,
 two ``usmmla``) set ``WeightFormat.pairs``: the planner pairs neighbouring output columns of a
-stride-1 conv (an even column tile; an odd width computes one padding column) or rows of a
-dense layer with an even row count, and the schedule lays the accumulator out in the 2 x 2
-tiles (one register each, :func:`~aiq_tvm.targets.x86.schedules.apply_tiled`). Layers
-without such pairs (stride-2 convs, one-row dense) keep the ``usdot`` formats. The two
+conv (an even column tile; an odd width computes one padding column; a column stride ``s > 1``
+stores the padded input copy in ``s`` column phases so that a pair's input columns are
+neighbours again) or rows of a dense layer with an even row count, and the schedule lays the
+accumulator out in the 2 x 2 tiles (one register each,
+:func:`~aiq_tvm.targets.x86.schedules.apply_tiled`). Dense layers with an odd row count
+(batch 1) and convs with an output width of 1 keep the ``usdot`` formats. The two
 positions' 8 activation bytes are loaded separately (a symbolic row stride in the intrinsic)
 and joined into one register.
 

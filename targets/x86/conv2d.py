@@ -62,6 +62,11 @@ class _ConvPlan:
     need_pad: bool
     hq: int  # rows / columns of the padded input copy
     wq: int
+    # Column phases of the padded copy: 2 x 2 blocks (WeightFormat.pairs) of a conv with
+    # column stride s > 1 read input columns s apart, so the copy is stored [N, hq, s, wq / s,
+    # C] (column q * s + p at [p, q]): a block's two columns are then neighbours, one channel
+    # row apart, as the intrinsic's activation operand needs.
+    phases: int = 1
 
 
 def check_supported(spec: ConvSpec) -> None:
@@ -118,18 +123,19 @@ def conv_candidates(
     intrin = fmt.intrin
     out = []
     for tn, toh, tow in _mb_candidates(n, oh, ow, max_acc):
-        if fmt.pairs and (tow % 2 or sw != 1):
-            continue  # 2 x 2 blocks pair neighbouring columns, one activation row apart
+        if fmt.pairs and tow % 2:
+            continue  # 2 x 2 blocks pair neighbouring output columns
         mb = tn * toh * tow
         owp = round_up(ow, tow)
-        hq, wq = (oh - 1) * sh + spec.KH, (owp - 1) * sw + spec.KW
+        phases = sw if fmt.pairs and sw > 1 else 1
+        hq, wq = (oh - 1) * sh + spec.KH, round_up((owp - 1) * sw + spec.KW, phases)
         for ocv in (1, 2, 3, 4):
             if mb * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
                 continue
             ocb = lanes * ocv
             cop = round_up(o, ocb)
             cp = cop if dw else round_up(c, g)
-            need_pad = bool(pt or pl or hq > h or wq > w or cp != c)
+            need_pad = bool(phases > 1 or pt or pl or hq > h or wq > w or cp != c)
             blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
             steps = spec.KH * spec.KW * (1 if dw else cp // g)
             work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
@@ -159,7 +165,7 @@ def conv_candidates(
                 cost = total / threads / balance(tasks, threads)
                 tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
                                 min_tasks, pairs=fmt.pairs)  # fmt: skip
-                out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq)))
+                out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases)))
     return out
 
 
@@ -177,7 +183,8 @@ def _plan_conv(
 
 
 def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.Tensor:
-    """Zero-point (int) or zero (float) padded copy, channels padded to ``plan.cp``."""
+    """Zero-point (int) or zero (float) padded copy, channels padded to ``plan.cp`` (columns
+    split into ``plan.phases`` phases, see ``_ConvPlan``)."""
     n, h, w, c = spec.in_shape
     pt, pl, _, _ = spec.padding
 
@@ -198,6 +205,10 @@ def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.T
             return val
         return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, pad_value)
 
+    ph = plan.phases
+    if ph > 1:
+        return te.compute((n, plan.hq, ph, plan.wq // ph, plan.cp),
+                          lambda b, i, p, q, k: body(b, i, q * ph + p, k), name="pad")
     return te.compute((n, plan.hq, plan.wq, plan.cp), body, name="pad")
 
 
@@ -382,10 +393,16 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
     ocb = plan.tile.ocb
     cg = te.reduce_axis((0, plan.cp // g), "cg")
     ci = te.reduce_axis((0, g), "ci")
+
+    def xval(b, i, j, c):
+        if plan.phases > 1:  # input column j * sw + kw is phase kw % sw, column j + kw // sw
+            return xp[b, i * sh + kh, kw % sw, j + kw // sw, c]
+        return xp[b, i * sh + kh, j * sw + kw, c]
+
     return te.compute(
         (n, spec.OH, plan.owp, plan.cop),
         lambda b, i, j, oc: te.sum(
-            fmt.activation(xp[b, i * sh + kh, j * sw + kw, cg * g + ci])
+            fmt.activation(xval(b, i, j, cg * g + ci))
             * weight_value(fmt, wt, oc // ocb, kh, kw, cg, oc % ocb, ci),
             axis=[kh, kw, cg, ci],
         ),
