@@ -8,7 +8,7 @@ import numpy as np
 import tvm
 
 from . import phases
-from .calibrate import Calibration
+from .calibrate import DEFAULT_CALIBRATION, Calibration
 from .compiler import compile_plan, prepare
 from .config import BuildConfig
 from .objectives import OBJECTIVES
@@ -33,7 +33,7 @@ def build(
     objective: str = "ai",
     budget_pp: float = 1.0,
     precisions: Sequence[str] | None = None,
-    calibration: str | Calibration = "percentile",
+    calibration: str | Calibration = DEFAULT_CALIBRATION,
     percentile: float = 99.99,
     batch_size: int | None = None,
     eval_batch_size: int | None = None,

@@ -197,14 +197,14 @@ def _onnx_file(model, workdir: str) -> tuple[str | None, str | None]:
 # ----------------------------------------------------------------------------- run
 def _tvm_builds(model, data, args, progress, calib_x):
     from . import phases
-    from .calibrate import Calibration
+    from .calibrate import DEFAULT_CALIBRATION, Calibration
     from .config import BuildConfig
     from .plan import Plan
 
     plans = {"fp32": Plan.uniform("fp32"), "int8": Plan.uniform("int8")}
     if args.plan:
         plans["plan"] = Plan.load(args.plan)
-    cal = Calibration.load(args.calibration) if args.calibration else "percentile"
+    cal = Calibration.load(args.calibration) if args.calibration else DEFAULT_CALIBRATION
     builds = {}
     ctx = None
     for key, plan in progress.bar(list(plans.items()), desc="compiling TVM builds"):

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 
-from .calibrate import CALIBRATION_METHODS
+from .calibrate import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from .journal import JOURNAL_NAME
 from .objectives import OBJECTIVES
 from .schemes import PRECISIONS
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
                      "the target's, all where int8 pays; see docs/presets.md); without fp32 "
                      "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
-    run.add_argument("--calibration", choices=CALIBRATION_METHODS, default="percentile")
+    run.add_argument("--calibration", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION)
     run.add_argument("--calib", type=_positive_int, default=512, help="calibration images")
     run.add_argument("--val", type=_positive_int, default=1000, help="validation images")
     run.add_argument("--test", type=_non_negative_int, default=10000,
@@ -201,7 +201,7 @@ def _search_args(p) -> None:
     p.add_argument("--precisions", type=_precisions, default=list(PRECISIONS),
                    help=f"comma-separated candidates from {','.join(PRECISIONS)}; without "
                    "fp32 every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
-    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="percentile",
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                    help="how activation ranges are taken from the calibration images")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .calibrate import CALIBRATION_METHODS, Calibration
+from .calibrate import CALIBRATION_METHODS, DEFAULT_CALIBRATION, Calibration
 from .checks import (
     check_choice,
     check_lam,
@@ -66,7 +66,9 @@ class BuildConfig:
         without ``"fp32"`` keeps every searchable layer quantized (e.g. ``["int8", "int4"]``:
         an int8/int4 mix starting from uniform int8); FP32 remains the search's baseline.
     calibration : str or Calibration
-        ``"minmax"``, ``"percentile"``, or a ready :class:`Calibration`.
+        How layer input ranges are measured (:mod:`aiq_tvm.calibrate`): ``"minmax"``,
+        ``"percentile"``, ``"mse"`` (the default: the range with the smallest uint8
+        round-trip error), or a ready :class:`Calibration`.
     batch_size : int, optional
         Batch size of the returned executable (more via :meth:`BuildResult.executable`);
         default 1, or the module's batch when it is static.
@@ -109,7 +111,7 @@ class BuildConfig:
     objective: str = "ai"
     budget_pp: float = 1.0
     precisions: Sequence[str] | None = None
-    calibration: str | Calibration = "percentile"
+    calibration: str | Calibration = DEFAULT_CALIBRATION
     percentile: float = 99.99
     batch_size: int | None = None
     eval_batch_size: int | None = None

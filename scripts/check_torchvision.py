@@ -92,29 +92,46 @@ def _ort_int8_logits(model, calib: np.ndarray, x: np.ndarray, batch: int) -> np.
                            for i in range(0, len(x), batch)])
 
 
-def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: bool) -> dict:
-    """Import, build and compare one model (runs inside the per-model subprocess)."""
+def _round_to_uint8(x: np.ndarray, calib: np.ndarray) -> np.ndarray:
+    """``x`` rounded to the uint8 grid of the calibration images' min-max range: what any
+    8-bit first layer reads. Torch FP32 on it gives the cosine that 8-bit input alone costs."""
+    from aiq_tvm.quant import ActQParams, dequantize_act, quantize_act
+
+    qp = ActQParams.from_range(float(calib.min()), float(calib.max()))
+    return dequantize_act(quantize_act(x, qp), qp).astype(np.float32)
+
+
+def _torch_logits(model, x: np.ndarray, batch: int) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy()
+                               for i in range(0, len(x), batch)])
+
+
+def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: bool,
+              calibration: str = "mse") -> dict:
+    """Import, build and compare one model (runs inside the per-model subprocess);
+    ``calibration`` is the INT8 build's activation-range method."""
     import torch
 
     import aiq_tvm
     from aiq_tvm.models import torchvision_zoo as zoo
 
-    out: dict = {"model": name, "size": size, "family": next(
+    out: dict = {"model": name, "size": size, "calibration": calibration, "family": next(
         (f for f, names in zoo.CNN_FAMILIES.items() if name in names), "other")}
     t0 = time.perf_counter()
     model = zoo.torchvision_model(name, size=size)
     calib = zoo.calibration_images(n_calib, size)
     x, _ = zoo.validation_images(n_val, size)
-    with torch.no_grad():
-        ref = np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy()
-                              for i in range(0, len(x), batch)])
+    ref = _torch_logits(model, x, batch)
     out["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
     out["import_s"] = time.perf_counter() - t0
     for prec in ("fp32", "int8"):
         t0 = time.perf_counter()
         res = aiq_tvm.build(mod, params=params, plan=prec, calib_data=calib,
-                            batch_size=batch, eval_batch_size=batch)
+                            batch_size=batch, eval_batch_size=batch, calibration=calibration)
         out[f"{prec}_build_s"] = time.perf_counter() - t0
         y = res.run(x, batch)
         if prec == "fp32":
@@ -127,6 +144,8 @@ def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: b
             out["int8_min_cos"] = min_cosine(y, ref)
             out["int8_top1_agree"] = float(np.mean(y.argmax(1) == ref.argmax(1)))
         del res
+    out["input_u8_min_cos"] = min_cosine(_torch_logits(model, _round_to_uint8(x, calib), batch),
+                                         ref)
     if ort:
         out["ort_int8_min_cos"] = min_cosine(_ort_int8_logits(model, calib, x, batch), ref)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -149,7 +168,8 @@ def declared_params_m(name: str) -> float | None:
 def run_in_subprocess(name: str, args) -> dict:
     """One model in a fresh interpreter; a crash or timeout becomes an error record."""
     cmd = [sys.executable, __file__, "--one", name, "--size", str(args.size), "--val",
-           str(args.val), "--calib", str(args.calib), "--batch", str(args.batch)]
+           str(args.val), "--calib", str(args.calib), "--batch", str(args.batch),
+           "--calibration", args.calibration]
     cmd += ["--ort"] if args.ort else []
     t0 = time.perf_counter()
     try:
@@ -175,21 +195,25 @@ def _unsupported_summary(unsupported: dict) -> str:
 def render(records: list[dict]) -> str:
     """Markdown table of the records, one row per model."""
     head = ("| model | params (M) | size | AIQ layers | FP32 rel. err | INT8 min cos | "
-            "INT8 top-1 = torch | ORT INT8 min cos | build fp32 / int8 (s) | status | "
+            "INT8 top-1 = torch | ORT INT8 min cos | torch FP32, input rounded to uint8: "
+            "min cos | INT8 calibration | build fp32 / int8 (s) | status | "
             "layers without an AIQ kernel (run FP32) | other ops (TVM kernels) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in records:
         if r.get("status") in ("error", "skipped"):
             params = f"{r['params_m']:.1f}" if "params_m" in r else ""
-            lines.append(f"| {r['model']} | {params} | {r.get('size', '')} | | | | | | | "
+            lines.append(f"| {r['model']} | {params} | {r.get('size', '')} | | | | | | | | | "
                          f"{r['status']} | {r['error']} | |")
             continue
         ort = f"{r['ort_int8_min_cos']:.4f}" if "ort_int8_min_cos" in r else ""
+        floor = f"{r['input_u8_min_cos']:.4f}" if "input_u8_min_cos" in r else ""
+        # Records before the calibration option used the build default of then, percentile.
+        calibration = r.get("calibration", "percentile")
         glue = ", ".join(f"{k} {v}" for k, v in r["glue_ops"].items())
         lines.append(
             f"| {r['model']} | {r['params_m']:.1f} | {r['size']} | {r['aiq_layers']} | "
             f"{r['fp32_rel_err']:.1e} | {r['int8_min_cos']:.4f} | "
-            f"{100 * r['int8_top1_agree']:.0f} % | {ort} | "
+            f"{100 * r['int8_top1_agree']:.0f} % | {ort} | {floor} | {calibration} | "
             f"{r['fp32_build_s']:.0f} / {r['int8_build_s']:.0f} | {r['status']} | "
             f"{_unsupported_summary(r['unsupported'])} | {glue} |")
     lines += _unsupported_names(records)
@@ -224,6 +248,9 @@ def _parse(argv):
     ap.add_argument("--val", type=int, default=16, help="validation images compared")
     ap.add_argument("--calib", type=int, default=32, help="calibration images")
     ap.add_argument("--batch", type=int, default=8, help="batch of the builds")
+    ap.add_argument("--calibration", default="mse",
+                    help="activation-range method of the INT8 build: minmax, percentile or mse "
+                         "(aiq_tvm.calibrate.CALIBRATION_METHODS)")
     ap.add_argument("--ort", action="store_true", help="also ONNX Runtime INT8's cosine")
     ap.add_argument("--timeout", type=int, default=840, help="seconds per model")
     ap.add_argument("--max-params", type=float, default=0.0,
@@ -248,7 +275,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.one:
         print(json.dumps(check_one(args.one, args.size, args.val, args.calib, args.batch,
-                                   args.ort)), flush=True)
+                                   args.ort, args.calibration)), flush=True)
         return 0
     if args.render is not None:
         records = {}

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from aiq_tvm.calibrate import Calibration, RangeCollector, calibrate
+from aiq_tvm.calibrate import Calibration, RangeCollector, calibrate, mse_range
+from aiq_tvm.quant import ActQParams, dequantize_act, quantize_act
 
 
 def test_minmax_and_percentile_ranges():
@@ -63,7 +64,7 @@ def test_qparams_and_json(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, msg", [
-    (dict(method="kl"), "unknown calibration method"),
+    (dict(method="kl"), "unknown calibration method 'kl'; valid: minmax, percentile, mse"),
     (dict(percentile=20.0), "percentile"),
     (dict(ranges={"a": (1.0, 0.0)}), "invalid"),
 ])
@@ -75,3 +76,41 @@ def test_bad_calibration(kwargs, msg):
 def test_empty_calibration_data():
     with pytest.raises(ValueError, match="empty"):
         calibrate(lambda b: [b], ["l"], np.zeros((0, 2), np.float32), 2)
+
+
+def _roundtrip_mse(values: np.ndarray, lo: float, hi: float) -> float:
+    """numpy reference: mean squared error of the uint8 kernels' quantize-dequantize."""
+    qp = ActQParams.from_range(lo, hi)
+    return float(np.mean((dequantize_act(quantize_act(values, qp), qp) - values) ** 2))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_mse_range_matches_a_brute_force_numpy_search(relu):
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(4000).astype(np.float32)
+    v[:3] = [25.0, -9.0, 14.0]  # rare outliers, as residual streams have
+    if relu:
+        v = np.maximum(v, 0)
+    lo, hi = float(v.min()), float(v.max())
+    got = mse_range(v, lo, hi)
+    # Reference: every (lo * a, hi * b) on a fine grid, errors on the exact values.
+    grid = np.arange(1, 201) / 200
+    ref = min(_roundtrip_mse(v, lo * a, hi * b) for a in (grid if lo < 0 else [1.0])
+              for b in grid)
+    assert lo <= got[0] <= 0 <= got[1] <= hi
+    assert _roundtrip_mse(v, *got) <= 1.02 * ref
+    assert _roundtrip_mse(v, *got) <= _roundtrip_mse(v, lo, hi)
+
+
+def test_mse_method_narrows_the_range_and_round_trips():
+    rng = np.random.default_rng(1)
+    data = [rng.standard_normal(20_000).astype(np.float32) for _ in range(3)]
+    col = RangeCollector(["l"], "mse", per_update=20_000)
+    for d in data:
+        col.update([d])
+    allv = np.concatenate(data)
+    lo, hi = col.ranges()["l"]
+    assert (lo, hi) == mse_range(allv, allv.min(), allv.max())  # the sample is every value
+    assert allv.min() < lo < 0 < hi < allv.max()  # Gaussian tails are cut
+    cal = Calibration(col.ranges(), method="mse")
+    assert Calibration.from_dict(cal.to_dict()) == cal
