@@ -531,7 +531,8 @@ def _md_evaluator(e, n: int) -> list[str]:
     if e.get("evaluator") != "prefix":
         return []
     checks = e.get("oracle_check", [])
-    return [f"Measured with prefix sharing: {e['segment_runs']:,} segment runs for the {n:,} "
+    return [f"Measured with prefix sharing: {e['segment_runs']:,} segment runs in all (one "
+            f"segment per group and validation batch, the oracle checks included) for the {n:,} "
             f"plans ({e['evaluate_all_s'] / 60:.0f} min wall, niced on the shared host); "
             f"{len(checks)} random plans measured by the search's oracle too, identical.", ""]
 
