@@ -101,3 +101,15 @@ def test_markdown_names_the_host_each_part_ran_on(pe):
     assert pe._md_host("Latency", {"host": host}) == (
         "Latency: AMD EPYC (family 25, model 17), target mcpu znver4, TVM_NUM_THREADS=2.")
     assert "not recorded" in pe._md_host("Search", {"rows": []})
+
+
+def test_cache_files_are_per_calibration_method(pe, tmp_path):
+    """Accuracies under one calibration method are never replayed for another (percentile
+    keeps the names its published caches have)."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(cost=SimpleNamespace(searchable=["a"]))
+    names = {m: pe._cache(SimpleNamespace(model="m", calib=8, val=4, calibration=m,
+                                          cache=tmp_path), ctx, "val", None).path.name
+             for m in ("percentile", "mse")}
+    assert names == {"percentile": "m_val_calib8_val4.jsonl", "mse": "m_val_calib8_mse_val4.jsonl"}
