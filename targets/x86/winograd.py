@@ -344,16 +344,26 @@ def _schedule_gemm(sch, acc, plan: WinoPlan):
     ko, kv, kl = sch.split(k, [None, plan.ocv, plan.lanes])
     # A U block (C x ocb) is reused by every tile of the task before the next one is read.
     sch.reorder(e, u, ko, th, two, rc, twi, kv, kl)
-    # Accumulators in a small stack buffer (promoted to registers), copied out per block.
-    copy = sch.cache_write(acc, 0, "global")
-    sch.reverse_compute_at(copy, two, preserve_unit_loops=True)
-    c_loops = sch.get_loops(copy)[-2:]
-    sch.vectorize(c_loops[-1])
-    sch.unroll(c_loops[-2])
+    register_block_copy_out(sch, acc, two)
     reg = sch.fuse(twi, kv)
     sch.vectorize(kl)
     sch.unroll(reg)
-    init = sch.decompose_reduction(acc, rc)
+    vectorized_init(sch, acc, rc)
+
+
+def register_block_copy_out(sch, acc, block_loop) -> None:
+    """Accumulators in a small stack buffer (promoted to registers), copied out, vectorized,
+    once per register block (``block_loop``)."""
+    copy = sch.cache_write(acc, 0, "global")
+    sch.reverse_compute_at(copy, block_loop, preserve_unit_loops=True)
+    c_loops = sch.get_loops(copy)[-2:]
+    sch.vectorize(c_loops[-1])
+    sch.unroll(c_loops[-2])
+
+
+def vectorized_init(sch, acc, reduction_loop) -> None:
+    """The accumulators' zero-initialization split off above ``reduction_loop``, vectorized."""
+    init = sch.decompose_reduction(acc, reduction_loop)
     i_loops = sch.get_loops(init)[-2:]
     sch.vectorize(i_loops[-1])
     sch.unroll(i_loops[-2])

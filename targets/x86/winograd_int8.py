@@ -30,7 +30,7 @@ from tvm.script import tirx as T
 from .common import ConvSpec, round_up
 from .schedules import STACK_ACC_BYTES
 from .vnni import register_once
-from .winograd import StepFmt, WinoArith, matrices
+from .winograd import StepFmt, WinoArith, matrices, register_block_copy_out, vectorized_init
 
 # 2 G of F(2, 3): integer entries, so U = (2G) q (2G)^T = 4 G q G^T is exact.
 G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
@@ -96,10 +96,18 @@ def _bcast_pair(A, lanes: int):
     )
 
 
-def _i16_pair(lanes: int, vnni: bool):
-    i32 = f"int32x{lanes}"
-    i16 = f"int16x{2 * lanes}"
+def _pair_step(A, B, C, lanes: int, vnni: bool):
+    """``C + A-pair . B-pairs`` on ``lanes`` int32 lanes: one ``vpdpwssd``, or ``vpmaddwd``
+    and an add."""
+    i32, i16 = f"int32x{lanes}", f"int16x{2 * lanes}"
+    if vnni:
+        return T.call_llvm_pure_intrin(i32, _LLVM_VPDPWSSD[lanes], C.vload([0], i32),
+                                       _bcast_pair(A, lanes), B.vload([0, 0], i16))
+    return C.vload([0], i32) + T.call_llvm_pure_intrin(
+        i32, _LLVM_PMADDWD[lanes], _bcast_pair(A, lanes), B.vload([0, 0], i16))
 
+
+def _i16_pair(lanes: int, vnni: bool):
     @T.prim_func(s_tir=True)
     def desc(
         A: T.Buffer((2,), "int16", offset_factor=1),
@@ -114,25 +122,6 @@ def _i16_pair(lanes: int, vnni: bool):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
-    if vnni:
-        llvm = _LLVM_VPDPWSSD[lanes]
-
-        @T.prim_func(s_tir=True)
-        def impl(
-            A: T.Buffer((2,), "int16", offset_factor=1),
-            B: T.Buffer((lanes, 2), "int16", offset_factor=1),
-            C: T.Buffer((lanes,), "int32", offset_factor=1),
-        ) -> None:
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
-                T.writes(C[0:lanes])
-                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                    i32, llvm, C.vload([0], i32), _bcast_pair(A, lanes), B.vload([0, 0], i16)
-                )
-
-        return desc, impl
-    llvm = _LLVM_PMADDWD[lanes]
-
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((2,), "int16", offset_factor=1),
@@ -142,9 +131,7 @@ def _i16_pair(lanes: int, vnni: bool):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
             T.writes(C[0:lanes])
-            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
-                i32, llvm, _bcast_pair(A, lanes), B.vload([0, 0], i16)
-            )
+            C[T.ramp(T.int32(0), 1, lanes)] = _pair_step(A, B, C, lanes, vnni)
 
     return desc, impl
 
@@ -229,17 +216,9 @@ def schedule_gemm(sch, acc, plan, intrin: str):
     ko, kv, kl = sch.split(k, [None, plan.ocv, plan.lanes])
     # A U block (C x ocb) is reused by every tile of the task before the next one is read.
     sch.reorder(e, u, ko, th, two, rco, twi, kv, kl, rci)
-    # Accumulators in a small stack buffer (promoted to registers), copied out per block.
-    copy = sch.cache_write(acc, 0, "global")
-    sch.reverse_compute_at(copy, two, preserve_unit_loops=True)
-    c_loops = sch.get_loops(copy)[-2:]
-    sch.vectorize(c_loops[-1])
-    sch.unroll(c_loops[-2])
+    register_block_copy_out(sch, acc, two)
     reg = sch.fuse(twi, kv)
-    init = sch.decompose_reduction(acc, rco)
-    i_loops = sch.get_loops(init)[-2:]
-    sch.vectorize(i_loops[-1])
-    sch.unroll(i_loops[-2])
+    vectorized_init(sch, acc, rco)
     sch.tensorize(kl, intrin)
     sch.unroll(reg)
 
