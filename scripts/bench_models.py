@@ -212,6 +212,26 @@ def _locked(path: str | None):
 
 
 # ----------------------------------------------------------------------------- one model
+# Variants whose layers compute in int8 (their roofline is the int8 peak) or in float32.
+_INT8_COMPUTE = ("tvm-int8", "tvm-int4", "onnxruntime-int8")
+_FP32_COMPUTE = ("tvm-fp32", "tvm-w8", "tvm-w4", "onnxruntime", "pytorch")
+
+
+def roofline_info(build) -> dict:
+    """Conv/dense FLOPs per image of a build's model (one multiply-add = 2) and the peaks of
+    the roofline preset its target got (scaled to TVM_NUM_THREADS cores), so a table can show
+    how close each framework runs to this machine's ceiling."""
+    p = build.preset
+    return {"flops_per_image": build.cost.total_flops() / build.batch_size, "preset": p.name,
+            "peak_fp32": p.peak_gflops_fp32, "peak_int8": p.peak_gops_int8}
+
+
+def _peak_of(variant: str, info: dict) -> float | None:
+    if variant in _INT8_COMPUTE:
+        return info["peak_int8"]
+    return info["peak_fp32"] if variant in _FP32_COMPUTE else None
+
+
 def _build_all(name, mod, params, xc, args, plans) -> tuple[dict, dict]:
     import aiq_tvm
 
@@ -275,7 +295,8 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
         med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
         cos = {k: cosine(v, logits[REFERENCE]) for k, v in logits.items() if k != REFERENCE}
         rows.append({"model": name, "batch": bs, "ms": med, "cos": cos,
-                     "build_s": {f"tvm-{k}": v for k, v in build_s.items()}})
+                     "build_s": {f"tvm-{k}": v for k, v in build_s.items()},
+                     "roofline": roofline_info(next(iter(builds.values())))})
         print(f"[{name} batch {bs}] ms: " + "  ".join(f"{k} {v:.3f}" for k, v in med.items()),
               flush=True)
     for r in remotes.values():
@@ -314,6 +335,36 @@ def render_tables(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render_throughput(rows: list[dict]) -> str:
+    """Markdown: GOP/s of the conv/dense layers per variant, and the share of the preset's
+    peak (int8 peak for int8/int4 compute, FP32 peak for float compute; mixed plans: none)."""
+    rows = [r for r in rows if "roofline" in r]
+    if not rows:
+        return ""
+    keys = _keys(rows, "ms")
+    lines = ["| model | batch | GOP per image | preset | " + " | ".join(keys) + " |",
+             "|" + "---|" * (len(keys) + 4)]
+    for row in rows:
+        info, vals = row["roofline"], []
+        for k in keys:
+            if k not in row["ms"]:
+                vals.append("")
+                continue
+            gops = info["flops_per_image"] * row["batch"] / (row["ms"][k] * 1e6)
+            peak = _peak_of(k, info)
+            vals.append(f"{gops:.0f} ({100 * gops / peak:.0f} %)" if peak else f"{gops:.0f}")
+        lines.append(f"| {row['model']} | {row['batch']} | {info['flops_per_image'] / 1e9:.2f} "
+                     f"| {info['preset']} ({info['peak_fp32']:.0f} / {info['peak_int8']:.0f}) | "
+                     + " | ".join(vals) + " |")
+    return ("Throughput of the conv/dense layers (their FLOPs, one multiply-add = 2, over the "
+            "whole model's time), GOP/s, and in brackets the share of the roofline preset's peak "
+            "(FP32 GFLOP/s / INT8 GOP/s after the preset name, for the run's thread count): the "
+            "int8 peak for int8 and int4 compute, the FP32 peak for float compute, none for "
+            "mixed plans. FLOPs are those of direct convolution; Winograd kernels (ours, FP32 and "
+            "int8) do fewer multiplies, so their share can exceed 100 %:\n\n"
+            + "\n".join(lines))
+
+
 def _build_table(runs: list[dict]) -> str:
     """Build seconds per variant and the run's peak RSS, one line per model."""
     per_model: dict[str, tuple[dict, float | None]] = {}
@@ -345,7 +396,9 @@ def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
              f"Medians of {first['rounds']} interleaved rounds of {first['round_ms']:.0f} ms per "
              f"variant ({first['gap_ms']:.0f} ms idle before each), {clock}; each framework in "
              "its own process; ratios are speed-ups (time of the first / time of the second).")
+    thru = render_throughput(rows)
     return (f"# {title}\n\n{cmds}\n\n{setup}\n\n{render_tables(rows)}\n\n"
+            + (f"{thru}\n\n" if thru else "") +
             "Build times (import excluded; the first 8-bit build includes calibration) and "
             "the peak resident memory of the benchmark process:\n\n"
             f"{_build_table(runs)}\n")
@@ -411,6 +464,7 @@ def main(argv=None) -> int:
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "rows": rows}
     print(render_tables(rows))
+    print("\n" + render_throughput(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(run, indent=1))
         print(f"wrote {args.json}")
