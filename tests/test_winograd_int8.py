@@ -23,6 +23,7 @@ CASES = [
     # (spec, act, residual: None / "f32" / "u8", requantized output)
     (ConvSpec(2, 7, 9, 13, 24, 3, 3, padding=1), "relu", "u8", True),
     (ConvSpec(1, 11, 6, 5, 16, 3, 3, padding=0), ("clip", -0.5, 1.0), "f32", False),
+    (ConvSpec(1, 6, 10, 18, 8, 3, 3, padding=1), ("clip", -0.25, 0.5), None, True),
 ]
 
 
@@ -45,7 +46,8 @@ def _both(spec, w, b, target, **kw):
 
 
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx2")))
-@pytest.mark.parametrize("spec,act,residual,requant", CASES, ids=["u8res_requant", "odd"])
+@pytest.mark.parametrize("spec,act,residual,requant", CASES, ids=["u8res_requant", "odd",
+                                                                  "clip_requant"])
 def test_bit_identical_to_direct(target, spec, act, residual, requant):
     xq, w, b, res, qp, rq = _layer(spec, residual, spec.C)
     direct, wino = _both(spec, w, b, target, act=act, act_qparams=qp,

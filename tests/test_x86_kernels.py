@@ -628,3 +628,49 @@ def test_bad_arguments():
                      target=BEST_X86)
     with pytest.raises(TypeError):
         conv2d_kernel(spec, "fp32", w, None, target="llvm -mcpu=znver4")
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6", ("clip", -0.5, 1.25), ("clip", 2.0, 3.0),
+                                 ("clip", -30.0, -20.0)])  # fmt: skip
+@pytest.mark.parametrize("zp", [0, 3, 128, 255])
+def test_activation_folded_into_the_code_clip(act, zp):
+    """``quantize_clipped`` (the requantizing epilogues' activation + quantizer in one clip of
+    the codes) == numpy's clip-then-quantize in float32, bit for bit, with ties, bounds whose
+    codes fall outside [0, 255] and clip ranges entirely below zero."""
+    from tvm import te
+
+    from aiq_tvm.targets.x86.common import quantize_clipped
+
+    inv = np.float32(4.0)  # scale 0.25: exact ties at x = k / 8
+    _, lo, hi = quant.parse_act(act)
+    rng = np.random.default_rng(zp)
+    x = np.concatenate([(rng.standard_normal(4000) * 40).astype(np.float32),
+                        (np.arange(-400, 400) / 8).astype(np.float32),
+                        np.float32([lo, hi, -0.0, 1e30, -1e30] if np.isfinite(hi)
+                                   else [lo, -0.0, 1e30, -1e30])])  # fmt: skip
+    xt = te.placeholder(x.shape, "float32", name="x")
+    q_params = te.placeholder((2,), "float32", name="q")
+    y = te.compute(x.shape, lambda i: quantize_clipped(xt[i], q_params[0], q_params[1], act))
+    ex = tvm.compile(tvm.IRModule({"main": te.create_prim_func([xt, q_params, y])}),
+                     tvm.target.Target(BEST_X86))  # fmt: skip
+    out = tvm.runtime.tensor(np.zeros(x.shape, np.uint8))
+    ex.mod["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(np.float32([inv, zp])), out)
+    clipped = np.clip(x, np.float32(lo), np.float32(hi)).astype(np.float32)
+    expect = np.clip(np.rint(clipped * inv) + np.float32(zp), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out.numpy(), expect)
+    bounds = np.clip(np.rint(np.float32([lo, min(hi, 1e6)]) * inv) + zp, 0, 255)
+    assert (expect.min(), expect.max()) == tuple(bounds)  # both code bounds are reached
+
+
+def test_fold_acc_shift():
+    """comb / 2**s is returned only where it is exact, and float32(2**s a) * (comb / 2**s)
+    equals float32(a) * comb for accumulators beyond float32's 24-bit mantissa."""
+    from aiq_tvm.targets.x86.common import fold_acc_shift
+
+    comb = np.float32([3.1e-4, 1.7, 0.05, 7.3e-6])
+    folded = fold_acc_shift(comb, 2)
+    np.testing.assert_array_equal(folded * np.float32(4), comb)
+    a = np.array([1, -7, 2**24 + 1, 2**28 - 3, -(2**27) - 5], np.int64)
+    for c, f in zip(comb, folded, strict=True):
+        np.testing.assert_array_equal((4 * a).astype(np.float32) * f, a.astype(np.float32) * c)
+    assert fold_acc_shift(np.float32([1e-45, 0.5]), 2) is None  # denormal: not exact

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,14 +234,35 @@ def quantize_value(v, inv, zp):
     inv, zp : tvm.tirx.PrimExpr
         float32 ``1 / scale`` and zero point (constants or buffer loads).
     """
+    return quantize_clipped(v, inv, zp, "none")
+
+
+def quantize_clipped(v, inv, zp, act):
+    """``quantize_value(apply_act_te(v, act), inv, zp)`` with the activation's clip moved onto
+    the output codes: bit-identical, one float op fewer per element.
+
+    ``v * inv``, ``rint`` and ``+ zp`` are monotone for ``inv > 0``, so clipping ``v`` to
+    ``[lo, hi]`` and then the codes to ``[0, 255]`` equals clipping the codes of ``v`` to
+    ``[c(lo), c(hi)]`` with ``c(t) = clip(rint(t * inv) + zp, 0, 255)``; the bounds are
+    loop-invariant (computed once per kernel call by LLVM's hoisting).
+    """
+    _, lo, hi = parse_act(act)
     # tirx.round, not tirx.nearbyint: both lower to llvm.nearbyint (round half to even in the
     # default FP environment; the ties tests pin this), but only round is marked vectorizable,
     # so nearbyint makes TVM's VectorizeLoop scalarize the whole epilogue (up to 1.7x slower
     # kernels where LLVM does not re-vectorize it).
     q = tvm.tirx.round(v * inv) + zp
-    lo = tvm.tirx.const(0.0, "float32")
-    hi = tvm.tirx.const(255.0, "float32")
-    return tvm.te.min(tvm.te.max(q, lo), hi).astype("uint8")
+    return tvm.te.min(tvm.te.max(q, _code_bound(lo, inv, zp, 0.0)),
+                      _code_bound(hi, inv, zp, 255.0)).astype("uint8")
+
+
+def _code_bound(t: float, inv, zp, default: float):
+    """``clip(rint(t * inv) + zp, 0, 255)``, or ``default`` for an infinite bound."""
+    if not np.isfinite(t):
+        return tvm.tirx.const(default, "float32")
+    code = tvm.tirx.round(tvm.tirx.const(t, "float32") * inv) + zp
+    return tvm.te.min(tvm.te.max(code, tvm.tirx.const(0.0, "float32")),
+                      tvm.tirx.const(255.0, "float32"))
 
 
 def out_qparams_const(qp) -> np.ndarray:
@@ -442,6 +464,23 @@ def _int_epilogue(acc_val, o, consts, debug_acc: bool, acc_shift: int):
     return v.astype("float32") * consts["comb"][o] + consts["bias"][o]
 
 
+def _folded_int_epilogue(acc_val, o, consts):
+    """The int epilogue of a kernel whose ``comb`` constant already holds ``comb / 2**shift``
+    and whose ``corr`` is zero (the int8 Winograd kernel, see ``fold_acc_shift``)."""
+    return acc_val.astype("float32") * consts["comb"][o] + consts["bias"][o]
+
+
+def fold_acc_shift(comb: np.ndarray, acc_shift: int) -> np.ndarray | None:
+    """``comb / 2**acc_shift`` when that is exact (no float32 underflow), else None.
+
+    float32(2**s a) * (comb / 2**s) == float32(a) * comb bit for bit (scaling by a power of
+    two commutes with rounding), so a kernel with zero ``corr`` can skip the shift and the
+    correction subtract per element.
+    """
+    folded = (comb / np.float32(2**acc_shift)).astype(np.float32)
+    return folded if np.array_equal(folded * np.float32(2**acc_shift), comb) else None
+
+
 def _scale_epilogue(acc_val, o, consts, debug_acc: bool, acc_shift: int):
     return acc_val * consts["scale"][o] + consts["bias"][o]
 
@@ -455,12 +494,16 @@ _EPILOGUE_EXPRS = {"int": _int_epilogue, "scale": _scale_epilogue, "float": _flo
 
 def epilogue_value(
     scheme: PrecisionScheme, acc_val, o, consts: dict, res_val, act, debug_acc: bool,
-    acc_shift: int = 0,
+    acc_shift: int = 0, folded_shift: bool = False,
 ):  # fmt: skip
     """Fused epilogue expression of output channel ``o`` (see ``aiq_tvm.quant``).
 
-    With ``debug_acc`` (integer schemes) the int32 ``acc - corr`` itself."""
-    v = _EPILOGUE_EXPRS[scheme.epilogue](acc_val, o, consts, debug_acc, acc_shift)
+    With ``debug_acc`` (integer schemes) the int32 ``acc - corr`` itself. ``folded_shift``:
+    ``comb`` holds ``comb / 2**acc_shift`` and ``corr`` is zero (:func:`fold_acc_shift`)."""
+    if folded_shift and scheme.epilogue == "int" and not debug_acc:
+        v = _folded_int_epilogue(acc_val, o, consts)
+    else:
+        v = _EPILOGUE_EXPRS[scheme.epilogue](acc_val, o, consts, debug_acc, acc_shift)
     if debug_acc:
         return v
     if res_val is not None:
@@ -489,6 +532,20 @@ def residual_value(res, idx: tuple, residual_qparams=None):
     zp = tvm.tirx.const(float(residual_qparams.zp), "float32")
     scale = tvm.tirx.const(float(residual_qparams.scale), "float32")
     return (res[idx].astype("float32") - zp) * scale
+
+
+def layer_output(acc_val, o, consts: dict, res_val, args, acc_shift: int = 0,
+                 folded_shift: bool = False):
+    """Stored value of a layer kernel's output channel ``o`` (``args``: its ``LayerArgs``):
+    the fused epilogue (:func:`epilogue_value`) and, when ``args.requant``, the uint8 code
+    with the activation folded into the code clip (:func:`quantize_clipped`)."""
+    ep = functools.partial(epilogue_value, args.scheme, acc_val, o, consts, res_val,
+                           acc_shift=acc_shift, folded_shift=folded_shift)
+    if args.requant and not args.debug_acc:
+        return quantize_clipped(ep("none", False), consts["out_q"][0], consts["out_q"][1],
+                                args.act)
+    v = ep(args.act, args.debug_acc)
+    return output_value(v, consts, args.requant, args.out_dtype)
 
 
 def output_value(v, consts: dict, requant: bool, out_dtype: str):

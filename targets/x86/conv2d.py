@@ -21,9 +21,9 @@ from .common import (
     UnsupportedLayer,
     WeightFormat,
     apply_act_te,
-    epilogue_value,
     finalize,
-    output_value,
+    fold_acc_shift,
+    layer_output,
     pack_weight,
     pack_weight_depthwise,
     residual_input,
@@ -356,11 +356,9 @@ def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _C
     acc = _acc_block(spec, plan, fmt, xp, tens["weight"])
     y = te.compute(
         out_shape,
-        lambda b, i, j, oc: output_value(
-            epilogue_value(prec, acc[b, i, j, oc], oc, tens,
-                           residual_value(res, (b, i, j, oc), residual_qparams), args.act,
-                           args.debug_acc, fmt.acc_shift),
-            tens, args.requant, args.out_dtype),
+        lambda b, i, j, oc: layer_output(
+            acc[b, i, j, oc], oc, tens, residual_value(res, (b, i, j, oc), residual_qparams),
+            args, fmt.acc_shift),
         name="out",
     )  # fmt: skip
     return layer_prim_func(x, tens, names, res, y)
@@ -480,21 +478,25 @@ def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
         return None
     names, consts = layer_constants(args, q, s_w, u)
     consts[names.index("corr")] = np.zeros_like(consts[names.index("corr")])
+    folded = None if args.debug_acc else fold_acc_shift(consts[names.index("comb")],
+                                                         wino8.ACC_SHIFT)
+    if folded is not None:
+        consts[names.index("comb")] = folded
+    is_folded = folded is not None
     x = te.placeholder(spec.in_shape, "uint8", name="x")
     tens = const_placeholders(names, consts)
     res = residual_input(spec.out_shape, residual, residual_qparams)
 
     def epilogue(y4, b, i, j, k):
-        v = epilogue_value(args.scheme, y4, k, tens,
-                           residual_value(res, (b, i, j, k), residual_qparams), args.act,
-                           args.debug_acc, wino8.ACC_SHIFT)  # fmt: skip
-        return output_value(v, tens, args.requant, args.out_dtype)
+        return layer_output(y4, k, tens, residual_value(res, (b, i, j, k), residual_qparams),
+                            args, wino8.ACC_SHIFT, folded_shift=is_folded)
 
     y = wino8.winograd_int8_compute(spec, wplan.ocb, zp, x, tens["weight"], epilogue)
     func = layer_prim_func(x, tens, names, res, y)
     intrin = wino8.intrin_for(args.cpu)
     gemm = functools.partial(wino8.schedule_gemm, intrin=intrin)
-    func = finalize(wino.schedule_winograd(func, spec, wplan, gemm, 2 * args.cpu.lanes))
+    func = finalize(wino.schedule_winograd(func, spec, wplan, gemm, 2 * args.cpu.lanes,
+                                           row_pass=True))
     sched = {"schedule": wplan.describe(), "schedule_source": "default"}
     info = kernel_info(args, fmt, "dot", sched, names, consts, residual, True)
     info.update(algorithm="winograd_f2", intrin=intrin, weight_format="wino_i16")

@@ -295,11 +295,13 @@ def _vector_width(extent: int, lanes: int) -> int:
     return min(lanes, extent & -extent)
 
 
-def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=None):
+def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=None,
+                      row_pass: bool = False):
     """Parallel over (image, group of tile rows, group of output channels); transforms and
     GEMM per task (see module doc). ``gemm(sch, acc, plan)`` schedules the GEMM block (default:
     fp32 broadcast FMAs); ``in_lanes`` is the input transform's vector width (default
-    ``plan.lanes``)."""
+    ``plan.lanes``); ``row_pass``: the output transform has a separate row pass, block
+    ``wino_out`` (``A^T M``), computed per output tile and channel vector."""
     sch = s_tir.Schedule(func)
     m, lanes = plan.m, plan.lanes
     out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
@@ -316,6 +318,8 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
     sch.vectorize(ki)
     sch.unroll(mi)
     sch.unroll(mj)
+    if row_pass:
+        _schedule_row_pass(sch, sch.get_sblock("wino_out"), ko, kw)
     sch.compute_at(acc, task, preserve_unit_loops=True)
     sch.compute_at(v, task, preserve_unit_loops=True)
     sch.compute_at(pad, task, preserve_unit_loops=True)
@@ -326,6 +330,17 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
     p_loops = sch.get_loops(pad)
     sch.vectorize(p_loops[-1])
     return sch.mod["main"]
+
+
+def _schedule_row_pass(sch, rows, loop, lanes: int) -> None:
+    """The output transform's row pass of one tile and channel vector, in registers
+    (unrolled, vectorized like the output) right before the column pass reads it."""
+    sch.compute_at(rows, loop, preserve_unit_loops=True)
+    mi, u, tw, k = sch.get_loops(rows)[-4:]
+    ko, ki = sch.split(k, [None, lanes])
+    sch.vectorize(ki)
+    sch.unroll(u)
+    sch.unroll(mi)
 
 
 def _schedule_input_transform(sch, v, channels: int, lanes: int):

@@ -11,8 +11,11 @@ int8 kernel (same epilogue on the same integer):
 * ``acc``: 16 GEMMs ``M[e, u] = V[e, u] (tiles x C) @ U[e, u] (C x K)`` over input channel
   pairs, tensorized with ``vpmaddwd`` (int16 pairs -> int32, exact) + ``vpaddd``, or
   ``vpdpwssd`` on AVX-512 VNNI;
-* ``out``: ``Y = A^T M A`` in int32 is exactly 4 x ``sum (x - zp) q`` (the direct kernel's
-  ``acc - corr``): the epilogue shifts it right by 2 (``acc_shift``), with ``corr = 0``.
+* ``wino_out`` / ``out``: ``Y = A^T M A`` in int32 (a row pass, then a column pass: 24 adds
+  per tile and channel vector instead of 32) is exactly 4 x ``sum (x - zp) q`` (the direct
+  kernel's ``acc - corr``, with ``corr = 0``): the epilogue's ``comb`` constant is divided by
+  4 instead (``common.fold_acc_shift``, bit-identical), or where that is inexact it shifts
+  right by 2 (``acc_shift``).
 
 The overflow bound (:func:`fits_int32`) is checked per layer on the actual transformed
 weights; a layer that could exceed int32 stays direct.
@@ -197,12 +200,20 @@ def winograd_int8_compute(spec: ConvSpec, ocb: int, zp: int, x, wt, epilogue):
         name="acc",
     )
 
-    def out_body(b, i, j, k):
+    # Y = A^T M A in two passes (rows, then columns): 24 adds per 2 x 2 tile and channel
+    # vector instead of 32.
+    def rows_body(b, th, mi, u, tw, k):
         total = tvm.tirx.const(0, "int32")
         for e in range(ALPHA):
-            for u in range(ALPHA):
-                coef = _coef(at, i % M, e, "int32") * _coef(at, j % M, u, "int32")
-                total = total + coef * acc[b, i // M, e, u, j // M, k]
+            total = total + _coef(at, mi, e, "int32") * acc[b, th, e, u, tw, k]
+        return total
+
+    t = te.compute((n, n_h, M, ALPHA, n_w, kp), rows_body, name="wino_out")
+
+    def out_body(b, i, j, k):
+        total = tvm.tirx.const(0, "int32")
+        for u in range(ALPHA):
+            total = total + _coef(at, j % M, u, "int32") * t[b, i // M, i % M, u, j // M, k]
         return epilogue(total, b, i, j, k)
 
     return te.compute(spec.out_shape, out_body, name="out")
