@@ -45,8 +45,8 @@ class LayerCost:
     name : str
         Layer name (PyTorch module path when imported with :func:`aiq_tvm.from_torch`).
     op : str
-        ``"conv2d"``, ``"depthwise_conv2d"``, ``"dense"`` or the op name of an unsupported
-        layer.
+        ``"conv2d"``, ``"depthwise_conv2d"``, ``"grouped_conv2d"``, ``"dense"`` or the op name of
+        an unsupported layer.
     flops : int
         FLOPs counted by TVM on the legalized PrimFunc of this call site.
     weight_elems, in_elems, out_elems, out_channels : int

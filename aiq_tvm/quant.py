@@ -342,7 +342,7 @@ def ref_conv2d(
     padding : tuple of int
         (top, left, bottom, right).
     groups : int
-        1 or the channel count (depthwise).
+        Any common divisor of C and O (1: regular; C: depthwise).
     act : str or tuple
         Activation spec, see :func:`parse_act`.
     act_qparams : ActQParams, optional

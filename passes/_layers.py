@@ -58,7 +58,7 @@ class LayerInfo:
     ``weight_transposed`` (the composite applies ``permute_dims``), else ``[K, O]``.
     """
 
-    op: str  # "conv2d", "depthwise_conv2d" or "dense"
+    op: str  # "conv2d", "depthwise_conv2d", "grouped_conv2d" or "dense"
     data: int
     weight: int
     bias: int | None
@@ -134,8 +134,13 @@ def _conv_reason(call: relax.Call) -> str | None:
     groups = int(a.groups)
     if groups != 1:
         cin = int(call.args[0].ty.shape[1])
-        if not (groups == cin == w_shape[0] and w_shape[1] == 1):
-            return f"grouped conv with groups={groups} (only 1 or depthwise are supported)"
+        if groups == cin == w_shape[0] and w_shape[1] == 1:
+            return None  # depthwise
+        if groups == cin:
+            return f"depthwise conv with channel multiplier {w_shape[0] // cin} > 1"
+        from aiq_tvm.targets.x86.conv2d import grouped_reason
+
+        return grouped_reason(cin, w_shape[0], groups)
     return None
 
 
@@ -332,12 +337,20 @@ def parse_layer(func: relax.Function) -> LayerInfo:
     a = root.attrs
     groups = int(a.groups)
     return LayerInfo(
-        op="depthwise_conv2d" if groups > 1 else "conv2d",
+        op=conv_kind(groups, w_shape),
         strides=tuple(int(s) for s in a.strides),
         padding=tuple(int(p) for p in a.padding),
         groups=groups,
         **common,
     )
+
+
+def conv_kind(groups: int, w_shape: tuple) -> str:
+    """``"conv2d"``, ``"depthwise_conv2d"`` (one input channel per group) or
+    ``"grouped_conv2d"`` (1 < groups, several input channels per group)."""
+    if groups == 1:
+        return "conv2d"
+    return "depthwise_conv2d" if int(w_shape[1]) == 1 else "grouped_conv2d"
 
 
 def weight_layer_name(weight_expr) -> str | None:

@@ -59,7 +59,7 @@ class LayerEntry:
     """
 
     kind: str
-    op: str  # "conv2d", "depthwise_conv2d", "dense" or the unsupported op's name
+    op: str  # "conv2d", "depthwise_conv2d", "grouped_conv2d", "dense" or an unsupported op
     var: relax.Var  # the variable the call is bound to
     call: relax.Call
     weight: relax.Expr | None
@@ -136,7 +136,7 @@ def _name_entries(entries: list[LayerEntry], hints: list[tuple] = ()) -> None:
         hint = next((n for w, n in hints if e.weight is not None and w.same_as(e.weight)),
                     None)
         base = e.existing or weight_layer_name(e.weight) or hint or user_binding_name(e.var)
-        op_key = e.op.replace("depthwise_", "")
+        op_key = e.op.replace("depthwise_", "").replace("grouped_", "")
         k = counters.get(op_key, 0)
         counters[op_key] = k + 1
         if not base:

@@ -23,14 +23,15 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 class TinyNet(nn.Module):
-    """Conv-BN-ReLU, depthwise, a grouped conv (no AIQ kernel), a residual add, and a linear."""
+    """Conv-BN-ReLU, depthwise, a grouped conv (2 channels per group: no AIQ kernel), a residual
+    add, and a linear."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(8)
         self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4)
         self.head = nn.Linear(8 * 8 * 8, 10)
 
     def forward(self, x):

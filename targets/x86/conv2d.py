@@ -1,10 +1,18 @@
-"""NHWC conv2d kernels (regular, pointwise and depthwise) for every precision scheme."""
+"""NHWC conv2d kernels (regular, pointwise, grouped and depthwise) for every precision scheme.
+
+Grouped convs (1 < groups < C, e.g. ResNeXt, RegNet) run the direct kernel with channel vectors
+of the widest width (the target's vector, its half or its quarter, at least 4 lanes) that
+divides the output channels per group ``O/G``: every output-channel block then lies inside one
+group, and the block reduces over its group's ``C/G`` input channels only (the channel index is
+offset by the block's group). The weights ``[O, C/G, KH, KW]`` pack like a regular conv's with
+``C/G`` input channels.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 import numpy as np
@@ -31,7 +39,7 @@ from .common import (
     round_up,
     weight_value,
 )
-from .isa import CpuModel
+from .isa import CpuModel, plain_format
 from .layer import (
     LayerArgs,
     const_placeholders,
@@ -72,7 +80,8 @@ class _ConvPlan:
 def check_supported(spec: ConvSpec) -> None:
     """Raise :class:`UnsupportedLayer` for layers outside the library's coverage.
 
-    Supported: dilation 1 with groups 1 or depthwise (groups == C == O).
+    Supported: dilation 1 with groups 1, depthwise (groups == C == O) or grouped
+    (see :func:`grouped_reason`).
 
     Parameters
     ----------
@@ -87,9 +96,72 @@ def check_supported(spec: ConvSpec) -> None:
         raise UnsupportedLayer(
             f"depthwise conv with channel multiplier {spec.O // spec.C} > 1 is not supported"
         )
-    raise UnsupportedLayer(
-        f"grouped conv with groups={spec.groups} (1 < groups < C={spec.C}) is not supported"
-    )
+    reason = grouped_reason(spec.C, spec.O, spec.groups)
+    if reason:
+        raise UnsupportedLayer(reason)
+
+
+GROUP_MIN_LANES = 4  # narrowest channel vector of a grouped conv (an xmm / NEON register)
+
+
+def grouped_reason(c: int, o: int, groups: int) -> str | None:
+    """Why a grouped conv (1 < groups < C) has no kernel, or None.
+
+    Every channel vector must lie inside one group (``O/G`` a multiple of 4) and the channel
+    groups of the dot-product formats (4 channels) must not straddle two groups (``C/G`` a
+    multiple of 4). This holds on every target (4 lanes is the narrowest vector), so the
+    Relax passes ask it without knowing the target.
+    """
+    if c % groups or o % groups:
+        return f"groups={groups} must divide C={c} and O={o}"
+    cpg, opg = c // groups, o // groups
+    if opg % GROUP_MIN_LANES or cpg % GROUP_MIN_LANES:
+        return (f"grouped conv with groups={groups}: {cpg} input / {opg} output channels per "
+                f"group (grouped kernels need multiples of {GROUP_MIN_LANES})")
+    return None
+
+
+def is_grouped(spec: ConvSpec) -> bool:
+    """1 < groups and not depthwise."""
+    return spec.groups > 1 and not spec.is_depthwise
+
+
+def group_lanes(spec: ConvSpec, cpu: CpuModel) -> int:
+    """Lanes of a layer's channel vectors: the target's, or for a grouped conv the widest of
+    its vector, half and quarter that divides ``O/G`` (so a vector never straddles groups)."""
+    if not is_grouped(spec):
+        return cpu.lanes
+    opg = spec.O // spec.groups
+    for lanes in (cpu.lanes, cpu.lanes // 2, cpu.lanes // 4):
+        if lanes >= GROUP_MIN_LANES and opg % lanes == 0:
+            return lanes
+    raise UnsupportedLayer(f"{opg} output channels per group do not fill {cpu.lanes}-, "
+                           f"{cpu.lanes // 2}- or {cpu.lanes // 4}-lane vectors")
+
+
+def _narrow_args(spec: ConvSpec, args: LayerArgs) -> LayerArgs:
+    """``args`` with the CPU model's vectors narrowed to :func:`group_lanes` (the register
+    count stays: AVX-512 has 32 ymm/xmm registers too)."""
+    lanes = group_lanes(spec, args.cpu)
+    if lanes == args.cpu.lanes:
+        return args
+    isa = replace(args.cpu.isa, vector_bits=32 * lanes)
+    return replace(args, cpu=replace(args.cpu, isa=isa))
+
+
+def _layer_formats(spec: ConvSpec, args: LayerArgs) -> list[WeightFormat]:
+    """Candidate weight formats; a grouped conv keeps those whose channel group divides
+    ``C/G`` (a dot block must not read two groups), else the exact plain format."""
+    cpg = spec.C // spec.groups
+    reduction = spec.KH * spec.KW * cpg
+    fmts = args.cpu.weight_formats(args.scheme, args.qmax, reduction, spec.is_depthwise)
+    if not is_grouped(spec):
+        return fmts
+    fits = [f for f in fmts if cpg % f.group == 0]
+    if fits:
+        return fits
+    acc = "int32" if args.scheme.quantizes_activations else "float32"
+    return [plain_format(args.scheme.weight_bits, acc, args.cpu.throughput)]
 
 
 def _mb_candidates(n: int, oh: int, ow: int, max_mb: int):
@@ -133,11 +205,14 @@ def conv_candidates(
             if mb * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
                 continue
             ocb = lanes * ocv
+            if (o // spec.groups) % ocb and is_grouped(spec):
+                continue  # a block must lie inside one group
             cop = round_up(o, ocb)
             cp = cop if dw else round_up(c, g)
             need_pad = bool(phases > 1 or pt or pl or hq > h or wq > w or cp != c)
             blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
-            steps = spec.KH * spec.KW * (1 if dw else cp // g)
+            cred = cp // spec.groups  # channels one output reduces over (not depthwise)
+            steps = spec.KH * spec.KW * (1 if dw else cred // g)
             work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
             work += n * oh * ow * (cop // lanes) * tp.epi_cycles
             line = 1 + -(-cp * in_bytes // 64)
@@ -153,7 +228,7 @@ def conv_candidates(
                 pad_px = n * (oh // toh) * rows * wq * line
                 pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
             else:
-                w_bytes = cop * spec.KH * spec.KW * (1 if dw else cp)
+                w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
                 big_w = w_bytes > n * h * w * c
                 order = ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
@@ -236,7 +311,7 @@ def conv2d_kernel(
     Parameters
     ----------
     spec : ConvSpec
-        Layer shape (groups 1 or depthwise).
+        Layer shape (groups 1, grouped or depthwise).
     scheme : str or PrecisionScheme
         A registered precision (``"fp32"``, ``"int8"``, ``"int4"``, ``"w8"``, ``"w4"``).
     weight_oihw : np.ndarray
@@ -299,7 +374,8 @@ def conv2d_kernel(
     Raises
     ------
     UnsupportedLayer
-        Dilation > 1, grouped (non-depthwise) conv or channel multiplier > 1.
+        Dilation > 1, channel multiplier > 1, or a grouped conv whose channels per group are
+        not multiples of 4.
     ValueError
         Bad scheme, shapes or missing ``act_qparams``.
     """
@@ -309,9 +385,8 @@ def conv2d_kernel(
         out_qparams=out_qparams, debug_acc=debug_acc, target=target,
         numerics_target=numerics_target,
     )  # fmt: skip
-    reduction = spec.KH * spec.KW * (spec.C // spec.groups)
-    fmts = args.cpu.weight_formats(args.scheme, args.qmax, reduction, spec.is_depthwise)
-    fmt, plan = _plan_conv(spec, fmts, args.cpu)
+    args = _narrow_args(spec, args)
+    fmt, plan = _plan_conv(spec, _layer_formats(spec, args), args.cpu)
     wplan = _winograd_choice(spec, args, fmt, plan, args.cpu, winograd, database, tune_trials)
     if wplan is not None and schedule:  # the unscheduled (tuning) workload is direct
         if args.scheme.name == "int8":
@@ -323,6 +398,7 @@ def conv2d_kernel(
     names, consts = _conv_constants(spec, args, fmt, plan)
     func = _conv_prim_func(spec, args, fmt, plan, names, consts, residual, residual_qparams)
     kind = "dw" if spec.is_depthwise else ("pw" if spec.is_pointwise else "direct")
+    kind = "grouped" if is_grouped(spec) else kind
     func, sched = schedule_layer(func, plan.tile, f"nhwc_{kind}", args, fmt, schedule=schedule,
                                  database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
@@ -389,8 +465,18 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
         )
     g = fmt.group
     ocb = plan.tile.ocb
-    cg = te.reduce_axis((0, plan.cp // g), "cg")
+    cpg = plan.cp // spec.groups  # channels per group (grouped: C/G, not padded)
+    cg = te.reduce_axis((0, cpg // g), "cg")
     ci = te.reduce_axis((0, g), "ci")
+    blocks_per_group = spec.O // spec.groups // ocb  # grouped: O/G is a multiple of ocb
+
+    def chan(oc):
+        """Input channel of reduction step (cg, ci) for output channel ``oc``: offset by the
+        group of oc's block (written via the block index so it is loop-invariant inside a
+        tensorized block)."""
+        if spec.groups == 1:
+            return cg * g + ci
+        return oc // ocb // blocks_per_group * cpg + cg * g + ci
 
     def xval(b, i, j, c):
         if plan.phases > 1:  # input column j * sw + kw is phase kw % sw, column j + kw // sw
@@ -400,7 +486,7 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
     return te.compute(
         (n, spec.OH, plan.owp, plan.cop),
         lambda b, i, j, oc: te.sum(
-            fmt.activation(xval(b, i, j, cg * g + ci))
+            fmt.activation(xval(b, i, j, chan(oc)))
             * weight_value(fmt, wt, oc // ocb, kh, kw, cg, oc % ocb, ci),
             axis=[kh, kw, cg, ci],
         ),

@@ -39,6 +39,7 @@ from .vnni import bcast4, register_once
 
 # (vpmaddubsw, vpmaddwd) LLVM intrinsics per 32-bit lane count.
 _LLVM_PMADD = {
+    4: ("llvm.x86.ssse3.pmadd.ub.sw.128", "llvm.x86.sse2.pmadd.wd"),  # grouped convs
     8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
     16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
 }
@@ -289,8 +290,8 @@ _BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4, "u8i4w": _u8i4w, "u8i4s": _u8i4s}
 def pmadd_intrin(kind: str, lanes: int) -> str:
     """Name of the ``vpmaddubsw`` intrinsic ``kind`` (``"u8i8"``, ``"u8i4"``, ``"u8i4w"``,
     ``"u8i4s"``) on ``lanes``
-    32-bit lanes (8: AVX2 ymm, 16: AVX-512BW zmm), registered on first use."""
+    32-bit lanes (8: AVX2 ymm, 16: AVX-512BW zmm, 4: xmm), registered on first use."""
     if lanes not in _LLVM_PMADD:
-        raise ValueError(f"vpmaddubsw kernels have 8 (ymm) or 16 (zmm) lanes, got {lanes}")
+        raise ValueError(f"vpmaddubsw kernels have 4 (xmm), 8 (ymm) or 16 (zmm) lanes, got {lanes}")
     desc, impl = _BUILDERS[kind](lanes)
     return register_once(f"aiq_pmaddubsw{32 * lanes}_{kind}", desc, impl)

@@ -40,7 +40,11 @@ from tvm.script import tirx as T
 
 # |acc| <= 255 * 128 * K must fit int32 for the x16-scaled int4 intrinsic.
 I4X16_MAX_REDUCTION = (2**31 - 1) // (255 * 128)
-_LLVM_VPDPBUSD = {16: "llvm.x86.avx512.vpdpbusd.512", 8: "llvm.x86.avx512.vpdpbusd.256"}
+_LLVM_VPDPBUSD = {
+    16: "llvm.x86.avx512.vpdpbusd.512",
+    8: "llvm.x86.avx512.vpdpbusd.256",
+    4: "llvm.x86.avx512.vpdpbusd.128",  # grouped convs with 4 output channels per group
+}
 
 
 def register_once(name: str, desc, impl) -> str:
@@ -239,8 +243,8 @@ _BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4, "u8i4x16": _u8i4x16}
 @functools.cache
 def vnni_intrin(kind: str, lanes: int) -> str:
     """Name of the ``vpdpbusd`` intrinsic ``kind`` (``"u8i8"``, ``"u8i4"``, ``"u8i4x16"``) on
-    ``lanes`` 32-bit lanes (16: zmm, 8: ymm), registered on first use."""
+    ``lanes`` 32-bit lanes (16: zmm, 8: ymm, 4: xmm), registered on first use."""
     if lanes not in _LLVM_VPDPBUSD:
-        raise ValueError(f"vpdpbusd has 16 (zmm) or 8 (ymm) lanes, got {lanes}")
+        raise ValueError(f"vpdpbusd has 16 (zmm), 8 (ymm) or 4 (xmm) lanes, got {lanes}")
     desc, impl = _BUILDERS[kind](lanes)
     return register_once(f"aiq_vpdpbusd{32 * lanes}_{kind}", desc, impl)
