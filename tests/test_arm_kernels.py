@@ -142,6 +142,32 @@ def test_kernel_definitions_exact_on_the_host(level):
             np.testing.assert_array_equal(corr, want)
 
 
+# Grouped convs: 8 channels per group (two 4-lane blocks per group), 4 per group at stride 2.
+GROUPED = (ConvSpec(1, 7, 7, 32, 32, 3, 3, padding=1, groups=4),
+           ConvSpec(1, 8, 8, 32, 32, 3, 3, stride=2, padding=1, groups=8))
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_grouped_convs_cross_build_with_the_level_dot_instruction(level):
+    """Grouped int8 layers run the level's dot instruction (int4 with 4 channels per group:
+    the exact plain path, the Arm int4 blocks read 8 channels), and their TE definitions give
+    the reference's exact ``acc - corr`` as plain TIR on this host."""
+    target = ARM_TARGETS[level]
+    # usmmla where output columns pair up, else the level's one-position instruction.
+    instrs = {LEVELS[level][2], neon.FAMILY_INSTRUCTION[capabilities(target).int8_dot]}
+    for spec in GROUPED:
+        for scheme in ("int8", "int4"):
+            k, x, w, b, qp = build(spec, scheme, target)
+            assert k.info["schedule"].startswith("nhwc_grouped_")
+            if scheme == "int8":
+                asm = asm_of(k, target)
+                assert sum(count(asm, m) for m in instrs) >= 4, (spec, level)
+            k, *_ = build(spec, scheme, target, schedule=False, debug_acc=True)
+            xin = kernel_input(scheme, x, qp)
+            ref = reference(spec, scheme, xin, w, b, act_qparams=qp, target=target)
+            np.testing.assert_array_equal(run_kernel(k, xin, HASWELL), ref.acc)
+
+
 def test_intrinsic_lookups_reject_bad_input():
     with pytest.raises(ValueError, match="aarch64"):
         neon.intrinsic_for(HASWELL)
