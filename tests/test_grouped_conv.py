@@ -139,3 +139,17 @@ def test_grouped_cnn_builds_int8_with_grouped_layers_quantized():
     g2 = grouped[1]
     n, o, oh, ow = g2.out_shape
     assert g2.flops == 2 * n * o * oh * ow * (16 // 4) * 3 * 3
+
+
+def test_grouped_shapes_script_summarizes_kernels():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from grouped_conv_shapes import summary_row
+
+    rows = [(128, 128, 32, 3, 1, 3), (512, 512, 32, 3, 2, 1), (8, 8, 4, 3, 1, 2),
+            (58, 58, 58, 3, 1, 5)]  # 4 and 16 per group, 2 per group (no kernel), depthwise
+    line = summary_row("m", rows)
+    assert line.startswith("| m | 6 | 2, 4, 16 | 16-lane vectors; 4-lane vectors; FP32: ")
+    assert line.endswith("| 5 |")
