@@ -336,6 +336,11 @@ class WeightFormat:
         innermost spatial tile, which must be even) x two output channels (Arm ``usmmla``).
         The accumulator is laid out in these tiles (``[.., pos // 2, ch // 2, pos % 2,
         ch % 2]``) so that each tile is one vector register.
+    packed : WeightFormat or None
+        Decode-once formats (int4 stored, int8 multiplied): the weights are stored in memory
+        in ``packed``'s int4 layout and the kernel decodes them once per call into an int8
+        scratch tensor in ``layout`` (``"v8"`` or ``"v8b"``), which the inner block then
+        reads like int8 weights, with no unpacking per register block.
     """
 
     name: str
@@ -352,6 +357,12 @@ class WeightFormat:
     weight_regs: int = 1
     act_offset: int = 0
     pairs: bool = False
+    packed: WeightFormat | None = None
+
+    @property
+    def pad_group(self) -> int:
+        """Input channels are padded to a multiple of this (the stored layout's group too)."""
+        return max(self.group, self.packed.group) if self.packed is not None else self.group
 
     def activation(self, x_val):
         """An activation element as the inner block multiplies it (accumulator dtype)."""
@@ -382,19 +393,68 @@ def weight_value(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
         return (((byte >> (ci * 4)) & 15) - 8).astype(acc)
     if fmt.layout == "v8":
         return w[ob, kh, kw, cg, ol, ci].astype("int32")
+    if fmt.layout == "v8b":
+        # Decoded int4 (decode-once): int8 v8 blocks of 4 channels, group / 4 per group.
+        return w[ob, kh, kw, cg, ci // 4, ol, ci % 4].astype("int32")
+    byte, shift = int4_byte(fmt, w, ob, kh, kw, cg, ol, ci)
+    value = ((byte.astype("int32") >> shift) & 15) - 8
+    return value * (1 << fmt.acc_shift) if fmt.acc_shift else value
+
+
+def int4_byte(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
+    """(uint8 byte, nibble shift 0 or 4) holding channel ``cg * group + ci`` of output
+    channel ``ol`` of block ``ob`` in the packed int4 layouts ``v4``, ``v4w`` and ``v4s``."""
     if fmt.layout == "v4":
-        # byte j of an output channel holds channels (j, j + g/2); scaled by 2**acc_shift.
+        # byte j of an output channel holds channels (j, j + g/2).
         half = fmt.group // 2
-        byte = w[ob, kh, kw, cg, ol, ci % half].astype("int32")
-        value = ((byte >> (ci // half * 4)) & 15) - 8
-        return value * (1 << fmt.acc_shift) if fmt.acc_shift else value
+        return w[ob, kh, kw, cg, ol, ci % half], ci // half * 4
     if fmt.layout == "v4w":
         # A v4 block per 8 of the 16 channels, the second one a channel block further.
-        byte = w[ob, kh, kw, cg, ci // 8, ol, ci % 4].astype("int32")
-        return ((byte >> (ci % 8 // 4 * 4)) & 15) - 8
-    # v4s: byte j of an output channel holds channels (j, j + 2).
-    byte = w[ob, kh, kw, cg, ol, ci % 2].astype("int32")
-    return ((byte >> (ci // 2 * 4)) & 15) - 8
+        return w[ob, kh, kw, cg, ci // 8, ol, ci % 4], ci % 8 // 4 * 4
+    if fmt.layout == "v4s":
+        # byte j of an output channel holds channels (j, j + 2).
+        return w[ob, kh, kw, cg, ol, ci % 2], ci // 2 * 4
+    raise ValueError(f"{fmt.layout!r} is not a packed int4 layout")
+
+
+def decoded_shape(fmt: WeightFormat, packed_shape: tuple, cp: int) -> tuple:
+    """Shape of the int8 scratch a decode-once format (``fmt.packed`` set) decodes into:
+    ``v8`` ``[O/ocb, KH, KW, Cp/4, ocb, 4]``, ``v8b`` ``[O/ocb, KH, KW, Cp/g, g/4, ocb, 4]``."""
+    ob, kh, kw = packed_shape[:3]
+    ocb = packed_shape[-2]
+    g = fmt.group
+    if fmt.layout == "v8":
+        return (ob, kh, kw, cp // g, ocb, g)
+    return (ob, kh, kw, cp // g, g // 4, ocb, 4)
+
+
+def decode_int4_depthwise(w: te.Tensor, kh: int, kw: int) -> te.Tensor:
+    """Decode-once stage ``wdec`` of depthwise int4 weights: ``i8`` ``[KH, KW, Cp]`` int8
+    codes from the ``i4`` layout (``pack_weight_depthwise``)."""
+
+    def value(i, j, c):
+        r = i * kw + j
+        nib = (w[r // 2, c] >> tvm.tirx.Cast("uint8", r % 2 * 4)) & tvm.tirx.const(15, "uint8")
+        return nib.astype("int8") - tvm.tirx.const(8, "int8")
+
+    return te.compute((kh, kw, int(w.shape[1])), value, name="wdec")
+
+
+def decode_int4(fmt: WeightFormat, w: te.Tensor, cp: int) -> te.Tensor:
+    """The decode-once stage ``wdec``: int8 codes of ``fmt.layout`` from the packed int4
+    weights ``w`` (``fmt.packed``'s layout). 8-bit arithmetic, so it vectorizes to a few byte
+    ops per 64 weights."""
+    shape = decoded_shape(fmt, tuple(int(d) for d in w.shape), cp)
+    g, gp = fmt.group, fmt.packed.group
+
+    def value(ob, kh, kw, cg, *rest):
+        *q, ol, i = rest
+        ch = cg * g + (q[0] * 4 if q else 0) + i
+        byte, shift = int4_byte(fmt.packed, w, ob, kh, kw, ch // gp, ol, ch % gp)
+        nib = (byte >> tvm.tirx.Cast("uint8", shift)) & tvm.tirx.const(15, "uint8")
+        return nib.astype("int8") - tvm.tirx.const(8, "int8")
+
+    return te.compute(shape, value, name="wdec")
 
 
 def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:

@@ -29,6 +29,8 @@ from .common import (
     UnsupportedLayer,
     WeightFormat,
     apply_act_te,
+    decode_int4,
+    decode_int4_depthwise,
     finalize,
     fold_acc_shift,
     layer_output,
@@ -55,6 +57,7 @@ from .schedules import (
     TASKS_PER_THREAD,
     TilePlan,
     balance,
+    decode_cycles,
     divisors,
     par_prefix_tasks,
     step_cycles,
@@ -154,7 +157,9 @@ def _layer_formats(spec: ConvSpec, args: LayerArgs) -> list[WeightFormat]:
     ``C/G`` (a dot block must not read two groups), else the exact plain format."""
     cpg = spec.C // spec.groups
     reduction = spec.KH * spec.KW * cpg
-    fmts = args.cpu.weight_formats(args.scheme, args.qmax, reduction, spec.is_depthwise)
+    # Grouped convs have no decode-once formats (their scratch would need the grouped layout).
+    fmts = args.cpu.weight_formats(args.scheme, args.qmax, reduction, spec.is_depthwise,
+                                   not is_grouped(spec))
     if not is_grouped(spec):
         return fmts
     fits = [f for f in fmts if cpg % f.group == 0]
@@ -197,6 +202,11 @@ def conv_candidates(
     for tn, toh, tow in _mb_candidates(n, oh, ow, max_acc):
         if fmt.pairs and tow % 2:
             continue  # 2 x 2 blocks pair neighbouring output columns
+        if dw and ow % tow and ow > max_acc:
+            # Depthwise blocks with a column tail (owp > OW) ran 3.6x slower than whole ones
+            # on MobileNetV2's 112 x 112 stride-2 layer (int8 batch 1, Zen 4: 0.382 vs 0.106
+            # ms, scripts/bench_int4_decode.py --only dw); the model does not see it.
+            continue
         mb = tn * toh * tow
         owp = round_up(ow, tow)
         phases = sw if fmt.pairs and sw > 1 else 1
@@ -208,12 +218,15 @@ def conv_candidates(
             if (o // spec.groups) % ocb and is_grouped(spec):
                 continue  # a block must lie inside one group
             cop = round_up(o, ocb)
-            cp = cop if dw else round_up(c, g)
+            cp = cop if dw else round_up(c, fmt.pad_group)
             need_pad = bool(phases > 1 or pt or pl or hq > h or wq > w or cp != c)
             blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
             cred = cp // spec.groups  # channels one output reduces over (not depthwise)
             steps = spec.KH * spec.KW * (1 if dw else cred // g)
             work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
+            # decode-once: the int8 scratch, once per call (after the parallel blocks' cost)
+            scratch = spec.KH * spec.KW * cp * (1 if dw else cop)
+            decode = decode_cycles(scratch, lanes, threads) if fmt.packed is not None else 0.0
             work += n * oh * ow * (cop // lanes) * tp.epi_cycles
             line = 1 + -(-cp * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
@@ -237,7 +250,7 @@ def conv_candidates(
                 pars.append((order, tasks, 0, min_tasks))
             for par, tasks, pad_pixels, min_tasks in pars:
                 total = work + pad_pixels * tp.pad_pixel_cycles
-                cost = total / threads / balance(tasks, threads)
+                cost = total / threads / balance(tasks, threads) + decode
                 tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
                                 min_tasks, pairs=fmt.pairs)  # fmt: skip
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases)))
@@ -305,6 +318,7 @@ def conv2d_kernel(
     database=None,
     tune_trials: int = 0,
     winograd: bool | int | None = None,
+    decode_once: bool | None = None,
 ) -> Kernel:
     """Build a fused NHWC conv2d kernel.
 
@@ -386,7 +400,8 @@ def conv2d_kernel(
         numerics_target=numerics_target,
     )  # fmt: skip
     args = _narrow_args(spec, args)
-    fmt, plan = _plan_conv(spec, _layer_formats(spec, args), args.cpu)
+    fmt, plan = _plan_conv(spec, _decode_choice(_layer_formats(spec, args), decode_once),
+                           args.cpu)
     wplan = _winograd_choice(spec, args, fmt, plan, args.cpu, winograd, database, tune_trials)
     if wplan is not None and schedule:  # the unscheduled (tuning) workload is direct
         if args.scheme.name == "int8":
@@ -402,7 +417,22 @@ def conv2d_kernel(
     func, sched = schedule_layer(func, plan.tile, f"nhwc_{kind}", args, fmt, schedule=schedule,
                                  database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
+    info["decode_once"] = fmt.packed is not None
     return Kernel(func, consts, fmt.in_dtype, spec.out_shape, args.out_dtype, info, plan.tile)
+
+
+def _decode_choice(fmts: list[WeightFormat], decode_once: bool | None) -> list[WeightFormat]:
+    """The candidate formats left by ``decode_once`` / ``AIQ_INT4_DECODE`` (the decode-once
+    formats only, the in-loop ones only, or both for the planner to weigh)."""
+    if decode_once is None:
+        env = os.environ.get("AIQ_INT4_DECODE", "")
+        if env not in ("", "0", "1"):
+            raise ValueError(f"AIQ_INT4_DECODE must be 0 or 1, got {env!r}")
+        decode_once = None if env == "" else env == "1"
+    if decode_once is None:
+        return fmts
+    chosen = [f for f in fmts if (f.packed is not None) == decode_once]
+    return chosen or fmts  # layers without decode-once formats keep theirs
 
 
 def _conv_constants(
@@ -411,9 +441,9 @@ def _conv_constants(
     """Host-side constants: weight codes packed into ``fmt``, scales, corrections, bias."""
     q, s_w = args.scheme.quantize_weight(args.weight, args.int8_qmax)
     if spec.is_depthwise:
-        packed = pack_weight_depthwise(q, fmt, plan.cp)
+        packed = pack_weight_depthwise(q, fmt.packed or fmt, plan.cp)
     else:
-        packed = pack_weight(q, fmt, plan.tile.ocb)
+        packed = pack_weight(q, fmt.packed or fmt, plan.tile.ocb)
     return layer_constants(args, q, s_w, packed, fmt.act_offset)
 
 
@@ -429,7 +459,12 @@ def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _C
     zp = args.act_qparams.zp if prec.quantizes_activations else 0
     pad_value = tvm.tirx.const(zp, fmt.in_dtype)
     xp = _pad_block(x, spec, plan, pad_value) if plan.need_pad else x
-    acc = _acc_block(spec, plan, fmt, xp, tens["weight"])
+    wt = tens["weight"]
+    if fmt.packed is not None and spec.is_depthwise:
+        wt = decode_int4_depthwise(wt, spec.KH, spec.KW)
+    elif fmt.packed is not None:
+        wt = decode_int4(fmt, wt, plan.cp)
+    acc = _acc_block(spec, plan, fmt, xp, wt)
     y = te.compute(
         out_shape,
         lambda b, i, j, oc: layer_output(

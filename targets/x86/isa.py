@@ -18,7 +18,7 @@ backend plugs in by registering its own :class:`KernelIsa` and :class:`DotFamily
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiq_tvm.schemes import FULL_INT8_QMAX, PrecisionScheme
 from aiq_tvm.targets.capabilities import INT8_WEIGHT_QMAX, TargetCaps, capabilities
@@ -179,11 +179,16 @@ class DotFamily:
         :class:`WeightFormat` list of a regular (non-depthwise) layer with ``weight_bits``
         integer weights and ``reduction`` = KH*KW*C products per output; the planner picks
         the cheapest. Must only offer formats exact for codes up to ``weight_qmax``.
+    decoded : callable or None
+        ``decoded(lanes, throughput)`` -> the decode-once int4 formats
+        (:attr:`WeightFormat.packed`): int4 stored, decoded once per call into int8 and
+        multiplied by the int8 path. Offered to layers whose kernels support them (conv2d).
     """
 
     name: str
     weight_qmax: int
     formats: Callable[[int, int, int, Throughput], list[WeightFormat]]
+    decoded: Callable[[int, Throughput], list[WeightFormat]] | None = None
 
 
 DOT_FAMILIES: dict[str, DotFamily] = {}
@@ -215,6 +220,13 @@ def plain_format(weight_bits: int, acc_dtype: str, tp: Throughput) -> WeightForm
                         acc_latency=2 * lat)  # fmt: skip
 
 
+def decoded_plain_format(tp: Throughput) -> WeightFormat:
+    """Depthwise int4 decoded once per call: stored as ``i4`` nibble pairs, multiplied as
+    ``i8`` weights by the exact 32-bit path (no unpacking per register block)."""
+    i8 = plain_format(8, "int32", tp)
+    return replace(i8, name="i4d", packed=plain_format(4, "int32", tp))
+
+
 def _vpdpbusd_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
     from .vnni import I4X16_MAX_REDUCTION, vnni_intrin
 
@@ -230,6 +242,42 @@ def _vpdpbusd_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
                       acc_shift=4, dot_ops=2.0, acc_latency=2 * lat, bcast_ops=2.0,
                       weight_regs=2)  # fmt: skip
     return [v4, v4s]
+
+
+def _vpdpbusd_decoded(lanes: int, tp: Throughput):
+    from .vnni import vnni_intrin
+
+    # Stored as v4 (8-channel groups) or v4s (4: less padding for few channels), multiplied
+    # as v8 by the int8 intrinsic. The decoded codes are plain q, no x16 scaling, so any
+    # reduction length fits int32.
+    u8i8 = vnni_intrin("u8i8", lanes)
+    lat = tp.fma_latency
+    return [
+        WeightFormat(f"{name}d", "v8", 4, "int32", "uint8", 0, u8i8, dot_ops=1.0,
+                     acc_latency=lat, bcast_ops=1.0,
+                     packed=WeightFormat(name, name, group, "int32", "uint8", 0))
+        for name, group in (("v4", 8), ("v4s", 4))
+    ]  # fmt: skip
+
+
+def _pmaddubsw_decoded(lanes: int, tp: Throughput):
+    from .pmadd import pmadd_intrin
+
+    # The decoded codes are int4 values (|q| <= 8), so the int16 sums of 2 or 4 vpmaddubsw
+    # stay exact as in the in-loop int4 intrinsics: same multiplies, no unpacking.
+    def fmt(name, packed_layout, group, intrin, dot_ops, bcast_ops):
+        layout = "v8" if group == 4 else "v8b"
+        return WeightFormat(f"{name}d", layout, group, "int32", "uint8", 0, intrin,
+                            dot_ops=dot_ops, acc_latency=1.0, bcast_ops=bcast_ops,
+                            weight_regs=group // 4,
+                            packed=WeightFormat(name, packed_layout, group, "int32", "uint8",
+                                                0))  # fmt: skip
+
+    return [
+        fmt("m4w", "v4w", 16, pmadd_intrin("u8i8b4", lanes), 7.0, 4.0),
+        fmt("m4", "v4", 8, pmadd_intrin("u8i8b2", lanes), 4.0, 2.0),
+        fmt("m4s", "v4s", 4, pmadd_intrin("u8i8", lanes), 2.5, 1.0),
+    ]
 
 
 def _pmaddubsw_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
@@ -260,8 +308,9 @@ def _no_dot_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
 
 
 for _fam in (
-    DotFamily("vpdpbusd", FULL_INT8_QMAX, _vpdpbusd_formats),
-    DotFamily("vpmaddubsw", INT8_WEIGHT_QMAX["vpmaddubsw"], _pmaddubsw_formats),
+    DotFamily("vpdpbusd", FULL_INT8_QMAX, _vpdpbusd_formats, _vpdpbusd_decoded),
+    DotFamily("vpmaddubsw", INT8_WEIGHT_QMAX["vpmaddubsw"], _pmaddubsw_formats,
+              _pmaddubsw_decoded),
     DotFamily("none", FULL_INT8_QMAX, _no_dot_formats),
 ):
     register_dot_family(_fam)
@@ -312,7 +361,8 @@ class CpuModel:
         return tuple(self.max_acc(mode, v, weight_regs) for v in (1, 2, 3, 4))
 
     def weight_formats(
-        self, scheme: PrecisionScheme, qmax: int | None, reduction: int, depthwise: bool
+        self, scheme: PrecisionScheme, qmax: int | None, reduction: int, depthwise: bool,
+        decode: bool = False,
     ) -> list[WeightFormat]:
         """Candidate weight formats of a layer (the planner picks the cheapest).
 
@@ -326,6 +376,8 @@ class CpuModel:
             Products per output (KH*KW*C/groups).
         depthwise : bool
             Depthwise layers have no channel reduction for a dot instruction.
+        decode : bool
+            Also offer the family's decode-once int4 formats (:attr:`DotFamily.decoded`).
         """
         tp = self.throughput
         if not scheme.quantizes_activations:  # fp32 and weight-only: float accumulation
@@ -334,8 +386,14 @@ class CpuModel:
             # Codes of a numerics target with a wider exact range (8-bit codes from a VNNI or
             # Arm deploy target on a vpmaddubsw host) take the exact path, never a saturating
             # one.
-            return [plain_format(scheme.weight_bits, "int32", tp)]
-        return self.dot.formats(scheme.weight_bits, self.lanes, reduction, tp)
+            fmts = [plain_format(scheme.weight_bits, "int32", tp)]
+            if decode and depthwise and scheme.weight_bits == 4:
+                fmts.append(decoded_plain_format(tp))
+            return fmts
+        fmts = self.dot.formats(scheme.weight_bits, self.lanes, reduction, tp)
+        if decode and scheme.weight_bits == 4 and self.dot.decoded is not None:
+            fmts = fmts + self.dot.decoded(self.lanes, tp)
+        return fmts
 
 
 def _lookup(table: dict, key: str, what: str, caps: TargetCaps):

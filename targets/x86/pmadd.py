@@ -27,6 +27,11 @@ As in ``vnni.py``, every operand is built inline with the LLVM signature's own t
   (``4 * 3570 < 2**15``), one ``vpmaddwd``: 2.5 multiplies per 8 channels.
 * ``u8i4s``: 4 input channels in the ``v4s`` layout (byte j = channels (j, j + 2)), for layers
   with few input channels (less zero padding than 8 or 16-channel groups).
+* ``u8i8b2`` / ``u8i8b4``: 8 / 16 input channels of int8 weights in 2 / 4 ``v8`` blocks
+  (``B[blocks, lanes, 4]``, blocks ``ocb * 4`` bytes apart: layout ``v8b``), the
+  ``vpmaddubsw`` results summed in int16 before one ``vpmaddwd``. Exact only for int4 codes
+  (``|q| <= 8``: ``4 * 2 * 255 * 8 < 2**15``): the decode-once int4 kernels, which decode the
+  packed nibbles once per call and then multiply like ``u8i4`` / ``u8i4w`` without unpacking.
 """
 
 from __future__ import annotations
@@ -283,13 +288,64 @@ def _u8i4s(lanes: int):
     return desc, impl
 
 
-_BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4, "u8i4w": _u8i4w, "u8i4s": _u8i4s}
+def _u8i8b(lanes: int, blocks: int):
+    i32 = f"int32x{lanes}"
+    i16 = f"int16x{2 * lanes}"
+    i8 = f"int8x{4 * lanes}"
+    ubsw, wd = _LLVM_PMADD[lanes]
+    red = 4 * blocks
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (red,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (blocks, lanes, 4), "int8", offset_factor=1,
+                           strides=[T.int32(), 4, 1])  # fmt: skip
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:red], B[0:blocks, 0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, red):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vk // 4, vi, vk % 4],
+                                                                    "int32")  # fmt: skip
+
+    def pair_sums(A, B, j):
+        return T.call_llvm_pure_intrin(i16, ubsw, bcast4(A, 4 * j, lanes), B.vload([j, 0, 0], i8))
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (red,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (blocks, lanes, 4), "int8", offset_factor=1,
+                           strides=[T.int32(), 4, 1])  # fmt: skip
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:red], B[0:blocks, 0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + T.call_llvm_pure_intrin(
+                i32, wd, _int16_sum([pair_sums(A, B, j) for j in range(blocks)]), _ones16(lanes)
+            )
+
+    return desc, impl
+
+
+def _int16_sum(terms):
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+_BUILDERS = {
+    "u8i8": _u8i8, "u8i4": _u8i4, "u8i4w": _u8i4w, "u8i4s": _u8i4s,
+    "u8i8b2": lambda lanes: _u8i8b(lanes, 2), "u8i8b4": lambda lanes: _u8i8b(lanes, 4),
+}  # fmt: skip
 
 
 @functools.cache
 def pmadd_intrin(kind: str, lanes: int) -> str:
     """Name of the ``vpmaddubsw`` intrinsic ``kind`` (``"u8i8"``, ``"u8i4"``, ``"u8i4w"``,
-    ``"u8i4s"``) on ``lanes``
+    ``"u8i4s"``, ``"u8i8b2"``, ``"u8i8b4"``) on ``lanes``
     32-bit lanes (8: AVX2 ymm, 16: AVX-512BW zmm, 4: xmm), registered on first use."""
     if lanes not in _LLVM_PMADD:
         raise ValueError(f"vpmaddubsw kernels have 4 (xmm), 8 (ymm) or 16 (zmm) lanes, got {lanes}")

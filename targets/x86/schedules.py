@@ -201,11 +201,32 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
         pad = sch.get_sblock("pad")
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
         pad = None
+    _decode_stage(sch, plan)
     block = _register_block(sch, acc, plan, tiles, vectors)
     _epilogue_after_block(sch, out, block.outer, plan)
     _parallel_loop(sch, pad, block, plan, npar)
     n_outer = len(block.outer) - max(npar - 1, 0)  # outer loops left after the fuse
     _vectorize_block(sch, acc, block, plan, n_outer)
+
+
+def _decode_stage(sch: s_tir.Schedule, plan: TilePlan) -> None:
+    """The decode-once stage ``wdec`` (int4 -> int8 scratch, see ``common.decode_int4``), if
+    any: a root loop nest run once per call before the register blocks, parallel over
+    (channel block, kh, kw) slices, one byte vector per ``4 * lanes`` weights."""
+    try:
+        dec = sch.get_sblock("wdec")
+    except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
+        return
+    loops = sch.get_loops(dec)
+    if len(loops) == 3:  # depthwise [KH, KW, Cp]: a few vectors
+        _, vec = sch.split(loops[-1], [None, plan.lanes])
+        sch.vectorize(vec)
+        return
+    parallel = prod(_extent(sch, lp) for lp in loops) >= DECODE_PARALLEL_BYTES
+    _, vec = sch.split(sch.fuse(*loops[-2:]), [None, 4 * plan.lanes])
+    sch.vectorize(vec)
+    if parallel:
+        sch.parallel(sch.fuse(*loops[:3]))
 
 
 class _RegisterBlock(NamedTuple):
@@ -387,6 +408,36 @@ def step_cycles(mb: int, ocv: int, fmt, mode: str, tp) -> float:
     loads = ocv + bcasts
     vec = ops + tp.unpack_weight * ocv * fmt.unpack_ops + (bcasts if mode == "dot" else 0)
     return max(vec / tp.vector_ops_per_cycle, loads / tp.loads_per_cycle, fmt.acc_latency) + 0.5
+
+
+# Decode-once int4 (``WeightFormat.packed``): per int8 scratch vector a half-vector load,
+# shift, mask, subtract and a store, issued around 2 cycles; per call the scratch's workspace
+# allocation about 0.1 us (Zen 4: a 1x1 layer with 6 KB of weights at 128 positions ran 0.1 us
+# slower decoded than int8).
+DECODE_VECTOR_CYCLES = 2.0
+DECODE_CALL_CYCLES = 500.0
+# Smaller scratches are decoded by one thread: a parallel launch (0.6 us more on that layer)
+# costs more than the work.
+DECODE_PARALLEL_BYTES = 64 << 10
+# Largest scratch worth decoding: a larger one crowds the activations out of a core's L2 and
+# the register blocks stream twice the bytes of the packed int4 weights (measured on Zen 4,
+# scripts/bench_int4_decode.py: 590 KB scratches (3x3 256 -> 256) decode profitably on every
+# target; 1 MiB (1x1 2048 -> 512 at 7 x 7) lost 0.96x vs 1.35x of int8 on skylake-avx512 code,
+# 2.4 MB (3x3 512 -> 512 at 7 x 7) 0.73x vs 0.98x on haswell code).
+SCRATCH_CACHE_BYTES = 768 << 10
+# Added above it: never chosen over a format without a scratch, while a forced decode
+# (``decode_once=True``) still ranks its plans by their cost.
+SCRATCH_SPILL_CYCLES = 1e12
+
+
+def decode_cycles(scratch_bytes: int, lanes: int, threads: int) -> float:
+    """Modelled wall cycles of decoding ``scratch_bytes`` int4 weights into the int8 scratch
+    of a decode-once kernel, once per call (plus :data:`SCRATCH_SPILL_CYCLES` above
+    :data:`SCRATCH_CACHE_BYTES`)."""
+    work = scratch_bytes / (4 * lanes) * DECODE_VECTOR_CYCLES
+    cycles = DECODE_CALL_CYCLES + work / (threads if scratch_bytes >= DECODE_PARALLEL_BYTES
+                                          else 1)  # fmt: skip
+    return cycles + (SCRATCH_SPILL_CYCLES if scratch_bytes > SCRATCH_CACHE_BYTES else 0.0)
 
 
 TASKS_PER_THREAD = 4  # parallel iterations per thread when the tile loops can be split freely

@@ -1,0 +1,138 @@
+"""int4 conv kernels: unpacking in the inner loop vs decoding once per call, against int8.
+
+For every layer shape and batch, builds the int8 kernel and the int4 kernel three ways
+(``decode_once`` False: nibbles unpacked per register block; True: decoded once per call into
+an int8 scratch; None: the planner's choice), checks each int4 kernel's integer accumulator
+against the numpy reference, then times all of them interleaved in rounds and prints medians
+(ms per call) and speed-ups over int8 (int8 time / int4 time: > 1 is faster than int8).
+Use ``--clock cpu`` with ``TVM_NUM_THREADS=1`` on a shared machine.
+
+Usage::
+
+    TVM_NUM_THREADS=1 python scripts/bench_int4_decode.py --clock cpu [--batches 1 8]
+        [--only SUBSTRING] [--rounds 9] [--round-ms 100] [--target JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+import tvm  # noqa: E402
+
+from aiq_tvm import quant  # noqa: E402
+from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
+from aiq_tvm.quant import ActQParams  # noqa: E402
+from aiq_tvm.targets import resolve_target  # noqa: E402
+from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
+
+# ResNet-50 (and its stem) and MobileNetV2's depthwise layers at 224 x 224: (name, H, W, C,
+# O, K, stride, padding[, groups]).
+SHAPES = [
+    ("stem 7x7/2 3-64 @224", 224, 224, 3, 64, 7, 2, 3),
+    ("3x3 64-64 @56", 56, 56, 64, 64, 3, 1, 1),
+    ("1x1 64-256 @56", 56, 56, 64, 256, 1, 1, 0),
+    ("1x1 256-64 @56", 56, 56, 256, 64, 1, 1, 0),
+    ("3x3 128-128 @28", 28, 28, 128, 128, 3, 1, 1),
+    ("1x1 512-128 @28", 28, 28, 512, 128, 1, 1, 0),
+    ("3x3 256-256 @14", 14, 14, 256, 256, 3, 1, 1),
+    ("1x1 1024-256 @14", 14, 14, 1024, 256, 1, 1, 0),
+    ("3x3 512-512 @7", 7, 7, 512, 512, 3, 1, 1),
+    ("1x1 2048-512 @7", 7, 7, 2048, 512, 1, 1, 0),
+    ("dw 3x3/2 96 @112", 112, 112, 96, 96, 3, 2, 1, 96),
+    ("dw 3x3 144 @56", 56, 56, 144, 144, 3, 1, 1, 144),
+    ("dw 3x3 576 @14", 14, 14, 576, 576, 3, 1, 1, 576),
+    ("dw 3x3 960 @7", 7, 7, 960, 960, 3, 1, 1, 960),
+]
+VARIANTS = {"int8": ("int8", None), "int4 in-loop": ("int4", False),
+            "int4 decode": ("int4", True), "int4 planner": ("int4", None)}  # fmt: skip
+
+
+def build(spec: ConvSpec, target, rng):
+    """Kernels of every variant (int4 accumulators checked exactly) and their input."""
+    x = rng.standard_normal(spec.in_shape).astype(np.float32) + 0.3
+    w = rng.standard_normal(spec.weight_shape) / np.sqrt(np.prod(spec.weight_shape[1:]))
+    w = w.astype(np.float32)
+    qp = ActQParams.from_range(float(x.min()), float(x.max()))
+    xq = quant.quantize_act(x, qp)
+    out = {}
+    for name, (scheme, dec) in VARIANTS.items():
+        kw = dict(act_qparams=qp, target=target, decode_once=dec)
+        k = conv2d_kernel(spec, scheme, w, None, **kw)
+        if scheme == "int4":
+            check_exact(spec, w, qp, xq, target, kw)
+        ex = tvm.compile(tvm.IRModule({"main": k.prim_func}), target)
+        args = [tvm.runtime.tensor(a) for a in (xq, *k.consts)]
+        args.append(tvm.runtime.tensor(np.zeros(k.out_shape, k.out_dtype)))
+        f = ex.mod["main"]
+        out[name] = (k, lambda f=f, args=args: f(*args))
+    return out
+
+
+def check_exact(spec, w, qp, xq, target, kw) -> None:
+    """The int4 kernel's ``acc - corr`` equals the numpy reference's (SystemExit if not)."""
+    k = conv2d_kernel(spec, "int4", w, None, debug_acc=True, **kw)
+    ex = tvm.compile(tvm.IRModule({"main": k.prim_func}), target)
+    y = tvm.runtime.tensor(np.zeros(k.out_shape, "int32"))
+    ex.mod["main"](*[tvm.runtime.tensor(a) for a in (xq, *k.consts)], y)
+    ref = quant.ref_conv2d(xq, w, None, "int4", stride=spec.stride, padding=spec.padding,
+                           groups=spec.groups, act_qparams=qp)
+    if not np.array_equal(y.numpy(), ref.acc):
+        sys.exit(f"int4 kernel (decode_once={kw['decode_once']}) of {spec} is not exact")
+
+
+def time_variants(kernels: dict, rounds: int, round_ms: float, clock: str) -> dict:
+    """Median ms per call of every variant over interleaved rounds."""
+    timers = {nm: Timer(fn, clock) for nm, (_, fn) in kernels.items()}
+    samples = {nm: [] for nm in timers}
+    for _ in range(rounds):
+        for nm, t in timers.items():
+            samples[nm].append(t(round_ms))
+    return {nm: float(np.median(v)) * 1e3 for nm, v in samples.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--only", default=None, help="shapes whose name contains this")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--round-ms", type=float, default=100.0)
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall")
+    ap.add_argument("--target", default="llvm",
+                    help="'llvm' (this machine), a preset, a target string or JSON")
+    ap.add_argument("--json", default=None, help="save the rows as JSON")
+    args = ap.parse_args()
+    target = resolve_target(args.target)[0]
+    print(f"target {target}  TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}  "
+          f"clock {args.clock}  medians of {args.rounds} rounds of {args.round_ms:g} ms\n")
+    names = list(VARIANTS)
+    print("| layer | batch | " + " | ".join(f"{n} ms" for n in names)
+          + " | in-loop vs int8 | decode vs int8 | planner vs int8 | planner format |")
+    print("|---|---|" + "---|" * (len(names) + 4))
+    rows = []
+    rng = np.random.default_rng(0)
+    for label, h, w, c, o, k, s, p, *groups in SHAPES:
+        if args.only and args.only not in label:
+            continue
+        for n in args.batches:
+            spec = ConvSpec(n, h, w, c, o, k, k, stride=s, padding=p, groups=(groups or [1])[0])
+            kernels = build(spec, target, rng)
+            ms = time_variants(kernels, args.rounds, args.round_ms, args.clock)
+            fmt = kernels["int4 planner"][0].info["weight_format"]
+            ratios = [ms["int8"] / ms[v] for v in names[1:]]
+            print(f"| {label} | {n} | " + " | ".join(f"{ms[v]:.3f}" for v in names) + " | "
+                  + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {fmt} |", flush=True)
+            rows.append({"layer": label, "batch": n, "ms": ms, "planner_format": fmt})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Decode-once int4 conv kernels (int4 weights stored packed, decoded once per call into an
+int8 scratch, multiplied by the int8 dot path): exact against the numpy reference on every
+ISA level this host runs, one scratch allocation per call, and the planner's choice between
+them and the in-loop unpacking kernels."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
+from test_x86_kernels import CASES, asm_of, compile_kernel, make_case, run_kernel  # noqa: E402
+
+from aiq_tvm import quant  # noqa: E402
+from aiq_tvm.quant import ActQParams  # noqa: E402
+from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
+from isa import ZNVER4, isa_params  # noqa: E402
+
+# Decode-once format of each case per dot family (the stored int4 layout + "d").
+DECODED = {
+    "vpdpbusd": {"conv3x3_s1": "v4d", "conv3x3_s2": "v4sd", "pointwise_ragged": "v4d"},
+    "vpmaddubsw": {"conv3x3_s1": "m4d", "conv3x3_s2": "m4sd", "pointwise_ragged": "m4wd"},
+}
+
+
+def _decoded_case(name, target, **kw):
+    """Decode-once kernel of a test_x86_kernels case (accumulator output), its inputs and the
+    numpy reference."""
+    spec, x, w, b, res, qp = make_case(name)
+    k = conv2d_kernel(spec, "int4", w, b, act=CASES[name]["act"], act_qparams=qp,
+                      residual=CASES[name]["residual"], target=target, debug_acc=True,
+                      decode_once=True, **kw)  # fmt: skip
+    ref = quant.ref_conv2d(x, w, b, "int4", stride=spec.stride, padding=spec.padding,
+                           act_qparams=qp, residual=res)  # fmt: skip
+    return k, quant.quantize_act(x, qp), res, ref
+
+
+@pytest.mark.parametrize("target", isa_params())
+@pytest.mark.parametrize("name", ["conv3x3_s1", "conv3x3_s2", "pointwise_ragged"])
+def test_decode_once_kernels_exact(name, target):
+    """Accumulators equal the numpy reference's, bit for bit, for every stored int4 layout
+    (8-channel, 4-channel and 16-channel groups)."""
+    k, xq, res, ref = _decoded_case(name, target)
+    assert k.info["decode_once"]
+    assert k.info["weight_format"] == DECODED[k.info["int8_dot"]][name]
+    assert k.consts[0].dtype == np.uint8  # still stored as packed nibbles
+    np.testing.assert_array_equal(run_kernel(k, xq, res, target), ref.acc)
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+def test_decode_once_extreme_codes_exact(target):
+    """All-255 activations x int4 codes of +-7 over 16-channel groups: the vpmaddubsw path sums
+    four byte-pair products in int16 (4 * 2 * 255 * 7 < 2**15), which must stay exact."""
+    spec = ConvSpec(1, 4, 4, 48, 32, 1, 1)
+    sign = np.where(np.arange(48) % 3 == 0, -1.0, 1.0)
+    w = np.ones(spec.weight_shape, np.float32) * sign[None, :, None, None]
+    w[1::2] *= -1.0
+    qp = ActQParams.from_range(-1.0, 0.0)  # zp = 255
+    xq = np.full(spec.in_shape, 255, np.uint8)
+    k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp, target=target, debug_acc=True,
+                      decode_once=True)  # fmt: skip
+    ref = quant.ref_conv2d(xq, w, None, "int4", act_qparams=qp)
+    np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2"), run=False))
+def test_decode_scratch_is_one_root_buffer(target):
+    """Compile-only: the int8 scratch is one buffer at the function's root, filled by its own
+    loop nest before the register blocks (one workspace allocation per call, none per
+    parallel task), parallel only when large enough to pay for the launch; the register
+    blocks run the int8 dot instruction."""
+    spec, x, w, b, res, qp = make_case("conv3x3_s1")
+    allocs = {}
+    for dec in (False, True):
+        k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=target, decode_once=dec)
+        asm = asm_of(compile_kernel(k, target))
+        allocs[dec] = asm.count("TVMBackendAllocWorkspace@GOTPCREL")
+        assert re.search(r"\b(vpdpbusd|vpmaddubsw)\s", asm)
+    assert allocs[True] == allocs[False] + 1
+    big = ConvSpec(1, 8, 8, 128, 128, 3, 3, padding=1)  # 147 KB scratch
+    wbig = np.random.default_rng(0).standard_normal(big.weight_shape).astype(np.float32)
+    kbig = conv2d_kernel(big, "int4", wbig, None, act_qparams=qp, target=target,
+                         decode_once=True)  # fmt: skip
+    for kern, parallel in ((k, 0), (kbig, 1)):  # 10 KB: one thread
+        script = kern.prim_func.script()
+        assert re.search(r"^    wdec = T\.sblock_alloc_buffer", script, flags=re.M)
+        head = script[: script.index('T.sblock("wdec")')]
+        assert 'T.sblock("acc' not in head and head.count("T.parallel") == parallel
+
+
+@pytest.mark.parametrize("target", isa_params(run=False))
+def test_planner_decodes_once_for_large_spatial_layers(target):
+    """Compile-time choice: a 3x3 layer at 56 x 56, batch 8 (each weight reused by 25,088
+    positions) decodes once; a 7 x 7 layer at batch 1 with 2.4 MB of int8 weights (49
+    positions) keeps unpacking in the inner loop, as do layers whose scratch would spill."""
+    qp = ActQParams.from_range(-1.0, 2.0)
+    rng = np.random.default_rng(0)
+    for spec, decode in ((ConvSpec(8, 56, 56, 64, 64, 3, 3, padding=1), True),
+                         (ConvSpec(1, 7, 7, 512, 512, 3, 3, padding=1), False)):  # fmt: skip
+        w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+        k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp, target=target,
+                          schedule=False)  # fmt: skip
+        assert k.info["decode_once"] == decode, spec
+        # Decode-once formats are named after the stored int4 layout plus "d".
+        assert k.info["weight_format"].endswith("d") == decode
+
+
+def test_decode_once_choice_is_validated(monkeypatch):
+    spec, x, w, b, res, qp = make_case("pointwise")
+    monkeypatch.setenv("AIQ_INT4_DECODE", "yes")
+    with pytest.raises(ValueError, match="AIQ_INT4_DECODE must be 0 or 1"):
+        conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=ZNVER4, schedule=False)
+    monkeypatch.setenv("AIQ_INT4_DECODE", "0")
+    k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=ZNVER4, schedule=False)
+    assert not k.info["decode_once"]
