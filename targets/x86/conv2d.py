@@ -181,6 +181,28 @@ def _mb_candidates(n: int, oh: int, ow: int, max_mb: int):
     return out
 
 
+# Vector registers the depthwise epilogue keeps loaded across a block's reduction (zero-point
+# correction, scale, bias: LLVM hoists them out of the kh loop).
+DW_EPILOGUE_REGS = 3
+
+
+def _dw_window_fits(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, rows_cols, ocv: int) -> bool:
+    """Whether an integer depthwise block's accumulators, the widened inputs of one kernel row
+    and its weights fit the vector registers (``rows_cols``: the block's output rows, counting
+    images, and columns). LLVM unrolls the ``kw`` loop and keeps each input vector of a block
+    row live across the ``kw`` taps that read it; blocks that need more registers reload them
+    and ran 1.1-1.3x slower than the best tile (MobileNetV2's depthwise layers at 224, int8,
+    Zen 4: 1x2x7 0.113 vs 1x4x2 0.099 ms at 144 @ 56, scripts/bench_dw_tiles.py). Float
+    inputs are FMA memory operands, so fp32 keeps the accumulator budget alone, and so do
+    levels without ``KernelIsa.dw_input_window``."""
+    if fmt.in_dtype == "float32" or not cpu.isa.dw_input_window:
+        return True
+    rows, cols = rows_cols
+    inputs = rows * ((cols - 1) * spec.stride[1] + spec.KW)
+    live = ocv * (rows * cols + inputs + spec.KW) + DW_EPILOGUE_REGS
+    return live <= cpu.isa.registers
+
+
 def conv_candidates(
     spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel
 ) -> list[tuple[float, _ConvPlan]]:
@@ -213,6 +235,8 @@ def conv_candidates(
         hq, wq = (oh - 1) * sh + spec.KH, round_up((owp - 1) * sw + spec.KW, phases)
         for ocv in (1, 2, 3, 4):
             if mb * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
+                continue
+            if dw and not _dw_window_fits(spec, fmt, cpu, (tn * toh, tow), ocv):
                 continue
             ocb = lanes * ocv
             if (o // spec.groups) % ocb and is_grouped(spec):

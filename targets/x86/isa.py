@@ -108,6 +108,11 @@ class KernelIsa:
         whose unpacked weights need more registers gets fewer accumulators.
     throughput : Throughput
         Planner constants.
+    dw_input_window : bool
+        Integer depthwise blocks keep the widened inputs of one kernel row live in registers
+        (LLVM unrolls ``kw`` and reuses each input across the taps that read it), so a block
+        must fit its accumulators, that window and the weights (``conv2d._dw_window_fits``).
+        Measured on AVX-512 (Zen 4); AVX2 blocks that break it were the fastest on haswell.
     """
 
     name: str
@@ -116,6 +121,7 @@ class KernelIsa:
     acc_reserve: dict
     weight_allowance: int
     throughput: Throughput
+    dw_input_window: bool = False
 
     @property
     def lanes(self) -> int:
@@ -144,8 +150,8 @@ _ZMM_RESERVE = {"bcast": 8, "dot": 8, "dw": 8}
 # chain a broadcast, an int16 temporary and the vector of ones.
 _YMM_RESERVE = {"bcast": 2, "dot": 3, "dw": 2}
 for _isa in (
-    KernelIsa("avx512_vnni", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT),
-    KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT),
+    KernelIsa("avx512_vnni", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT, True),
+    KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT, True),
     KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("avx2", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("sse", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),
