@@ -13,7 +13,14 @@ import pytest
 
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 
-from test_x86_kernels import CASES, asm_of, compile_kernel, make_case, run_kernel  # noqa: E402
+from test_x86_kernels import (  # noqa: E402
+    CASES,
+    asm_of,
+    compile_kernel,
+    extreme_case,
+    make_case,
+    run_kernel,
+)
 
 from aiq_tvm import quant  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
@@ -56,11 +63,7 @@ def test_decode_once_extreme_codes_exact(target):
     """All-255 activations x int4 codes of +-7 over 16-channel groups: the vpmaddubsw path sums
     four byte-pair products in int16 (4 * 2 * 255 * 7 < 2**15), which must stay exact."""
     spec = ConvSpec(1, 4, 4, 48, 32, 1, 1)
-    sign = np.where(np.arange(48) % 3 == 0, -1.0, 1.0)
-    w = np.ones(spec.weight_shape, np.float32) * sign[None, :, None, None]
-    w[1::2] *= -1.0
-    qp = ActQParams.from_range(-1.0, 0.0)  # zp = 255
-    xq = np.full(spec.in_shape, 255, np.uint8)
+    w, qp, xq = extreme_case(spec)
     k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp, target=target, debug_acc=True,
                       decode_once=True)  # fmt: skip
     ref = quant.ref_conv2d(xq, w, None, "int4", act_qparams=qp)

@@ -521,17 +521,24 @@ def _saturating_pmaddubsw_acc(xq: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.clip(sums, -(2**15), 2**15 - 1).sum(-1)
 
 
+def extreme_case(spec: ConvSpec):
+    """Weights of equal magnitude (quantized to the largest code) with mixed signs across
+    input channels and output channels, all-255 activations (zero point 255): every pair sum
+    of a vpmaddubsw chain is as large as the codes allow."""
+    sign = np.where(np.arange(spec.C) % 3 == 0, -1.0, 1.0)
+    w = np.ones(spec.weight_shape, np.float32) * sign[None, :, None, None]
+    w[1::2] *= -1.0
+    qp = ActQParams.from_range(-1.0, 0.0)  # zp = 255
+    return w, qp, np.full(spec.in_shape, 255, np.uint8)
+
+
 @pytest.mark.parametrize("target", isa_params(("avx512bw", "avx2")))
 def test_vpmaddubsw_saturation_case_is_exact(target):
     """All-255 activations x +-63 weights: every vpmaddubsw pair sum is +-32130, one step from
     saturating; the accumulator is exact. 8-bit codes (127) of a VNNI numerics target on the
     same host run the exact 32-bit path, where the vpmaddubsw chain would saturate."""
     spec = ConvSpec(1, 3, 3, 64, 32, 1, 1)
-    sign = np.where(np.arange(64) % 3 == 0, -1.0, 1.0)
-    w = np.ones(spec.weight_shape, np.float32) * sign[None, :, None, None]
-    w[1::2] *= -1.0
-    qp = ActQParams.from_range(-1.0, 0.0)  # zp = 255
-    xq = np.full(spec.in_shape, 255, np.uint8)
+    w, qp, xq = extreme_case(spec)
     for numerics, fmt in ((None, "m8"), (ZNVER4, "i8")):
         qmax = capabilities(numerics or target).int8_weight_qmax
         k = conv2d_kernel(spec, "int8", w, None, act_qparams=qp, target=target,

@@ -67,8 +67,9 @@ class ConvSpec:
     padding : tuple of int
         (top, left, bottom, right); an int or (ph, pw) pair is accepted and expanded.
     groups : int
-        1 (regular conv) or C == O (depthwise). Other values are representable but rejected by
-        :func:`conv2d_kernel` with :class:`UnsupportedLayer`.
+        1 (regular conv), C == O (depthwise) or a grouped conv; :func:`conv2d_kernel` rejects
+        grouped shapes it has no kernel for with :class:`UnsupportedLayer` (see
+        ``conv2d.grouped_reason``).
     dilation : tuple of int
         (dh, dw); representable so a caller can describe any conv, but only 1 is supported.
     """
