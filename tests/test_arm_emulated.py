@@ -90,7 +90,8 @@ def test_emulated_board_is_aarch64_and_runs_a_cross_build(board, tmp_path):
 
 
 def random_cases(target):
-    """(name, kernel, uint8 input, exact acc - corr) on random off-centre data. With
+    """(name, kernel, uint8 input, exact acc - corr) on random off-centre data: convs (regular,
+    stride 2, grouped, depthwise) and dense layers. With
     ``+i8mm`` the convs and the 4-row dense run ``usmmla`` (2 x 2 blocks: the stride-2 conv
     through its phase-split padded copy, the 7-wide conv pairs its last column with a padding
     column, 20 channels pad to 24 / 32, 70 to 72 / 80), the 3-row dense ``usdot``."""
@@ -98,7 +99,9 @@ def random_cases(target):
     for i, spec in enumerate((ConvSpec(2, 8, 8, 20, 12, 3, 3, padding=1, stride=2),
                               ConvSpec(1, 6, 6, 64, 32, 1, 1), DenseSpec(3, 70, 10),
                               ConvSpec(1, 7, 7, 20, 12, 3, 3, padding=1),
-                              DenseSpec(4, 70, 10))):
+                              DenseSpec(4, 70, 10),
+                              ConvSpec(1, 6, 6, 32, 16, 3, 3, padding=1, groups=4),
+                              ConvSpec(1, 7, 7, 24, 24, 3, 3, padding=1, groups=24))):
         x, w, b, _, qp = layer_data(spec, np.random.default_rng(i), offset=0.7)
         make = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
         for scheme in ("int8", "int4"):
@@ -142,12 +145,16 @@ def test_kernels_exact_on_the_board(board, tmp_path, level):
     sess.upload(str(path))
     rlib, dev = sess.load_module(path.name), sess.cpu()
     pairs = {name for name, k, *_ in cases if k.info["weight_format"].startswith("usmmla")}
-    if level == "neon_i8mm":  # every case but the 3-row dense
-        assert len(pairs) == len(cases) - 2, sorted(pairs)
+    if level == "neon_i8mm":
+        # not paired: the 3-row dense, the grouped conv's int4 (its 8-channel groups are
+        # narrower than usmmla4's 16) and the depthwise conv (no reduction over channels)
+        unpaired = {"rand2_int8", "rand2_int4", "rand5_int4", "rand6_int8", "rand6_int4"}
+        assert pairs == {name for name, *_ in cases} - unpaired, sorted(pairs)
     else:
         assert not pairs
     for name, k, xin, want in cases:
-        assert k.info["isa"] == level and k.info["intrin"], name
+        depthwise = name.startswith("rand6")  # plain NEON vectors, no dot instruction
+        assert k.info["isa"] == level and (depthwise or k.info["intrin"]), name
         args = [tvm.runtime.tensor(a.numpy(), dev) for a in kernel_args(k, xin)]
         rlib[name](*args)
         np.testing.assert_array_equal(args[-1].numpy(), want, err_msg=name)
