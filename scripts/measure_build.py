@@ -11,9 +11,11 @@ only when the module is exported (or first run), so the export is timed too and
 ``cProfile`` and the N most expensive functions (cumulative time) are printed.
 
 Memory: the module is exported as a shared library and loaded in a fresh process, which
-records its resident set before loading, after loading, and at its peak after running ``--runs``
-inferences; the growth is compared with the bytes of the model's weights (FP32, as torch holds
-them) and of the exported library.
+records its resident set before loading, after loading (and the peak so far: TVM copies the
+library's embedded constants while loading it), and at its peak after running ``--runs``
+inferences, with the anonymous / file-backed split after the runs; the growth is compared with
+the bytes of the model's weights (FP32, as torch holds them), of the layers' weights as the plan
+stores them (int8 / packed int4) and of the exported library.
 
     TVM_NUM_THREADS=2 flock /work/wt/bench.lock python scripts/measure_build.py \
         --model resnet50 --plan int8
@@ -50,20 +52,39 @@ def _peak_mb() -> float:
     return _status_mb("VmHWM")
 
 
+def _rss_parts_mb() -> dict:
+    """Resident memory split into anonymous pages (tensors, heap) and file pages (the mapped
+    library)."""
+    return {"anon": _status_mb("RssAnon"), "file": _status_mb("RssFile")}
+
+
 def run_library(path: str, shape: tuple, runs: int) -> dict:
     """(In a fresh process) load the exported module, run it, report resident memory."""
     import tvm
     from tvm import relax
 
-    base = _rss_mb()
+    base, base_parts = _rss_mb(), _rss_parts_mb()
     lib = tvm.runtime.load_module(path)
     vm = relax.VirtualMachine(lib, tvm.cpu())
-    loaded = _rss_mb()
+    loaded, load_peak = _rss_mb(), _peak_mb()
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     for _ in range(runs):
         vm["main"](x)
+    parts = _rss_parts_mb()
     return {"rss_before_load_mb": base, "rss_loaded_mb": loaded, "rss_after_runs_mb": _rss_mb(),
-            "peak_rss_mb": _peak_mb()}
+            "peak_rss_mb": _peak_mb(), "peak_rss_after_load_mb": load_peak,
+            "anon_growth_after_runs_mb": parts["anon"] - base_parts["anon"],
+            "file_growth_after_runs_mb": parts["file"] - base_parts["file"]}
+
+
+def plan_weight_mb(res) -> float:
+    """MB of the layers' weights as the plan stores them (int8 1 byte, packed int4 0.5 byte,
+    FP32 4 bytes per value); biases and scales are not counted."""
+    from aiq_tvm.cost import get_precision
+
+    assignment = res.cost.full_assignment(res.plan.resolve(res.cost.searchable))
+    return sum(lc.weight_elems * get_precision(assignment[lc.name]).weight_bytes
+               for lc in res.cost.layers) / 2**20
 
 
 def _cpu_s() -> float:
@@ -103,6 +124,7 @@ def measure(args) -> dict:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
     out["phases_s"] = {k: round(v, 2) for k, v in res.timings.items()}
     out["build_peak_rss_mb"] = _peak_mb()
+    out["plan_weights_mb"] = plan_weight_mb(res)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "model.so")
         w0, c0 = time.perf_counter(), _cpu_s()
@@ -120,6 +142,10 @@ def measure(args) -> dict:
     out["run_growth_mb"] = run["peak_rss_mb"] - run["rss_before_load_mb"]
     out["run_growth_vs_fp32_weights"] = out["run_growth_mb"] / out["weights_mb"]
     out["run_growth_vs_library"] = out["run_growth_mb"] / out["library_mb"]
+    out["run_growth_vs_plan_weights"] = out["run_growth_mb"] / out["plan_weights_mb"]
+    # after the runs: what stays resident (the peak is reached while TVM loads the library)
+    out["steady_growth_mb"] = run["rss_after_runs_mb"] - run["rss_before_load_mb"]
+    out["steady_growth_vs_plan_weights"] = out["steady_growth_mb"] / out["plan_weights_mb"]
     return out
 
 
