@@ -99,7 +99,8 @@ def compare_plans(times: dict[str, dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="resnet18",
-                    help="shipped model (resnet20, mobilenet_v2) or torchvision model name")
+                    help="shipped model (resnet20, mobilenet_v2) or torchvision model name "
+                         "(tv/NAME for torchvision's mobilenet_v2)")
     ap.add_argument("--target", default="llvm",
                     help="JSON target dict, 'llvm -mcpu=...' string, preset name or llvm")
     ap.add_argument("--plans", nargs="+", default=["fp32", "int8"], help="uniform precisions")
@@ -140,6 +141,9 @@ def _model_and_calibration(name: str, size: int, n_calib: int):
 
     if name in models.MODEL_NAMES:
         return models.get_model(name, pretrained=True), datasets.calibration_set(n_calib)[0]
+    # ``tv/NAME`` (bench_models.py's spelling) picks torchvision's model where a shipped one
+    # has the same name (mobilenet_v2)
+    name = name.removeprefix("tv/")
     return zoo.torchvision_model(name, size=size), zoo.calibration_images(n_calib, size)
 
 
