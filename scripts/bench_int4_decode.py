@@ -32,8 +32,8 @@ from aiq_tvm.quant import ActQParams  # noqa: E402
 from aiq_tvm.targets import resolve_target  # noqa: E402
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
 
-# ResNet-50 (and its stem) and MobileNetV2's depthwise layers at 224 x 224: (name, H, W, C,
-# O, K, stride, padding[, groups]).
+# ResNet-50 (and its stem) and MobileNetV2's 7 x 7 and depthwise layers at 224 x 224: (name, H,
+# W, C, O, K, stride, padding[, groups]).
 SHAPES = [
     ("stem 7x7/2 3-64 @224", 224, 224, 3, 64, 7, 2, 3),
     ("3x3 64-64 @56", 56, 56, 64, 64, 3, 1, 1),
@@ -45,6 +45,8 @@ SHAPES = [
     ("1x1 1024-256 @14", 14, 14, 1024, 256, 1, 1, 0),
     ("3x3 512-512 @7", 7, 7, 512, 512, 3, 1, 1),
     ("1x1 2048-512 @7", 7, 7, 2048, 512, 1, 1, 0),
+    ("1x1 160-960 @7", 7, 7, 160, 960, 1, 1, 0),
+    ("1x1 960-160 @7", 7, 7, 960, 160, 1, 1, 0),
     ("dw 3x3/2 96 @112", 112, 112, 96, 96, 3, 2, 1, 96),
     ("dw 3x3 144 @56", 56, 56, 144, 144, 3, 1, 1, 144),
     ("dw 3x3 576 @14", 14, 14, 576, 576, 3, 1, 1, 576),

@@ -70,29 +70,86 @@ def test_decode_once_extreme_codes_exact(target):
     np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)
 
 
+def _forced_decode(spec, target, seed=0):
+    """Decode-once int4 kernel of ``spec`` (accumulator output), its input and reference."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+    x = rng.standard_normal(spec.in_shape).astype(np.float32) + 0.3
+    qp = ActQParams.from_range(float(x.min()), float(x.max()))
+    k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp, target=target, debug_acc=True,
+                      decode_once=True)  # fmt: skip
+    xq = quant.quantize_act(x, qp)
+    ref = quant.ref_conv2d(xq, w, None, "int4", stride=spec.stride, padding=spec.padding,
+                           groups=spec.groups, act_qparams=qp)  # fmt: skip
+    return k, xq, ref
+
+
+# (spec, per-thread decode): the parallel loop's first non-unit loop splits evenly over two
+# threads (rows; output-channel blocks of a 1x1 layer; depthwise rows) or not (7 rows).
+PER_THREAD_CASES = [
+    (ConvSpec(1, 8, 8, 128, 128, 3, 3, padding=1), True),
+    (ConvSpec(1, 7, 7, 160, 384, 1, 1), True),
+    (ConvSpec(1, 8, 8, 96, 96, 3, 3, padding=1, groups=96), True),
+    (ConvSpec(1, 7, 7, 96, 96, 3, 3, padding=1, groups=96), False),
+]
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+@pytest.mark.parametrize("case", range(len(PER_THREAD_CASES)))
+def test_decode_forms_exact_at_two_threads(case, target):
+    """Both placements of the decode (per thread inside the parallel loop, or one scratch at
+    the root) give the numpy reference's accumulators bit for bit, run on two threads."""
+    spec, per_thread = PER_THREAD_CASES[case]
+    k, xq, ref = _forced_decode(spec, target)
+    assert k.info["decode_once"]
+    assert _decoded_in_parallel_loop(k.prim_func.script()) == per_thread
+    np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)
+
+
+def _decoded_in_parallel_loop(script: str) -> bool:
+    """Whether the ``wdec`` block runs inside the function's only parallel loop, before the
+    register blocks (else it must run at the root, before the parallel loop)."""
+    dec, acc = script.index('T.sblock("wdec")'), script.index('T.sblock("acc')
+    assert dec < acc  # decoded before any register block reads it
+    return "T.parallel(" in script[:dec]
+
+
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2"), run=False))
-def test_decode_scratch_is_one_root_buffer(target):
-    """Compile-only: the int8 scratch is one buffer at the function's root, filled by its own
-    loop nest before the register blocks (one workspace allocation per call, none per
-    parallel task), parallel only when large enough to pay for the launch; the register
-    blocks run the int8 dot instruction."""
-    spec, x, w, b, res, qp = make_case("conv3x3_s1")
-    allocs = {}
-    for dec in (False, True):
-        k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=target, decode_once=dec)
-        asm = asm_of(compile_kernel(k, target))
-        allocs[dec] = asm.count("TVMBackendAllocWorkspace@GOTPCREL")
-        assert re.search(r"\b(vpdpbusd|vpmaddubsw)\s", asm)
-    assert allocs[True] == allocs[False] + 1
-    big = ConvSpec(1, 8, 8, 128, 128, 3, 3, padding=1)  # 147 KB scratch
-    wbig = np.random.default_rng(0).standard_normal(big.weight_shape).astype(np.float32)
-    kbig = conv2d_kernel(big, "int4", wbig, None, act_qparams=qp, target=target,
-                         decode_once=True)  # fmt: skip
-    for kern, parallel in ((k, 0), (kbig, 1)):  # 10 KB: one thread
-        script = kern.prim_func.script()
-        assert re.search(r"^    wdec = T\.sblock_alloc_buffer", script, flags=re.M)
-        head = script[: script.index('T.sblock("wdec")')]
-        assert 'T.sblock("acc' not in head and head.count("T.parallel") == parallel
+def test_decode_runs_per_thread_without_extra_launch(target):
+    """Compile-only, planned for two threads: each thread decodes into its own scratch inside
+    the conv's parallel loop (split into one chunk per thread), so the kernel has one parallel
+    loop and as many parallel launches as the in-loop int4 kernel: no second launch and no
+    scratch one core writes and the other reads. The register blocks run the int8 dot
+    instruction."""
+    for spec in (CASES["conv3x3_s1"]["spec"], ConvSpec(1, 8, 8, 128, 128, 3, 3, padding=1),
+                 ConvSpec(1, 7, 7, 160, 384, 1, 1)):  # fmt: skip
+        w = np.random.default_rng(0).standard_normal(spec.weight_shape).astype(np.float32)
+        qp = ActQParams.from_range(-1.0, 2.0)
+        launches = {}
+        for dec in (False, True):
+            k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp, target=target,
+                              decode_once=dec)  # fmt: skip
+            assert k.info["decode_once"] == dec
+            asm = asm_of(compile_kernel(k, target))
+            launches[dec] = asm.count("TVMBackendParallelLaunch")
+            assert re.search(r"\b(vpdpbusd|vpmaddubsw)\s", asm)
+        script = k.prim_func.script()
+        assert _decoded_in_parallel_loop(script), spec
+        assert script.count("T.parallel(") == 1
+        assert re.search(r"T\.parallel\(2\)", script)  # one chunk per thread
+        assert launches[True] == launches[False] > 0, spec
+
+
+def test_root_decode_when_the_parallel_loop_does_not_split(monkeypatch):
+    """7 output rows do not split over two threads: one root scratch, decoded before the
+    parallel loop (by one thread below DECODE_PARALLEL_BYTES)."""
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    spec = ConvSpec(1, 7, 7, 96, 96, 3, 3, padding=1, groups=96)
+    k, _, _ = _forced_decode(spec, ZNVER4)
+    script = k.prim_func.script()
+    assert re.search(r"^    wdec = T\.sblock_alloc_buffer", script, flags=re.M)
+    head = script[: script.index('T.sblock("wdec")')]
+    assert "T.parallel" not in head and script.count("T.parallel(") == 1
 
 
 @pytest.mark.parametrize("target", isa_params(run=False))

@@ -61,6 +61,7 @@ from .schedules import (
     divisors,
     par_prefix_tasks,
     step_cycles,
+    thread_split_extent,
 )
 
 
@@ -248,9 +249,8 @@ def conv_candidates(
             cred = cp // spec.groups  # channels one output reduces over (not depthwise)
             steps = spec.KH * spec.KW * (1 if dw else cred // g)
             work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
-            # decode-once: the int8 scratch, once per call (after the parallel blocks' cost)
-            scratch = spec.KH * spec.KW * cp * (1 if dw else cop)
-            decode = decode_cycles(scratch, lanes, threads) if fmt.packed is not None else 0.0
+            # decode-once: the int8 scratch, once per call (added to the parallel blocks' cost)
+            scratch = spec.KH * spec.KW * cp * (1 if dw else cop) if fmt.packed else 0
             work += n * oh * ow * (cop // lanes) * tp.epi_cycles
             line = 1 + -(-cp * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
@@ -274,11 +274,30 @@ def conv_candidates(
                 pars.append((order, tasks, 0, min_tasks))
             for par, tasks, pad_pixels, min_tasks in pars:
                 total = work + pad_pixels * tp.pad_pixel_cycles
-                cost = total / threads / balance(tasks, threads) + decode
                 tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
                                 min_tasks, pairs=fmt.pairs)  # fmt: skip
+                decode = 0.0
+                if scratch:
+                    tile, decode = _decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
+                cost = total / threads / balance(tasks, threads) + decode
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases)))
     return out
+
+
+def _decode_plan(tile: TilePlan, scratch: int, extents: tuple, cpu: CpuModel):
+    """(tile, modelled decode cycles) of a decode-once plan: each thread decodes its own
+    scratch inside the parallel loop (``TilePlan.decode_threads``) when the parallel loop
+    splits evenly into one chunk per thread, else one shared scratch at the root."""
+    npar = tile.num_parallel(extents)
+    names = tile.order[:npar]
+    blocks = (e // t for e, t in zip(extents, (*tile.tiles, tile.ocb), strict=True))
+    outer = dict(zip(("s0", "s1", "s2", "o"), blocks, strict=True))
+    lead = thread_split_extent([outer[nm] for nm in names], cpu.threads)
+    if lead is None:
+        return tile, decode_cycles(scratch, cpu.lanes, cpu.threads)
+    split = names[lead] == "o"  # each thread decodes its own output-channel blocks
+    return (replace(tile, decode_threads=cpu.threads),
+            decode_cycles(scratch, cpu.lanes, cpu.threads, per_thread=True, split=split))
 
 
 def _plan_conv(

@@ -72,6 +72,11 @@ class TilePlan:
     pairs : bool
         ``intrin`` computes 2 positions x 2 channels (``WeightFormat.pairs``): the last
         spatial tile is even, and the accumulator is laid out in 2 x 2 tiles.
+    decode_threads : int
+        Decode-once kernels (a ``wdec`` block) with a parallel loop: split it into this many
+        chunks, one per thread, and decode the int4 weights a chunk's blocks read into that
+        chunk's own scratch, inside the parallel loop. 0 (or 1): one scratch at the root,
+        decoded before the parallel loop.
     """
 
     tiles: tuple[int, ...]
@@ -86,6 +91,7 @@ class TilePlan:
     min_tasks: int = 0
     vectors: int = 0
     pairs: bool = False
+    decode_threads: int = 0
 
     def __post_init__(self):
         if self.lanes < 1 or self.ocb % self.lanes:
@@ -201,31 +207,47 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
         pad = sch.get_sblock("pad")
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
         pad = None
-    _decode_stage(sch, plan)
     block = _register_block(sch, acc, plan, tiles, vectors)
     _epilogue_after_block(sch, out, block.outer, plan)
-    _parallel_loop(sch, pad, block, plan, npar)
-    n_outer = len(block.outer) - max(npar - 1, 0)  # outer loops left after the fuse
+    added = _parallel_loop(sch, pad, block, plan, npar)
+    # outer loops left after the fuse (and the per-thread split)
+    n_outer = len(block.outer) - max(npar - 1, 0) + added
     _vectorize_block(sch, acc, block, plan, n_outer)
 
 
-def _decode_stage(sch: s_tir.Schedule, plan: TilePlan) -> None:
-    """The decode-once stage ``wdec`` (int4 -> int8 scratch, see ``common.decode_int4``), if
-    any: a root loop nest run once per call before the register blocks, parallel over
-    (channel block, kh, kw) slices, one byte vector per ``4 * lanes`` weights."""
+def _optional_block(sch: s_tir.Schedule, name: str):
     try:
-        dec = sch.get_sblock("wdec")
+        return sch.get_sblock(name)
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
-        return
-    loops = sch.get_loops(dec)
-    if len(loops) == 3:  # depthwise [KH, KW, Cp]: a few vectors
+        return None
+
+
+def _decode_stage(sch: s_tir.Schedule, dec, plan: TilePlan, thread_loop=None) -> None:
+    """The decode-once stage ``wdec`` (int4 -> int8 scratch, see ``common.decode_int4``): one
+    byte vector per ``4 * lanes`` weights.
+
+    With ``thread_loop`` (the parallel loop split into one chunk per thread) each thread
+    decodes the weights its chunk reads into its own scratch, inside the conv's parallel
+    region. A scratch shared by both threads (decoded at the root, by one thread or by a
+    parallel loop of its own) ran 0.60-0.87x of int8 at two threads on Zen 4 (a 9 KB
+    depthwise scratch: 0.008 -> 0.013 ms; 590 KB at 3x3 256 -> 256 @ 14: 0.266 -> 0.306 ms,
+    scripts/bench_int4_decode.py): every call, each core reads back the part of the scratch
+    the other core wrote, and the large ones paid a second parallel launch. Without it (no
+    parallel loop, or one planned thread), a root loop nest before the register blocks,
+    parallel over (channel block, kh, kw) slices from :data:`DECODE_PARALLEL_BYTES`."""
+    if thread_loop is not None:
+        sch.compute_at(dec, thread_loop, preserve_unit_loops=True)
+        loops = sch.get_loops(dec)[1:]  # under the (outermost) thread loop
+    else:
+        loops = sch.get_loops(dec)
+    if len(sch.get(dec).iter_vars) == 3:  # depthwise [KH, KW, Cp]: a few vectors
         _, vec = sch.split(loops[-1], [None, plan.lanes])
         sch.vectorize(vec)
         return
     parallel = prod(_extent(sch, lp) for lp in loops) >= DECODE_PARALLEL_BYTES
     _, vec = sch.split(sch.fuse(*loops[-2:]), [None, 4 * plan.lanes])
     sch.vectorize(vec)
-    if parallel:
+    if parallel and thread_loop is None:
         sch.parallel(sch.fuse(*loops[:3]))
 
 
@@ -307,18 +329,49 @@ def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan)
 
 
 def _parallel_loop(sch: s_tir.Schedule, pad, block: _RegisterBlock, plan: TilePlan,
-                   npar: int) -> None:  # fmt: skip
-    """Fuse the leading ``npar`` outer loops into the parallel loop and compute the padded
-    input copy once per parallel iteration."""
-    fused = _fuse(sch, [block.named[nm] for nm in plan.order[:npar]]) if npar else None
+                   npar: int) -> int:  # fmt: skip
+    """Fuse the leading ``npar`` outer loops into the parallel loop, compute the padded input
+    copy once per parallel iteration and place the decode-once stage, if any (see
+    :func:`_decode_stage`). Returns the outer loops added (1 if the parallel loop was split
+    into one chunk per thread, else 0)."""
+    loops = [block.named[nm] for nm in plan.order[:npar]]
+    dec = _optional_block(sch, "wdec")
+    chunks = _thread_chunks(sch, loops, plan) if dec is not None else None
+    fused, task = chunks or ((_fuse(sch, loops),) * 2 if npar else (None, None))
     if pad is not None:
-        if fused is not None:
-            sch.compute_at(pad, fused, preserve_unit_loops=True)
-        p_loops = sch.get_loops(pad)[1 if fused is not None else 0 :]
+        if task is not None:
+            sch.compute_at(pad, task, preserve_unit_loops=True)
+        p_loops = sch.get_loops(pad)[(2 if chunks else 1) if task is not None else 0 :]
         _vectorize_pad_channels(sch, pad, p_loops[-1], plan.lanes)
+    if dec is not None:
+        _decode_stage(sch, dec, plan, fused if chunks else None)
     # Loop annotations need compact dataflow, i.e. must precede decompose_reduction.
     if fused is not None:
         sch.parallel(fused)
+    return int(chunks is not None)
+
+
+def thread_split_extent(extents: list[int], threads: int) -> int | None:
+    """Index of the loop of the parallel prefix (``extents``, outermost first) that
+    :func:`_thread_chunks` splits into ``threads`` chunks: the first one longer than 1, if
+    ``threads`` divides it (else None: no per-thread chunks)."""
+    lead = next((i for i, e in enumerate(extents) if e > 1), None)
+    if threads < 2 or lead is None or extents[lead] % threads:
+        return None
+    return lead
+
+
+def _thread_chunks(sch: s_tir.Schedule, loops: list, plan: TilePlan):
+    """(thread loop, task loop) for a per-thread decode (``plan.decode_threads``): the first
+    non-unit loop of the parallel prefix split into one chunk per thread, the loops before it
+    and the chunk index fused into the thread loop, the rest into each thread's serial task
+    loop; None if not planned or not divisible. The split is on a loop, not on the fused
+    parallel loop: tensorize (blockize) rejected the bindings of a split fused loop."""
+    lead = thread_split_extent([_extent(sch, lp) for lp in loops], plan.decode_threads)
+    if lead is None:
+        return None
+    thread, rest = sch.split(loops[lead], [plan.decode_threads, None])
+    return _fuse(sch, [*loops[:lead], thread]), _fuse(sch, [rest, *loops[lead + 1 :]])
 
 
 def _vectorize_pad_channels(sch: s_tir.Schedule, pad, loop, lanes: int) -> None:
@@ -438,6 +491,13 @@ DECODE_CALL_CYCLES = 500.0
 # Smaller scratches are decoded by one thread: a parallel launch (0.6 us more on that layer)
 # costs more than the work.
 DECODE_PARALLEL_BYTES = 64 << 10
+# A scratch shared by the threads (decoded at the root, before the parallel loop): per call,
+# and per byte another core wrote, as a thread's blocks read it back. Fitted to two layers at
+# two threads on Zen 4 (scripts/bench_int4_decode.py, batch 1): the depthwise 960-channel
+# layer at 7 x 7 (9 KB scratch) ran 4-5 us and 3x3 256 -> 256 at 14 x 14 (590 KB) 40 us slower
+# decoded at the root than int8.
+SHARED_SCRATCH_CALL_CYCLES = 12000.0
+SHARED_SCRATCH_BYTE_CYCLES = 0.25
 # Largest scratch worth decoding: a larger one crowds the activations out of a core's L2 and
 # the register blocks stream twice the bytes of the packed int4 weights (measured on Zen 4,
 # scripts/bench_int4_decode.py: 590 KB scratches (3x3 256 -> 256) decode profitably on every
@@ -449,14 +509,28 @@ SCRATCH_CACHE_BYTES = 768 << 10
 SCRATCH_SPILL_CYCLES = 1e12
 
 
-def decode_cycles(scratch_bytes: int, lanes: int, threads: int) -> float:
+def decode_cycles(scratch_bytes: int, lanes: int, threads: int, per_thread: bool = False,
+                  split: bool = False) -> float:
     """Modelled wall cycles of decoding ``scratch_bytes`` int4 weights into the int8 scratch
     of a decode-once kernel, once per call (plus :data:`SCRATCH_SPILL_CYCLES` above
-    :data:`SCRATCH_CACHE_BYTES`)."""
-    work = scratch_bytes / (4 * lanes) * DECODE_VECTOR_CYCLES
-    cycles = DECODE_CALL_CYCLES + work / (threads if scratch_bytes >= DECODE_PARALLEL_BYTES
-                                          else 1)  # fmt: skip
-    return cycles + (SCRATCH_SPILL_CYCLES if scratch_bytes > SCRATCH_CACHE_BYTES else 0.0)
+    :data:`SCRATCH_CACHE_BYTES` per scratch).
+
+    ``per_thread``: each thread decodes into its own scratch inside the parallel loop
+    (``TilePlan.decode_threads``): the whole scratch, or its share of the output-channel
+    blocks when the parallel loop leads with them (``split``)."""
+    shared = 0.0
+    if per_thread:
+        scratch_bytes = -(-scratch_bytes // threads) if split else scratch_bytes
+        share = 1
+    else:
+        share = threads if scratch_bytes >= DECODE_PARALLEL_BYTES else 1
+        # the other threads read back the part of the scratch another core wrote
+        if threads > 1:
+            shared = (SHARED_SCRATCH_CALL_CYCLES
+                      + SHARED_SCRATCH_BYTE_CYCLES * scratch_bytes * (threads - 1) / threads)
+    work = scratch_bytes / (4 * lanes) * DECODE_VECTOR_CYCLES / share
+    spill = SCRATCH_SPILL_CYCLES if scratch_bytes > SCRATCH_CACHE_BYTES else 0.0
+    return DECODE_CALL_CYCLES + work + shared + spill
 
 
 TASKS_PER_THREAD = 4  # parallel iterations per thread when the tile loops can be split freely

@@ -167,7 +167,9 @@ class TileSpace:
         for cands, t in zip(self.tile_cands, plan.tiles, strict=True):
             rvs.append(_sample(sch, cands, cands.index(t)))
         vec = _sample(sch, self.vector_cands, self.vector_cands.index(plan.ocv))
-        sub = replace(plan, order=structure.order)
+        # The per-thread decode split depends on a tile loop's extent (whether the threads
+        # divide it), i.e. on a sampled factor, so tuned decode-once kernels decode at the root.
+        sub = replace(plan, order=structure.order, decode_threads=0)
         apply_tiled(sch, sub, tiles=rvs, vectors=vec, npar=structure.npar)
 
     def decisions(self, trace) -> tuple[tuple[int, ...], int]:
