@@ -9,7 +9,7 @@ of the target's 32-bit vector lanes (``capabilities(target).lanes32``) when the 
 
 * a reduction over a channels-last tensor (max/avg pooling, mean over H and W) keeps its
   channel lanes innermost, inside the window loops (instead of a scalar reduction per output
-  element);
+  element), as many lanes as fill a vector of its output's dtype (64 for uint8 on AVX-512);
 * a copy whose innermost axis is not a multiple of the lanes (the model input transposed to
   NHWC with 3 channels) runs its rows in parallel with that axis serial inside, since lanes
   across rows compute every index with divisions.
@@ -102,6 +102,7 @@ def _vectorize_under_reduction(sch, block, loops, kinds, n_spatial: int, lanes: 
     extent = _extent(sch, loops[n_spatial - 1])
     if extent is None or extent % lanes:
         return False
+    lanes = _dtype_lanes(sch, block, lanes, extent)
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
     outer, inner = sch.split(spatial[-1], [None, lanes])
     sch.reorder(outer, *reduction, inner)
@@ -114,6 +115,18 @@ def _vectorize_under_reduction(sch, block, loops, kinds, n_spatial: int, lanes: 
     init = sch.decompose_reduction(block, reduction[0])
     sch.vectorize(sch.get_loops(init)[-1])
     return True
+
+
+def _dtype_lanes(sch: s_tir.Schedule, block, lanes: int, extent: int) -> int:
+    """Lanes of one full vector of the block's output dtype (``lanes`` 32-bit lanes: 4x as
+    many uint8 ones), halved until they divide ``extent``. A uint8 max-pool on 16 of the 64
+    lanes of a 512-bit vector ran 2x slower (ResNet-50's 3 x 3 / 2 pool at 112 x 112 x 64,
+    Zen 4, one thread: 0.061 vs 0.030 ms)."""
+    bits = tvm.DataType(str(sch.get(block).writes[0].source.dtype)).bits
+    wide = lanes * max(32 // bits, 1)
+    while wide > lanes and extent % wide:
+        wide //= 2
+    return wide
 
 
 def _root_blocks(sch: s_tir.Schedule) -> list:

@@ -94,14 +94,17 @@ def random_cases(target):
     stride 2, grouped, depthwise) and dense layers. With
     ``+i8mm`` the convs and the 4-row dense run ``usmmla`` (2 x 2 blocks: the stride-2 conv
     through its phase-split padded copy, the 7-wide conv pairs its last column with a padding
-    column, 20 channels pad to 24 / 32, 70 to 72 / 80), the 3-row dense ``usdot``."""
+    column, 20 channels pad to 24 / 32, 70 to 72 / 80), the 3-row dense ``usdot``; the
+    7 x 7 RGB stem folds its kernel columns into the channel reduction."""
     out = []
     for i, spec in enumerate((ConvSpec(2, 8, 8, 20, 12, 3, 3, padding=1, stride=2),
                               ConvSpec(1, 6, 6, 64, 32, 1, 1), DenseSpec(3, 70, 10),
                               ConvSpec(1, 7, 7, 20, 12, 3, 3, padding=1),
                               DenseSpec(4, 70, 10),
                               ConvSpec(1, 6, 6, 32, 16, 3, 3, padding=1, groups=4),
-                              ConvSpec(1, 7, 7, 24, 24, 3, 3, padding=1, groups=24))):
+                              ConvSpec(1, 7, 7, 24, 24, 3, 3, padding=1, groups=24),
+                              # RGB stem: kernel columns folded into the reduction
+                              ConvSpec(1, 13, 11, 3, 12, 7, 7, stride=2, padding=(3, 3, 2, 3)))):
         x, w, b, _, qp = layer_data(spec, np.random.default_rng(i), offset=0.7)
         make = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
         for scheme in ("int8", "int4"):
@@ -147,8 +150,10 @@ def test_kernels_exact_on_the_board(board, tmp_path, level):
     pairs = {name for name, k, *_ in cases if k.info["weight_format"].startswith("usmmla")}
     if level == "neon_i8mm":
         # not paired: the 3-row dense, the grouped conv's int4 (its 8-channel groups are
-        # narrower than usmmla4's 16) and the depthwise conv (no reduction over channels)
-        unpaired = {"rand2_int8", "rand2_int4", "rand5_int4", "rand6_int8", "rand6_int4"}
+        # narrower than usmmla4's 16), the depthwise conv (no reduction over channels) and
+        # the folded stem (usdot)
+        unpaired = {"rand2_int8", "rand2_int4", "rand5_int4", "rand6_int8", "rand6_int4",
+                    "rand7_int8", "rand7_int4"}
         assert pairs == {name for name, *_ in cases} - unpaired, sorted(pairs)
     else:
         assert not pairs

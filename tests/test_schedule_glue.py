@@ -181,3 +181,37 @@ def test_reductions_and_ragged_transposes(before, expected, name, shapes):
         tvm.tirx.build(mod, target=AVX2)[name](tvm.runtime.tensor(x), y)
         outs.append(y.numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def _uint8_pool(channels: int) -> tvm.IRModule:
+    @I.ir_module
+    class Pool:
+        @T.prim_func(s_tir=True)
+        def max_pool(x: T.Buffer((1, 8, 8, channels), "uint8"),
+                     y: T.Buffer((1, 4, 4, channels), "uint8")):
+            T.func_attr({"tirx.noalias": True})
+            for n, h, w, c, rh, rw in T.grid(1, 4, 4, channels, 2, 2):
+                with T.sblock("pool"):
+                    vn, vh, vw, vc, vrh, vrw = T.axis.remap("SSSSRR", [n, h, w, c, rh, rw])
+                    with T.init():
+                        y[vn, vh, vw, vc] = T.uint8(0)
+                    y[vn, vh, vw, vc] = T.max(y[vn, vh, vw, vc],
+                                              x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
+
+    return Pool
+
+
+@pytest.mark.parametrize(("channels", "lanes"), [(64, 32), (48, 16), (8, 8)])
+def test_uint8_pooling_fills_a_vector_of_bytes(channels, lanes):
+    """AVX2 has 8 fp32 lanes, i.e. 32 uint8 lanes: a uint8 pool uses as many as divide its
+    channels (never fewer than the 32-bit lanes), and stays exact."""
+    before = _uint8_pool(channels)
+    after = ScheduleGlue(AVX2)(before)
+    sch = s_tir.Schedule(after)
+    inner = sch.get(sch.get_loops(sch.get_sblock("pool_update", func_name="max_pool"))[-1])
+    assert inner.kind == tvm.tirx.ForKind.VECTORIZED and int(inner.extent) == lanes
+    x = np.random.default_rng(0).integers(0, 256, (1, 8, 8, channels)).astype(np.uint8)
+    y = tvm.runtime.tensor(np.zeros((1, 4, 4, channels), np.uint8))
+    tvm.tirx.build(after, target=AVX2)["max_pool"](tvm.runtime.tensor(x), y)
+    ref = x.reshape(1, 4, 2, 4, 2, channels).max(axis=(2, 4))
+    np.testing.assert_array_equal(y.numpy(), ref)

@@ -65,6 +65,10 @@ CASES = {
     # MobileNetV2's 1x1 projections at batch 1: 160 channels in blocks of 48 leave a ragged
     # last block whose epilogue loop TVM could not unroll (regression).
     "pointwise_ragged": dict(spec=ConvSpec(1, 1, 1, 576, 160, 1, 1), act="none", residual=True),
+    # An RGB stem (7x7 / 2, 3 channels, asymmetric padding): the integer kernels fold the
+    # kernel columns into the channel reduction (21 values padded to 24, not 7 x 4).
+    "stem7x7_s2": dict(spec=ConvSpec(2, 19, 17, 3, 20, 7, 7, stride=2, padding=(3, 3, 2, 3)),
+                       act="relu", residual=True),
 }
 
 
@@ -493,6 +497,20 @@ def test_fp32_kernels_use_fma_at_the_target_width(target):
     assert len(re.findall(rf"\bvfmadd\w+\s[^\n]*%{reg}", asm)) >= 8
     if reg == "ymm":
         assert "%zmm" not in asm
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx_vnni", "avx2"),
+                                               run=False))
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_rgb_stem_folds_kernel_columns_into_the_reduction(scheme, target):
+    """3 input channels pad to a dot group of 4 (or 8): the stem's integer kernels reduce
+    over a window row's 7 x 3 values at once; fp32 (no group padding) keeps the plain loop.
+    (int4's decode-once formats, which some levels pick here, do not fold.)"""
+    spec, _, w, b, _, qp = make_case("stem7x7_s2")
+    k = conv2d_kernel(spec, scheme, w, b, act_qparams=qp, target=target, decode_once=False)
+    assert "foldkw" in k.info["schedule"]
+    k = conv2d_kernel(spec, "fp32", w, b, target=target)
+    assert "foldkw" not in k.info["schedule"]
 
 
 def test_int8_formats_follow_the_dot_family():  # compile-time facts: no host requirement

@@ -79,6 +79,10 @@ class _ConvPlan:
     # C] (column q * s + p at [p, q]): a block's two columns are then neighbours, one channel
     # row apart, as the intrinsic's activation operand needs.
     phases: int = 1
+    # Kernel columns folded into the channel reduction (see ``_fold_kw``): the padded copy is
+    # stored [N, hq, wq * C + tail] (each row flat) and a window row's KW * C values, padded
+    # to the dot group, are one reduction of ``cp`` channels (``cp`` = padded KW * C).
+    fold: bool = False
 
 
 def check_supported(spec: ConvSpec) -> None:
@@ -222,7 +226,9 @@ def conv_candidates(
     inner = "ci" if g > 1 and not dw else None
     intrin = fmt.intrin
     out = []
-    for tn, toh, tow in _mb_candidates(n, oh, ow, max_acc):
+    folds = (False, True) if _fold_kw(spec, fmt) else (False,)
+    for (tn, toh, tow), fold in ((t, f) for t in _mb_candidates(n, oh, ow, max_acc)
+                                 for f in folds):
         if fmt.pairs and tow % 2:
             continue  # 2 x 2 blocks pair neighbouring output columns
         if dw and ow % tow and ow > max_acc:
@@ -243,16 +249,16 @@ def conv_candidates(
             if (o // spec.groups) % ocb and is_grouped(spec):
                 continue  # a block must lie inside one group
             cop = round_up(o, ocb)
-            cp = cop if dw else round_up(c, fmt.pad_group)
-            need_pad = bool(phases > 1 or pt or pl or hq > h or wq > w or cp != c)
+            cp = cop if dw else round_up(c * spec.KW if fold else c, fmt.pad_group)
+            need_pad = bool(fold or phases > 1 or pt or pl or hq > h or wq > w or cp != c)
             blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
             cred = cp // spec.groups  # channels one output reduces over (not depthwise)
-            steps = spec.KH * spec.KW * (1 if dw else cred // g)
+            steps = (1 if fold else spec.KW) * spec.KH * (1 if dw else cred // g)
             work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
             # decode-once: the int8 scratch, once per call (added to the parallel blocks' cost)
             scratch = spec.KH * spec.KW * cp * (1 if dw else cop) if fmt.packed else 0
             work += n * oh * ow * (cop // lanes) * tp.epi_cycles
-            line = 1 + -(-cp * in_bytes // 64)
+            line = 1 + -(-c * in_bytes // 64) if fold else 1 + -(-cp * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
                 work += blocks * mb * ocv * HEAP_ACC_CYCLES
             pars = []
@@ -280,7 +286,8 @@ def conv_candidates(
                 if scratch:
                     tile, decode = _decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
                 cost = total / threads / balance(tasks, threads) + decode
-                out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases)))
+                out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
+                                            fold)))
     return out
 
 
@@ -298,6 +305,20 @@ def _decode_plan(tile: TilePlan, scratch: int, extents: tuple, cpu: CpuModel):
     split = names[lead] == "o"  # each thread decodes its own output-channel blocks
     return (replace(tile, decode_threads=cpu.threads),
             decode_cycles(scratch, cpu.lanes, cpu.threads, per_thread=True, split=split))
+
+
+def _fold_kw(spec: ConvSpec, fmt: WeightFormat) -> bool:
+    """Whether folding the kernel columns into the channel reduction saves dot groups: a
+    regular conv with few input channels (the RGB stem: 3 channels padded to a group of 4
+    waste a quarter of every ``vpdpbusd``; a 7-column window row of 21 values pads to 24)
+    whose input columns are contiguous channel runs (NHWC). Tensorized formats only (their
+    group is the waste), and not the 2 x 2 pair or decode-once ones (other input layouts)."""
+    g = fmt.group
+    if not fmt.tensorized or fmt.pairs or fmt.packed is not None or g == 1:
+        return False
+    if spec.groups != 1 or spec.KW == 1 or spec.C % g == 0:
+        return False
+    return round_up(spec.KW * spec.C, g) < spec.KW * round_up(spec.C, g)
 
 
 def _plan_conv(
@@ -318,6 +339,8 @@ def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.T
     split into ``plan.phases`` phases, see ``_ConvPlan``)."""
     n, h, w, c = spec.in_shape
     pt, pl, _, _ = spec.padding
+    if plan.fold:
+        return _flat_pad_block(x, spec, plan, pad_value)
 
     def body(b, i, j, k):
         conds = []
@@ -341,6 +364,27 @@ def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.T
         return te.compute((n, plan.hq, ph, plan.wq // ph, plan.cp),
                           lambda b, i, p, q, k: body(b, i, q * ph + p, k), name="pad")
     return te.compute((n, plan.hq, plan.wq, plan.cp), body, name="pad")
+
+
+def _flat_pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.Tensor:
+    """The padded copy of a folded conv (``_ConvPlan.fold``): rows stored flat, ``wq * C``
+    values plus the tail the last window's padded reduction reads (its weights are zero),
+    rounded up to a 64-byte multiple so the copy vectorizes."""
+    n, h, w, c = spec.in_shape
+    pt, pl, _, _ = spec.padding
+    length = round_up(plan.wq * c + plan.cp - spec.KW * c, 64)
+
+    def body(b, i, f):
+        col = f - pl * c  # flat position in the input row
+        conds = [col >= 0, col < w * c]
+        if pt:
+            conds.append(i >= pt)
+        if plan.hq > pt + h:
+            conds.append(i < pt + h)
+        val = x[b, i - pt, col // c, col % c]
+        return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, pad_value)
+
+    return te.compute((n, plan.hq, length), body, name="pad")
 
 
 def conv2d_kernel(
@@ -457,6 +501,7 @@ def conv2d_kernel(
     func = _conv_prim_func(spec, args, fmt, plan, names, consts, residual, residual_qparams)
     kind = "dw" if spec.is_depthwise else ("pw" if spec.is_pointwise else "direct")
     kind = "grouped" if is_grouped(spec) else kind
+    kind = f"{kind}_foldkw" if plan.fold else kind
     func, sched = schedule_layer(func, plan.tile, f"nhwc_{kind}", args, fmt, schedule=schedule,
                                  database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
@@ -486,8 +531,15 @@ def _conv_constants(
     if spec.is_depthwise:
         packed = pack_weight_depthwise(q, fmt.packed or fmt, plan.cp)
     else:
-        packed = pack_weight(q, fmt.packed or fmt, plan.tile.ocb)
+        wq = _folded_weight(q) if plan.fold else q
+        packed = pack_weight(wq, fmt.packed or fmt, plan.tile.ocb)
     return layer_constants(args, q, s_w, packed, fmt.act_offset)
+
+
+def _folded_weight(q: np.ndarray) -> np.ndarray:
+    """``[O, C, KH, KW]`` -> ``[O, KW * C, KH, 1]``: reduction position ``kw * C + c``."""
+    o, c, kh, kw = q.shape
+    return np.ascontiguousarray(q.transpose(0, 3, 1, 2).reshape(o, kw * c, kh, 1))
 
 
 def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _ConvPlan,
@@ -523,7 +575,7 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
     n = spec.N
     sh, sw = spec.stride
     kh = te.reduce_axis((0, spec.KH), "kh")
-    kw = te.reduce_axis((0, spec.KW), "kw")
+    kw = te.reduce_axis((0, 1 if plan.fold else spec.KW), "kw")
     accd = fmt.acc_dtype
     if spec.is_depthwise:
 
@@ -557,6 +609,8 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
         return oc // ocb // blocks_per_group * cpg + cg * g + ci
 
     def xval(b, i, j, c):
+        if plan.fold:  # window row kh of column j: flat values j * sw * C + (kw * C + c)
+            return xp[b, i * sh + kh, j * sw * spec.C + c]
         if plan.phases > 1:  # input column j * sw + kw is phase kw % sw, column j + kw // sw
             return xp[b, i * sh + kh, kw % sw, j + kw // sw, c]
         return xp[b, i * sh + kh, j * sw + kw, c]
