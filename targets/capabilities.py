@@ -136,6 +136,13 @@ class TargetCaps:
         return INT8_WEIGHT_QMAX.get(self.int8_dot, 127)
 
     @property
+    def rounding_convert(self) -> bool:
+        """float32 -> int32 vector conversion rounds half to even in one op (x86 ``cvtps2dq``
+        in the default MXCSR mode, every x86-64 level): the requantizing epilogues round and
+        convert at once (``x86.common.quantize_clipped``)."""
+        return self.arch == "x86_64"
+
+    @property
     def vnni(self) -> bool:
         """``vpdpbusd`` is available at this vector width."""
         return self.int8_dot == "vpdpbusd"

@@ -440,16 +440,19 @@ def test_quantize_kernel_vector_accesses_are_contiguous(shape):
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2"), run=False))
 @pytest.mark.parametrize("o", [32, 24])
 def test_requant_epilogue_is_vectorized(o, target):
-    """Neither the rounding of the uint8 epilogue nor a ragged channel block (24 channels in
-    a 32-channel block) may make TVM scalarize the epilogue loop; vectors are as wide as the
-    target's (16 or 8 lanes), or the largest power of two dividing the channel count."""
+    """Neither the rounding of the uint8 epilogue (``round``, or on x86 the rounding
+    conversion ``llvm.lrint``) nor a ragged channel block (24 channels in a 32-channel block)
+    may make TVM scalarize the epilogue loop; vectors are as wide as the target's (16 or 8
+    lanes), or the largest power of two dividing the channel count."""
     lanes = min(capabilities(target).lanes32, o & -o)
     spec = ConvSpec(2, 6, 6, 16, o, 3, 3, padding=1)
     w = np.random.default_rng(0).standard_normal(spec.weight_shape).astype(np.float32)
     k = conv2d_kernel(spec, "fp32", w, None, act="relu", target=target,
                       out_qparams=ActQParams.from_range(0.0, 4.0))  # fmt: skip
     text = _vectorized_tir(k.prim_func, target)
-    assert "T.round(" in text and f'T.Cast("uint8x{lanes}"' in text
+    rounding = (f'T.call_llvm_pure_intrin("int32x{lanes}", "llvm.lrint"'
+                if capabilities(target).rounding_convert else "T.round(")
+    assert rounding in text and f'T.Cast("uint8x{lanes}"' in text
     assert 'T.Cast("uint8", ' not in text  # no scalar store left
 
 
@@ -659,10 +662,12 @@ def test_bad_arguments():
 @pytest.mark.parametrize("act", ["relu", "relu6", ("clip", -0.5, 1.25), ("clip", 2.0, 3.0),
                                  ("clip", -30.0, -20.0)])  # fmt: skip
 @pytest.mark.parametrize("zp", [0, 3, 128, 255])
-def test_activation_folded_into_the_code_clip(act, zp):
+@pytest.mark.parametrize("rounding_convert", [False, True])
+def test_activation_folded_into_the_code_clip(act, zp, rounding_convert):
     """``quantize_clipped`` (the requantizing epilogues' activation + quantizer in one clip of
     the codes) == numpy's clip-then-quantize in float32, bit for bit, with ties, bounds whose
-    codes fall outside [0, 255] and clip ranges entirely below zero."""
+    codes fall outside [0, 255] and clip ranges entirely below zero; also in its
+    rounding-conversion form (``lrint``, saturating packs), with values beyond int32."""
     from tvm import te
 
     from aiq_tvm.targets.x86.common import quantize_clipped
@@ -676,7 +681,8 @@ def test_activation_folded_into_the_code_clip(act, zp):
                                    else [lo, -0.0, 1e30, -1e30])])  # fmt: skip
     xt = te.placeholder(x.shape, "float32", name="x")
     q_params = te.placeholder((2,), "float32", name="q")
-    y = te.compute(x.shape, lambda i: quantize_clipped(xt[i], q_params[0], q_params[1], act))
+    y = te.compute(x.shape, lambda i: quantize_clipped(xt[i], q_params[0], q_params[1], act,
+                                                       rounding_convert))
     ex = tvm.compile(tvm.IRModule({"main": te.create_prim_func([xt, q_params, y])}),
                      tvm.target.Target(BEST_X86))  # fmt: skip
     out = tvm.runtime.tensor(np.zeros(x.shape, np.uint8))

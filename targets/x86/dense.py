@@ -155,7 +155,7 @@ schedule, debug_acc, database, tune_trials
             epilogue_value(prec, acc[i, oc], oc, tens,
                            residual_value(res, (i, oc), residual_qparams), act, debug_acc,
                            fmt.acc_shift),
-            tens, args.requant, args.out_dtype),
+            tens, args.requant, args.out_dtype, args.cpu.caps.rounding_convert),
         name="out",
     )  # fmt: skip
     func = layer_prim_func(x, tens, names, res, y)

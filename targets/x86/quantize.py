@@ -34,13 +34,15 @@ def quantize_kernel(shape, act_qparams: ActQParams, *, target) -> tvm.tirx.PrimF
     tvm.tirx.PrimFunc
         Parallel + vectorized kernel with the library's kernel attributes.
     """
-    lanes = capabilities(as_target(target)).lanes32
+    caps = capabilities(as_target(target))
+    lanes = caps.lanes32
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
         raise ValueError(f"quantize_kernel needs a non-empty static shape, got {shape}")
     x = te.placeholder(shape, "float32", name="x")
     inv = tvm.tirx.const(act_qparams.inv, "float32")
     zp = tvm.tirx.const(float(act_qparams.zp), "float32")
-    q = te.compute(shape, lambda *idx: quantize_value(x[idx], inv, zp), name="quantize")
+    q = te.compute(shape, lambda *idx: quantize_value(x[idx], inv, zp, caps.rounding_convert),
+                   name="quantize")
     func = schedule_elementwise(te.create_prim_func([x, q]), "quantize", lanes=lanes)
     return finalize(func)

@@ -296,12 +296,12 @@ def _vector_width(extent: int, lanes: int) -> int:
 
 
 def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=None,
-                      row_pass: bool = False):
+                      row_pass: bool = False, out_lanes=None):
     """Parallel over (image, group of tile rows, group of output channels); transforms and
     GEMM per task (see module doc). ``gemm(sch, acc, plan)`` schedules the GEMM block (default:
-    fp32 broadcast FMAs); ``in_lanes`` is the input transform's vector width (default
-    ``plan.lanes``); ``row_pass``: the output transform has a separate row pass, block
-    ``wino_out`` (``A^T M``), computed per output tile and channel vector."""
+    fp32 broadcast FMAs); ``in_lanes`` / ``out_lanes`` are the input / output transform's
+    vector widths (default ``plan.lanes``); ``row_pass``: the output transform has a separate
+    row pass, block ``wino_out`` (``A^T M``), computed per output tile and channel vector."""
     sch = s_tir.Schedule(func)
     m, lanes = plan.m, plan.lanes
     out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
@@ -311,7 +311,7 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
     tho, thi = sch.split(th, [None, plan.rows])
     tw, mj = sch.split(j, [None, m])
     kgo, kgi = sch.split(k, [None, plan.kgroup])
-    kw = _vector_width(spec.O, lanes)
+    kw = _vector_width(spec.O, out_lanes or lanes)
     ko, ki = sch.split(kgi, [None, kw])
     sch.reorder(b, tho, kgo, thi, tw, ko, mi, mj, ki)
     task = sch.fuse(b, tho, kgo)
