@@ -1,0 +1,92 @@
+"""Kernel times inside real inferences beside the isolated, hot-cache ones.
+
+``scripts/profile_layers.py`` (``aiq_tvm.profiling.profile``) times every kernel call on its
+own, repeated, so its weights and input stay in cache. This script also times each call
+inside consecutive whole inferences (a VM instrument records the time between the call's
+start and end): a call much slower in situ pays for cold weights or activations, and the
+plain loop's time against the in-situ sum shows the VM's own overhead. Prints the plain
+inference time, the in-situ and isolated sums, then one line per call. Run under the lock::
+
+    TVM_NUM_THREADS=2 flock /work/bench.lock python scripts/profile_insitu.py \
+        --model resnet50 --plan int8 --batch 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def insitu_times(vm, x, runs: int) -> tuple[list[str], list[float], float, float]:
+    """(call names, median in-situ us per call, plain ms, instrumented ms) of ``runs``
+    inferences of the VM's ``main``."""
+    f = vm["main"]
+    for _ in range(5):
+        f(x)
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        f(x)
+    plain = (time.perf_counter() - t0) / runs * 1e3
+    rec: list = []
+    start = [0.0]
+
+    def instrument(func, name, before_run, ret_value, *args):
+        if not str(name).startswith("vm."):
+            if before_run:
+                start[0] = time.perf_counter()
+            else:
+                rec.append((str(name), time.perf_counter() - start[0]))
+        return 0
+
+    vm.set_instrument(instrument)
+    per_run, totals = [], []
+    for _ in range(runs):
+        rec.clear()
+        t0 = time.perf_counter()
+        f(x)
+        totals.append(time.perf_counter() - t0)
+        per_run.append(list(rec))
+    names = [n for n, _ in per_run[0]]
+    us = [float(np.median([r[i][1] for r in per_run])) * 1e6 for i in range(len(names))]
+    return names, us, plain, float(np.median(totals)) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="resnet50", help="torchvision model name")
+    ap.add_argument("--plan", default="int8", help="uniform precision")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=15)
+    args = ap.parse_args()
+    os.environ.setdefault("TVM_NUM_THREADS", "2")
+    import torch
+    import tvm
+    from tvm import relax
+
+    import aiq_tvm
+    from aiq_tvm.models import torchvision_zoo as zoo
+    from aiq_tvm.profiling import profile
+
+    model = zoo.torchvision_model(args.model, size=224)
+    calib = zoo.calibration_images(32, 224)
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
+    res = aiq_tvm.build(mod, "llvm", params=params, plan=args.plan, calib_data=calib,
+                        batch_size=args.batch, eval_batch_size=16)
+    vm = relax.VirtualMachine(res.executable(args.batch), tvm.cpu())
+    x = tvm.runtime.tensor(res.example_input(args.batch))
+    names, insitu, plain, instrumented = insitu_times(vm, x, args.runs)
+    iso = profile(res, args.batch, repeat=9)
+    print(f"{args.model} {args.plan} batch {args.batch}: plain inference {plain:.3f} ms, "
+          f"instrumented {instrumented:.3f} ms, in-situ sum {sum(insitu) / 1e3:.3f} ms, "
+          f"isolated sum {sum(u for _, u in iso) / 1e3:.3f} ms\n")
+    print("| # | kernel | in situ us | isolated us | ratio |\n|---|---|---|---|---|")
+    for i, (name, us) in enumerate(zip(names, insitu, strict=True)):
+        iso_us = iso[i][1] if i < len(iso) else float("nan")
+        print(f"| {i} | {name} | {us:.1f} | {iso_us:.1f} | {us / iso_us:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
