@@ -684,6 +684,10 @@ def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qpara
     return Kernel(func, consts, "float32", spec.out_shape, "float32", info, None)
 
 
+# uint8 lanes of the narrowest whole vector store (xmm / NEON q register).
+UINT8_STORE_LANES = 16
+
+
 def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
                           residual_qparams) -> Kernel | None:  # fmt: skip
     """int8 Winograd F(2, 3) kernel with the direct kernel's interface and epilogue
@@ -713,10 +717,12 @@ def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
     func = layer_prim_func(x, tens, names, res, y)
     intrin = wino8.intrin_for(args.cpu)
     gemm = functools.partial(wino8.schedule_gemm, intrin=intrin)
-    # uint8 outputs: two int32 channel vectors per output vector narrow into one store
-    # (ResNet-20's 3x3 layers 1-4 % faster on haswell with the saturating-pack epilogue).
+    # uint8 outputs narrow into whole 16-byte stores: two int32 ymm vectors per store on AVX2
+    # (ResNet-20's 3x3 layers 1-4 % faster on haswell with the saturating-pack epilogue); a zmm
+    # already fills one, and AVX-512 levels keep that (not measured better doubled).
     func = finalize(wino.schedule_winograd(func, spec, wplan, gemm, 2 * args.cpu.lanes,
-                                           row_pass=True, out_lanes=2 * args.cpu.lanes))
+                                           row_pass=True,
+                                           out_lanes=max(args.cpu.lanes, UINT8_STORE_LANES)))
     sched = {"schedule": wplan.describe(), "schedule_source": "default"}
     info = kernel_info(args, fmt, "dot", sched, names, consts, residual, True)
     info.update(algorithm="winograd_f2", intrin=intrin, weight_format="wino_i16")
