@@ -258,7 +258,7 @@ def conv_candidates(
             # decode-once: the int8 scratch, once per call (added to the parallel blocks' cost)
             scratch = spec.KH * spec.KW * cp * (1 if dw else cop) if fmt.packed else 0
             work += n * oh * ow * (cop // lanes) * tp.epi_cycles
-            line = 1 + -(-c * in_bytes // 64) if fold else 1 + -(-cp * in_bytes // 64)
+            line = 1 + -(-(c if fold else cp) * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
                 work += blocks * mb * ocv * HEAP_ACC_CYCLES
             pars = []
