@@ -4,6 +4,8 @@
 >>> res = aiq_tvm.build(mod, target="llvm", params=params, calib_data=calib,
 ...                     val_data=(x_val, y_val), lam=0.9, search="greedy")
 >>> res.plan, res.report, res.benchmark(batch_size=1)
+>>> res.export_library("model.so")        # model.so (code) + model.params (weights)
+>>> aiq_tvm.load("model.so")["main"](x)    # in another process
 
 The plan, precision, cost-model and search modules are pure Python and load without TVM;
 TVM-facing names (``build``, ``from_torch``, ``passes``, ...) load on first use.  Importing
@@ -34,10 +36,11 @@ _LAZY = {
     "specialize_batch": ("_ir", "specialize_batch"),
     "aiq_pipeline": ("pipeline", "aiq_pipeline"),
     "Report": ("report", "Report"),
+    "load": ("weights", "load"),
 }
 _LAZY_MODULES = ("passes", "targets", "pipeline", "api", "frontend", "analysis", "datasets",
                  "models", "report", "quant", "phases", "profiling", "compiler", "runtime",
-                 "result", "onnx_frontend", "sources", "datasources")
+                 "result", "onnx_frontend", "sources", "datasources", "weights", "deploy")
 
 __all__ = [
     "build",
@@ -60,6 +63,7 @@ __all__ = [
     "SearchResult",
     "run_search",
     "aiq_pipeline",
+    "load",
 ]
 
 

@@ -3,6 +3,7 @@
     aiq-tvm search MODEL --data DATA --out DIR [--calib N] [--val N] [--lam L] [--search ...]
     aiq-tvm sweep MODEL --data DATA --lams 0.5,0.9,0.99 --out DIR
     aiq-tvm build MODEL --plan DIR/plan.json --calibration DIR/calibration.json -o model.so
+        (writes model.so and its weights model.params; --single-file embeds them)
     aiq-tvm bench MODEL [--plan ...] [--batch 1,8] [--compare torch,onnxruntime]
     aiq-tvm run --model resnet20 --search greedy --lam 0.9
     aiq-tvm presets
@@ -237,7 +238,12 @@ def _add_model_commands(sub) -> None:
     b.add_argument("--plan", required=True, help="plan.json (from aiq-tvm search)")
     b.add_argument("--calibration", default=None,
                    help="calibration.json (needed when the plan quantizes activations)")
-    b.add_argument("-o", "--output", required=True, help="the .so to write")
+    b.add_argument("-o", "--output", required=True,
+                   help="the .so to write (code; its weights go beside it, model.so -> "
+                   "model.params; load both with aiq_tvm.load)")
+    b.add_argument("--single-file", action="store_true",
+                   help="embed the weights in the .so instead (tvm.runtime.load_module alone "
+                   "loads it; loading takes several times the weights' memory)")
     r = sub.add_parser("bench", help="time TVM FP32 / int8 / plan beside PyTorch and ONNX "
                        "Runtime")
     _model_args(r, batch_default=[1, 8], batch_type=_batches)

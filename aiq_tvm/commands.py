@@ -363,9 +363,10 @@ def cmd_build(args, argv, progress: Progress) -> int:
                               f"cross compiler {cc or '(give the target an mtriple)'} on PATH "
                               f"(apt-get install g++-{arch or 'ARCH'}-linux-gnu)")
         kwargs["cc"] = cc
-    res.export_library(str(target_file), ctx.batch_size, **kwargs)
+    written = res.export_library(str(target_file), ctx.batch_size,
+                                 single_file=args.single_file, **kwargs)
     print(res.report)
-    print(f"wrote {target_file} (batch {ctx.batch_size}, target {res.target}"
+    print(f"wrote {' and '.join(written)} (batch {ctx.batch_size}, target {res.target}"
           + (f", cross-compiled with {kwargs['cc']})" if kwargs else ")"))
     return 0
 

@@ -16,8 +16,9 @@ from . import pipeline as P
 from ._ir import specialize_batch
 from .calibrate import Calibration
 from .deploy import kernel_calls
-from .passes import AnnotatePrecision, SelectPrecisionAtRuntime, SplitAtLayers
+from .passes import AnnotatePrecision, LiftWeights, SelectPrecisionAtRuntime, SplitAtLayers
 from .plan import Plan
+from .weights import Weights
 
 __all__ = ["prepare", "compile_module", "compile_plan", "compile_switchable"]
 
@@ -33,36 +34,47 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool = True,
-                   unscheduled: list | None = None, after_dataflow: list = ()
-                   ) -> relax.VMExecutable:
+                   unscheduled: list | None = None, after_dataflow: list = (),
+                   lift_weights: bool = False) -> relax.VMExecutable:
     """``passes`` then TVM's CPU legalization, our glue schedules and TVM's lowering
     (``unscheduled``: see :func:`aiq_tvm.pipeline.schedule_passes`; ``after_dataflow``: see
     :func:`aiq_tvm.pipeline.lower_passes`).
 
     The executable's ``aiq_kernel_calls`` lists its TIR kernel calls (symbols and argument
     shapes, in program order): what :mod:`aiq_tvm.deploy` times on a remote device.
+
+    ``lift_weights``: ``main``'s final constants become its trailing parameters
+    (:class:`~aiq_tvm.passes.LiftWeights`, the last pass before code generation); the
+    executable's ``aiq_weights`` (:class:`aiq_tvm.weights.Weights`) holds them, else None.
     """
+    lifted: dict = {}
     seq = tvm.transform.Sequential(
         passes + P.legalize_passes(target) + P.schedule_passes(target, unscheduled)
         + P.lower_passes(target, static_memory, after_dataflow)
+        + ([LiftWeights(lifted)] if lift_weights else [])
     )
     target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     with target:  # what tvm.compile(mod, target, relax_pipeline=seq) does, in two steps
         lowered = seq(mod)
     exe = relax.build(lowered, target, relax_pipeline=None)
     exe.aiq_kernel_calls = kernel_calls(lowered)
+    exe.aiq_weights = None
+    if lifted:
+        names, tensors = zip(*lifted["weights"], strict=True)
+        exe.aiq_weights = Weights(list(names), list(tensors), lifted["manifest"])
     return exe
 
 
 def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibration | None,
                  params, target, batch_size: int, database=None, tune_trials: int = 0,
-                 numerics_target=None, unscheduled: list | None = None
-                 ) -> relax.VMExecutable:
-    """Compile an annotated module for one plan and batch size."""
+                 numerics_target=None, unscheduled: list | None = None,
+                 lift_weights: bool = False) -> relax.VMExecutable:
+    """Compile an annotated module for one plan and batch size (``lift_weights``: see
+    :func:`compile_module`)."""
     mod = specialize_batch(annotated, batch_size)
     return compile_module(mod, target, P.quantize_passes(
         target, plan, calibration, params, database, tune_trials, numerics_target),
-        unscheduled=unscheduled)
+        unscheduled=unscheduled, lift_weights=lift_weights)
 
 
 def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration | None,

@@ -20,6 +20,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tvm
@@ -29,6 +30,8 @@ from .checks import check_remote
 from .runtime import run_batches, time_main
 from .targets import capabilities
 from .targets.capabilities import host_arch
+from .weights import WeightedVM, weights_path
+from .weights import save as save_weights
 
 __all__ = ["CROSS_COMPILERS", "export_compiler", "export", "connect", "RemoteModule",
            "KernelCall"]
@@ -63,13 +66,26 @@ def export_compiler(target) -> str | None:
     return cc
 
 
-def export(module, path: str | os.PathLike, target, cc: str | None = None, **kwargs) -> None:
+def export(module, path: str | os.PathLike, target, cc: str | None = None,
+           write_weights: bool = True, **kwargs) -> list[str]:
     """``module.export_library(path)`` linked for ``target`` (``cc`` default:
-    :func:`export_compiler`). ``module`` is a VM executable or a runtime module."""
+    :func:`export_compiler`), and, for an executable whose weights were lifted
+    (``aiq_weights``), its params file beside it (:func:`aiq_tvm.weights.weights_path`)
+    unless ``write_weights`` is False. ``module`` is a VM executable or a runtime module.
+    Returns the paths written."""
     cc = cc if cc is not None else export_compiler(target)
     if cc is not None:
         kwargs["cc"] = cc
+    weights = getattr(module, "aiq_weights", None) if write_weights else None
+    wpath = weights_path(path)
+    if weights is not None and wpath == Path(path):
+        raise ValueError(f"the library {path} cannot be named like its weights file; use "
+                         "another suffix (e.g. .so)")
     module.export_library(str(path), **kwargs)
+    if weights is None:
+        return [str(path)]
+    save_weights(weights, wpath)
+    return [str(path), str(wpath)]
 
 
 def connect(remote) -> rpc.RPCSession:
@@ -163,7 +179,12 @@ class RemoteModule:
         self.session = connect(remote)
         self.dev = self.session.cpu()
         self._cc = cc
-        self.vm = relax.VirtualMachine(self._upload(exe, "aiq_model"), self.dev)
+        vm = relax.VirtualMachine(self._upload(exe, "aiq_model"), self.dev)
+        # Lifted weights go over the session as tensors on the device (the params file is
+        # a host-side format; the device runs TVM's runtime only).
+        w = getattr(exe, "aiq_weights", None)
+        self.vm = WeightedVM(vm) if w is None else WeightedVM(
+            vm, [tvm.runtime.tensor(t.numpy(), self.dev) for t in w.tensors], w.manifest)
 
     def _upload(self, module, stem: str):
         """Export, upload and load ``module`` under a name unique in the session (loading a
@@ -171,7 +192,7 @@ class RemoteModule:
         name = f"{stem}_{uuid.uuid4().hex[:12]}.so"
         with tempfile.TemporaryDirectory(prefix="aiq-remote-") as tmp:
             path = os.path.join(tmp, name)
-            export(module, path, self.target, self._cc)
+            export(module, path, self.target, self._cc, write_weights=False)
             self.session.upload(path)
         return self.session.load_module(name)
 

@@ -349,10 +349,11 @@ def _tune(ctx: BuildContext, res: BuildResult) -> None:
     t0 = time.perf_counter()
     exes = {"tuned": compile_plan(res.annotated, res.plan, res.calibration, res.params,
                                   res.target, bs, res.database, trials,
-                                  unscheduled=glue["tuned"])}
+                                  unscheduled=glue["tuned"], lift_weights=True)}
     tune_s = time.perf_counter() - t0
     exes["default"] = compile_plan(res.annotated, res.plan, res.calibration, res.params,
-                                   res.target, bs, unscheduled=glue["default"])
+                                   res.target, bs, unscheduled=glue["default"],
+                                   lift_weights=True)
     times = {}
     for key, exe in exes.items():
         res.set_executable(bs, exe, glue[key])

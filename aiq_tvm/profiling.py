@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from .report import Report, make_report
 from .runtime import require_host_runnable
 from .schemes import PRECISIONS
+from .weights import bind
 
 __all__ = ["profile", "KernelTimes", "attribute_kernel_times", "measured_report",
            "uniform_layer_times"]
@@ -44,7 +44,7 @@ def profile(result, batch_size: int | None = None, repeat: int = 7, remote=None
         return result.on_remote(remote, bs).time_kernels(exe.aiq_kernel_calls, repeat)
     require_host_runnable(result.target, "profile the build's kernels")
     exe = result.executable(bs)
-    vm = relax.VirtualMachine(exe, tvm.cpu())
+    vm = bind(exe)  # main's weights bound: the kernels see them as an inference passes them
     calls: list = []
 
     def instrument(func, name, before_run, ret_value, *args):

@@ -21,6 +21,7 @@ from .report import Report
 from .runtime import accuracy, require_host_runnable, run_batches, time_main
 from .search import SearchResult
 from .targets import CpuPreset
+from .weights import WeightedVM, bind
 
 __all__ = ["BuildResult"]
 
@@ -54,6 +55,7 @@ class BuildResult:
     num_classes: int | None = None
     _exes: dict = field(default_factory=dict, repr=False)
     _run_exes: dict = field(default_factory=dict, repr=False)
+    _embedded_exes: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.run_target is None:
@@ -64,14 +66,26 @@ class BuildResult:
         """True when accuracy runs execute on another target than the deploy target."""
         return self.run_target is not self.target
 
-    def executable(self, batch_size: int | None = None) -> relax.VMExecutable:
-        """The deploy target's module for a batch size (compiled once, then cached)."""
+    def executable(self, batch_size: int | None = None, embed_weights: bool = False
+                   ) -> relax.VMExecutable:
+        """The deploy target's module for a batch size (compiled once, then cached).
+
+        Its ``main`` takes the weights after the input (``exe.aiq_weights`` holds them, in
+        order; :meth:`vm` binds them); ``embed_weights=True`` compiles a second module with
+        the weights as constants, ``main(x)`` alone (what a single-file export holds).
+        """
         bs = self.batch_size if batch_size is None else int(batch_size)
+        if embed_weights:
+            if bs not in self._embedded_exes:
+                self._embedded_exes[bs] = compile_plan(
+                    self.annotated, self.plan, self.calibration, self.params, self.target, bs,
+                    self.database)
+            return self._embedded_exes[bs]
         if bs not in self._exes:
             self.unscheduled[bs] = []
             self._exes[bs] = compile_plan(self.annotated, self.plan, self.calibration,
                                           self.params, self.target, bs, self.database,
-                                          unscheduled=self.unscheduled[bs])
+                                          unscheduled=self.unscheduled[bs], lift_weights=True)
         return self._exes[bs]
 
     def set_executable(self, batch_size: int, exe: relax.VMExecutable,
@@ -94,13 +108,14 @@ class BuildResult:
         if bs not in self._run_exes:
             self._run_exes[bs] = compile_plan(
                 self.annotated, self.plan, self.calibration, self.params, self.run_target, bs,
-                self.database, numerics_target=self.target)
+                self.database, numerics_target=self.target, lift_weights=True)
         return self._run_exes[bs]
 
-    def vm(self, batch_size: int | None = None) -> relax.VirtualMachine:
-        """A VM over the deploy module (this machine must run the deploy target)."""
+    def vm(self, batch_size: int | None = None) -> WeightedVM:
+        """A VM over the deploy module with its weights bound: ``vm["main"](x)`` (this
+        machine must run the deploy target; ``vm.vm`` is TVM's ``VirtualMachine``)."""
         require_host_runnable(self.target, "run the deploy module here")
-        return relax.VirtualMachine(self.executable(batch_size), tvm.cpu())
+        return bind(self.executable(batch_size))
 
     def example_input(self, batch_size: int | None = None, seed: int = 0) -> np.ndarray:
         """Standard-normal input of ``main``'s shape at a batch size."""
@@ -121,7 +136,7 @@ class BuildResult:
         bs = self.batch_size if batch_size is None else check_positive_int("batch_size",
                                                                            batch_size)
         x = check_samples("x", x, input_shape(self.annotated), finite=check_finite)
-        vm = relax.VirtualMachine(self.run_executable(bs), tvm.cpu())
+        vm = bind(self.run_executable(bs))
         out = run_batches(vm["main"], x, bs, tvm.cpu())
         if check_finite:
             outs = out if isinstance(out, tuple) else (out,)
@@ -167,8 +182,14 @@ class BuildResult:
         return RemoteModule(self.executable(batch_size), self.target, remote, cc)
 
     def export_library(self, path: str, batch_size: int | None = None, cc: str | None = None,
-                       **kwargs) -> None:
-        """Write the deploy module as a shared library (load with tvm.runtime.load_module).
+                       single_file: bool = False, **kwargs) -> list[str]:
+        """Write the deploy module: the library at ``path`` (code only) and its weights
+        beside it (``model.so`` -> ``model.params``, see :mod:`aiq_tvm.weights`); load both
+        with :func:`aiq_tvm.load`. Returns the paths written.
+
+        ``single_file=True`` embeds the weights in the library instead (one file, loaded by
+        ``tvm.runtime.load_module`` alone; compiles the module once more, and loading it
+        takes several times the weights' memory: TVM copies embedded constants).
 
         ``cc`` links it: default TVM's host compiler for this machine's architecture, the
         cross compiler for another (``aarch64-linux-gnu-g++`` for aarch64 triples, see
@@ -176,4 +197,5 @@ class BuildResult:
         """
         from .deploy import export
 
-        export(self.executable(batch_size), path, self.target, cc, **kwargs)
+        return export(self.executable(batch_size, embed_weights=single_file), path,
+                      self.target, cc, **kwargs)

@@ -27,6 +27,7 @@ from .canonicalize_clip import CanonicalizeClip
 from .expose_layer_inputs import ExposeLayerInputs
 from .fills_to_scalars import FillsToScalars
 from .fold_constant_layouts import FoldConstantLayouts
+from .lift_weights import LiftWeights
 from .limit_vector_width import LimitVectorWidth
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
@@ -48,6 +49,7 @@ __all__ = [
     "segment_name",
     "SplitLargeMeans",
     "LimitVectorWidth",
+    "LiftWeights",
     "FoldConstantLayouts",
     "layer_table",
     "layer_consumers",

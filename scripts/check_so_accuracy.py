@@ -2,7 +2,8 @@
 
     python scripts/check_so_accuracy.py model.so RUN_DIR
 
-RUN_DIR is the --out of `aiq-tvm search`; the .so is `aiq-tvm build ... --batch 1` of its plan.
+RUN_DIR is the --out of `aiq-tvm search`; the .so is `aiq-tvm build ... --batch 1` of its plan
+(its weights, model.params, beside it; a --single-file library loads alone).
 """
 
 import json
@@ -10,14 +11,14 @@ import sys
 
 import numpy as np
 import tvm
-from tvm import relax
 
+import aiq_tvm
 from aiq_tvm.datasources import load_data
 
 so, run_dir = sys.argv[1], sys.argv[2]
 s = json.load(open(f"{run_dir}/summary.json"))
 d = load_data(s["data"]["spec"], tuple(s["model"]["input_shape"]), **s["data"]["load_args"])
-main = relax.VirtualMachine(tvm.runtime.load_module(so), tvm.cpu())["main"]
+main = aiq_tvm.load(so)["main"]
 parts = [("validation", d.val, "accuracy")]
 parts += [("test", d.test, "test_accuracy")] if d.test else []
 for name, (x, y), key in parts:

@@ -64,7 +64,6 @@ def main() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     import torch
     import tvm
-    from tvm import relax
 
     import aiq_tvm
     from aiq_tvm.models import torchvision_zoo as zoo
@@ -75,7 +74,7 @@ def main() -> None:
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
     res = aiq_tvm.build(mod, "llvm", params=params, plan=args.plan, calib_data=calib,
                         batch_size=args.batch, eval_batch_size=16)
-    vm = relax.VirtualMachine(res.executable(args.batch), tvm.cpu())
+    vm = res.vm(args.batch)  # weights bound: vm["main"](x)
     x = tvm.runtime.tensor(res.example_input(args.batch))
     names, insitu, plain, instrumented = insitu_times(vm, x, args.runs)
     iso = profile(res, args.batch, repeat=9)

@@ -15,8 +15,8 @@ import torch
 import tvm
 from PIL import Image
 from test_sources import FlatNet, GrayNet
-from tvm import relax
 
+import aiq_tvm
 from aiq_tvm.cli import main
 from aiq_tvm.datasources import load_data
 
@@ -56,7 +56,7 @@ def files(tmp_path_factory):
 
 
 def _accuracy_of_so(so, x, y, batch):
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(so)), tvm.cpu())
+    vm = aiq_tvm.load(so)  # the library and its weights (gray.params) beside it
     pad = -len(x) % batch
     xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
     pred = np.concatenate([vm["main"](tvm.runtime.tensor(xp[i:i + batch])).numpy().argmax(1)
@@ -84,6 +84,7 @@ def test_search_on_onnx_then_build_pt2_so_matches_summary(files, tmp_path):
     p = cli("build", files / "gray.pt2", "--plan", out / "plan.json", "--calibration",
             out / "calibration.json", "--batch", 4, "-o", so, "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
+    assert f"wrote {so} and {tmp_path / 'gray.params'}" in p.stdout
     d = load_data(str(files / "data.npz"), (1, 28, 28), calib=64, val=200, seed=0)
     assert _accuracy_of_so(so, *d.val, 4) == s["accuracy"]
     assert _accuracy_of_so(so, *d.test, 4) == s["test_accuracy"]
