@@ -10,15 +10,19 @@ only when the module is exported (or first run), so the export is timed too and
 (``from_torch``) is reported separately.  With ``--profile N`` the build also runs under
 ``cProfile`` and the N most expensive functions (cumulative time) are printed.
 
-Memory: the module is exported as a shared library and loaded in a fresh process, which
-records its resident set before loading, after loading (and the peak so far: TVM copies the
-library's embedded constants while loading it), and at its peak after running ``--runs``
-inferences, with the anonymous / file-backed split after the runs; the growth is compared with
-the bytes of the model's weights (FP32, as torch holds them), of the layers' weights as the plan
-stores them (int8 / packed int4) and of the exported library.
+Memory: the module is exported and loaded in a fresh process.  By default the export is
+the library (code only) and its weights file beside it (``model.so`` + ``model.params``, loaded
+by ``aiq_tvm.load``, which reads the weights straight into tensors); ``--single-file`` exports
+one library with the weights embedded as constants (TVM copies them while loading it).  The
+fresh process resets its peak-RSS counter (``/proc/self/clear_refs``), then records its
+resident set before loading, after loading (with the peak so far: the load peak) and after
+``--runs`` inferences, each with the anonymous / file-backed split (anonymous: tensors, heap;
+file: the mapped library).  The growth is compared with the bytes of the model's weights (FP32,
+as torch holds them), of the layers' weights as the plan stores them (int8 / packed int4) and
+of the exported files.
 
-    TVM_NUM_THREADS=2 flock /work/wt/bench.lock python scripts/measure_build.py \
-        --model resnet50 --plan int8
+    TVM_NUM_THREADS=2 flock /work/bench.lock python scripts/measure_build.py \
+        --model resnet50 --plan int8 [--single-file]
 """
 
 from __future__ import annotations
@@ -58,21 +62,38 @@ def _rss_parts_mb() -> dict:
     return {"anon": _status_mb("RssAnon"), "file": _status_mb("RssFile")}
 
 
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so the peak is the load's, not the
+    imports'; False when the kernel refuses."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def run_library(path: str, shape: tuple, runs: int) -> dict:
     """(In a fresh process) load the exported module, run it, report resident memory."""
     import tvm
-    from tvm import relax
 
+    from aiq_tvm.weights import load
+
+    reset = _reset_peak()
     base, base_parts = _rss_mb(), _rss_parts_mb()
-    lib = tvm.runtime.load_module(path)
-    vm = relax.VirtualMachine(lib, tvm.cpu())
-    loaded, load_peak = _rss_mb(), _peak_mb()
+    t0 = time.perf_counter()
+    vm = load(path)  # the library, and its weights file when it has one
+    load_s = time.perf_counter() - t0
+    loaded, load_peak, loaded_parts = _rss_mb(), _peak_mb(), _rss_parts_mb()
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     for _ in range(runs):
         vm["main"](x)
     parts = _rss_parts_mb()
-    return {"rss_before_load_mb": base, "rss_loaded_mb": loaded, "rss_after_runs_mb": _rss_mb(),
-            "peak_rss_mb": _peak_mb(), "peak_rss_after_load_mb": load_peak,
+    return {"peak_reset_before_load": reset, "load_s": load_s, "weights": len(vm.weights),
+            "rss_before_load_mb": base, "rss_loaded_mb": loaded,
+            "rss_after_runs_mb": _rss_mb(), "peak_rss_mb": _peak_mb(),
+            "peak_rss_after_load_mb": load_peak,
+            "anon_growth_loaded_mb": loaded_parts["anon"] - base_parts["anon"],
+            "file_growth_loaded_mb": loaded_parts["file"] - base_parts["file"],
             "anon_growth_after_runs_mb": parts["anon"] - base_parts["anon"],
             "file_growth_after_runs_mb": parts["file"] - base_parts["file"]}
 
@@ -128,24 +149,35 @@ def measure(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "model.so")
         w0, c0 = time.perf_counter(), _cpu_s()
-        res.export_library(path, args.batch)  # machine code is emitted here (or at first JIT)
+        # machine code is emitted here (or at first JIT)
+        written = res.export_library(path, args.batch, single_file=args.single_file)
         out["export_wall_s"], out["export_cpu_s"] = time.perf_counter() - w0, _cpu_s() - c0
         out["build_export_wall_s"] = out["build_wall_s"] + out["export_wall_s"]
         out["build_export_cpu_s"] = out["build_cpu_s"] + out["export_cpu_s"]
+        out["layout"] = "single file" if args.single_file else "library + weights file"
         out["library_mb"] = Path(path).stat().st_size / 2**20
+        out["weights_file_mb"] = sum(Path(f).stat().st_size for f in written[1:]) / 2**20
         shape = (args.batch, 3, args.size, args.size)
         cmd = [sys.executable, __file__, "--run-library", path, "--shape",
                ",".join(map(str, shape)), "--runs", str(args.runs)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out["run"] = json.loads(proc.stdout.strip().splitlines()[-1])
-    run = out["run"]
-    out["run_growth_mb"] = run["peak_rss_mb"] - run["rss_before_load_mb"]
-    out["run_growth_vs_fp32_weights"] = out["run_growth_mb"] / out["weights_mb"]
-    out["run_growth_vs_library"] = out["run_growth_mb"] / out["library_mb"]
-    out["run_growth_vs_plan_weights"] = out["run_growth_mb"] / out["plan_weights_mb"]
-    # after the runs: what stays resident (the peak is reached while TVM loads the library)
-    out["steady_growth_mb"] = run["rss_after_runs_mb"] - run["rss_before_load_mb"]
-    out["steady_growth_vs_plan_weights"] = out["steady_growth_mb"] / out["plan_weights_mb"]
+    return out | growth(out["run"], out["weights_mb"], out["plan_weights_mb"],
+                        out["library_mb"] + out["weights_file_mb"])
+
+
+def growth(run: dict, fp32_mb: float, plan_mb: float, files_mb: float) -> dict:
+    """Resident growth over the fresh process's baseline: at its peak (whole run), at the
+    load peak and after the runs (steady), against the weights and the exported files."""
+    base = run["rss_before_load_mb"]
+    out = {"run_growth_mb": run["peak_rss_mb"] - base,
+           "load_peak_growth_mb": run["peak_rss_after_load_mb"] - base,
+           # after the runs: what stays resident
+           "steady_growth_mb": run["rss_after_runs_mb"] - base}
+    out["run_growth_vs_fp32_weights"] = out["run_growth_mb"] / fp32_mb
+    out["run_growth_vs_exported_files"] = out["run_growth_mb"] / files_mb
+    for key in ("run_growth", "load_peak_growth", "steady_growth"):
+        out[f"{key}_vs_plan_weights"] = out[f"{key}_mb"] / plan_mb
     return out
 
 
@@ -159,6 +191,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="inferences in the memory check")
     ap.add_argument("--profile", type=int, default=0, help="cProfile: print the top N")
     ap.add_argument("--json", default=None, help="append the record to this JSON-lines file")
+    ap.add_argument("--single-file", action="store_true",
+                    help="export one library with the weights embedded (the old layout)")
     ap.add_argument("--run-library", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--shape", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
