@@ -37,7 +37,8 @@ def require_host_runnable(target: tvm.target.Target, what: str) -> None:
     raise RuntimeError(
         f"cannot {what}: this machine cannot execute code built for {target} ({caps.isa}; "
         f"{why}). Export it with BuildResult.export_library(path, cc=...) (a cross "
-        "compiler for the target, e.g. cc='aarch64-linux-gnu-g++') and run it there; "
+        "compiler for the target, e.g. cc='aarch64-linux-gnu-g++') and run it there "
+        "(aiq_tvm.load(path) loads the library and its weights file); "
         "BuildResult.run/evaluate already run here with the deploy target's numerics")
 
 

@@ -15,6 +15,7 @@ import torch
 import tvm
 from PIL import Image
 from test_sources import FlatNet, GrayNet
+from tvm import relax
 
 import aiq_tvm
 from aiq_tvm.cli import main
@@ -88,6 +89,23 @@ def test_search_on_onnx_then_build_pt2_so_matches_summary(files, tmp_path):
     d = load_data(str(files / "data.npz"), (1, 28, 28), calib=64, val=200, seed=0)
     assert _accuracy_of_so(so, *d.val, 4) == s["accuracy"]
     assert _accuracy_of_so(so, *d.test, 4) == s["test_accuracy"]
+
+
+def test_build_single_file_embeds_the_weights(files, tmp_path):
+    from aiq_tvm import Plan
+
+    Plan.uniform("fp32").save(tmp_path / "fp32.json")
+    so = tmp_path / "one.so"
+    p = cli("build", files / "gray.pt2", "--plan", tmp_path / "fp32.json", "--batch", 2,
+            "-o", so, "--single-file", "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"wrote {so} (batch 2" in p.stdout and not (tmp_path / "one.params").exists()
+    x = np.load(files / "data.npz")["x"][:2]
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(so)), tvm.cpu())  # TVM alone
+    with torch.no_grad():
+        want = torch.export.load(files / "gray.pt2").module()(torch.from_numpy(x)).numpy()
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_interrupted_search_resumes_from_its_journal_to_the_same_plan(files, tmp_path,
