@@ -92,6 +92,7 @@ class _Reader:
 
     def __init__(self, fh, path: Path):
         self.fh, self.path = fh, path
+        self.size = os.fstat(fh.fileno()).st_size
 
     def unpack(self, fmt: str):
         size = struct.calcsize(fmt)
@@ -105,15 +106,26 @@ class _Reader:
         if magic != _LIST_MAGIC:
             raise WeightsError(f"{self.path} is not a TVM parameter file (magic {magic:#x})")
         (count,) = self.unpack("<Q")
-        names = [self.fh.read(self.unpack("<Q")[0]).decode() for _ in range(count)]
+        names = [self.text(self.unpack("<Q")[0]) for _ in range(count)]
         (tensors,) = self.unpack("<Q")
         if tensors != count:
             raise WeightsError(f"{self.path}: {count} names but {tensors} tensors")
         return names
 
+    def text(self, nbytes: int) -> str:
+        """``nbytes`` of UTF-8 (a name, the manifest); a corrupt length is caught before
+        reading, not by allocating it."""
+        if nbytes > self.size:
+            raise WeightsError(f"{self.path} is corrupt or truncated (a {nbytes}-byte string in "
+                               f"a {self.size}-byte file)")
+        raw = self.fh.read(nbytes)
+        if len(raw) != nbytes:
+            raise WeightsError(f"{self.path} is truncated (ends inside a string)")
+        return raw.decode(errors="replace")
+
     def tensor_header(self) -> tuple[tuple[int, ...], str, int]:
         magic, _, _dev_type, _dev_id, ndim, code, bits, lanes = self.unpack("<QQiiiBBH")
-        if magic != _TENSOR_MAGIC or code not in _DTYPE_CODES or lanes != 1:
+        if magic != _TENSOR_MAGIC or code not in _DTYPE_CODES or lanes != 1 or not 0 <= ndim <= 16:
             raise WeightsError(f"{self.path}: corrupt tensor header")
         shape = self.unpack(f"<{ndim}q") if ndim else ()
         (nbytes,) = self.unpack("<q")
@@ -128,11 +140,13 @@ class _Reader:
 
 
 def _check_entry(path: Path, i: int, got: tuple, expected: list) -> None:
+    """The stored tensor against the file's own manifest (already matched to the library's):
+    a difference means the file was altered after export."""
     name, shape, dtype = got
     if [name, list(shape), dtype] != expected:
         raise WeightsError(
-            f"{path}: weight {i} is {name} {list(shape)} {dtype}, the library expects "
-            f"{expected[0]} {expected[1]} {expected[2]}: the file belongs to another build")
+            f"{path}: weight {i} is stored as {name} {list(shape)} {dtype} but its manifest "
+            f"lists {expected[0]} {expected[1]} {expected[2]}: corrupt or altered file")
 
 
 def read(path: str | os.PathLike, manifest: str | None = None, device=None,
@@ -149,8 +163,7 @@ def read(path: str | os.PathLike, manifest: str | None = None, device=None,
         if not names or names[0] != MANIFEST_KEY:
             raise WeightsError(f"{path} has no {MANIFEST_KEY} entry first: not an aiq_tvm "
                                "weights file")
-        shape, dtype, nbytes = r.tensor_header()
-        text = fh.read(nbytes).decode()
+        text = r.text(r.tensor_header()[2])
         own = _manifest_of(text, str(path))
         if lib is not None and own.get("sha256") != lib.get("sha256"):
             _explain_mismatch(path, own, lib)

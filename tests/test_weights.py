@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 
 import aiq_tvm
-from aiq_tvm.weights import WeightsError, weights_path
+from aiq_tvm.weights import Weights, WeightsError, save, weights_path
 
 BATCH = 4
 
@@ -134,9 +134,17 @@ def test_weights_of_another_build_are_refused_naming_the_difference(setup, expor
         aiq_tvm.load(lib, weights=other_params)
 
 
-def test_corrupt_or_foreign_params_files_are_refused(exported, tmp_path):
+def test_corrupt_or_foreign_params_files_are_refused(setup, exported, tmp_path):
+    _, _, res, _ = setup
     d, _ = exported
     lib, good = d / "model.so", (d / "model.params").read_bytes()
+    # The right manifest over a tensor of another shape: altered after export.
+    w = res.executable().aiq_weights
+    wrong = tvm.runtime.tensor(np.zeros(3, w.tensors[0].dtype))
+    save(Weights(w.names, [wrong, *w.tensors[1:]], w.manifest), tmp_path / "altered.params")
+    with pytest.raises(WeightsError, match=rf"weight 0 is stored as {w.names[0]} \[3\] .* "
+                       "but its manifest lists .*: corrupt or altered file"):
+        aiq_tvm.load(lib, weights=tmp_path / "altered.params")
     bad = tmp_path / "bad.params"
     bad.write_bytes(good[:-10])
     with pytest.raises(WeightsError, match="bad.params is truncated"):
