@@ -164,10 +164,12 @@ def test_corrupt_or_foreign_params_files_are_refused(setup, exported, tmp_path):
         aiq_tvm.load(lib, weights=bad, verify=True)
 
 
-def test_weights_path_and_in_process_vm_bind_the_weights(setup):
+def test_weights_path_and_in_process_vm_bind_the_weights(setup, tmp_path):
     _, _, res, x = setup
     assert str(weights_path("a/model.so")) == "a/model.params"
     assert str(weights_path("a/model")) == "a/model.params"
+    with pytest.raises(ValueError, match="cannot be named like its weights file"):
+        res.export_library(str(tmp_path / "m.params"))
     vm = res.vm(BATCH)
     n = len(res.executable(BATCH).aiq_weights.tensors)
     assert len(vm.weights) == n
