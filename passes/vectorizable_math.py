@@ -1,8 +1,9 @@
-"""VectorizableMath: float32 sigmoid, SiLU and exp as arithmetic that LLVM vectorizes.
+"""VectorizableMath: float32 sigmoid, SiLU, exp, erf and GELU as arithmetic LLVM vectorizes.
 
-TVM legalizes ``relax.sigmoid`` / ``relax.nn.silu`` / ``relax.exp`` to ``tirx.sigmoid`` and
-``tirx.exp``, which the LLVM backend lowers to libm's ``expf``: one scalar call per element,
-even inside a loop ScheduleGlue vectorized. EfficientNet-B0 applies SiLU or a sigmoid 65 times,
+TVM legalizes ``relax.sigmoid`` / ``relax.nn.silu`` / ``relax.exp`` / ``relax.nn.gelu`` to
+``tirx.sigmoid``, ``tirx.exp`` and ``tirx.erf``, which the LLVM backend lowers to libm's
+``expf`` / ``erff``: one scalar call per element, even inside a loop ScheduleGlue vectorized.
+EfficientNet-B0 applies SiLU or a sigmoid 65 times,
 mostly to 56 x 56 to 112 x 112 maps, and those calls took 51 of the 61 ms its FP32 kernels ran
 per inference (one thread, 224 x 224, ``scripts/profile_insitu.py``).
 
@@ -13,7 +14,9 @@ round(x / ln 2)``, ``r = x - n ln 2`` in two parts, a degree-6 polynomial for ``
 instruction, and the result is within a few ulp of ``expf`` (tests/test_vectorizable_math.py
 measures it against float64). Range as IEEE float32: ``exp(x)`` is ``inf`` above 88.72 and, a
 difference, ``0`` below -87.34, where the true value is a subnormal (below 1.2e-38); NaN stays
-NaN. ``sigmoid(x) = 1 / (1 + exp(-x))`` and ``silu(x) = x * sigmoid(x)`` inherit it.
+NaN. ``sigmoid(x) = 1 / (1 + exp(-x))`` and ``silu(x) = x * sigmoid(x)`` inherit it. ``erf``
+is a rational function on [-4, 4] (erf is +-1 in float32 beyond; TOPI's ``fast_erf`` uses the
+same coefficients) and ``gelu(x) = x (1 + erf(x / sqrt 2)) / 2``, as TVM writes it.
 
 Calls of other dtypes, and every other operator, are left as they are.
 """
@@ -26,7 +29,7 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-__all__ = ["VectorizableMath", "fast_exp", "fast_sigmoid"]
+__all__ = ["VectorizableMath", "fast_erf", "fast_exp", "fast_gelu", "fast_sigmoid"]
 
 _EXP_MAX = 88.72283935546875  # log(FLT_MAX): above it expf overflows to inf
 _EXP_MIN = -87.33654475055310  # log(FLT_MIN): below it the result would be subnormal
@@ -40,15 +43,41 @@ def _f32(v: float) -> tirx.FloatImm:
     return tirx.FloatImm("float32", v)
 
 
+# Rational approximation of erf on [-4, 4] (beyond, erf is +-1 in float32): odd numerator,
+# even denominator; the coefficients of Eigen's generic_fast_erf_float, as TOPI's fast_erf.
+_ERF_NUM = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+            -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+            -1.60960333262415e-02)
+_ERF_DEN = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+            -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def _horner(coefs: tuple, v: tirx.PrimExpr) -> tirx.PrimExpr:
+    acc = _f32(coefs[0])
+    for c in coefs[1:]:
+        acc = acc * v + _f32(c)
+    return acc
+
+
+def fast_erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``erf(x)`` of a float32 expression, built from vectorizable operations."""
+    xc = tirx.Max(tirx.Min(x, _f32(4.0)), _f32(-4.0))
+    x2 = xc * xc
+    y = xc * _horner(_ERF_NUM, x2) / _horner(_ERF_DEN, x2)
+    return tirx.Select(tirx.isnan(x), x, y)
+
+
+def fast_gelu(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``x * (1 + erf(x / sqrt(2))) / 2`` (``relax.nn.gelu``), with :func:`fast_erf`."""
+    return _f32(0.5) * x * (_f32(1.0) + fast_erf(x * _f32(1.0 / math.sqrt(2.0))))
+
+
 def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``exp(x)`` of a float32 expression, built from vectorizable operations."""
     xc = tirx.Max(tirx.Min(x, _f32(_EXP_MAX)), _f32(_EXP_MIN))
     n = tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5))
     r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
-    poly = _f32(_P[0])
-    for c in _P[1:]:
-        poly = poly * r + _f32(c)
-    mantissa = poly * r * r + r + _f32(1.0)
+    mantissa = _horner(_P, r) * r * r + r + _f32(1.0)
     # n runs from -126 to 128, and 2**128 has no float32: take one factor 2 out of it.
     ni = tirx.Cast("int32", n)
     over = ni > tirx.IntImm("int32", 127)
@@ -69,6 +98,8 @@ _ELEMENTWISE = {
     "relax.exp": ("exp", fast_exp),
     "relax.sigmoid": ("sigmoid", fast_sigmoid),
     "relax.nn.silu": ("silu", lambda v: v * fast_sigmoid(v)),
+    "relax.erf": ("erf", fast_erf),
+    "relax.nn.gelu": ("gelu", fast_gelu),
 }
 
 

@@ -3,6 +3,8 @@ references, and that the compiled kernels call no libm ``expf``."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import tvm
@@ -18,7 +20,7 @@ def _unary_module(op_name: str, dtype: str = "float32", shape=(2, 8, 9, 16)) -> 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, dtype))
     op = {"exp": relax.op.exp, "sigmoid": relax.op.sigmoid, "silu": relax.op.nn.silu,
-          "tanh": relax.op.tanh}[op_name]
+          "erf": relax.op.erf, "gelu": relax.op.nn.gelu, "tanh": relax.op.tanh}[op_name]
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit_output(op(x))
@@ -50,7 +52,7 @@ def _grid(lo: float, hi: float, n: int = 64 * 1024) -> np.ndarray:
 
 
 def test_float32_exp_sigmoid_silu_become_call_tir():
-    for op_name in ("exp", "sigmoid", "silu"):
+    for op_name in ("exp", "sigmoid", "silu", "erf", "gelu"):
         after = VectorizableMath()(_unary_module(op_name))
         calls = [b.value for b in after["main"].body.blocks[0].bindings]
         assert [c.op.name for c in calls] == ["relax.call_tir"], op_name
@@ -90,6 +92,16 @@ def test_sigmoid_and_silu_match_float64(op_name):
     assert np.isfinite(y).all()
 
 
+def test_erf_and_gelu_match_float64():
+    x = _grid(-6.0, 6.0)
+    x64 = x.astype(np.float64)
+    erf = np.vectorize(math.erf)(x64)
+    assert np.max(np.abs(_run("erf", x) - erf)) < 5e-7  # a few ulp of 1.0
+    gelu = 0.5 * x64 * (1.0 + np.vectorize(math.erf)(x64 / math.sqrt(2.0)))
+    y = _run("gelu", x)
+    assert (np.abs(y - gelu) <= 1e-6 * np.maximum(1.0, np.abs(x64))).all()
+
+
 def _asm(mod: tvm.IRModule, legalize: list) -> str:
     with TARGET:
         mod = tvm.transform.Sequential(legalize + pipeline.schedule_passes(TARGET)
@@ -98,11 +110,12 @@ def _asm(mod: tvm.IRModule, legalize: list) -> str:
     return "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports])
 
 
-def test_compiled_silu_calls_no_expf():
+@pytest.mark.parametrize("op_name, libm", [("silu", "expf"), ("gelu", "erff")])
+def test_compiled_kernels_call_no_libm(op_name, libm):
     from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
-    tvm_default = _asm(_unary_module("silu"), cpu_pipeline.legalize_passes(TARGET))
-    assert "expf" in tvm_default  # what the pass replaces: a libm call per element
-    fast = _asm(_unary_module("silu"), pipeline.legalize_passes(TARGET))
-    assert "expf" not in fast
-    assert "vfmadd" in fast  # the polynomial, in vector FMA instructions
+    tvm_default = _asm(_unary_module(op_name), cpu_pipeline.legalize_passes(TARGET))
+    assert libm in tvm_default  # what the pass replaces: a libm call per element
+    fast = _asm(_unary_module(op_name), pipeline.legalize_passes(TARGET))
+    assert libm not in fast
+    assert "vfmadd" in fast  # the polynomials, in vector FMA instructions
