@@ -6,7 +6,8 @@ Phases (each a function of the target returning a list of passes, like TVM's
 1. :func:`quantize_passes`: annotate layers with the plan, bind the weights, fold constants,
    lower annotated layers to low-bit x86 kernels, then :func:`layout_passes`: decompose
    leftover batch norms, cancel the layout transposes between layers.
-2. :func:`legalize_passes`: TVM's CPU legalization and fusion for the remaining ops.
+2. :func:`legalize_passes`: float32 exp / sigmoid / SiLU as vectorizable arithmetic, then
+   TVM's CPU legalization and fusion for the remaining ops.
 3. :func:`schedule_passes`: schedule the fused glue kernels TVM leaves unscheduled, split
    vectorized loops far wider than a register (they make LLVM's code generation crawl).
 4. :func:`lower_passes`: TVM's dataflow lowering and VM finalization.
@@ -32,6 +33,7 @@ from .passes import (
     QuantizeAnnotated,
     ScheduleGlue,
     SplitLargeMeans,
+    VectorizableMath,
 )
 from .targets import current_target
 
@@ -90,7 +92,9 @@ def layout_passes() -> list:
 
 
 def legalize_passes(target) -> list:
-    return cpu_pipeline.legalize_passes(target)
+    """TVM's CPU legalization and fusion, with float32 exp / sigmoid / SiLU legalized first
+    into kernels LLVM vectorizes (TVM's call libm's scalar ``expf`` per element)."""
+    return [VectorizableMath()] + cpu_pipeline.legalize_passes(target)
 
 
 def schedule_passes(target, unscheduled: list | None = None) -> list:

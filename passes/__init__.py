@@ -34,6 +34,7 @@ from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
 from .split_at_layers import SplitAtLayers, segment_name
 from .split_large_means import SplitLargeMeans
+from .vectorizable_math import VectorizableMath
 
 __all__ = [
     "AnnotatePrecision",
@@ -48,6 +49,7 @@ __all__ = [
     "SplitAtLayers",
     "segment_name",
     "SplitLargeMeans",
+    "VectorizableMath",
     "LimitVectorWidth",
     "LiftWeights",
     "FoldConstantLayouts",

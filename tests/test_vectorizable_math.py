@@ -1,0 +1,121 @@
+"""VectorizableMath: which calls it rewrites, how close fast_exp / sigmoid / SiLU are to float64
+references, and that the compiled kernels call no libm ``expf``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from aiq_tvm import pipeline
+from aiq_tvm.passes import VectorizableMath
+
+TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})  # AVX2: runs on any x86-64 CI
+
+
+def _unary_module(op_name: str, dtype: str = "float32", shape=(2, 8, 9, 16)) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, dtype))
+    op = {"exp": relax.op.exp, "sigmoid": relax.op.sigmoid, "silu": relax.op.nn.silu,
+          "erf": relax.op.erf, "gelu": relax.op.nn.gelu, "tanh": relax.op.tanh}[op_name]
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(op(x))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def _compile(mod: tvm.IRModule):
+    with TARGET:
+        mod = tvm.transform.Sequential(pipeline.legalize_passes(TARGET)
+                                       + pipeline.schedule_passes(TARGET)
+                                       + pipeline.lower_passes(TARGET))(mod)
+    return relax.build(mod, target=TARGET)
+
+
+def _run(op_name: str, x: np.ndarray) -> np.ndarray:
+    ex = _compile(_unary_module(op_name, shape=x.shape))
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _ulp_error(y: np.ndarray, ref64: np.ndarray) -> float:
+    """Largest distance in float32 ulps at the reference's magnitude."""
+    ulp = np.spacing(np.abs(ref64).astype(np.float32)).astype(np.float64)
+    return float(np.max(np.abs(y.astype(np.float64) - ref64) / ulp))
+
+
+def _grid(lo: float, hi: float, n: int = 64 * 1024) -> np.ndarray:
+    return np.linspace(lo, hi, n, dtype=np.float32).reshape(4, 16, 32, 32)
+
+
+def test_float32_exp_sigmoid_silu_become_call_tir():
+    for op_name in ("exp", "sigmoid", "silu", "erf", "gelu"):
+        after = VectorizableMath()(_unary_module(op_name))
+        calls = [b.value for b in after["main"].body.blocks[0].bindings]
+        assert [c.op.name for c in calls] == ["relax.call_tir"], op_name
+        assert calls[0].args[0].name_hint == op_name
+
+
+@pytest.mark.parametrize("module", [_unary_module("sigmoid", "float16"),
+                                    _unary_module("exp", "float64"), _unary_module("tanh")],
+                         ids=["sigmoid-float16", "exp-float64", "tanh"])
+def test_other_dtypes_and_ops_are_unchanged(module):
+    tvm.ir.assert_structural_equal(VectorizableMath()(module), module)
+
+
+def test_exp_within_two_ulp_over_the_float32_range():
+    x = _grid(-87.3, 88.7)
+    y = _run("exp", x)
+    assert _ulp_error(y, np.exp(x.astype(np.float64))) <= 2.0
+
+
+def test_exp_overflow_underflow_and_nan_follow_ieee_float32():
+    x = np.array([100.0, 88.73, np.inf, -87.35, -200.0, -np.inf, np.nan, 0.0],
+                 np.float32).reshape(1, 1, 1, 8)
+    y = _run("exp", x).ravel()
+    assert np.isposinf(y[:3]).all()
+    assert (y[3:6] == 0.0).all()  # true values are subnormal or 0: flushed to zero
+    assert np.isnan(y[6]) and y[7] == 1.0
+
+
+@pytest.mark.parametrize("op_name", ["sigmoid", "silu"])
+def test_sigmoid_and_silu_match_float64(op_name):
+    x = _grid(-120.0, 120.0)
+    x64 = x.astype(np.float64)
+    sig = 1.0 / (1.0 + np.exp(-x64))
+    ref = sig if op_name == "sigmoid" else x64 * sig
+    y = _run(op_name, x)
+    assert np.max(np.abs(y - ref) / np.maximum(np.abs(ref), 1e-30)) < 1e-6
+    assert np.isfinite(y).all()
+
+
+def test_erf_and_gelu_match_float64():
+    x = _grid(-6.0, 6.0)
+    x64 = x.astype(np.float64)
+    erf = np.vectorize(math.erf)(x64)
+    assert np.max(np.abs(_run("erf", x) - erf)) < 5e-7  # a few ulp of 1.0
+    gelu = 0.5 * x64 * (1.0 + np.vectorize(math.erf)(x64 / math.sqrt(2.0)))
+    y = _run("gelu", x)
+    assert (np.abs(y - gelu) <= 1e-6 * np.maximum(1.0, np.abs(x64))).all()
+
+
+def _asm(mod: tvm.IRModule, legalize: list) -> str:
+    with TARGET:
+        mod = tvm.transform.Sequential(legalize + pipeline.schedule_passes(TARGET)
+                                       + pipeline.lower_passes(TARGET))(mod)
+    ex = relax.build(mod, target=TARGET)
+    return "".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports])
+
+
+@pytest.mark.parametrize("op_name, libm", [("silu", "expf"), ("gelu", "erff")])
+def test_compiled_kernels_call_no_libm(op_name, libm):
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+    tvm_default = _asm(_unary_module(op_name), cpu_pipeline.legalize_passes(TARGET))
+    assert libm in tvm_default  # what the pass replaces: a libm call per element
+    fast = _asm(_unary_module(op_name), pipeline.legalize_passes(TARGET))
+    assert libm not in fast
+    assert "vfmadd" in fast  # the polynomials, in vector FMA instructions
