@@ -26,7 +26,7 @@ import numpy as np
 
 from .schemes import FULL_INT8_QMAX, PrecisionScheme, get_precision
 
-ACTIVATIONS = ("none", "relu", "relu6")
+ACTIVATIONS = ("none", "relu", "relu6", "silu")
 
 
 @dataclass(frozen=True)
@@ -211,15 +211,21 @@ def unpack_int4(packed: np.ndarray, n: int) -> np.ndarray:
 
 
 def apply_act(y: np.ndarray, act) -> np.ndarray:
-    """Apply an activation spec (``"none"``, ``"relu"``, ``"relu6"``, ``("clip", lo, hi)``)."""
+    """Apply an activation spec (``"none"``, ``"relu"``, ``"relu6"``, ``"silu"``,
+    ``("clip", lo, hi)``)."""
     kind, lo, hi = parse_act(act)
     if kind == "none":
         return y
+    if kind == "silu":
+        y = np.asarray(y, np.float32)
+        with np.errstate(over="ignore"):  # exp(-y) = inf below y = -88.7: y / inf = -0
+            return (y / (np.float32(1.0) + np.exp(-y))).astype(np.float32)
     return np.clip(y, lo, hi)
 
 
 def parse_act(act) -> tuple[str, float, float]:
-    """Normalize an activation spec to ``(kind, lo, hi)``; ``kind`` is ``"none"`` or ``"clip"``.
+    """Normalize an activation spec to ``(kind, lo, hi)``: ``kind`` is ``"none"``, ``"clip"``
+    (to ``[lo, hi]``) or ``"silu"`` (``x * sigmoid(x)``, unbounded).
 
     Raises
     ------
@@ -233,12 +239,15 @@ def parse_act(act) -> tuple[str, float, float]:
             return "clip", 0.0, np.inf
         if act == "relu6":
             return "clip", 0.0, 6.0
+        if act == "silu":
+            return "silu", -np.inf, np.inf
     elif isinstance(act, tuple | list) and len(act) == 3 and act[0] == "clip":
         lo, hi = float(act[1]), float(act[2])
         if not lo <= hi:
             raise ValueError(f"clip activation needs lo <= hi, got {act!r}")
         return "clip", lo, hi
-    raise ValueError(f"unsupported activation {act!r}")
+    raise ValueError(f"unsupported activation {act!r}; valid: {', '.join(ACTIVATIONS)} or "
+                     "('clip', lo, hi)")
 
 
 def conv_out_hw(h: int, w: int, kh: int, kw: int, stride, padding) -> tuple[int, int]:

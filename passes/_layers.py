@@ -64,7 +64,7 @@ class LayerInfo:
     bias: int | None
     weight_transposed: bool
     residual: int | None
-    activation: tuple  # ("none",), ("relu",) or ("clip", lo, hi)
+    activation: tuple  # ("none",), ("relu",), ("silu",) or ("clip", lo, hi)
     strides: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     groups: int = 1
@@ -167,7 +167,11 @@ def unsupported_reason(call: relax.Call, static: set) -> str | None:
 
 # ---------------------------------------------------------------------------- patterns
 def _act(inner):
-    return is_op("relax.nn.relu")(inner) | is_op("relax.clip")(inner, wildcard(), wildcard())
+    sigmoid = is_op("relax.sigmoid")(inner)
+    silu = (is_op("relax.multiply")(inner, sigmoid) | is_op("relax.multiply")(sigmoid, inner)
+            | is_op("relax.nn.silu")(inner))
+    return is_op("relax.nn.relu")(inner) | is_op("relax.clip")(inner, wildcard(), wildcard()) \
+        | silu
 
 
 def layer_patterns(static_ref: list) -> list[FusionPattern]:
@@ -220,13 +224,16 @@ def _make_check(kind: str, has_bias: bool, has_res: bool, static_ref: list):
         if unsupported_reason(root, static) is not None:
             return False
         # Intermediate results must have no reader outside the layer, or FuseOpsByPattern
-        # would build a multi-output composite.
+        # would build a multi-output composite. (SiLU reads the pre-activation twice:
+        # sigmoid(x) and x * sigmoid(x), both inside.)
+        inside = list(ctx.matched_bindings.keys())
         for key in ("root", "biased", "shortcut"):
             val = expr.get(key)
             if val is None or val.same_as(ctx.matched_expr):
                 continue
             var = ctx.value_to_bound_var.get(val)
-            if var is not None and len(ctx.var_usages.get(var, [])) != 1:
+            if var is not None and any(not any(u.same_as(v) for v in inside)
+                                       for u in ctx.var_usages.get(var, [])):
                 return False
         if kind == "dense":
             w = expr["weight"]
@@ -295,6 +302,8 @@ def parse_layer(func: relax.Function) -> LayerInfo:
             act = ("relu",)
         elif name == "relax.clip":
             act = ("clip", float(val.args[1].value), float(val.args[2].value))
+        elif name in ("relax.sigmoid", "relax.nn.silu"):  # x * sigmoid(x) or silu(x)
+            act = ("silu",)
         elif name == "relax.add":
             adds.append(val)
     if root is None:

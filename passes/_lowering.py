@@ -66,8 +66,8 @@ def kernel_act(activation: tuple):
     kind = activation[0]
     if kind == "none":
         return "none"
-    if kind == "relu":
-        return "relu"
+    if kind in ("relu", "silu"):
+        return kind
     lo, hi = activation[1], activation[2]
     if lo == 0.0 and hi == 6.0:
         return "relu6"

@@ -12,6 +12,7 @@ from tvm import te
 
 from aiq_tvm.quant import parse_act
 from aiq_tvm.schemes import PrecisionScheme
+from aiq_tvm.targets.fastmath import fast_silu
 
 # Attributes every kernel PrimFunc carries: already scheduled (so DLight / meta-schedule leave it
 # alone) and opaque to FuseOps (op_pattern 8 == kOpaque). TVM 0.27 reads the "tirx." spellings;
@@ -213,6 +214,8 @@ def apply_act_te(v: te.Tensor, act) -> Any:
     kind, lo, hi = parse_act(act)
     if kind == "none":
         return v
+    if kind == "silu":
+        return fast_silu(v)
     if np.isfinite(hi):
         v = tvm.te.min(v, tvm.tirx.const(hi, "float32"))
     if np.isfinite(lo):
@@ -252,7 +255,9 @@ def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False):
     ``rounding_convert`` the rounding, the zero point and the narrowing run in integer form
     (:func:`_rounding_convert_codes`), bit-identical again.
     """
-    _, lo, hi = parse_act(act)
+    kind, lo, hi = parse_act(act)
+    if kind == "silu":  # not a clip: applied to the value, the codes clip to [0, 255] only
+        v = fast_silu(v)
     lo_c, hi_c = _code_bound(lo, inv, zp, 0.0), _code_bound(hi, inv, zp, 255.0)
     if rounding_convert:
         return _rounding_convert_codes(v * inv, zp, lo_c, hi_c)

@@ -1,0 +1,82 @@
+"""Float32 transcendental functions as TIR expressions built from vectorizable operations.
+
+TVM lowers ``tirx.exp`` / ``tirx.sigmoid`` / ``tirx.erf`` to libm calls (``expf``, ``erff``),
+one scalar call per element even in a vectorized loop. These builders give the same functions
+as plain arithmetic (see :mod:`aiq_tvm.passes.vectorizable_math` for the accuracy): the pass
+uses them for TVM's own elementwise kernels, the layer kernels' epilogues for a fused SiLU.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import tirx
+
+__all__ = ["fast_erf", "fast_exp", "fast_gelu", "fast_sigmoid", "fast_silu"]
+
+_EXP_MAX = 88.72283935546875  # log(FLT_MAX): above it expf overflows to inf
+_EXP_MIN = -87.33654475055310  # log(FLT_MIN): below it the result would be subnormal
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # ln 2 = HI + LO, HI exact in 9 bits
+# Cephes expf: exp(r) ~ 1 + r + r^2 * P(r) on |r| <= ln(2) / 2.
+_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+      1.6666665459e-1, 5.0000001201e-1)
+
+
+def _f32(v: float) -> tirx.FloatImm:
+    return tirx.FloatImm("float32", v)
+
+
+# Rational approximation of erf on [-4, 4] (beyond, erf is +-1 in float32): odd numerator,
+# even denominator; the coefficients of Eigen's generic_fast_erf_float, as TOPI's fast_erf.
+_ERF_NUM = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+            -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+            -1.60960333262415e-02)
+_ERF_DEN = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+            -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def _horner(coefs: tuple, v: tirx.PrimExpr) -> tirx.PrimExpr:
+    acc = _f32(coefs[0])
+    for c in coefs[1:]:
+        acc = acc * v + _f32(c)
+    return acc
+
+
+def fast_erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``erf(x)`` of a float32 expression, built from vectorizable operations."""
+    xc = tirx.Max(tirx.Min(x, _f32(4.0)), _f32(-4.0))
+    x2 = xc * xc
+    y = xc * _horner(_ERF_NUM, x2) / _horner(_ERF_DEN, x2)
+    return tirx.Select(tirx.isnan(x), x, y)
+
+
+def fast_gelu(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``x * (1 + erf(x / sqrt(2))) / 2`` (``relax.nn.gelu``), with :func:`fast_erf`."""
+    return _f32(0.5) * x * (_f32(1.0) + fast_erf(x * _f32(1.0 / math.sqrt(2.0))))
+
+
+def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``exp(x)`` of a float32 expression, built from vectorizable operations."""
+    xc = tirx.Max(tirx.Min(x, _f32(_EXP_MAX)), _f32(_EXP_MIN))
+    n = tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5))
+    r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
+    mantissa = _horner(_P, r) * r * r + r + _f32(1.0)
+    # n runs from -126 to 128, and 2**128 has no float32: take one factor 2 out of it.
+    ni = tirx.Cast("int32", n)
+    over = ni > tirx.IntImm("int32", 127)
+    biased = ni - tirx.Select(over, tirx.IntImm("int32", 1), tirx.IntImm("int32", 0)) + 127
+    two_n = tirx.reinterpret("float32", tirx.shift_left(biased, tirx.IntImm("int32", 23)))
+    y = mantissa * tirx.Select(over, _f32(2.0), _f32(1.0)) * two_n
+    y = tirx.Select(x > _f32(_EXP_MAX), _f32(math.inf), y)
+    y = tirx.Select(x < _f32(_EXP_MIN), _f32(0.0), y)
+    return tirx.Select(tirx.isnan(x), x, y)
+
+
+def fast_sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``1 / (1 + exp(-x))`` of a float32 expression, with :func:`fast_exp`."""
+    return _f32(1.0) / (_f32(1.0) + fast_exp(-x))
+
+
+def fast_silu(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``x * sigmoid(x)`` (SiLU, swish), with :func:`fast_sigmoid`."""
+    return x * fast_sigmoid(x)
