@@ -55,6 +55,16 @@ def fast_gelu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return _f32(0.5) * x * (_f32(1.0) + fast_erf(x * _f32(1.0 / math.sqrt(2.0))))
 
 
+def _exp_core(xc: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``exp(xc)`` for ``xc`` in [-87.34, 88.0]: no branches, selects or NaN handling."""
+    n = tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5))
+    r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
+    mantissa = _horner(_P, r) * r * r + r + _f32(1.0)
+    biased = tirx.Cast("int32", n) + 127  # 1 .. 254: a normal float's exponent bits
+    return mantissa * tirx.reinterpret(
+        "float32", tirx.shift_left(biased, tirx.IntImm("int32", 23)))
+
+
 def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``exp(x)`` of a float32 expression, built from vectorizable operations."""
     xc = tirx.Max(tirx.Min(x, _f32(_EXP_MAX)), _f32(_EXP_MIN))
@@ -78,5 +88,8 @@ def fast_sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def fast_silu(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``x * sigmoid(x)`` (SiLU, swish), with :func:`fast_sigmoid`."""
-    return x * fast_sigmoid(x)
+    """``x * sigmoid(x)`` (SiLU, swish) with no selects, for fused epilogues: ``exp(-x)`` on
+    ``-x`` clamped to [-87.34, 88.0], which changes ``sigmoid`` by less than 1e-38 there, and
+    NaN propagates through the product."""
+    e = _exp_core(tirx.Max(tirx.Min(-x, _f32(88.0)), _f32(_EXP_MIN)))
+    return x * (_f32(1.0) / (_f32(1.0) + e))
