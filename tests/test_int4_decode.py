@@ -136,7 +136,10 @@ def test_decode_runs_per_thread_without_extra_launch(target):
         script = k.prim_func.script()
         assert _decoded_in_parallel_loop(script), spec
         assert script.count("T.parallel(") == 1
-        assert re.search(r"T\.parallel\(2\)", script)  # one chunk per thread
+        if k.info["decode_at"] == "thread":
+            assert re.search(r"T\.parallel\(2\)", script)  # one chunk per thread
+        else:  # one output-channel block per iteration (see test_block_decode_*)
+            assert k.info["decode_at"] == "block", spec
         assert launches[True] == launches[False] > 0, spec
 
 
@@ -177,3 +180,34 @@ def test_decode_once_choice_is_validated(monkeypatch):
     monkeypatch.setenv("AIQ_INT4_DECODE", "0")
     k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=ZNVER4, schedule=False)
     assert not k.info["decode_once"]
+
+
+# Weights larger than the activations (ResNet-50's 7 x 7 and 14 x 14 layers, shrunk): the
+# planner decodes one output-channel block per parallel iteration; 3x3 with a padded copy
+# (made once, at the root), 1x1 without, a ragged last block (160 channels in 32- or
+# 48-channel blocks), batch 2.
+BLOCK_CASES = [
+    ConvSpec(1, 7, 7, 256, 256, 3, 3, padding=1),
+    ConvSpec(2, 7, 7, 128, 256, 3, 3, padding=1),
+    ConvSpec(1, 7, 7, 512, 160, 1, 1),
+    ConvSpec(1, 6, 6, 192, 128, 3, 3, stride=2, padding=1),
+]
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+@pytest.mark.parametrize("case", range(len(BLOCK_CASES)))
+def test_block_decode_exact(case, target, threads, monkeypatch):
+    """Decoded one output-channel block per iteration of the parallel loop (the scratch of
+    one block), the padded copy before that loop: the numpy reference's accumulators bit for
+    bit, planned for one and for two threads."""
+    monkeypatch.setenv("TVM_NUM_THREADS", threads)
+    spec = BLOCK_CASES[case]
+    k, xq, ref = _forced_decode(spec, target, seed=case)
+    assert k.info["decode_at"] == "block", (spec, k.info["schedule"])
+    script = k.prim_func.script()
+    head = script[: script.index('T.sblock("wdec")')]
+    assert re.search(r"for oc_0 in T\.parallel\(\d+\)", head)  # decoded per block
+    if k.info["padded_copy"]:
+        assert head.index('T.sblock("pad")') < head.index("T.parallel(")  # once, at the root
+    np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)

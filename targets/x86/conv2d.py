@@ -262,33 +262,55 @@ def conv_candidates(
             if mb * ocb * 4 >= STACK_ACC_BYTES:
                 work += blocks * mb * ocv * HEAP_ACC_CYCLES
             pars = []
+            w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
+            big_w = w_bytes > n * h * w * c
+            if scratch and not dw and big_w and cop // ocb > 1 and _block_decode_allowed():
+                # decode per output-channel block (TilePlan.decode_block), min_tasks -1; the
+                # padded copy at the root, on one thread
+                root_pad = n * hq * wq * line if need_pad else 0
+                pars.append((("o", "s0", "s1", "s2"), ("o",), cop // ocb, root_pad, -1))
             if need_pad:
                 order = ("s0", "s1", "o", "s2")
                 # Padded copy per image group (no redundancy) or per output-row group.
                 if n // tn >= 2 * threads or oh == toh:
-                    pars.append((("s0",), n // tn, n * hq * wq * line, 0))
+                    pars.append((order, ("s0",), n // tn, n * hq * wq * line, 0))
                 rows = (toh - 1) * sh + spec.KH
                 pad_px = n * (oh // toh) * rows * wq * line
-                pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
+                pars.append((order, ("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
             else:
-                w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
-                big_w = w_bytes > n * h * w * c
                 order = ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
                 min_tasks = TASKS_PER_THREAD * threads
                 tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
-                pars.append((order, tasks, 0, min_tasks))
-            for par, tasks, pad_pixels, min_tasks in pars:
-                total = work + pad_pixels * tp.pad_pixel_cycles
+                pars.append((order, order, tasks, 0, min_tasks))
+            for order, par, tasks, pad_pixels, min_tasks in pars:
+                block = min_tasks < 0
+                pad_cycles = pad_pixels * tp.pad_pixel_cycles
+                total = work + (0 if block else pad_cycles)
                 tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
-                                min_tasks, pairs=fmt.pairs)  # fmt: skip
+                                max(min_tasks, 0), pairs=fmt.pairs,
+                                decode_block=block)  # fmt: skip
                 decode = 0.0
-                if scratch:
+                if block:
+                    decode = decode_cycles(scratch, cpu.lanes, threads, per_thread=True,
+                                           split=True, block=scratch // (cop // ocb))
+                elif scratch:
                     tile, decode = _decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
                 cost = total / threads / balance(tasks, threads) + decode
+                if block:
+                    cost += pad_cycles
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
                                             fold)))
     return out
+
+
+def _block_decode_allowed() -> bool:
+    """``AIQ_INT4_BLOCK_DECODE=0`` leaves the per-block decode (``TilePlan.decode_block``) out
+    of the plans (comparisons: scripts/bench_int4_decode.py)."""
+    env = os.environ.get("AIQ_INT4_BLOCK_DECODE", "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"AIQ_INT4_BLOCK_DECODE must be 0 or 1, got {env!r}")
+    return env != "0"
 
 
 def _decode_plan(tile: TilePlan, scratch: int, extents: tuple, cpu: CpuModel):
@@ -506,6 +528,10 @@ def conv2d_kernel(
                                  database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
     info["decode_once"] = fmt.packed is not None
+    if fmt.packed is not None:  # where the int4 weights are decoded (see TilePlan)
+        tile = plan.tile
+        info["decode_at"] = ("block" if tile.decode_block else
+                             "thread" if tile.decode_threads > 1 else "root")
     return Kernel(func, consts, fmt.in_dtype, spec.out_shape, args.out_dtype, info, plan.tile)
 
 
