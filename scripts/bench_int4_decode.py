@@ -143,7 +143,8 @@ def time_variants(kernels: dict, rounds: int, round_ms: float, clock: str) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--only", default=None, help="shapes whose name contains this")
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="shapes whose name contains one of these")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--round-ms", type=float, default=100.0)
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall")
@@ -172,7 +173,7 @@ def main() -> None:
     rows = []
     rng = np.random.default_rng(0)
     for label, h, w, c, o, k, s, p, *groups in shapes:
-        if args.only and args.only not in label:
+        if args.only and not any(o in label for o in args.only):
             continue
         for n in args.batches:
             spec = ConvSpec(n, h, w, c, o, k, k, stride=s, padding=p, groups=(groups or [1])[0])

@@ -511,6 +511,11 @@ def step_cycles(mb: int, ocv: int, fmt, mode: str, tp) -> float:
 # slower decoded than int8).
 DECODE_VECTOR_CYCLES = 2.0
 DECODE_CALL_CYCLES = 500.0
+# The per-block decode (``TilePlan.decode_block``) measured 4.0-5.9 cycles per scratch vector
+# more than the same int8 kernel with the same loop order (Zen 4, one thread, batch 1: 3x3
+# 512 -> 512 at 7 x 7, 1x1/2 1024 -> 2048 at 14 x 14; /work/runs/s6/int4n/exp_order.py): a
+# block's decode stores its scratch between two register-block sweeps that then read it back.
+DECODE_BLOCK_VECTOR_CYCLES = 5.0
 # Smaller scratches are decoded by one thread: a parallel launch (0.6 us more on that layer)
 # costs more than the work.
 DECODE_PARALLEL_BYTES = 64 << 10
@@ -552,7 +557,8 @@ def decode_cycles(scratch_bytes: int, lanes: int, threads: int, per_thread: bool
         if threads > 1:
             shared = (SHARED_SCRATCH_CALL_CYCLES
                       + SHARED_SCRATCH_BYTE_CYCLES * scratch_bytes * (threads - 1) / threads)
-    work = scratch_bytes / (4 * lanes) * DECODE_VECTOR_CYCLES / share
+    per_vector = DECODE_BLOCK_VECTOR_CYCLES if block else DECODE_VECTOR_CYCLES
+    work = scratch_bytes / (4 * lanes) * per_vector / share
     spill = SCRATCH_SPILL_CYCLES if (block or scratch_bytes) > SCRATCH_CACHE_BYTES else 0.0
     return DECODE_CALL_CYCLES + work + shared + spill
 
