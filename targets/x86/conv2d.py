@@ -262,46 +262,55 @@ def conv_candidates(
             if mb * ocb * 4 >= STACK_ACC_BYTES:
                 work += blocks * mb * ocv * HEAP_ACC_CYCLES
             pars = []
-            w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
-            big_w = w_bytes > n * h * w * c
-            if scratch and not dw and big_w and cop // ocb > 1 and _block_decode_allowed():
-                # decode per output-channel block (TilePlan.decode_block), min_tasks -1; the
-                # padded copy at the root, on one thread
-                root_pad = n * hq * wq * line if need_pad else 0
-                pars.append((("o", "s0", "s1", "s2"), ("o",), cop // ocb, root_pad, -1))
             if need_pad:
                 order = ("s0", "s1", "o", "s2")
                 # Padded copy per image group (no redundancy) or per output-row group.
                 if n // tn >= 2 * threads or oh == toh:
-                    pars.append((order, ("s0",), n // tn, n * hq * wq * line, 0))
+                    pars.append((("s0",), n // tn, n * hq * wq * line, 0))
                 rows = (toh - 1) * sh + spec.KH
                 pad_px = n * (oh // toh) * rows * wq * line
-                pars.append((order, ("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
+                pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
             else:
+                w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
+                big_w = w_bytes > n * h * w * c
                 order = ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
                 min_tasks = TASKS_PER_THREAD * threads
                 tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
-                pars.append((order, order, tasks, 0, min_tasks))
-            for order, par, tasks, pad_pixels, min_tasks in pars:
-                block = min_tasks < 0
-                pad_cycles = pad_pixels * tp.pad_pixel_cycles
-                total = work + (0 if block else pad_cycles)
+                pars.append((order, tasks, 0, min_tasks))
+            for par, tasks, pad_pixels, min_tasks in pars:
+                total = work + pad_pixels * tp.pad_pixel_cycles
                 tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
-                                max(min_tasks, 0), pairs=fmt.pairs,
-                                decode_block=block)  # fmt: skip
-                decode = 0.0
-                if block:
-                    decode = decode_cycles(scratch, cpu.lanes, threads, per_thread=True,
-                                           split=True, block=scratch // (cop // ocb))
-                elif scratch:
-                    tile, decode = _decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
+                                min_tasks, pairs=fmt.pairs)  # fmt: skip
+                tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu) if scratch
+                                else (tile, 0.0))  # fmt: skip
                 cost = total / threads / balance(tasks, threads) + decode
-                if block:
-                    cost += pad_cycles
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
                                             fold)))
+            out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
+
+
+def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int, line: int,
+                      cpu: CpuModel) -> list[tuple[float, _ConvPlan]]:
+    """[(modelled cycles, plan)] of ``plan`` decoding per output-channel block
+    (``TilePlan.decode_block``) if it decodes once (``scratch`` bytes), is not depthwise, has
+    more than one block and more weight bytes than input bytes (else []): the blocks over the
+    threads, each decoding its own; the padded copy (if any) at the root, on one thread."""
+    n, h, w, c = spec.in_shape
+    blocks = plan.cop // plan.tile.ocb
+    w_bytes = plan.cop * spec.KH * spec.KW * plan.cp
+    if not scratch or spec.is_depthwise or blocks < 2 or w_bytes <= n * h * w * c:
+        return []
+    if not _block_decode_allowed():
+        return []
+    tile = replace(plan.tile, order=("o", "s0", "s1", "s2"), par=("o",), min_tasks=0,
+                   decode_threads=0, decode_block=True)  # fmt: skip
+    pad = n * plan.hq * plan.wq * line * cpu.throughput.pad_pixel_cycles if plan.need_pad else 0
+    decode = decode_cycles(scratch, cpu.lanes, cpu.threads, per_thread=True, split=True,
+                           block=scratch // blocks)
+    cost = work / cpu.threads / balance(blocks, cpu.threads) + pad + decode
+    return [(cost, replace(plan, tile=tile))]
 
 
 def _block_decode_allowed() -> bool:
