@@ -511,10 +511,12 @@ def step_cycles(mb: int, ocv: int, fmt, mode: str, tp) -> float:
 # slower decoded than int8).
 DECODE_VECTOR_CYCLES = 2.0
 DECODE_CALL_CYCLES = 500.0
-# The per-block decode (``TilePlan.decode_block``) measured 4.0-5.9 cycles per scratch vector
-# more than the same int8 kernel with the same loop order (Zen 4, one thread, batch 1: 3x3
-# 512 -> 512 at 7 x 7, 1x1/2 1024 -> 2048 at 14 x 14; /work/runs/s6/int4n/exp_order.py): a
-# block's decode stores its scratch between two register-block sweeps that then read it back.
+# The per-block decode (``TilePlan.decode_block``) ran 40-52 us per call slower than the same
+# int8 kernel with the same loop order (Zen 4, one thread, batch 1: 3x3 512 -> 512 at 7 x 7,
+# 1x1/2 1024 -> 2048 at 14 x 14; docs/runs/int4_block/exp_order.py): 3-6 cycles per scratch
+# vector at 2.6-3.7 GHz, not the 2 of the issue count (a block's decode stores its scratch
+# between two register-block sweeps that then read it back). 5 keeps those layers at batch 1
+# on the in-loop form, which measured faster there, and the batch-8 ones on the block decode.
 DECODE_BLOCK_VECTOR_CYCLES = 5.0
 # Smaller scratches are decoded by one thread: a parallel launch (0.6 us more on that layer)
 # costs more than the work.
