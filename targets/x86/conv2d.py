@@ -302,7 +302,10 @@ def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int
     w_bytes = plan.cop * spec.KH * spec.KW * plan.cp
     if not scratch or spec.is_depthwise or blocks < 2 or w_bytes <= n * h * w * c:
         return []
-    if not _block_decode_allowed():
+    # Not with a column tail (e.g. 4-column blocks over 7 columns): those plans won on balance
+    # in the model (one block per thread) but ran 0.72-0.89x of int8 at two threads (batch 1,
+    # 3x3 512 -> 512 at 7 x 7 and 3x3/2 256 -> 512 at 14 x 14; docs/runs/int4_block).
+    if plan.owp != spec.OW or not _block_decode_allowed():
         return []
     tile = replace(plan.tile, order=("o", "s0", "s1", "s2"), par=("o",), min_tasks=0,
                    decode_threads=0, decode_block=True)  # fmt: skip
