@@ -11,6 +11,7 @@ Usage::
 
     TVM_NUM_THREADS=1 python scripts/bench_int4_decode.py --clock cpu [--batches 1 8]
         [--only SUBSTRING] [--rounds 9] [--round-ms 100] [--target JSON]
+        [--models tv/resnet18 tv/resnet50 ...] [--variants int8 "int4 no-block" "int4 planner"]
 """
 
 from __future__ import annotations
@@ -52,23 +53,63 @@ SHAPES = [
     ("dw 3x3 576 @14", 14, 14, 576, 576, 3, 1, 1, 576),
     ("dw 3x3 960 @7", 7, 7, 960, 960, 3, 1, 1, 960),
 ]
-VARIANTS = {"int8": ("int8", None), "int4 in-loop": ("int4", False),
-            "int4 decode": ("int4", True), "int4 planner": ("int4", None)}  # fmt: skip
+# name: (scheme, decode_once, AIQ_INT4_BLOCK_DECODE while planning)
+VARIANTS = {"int8": ("int8", None, ""), "int4 in-loop": ("int4", False, ""),
+            "int4 decode": ("int4", True, ""), "int4 planner": ("int4", None, ""),
+            "int4 no-block": ("int4", None, "0")}  # fmt: skip
+DEFAULT_VARIANTS = ["int8", "int4 in-loop", "int4 decode", "int4 planner"]
 
 
-def build(spec: ConvSpec, target, rng):
-    """Kernels of every variant (int4 accumulators checked exactly) and their input."""
+def model_shapes(models: list[str], size: int = 224) -> list[tuple]:
+    """Every distinct conv shape of torchvision ``models`` (``tv/NAME``) at ``size``, in
+    :data:`SHAPES`' form, named after the first model that has it."""
+    import torch
+    import torchvision
+
+    seen = {}
+    for model in models:
+        name = model.removeprefix("tv/")
+        net = getattr(torchvision.models, name)(weights=None).eval()
+        hooks = [m.register_forward_hook(_shape_hook(seen, name)) for m in net.modules()
+                 if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+        with torch.no_grad():
+            net(torch.zeros(1, 3, size, size))
+        for h in hooks:
+            h.remove()
+    return list(seen.values())
+
+
+def _shape_hook(seen: dict, model: str):
+    def hook(mod, inp, _out):
+        h, w = inp[0].shape[2:]
+        (k, _), (s, _), (p, _) = mod.kernel_size, mod.stride, mod.padding
+        key = (h, w, mod.in_channels, mod.out_channels, k, s, p, mod.groups)
+        kind = "dw " if mod.groups > 1 else ""
+        label = (f"{model} {kind}{k}x{k}{f'/{s}' if s > 1 else ''} {mod.in_channels}-"
+                 f"{mod.out_channels} @{h}")
+        seen.setdefault(key, (label, *key))
+
+    return hook
+
+
+def build(spec: ConvSpec, target, rng, variants: list[str]):
+    """Kernels of ``variants`` (int4 accumulators checked exactly) and their input."""
     x = rng.standard_normal(spec.in_shape).astype(np.float32) + 0.3
     w = rng.standard_normal(spec.weight_shape) / np.sqrt(np.prod(spec.weight_shape[1:]))
     w = w.astype(np.float32)
     qp = ActQParams.from_range(float(x.min()), float(x.max()))
     xq = quant.quantize_act(x, qp)
     out = {}
-    for name, (scheme, dec) in VARIANTS.items():
+    for name in variants:
+        scheme, dec, block = VARIANTS[name]
         kw = dict(act_qparams=qp, target=target, decode_once=dec)
-        k = conv2d_kernel(spec, scheme, w, None, **kw)
-        if scheme == "int4":
-            check_exact(spec, w, qp, xq, target, kw)
+        os.environ["AIQ_INT4_BLOCK_DECODE"] = block
+        try:
+            k = conv2d_kernel(spec, scheme, w, None, **kw)
+            if scheme == "int4":
+                check_exact(spec, w, qp, xq, target, kw)
+        finally:
+            os.environ.pop("AIQ_INT4_BLOCK_DECODE")
         ex = tvm.compile(tvm.IRModule({"main": k.prim_func}), target)
         args = [tvm.runtime.tensor(a) for a in (xq, *k.consts)]
         args.append(tvm.runtime.tensor(np.zeros(k.out_shape, k.out_dtype)))
@@ -102,35 +143,50 @@ def time_variants(kernels: dict, rounds: int, round_ms: float, clock: str) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--only", default=None, help="shapes whose name contains this")
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="shapes whose name contains one of these")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--round-ms", type=float, default=100.0)
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall")
     ap.add_argument("--target", default="llvm",
                     help="'llvm' (this machine), a preset, a target string or JSON")
     ap.add_argument("--json", default=None, help="save the rows as JSON")
+    ap.add_argument("--models", nargs="+", default=None, metavar="tv/NAME",
+                    help="every distinct conv shape of these torchvision models at 224 x 224 "
+                         "instead of the built-in ResNet-50 / MobileNetV2 list")
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
+                    help="kernels to time; the first is the baseline of the ratios ('int4 "
+                         "no-block': the planner without the per-block decode)")
     args = ap.parse_args()
+    if args.variants[0] != "int8":
+        ap.error(f"the first of --variants must be int8, got {args.variants[0]!r}")
+    shapes = model_shapes(args.models) if args.models else SHAPES
     target = resolve_target(args.target)[0]
     print(f"target {target}  TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}  "
           f"clock {args.clock}  medians of {args.rounds} rounds of {args.round_ms:g} ms\n")
-    names = list(VARIANTS)
-    print("| layer | batch | " + " | ".join(f"{n} ms" for n in names)
-          + " | in-loop vs int8 | decode vs int8 | planner vs int8 | planner format |")
-    print("|---|---|" + "---|" * (len(names) + 4))
+    names = args.variants
+    last = names[-1]
+    print("| layer | batch | " + " | ".join(f"{n} ms" for n in names) + " | "
+          + " | ".join(f"{n.removeprefix('int4 ')} vs int8" for n in names[1:])
+          + f" | {last} format | {last} decode |")
+    print("|---|---|" + "---|" * (2 * len(names) + 1))
     rows = []
     rng = np.random.default_rng(0)
-    for label, h, w, c, o, k, s, p, *groups in SHAPES:
-        if args.only and args.only not in label:
+    for label, h, w, c, o, k, s, p, *groups in shapes:
+        if args.only and not any(o in label for o in args.only):
             continue
         for n in args.batches:
             spec = ConvSpec(n, h, w, c, o, k, k, stride=s, padding=p, groups=(groups or [1])[0])
-            kernels = build(spec, target, rng)
+            kernels = build(spec, target, rng, names)
             ms = time_variants(kernels, args.rounds, args.round_ms, args.clock)
-            fmt = kernels["int4 planner"][0].info["weight_format"]
+            info = kernels[last][0].info
+            fmt, at = info["weight_format"], info.get("decode_at", "-")
             ratios = [ms["int8"] / ms[v] for v in names[1:]]
             print(f"| {label} | {n} | " + " | ".join(f"{ms[v]:.3f}" for v in names) + " | "
-                  + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {fmt} |", flush=True)
-            rows.append({"layer": label, "batch": n, "ms": ms, "planner_format": fmt})
+                  + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {fmt} | {at} |",
+                  flush=True)  # fmt: skip
+            rows.append({"layer": label, "batch": n, "ms": ms, "planner_format": fmt,
+                         "decode_at": at, "schedule": info["schedule"]})
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -136,7 +136,10 @@ def test_decode_runs_per_thread_without_extra_launch(target):
         script = k.prim_func.script()
         assert _decoded_in_parallel_loop(script), spec
         assert script.count("T.parallel(") == 1
-        assert re.search(r"T\.parallel\(2\)", script)  # one chunk per thread
+        if k.info["decode_at"] == "thread":
+            assert re.search(r"T\.parallel\(2\)", script)  # one chunk per thread
+        else:  # one output-channel block per iteration (see test_block_decode_*)
+            assert k.info["decode_at"] == "block", spec
         assert launches[True] == launches[False] > 0, spec
 
 
@@ -154,19 +157,26 @@ def test_root_decode_when_the_parallel_loop_does_not_split(monkeypatch):
 
 @pytest.mark.parametrize("target", isa_params(run=False))
 def test_planner_decodes_once_for_large_spatial_layers(target):
-    """Compile-time choice: a 3x3 layer at 56 x 56, batch 8 (each weight reused by 25,088
-    positions) decodes once; a 7 x 7 layer at batch 1 with 2.4 MB of int8 weights (49
-    positions) keeps unpacking in the inner loop, as do layers whose scratch would spill."""
+    """Compile-time choice, one thread: a 3x3 layer at 56 x 56, batch 8 (each weight reused by
+    25,088 positions) decodes once; a 7 x 7 layer with 2.4 MB of int8 weights never decodes a
+    whole scratch (it would spill). With AVX-512 VNNI (measured) it keeps unpacking in the
+    inner loop at batch 1 (49 positions; a per-block decode costs more) and decodes per
+    output-channel block at batch 8; elsewhere the model may pick either form."""
+    target = {**target, "num-cores": 1}
     qp = ActQParams.from_range(-1.0, 2.0)
     rng = np.random.default_rng(0)
     for spec, decode in ((ConvSpec(8, 56, 56, 64, 64, 3, 3, padding=1), True),
-                         (ConvSpec(1, 7, 7, 512, 512, 3, 3, padding=1), False)):  # fmt: skip
+                         (ConvSpec(1, 7, 7, 512, 512, 3, 3, padding=1), False),
+                         (ConvSpec(8, 7, 7, 512, 512, 3, 3, padding=1), True)):  # fmt: skip
         w = rng.standard_normal(spec.weight_shape).astype(np.float32)
         k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp, target=target,
                           schedule=False)  # fmt: skip
-        assert k.info["decode_once"] == decode, spec
+        if spec.H == 56 or k.info["isa"] == "avx512_vnni":
+            assert k.info["decode_once"] == decode, spec
         # Decode-once formats are named after the stored int4 layout plus "d".
-        assert k.info["weight_format"].endswith("d") == decode
+        assert k.info["weight_format"].endswith("d") == k.info["decode_once"]
+        if spec.H == 7 and k.info["decode_once"]:
+            assert k.info["decode_at"] == "block"
 
 
 def test_decode_once_choice_is_validated(monkeypatch):
@@ -177,3 +187,33 @@ def test_decode_once_choice_is_validated(monkeypatch):
     monkeypatch.setenv("AIQ_INT4_DECODE", "0")
     k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=ZNVER4, schedule=False)
     assert not k.info["decode_once"]
+
+
+# Decode-once plans whose whole scratch would not stay in a core's cache (ResNet-50's 7 x 7
+# layers, shrunk): the planner decodes one output-channel block per parallel iteration; 3x3
+# with a padded copy (made once, at the root), strided, 1x1 without, ragged last blocks (400
+# and 784 channels in 48-channel blocks).
+BLOCK_CASES = [
+    ConvSpec(2, 7, 7, 512, 512, 3, 3, padding=1),
+    ConvSpec(8, 4, 4, 512, 256, 3, 3, stride=2, padding=1),
+    ConvSpec(2, 7, 7, 2048, 400, 1, 1),
+    ConvSpec(2, 7, 7, 1024, 784, 1, 1),
+]
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+@pytest.mark.parametrize("case", range(len(BLOCK_CASES)))
+def test_block_decode_exact(case, target, cores):
+    """Decoded one output-channel block per iteration of the parallel loop (the scratch of
+    one block), the padded copy before that loop: the numpy reference's accumulators bit for
+    bit, planned for one and for two cores (run on the host's threads)."""
+    spec = BLOCK_CASES[case]
+    k, xq, ref = _forced_decode(spec, {**target, "num-cores": cores}, seed=case)
+    assert k.info["decode_at"] == "block", (spec, k.info["schedule"])
+    script = k.prim_func.script()
+    head = script[: script.index('T.sblock("wdec")')]
+    assert re.search(r"for oc_0 in T\.parallel\(\d+\)", head)  # decoded per block
+    if k.info["padded_copy"]:
+        assert head.index('T.sblock("pad")') < head.index("T.parallel(")  # once, at the root
+    np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)

@@ -282,13 +282,47 @@ def conv_candidates(
                 total = work + pad_pixels * tp.pad_pixel_cycles
                 tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
                                 min_tasks, pairs=fmt.pairs)  # fmt: skip
-                decode = 0.0
-                if scratch:
-                    tile, decode = _decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
+                tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu) if scratch
+                                else (tile, 0.0))  # fmt: skip
                 cost = total / threads / balance(tasks, threads) + decode
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
                                             fold)))
+            out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
+
+
+def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int, line: int,
+                      cpu: CpuModel) -> list[tuple[float, _ConvPlan]]:
+    """[(modelled cycles, plan)] of ``plan`` decoding per output-channel block
+    (``TilePlan.decode_block``) if it decodes once (``scratch`` bytes), is not depthwise, has
+    more than one block and more weight bytes than input bytes (else []): the blocks over the
+    threads, each decoding its own; the padded copy (if any) at the root, on one thread."""
+    n, h, w, c = spec.in_shape
+    blocks = plan.cop // plan.tile.ocb
+    w_bytes = plan.cop * spec.KH * spec.KW * plan.cp
+    if not scratch or spec.is_depthwise or blocks < 2 or w_bytes <= n * h * w * c:
+        return []
+    # Not with a column tail (e.g. 4-column blocks over 7 columns): those plans won on balance
+    # in the model (one block per thread) but ran 0.72-0.89x of int8 at two threads (batch 1,
+    # 3x3 512 -> 512 at 7 x 7 and 3x3/2 256 -> 512 at 14 x 14; docs/runs/int4_block).
+    if plan.owp != spec.OW or not _block_decode_allowed():
+        return []
+    tile = replace(plan.tile, order=("o", "s0", "s1", "s2"), par=("o",), min_tasks=0,
+                   decode_threads=0, decode_block=True)  # fmt: skip
+    pad = n * plan.hq * plan.wq * line * cpu.throughput.pad_pixel_cycles if plan.need_pad else 0
+    decode = decode_cycles(scratch, cpu.lanes, cpu.threads, per_thread=True, split=True,
+                           block=scratch // blocks)
+    cost = work / cpu.threads / balance(blocks, cpu.threads) + pad + decode
+    return [(cost, replace(plan, tile=tile))]
+
+
+def _block_decode_allowed() -> bool:
+    """``AIQ_INT4_BLOCK_DECODE=0`` leaves the per-block decode (``TilePlan.decode_block``) out
+    of the plans (comparisons: scripts/bench_int4_decode.py)."""
+    env = os.environ.get("AIQ_INT4_BLOCK_DECODE", "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"AIQ_INT4_BLOCK_DECODE must be 0 or 1, got {env!r}")
+    return env != "0"
 
 
 def _decode_plan(tile: TilePlan, scratch: int, extents: tuple, cpu: CpuModel):
@@ -506,6 +540,10 @@ def conv2d_kernel(
                                  database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
     info["decode_once"] = fmt.packed is not None
+    if fmt.packed is not None:  # where the int4 weights are decoded (see TilePlan)
+        tile = plan.tile
+        info["decode_at"] = ("block" if tile.decode_block else
+                             "thread" if tile.decode_threads > 1 else "root")
     return Kernel(func, consts, fmt.in_dtype, spec.out_shape, args.out_dtype, info, plan.tile)
 
 

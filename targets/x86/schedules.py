@@ -77,6 +77,12 @@ class TilePlan:
         chunks, one per thread, and decode the int4 weights a chunk's blocks read into that
         chunk's own scratch, inside the parallel loop. 0 (or 1): one scratch at the root,
         decoded before the parallel loop.
+    decode_block : bool
+        Decode-once kernels whose parallel loop is the output-channel block loop alone
+        (``order[0] == par[0] == "o"``): each iteration decodes its block's weights into a
+        scratch of one block (``KH * KW * Cp * ocb`` bytes, cache-resident where the whole
+        scratch is not) and computes every output of the block from it; the padded copy,
+        if any, is made once at the root.
     """
 
     tiles: tuple[int, ...]
@@ -92,6 +98,7 @@ class TilePlan:
     vectors: int = 0
     pairs: bool = False
     decode_threads: int = 0
+    decode_block: bool = False
 
     def __post_init__(self):
         if self.lanes < 1 or self.ocb % self.lanes:
@@ -103,6 +110,9 @@ class TilePlan:
         if self.pairs and (self.mode != "dot" or self.tiles[-1] % 2 or self.lanes % 2):
             raise ValueError(f"2 x 2 blocks need mode 'dot' and an even last tile, got "
                              f"{self.mode!r} with tiles {self.tiles}")
+        if self.decode_block and (self.order[:1] != ("o",) or self.par != ("o",)):
+            raise ValueError(f"a per-block decode needs order and par to lead with 'o' "
+                             f"alone, got order {self.order} and par {self.par}")
 
     @property
     def ocv(self) -> int:
@@ -336,6 +346,9 @@ def _parallel_loop(sch: s_tir.Schedule, pad, block: _RegisterBlock, plan: TilePl
     into one chunk per thread, else 0)."""
     loops = [block.named[nm] for nm in plan.order[:npar]]
     dec = _optional_block(sch, "wdec")
+    if dec is not None and plan.decode_block and npar == 1:
+        _block_decode(sch, pad, dec, loops[0], plan)
+        return 0
     chunks = _thread_chunks(sch, loops, plan) if dec is not None else None
     fused, task = chunks or ((_fuse(sch, loops),) * 2 if npar else (None, None))
     if pad is not None:
@@ -349,6 +362,16 @@ def _parallel_loop(sch: s_tir.Schedule, pad, block: _RegisterBlock, plan: TilePl
     if fused is not None:
         sch.parallel(fused)
     return int(chunks is not None)
+
+
+def _block_decode(sch: s_tir.Schedule, pad, dec, o_loop, plan: TilePlan) -> None:
+    """``TilePlan.decode_block``: the decode under the parallel output-channel block loop
+    (one block's weights per iteration, into a block-sized scratch), the padded copy at the
+    root (every block reads all of it)."""
+    if pad is not None:
+        _vectorize_pad_channels(sch, pad, sch.get_loops(pad)[-1], plan.lanes)
+    _decode_stage(sch, dec, plan, o_loop)
+    sch.parallel(o_loop)
 
 
 def thread_split_extent(extents: list[int], threads: int) -> int | None:
@@ -488,6 +511,13 @@ def step_cycles(mb: int, ocv: int, fmt, mode: str, tp) -> float:
 # slower decoded than int8).
 DECODE_VECTOR_CYCLES = 2.0
 DECODE_CALL_CYCLES = 500.0
+# The per-block decode (``TilePlan.decode_block``) ran 40-52 us per call slower than the same
+# int8 kernel with the same loop order (Zen 4, one thread, batch 1: 3x3 512 -> 512 at 7 x 7,
+# 1x1/2 1024 -> 2048 at 14 x 14; docs/runs/int4_block/exp_order.py): 3-6 cycles per scratch
+# vector at 2.6-3.7 GHz, not the 2 of the issue count (a block's decode stores its scratch
+# between two register-block sweeps that then read it back). 5 keeps those layers at batch 1
+# on the in-loop form, which measured faster there, and the batch-8 ones on the block decode.
+DECODE_BLOCK_VECTOR_CYCLES = 5.0
 # Smaller scratches are decoded by one thread: a parallel launch (0.6 us more on that layer)
 # costs more than the work.
 DECODE_PARALLEL_BYTES = 64 << 10
@@ -510,14 +540,15 @@ SCRATCH_SPILL_CYCLES = 1e12
 
 
 def decode_cycles(scratch_bytes: int, lanes: int, threads: int, per_thread: bool = False,
-                  split: bool = False) -> float:
+                  split: bool = False, block: int = 0) -> float:
     """Modelled wall cycles of decoding ``scratch_bytes`` int4 weights into the int8 scratch
     of a decode-once kernel, once per call (plus :data:`SCRATCH_SPILL_CYCLES` above
     :data:`SCRATCH_CACHE_BYTES` per scratch).
 
     ``per_thread``: each thread decodes into its own scratch inside the parallel loop
     (``TilePlan.decode_threads``): the whole scratch, or its share of the output-channel
-    blocks when the parallel loop leads with them (``split``)."""
+    blocks when the parallel loop leads with them (``split``). ``block``: the bytes of one
+    output-channel block's scratch (``TilePlan.decode_block``), the one that must fit."""
     shared = 0.0
     if per_thread:
         scratch_bytes = -(-scratch_bytes // threads) if split else scratch_bytes
@@ -528,8 +559,9 @@ def decode_cycles(scratch_bytes: int, lanes: int, threads: int, per_thread: bool
         if threads > 1:
             shared = (SHARED_SCRATCH_CALL_CYCLES
                       + SHARED_SCRATCH_BYTE_CYCLES * scratch_bytes * (threads - 1) / threads)
-    work = scratch_bytes / (4 * lanes) * DECODE_VECTOR_CYCLES / share
-    spill = SCRATCH_SPILL_CYCLES if scratch_bytes > SCRATCH_CACHE_BYTES else 0.0
+    per_vector = DECODE_BLOCK_VECTOR_CYCLES if block else DECODE_VECTOR_CYCLES
+    work = scratch_bytes / (4 * lanes) * per_vector / share
+    spill = SCRATCH_SPILL_CYCLES if (block or scratch_bytes) > SCRATCH_CACHE_BYTES else 0.0
     return DECODE_CALL_CYCLES + work + shared + spill
 
 

@@ -169,7 +169,7 @@ class TileSpace:
         vec = _sample(sch, self.vector_cands, self.vector_cands.index(plan.ocv))
         # The per-thread decode split depends on a tile loop's extent (whether the threads
         # divide it), i.e. on a sampled factor, so tuned decode-once kernels decode at the root.
-        sub = replace(plan, order=structure.order, decode_threads=0)
+        sub = replace(plan, order=structure.order, decode_threads=0, decode_block=False)
         apply_tiled(sch, sub, tiles=rvs, vectors=vec, npar=structure.npar)
 
     def decisions(self, trace) -> tuple[tuple[int, ...], int]:
