@@ -68,8 +68,8 @@ class _MathLegalizer(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="VectorizableMath")
 class VectorizableMath:
-    """Legalize float32 ``exp`` / ``sigmoid`` / ``silu`` to vectorizable kernels (see the
-    module docstring)."""
+    """Legalize float32 ``exp`` / ``sigmoid`` / ``silu`` / ``erf`` / ``gelu`` to
+    vectorizable kernels (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         legalizer = _MathLegalizer(mod)

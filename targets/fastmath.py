@@ -55,28 +55,33 @@ def fast_gelu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return _f32(0.5) * x * (_f32(1.0) + fast_erf(x * _f32(1.0 / math.sqrt(2.0))))
 
 
-def _exp_core(xc: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``exp(xc)`` for ``xc`` in [-87.34, 88.0]: no branches, selects or NaN handling."""
+def _reduce(xc: tirx.PrimExpr) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
+    """``(n, exp(xc - n ln 2))`` with ``n = round(xc / ln 2)``: Cephes' range reduction and
+    polynomial, shared by :func:`fast_exp` and :func:`_exp_core`."""
     n = tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5))
     r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
-    mantissa = _horner(_P, r) * r * r + r + _f32(1.0)
-    biased = tirx.Cast("int32", n) + 127  # 1 .. 254: a normal float's exponent bits
-    return mantissa * tirx.reinterpret(
-        "float32", tirx.shift_left(biased, tirx.IntImm("int32", 23)))
+    return n, _horner(_P, r) * r * r + r + _f32(1.0)
+
+
+def _pow2(biased: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The float32 with exponent bits ``biased`` (1 .. 254) and a zero mantissa."""
+    return tirx.reinterpret("float32", tirx.shift_left(biased, tirx.IntImm("int32", 23)))
+
+
+def _exp_core(xc: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``exp(xc)`` for ``xc`` in [-87.34, 88.0]: no branches, selects or NaN handling."""
+    n, mantissa = _reduce(xc)
+    return mantissa * _pow2(tirx.Cast("int32", n) + 127)  # 2**n, n in -126 .. 127
 
 
 def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``exp(x)`` of a float32 expression, built from vectorizable operations."""
-    xc = tirx.Max(tirx.Min(x, _f32(_EXP_MAX)), _f32(_EXP_MIN))
-    n = tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5))
-    r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
-    mantissa = _horner(_P, r) * r * r + r + _f32(1.0)
+    n, mantissa = _reduce(tirx.Max(tirx.Min(x, _f32(_EXP_MAX)), _f32(_EXP_MIN)))
     # n runs from -126 to 128, and 2**128 has no float32: take one factor 2 out of it.
     ni = tirx.Cast("int32", n)
     over = ni > tirx.IntImm("int32", 127)
     biased = ni - tirx.Select(over, tirx.IntImm("int32", 1), tirx.IntImm("int32", 0)) + 127
-    two_n = tirx.reinterpret("float32", tirx.shift_left(biased, tirx.IntImm("int32", 23)))
-    y = mantissa * tirx.Select(over, _f32(2.0), _f32(1.0)) * two_n
+    y = mantissa * tirx.Select(over, _f32(2.0), _f32(1.0)) * _pow2(biased)
     y = tirx.Select(x > _f32(_EXP_MAX), _f32(math.inf), y)
     y = tirx.Select(x < _f32(_EXP_MIN), _f32(0.0), y)
     return tirx.Select(tirx.isnan(x), x, y)
