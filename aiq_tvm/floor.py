@@ -27,12 +27,12 @@ from .cost import CostModel, LayerCost
 
 __all__ = ["FLOOR_TOLERANCE", "FloorMove", "floor_choices", "floor_plan", "layer_cycles"]
 
-# A precision stays within the floor up to 2 % above the floor precision's modelled time: the
-# decode-once int4 plans of layers with many positions per weight (56 x 56, 64 channels)
-# model 0.1-0.5 % above int8 (their decode is amortized), far below what a kernel timing
-# resolves (repeated medians on the shared host differ by 1-3 %); moving them would cost AI
-# for no speed. Layers where int4 pays only its decode model 5 % and more above int8.
-FLOOR_TOLERANCE = 0.02
+# A precision stays within the floor up to 1 % above the floor precision's modelled time.
+# Measured per layer (int4 vs int8 at 224, one thread, Zen 4; docs/performance_224.md, speed
+# floor section): the int4 layers modelled at most 1.008x int8's time (decode amortized over
+# batch 8 or a 56 x 56 map) ran 0.99-1.01x of int8, within the timing's noise, so moving
+# them would cost AI for no speed; those modelled 1.016x and more ran 0.95-0.98x.
+FLOOR_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)

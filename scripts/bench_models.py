@@ -257,13 +257,20 @@ def _build_all(name, mod, params, xc, args, plans) -> tuple[dict, dict]:
     return builds, build_s
 
 
+def _plan_ai_gain(res, plan) -> float:
+    """AI of ``plan`` as given over the FP32 AI, in ``res``'s cost model (its batch)."""
+    return res.cost.ai(res.cost.full_assignment(plan.resolve(res.cost.names))) / \
+        res.cost.fp32_ai()
+
+
 def _floor_info(builds: dict, bs: int) -> dict:
     """The floor variant's moved layers and plan AI at batch ``bs`` (for the run's JSON)."""
     if "aiq-plan-floor" not in builds:
         return {}
-    rep = builds["aiq-plan-floor"][bs].report
-    return {"speed_floor": {"moved": rep.floor, "ai_gain": rep.ai_gain,
-                            "ai_gain_plan": builds["aiq-plan"].report.ai_gain}}
+    res = builds["aiq-plan-floor"][bs]
+    plan = builds["aiq-plan"].plan
+    return {"speed_floor": {"moved": res.report.floor, "ai_gain": res.report.ai_gain,
+                            "ai_gain_plan": _plan_ai_gain(res, plan)}}
 
 
 def _floor_builds(name, mod, params, xc, args, plan, cal, unfloored) -> dict:
@@ -280,8 +287,8 @@ def _floor_builds(name, mod, params, xc, args, plan, cal, unfloored) -> dict:
         print(f"[{name}] speed floor {args.speed_floor} at batch {bs}: {len(moved)} layer(s) "
               f"moved: " + ", ".join(f"{m['layer']} ({m['precision']} "
                                      f"{m['cycles'] / m['floor_cycles']:.3f}x)" for m in moved)
-              + f"; plan AI x{unfloored.report.ai_gain:.3f} -> x{res.report.ai_gain:.3f} "
-              "of fp32", flush=True)
+              + f"; plan AI x{_plan_ai_gain(res, plan):.3f} -> x{res.report.ai_gain:.3f} "
+              "of fp32 at this batch", flush=True)
         out[bs] = res if moved else unfloored
     return out
 
