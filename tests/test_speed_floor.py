@@ -227,3 +227,23 @@ def test_cli_flag():
     with pytest.raises(SystemExit):
         _parser().parse_args(["build", "resnet20", "--plan", "p.json", "-o", "m.so",
                               "--speed-floor", "int3"])
+
+
+def test_search_does_not_offer_the_excluded_precisions():
+    """An int8/int4 search with the floor: the excluded layers can only be int8, the report
+    lists them as excluded and the plan records the floor."""
+    torch.manual_seed(1)
+    model = randomize_bn(SmallNet())
+    x = torch.randn(16, 16, 8, 8)
+    mod, params = aiq_tvm.from_torch(model, x[:2])
+    y = model(x).argmax(1).numpy()
+    res = aiq_tvm.build(mod, "llvm", params=params, calib_data=x.numpy(),
+                        val_data=(x.numpy(), y), precisions=["int8", "int4"], lam=1.0,
+                        speed_floor="int8")
+    excluded = [m["layer"] for m in res.report.floor]
+    assert excluded and all(m["action"] == "excluded" for m in res.report.floor)
+    assert all(res.plan.precision_for(n) == "int8" for n in excluded)
+    assert all(res.plan.precision_for(n) == "int4" for n in ("a", "dw", "b")
+               if n not in excluded)  # lam=1: AI alone, int4 wherever offered
+    assert res.plan.metadata["speed_floor"] == "int8"
+    assert "not offered; floor int8" in str(res.report)
