@@ -28,10 +28,10 @@ from .cost import CostModel, LayerCost
 __all__ = ["FLOOR_TOLERANCE", "FloorMove", "floor_choices", "floor_plan", "layer_cycles"]
 
 # A precision stays within the floor up to 1 % above the floor precision's modelled time.
-# Measured per layer (int4 vs int8 at 224, one thread, Zen 4; docs/performance_224.md, speed
-# floor section): the int4 layers modelled at most 1.008x int8's time (decode amortized over
-# batch 8 or a 56 x 56 map) ran 0.99-1.01x of int8, within the timing's noise, so moving
-# them would cost AI for no speed; those modelled 1.016x and more ran 0.95-0.98x.
+# Measured per layer (int4 vs int8 kernels of the 224 x 224 plans, one thread, Zen 4;
+# docs/performance_224.md, "Speed floor"): the 19 modelled at most 1.0084x int8's time (decode
+# amortized over batch 8 or a large map) ran 0.97-1.01x of int8, median 1.00x, so moving them
+# would cost AI for no speed; the 17 modelled 1.011x and more ran 0.95-1.04x, median 0.98x.
 FLOOR_TOLERANCE = 0.01
 
 
