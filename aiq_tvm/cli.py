@@ -204,6 +204,14 @@ def _search_args(p) -> None:
                    "fp32 every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                    help="how activation ranges are taken from the calibration images")
+    _speed_floor_arg(p)
+
+
+def _speed_floor_arg(p) -> None:
+    p.add_argument("--speed-floor", choices=list(PRECISIONS), default=None, metavar="P",
+                   help="no layer runs a precision whose modelled kernel time on --target "
+                   "at --batch is above P's (e.g. int8: an int8/int4 plan never slower than "
+                   f"uniform int8; choices: {', '.join(PRECISIONS)}; default: none)")
 
 
 def _resume_arg(p) -> None:
@@ -236,6 +244,7 @@ def _add_model_commands(sub) -> None:
     b = sub.add_parser("build", help="compile MODEL with a plan into a shared library")
     _model_args(b)
     b.add_argument("--plan", required=True, help="plan.json (from aiq-tvm search)")
+    _speed_floor_arg(b)
     b.add_argument("--calibration", default=None,
                    help="calibration.json (needed when the plan quantizes activations)")
     b.add_argument("-o", "--output", required=True,

@@ -118,7 +118,7 @@ def _search_config(args) -> dict:
     lam = args.lam if hasattr(args, "lam") else args.lams[0]
     return dict(lam=lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget, precisions=args.precisions,
-                calibration=args.calib_method)
+                calibration=args.calib_method, speed_floor=args.speed_floor)
 
 
 def _accuracy_on(ctx, calibration, x, y):
@@ -347,7 +347,7 @@ def cmd_build(args, argv, progress: Progress) -> int:
     plan = Plan.load(args.plan)
     cal = Calibration.load(args.calibration) if args.calibration else None
     model, _ = _load(args, progress)
-    config = {"plan": plan}
+    config = {"plan": plan, "speed_floor": args.speed_floor}
     if cal is not None:
         config["calibration"] = cal
     ctx = _context(model, None, args, progress, **config)

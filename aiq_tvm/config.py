@@ -102,6 +102,15 @@ class BuildConfig:
         For a model that returns several outputs (a tuple; nested tuples count in order):
         the index of the one holding the class scores, which validation accuracy and the
         search use.  Required when such a model is validated or searched.
+    speed_floor : str, optional
+        A registered precision (e.g. ``"int8"``; default None: no floor, the paper's
+        objective alone). No layer may run a precision whose modelled kernel time on the
+        deploy target at ``batch_size`` is above this precision's times
+        ``1 + aiq_tvm.floor.FLOOR_TOLERANCE``: the search does not offer it (FP32, its
+        baseline, stays offered), a given plan's layer is moved to the floor precision (its
+        FP32 layers stay).
+        Layers without an AIQ kernel are untouched; the report lists every layer affected
+        and the plan records the floor (:mod:`aiq_tvm.floor`).
     """
 
     target: object = "llvm"
@@ -123,6 +132,7 @@ class BuildConfig:
     verbose: bool = False
     remote: object = None
     output: int | None = None
+    speed_floor: str | None = None
     # True when precisions were not given: resolve() narrows them to the target's defaults.
     precisions_default: bool = field(default=False, init=False)
 
@@ -155,6 +165,8 @@ class BuildConfig:
         check_positive_int("tune_trials", self.tune_trials)
         if self.plan is not None:
             set_("plan", as_plan(self.plan))
+        if self.speed_floor is not None:
+            check_choice("speed_floor", self.speed_floor, PRECISIONS)
         set_("remote", check_remote(self.remote))
         if self.output is not None:
             set_("output", check_non_negative_int("output", self.output))

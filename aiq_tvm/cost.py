@@ -67,6 +67,9 @@ class LayerCost:
         Layers adding this layer's output as their fused residual (with ``consumers``).
     residual_source : str or None
         The layer whose output is this layer's fused residual, if a layer produced it.
+    strides, padding, groups
+        Conv geometry of a supported conv layer (``(sh, sw)``, ``(top, left, bottom,
+        right)``), as the kernel library's ``ConvSpec`` takes it.
     """
 
     name: str
@@ -85,6 +88,10 @@ class LayerCost:
     residual_elems: int = 0
     residual_consumers: tuple[str, ...] = ()
     residual_source: str | None = None
+    # Conv geometry (the kernel library's ConvSpec needs it; defaults for dense layers).
+    strides: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+    groups: int = 1
 
     def __post_init__(self) -> None:
         for f in ("flops", "weight_elems", "in_elems", "out_elems", "out_channels"):

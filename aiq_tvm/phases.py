@@ -41,6 +41,7 @@ from .datachecks import (
     compare_notes,
     sample_notes,
 )
+from .floor import floor_choices, floor_plan
 from .journal import SearchJournal
 from .objectives import MeritInputs, get_objective
 from .passes import ExposeLayerInputs, select_vector
@@ -81,6 +82,8 @@ class BuildContext:
     switchable: dict = field(default_factory=dict, repr=False)
     output: int | None = None  # which output holds the class scores (None: the only one)
     num_classes: int | None = None
+    # Layer precisions the speed floor ruled out (aiq_tvm.floor.FloorMove), for the report.
+    floor_moves: list = field(default_factory=list)
 
     @property
     def numerics_target(self) -> tvm.target.Target | None:
@@ -185,10 +188,34 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
         raise ValueError("search needs val_data=(x_val, y_val); or pass plan=...")
     if config.tune:
         require_host_runnable(target, "tune kernels (tuning times candidates here)")
-    return BuildContext(config=config, annotated=annotated, params=params, target=target,
-                        run_target=run_target(target), preset=preset, cost=cost,
-                        batch_size=bs, eval_batch_size=eval_bs, calib_x=calib_x, val=val,
-                        notes=notes + data_notes, output=output, num_classes=classes)
+    ctx = BuildContext(config=config, annotated=annotated, params=params, target=target,
+                       run_target=run_target(target), preset=preset, cost=cost,
+                       batch_size=bs, eval_batch_size=eval_bs, calib_x=calib_x, val=val,
+                       notes=notes + data_notes, output=output, num_classes=classes)
+    return _floor_given_plan(ctx)
+
+
+def _floor_given_plan(ctx: BuildContext) -> BuildContext:
+    """A given plan with the layers slower than ``speed_floor`` moved to it (before
+    calibration: the moved plan is the one calibrated and built)."""
+    cfg = ctx.config
+    if cfg.speed_floor is None or cfg.searches:
+        return ctx
+    plan, ctx.floor_moves = _floored(ctx, cfg.plan)
+    ctx.config = dataclasses.replace(cfg, plan=plan)
+    ctx.log(f"speed floor {cfg.speed_floor}: {len(ctx.floor_moves)} layer(s) moved")
+    return ctx
+
+
+def _floored(ctx: BuildContext, plan: Plan) -> tuple[Plan, list]:
+    """``plan`` with its layers slower than the floor moved to it, recording the floor (the
+    same again on a floored plan: the moved layers run the floor precision)."""
+    assignment, moves = floor_plan(plan.resolve(ctx.cost.names), ctx.cost,
+                                   ctx.config.speed_floor, ctx.target)  # fmt: skip
+    moved = {**plan.metadata.get("speed_floor_moved", {}),
+             **{m.layer: m.precision for m in moves}}
+    meta = {**plan.metadata, "speed_floor": ctx.config.speed_floor, "speed_floor_moved": moved}
+    return Plan.from_assignment(assignment, **meta), moves
 
 
 def _target_precisions(config: BuildConfig, target, preset: CpuPreset
@@ -318,6 +345,10 @@ def search(ctx: BuildContext, calibration: Calibration | None,
     already holds (a resumed search) are answered from it without running the model."""
     cfg, cost = ctx.config, ctx.cost
     choices = cfg.choices(cost.searchable)
+    floor = {}
+    if cfg.speed_floor is not None:
+        choices, ctx.floor_moves = floor_choices(choices, cost, cfg.speed_floor, ctx.target)
+        floor = {"speed_floor": cfg.speed_floor}
     acc_fn = _accuracy_oracle(ctx, calibration, choices)
     time_layers = _layer_timer(ctx, calibration)
     if journal is not None:
@@ -334,6 +365,7 @@ def search(ctx: BuildContext, calibration: Calibration | None,
         budget_pp=cfg.budget_pp, ai_fp32=cost.fp32_ai(), ai=cost.ai(assignment),
         merit_gain=found.best.ai_norm, val_accuracy_fp32=found.baseline.accuracy,
         val_accuracy=found.best.accuracy, evaluations=found.evaluations, seed=cfg.seed,
+        **floor,
     )
     ctx.log(f"search {cfg.search}: {found.evaluations} evaluations in "
             f"{found.wall_time_s:.1f}s")
@@ -371,10 +403,14 @@ def _tune(ctx: BuildContext, res: BuildResult) -> None:
 def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
              searched: SearchResult | None = None) -> BuildResult:
     """Report, compile (tuning first when asked) and, for a given plan, validate."""
+    if searched is None and ctx.config.speed_floor is not None:
+        plan = _floored(ctx, plan)[0]  # a caller's own copy of the given plan
     assignment = plan.resolve(ctx.cost.names)
     report = make_report(ctx.cost, assignment, ctx.preset, str(ctx.target),
                          run_target=str(ctx.run_target))
     report.notes += ctx.notes
+    report.speed_floor = ctx.config.speed_floor
+    report.floor = [m.to_dict() for m in ctx.floor_moves]
     res = ctx.result(plan, calibration, report, searched)
     t0 = time.perf_counter()
     if ctx.config.tune:

@@ -57,6 +57,9 @@ class Report:
     # Glue functions ScheduleGlue could not schedule ("name (error)"): TVM's serial code.
     unscheduled: list[str] = field(default_factory=list)
     preset_assumed: list[str] = field(default_factory=list)  # what the roofline peaks assume
+    # BuildConfig.speed_floor and the layer precisions it ruled out (FloorMove.to_dict()).
+    speed_floor: str | None = None
+    floor: list[dict] = field(default_factory=list)
 
     @property
     def ai_fp32(self) -> float:
@@ -125,11 +128,22 @@ class Report:
             head += (f"\naccuracy runs on the host target {self.run_target} with the deploy "
                      "target's numerics (this machine cannot execute the deploy target)")
         head += "".join(f"\nassumed: {a}" for a in self.preset_assumed)
-        notes = "".join(f"\nnote: {n}" for n in self.notes)
+        notes = "".join(f"\nnote: {n}" for n in self.notes) + self._floor_lines()
         if self.unscheduled:
             notes += (f"\nnote: {len(self.unscheduled)} glue function(s) left unscheduled "
                       f"(TVM's single-threaded code): {'; '.join(self.unscheduled)}")
         return f"{head}{notes}"
+
+    def _floor_lines(self) -> str:
+        """The speed floor's layers, each with both modelled kernel times."""
+        if self.speed_floor is None:
+            return ""
+        from .floor import FLOOR_TOLERANCE, FloorMove
+
+        head = (f"\nspeed floor {self.speed_floor} (modelled kernel time at most "
+                f"{self.speed_floor}'s x {1 + FLOOR_TOLERANCE:g}): {len(self.floor)} layer "
+                "precision(s) ruled out")
+        return head + "".join(f"\n  {FloorMove(**m).describe()}" for m in self.floor)
 
     def __str__(self) -> str:
         return f"{self.header()}\n{self.table()}"

@@ -168,8 +168,8 @@ def main() -> None:
     last = names[-1]
     print("| layer | batch | " + " | ".join(f"{n} ms" for n in names) + " | "
           + " | ".join(f"{n.removeprefix('int4 ')} vs int8" for n in names[1:])
-          + f" | {last} format | {last} decode |")
-    print("|---|---|" + "---|" * (2 * len(names) + 1))
+          + f" | {last} format | {last} decode | modelled {last} vs int8 |")
+    print("|---|---|" + "---|" * (2 * len(names) + 2))
     rows = []
     rng = np.random.default_rng(0)
     for label, h, w, c, o, k, s, p, *groups in shapes:
@@ -182,11 +182,14 @@ def main() -> None:
             info = kernels[last][0].info
             fmt, at = info["weight_format"], info.get("decode_at", "-")
             ratios = [ms["int8"] / ms[v] for v in names[1:]]
+            # the cost model's int8 / int4 speed-up (Kernel.info["modelled_cycles"])
+            model = kernels["int8"][0].info["modelled_cycles"] / info["modelled_cycles"]
             print(f"| {label} | {n} | " + " | ".join(f"{ms[v]:.3f}" for v in names) + " | "
-                  + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {fmt} | {at} |",
-                  flush=True)  # fmt: skip
+                  + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {fmt} | {at} | "
+                  f"{model:.2f}x |", flush=True)  # fmt: skip
             rows.append({"layer": label, "batch": n, "ms": ms, "planner_format": fmt,
-                         "decode_at": at, "schedule": info["schedule"]})
+                         "decode_at": at, "schedule": info["schedule"],
+                         "modelled_speedup": model})
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

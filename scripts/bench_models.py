@@ -61,6 +61,7 @@ RATIOS = (
     ("tvm-fp32", "tvm-int8", "int8 vs fp32"),
     ("tvm-int8", "tvm-int4", "int4 vs int8"),
     ("tvm-int8", "tvm-aiq-plan", "plan vs int8"),
+    ("tvm-int8", "tvm-aiq-plan-floor", "floor plan vs int8"),
 )
 
 
@@ -249,7 +250,47 @@ def _build_all(name, mod, params, xc, args, plans) -> tuple[dict, dict]:
         builds["aiq-plan"] = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc,
                                            calibration=pcal or cal or "percentile",
                                            eval_batch_size=min(len(xc), 16))
+        if args.speed_floor:
+            builds["aiq-plan-floor"] = _floor_builds(name, mod, params, xc, args, plan,
+                                                     pcal or cal or "percentile",
+                                                     builds["aiq-plan"])  # fmt: skip
     return builds, build_s
+
+
+def _plan_ai_gain(res, plan) -> float:
+    """AI of ``plan`` as given over the FP32 AI, in ``res``'s cost model (its batch)."""
+    return res.cost.ai(res.cost.full_assignment(plan.resolve(res.cost.names))) / \
+        res.cost.fp32_ai()
+
+
+def _floor_info(builds: dict, bs: int) -> dict:
+    """The floor variant's moved layers and plan AI at batch ``bs`` (for the run's JSON)."""
+    if "aiq-plan-floor" not in builds:
+        return {}
+    res = builds["aiq-plan-floor"][bs]
+    plan = builds["aiq-plan"].plan
+    return {"speed_floor": {"moved": res.report.floor, "ai_gain": res.report.ai_gain,
+                            "ai_gain_plan": _plan_ai_gain(res, plan)}}
+
+
+def _floor_builds(name, mod, params, xc, args, plan, cal, unfloored) -> dict:
+    """{batch: build} of ``plan`` with ``--speed-floor``: the floor is decided at the build's
+    batch size, so one build per timed batch (the plan's own build where nothing moves)."""
+    import aiq_tvm
+
+    out = {}
+    for bs in args.batches:
+        res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc, calibration=cal,
+                            eval_batch_size=min(len(xc), 16), batch_size=bs,
+                            speed_floor=args.speed_floor)  # fmt: skip
+        moved = res.report.floor
+        print(f"[{name}] speed floor {args.speed_floor} at batch {bs}: {len(moved)} layer(s) "
+              f"moved: " + ", ".join(f"{m['layer']} ({m['precision']} "
+                                     f"{m['cycles'] / m['floor_cycles']:.3f}x)" for m in moved)
+              + f"; plan AI x{_plan_ai_gain(res, plan):.3f} -> x{res.report.ai_gain:.3f} "
+              "of fp32 at this batch", flush=True)
+        out[bs] = res if moved else unfloored
+    return out
 
 
 def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
@@ -282,6 +323,7 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
             logits[key] = r.set_input(x)
             timers[key] = r
         for key, b in builds.items():
+            b = b[bs] if isinstance(b, dict) else b  # the floor variant: one build per batch
             f = b.vm(bs)["main"]  # compiled here, outside the lock
             arg = tvm.runtime.tensor(x)
             logits[f"tvm-{key}"] = f(arg).numpy()
@@ -296,7 +338,8 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
         cos = {k: cosine(v, logits[REFERENCE]) for k, v in logits.items() if k != REFERENCE}
         rows.append({"model": name, "batch": bs, "ms": med, "cos": cos,
                      "build_s": {f"tvm-{k}": v for k, v in build_s.items()},
-                     "roofline": roofline_info(next(iter(builds.values())))})
+                     "roofline": roofline_info(next(iter(builds.values()))),
+                     **_floor_info(builds, bs)})
         print(f"[{name} batch {bs}] ms: " + "  ".join(f"{k} {v:.3f}" for k, v in med.items()),
               flush=True)
     for r in remotes.values():
@@ -414,6 +457,9 @@ def _parse(argv):
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4", "w8", "w4"])
     ap.add_argument("--plan", action="append", default=[],
                     help="MODEL=PLAN.json[:CALIBRATION.json] to add an AIQ plan variant")
+    ap.add_argument("--speed-floor", default=None, metavar="P",
+                    help="also time each --plan built with BuildConfig.speed_floor=P "
+                    "(variant aiq-plan-floor, built at each timed batch size)")
     ap.add_argument("--no-ort-int8", dest="ort_int8", action="store_false",
                     help="skip the ONNX Runtime INT8 variant")
     ap.add_argument("--rounds", type=int, default=15)

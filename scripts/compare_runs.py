@@ -1,8 +1,10 @@
-"""Medians over repeated ``scripts/bench_models.py`` runs: int4 and AIQ plan vs int8.
+"""Medians over repeated ``scripts/bench_models.py`` runs: int4, AIQ plan (and the plan with
+``--speed-floor``) vs int8.
 
 On a shared host one run's ratios move by several percent; this prints, per model and batch,
-the median over runs of ``int8 time / int4 time`` and ``int8 time / plan time`` (> 1: faster
-than int8) and every run's value, for each group of runs (e.g. before / after a change).
+the median over runs of ``int8 time / int4 time``, ``int8 time / plan time`` and ``int8 time /
+floor plan time`` (> 1: faster than int8; columns for the variants the runs have) and every
+run's value, for each group of runs (e.g. before / after a change).
 
 Usage::
 
@@ -16,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-RATIOS = {"int4": "tvm-int4", "plan": "tvm-aiq-plan"}
+RATIOS = {"int4": "tvm-int4", "plan": "tvm-aiq-plan", "floor plan": "tvm-aiq-plan-floor"}
 
 
 def collect(specs: list[str]) -> tuple[list[str], dict]:
@@ -38,12 +40,13 @@ def collect(specs: list[str]) -> tuple[list[str], dict]:
 
 
 def render(groups: list[str], table: dict) -> str:
-    cols = [f"{g} {n} vs int8" for g in groups for n in RATIOS]
+    names = [n for n in RATIOS if any(n in c.get(g, {}) for c in table.values() for g in groups)]
+    cols = [f"{g} {n} vs int8" for g in groups for n in names]
     lines = ["| model | batch | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for (model, batch), cell in table.items():
         out = []
         for g in groups:
-            for n in RATIOS:
+            for n in names:
                 vals = cell.get(g, {}).get(n, [])
                 runs = ", ".join(f"{v:.2f}" for v in vals)
                 out.append(f"{statistics.median(vals):.2f}x ({runs})" if vals else "-")

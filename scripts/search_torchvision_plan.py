@@ -38,6 +38,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="batch of the accuracy runs")
     ap.add_argument("--build-batch", type=int, default=1,
                     help="batch size of the build (and of the measured objective's timings)")
+    ap.add_argument("--speed-floor", default=None, metavar="P",
+                    help="BuildConfig.speed_floor: offer no layer a precision modelled slower "
+                    "than P on the target at --build-batch (e.g. int8)")
     ap.add_argument("--out", required=True, help="path prefix of the plan/calibration JSON")
     args = ap.parse_args(argv)
     os.environ.setdefault("TVM_NUM_THREADS", "2")
@@ -59,7 +62,8 @@ def main(argv=None) -> int:
     res = aiq_tvm.build(mod, params=params, calib_data=calib, val_data=(x_val, agree),
                         precisions=args.precisions, search=args.search, lam=args.lam,
                         objective=args.objective,
-                        batch_size=args.build_batch, eval_batch_size=args.batch)
+                        batch_size=args.build_batch, eval_batch_size=args.batch,
+                        speed_floor=args.speed_floor)
     res.plan.save(f"{args.out}_plan.json")
     res.calibration.save(f"{args.out}_calibration.json")
     counts = {p: list(res.plan.resolve(res.cost.names).values()).count(p)
@@ -72,6 +76,7 @@ def main(argv=None) -> int:
         "ai_fp32": res.plan.metadata.get("ai_fp32"), "ai_plan": res.plan.metadata.get("ai"),
         "agreement_fp32": res.report.accuracy_fp32, "agreement_plan": res.report.accuracy,
         "evaluations": res.plan.metadata.get("evaluations"),
+        "speed_floor": args.speed_floor, "speed_floor_excluded": res.report.floor,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(summary, indent=1))

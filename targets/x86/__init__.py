@@ -8,8 +8,8 @@ capabilities through the tables in :mod:`~aiq_tvm.targets.x86.isa`.
 """
 
 from .common import ConvSpec, DenseSpec, Kernel, UnsupportedLayer, WeightFormat
-from .conv2d import check_supported, conv2d_kernel
-from .dense import dense_kernel
+from .conv2d import check_supported, conv2d_cycles, conv2d_kernel
+from .dense import dense_cycles, dense_kernel
 from .isa import (
     DOT_FAMILIES,
     KERNEL_ISAS,
@@ -40,8 +40,10 @@ __all__ = [
     "UnsupportedLayer",
     "WeightFormat",
     "check_supported",
+    "conv2d_cycles",
     "conv2d_kernel",
     "cpu_model",
+    "dense_cycles",
     "dense_kernel",
     "quantize_kernel",
     "register_dot_family",

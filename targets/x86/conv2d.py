@@ -20,6 +20,7 @@ import tvm
 from tvm import te
 
 from aiq_tvm.quant import ActQParams
+from aiq_tvm.schemes import get_precision
 
 from . import winograd as wino
 from . import winograd_int8 as wino8
@@ -41,7 +42,7 @@ from .common import (
     round_up,
     weight_value,
 )
-from .isa import CpuModel, plain_format
+from .isa import CpuModel, cpu_model, numerics_qmax, plain_format
 from .layer import (
     LayerArgs,
     const_placeholders,
@@ -83,6 +84,8 @@ class _ConvPlan:
     # stored [N, hq, wq * C + tail] (each row flat) and a window row's KW * C values, padded
     # to the dot group, are one reduction of ``cp`` channels (``cp`` = padded KW * C).
     fold: bool = False
+    # Modelled cycles of this plan (set by ``_plan_conv``, the cost it was chosen for).
+    cycles: float = 0.0
 
 
 def check_supported(spec: ConvSpec) -> None:
@@ -148,30 +151,35 @@ def group_lanes(spec: ConvSpec, cpu: CpuModel) -> int:
 
 
 def _narrow_args(spec: ConvSpec, args: LayerArgs) -> LayerArgs:
-    """``args`` with the CPU model's vectors narrowed to :func:`group_lanes` (the register
-    count stays: AVX-512 has 32 ymm/xmm registers too)."""
-    lanes = group_lanes(spec, args.cpu)
-    if lanes == args.cpu.lanes:
-        return args
-    isa = replace(args.cpu.isa, vector_bits=32 * lanes)
-    return replace(args, cpu=replace(args.cpu, isa=isa))
+    """``args`` with the CPU model's vectors narrowed to :func:`group_lanes`."""
+    cpu = _narrow_cpu(spec, args.cpu)
+    return args if cpu is args.cpu else replace(args, cpu=cpu)
 
 
-def _layer_formats(spec: ConvSpec, args: LayerArgs) -> list[WeightFormat]:
+def _narrow_cpu(spec: ConvSpec, cpu: CpuModel) -> CpuModel:
+    """``cpu`` with its vectors narrowed to :func:`group_lanes` (the register count stays:
+    AVX-512 has 32 ymm/xmm registers too)."""
+    lanes = group_lanes(spec, cpu)
+    if lanes == cpu.lanes:
+        return cpu
+    return replace(cpu, isa=replace(cpu.isa, vector_bits=32 * lanes))
+
+
+def _layer_formats(spec: ConvSpec, scheme, qmax: int | None,
+                   cpu: CpuModel) -> list[WeightFormat]:  # fmt: skip
     """Candidate weight formats; a grouped conv keeps those whose channel group divides
     ``C/G`` (a dot block must not read two groups), else the exact plain format."""
     cpg = spec.C // spec.groups
     reduction = spec.KH * spec.KW * cpg
     # Grouped convs have no decode-once formats (their scratch would need the grouped layout).
-    fmts = args.cpu.weight_formats(args.scheme, args.qmax, reduction, spec.is_depthwise,
-                                   not is_grouped(spec))
+    fmts = cpu.weight_formats(scheme, qmax, reduction, spec.is_depthwise, not is_grouped(spec))
     if not is_grouped(spec):
         return fmts
     fits = [f for f in fmts if cpg % f.group == 0]
     if fits:
         return fits
-    acc = "int32" if args.scheme.quantizes_activations else "float32"
-    return [plain_format(args.scheme.weight_bits, acc, args.cpu.throughput)]
+    acc = "int32" if scheme.quantizes_activations else "float32"
+    return [plain_format(scheme.weight_bits, acc, cpu.throughput)]
 
 
 def _mb_candidates(n: int, oh: int, ow: int, max_mb: int):
@@ -362,10 +370,75 @@ def _plan_conv(
     cands = [
         (c, i, fmt, p) for i, fmt in enumerate(fmts) for c, p in conv_candidates(spec, fmt, cpu)
     ]
-    _, _, fmt, plan = min(
+    cost, _, fmt, plan = min(
         cands, key=lambda t: (round(t[0], 1), t[1], t[3].tile.ocb * prod(t[3].tile.tiles))
     )
-    return fmt, plan
+    return fmt, replace(plan, cycles=cost)
+
+
+@dataclass(frozen=True)
+class ConvChoice:
+    """What :func:`conv2d_kernel` builds for a layer: weight format, direct plan and the
+    Winograd plan replacing it (or None), chosen by :func:`_conv_choice`."""
+
+    fmt: WeightFormat
+    plan: _ConvPlan
+    wplan: wino.WinoPlan | None
+    weight_bytes: float  # the direct kernel's weight bytes in memory (int4: half a byte each)
+
+    @property
+    def direct_cycles(self) -> float:
+        """Modelled cycles of the direct kernel (its plan, or its weight read if slower)."""
+        return wino.bounded_cycles(self.plan.cycles, self.weight_bytes)
+
+    @property
+    def cycles(self) -> float:
+        """Modelled cycles of the chosen kernel (Winograd's cost includes its weight read)."""
+        return self.direct_cycles if self.wplan is None else self.wplan.cost
+
+
+def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, requant: bool,
+                 winograd, decode_once, database, tune_trials: int) -> ConvChoice:  # fmt: skip
+    """The planning of :func:`conv2d_kernel` (formats, direct plan, Winograd), shared with
+    :func:`conv2d_cycles` so the modelled cycles are those of the kernel it builds."""
+    fmts = _decode_choice(_layer_formats(spec, scheme, qmax, cpu), decode_once)
+    fmt, plan = _plan_conv(spec, fmts, cpu)
+    elems = prod(spec.weight_shape)
+    wplan = _winograd_pick(spec, scheme.name, requant, elems, fmt, cpu, winograd, database,
+                           tune_trials)  # fmt: skip
+    return ConvChoice(fmt, plan, wplan, elems * scheme.weight_bytes)
+
+
+def conv2d_cycles(spec: ConvSpec, scheme, target, numerics_target=None, *,
+                  requant: bool = False, winograd: bool | int | None = None,
+                  decode_once: bool | None = None) -> float:  # fmt: skip
+    """Modelled cycles (wall, all threads of ``target``) of the kernel :func:`conv2d_kernel`
+    builds for this layer, without building TIR (``Kernel.info["modelled_cycles"]``).
+
+    ``requant``: the kernel requantizes its output (fp32 layers then have no Winograd
+    kernel). Not foreseen without the weights: an int8 Winograd layer whose transformed
+    values could overflow int32 falls back to the direct kernel (``direct_cycles``).
+
+    Raises
+    ------
+    UnsupportedLayer
+        As :func:`conv2d_kernel`.
+    """
+    return conv_choice_for(spec, scheme, target, numerics_target, requant=requant,
+                           winograd=winograd, decode_once=decode_once).cycles
+
+
+def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,
+                    requant: bool = False, winograd: bool | int | None = None,
+                    decode_once: bool | None = None) -> ConvChoice:  # fmt: skip
+    """:class:`ConvChoice` of a layer as :func:`conv2d_kernel` makes it (no weights needed)."""
+    check_supported(spec)
+    prec = get_precision(scheme)
+    qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
+                                          else numerics_target))  # fmt: skip
+    cpu = _narrow_cpu(spec, cpu_model(target))
+    return _conv_choice(spec, prec, qmax, cpu, requant=requant, winograd=winograd,
+                        decode_once=decode_once, database=None, tune_trials=0)
 
 
 def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.Tensor:
@@ -521,16 +594,18 @@ def conv2d_kernel(
         numerics_target=numerics_target,
     )  # fmt: skip
     args = _narrow_args(spec, args)
-    fmt, plan = _plan_conv(spec, _decode_choice(_layer_formats(spec, args), decode_once),
-                           args.cpu)
-    wplan = _winograd_choice(spec, args, fmt, plan, args.cpu, winograd, database, tune_trials)
+    choice = _conv_choice(spec, args.scheme, args.qmax, args.cpu, requant=args.requant,
+                          winograd=winograd, decode_once=decode_once, database=database,
+                          tune_trials=tune_trials)  # fmt: skip
+    fmt, plan, wplan = choice.fmt, choice.plan, choice.wplan
     if wplan is not None and schedule:  # the unscheduled (tuning) workload is direct
         if args.scheme.name == "int8":
             kernel = _winograd_int8_kernel(spec, args, fmt, wplan, residual, residual_qparams)
-            if kernel is not None:
-                return kernel
         else:
-            return _winograd_kernel(spec, args, wplan, residual, residual_qparams)
+            kernel = _winograd_kernel(spec, args, wplan, residual, residual_qparams)
+        if kernel is not None:
+            kernel.info["modelled_cycles"] = choice.cycles
+            return kernel
     names, consts = _conv_constants(spec, args, fmt, plan)
     func = _conv_prim_func(spec, args, fmt, plan, names, consts, residual, residual_qparams)
     kind = "dw" if spec.is_depthwise else ("pw" if spec.is_pointwise else "direct")
@@ -540,6 +615,7 @@ def conv2d_kernel(
                                  database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
     info["decode_once"] = fmt.packed is not None
+    info["modelled_cycles"] = choice.direct_cycles
     if fmt.packed is not None:  # where the int4 weights are decoded (see TilePlan)
         tile = plan.tile
         info["decode_at"] = ("block" if tile.decode_block else
@@ -665,16 +741,23 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
 
 
 def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials):
+    """:func:`_winograd_pick` for a builder's ``args``."""
+    return _winograd_pick(spec, args.scheme.name, args.requant, args.weight.size, fmt, cpu,
+                          winograd, database, tune_trials)  # fmt: skip
+
+
+def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, database,
+                   tune_trials):  # fmt: skip
     """The Winograd plan to use instead of the direct one, or None: fp32 without a
     requantizing epilogue (F(2, 3) or F(4, 3)), int8 (F(2, 3) in int16, any epilogue)."""
     if winograd is False:
         return None
-    if args.scheme.name == "fp32" and not args.requant and wino.applies(spec):
+    if scheme_name == "fp32" and not requant and wino.applies(spec):
         sizes, arith, margin = wino.TILE_SIZES, None, wino.SELECT_MARGIN
-        w_bytes = args.weight.nbytes
-    elif args.scheme.name == "int8" and wino8.applies(spec, cpu):
+        w_bytes = 4 * w_elems
+    elif scheme_name == "int8" and wino8.applies(spec, cpu):
         sizes, arith, margin = (wino8.M,), wino8.arith(cpu), wino8.select_margin(cpu)
-        w_bytes = args.weight.size  # int8 codes
+        w_bytes = w_elems  # int8 codes
     else:
         return None
     if database is not None or tune_trials:

@@ -7,6 +7,7 @@ import tvm
 from tvm import te
 
 from aiq_tvm.quant import ActQParams
+from aiq_tvm.schemes import get_precision
 
 from .common import (
     DenseSpec,
@@ -20,7 +21,7 @@ from .common import (
     round_up,
     weight_value,
 )
-from .isa import CpuModel
+from .isa import CpuModel, cpu_model, numerics_qmax
 from .layer import (
     const_placeholders,
     kernel_info,
@@ -38,6 +39,7 @@ from .schedules import (
     par_prefix_tasks,
     step_cycles,
 )
+from .winograd import bounded_cycles
 
 
 def dense_candidates(spec: DenseSpec, fmt: WeightFormat, cpu: CpuModel):
@@ -79,17 +81,34 @@ def dense_candidates(spec: DenseSpec, fmt: WeightFormat, cpu: CpuModel):
 
 def _plan_dense(
     spec: DenseSpec, fmts: list[WeightFormat], cpu: CpuModel
-) -> tuple[WeightFormat, TilePlan, int]:
-    """Cheapest (format, plan, padded rows); ties go to the smaller register block."""
+) -> tuple[WeightFormat, TilePlan, int, float]:
+    """Cheapest (format, plan, padded rows, modelled cycles); ties go to the smaller register
+    block."""
     cands = [
         (cost, i, fmt, tile, npad)
         for i, fmt in enumerate(fmts)
         for cost, tile, npad in dense_candidates(spec, fmt, cpu)
     ]
-    _, _, fmt, tile, npad = min(
+    cost, _, fmt, tile, npad = min(
         cands, key=lambda t: (round(t[0], 1), t[1], t[3].ocb * t[3].tiles[0])
     )
-    return fmt, tile, npad
+    return fmt, tile, npad, cost
+
+
+def _dense_formats(spec: DenseSpec, scheme, qmax: int | None, cpu: CpuModel):
+    return cpu.weight_formats(scheme, qmax, spec.K, depthwise=False)
+
+
+def dense_cycles(spec: DenseSpec, scheme, target, numerics_target=None) -> float:
+    """Modelled cycles (wall, all threads of ``target``) of the kernel :func:`dense_kernel`
+    builds for this layer, without building TIR (``Kernel.info["modelled_cycles"]``): its
+    plan's cost, or reading its weights from memory where that takes longer."""
+    prec = get_precision(scheme)
+    qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
+                                          else numerics_target))  # fmt: skip
+    cpu = cpu_model(target)
+    _, _, _, cost = _plan_dense(spec, _dense_formats(spec, prec, qmax, cpu), cpu)
+    return bounded_cycles(cost, spec.K * spec.O * prec.weight_bytes)
 
 
 def dense_kernel(
@@ -138,8 +157,7 @@ schedule, debug_acc, database, tune_trials
         numerics_target=numerics_target,
     )  # fmt: skip
     cpu, prec = args.cpu, args.scheme
-    fmts = cpu.weight_formats(prec, args.qmax, k, depthwise=False)
-    fmt, plan, npad = _plan_dense(spec, fmts, cpu)
+    fmt, plan, npad, cost = _plan_dense(spec, _dense_formats(spec, prec, args.qmax, cpu), cpu)
     q, s_w = prec.quantize_weight(args.weight, args.int8_qmax)
     packed = pack_weight(q.reshape(o, k, 1, 1), fmt, plan.ocb)
     names, consts = layer_constants(args, q, s_w, packed, fmt.act_offset)
@@ -163,6 +181,7 @@ schedule, debug_acc, database, tune_trials
                                  database=database, tune_trials=tune_trials)  # fmt: skip
     info = kernel_info(args, fmt, plan.mode, sched, names, consts, residual,
                        round_up(k, fmt.group) != k)  # fmt: skip
+    info["modelled_cycles"] = bounded_cycles(cost, k * o * prec.weight_bytes)
     return Kernel(func, consts, fmt.in_dtype, (n, o), args.out_dtype, info, plan)
 
 

@@ -156,6 +156,13 @@ def weight_read_cycles(nbytes: int) -> float:
     return nbytes / MEMORY_BYTES_PER_CYCLE
 
 
+def bounded_cycles(plan_cycles: float, weight_bytes: float) -> float:
+    """A direct (conv or dense) kernel's modelled cycles: its plan's, or reading its weights
+    once from memory where that takes longer (the same bound Winograd is weighed with; it is
+    what int4 weights halve)."""
+    return max(plan_cycles, weight_read_cycles(weight_bytes))
+
+
 @dataclass(frozen=True)
 class StepFmt:
     """The GEMM step of ``step_cycles`` (the fields it reads of a ``WeightFormat``)."""

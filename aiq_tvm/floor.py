@@ -1,0 +1,133 @@
+"""The speed floor (``BuildConfig.speed_floor``): no layer runs a precision whose modelled
+kernel time on the deploy target is above the floor precision's.
+
+The AI objective puts int4 where a layer moves many weight bytes per output position; on
+targets where int4 runs on the int8 dot product after a decode (x86, Arm), that is where the
+decode costs most, and int4 gains only the weight bytes it does not read from memory. The
+kernel library models both (``conv2d_cycles`` / ``dense_cycles``: the plan the builder picks,
+including decode-once formats and Winograd, bounded by the weight read), so the rule asks it,
+per layer, at the build's batch size:
+
+* search: a layer is offered a precision only if its modelled time is at most the floor
+  precision's times ``1 + FLOOR_TOLERANCE`` (FP32 stays offered where the candidates hold it:
+  it is the search's baseline);
+* given plan: layers that break that are moved to the floor precision (its FP32 layers
+  stay FP32).
+
+Layers the library has no kernel for (fallbacks) are left as they are. Pure bookkeeping over
+the cost model's layer shapes; no TIR is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from .cost import CostModel, LayerCost
+
+__all__ = ["FLOOR_TOLERANCE", "FloorMove", "floor_choices", "floor_plan", "layer_cycles"]
+
+# A precision stays within the floor up to 1 % above the floor precision's modelled time.
+# Measured per layer (int4 vs int8 kernels of the 224 x 224 plans, one thread, Zen 4;
+# docs/performance_224.md, "Speed floor"): the 19 modelled at most 1.0084x int8's time (decode
+# amortized over batch 8 or a large map) ran 0.97-1.01x of int8, median 1.00x, so moving them
+# would cost AI for no speed; the 17 modelled 1.011x and more ran 0.95-1.04x, median 0.98x.
+FLOOR_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class FloorMove:
+    """A layer precision the floor ruled out: ``cycles`` (modelled) above ``floor_cycles``
+    (the floor precision's) times ``1 + FLOOR_TOLERANCE``. ``action``: ``"excluded"`` from
+    the search's choices, or ``"moved"`` (a given plan's layer now runs ``floor``)."""
+
+    layer: str
+    precision: str
+    floor: str
+    cycles: float
+    floor_cycles: float
+    action: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        verb = "moved to" if self.action == "moved" else "not offered; floor"
+        return (f"{self.layer}: {self.precision} {self.cycles / 1e3:.1f} kcycles > "
+                f"{self.floor} {self.floor_cycles / 1e3:.1f} kcycles x "
+                f"{1 + FLOOR_TOLERANCE:g} ({self.precision} {verb} {self.floor})")
+
+
+def _conv_spec(lc: LayerCost):
+    from .targets.x86 import ConvSpec
+
+    n, c, h, w = lc.in_shape
+    o, _, kh, kw = lc.weight_shape
+    return ConvSpec(N=n, H=h, W=w, C=c, O=o, KH=kh, KW=kw, stride=lc.strides,
+                    padding=lc.padding, groups=lc.groups)  # fmt: skip
+
+
+def layer_cycles(lc: LayerCost, precision: str, target) -> float | None:
+    """Modelled cycles of ``lc``'s kernel at ``precision`` on ``target`` (its batch is the cost
+    model's), or None for a layer without an AIQ kernel."""
+    from .targets.x86 import DenseSpec, UnsupportedLayer, conv2d_cycles, dense_cycles
+
+    if not lc.supported:
+        return None
+    try:
+        if lc.op == "dense":
+            if len(lc.in_shape) != 2:
+                return None
+            n, k = lc.in_shape
+            return dense_cycles(DenseSpec(N=n, K=k, O=lc.out_channels), precision, target)
+        return conv2d_cycles(_conv_spec(lc), precision, target)
+    except UnsupportedLayer:
+        return None
+
+
+def _violation(lc: LayerCost, precision: str, floor: str, target, action: str,
+               cache: dict) -> FloorMove | None:  # fmt: skip
+    """The move if ``precision`` is slower than ``floor`` beyond the tolerance, else None."""
+    if precision == floor:
+        return None
+    for p in (precision, floor):
+        if (lc.name, p) not in cache:
+            cache[lc.name, p] = layer_cycles(lc, p, target)
+    cyc, ref = cache[lc.name, precision], cache[lc.name, floor]
+    if cyc is None or ref is None or cyc <= ref * (1 + FLOOR_TOLERANCE):
+        return None
+    return FloorMove(lc.name, precision, floor, cyc, ref, action)
+
+
+def floor_choices(choices: Mapping[str, Sequence[str]], cost: CostModel, floor: str,
+                  target) -> tuple[dict[str, list[str]], list[FloorMove]]:  # fmt: skip
+    """The search's per-layer choices without the precisions slower than ``floor`` (FP32,
+    the search's baseline, stays), and what was left out."""
+    cache: dict = {}
+    out, moves = {}, []
+    for name, cands in choices.items():
+        keep = []
+        for p in cands:
+            move = None if p == "fp32" else _violation(cost[name], p, floor, target,
+                                                       "excluded", cache)  # fmt: skip
+            if move is None:
+                keep.append(p)
+            else:
+                moves.append(move)
+        out[name] = keep
+    return out, moves
+
+
+def floor_plan(assignment: Mapping[str, str], cost: CostModel, floor: str,
+               target) -> tuple[dict[str, str], list[FloorMove]]:  # fmt: skip
+    """A given plan's assignment with the layers slower than ``floor`` moved to it."""
+    cache: dict = {}
+    out, moves = dict(assignment), []
+    for name, p in assignment.items():
+        if p == "fp32":
+            continue  # a plan's FP32 layers stay (accuracy, as the search's baseline does)
+        move = _violation(cost[name], p, floor, target, "moved", cache)
+        if move is not None:
+            out[name] = floor
+            moves.append(move)
+    return out, moves
