@@ -26,7 +26,7 @@ import numpy as np
 
 from .schemes import FULL_INT8_QMAX, PrecisionScheme, get_precision
 
-ACTIVATIONS = ("none", "relu", "relu6", "silu")
+ACTIVATIONS = ("none", "relu", "relu6", "silu", "hardswish")
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def unpack_int4(packed: np.ndarray, n: int) -> np.ndarray:
 
 def apply_act(y: np.ndarray, act) -> np.ndarray:
     """Apply an activation spec (``"none"``, ``"relu"``, ``"relu6"``, ``"silu"``,
-    ``("clip", lo, hi)``)."""
+    ``"hardswish"``, ``("clip", lo, hi)``)."""
     kind, lo, hi = parse_act(act)
     if kind == "none":
         return y
@@ -220,12 +220,17 @@ def apply_act(y: np.ndarray, act) -> np.ndarray:
         y = np.asarray(y, np.float32)
         with np.errstate(over="ignore"):  # exp(-y) = inf below y = -88.7: y / inf = -0
             return (y / (np.float32(1.0) + np.exp(-y))).astype(np.float32)
+    if kind == "hardswish":  # the kernels' float32 operations, in their order
+        y = np.asarray(y, np.float32)
+        gate = np.clip(y + np.float32(3.0), np.float32(0.0), np.float32(6.0))
+        return (y * (gate * np.float32(1.0 / 6.0))).astype(np.float32)
     return np.clip(y, lo, hi)
 
 
 def parse_act(act) -> tuple[str, float, float]:
     """Normalize an activation spec to ``(kind, lo, hi)``: ``kind`` is ``"none"``, ``"clip"``
-    (to ``[lo, hi]``) or ``"silu"`` (``x * sigmoid(x)``, unbounded).
+    (to ``[lo, hi]``), ``"silu"`` (``x * sigmoid(x)``) or ``"hardswish"`` (``x * clip(x + 3,
+    0, 6) / 6``), the last two unbounded.
 
     Raises
     ------
@@ -239,8 +244,8 @@ def parse_act(act) -> tuple[str, float, float]:
             return "clip", 0.0, np.inf
         if act == "relu6":
             return "clip", 0.0, 6.0
-        if act == "silu":
-            return "silu", -np.inf, np.inf
+        if act in ("silu", "hardswish"):
+            return act, -np.inf, np.inf
     elif isinstance(act, tuple | list) and len(act) == 3 and act[0] == "clip":
         lo, hi = float(act[1]), float(act[2])
         if not lo <= hi:

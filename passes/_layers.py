@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import relax
+from tvm.relax.dpl import is_const as is_const_pattern
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
-from aiq_tvm._ir import is_const, static_shape
+from aiq_tvm._ir import const_value, is_const, static_shape
 
 __all__ = [
     "COMPOSITE_PREFIX",
@@ -64,7 +65,7 @@ class LayerInfo:
     bias: int | None
     weight_transposed: bool
     residual: int | None
-    activation: tuple  # ("none",), ("relu",), ("silu",) or ("clip", lo, hi)
+    activation: tuple  # ("none",), ("relu",), ("silu",), ("hardswish",) or ("clip", lo, hi)
     strides: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     groups: int = 1
@@ -166,12 +167,47 @@ def unsupported_reason(call: relax.Call, static: set) -> str | None:
 
 
 # ---------------------------------------------------------------------------- patterns
+def _hardswish(inner):
+    """``inner * clip(inner + 3, 0, 6) / 6`` as torch exports it (the clip as one or two
+    ``relax.clip``); the constants are checked by :func:`_hardswish_ok`."""
+    shifted = is_op("relax.add")(inner, is_const_pattern())
+    clip = is_op("relax.clip")(shifted, wildcard(), wildcard())
+    gate = is_op("relax.clip")(clip, wildcard(), wildcard()) | clip
+    prod = is_op("relax.multiply")(inner, gate) | is_op("relax.multiply")(gate, inner)
+    return is_op("relax.divide")(prod, is_const_pattern())
+
+
 def _act(inner):
     sigmoid = is_op("relax.sigmoid")(inner)
     silu = (is_op("relax.multiply")(inner, sigmoid) | is_op("relax.multiply")(sigmoid, inner)
             | is_op("relax.nn.silu")(inner))
     return is_op("relax.nn.relu")(inner) | is_op("relax.clip")(inner, wildcard(), wildcard()) \
-        | silu
+        | silu | _hardswish(inner)
+
+
+def _scalar(expr) -> float | None:
+    """The value of a one-element constant, else ``None``."""
+    if not is_const(expr):
+        return None
+    v = const_value(expr)
+    return float(v.reshape(-1)[0]) if v.size == 1 else None
+
+
+def _hardswish_ok(bindings) -> bool:
+    """A matched ``divide`` (only the hardswish pattern has one) is ``x * clip(x + 3, 0, 6) /
+    6``: the constants are the hardswish's, the clips' bounds combine to [0, 6]."""
+    calls = [v for v in bindings if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op)]
+    if not any(c.op.name == "relax.divide" for c in calls):
+        return True
+    lo, hi = -float("inf"), float("inf")
+    for c in calls:
+        if c.op.name == "relax.divide" and _scalar(c.args[1]) != 6.0:
+            return False
+        if c.op.name == "relax.add" and is_const(c.args[1]) and _scalar(c.args[1]) != 3.0:
+            return False
+        if c.op.name == "relax.clip":
+            lo, hi = max(lo, float(c.args[1].value)), min(hi, float(c.args[2].value))
+    return (lo, hi) == (0.0, 6.0)
 
 
 def layer_patterns(static_ref: list) -> list[FusionPattern]:
@@ -222,6 +258,8 @@ def _make_check(kind: str, has_bias: bool, has_res: bool, static_ref: list):
         expr = ctx.annotated_expr
         root = expr["root"]
         if unsupported_reason(root, static) is not None:
+            return False
+        if not _hardswish_ok(ctx.matched_bindings.values()):
             return False
         # Intermediate results must have no reader outside the layer, or FuseOpsByPattern
         # would build a multi-output composite. (SiLU reads the pre-activation twice:
@@ -291,6 +329,7 @@ def parse_layer(func: relax.Function) -> LayerInfo:
     params = list(func.params)
     var2val = relax.analysis.get_var2val(func)
     root = act = None
+    hardswish = False
     adds = []
     for val in var2val.values():
         if not isinstance(val, relax.Call) or not isinstance(val.op, tvm.ir.Op):
@@ -304,10 +343,16 @@ def parse_layer(func: relax.Function) -> LayerInfo:
             act = ("clip", float(val.args[1].value), float(val.args[2].value))
         elif name in ("relax.sigmoid", "relax.nn.silu"):  # x * sigmoid(x) or silu(x)
             act = ("silu",)
+        elif name == "relax.divide":  # x * clip(x + 3, 0, 6) / 6 (see _hardswish_ok)
+            hardswish = True
         elif name == "relax.add":
             adds.append(val)
     if root is None:
         raise ValueError(f"composite {func.attrs['Composite']} has no conv2d/matmul")
+    if hardswish:  # its x + 3 (the add a clip reads) is neither bias nor residual
+        clipped = [var2val.get(v.args[0]) for v in var2val.values()
+                   if isinstance(v, relax.Call) and v.op.same_as(tvm.ir.Op.get("relax.clip"))]
+        adds = [a for a in adds if not any(a.same_as(c) for c in clipped)]
 
     def index_of(expr) -> int:
         for i, p in enumerate(params):
@@ -337,7 +382,7 @@ def parse_layer(func: relax.Function) -> LayerInfo:
     w_shape = tuple(int(d) for d in params[weight].ty.shape)
     common = dict(
         data=data, weight=weight, bias=bias, weight_transposed=transposed, residual=residual,
-        activation=act or ("none",),
+        activation=("hardswish",) if hardswish else act or ("none",),
         in_shape=tuple(params[data].ty.shape), weight_shape=w_shape,
         out_shape=tuple(out.ty.shape),
     )

@@ -66,7 +66,7 @@ def kernel_act(activation: tuple):
     kind = activation[0]
     if kind == "none":
         return "none"
-    if kind in ("relu", "silu"):
+    if kind in ("relu", "silu", "hardswish"):
         return kind
     lo, hi = activation[1], activation[2]
     if lo == 0.0 and hi == 6.0:

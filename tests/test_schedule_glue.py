@@ -96,6 +96,41 @@ def test_a_function_it_cannot_schedule_is_warned_about_and_counted(monkeypatch):
 
 
 @I.ir_module
+class ScaleBefore:
+    """A squeeze-and-excitation scale: a per-channel gate (here exp) times a 16 x 16 x 16 map."""
+
+    @T.prim_func(s_tir=True)
+    def gate_mul(G: T.Buffer((1, 1, 1, 16), "float32"), X: T.Buffer((1, 16, 16, 16), "float32"),
+                 Y: T.Buffer((1, 16, 16, 16), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        S = T.sblock_alloc_buffer((1, 1, 1, 16))
+        for i0, i1, i2, i3 in T.grid(1, 1, 1, 16):
+            with T.sblock("gate"):
+                v0, v1, v2, v3 = T.axis.remap("SSSS", [i0, i1, i2, i3])
+                S[v0, v1, v2, v3] = T.exp(G[v0, v1, v2, v3])
+        for i0, i1, i2, i3 in T.grid(1, 16, 16, 16):
+            with T.sblock("mul"):
+                v0, v1, v2, v3 = T.axis.remap("SSSS", [i0, i1, i2, i3])
+                Y[v0, v1, v2, v3] = X[v0, v1, v2, v3] * S[v0, 0, 0, v3]
+
+
+def test_a_broadcast_producer_is_computed_once_not_per_output_point():
+    after = ScheduleGlue(AVX2)(ScaleBefore)["gate_mul"]
+    sch = s_tir.Schedule(after)
+    gate, mul = sch.get_sblock("gate"), sch.get_sblock("mul")  # both blocks kept
+    assert sch.get(sch.get_loops(mul)[-1]).kind == tvm.tirx.ForKind.VECTORIZED
+    assert str(sch.get(gate).writes[0]).startswith("S[")  # 16 exps, not one per point
+    assert any(str(r).startswith("S[") for r in sch.get(mul).reads)
+    ex = tvm.compile(tvm.IRModule({"main": after}), tvm.target.Target(AVX2))
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((1, 1, 1, 16)).astype(np.float32)
+    x = rng.standard_normal((1, 16, 16, 16)).astype(np.float32)
+    y = tvm.runtime.tensor(np.zeros_like(x))
+    ex["main"](tvm.runtime.tensor(g), tvm.runtime.tensor(x), y)
+    np.testing.assert_allclose(y.numpy(), x * np.exp(g), rtol=1e-6)
+
+
+@I.ir_module
 class PoolBefore:
     @T.prim_func(s_tir=True)
     def max_pool(x: T.Buffer((1, 32, 32, 16), "float32"), y: T.Buffer((1, 16, 16, 16), "float32")):

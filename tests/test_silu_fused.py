@@ -76,5 +76,5 @@ def test_silu_activation_spec():
     y = np.array([-100.0, -1.0, 0.0, 2.0, 100.0], np.float32)
     np.testing.assert_allclose(apply_act(y, "silu"), y / (1 + np.exp(-y.astype(np.float64))),
                                rtol=1e-6, atol=1e-30)
-    with pytest.raises(ValueError, match="valid: none, relu, relu6, silu"):
+    with pytest.raises(ValueError, match="valid: none, relu, relu6, silu, hardswish"):
         parse_act("swish")

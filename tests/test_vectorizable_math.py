@@ -1,5 +1,6 @@
 """VectorizableMath: which calls it rewrites, how close fast_exp / sigmoid / SiLU are to float64
-references, and that the compiled kernels call no libm ``expf``."""
+references, that the compiled kernels call no libm ``expf``, and the fused SiLU's operation
+count."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from aiq_tvm import pipeline
@@ -119,3 +121,55 @@ def test_compiled_kernels_call_no_libm(op_name, libm):
     fast = _asm(_unary_module(op_name), pipeline.legalize_passes(TARGET))
     assert libm not in fast
     assert "vfmadd" in fast  # the polynomials, in vector FMA instructions
+
+
+def test_silu_within_four_ulp_where_activations_live():
+    # Over [-120, 120] the bound above is relative; here, where a network's activations are,
+    # it is in ulps (3.5 measured; the degree-7 polynomial of fast_exp gave 2.3).
+    x = _grid(-20.0, 20.0)
+    x64 = x.astype(np.float64)
+    assert _ulp_error(_run("silu", x), x64 / (1.0 + np.exp(-x64))) <= 4.0
+
+
+def test_silu_special_values():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, 1e-30, -1e-30, 3e38, -1000.0],
+                 np.float32).reshape(1, 1, 1, 8)
+    y = _run("silu", x).ravel()
+    assert np.isnan(y[0]) and y[1] == np.inf and y[3] == 0.0
+    assert y[2] == -np.inf  # -inf / (1 + e**88): torch gives NaN (-inf * 0)
+    np.testing.assert_allclose(y[4:6], [5e-31, -5e-31], rtol=1e-6)
+    # Below x = -88 the exponential is clamped: x / (1 + e**88), 6e-36 here, not 0.
+    assert y[6] == np.float32(3e38) and abs(y[7]) < 1e-35
+
+
+def _distinct_nodes(expr) -> dict[str, int]:
+    """Distinct subexpressions of a TIR expression (a DAG printed as a tree) by kind."""
+    seen, counts = set(), {}
+
+    def visit(node):
+        key = tvm_ffi.structural_hash(node)
+        if key in seen:
+            return
+        seen.add(key)
+        call = isinstance(node, tvm.ir.expr.Call)
+        kind = node.op.name if call else type(node).__name__
+        counts[kind] = counts.get(kind, 0) + 1
+        children = node.args if call else [
+            getattr(node, f) for f in ("a", "b", "value")
+            if isinstance(getattr(node, f, None), tvm.ir.expr.Expr)]
+        for child in children:
+            visit(child)
+
+    visit(expr)
+    return counts
+
+
+def test_fused_silu_is_thirteen_vector_ops_and_one_division():
+    # The SiLU runs once per output element of a fused layer, where it costs as much as a
+    # 1 x 1 conv's two dozen multiply-adds: guard its operation count. 21 TIR operations are
+    # 13 vector instructions once LLVM fuses multiplies and adds (fast_exp's form took 22).
+    from aiq_tvm.targets.fastmath import fast_silu
+
+    counts = _distinct_nodes(fast_silu(tvm.tirx.Var("x", "float32")))
+    assert counts.get("Div") == 1 and "Select" not in counts
+    assert sum(counts.get(k, 0) for k in ("Add", "Sub", "Mul", "Min", "Max")) == 21

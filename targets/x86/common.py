@@ -209,13 +209,25 @@ def round_up(v: int, m: int) -> int:
     return -(-v // m) * m
 
 
+def hardswish_te(v) -> Any:
+    """``v * clip(v + 3, 0, 6) / 6`` (MobileNetV3), the division as a multiply by 1/6 (within
+    an ulp of torch's; ``aiq_tvm.quant.apply_act`` computes the same)."""
+    gate = tvm.te.min(tvm.te.max(v + tvm.tirx.const(3.0, "float32"),
+                                 tvm.tirx.const(0.0, "float32")), tvm.tirx.const(6.0, "float32"))
+    return v * (gate * tvm.tirx.const(1.0 / 6.0, "float32"))
+
+
+# Activations that are not a clip of the value: applied in float32 before any requantizing.
+_UNBOUNDED_ACTS = {"silu": fast_silu, "hardswish": hardswish_te}
+
+
 def apply_act_te(v: te.Tensor, act) -> Any:
     """Apply an activation spec to a float32 TE expression."""
     kind, lo, hi = parse_act(act)
     if kind == "none":
         return v
-    if kind == "silu":
-        return fast_silu(v)
+    if kind in _UNBOUNDED_ACTS:
+        return _UNBOUNDED_ACTS[kind](v)
     if np.isfinite(hi):
         v = tvm.te.min(v, tvm.tirx.const(hi, "float32"))
     if np.isfinite(lo):
@@ -256,8 +268,8 @@ def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False):
     (:func:`_rounding_convert_codes`), bit-identical again.
     """
     kind, lo, hi = parse_act(act)
-    if kind == "silu":  # not a clip: applied to the value, the codes clip to [0, 255] only
-        v = fast_silu(v)
+    if kind in _UNBOUNDED_ACTS:  # not a clip: applied to the value, codes clip to [0, 255]
+        v = _UNBOUNDED_ACTS[kind](v)
     lo_c, hi_c = _code_bound(lo, inv, zp, 0.0), _code_bound(hi, inv, zp, 255.0)
     if rounding_convert:
         return _rounding_convert_codes(v * inv, zp, lo_c, hi_c)
