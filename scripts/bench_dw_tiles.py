@@ -1,11 +1,11 @@
 """Depthwise conv register tiles: the planner's pick against the other candidates.
 
-For every MobileNetV2 depthwise layer at 224 x 224 and batch, lists the planner's candidate
-plans (``conv_candidates``), keeps the cheapest modelled plan of each register tile
-(``tn x toh x tow`` pixels x output-channel block), builds the ``--top`` cheapest tiles plus
-the planner's pick, checks each against the first, times them interleaved in rounds and prints
-medians (ms per call), the modelled cost and the pick's time over the fastest tile's.
-Use ``--clock cpu`` with ``TVM_NUM_THREADS=1`` on a shared machine.
+For every MobileNetV2 depthwise layer (and EfficientNet-B0's 5 x 5 / stride-2 ones) at 224 x
+224 and batch, lists the planner's candidate plans (``conv_candidates``), keeps the cheapest
+modelled plan of each register tile (``tn x toh x tow`` pixels x output-channel block), builds
+the ``--top`` cheapest tiles plus the planner's pick, checks each against the first, times them
+interleaved in rounds and prints medians (ms per call), the modelled cost and the pick's time
+over the fastest tile's. Use ``--clock cpu`` with ``TVM_NUM_THREADS=1`` on a shared machine.
 
 Usage::
 
@@ -32,12 +32,17 @@ from aiq_tvm.targets import resolve_target  # noqa: E402
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
 from aiq_tvm.targets.x86 import conv2d as conv_mod  # noqa: E402
 
-# MobileNetV2's depthwise 3x3 layers at 224 x 224: (name, H, C, stride).
+# MobileNetV2's depthwise 3x3 layers at 224 x 224: (name, H, C, stride, K).
 SHAPES = [
-    ("dw 32 @112", 112, 32, 1), ("dw/2 96 @112", 112, 96, 2), ("dw 144 @56", 56, 144, 1),
-    ("dw/2 144 @56", 56, 144, 2), ("dw 192 @28", 28, 192, 1), ("dw/2 192 @28", 28, 192, 2),
-    ("dw 384 @14", 14, 384, 1), ("dw 576 @14", 14, 576, 1), ("dw/2 576 @14", 14, 576, 2),
-    ("dw 960 @7", 7, 960, 1),
+    ("dw 32 @112", 112, 32, 1, 3), ("dw/2 96 @112", 112, 96, 2, 3), ("dw 144 @56", 56, 144, 1, 3),
+    ("dw/2 144 @56", 56, 144, 2, 3), ("dw 192 @28", 28, 192, 1, 3),
+    ("dw/2 192 @28", 28, 192, 2, 3), ("dw 384 @14", 14, 384, 1, 3), ("dw 576 @14", 14, 576, 1, 3),
+    ("dw/2 576 @14", 14, 576, 2, 3), ("dw 960 @7", 7, 960, 1, 3),
+    # EfficientNet-B0's 5 x 5 and stride-2 depthwise layers ("eff" selects them with --only)
+    ("eff dw5/2 144 @56", 56, 144, 2, 5), ("eff dw5 240 @28", 28, 240, 1, 5),
+    ("eff dw3/2 240 @28", 28, 240, 2, 3), ("eff dw5 480 @14", 14, 480, 1, 5),
+    ("eff dw5 672 @14", 14, 672, 1, 5), ("eff dw5/2 672 @14", 14, 672, 2, 5),
+    ("eff dw5 1152 @7", 7, 1152, 1, 5),
 ]
 
 
@@ -142,12 +147,12 @@ def main() -> None:
           "tile=ms(model kcycles) |")
     print("|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
-    for label, h, c, s in SHAPES:
+    for label, h, c, s, k in SHAPES:
         if args.only and args.only not in label:
             continue
         args.label = label
         for n in args.batches:
-            run_shape(ConvSpec(n, h, h, c, c, 3, 3, stride=s, padding=1, groups=c), args,
+            run_shape(ConvSpec(n, h, h, c, c, k, k, stride=s, padding=k // 2, groups=c), args,
                       target, rng)
 
 
