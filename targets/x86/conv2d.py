@@ -396,6 +396,13 @@ class ConvChoice:
         """Modelled cycles of the chosen kernel (Winograd's cost includes its weight read)."""
         return self.direct_cycles if self.wplan is None else self.wplan.cost
 
+    def cycles_with(self, read) -> float:
+        """:attr:`cycles` with the weight read timed by ``read`` (``nbytes -> cycles``)
+        instead of the term the kernel was chosen with."""
+        if self.wplan is not None:
+            return self.wplan.cycles(read)
+        return wino.bounded_cycles(self.plan.cycles, self.weight_bytes, read)
+
 
 def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, requant: bool,
                  winograd, decode_once, database, tune_trials: int) -> ConvChoice:  # fmt: skip
@@ -411,21 +418,24 @@ def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, req
 
 def conv2d_cycles(spec: ConvSpec, scheme, target, numerics_target=None, *,
                   requant: bool = False, winograd: bool | int | None = None,
-                  decode_once: bool | None = None) -> float:  # fmt: skip
+                  decode_once: bool | None = None, read=None) -> float:  # fmt: skip
     """Modelled cycles (wall, all threads of ``target``) of the kernel :func:`conv2d_kernel`
     builds for this layer, without building TIR (``Kernel.info["modelled_cycles"]``).
 
     ``requant``: the kernel requantizes its output (fp32 layers then have no Winograd
     kernel). Not foreseen without the weights: an int8 Winograd layer whose transformed
     values could overflow int32 falls back to the direct kernel (``direct_cycles``).
+    ``read`` (``nbytes -> cycles``) times the weight read (default: the builders' selection
+    term, ``winograd.weight_read_cycles``); the kernel choice does not depend on it.
 
     Raises
     ------
     UnsupportedLayer
         As :func:`conv2d_kernel`.
     """
-    return conv_choice_for(spec, scheme, target, numerics_target, requant=requant,
-                           winograd=winograd, decode_once=decode_once).cycles
+    choice = conv_choice_for(spec, scheme, target, numerics_target, requant=requant,
+                             winograd=winograd, decode_once=decode_once)
+    return choice.cycles if read is None else choice.cycles_with(read)
 
 
 def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,

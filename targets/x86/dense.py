@@ -99,16 +99,18 @@ def _dense_formats(spec: DenseSpec, scheme, qmax: int | None, cpu: CpuModel):
     return cpu.weight_formats(scheme, qmax, spec.K, depthwise=False)
 
 
-def dense_cycles(spec: DenseSpec, scheme, target, numerics_target=None) -> float:
+def dense_cycles(spec: DenseSpec, scheme, target, numerics_target=None, *,
+                 read=None) -> float:  # fmt: skip
     """Modelled cycles (wall, all threads of ``target``) of the kernel :func:`dense_kernel`
     builds for this layer, without building TIR (``Kernel.info["modelled_cycles"]``): its
-    plan's cost, or reading its weights from memory where that takes longer."""
+    plan's cost, or reading its weights where that takes longer (``read``: ``nbytes ->
+    cycles``, default ``winograd.weight_read_cycles``)."""
     prec = get_precision(scheme)
     qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
                                           else numerics_target))  # fmt: skip
     cpu = cpu_model(target)
     _, _, _, cost = _plan_dense(spec, _dense_formats(spec, prec, qmax, cpu), cpu)
-    return bounded_cycles(cost, spec.K * spec.O * prec.weight_bytes)
+    return bounded_cycles(cost, spec.K * spec.O * prec.weight_bytes, read)
 
 
 def dense_kernel(
