@@ -148,3 +148,14 @@ def test_builder_term_alone_would_keep_int4_at_two_cores(heavy_cost):
     for name in MOVED_HEAVY[2]:
         lc = heavy_cost[name]
         assert layer_cycles(lc, "int4", tgt) < layer_cycles(lc, "int8", tgt)
+
+
+def test_cache_probe_sizes_itself_from_the_hosts_llc():
+    from aiq_tvm.targets.roofline import host_llc_bytes, measure_cache
+
+    llc = host_llc_bytes()
+    if not llc:
+        pytest.skip("this machine's sysfs lists no caches")
+    m = measure_cache({"kind": "llvm", "mcpu": "haswell", "num-cores": 1}, runs=1)
+    assert m["llc_bytes"] == llc and m["cores"] == 1
+    assert m["per_core_gbs"] == m["runs"][0] > 0

@@ -8,7 +8,13 @@ from torch import nn
 
 import aiq_tvm
 from aiq_tvm import BuildConfig
-from aiq_tvm.floor import FLOOR_TOLERANCE, floor_choices, floor_plan, layer_cycles
+from aiq_tvm.floor import (
+    FLOOR_TOLERANCE,
+    floor_choices,
+    floor_memory,
+    floor_plan,
+    layer_cycles,
+)
 from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets import resolve_target
 from aiq_tvm.targets.x86 import (
@@ -95,7 +101,8 @@ def test_given_plan_moves_exactly_the_slow_layers(floor_cost, key):
     for m in moves:
         assert m.action == "moved" and m.precision == "int4" and m.floor == "int8"
         assert m.cycles > m.floor_cycles * (1 + FLOOR_TOLERANCE)
-        assert m.cycles == layer_cycles(cost[m.layer], "int4", target)
+        read = floor_memory(cost, "int8", target)[1]  # the target's weight-read term
+        assert m.cycles == layer_cycles(cost[m.layer], "int4", target, read)
 
 
 @pytest.mark.parametrize("key", list(TARGETS))
