@@ -5,8 +5,9 @@ The AI objective puts int4 where a layer moves many weight bytes per output posi
 targets where int4 runs on the int8 dot product after a decode (x86, Arm), that is where the
 decode costs most, and int4 gains only the weight bytes it does not read from memory. The
 kernel library models both (``conv2d_cycles`` / ``dense_cycles``: the plan the builder picks,
-including decode-once formats and Winograd, bounded by the weight read), so the rule asks it,
-per layer, at the build's batch size. The weight read is timed from the target
+including decode-once formats and Winograd), so the rule asks it, per layer, at the build's
+batch size: the kernel's compute cycles plus reading its weights once (not overlapped: see
+``ConvChoice.cycles_plus_read``), the read timed from the target
 (``targets.memory.weight_memory``): from the last-level cache when the model's weights at the
 floor precision fit it (repeated inference re-reads them from there), else from memory; a
 target whose preset has no cache figures says so in the assumption it reports.

@@ -1,5 +1,6 @@
 """Where a model's weights come from on each inference, and how fast: the weight-read term of
-the speed floor's modelled kernel times (``aiq_tvm.floor``), from the target's preset.
+the speed floor's modelled kernel times (``aiq_tvm.floor``: compute plus this read), from the
+target's preset.
 
 With repeated inference a model whose weights fit the last-level cache (LLC) reads them from
 it, not from memory; a larger one streams them from memory every time. The rates are for all

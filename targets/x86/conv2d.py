@@ -396,12 +396,15 @@ class ConvChoice:
         """Modelled cycles of the chosen kernel (Winograd's cost includes its weight read)."""
         return self.direct_cycles if self.wplan is None else self.wplan.cost
 
-    def cycles_with(self, read) -> float:
-        """:attr:`cycles` with the weight read timed by ``read`` (``nbytes -> cycles``)
-        instead of the term the kernel was chosen with."""
+    def cycles_plus_read(self, read) -> float:
+        """The chosen kernel's compute cycles plus reading its weights once, timed by
+        ``read`` (``nbytes -> cycles``): the speed floor's model. Per-layer runs with weights
+        from memory (rotating copies above the LLC, docs/performance_224.md "Speed floor")
+        took about the warm time plus the read at copy bandwidth: at batch 1 the read does
+        not hide behind the compute, as the builders' ``max`` bound assumes."""
         if self.wplan is not None:
-            return self.wplan.cycles(read)
-        return wino.bounded_cycles(self.plan.cycles, self.weight_bytes, read)
+            return self.wplan.cycles_plus_read(read)
+        return self.plan.cycles + read(self.weight_bytes)
 
 
 def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, requant: bool,
@@ -425,8 +428,9 @@ def conv2d_cycles(spec: ConvSpec, scheme, target, numerics_target=None, *,
     ``requant``: the kernel requantizes its output (fp32 layers then have no Winograd
     kernel). Not foreseen without the weights: an int8 Winograd layer whose transformed
     values could overflow int32 falls back to the direct kernel (``direct_cycles``).
-    ``read`` (``nbytes -> cycles``) times the weight read (default: the builders' selection
-    term, ``winograd.weight_read_cycles``); the kernel choice does not depend on it.
+    ``read`` (``nbytes -> cycles``): the speed floor's model instead, compute plus the
+    weight read it times (:meth:`ConvChoice.cycles_plus_read`); the kernel choice does not
+    depend on it.
 
     Raises
     ------
@@ -435,7 +439,7 @@ def conv2d_cycles(spec: ConvSpec, scheme, target, numerics_target=None, *,
     """
     choice = conv_choice_for(spec, scheme, target, numerics_target, requant=requant,
                              winograd=winograd, decode_once=decode_once)
-    return choice.cycles if read is None else choice.cycles_with(read)
+    return choice.cycles if read is None else choice.cycles_plus_read(read)
 
 
 def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,

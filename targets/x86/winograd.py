@@ -79,10 +79,10 @@ class WinoPlan:
     compute: float = 0.0  # of which the tasks' cycles (cost without the weight-read bound)
     weight_bytes: float = 0.0  # U in memory
 
-    def cycles(self, read=None) -> float:
-        """``cost`` with the whole-layer weight read timed by ``read`` (``nbytes -> cycles``;
-        default :func:`weight_read_cycles`, the term the plan was chosen with)."""
-        return _bounded_wino(self.compute, self.weight_bytes, read)
+    def cycles_plus_read(self, read) -> float:
+        """The tasks' cycles plus reading U once, timed by ``read`` (``nbytes -> cycles``):
+        the speed floor's model, weight reads not overlapped with compute."""
+        return self.compute + read(self.weight_bytes)
 
     @property
     def alpha(self) -> int:
@@ -118,9 +118,9 @@ def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgrou
     return _bounded_wino(*winograd_parts(spec, m, tiles, ocv, rows, kgroup, cpu, arith))
 
 
-def _bounded_wino(compute: float, u_bytes: float, read=None) -> float:
+def _bounded_wino(compute: float, u_bytes: float) -> float:
     # Where the weight read bounds the layer, the faster compute plan still wins the tie.
-    return max(compute, (read or weight_read_cycles)(u_bytes)) + 1e-3 * compute
+    return max(compute, weight_read_cycles(u_bytes)) + 1e-3 * compute
 
 
 def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
@@ -175,12 +175,11 @@ def weight_read_cycles(nbytes: int) -> float:
     return nbytes / MEMORY_BYTES_PER_CYCLE
 
 
-def bounded_cycles(plan_cycles: float, weight_bytes: float, read=None) -> float:
+def bounded_cycles(plan_cycles: float, weight_bytes: float) -> float:
     """A direct (conv or dense) kernel's modelled cycles: its plan's, or reading its weights
-    once where that takes longer (``read``: ``nbytes -> cycles``, default
-    :func:`weight_read_cycles`, the bound Winograd is weighed with; it is what int4 weights
-    halve)."""
-    return max(plan_cycles, (read or weight_read_cycles)(weight_bytes))
+    once from memory where that takes longer (the same bound Winograd is weighed with; it is
+    what int4 weights halve)."""
+    return max(plan_cycles, weight_read_cycles(weight_bytes))
 
 
 @dataclass(frozen=True)
