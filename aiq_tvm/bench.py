@@ -205,10 +205,17 @@ def _tvm_builds(model, data, args, progress, calib_x):
     if args.plan:
         plans["plan"] = Plan.load(args.plan)
     cal = Calibration.load(args.calibration) if args.calibration else DEFAULT_CALIBRATION
+    # The floor is decided at a batch size, so a floored plan is built for each one.
+    floor = getattr(args, "speed_floor", None) if args.plan else None
+    batch_of = {f"plan-floor-b{bs}": bs for bs in (args.batch if floor else ())}
+    plans.update(dict.fromkeys(batch_of, plans.get("plan")))
     builds = {}
     ctx = None
     for key, plan in progress.bar(list(plans.items()), desc="compiling TVM builds"):
-        cfg = BuildConfig(target=args.target, plan=plan, calibration=cal, seed=args.seed)
+        extra = ({"batch_size": batch_of[key], "speed_floor": floor} if key in batch_of
+                 else {})  # fmt: skip
+        cfg = BuildConfig(target=args.target, plan=plan, calibration=cal, seed=args.seed,
+                          **extra)  # fmt: skip
         ctx = phases.resolve(model.mod, model.params, calib_x, None, cfg)
         calib = phases.calibrate(ctx)
         if calib is not None and not isinstance(cal, Calibration):
@@ -280,6 +287,8 @@ def _remote_rows(builds, args, progress, shape, rng) -> list[dict]:
     for bs in args.batch:
         x = rng.standard_normal((bs, *shape)).astype(np.float32)
         for key, b in progress.bar(list(builds.items()), desc=f"remote benchmarks (batch {bs})"):
+            if key.startswith("plan-floor-b") and key != f"plan-floor-b{bs}":
+                continue  # floored for another batch size
             t = b.benchmark(bs, repeat=args.rounds, x=x, remote=args.rpc)
             rows.append({"batch": bs, "variant": f"tvm-{key}", "median_ms": t["median_ms"],
                          "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"], "rounds": args.rounds,
@@ -293,6 +302,8 @@ def _time_batch(bs, builds, remotes, args, progress, shape, rng) -> list[dict]:
     x = rng.standard_normal((bs, *shape)).astype(np.float32)
     timers = {}
     for key, b in builds.items():
+        if key.startswith("plan-floor-b") and key != f"plan-floor-b{bs}":
+            continue  # floored for another batch size
         f = b.vm(bs)["main"]
         arg = tvm.runtime.tensor(x)
         timers[f"tvm-{key}"] = Timer(lambda f=f, arg=arg: f(arg))

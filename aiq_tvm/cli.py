@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                      "or a target string ('llvm -mtriple=aarch64-linux-gnu -mattr=+neon')")
     run.add_argument("--batch", type=_positive_int, default=1,
                      help="batch size of the final build and of the measured objective's timing")
+    _speed_floor_arg(run)
     run.add_argument("--baselines", type=_precisions, default=[],
                      help="also build these precisions uniformly (e.g. int8,int4) and report "
                      "their validation/test accuracy and, with --bench, their timings")
@@ -258,6 +259,10 @@ def _add_model_commands(sub) -> None:
     _model_args(r, batch_default=[1, 8], batch_type=_batches)
     _data_args(r, required=False)
     r.add_argument("--plan", default=None, help="also time this plan.json")
+    r.add_argument("--speed-floor", choices=list(PRECISIONS), default=None, metavar="P",
+                   help="also time --plan with the layers whose modelled kernel time at each "
+                   f"--batch is above P's moved to P (variant tvm-plan-floor-bN; choices: "
+                   f"{', '.join(PRECISIONS)})")
     r.add_argument("--calibration", default=None, help="calibration.json for int8 and the plan")
     r.add_argument("--compare", type=_frameworks, default=list(_frameworks("torch,onnxruntime")),
                    help="frameworks to time beside TVM: torch, onnxruntime (FP32 and INT8)")
@@ -372,7 +377,7 @@ def _run_search(args, mod, params, xc, val):
                 lam=args.lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
-                batch_size=args.batch,
+                batch_size=args.batch, speed_floor=args.speed_floor,
                 tune=args.tune is not None, database=args.tune, tune_trials=args.trials,
                 remote=args.rpc if args.objective == "measured" else None, verbose=True)
     print()
@@ -389,6 +394,7 @@ def _run_summary(args, res, val_images: int) -> dict:
         "lambda": args.lam,
         "budget_pp": args.budget if args.search == "budget" else None,
         "precisions": args.precisions or "target default", "target": str(res.target),
+        "speed_floor": args.speed_floor,
         "preset": res.preset.name, "preset_assumed": list(res.preset.assumed),
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
         "ai_gain": res.report.ai_gain,

@@ -5,8 +5,12 @@ The AI objective puts int4 where a layer moves many weight bytes per output posi
 targets where int4 runs on the int8 dot product after a decode (x86, Arm), that is where the
 decode costs most, and int4 gains only the weight bytes it does not read from memory. The
 kernel library models both (``conv2d_cycles`` / ``dense_cycles``: the plan the builder picks,
-including decode-once formats and Winograd, bounded by the weight read), so the rule asks it,
-per layer, at the build's batch size:
+including decode-once formats and Winograd), so the rule asks it, per layer, at the build's
+batch size: the kernel's compute cycles plus reading its weights once (not overlapped: see
+``ConvChoice.cycles_plus_read``), the read timed from the target
+(``targets.memory.weight_memory``): from the last-level cache when the model's weights at the
+floor precision fit it (repeated inference re-reads them from there), else from memory; a
+target whose preset has no cache figures says so in the assumption it reports.
 
 * search: a layer is offered a precision only if its modelled time is at most the floor
   precision's times ``1 + FLOOR_TOLERANCE`` (FP32 stays offered where the candidates hold it:
@@ -24,8 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from .cost import CostModel, LayerCost
+from .schemes import get_precision
 
-__all__ = ["FLOOR_TOLERANCE", "FloorMove", "floor_choices", "floor_plan", "layer_cycles"]
+__all__ = ["FLOOR_TOLERANCE", "FloorMove", "describe_floor_memory", "floor_choices",
+           "floor_memory", "floor_plan", "layer_cycles", "model_weight_bytes"]
 
 # A precision stays within the floor up to 1 % above the floor precision's modelled time.
 # Measured per layer (int4 vs int8 kernels of the 224 x 224 plans, one thread, Zen 4;
@@ -67,9 +73,10 @@ def _conv_spec(lc: LayerCost):
                     padding=lc.padding, groups=lc.groups)  # fmt: skip
 
 
-def layer_cycles(lc: LayerCost, precision: str, target) -> float | None:
+def layer_cycles(lc: LayerCost, precision: str, target, read=None) -> float | None:
     """Modelled cycles of ``lc``'s kernel at ``precision`` on ``target`` (its batch is the cost
-    model's), or None for a layer without an AIQ kernel."""
+    model's), or None for a layer without an AIQ kernel. ``read`` (``nbytes -> cycles``)
+    times the weight read (:func:`floor_memory`; default: the builders' selection term)."""
     from .targets.x86 import DenseSpec, UnsupportedLayer, conv2d_cycles, dense_cycles
 
     if not lc.supported:
@@ -79,20 +86,48 @@ def layer_cycles(lc: LayerCost, precision: str, target) -> float | None:
             if len(lc.in_shape) != 2:
                 return None
             n, k = lc.in_shape
-            return dense_cycles(DenseSpec(N=n, K=k, O=lc.out_channels), precision, target)
-        return conv2d_cycles(_conv_spec(lc), precision, target)
+            return dense_cycles(DenseSpec(N=n, K=k, O=lc.out_channels), precision, target,
+                                read=read)  # fmt: skip
+        return conv2d_cycles(_conv_spec(lc), precision, target, read=read)
     except UnsupportedLayer:
         return None
 
 
+def model_weight_bytes(cost: CostModel, precision: str) -> float:
+    """Bytes of the model's weights with every layer that has a kernel at ``precision``."""
+    per = get_precision(precision).weight_bytes
+    return sum(lc.weight_elems * per for lc in (cost[n] for n in cost.names) if lc.supported)
+
+
+def floor_memory(cost: CostModel, floor: str, target, preset=None):
+    """(``WeightMemory`` of ``target``, its ``nbytes -> cycles`` reader for this model): the
+    model with every layer at the floor precision decides whether the weights stay in the
+    last-level cache (a plan with smaller weights can only fit better)."""
+    from .targets.memory import weight_memory
+
+    mem = weight_memory(target, preset)
+    return mem, mem.reader(model_weight_bytes(cost, floor))
+
+
+def describe_floor_memory(cost: CostModel, floor: str, target, preset=None) -> str:
+    """One report note: where the floor's weight reads come from and what that assumed."""
+    mem, _ = floor_memory(cost, floor, target, preset)
+    nbytes = model_weight_bytes(cost, floor)
+    where = "the last-level cache" if mem.resident(nbytes) else "memory"
+    return (f"speed floor weight reads: {nbytes / 2**20:.1f} MiB of {floor} weights read from "
+            f"{where} at {mem.bytes_per_cycle(nbytes):.1f} B/cycle ({mem.preset}"
+            + "".join(f"; assumed: {a}" for a in mem.assumed) + ")")
+
+
 def _violation(lc: LayerCost, precision: str, floor: str, target, action: str,
                cache: dict) -> FloorMove | None:  # fmt: skip
-    """The move if ``precision`` is slower than ``floor`` beyond the tolerance, else None."""
+    """The move if ``precision`` is slower than ``floor`` beyond the tolerance, else None
+    (``cache["read"]``: the weight-read term)."""
     if precision == floor:
         return None
     for p in (precision, floor):
         if (lc.name, p) not in cache:
-            cache[lc.name, p] = layer_cycles(lc, p, target)
+            cache[lc.name, p] = layer_cycles(lc, p, target, cache["read"])
     cyc, ref = cache[lc.name, precision], cache[lc.name, floor]
     if cyc is None or ref is None or cyc <= ref * (1 + FLOOR_TOLERANCE):
         return None
@@ -100,10 +135,11 @@ def _violation(lc: LayerCost, precision: str, floor: str, target, action: str,
 
 
 def floor_choices(choices: Mapping[str, Sequence[str]], cost: CostModel, floor: str,
-                  target) -> tuple[dict[str, list[str]], list[FloorMove]]:  # fmt: skip
+                  target, preset=None) -> tuple[dict[str, list[str]], list[FloorMove]]:  # fmt: skip
     """The search's per-layer choices without the precisions slower than ``floor`` (FP32,
-    the search's baseline, stays), and what was left out."""
-    cache: dict = {}
+    the search's baseline, stays), and what was left out (``preset``: the target's, for the
+    weight-read term; default: the one selected for it)."""
+    cache: dict = {"read": floor_memory(cost, floor, target, preset)[1]}
     out, moves = {}, []
     for name, cands in choices.items():
         keep = []
@@ -119,9 +155,9 @@ def floor_choices(choices: Mapping[str, Sequence[str]], cost: CostModel, floor: 
 
 
 def floor_plan(assignment: Mapping[str, str], cost: CostModel, floor: str,
-               target) -> tuple[dict[str, str], list[FloorMove]]:  # fmt: skip
+               target, preset=None) -> tuple[dict[str, str], list[FloorMove]]:  # fmt: skip
     """A given plan's assignment with the layers slower than ``floor`` moved to it."""
-    cache: dict = {}
+    cache: dict = {"read": floor_memory(cost, floor, target, preset)[1]}
     out, moves = dict(assignment), []
     for name, p in assignment.items():
         if p == "fp32":

@@ -41,7 +41,7 @@ from .datachecks import (
     compare_notes,
     sample_notes,
 )
-from .floor import floor_choices, floor_plan
+from .floor import describe_floor_memory, floor_choices, floor_plan
 from .journal import SearchJournal
 from .objectives import MeritInputs, get_objective
 from .passes import ExposeLayerInputs, select_vector
@@ -211,7 +211,7 @@ def _floored(ctx: BuildContext, plan: Plan) -> tuple[Plan, list]:
     """``plan`` with its layers slower than the floor moved to it, recording the floor (the
     same again on a floored plan: the moved layers run the floor precision)."""
     assignment, moves = floor_plan(plan.resolve(ctx.cost.names), ctx.cost,
-                                   ctx.config.speed_floor, ctx.target)  # fmt: skip
+                                   ctx.config.speed_floor, ctx.target, ctx.preset)  # fmt: skip
     moved = {**plan.metadata.get("speed_floor_moved", {}),
              **{m.layer: m.precision for m in moves}}
     meta = {**plan.metadata, "speed_floor": ctx.config.speed_floor, "speed_floor_moved": moved}
@@ -347,7 +347,8 @@ def search(ctx: BuildContext, calibration: Calibration | None,
     choices = cfg.choices(cost.searchable)
     floor = {}
     if cfg.speed_floor is not None:
-        choices, ctx.floor_moves = floor_choices(choices, cost, cfg.speed_floor, ctx.target)
+        choices, ctx.floor_moves = floor_choices(choices, cost, cfg.speed_floor, ctx.target,
+                                                 ctx.preset)  # fmt: skip
         floor = {"speed_floor": cfg.speed_floor}
     acc_fn = _accuracy_oracle(ctx, calibration, choices)
     time_layers = _layer_timer(ctx, calibration)
@@ -410,6 +411,9 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
                          run_target=str(ctx.run_target))
     report.notes += ctx.notes
     report.speed_floor = ctx.config.speed_floor
+    if ctx.config.speed_floor is not None:
+        report.notes.append(describe_floor_memory(ctx.cost, ctx.config.speed_floor, ctx.target,
+                                                  ctx.preset))  # fmt: skip
     report.floor = [m.to_dict() for m in ctx.floor_moves]
     res = ctx.result(plan, calibration, report, searched)
     t0 = time.perf_counter()

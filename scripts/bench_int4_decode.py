@@ -5,6 +5,10 @@ For every layer shape and batch, builds the int8 kernel and the int4 kernel thre
 an int8 scratch; None: the planner's choice), checks each int4 kernel's integer accumulator
 against the numpy reference, then times all of them interleaved in rounds and prints medians
 (ms per call) and speed-ups over int8 (int8 time / int4 time: > 1 is faster than int8).
+Beside them, the cost model's int8 / int4 ratio twice: ``modelled`` with the builders' weight
+term (``Kernel.info["modelled_cycles"]``) and ``floor model`` with the speed floor's, from the
+target (``targets.memory``): the loop re-reads one layer's weights, so those are the weights
+that stay in the last-level cache or not.
 Use ``--clock cpu`` with ``TVM_NUM_THREADS=1`` on a shared machine.
 
 Usage::
@@ -31,7 +35,8 @@ from aiq_tvm import quant  # noqa: E402
 from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
 from aiq_tvm.targets import resolve_target  # noqa: E402
-from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
+from aiq_tvm.targets.memory import weight_memory  # noqa: E402
+from aiq_tvm.targets.x86 import ConvSpec, conv2d_cycles, conv2d_kernel  # noqa: E402
 
 # ResNet-50 (and its stem) and MobileNetV2's 7 x 7 and depthwise layers at 224 x 224: (name, H,
 # W, C, O, K, stride, padding[, groups]).
@@ -92,8 +97,10 @@ def _shape_hook(seen: dict, model: str):
     return hook
 
 
-def build(spec: ConvSpec, target, rng, variants: list[str]):
-    """Kernels of ``variants`` (int4 accumulators checked exactly) and their input."""
+def build(spec: ConvSpec, target, rng, variants: list[str], cold_bytes: int = 0):
+    """Kernels of ``variants`` (int4 accumulators checked exactly) and their input; with
+    ``cold_bytes``, each call takes the next of enough copies of the kernel's constants to
+    total that many bytes, so its weights come from memory rather than cache."""
     x = rng.standard_normal(spec.in_shape).astype(np.float32) + 0.3
     w = rng.standard_normal(spec.weight_shape) / np.sqrt(np.prod(spec.weight_shape[1:]))
     w = w.astype(np.float32)
@@ -111,11 +118,39 @@ def build(spec: ConvSpec, target, rng, variants: list[str]):
         finally:
             os.environ.pop("AIQ_INT4_BLOCK_DECODE")
         ex = tvm.compile(tvm.IRModule({"main": k.prim_func}), target)
-        args = [tvm.runtime.tensor(a) for a in (xq, *k.consts)]
-        args.append(tvm.runtime.tensor(np.zeros(k.out_shape, k.out_dtype)))
+        x_t = tvm.runtime.tensor(xq)
+        y_t = tvm.runtime.tensor(np.zeros(k.out_shape, k.out_dtype))
+        nbytes = sum(c.nbytes for c in k.consts)
+        copies = max(1, -(-cold_bytes // nbytes)) if cold_bytes else 1
+        sets = [[x_t, *(tvm.runtime.tensor(c) for c in k.consts), y_t] for _ in range(copies)]
         f = ex.mod["main"]
-        out[name] = (k, lambda f=f, args=args: f(*args))
+        out[name] = (k, _rotating(f, sets))
     return out
+
+
+def _rotating(f, sets: list):
+    """A call of ``f`` on the next argument set (round robin)."""
+    state = {"i": 0}
+
+    def call():
+        f(*sets[state["i"]])
+        state["i"] = (state["i"] + 1) % len(sets)
+
+    return call
+
+
+def floor_ratio(spec: ConvSpec, target, mem, scheme: str, cold_bytes: float = 0) -> float:
+    """int8 / ``scheme`` modelled cycles with the speed floor's weight read, for a loop that
+    re-reads this layer's weights alone (or ``cold_bytes`` of copies of them)."""
+    from aiq_tvm.schemes import get_precision
+
+    elems = int(np.prod(spec.weight_shape))
+
+    def cycles(p):
+        read = mem.reader(cold_bytes or elems * get_precision(p).weight_bytes)
+        return conv2d_cycles(spec, p, target, read=read)
+
+    return cycles("int8") / cycles(scheme)
 
 
 def check_exact(spec, w, qp, xq, target, kw) -> None:
@@ -151,6 +186,10 @@ def main() -> None:
     ap.add_argument("--target", default="llvm",
                     help="'llvm' (this machine), a preset, a target string or JSON")
     ap.add_argument("--json", default=None, help="save the rows as JSON")
+    ap.add_argument("--cold-mib", type=float, default=0.0,
+                    help="rotate every kernel through copies of its constants totalling this "
+                    "many MiB (above the last-level cache: weights read from memory); the "
+                    "floor model then assumes a model of that size")
     ap.add_argument("--models", nargs="+", default=None, metavar="tv/NAME",
                     help="every distinct conv shape of these torchvision models at 224 x 224 "
                          "instead of the built-in ResNet-50 / MobileNetV2 list")
@@ -161,15 +200,17 @@ def main() -> None:
     if args.variants[0] != "int8":
         ap.error(f"the first of --variants must be int8, got {args.variants[0]!r}")
     shapes = model_shapes(args.models) if args.models else SHAPES
-    target = resolve_target(args.target)[0]
+    target, preset = resolve_target(args.target)
+    mem = weight_memory(target, preset)
     print(f"target {target}  TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}  "
-          f"clock {args.clock}  medians of {args.rounds} rounds of {args.round_ms:g} ms\n")
+          f"clock {args.clock}  medians of {args.rounds} rounds of {args.round_ms:g} ms\n"
+          f"floor model: {mem.describe()}\n")
     names = args.variants
     last = names[-1]
     print("| layer | batch | " + " | ".join(f"{n} ms" for n in names) + " | "
           + " | ".join(f"{n.removeprefix('int4 ')} vs int8" for n in names[1:])
-          + f" | {last} format | {last} decode | modelled {last} vs int8 |")
-    print("|---|---|" + "---|" * (2 * len(names) + 2))
+          + f" | {last} format | {last} decode | modelled {last} vs int8 | floor model |")
+    print("|---|---|" + "---|" * (2 * len(names) + 3))
     rows = []
     rng = np.random.default_rng(0)
     for label, h, w, c, o, k, s, p, *groups in shapes:
@@ -177,19 +218,20 @@ def main() -> None:
             continue
         for n in args.batches:
             spec = ConvSpec(n, h, w, c, o, k, k, stride=s, padding=p, groups=(groups or [1])[0])
-            kernels = build(spec, target, rng, names)
+            kernels = build(spec, target, rng, names, int(args.cold_mib * 2**20))
             ms = time_variants(kernels, args.rounds, args.round_ms, args.clock)
             info = kernels[last][0].info
             fmt, at = info["weight_format"], info.get("decode_at", "-")
             ratios = [ms["int8"] / ms[v] for v in names[1:]]
             # the cost model's int8 / int4 speed-up (Kernel.info["modelled_cycles"])
             model = kernels["int8"][0].info["modelled_cycles"] / info["modelled_cycles"]
+            floor = floor_ratio(spec, target, mem, VARIANTS[last][0], args.cold_mib * 2**20)
             print(f"| {label} | {n} | " + " | ".join(f"{ms[v]:.3f}" for v in names) + " | "
                   + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {fmt} | {at} | "
-                  f"{model:.2f}x |", flush=True)  # fmt: skip
+                  f"{model:.2f}x | {floor:.2f}x |", flush=True)  # fmt: skip
             rows.append({"layer": label, "batch": n, "ms": ms, "planner_format": fmt,
                          "decode_at": at, "schedule": info["schedule"],
-                         "modelled_speedup": model})
+                         "modelled_speedup": model, "floor_modelled_speedup": floor})
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -20,12 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _target(text: str):
+    """(TVM target, its preset)."""
     from aiq_tvm.targets import resolve_target
 
-    return resolve_target(json.loads(text) if text.startswith("{") else text)[0]
+    return resolve_target(json.loads(text) if text.startswith("{") else text)
 
 
-def model_rows(name: str, plan, batch: int, floor: str, target, image_size: int) -> dict:
+def model_rows(name: str, plan, batch: int, floor: str, target, image_size: int,
+               preset=None) -> dict:  # fmt: skip
     """The floor's effect on ``plan`` for one model at one batch size."""
     import torch
     from bench_models import load_model
@@ -34,19 +36,23 @@ def model_rows(name: str, plan, batch: int, floor: str, target, image_size: int)
     from aiq_tvm._ir import specialize_batch
     from aiq_tvm.analysis import cost_model
     from aiq_tvm.compiler import prepare
-    from aiq_tvm.floor import floor_plan, layer_cycles
+    from aiq_tvm.floor import describe_floor_memory, floor_memory, floor_plan, layer_cycles
 
     model, xc = load_model(name, image_size)
     mod, _ = aiq_tvm.from_torch(model, torch.from_numpy(xc[:2]))
     cost = cost_model(specialize_batch(prepare(mod), batch), requant_fusion=True)
     before = cost.full_assignment(plan.resolve(cost.names))
-    after, moves = floor_plan(before, cost, floor, target)
+    after, moves = floor_plan(before, cost, floor, target, preset)
+    read = floor_memory(cost, floor, target, preset)[1]
     layers = []
     for n in cost.searchable:
         p = before[n]
-        layers.append({"layer": n, "precision": p, "cycles": layer_cycles(cost[n], p, target),
-                       "floor_cycles": layer_cycles(cost[n], floor, target)})
-    return {"model": name, "batch": batch, "floor": floor, "ai_before": cost.ai(before),
+        layers.append({"layer": n, "precision": p,
+                       "cycles": layer_cycles(cost[n], p, target, read),
+                       "floor_cycles": layer_cycles(cost[n], floor, target, read)})
+    return {"model": name, "batch": batch, "floor": floor,
+            "weight_reads": describe_floor_memory(cost, floor, target, preset),
+            "ai_before": cost.ai(before),
             "ai_after": cost.ai(after), "ai_fp32": cost.fp32_ai(),
             "moved": [m.to_dict() for m in moves], "layers": layers}
 
@@ -63,13 +69,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from aiq_tvm import Plan
 
-    target = _target(args.target)
+    target, preset = _target(args.target)
     out = []
     for spec in args.plan:
         name, _, path = spec.partition("=")
         for bs in args.batches:
-            r = model_rows(name, Plan.load(path), bs, args.floor, target, args.image_size)
+            r = model_rows(name, Plan.load(path), bs, args.floor, target, args.image_size,
+                           preset)  # fmt: skip
             out.append(r)
+            print(r["weight_reads"])
             low = sum(lay["precision"] != args.floor for lay in r["layers"])
             print(f"{name} batch {bs}: floor {args.floor} moves {len(r['moved'])} of {low} "
                   f"non-{args.floor} layers; plan AI {r['ai_before']:.2f} -> "

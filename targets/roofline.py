@@ -31,6 +31,14 @@ package)::
     flock /work/wt/bench.lock env TVM_NUM_THREADS=2 python -m aiq_tvm.targets.roofline \\
         --target '{"kind":"llvm","mcpu":"haswell","num-cores":2}' --write --name NAME
 
+``--cache PRESET`` measures only the last-level cache of this machine for a measured preset's
+target and stores it in that preset's ``extra`` (``llc_bytes`` from sysfs, and
+``llc_copy_gbs_per_core``: the copy probe on a quarter of the LLC, all cores, per core); the
+speed floor reads weights from there when a model's fit (``targets.memory``)::
+
+    flock /work/bench.lock env TVM_NUM_THREADS=2 python -m aiq_tvm.targets.roofline \
+        --cache znver4-2t
+
 Only host-runnable targets can be measured (the probe executes the code).
 """
 
@@ -344,6 +352,58 @@ def bandwidth(target, n_floats: int = 1 << 25) -> float:
     return bandwidth_probe(target, n_floats).rate()
 
 
+def host_llc_bytes() -> int:
+    """Size of this machine's last-level cache (the highest cache level sysfs lists for CPU
+    0), or 0 where sysfs does not say."""
+    best = (0, 0)
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        best = max(best, (level, int(size.rstrip("KMG")) * mult))
+    return best[1]
+
+
+# The LLC probe copies a quarter of the LLC (in + out): far more than the cores' private
+# caches of the machines measured, little enough to stay in the LLC.
+LLC_FRACTION = 4
+
+
+def measure_cache(target_dict: dict, runs: int = RUNS) -> dict:
+    """This machine's LLC size and the copy rate per core of a working set in it (the
+    bandwidth probe on ``llc / LLC_FRACTION`` bytes of traffic, all cores, process CPU time),
+    for a host-runnable target."""
+    target, caps = _runnable(dict(target_dict))
+    llc = host_llc_bytes()
+    if not llc:
+        raise ValueError("this machine's sysfs lists no caches; cannot size the LLC probe")
+    probe = bandwidth_probe(target, n_floats=llc // LLC_FRACTION // 8)
+    rates = [probe.rate() for _ in range(runs)]
+    return {"llc_bytes": llc, "cores": caps.cores, "runs": rates,
+            "per_core_gbs": float(np.median(rates)) / caps.cores}
+
+
+def _store_cache(name: str, m: dict, argv: list[str]) -> Path:
+    """Record :func:`measure_cache`'s figures in measured preset ``name``'s ``extra``."""
+    path = Path(__file__).resolve().parent / "presets" / f"{name}.json"
+    if not path.exists():
+        raise ValueError(f"no measured preset {name!r} in {path.parent}")
+    data = json.loads(path.read_text())
+    cmd = f"TVM_NUM_THREADS={m['cores']} python -m aiq_tvm.targets.roofline " + " ".join(
+        f"'{a}'" if a.startswith("{") else a for a in argv)
+    data["extra"].update(
+        llc_bytes=m["llc_bytes"], llc_copy_gbs_per_core=round(m["per_core_gbs"], 1),
+        llc_runs=_rounded(m["runs"]),
+        llc_source=f"measured on {datetime.date.today().isoformat()} by `{cmd}`: copy of "
+        f"{m['llc_bytes'] // LLC_FRACTION >> 20} MiB (in + out) on {m['cores']} threads, "
+        f"process CPU time, median of {len(m['runs'])} runs of {REPEAT} calls, per core")
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
 def _runnable(tdict: dict):
     target = tvm.target.Target(tdict)
     caps = capabilities(target)
@@ -473,9 +533,14 @@ def main(argv=None) -> int:
                     choices=sorted({f for f, _ in INT8_CHAINS}),
                     help="also time this int8 chain at the target's width (e.g. vpmaddwd); "
                     "presets keep the ISA level's own family")
+    ap.add_argument("--cache", metavar="PRESET", default=None,
+                    help="measure only this machine's LLC size and in-LLC copy rate for "
+                    "measured preset PRESET's target and store them in its extra")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error(f"--runs must be at least 1, got {args.runs}")
+    if args.cache:
+        return _cache_main(args.cache, args.runs, sys.argv[1:] if argv is None else list(argv))
     m = measure(args.target, runs=args.runs, int8_families=tuple(args.int8))
     fp32 = m["peak_gflops_fp32"]
     print(f"target {json.dumps(m['target'])} ({m['isa']}), median of {args.runs} runs x "
@@ -496,6 +561,20 @@ def main(argv=None) -> int:
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(preset.to_dict(), indent=2) + "\n")
         print(f"wrote {path}")
+    return 0
+
+
+def _cache_main(name: str, runs: int, argv: list[str]) -> int:
+    from .presets import PRESETS
+
+    if name not in PRESETS or not PRESETS[name].measured:
+        measured = [n for n, p in PRESETS.items() if p.measured]
+        raise SystemExit(f"--cache: {name!r} is not a measured preset; valid: "
+                         f"{', '.join(measured)}")
+    m = measure_cache(PRESETS[name].target, runs)
+    print(f"{name}: LLC {m['llc_bytes'] >> 20} MiB, copy in LLC {m['per_core_gbs']:.1f} GB/s "
+          f"per core ({m['cores']} cores; runs " + " ".join(f"{r:.1f}" for r in m["runs"]) + ")")
+    print(f"wrote {_store_cache(name, m, argv)}")
     return 0
 
 

@@ -198,6 +198,23 @@ def test_bench_tvm_beside_torch_and_onnxruntime(files, tmp_path):
     assert "| batch |" in p.stdout
 
 
+def test_bench_plan_under_the_speed_floor_per_batch(files, tmp_path):
+    """--speed-floor on bench: the plan is also built floored at each --batch and timed only
+    at that batch."""
+    from aiq_tvm import Plan
+
+    Plan.uniform("int4").save(tmp_path / "p.json")
+    p = cli("bench", files / "gray.pt2", "--batch", "1,4", "--data", files / "data.npz",
+            "--calib", 32, "--val", 32, "--plan", tmp_path / "p.json", "--speed-floor", "int8",
+            "--compare", "", "--rounds", 2, "--round-ms", 10, "--gap-ms", 5,
+            "--json", tmp_path / "b.json", "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    by_batch = {bs: {r["variant"] for r in rows if r["batch"] == bs} for bs in (1, 4)}
+    assert by_batch[1] == {"tvm-fp32", "tvm-int8", "tvm-plan", "tvm-plan-floor-b1"}
+    assert by_batch[4] == {"tvm-fp32", "tvm-int8", "tvm-plan", "tvm-plan-floor-b4"}
+
+
 def test_image_folder_with_onnx_model(files, tmp_path):
     """PNG files in class folders, resized and normalized with --mean/--std (the torchvision
     MODEL form is covered in test_sources; its import takes minutes on 2 cores)."""

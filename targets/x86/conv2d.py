@@ -396,6 +396,16 @@ class ConvChoice:
         """Modelled cycles of the chosen kernel (Winograd's cost includes its weight read)."""
         return self.direct_cycles if self.wplan is None else self.wplan.cost
 
+    def cycles_plus_read(self, read) -> float:
+        """The chosen kernel's compute cycles plus reading its weights once, timed by
+        ``read`` (``nbytes -> cycles``): the speed floor's model. Per-layer runs with weights
+        from memory (rotating copies above the LLC, docs/performance_224.md "Speed floor")
+        took about the warm time plus the read at copy bandwidth: at batch 1 the read does
+        not hide behind the compute, as the builders' ``max`` bound assumes."""
+        if self.wplan is not None:
+            return self.wplan.cycles_plus_read(read)
+        return self.plan.cycles + read(self.weight_bytes)
+
 
 def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, requant: bool,
                  winograd, decode_once, database, tune_trials: int) -> ConvChoice:  # fmt: skip
@@ -411,21 +421,25 @@ def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, req
 
 def conv2d_cycles(spec: ConvSpec, scheme, target, numerics_target=None, *,
                   requant: bool = False, winograd: bool | int | None = None,
-                  decode_once: bool | None = None) -> float:  # fmt: skip
+                  decode_once: bool | None = None, read=None) -> float:  # fmt: skip
     """Modelled cycles (wall, all threads of ``target``) of the kernel :func:`conv2d_kernel`
     builds for this layer, without building TIR (``Kernel.info["modelled_cycles"]``).
 
     ``requant``: the kernel requantizes its output (fp32 layers then have no Winograd
     kernel). Not foreseen without the weights: an int8 Winograd layer whose transformed
     values could overflow int32 falls back to the direct kernel (``direct_cycles``).
+    ``read`` (``nbytes -> cycles``): the speed floor's model instead, compute plus the
+    weight read it times (:meth:`ConvChoice.cycles_plus_read`); the kernel choice does not
+    depend on it.
 
     Raises
     ------
     UnsupportedLayer
         As :func:`conv2d_kernel`.
     """
-    return conv_choice_for(spec, scheme, target, numerics_target, requant=requant,
-                           winograd=winograd, decode_once=decode_once).cycles
+    choice = conv_choice_for(spec, scheme, target, numerics_target, requant=requant,
+                             winograd=winograd, decode_once=decode_once)
+    return choice.cycles if read is None else choice.cycles_plus_read(read)
 
 
 def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,

@@ -99,16 +99,19 @@ def _dense_formats(spec: DenseSpec, scheme, qmax: int | None, cpu: CpuModel):
     return cpu.weight_formats(scheme, qmax, spec.K, depthwise=False)
 
 
-def dense_cycles(spec: DenseSpec, scheme, target, numerics_target=None) -> float:
+def dense_cycles(spec: DenseSpec, scheme, target, numerics_target=None, *,
+                 read=None) -> float:  # fmt: skip
     """Modelled cycles (wall, all threads of ``target``) of the kernel :func:`dense_kernel`
     builds for this layer, without building TIR (``Kernel.info["modelled_cycles"]``): its
-    plan's cost, or reading its weights from memory where that takes longer."""
+    plan's cost, or reading its weights from memory where that takes longer; with ``read``
+    (``nbytes -> cycles``), the speed floor's model: the plan's cost plus the read."""
     prec = get_precision(scheme)
     qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
                                           else numerics_target))  # fmt: skip
     cpu = cpu_model(target)
     _, _, _, cost = _plan_dense(spec, _dense_formats(spec, prec, qmax, cpu), cpu)
-    return bounded_cycles(cost, spec.K * spec.O * prec.weight_bytes)
+    nbytes = spec.K * spec.O * prec.weight_bytes
+    return bounded_cycles(cost, nbytes) if read is None else cost + read(nbytes)
 
 
 def dense_kernel(

@@ -76,6 +76,13 @@ class WinoPlan:
     rows: int  # tile rows per task (divides the tile rows)
     kgroup: int  # output channels per task (a multiple of ocb dividing the padded channels)
     cost: float  # modelled cycles (per thread)
+    compute: float = 0.0  # of which the tasks' cycles (cost without the weight-read bound)
+    weight_bytes: float = 0.0  # U in memory
+
+    def cycles_plus_read(self, read) -> float:
+        """The tasks' cycles plus reading U once, timed by ``read`` (``nbytes -> cycles``):
+        the speed floor's model, weight reads not overlapped with compute."""
+        return self.compute + read(self.weight_bytes)
 
     @property
     def alpha(self) -> int:
@@ -106,8 +113,20 @@ CACHED_WEIGHT_BYTES = 256 * 1024
 
 def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
                   cpu, arith: WinoArith | None = None) -> float:
-    """Modelled cycles per thread of F(m, 3) with a ``tiles x ocv`` register block and tasks
-    of ``rows`` tile rows x ``kgroup`` output channels.
+    """Modelled cycles per thread of F(m, 3) (see :func:`winograd_parts`), bounded below by
+    reading U once (:func:`weight_read_cycles`)."""
+    return _bounded_wino(*winograd_parts(spec, m, tiles, ocv, rows, kgroup, cpu, arith))
+
+
+def _bounded_wino(compute: float, u_bytes: float) -> float:
+    # Where the weight read bounds the layer, the faster compute plan still wins the tie.
+    return max(compute, weight_read_cycles(u_bytes)) + 1e-3 * compute
+
+
+def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
+                   cpu, arith: WinoArith | None = None) -> tuple[float, float]:
+    """(cycles per thread, bytes of U) of F(m, 3) with a ``tiles x ocv`` register block and
+    tasks of ``rows`` tile rows x ``kgroup`` output channels.
 
     Per task: the GEMM steps as the direct kernel's (``step_cycles``), the transforms (one
     vector op per non-zero coefficient of ``B^T x B^T`` per input channel vector, of
@@ -136,9 +155,7 @@ def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgrou
     per_task = max(gemm + t_in + t_out + pad + epi, stream)
     tasks = spec.N * (n_h // rows) * (kp // kgroup)
     compute = tasks * per_task / threads / balance(tasks, threads)
-    # Where the weight read bounds the layer, the faster compute plan still wins the tie.
-    u_total = a * a * spec.C * kp * ar.weight_bytes
-    return max(compute, weight_read_cycles(u_total)) + 1e-3 * compute
+    return compute, a * a * spec.C * kp * ar.weight_bytes
 
 
 # In a whole network a layer's weights come from memory on every inference (ResNet-50's do
@@ -152,7 +169,9 @@ MEMORY_BYTES_PER_CYCLE = 2.8
 
 
 def weight_read_cycles(nbytes: int) -> float:
-    """Cycles to read a layer's weights from memory once."""
+    """Cycles to read a layer's weights from memory once, as the Winograd-vs-direct choice
+    weighs it (a calibrated selection term; the speed floor's, from the target, is
+    ``targets.memory``)."""
     return nbytes / MEMORY_BYTES_PER_CYCLE
 
 
@@ -215,9 +234,10 @@ def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES,
                     buf = (m + 2) ** 2 * rows * n_w * (spec.C * ar.in_bytes + kg * 4)
                     if buf > MAX_TASK_BUFFER_BYTES and rows > 1:
                         continue
-                    cost = winograd_cost(spec, m, t, ocv, rows, kg, cpu, ar)
+                    parts = winograd_parts(spec, m, t, ocv, rows, kg, cpu, ar)
+                    cost = _bounded_wino(*parts)
                     if best is None or cost < best.cost:
-                        best = WinoPlan(m, t, ocv, cpu.lanes, rows, kg, cost)
+                        best = WinoPlan(m, t, ocv, cpu.lanes, rows, kg, cost, *parts)
     return best
 
 
