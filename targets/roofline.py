@@ -352,11 +352,14 @@ def bandwidth(target, n_floats: int = 1 << 25) -> float:
     return bandwidth_probe(target, n_floats).rate()
 
 
-def host_llc_bytes() -> int:
+SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def host_llc_bytes(caches: Path = SYSFS_CACHES) -> int:
     """Size of this machine's last-level cache (the highest cache level sysfs lists for CPU
-    0), or 0 where sysfs does not say."""
+    0, in ``caches``), or 0 where sysfs does not say."""
     best = (0, 0)
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+    for index in Path(caches).glob("index*"):
         try:
             level = int((index / "level").read_text())
             size = (index / "size").read_text().strip()
@@ -372,12 +375,12 @@ def host_llc_bytes() -> int:
 LLC_FRACTION = 4
 
 
-def measure_cache(target_dict: dict, runs: int = RUNS) -> dict:
+def measure_cache(target_dict: dict, runs: int = RUNS, llc_bytes: int | None = None) -> dict:
     """This machine's LLC size and the copy rate per core of a working set in it (the
     bandwidth probe on ``llc / LLC_FRACTION`` bytes of traffic, all cores, process CPU time),
-    for a host-runnable target."""
+    for a host-runnable target. ``llc_bytes``: the LLC size to probe (default: sysfs's)."""
     target, caps = _runnable(dict(target_dict))
-    llc = host_llc_bytes()
+    llc = host_llc_bytes() if llc_bytes is None else llc_bytes
     if not llc:
         raise ValueError("this machine's sysfs lists no caches; cannot size the LLC probe")
     probe = bandwidth_probe(target, n_floats=llc // LLC_FRACTION // 8)

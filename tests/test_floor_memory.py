@@ -162,12 +162,36 @@ def test_builder_term_alone_would_keep_int4_at_two_cores(heavy_cost):
         assert layer_cycles(lc, "int4", tgt) < layer_cycles(lc, "int8", tgt)
 
 
-def test_cache_probe_sizes_itself_from_the_hosts_llc():
-    from aiq_tvm.targets.roofline import host_llc_bytes, measure_cache
+def _fake_sysfs(root, caches: dict) -> None:
+    """A sysfs cache directory: ``{index: (level, size text)}``."""
+    for index, (level, size) in caches.items():
+        d = root / f"index{index}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "size").write_text(f"{size}\n")
 
-    llc = host_llc_bytes()
-    if not llc:
-        pytest.skip("this machine's sysfs lists no caches")
-    m = measure_cache({"kind": "llvm", "mcpu": "haswell", "num-cores": 1}, runs=1)
+
+def test_host_llc_is_the_highest_level_sysfs_lists(tmp_path):
+    from aiq_tvm.targets.roofline import host_llc_bytes
+
+    _fake_sysfs(tmp_path, {0: (1, "32K"), 1: (1, "32K"), 2: (2, "1024K"), 3: (3, "32768K")})
+    (tmp_path / "index4").mkdir()  # no level / size files: ignored
+    assert host_llc_bytes(tmp_path) == 32 << 20
+    assert host_llc_bytes(tmp_path / "missing") == 0
+
+
+def test_cache_probe_sizes_itself_from_the_llc():
+    from aiq_tvm.targets.roofline import measure_cache
+
+    llc = 8 << 20
+    m = measure_cache({"kind": "llvm", "mcpu": "haswell", "num-cores": 1}, runs=1, llc_bytes=llc)
     assert m["llc_bytes"] == llc and m["cores"] == 1
     assert m["per_core_gbs"] == m["runs"][0] > 0
+
+
+def test_cache_probe_without_an_llc_size_says_so(monkeypatch):
+    from aiq_tvm.targets import roofline
+
+    monkeypatch.setattr(roofline, "host_llc_bytes", lambda: 0)
+    with pytest.raises(ValueError, match="sysfs lists no caches"):
+        roofline.measure_cache({"kind": "llvm", "mcpu": "haswell", "num-cores": 1}, runs=1)
