@@ -109,10 +109,19 @@ def _torch_logits(model, x: np.ndarray, batch: int) -> np.ndarray:
                                for i in range(0, len(x), batch)])
 
 
+def _torch_logits_fp64(model, x: np.ndarray, batch: int) -> np.ndarray:
+    """Torch's logits computed in float64 (a copy of the model): the reference both float32
+    implementations round away from."""
+    import copy
+
+    return _torch_logits(copy.deepcopy(model).double(), x.astype(np.float64), batch)
+
+
 def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: bool,
-              calibration: str = "mse") -> dict:
+              calibration: str = "mse", fp64: bool = False) -> dict:
     """Import, build and compare one model (runs inside the per-model subprocess);
-    ``calibration`` is the INT8 build's activation-range method."""
+    ``calibration`` is the INT8 build's activation-range method; ``fp64`` also compares our
+    FP32 logits and torch's with torch's in float64."""
     import torch
 
     import aiq_tvm
@@ -136,6 +145,10 @@ def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: b
         y = res.run(x, batch)
         if prec == "fp32":
             out["fp32_rel_err"] = rel_error(y, ref)
+            if fp64:
+                ref64 = _torch_logits_fp64(model, x, batch)
+                out["fp32_rel_err_vs_fp64"] = rel_error(y, ref64)
+                out["torch_fp32_rel_err_vs_fp64"] = rel_error(ref, ref64)
             out["aiq_layers"] = len(res.cost.searchable)
             cost = res.cost
             out["unsupported"] = {n: cost[n].reason for n in cost.names if not cost[n].supported}
@@ -171,6 +184,7 @@ def run_in_subprocess(name: str, args) -> dict:
            str(args.val), "--calib", str(args.calib), "--batch", str(args.batch),
            "--calibration", args.calibration]
     cmd += ["--ort"] if args.ort else []
+    cmd += ["--fp64"] if args.fp64 else []
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -210,9 +224,13 @@ def render(records: list[dict]) -> str:
         # Records before the calibration option used the build default of then, percentile.
         calibration = r.get("calibration", "percentile")
         glue = ", ".join(f"{k} {v}" for k, v in r["glue_ops"].items())
+        fp32_err = f"{r['fp32_rel_err']:.1e}"
+        if "fp32_rel_err_vs_fp64" in r:  # both float32 results against torch in float64
+            fp32_err += (f" (vs float64: ours {r['fp32_rel_err_vs_fp64']:.1e}, torch's "
+                         f"{r['torch_fp32_rel_err_vs_fp64']:.1e})")
         lines.append(
             f"| {r['model']} | {r['params_m']:.1f} | {r['size']} | {r['aiq_layers']} | "
-            f"{r['fp32_rel_err']:.1e} | {r['int8_min_cos']:.4f} | "
+            f"{fp32_err} | {r['int8_min_cos']:.4f} | "
             f"{100 * r['int8_top1_agree']:.0f} % | {ort} | {floor} | {calibration} | "
             f"{r['fp32_build_s']:.0f} / {r['int8_build_s']:.0f} | {r['status']} | "
             f"{_unsupported_summary(r['unsupported'])} | {glue} |")
@@ -252,6 +270,10 @@ def _parse(argv):
                     help="activation-range method of the INT8 build: minmax, percentile or mse "
                          "(aiq_tvm.calibrate.CALIBRATION_METHODS)")
     ap.add_argument("--ort", action="store_true", help="also ONNX Runtime INT8's cosine")
+    ap.add_argument("--fp64", action="store_true",
+                    help="also the FP32 relative errors of ours and of torch's own float32 "
+                         "against torch in float64 (how far apart two float32 summation "
+                         "orders can be)")
     ap.add_argument("--timeout", type=int, default=840, help="seconds per model")
     ap.add_argument("--max-params", type=float, default=0.0,
                     help="skip (and record) models with more parameters, in millions")
@@ -275,7 +297,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.one:
         print(json.dumps(check_one(args.one, args.size, args.val, args.calib, args.batch,
-                                   args.ort, args.calibration)), flush=True)
+                                   args.ort, args.calibration, args.fp64)), flush=True)
         return 0
     if args.render is not None:
         records = {}
