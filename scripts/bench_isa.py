@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import _cpu  # noqa: E402
+from bench_models import _cpu, _locked  # noqa: E402
 
 from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
 
@@ -64,13 +64,35 @@ def asm_counts(build, batch: int) -> dict[str, int]:
     return {k: len(re.findall(p, text)) for k, p in ASM_PATTERNS.items()}
 
 
-def _build_all(name, target, precisions, xc, xv, yv):
+def _model_and_data(name: str, n_val: int, image_size: int):
+    """(torch model, calibration images, validation images, labels) of a shipped model
+    (trained weights, Fashion-MNIST labels) or of ``tv/NAME``: a torchvision model with
+    seeded random weights at ``image_size``, whose "labels" are torch's own FP32 top-1, so
+    its accuracy column is the top-1 agreement with torch."""
+    import torch
+
+    from aiq_tvm import datasets, models
+
+    if not name.startswith("tv/"):
+        xc, _ = datasets.calibration_set(256)
+        xv, yv = datasets.validation_set(n_val)
+        return models.get_model(name, pretrained=True), xc, xv, yv
+    from aiq_tvm.models import torchvision_zoo as zoo
+
+    model = zoo.torchvision_model(name[3:], size=image_size)
+    xc = zoo.calibration_images(32, image_size)
+    xv, _ = zoo.validation_images(n_val, image_size)
+    with torch.no_grad():
+        yv = np.concatenate([model(torch.from_numpy(xv[i:i + 16])).argmax(1).numpy()
+                             for i in range(0, len(xv), 16)])
+    return model, xc, xv, yv
+
+
+def _build_all(name, model, target, precisions, xc, xv, yv):
     import torch
 
     import aiq_tvm
-    from aiq_tvm import models
 
-    model = models.get_model(name, pretrained=True)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xc[:2]))
     builds, acc, cal = {}, {}, None
     for prec in precisions:
@@ -80,26 +102,27 @@ def _build_all(name, target, precisions, xc, xv, yv):
         cal = b.calibration or cal
         builds[prec] = b
         # On a target this machine cannot run, a host build with the deploy numerics.
-        acc[prec] = b.evaluate(xv, yv, batch_size=50)
+        acc[prec] = b.evaluate(xv, yv, batch_size=min(50, len(xv)))
         print(f"[{name}] {prec}: built in {time.perf_counter() - t0:.1f}s, "
               f"val acc {100 * acc[prec]:.2f} %", flush=True)
     return builds, acc
 
 
-def _time_all(builds, x, rounds, round_ms, gap_ms, clock) -> dict[str, float]:
+def _time_all(builds, x, rounds, round_ms, gap_ms, clock, lock=None) -> dict[str, float]:
     import tvm
 
     timers = {}
     for key, b in builds.items():
-        f = b.vm(x.shape[0])["main"]
+        f = b.vm(x.shape[0])["main"]  # compiled here, outside the lock
         arg = tvm.runtime.tensor(x)
         timers[key] = Timer(lambda f=f, arg=arg: f(arg), clock)
     samples = {k: [] for k in timers}
-    for r in range(rounds):
-        keys = list(timers)
-        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
-            time.sleep(gap_ms / 1e3)
-            samples[k].append(timers[k](round_ms))
+    with _locked(lock):
+        for r in range(rounds):
+            keys = list(timers)
+            for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+                time.sleep(gap_ms / 1e3)
+                samples[k].append(timers[k](round_ms))
     return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
 
 
@@ -107,15 +130,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="llvm",
                     help="JSON target dict, 'llvm -mcpu=...' string, preset name or llvm")
-    ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"])
+    ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"],
+                    help="shipped models, or tv/NAME: a torchvision model with random weights "
+                         "at --image-size (accuracy = top-1 agreement with torch FP32)")
+    ap.add_argument("--image-size", type=int, default=224, help="input size of tv/ models")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4"])
-    ap.add_argument("--val", type=int, default=1000, help="validation images for accuracy")
+    ap.add_argument("--val", type=int, default=None,
+                    help="validation images for accuracy (default 1000; 64 for tv/ models)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--round-ms", type=float, default=150.0)
     ap.add_argument("--gap-ms", type=float, default=50.0)
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
                     help="wall clock, or this process's CPU time (needs TVM_NUM_THREADS=1)")
+    ap.add_argument("--lock", default=None,
+                    help="flock this file while timing (builds and accuracy runs unlocked)")
     ap.add_argument("--out", default=None, help="Markdown file for the results")
     ap.add_argument("--append", action="store_true",
                     help="add this run's section to --out instead of starting the page")
@@ -126,22 +155,22 @@ def main(argv=None) -> int:
     threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
     if args.clock == "cpu" and threads != 1:
         ap.error("--clock cpu measures one thread's work: run with TVM_NUM_THREADS=1")
-    from aiq_tvm import datasets
     from aiq_tvm.targets import capabilities, resolve_target
 
     target = parse_target(args.target)
     caps = capabilities(resolve_target(target)[0])
-    xc, _ = datasets.calibration_set(256)
-    xv, yv = datasets.validation_set(args.val)
     print(f"target {args.target}: {caps.describe()}; runs here: {caps.host_runnable}",
           flush=True)
     rows = []
     for name in args.models:
-        builds, acc = _build_all(name, target, args.precisions, xc, xv, yv)
+        n_val = args.val or (64 if name.startswith("tv/") else 1000)
+        model, xc, xv, yv = _model_and_data(name, n_val, args.image_size)
+        builds, acc = _build_all(name, model, target, args.precisions, xc, xv, yv)
         for bs in args.batches:
             if caps.host_runnable:
                 x = np.ascontiguousarray(np.resize(xc, (bs, *xc.shape[1:])), np.float32)
-                med = _time_all(builds, x, args.rounds, args.round_ms, args.gap_ms, args.clock)
+                med = _time_all(builds, x, args.rounds, args.round_ms, args.gap_ms, args.clock,
+                                args.lock)
             else:
                 med = {}
             asm = {p: asm_counts(b, bs) for p, b in builds.items()}
@@ -179,12 +208,23 @@ def write_section(args, argv, caps, threads: int, table: str) -> None:
                "with the target's numerics, instructions counted in the built library.")
     section = (f"## {caps.isa}: `{args.target}`, {clock if caps.host_runnable else 'cross'}"
                f"\n\nCommand: `{cmd}`\n\n{caps.describe()}. Machine: {_cpu()}, {threads} "
-               f"threads, {datetime.date.today().isoformat()}. Accuracy: top-1 on {args.val} "
-               f"validation images. {ran}\n\n{table}\n")
+               f"threads, {datetime.date.today().isoformat()}. {_accuracy_text(args)} {ran}"
+               f"\n\n{table}\n")
     out = Path(args.out)
     head = out.read_text() if args.append and out.exists() else PAGE_HEAD
     out.write_text(head.rstrip("\n") + "\n\n" + section)
     print(f"wrote {args.out}")
+
+
+def _accuracy_text(args) -> str:
+    """What the accuracy columns measure, for the models of the run."""
+    parts = []
+    if any(not m.startswith("tv/") for m in args.models):
+        parts.append(f"top-1 on {args.val or 1000} validation images")
+    if any(m.startswith("tv/") for m in args.models):
+        parts.append(f"for tv/ models top-1 agreement with torch FP32 on {args.val or 64} "
+                     f"images at {args.image_size} x {args.image_size}")
+    return "Accuracy: " + "; ".join(parts) + "."
 
 
 def format_table(rows, precisions) -> str:
