@@ -59,6 +59,10 @@ RATIOS = (
     ("onnxruntime", "tvm-fp32", "fp32 vs ORT fp32"),
     ("onnxruntime-int8", "tvm-int8", "int8 vs ORT int8"),
     ("tvm-fp32", "tvm-int8", "int8 vs fp32"),
+    ("onnxruntime", "tvm-fp32-mb", "fp32-mb vs ORT fp32"),
+    ("onnxruntime-int8", "tvm-int8-mb", "int8-mb vs ORT int8"),
+    ("tvm-fp32", "tvm-fp32-mb", "fp32-mb vs fp32"),
+    ("tvm-int8", "tvm-int8-mb", "int8-mb vs int8"),
     ("tvm-int8", "tvm-int4", "int4 vs int8"),
     ("tvm-int8", "tvm-aiq-plan", "plan vs int8"),
     ("tvm-int8", "tvm-aiq-plan-floor", "floor plan vs int8"),
@@ -215,7 +219,8 @@ def _locked(path: str | None):
 # ----------------------------------------------------------------------------- one model
 # Variants whose layers compute in int8 (their roofline is the int8 peak) or in float32.
 _INT8_COMPUTE = ("tvm-int8", "tvm-int4", "onnxruntime-int8")
-_FP32_COMPUTE = ("tvm-fp32", "tvm-w8", "tvm-w4", "onnxruntime", "pytorch")
+_FP32_COMPUTE = ("tvm-fp32", "tvm-w8", "tvm-w4", "onnxruntime", "pytorch", "tvm-fp32-mb")
+_INT8_COMPUTE += ("tvm-int8-mb", "tvm-int4-mb")
 
 
 def roofline_info(build) -> dict:
@@ -254,7 +259,26 @@ def _build_all(name, mod, params, xc, args, plans) -> tuple[dict, dict]:
             builds["aiq-plan-floor"] = _floor_builds(name, mod, params, xc, args, plan,
                                                      pcal or cal or "percentile",
                                                      builds["aiq-plan"])  # fmt: skip
+    if args.micro_batch is not None:
+        for prec in args.precisions:
+            print(f"[{name}] {prec} with --micro-batch {args.micro_batch}:", flush=True)
+            builds[f"{prec}-mb"] = _micro_batched(builds[prec], args.micro_batch, args.batches)
     return builds, build_s
+
+
+def _micro_batched(build, setting, batches):
+    """The same build run in micro-batches (``BuildConfig.micro_batch=setting``): variant
+    ``tvm-<precision>-mb``; a batch the setting leaves whole reuses the build's executable."""
+    import dataclasses
+
+    mb = dataclasses.replace(build, micro_batch=setting, micro_batches={}, _exes={},
+                             _run_exes={}, _embedded_exes={}, unscheduled={})
+    for bs in batches:
+        choice = mb.micro_batch_choice(bs)
+        print(f"  {choice.describe()}", flush=True)
+        if not choice.split:
+            mb.set_executable(bs, build.executable(bs), build.unscheduled.get(bs, []))
+    return mb
 
 
 def _plan_ai_gain(res, plan) -> float:
@@ -448,6 +472,10 @@ def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
 
 
 # ----------------------------------------------------------------------------- main
+def _micro_batch(text: str):
+    return text if text == "auto" else int(text)
+
+
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"],
@@ -460,6 +488,9 @@ def _parse(argv):
     ap.add_argument("--speed-floor", default=None, metavar="P",
                     help="also time each --plan built with BuildConfig.speed_floor=P "
                     "(variant aiq-plan-floor, built at each timed batch size)")
+    ap.add_argument("--micro-batch", default=None, type=_micro_batch, metavar="{auto,N}",
+                    help="also time every --precisions build run in micro-batches "
+                    "(BuildConfig.micro_batch; variants tvm-<precision>-mb)")
     ap.add_argument("--no-ort-int8", dest="ort_int8", action="store_false",
                     help="skip the ONNX Runtime INT8 variant")
     ap.add_argument("--rounds", type=int, default=15)
