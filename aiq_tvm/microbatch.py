@@ -6,9 +6,11 @@ last-level cache (LLC); each call reads the weights again.  ``"auto"`` picks ``m
 model of the bytes that go through memory per batch, from the cost model and the target's
 preset (:func:`aiq_tvm.targets.memory.weight_memory`):
 
-* activations: a layer whose input + output (+ fused shortcut) bytes for ``m`` samples exceed
-  :data:`LLC_SHARE` of the LLC streams them through memory (``B`` samples' worth per batch);
-  one that fits keeps them in cache;
+* activations: a memory-bound layer (the cost model's roofline on the preset's peaks) whose
+  input + output (+ fused shortcut) bytes for ``m`` samples exceed :data:`LLC_SHARE` of the
+  LLC streams them through memory (``B`` samples' worth per batch); one that fits keeps them
+  in cache.  A compute-bound layer's activation traffic is not counted: its kernel hides it
+  (ResNet-50's 7 MB-per-sample bottleneck layers ran no faster in micro-batches);
 * weights: a model whose weights fit the LLC keeps them there; a larger one reads them from
   memory once per call (``B / m`` times per batch).
 
@@ -28,9 +30,10 @@ __all__ = ["AUTO", "LLC_SHARE", "MicroBatchChoice", "check_micro_batch", "diviso
 
 AUTO = "auto"
 # Share of the LLC a layer's activations may take and still stay cached (the rest holds
-# weights, the padded copies of depthwise inputs, other tenants): fitted on the b8 table of
-# docs/performance_224.md ("Micro-batching").
-LLC_SHARE = 0.5
+# weights, padded copies, other tenants): fitted on the batch-8 table of
+# docs/performance_224.md ("Micro-batching"): MobileNetV2 / EfficientNet-B0 FP32 ran fastest
+# in calls of 4 samples (24 MB at the widest layer) on a 32 MiB LLC.
+LLC_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -74,19 +77,23 @@ def check_divides(micro: int, batch: int) -> None:
 
 @dataclass(frozen=True)
 class Traffic:
-    """Per-sample activation bytes of each layer and the model's weight bytes, for a plan."""
+    """Per-sample activation bytes of each layer, whether the layer is memory-bound, and the
+    model's weight bytes, for a plan."""
 
-    activations: tuple[tuple[str, float], ...]
+    activations: tuple[tuple[str, float, bool], ...]
     weight_bytes: float
 
-    def largest(self) -> tuple[str, float]:
-        return max(self.activations, key=lambda a: a[1])
+    def largest(self) -> tuple[str, float, bool]:
+        """The memory-bound layer with the most activation bytes (any layer if none is)."""
+        bound = [a for a in self.activations if a[2]] or self.activations
+        return max(bound, key=lambda a: a[1])
 
 
-def layer_traffic(cost, assignment: Mapping[str, str], cost_batch: int) -> Traffic:
+def layer_traffic(cost, assignment: Mapping[str, str], cost_batch: int, peaks) -> Traffic:
     """Per-sample input + output (+ shortcut) bytes of every layer of ``cost`` (a
-    :class:`~aiq_tvm.cost.CostModel` at batch ``cost_batch``) under ``assignment``, and the
-    weight bytes (what :meth:`LayerCost.nbytes` counts)."""
+    :class:`~aiq_tvm.cost.CostModel` at batch ``cost_batch``) under ``assignment``, its
+    roofline bound on ``peaks`` (a preset), and the weight bytes (what
+    :meth:`LayerCost.nbytes` counts)."""
     full = cost.full_assignment({k: v for k, v in assignment.items() if k in cost.names})
     acts, weights = [], 0.0
     for lc in cost.layers:
@@ -95,7 +102,8 @@ def layer_traffic(cost, assignment: Mapping[str, str], cost_batch: int) -> Traff
         res = 4.0 if src is None else cost.out_act_bytes(src, full)
         act = (lc.in_elems * p.act_bytes + lc.out_elems * cost.out_act_bytes(lc.name, full)
                + lc.residual_elems * res)
-        acts.append((lc.name, act / cost_batch))
+        bound = cost.roofline(lc.name, full, peaks).bound == "memory"
+        acts.append((lc.name, act / cost_batch, bound))
         weights += lc.weight_elems * p.weight_bytes
     return Traffic(tuple(acts), weights)
 
@@ -103,7 +111,8 @@ def layer_traffic(cost, assignment: Mapping[str, str], cost_batch: int) -> Traff
 def memory_bytes(traffic: Traffic, batch: int, micro: int, llc_bytes: int) -> tuple[float, float]:
     """(activation, weight) bytes through memory for one batch at micro-batch ``micro``."""
     budget = LLC_SHARE * llc_bytes
-    acts = batch * sum(a for _, a in traffic.activations if micro * a > budget)
+    acts = batch * sum(a for _, a, bound in traffic.activations
+                       if bound and micro * a > budget)
     weights = 0.0 if traffic.weight_bytes <= llc_bytes else \
         (batch // micro) * traffic.weight_bytes
     return acts, weights
@@ -142,11 +151,12 @@ def choose_micro_batch(setting, batch: int, traffic: Traffic | None, llc_bytes: 
 def _auto(batch: int, traffic: Traffic, llc_bytes: int) -> MicroBatchChoice:
     cost = {m: memory_bytes(traffic, batch, m, llc_bytes) for m in divisors(batch)}
     best = min(cost, key=lambda m: (sum(cost[m]), -m))
-    name, act = traffic.largest()
+    name, act, _ = traffic.largest()
     acts, weights = cost[best]
     full = sum(cost[batch])
     resident = "fit" if traffic.weight_bytes <= llc_bytes else "exceed"
-    why = (f"auto: m={best}, largest layer activation {_mb(act)} per sample ({name}) vs "
+    why = (f"auto: m={best}, largest memory-bound layer activation {_mb(act)} per sample "
+           f"({name}) vs "
            f"{LLC_SHARE:g} x LLC {llc_bytes / 2**20:g} MiB; weights {_mb(traffic.weight_bytes)} "
            f"{resident} the LLC; modelled memory traffic per batch {_mb(acts + weights)} "
            f"(activations {_mb(acts)}, weights {_mb(weights)}) vs {_mb(full)} unsplit")

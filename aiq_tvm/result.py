@@ -16,7 +16,7 @@ from .compiler import compile_plan
 from .cost import CostModel
 from .datachecks import check_finite as _check_finite
 from .datachecks import check_labels, check_samples
-from .microbatch import MicroBatchChoice, choose_micro_batch, layer_traffic
+from .microbatch import AUTO, MicroBatchChoice, choose_micro_batch, layer_traffic
 from .plan import Plan
 from .report import Report
 from .runtime import accuracy, require_host_runnable, run_batches, time_main
@@ -75,15 +75,16 @@ class BuildResult:
         (``BuildConfig.micro_batch``; see :mod:`aiq_tvm.microbatch`)."""
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs not in self.micro_batches:
+            problem = batch_split_problem(self.annotated)
             traffic, llc = None, 0
-            if self.micro_batch is not None:
+            if self.micro_batch == AUTO and bs > 1 and not problem:
                 from .targets.memory import weight_memory
 
                 traffic = layer_traffic(self.cost, self.plan.resolve(self.cost.names),
-                                        self.batch_size)
+                                        self.batch_size, self.preset)
                 llc = weight_memory(self.target, self.preset).llc_bytes
-            self.micro_batches[bs] = choose_micro_batch(
-                self.micro_batch, bs, traffic, llc, batch_split_problem(self.annotated))
+            self.micro_batches[bs] = choose_micro_batch(self.micro_batch, bs, traffic, llc,
+                                                        problem)
         return self.micro_batches[bs]
 
     def executable(self, batch_size: int | None = None, embed_weights: bool = False

@@ -160,26 +160,35 @@ def test_micro_batch_is_checked_against_the_default_batch(tiny_model):
 
 
 # ----------------------------------------------------------------------------- auto
-def _traffic(acts_mb, weights_mb):
-    return Traffic(tuple((f"l{i}", a * 1e6) for i, a in enumerate(acts_mb)), weights_mb * 1e6)
+def _traffic(acts_mb, weights_mb, compute_bound=()):
+    return Traffic(tuple((f"l{i}", a * 1e6, i not in compute_bound)
+                         for i, a in enumerate(acts_mb)), weights_mb * 1e6)
 
 
-@pytest.mark.parametrize("acts_mb, weights_mb, llc, expected", [
-    # MobileNet-like fp32: 6 MB per sample at the widest layer, 14 MB weights, 32 MiB LLC:
-    # 8 and 4 samples overflow half the LLC, 2 do not; the weights stay cached.
-    ([6.0, 3.0, 1.0], 14.0, 32 * MiB, 2),
+@pytest.mark.parametrize("acts_mb, weights_mb, compute_bound, expected", [
+    # MobileNetV2 FP32 (figures of tv/mobilenet_v2 at 224): 6.02 MB per sample at the widest
+    # memory-bound layer, 13.9 MB of weights, 32 MiB LLC: 4 samples (24.1 MB) fit 3/4 of the
+    # LLC, 8 do not; the weights stay cached, so calls of 4.
+    ([6.02, 5.62, 3.61], 13.9, {1}, 4),
     # The same at int8 (a quarter of the bytes): the whole batch fits.
-    ([1.5, 0.75, 0.25], 3.5, 32 * MiB, 8),
-    # ResNet-18-like fp32: 47 MB of weights from memory per call outweigh the 30 MB of one
-    # layer's activations saved.
-    ([3.8, 1.6, 1.6], 47.0, 32 * MiB, 8),
-    # Large activations everywhere, weights from memory but small: splitting pays.
-    ([6.0, 6.0, 6.0, 6.0], 40.0, 32 * MiB, 2),
+    ([1.51, 1.4, 0.9], 3.5, {1}, 8),
+    # 7 MB per sample, but at compute-bound layers (ResNet-50's bottlenecks): not counted, and
+    # 102 MB of weights from memory per call: one call.
+    ([7.23, 7.23, 4.82], 102.0, {0, 1, 2}, 8),
+    # Three memory-bound 13 MB layers, 40 MB of weights from memory: only calls of 1 keep the
+    # activations cached (2 x 13 MB > 3/4 LLC); they read the weights 8 times (320 MB)
+    # against once plus 8 x 39 MB of activations (352 MB) for the whole batch.
+    ([13.0, 13.0, 13.0], 40.0, (), 1),
+    # One memory-bound 4 MB layer: calls of 4 would save 32 MB of activations but read the
+    # 40 MB of weights once more.
+    ([4.0], 40.0, (), 8),
 ])
-def test_auto_picks_the_least_modelled_memory_traffic(acts_mb, weights_mb, llc, expected):
-    choice = choose_micro_batch("auto", 8, _traffic(acts_mb, weights_mb), llc)
+def test_auto_picks_the_least_modelled_memory_traffic(acts_mb, weights_mb, compute_bound,
+                                                      expected):
+    traffic = _traffic(acts_mb, weights_mb, compute_bound)
+    choice = choose_micro_batch("auto", 8, traffic, 32 * MiB)
     assert choice.micro == expected, choice.reason
-    assert choice.reason.startswith(f"auto: m={expected}, largest layer activation")
+    assert choice.reason.startswith(f"auto: m={expected}, largest memory-bound layer")
 
 
 def test_auto_without_an_llc_size_runs_whole_and_says_why():
