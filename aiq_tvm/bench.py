@@ -212,13 +212,13 @@ def _tvm_builds(model, data, args, progress, calib_x):
     plans.update(dict.fromkeys(batch_of, plans.get("plan")))
     builds = {}
     ctx = None
-    micro = getattr(args, "micro_batch", None)
+    micro = getattr(args, "micro_batch", "auto")
     if isinstance(micro, int):  # every batch timed runs in calls of this size
         for bs in args.batch:
             check_divides(micro, bs)
     for key, plan in progress.bar(list(plans.items()), desc="compiling TVM builds"):
         extra = ({"batch_size": batch_of[key], "speed_floor": floor} if key in batch_of
-                 else {"batch_size": args.batch[0]} if micro is not None else {})  # fmt: skip
+                 else {"batch_size": args.batch[0]} if isinstance(micro, int) else {})  # fmt: skip
         cfg = BuildConfig(target=args.target, plan=plan, calibration=cal, seed=args.seed,
                           micro_batch=micro, **extra)  # fmt: skip
         ctx = phases.resolve(model.mod, model.params, calib_x, None, cfg)

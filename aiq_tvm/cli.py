@@ -62,20 +62,20 @@ def _positive_int(text: str) -> int:
 
 
 def _micro_batch(text: str) -> int | str:
-    if text == "auto":
+    if text in ("auto", "off"):
         return text
     try:
         return _positive_int(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected auto or a positive integer dividing the "
-                                         f"batch size, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected auto, off or a positive integer dividing "
+                                         f"the batch size, got {text!r}") from None
 
 
 def _micro_batch_arg(p) -> None:
-    p.add_argument("--micro-batch", type=_micro_batch, default=None, metavar="{auto,N}",
+    p.add_argument("--micro-batch", type=_micro_batch, default="auto", metavar="{auto,off,N}",
                    help="run each batch as sequential calls of N samples inside the built "
-                   "module (N must divide --batch), or auto: chosen from the plan's activation "
-                   "and weight bytes and the target's LLC size (default: off)")
+                   "module (N must divide --batch); auto (default): chosen from the plan's "
+                   "activation and weight bytes and the target's LLC size; off: never split")
 
 
 def _rpc_address(text: str) -> str:

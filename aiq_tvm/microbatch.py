@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from .schemes import get_precision
 
-__all__ = ["AUTO", "LLC_SHARE", "MicroBatchChoice", "check_micro_batch", "divisors",
+__all__ = ["AUTO", "OFF", "LLC_SHARE", "MicroBatchChoice", "check_micro_batch", "divisors",
            "layer_traffic", "choose_micro_batch"]
 
 AUTO = "auto"
+OFF = "off"  # the CLI's word for None
 # Share of the LLC a layer's activations may take and still stay cached (the rest holds
 # weights, padded copies, other tenants): fitted on the batch-8 table of
 # docs/performance_224.md ("Micro-batching"): MobileNetV2 / EfficientNet-B0 FP32 ran fastest
@@ -59,11 +60,13 @@ def divisors(n: int) -> list[int]:
 
 
 def check_micro_batch(value) -> int | str | None:
-    """``BuildConfig.micro_batch``: None, a positive int, or ``"auto"``."""
-    if value is None or value == AUTO:
+    """``BuildConfig.micro_batch``: None (or ``"off"``), a positive int, or ``"auto"``."""
+    if value is None or value == OFF:
+        return None
+    if value == AUTO:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"micro_batch must be None (off), {AUTO!r} or a positive integer "
+        raise ValueError(f"micro_batch must be {AUTO!r}, None or {OFF!r}, or a positive integer "
                          f"dividing the batch size, got {value!r}")
     return value
 

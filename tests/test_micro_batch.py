@@ -141,9 +141,9 @@ def test_static_batch_module_runs_whole_and_says_why(tiny):
 
 # ----------------------------------------------------------------------------- config
 @pytest.mark.parametrize("kwargs, msg", [
-    (dict(micro_batch=0), "micro_batch must be None .off., 'auto' or a positive integer"),
-    (dict(micro_batch="half"), "micro_batch must be None .off., 'auto' or a positive integer"),
-    (dict(micro_batch=True), "micro_batch must be None"),
+    (dict(micro_batch=0), "micro_batch must be 'auto', None or 'off', or a positive integer"),
+    (dict(micro_batch="half"), "micro_batch must be 'auto', None or 'off', or a positive"),
+    (dict(micro_batch=True), "micro_batch must be 'auto'"),
     (dict(micro_batch=3, batch_size=8),
      r"micro_batch=3 does not divide the batch size 8; valid micro-batches for batch 8: "
      r"\[1, 2, 4, 8\]"),
@@ -205,3 +205,9 @@ def test_kernel_times_of_micro_batches_are_summed_per_layer():
     calls = [("a_int8", 1.0), ("b_fp32", 2.0), ("a_int8", 1.5), ("b_fp32", 2.5)]
     t = attribute_kernel_times(calls, ["a", "b"], repeats=2)
     assert t.per_layer == {"a": 2.5, "b": 4.5} and t.unmatched_kernels == []
+
+
+def test_auto_is_the_default_and_off_means_never():
+    assert BuildConfig().micro_batch == "auto"
+    assert BuildConfig(micro_batch="off").micro_batch is None
+    assert choose_micro_batch(None, 8, None, 0).micro == 8
