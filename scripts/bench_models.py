@@ -17,7 +17,9 @@ Variants: PyTorch eager FP32; ONNX Runtime FP32 (CPU provider); ONNX Runtime INT
 (``quantize_static`` after ``quant_pre_process``: QDQ, per-channel, uint8 activations, int8
 weights, MinMax calibration on the same calibration images our builds use); aiq_tvm builds
 with a uniform precision (``fp32``, ``int8``, ``int4``, ``w8``, ``w4``) and, with ``--plan``,
-an AIQ plan JSON.  Every variant's logits on the timed batch are compared with PyTorch's
+an AIQ plan JSON, each running the whole batch in one call (``micro_batch=None``); with
+``--micro-batch auto|N`` also each precision's build in micro-batches (``tvm-<precision>-mb``,
+:mod:`aiq_tvm.microbatch`).  Every variant's logits on the timed batch are compared with PyTorch's
 (cosine similarity, printed in a second table), so a fast but wrong build shows.
 
 Long runs: ``--lock FILE`` holds an exclusive ``flock`` on FILE only while a model is timed
@@ -286,7 +288,7 @@ def _build_all(name, mod, params, xc, args, plans) -> tuple[dict, dict]:
         t0 = time.perf_counter()
         builds[prec] = aiq_tvm.build(mod, params=params, plan=prec, calib_data=xc,
                                      calibration=cal or "percentile",
-                                     eval_batch_size=min(len(xc), 16))
+                                     eval_batch_size=min(len(xc), 16), micro_batch=None)
         cal = builds[prec].calibration or cal
         build_s[prec] = time.perf_counter() - t0
         print(f"[{name}] built {prec} in {build_s[prec]:.1f}s", flush=True)
@@ -294,7 +296,7 @@ def _build_all(name, mod, params, xc, args, plans) -> tuple[dict, dict]:
         plan, pcal = plans[name]
         builds["aiq-plan"] = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc,
                                            calibration=pcal or cal or "percentile",
-                                           eval_batch_size=min(len(xc), 16))
+                                           eval_batch_size=min(len(xc), 16), micro_batch=None)
         if args.speed_floor:
             builds["aiq-plan-floor"] = _floor_builds(name, mod, params, xc, args, plan,
                                                      pcal or cal or "percentile",
@@ -352,7 +354,7 @@ def _floor_builds(name, mod, params, xc, args, plan, cal, unfloored) -> dict:
     out = {}
     for bs in args.batches:
         res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc, calibration=cal,
-                            eval_batch_size=min(len(xc), 16), batch_size=bs,
+                            eval_batch_size=min(len(xc), 16), micro_batch=None, batch_size=bs,
                             speed_floor=args.speed_floor)  # fmt: skip
         moved = res.report.floor
         print(f"[{name}] speed floor {args.speed_floor} at batch {bs}: {len(moved)} layer(s) "
