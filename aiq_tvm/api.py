@@ -46,7 +46,7 @@ def build(
     remote=None,
     output: int | None = None,
     speed_floor: str | None = None,
-    micro_batch: int | str | None = "auto",
+    micro_batch: int | str | None = None,
 ) -> BuildResult:
     """Quantize a Relax model with AIQ and compile it for a CPU.
 

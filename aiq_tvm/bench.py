@@ -212,7 +212,7 @@ def _tvm_builds(model, data, args, progress, calib_x):
     plans.update(dict.fromkeys(batch_of, plans.get("plan")))
     builds = {}
     ctx = None
-    micro = getattr(args, "micro_batch", "auto")
+    micro = getattr(args, "micro_batch", None)
     if isinstance(micro, int):  # every batch timed runs in calls of this size
         for bs in args.batch:
             check_divides(micro, bs)

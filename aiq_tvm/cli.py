@@ -72,10 +72,10 @@ def _micro_batch(text: str) -> int | str:
 
 
 def _micro_batch_arg(p) -> None:
-    p.add_argument("--micro-batch", type=_micro_batch, default="auto", metavar="{auto,off,N}",
+    p.add_argument("--micro-batch", type=_micro_batch, default=None, metavar="{auto,off,N}",
                    help="run each batch as sequential calls of N samples inside the built "
-                   "module (N must divide --batch); auto (default): chosen from the plan's "
-                   "activation and weight bytes and the target's LLC size; off: never split")
+                   "module (N must divide --batch); auto: chosen from the plan's activation "
+                   "and weight bytes and the target's LLC size; off (default): never split")
 
 
 def _rpc_address(text: str) -> str:

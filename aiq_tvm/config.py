@@ -112,14 +112,14 @@ class BuildConfig:
         FP32 layers stay).
         Layers without an AIQ kernel are untouched; the report lists every layer affected
         and the plan records the floor (:mod:`aiq_tvm.floor`).
-    micro_batch : "auto", int or None
+    micro_batch : None, "auto" or int
         Run a batch as sequential calls of a smaller micro-batch, inside the executable's
         ``main`` (which still takes the whole batch): large activations then stay in the
         last-level cache, at the price of reading the weights once per call
-        (:mod:`aiq_tvm.microbatch`).  ``"auto"`` (default) picks per batch size from the
-        plan's activation and weight bytes and the target preset's LLC size (batch 1, and
-        models whose activations fit, run whole); an int must divide ``batch_size`` (other
-        batch sizes it does not divide run whole); None or ``"off"``: never split.  The
+        (:mod:`aiq_tvm.microbatch`).  None or ``"off"`` (default): never split.
+        ``"auto"`` picks per batch size from the plan's activation and weight bytes and the
+        target preset's LLC size (batch 1, and models whose activations fit, run whole); an
+        int must divide ``batch_size`` (other batch sizes it does not divide run whole).  The
         report says which micro-batch ran and why; a module whose batch cannot be split
         (static batch) runs whole, and the report says so.
     """
@@ -144,7 +144,7 @@ class BuildConfig:
     remote: object = None
     output: int | None = None
     speed_floor: str | None = None
-    micro_batch: int | str | None = "auto"
+    micro_batch: int | str | None = None
     # True when precisions were not given: resolve() narrows them to the target's defaults.
     precisions_default: bool = field(default=False, init=False)
 

@@ -207,7 +207,7 @@ def test_kernel_times_of_micro_batches_are_summed_per_layer():
     assert t.per_layer == {"a": 2.5, "b": 4.5} and t.unmatched_kernels == []
 
 
-def test_auto_is_the_default_and_off_means_never():
-    assert BuildConfig().micro_batch == "auto"
+def test_off_is_the_default_and_means_never():
+    assert BuildConfig().micro_batch is None
     assert BuildConfig(micro_batch="off").micro_batch is None
     assert choose_micro_batch(None, 8, None, 0).micro == 8
