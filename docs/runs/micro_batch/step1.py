@@ -4,11 +4,11 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 from aiq_tvm.threads import unpin_tvm_threads
 unpin_tvm_threads()
 import numpy as np, torch, tvm
-sys.path.insert(0, "/work/wt/mbatch/scripts")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../scripts"))
 from bench_models import load_model
 import aiq_tvm
 from aiq_tvm.bench import Timer
-sys.path.insert(0, '/work/runs/s8/mbatch')
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quiet import clean_sample
 
 name, prec = sys.argv[1], sys.argv[2]

@@ -4,7 +4,7 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 from aiq_tvm.threads import unpin_tvm_threads
 unpin_tvm_threads()
 import numpy as np, torch, tvm
-sys.path.insert(0, "/work/wt/mbatch/scripts"); sys.path.insert(0, "/work/runs/s8/mbatch")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../scripts")); sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_models import load_model
 from quiet import clean_sample
 import aiq_tvm
