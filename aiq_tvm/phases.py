@@ -426,7 +426,8 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
         _tune(ctx, res)
     res.executable(ctx.batch_size)
     ctx.timings["compile_s"] = time.perf_counter() - t0
-    report.micro_batch = res.micro_batch_choice().describe()
+    if ctx.config.micro_batch is not None:  # off (the default) leaves the header as it was
+        report.micro_batch = res.micro_batch_choice().describe()
     report.unscheduled = res.unscheduled_glue()
     if searched is not None:
         report.accuracy_fp32 = searched.baseline.accuracy

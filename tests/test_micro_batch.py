@@ -211,3 +211,11 @@ def test_off_is_the_default_and_means_never():
     assert BuildConfig().micro_batch is None
     assert BuildConfig(micro_batch="off").micro_batch is None
     assert choose_micro_batch(None, 8, None, 0).micro == 8
+
+
+def test_report_names_the_micro_batch_only_when_it_is_set(tiny_model):
+    mod, params, _ = tiny_model
+    off = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=4)
+    assert "micro-batch" not in off.report.header() and off.micro_batch_choice().micro == 4
+    auto = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=4, micro_batch="auto")
+    assert "micro-batch 4 at batch 4 (one call): auto: m=4" in auto.report.header()
