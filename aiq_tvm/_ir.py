@@ -9,8 +9,8 @@ from tvm import relax
 from .checks import check_positive_int
 
 __all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
-           "specialize_batch", "input_shape", "weight_types", "output_types", "use_counts",
-           "rewrite_function"]
+           "batch_split_problem", "specialize_batch", "input_shape", "weight_types",
+           "output_types", "use_counts", "rewrite_function"]
 
 
 def is_const(expr) -> bool:
@@ -83,6 +83,31 @@ def batch_var(mod: tvm.IRModule) -> tvm.tirx.Var | None:
     shape = mod["main"].params[0].ty.shape
     dim = shape[0] if shape is not None and len(shape) else None
     return dim if isinstance(dim, tvm.tirx.Var) else None
+
+
+def batch_split_problem(mod: tvm.IRModule) -> str:
+    """Why ``main``'s batch cannot be cut into micro-batches ("" when it can): it needs a
+    symbolic batch as the first dimension of the first input and of every output."""
+    var = batch_var(mod)
+    if var is None:
+        return "the module has a static batch (import it with dynamic_batch=True)"
+    outs = []
+
+    def walk(ty):
+        if isinstance(ty, relax.TupleType):
+            for f in ty.fields:
+                walk(f)
+        else:
+            outs.append(ty)
+
+    walk(mod["main"].ret_ty)
+    for i, ty in enumerate(outs):
+        shape = getattr(ty, "shape", None)
+        first = shape[0] if shape is not None and len(shape) else None
+        if not (isinstance(first, tvm.tirx.Var) and first.same_as(var)):
+            return (f"output {i} ({ty}) does not have the batch {var} as its first dimension, "
+                    "so micro-batch outputs cannot be concatenated")
+    return ""
 
 
 def specialize_batch(mod: tvm.IRModule, batch_size: int) -> tvm.IRModule:

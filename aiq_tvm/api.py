@@ -46,6 +46,7 @@ def build(
     remote=None,
     output: int | None = None,
     speed_floor: str | None = None,
+    micro_batch: int | str | None = None,
 ) -> BuildResult:
     """Quantize a Relax model with AIQ and compile it for a CPU.
 
@@ -53,7 +54,7 @@ def build(
     ``target``, ``plan``, ``lam``, ``search``, ``objective``, ``budget_pp``, ``precisions``,
     ``calibration``, ``percentile``, ``batch_size``, ``eval_batch_size``, ``max_sweeps``,
     ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``, ``remote``, ``output``,
-    ``speed_floor``), then
+    ``speed_floor``, ``micro_batch``), then
     runs the phases of :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search
     a plan (unless ``plan`` is given), finalize and compile.
 
@@ -80,7 +81,7 @@ def build(
         percentile=percentile, batch_size=batch_size, eval_batch_size=eval_batch_size,
         max_sweeps=max_sweeps, seed=seed, tune=tune, database=database,
         tune_trials=tune_trials, verbose=verbose, remote=remote, output=output,
-        speed_floor=speed_floor,
+        speed_floor=speed_floor, micro_batch=micro_batch,
     )
     ctx = phases.resolve(mod, params, calib_data, val_data, config)
     calib = phases.calibrate(ctx)

@@ -199,6 +199,7 @@ def _tvm_builds(model, data, args, progress, calib_x):
     from . import phases
     from .calibrate import DEFAULT_CALIBRATION, Calibration
     from .config import BuildConfig
+    from .microbatch import check_divides
     from .plan import Plan
 
     plans = {"fp32": Plan.uniform("fp32"), "int8": Plan.uniform("int8")}
@@ -211,11 +212,15 @@ def _tvm_builds(model, data, args, progress, calib_x):
     plans.update(dict.fromkeys(batch_of, plans.get("plan")))
     builds = {}
     ctx = None
+    micro = getattr(args, "micro_batch", None)
+    if isinstance(micro, int):  # every batch timed runs in calls of this size
+        for bs in args.batch:
+            check_divides(micro, bs)
     for key, plan in progress.bar(list(plans.items()), desc="compiling TVM builds"):
         extra = ({"batch_size": batch_of[key], "speed_floor": floor} if key in batch_of
-                 else {})  # fmt: skip
+                 else {"batch_size": args.batch[0]} if isinstance(micro, int) else {})  # fmt: skip
         cfg = BuildConfig(target=args.target, plan=plan, calibration=cal, seed=args.seed,
-                          **extra)  # fmt: skip
+                          micro_batch=micro, **extra)  # fmt: skip
         ctx = phases.resolve(model.mod, model.params, calib_x, None, cfg)
         calib = phases.calibrate(ctx)
         if calib is not None and not isinstance(cal, Calibration):

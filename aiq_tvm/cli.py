@@ -61,6 +61,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _micro_batch(text: str) -> int | str:
+    if text in ("auto", "off"):
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a positive integer dividing "
+                                         f"the batch size, got {text!r}") from None
+
+
+def _micro_batch_arg(p) -> None:
+    p.add_argument("--micro-batch", type=_micro_batch, default=None, metavar="{auto,off,N}",
+                   help="run each batch as sequential calls of N samples inside the built "
+                   "module (N must divide --batch); auto: chosen from the plan's activation "
+                   "and weight bytes and the target's LLC size; off (default): never split")
+
+
 def _rpc_address(text: str) -> str:
     from .checks import check_remote
 
@@ -97,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
                      "or a target string ('llvm -mtriple=aarch64-linux-gnu -mattr=+neon')")
     run.add_argument("--batch", type=_positive_int, default=1,
                      help="batch size of the final build and of the measured objective's timing")
+    _micro_batch_arg(run)
     _speed_floor_arg(run)
     run.add_argument("--baselines", type=_precisions, default=[],
                      help="also build these precisions uniformly (e.g. int8,int4) and report "
@@ -178,6 +196,7 @@ def _model_args(p, batch_default=1, batch_type=None) -> None:
                    help="llvm (this machine), a preset name (aiq-tvm presets), a JSON target")
     p.add_argument("--batch", type=batch_type or _positive_int, default=batch_default,
                    help="batch size of the build and of latency measurements")
+    _micro_batch_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -378,7 +397,8 @@ def _run_search(args, mod, params, xc, val):
                 budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
                 batch_size=args.batch, speed_floor=args.speed_floor,
-                tune=args.tune is not None, database=args.tune, tune_trials=args.trials,
+                micro_batch=args.micro_batch, tune=args.tune is not None, database=args.tune,
+                tune_trials=args.trials,
                 remote=args.rpc if args.objective == "measured" else None, verbose=True)
     print()
     print(measured_report(res, remote=args.rpc) if args.measure else res.report)
@@ -429,7 +449,8 @@ def _uniform_baselines(args, mod, params, xc, res) -> dict:
 
     calibration = res.calibration if res.calibration is not None else args.calibration
     return {p: build(mod, args.target, params=params, plan=p, calib_data=xc,
-                     calibration=calibration, batch_size=args.batch)
+                     calibration=calibration, batch_size=args.batch,
+                     micro_batch=args.micro_batch)
             for p in args.baselines}
 
 

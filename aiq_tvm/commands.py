@@ -107,7 +107,8 @@ def _context(model, data, args, progress: Progress, **config):
     from . import phases
     from .config import BuildConfig
 
-    cfg = BuildConfig(target=args.target, batch_size=args.batch, seed=args.seed, **config)
+    cfg = BuildConfig(target=args.target, batch_size=args.batch, seed=args.seed,
+                      micro_batch=args.micro_batch, **config)
     ctx = phases.resolve(model.mod, model.params, None if data is None else data.calib,
                          None if data is None else data.val, cfg)
     ctx.progress = progress.phase_hook

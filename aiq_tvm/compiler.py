@@ -16,7 +16,14 @@ from . import pipeline as P
 from ._ir import specialize_batch
 from .calibrate import Calibration
 from .deploy import kernel_calls
-from .passes import AnnotatePrecision, LiftWeights, SelectPrecisionAtRuntime, SplitAtLayers
+from .passes import (
+    AnnotatePrecision,
+    LiftWeights,
+    MicroBatch,
+    SelectPrecisionAtRuntime,
+    SplitAtLayers,
+    inline_micro_batches,
+)
 from .plan import Plan
 from .weights import Weights
 
@@ -35,10 +42,12 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
 
 def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool = True,
                    unscheduled: list | None = None, after_dataflow: list = (),
-                   lift_weights: bool = False) -> relax.VMExecutable:
+                   lift_weights: bool = False, before_lowering: list = ()
+                   ) -> relax.VMExecutable:
     """``passes`` then TVM's CPU legalization, our glue schedules and TVM's lowering
     (``unscheduled``: see :func:`aiq_tvm.pipeline.schedule_passes`; ``after_dataflow``: see
-    :func:`aiq_tvm.pipeline.lower_passes`).
+    :func:`aiq_tvm.pipeline.lower_passes`; ``before_lowering``: passes between the glue
+    schedules and TVM's lowering).
 
     The executable's ``aiq_kernel_calls`` lists its TIR kernel calls (symbols and argument
     shapes, in program order): what :mod:`aiq_tvm.deploy` times on a remote device.
@@ -50,7 +59,7 @@ def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool 
     lifted: dict = {}
     seq = tvm.transform.Sequential(
         passes + P.legalize_passes(target) + P.schedule_passes(target, unscheduled)
-        + P.lower_passes(target, static_memory, after_dataflow)
+        + list(before_lowering) + P.lower_passes(target, static_memory, after_dataflow)
         + ([LiftWeights(lifted)] if lift_weights else [])
     )
     target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
@@ -68,13 +77,24 @@ def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool 
 def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibration | None,
                  params, target, batch_size: int, database=None, tune_trials: int = 0,
                  numerics_target=None, unscheduled: list | None = None,
-                 lift_weights: bool = False) -> relax.VMExecutable:
+                 lift_weights: bool = False, micro_batch: int | None = None
+                 ) -> relax.VMExecutable:
     """Compile an annotated module for one plan and batch size (``lift_weights``: see
-    :func:`compile_module`)."""
-    mod = specialize_batch(annotated, batch_size)
-    return compile_module(mod, target, P.quantize_passes(
-        target, plan, calibration, params, database, tune_trials, numerics_target),
-        unscheduled=unscheduled, lift_weights=lift_weights)
+    :func:`compile_module`).
+
+    ``micro_batch`` m (dividing ``batch_size``): the layers are compiled at batch m and
+    ``main`` runs ``batch_size / m`` of them one after another (:class:`MicroBatch`); it still
+    takes and returns ``batch_size`` samples."""
+    micro = batch_size if micro_batch is None else int(micro_batch)
+    mod = specialize_batch(annotated, micro)
+    passes = P.quantize_passes(target, plan, calibration, params, database, tune_trials,
+                               numerics_target)
+    inline = []
+    if micro != batch_size:
+        passes.append(MicroBatch(batch_size, micro))
+        inline = [inline_micro_batches()]
+    return compile_module(mod, target, passes, unscheduled=unscheduled,
+                          lift_weights=lift_weights, before_lowering=inline)
 
 
 def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration | None,

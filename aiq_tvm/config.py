@@ -20,6 +20,7 @@ from .checks import (
     check_positive_int,
     check_remote,
 )
+from .microbatch import check_divides, check_micro_batch
 from .objectives import OBJECTIVES
 from .plan import Plan, as_plan
 from .schemes import PRECISIONS, get_precision
@@ -111,6 +112,16 @@ class BuildConfig:
         FP32 layers stay).
         Layers without an AIQ kernel are untouched; the report lists every layer affected
         and the plan records the floor (:mod:`aiq_tvm.floor`).
+    micro_batch : None, "auto" or int
+        Run a batch as sequential calls of a smaller micro-batch, inside the executable's
+        ``main`` (which still takes the whole batch): large activations then stay in the
+        last-level cache, at the price of reading the weights once per call
+        (:mod:`aiq_tvm.microbatch`).  None or ``"off"`` (default): never split.
+        ``"auto"`` picks per batch size from the plan's activation and weight bytes and the
+        target preset's LLC size (batch 1, and models whose activations fit, run whole); an
+        int must divide ``batch_size`` (other batch sizes it does not divide run whole).  The
+        report says which micro-batch ran and why; a module whose batch cannot be split
+        (static batch) runs whole, and the report says so.
     """
 
     target: object = "llvm"
@@ -133,6 +144,7 @@ class BuildConfig:
     remote: object = None
     output: int | None = None
     speed_floor: str | None = None
+    micro_batch: int | str | None = None
     # True when precisions were not given: resolve() narrows them to the target's defaults.
     precisions_default: bool = field(default=False, init=False)
 
@@ -167,6 +179,9 @@ class BuildConfig:
             set_("plan", as_plan(self.plan))
         if self.speed_floor is not None:
             check_choice("speed_floor", self.speed_floor, PRECISIONS)
+        set_("micro_batch", check_micro_batch(self.micro_batch))
+        if isinstance(self.micro_batch, int) and self.batch_size is not None:
+            check_divides(self.micro_batch, self.batch_size)
         set_("remote", check_remote(self.remote))
         if self.output is not None:
             set_("output", check_non_negative_int("output", self.output))

@@ -43,6 +43,7 @@ from .datachecks import (
 )
 from .floor import describe_floor_memory, floor_choices, floor_plan
 from .journal import SearchJournal
+from .microbatch import check_divides
 from .objectives import MeritInputs, get_objective
 from .passes import ExposeLayerInputs, select_vector
 from .plan import Plan
@@ -105,7 +106,7 @@ class BuildContext:
             calibration=calibration, search=searched, batch_size=self.batch_size,
             annotated=self.annotated, params=self.params, timings=self.timings,
             database=self.config.database, run_target=self.run_target, output=self.output,
-            num_classes=self.num_classes)
+            num_classes=self.num_classes, micro_batch=self.config.micro_batch)
 
 
 # ----------------------------------------------------------------------------- resolve
@@ -179,6 +180,8 @@ def resolve(mod: tvm.IRModule, params, calib_data, val_data, config: BuildConfig
     data_notes = notes_c + notes_v + compare_notes(calib_x, None if val is None else val[0])
     for note in data_notes:
         warnings.warn(note, UserWarning, stacklevel=3)
+    if isinstance(config.micro_batch, int):
+        check_divides(config.micro_batch, bs)
     eval_bs = config.eval_batch_size or static or _default_eval_batch(calib_x, val)
     check_params(params, weight_types(annotated))
     cost = cost_model(specialize_batch(annotated, bs), requant_fusion=True)
@@ -378,15 +381,17 @@ def _tune(ctx: BuildContext, res: BuildResult) -> None:
     """Tune the final build's kernels into the database; keep whichever whole build is
     faster, the tuned one or the default one (both timed here)."""
     bs, trials = res.batch_size, ctx.config.tune_trials
+    micro = res.micro_batch_choice(bs).micro  # the kernels tuned are the micro-batch's
     glue = {"tuned": [], "default": []}
     t0 = time.perf_counter()
     exes = {"tuned": compile_plan(res.annotated, res.plan, res.calibration, res.params,
                                   res.target, bs, res.database, trials,
-                                  unscheduled=glue["tuned"], lift_weights=True)}
+                                  unscheduled=glue["tuned"], lift_weights=True,
+                                  micro_batch=micro)}
     tune_s = time.perf_counter() - t0
     exes["default"] = compile_plan(res.annotated, res.plan, res.calibration, res.params,
                                    res.target, bs, unscheduled=glue["default"],
-                                   lift_weights=True)
+                                   lift_weights=True, micro_batch=micro)
     times = {}
     for key, exe in exes.items():
         res.set_executable(bs, exe, glue[key])
@@ -421,6 +426,8 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
         _tune(ctx, res)
     res.executable(ctx.batch_size)
     ctx.timings["compile_s"] = time.perf_counter() - t0
+    if ctx.config.micro_batch is not None:  # off (the default) leaves the header as it was
+        report.micro_batch = res.micro_batch_choice().describe()
     report.unscheduled = res.unscheduled_glue()
     if searched is not None:
         report.accuracy_fp32 = searched.baseline.accuracy

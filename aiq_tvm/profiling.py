@@ -84,22 +84,24 @@ class KernelTimes:
         return out
 
 
-def attribute_kernel_times(calls: Sequence[tuple[str, float]], layers: Sequence[str]
-                           ) -> KernelTimes:
-    """Give each layer, in program order, the next layer-kernel call's time.
+def attribute_kernel_times(calls: Sequence[tuple[str, float]], layers: Sequence[str],
+                           repeats: int = 1) -> KernelTimes:
+    """Give each layer, in program order, the next layer-kernel call's time; ``repeats``: the
+    layers run that many times in turn (a micro-batched ``main``), each layer's calls summed.
 
     A standalone input quantize kernel counts with the layer kernel that follows it.
     Everything else (layout copies, pooling, fused glue, TVM's kernels for layers without an
     AIQ kernel) is ``other_us``.  When the counts differ the surplus is named, not dropped.
     """
     out = KernelTimes()
-    todo = list(layers)
+    todo = list(layers) * repeats
     pending = 0.0
     for sym, us in calls:
         if sym.endswith("_quantize"):
             pending += us
         elif _LAYER_KERNEL.match(sym) and todo:
-            out.per_layer[todo.pop(0)] = us + pending
+            name = todo.pop(0)
+            out.per_layer[name] = out.per_layer.get(name, 0.0) + us + pending
             pending = 0.0
         elif _LAYER_KERNEL.match(sym):
             out.unmatched_kernels.append(sym)
@@ -108,15 +110,16 @@ def attribute_kernel_times(calls: Sequence[tuple[str, float]], layers: Sequence[
         else:
             out.other_us += us
     out.other_us += pending
-    out.unmatched_layers = todo
+    out.unmatched_layers = list(dict.fromkeys(todo))
     return out
 
 
 def measured_report(result, repeat: int = 7, remote=None) -> Report:
     """``result``'s report with each layer's measured kernel time beside its roofline time
     (timed here, or on the RPC device ``remote``)."""
+    choice = result.micro_batch_choice(result.batch_size)
     times = attribute_kernel_times(profile(result, result.batch_size, repeat, remote),
-                                   result.cost.searchable)
+                                   result.cost.searchable, choice.batch // choice.micro)
     assignment = result.plan.resolve(result.cost.names)
     rep = make_report(result.cost, assignment, result.preset, str(result.target),
                       measured_us=times.per_layer, run_target=str(result.run_target))

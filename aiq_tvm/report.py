@@ -60,6 +60,8 @@ class Report:
     # BuildConfig.speed_floor and the layer precisions it ruled out (FloorMove.to_dict()).
     speed_floor: str | None = None
     floor: list[dict] = field(default_factory=list)
+    # How the build's batch runs (MicroBatchChoice.describe()); "" for reports of no build.
+    micro_batch: str = ""
 
     @property
     def ai_fp32(self) -> float:
@@ -128,6 +130,8 @@ class Report:
             head += (f"\naccuracy runs on the host target {self.run_target} with the deploy "
                      "target's numerics (this machine cannot execute the deploy target)")
         head += "".join(f"\nassumed: {a}" for a in self.preset_assumed)
+        if self.micro_batch:
+            head += f"\n{self.micro_batch}"
         notes = "".join(f"\nnote: {n}" for n in self.notes) + self._floor_lines()
         if self.unscheduled:
             notes += (f"\nnote: {len(self.unscheduled)} glue function(s) left unscheduled "

@@ -9,13 +9,14 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ._ir import input_shape
+from ._ir import batch_split_problem, input_shape
 from .calibrate import Calibration
 from .checks import check_positive_int
 from .compiler import compile_plan
 from .cost import CostModel
 from .datachecks import check_finite as _check_finite
 from .datachecks import check_labels, check_samples
+from .microbatch import AUTO, MicroBatchChoice, choose_micro_batch, layer_traffic
 from .plan import Plan
 from .report import Report
 from .runtime import accuracy, require_host_runnable, run_batches, time_main
@@ -53,6 +54,9 @@ class BuildResult:
     unscheduled: dict = field(default_factory=dict)  # batch -> [(glue function, error)]
     output: int | None = None  # which output holds the class scores (multi-output models)
     num_classes: int | None = None
+    # BuildConfig.micro_batch (None, an int or "auto") and the choice made per batch size.
+    micro_batch: int | str | None = None
+    micro_batches: dict = field(default_factory=dict)
     _exes: dict = field(default_factory=dict, repr=False)
     _run_exes: dict = field(default_factory=dict, repr=False)
     _embedded_exes: dict = field(default_factory=dict, repr=False)
@@ -66,6 +70,23 @@ class BuildResult:
         """True when accuracy runs execute on another target than the deploy target."""
         return self.run_target is not self.target
 
+    def micro_batch_choice(self, batch_size: int | None = None) -> MicroBatchChoice:
+        """The micro-batch ``main`` runs a batch of ``batch_size`` in, and why
+        (``BuildConfig.micro_batch``; see :mod:`aiq_tvm.microbatch`)."""
+        bs = self.batch_size if batch_size is None else int(batch_size)
+        if bs not in self.micro_batches:
+            problem = batch_split_problem(self.annotated)
+            traffic, llc = None, 0
+            if self.micro_batch == AUTO and bs > 1 and not problem:
+                from .targets.memory import weight_memory
+
+                traffic = layer_traffic(self.cost, self.plan.resolve(self.cost.names),
+                                        self.batch_size, self.preset)
+                llc = weight_memory(self.target, self.preset).llc_bytes
+            self.micro_batches[bs] = choose_micro_batch(self.micro_batch, bs, traffic, llc,
+                                                        problem)
+        return self.micro_batches[bs]
+
     def executable(self, batch_size: int | None = None, embed_weights: bool = False
                    ) -> relax.VMExecutable:
         """The deploy target's module for a batch size (compiled once, then cached).
@@ -73,19 +94,22 @@ class BuildResult:
         Its ``main`` takes the weights after the input (``exe.aiq_weights`` holds them, in
         order; :meth:`vm` binds them); ``embed_weights=True`` compiles a second module with
         the weights as constants, ``main(x)`` alone (what a single-file export holds).
+        Either runs the batch in the micro-batches of :meth:`micro_batch_choice`.
         """
         bs = self.batch_size if batch_size is None else int(batch_size)
+        micro = self.micro_batch_choice(bs).micro
         if embed_weights:
             if bs not in self._embedded_exes:
                 self._embedded_exes[bs] = compile_plan(
                     self.annotated, self.plan, self.calibration, self.params, self.target, bs,
-                    self.database)
+                    self.database, micro_batch=micro)
             return self._embedded_exes[bs]
         if bs not in self._exes:
             self.unscheduled[bs] = []
             self._exes[bs] = compile_plan(self.annotated, self.plan, self.calibration,
                                           self.params, self.target, bs, self.database,
-                                          unscheduled=self.unscheduled[bs], lift_weights=True)
+                                          unscheduled=self.unscheduled[bs], lift_weights=True,
+                                          micro_batch=micro)
         return self._exes[bs]
 
     def set_executable(self, batch_size: int, exe: relax.VMExecutable,
@@ -108,7 +132,8 @@ class BuildResult:
         if bs not in self._run_exes:
             self._run_exes[bs] = compile_plan(
                 self.annotated, self.plan, self.calibration, self.params, self.run_target, bs,
-                self.database, numerics_target=self.target, lift_weights=True)
+                self.database, numerics_target=self.target, lift_weights=True,
+                micro_batch=self.micro_batch_choice(bs).micro)
         return self._run_exes[bs]
 
     def vm(self, batch_size: int | None = None) -> WeightedVM:

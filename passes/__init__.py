@@ -29,6 +29,7 @@ from .fills_to_scalars import FillsToScalars
 from .fold_constant_layouts import FoldConstantLayouts
 from .lift_weights import LiftWeights
 from .limit_vector_width import LimitVectorWidth
+from .micro_batch import MICRO_FUNCTION, MicroBatch, inline_micro_batches
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
@@ -52,6 +53,9 @@ __all__ = [
     "VectorizableMath",
     "LimitVectorWidth",
     "LiftWeights",
+    "MicroBatch",
+    "MICRO_FUNCTION",
+    "inline_micro_batches",
     "FoldConstantLayouts",
     "layer_table",
     "layer_consumers",

@@ -99,7 +99,7 @@ def _build_all(name, model, target, precisions, xc, xv, yv):
     for prec in precisions:
         t0 = time.perf_counter()
         b = aiq_tvm.build(mod, target, params=params, plan=prec, calib_data=xc,
-                          calibration=cal or "percentile")
+                          calibration=cal or "percentile", micro_batch=None)
         cal = b.calibration or cal
         builds[prec] = b
         # On a target this machine cannot run, a host build with the deploy numerics.

@@ -73,7 +73,7 @@ def main() -> None:
     calib = zoo.calibration_images(32, 224)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
     res = aiq_tvm.build(mod, "llvm", params=params, plan=args.plan, calib_data=calib,
-                        batch_size=args.batch, eval_batch_size=16)
+                        batch_size=args.batch, eval_batch_size=16, micro_batch=None)
     vm = res.vm(args.batch)  # weights bound: vm["main"](x)
     x = tvm.runtime.tensor(res.example_input(args.batch))
     names, insitu, plain, instrumented = insitu_times(vm, x, args.runs)

@@ -53,7 +53,8 @@ def profile_plan(model, mod, params, calib, plan: str, batch: int, repeat: int, 
     from aiq_tvm.profiling import attribute_kernel_times, profile
 
     res = aiq_tvm.build(mod, target, params=params, plan=plan, calib_data=calib,
-                        batch_size=batch, eval_batch_size=min(len(calib), 16))
+                        batch_size=batch, eval_batch_size=min(len(calib), 16),
+                        micro_batch=None)  # one kernel call per layer
     calls = profile(res, batch, repeat=repeat)
     times = attribute_kernel_times(calls, res.cost.searchable)
     total = sum(us for _, us in calls)

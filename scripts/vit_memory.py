@@ -64,7 +64,7 @@ def measure(layers: int, plan: str, image_size: int = 224) -> dict:
     weights_mb = sum(v.nbytes for v in params.values()) / 2**20
     before_mb = _rss_mb()
     t0 = time.perf_counter()
-    res = aiq_tvm.build(mod, params=params, plan=plan, batch_size=2,
+    res = aiq_tvm.build(mod, params=params, plan=plan, batch_size=2, micro_batch=None,
                         calib_data=x if plan != "fp32" else None)
     build_s = time.perf_counter() - t0
     out = res.run(x)

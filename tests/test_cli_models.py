@@ -108,6 +108,35 @@ def test_build_single_file_embeds_the_weights(files, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+def test_build_in_micro_batches_reports_them_and_runs_the_whole_batch(files, tmp_path):
+    from aiq_tvm import Plan
+
+    Plan.uniform("fp32").save(tmp_path / "fp32.json")
+    so = tmp_path / "mb.so"
+    p = cli("build", files / "gray.pt2", "--plan", tmp_path / "fp32.json", "--batch", 2,
+            "--micro-batch", 1, "-o", so, "--single-file", "--quiet")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "micro-batch 1 at batch 2 (2 call(s) of 1): micro_batch=1 as configured" in p.stdout
+    x = np.load(files / "data.npz")["x"][:2]
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(so)), tvm.cpu())
+    with torch.no_grad():
+        want = torch.export.load(files / "gray.pt2").module()(torch.from_numpy(x)).numpy()
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_micro_batch_that_does_not_divide_the_batch_is_one_line(files, tmp_path, capsys):
+    from aiq_tvm import Plan
+
+    Plan.uniform("fp32").save(tmp_path / "fp32.json")
+    assert main(["build", str(files / "gray.pt2"), "--plan", str(tmp_path / "fp32.json"),
+                 "--batch", "4", "--micro-batch", "3", "-o", str(tmp_path / "m.so"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("aiq-tvm: error: micro_batch=3 does not divide the batch size 4; valid "
+                   "micro-batches for batch 4: [1, 2, 4] (or 'auto', or None for off)")
+
+
 def test_interrupted_search_resumes_from_its_journal_to_the_same_plan(files, tmp_path,
                                                                        monkeypatch, capsys):
     from aiq_tvm import phases
@@ -290,6 +319,8 @@ def test_argument_errors():
                  ["sweep", "resnet20", "--data", "fashion-mnist", "--out", "o", "--lams",
                   "0.5,1.5"],
                  ["bench", "resnet20", "--compare", "tensorflow"],
+                 ["build", "resnet20", "--plan", "p.json", "-o", "m.so", "--micro-batch",
+                  "half"],
                  ["search", "resnet20", "--data", "fashion-mnist", "--out", "o", "--lam",
                   "2"]):
         with pytest.raises(SystemExit) as exc:
