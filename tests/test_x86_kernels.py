@@ -522,6 +522,21 @@ def test_fp32_half_width_vectors_where_fma_pipes_are_half_width(mcpu, lanes):
     assert k8.plan.lanes == 16
 
 
+@pytest.mark.parametrize("scheme,threads,lead", [("fp32", 2, "s0"), ("fp32", 1, "o"),
+                                                  ("int8", 2, "o")])
+def test_float_1x1_splits_rows_like_its_padded_neighbours(scheme, threads, lead):
+    """A 1x1 conv whose weights (600 KB) outweigh its input (7 x 7 x 160) splits output rows
+    over several threads in fp32, as the depthwise layers around it do (each core then reads
+    the rows it wrote); one thread and the integer formats keep the output-channel order."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    spec = ConvSpec(1, 7, 7, 160, 960, 1, 1)
+    target = {"kind": "llvm", "mcpu": "znver4", "num-cores": threads}
+    assert conv_mod.conv_choice_for(spec, scheme, target).plan.tile.order[0] == lead
+    big = ConvSpec(1, 7, 7, 320, 1280, 1, 1)  # 1.6 MB of weights: re-read per row group
+    assert conv_mod.conv_choice_for(big, "fp32", target).plan.tile.order[0] == "o"
+
+
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx_vnni", "avx2"),
                                                run=False))
 @pytest.mark.parametrize("scheme", ["int8", "int4"])

@@ -313,7 +313,8 @@ def conv_candidates(
                 pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
             else:
                 w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
-                big_w = w_bytes > n * h * w * c
+                big_w = w_bytes > n * h * w * c and not _rows_like_neighbours(
+                    w_bytes * in_bytes, fmt, threads)
                 order = ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
                 min_tasks = TASKS_PER_THREAD * threads
@@ -330,6 +331,23 @@ def conv_candidates(
                                             fold)))
             out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
+
+
+# Float weights up to this size are re-read from a core's L2 (1 MiB on Zen 4) by a row-split
+# 1x1 conv (see _rows_like_neighbours); larger ones keep the output-channel split.
+ROW_SPLIT_WEIGHT_BYTES = 768 << 10
+
+
+def _rows_like_neighbours(w_bytes: int, fmt: WeightFormat, threads: int) -> bool:
+    """Whether an unpadded float conv whose weights outweigh its input still splits output
+    rows over the threads (not output channels). The padded layers around it (depthwise,
+    3x3) always split rows; a channel split there makes each core read half the rows the
+    other core just wrote, from that core's cache. MobileNetV2 fp32 at batch 1 on two threads
+    (Zen 4, scripts/profile_insitu.py, docs/performance_224.md): the depthwise 960 @ 7 x 7
+    after a channel-split 1x1 ran 24.6-27.2 us in situ (12.3 us on its own), 17.0-18.2 us
+    after a row-split one. One thread has no other core's cache to read from; the integer
+    formats were not measured."""
+    return threads > 1 and fmt.in_dtype == "float32" and w_bytes <= ROW_SPLIT_WEIGHT_BYTES
 
 
 def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int, line: int,
