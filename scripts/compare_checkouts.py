@@ -9,7 +9,9 @@ between them under the lock and prints both medians and the median of the per-ro
     python scripts/compare_checkouts.py --model efficientnet_b0 --plan fp32 --batch 1 \\
         before=/work/main/.venv/bin/python after=/work/wt/NAME/.venv/bin/python
 
-One thread, process CPU time (``TVM_NUM_THREADS=1`` is set for the workers).
+One thread, process CPU time by default (``TVM_NUM_THREADS=1`` is set for the workers);
+``--threads 2 --clock wall`` compares the two-thread builds (pool threads unpinned, as
+``scripts/bench_models.py`` runs them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 import numpy as np
 
 
-def worker(model: str, plan: str, batch: int) -> None:
+def worker(model: str, plan: str, batch: int, clock: str) -> None:
     """Build, report the logits' smallest cosine to torch's, then time on request ('MS')."""
     import torch
     import tvm
@@ -46,15 +48,17 @@ def worker(model: str, plan: str, batch: int) -> None:
     y = f(arg).numpy()
     cos = (y * ref).sum(1) / (np.linalg.norm(y, axis=1) * np.linalg.norm(ref, axis=1))
     print(f"ready, smallest cosine to torch {cos.min():.4f}", flush=True)
-    timer = Timer(lambda: f(arg), "cpu")
+    timer = Timer(lambda: f(arg), clock)
     for line in sys.stdin:
         print(f"{timer(float(line)) * 1e3:.4f}", flush=True)
 
 
 def _start(python: str, args) -> subprocess.Popen:
-    env = dict(os.environ, TVM_NUM_THREADS="1")
+    env = dict(os.environ, TVM_NUM_THREADS=str(args.threads))
+    env.setdefault("TVM_BIND_THREADS", "0")  # as unpin_tvm_threads (docs/threading.md)
     return subprocess.Popen([python, os.path.abspath(__file__), "--worker", "--model", args.model,
-                             "--plan", args.plan, "--batch", str(args.batch)],
+                             "--plan", args.plan, "--batch", str(args.batch),
+                             "--clock", args.clock],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                             cwd="/")
 
@@ -88,8 +92,13 @@ def compare(args) -> None:
         p.wait()
     (a, ta), (b, tb) = samples.items()
     ratio = float(np.median(np.array(tb) / np.array(ta)))
-    print(f"{args.model} {args.plan} batch {args.batch}, median of {args.rounds} rounds: "
+    print(f"{args.model} {args.plan} batch {args.batch}, {args.threads} thread(s), "
+          f"{args.clock} clock, median of {args.rounds} rounds: "
           f"{a} {np.median(ta):.3f} ms, {b} {np.median(tb):.3f} ms, {b}/{a} per round {ratio:.3f}")
+    # Under intermittent load from other jobs the fastest rounds are the least disturbed ones.
+    low = {k: float(np.percentile(v, 10)) for k, v in samples.items()}
+    print(f"10th percentiles: {a} {low[a]:.3f} ms, {b} {low[b]:.3f} ms, {b}/{a} "
+          f"{low[b] / low[a]:.3f}")
 
 
 def main(argv=None) -> None:
@@ -101,10 +110,15 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--round-ms", type=float, default=300.0)
     ap.add_argument("--lock", default="/work/bench.lock")
+    ap.add_argument("--threads", type=int, default=1, help="TVM_NUM_THREADS of the workers")
+    ap.add_argument("--clock", default="cpu", choices=("cpu", "wall"),
+                    help="process CPU time (one thread) or wall time (several)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {args.threads}")
     if args.worker:
-        worker(args.model, args.plan, args.batch)
+        worker(args.model, args.plan, args.batch, args.clock)
     else:
         compare(args)
 

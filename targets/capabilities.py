@@ -98,6 +98,10 @@ class TargetCaps:
         The ISA features above that the target enables (LLVM names).
     missing_on_host : tuple of str
         Features the target enables that this machine lacks (why it is not host-runnable).
+    fma_bits : int
+        Width of the core's FMA pipes: ``vector_bits``, or 256 on cores whose 512-bit FMAs
+        issue as two 256-bit halves (:data:`SPLIT_512_FMA_CPUS`), where a 256-bit FMA costs
+        half a 512-bit one (0: unknown, taken as ``vector_bits``).
     """
 
     arch: str
@@ -112,6 +116,12 @@ class TargetCaps:
     host_runnable: bool
     features: frozenset = field(default_factory=frozenset)
     missing_on_host: tuple = ()
+    fma_bits: int = 0
+
+    @property
+    def fma_pipe_bits(self) -> int:
+        """:attr:`fma_bits`, or ``vector_bits`` where it is not known."""
+        return self.fma_bits or self.vector_bits
 
     @property
     def lanes32(self) -> int:
@@ -219,6 +229,11 @@ def _isa_level(arch: str, has) -> str:
 
 
 _VECTOR_BITS = {"avx512_vnni": 512, "avx512bw": 512, "avx_vnni": 256, "avx2": 256}
+# LLVM CPU names of cores whose 512-bit FMAs issue as two 256-bit halves on 256-bit pipes
+# (AMD Zen 4: one 512-bit or two 256-bit FMAs per cycle, the same FLOPs), so half-width
+# vectors cost nothing where a layer's channels leave a 512-bit vector partly empty.
+# LLVM's feature set does not tell these from full-width cores (Zen 5, Intel AVX-512).
+SPLIT_512_FMA_CPUS = frozenset({"znver4"})
 
 
 def capabilities(target) -> TargetCaps:
@@ -256,7 +271,8 @@ def capabilities(target) -> TargetCaps:
         cores, source = thread_count()
     else:
         cores, source = ASSUMED_CROSS_CORES, "assumed: the cross target names no num-cores"
+    fma_bits = 256 if bits == 512 and mcpu in SPLIT_512_FMA_CPUS else bits
     return TargetCaps(arch=arch, isa=isa, vector_bits=bits, int8_dot=INT8_DOT_KINDS[isa],
                       vector_registers=regs, cores=cores, cores_source=source, mcpu=mcpu,
                       triple=triple, host_runnable=runnable, features=feats,
-                      missing_on_host=missing)
+                      missing_on_host=missing, fma_bits=fma_bits)

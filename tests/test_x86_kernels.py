@@ -502,6 +502,41 @@ def test_fp32_kernels_use_fma_at_the_target_width(target):
         assert "%zmm" not in asm
 
 
+@pytest.mark.parametrize("mcpu,lanes", [("znver4", 8), ("skylake-avx512", 16)])
+def test_fp32_half_width_vectors_where_fma_pipes_are_half_width(mcpu, lanes):
+    """24 output channels fill three 8-lane vectors exactly but two 16-lane ones only to
+    three quarters: on a core whose 512-bit FMAs issue as two 256-bit halves (Zen 4) the
+    planner takes ymm FMAs for them, on a full-width one (Skylake-X) zmm ones; int8 keeps
+    the target's width. Compile-time facts (numerics: test_kernel_matches_reference)."""
+    target = {"kind": "llvm", "mcpu": mcpu, "num-cores": 2}
+    assert capabilities(target).fma_pipe_bits == (256 if mcpu == "znver4" else 512)
+    spec = ConvSpec(1, 56, 56, 144, 24, 1, 1)
+    w = np.ones(spec.weight_shape, np.float32)
+    k = conv2d_kernel(spec, "fp32", w, None, target=target)
+    assert k.plan.lanes == lanes and k.plan.ocb % lanes == 0
+    reg = "ymm" if lanes == 8 else "zmm"
+    asm = asm_of(compile_kernel(k, target))
+    assert len(re.findall(rf"\bvfmadd\w+\s[^\n]*%{reg}", asm)) >= 8
+    qp = ActQParams.from_range(-1.0, 1.0)
+    k8 = conv2d_kernel(spec, "int8", w, None, act_qparams=qp, target=target)
+    assert k8.plan.lanes == 16
+
+
+@pytest.mark.parametrize("scheme,threads,lead", [("fp32", 2, "s0"), ("fp32", 1, "o"),
+                                                  ("int8", 2, "o")])
+def test_float_1x1_splits_rows_like_its_padded_neighbours(scheme, threads, lead):
+    """A 1x1 conv whose weights (600 KB) outweigh its input (7 x 7 x 160) splits output rows
+    over several threads in fp32, as the depthwise layers around it do (each core then reads
+    the rows it wrote); one thread and the integer formats keep the output-channel order."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    spec = ConvSpec(1, 7, 7, 160, 960, 1, 1)
+    target = {"kind": "llvm", "mcpu": "znver4", "num-cores": threads}
+    assert conv_mod.conv_choice_for(spec, scheme, target).plan.tile.order[0] == lead
+    big = ConvSpec(1, 7, 7, 320, 1280, 1, 1)  # 1.6 MB of weights: re-read per row group
+    assert conv_mod.conv_choice_for(big, "fp32", target).plan.tile.order[0] == "o"
+
+
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx_vnni", "avx2"),
                                                run=False))
 @pytest.mark.parametrize("scheme", ["int8", "int4"])

@@ -151,18 +151,51 @@ def group_lanes(spec: ConvSpec, cpu: CpuModel) -> int:
 
 
 def _narrow_args(spec: ConvSpec, args: LayerArgs) -> LayerArgs:
-    """``args`` with the CPU model's vectors narrowed to :func:`group_lanes`."""
-    cpu = _narrow_cpu(spec, args.cpu)
+    """``args`` with the CPU model's vectors narrowed to :func:`layer_lanes`."""
+    cpu = _narrow_cpu(spec, args.cpu, args.scheme, args.qmax)
     return args if cpu is args.cpu else replace(args, cpu=cpu)
 
 
-def _narrow_cpu(spec: ConvSpec, cpu: CpuModel) -> CpuModel:
-    """``cpu`` with its vectors narrowed to :func:`group_lanes` (the register count stays:
+def _narrow_cpu(spec: ConvSpec, cpu: CpuModel, scheme, qmax: int | None) -> CpuModel:
+    """``cpu`` with its vectors narrowed to :func:`layer_lanes` (the register count stays:
     AVX-512 has 32 ymm/xmm registers too)."""
-    lanes = group_lanes(spec, cpu)
-    if lanes == cpu.lanes:
+    if is_grouped(spec):
+        lanes = group_lanes(spec, cpu)
+        return cpu if lanes == cpu.lanes else replace(cpu, isa=replace(cpu.isa,
+                                                                        vector_bits=32 * lanes))
+    half = _half_width_cpu(spec, cpu, scheme)
+    if half is None:
         return cpu
-    return replace(cpu, isa=replace(cpu.isa, vector_bits=32 * lanes))
+    wide = _plan_conv(spec, _layer_formats(spec, scheme, qmax, cpu), cpu)[1].cycles
+    narrow = _plan_conv(spec, _layer_formats(spec, scheme, qmax, half), half)[1].cycles
+    return half if narrow < wide else cpu
+
+
+def layer_lanes(spec: ConvSpec, cpu: CpuModel, scheme, qmax: int | None = None) -> int:
+    """Lanes of a layer's channel vectors: :func:`group_lanes` for a grouped conv; for a
+    float one the target's, or half of them where :func:`_half_width_cpu` offers half-width
+    vectors and the planner models them cheaper."""
+    return _narrow_cpu(spec, cpu, get_precision(scheme), qmax).lanes
+
+
+def _half_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
+    """``cpu`` with half-width vectors issued at the rate its FMA pipes allow
+    (``caps.fma_pipe_bits``), for a float layer (FMA kernels) whose output channels pad to
+    fewer half-width than full-width vectors; else None. On a core with 256-bit pipes under
+    512-bit vectors, 24 channels are three ymm FMAs in 1.5 cycles instead of two zmm ones (a
+    quarter of the lanes empty) in 2: MobileNetV2's 1x1 144 -> 24 and 96 -> 24 at 56 x 56, fp32,
+    one thread, Zen 4: 0.269 -> 0.217 and 0.172 -> 0.137 ms (docs/performance_224.md)."""
+    if scheme.quantizes_activations:
+        return None
+    half = cpu.lanes // 2
+    bits = cpu.caps.vector_bits
+    if cpu.lanes != cpu.caps.lanes32 or cpu.caps.fma_pipe_bits > 32 * half:
+        return None
+    if round_up(spec.O, half) >= round_up(spec.O, cpu.lanes):
+        return None
+    tp = cpu.throughput
+    faster = replace(tp, vector_ops_per_cycle=tp.vector_ops_per_cycle * bits / (32 * half))
+    return replace(cpu, isa=replace(cpu.isa, vector_bits=32 * half, throughput=faster))
 
 
 def _layer_formats(spec: ConvSpec, scheme, qmax: int | None,
@@ -280,7 +313,8 @@ def conv_candidates(
                 pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
             else:
                 w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
-                big_w = w_bytes > n * h * w * c
+                big_w = w_bytes > n * h * w * c and not _rows_like_neighbours(
+                    w_bytes * in_bytes, fmt, threads)
                 order = ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
                 min_tasks = TASKS_PER_THREAD * threads
@@ -297,6 +331,23 @@ def conv_candidates(
                                             fold)))
             out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
+
+
+# Float weights up to this size are re-read from a core's L2 (1 MiB on Zen 4) by a row-split
+# 1x1 conv (see _rows_like_neighbours); larger ones keep the output-channel split.
+ROW_SPLIT_WEIGHT_BYTES = 768 << 10
+
+
+def _rows_like_neighbours(w_bytes: int, fmt: WeightFormat, threads: int) -> bool:
+    """Whether an unpadded float conv whose weights outweigh its input still splits output
+    rows over the threads (not output channels). The padded layers around it (depthwise,
+    3x3) always split rows; a channel split there makes each core read half the rows the
+    other core just wrote, from that core's cache. MobileNetV2 fp32 at batch 1 on two threads
+    (Zen 4, scripts/profile_insitu.py, docs/performance_224.md): the depthwise 960 @ 7 x 7
+    after a channel-split 1x1 ran 24.6-27.2 us in situ (12.3 us on its own), 17.0-18.2 us
+    after a row-split one. One thread has no other core's cache to read from; the integer
+    formats were not measured."""
+    return threads > 1 and fmt.in_dtype == "float32" and w_bytes <= ROW_SPLIT_WEIGHT_BYTES
 
 
 def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int, line: int,
@@ -450,7 +501,7 @@ def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,
     prec = get_precision(scheme)
     qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
                                           else numerics_target))  # fmt: skip
-    cpu = _narrow_cpu(spec, cpu_model(target))
+    cpu = _narrow_cpu(spec, cpu_model(target), prec, qmax)
     return _conv_choice(spec, prec, qmax, cpu, requant=requant, winograd=winograd,
                         decode_once=decode_once, database=None, tune_trials=0)
 
