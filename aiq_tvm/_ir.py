@@ -91,17 +91,7 @@ def batch_split_problem(mod: tvm.IRModule) -> str:
     var = batch_var(mod)
     if var is None:
         return "the module has a static batch (import it with dynamic_batch=True)"
-    outs = []
-
-    def walk(ty):
-        if isinstance(ty, relax.TupleType):
-            for f in ty.fields:
-                walk(f)
-        else:
-            outs.append(ty)
-
-    walk(mod["main"].ret_ty)
-    for i, ty in enumerate(outs):
+    for i, ty in enumerate(_leaf_types(mod["main"].ret_ty)):
         shape = getattr(ty, "shape", None)
         first = shape[0] if shape is not None and len(shape) else None
         if not (isinstance(first, tvm.tirx.Var) and first.same_as(var)):
@@ -160,14 +150,12 @@ def output_types(mod: tvm.IRModule) -> list | None:
     ret = mod["main"].ret_ty
     if not isinstance(ret, relax.TupleType):
         return None
-    flat = []
+    return [_dims(ty.shape) if getattr(ty, "shape", None) is not None else None
+            for ty in _leaf_types(ret)]
 
-    def walk(ty):
-        if isinstance(ty, relax.TupleType):
-            for f in ty.fields:
-                walk(f)
-        else:
-            flat.append(_dims(ty.shape) if getattr(ty, "shape", None) is not None else None)
 
-    walk(ret)
-    return flat
+def _leaf_types(ty) -> list:
+    """The non-tuple types of a (nested) tuple type, in order; ``[ty]`` for a tensor."""
+    if isinstance(ty, relax.TupleType):
+        return [leaf for field in ty.fields for leaf in _leaf_types(field)]
+    return [ty]
