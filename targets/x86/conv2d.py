@@ -312,10 +312,8 @@ def conv_candidates(
                 pad_px = n * (oh // toh) * rows * wq * line
                 pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
             else:
-                w_bytes = cop * spec.KH * spec.KW * (1 if dw else cred)
-                big_w = w_bytes > n * h * w * c and not _rows_like_neighbours(
-                    w_bytes * in_bytes, fmt, threads)
-                order = ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
+                order = _unpadded_order(cop * spec.KH * spec.KW * (1 if dw else cred),
+                                        n * h * w * c, in_bytes, fmt, threads)
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
                 min_tasks = TASKS_PER_THREAD * threads
                 tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
@@ -331,6 +329,15 @@ def conv_candidates(
                                             fold)))
             out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
+
+
+def _unpadded_order(weights: int, inputs: int, in_bytes: int, fmt: WeightFormat,
+                    threads: int) -> tuple:
+    """Parallel loop order of an unpadded conv (``weights`` / ``inputs``: element counts):
+    output channels first when its weights outweigh its input, so each core reads only its
+    slice of them, unless it splits rows like its neighbours (:func:`_rows_like_neighbours`)."""
+    big_w = weights > inputs and not _rows_like_neighbours(weights * in_bytes, fmt, threads)
+    return ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
 
 
 # Float weights up to this size are re-read from a core's L2 (1 MiB on Zen 4) by a row-split
