@@ -15,6 +15,7 @@ import functools
 import os
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = [
     "TargetCaps",
@@ -24,6 +25,7 @@ __all__ = [
     "capabilities",
     "host_features",
     "host_arch",
+    "host_cache_bytes",
     "thread_count",
 ]
 
@@ -102,6 +104,11 @@ class TargetCaps:
         Width of the core's FMA pipes: ``vector_bits``, or 256 on cores whose 512-bit FMAs
         issue as two 256-bit halves (:data:`SPLIT_512_FMA_CPUS`), where a 256-bit FMA costs
         half a 512-bit one (0: unknown, taken as ``vector_bits``).
+    l2_bytes : int
+        A core's level-2 cache: this machine's (sysfs) for a host-runnable target, else the
+        data sheet's for the CPUs of :data:`L2_BYTES_BY_CPU`, else 0 (unknown).
+    l2_source : str
+        Where ``l2_bytes`` came from.
     """
 
     arch: str
@@ -117,6 +124,8 @@ class TargetCaps:
     features: frozenset = field(default_factory=frozenset)
     missing_on_host: tuple = ()
     fma_bits: int = 0
+    l2_bytes: int = 0
+    l2_source: str = "unknown"
 
     @property
     def fma_pipe_bits(self) -> int:
@@ -197,6 +206,30 @@ def host_features() -> frozenset:
                      if codegen.target_has_features(f, host))
 
 
+SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+@functools.lru_cache(maxsize=16)
+def host_cache_bytes(level: int | None = None, caches: Path = SYSFS_CACHES) -> int:
+    """Size of this machine's data or unified cache of ``level`` (default: the last level,
+    the highest sysfs lists) for CPU 0, read from ``caches``; 0 where sysfs does not say."""
+    sizes: dict[int, int] = {}
+    for index in Path(caches).glob("index*"):
+        try:
+            lvl = int((index / "level").read_text())
+            size = (index / "size").read_text().strip()
+            kind = (index / "type").read_text().strip() if (index / "type").exists() else ""
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction":
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        sizes[lvl] = int(size.rstrip("KMG")) * mult
+    if level is None:
+        return sizes[max(sizes)] if sizes else 0
+    return sizes.get(level, 0)
+
+
 def thread_count() -> tuple[int, str]:
     """Threads TVM's pool will use on this machine and where the figure comes from."""
     env = os.environ.get("TVM_NUM_THREADS", "")
@@ -234,6 +267,23 @@ _VECTOR_BITS = {"avx512_vnni": 512, "avx512bw": 512, "avx_vnni": 256, "avx2": 25
 # vectors cost nothing where a layer's channels leave a 512-bit vector partly empty.
 # LLVM's feature set does not tell these from full-width cores (Zen 5, Intel AVX-512).
 SPLIT_512_FMA_CPUS = frozenset({"znver4"})
+# A core's private L2 of LLVM CPU names, from the vendors' optimization manuals, for targets
+# this process cannot run (a host-runnable target takes this machine's from sysfs): the
+# planner sizes work that re-reads weights from a core's L2 with it.
+L2_BYTES_BY_CPU = {
+    "haswell": 256 << 10, "broadwell": 256 << 10, "skylake": 256 << 10,
+    "skylake-avx512": 1 << 20, "cascadelake": 1 << 20, "icelake-server": 1280 << 10,
+    "sapphirerapids": 2 << 20, "alderlake": 1280 << 10,
+    "znver2": 512 << 10, "znver3": 512 << 10, "znver4": 1 << 20, "znver5": 1 << 20,
+}
+
+
+def _l2_of(mcpu: str, runnable: bool) -> tuple[int, str]:
+    if runnable and host_cache_bytes(2):
+        return host_cache_bytes(2), "this machine's (sysfs)"
+    if mcpu in L2_BYTES_BY_CPU:
+        return L2_BYTES_BY_CPU[mcpu], f"{mcpu} data sheet"
+    return 0, "unknown"
 
 
 def capabilities(target) -> TargetCaps:
@@ -272,7 +322,9 @@ def capabilities(target) -> TargetCaps:
     else:
         cores, source = ASSUMED_CROSS_CORES, "assumed: the cross target names no num-cores"
     fma_bits = 256 if bits == 512 and mcpu in SPLIT_512_FMA_CPUS else bits
+    l2, l2_source = _l2_of(mcpu, runnable)
     return TargetCaps(arch=arch, isa=isa, vector_bits=bits, int8_dot=INT8_DOT_KINDS[isa],
                       vector_registers=regs, cores=cores, cores_source=source, mcpu=mcpu,
                       triple=triple, host_runnable=runnable, features=feats,
-                      missing_on_host=missing, fma_bits=fma_bits)
+                      missing_on_host=missing, fma_bits=fma_bits, l2_bytes=l2,
+                      l2_source=l2_source)

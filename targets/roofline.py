@@ -61,7 +61,7 @@ from tvm import te, tirx
 from tvm.script import tirx as T
 
 from . import host_target, parse_target_string
-from .capabilities import capabilities
+from .capabilities import SYSFS_CACHES, capabilities, host_cache_bytes
 from .presets import CpuPreset
 
 __all__ = ["measure", "fp32_peak", "int8_peak", "bandwidth", "INT8_CHAINS", "Int8Chain",
@@ -352,22 +352,10 @@ def bandwidth(target, n_floats: int = 1 << 25) -> float:
     return bandwidth_probe(target, n_floats).rate()
 
 
-SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
-
-
 def host_llc_bytes(caches: Path = SYSFS_CACHES) -> int:
     """Size of this machine's last-level cache (the highest cache level sysfs lists for CPU
     0, in ``caches``), or 0 where sysfs does not say."""
-    best = (0, 0)
-    for index in Path(caches).glob("index*"):
-        try:
-            level = int((index / "level").read_text())
-            size = (index / "size").read_text().strip()
-        except (OSError, ValueError):
-            continue
-        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
-        best = max(best, (level, int(size.rstrip("KMG")) * mult))
-    return best[1]
+    return host_cache_bytes(None, caches)
 
 
 # The LLC probe copies a quarter of the LLC (in + out): far more than the cores' private

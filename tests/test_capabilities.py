@@ -61,3 +61,39 @@ def test_json_target_text_resolves():
     assert capabilities(tgt).isa == "neon_dotprod" and preset.isa == "neon_dotprod"
     with pytest.raises(ValueError, match="not valid JSON"):
         resolve_target('{"kind": "llvm",')
+
+
+def _fake_caches(root, entries):
+    for i, (level, kind, size) in enumerate(entries):
+        d = root / f"index{i}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+
+
+def test_host_cache_sizes_skip_instruction_caches(tmp_path):
+    from aiq_tvm.targets.capabilities import host_cache_bytes
+
+    _fake_caches(tmp_path, [(1, "Data", "48K"), (1, "Instruction", "32K"),
+                            (2, "Unified", "2048K"), (3, "Unified", "36M")])
+    assert host_cache_bytes(1, tmp_path) == 48 << 10
+    assert host_cache_bytes(2, tmp_path) == 2 << 20
+    assert host_cache_bytes(None, tmp_path) == 36 << 20
+    assert host_cache_bytes(2, tmp_path / "missing") == 0
+
+
+@pytest.mark.parametrize("target,l2", [
+    ({"kind": "llvm", "mcpu": "sapphirerapids"}, 2 << 20),
+    ({"kind": "llvm", "mcpu": "alderlake"}, 1280 << 10),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 0),
+])
+def test_l2_is_this_machines_for_a_host_target_else_the_data_sheets(target, l2):
+    from aiq_tvm.targets.capabilities import host_cache_bytes
+
+    caps = capabilities(target)
+    if caps.host_runnable and host_cache_bytes(2):
+        assert (caps.l2_bytes, caps.l2_source) == (host_cache_bytes(2), "this machine's (sysfs)")
+    else:
+        assert caps.l2_bytes == l2
+        assert caps.l2_source == ("unknown" if l2 == 0 else f"{target['mcpu']} data sheet")

@@ -217,3 +217,17 @@ def test_block_decode_exact(case, target, cores):
     if k.info["padded_copy"]:
         assert head.index('T.sblock("pad")') < head.index("T.parallel(")  # once, at the root
     np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)
+
+
+def test_scratch_limit_follows_the_targets_l2():
+    """A whole scratch is worth decoding up to 3/4 of a core's L2: ResNet's 590 KB scratch
+    (3x3 256 -> 256) fits Zen 4's 1 MiB but spills a 256 KiB L2; an unknown L2 (0) is sized as
+    the 1 MiB the limit was measured with."""
+    from aiq_tvm.targets.x86.schedules import SCRATCH_SPILL_CYCLES, decode_cycles
+
+    scratch = 3 * 3 * 256 * 256  # int8 codes of 3x3 256 -> 256
+
+    def spills(l2_bytes):
+        return decode_cycles(scratch, 16, 1, l2_bytes=l2_bytes) >= SCRATCH_SPILL_CYCLES
+
+    assert not spills(1 << 20) and spills(256 << 10) and not spills(0)

@@ -527,14 +527,33 @@ def test_fp32_half_width_vectors_where_fma_pipes_are_half_width(mcpu, lanes):
 def test_float_1x1_splits_rows_like_its_padded_neighbours(scheme, threads, lead):
     """A 1x1 conv whose weights (600 KB) outweigh its input (7 x 7 x 160) splits output rows
     over several threads in fp32, as the depthwise layers around it do (each core then reads
-    the rows it wrote); one thread and the integer formats keep the output-channel order."""
+    the rows it wrote); one thread and the integer formats keep the output-channel order.
+    Zen 4's 1 MiB L2 (this host's, or the data sheet's) holds the 600 KB."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     spec = ConvSpec(1, 7, 7, 160, 960, 1, 1)
     target = {"kind": "llvm", "mcpu": "znver4", "num-cores": threads}
+    assert capabilities(target).l2_bytes >= 800 << 10
     assert conv_mod.conv_choice_for(spec, scheme, target).plan.tile.order[0] == lead
     big = ConvSpec(1, 7, 7, 320, 1280, 1, 1)  # 1.6 MB of weights: re-read per row group
     assert conv_mod.conv_choice_for(big, "fp32", target).plan.tile.order[0] == "o"
+
+
+@pytest.mark.parametrize("l2_kib,lead", [(1024, "s0"), (256, "o"), (0, "o")])
+def test_row_split_weights_are_sized_by_the_targets_l2(l2_kib, lead):
+    """The row split re-reads a 1x1 conv's weights from each core's L2, so it takes weights
+    up to 3/4 of the target's L2 (600 KB: split under 1 MiB, not under 256 KiB) and none
+    where the L2 is unknown (0)."""
+    from dataclasses import replace
+
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+    from aiq_tvm.targets.x86.isa import plain_format
+
+    cpu = cpu_model({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+    cpu = replace(cpu, caps=replace(cpu.caps, l2_bytes=l2_kib << 10))
+    fmt = plain_format(32, "float32", cpu.throughput)
+    weights, inputs = 960 * 160, 7 * 7 * 160
+    assert conv_mod._unpadded_order(weights, inputs, 4, fmt, cpu)[0] == lead
 
 
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx_vnni", "avx2"),

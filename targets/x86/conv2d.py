@@ -313,7 +313,7 @@ def conv_candidates(
                 pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
             else:
                 order = _unpadded_order(cop * spec.KH * spec.KW * (1 if dw else cred),
-                                        n * h * w * c, in_bytes, fmt, threads)
+                                        n * h * w * c, in_bytes, fmt, cpu)
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
                 min_tasks = TASKS_PER_THREAD * threads
                 tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
@@ -332,20 +332,21 @@ def conv_candidates(
 
 
 def _unpadded_order(weights: int, inputs: int, in_bytes: int, fmt: WeightFormat,
-                    threads: int) -> tuple:
+                    cpu: CpuModel) -> tuple:
     """Parallel loop order of an unpadded conv (``weights`` / ``inputs``: element counts):
     output channels first when its weights outweigh its input, so each core reads only its
     slice of them, unless it splits rows like its neighbours (:func:`_rows_like_neighbours`)."""
-    big_w = weights > inputs and not _rows_like_neighbours(weights * in_bytes, fmt, threads)
+    big_w = weights > inputs and not _rows_like_neighbours(weights * in_bytes, fmt, cpu)
     return ("o", "s0", "s1", "s2") if big_w else ("s0", "s1", "s2", "o")
 
 
-# Float weights up to this size are re-read from a core's L2 (1 MiB on Zen 4) by a row-split
-# 1x1 conv (see _rows_like_neighbours); larger ones keep the output-channel split.
-ROW_SPLIT_WEIGHT_BYTES = 768 << 10
+# Float weights up to this share of a core's L2 (``TargetCaps.l2_bytes``) are re-read from it by
+# a row-split 1x1 conv (see _rows_like_neighbours); larger ones keep the output-channel split.
+# 3/4 leaves room for the rows the conv reads and writes (768 KiB of Zen 4's 1 MiB).
+ROW_SPLIT_L2_SHARE = 0.75
 
 
-def _rows_like_neighbours(w_bytes: int, fmt: WeightFormat, threads: int) -> bool:
+def _rows_like_neighbours(w_bytes: int, fmt: WeightFormat, cpu: CpuModel) -> bool:
     """Whether an unpadded float conv whose weights outweigh its input still splits output
     rows over the threads (not output channels). The padded layers around it (depthwise,
     3x3) always split rows; a channel split there makes each core read half the rows the
@@ -353,8 +354,9 @@ def _rows_like_neighbours(w_bytes: int, fmt: WeightFormat, threads: int) -> bool
     (Zen 4, scripts/profile_insitu.py, docs/performance_224.md): the depthwise 960 @ 7 x 7
     after a channel-split 1x1 ran 24.6-27.2 us in situ (12.3 us on its own), 17.0-18.2 us
     after a row-split one. One thread has no other core's cache to read from; the integer
-    formats were not measured."""
-    return threads > 1 and fmt.in_dtype == "float32" and w_bytes <= ROW_SPLIT_WEIGHT_BYTES
+    formats were not measured. A target whose L2 is unknown keeps the channel split."""
+    fits = w_bytes <= ROW_SPLIT_L2_SHARE * cpu.caps.l2_bytes
+    return cpu.threads > 1 and fmt.in_dtype == "float32" and fits
 
 
 def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int, line: int,
@@ -377,7 +379,7 @@ def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int
                    decode_threads=0, decode_block=True)  # fmt: skip
     pad = n * plan.hq * plan.wq * line * cpu.throughput.pad_pixel_cycles if plan.need_pad else 0
     decode = decode_cycles(scratch, cpu.lanes, cpu.threads, per_thread=True, split=True,
-                           block=scratch // blocks)
+                           block=scratch // blocks, l2_bytes=cpu.caps.l2_bytes)
     cost = work / cpu.threads / balance(blocks, cpu.threads) + pad + decode
     return [(cost, replace(plan, tile=tile))]
 
@@ -401,10 +403,11 @@ def _decode_plan(tile: TilePlan, scratch: int, extents: tuple, cpu: CpuModel):
     outer = dict(zip(("s0", "s1", "s2", "o"), blocks, strict=True))
     lead = thread_split_extent([outer[nm] for nm in names], cpu.threads)
     if lead is None:
-        return tile, decode_cycles(scratch, cpu.lanes, cpu.threads)
+        return tile, decode_cycles(scratch, cpu.lanes, cpu.threads, l2_bytes=cpu.caps.l2_bytes)
     split = names[lead] == "o"  # each thread decodes its own output-channel blocks
     return (replace(tile, decode_threads=cpu.threads),
-            decode_cycles(scratch, cpu.lanes, cpu.threads, per_thread=True, split=split))
+            decode_cycles(scratch, cpu.lanes, cpu.threads, per_thread=True, split=split,
+                          l2_bytes=cpu.caps.l2_bytes))
 
 
 def _fold_kw(spec: ConvSpec, fmt: WeightFormat) -> bool:
