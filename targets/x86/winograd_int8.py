@@ -24,6 +24,7 @@ weights; a layer that could exceed int32 stays direct.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import tvm
@@ -37,9 +38,46 @@ from .winograd import StepFmt, WinoArith, matrices, register_block_copy_out, vec
 
 # 2 G of F(2, 3): integer entries, so U = (2G) q (2G)^T = 4 G q G^T is exact.
 G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
-M = 2  # output tile edge
-ALPHA = 4  # input tile edge
-ACC_SHIFT = 2  # Y = 4 * (direct accumulator)
+M = 2  # output tile edge of F(2, 3)
+ALPHA = 4  # input tile edge of F(2, 3)
+ACC_SHIFT = 2  # F(2, 3): Y = 4 * (direct accumulator)
+
+
+@dataclass(frozen=True)
+class IntTile:
+    """Integer form of F(m, 3): ``at @ [(g q g^T) * (B^T d B)] @ at^T = scale * Y`` (Y the
+    tile's 3x3 correlation of ``d`` with ``q``), ``scale = 2**shift * odd``. ``odd > 1``: the
+    output transform computes ``scale * Y`` modulo 2**32 (it exceeds int32) and multiplies
+    it by ``odd``'s inverse modulo 2**32, which leaves ``2**shift * Y`` exactly while
+    ``|Y| < 2**(31 - shift)``."""
+
+    m: int
+    g: np.ndarray  # integer rows: G scaled row by row
+    at: np.ndarray  # integer: A^T with its columns scaled by the inverse row scales of g
+    shift: int
+    odd: int
+
+    @property
+    def alpha(self) -> int:
+        return self.m + 2
+
+    @property
+    def odd_inverse(self) -> int:
+        return pow(self.odd, -1, 2**32)
+
+
+def _f4_tile() -> IntTile:
+    """F(4, 3): ``diag(s) G`` is integer for s = (4, 6, 6, 24, 24, 1) (|entries| <= 4), and
+    ``A^T diag(24 / s)`` too, so the output transform yields 24 * 24 * Y = 2**6 * 9 * Y."""
+    _, g, at = matrices(4)
+    s = np.array([4, 6, 6, 24, 24, 1], dtype=np.float64)
+    return IntTile(4, np.rint(s[:, None] * g).astype(np.int64),
+                   np.rint(at * (24 / s)[None, :]).astype(np.int64), 6, 9)  # fmt: skip
+
+
+F2 = IntTile(2, G2, matrices(2)[2].astype(np.int64), ACC_SHIFT, 1)
+F4 = _f4_tile()
+TILES = {2: F2, 4: F4}
 
 _LLVM_PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}
 _LLVM_VPDPWSSD = {16: "llvm.x86.avx512.vpdpwssd.512"}
@@ -69,26 +107,50 @@ def applies(spec: ConvSpec, cpu) -> bool:
     return shape_applies(spec) and cpu.lanes in _LLVM_PMADDWD
 
 
-def transform_weight(q: np.ndarray, ocb: int) -> np.ndarray:
-    """``U = (2G) q (2G)^T`` of OIHW codes as int16 ``[4, 4, K/ocb, Cp/2, ocb, 2]`` (output
+def transform_weight(q: np.ndarray, ocb: int, tile: IntTile = F2) -> np.ndarray:
+    """``U = g q g^T`` of OIHW codes as int16 ``[a, a, K/ocb, Cp/2, ocb, 2]`` (output
     channels padded to ``ocb``, input channels to a pair, with zeros)."""
     o, c = q.shape[:2]
-    u = np.einsum("ei,ocij,uj->euoc", G2, q.astype(np.int64), G2)
+    a = tile.alpha
+    u = np.einsum("ei,ocij,uj->euoc", tile.g, q.astype(np.int64), tile.g)
     kp, cp = round_up(o, ocb), round_up(c, 2)
-    full = np.zeros((ALPHA, ALPHA, kp, cp), np.int64)
+    full = np.zeros((a, a, kp, cp), np.int64)
     full[:, :, :o, :c] = u
-    blk = full.reshape(ALPHA, ALPHA, kp // ocb, ocb, cp // 2, 2).transpose(0, 1, 2, 4, 3, 5)
+    blk = full.reshape(a, a, kp // ocb, ocb, cp // 2, 2).transpose(0, 1, 2, 4, 3, 5)
     return np.ascontiguousarray(blk.astype(np.int16))
 
 
 def fits_int32(u: np.ndarray, zp: int) -> bool:
-    """Every intermediate of the kernel fits int32: ``|V| <= 4 * max|x - zp|``, a GEMM
-    output is at most ``|V|`` times the column sum of ``max |U|``, and the output transform
-    adds 9 of them (A^T entries 0 / +-1)."""
+    """F(2, 3): every intermediate of the kernel fits int32: ``|V| <= 4 * max|x - zp|``, a
+    GEMM output is at most ``|V|`` times the column sum of ``max |U|``, and the output
+    transform adds 9 of them (A^T entries 0 / +-1)."""
     v_max = 4 * max(int(zp), 255 - int(zp))
     # u: [e, u, Kb, Cp/2, ocb, 2] -> per output channel: sum over channels of max over (e, u).
     per_channel = np.abs(u.astype(np.int64)).max(axis=(0, 1)).sum(axis=(1, 3))
     return 9 * v_max * int(per_channel.max(initial=0)) < 2**31
+
+
+def fits(tile: IntTile, u: np.ndarray, q: np.ndarray, zp: int) -> bool:
+    """The kernel of ``tile`` computes this layer exactly: F(2, 3) in int32 throughout
+    (:func:`fits_int32`); F(4, 3) with every GEMM sum in int32 (:func:`gemm_fits`) and
+    ``|Y| < 2**(31 - shift)`` (the output transform wraps modulo 2**32, see ``IntTile``)."""
+    if tile.odd == 1:
+        return fits_int32(u, zp)
+    x_max = max(int(zp), 255 - int(zp))
+    y_max = x_max * int(np.abs(q.astype(np.int64)).sum(axis=(1, 2, 3)).max(initial=0))
+    return gemm_fits(tile, u, zp) and y_max < 2 ** (31 - tile.shift)
+
+
+def gemm_fits(tile: IntTile, u: np.ndarray, zp: int) -> bool:
+    """Every GEMM sum ``sum_c V[e, u] U[e, u]`` fits int32, bounded per tap ``(e, u)`` and
+    output channel: ``|V[e, u]| <= max|x - zp| * |B^T[e]|_1 * |B^T[u]|_1`` times the sum over
+    the input channels of ``|U[e, u]|`` (the int16 ``V`` and ``U`` themselves always fit:
+    ``|V| <= 100 * 255``, ``|U| <= 49 * 127`` for F(4, 3))."""
+    rows = np.abs(matrices(tile.m)[0]).sum(axis=1).astype(np.int64)
+    v_max = max(int(zp), 255 - int(zp)) * np.outer(rows, rows)
+    # u: [e, u, Kb, Cp/2, ocb, 2] -> [e, u, Kb, ocb]: sum over the input channels.
+    per_channel = np.abs(u.astype(np.int64)).sum(axis=(3, 5))
+    return int((v_max[:, :, None, None] * per_channel).max(initial=0)) < 2**31
 
 
 def _bcast_pair(A, lanes: int):
@@ -161,14 +223,16 @@ def _coef(mat: np.ndarray, row, col: int, dtype: str):
     return val
 
 
-def winograd_int8_compute(spec: ConvSpec, ocb: int, zp: int, x, wt, epilogue):
-    """TE blocks ``pad``, ``wino_in``, ``acc`` and ``out`` (names as the fp32 kernel's, so
-    ``winograd.schedule_winograd``'s outer structure applies); ``epilogue(y4, b, i, j, k)``
-    gives the stored value of the int32 ``y4 = 4 * sum (x - zp) q``."""
-    bt, _, at = matrices(M)
+def winograd_int8_compute(spec: ConvSpec, tile: IntTile, ocb: int, zp: int, x, wt, epilogue):
+    """TE blocks ``pad``, ``wino_in``, ``acc``, ``wino_out`` and ``out`` (names as the fp32
+    kernel's, so ``winograd.schedule_winograd``'s outer structure applies);
+    ``epilogue(y, b, i, j, k)`` gives the stored value of the int32
+    ``y = 2**tile.shift * sum (x - zp) q``."""
+    m, a = tile.m, tile.alpha
+    bt = matrices(m)[0]
     n, h, w, c = spec.in_shape
     pt, pl = spec.padding[0], spec.padding[1]
-    n_h, n_w = -(-spec.OH // M), -(-spec.OW // M)
+    n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
     kp, cp = round_up(spec.O, ocb), round_up(c, 2)
     zero = tvm.tirx.const(0, "int16")
 
@@ -177,21 +241,23 @@ def winograd_int8_compute(spec: ConvSpec, ocb: int, zp: int, x, wt, epilogue):
         val = x[b, i - pt, j - pl, k].astype("int16") - tvm.tirx.const(zp, "int16")
         return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, zero)
 
-    xp = te.compute((n, n_h * M + 2, n_w * M + 2, cp), pad_body, name="pad")
+    xp = te.compute((n, n_h * m + 2, n_w * m + 2, cp), pad_body, name="pad")
 
+    # int16 sums: below 32 bits TVM's adds wrap (no nsw), and every partial sum of the
+    # B^T d B terms is bounded by the total of their absolute values (<= 100 * 255).
     def in_body(b, th, e, u, tw, k):
         total = zero
-        for i in range(ALPHA):
-            for j in range(ALPHA):
+        for i in range(a):
+            for j in range(a):
                 coef = _coef(bt, e, i, "int16") * _coef(bt, u, j, "int16")
-                total = total + coef * xp[b, th * M + i, tw * M + j, k]
+                total = total + coef * xp[b, th * m + i, tw * m + j, k]
         return total
 
-    v = te.compute((n, n_h, ALPHA, ALPHA, n_w, cp), in_body, name="wino_in")
+    v = te.compute((n, n_h, a, a, n_w, cp), in_body, name="wino_in")
     rco = te.reduce_axis((0, cp // 2), "rco")
     rci = te.reduce_axis((0, 2), "rci")
     acc = te.compute(
-        (n, n_h, ALPHA, ALPHA, n_w, kp),
+        (n, n_h, a, a, n_w, kp),
         lambda b, th, e, u, tw, k: te.sum(
             v[b, th, e, u, tw, rco * 2 + rci].astype("int32")
             * wt[e, u, k // ocb, rco, k % ocb, rci].astype("int32"),
@@ -199,24 +265,43 @@ def winograd_int8_compute(spec: ConvSpec, ocb: int, zp: int, x, wt, epilogue):
         ),
         name="acc",
     )
+    return _output_transform(spec, tile, acc, epilogue)
 
-    # Y = A^T M A in two passes (rows, then columns): 24 adds per 2 x 2 tile and channel
-    # vector instead of 32.
+
+def _output_transform(spec: ConvSpec, tile: IntTile, acc, epilogue):
+    """``at M at^T`` in two passes (rows, then columns: for F(2, 3) 24 adds per tile and
+    channel vector instead of 32), then the multiply by ``tile.odd_inverse``."""
+    m, a, at = tile.m, tile.alpha, tile.at
+    n, kp = spec.N, acc.shape[-1]
+    n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
+
     def rows_body(b, th, mi, u, tw, k):
         total = tvm.tirx.const(0, "int32")
-        for e in range(ALPHA):
+        for e in range(a):
             total = total + _coef(at, mi, e, "int32") * acc[b, th, e, u, tw, k]
         return total
 
-    t = te.compute((n, n_h, M, ALPHA, n_w, kp), rows_body, name="wino_out")
+    t = te.compute((n, n_h, m, a, n_w, kp), rows_body, name="wino_out")
 
     def out_body(b, i, j, k):
         total = tvm.tirx.const(0, "int32")
-        for u in range(ALPHA):
-            total = total + _coef(at, j % M, u, "int32") * t[b, i // M, i % M, u, j // M, k]
+        for u in range(a):
+            total = total + _coef(at, j % m, u, "int32") * t[b, i // m, i % m, u, j // m, k]
+        if tile.odd != 1:
+            total = _opaque(total) * tvm.tirx.const(_signed32(tile.odd_inverse), "int32")
         return epilogue(total, b, i, j, k)
 
     return te.compute(spec.out_shape, out_body, name="out")
+
+
+def _opaque(val):
+    """``val`` behind a bit cast pair: TVM's simplifier would otherwise distribute a
+    multiply by a constant over the sum (coefficients beyond int32); LLVM removes the pair."""
+    return tvm.tirx.reinterpret("int32", tvm.tirx.reinterpret("float32", val))
+
+
+def _signed32(v: int) -> int:
+    return v - 2**32 if v >= 2**31 else v
 
 
 def schedule_gemm(sch, acc, plan, intrin: str):
