@@ -323,12 +323,14 @@ def _vector_width(extent: int, lanes: int) -> int:
 
 
 def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=None,
-                      row_pass: bool = False, out_lanes=None):
+                      row_pass: bool = False, out_lanes=None, in_rows: bool = False):
     """Parallel over (image, group of tile rows, group of output channels); transforms and
     GEMM per task (see module doc). ``gemm(sch, acc, plan)`` schedules the GEMM block (default:
     fp32 broadcast FMAs); ``in_lanes`` / ``out_lanes`` are the input / output transform's
     vector widths (default ``plan.lanes``); ``row_pass``: the output transform has a separate
-    row pass, block ``wino_out`` (``A^T M``), computed per output tile and channel vector."""
+    row pass, block ``wino_out`` (``A^T M``), computed per output tile and channel vector;
+    ``in_rows``: the input transform has a separate row pass, block ``wino_in_rows``
+    (``B^T d``), computed per tile and channel vector."""
     sch = s_tir.Schedule(func)
     m, lanes = plan.m, plan.lanes
     out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
@@ -349,11 +351,16 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
         _schedule_row_pass(sch, sch.get_sblock("wino_out"), ko, kw)
     sch.compute_at(acc, task, preserve_unit_loops=True)
     sch.compute_at(v, task, preserve_unit_loops=True)
+    if in_rows:  # the pad's consumer (moved under the input transform's loops below)
+        sch.compute_at(sch.get_sblock("wino_in_rows"), task, preserve_unit_loops=True)
     sch.compute_at(pad, task, preserve_unit_loops=True)
     sch.parallel(task)
     (gemm or _schedule_gemm)(sch, acc, plan)
-    _schedule_input_transform(sch, v, int(sch.get(v).iter_vars[-1].dom.extent),
-                              in_lanes or lanes)  # fmt: skip
+    co = _schedule_input_transform(sch, v, int(sch.get(v).iter_vars[-1].dom.extent),
+                                   in_lanes or lanes)  # fmt: skip
+    if in_rows:
+        cw = _vector_width(int(sch.get(v).iter_vars[-1].dom.extent), in_lanes or lanes)
+        _schedule_row_pass(sch, sch.get_sblock("wino_in_rows"), co, cw)
     p_loops = sch.get_loops(pad)
     sch.vectorize(p_loops[-1])
     return sch.mod["main"]
@@ -378,6 +385,7 @@ def _schedule_input_transform(sch, v, channels: int, lanes: int):
     sch.vectorize(ci)
     sch.unroll(e)
     sch.unroll(u)
+    return co
 
 
 def _schedule_gemm(sch, acc, plan: WinoPlan):

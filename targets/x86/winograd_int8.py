@@ -1,24 +1,37 @@
-"""int8 Winograd conv2d F(2 x 2, 3 x 3) in exact int16 / int32 arithmetic.
+"""int8 Winograd conv2d F(2 x 2, 3 x 3) and F(4 x 4, 3 x 3) in exact int16 / int32 arithmetic.
 
 For 3x3, stride-1, groups-1 layers with uint8 activations (zero point ``zp``) and int8 weight
 codes ``q``. Every step is an integer operation, so the kernel is bit-identical to the direct
-int8 kernel (same epilogue on the same integer):
+int8 kernel (same epilogue on the same integer). With ``g`` / ``at`` the integer forms of G /
+A^T of an :class:`IntTile`:
 
 * ``pad``: ``x - zp`` as int16, zero outside the image (the direct kernel pads with ``zp``);
-* ``wino_in``: ``V = B^T d B`` (entries 0 / +-1): ``|V| <= 4 * 255 = 1020``, int16;
-* ``U = (2G) q (2G)^T`` on the host with ``2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]]`` (integer
-  entries): ``|U| <= 9 * 128 = 1152``, int16, packed ``[4, 4, K/ocb, C/2, ocb, 2]``;
-* ``acc``: 16 GEMMs ``M[e, u] = V[e, u] (tiles x C) @ U[e, u] (C x K)`` over input channel
-  pairs, tensorized with ``vpmaddwd`` (int16 pairs -> int32, exact) + ``vpaddd``, or
-  ``vpdpwssd`` on AVX-512 VNNI;
-* ``wino_out`` / ``out``: ``Y = A^T M A`` in int32 (a row pass, then a column pass: 24 adds
-  per tile and channel vector instead of 32) is exactly 4 x ``sum (x - zp) q`` (the direct
-  kernel's ``acc - corr``, with ``corr = 0``): the epilogue's ``comb`` constant is divided by
-  4 instead (``common.fold_acc_shift``, bit-identical), or where that is inexact it shifts
-  right by 2 (``acc_shift``).
+* ``wino_in``: ``V = B^T d B`` in int16: F(2, 3) (entries 0 / +-1) ``|V| <= 4 * 255``;
+  F(4, 3) (rows of B^T sum to at most 10 in absolute value, two passes) ``|V| <= 100 * 255
+  = 25500``;
+* ``U = g q g^T`` on the host, int16, packed ``[a, a, K/ocb, C/2, ocb, 2]``: F(2, 3)
+  ``g = 2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]]``, ``|U| <= 9 * 127``; F(4, 3) ``g =
+  diag(4, 6, 6, 24, 24, 1) G`` (entries 0, +-1, +-2, 4), ``|U| <= 49 * 127 = 6223``;
+* ``acc``: ``a * a`` GEMMs ``M[e, u] = V[e, u] (tiles x C) @ U[e, u] (C x K)`` over input
+  channel pairs, tensorized with ``vpmaddwd`` (int16 pairs -> int32, exact) + ``vpaddd``, or
+  ``vpdpwssd`` on AVX-512 VNNI (F(4, 3): 2.25 products per output instead of 4);
+* ``wino_out`` / ``out``: ``at M at^T`` in int32 (a row pass, then a column pass). F(2, 3):
+  ``at = A^T`` (entries 0 / +-1), the result is exactly 4 x ``sum (x - zp) q`` (the direct
+  kernel's ``acc - corr``, with ``corr = 0``). F(4, 3): ``at = A^T diag(6, 4, 4, 1, 1, 24)``
+  gives ``576 Y = 2**6 * 9 * Y``, which can exceed int32: the transform is computed modulo
+  2**32 (two's complement adds and multiplies are exact in that ring, whatever the order)
+  and multiplied by the inverse of 9 modulo 2**32, which leaves ``64 Y`` exactly while ``|Y|
+  < 2**25``. The epilogue's ``comb`` constant is divided by ``2**shift`` (4 or 64) instead
+  (``common.fold_acc_shift``, bit-identical), or where that is inexact it shifts right
+  (``acc_shift``).
 
-The overflow bound (:func:`fits_int32`) is checked per layer on the actual transformed
-weights; a layer that could exceed int32 stays direct.
+The overflow bounds (:func:`fits`) are checked per layer on the actual transformed weights:
+every GEMM sum fits int32, per tap and output channel, and for F(4, 3) ``|Y| < 2**25``. A
+layer that fails F(4, 3)'s takes F(2, 3), one that fails F(2, 3)'s stays direct. The modular
+output transform relies on LLVM lowering TVM's int32 adds and multiplies (which it marks
+``nsw``) to the wrapping ``vpaddd`` / ``vpslld`` / ``vpmulld``; none of those values is
+compared, widened or divided before the final multiply, and
+``tests/test_winograd_int8.py`` checks a layer whose output transform wraps.
 """
 
 from __future__ import annotations
@@ -56,6 +69,7 @@ class IntTile:
     at: np.ndarray  # integer: A^T with its columns scaled by the inverse row scales of g
     shift: int
     odd: int
+    split_input: bool = False  # input transform in two passes (rows, then columns)
 
     @property
     def alpha(self) -> int:
@@ -72,7 +86,7 @@ def _f4_tile() -> IntTile:
     _, g, at = matrices(4)
     s = np.array([4, 6, 6, 24, 24, 1], dtype=np.float64)
     return IntTile(4, np.rint(s[:, None] * g).astype(np.int64),
-                   np.rint(at * (24 / s)[None, :]).astype(np.int64), 6, 9)  # fmt: skip
+                   np.rint(at * (24 / s)[None, :]).astype(np.int64), 6, 9, True)  # fmt: skip
 
 
 F2 = IntTile(2, G2, matrices(2)[2].astype(np.int64), ACC_SHIFT, 1)
@@ -98,6 +112,13 @@ def arith(cpu) -> WinoArith:
 
 def _use_vpdpwssd(cpu) -> bool:
     return cpu.dot.name == "vpdpbusd" and cpu.lanes in _LLVM_VPDPWSSD
+
+
+def tile_sizes(cpu) -> tuple[int, ...]:
+    """Output tile edges the planner weighs on ``cpu``: F(2, 3) and F(4, 3) with
+    ``vpmaddwd``; F(2, 3) only with ``vpdpwssd`` (F(4, 3) is not measured against the direct
+    ``vpdpbusd`` kernel there; ``winograd=4`` still builds it)."""
+    return (M,) if _use_vpdpwssd(cpu) else tuple(TILES)
 
 
 def applies(spec: ConvSpec, cpu) -> bool:
@@ -132,13 +153,18 @@ def fits_int32(u: np.ndarray, zp: int) -> bool:
 
 def fits(tile: IntTile, u: np.ndarray, q: np.ndarray, zp: int) -> bool:
     """The kernel of ``tile`` computes this layer exactly: F(2, 3) in int32 throughout
-    (:func:`fits_int32`); F(4, 3) with every GEMM sum in int32 (:func:`gemm_fits`) and
-    ``|Y| < 2**(31 - shift)`` (the output transform wraps modulo 2**32, see ``IntTile``)."""
+    (:func:`fits_int32`); F(4, 3) with every GEMM sum in int32 (:func:`gemm_fits`) and the
+    modular output transform's ``2**shift * Y`` too (:func:`output_fits`)."""
     if tile.odd == 1:
         return fits_int32(u, zp)
+    return gemm_fits(tile, u, zp) and output_fits(tile, q, zp)
+
+
+def output_fits(tile: IntTile, q: np.ndarray, zp: int) -> bool:
+    """``|Y| <= max|x - zp| * sum |q|`` (per output channel) is below ``2**(31 - shift)``."""
     x_max = max(int(zp), 255 - int(zp))
     y_max = x_max * int(np.abs(q.astype(np.int64)).sum(axis=(1, 2, 3)).max(initial=0))
-    return gemm_fits(tile, u, zp) and y_max < 2 ** (31 - tile.shift)
+    return y_max < 2 ** (31 - tile.shift)
 
 
 def gemm_fits(tile: IntTile, u: np.ndarray, zp: int) -> bool:
@@ -229,7 +255,6 @@ def winograd_int8_compute(spec: ConvSpec, tile: IntTile, ocb: int, zp: int, x, w
     ``epilogue(y, b, i, j, k)`` gives the stored value of the int32
     ``y = 2**tile.shift * sum (x - zp) q``."""
     m, a = tile.m, tile.alpha
-    bt = matrices(m)[0]
     n, h, w, c = spec.in_shape
     pt, pl = spec.padding[0], spec.padding[1]
     n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
@@ -243,17 +268,7 @@ def winograd_int8_compute(spec: ConvSpec, tile: IntTile, ocb: int, zp: int, x, w
 
     xp = te.compute((n, n_h * m + 2, n_w * m + 2, cp), pad_body, name="pad")
 
-    # int16 sums: below 32 bits TVM's adds wrap (no nsw), and every partial sum of the
-    # B^T d B terms is bounded by the total of their absolute values (<= 100 * 255).
-    def in_body(b, th, e, u, tw, k):
-        total = zero
-        for i in range(a):
-            for j in range(a):
-                coef = _coef(bt, e, i, "int16") * _coef(bt, u, j, "int16")
-                total = total + coef * xp[b, th * m + i, tw * m + j, k]
-        return total
-
-    v = te.compute((n, n_h, a, a, n_w, cp), in_body, name="wino_in")
+    v = _input_transform(tile, xp, (n, n_h, a, a, n_w, cp))
     rco = te.reduce_axis((0, cp // 2), "rco")
     rci = te.reduce_axis((0, 2), "rci")
     acc = te.compute(
@@ -266,6 +281,39 @@ def winograd_int8_compute(spec: ConvSpec, tile: IntTile, ocb: int, zp: int, x, w
         name="acc",
     )
     return _output_transform(spec, tile, acc, epilogue)
+
+
+def _input_transform(tile: IntTile, xp, shape):
+    """``V = B^T d B`` of every tile in int16: below 32 bits TVM's adds wrap (no nsw), and
+    every partial sum of the terms is bounded by the total of their absolute values (<= 100
+    * 255). F(4, 3) takes two passes (``wino_in_rows`` = ``B^T d``, then ``V``: 6 * 22 + 6 *
+    22 products per tile and channel vector instead of 22 * 22)."""
+    m, a = tile.m, tile.alpha
+    bt = matrices(m)[0]
+    zero = tvm.tirx.const(0, "int16")
+    if not tile.split_input:
+
+        def in_body(b, th, e, u, tw, k):
+            total = zero
+            for i in range(a):
+                for j in range(a):
+                    coef = _coef(bt, e, i, "int16") * _coef(bt, u, j, "int16")
+                    total = total + coef * xp[b, th * m + i, tw * m + j, k]
+            return total
+
+        return te.compute(shape, in_body, name="wino_in")
+
+    def rows_body(b, th, e, j, tw, k):
+        terms = [_coef(bt, e, i, "int16") * xp[b, th * m + i, tw * m + j, k] for i in range(a)]
+        return functools.reduce(lambda s, t: s + t, terms, zero)
+
+    r = te.compute(shape, rows_body, name="wino_in_rows")
+
+    def cols_body(b, th, e, u, tw, k):
+        terms = [_coef(bt, u, j, "int16") * r[b, th, e, j, tw, k] for j in range(a)]
+        return functools.reduce(lambda s, t: s + t, terms, zero)
+
+    return te.compute(shape, cols_body, name="wino_in")
 
 
 def _output_transform(spec: ConvSpec, tile: IntTile, acc, epilogue):
