@@ -843,7 +843,10 @@ def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, data
     sizes = tuple(m for m in sizes if env not in ("2", "4") or m == int(env))
     if not sizes:
         return None
-    wplan = wino.winograd_plan(spec, cpu, sizes, arith)
+    if scheme_name == "int8":
+        wplan = wino8.winograd_plan(spec, cpu, sizes)
+    else:
+        wplan = wino.winograd_plan(spec, cpu, sizes, arith)
     if winograd is True:
         return wplan
     direct = min(c for c, p in conv_candidates(spec, fmt, cpu))

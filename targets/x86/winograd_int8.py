@@ -48,6 +48,7 @@ from .common import ConvSpec, round_up
 from .schedules import STACK_ACC_BYTES
 from .vnni import register_once
 from .winograd import StepFmt, WinoArith, matrices, register_block_copy_out, vectorized_init
+from .winograd import winograd_plan as _tile_plan
 
 # 2 G of F(2, 3): integer entries, so U = (2G) q (2G)^T = 4 G q G^T is exact.
 G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
@@ -119,6 +120,23 @@ def tile_sizes(cpu) -> tuple[int, ...]:
     ``vpmaddwd``; F(2, 3) only with ``vpdpwssd`` (F(4, 3) is not measured against the direct
     ``vpdpbusd`` kernel there; ``winograd=4`` still builds it)."""
     return (M,) if _use_vpdpwssd(cpu) else tuple(TILES)
+
+
+def winograd_plan(spec: ConvSpec, cpu, sizes: tuple[int, ...]):
+    """The planner's cheapest plan over the tile edges ``sizes``, F(4, 3) only where its
+    modelled cost is below F(2, 3)'s by ``F4_MARGIN``."""
+    plans = {m: _tile_plan(spec, cpu, (m,), arith(cpu)) for m in sizes}
+    if len(plans) > 1 and plans[F4.m].cost * F4_MARGIN >= plans[F2.m].cost:
+        del plans[F4.m]
+    return min(plans.values(), key=lambda p: p.cost)
+
+
+# Measured by scripts/bench_winograd_int8.py on the Zen 4 host (one thread, CPU time): with
+# F(2, 3) / F(4, 3) cost ratios of 1.10-1.53 in the model, F(4, 3) ran 1.19-1.53x faster than
+# F(2, 3) (ResNet-20's 3x3 layers at batch 16, ResNet-18/50's at 224 x 224, skylake-avx512);
+# at 7x7x512, batch 8, the model put F(4, 3) 1.05x ahead, and it ran 1.27x slower (its U,
+# 2.25x F(2, 3)'s, streamed per group of output channels).
+F4_MARGIN = 1.08
 
 
 def applies(spec: ConvSpec, cpu) -> bool:
