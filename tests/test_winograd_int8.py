@@ -195,8 +195,9 @@ def _choice(spec, target, scheme="int8"):
 
 def test_selection(monkeypatch):
     """vpmaddwd targets take F(4, 3) for ResNet-20's 3x3 layers at batch 16 (not the
-    3-channel stem, not int4); AVX-512 VNNI targets keep the direct vpdpbusd kernel;
-    AIQ_WINOGRAD=0 turns it off, 2 / 4 restrict the tile edge."""
+    3-channel stem, not int4); AVX-512 VNNI targets keep the direct vpdpbusd kernel there and
+    take F(4, 3) at ResNet-18's 28x28x128; AIQ_WINOGRAD=0 turns it off, 2 / 4 restrict the
+    tile edge."""
     monkeypatch.delenv("AIQ_WINOGRAD", raising=False)
     # (At batch 1 on two cores the 8x8 layer has too few tile rows per thread: direct.)
     resnet20 = [ConvSpec(n, hw, hw, c, c, 3, 3, padding=1)
@@ -208,6 +209,7 @@ def test_selection(monkeypatch):
         assert _choice(ConvSpec(16, 32, 32, 3, 16, 3, 3, padding=1), target) is None
         assert _choice(resnet20[0], target, "int4") is None
     assert all(_choice(s, ZNVER4) is None for s in resnet20)
+    assert _choice(ConvSpec(1, 28, 28, 128, 128, 3, 3, padding=1), ZNVER4).m == 4
     monkeypatch.setenv("AIQ_WINOGRAD", "0")
     assert _choice(resnet20[0], HASWELL) is None
     for m in wino8.TILES:

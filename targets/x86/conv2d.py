@@ -822,21 +822,21 @@ def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, data
                    tune_trials):  # fmt: skip
     """The Winograd plan to use instead of the direct one, or None: fp32 without a
     requantizing epilogue (F(2, 3) or F(4, 3)), int8 (F(2, 3) or F(4, 3) in int16, any
-    epilogue; an int ``winograd`` forces a tile edge the planner would not weigh)."""
+    epilogue)."""
     if winograd is False:
         return None
     if scheme_name == "fp32" and not requant and wino.applies(spec):
         sizes, arith, margin = wino.TILE_SIZES, None, wino.SELECT_MARGIN
-        w_bytes, built = 4 * w_elems, wino.TILE_SIZES
+        w_bytes = 4 * w_elems
     elif scheme_name == "int8" and wino8.applies(spec, cpu):
-        sizes, arith, margin = wino8.tile_sizes(cpu), wino8.arith(cpu), wino8.select_margin(cpu)
-        w_bytes, built = w_elems, tuple(wino8.TILES)  # int8 codes
+        sizes, arith, margin = tuple(wino8.TILES), wino8.arith(cpu), wino8.select_margin(cpu)
+        w_bytes = w_elems  # int8 codes
     else:
         return None
     if database is not None or tune_trials:
         return None  # tuning records describe the direct kernel
     if isinstance(winograd, int) and not isinstance(winograd, bool):
-        return wino.winograd_plan(spec, cpu, (winograd,), arith) if winograd in built else None
+        return wino.winograd_plan(spec, cpu, (winograd,), arith) if winograd in sizes else None
     env = os.environ.get("AIQ_WINOGRAD", "")
     if winograd is None and env == "0":
         return None

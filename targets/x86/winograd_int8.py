@@ -115,13 +115,6 @@ def _use_vpdpwssd(cpu) -> bool:
     return cpu.dot.name == "vpdpbusd" and cpu.lanes in _LLVM_VPDPWSSD
 
 
-def tile_sizes(cpu) -> tuple[int, ...]:
-    """Output tile edges the planner weighs on ``cpu``: F(2, 3) and F(4, 3) with
-    ``vpmaddwd``; F(2, 3) only with ``vpdpwssd`` (F(4, 3) is not measured against the direct
-    ``vpdpbusd`` kernel there; ``winograd=4`` still builds it)."""
-    return (M,) if _use_vpdpwssd(cpu) else tuple(TILES)
-
-
 def winograd_plan(spec: ConvSpec, cpu, sizes: tuple[int, ...]):
     """The planner's cheapest plan over the tile edges ``sizes``, F(4, 3) only where its
     modelled cost is below F(2, 3)'s by ``F4_MARGIN``."""
@@ -406,7 +399,11 @@ def select_margin(cpu) -> float:
 # faster, those it put below 1 (C = 3) ran 0.79-0.88x; the margin keeps near-ties direct. With
 # vpdpwssd (znver4 build) the direct vpdpbusd kernel (4 products per lane and op, no separate
 # add) ran faster on 8 of 10 shapes (Winograd 0.72-0.91x) and at most 1.03x slower, where the
-# model put both within 3 %: the margin keeps AVX-512 VNNI targets direct.
+# model put both within 3 %: the margin keeps AVX-512 VNNI targets direct with F(2, 3). F(4, 3)
+# with vpdpwssd (znver4, one thread, CPU time) ran 1.24-1.61x faster than the direct kernel
+# on ResNet-18/50's 56x56x64, 28x28x128 and 14x14x256 layers at batch 1 and 8 (model ratios
+# 1.34-1.43, so it is picked there) and 1.05-1.39x on ResNet-20's layers at batch 16 (model
+# 0.87-1.20: direct kept); at 7x7x512, batch 1, it ran 0.53x (model 0.19).
 PMADDWD_MARGIN = 1.05
 VPDPWSSD_MARGIN = 1.25
 
