@@ -125,8 +125,9 @@ def winograd_plan(spec: ConvSpec, cpu, sizes: tuple[int, ...]):
 
 
 # Measured by scripts/bench_winograd_int8.py on the Zen 4 host (one thread, CPU time): with
-# F(2, 3) / F(4, 3) cost ratios of 1.10-1.53 in the model, F(4, 3) ran 1.19-1.53x faster than
-# F(2, 3) (ResNet-20's 3x3 layers at batch 16, ResNet-18/50's at 224 x 224, skylake-avx512);
+# F(2, 3) / F(4, 3) cost ratios of 1.10-1.53 in the model, F(4, 3) ran 1.09-1.53x faster than
+# F(2, 3) (ResNet-20's 3x3 layers at batch 1 and 16, ResNet-18/50's at 224 x 224 at batch 1
+# and 8, skylake-avx512, docs/performance_isa.md);
 # at 7x7x512, batch 8, the model put F(4, 3) 1.05x ahead, and it ran 1.27x slower (its U,
 # 2.25x F(2, 3)'s, streamed per group of output channels).
 F4_MARGIN = 1.08
