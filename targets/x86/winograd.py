@@ -27,7 +27,7 @@ import tvm
 from tvm import s_tir, te
 
 from .common import ConvSpec, round_up
-from .schedules import STACK_ACC_BYTES, _write_bits, balance, divisors, step_cycles
+from .schedules import STACK_ACC_BYTES, balance, divisors, step_cycles, write_bits
 
 # Cook-Toom matrices (Lavin & Gray 2015): B^T [a x a], G [a x 3], A^T [m x a], a = m + 2.
 _MATRICES = {
@@ -330,7 +330,8 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
     vector widths (default ``plan.lanes``); ``row_pass``: the output transform has a separate
     row pass, block ``wino_out`` (``A^T M``), computed per output tile and channel vector;
     ``in_rows``: the input transform has a separate row pass, block ``wino_in_rows``
-    (``B^T d``), computed per tile and channel vector."""
+    (``B^T d``), computed per tile and channel vector (either row pass per row of the tile
+    where a whole tile's would not fit on the stack, see ``_schedule_row_pass``)."""
     sch = s_tir.Schedule(func)
     m, lanes = plan.m, plan.lanes
     out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
@@ -371,7 +372,7 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
 
 
 def _elem_bytes(sch, block) -> int:
-    return _write_bits(sch, block) // 8
+    return write_bits(sch, block) // 8
 
 
 def _schedule_row_pass(sch, rows, loop, lanes: int) -> None:
