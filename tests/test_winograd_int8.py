@@ -1,6 +1,8 @@
-"""int8 Winograd F(2, 3) in int16 (targets/x86/winograd_int8.py): bit-identical to the direct
-int8 kernel (residual, requantized output, odd sizes, channel counts off the vector width) on
-every x86 level the host runs, the instructions it uses, and when the library picks it."""
+"""int8 Winograd F(2, 3) and F(4, 3) in int16 / int32 (targets/x86/winograd_int8.py):
+bit-identical to the direct int8 kernel and the numpy reference (residual, requantized output,
+odd sizes, channel counts off the vector width and the pair, zero point != 0, an F(4, 3)
+output transform that wraps modulo 2**32) on every x86 level the host runs, the overflow
+fallbacks, the instructions it uses, and when the library picks which."""
 
 from __future__ import annotations
 
@@ -37,20 +39,22 @@ def _layer(spec, residual, seed):
     return quant.quantize_act(x, qp), w, b, res, qp, rq
 
 
-def _both(spec, w, b, target, **kw):
+def _both(spec, w, b, target, m=2, **kw):
     direct = conv2d_kernel(spec, "int8", w, b, target=target, winograd=False, **kw)
-    wino = conv2d_kernel(spec, "int8", w, b, target=target, winograd=True, **kw)
-    assert wino.info["algorithm"] == "winograd_f2"
+    wino = conv2d_kernel(spec, "int8", w, b, target=target, winograd=m, **kw)
+    assert wino.info["algorithm"] == f"winograd_f{m}"
     assert wino.info["params"] == direct.info["params"]
     return direct, wino
 
 
+@pytest.mark.parametrize("m", wino8.TILES)
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx2")))
 @pytest.mark.parametrize("spec,act,residual,requant", CASES, ids=["u8res_requant", "odd",
                                                                   "clip_requant"])
-def test_bit_identical_to_direct(target, spec, act, residual, requant):
+def test_bit_identical_to_direct(target, spec, act, residual, requant, m):
     xq, w, b, res, qp, rq = _layer(spec, residual, spec.C)
-    direct, wino = _both(spec, w, b, target, act=act, act_qparams=qp,
+    assert qp.zp != 0
+    direct, wino = _both(spec, w, b, target, m, act=act, act_qparams=qp,
                          residual=residual is not None, residual_qparams=rq,
                          out_qparams=qp if requant else None)  # fmt: skip
     y_direct = testing.run_kernel(direct, xq, target, residual=res)
@@ -59,12 +63,14 @@ def test_bit_identical_to_direct(target, spec, act, residual, requant):
     np.testing.assert_array_equal(y_wino, y_direct)
 
 
+@pytest.mark.parametrize("m", wino8.TILES)
 @pytest.mark.parametrize("target", isa_params(("avx2",)))
-def test_accumulator_is_the_direct_one(target):
-    """debug_acc: the int32 ``acc - corr`` itself (Y / 4 with corr = 0)."""
+def test_accumulator_is_the_direct_one(target, m):
+    """debug_acc: the int32 ``acc - corr`` itself (``Y / 2**shift`` with corr = 0), equal to
+    the numpy reference's."""
     spec = ConvSpec(1, 6, 5, 34, 8, 3, 3, padding=1)
     xq, w, b, _, qp, _ = _layer(spec, None, 1)
-    direct, wino = _both(spec, w, b, target, act_qparams=qp, debug_acc=True)
+    direct, wino = _both(spec, w, b, target, m, act_qparams=qp, debug_acc=True)
     ref = testing.reference(spec, "int8", testing.layer_data(spec, np.random.default_rng(1),
                             offset=0.5)[0], w, b, act_qparams=qp, target=target)  # fmt: skip
     acc = testing.run_kernel(wino, xq, target)
@@ -72,13 +78,16 @@ def test_accumulator_is_the_direct_one(target):
     np.testing.assert_array_equal(acc, ref.acc)
 
 
+@pytest.mark.parametrize("m", wino8.TILES)
 @pytest.mark.parametrize("target", isa_params(("avx2",)))
-def test_full_range_codes_match_the_exact_path(target):
+def test_full_range_codes_match_the_exact_path(target, m):
     """8-bit codes of a VNNI numerics target (|q| <= 127) on a vpmaddubsw target: the direct
-    kernel takes the exact 32-bit path, Winograd (|U| <= 1143 in int16) matches it."""
+    kernel takes the exact 32-bit path, Winograd (|U| <= 1143 for F(2, 3), 6223 for F(4, 3)
+    in int16) matches it."""
     spec = ConvSpec(1, 8, 7, 16, 16, 3, 3, padding=1)
     xq, w, b, _, qp, _ = _layer(spec, None, 2)
-    direct, wino = _both(spec, w, b, target, act="relu", act_qparams=qp, numerics_target=ZNVER4)
+    direct, wino = _both(spec, w, b, target, m, act="relu", act_qparams=qp,
+                         numerics_target=ZNVER4)  # fmt: skip
     assert wino.info["weight_qmax"] == 127
     np.testing.assert_array_equal(testing.run_kernel(wino, xq, target),
                                   testing.run_kernel(direct, xq, target))  # fmt: skip
@@ -105,23 +114,70 @@ def test_gemm_instructions(target, instr, reg):
     assert "vpmaddubsw" not in asm and "vpdpbusd" not in asm
 
 
-def test_transform_is_exact_in_integers():
-    """A^T [((2G) w (2G)^T) * (B^T d B)] A is 4 x the 3x3 correlation of every tile."""
+@pytest.mark.parametrize("tile", wino8.TILES.values(), ids=lambda t: f"f{t.m}")
+def test_transform_is_exact_in_integers(tile):
+    """at [(g w g^T) * (B^T d B)] at^T is 2**shift * odd x the 3x3 correlation of every tile
+    (F(2, 3): 4; F(4, 3): 576), all factors integer."""
     rng = np.random.default_rng(0)
-    bt, _, at = (m.astype(np.int64) for m in wino8.matrices(2))
-    d = rng.integers(-255, 256, (4, 4))
+    bt = wino8.matrices(tile.m)[0].astype(np.int64)
+    d = rng.integers(-255, 256, (tile.alpha, tile.alpha))
     w = rng.integers(-127, 128, (3, 3))
-    y = at @ ((wino8.G2 @ w @ wino8.G2.T) * (bt @ d @ bt.T)) @ at.T
-    ref = [[np.sum(d[i:i + 3, j:j + 3] * w) for j in range(2)] for i in range(2)]
-    np.testing.assert_array_equal(y, 4 * np.array(ref))
+    y = tile.at @ ((tile.g @ w @ tile.g.T) * (bt @ d @ bt.T)) @ tile.at.T
+    ref = [[np.sum(d[i:i + 3, j:j + 3] * w) for j in range(tile.m)] for i in range(tile.m)]
+    np.testing.assert_array_equal(y, 2**tile.shift * tile.odd * np.array(ref))
+    assert (tile.odd * tile.odd_inverse) % 2**32 == 1
+    assert np.abs(tile.g).sum(axis=1).max() ** 2 * 127 < 2**15  # |U| fits int16
+    assert np.abs(bt).sum(axis=1).max() ** 2 * 255 < 2**15  # |V| fits int16
 
 
 def test_overflow_guard():
-    """Layers whose transformed values could exceed int32 stay direct."""
+    """Layers whose transformed values could exceed int32 stay direct (F(2, 3)); F(4, 3)
+    also needs every GEMM sum and |Y| < 2**25 within bounds."""
     small = wino8.transform_weight(np.full((8, 64, 3, 3), 63, np.int8), 8)
     big = wino8.transform_weight(np.full((8, 1024, 3, 3), 127, np.int8), 8)
     assert np.abs(big).max() == 9 * 127
     assert wino8.fits_int32(small, 128) and not wino8.fits_int32(big, 0)
+    q = np.full((8, 64, 3, 3), 127, np.int8)  # fits F(2, 3), not F(4, 3)'s GEMM
+    assert wino8.fits(wino8.F2, wino8.transform_weight(q, 8), q, 0)
+    assert not wino8.fits(wino8.F4, wino8.transform_weight(q, 8, wino8.F4), q, 0)
+    q = np.full((8, 24, 3, 3), 127, np.int8)  # 24 channels fit
+    assert wino8.fits(wino8.F4, wino8.transform_weight(q, 8, wino8.F4), q, 0)
+    # |Y| <= 255 * 9 * 127 * C < 2**25 up to C = 115.
+    assert wino8.output_fits(wino8.F4, np.full((8, 115, 3, 3), 127, np.int8), 0)
+    assert not wino8.output_fits(wino8.F4, np.full((8, 116, 3, 3), 127, np.int8), 0)
+
+
+@pytest.mark.parametrize("target", isa_params(("avx2",)))
+def test_f4_overflow_falls_back_to_f2(target):
+    """Forced F(4, 3) on a layer past its GEMM bound (96 channels of code 127): F(2, 3),
+    still bit-identical to the direct kernel."""
+    spec = ConvSpec(1, 6, 6, 96, 16, 3, 3, padding=1)
+    xq, _, b, _, qp, _ = _layer(spec, None, 3)
+    w = np.full(spec.weight_shape, 0.5, np.float32)
+    kw = dict(target=target, act_qparams=qp, numerics_target=ZNVER4)
+    wino = conv2d_kernel(spec, "int8", w, b, winograd=4, **kw)
+    assert wino.info["algorithm"] == "winograd_f2"
+    direct = conv2d_kernel(spec, "int8", w, b, winograd=False, **kw)
+    np.testing.assert_array_equal(testing.run_kernel(wino, xq, target),
+                                  testing.run_kernel(direct, xq, target))  # fmt: skip
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512bw", "avx2")))
+def test_f4_output_transform_wraps(target):
+    """Inputs near the top code with zp = 0 and weight codes near 63 over 40 channels:
+    576 |Y| passes 2**31, so the output transform wraps modulo 2**32, and the accumulator
+    is still the numpy reference's."""
+    spec = ConvSpec(1, 8, 8, 40, 16, 3, 3, padding=1)
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.9, 1.0, spec.in_shape).astype(np.float32)
+    w = rng.uniform(0.8, 1.0, spec.weight_shape).astype(np.float32)
+    qp = ActQParams.from_range(0.0, 1.0)
+    assert qp.zp == 0
+    direct, wino = _both(spec, w, None, target, 4, act_qparams=qp, debug_acc=True)
+    ref = testing.reference(spec, "int8", x, w, None, act_qparams=qp, target=target)
+    assert 576 * np.abs(ref.acc).max() >= 2**31
+    acc = testing.run_kernel(wino, quant.quantize_act(x, qp), target)
+    np.testing.assert_array_equal(acc, ref.acc)
 
 
 def _choice(spec, target, scheme="int8"):
@@ -138,8 +194,10 @@ def _choice(spec, target, scheme="int8"):
 
 
 def test_selection(monkeypatch):
-    """vpmaddwd targets take it for ResNet-20's 3x3 layers (not the 3-channel stem, not int4);
-    AVX-512 VNNI targets keep the direct vpdpbusd kernel; AIQ_WINOGRAD=0 turns it off."""
+    """vpmaddwd targets take F(4, 3) for ResNet-20's 3x3 layers at batch 16 (not the
+    3-channel stem, not int4); AVX-512 VNNI targets keep the direct vpdpbusd kernel there and
+    take F(4, 3) at ResNet-18's 28x28x128; AIQ_WINOGRAD=0 turns it off, 2 / 4 restrict the
+    tile edge."""
     monkeypatch.delenv("AIQ_WINOGRAD", raising=False)
     # (At batch 1 on two cores the 8x8 layer has too few tile rows per thread: direct.)
     resnet20 = [ConvSpec(n, hw, hw, c, c, 3, 3, padding=1)
@@ -147,10 +205,13 @@ def test_selection(monkeypatch):
                                  (16, 8, 64))]  # fmt: skip
     for target in (HASWELL, SKYLAKE):
         assert all(_choice(s, target) is not None for s in resnet20)
+        assert all(_choice(s, target).m == 4 for s in resnet20[2:])
         assert _choice(ConvSpec(16, 32, 32, 3, 16, 3, 3, padding=1), target) is None
         assert _choice(resnet20[0], target, "int4") is None
     assert all(_choice(s, ZNVER4) is None for s in resnet20)
+    assert _choice(ConvSpec(1, 28, 28, 128, 128, 3, 3, padding=1), ZNVER4).m == 4
     monkeypatch.setenv("AIQ_WINOGRAD", "0")
     assert _choice(resnet20[0], HASWELL) is None
-    monkeypatch.setenv("AIQ_WINOGRAD", "4")  # F(4, 3) only: no int8 kernel
-    assert _choice(resnet20[0], HASWELL) is None
+    for m in wino8.TILES:
+        monkeypatch.setenv("AIQ_WINOGRAD", str(m))
+        assert _choice(resnet20[3], HASWELL).m == m

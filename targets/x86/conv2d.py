@@ -824,14 +824,15 @@ def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials
 def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, database,
                    tune_trials):  # fmt: skip
     """The Winograd plan to use instead of the direct one, or None: fp32 without a
-    requantizing epilogue (F(2, 3) or F(4, 3)), int8 (F(2, 3) in int16, any epilogue)."""
+    requantizing epilogue (F(2, 3) or F(4, 3)), int8 (F(2, 3) or F(4, 3) in int16, any
+    epilogue)."""
     if winograd is False:
         return None
     if scheme_name == "fp32" and not requant and wino.applies(spec):
         sizes, arith, margin = wino.TILE_SIZES, None, wino.SELECT_MARGIN
         w_bytes = 4 * w_elems
     elif scheme_name == "int8" and wino8.applies(spec, cpu):
-        sizes, arith, margin = (wino8.M,), wino8.arith(cpu), wino8.select_margin(cpu)
+        sizes, arith, margin = tuple(wino8.TILES), wino8.arith(cpu), wino8.select_margin(cpu)
         w_bytes = w_elems  # int8 codes
     else:
         return None
@@ -845,7 +846,10 @@ def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, data
     sizes = tuple(m for m in sizes if env not in ("2", "4") or m == int(env))
     if not sizes:
         return None
-    wplan = wino.winograd_plan(spec, cpu, sizes, arith)
+    if scheme_name == "int8":
+        wplan = wino8.winograd_plan(spec, cpu, sizes)
+    else:
+        wplan = wino.winograd_plan(spec, cpu, sizes, arith)
     if winograd is True:
         return wplan
     direct = min(c for c, p in conv_candidates(spec, fmt, cpu))
@@ -886,18 +890,23 @@ UINT8_STORE_LANES = 16
 
 def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
                           residual_qparams) -> Kernel | None:  # fmt: skip
-    """int8 Winograd F(2, 3) kernel with the direct kernel's interface and epilogue
-    (``corr`` is zero: the input transform already subtracts the zero point), or None when
-    the layer's values could overflow int32 (:func:`winograd_int8.fits_int32`)."""
+    """int8 Winograd kernel (F(2, 3) or F(4, 3) in int16 / int32) with the direct kernel's
+    interface and epilogue (``corr`` is zero: the input transform already subtracts the zero
+    point). A layer whose values could overflow (:func:`winograd_int8.fits`) takes F(2, 3)
+    instead of F(4, 3), or else None (direct)."""
     q, s_w = args.scheme.quantize_weight(args.weight, args.int8_qmax)
-    u = wino8.transform_weight(q, wplan.ocb)
+    tile = wino8.TILES[wplan.m]
+    u = wino8.transform_weight(q, wplan.ocb, tile)
     zp = int(args.act_qparams.zp)
-    if not wino8.fits_int32(u, zp):
-        return None
+    if not wino8.fits(tile, u, q, zp):
+        if tile.m == wino8.M:
+            return None
+        wplan = wino.winograd_plan(spec, args.cpu, (wino8.M,), wino8.arith(args.cpu))
+        return _winograd_int8_kernel(spec, args, fmt, wplan, residual, residual_qparams)
     names, consts = layer_constants(args, q, s_w, u)
     consts[names.index("corr")] = np.zeros_like(consts[names.index("corr")])
     folded = None if args.debug_acc else fold_acc_shift(consts[names.index("comb")],
-                                                         wino8.ACC_SHIFT)
+                                                         tile.shift)
     if folded is not None:
         consts[names.index("comb")] = folded
     is_folded = folded is not None
@@ -905,11 +914,11 @@ def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
     tens = const_placeholders(names, consts)
     res = residual_input(spec.out_shape, residual, residual_qparams)
 
-    def epilogue(y4, b, i, j, k):
-        return layer_output(y4, k, tens, residual_value(res, (b, i, j, k), residual_qparams),
-                            args, wino8.ACC_SHIFT, folded_shift=is_folded)
+    def epilogue(y, b, i, j, k):
+        return layer_output(y, k, tens, residual_value(res, (b, i, j, k), residual_qparams),
+                            args, tile.shift, folded_shift=is_folded)
 
-    y = wino8.winograd_int8_compute(spec, wplan.ocb, zp, x, tens["weight"], epilogue)
+    y = wino8.winograd_int8_compute(spec, tile, wplan.ocb, zp, x, tens["weight"], epilogue)
     func = layer_prim_func(x, tens, names, res, y)
     intrin = wino8.intrin_for(args.cpu)
     gemm = functools.partial(wino8.schedule_gemm, intrin=intrin)
@@ -918,8 +927,9 @@ def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
     # already fills one, and AVX-512 levels keep that (not measured better doubled).
     func = finalize(wino.schedule_winograd(func, spec, wplan, gemm, 2 * args.cpu.lanes,
                                            row_pass=True,
-                                           out_lanes=max(args.cpu.lanes, UINT8_STORE_LANES)))
+                                           out_lanes=max(args.cpu.lanes, UINT8_STORE_LANES),
+                                           in_rows=tile.split_input))
     sched = {"schedule": wplan.describe(), "schedule_source": "default"}
     info = kernel_info(args, fmt, "dot", sched, names, consts, residual, True)
-    info.update(algorithm="winograd_f2", intrin=intrin, weight_format="wino_i16")
+    info.update(algorithm=f"winograd_f{tile.m}", intrin=intrin, weight_format="wino_i16")
     return Kernel(func, consts, "uint8", spec.out_shape, args.out_dtype, info, None)

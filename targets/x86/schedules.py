@@ -406,13 +406,13 @@ def _vectorize_pad_channels(sch: s_tir.Schedule, pad, loop, lanes: int) -> None:
     extent = int(sch.get(pad).iter_vars[-1].dom.extent)
     if extent <= 1:
         return
-    elems = lanes * 32 // _write_bits(sch, pad)  # elements per vector
+    elems = lanes * 32 // write_bits(sch, pad)  # elements per vector
     if extent % elems and extent > elems:
         _, loop = sch.split(loop, [None, extent & -extent])
     sch.vectorize(loop)
 
 
-def _write_bits(sch: s_tir.Schedule, block) -> int:
+def write_bits(sch: s_tir.Schedule, block) -> int:
     """Bits of one element of the buffer ``block`` writes."""
     return DataType(str(sch.get(block).writes[0].source.dtype)).bits
 

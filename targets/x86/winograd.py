@@ -27,7 +27,7 @@ import tvm
 from tvm import s_tir, te
 
 from .common import ConvSpec, round_up
-from .schedules import balance, divisors, step_cycles
+from .schedules import STACK_ACC_BYTES, balance, divisors, step_cycles, write_bits
 
 # Cook-Toom matrices (Lavin & Gray 2015): B^T [a x a], G [a x 3], A^T [m x a], a = m + 2.
 _MATRICES = {
@@ -323,12 +323,15 @@ def _vector_width(extent: int, lanes: int) -> int:
 
 
 def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=None,
-                      row_pass: bool = False, out_lanes=None):
+                      row_pass: bool = False, out_lanes=None, in_rows: bool = False):
     """Parallel over (image, group of tile rows, group of output channels); transforms and
     GEMM per task (see module doc). ``gemm(sch, acc, plan)`` schedules the GEMM block (default:
     fp32 broadcast FMAs); ``in_lanes`` / ``out_lanes`` are the input / output transform's
     vector widths (default ``plan.lanes``); ``row_pass``: the output transform has a separate
-    row pass, block ``wino_out`` (``A^T M``), computed per output tile and channel vector."""
+    row pass, block ``wino_out`` (``A^T M``), computed per output tile and channel vector;
+    ``in_rows``: the input transform has a separate row pass, block ``wino_in_rows``
+    (``B^T d``), computed per tile and channel vector (either row pass per row of the tile
+    where a whole tile's would not fit on the stack, see ``_schedule_row_pass``)."""
     sch = s_tir.Schedule(func)
     m, lanes = plan.m, plan.lanes
     out, acc = sch.get_sblock("out"), sch.get_sblock("acc")
@@ -346,22 +349,37 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
     sch.unroll(mi)
     sch.unroll(mj)
     if row_pass:
-        _schedule_row_pass(sch, sch.get_sblock("wino_out"), ko, kw)
+        rows = sch.get_sblock("wino_out")
+        on_stack = m * plan.alpha * kw * _elem_bytes(sch, rows) < STACK_ACC_BYTES
+        _schedule_row_pass(sch, rows, ko if on_stack else mi, kw)
     sch.compute_at(acc, task, preserve_unit_loops=True)
     sch.compute_at(v, task, preserve_unit_loops=True)
+    if in_rows:  # the pad's consumer (moved under the input transform's loops below)
+        sch.compute_at(sch.get_sblock("wino_in_rows"), task, preserve_unit_loops=True)
     sch.compute_at(pad, task, preserve_unit_loops=True)
     sch.parallel(task)
     (gemm or _schedule_gemm)(sch, acc, plan)
-    _schedule_input_transform(sch, v, int(sch.get(v).iter_vars[-1].dom.extent),
-                              in_lanes or lanes)  # fmt: skip
+    co, e = _schedule_input_transform(sch, v, int(sch.get(v).iter_vars[-1].dom.extent),
+                                      in_lanes or lanes)  # fmt: skip
+    if in_rows:
+        rows = sch.get_sblock("wino_in_rows")
+        cw = _vector_width(int(sch.get(v).iter_vars[-1].dom.extent), in_lanes or lanes)
+        on_stack = plan.alpha**2 * cw * _elem_bytes(sch, rows) < STACK_ACC_BYTES
+        _schedule_row_pass(sch, rows, co if on_stack else e, cw)
     p_loops = sch.get_loops(pad)
     sch.vectorize(p_loops[-1])
     return sch.mod["main"]
 
 
+def _elem_bytes(sch, block) -> int:
+    return write_bits(sch, block) // 8
+
+
 def _schedule_row_pass(sch, rows, loop, lanes: int) -> None:
-    """The output transform's row pass of one tile and channel vector, in registers
-    (unrolled, vectorized like the output) right before the column pass reads it."""
+    """A transform's row pass of one tile and channel vector (or of one row of it, ``loop``
+    inside the tile: the rows of a whole tile at or above STACK_ACC_BYTES would be a heap
+    buffer, which LLVM does not keep in registers), unrolled, vectorized like its consumer,
+    right before the column pass reads it."""
     sch.compute_at(rows, loop, preserve_unit_loops=True)
     mi, u, tw, k = sch.get_loops(rows)[-4:]
     ko, ki = sch.split(k, [None, lanes])
@@ -378,6 +396,7 @@ def _schedule_input_transform(sch, v, channels: int, lanes: int):
     sch.vectorize(ci)
     sch.unroll(e)
     sch.unroll(u)
+    return co, e
 
 
 def _schedule_gemm(sch, acc, plan: WinoPlan):
