@@ -16,6 +16,10 @@ input exposed (:class:`aiq_tvm.passes.ExposeLayerInputs`):
     over the same value sample (:func:`mse_range`), as PyTorch's ``HistogramObserver`` and
     OpenVINO's MSE range search do: clipping a long tail costs the few clipped values less
     than the coarser step costs all the others.
+
+Every method also records the per-channel mean and mean square of every layer's input
+(channel axis 1 of an NCHW conv input or of a ``[N, K]`` dense input), which the weight
+corrections of :mod:`aiq_tvm.weight_correction` use (``Calibration.weight_correction``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from .batching import padded_batches
 from .checks import check_choice, check_percentile
 from .quant import ActQParams
+from .weight_correction import DEFAULT_WEIGHT_CORRECTION, check_weight_correction
 
 __all__ = [
     "Calibration", "CALIBRATION_METHODS", "DEFAULT_CALIBRATION", "RangeCollector", "calibrate",
@@ -60,12 +65,22 @@ class Calibration:
         Upper percentile for ``method="percentile"``.
     num_samples : int
         Calibration inputs used.
+    channel_means, channel_sq_means : mapping of str to sequence of float
+        Layer name -> per-input-channel ``E[x]`` / ``E[x^2]`` over the calibration data
+        (layers missing here get no bias correction and unweighted clipping).
+    weight_correction : str
+        What the passes quantizing with this calibration do to the weights first
+        (:data:`aiq_tvm.weight_correction.WEIGHT_CORRECTIONS`; ``"none"``: today's plain
+        max-abs quantization, bit for bit).
     """
 
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     method: str = "percentile"
     percentile: float = 99.99
     num_samples: int = 0
+    channel_means: dict[str, np.ndarray] = field(default_factory=dict)
+    channel_sq_means: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_correction: str = DEFAULT_WEIGHT_CORRECTION
 
     def __post_init__(self) -> None:
         check_choice("calibration method", self.method, CALIBRATION_METHODS)
@@ -77,6 +92,9 @@ class Calibration:
                 raise ValueError(f"calibration range of {name!r} is invalid: ({lo}, {hi})")
             clean[name] = (lo, hi)
         self.ranges = clean
+        self.channel_means = _clean_stats("channel means", self.channel_means)
+        self.channel_sq_means = _clean_stats("channel mean squares", self.channel_sq_means)
+        check_weight_correction(self.weight_correction)
 
     def qparams(self, layer: str) -> ActQParams:
         """uint8 quantization parameters of a layer's input."""
@@ -95,6 +113,9 @@ class Calibration:
             "percentile": self.percentile,
             "num_samples": self.num_samples,
             "ranges": {k: list(v) for k, v in self.ranges.items()},
+            "weight_correction": self.weight_correction,
+            "channel_means": {k: v.tolist() for k, v in self.channel_means.items()},
+            "channel_sq_means": {k: v.tolist() for k, v in self.channel_sq_means.items()},
         }
 
     @classmethod
@@ -108,7 +129,15 @@ class Calibration:
             {k: tuple(v) for k, v in data["ranges"].items()},
             method=data["method"], percentile=data["percentile"],
             num_samples=data.get("num_samples", 0),
+            # Files written before the weight corrections: no statistics, plain weights.
+            channel_means=data.get("channel_means", {}),
+            channel_sq_means=data.get("channel_sq_means", {}),
+            weight_correction=data.get("weight_correction", "none"),
         )
+
+    def channel_stats(self, layer: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(E[x], E[x^2])`` per input channel of a layer (``None`` where not measured)."""
+        return self.channel_means.get(layer), self.channel_sq_means.get(layer)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -116,6 +145,25 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _clean_stats(what: str, stats: Mapping) -> dict[str, np.ndarray]:
+    """Per-channel statistics as 1-D float64 arrays, checked finite."""
+    out = {}
+    for name, v in dict(stats).items():
+        a = np.asarray(v, np.float64)
+        if a.ndim != 1 or not np.isfinite(a).all():
+            raise ValueError(f"calibration {what} of {name!r} must be a finite 1-D sequence")
+        out[name] = a
+    return out
+
+
+def _channel_view(a: np.ndarray) -> np.ndarray | None:
+    """``[values, channels]`` view of a layer input (NCHW conv or ``[N, K]`` dense: channel
+    axis 1), None for other ranks."""
+    if a.ndim == 4:
+        return np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+    return a if a.ndim == 2 else None
 
 
 class RangeCollector:
@@ -144,12 +192,26 @@ class RangeCollector:
         self.lo = {n: np.inf for n in self.names}
         self.hi = {n: -np.inf for n in self.names}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n in self.names}
+        # name -> [count, sum per channel, sum of squares per channel] (float64)
+        self.moments: dict[str, list] = {}
+
+    def _add_moments(self, name: str, a: np.ndarray) -> None:
+        view = _channel_view(a)
+        if view is None:
+            return
+        v = view.astype(np.float64)
+        m = self.moments.setdefault(name, [0, 0.0, 0.0])
+        m[0] += len(v)
+        m[1] = m[1] + v.sum(axis=0)
+        m[2] = m[2] + np.einsum("ij,ij->j", v, v)
 
     def update(self, arrays: Iterable[np.ndarray]) -> None:
         for name, a in zip(self.names, arrays, strict=True):
-            a = np.asarray(a, dtype=np.float32).ravel()
+            a = np.asarray(a, dtype=np.float32)
             if a.size == 0:
                 continue
+            self._add_moments(name, a)
+            a = a.ravel()
             self.lo[name] = min(self.lo[name], float(a.min()))
             self.hi[name] = max(self.hi[name], float(a.max()))
             if self.method in _SAMPLED:
@@ -171,6 +233,11 @@ class RangeCollector:
                 lo, hi = mse_range(np.concatenate(self.samples[n]), lo, hi)
             out[n] = (lo, hi)
         return out
+
+    def channel_moments(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per layer, the per-channel ``E[x]`` and ``E[x^2]`` of every value seen."""
+        means = {n: m[1] / m[0] for n, m in self.moments.items()}
+        return means, {n: m[2] / m[0] for n, m in self.moments.items()}
 
 
 def calibrate(
@@ -207,8 +274,9 @@ def calibrate(
                          seed=seed)
     for chunk, real in padded_batches(np.asarray(data, np.float32), batch_size, repeat=True):
         col.update(o[:real] if len(o) == batch_size else o for o in run(chunk))
+    means, sq_means = col.channel_moments()
     return Calibration(col.ranges(), method=method, percentile=percentile,
-                       num_samples=len(data))
+                       num_samples=len(data), channel_means=means, channel_sq_means=sq_means)
 
 
 def _roundtrip_sq_error(centers: np.ndarray, counts: np.ndarray, lo: np.ndarray,

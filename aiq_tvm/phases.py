@@ -248,7 +248,7 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
     if not _needs_calibration(ctx):
         return None
     if isinstance(cfg.calibration, Calibration):
-        return cfg.calibration
+        return dataclasses.replace(cfg.calibration, weight_correction=cfg.weight_correction)
     if ctx.calib_x is None:
         raise ValueError("8-bit activations need calib_data (or calibration=Calibration)")
     t0 = time.perf_counter()
@@ -270,6 +270,9 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
                          method=cfg.calibration, percentile=cfg.percentile, seed=cfg.seed)
     # Layers reading the same tensor share its range (and so can share a requantized input).
     cal.ranges = {n: cal.ranges[g[0]] for g in groups for n in g}
+    for stats in (cal.channel_means, cal.channel_sq_means):
+        stats.update({n: stats[g[0]] for g in groups for n in g[1:] if g[0] in stats})
+    cal.weight_correction = cfg.weight_correction
     ctx.timings["calibration_s"] = time.perf_counter() - t0
     ctx.log(f"calibrated {len(cal.ranges)} layers on {len(ctx.calib_x)} samples")
     return cal

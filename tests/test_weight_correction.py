@@ -1,0 +1,160 @@
+"""Weight corrections before rounding (aiq_tvm.weight_correction): bias correction with the
+calibration's input means, per-channel clipping of the weight range, and their plumbing
+(calibration statistics, BuildConfig option, the passes hand the kernels the corrected
+values and nothing else)."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import aiq_tvm
+from aiq_tvm.calibrate import Calibration, RangeCollector
+from aiq_tvm.config import BuildConfig
+from aiq_tvm.targets import capabilities
+from aiq_tvm.weight_correction import (
+    WEIGHT_CORRECTIONS,
+    clip_ratios,
+    clip_weight,
+    correct_layer,
+    expected_output_error,
+)
+
+# qmax 2: scale 0.5 for a row of max-abs 1.0; every value below is exact in binary.
+ROW = [1.0, 0.375, -0.125]  # codes 2, 1, 0 -> 1.0, 0.5, 0.0: errors 0, +0.125, +0.125
+
+
+def test_bias_correction_of_a_1x1_conv_is_the_analytic_expected_error():
+    w = np.array([ROW, [-1.0, 0.0, 0.5]], np.float32).reshape(2, 3, 1, 1)  # row 2 exact
+    mean = np.array([4.0, 8.0, 2.0])
+    new_w, new_b = correct_layer(w, np.array([1.0, -3.0], np.float32), 2, "bias", 1, mean)
+    assert new_w is w  # bias correction leaves the weight alone
+    # E[error] = 0.125 * 8 + 0.125 * 2 = 1.25 for channel 0, 0 for channel 1
+    np.testing.assert_array_equal(new_b, np.array([1.0 - 1.25, -3.0], np.float32))
+
+
+def test_bias_correction_sums_every_tap_and_creates_a_missing_bias():
+    w = np.zeros((1, 3, 2, 2), np.float32)
+    w[0, :, 0, 0] = ROW  # taps of the same channel share its mean
+    w[0, 1, 1, 1] = 0.375
+    _, b = correct_layer(w, None, 2, "bias", 1, np.array([4.0, 8.0, 2.0]))
+    np.testing.assert_array_equal(b, np.array([-(0.125 * 8 * 2 + 0.125 * 2)], np.float32))
+
+
+def test_bias_correction_of_grouped_depthwise_and_dense_layers():
+    mean = np.array([1.0, 2.0, 3.0, 4.0])
+    dw = np.zeros((4, 1, 3, 3))  # depthwise: output channel o reads input channel o
+    dw[2, 0, 1, :] = 0.5
+    np.testing.assert_array_equal(expected_output_error(dw, mean, groups=4), [0, 0, 4.5, 0])
+    # groups 2: output channels 0-1 read inputs 0-1, outputs 2-3 read inputs 2-3
+    g = np.zeros((4, 2, 1, 1))
+    g[3, 0, 0, 0] = 0.5  # output 3, first channel of group 1 = input channel 2
+    np.testing.assert_array_equal(expected_output_error(g, mean, groups=2), [0, 0, 0, 1.5])
+    d = np.array([ROW], np.float32)  # dense [O, K]
+    _, b = correct_layer(d, np.zeros(1, np.float32), 2, "bias", 1, np.array([4.0, 8.0, 2.0]))
+    np.testing.assert_array_equal(b, [-1.25])
+    with pytest.raises(ValueError, match="reads 3 channels"):
+        expected_output_error(d, np.ones(4))
+
+
+def test_without_input_means_bias_correction_is_skipped():
+    w = np.array([ROW], np.float32)
+    assert correct_layer(w, None, 2, "bias") == (w, None)
+
+
+def test_clipping_picks_the_least_squares_ratio():
+    # qmax 1: for r in [0.5, 1] every 0.6 rounds to code 1 (= r), the 1.0 is clipped to r:
+    # error (1 - r)^2 + 3 (r - 0.6)^2, least at r = 0.7.
+    w = np.array([[1.0, 0.6, 0.6, 0.6],
+                  [1.0, 0.0, -1.0, 0.5]], np.float32)  # row 2: exact at qmax 2 and r = 1
+    assert clip_ratios(w[:1], 1)[0] == pytest.approx(0.7)
+    assert clip_ratios(w[1:], 2)[0] == 1.0
+    assert clip_ratios(np.zeros((1, 4), np.float32), 2)[0] == 1.0  # ties keep the full range
+    # weighted by importance: the large value's error counts 100 times -> r = 101.8 / 103
+    imp = np.array([[100.0, 1.0, 1.0, 1.0]])
+    assert clip_ratios(w[:1], 1, imp)[0] == pytest.approx(0.99)
+
+
+def test_clipped_weight_gives_the_kernel_quantizer_the_chosen_scale():
+    w = np.array([[1.0, 0.6, 0.6, 0.6]], np.float32)
+    clipped = clip_weight(w, np.array([0.7]))
+    np.testing.assert_array_equal(clipped, np.float32([[0.7, 0.6, 0.6, 0.6]]))
+    q, s = aiq_tvm.quant.quantize_weight_symmetric(clipped, 1)
+    assert s[0] == np.float32(0.7) and q.tolist() == [[1, 1, 1, 1]]
+    new_w, _ = correct_layer(w, None, 1, "clip")
+    np.testing.assert_array_equal(new_w, clipped)
+
+
+def test_none_returns_the_weight_and_bias_untouched():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    out_w, out_b = correct_layer(w, b, 127, "none", 1, np.ones(4), np.ones(4))
+    assert out_w is w and out_b is b
+
+
+def test_collector_measures_per_channel_moments_of_conv_and_dense_inputs():
+    x = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)  # NCHW
+    d = np.array([[1.0, -2.0], [3.0, 4.0]], np.float32)
+    col = RangeCollector(["conv", "dense"], "minmax")
+    col.update([x[:1], d[:1]])
+    col.update([x[1:], d[1:]])
+    means, sq = col.channel_moments()
+    np.testing.assert_allclose(means["conv"], x.transpose(1, 0, 2, 3).reshape(3, -1).mean(1))
+    np.testing.assert_allclose(sq["dense"], [5.0, 10.0])
+    np.testing.assert_allclose(means["dense"], [2.0, 1.0])
+
+
+def test_calibration_json_keeps_the_statistics_and_old_files_load_uncorrected(tmp_path):
+    cal = Calibration({"a": (0.0, 1.0)}, method="minmax", channel_means={"a": [0.5, 0.25]},
+                      channel_sq_means={"a": [0.5, 0.125]}, weight_correction="bias+clip")
+    cal.save(tmp_path / "c.json")
+    back = Calibration.load(tmp_path / "c.json")
+    assert back.weight_correction == "bias+clip"
+    np.testing.assert_array_equal(back.channel_stats("a")[0], [0.5, 0.25])
+    old = cal.to_dict()
+    for key in ("channel_means", "channel_sq_means", "weight_correction"):
+        del old[key]
+    assert Calibration.from_dict(old).weight_correction == "none"
+
+
+def test_bad_weight_correction_names_the_choices():
+    valid = ", ".join(WEIGHT_CORRECTIONS)
+    with pytest.raises(ValueError, match=re.escape(f"weight_correction 'bias+'; valid: {valid}")):
+        BuildConfig(weight_correction="bias+")
+    with pytest.raises(ValueError, match="valid: none, bias, clip, bias\\+clip"):
+        Calibration({}, weight_correction="clipping")
+    with pytest.raises(ValueError, match="finite 1-D"):
+        Calibration({}, channel_means={"a": [[1.0]]})
+
+
+def _one_conv(bias: torch.Tensor | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(4, 8, 1, bias=bias is not None), nn.ReLU()).eval()
+    if bias is not None:
+        m[0].bias.data = bias
+    return m
+
+
+def test_the_build_hands_the_kernel_exactly_the_corrected_bias():
+    """int8 build with bias correction == uncorrected build of the same conv whose bias is
+    correct_layer's, bit for bit: the pass changes the bias values and nothing else."""
+    x = np.abs(np.random.default_rng(1).standard_normal((8, 4, 6, 6))).astype(np.float32) + 0.5
+    model = _one_conv()
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:2]))
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x, batch_size=8,
+                        weight_correction="bias")
+    cal = res.calibration
+    [name] = cal.channel_means
+    np.testing.assert_allclose(cal.channel_means[name], x.mean(axis=(0, 2, 3)), rtol=1e-6)
+    w = model[0].weight.detach().numpy()
+    qmax = capabilities(res.target).int8_weight_qmax
+    _, b = correct_layer(w, None, qmax, "bias", 1, cal.channel_means[name])
+    assert np.abs(b).max() > 0  # a bias was created for the bias-free conv
+    fixed = _one_conv(torch.from_numpy(b))
+    mod2, params2 = aiq_tvm.from_torch(fixed, torch.from_numpy(x[:2]))
+    plain = aiq_tvm.build(mod2, params=params2, plan="int8", batch_size=8, calibration=cal,
+                          weight_correction="none")
+    np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
