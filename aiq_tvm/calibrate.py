@@ -17,7 +17,7 @@ input exposed (:class:`aiq_tvm.passes.ExposeLayerInputs`):
     OpenVINO's MSE range search do: clipping a long tail costs the few clipped values less
     than the coarser step costs all the others.
 
-Every method also records the per-channel mean and mean square of every layer's input
+Every method also records the per-channel mean of every layer's input
 (channel axis 1 of an NCHW conv input or of a ``[N, K]`` dense input), which the weight
 corrections of :mod:`aiq_tvm.weight_correction` use (``Calibration.weight_correction``).
 """
@@ -65,9 +65,9 @@ class Calibration:
         Upper percentile for ``method="percentile"``.
     num_samples : int
         Calibration inputs used.
-    channel_means, channel_sq_means : mapping of str to sequence of float
-        Layer name -> per-input-channel ``E[x]`` / ``E[x^2]`` over the calibration data
-        (layers missing here get no bias correction and unweighted clipping).
+    channel_means : mapping of str to sequence of float
+        Layer name -> per-input-channel ``E[x]`` over the calibration data (layers missing
+        here get no bias correction).
     weight_correction : str
         What the passes quantizing with this calibration do to the weights first
         (:data:`aiq_tvm.weight_correction.WEIGHT_CORRECTIONS`; ``"none"``: today's plain
@@ -79,8 +79,10 @@ class Calibration:
     percentile: float = 99.99
     num_samples: int = 0
     channel_means: dict[str, np.ndarray] = field(default_factory=dict)
-    channel_sq_means: dict[str, np.ndarray] = field(default_factory=dict)
     weight_correction: str = DEFAULT_WEIGHT_CORRECTION
+    # Layer -> [groups, K, K] input-patch second moments (weight_correction "gptq"); kept in
+    # memory only, not saved: a loaded calibration rounds to nearest.
+    hessians: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_choice("calibration method", self.method, CALIBRATION_METHODS)
@@ -93,7 +95,6 @@ class Calibration:
             clean[name] = (lo, hi)
         self.ranges = clean
         self.channel_means = _clean_stats("channel means", self.channel_means)
-        self.channel_sq_means = _clean_stats("channel mean squares", self.channel_sq_means)
         check_weight_correction(self.weight_correction)
 
     def qparams(self, layer: str) -> ActQParams:
@@ -115,7 +116,6 @@ class Calibration:
             "ranges": {k: list(v) for k, v in self.ranges.items()},
             "weight_correction": self.weight_correction,
             "channel_means": {k: v.tolist() for k, v in self.channel_means.items()},
-            "channel_sq_means": {k: v.tolist() for k, v in self.channel_sq_means.items()},
         }
 
     @classmethod
@@ -131,13 +131,15 @@ class Calibration:
             num_samples=data.get("num_samples", 0),
             # Files written before the weight corrections: no statistics, plain weights.
             channel_means=data.get("channel_means", {}),
-            channel_sq_means=data.get("channel_sq_means", {}),
             weight_correction=data.get("weight_correction", "none"),
         )
 
-    def channel_stats(self, layer: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """``(E[x], E[x^2])`` per input channel of a layer (``None`` where not measured)."""
-        return self.channel_means.get(layer), self.channel_sq_means.get(layer)
+    def hessian(self, layer: str) -> np.ndarray | None:
+        return self.hessians.get(layer)
+
+    def channel_mean(self, layer: str) -> np.ndarray | None:
+        """``E[x]`` per input channel of a layer (``None`` where not measured)."""
+        return self.channel_means.get(layer)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -192,18 +194,16 @@ class RangeCollector:
         self.lo = {n: np.inf for n in self.names}
         self.hi = {n: -np.inf for n in self.names}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n in self.names}
-        # name -> [count, sum per channel, sum of squares per channel] (float64)
+        # name -> [count, sum per channel] (float64)
         self.moments: dict[str, list] = {}
 
     def _add_moments(self, name: str, a: np.ndarray) -> None:
         view = _channel_view(a)
         if view is None:
             return
-        v = view.astype(np.float64)
-        m = self.moments.setdefault(name, [0, 0.0, 0.0])
-        m[0] += len(v)
-        m[1] = m[1] + v.sum(axis=0)
-        m[2] = m[2] + np.einsum("ij,ij->j", v, v)
+        m = self.moments.setdefault(name, [0, 0.0])
+        m[0] += len(view)
+        m[1] = m[1] + view.sum(axis=0, dtype=np.float64)
 
     def update(self, arrays: Iterable[np.ndarray]) -> None:
         for name, a in zip(self.names, arrays, strict=True):
@@ -234,10 +234,9 @@ class RangeCollector:
             out[n] = (lo, hi)
         return out
 
-    def channel_moments(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per layer, the per-channel ``E[x]`` and ``E[x^2]`` of every value seen."""
-        means = {n: m[1] / m[0] for n, m in self.moments.items()}
-        return means, {n: m[2] / m[0] for n, m in self.moments.items()}
+    def channel_means(self) -> dict[str, np.ndarray]:
+        """Per layer, the per-channel ``E[x]`` of every value seen."""
+        return {n: m[1] / m[0] for n, m in self.moments.items()}
 
 
 def calibrate(
@@ -274,9 +273,8 @@ def calibrate(
                          seed=seed)
     for chunk, real in padded_batches(np.asarray(data, np.float32), batch_size, repeat=True):
         col.update(o[:real] if len(o) == batch_size else o for o in run(chunk))
-    means, sq_means = col.channel_moments()
     return Calibration(col.ranges(), method=method, percentile=percentile,
-                       num_samples=len(data), channel_means=means, channel_sq_means=sq_means)
+                       num_samples=len(data), channel_means=col.channel_means())
 
 
 def _roundtrip_sq_error(centers: np.ndarray, counts: np.ndarray, lo: np.ndarray,

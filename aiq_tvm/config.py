@@ -73,11 +73,12 @@ class BuildConfig:
         round-trip error), or a ready :class:`Calibration`.
     weight_correction : str
         What is done to the weights of quantized layers before they are rounded
-        (:mod:`aiq_tvm.weight_correction`): ``"bias"`` (the default: subtract the expected
-        output shift of the rounding, measured with the calibration data's input means, from
-        the bias), ``"clip"`` (per-channel clipping of the weight range with the least
-        rounding error), ``"bias+clip"``, or ``"none"`` (plain max-abs rounding).  Stored in
-        the build's :class:`Calibration`.
+        (:mod:`aiq_tvm.weight_correction`): ``"gptq"`` (the default: round the weights so
+        that the layer's output on the calibration data changes least, :mod:`aiq_tvm.gptq`),
+        ``"bias"`` (subtract the expected output shift of round-to-nearest, from the
+        calibration data's input means, from the bias), ``"bias+gptq"``, or ``"none"`` (plain
+        round-to-nearest, as before).  Same per-channel scales and kernels in every case;
+        stored in the build's :class:`Calibration`.
     batch_size : int, optional
         Batch size of the returned executable (more via :meth:`BuildResult.executable`);
         default 1, or the module's batch when it is static.

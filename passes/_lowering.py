@@ -75,9 +75,9 @@ def corrected_values(values: LayerValues, info: LayerInfo, precision: str, calib
     if not scheme.quantizes_weights or correction == "none":
         return values
     qmax = scheme.weight_qmax(capabilities(numerics_target).int8_weight_qmax)
-    mean, sq_mean = calibration.channel_stats(name)
     groups = 1 if info.op == "dense" else info.groups
-    w, b = correct_layer(values.weight, values.bias, qmax, correction, groups, mean, sq_mean)
+    w, b = correct_layer(values.weight, values.bias, qmax, correction, groups,
+                         calibration.channel_mean(name), calibration.hessian(name))
     return LayerValues(w, b)
 
 

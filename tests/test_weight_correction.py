@@ -13,14 +13,10 @@ from torch import nn
 import aiq_tvm
 from aiq_tvm.calibrate import Calibration, RangeCollector
 from aiq_tvm.config import BuildConfig
+from aiq_tvm.gptq import HessianCollector, conv_patches, gptq_round
+from aiq_tvm.quant import _conv_nhwc_f64, quantize_weight_symmetric
 from aiq_tvm.targets import capabilities
-from aiq_tvm.weight_correction import (
-    WEIGHT_CORRECTIONS,
-    clip_ratios,
-    clip_weight,
-    correct_layer,
-    expected_output_error,
-)
+from aiq_tvm.weight_correction import WEIGHT_CORRECTIONS, correct_layer, expected_output_error
 
 # qmax 2: scale 0.5 for a row of max-abs 1.0; every value below is exact in binary.
 ROW = [1.0, 0.375, -0.125]  # codes 2, 1, 0 -> 1.0, 0.5, 0.0: errors 0, +0.125, +0.125
@@ -64,58 +60,71 @@ def test_without_input_means_bias_correction_is_skipped():
     assert correct_layer(w, None, 2, "bias") == (w, None)
 
 
-def test_clipping_picks_the_least_squares_ratio():
-    # qmax 1: for r in [0.5, 1] every 0.6 rounds to code 1 (= r), the 1.0 is clipped to r:
-    # error (1 - r)^2 + 3 (r - 0.6)^2, least at r = 0.7.
-    w = np.array([[1.0, 0.6, 0.6, 0.6],
-                  [1.0, 0.0, -1.0, 0.5]], np.float32)  # row 2: exact at qmax 2 and r = 1
-    assert clip_ratios(w[:1], 1)[0] == pytest.approx(0.7)
-    assert clip_ratios(w[1:], 2)[0] == 1.0
-    assert clip_ratios(np.zeros((1, 4), np.float32), 2)[0] == 1.0  # ties keep the full range
-    # weighted by importance: the large value's error counts 100 times -> r = 101.8 / 103
-    imp = np.array([[100.0, 1.0, 1.0, 1.0]])
-    assert clip_ratios(w[:1], 1, imp)[0] == pytest.approx(0.99)
+def test_gptq_moves_a_rounding_error_onto_a_column_with_the_same_input():
+    # Inputs 1 and 2 are one signal (H's block of ones): round-to-nearest gives codes
+    # [4, 1, 1] (0.35 / 0.25 = 1.4 twice: output error 0.2); GPTQ rounds column 1 to 1, adds
+    # its error 0.1 / 1.01 (1 % damping) to column 2 (0.449 -> code 2): output error 0.05.
+    w = np.array([[1.0, 0.35, 0.35]], np.float32)
+    h = np.array([[[1.0, 0, 0], [0, 1, 1], [0, 1, 1]]], np.float32)
+    out = gptq_round(w, h, 4)
+    q, s = quantize_weight_symmetric(out, 4)
+    assert q.tolist() == [[4, 1, 2]] and s[0] == np.float32(0.25)
+    np.testing.assert_array_equal(out, np.float32([[1.0, 0.25, 0.5]]))
+    assert quantize_weight_symmetric(w, 4)[0].tolist() == [[4, 1, 1]]
 
 
-def test_clipped_weight_gives_the_kernel_quantizer_the_chosen_scale():
-    w = np.array([[1.0, 0.6, 0.6, 0.6]], np.float32)
-    clipped = clip_weight(w, np.array([0.7]))
-    np.testing.assert_array_equal(clipped, np.float32([[0.7, 0.6, 0.6, 0.6]]))
-    q, s = aiq_tvm.quant.quantize_weight_symmetric(clipped, 1)
-    assert s[0] == np.float32(0.7) and q.tolist() == [[1, 1, 1, 1]]
-    new_w, _ = correct_layer(w, None, 1, "clip")
-    np.testing.assert_array_equal(new_w, clipped)
+def test_gptq_keeps_the_scales_and_cuts_the_output_error_of_a_conv():
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.standard_normal((4, 1, 10, 10)), 3, axis=1).astype(np.float32) + 0.5
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    col = HessianCollector({"l": ("conv2d", (3, 3), (1, 1), (1, 1, 1, 1), 1)})
+    col.update("l", x)  # 400 positions: all of them
+    p = conv_patches(x, (3, 3), (1, 1), (1, 1, 1, 1), 1, np.arange(400))[0]
+    y = _conv_nhwc_f64(x.transpose(0, 2, 3, 1), w, (1, 1), (1, 1, 1, 1), 1, 0.0)
+    np.testing.assert_allclose(p @ w.reshape(8, -1).T, y.reshape(-1, 8), atol=1e-5)
+    h = col.hessians()["l"]
+    np.testing.assert_allclose(h[0], p.T.astype(np.float64) @ p / 400, rtol=1e-5, atol=1e-6)
+    for qmax in (127, 7):
+        q, s = quantize_weight_symmetric(w, qmax)
+        out = gptq_round(w, h, qmax)
+        q2, s2 = quantize_weight_symmetric(out, qmax)
+        np.testing.assert_array_equal(s2, s)
+        np.testing.assert_array_equal(q2 * s2[:, None, None, None], out)
+        err_rtn = ((p @ (q * s[:, None, None, None] - w).reshape(8, -1).T) ** 2).mean()
+        err_gptq = ((p @ (out - w).reshape(8, -1).T) ** 2).mean()
+        assert err_gptq < 0.6 * err_rtn
 
 
 def test_none_returns_the_weight_and_bias_untouched():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
-    out_w, out_b = correct_layer(w, b, 127, "none", 1, np.ones(4), np.ones(4))
+    h = np.ones((1, 36, 36), np.float32)
+    out_w, out_b = correct_layer(w, b, 127, "none", 1, np.ones(4), h)
     assert out_w is w and out_b is b
 
 
-def test_collector_measures_per_channel_moments_of_conv_and_dense_inputs():
+def test_collector_measures_per_channel_means_of_conv_and_dense_inputs():
     x = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)  # NCHW
     d = np.array([[1.0, -2.0], [3.0, 4.0]], np.float32)
     col = RangeCollector(["conv", "dense"], "minmax")
     col.update([x[:1], d[:1]])
     col.update([x[1:], d[1:]])
-    means, sq = col.channel_moments()
+    means = col.channel_means()
     np.testing.assert_allclose(means["conv"], x.transpose(1, 0, 2, 3).reshape(3, -1).mean(1))
-    np.testing.assert_allclose(sq["dense"], [5.0, 10.0])
     np.testing.assert_allclose(means["dense"], [2.0, 1.0])
 
 
 def test_calibration_json_keeps_the_statistics_and_old_files_load_uncorrected(tmp_path):
     cal = Calibration({"a": (0.0, 1.0)}, method="minmax", channel_means={"a": [0.5, 0.25]},
-                      channel_sq_means={"a": [0.5, 0.125]}, weight_correction="bias+clip")
+                      weight_correction="bias+gptq", hessians={"a": np.eye(2)[None]})
     cal.save(tmp_path / "c.json")
     back = Calibration.load(tmp_path / "c.json")
-    assert back.weight_correction == "bias+clip"
-    np.testing.assert_array_equal(back.channel_stats("a")[0], [0.5, 0.25])
+    assert back.weight_correction == "bias+gptq"
+    np.testing.assert_array_equal(back.channel_mean("a"), [0.5, 0.25])
+    assert back.hessian("a") is None  # in memory only: a loaded calibration rounds to nearest
     old = cal.to_dict()
-    for key in ("channel_means", "channel_sq_means", "weight_correction"):
+    for key in ("channel_means", "weight_correction"):
         del old[key]
     assert Calibration.from_dict(old).weight_correction == "none"
 
@@ -124,8 +133,8 @@ def test_bad_weight_correction_names_the_choices():
     valid = ", ".join(WEIGHT_CORRECTIONS)
     with pytest.raises(ValueError, match=re.escape(f"weight_correction 'bias+'; valid: {valid}")):
         BuildConfig(weight_correction="bias+")
-    with pytest.raises(ValueError, match="valid: none, bias, clip, bias\\+clip"):
-        Calibration({}, weight_correction="clipping")
+    with pytest.raises(ValueError, match="valid: none, bias, gptq, bias\\+gptq"):
+        Calibration({}, weight_correction="clip")
     with pytest.raises(ValueError, match="finite 1-D"):
         Calibration({}, channel_means={"a": [[1.0]]})
 
@@ -157,4 +166,25 @@ def test_the_build_hands_the_kernel_exactly_the_corrected_bias():
     mod2, params2 = aiq_tvm.from_torch(fixed, torch.from_numpy(x[:2]))
     plain = aiq_tvm.build(mod2, params=params2, plan="int8", batch_size=8, calibration=cal,
                           weight_correction="none")
+    np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
+
+
+def test_the_build_hands_the_kernel_exactly_the_gptq_weight():
+    """int8 build with GPTQ == uncorrected build of the conv whose weight is gptq_round's with
+    the calibration's input second moments, bit for bit."""
+    x = np.abs(np.random.default_rng(2).standard_normal((8, 4, 6, 6))).astype(np.float32)
+    model = _one_conv(torch.zeros(8))
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:2]))
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x, batch_size=8,
+                        weight_correction="gptq")
+    [(name, h)] = res.calibration.hessians.items()
+    p = x.transpose(0, 2, 3, 1).reshape(-1, 4).astype(np.float64)  # 1 x 1 conv: pixels
+    np.testing.assert_allclose(h[0], p.T @ p / len(p), rtol=1e-5)
+    qmax = capabilities(res.target).int8_weight_qmax
+    new_w = gptq_round(model[0].weight.detach().numpy(), h, qmax)
+    fixed = _one_conv(torch.zeros(8))
+    fixed[0].weight.data = torch.from_numpy(new_w)
+    mod2, params2 = aiq_tvm.from_torch(fixed, torch.from_numpy(x[:2]))
+    plain = aiq_tvm.build(mod2, params=params2, plan="int8", batch_size=8,
+                          calibration=res.calibration, weight_correction="none")
     np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
