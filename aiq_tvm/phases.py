@@ -54,6 +54,7 @@ from .runtime import accuracy, require_host_runnable, run_batches, run_target
 from .schemes import get_precision
 from .search import SearchResult, run_search
 from .targets import CpuPreset, capabilities, default_precisions, resolve_target
+from .weight_correction import describe as describe_weight_correction
 
 __all__ = ["BuildContext", "resolve", "calibrate", "search", "finalize"]
 
@@ -451,6 +452,9 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
         report.notes.append(describe_floor_memory(ctx.cost, ctx.config.speed_floor, ctx.target,
                                                   ctx.preset))  # fmt: skip
     report.floor = [m.to_dict() for m in ctx.floor_moves]
+    report.weight_correction = describe_weight_correction(calibration, [
+        n for n, p in assignment.items()
+        if ctx.cost[n].supported and get_precision(p).quantizes_weights])
     res = ctx.result(plan, calibration, report, searched)
     t0 = time.perf_counter()
     if ctx.config.tune:

@@ -26,7 +26,7 @@ from .quant import quantize_weight_symmetric
 
 __all__ = [
     "WEIGHT_CORRECTIONS", "DEFAULT_WEIGHT_CORRECTION", "check_weight_correction",
-    "expected_output_error", "correct_layer",
+    "expected_output_error", "correct_layer", "describe",
 ]
 
 WEIGHT_CORRECTIONS = ("none", "bias", "gptq", "bias+gptq")
@@ -88,3 +88,22 @@ def correct_layer(w: np.ndarray, bias: np.ndarray | None, qmax: int, correction:
         base = np.zeros(w.shape[0], np.float64) if bias is None else np.asarray(bias, np.float64)
         out_b = (base - err).astype(np.float32)
     return out_w, out_b
+
+
+def describe(calibration, layers: list[str]) -> str:
+    """One line for the report: the correction applied to the weight-quantized ``layers`` and
+    how many of them had the calibration statistics it needs."""
+    if not layers:
+        return ""
+    correction = "none" if calibration is None else calibration.weight_correction
+    if correction == "none":
+        return f"round to nearest on {len(layers)} weight-quantized layer(s) (no correction)"
+    parts = []
+    if uses_gptq(correction):
+        n = sum(calibration.hessian(name) is not None for name in layers)
+        parts.append(f"GPTQ rounding on {n} of {len(layers)} weight-quantized layer(s)")
+    if uses_bias(correction):
+        n = sum(calibration.channel_mean(name) is not None for name in layers)
+        parts.append(f"bias correction on {n} of {len(layers)}")
+    return (f"weight_correction={correction}: {', '.join(parts)} (statistics of "
+            f"{calibration.num_samples} calibration sample(s); the others round to nearest)")
