@@ -80,8 +80,8 @@ class Calibration:
     num_samples: int = 0
     channel_means: dict[str, np.ndarray] = field(default_factory=dict)
     weight_correction: str = DEFAULT_WEIGHT_CORRECTION
-    # Layer -> [groups, K, K] input-patch second moments (weight_correction "gptq"); kept in
-    # memory only, not saved: a loaded calibration rounds to nearest.
+    # Layer -> [groups, K, K] input-patch second moments (weight_correction "gptq"); saved
+    # beside the JSON (save / load), not in to_dict.
     hessians: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -142,11 +142,31 @@ class Calibration:
         return self.channel_means.get(layer)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the JSON, and GPTQ's second moments (when there are any) to
+        ``<path without .json>.hessians.npz`` beside it, named in the JSON."""
+        path = Path(path)
+        data = self.to_dict()
+        if self.hessians:
+            side = path.with_name(path.name.removesuffix(".json") + ".hessians.npz")
+            names = sorted(self.hessians)
+            np.savez(side, **{f"h{i}": self.hessians[n] for i, n in enumerate(names)})
+            data["hessians"] = {"file": side.name, "layers": names}
+        path.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        data = json.loads(path.read_text())
+        cal = cls.from_dict(data)
+        if "hessians" in data:
+            side = path.with_name(data["hessians"]["file"])
+            if not side.is_file():
+                raise ValueError(f"calibration {path} keeps GPTQ's second moments in {side}, "
+                                 "which is missing; copy it beside the JSON (without it the "
+                                 "weights would be rounded differently from the saved run)")
+            with np.load(side) as z:
+                cal.hessians = {n: z[f"h{i}"] for i, n in enumerate(data["hessians"]["layers"])}
+        return cal
 
 
 def _clean_stats(what: str, stats: Mapping) -> dict[str, np.ndarray]:

@@ -206,7 +206,9 @@ def cmd_search(args, argv, progress: Progress) -> int:
         out.write("report.json", res.report.to_json() + "\n")
         out.write("report.md", _report_md(summary, lines, res))
         out.write("summary.json", _dump(summary))
-        print(f"wrote {out.path}/{{plan,calibration,report,summary}}.json and report.md")
+        print(f"wrote {out.path}/{{plan,calibration,report,summary}}.json and report.md"
+              + ("" if cal is None or not cal.hessians else
+                 " (GPTQ's second moments: calibration.hessians.npz)"))
         return 0
     except BaseException:
         out.discard_if_empty()

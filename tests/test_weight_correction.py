@@ -122,7 +122,10 @@ def test_calibration_json_keeps_the_statistics_and_old_files_load_uncorrected(tm
     back = Calibration.load(tmp_path / "c.json")
     assert back.weight_correction == "bias+gptq"
     np.testing.assert_array_equal(back.channel_mean("a"), [0.5, 0.25])
-    assert back.hessian("a") is None  # in memory only: a loaded calibration rounds to nearest
+    np.testing.assert_array_equal(back.hessian("a"), np.eye(2)[None])  # c.hessians.npz
+    (tmp_path / "c.hessians.npz").unlink()
+    with pytest.raises(ValueError, match="c.hessians.npz, which is missing"):
+        Calibration.load(tmp_path / "c.json")
     old = cal.to_dict()
     for key in ("channel_means", "weight_correction"):
         del old[key]
