@@ -15,6 +15,7 @@ from .objectives import OBJECTIVES
 from .plan import Plan
 from .result import BuildResult
 from .runtime import accuracy
+from .weight_correction import DEFAULT_WEIGHT_CORRECTION
 
 __all__ = ["build", "BuildResult", "BuildConfig", "compile_plan", "prepare", "accuracy",
            "OBJECTIVES"]
@@ -35,6 +36,7 @@ def build(
     precisions: Sequence[str] | None = None,
     calibration: str | Calibration = DEFAULT_CALIBRATION,
     percentile: float = 99.99,
+    weight_correction: str = DEFAULT_WEIGHT_CORRECTION,
     batch_size: int | None = None,
     eval_batch_size: int | None = None,
     max_sweeps: int | None = None,
@@ -52,7 +54,8 @@ def build(
 
     Checks every setting (:class:`~aiq_tvm.config.BuildConfig`, which documents them:
     ``target``, ``plan``, ``lam``, ``search``, ``objective``, ``budget_pp``, ``precisions``,
-    ``calibration``, ``percentile``, ``batch_size``, ``eval_batch_size``, ``max_sweeps``,
+    ``calibration``, ``percentile``, ``weight_correction``, ``batch_size``,
+    ``eval_batch_size``, ``max_sweeps``,
     ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``, ``remote``, ``output``,
     ``speed_floor``, ``micro_batch``), then
     runs the phases of :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search
@@ -78,7 +81,8 @@ def build(
     config = BuildConfig(
         target=target, plan=plan, lam=lam, search=search, objective=objective,
         budget_pp=budget_pp, precisions=precisions, calibration=calibration,
-        percentile=percentile, batch_size=batch_size, eval_batch_size=eval_batch_size,
+        percentile=percentile, weight_correction=weight_correction, batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
         max_sweeps=max_sweeps, seed=seed, tune=tune, database=database,
         tune_trials=tune_trials, verbose=verbose, remote=remote, output=output,
         speed_floor=speed_floor, micro_batch=micro_batch,

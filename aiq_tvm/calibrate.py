@@ -16,6 +16,10 @@ input exposed (:class:`aiq_tvm.passes.ExposeLayerInputs`):
     over the same value sample (:func:`mse_range`), as PyTorch's ``HistogramObserver`` and
     OpenVINO's MSE range search do: clipping a long tail costs the few clipped values less
     than the coarser step costs all the others.
+
+Every method also records the per-channel mean of every layer's input
+(channel axis 1 of an NCHW conv input or of a ``[N, K]`` dense input), which the weight
+corrections of :mod:`aiq_tvm.weight_correction` use (``Calibration.weight_correction``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from .batching import padded_batches
 from .checks import check_choice, check_percentile
 from .quant import ActQParams
+from .weight_correction import DEFAULT_WEIGHT_CORRECTION, check_weight_correction
 
 __all__ = [
     "Calibration", "CALIBRATION_METHODS", "DEFAULT_CALIBRATION", "RangeCollector", "calibrate",
@@ -60,12 +65,24 @@ class Calibration:
         Upper percentile for ``method="percentile"``.
     num_samples : int
         Calibration inputs used.
+    channel_means : mapping of str to sequence of float
+        Layer name -> per-input-channel ``E[x]`` over the calibration data (layers missing
+        here get no bias correction).
+    weight_correction : str
+        What the passes quantizing with this calibration do to the weights first
+        (:data:`aiq_tvm.weight_correction.WEIGHT_CORRECTIONS`; ``"none"``: today's plain
+        max-abs quantization, bit for bit).
     """
 
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     method: str = "percentile"
     percentile: float = 99.99
     num_samples: int = 0
+    channel_means: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_correction: str = DEFAULT_WEIGHT_CORRECTION
+    # Layer -> [groups, K, K] input-patch second moments (weight_correction "gptq"); saved
+    # beside the JSON (save / load), not in to_dict.
+    hessians: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_choice("calibration method", self.method, CALIBRATION_METHODS)
@@ -77,6 +94,8 @@ class Calibration:
                 raise ValueError(f"calibration range of {name!r} is invalid: ({lo}, {hi})")
             clean[name] = (lo, hi)
         self.ranges = clean
+        self.channel_means = _clean_stats("channel means", self.channel_means)
+        check_weight_correction(self.weight_correction)
 
     def qparams(self, layer: str) -> ActQParams:
         """uint8 quantization parameters of a layer's input."""
@@ -95,6 +114,8 @@ class Calibration:
             "percentile": self.percentile,
             "num_samples": self.num_samples,
             "ranges": {k: list(v) for k, v in self.ranges.items()},
+            "weight_correction": self.weight_correction,
+            "channel_means": {k: v.tolist() for k, v in self.channel_means.items()},
         }
 
     @classmethod
@@ -108,14 +129,63 @@ class Calibration:
             {k: tuple(v) for k, v in data["ranges"].items()},
             method=data["method"], percentile=data["percentile"],
             num_samples=data.get("num_samples", 0),
+            # Files written before the weight corrections: no statistics, plain weights.
+            channel_means=data.get("channel_means", {}),
+            weight_correction=data.get("weight_correction", "none"),
         )
 
+    def hessian(self, layer: str) -> np.ndarray | None:
+        return self.hessians.get(layer)
+
+    def channel_mean(self, layer: str) -> np.ndarray | None:
+        """``E[x]`` per input channel of a layer (``None`` where not measured)."""
+        return self.channel_means.get(layer)
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the JSON, and GPTQ's second moments (when there are any) to
+        ``<path without .json>.hessians.npz`` beside it, named in the JSON."""
+        path = Path(path)
+        data = self.to_dict()
+        if self.hessians:
+            side = path.with_name(path.name.removesuffix(".json") + ".hessians.npz")
+            names = sorted(self.hessians)
+            np.savez(side, **{f"h{i}": self.hessians[n] for i, n in enumerate(names)})
+            data["hessians"] = {"file": side.name, "layers": names}
+        path.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        data = json.loads(path.read_text())
+        cal = cls.from_dict(data)
+        if "hessians" in data:
+            side = path.with_name(data["hessians"]["file"])
+            if not side.is_file():
+                raise ValueError(f"calibration {path} keeps GPTQ's second moments in {side}, "
+                                 "which is missing; copy it beside the JSON (without it the "
+                                 "weights would be rounded differently from the saved run)")
+            with np.load(side) as z:
+                cal.hessians = {n: z[f"h{i}"] for i, n in enumerate(data["hessians"]["layers"])}
+        return cal
+
+
+def _clean_stats(what: str, stats: Mapping) -> dict[str, np.ndarray]:
+    """Per-channel statistics as 1-D float64 arrays, checked finite."""
+    out = {}
+    for name, v in dict(stats).items():
+        a = np.asarray(v, np.float64)
+        if a.ndim != 1 or not np.isfinite(a).all():
+            raise ValueError(f"calibration {what} of {name!r} must be a finite 1-D sequence")
+        out[name] = a
+    return out
+
+
+def _channel_view(a: np.ndarray) -> np.ndarray | None:
+    """``[values, channels]`` view of a layer input (NCHW conv or ``[N, K]`` dense: channel
+    axis 1), None for other ranks."""
+    if a.ndim == 4:
+        return np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+    return a if a.ndim == 2 else None
 
 
 class RangeCollector:
@@ -144,12 +214,24 @@ class RangeCollector:
         self.lo = {n: np.inf for n in self.names}
         self.hi = {n: -np.inf for n in self.names}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n in self.names}
+        # name -> [count, sum per channel] (float64)
+        self.moments: dict[str, list] = {}
+
+    def _add_moments(self, name: str, a: np.ndarray) -> None:
+        view = _channel_view(a)
+        if view is None:
+            return
+        m = self.moments.setdefault(name, [0, 0.0])
+        m[0] += len(view)
+        m[1] = m[1] + view.sum(axis=0, dtype=np.float64)
 
     def update(self, arrays: Iterable[np.ndarray]) -> None:
         for name, a in zip(self.names, arrays, strict=True):
-            a = np.asarray(a, dtype=np.float32).ravel()
+            a = np.asarray(a, dtype=np.float32)
             if a.size == 0:
                 continue
+            self._add_moments(name, a)
+            a = a.ravel()
             self.lo[name] = min(self.lo[name], float(a.min()))
             self.hi[name] = max(self.hi[name], float(a.max()))
             if self.method in _SAMPLED:
@@ -171,6 +253,10 @@ class RangeCollector:
                 lo, hi = mse_range(np.concatenate(self.samples[n]), lo, hi)
             out[n] = (lo, hi)
         return out
+
+    def channel_means(self) -> dict[str, np.ndarray]:
+        """Per layer, the per-channel ``E[x]`` of every value seen."""
+        return {n: m[1] / m[0] for n, m in self.moments.items()}
 
 
 def calibrate(
@@ -208,7 +294,7 @@ def calibrate(
     for chunk, real in padded_batches(np.asarray(data, np.float32), batch_size, repeat=True):
         col.update(o[:real] if len(o) == batch_size else o for o in run(chunk))
     return Calibration(col.ranges(), method=method, percentile=percentile,
-                       num_samples=len(data))
+                       num_samples=len(data), channel_means=col.channel_means())
 
 
 def _roundtrip_sq_error(centers: np.ndarray, counts: np.ndarray, lo: np.ndarray,

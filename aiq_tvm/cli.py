@@ -38,6 +38,7 @@ from .journal import JOURNAL_NAME
 from .objectives import OBJECTIVES
 from .schemes import PRECISIONS
 from .search import SEARCH_METHODS
+from .weight_correction import DEFAULT_WEIGHT_CORRECTION, WEIGHT_CORRECTIONS
 
 MODELS = ("resnet20", "mobilenet_v2")
 
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                      "the target's, all where int8 pays; see docs/presets.md); without fp32 "
                      "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
     run.add_argument("--calibration", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION)
+    _weight_correction_arg(run)
     run.add_argument("--calib", type=_positive_int, default=512, help="calibration images")
     run.add_argument("--val", type=_positive_int, default=1000, help="validation images")
     run.add_argument("--test", type=_non_negative_int, default=10000,
@@ -224,7 +226,16 @@ def _search_args(p) -> None:
                    "fp32 every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                    help="how activation ranges are taken from the calibration images")
+    _weight_correction_arg(p)
     _speed_floor_arg(p)
+
+
+def _weight_correction_arg(p) -> None:
+    p.add_argument("--weight-correction", choices=WEIGHT_CORRECTIONS,
+                   default=DEFAULT_WEIGHT_CORRECTION,
+                   help="what is done to quantized weights before rounding: gptq "
+                   "(error-compensating rounding on the calibration data), bias (bias "
+                   "correction), bias+gptq or none (round to nearest)")
 
 
 def _speed_floor_arg(p) -> None:
@@ -396,7 +407,8 @@ def _run_search(args, mod, params, xc, val):
                 lam=args.lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
-                batch_size=args.batch, speed_floor=args.speed_floor,
+                weight_correction=args.weight_correction, batch_size=args.batch,
+                speed_floor=args.speed_floor,
                 micro_batch=args.micro_batch, tune=args.tune is not None, database=args.tune,
                 tune_trials=args.trials,
                 remote=args.rpc if args.objective == "measured" else None, verbose=True)
@@ -417,7 +429,7 @@ def _run_summary(args, res, val_images: int) -> dict:
         "speed_floor": args.speed_floor,
         "preset": res.preset.name, "preset_assumed": list(res.preset.assumed),
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
-        "ai_gain": res.report.ai_gain,
+        "ai_gain": res.report.ai_gain, "weight_correction": res.report.weight_correction,
         "val_images": val_images, "val_accuracy_fp32": s.baseline.accuracy,
         "val_accuracy_plan": res.report.accuracy, "val_accuracy_plan_search": s.best.accuracy,
         "search_evaluations": s.evaluations,

@@ -119,7 +119,8 @@ def _search_config(args) -> dict:
     lam = args.lam if hasattr(args, "lam") else args.lams[0]
     return dict(lam=lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget, precisions=args.precisions,
-                calibration=args.calib_method, speed_floor=args.speed_floor)
+                calibration=args.calib_method, speed_floor=args.speed_floor,
+                weight_correction=args.weight_correction)
 
 
 def _accuracy_on(ctx, calibration, x, y):
@@ -135,7 +136,8 @@ def _journal_run(args, model, data, ctx) -> dict:
     return {"model": model.spec, "weights": digest(*(model.params[k] for k in
                                                        sorted(model.params))),
             "calib": digest(data.calib), "val": digest(*data.val), "target": str(ctx.target),
-            "calibration": args.calib_method, "seed": args.seed}
+            "calibration": args.calib_method, "seed": args.seed,
+            "weight_correction": args.weight_correction}
 
 
 def _summary_head(args, argv, model, data, ctx) -> dict:
@@ -204,7 +206,9 @@ def cmd_search(args, argv, progress: Progress) -> int:
         out.write("report.json", res.report.to_json() + "\n")
         out.write("report.md", _report_md(summary, lines, res))
         out.write("summary.json", _dump(summary))
-        print(f"wrote {out.path}/{{plan,calibration,report,summary}}.json and report.md")
+        print(f"wrote {out.path}/{{plan,calibration,report,summary}}.json and report.md"
+              + ("" if cal is None or not cal.hessians else
+                 " (GPTQ's second moments: calibration.hessians.npz)"))
         return 0
     except BaseException:
         out.discard_if_empty()

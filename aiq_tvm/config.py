@@ -25,6 +25,7 @@ from .objectives import OBJECTIVES
 from .plan import Plan, as_plan
 from .schemes import PRECISIONS, get_precision
 from .search import SEARCH_METHODS
+from .weight_correction import DEFAULT_WEIGHT_CORRECTION, check_weight_correction
 
 __all__ = ["BuildConfig"]
 
@@ -70,6 +71,14 @@ class BuildConfig:
         How layer input ranges are measured (:mod:`aiq_tvm.calibrate`): ``"minmax"``,
         ``"percentile"``, ``"mse"`` (the default: the range with the smallest uint8
         round-trip error), or a ready :class:`Calibration`.
+    weight_correction : str
+        What is done to the weights of quantized layers before they are rounded
+        (:mod:`aiq_tvm.weight_correction`): ``"gptq"`` (the default: round the weights so
+        that the layer's output on the calibration data changes least, :mod:`aiq_tvm.gptq`),
+        ``"bias"`` (subtract the expected output shift of round-to-nearest, from the
+        calibration data's input means, from the bias), ``"bias+gptq"``, or ``"none"`` (plain
+        round-to-nearest, as before).  Same per-channel scales and kernels in every case;
+        stored in the build's :class:`Calibration`.
     batch_size : int, optional
         Batch size of the returned executable (more via :meth:`BuildResult.executable`);
         default 1, or the module's batch when it is static.
@@ -133,6 +142,7 @@ class BuildConfig:
     precisions: Sequence[str] | None = None
     calibration: str | Calibration = DEFAULT_CALIBRATION
     percentile: float = 99.99
+    weight_correction: str = DEFAULT_WEIGHT_CORRECTION
     batch_size: int | None = None
     eval_batch_size: int | None = None
     max_sweeps: int | None = None
@@ -169,6 +179,7 @@ class BuildConfig:
             check_choice("calibration", self.calibration, CALIBRATION_METHODS,
                          " or an aiq_tvm.Calibration")
         set_("percentile", check_percentile(self.percentile))
+        check_weight_correction(self.weight_correction)
         check_optional_positive_int("batch_size", self.batch_size)
         check_optional_positive_int("eval_batch_size", self.eval_batch_size)
         check_optional_positive_int("max_sweeps", self.max_sweeps)

@@ -54,6 +54,7 @@ from .runtime import accuracy, require_host_runnable, run_batches, run_target
 from .schemes import get_precision
 from .search import SearchResult, run_search
 from .targets import CpuPreset, capabilities, default_precisions, resolve_target
+from .weight_correction import describe as describe_weight_correction
 
 __all__ = ["BuildContext", "resolve", "calibrate", "search", "finalize"]
 
@@ -237,18 +238,40 @@ def _target_precisions(config: BuildConfig, target, preset: CpuPreset
 
 # ----------------------------------------------------------------------------- calibrate
 def _needs_calibration(ctx: BuildContext) -> bool:
+    """8-bit activations need ranges; weight-only layers take the calibration's input
+    statistics for their weight correction when there is calibration data."""
     cfg = ctx.config
-    precisions = cfg.precisions if cfg.searches else cfg.plan.resolve(ctx.cost.names).values()
-    return any(get_precision(p).quantizes_activations for p in precisions)
+    precisions = [get_precision(p) for p in (
+        cfg.precisions if cfg.searches else cfg.plan.resolve(ctx.cost.names).values())]
+    if any(p.quantizes_activations for p in precisions):
+        return True
+    has_data = ctx.calib_x is not None or isinstance(cfg.calibration, Calibration)
+    return (cfg.weight_correction != "none" and has_data
+            and any(p.quantizes_weights for p in precisions))
+
+
+def _hessian_collector(ctx: BuildContext, groups: list[list[str]]):
+    """The input-patch second moments GPTQ rounding needs (None when it is not asked for)."""
+    from .gptq import HessianCollector
+    from .weight_correction import uses_gptq
+
+    if not uses_gptq(ctx.config.weight_correction):
+        return None
+    geo = {}
+    for n in (n for g in groups for n in g):
+        c = ctx.cost[n]
+        geo[n] = (c.op, tuple(c.weight_shape[2:4]), c.strides, c.padding, c.groups)
+    return HessianCollector(geo, seed=ctx.config.seed)
 
 
 def calibrate(ctx: BuildContext) -> Calibration | None:
-    """Activation ranges when any layer may read 8-bit activations (else None)."""
+    """Activation ranges and input statistics when any layer may read 8-bit activations or
+    correct its quantized weights with calibration data (else None)."""
     cfg = ctx.config
     if not _needs_calibration(ctx):
         return None
     if isinstance(cfg.calibration, Calibration):
-        return cfg.calibration
+        return dataclasses.replace(cfg.calibration, weight_correction=cfg.weight_correction)
     if ctx.calib_x is None:
         raise ValueError("8-bit activations need calib_data (or calibration=Calibration)")
     t0 = time.perf_counter()
@@ -259,17 +282,26 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
     vm = relax.VirtualMachine(exe, tvm.cpu())
 
     steps = [0, -(-len(ctx.calib_x) // ctx.eval_batch_size)]
+    hess = _hessian_collector(ctx, groups)
 
     def run(batch_x):
         out = vm["main"](tvm.runtime.tensor(batch_x))
         steps[0] += 1
         ctx.tick("calibration", *steps)
-        return [out[i + 1].numpy() for i in range(len(groups))]
+        arrays = [out[i + 1].numpy() for i in range(len(groups))]
+        for g, a in zip(groups, arrays, strict=True) if hess is not None else ():
+            for n in g:  # a padded last batch's copies count too (rarely there is one)
+                hess.update(n, a)
+        return arrays
 
     cal = measure_ranges(run, [g[0] for g in groups], ctx.calib_x, ctx.eval_batch_size,
                          method=cfg.calibration, percentile=cfg.percentile, seed=cfg.seed)
     # Layers reading the same tensor share its range (and so can share a requantized input).
     cal.ranges = {n: cal.ranges[g[0]] for g in groups for n in g}
+    means = cal.channel_means
+    means.update({n: means[g[0]] for g in groups for n in g[1:] if g[0] in means})
+    cal.weight_correction = cfg.weight_correction
+    cal.hessians = {} if hess is None else hess.hessians()
     ctx.timings["calibration_s"] = time.perf_counter() - t0
     ctx.log(f"calibrated {len(cal.ranges)} layers on {len(ctx.calib_x)} samples")
     return cal
@@ -420,6 +452,9 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
         report.notes.append(describe_floor_memory(ctx.cost, ctx.config.speed_floor, ctx.target,
                                                   ctx.preset))  # fmt: skip
     report.floor = [m.to_dict() for m in ctx.floor_moves]
+    report.weight_correction = describe_weight_correction(calibration, [
+        n for n, p in assignment.items()
+        if ctx.cost[n].supported and get_precision(p).quantizes_weights])
     res = ctx.result(plan, calibration, report, searched)
     t0 = time.perf_counter()
     if ctx.config.tune:

@@ -62,6 +62,9 @@ class Report:
     floor: list[dict] = field(default_factory=list)
     # How the build's batch runs (MicroBatchChoice.describe()); "" for reports of no build.
     micro_batch: str = ""
+    # What was done to the quantized layers' weights before rounding
+    # (aiq_tvm.weight_correction.describe); "" when no layer quantizes its weights.
+    weight_correction: str = ""
 
     @property
     def ai_fp32(self) -> float:
@@ -132,6 +135,8 @@ class Report:
         head += "".join(f"\nassumed: {a}" for a in self.preset_assumed)
         if self.micro_batch:
             head += f"\n{self.micro_batch}"
+        if self.weight_correction:
+            head += f"\nweights: {self.weight_correction}"
         notes = "".join(f"\nnote: {n}" for n in self.notes) + self._floor_lines()
         if self.unscheduled:
             notes += (f"\nnote: {len(self.unscheduled)} glue function(s) left unscheduled "

@@ -23,7 +23,7 @@ from aiq_tvm.schemes import get_precision
 
 from ._layers import LayerInfo
 
-__all__ = ["LayerValues", "layer_values", "emit_layer", "kernel_act"]
+__all__ = ["LayerValues", "layer_values", "corrected_values", "emit_layer", "kernel_act"]
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
@@ -58,6 +58,26 @@ def layer_values(info: LayerInfo, args, var2val: dict, layer: str) -> LayerValue
     b = None
     if info.bias is not None:
         b = _value_of(args[info.bias], var2val, "bias", layer).astype(np.float32).reshape(-1)
+    return LayerValues(w, b)
+
+
+def corrected_values(values: LayerValues, info: LayerInfo, precision: str, calibration,
+                     name: str, numerics_target: tvm.target.Target) -> LayerValues:
+    """The weight and bias the kernel of ``precision`` gets: ``values`` with the
+    calibration's ``weight_correction`` applied (:func:`aiq_tvm.weight_correction.correct_layer`)
+    for the weight codes of ``numerics_target``; unchanged for float weights, without a
+    calibration or with ``"none"``."""
+    from aiq_tvm.targets import capabilities
+    from aiq_tvm.weight_correction import correct_layer
+
+    scheme = get_precision(precision)
+    correction = "none" if calibration is None else calibration.weight_correction
+    if not scheme.quantizes_weights or correction == "none":
+        return values
+    qmax = scheme.weight_qmax(capabilities(numerics_target).int8_weight_qmax)
+    groups = 1 if info.op == "dense" else info.groups
+    w, b = correct_layer(values.weight, values.bias, qmax, correction, groups,
+                         calibration.channel_mean(name), calibration.hessian(name))
     return LayerValues(w, b)
 
 

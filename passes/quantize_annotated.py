@@ -18,7 +18,7 @@ from aiq_tvm.schemes import get_precision
 from aiq_tvm.targets import current_target
 
 from ._layers import is_layer_function, parse_layer
-from ._lowering import emit_layer, layer_values
+from ._lowering import corrected_values, emit_layer, layer_values
 from .annotate_precision import layer_readers, layer_table
 
 __all__ = ["QuantizeAnnotated"]
@@ -49,7 +49,9 @@ class _Quantizer(PyExprMutator):
         name = str(func.attrs["aiq.layer"])
         precision = str(func.attrs["aiq.precision"])
         info = parse_layer(func)
-        values = layer_values(info, call.args, self.var2val, name)
+        values = corrected_values(layer_values(info, call.args, self.var2val, name), info,
+                                  precision, self.calibration, name,
+                                  self.numerics_target or self.target)
         qp = None
         if self.calibration is not None and name in self.calibration.ranges:
             qp = self.calibration.qparams(name)

@@ -22,7 +22,7 @@ from aiq_tvm.schemes import get_precision
 from aiq_tvm.targets import current_target
 
 from ._layers import is_layer_function, parse_layer
-from ._lowering import emit_layer, layer_values
+from ._lowering import corrected_values, emit_layer, layer_values
 
 __all__ = ["SelectPrecisionAtRuntime", "SELECT_PARAM", "select_vector"]
 
@@ -47,6 +47,8 @@ class _Switcher(PyExprMutator):
     def _branch(self, info, values, data, precision, qp, name) -> relax.SeqExpr:
         bb = self.builder_
         bb._begin_binding_block()
+        values = corrected_values(values, info, precision, self.calibration, name,
+                                  self.numerics_target or self.target)
         out = emit_layer(bb, info, values, data, precision, qp, self.target, name,
                          self.residual, numerics_target=self.numerics_target)
         block = bb._end_block()

@@ -1,12 +1,18 @@
-"""Uniform INT8 test accuracy of the shipped models, per calibration method.
+"""Uniform INT8 test accuracy of the shipped models, per calibration method and weight
+correction.
 
-For each model (pretrained ResNet-20 / MobileNetV2 on Fashion-MNIST) and each method: build the
-uniform ``int8`` plan calibrated on 512 calibration-pool images and print its top-1 accuracy on
-the 10,000-image test split. Used to check that a calibration default does not cost accuracy.
+For each model (pretrained ResNet-20 / MobileNetV2 on Fashion-MNIST), each method and each
+weight correction (optional third argument, default the build's; ``aiq_tvm.weight_correction``)
+and plan (optional fourth argument, default ``int8``): build the uniform plan calibrated on 512
+calibration-pool images and print its top-1 accuracy on the 10,000-image test split. Used to
+check that a calibration or weight-correction default does not cost accuracy.
 
     TVM_NUM_THREADS=2 python scripts/check_shipped_int8.py resnet20,mobilenet_v2 percentile,mse
+    TVM_NUM_THREADS=2 python scripts/check_shipped_int8.py resnet20,mobilenet_v2 mse none,gptq \
+        int8,int4
 """
 
+import itertools
 import sys
 
 import numpy as np
@@ -15,20 +21,23 @@ import torch
 import aiq_tvm
 from aiq_tvm import datasets
 from aiq_tvm.models import get_model
+from aiq_tvm.weight_correction import DEFAULT_WEIGHT_CORRECTION
 
 
 def main(argv: list[str]) -> int:
     models, methods = argv[0].split(","), argv[1].split(",")
+    fixes = argv[2].split(",") if len(argv) > 2 else [DEFAULT_WEIGHT_CORRECTION]
+    plans = argv[3].split(",") if len(argv) > 3 else ["int8"]
     xc, _ = datasets.calibration_set(512)
     xt, yt = datasets.fashion_mnist("test")
     for name in models:
         model = get_model(name, pretrained=True)
         mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xc[:2]))
-        for cal in methods:
-            res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=xc, batch_size=500,
-                                eval_batch_size=100, calibration=cal)
+        for plan, cal, fix in itertools.product(plans, methods, fixes):
+            res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc, batch_size=500,
+                                eval_batch_size=100, calibration=cal, weight_correction=fix)
             pred = res.run(xt, 500).argmax(1)
-            print(f"{name} int8 calibration={cal}: test accuracy "
+            print(f"{name} {plan} calibration={cal} weight_correction={fix}: test accuracy "
                   f"{100 * np.mean(pred == yt):.2f} % ({int((pred == yt).sum())}/{len(yt)})",
                   flush=True)
     return 0

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aiq_tvm.weight_correction import DEFAULT_WEIGHT_CORRECTION, WEIGHT_CORRECTIONS
+
 FP32_TOL = 1e-4
 INT8_MIN_COS = 0.99
 BEGIN, END = "<!-- torchvision-coverage:begin -->", "<!-- torchvision-coverage:end -->"
@@ -118,16 +120,19 @@ def _torch_logits_fp64(model, x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: bool,
-              calibration: str = "mse", fp64: bool = False) -> dict:
+              calibration: str = "mse", fp64: bool = False,
+              weight_correction: str = DEFAULT_WEIGHT_CORRECTION) -> dict:
     """Import, build and compare one model (runs inside the per-model subprocess);
     ``calibration`` is the INT8 build's activation-range method; ``fp64`` also compares our
-    FP32 logits and torch's with torch's in float64."""
+    FP32 logits and torch's with torch's in float64; ``weight_correction`` is the INT8 build's
+    (:mod:`aiq_tvm.weight_correction`)."""
     import torch
 
     import aiq_tvm
     from aiq_tvm.models import torchvision_zoo as zoo
 
-    out: dict = {"model": name, "size": size, "calibration": calibration, "family": next(
+    out: dict = {"model": name, "size": size, "calibration": calibration,
+                 "weight_correction": weight_correction, "family": next(
         (f for f, names in zoo.CNN_FAMILIES.items() if name in names), "other")}
     t0 = time.perf_counter()
     model = zoo.torchvision_model(name, size=size)
@@ -140,7 +145,8 @@ def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: b
     for prec in ("fp32", "int8"):
         t0 = time.perf_counter()
         res = aiq_tvm.build(mod, params=params, plan=prec, calib_data=calib,
-                            batch_size=batch, eval_batch_size=batch, calibration=calibration)
+                            batch_size=batch, eval_batch_size=batch, calibration=calibration,
+                            weight_correction=weight_correction)
         out[f"{prec}_build_s"] = time.perf_counter() - t0
         y = res.run(x, batch)
         if prec == "fp32":
@@ -182,7 +188,7 @@ def run_in_subprocess(name: str, args) -> dict:
     """One model in a fresh interpreter; a crash or timeout becomes an error record."""
     cmd = [sys.executable, __file__, "--one", name, "--size", str(args.size), "--val",
            str(args.val), "--calib", str(args.calib), "--batch", str(args.batch),
-           "--calibration", args.calibration]
+           "--calibration", args.calibration, "--weight-correction", args.weight_correction]
     cmd += ["--ort"] if args.ort else []
     cmd += ["--fp64"] if args.fp64 else []
     t0 = time.perf_counter()
@@ -223,6 +229,9 @@ def render(records: list[dict]) -> str:
         floor = f"{r['input_u8_min_cos']:.4f}" if "input_u8_min_cos" in r else ""
         # Records before the calibration option used the build default of then, percentile.
         calibration = r.get("calibration", "percentile")
+        # Records before the weight corrections: plain max-abs weights.
+        if r.get("weight_correction", "none") != "none":
+            calibration += f", weights: {r['weight_correction']}"
         glue = ", ".join(f"{k} {v}" for k, v in r["glue_ops"].items())
         fp32_err = f"{r['fp32_rel_err']:.1e}"
         if "fp32_rel_err_vs_fp64" in r:  # both float32 results against torch in float64
@@ -269,6 +278,10 @@ def _parse(argv):
     ap.add_argument("--calibration", default="mse",
                     help="activation-range method of the INT8 build: minmax, percentile or mse "
                          "(aiq_tvm.calibrate.CALIBRATION_METHODS)")
+    ap.add_argument("--weight-correction", default=DEFAULT_WEIGHT_CORRECTION,
+                    choices=WEIGHT_CORRECTIONS,
+                    help="what the INT8 build does to the weights before rounding "
+                         "(aiq_tvm.weight_correction)")
     ap.add_argument("--ort", action="store_true", help="also ONNX Runtime INT8's cosine")
     ap.add_argument("--fp64", action="store_true",
                     help="also the FP32 relative errors of ours and of torch's own float32 "
@@ -297,7 +310,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.one:
         print(json.dumps(check_one(args.one, args.size, args.val, args.calib, args.batch,
-                                   args.ort, args.calibration, args.fp64)), flush=True)
+                                   args.ort, args.calibration, args.fp64,
+                                   args.weight_correction)), flush=True)
         return 0
     if args.render is not None:
         records = {}

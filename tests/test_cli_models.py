@@ -73,7 +73,8 @@ def test_search_on_onnx_then_build_pt2_so_matches_summary(files, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert {f.name for f in out.iterdir()} == {"plan.json", "calibration.json", "report.json",
                                                "report.md", "summary.json",
-                                               "search_journal.jsonl"}
+                                               "search_journal.jsonl",
+                                               "calibration.hessians.npz"}
     s = json.loads((out / "summary.json").read_text())
     for key in ("accuracy_fp32", "accuracy", "test_accuracy_fp32", "test_accuracy"):
         assert 0.4 < s[key] <= 1.0, (key, s[key])  # a trained model, not chance (0.1)

@@ -1,0 +1,156 @@
+"""Error-compensating weight rounding (GPTQ, Frantar et al. 2023) for conv and dense layers.
+
+Pure numpy.  Rounding-to-nearest makes every weight's error independent; GPTQ rounds the
+columns of a layer's weight one after another and moves each column's rounding error onto the
+columns not yet rounded, in the proportions that least change the layer's output on the
+calibration inputs (the second moment ``H = E[p p^T]`` of the input patches ``p``).  With
+correlated inputs (neighbouring pixels, channels that move together, the shared mean of
+post-ReLU activations) much of the error cancels.
+
+The scale stays the kernels' own symmetric per-output-channel max-abs scale: the result is
+handed to the kernel as the float weight ``codes * scale``, which its quantizer maps back to
+the same codes (a row whose codes no longer reach ``qmax`` keeps round-to-nearest, so its
+max-abs scale is unchanged).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["HessianCollector", "conv_patches", "gptq_round"]
+
+
+def conv_patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int, int, int], groups: int, positions: np.ndarray
+                 ) -> np.ndarray:
+    """Zero-padded input patches of an NCHW conv at flat output ``positions`` (over
+    ``N * OH * OW``): ``[groups, len(positions), C/groups * KH * KW]`` in OIHW order."""
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    pt, pl, pb, pr = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (h + pt + pb - kh) // stride[0] + 1
+    ow = (w + pl + pr - kw) // stride[1] + 1
+    b, rem = np.divmod(positions, oh * ow)
+    r, q = np.divmod(rem, ow)
+    rows = r[:, None] * stride[0] + np.arange(kh)[None, :]  # [M, KH]
+    cols = q[:, None] * stride[1] + np.arange(kw)[None, :]  # [M, KW]
+    p = xp[b[:, None, None, None], np.arange(c)[None, :, None, None],
+           rows[:, None, :, None], cols[:, None, None, :]]  # [M, C, KH, KW]
+    return p.reshape(len(positions), groups, -1).transpose(1, 0, 2)
+
+
+class HessianCollector:
+    """``E[p p^T]`` of every layer's input patches, accumulated batch by batch.
+
+    Parameters
+    ----------
+    geometry : mapping of str to tuple
+        Layer name -> ``(op, kernel, stride, padding, groups)`` (``op`` ``"dense"`` or a
+        conv kind; the other fields are ignored for dense layers).
+    per_update : int
+        Patch positions sampled per layer per batch (all of them when fewer).
+    """
+
+    def __init__(self, geometry, per_update: int = 4096, seed: int = 0):
+        self.geometry = dict(geometry)
+        self.per_update = int(per_update)
+        self.rng = np.random.default_rng(seed)
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, name: str, x: np.ndarray) -> None:
+        op, kernel, stride, padding, groups = self.geometry[name]
+        x = np.asarray(x, np.float32)
+        if op == "dense":
+            p = x.reshape(1, -1, x.shape[-1])
+        else:
+            oh = (x.shape[2] + padding[0] + padding[2] - kernel[0]) // stride[0] + 1
+            ow = (x.shape[3] + padding[1] + padding[3] - kernel[1]) // stride[1] + 1
+            total = x.shape[0] * oh * ow
+            pos = np.arange(total) if total <= self.per_update else np.sort(
+                self.rng.choice(total, self.per_update, replace=False))
+            p = conv_patches(x, kernel, stride, padding, groups, pos)
+        p = np.ascontiguousarray(p, np.float32)
+        s = np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)  # float32 BLAS products
+        self.sums[name] = self.sums.get(name, 0.0) + s
+        self.counts[name] = self.counts.get(name, 0) + p.shape[1]
+
+    def hessians(self) -> dict[str, np.ndarray]:
+        """Layer -> ``[groups, K, K]`` float32 second moments."""
+        return {n: (s / self.counts[n]).astype(np.float32) for n, s in self.sums.items()}
+
+
+def _upper_inverse(r: np.ndarray, leaf: int = 256) -> np.ndarray:
+    """Inverse of an upper-triangular matrix by 2 x 2 blocks (a third of a general inverse's
+    work, in matrix products)."""
+    k = len(r)
+    if k <= leaf:
+        return np.linalg.inv(r)
+    m = k // 2
+    a_inv, d_inv = _upper_inverse(r[:m, :m], leaf), _upper_inverse(r[m:, m:], leaf)
+    out = np.zeros_like(r)
+    out[:m, :m], out[m:, m:] = a_inv, d_inv
+    out[:m, m:] = -(a_inv @ r[:m, m:]) @ d_inv
+    return out
+
+
+def _inverse_cholesky(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Upper ``U`` with ``U^T U = (H + damp * mean(diag) I)^-1``, and the dead columns.
+
+    With the upper factor ``R`` of ``H = R R^T`` (the lower Cholesky factor of ``H`` with rows
+    and columns reversed), ``H^-1 = R^-T R^-1``, so ``U = R^-1``."""
+    h = np.array(h, np.float64)
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    h += damp * np.mean(np.diag(h)) * np.eye(len(h))
+    r = np.linalg.cholesky(h[::-1, ::-1])[::-1, ::-1]
+    return _upper_inverse(np.ascontiguousarray(r)), dead
+
+
+def _gptq_rows(w: np.ndarray, h: np.ndarray, scale: np.ndarray, qmax: int, damp: float,
+               block: int = 128) -> np.ndarray:
+    """GPTQ codes of ``w [R, K]`` (rows share ``h [K, K]``) with per-row ``scale``."""
+    w = np.array(w, np.float64)
+    u, dead = _inverse_cholesky(h, damp)
+    w[:, dead] = 0.0
+    s = scale.astype(np.float64)[:, None]
+    q = np.zeros_like(w)
+    k = w.shape[1]
+    for a in range(0, k, block):
+        b = min(a + block, k)
+        err = np.zeros((w.shape[0], b - a))
+        for i in range(a, b):
+            q[:, i] = np.clip(np.rint(w[:, i] / s[:, 0]), -qmax, qmax)
+            e = (w[:, i] - q[:, i] * s[:, 0]) / u[i, i]
+            w[:, i + 1:b] -= e[:, None] * u[i, i + 1:b][None, :]
+            err[:, i - a] = e
+        w[:, b:] -= err @ u[a:b, b:]
+    return q
+
+
+def gptq_round(w: np.ndarray, hessian: np.ndarray, qmax: int, damp: float = 0.01
+               ) -> np.ndarray:
+    """The float weight (``codes * scale``, shape and dtype float32 of ``w``) whose
+    symmetric per-output-channel quantization at ``qmax`` gives GPTQ's codes.
+
+    ``w``: ``[O, C/groups, KH, KW]`` or ``[O, K]``; ``hessian``: ``[groups, K, K]`` in the
+    order of :func:`conv_patches`.  Rows whose GPTQ codes do not reach ``qmax`` (their max-abs
+    scale would change) keep round-to-nearest.
+    """
+    from .quant import quantize_weight_symmetric
+
+    w = np.asarray(w, np.float32)
+    groups = hessian.shape[0]
+    o = w.shape[0]
+    w2 = w.reshape(o, -1)
+    rtn, scale = quantize_weight_symmetric(w2, qmax)
+    codes = rtn.astype(np.float64)
+    per = o // groups
+    for g in range(groups):
+        rows = slice(g * per, (g + 1) * per)
+        codes[rows] = _gptq_rows(w2[rows], hessian[g], scale[rows], qmax, damp)
+    short = np.abs(codes).max(axis=1) < qmax
+    codes[short] = rtn[short]
+    out = (codes * scale.astype(np.float64)[:, None]).astype(np.float32)
+    return out.reshape(w.shape)

@@ -1,0 +1,193 @@
+"""Weight corrections before rounding (aiq_tvm.weight_correction): bias correction with the
+calibration's input means, per-channel clipping of the weight range, and their plumbing
+(calibration statistics, BuildConfig option, the passes hand the kernels the corrected
+values and nothing else)."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import aiq_tvm
+from aiq_tvm.calibrate import Calibration, RangeCollector
+from aiq_tvm.config import BuildConfig
+from aiq_tvm.gptq import HessianCollector, conv_patches, gptq_round
+from aiq_tvm.quant import _conv_nhwc_f64, quantize_weight_symmetric
+from aiq_tvm.targets import capabilities
+from aiq_tvm.weight_correction import WEIGHT_CORRECTIONS, correct_layer, expected_output_error
+
+# qmax 2: scale 0.5 for a row of max-abs 1.0; every value below is exact in binary.
+ROW = [1.0, 0.375, -0.125]  # codes 2, 1, 0 -> 1.0, 0.5, 0.0: errors 0, +0.125, +0.125
+
+
+def test_bias_correction_of_a_1x1_conv_is_the_analytic_expected_error():
+    w = np.array([ROW, [-1.0, 0.0, 0.5]], np.float32).reshape(2, 3, 1, 1)  # row 2 exact
+    mean = np.array([4.0, 8.0, 2.0])
+    new_w, new_b = correct_layer(w, np.array([1.0, -3.0], np.float32), 2, "bias", 1, mean)
+    assert new_w is w  # bias correction leaves the weight alone
+    # E[error] = 0.125 * 8 + 0.125 * 2 = 1.25 for channel 0, 0 for channel 1
+    np.testing.assert_array_equal(new_b, np.array([1.0 - 1.25, -3.0], np.float32))
+
+
+def test_bias_correction_sums_every_tap_and_creates_a_missing_bias():
+    w = np.zeros((1, 3, 2, 2), np.float32)
+    w[0, :, 0, 0] = ROW  # taps of the same channel share its mean
+    w[0, 1, 1, 1] = 0.375
+    _, b = correct_layer(w, None, 2, "bias", 1, np.array([4.0, 8.0, 2.0]))
+    np.testing.assert_array_equal(b, np.array([-(0.125 * 8 * 2 + 0.125 * 2)], np.float32))
+
+
+def test_bias_correction_of_grouped_depthwise_and_dense_layers():
+    mean = np.array([1.0, 2.0, 3.0, 4.0])
+    dw = np.zeros((4, 1, 3, 3))  # depthwise: output channel o reads input channel o
+    dw[2, 0, 1, :] = 0.5
+    np.testing.assert_array_equal(expected_output_error(dw, mean, groups=4), [0, 0, 4.5, 0])
+    # groups 2: output channels 0-1 read inputs 0-1, outputs 2-3 read inputs 2-3
+    g = np.zeros((4, 2, 1, 1))
+    g[3, 0, 0, 0] = 0.5  # output 3, first channel of group 1 = input channel 2
+    np.testing.assert_array_equal(expected_output_error(g, mean, groups=2), [0, 0, 0, 1.5])
+    d = np.array([ROW], np.float32)  # dense [O, K]
+    _, b = correct_layer(d, np.zeros(1, np.float32), 2, "bias", 1, np.array([4.0, 8.0, 2.0]))
+    np.testing.assert_array_equal(b, [-1.25])
+    with pytest.raises(ValueError, match="reads 3 channels"):
+        expected_output_error(d, np.ones(4))
+
+
+def test_without_input_means_bias_correction_is_skipped():
+    w = np.array([ROW], np.float32)
+    assert correct_layer(w, None, 2, "bias") == (w, None)
+
+
+def test_gptq_moves_a_rounding_error_onto_a_column_with_the_same_input():
+    # Inputs 1 and 2 are one signal (H's block of ones): round-to-nearest gives codes
+    # [4, 1, 1] (0.35 / 0.25 = 1.4 twice: output error 0.2); GPTQ rounds column 1 to 1, adds
+    # its error 0.1 / 1.01 (1 % damping) to column 2 (0.449 -> code 2): output error 0.05.
+    w = np.array([[1.0, 0.35, 0.35]], np.float32)
+    h = np.array([[[1.0, 0, 0], [0, 1, 1], [0, 1, 1]]], np.float32)
+    out = gptq_round(w, h, 4)
+    q, s = quantize_weight_symmetric(out, 4)
+    assert q.tolist() == [[4, 1, 2]] and s[0] == np.float32(0.25)
+    np.testing.assert_array_equal(out, np.float32([[1.0, 0.25, 0.5]]))
+    assert quantize_weight_symmetric(w, 4)[0].tolist() == [[4, 1, 1]]
+
+
+def test_gptq_keeps_the_scales_and_cuts_the_output_error_of_a_conv():
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.standard_normal((4, 1, 10, 10)), 3, axis=1).astype(np.float32) + 0.5
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    col = HessianCollector({"l": ("conv2d", (3, 3), (1, 1), (1, 1, 1, 1), 1)})
+    col.update("l", x)  # 400 positions: all of them
+    p = conv_patches(x, (3, 3), (1, 1), (1, 1, 1, 1), 1, np.arange(400))[0]
+    y = _conv_nhwc_f64(x.transpose(0, 2, 3, 1), w, (1, 1), (1, 1, 1, 1), 1, 0.0)
+    np.testing.assert_allclose(p @ w.reshape(8, -1).T, y.reshape(-1, 8), atol=1e-5)
+    h = col.hessians()["l"]
+    np.testing.assert_allclose(h[0], p.T.astype(np.float64) @ p / 400, rtol=1e-5, atol=1e-6)
+    for qmax in (127, 7):
+        q, s = quantize_weight_symmetric(w, qmax)
+        out = gptq_round(w, h, qmax)
+        q2, s2 = quantize_weight_symmetric(out, qmax)
+        np.testing.assert_array_equal(s2, s)
+        np.testing.assert_array_equal(q2 * s2[:, None, None, None], out)
+        err_rtn = ((p @ (q * s[:, None, None, None] - w).reshape(8, -1).T) ** 2).mean()
+        err_gptq = ((p @ (out - w).reshape(8, -1).T) ** 2).mean()
+        assert err_gptq < 0.6 * err_rtn
+
+
+def test_none_returns_the_weight_and_bias_untouched():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    h = np.ones((1, 36, 36), np.float32)
+    out_w, out_b = correct_layer(w, b, 127, "none", 1, np.ones(4), h)
+    assert out_w is w and out_b is b
+
+
+def test_collector_measures_per_channel_means_of_conv_and_dense_inputs():
+    x = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)  # NCHW
+    d = np.array([[1.0, -2.0], [3.0, 4.0]], np.float32)
+    col = RangeCollector(["conv", "dense"], "minmax")
+    col.update([x[:1], d[:1]])
+    col.update([x[1:], d[1:]])
+    means = col.channel_means()
+    np.testing.assert_allclose(means["conv"], x.transpose(1, 0, 2, 3).reshape(3, -1).mean(1))
+    np.testing.assert_allclose(means["dense"], [2.0, 1.0])
+
+
+def test_calibration_json_keeps_the_statistics_and_old_files_load_uncorrected(tmp_path):
+    cal = Calibration({"a": (0.0, 1.0)}, method="minmax", channel_means={"a": [0.5, 0.25]},
+                      weight_correction="bias+gptq", hessians={"a": np.eye(2)[None]})
+    cal.save(tmp_path / "c.json")
+    back = Calibration.load(tmp_path / "c.json")
+    assert back.weight_correction == "bias+gptq"
+    np.testing.assert_array_equal(back.channel_mean("a"), [0.5, 0.25])
+    np.testing.assert_array_equal(back.hessian("a"), np.eye(2)[None])  # c.hessians.npz
+    (tmp_path / "c.hessians.npz").unlink()
+    with pytest.raises(ValueError, match="c.hessians.npz, which is missing"):
+        Calibration.load(tmp_path / "c.json")
+    old = cal.to_dict()
+    for key in ("channel_means", "weight_correction"):
+        del old[key]
+    assert Calibration.from_dict(old).weight_correction == "none"
+
+
+def test_bad_weight_correction_names_the_choices():
+    valid = ", ".join(WEIGHT_CORRECTIONS)
+    with pytest.raises(ValueError, match=re.escape(f"weight_correction 'bias+'; valid: {valid}")):
+        BuildConfig(weight_correction="bias+")
+    with pytest.raises(ValueError, match="valid: none, bias, gptq, bias\\+gptq"):
+        Calibration({}, weight_correction="clip")
+    with pytest.raises(ValueError, match="finite 1-D"):
+        Calibration({}, channel_means={"a": [[1.0]]})
+
+
+def _one_conv(bias: torch.Tensor | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(4, 8, 1, bias=bias is not None), nn.ReLU()).eval()
+    if bias is not None:
+        m[0].bias.data = bias
+    return m
+
+
+def test_the_build_hands_the_kernel_exactly_the_corrected_bias():
+    """int8 build with bias correction == uncorrected build of the same conv whose bias is
+    correct_layer's, bit for bit: the pass changes the bias values and nothing else."""
+    x = np.abs(np.random.default_rng(1).standard_normal((8, 4, 6, 6))).astype(np.float32) + 0.5
+    model = _one_conv()
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:2]))
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x, batch_size=8,
+                        weight_correction="bias")
+    cal = res.calibration
+    [name] = cal.channel_means
+    np.testing.assert_allclose(cal.channel_means[name], x.mean(axis=(0, 2, 3)), rtol=1e-6)
+    w = model[0].weight.detach().numpy()
+    qmax = capabilities(res.target).int8_weight_qmax
+    _, b = correct_layer(w, None, qmax, "bias", 1, cal.channel_means[name])
+    assert np.abs(b).max() > 0  # a bias was created for the bias-free conv
+    fixed = _one_conv(torch.from_numpy(b))
+    mod2, params2 = aiq_tvm.from_torch(fixed, torch.from_numpy(x[:2]))
+    plain = aiq_tvm.build(mod2, params=params2, plan="int8", batch_size=8, calibration=cal,
+                          weight_correction="none")
+    np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
+
+
+def test_the_build_hands_the_kernel_exactly_the_gptq_weight():
+    """int8 build with GPTQ == uncorrected build of the conv whose weight is gptq_round's with
+    the calibration's input second moments, bit for bit."""
+    x = np.abs(np.random.default_rng(2).standard_normal((8, 4, 6, 6))).astype(np.float32)
+    model = _one_conv(torch.zeros(8))
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:2]))
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x, batch_size=8,
+                        weight_correction="gptq")
+    [(name, h)] = res.calibration.hessians.items()
+    p = x.transpose(0, 2, 3, 1).reshape(-1, 4).astype(np.float64)  # 1 x 1 conv: pixels
+    np.testing.assert_allclose(h[0], p.T @ p / len(p), rtol=1e-5)
+    qmax = capabilities(res.target).int8_weight_qmax
+    new_w = gptq_round(model[0].weight.detach().numpy(), h, qmax)
+    fixed = _one_conv(torch.zeros(8))
+    fixed[0].weight.data = torch.from_numpy(new_w)
+    mod2, params2 = aiq_tvm.from_torch(fixed, torch.from_numpy(x[:2]))
+    plain = aiq_tvm.build(mod2, params=params2, plan="int8", batch_size=8,
+                          calibration=res.calibration, weight_correction="none")
+    np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
