@@ -99,9 +99,10 @@ def test_selection(monkeypatch):
               for n in (1, 8) for hw, c in ((56, 64), (28, 128), (14, 256))]  # fmt: skip
     assert all(choice(s) is not None for s in resnet)
     assert choice(resnet[0], winograd=False) is None
-    assert choice(resnet[0], "int4") is None
-    # int8: F(4, 3) in int16 (vpmaddwd, or vpdpwssd where it beats vpdpbusd, winograd_int8.py).
-    assert choice(resnet[0], "int8").m == 4
+    # int8: F(4, 3) in int16 (vpmaddwd, or vpdpwssd where it beats vpdpbusd, winograd_int8.py);
+    # int4 codes take the same kernel.
+    assert choice(resnet[0], "int8").m == 4 and choice(resnet[0], "int4").m == 4
+    assert choice(resnet[0], "w8") is None
     assert choice(ConvSpec(1, 56, 56, 64, 64, 3, 3, stride=2, padding=1)) is None
     assert choice(ConvSpec(1, 56, 56, 64, 64, 1, 1)) is None
     assert choice(ConvSpec(1, 4, 4, 8, 8, 3, 3, padding=1)) is None  # too small to pay off

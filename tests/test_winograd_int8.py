@@ -39,9 +39,9 @@ def _layer(spec, residual, seed):
     return quant.quantize_act(x, qp), w, b, res, qp, rq
 
 
-def _both(spec, w, b, target, m=2, **kw):
-    direct = conv2d_kernel(spec, "int8", w, b, target=target, winograd=False, **kw)
-    wino = conv2d_kernel(spec, "int8", w, b, target=target, winograd=m, **kw)
+def _both(spec, w, b, target, m=2, scheme="int8", **kw):
+    direct = conv2d_kernel(spec, scheme, w, b, target=target, winograd=False, **kw)
+    wino = conv2d_kernel(spec, scheme, w, b, target=target, winograd=m, **kw)
     assert wino.info["algorithm"] == f"winograd_f{m}"
     assert wino.info["params"] == direct.info["params"]
     return direct, wino
@@ -61,6 +61,18 @@ def test_bit_identical_to_direct(target, spec, act, residual, requant, m):
     y_wino = testing.run_kernel(wino, xq, target, residual=res)
     assert y_wino.dtype == (np.uint8 if requant else np.float32)
     np.testing.assert_array_equal(y_wino, y_direct)
+
+
+@pytest.mark.parametrize("m", wino8.TILES)
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+def test_int4_codes_bit_identical_to_direct(target, m):
+    """int4 layers run the same int16 Winograd kernels on their 4-bit codes."""
+    spec, act, residual, requant = CASES[0]
+    xq, w, b, res, qp, rq = _layer(spec, residual, 7)
+    direct, wino = _both(spec, w, b, target, m, "int4", act=act, act_qparams=qp,
+                         residual=True, residual_qparams=rq, out_qparams=qp)  # fmt: skip
+    y_wino = testing.run_kernel(wino, xq, target, residual=res)
+    np.testing.assert_array_equal(y_wino, testing.run_kernel(direct, xq, target, residual=res))
 
 
 @pytest.mark.parametrize("m", wino8.TILES)
@@ -195,7 +207,7 @@ def _choice(spec, target, scheme="int8"):
 
 def test_selection(monkeypatch):
     """vpmaddwd targets take F(4, 3) for ResNet-20's 3x3 layers at batch 16 (not the
-    3-channel stem, not int4); AVX-512 VNNI targets keep the direct vpdpbusd kernel there and
+    3-channel stem), int4 layers too; AVX-512 VNNI targets keep the direct vpdpbusd kernel there and
     take F(4, 3) at ResNet-18's 28x28x128; AIQ_WINOGRAD=0 turns it off, 2 / 4 restrict the
     tile edge."""
     monkeypatch.delenv("AIQ_WINOGRAD", raising=False)
@@ -207,7 +219,8 @@ def test_selection(monkeypatch):
         assert all(_choice(s, target) is not None for s in resnet20)
         assert all(_choice(s, target).m == 4 for s in resnet20[2:])
         assert _choice(ConvSpec(16, 32, 32, 3, 16, 3, 3, padding=1), target) is None
-        assert _choice(resnet20[0], target, "int4") is None
+        # int4 codes take the int8 layers' Winograd kernel (same int16 U, no slower plan).
+        assert all(_choice(s, target, "int4").m == _choice(s, target).m for s in resnet20[2:])
     assert all(_choice(s, ZNVER4) is None for s in resnet20)
     assert _choice(ConvSpec(1, 28, 28, 128, 128, 3, 3, padding=1), ZNVER4).m == 4
     monkeypatch.setenv("AIQ_WINOGRAD", "0")

@@ -475,6 +475,9 @@ def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, req
     fmts = _decode_choice(_layer_formats(spec, scheme, qmax, cpu), decode_once)
     fmt, plan = _plan_conv(spec, fmts, cpu)
     elems = prod(spec.weight_shape)
+    # An int4 decode form asked for (decode once, or unpack in the loop) is a direct kernel's.
+    if scheme.name == "int4" and decode_once is not None and winograd is None:
+        winograd = False
     wplan = _winograd_pick(spec, scheme.name, requant, elems, fmt, cpu, winograd, database,
                            tune_trials)  # fmt: skip
     return ConvChoice(fmt, plan, wplan, elems * scheme.weight_bytes)
@@ -674,7 +677,7 @@ def conv2d_kernel(
                           tune_trials=tune_trials)  # fmt: skip
     fmt, plan, wplan = choice.fmt, choice.plan, choice.wplan
     if wplan is not None and schedule:  # the unscheduled (tuning) workload is direct
-        if args.scheme.name == "int8":
+        if args.scheme.name in WINOGRAD_INT_SCHEMES:
             kernel = _winograd_int8_kernel(spec, args, fmt, wplan, residual, residual_qparams)
         else:
             kernel = _winograd_kernel(spec, args, wplan, residual, residual_qparams)
@@ -821,6 +824,13 @@ def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials
                           winograd, database, tune_trials)  # fmt: skip
 
 
+# Integer schemes the int16 Winograd kernels run (uint8 activations, weight codes within int8):
+# int4 codes transform to the same int16 U as int8 ones, so an int4 layer takes the int8
+# layer's Winograd kernel where it wins (a mixed plan is then never slower there than uniform
+# int8; its stored U is int16 either way, the int4 rounding is what stays).
+WINOGRAD_INT_SCHEMES = ("int8", "int4")
+
+
 def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, database,
                    tune_trials):  # fmt: skip
     """The Winograd plan to use instead of the direct one, or None: fp32 without a
@@ -831,9 +841,9 @@ def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, data
     if scheme_name == "fp32" and not requant and wino.applies(spec):
         sizes, arith, margin = wino.TILE_SIZES, None, wino.SELECT_MARGIN
         w_bytes = 4 * w_elems
-    elif scheme_name == "int8" and wino8.applies(spec, cpu):
+    elif scheme_name in WINOGRAD_INT_SCHEMES and wino8.applies(spec, cpu):
         sizes, arith, margin = tuple(wino8.TILES), wino8.arith(cpu), wino8.select_margin(cpu)
-        w_bytes = w_elems  # int8 codes
+        w_bytes = w_elems if scheme_name == "int8" else -(-w_elems // 2)  # int8 / int4 codes
     else:
         return None
     if database is not None or tune_trials:
@@ -846,7 +856,7 @@ def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, data
     sizes = tuple(m for m in sizes if env not in ("2", "4") or m == int(env))
     if not sizes:
         return None
-    if scheme_name == "int8":
+    if scheme_name in WINOGRAD_INT_SCHEMES:
         wplan = wino8.winograd_plan(spec, cpu, sizes)
     else:
         wplan = wino.winograd_plan(spec, cpu, sizes, arith)
