@@ -11,8 +11,11 @@ setup:
 demo: setup
 	.venv/bin/aiq-tvm run --model resnet20 --search greedy --lam 0.9 --out results
 
+# Two pytest workers, one file each at a time: the suite is mostly single-threaded LLVM
+# compiles, so a second worker halves its wall time on 2 cores. JOBS=0 runs it in one process.
+JOBS ?= 2
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
 lint: setup
 	.venv/bin/ruff check aiq_tvm passes targets tests scripts

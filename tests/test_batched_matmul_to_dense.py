@@ -146,7 +146,8 @@ def test_two_layer_vit_b_builds_within_a_small_multiple_of_its_weights():
         [sys.executable, str(ROOT / "scripts" / "vit_memory.py"), "--child", "--layers", "2",
          "--plans", "fp32"], capture_output=True, text=True, check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    growth = row["peak_rss_mb"] - row["rss_before_mb"]
+    # Peak over peak: the RSS before the build can be low when other jobs evicted torch's pages.
+    growth = row["peak_rss_mb"] - row["peak_before_mb"]
     assert growth < 8 * row["weights_mb"], row
     assert row["relerr"] < 1e-4, row
     assert row["linear_at_plan"] == row["linear_kernel_calls"] == row["linear_layers"] == 9, row
