@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["HessianCollector", "conv_patches", "gptq_round"]
+__all__ = ["MAX_HESSIAN_BYTES", "HessianCollector", "conv_patches", "gptq_round"]
+
+# A layer's float64 second moments take groups * K**2 * 8 bytes (K: its patch length), and the
+# Cholesky factor and inverse as much again each.  Above 1 GiB (a dense layer with K > 11585,
+# e.g. VGG's 25088-input classifier: 5 GiB, minutes of O(K**3) work) the layer rounds to nearest.
+MAX_HESSIAN_BYTES = 1 << 30
 
 
 def conv_patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
@@ -50,17 +55,27 @@ class HessianCollector:
         conv kind; the other fields are ignored for dense layers).
     per_update : int
         Patch positions sampled per layer per batch (all of them when fewer).
+    max_bytes : int
+        Layers whose float64 second moments would take more are not collected (they round to
+        nearest); :attr:`too_large` maps them to their patch length.
     """
 
-    def __init__(self, geometry, per_update: int = 4096, seed: int = 0):
+    def __init__(self, geometry, per_update: int = 4096, seed: int = 0,
+                 max_bytes: int = MAX_HESSIAN_BYTES):
         self.geometry = dict(geometry)
         self.per_update = int(per_update)
+        self.max_bytes = int(max_bytes)
         self.rng = np.random.default_rng(seed)
         self.sums: dict[str, np.ndarray] = {}
         self.counts: dict[str, int] = {}
+        self.too_large: dict[str, int] = {}
 
     def update(self, name: str, x: np.ndarray) -> None:
         op, kernel, stride, padding, groups = self.geometry[name]
+        k = x.shape[-1] if op == "dense" else x.shape[1] // groups * kernel[0] * kernel[1]
+        if (1 if op == "dense" else groups) * k * k * 8 > self.max_bytes:
+            self.too_large[name] = k
+            return
         x = np.asarray(x, np.float32)
         if op == "dense":
             p = x.reshape(1, -1, x.shape[-1])

@@ -42,6 +42,7 @@ from .datachecks import (
     sample_notes,
 )
 from .floor import describe_floor_memory, floor_choices, floor_plan
+from .gptq import MAX_HESSIAN_BYTES, HessianCollector
 from .journal import SearchJournal
 from .microbatch import check_divides
 from .objectives import MeritInputs, get_objective
@@ -252,7 +253,6 @@ def _needs_calibration(ctx: BuildContext) -> bool:
 
 def _hessian_collector(ctx: BuildContext, groups: list[list[str]]):
     """The input-patch second moments GPTQ rounding needs (None when it is not asked for)."""
-    from .gptq import HessianCollector
     from .weight_correction import uses_gptq
 
     if not uses_gptq(ctx.config.weight_correction):
@@ -261,7 +261,7 @@ def _hessian_collector(ctx: BuildContext, groups: list[list[str]]):
     for n in (n for g in groups for n in g):
         c = ctx.cost[n]
         geo[n] = (c.op, tuple(c.weight_shape[2:4]), c.strides, c.padding, c.groups)
-    return HessianCollector(geo, seed=ctx.config.seed)
+    return HessianCollector(geo, seed=ctx.config.seed, max_bytes=MAX_HESSIAN_BYTES)
 
 
 def calibrate(ctx: BuildContext) -> Calibration | None:
@@ -302,6 +302,11 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
     means.update({n: means[g[0]] for g in groups for n in g[1:] if g[0] in means})
     cal.weight_correction = cfg.weight_correction
     cal.hessians = {} if hess is None else hess.hessians()
+    if hess is not None and hess.too_large:
+        ctx.notes.append(
+            f"GPTQ skipped on {len(hess.too_large)} layer(s) whose input patches are too long "
+            f"for its second moments (over {MAX_HESSIAN_BYTES >> 20} MiB each); they round to "
+            "nearest: " + ", ".join(f"{n} (K={k})" for n, k in hess.too_large.items()))
     ctx.timings["calibration_s"] = time.perf_counter() - t0
     ctx.log(f"calibrated {len(cal.ranges)} layers on {len(ctx.calib_x)} samples")
     return cal

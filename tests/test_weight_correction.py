@@ -191,3 +191,34 @@ def test_the_build_hands_the_kernel_exactly_the_gptq_weight():
     plain = aiq_tvm.build(mod2, params=params2, plan="int8", batch_size=8,
                           calibration=res.calibration, weight_correction="none")
     np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
+
+
+def test_collector_skips_layers_whose_second_moments_exceed_the_limit():
+    # 4 input channels x 3 x 3: K = 36, 36**2 * 8 = 10368 bytes of float64.
+    geo = {"l": ("conv2d", (3, 3), (1, 1), (1, 1, 1, 1), 1)}
+    x = np.ones((1, 4, 5, 5), np.float32)
+    small = HessianCollector(geo, max_bytes=36 * 36 * 8 - 1)
+    small.update("l", x)
+    assert small.too_large == {"l": 36} and small.hessians() == {}
+    fits = HessianCollector(geo, max_bytes=36 * 36 * 8)
+    fits.update("l", x)
+    assert fits.too_large == {} and fits.hessians()["l"].shape == (1, 36, 36)
+
+
+def test_a_layer_over_the_gptq_memory_limit_rounds_to_nearest_and_the_report_says_so(
+        monkeypatch):
+    """With the limit below the 1 x 1 conv's 4 x 4 moments, the GPTQ build equals the
+    uncorrected one bit for bit, and its report names the layer."""
+    monkeypatch.setattr("aiq_tvm.phases.MAX_HESSIAN_BYTES", 4 * 4 * 8 - 1)
+    x = np.abs(np.random.default_rng(2).standard_normal((8, 4, 6, 6))).astype(np.float32)
+    mod, params = aiq_tvm.from_torch(_one_conv(torch.zeros(8)), torch.from_numpy(x[:2]))
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x, batch_size=8,
+                        weight_correction="gptq")
+    assert res.calibration.hessians == {}
+    [name] = res.calibration.ranges
+    [note] = [n for n in res.report.notes if n.startswith("GPTQ skipped")]
+    assert f"{name} (K=4)" in note
+    assert "GPTQ rounding on 0 of 1" in res.report.weight_correction
+    plain = aiq_tvm.build(mod, params=params, plan="int8", batch_size=8,
+                          calibration=res.calibration, weight_correction="none")
+    np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
