@@ -222,3 +222,16 @@ def test_a_layer_over_the_gptq_memory_limit_rounds_to_nearest_and_the_report_say
     plain = aiq_tvm.build(mod, params=params, plan="int8", batch_size=8,
                           calibration=res.calibration, weight_correction="none")
     np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
+
+
+def test_conv_patches_equal_an_explicit_loop_with_stride_padding_and_groups():
+    x = np.random.default_rng(3).standard_normal((2, 4, 7, 6)).astype(np.float32)
+    kernel, stride, padding, groups = (3, 2), (2, 1), (1, 0, 2, 1), 2
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 1)))
+    oh, ow = (7 + 3 - 3) // 2 + 1, (6 + 1 - 2) // 1 + 1
+    want = np.stack([xp[n, :, r * 2:r * 2 + 3, c:c + 2]
+                     for n in range(2) for r in range(oh) for c in range(ow)])  # [M, C, 3, 2]
+    want = want.reshape(len(want), groups, -1).transpose(1, 0, 2)
+    positions = np.array([0, 5, oh * ow, 2 * oh * ow - 1])
+    got = conv_patches(x, kernel, stride, padding, groups, positions)
+    np.testing.assert_array_equal(got, want[:, positions])
