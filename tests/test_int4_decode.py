@@ -70,6 +70,15 @@ def test_decode_once_extreme_codes_exact(target):
     np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)
 
 
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx2")))
+def test_decoded_stem_folds_exact(target):
+    """The RGB stem decoded once folds its kernel columns as int8 does (a scratch of 7 x 24
+    values per window row, not 49 x 8) and stays bit-exact."""
+    k, xq, res, ref = _decoded_case("stem7x7_s2", target)
+    assert k.info["decode_once"] and "foldkw" in k.info["schedule"]
+    np.testing.assert_array_equal(run_kernel(k, xq, res, target), ref.acc)
+
+
 def _forced_decode(spec, target, seed=0):
     """Decode-once int4 kernel of ``spec`` (accumulator output), its input and reference."""
     rng = np.random.default_rng(seed)
