@@ -561,11 +561,14 @@ def test_row_split_weights_are_sized_by_the_targets_l2(l2_kib, lead):
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_rgb_stem_folds_kernel_columns_into_the_reduction(scheme, target):
     """3 input channels pad to a dot group of 4 (or 8): the stem's integer kernels reduce
-    over a window row's 7 x 3 values at once; fp32 (no group padding) keeps the plain loop.
-    (int4's decode-once formats, which some levels pick here, do not fold.)"""
+    over a window row's 7 x 3 values at once, int4 both when it unpacks in the loop and when
+    it decodes once (the int8 blocks over the folded scratch); fp32 (no group padding) keeps
+    the plain loop."""
     spec, _, w, b, _, qp = make_case("stem7x7_s2")
-    k = conv2d_kernel(spec, scheme, w, b, act_qparams=qp, target=target, decode_once=False)
-    assert "foldkw" in k.info["schedule"]
+    for decode in (False, True) if scheme == "int4" else (None,):
+        k = conv2d_kernel(spec, scheme, w, b, act_qparams=qp, target=target, decode_once=decode)
+        assert "foldkw" in k.info["schedule"]
+        assert k.info["decode_once"] == bool(decode)
     k = conv2d_kernel(spec, "fp32", w, b, target=target)
     assert "foldkw" not in k.info["schedule"]
 

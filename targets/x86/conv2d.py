@@ -297,7 +297,8 @@ def conv_candidates(
             steps = (1 if fold else spec.KW) * spec.KH * (1 if dw else cred // g)
             work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
             # decode-once: the int8 scratch, once per call (added to the parallel blocks' cost)
-            scratch = spec.KH * spec.KW * cp * (1 if dw else cop) if fmt.packed else 0
+            taps = spec.KH * (1 if fold else spec.KW)  # a folded row's taps are in cp
+            scratch = taps * cp * (1 if dw else cop) if fmt.packed else 0
             work += n * oh * ow * (cop // lanes) * tp.epi_cycles
             line = 1 + -(-(c if fold else cp) * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
@@ -367,7 +368,7 @@ def _block_candidates(spec: ConvSpec, plan: _ConvPlan, work: float, scratch: int
     threads, each decoding its own; the padded copy (if any) at the root, on one thread."""
     n, h, w, c = spec.in_shape
     blocks = plan.cop // plan.tile.ocb
-    w_bytes = plan.cop * spec.KH * spec.KW * plan.cp
+    w_bytes = plan.cop * spec.KH * (1 if plan.fold else spec.KW) * plan.cp
     if not scratch or spec.is_depthwise or blocks < 2 or w_bytes <= n * h * w * c:
         return []
     # Not with a column tail (e.g. 4-column blocks over 7 columns): those plans won on balance
@@ -415,9 +416,10 @@ def _fold_kw(spec: ConvSpec, fmt: WeightFormat) -> bool:
     regular conv with few input channels (the RGB stem: 3 channels padded to a group of 4
     waste a quarter of every ``vpdpbusd``; a 7-column window row of 21 values pads to 24)
     whose input columns are contiguous channel runs (NHWC). Tensorized formats only (their
-    group is the waste), and not the 2 x 2 pair or decode-once ones (other input layouts)."""
+    group is the waste), and not the 2 x 2 pair ones (another input layout). Decode-once int4
+    folds like int8 (its scratch is the folded int8 weight), so it runs int8's stem blocks."""
     g = fmt.group
-    if not fmt.tensorized or fmt.pairs or fmt.packed is not None or g == 1:
+    if not fmt.tensorized or fmt.pairs or g == 1:
         return False
     if spec.groups != 1 or spec.KW == 1 or spec.C % g == 0:
         return False

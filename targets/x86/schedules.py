@@ -528,31 +528,38 @@ DECODE_PARALLEL_BYTES = 64 << 10
 # decoded at the root than int8.
 SHARED_SCRATCH_CALL_CYCLES = 12000.0
 SHARED_SCRATCH_BYTE_CYCLES = 0.25
-# Largest scratch worth decoding, as a share of a core's L2 (``TargetCaps.l2_bytes``): a larger
-# one crowds the activations out of it and the register blocks stream twice the bytes of the
-# packed int4 weights (measured on Zen 4, 1 MiB L2, scripts/bench_int4_decode.py: 590 KB
-# scratches (3x3 256 -> 256) decode profitably on every target; 1 MiB (1x1 2048 -> 512 at
-# 7 x 7) lost 0.96x vs 1.35x of int8 on skylake-avx512 code, 2.4 MB (3x3 512 -> 512 at 7 x 7)
-# 0.73x vs 0.98x on haswell code).
+# Share of a core's L2 (``TargetCaps.l2_bytes``) a decode scratch may fill and stay there.
+# Above it the scratch's writes and the register blocks' reads go to L3: the decode then
+# measured 3-9 cycles per 64-byte vector (Zen 4, two threads, batch 8, each thread decoding
+# the whole 1.2 / 2.4 MB scratch of ResNet's 3x3/2 256 -> 512 and 3x3 512 -> 512 layers at
+# 14 x 14 / 7 x 7: 0.99x / 0.96x of int8, against 0.92x / 0.91x unpacking in the loop;
+# docs/runs/int4_b8), so such a scratch pays where many positions share each weight (batch
+# 8) and not at batch 1 (49 positions: the 2.4 MB one ran 0.73x of int8 on haswell code,
+# 1 MiB of 1x1 2048 -> 512 0.96x against 1.35x on skylake-avx512 code, both decoded;
+# scripts/bench_int4_decode.py). 6 (not the per-block decode's 5) leaves ties to it. One
+# output-channel block's scratch (``TilePlan.decode_block``) must fit.
 SCRATCH_L2_SHARE = 0.75
+SPILLED_DECODE_VECTOR_CYCLES = 6.0
 # A target whose L2 is unknown is sized like the 1 MiB L2 the share was measured with.
 ASSUMED_L2_BYTES = 1 << 20
 
 
 def scratch_limit(l2_bytes: int) -> float:
-    """Largest decode scratch worth decoding on a core with ``l2_bytes`` of L2 (0: unknown)."""
+    """Largest decode scratch that stays in a core's L2 of ``l2_bytes`` (0: unknown)."""
     return SCRATCH_L2_SHARE * (l2_bytes or ASSUMED_L2_BYTES)
 
-# Added above it: never chosen over a format without a scratch, while a forced decode
-# (``decode_once=True``) still ranks its plans by their cost.
+# Added to a per-block decode whose block scratch exceeds the limit: never chosen over a
+# format without a scratch, while a forced decode (``decode_once=True``) still ranks its
+# plans by their cost.
 SCRATCH_SPILL_CYCLES = 1e12
 
 
 def decode_cycles(scratch_bytes: int, lanes: int, threads: int, per_thread: bool = False,
                   split: bool = False, block: int = 0, l2_bytes: int = 0) -> float:
     """Modelled wall cycles of decoding ``scratch_bytes`` int4 weights into the int8 scratch
-    of a decode-once kernel, once per call (plus :data:`SCRATCH_SPILL_CYCLES` above
-    :func:`scratch_limit` of ``l2_bytes``, a core's L2, per scratch).
+    of a decode-once kernel, once per call: a scratch above :func:`scratch_limit` of
+    ``l2_bytes`` (a core's L2) at :data:`SPILLED_DECODE_VECTOR_CYCLES` per vector, a block
+    scratch above it not at all (:data:`SCRATCH_SPILL_CYCLES`).
 
     ``per_thread``: each thread decodes into its own scratch inside the parallel loop
     (``TilePlan.decode_threads``): the whole scratch, or its share of the output-channel
@@ -568,9 +575,13 @@ def decode_cycles(scratch_bytes: int, lanes: int, threads: int, per_thread: bool
         if threads > 1:
             shared = (SHARED_SCRATCH_CALL_CYCLES
                       + SHARED_SCRATCH_BYTE_CYCLES * scratch_bytes * (threads - 1) / threads)
-    per_vector = DECODE_BLOCK_VECTOR_CYCLES if block else DECODE_VECTOR_CYCLES
+    spills = (block or scratch_bytes) > scratch_limit(l2_bytes)
+    if block:
+        per_vector = DECODE_BLOCK_VECTOR_CYCLES
+    else:
+        per_vector = SPILLED_DECODE_VECTOR_CYCLES if spills else DECODE_VECTOR_CYCLES
     work = scratch_bytes / (4 * lanes) * per_vector / share
-    spill = SCRATCH_SPILL_CYCLES if (block or scratch_bytes) > scratch_limit(l2_bytes) else 0.0
+    spill = SCRATCH_SPILL_CYCLES if block and spills else 0.0
     return DECODE_CALL_CYCLES + work + shared + spill
 
 
