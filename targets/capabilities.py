@@ -162,14 +162,6 @@ class TargetCaps:
         return self.arch == "x86_64"
 
     @property
-    def narrow_truncates(self) -> bool:
-        """int32 vector lanes narrow to bytes in one op by truncation (AVX-512F ``vpmovdb``):
-        a requantizing epilogue whose codes are already within [0, 255] stores them without
-        the integer clip that lets AVX2 narrow with saturating packs (one op per vector
-        less)."""
-        return self.arch == "x86_64" and "avx512f" in self.features
-
-    @property
     def vnni(self) -> bool:
         """``vpdpbusd`` is available at this vector width."""
         return self.int8_dot == "vpdpbusd"

@@ -26,7 +26,6 @@ def test_isa_level_from_target_features(target, isa, bits, dot):
     assert (caps.isa, caps.vector_bits, caps.int8_dot) == (isa, bits, dot)
     assert caps.lanes32 == bits // 32
     assert caps.vector_registers == (16 if bits == 256 else 32)
-    assert caps.narrow_truncates == (bits == 512)  # vpmovdb: the AVX-512 levels only
 
 
 def test_cores_come_from_the_target_or_are_flagged_as_assumed():

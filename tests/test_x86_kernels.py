@@ -716,14 +716,12 @@ def test_bad_arguments():
 @pytest.mark.parametrize("act", ["relu", "relu6", ("clip", -0.5, 1.25), ("clip", 2.0, 3.0),
                                  ("clip", -30.0, -20.0)])  # fmt: skip
 @pytest.mark.parametrize("zp", [0, 3, 128, 255])
-@pytest.mark.parametrize("rounding_convert,truncate", [(False, False), (True, False),
-                                                       (True, True)])
-def test_activation_folded_into_the_code_clip(act, zp, rounding_convert, truncate):
+@pytest.mark.parametrize("rounding_convert", [False, True])
+def test_activation_folded_into_the_code_clip(act, zp, rounding_convert):
     """``quantize_clipped`` (the requantizing epilogues' activation + quantizer in one clip of
     the codes) == numpy's clip-then-quantize in float32, bit for bit, with ties, bounds whose
     codes fall outside [0, 255] and clip ranges entirely below zero; also in its
-    rounding-conversion form (``lrint``, saturating packs, or with ``truncate`` a plain
-    narrowing), with values beyond int32."""
+    rounding-conversion form (``lrint``, saturating packs), with values beyond int32."""
     from tvm import te
 
     from aiq_tvm.targets.x86.common import quantize_clipped
@@ -738,7 +736,7 @@ def test_activation_folded_into_the_code_clip(act, zp, rounding_convert, truncat
     xt = te.placeholder(x.shape, "float32", name="x")
     q_params = te.placeholder((2,), "float32", name="q")
     y = te.compute(x.shape, lambda i: quantize_clipped(xt[i], q_params[0], q_params[1], act,
-                                                       rounding_convert, truncate))
+                                                       rounding_convert))
     ex = tvm.compile(tvm.IRModule({"main": te.create_prim_func([xt, q_params, y])}),
                      tvm.target.Target(BEST_X86))  # fmt: skip
     out = tvm.runtime.tensor(np.zeros(x.shape, np.uint8))

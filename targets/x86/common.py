@@ -256,7 +256,7 @@ def quantize_value(v, inv, zp, rounding_convert: bool = False):
     return quantize_clipped(v, inv, zp, "none", rounding_convert)
 
 
-def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False, truncate: bool = False):
+def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False):
     """``quantize_value(apply_act_te(v, act), inv, zp)`` with the activation's clip moved onto
     the output codes: bit-identical, one float op fewer per element.
 
@@ -265,15 +265,14 @@ def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False, truncate: 
     ``[c(lo), c(hi)]`` with ``c(t) = clip(rint(t * inv) + zp, 0, 255)``; the bounds are
     loop-invariant (computed once per kernel call by LLVM's hoisting). With
     ``rounding_convert`` the rounding, the zero point and the narrowing run in integer form
-    (:func:`_rounding_convert_codes`), bit-identical again; ``truncate`` (with
-    ``rounding_convert``, ``TargetCaps.narrow_truncates``) drops its final integer clip.
+    (:func:`_rounding_convert_codes`), bit-identical again.
     """
     kind, lo, hi = parse_act(act)
     if kind in _UNBOUNDED_ACTS:  # not a clip: applied to the value, codes clip to [0, 255]
         v = _UNBOUNDED_ACTS[kind](v)
     lo_c, hi_c = _code_bound(lo, inv, zp, 0.0), _code_bound(hi, inv, zp, 255.0)
     if rounding_convert:
-        return _rounding_convert_codes(v * inv, zp, lo_c, hi_c, truncate)
+        return _rounding_convert_codes(v * inv, zp, lo_c, hi_c)
     # tirx.round, not tirx.nearbyint: both lower to llvm.nearbyint (round half to even in the
     # default FP environment; the ties tests pin this), but only round is marked vectorizable,
     # so nearbyint makes TVM's VectorizeLoop scalarize the whole epilogue (up to 1.7x slower
@@ -282,7 +281,7 @@ def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False, truncate: 
     return tvm.te.min(tvm.te.max(q, lo_c), hi_c).astype("uint8")
 
 
-def _rounding_convert_codes(x, zp, lo_c, hi_c, truncate: bool = False):
+def _rounding_convert_codes(x, zp, lo_c, hi_c):
     """``uint8(clip(rint(x) + zp, lo_c, hi_c))`` as ``lrint(clip(x, lo_c - zp, hi_c - zp)) +
     int(zp)``: bit-identical, and shorter (a rounding float -> int32 conversion, x86
     ``cvtps2dq``, replaces round, float add and truncating conversion; the narrowing becomes
@@ -294,14 +293,10 @@ def _rounding_convert_codes(x, zp, lo_c, hi_c, truncate: bool = False):
     (``+-inf`` and huge values give the bound codes, as before). ``llvm.lrint`` rounds in the
     default FP environment (half to even), as ``llvm.nearbyint`` does. The final clip to
     [0, 255] changes no value; it lets LLVM narrow int32 -> uint8 with saturating packs
-    instead of masking and shuffling. With ``truncate`` it is left out: a truncating narrow
-    (AVX-512 ``vpmovdb``) is one op already, and the clip would cost a ``vpmaxsd`` before
-    ``vpmovusdb``.
+    instead of masking and shuffling.
     """
     t = tvm.te.min(tvm.te.max(x, lo_c - zp), hi_c - zp)
     q = tvm.tirx.call_llvm_pure_intrin("int32", "llvm.lrint", t) + zp.astype("int32")
-    if truncate:
-        return q.astype("uint8")
     return tvm.te.min(tvm.te.max(q, 0), 255).astype("uint8")
 
 
@@ -651,9 +646,8 @@ def layer_output(acc_val, o, consts: dict, res_val, args, acc_shift: int = 0,
     ep = functools.partial(epilogue_value, args.scheme, acc_val, o, consts, res_val,
                            acc_shift=acc_shift, folded_shift=folded_shift)
     if args.requant and not args.debug_acc:
-        caps = args.cpu.caps
         return quantize_clipped(ep("none", False), consts["out_q"][0], consts["out_q"][1],
-                                args.act, caps.rounding_convert, caps.narrow_truncates)
+                                args.act, args.cpu.caps.rounding_convert)
     v = ep(args.act, args.debug_acc)
     return output_value(v, consts, args.requant, args.out_dtype)
 
