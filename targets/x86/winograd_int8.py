@@ -11,19 +11,19 @@ A^T of an :class:`IntTile`:
   = 25500``;
 * ``U = g q g^T`` on the host, int16, packed ``[a, a, K/ocb, C/2, ocb, 2]``: F(2, 3)
   ``g = 2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]]``, ``|U| <= 9 * 127``; F(4, 3) ``g =
-  diag(4, 6, 6, 24, 24, 1) G`` (entries 0, +-1, +-2, 4), ``|U| <= 49 * 127 = 6223``;
+  diag(12, 6, 6, 24, 24, 3) G`` (entries 0, +-1, +-2, 3, 4), ``|U| <= 49 * 127 = 6223``;
 * ``acc``: ``a * a`` GEMMs ``M[e, u] = V[e, u] (tiles x C) @ U[e, u] (C x K)`` over input
   channel pairs, tensorized with ``vpmaddwd`` (int16 pairs -> int32, exact) + ``vpaddd``, or
   ``vpdpwssd`` on AVX-512 VNNI (F(4, 3): 2.25 products per output instead of 4);
 * ``wino_out`` / ``out``: ``at M at^T`` in int32 (a row pass, then a column pass). F(2, 3):
   ``at = A^T`` (entries 0 / +-1), the result is exactly 4 x ``sum (x - zp) q`` (the direct
-  kernel's ``acc - corr``, with ``corr = 0``). F(4, 3): ``at = A^T diag(6, 4, 4, 1, 1, 24)``
-  gives ``576 Y = 2**6 * 9 * Y``, which can exceed int32: the transform is computed modulo
-  2**32 (two's complement adds and multiplies are exact in that ring, whatever the order)
-  and multiplied by the inverse of 9 modulo 2**32, which leaves ``64 Y`` exactly while ``|Y|
-  < 2**25``. The epilogue's ``comb`` constant is divided by ``2**shift`` (4 or 64) instead
-  (``common.fold_acc_shift``, bit-identical), or where that is inexact it shifts right
-  (``acc_shift``).
+  kernel's ``acc - corr``, with ``corr = 0``). F(4, 3): ``at = A^T diag(2, 4, 4, 1, 1, 8)``
+  (powers of two: shifts and adds) gives ``576 Y = 2**6 * 9 * Y``, which can exceed int32:
+  the transform is computed modulo 2**32 (two's complement adds and multiplies are exact in
+  that ring, whatever the order) and multiplied by the inverse of 9 modulo 2**32, which
+  leaves ``64 Y`` exactly while ``|Y| < 2**25``. The epilogue's ``comb`` constant is
+  divided by ``2**shift`` (4 or 64) instead (``common.fold_acc_shift``, bit-identical), or
+  where that is inexact it shifts right (``acc_shift``).
 
 The overflow bounds (:func:`fits`) are checked per layer on the actual transformed weights:
 every GEMM sum fits int32, per tap and output channel, and for F(4, 3) ``|Y| < 2**25``. A
@@ -82,10 +82,15 @@ class IntTile:
 
 
 def _f4_tile() -> IntTile:
-    """F(4, 3): ``diag(s) G`` is integer for s = (4, 6, 6, 24, 24, 1) (|entries| <= 4), and
-    ``A^T diag(24 / s)`` too, so the output transform yields 24 * 24 * Y = 2**6 * 9 * Y."""
+    """F(4, 3): ``diag(s) G`` is integer for s = (12, 6, 6, 24, 24, 3) (|entries| <= 4), and
+    ``A^T diag(24 / s)`` too, so the output transform yields 24 * 24 * Y = 2**6 * 9 * Y.
+
+    Every scale dividing 24 with ``diag(s) G`` integer gives that ``24 * 24``; this one makes
+    ``24 / s = (2, 4, 4, 1, 1, 8)`` powers of two, so the output transform is shifts and adds
+    (``s = (4, 6, 6, 24, 24, 1)`` multiplied by 6 and 24: three ops each), while ``|U|`` and
+    the GEMM bound (:func:`gemm_fits`) keep their maxima (the taps of rows 3 and 4)."""
     _, g, at = matrices(4)
-    s = np.array([4, 6, 6, 24, 24, 1], dtype=np.float64)
+    s = np.array([12, 6, 6, 24, 24, 3], dtype=np.float64)
     return IntTile(4, np.rint(s[:, None] * g).astype(np.int64),
                    np.rint(at * (24 / s)[None, :]).astype(np.int64), 6, 9, True)  # fmt: skip
 
