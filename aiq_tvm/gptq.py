@@ -16,7 +16,6 @@ max-abs scale is unchanged).
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import lapack
 
 __all__ = ["MAX_HESSIAN_BYTES", "HessianCollector", "conv_patches", "gptq_round"]
 
@@ -98,6 +97,20 @@ class HessianCollector:
         return {n: (s / self.counts[n]).astype(np.float32) for n, s in self.sums.items()}
 
 
+def _upper_inverse(r: np.ndarray, leaf: int = 256) -> np.ndarray:
+    """Inverse of an upper-triangular matrix by 2 x 2 blocks (a third of a general inverse's
+    work, in matrix products)."""
+    k = len(r)
+    if k <= leaf:
+        return np.linalg.inv(r)
+    m = k // 2
+    a_inv, d_inv = _upper_inverse(r[:m, :m], leaf), _upper_inverse(r[m:, m:], leaf)
+    out = np.zeros_like(r)
+    out[:m, :m], out[m:, m:] = a_inv, d_inv
+    out[:m, m:] = -(a_inv @ r[:m, m:]) @ d_inv
+    return out
+
+
 def _inverse_cholesky(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
     """Upper ``U`` with ``U^T U = (H + damp * mean(diag) I)^-1``, and the dead columns.
 
@@ -108,12 +121,7 @@ def _inverse_cholesky(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarra
     h[dead, dead] = 1.0
     h += damp * np.mean(np.diag(h)) * np.eye(len(h))
     r = np.linalg.cholesky(h[::-1, ::-1])[::-1, ::-1]
-    # LAPACK's triangular inverse: a third of a general inverse's work, and 3x faster than
-    # the same by 2 x 2 blocks in numpy (K = 4608: 1.1 s against 3.6 s on one core).
-    u, info = lapack.dtrtri(np.ascontiguousarray(r), lower=0)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"triangular inverse failed (LAPACK dtrtri info={info})")
-    return u, dead
+    return _upper_inverse(np.ascontiguousarray(r)), dead
 
 
 def _gptq_rows(w: np.ndarray, h: np.ndarray, scale: np.ndarray, qmax: int, damp: float,
