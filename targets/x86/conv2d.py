@@ -476,13 +476,13 @@ def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, req
     :func:`conv2d_cycles` so the modelled cycles are those of the kernel it builds."""
     fmts = _decode_choice(_layer_formats(spec, scheme, qmax, cpu), decode_once)
     fmt, plan = _plan_conv(spec, fmts, cpu)
-    elems = prod(spec.weight_shape)
+    w_bytes = prod(spec.weight_shape) * scheme.weight_bytes
     # An int4 decode form asked for (decode once, or unpack in the loop) is a direct kernel's.
     if scheme.name == "int4" and decode_once is not None and winograd is None:
         winograd = False
-    wplan = _winograd_pick(spec, scheme.name, requant, elems, fmt, cpu, winograd, database,
+    wplan = _winograd_pick(spec, scheme.name, requant, w_bytes, fmt, cpu, winograd, database,
                            tune_trials)  # fmt: skip
-    return ConvChoice(fmt, plan, wplan, elems * scheme.weight_bytes)
+    return ConvChoice(fmt, plan, wplan, w_bytes)
 
 
 def conv2d_cycles(spec: ConvSpec, scheme, target, numerics_target=None, *,
@@ -822,8 +822,9 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt) -> te
 
 def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials):
     """:func:`_winograd_pick` for a builder's ``args``."""
-    return _winograd_pick(spec, args.scheme.name, args.requant, args.weight.size, fmt, cpu,
-                          winograd, database, tune_trials)  # fmt: skip
+    return _winograd_pick(spec, args.scheme.name, args.requant,
+                          args.weight.size * args.scheme.weight_bytes, fmt, cpu, winograd,
+                          database, tune_trials)  # fmt: skip
 
 
 # Integer schemes the int16 Winograd kernels run (uint8 activations, weight codes within int8):
@@ -833,19 +834,17 @@ def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials
 WINOGRAD_INT_SCHEMES = ("int8", "int4")
 
 
-def _winograd_pick(spec, scheme_name, requant, w_elems, fmt, cpu, winograd, database,
+def _winograd_pick(spec, scheme_name, requant, w_bytes, fmt, cpu, winograd, database,
                    tune_trials):  # fmt: skip
     """The Winograd plan to use instead of the direct one, or None: fp32 without a
-    requantizing epilogue (F(2, 3) or F(4, 3)), int8 (F(2, 3) or F(4, 3) in int16, any
-    epilogue)."""
+    requantizing epilogue (F(2, 3) or F(4, 3)), int8 and int4 (F(2, 3) or F(4, 3) in int16,
+    any epilogue). ``w_bytes``: the direct kernel's weight bytes in memory."""
     if winograd is False:
         return None
     if scheme_name == "fp32" and not requant and wino.applies(spec):
         sizes, arith, margin = wino.TILE_SIZES, None, wino.SELECT_MARGIN
-        w_bytes = 4 * w_elems
     elif scheme_name in WINOGRAD_INT_SCHEMES and wino8.applies(spec, cpu):
         sizes, arith, margin = tuple(wino8.TILES), wino8.arith(cpu), wino8.select_margin(cpu)
-        w_bytes = w_elems if scheme_name == "int8" else -(-w_elems // 2)  # int8 / int4 codes
     else:
         return None
     if database is not None or tune_trials:
