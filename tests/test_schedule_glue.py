@@ -250,3 +250,41 @@ def test_uint8_pooling_fills_a_vector_of_bytes(channels, lanes):
     tvm.tirx.build(after, target=AVX2)["max_pool"](tvm.runtime.tensor(x), y)
     ref = x.reshape(1, 4, 2, 4, 2, channels).max(axis=(2, 4))
     np.testing.assert_array_equal(y.numpy(), ref)
+
+
+def _padded_max_pool(dtype: str) -> tvm.tirx.PrimFunc:
+    """ResNet's 3 x 3 / 2 max-pool with padding 1, as TVM legalizes it: a padded copy of the
+    input (larger than the pooled output) then the window reduction."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 16, 64), dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.max_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), layout="NHWC"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    return next(f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_a_pooling_pad_is_inlined_not_materialized(dtype):
+    """The padded input has more points than the pooled output (but fewer than output x
+    window): it must be inlined like any larger producer, not kept as a broadcast."""
+    func = _padded_max_pool(dtype)
+    before = s_tir.Schedule(func)
+    assert len(glue_mod._root_blocks(before)) == 2  # pad_temp, pool_max
+    after = glue_mod.schedule_glue_func(func, capabilities(tvm.target.Target(AVX2)).lanes32)
+    sch = s_tir.Schedule(after)
+    assert [sch.get(b).name_hint for b in glue_mod._root_blocks(sch)] == ["pool_max_init",
+                                                                         "pool_max_update"]
+    x = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 64)).astype(dtype)
+    y = tvm.runtime.tensor(np.zeros((1, 8, 8, 64), dtype))
+    lib = tvm.tirx.build(tvm.IRModule({"main": after.with_attr("global_symbol", "main")}),
+                         target=AVX2)
+    lib["main"](tvm.runtime.tensor(x), y)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)),
+                    constant_values=-np.inf)
+    ref = np.max([padded[:, i:i + 16:2, j:j + 16:2] for i in range(3) for j in range(3)], axis=0)
+    np.testing.assert_array_equal(y.numpy().astype(np.float64), ref)
