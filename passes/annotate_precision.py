@@ -165,9 +165,24 @@ class LayerReaders:
     residual: tuple[str, ...]
 
 
+# Ops a layer's uint8 output may pass through on its way to the layers reading it: a max
+# commutes with any non-decreasing quantizer (max(q(a), q(b)) = q(max(a, b)), and a padding of
+# -inf quantizes to 0, the smallest uint8), so the producer can requantize for the layers
+# behind the pool and the pool runs on bytes. ResNet's stem -> 3 x 3 / 2 max-pool -> block 1.
+_ORDER_PRESERVING = ("relax.nn.max_pool2d",)
+
+
+def _order_preserving_source(val, sources: dict):
+    """The layer variable ``val`` (an order-preserving op on one tensor) reads, else None."""
+    if not is_op(val, _ORDER_PRESERVING) or not isinstance(val.args[0], relax.Var):
+        return None
+    return sources.get(val.args[0])
+
+
 def layer_readers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
                   func_name: str = "main") -> dict[str, LayerReaders | None]:
-    """For each layer, the layers reading its output as data or as residual.
+    """For each layer, the layers reading its output as data or as residual, directly or
+    through max-pooling (``_ORDER_PRESERVING``).
 
     ``None`` when any other op, a weight or bias operand of a layer, or the function's result
     also reads the output (or nothing reads it).
@@ -176,17 +191,21 @@ def layer_readers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
     func = mod[func_name]
     layer_of_var = {e.var: e.name for e in entries if e.is_layer}
     readers: dict = {v: [] for v in layer_of_var}
+    source = {v: v for v in layer_of_var}  # a layer's output, or a pool of it -> the layer
 
     def note(expr, reader):
         for v in relax.analysis.free_vars(expr):
-            if v in readers:
-                readers[v].append(reader)
+            if v in source:
+                readers[source[v]].append(reader)
 
     layer_calls = {e.var: e for e in entries if e.is_layer}
     for block in func.body.blocks:
         for b in block.bindings:
             val = b.value
-            if b.var in layer_calls:
+            pooled = _order_preserving_source(val, source)
+            if pooled is not None:
+                source[b.var] = pooled
+            elif b.var in layer_calls:
                 info = parse_layer(mod[val.op])
                 roles = {info.data: "data", info.residual: "residual"}
                 for i, arg in enumerate(val.args):
