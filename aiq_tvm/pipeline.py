@@ -29,6 +29,7 @@ from .passes import (
     AnnotatePrecision,
     CancelTransposes,
     FoldConstantLayouts,
+    FuseTransposeQuantize,
     LimitVectorWidth,
     QuantizeAnnotated,
     ScheduleGlue,
@@ -86,6 +87,8 @@ def layout_passes() -> list:
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
         CancelTransposes(),
+        # What is left is the model input's transpose: quantize it while transposing.
+        FuseTransposeQuantize(),
         # Global average pooling over large feature maps sums in float32 one axis at a time.
         SplitLargeMeans(),
     ]

@@ -27,6 +27,7 @@ from .canonicalize_clip import CanonicalizeClip
 from .expose_layer_inputs import ExposeLayerInputs
 from .fills_to_scalars import FillsToScalars
 from .fold_constant_layouts import FoldConstantLayouts
+from .fuse_transpose_quantize import FuseTransposeQuantize
 from .lift_weights import LiftWeights
 from .limit_vector_width import LimitVectorWidth
 from .micro_batch import MICRO_FUNCTION, MicroBatch, inline_micro_batches
@@ -57,6 +58,7 @@ __all__ = [
     "MICRO_FUNCTION",
     "inline_micro_batches",
     "FoldConstantLayouts",
+    "FuseTransposeQuantize",
     "layer_table",
     "layer_consumers",
     "LayerReaders",

@@ -20,7 +20,7 @@ from .isa import (
     register_dot_family,
     register_isa,
 )
-from .quantize import quantize_kernel
+from .quantize import QUANTIZE_ATTR, quantize_kernel
 from .tune import TuneReport, tune_kernels
 
 # The AArch64 int8 dot families (usmmla / usdot, sdot, smull) register themselves in the
@@ -36,6 +36,7 @@ __all__ = [
     "KERNEL_ISAS",
     "Kernel",
     "KernelIsa",
+    "QUANTIZE_ATTR",
     "TuneReport",
     "UnsupportedLayer",
     "WeightFormat",
