@@ -143,14 +143,20 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         """Write the JSON, and GPTQ's second moments (when there are any) to
-        ``<path without .json>.hessians.npz`` beside it, named in the JSON."""
+        ``<path without .json>.hessians.npz`` beside it, named in the JSON. Symmetric moments
+        (what :class:`~aiq_tvm.gptq.HessianCollector` measures) keep their upper triangles
+        only: half the bytes, the same matrices back."""
         path = Path(path)
         data = self.to_dict()
         if self.hessians:
             side = path.with_name(path.name.removesuffix(".json") + ".hessians.npz")
             names = sorted(self.hessians)
-            np.savez(side, **{f"h{i}": self.hessians[n] for i, n in enumerate(names)})
-            data["hessians"] = {"file": side.name, "layers": names}
+            packed = all(_symmetric(self.hessians[n]) for n in names)
+            stored = [_upper_triangles(self.hessians[n]) if packed else self.hessians[n]
+                      for n in names]
+            np.savez(side, **{f"h{i}": h for i, h in enumerate(stored)})
+            data["hessians"] = {"file": side.name, "layers": names,
+                                "packing": "upper" if packed else "full"}
         path.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
@@ -164,9 +170,36 @@ class Calibration:
                 raise ValueError(f"calibration {path} keeps GPTQ's second moments in {side}, "
                                  "which is missing; copy it beside the JSON (without it the "
                                  "weights would be rounded differently from the saved run)")
+            packing = data["hessians"].get("packing", "full")  # files before packing: full
+            if packing not in _PACKINGS:
+                raise ValueError(f"calibration {path}: unknown hessian packing {packing!r} "
+                                 f"(valid: {', '.join(_PACKINGS)})")
             with np.load(side) as z:
-                cal.hessians = {n: z[f"h{i}"] for i, n in enumerate(data["hessians"]["layers"])}
+                cal.hessians = {n: _PACKINGS[packing](z[f"h{i}"])
+                                for i, n in enumerate(data["hessians"]["layers"])}
         return cal
+
+
+def _symmetric(h: np.ndarray) -> bool:
+    return h.ndim == 3 and h.shape[1] == h.shape[2] and np.array_equal(h, h.transpose(0, 2, 1))
+
+
+def _upper_triangles(h: np.ndarray) -> np.ndarray:
+    """``[groups, K, K]`` symmetric -> ``[groups, K (K + 1) / 2]``, row by row."""
+    rows, cols = np.triu_indices(h.shape[1])
+    return h[:, rows, cols]
+
+
+def _from_upper_triangles(t: np.ndarray) -> np.ndarray:
+    k = int(round((np.sqrt(8 * t.shape[1] + 1) - 1) / 2))
+    rows, cols = np.triu_indices(k)
+    h = np.zeros((t.shape[0], k, k), t.dtype)
+    h[:, rows, cols] = t
+    h[:, cols, rows] = t
+    return h
+
+
+_PACKINGS = {"full": lambda h: h, "upper": _from_upper_triangles}
 
 
 def _clean_stats(what: str, stats: Mapping) -> dict[str, np.ndarray]:

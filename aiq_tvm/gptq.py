@@ -93,8 +93,13 @@ class HessianCollector:
         self.counts[name] = self.counts.get(name, 0) + p.shape[1]
 
     def hessians(self) -> dict[str, np.ndarray]:
-        """Layer -> ``[groups, K, K]`` float32 second moments."""
-        return {n: (s / self.counts[n]).astype(np.float32) for n, s in self.sums.items()}
+        """Layer -> ``[groups, K, K]`` float32 second moments, exactly symmetric (BLAS may
+        sum the two triangles in different orders; a saved calibration keeps one of them)."""
+        out = {}
+        for n, s in self.sums.items():
+            m = s / self.counts[n]
+            out[n] = ((m + m.transpose(0, 2, 1)) / 2).astype(np.float32)
+        return out
 
 
 def _upper_inverse(r: np.ndarray, leaf: int = 256) -> np.ndarray:

@@ -3,6 +3,7 @@ calibration's input means, per-channel clipping of the weight range, and their p
 (calibration statistics, BuildConfig option, the passes hand the kernels the corrected
 values and nothing else)."""
 
+import json
 import re
 
 import numpy as np
@@ -235,3 +236,31 @@ def test_conv_patches_equal_an_explicit_loop_with_stride_padding_and_groups():
     positions = np.array([0, 5, oh * ow, 2 * oh * ow - 1])
     got = conv_patches(x, kernel, stride, padding, groups, positions)
     np.testing.assert_array_equal(got, want[:, positions])
+
+
+def test_saved_second_moments_keep_one_triangle_and_load_back_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    col = HessianCollector({"l": ("conv2d", (3, 3), (1, 1), (1, 1, 1, 1), 2)})
+    col.update("l", x)
+    h = col.hessians()["l"]  # [2, 72, 72]
+    np.testing.assert_array_equal(h, h.transpose(0, 2, 1))  # exactly symmetric
+    asym = {"a": rng.standard_normal((1, 3, 3)).astype(np.float32)}
+    sizes = {}
+    for name, hessians in (("sym", {"l": h}), ("asym", asym)):
+        cal = Calibration({"l": (0.0, 1.0)}, method="minmax", weight_correction="gptq",
+                          hessians=hessians)
+        cal.save(tmp_path / f"{name}.json")
+        back = Calibration.load(tmp_path / f"{name}.json")
+        for layer, m in hessians.items():
+            np.testing.assert_array_equal(back.hessian(layer), m)
+            assert back.hessian(layer).dtype == m.dtype
+        sizes[name] = json.loads((tmp_path / f"{name}.json").read_text())["hessians"]
+    assert sizes["sym"]["packing"] == "upper" and sizes["asym"]["packing"] == "full"
+    packed = (tmp_path / "sym.hessians.npz").stat().st_size
+    assert packed < 0.52 * h.nbytes  # 72 * 73 / 2 of 72 * 72 values, plus the npz header
+    data = json.loads((tmp_path / "sym.json").read_text())
+    data["hessians"]["packing"] = "lower"
+    (tmp_path / "sym.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="unknown hessian packing 'lower' \\(valid: full, upper"):
+        Calibration.load(tmp_path / "sym.json")
