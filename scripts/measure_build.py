@@ -108,6 +108,17 @@ def plan_weight_mb(res) -> float:
                for lc in res.cost.layers) / 2**20
 
 
+def calibration_files_mb(cal, folder: Path) -> dict:
+    """Size of the calibration a user saves beside a plan (``Calibration.save``: the JSON and
+    GPTQ's second moments), against the moments' size in memory."""
+    if cal is None:
+        return {}
+    cal.save(folder / "calibration.json")
+    files = [folder / "calibration.json", folder / "calibration.hessians.npz"]
+    return {"calibration_files_mb": sum(f.stat().st_size for f in files if f.is_file()) / 2**20,
+            "hessians_in_memory_mb": sum(h.nbytes for h in cal.hessians.values()) / 2**20}
+
+
 def _cpu_s() -> float:
     t = os.times()
     return t.user + t.system
@@ -147,6 +158,7 @@ def measure(args) -> dict:
     out["build_peak_rss_mb"] = _peak_mb()
     out["plan_weights_mb"] = plan_weight_mb(res)
     with tempfile.TemporaryDirectory() as tmp:
+        out |= calibration_files_mb(res.calibration, Path(tmp))
         path = str(Path(tmp) / "model.so")
         w0, c0 = time.perf_counter(), _cpu_s()
         # machine code is emitted here (or at first JIT)
