@@ -15,9 +15,10 @@ outer loop in parallel.  Two shapes get their own rule:
   element), as many lanes as fill a vector of its output's dtype (64 for uint8 on AVX-512);
 * a concatenation (an ``if_then_else`` chain on one axis) becomes one loop nest per input,
   the axis partitioned at the inputs' boundaries, so no element tests every input;
-* a copy whose innermost axis is not a multiple of the lanes (the model input transposed to
-  NHWC with 3 channels) runs its rows in parallel with that axis serial inside, since lanes
-  across rows compute every index with divisions.
+* a copy whose innermost axis is not a multiple of the lanes runs its rows in parallel with
+  that axis serial inside, since lanes across rows compute every index with divisions; when
+  that axis is a few channels read from channel planes (the model input transposed to NHWC
+  with 3 channels), the lanes run along a row's pixels instead, the channels unrolled.
 
 A function the rules fail on keeps TVM's default code; the pass warns
 (:class:`UnscheduledGlueWarning`, naming the function and the error) and lists it in
@@ -76,9 +77,10 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
     inner_extent = _extent(sch, spatial[-1])
     if n_spatial == len(kinds) and len(spatial) > 1 and inner_extent is not None \
             and inner_extent % lanes:
-        # Vector lanes across rows of a ragged innermost axis (a transpose to NHWC with 3
-        # channels) would each compute indices with divisions: keep that axis as a serial
-        # inner loop and run the rows in parallel.
+        if _lanes_along_rows(sch, block, spatial, lanes):
+            return
+        # Vector lanes across rows of a ragged innermost axis would each compute indices
+        # with divisions: keep that axis as a serial inner loop and run the rows in parallel.
         rows = sch.fuse(*spatial[:-1]) if len(spatial) > 2 else spatial[0]
         if (_extent(sch, rows) or 0) * inner_extent >= _MIN_PARALLEL:
             sch.parallel(rows)
@@ -93,6 +95,40 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
         sch.vectorize(inner)
     else:
         sch.parallel(fused)
+
+
+def _lanes_along_rows(sch, block, spatial, lanes: int) -> bool:
+    """A few output channels read from channel planes (the model input transposed from NCHW
+    to NHWC, 3 channels): vector lanes along the pixels of a row, the channels unrolled
+    around them, so each lane group loads contiguous pixels of one plane (the stores are
+    strided by the channels); the remaining rows run in parallel. Returns whether it applied.
+
+    Pixel by pixel with the channels serial inside, every element was a scalar load from a
+    distant plane: 8 x 3 x 224 x 224 float32 ran at 12 GB/s in MobileNetV2 (2 threads).
+    Applies when the innermost axis has fewer than ``lanes`` points, the next one a multiple
+    of ``lanes``, and some read's last index is that next axis (a contiguous input row).
+    """
+    if len(spatial) < 3:
+        return False
+    inner, row = _extent(sch, spatial[-1]), _extent(sch, spatial[-2])
+    if inner is None or row is None or inner >= lanes or row % lanes:
+        return False
+    node = sch.get(block)
+    pixel = node.iter_vars[len(spatial) - 2].var
+    if not any(r.region and _is_var(r.region[-1].min, pixel) for r in node.reads):
+        return False
+    rows = sch.fuse(*spatial[:-2]) if len(spatial) > 3 else spatial[0]
+    outer, lane = sch.split(spatial[-2], [None, lanes])
+    sch.reorder(outer, spatial[-1], lane)
+    sch.unroll(spatial[-1])
+    sch.vectorize(lane)
+    if (_extent(sch, rows) or 0) * row * inner >= _MIN_PARALLEL:
+        sch.parallel(rows)
+    return True
+
+
+def _is_var(expr, var) -> bool:
+    return isinstance(expr, tirx.Var) and expr.same_as(var)
 
 
 def _vectorize_under_reduction(sch, block, loops, kinds, n_spatial: int, lanes: int) -> bool:

@@ -173,15 +173,19 @@ class PoolExpected:
                                                   x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
 
 
-@I.ir_module
-class TransposeBefore:
-    @T.prim_func(s_tir=True)
-    def to_nhwc(x: T.Buffer((1, 3, 32, 32), "float32"), y: T.Buffer((1, 32, 32, 3), "float32")):
-        T.func_attr({"tirx.noalias": True})
-        for n, h, w, c in T.grid(1, 32, 32, 3):
-            with T.sblock("t"):
-                vn, vh, vw, vc = T.axis.remap("SSSS", [n, h, w, c])
-                y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+def _to_nhwc(width: int) -> tvm.IRModule:
+    @I.ir_module
+    class Transpose:
+        @T.prim_func(s_tir=True)
+        def to_nhwc(x: T.Buffer((1, 3, 32, width), "float32"),
+                    y: T.Buffer((1, 32, width, 3), "float32")):
+            T.func_attr({"tirx.noalias": True})
+            for n, h, w, c in T.grid(1, 32, width, 3):
+                with T.sblock("t"):
+                    vn, vh, vw, vc = T.axis.remap("SSSS", [n, h, w, c])
+                    y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+
+    return Transpose
 
 
 @I.ir_module
@@ -189,13 +193,35 @@ class TransposeExpected:
     @T.prim_func(s_tir=True)
     def to_nhwc(x: T.Buffer((1, 3, 32, 32), "float32"), y: T.Buffer((1, 32, 32, 3), "float32")):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        # 3 channels: no vector lanes across pixels (indices by division), pixels in parallel.
-        for n_h_w_fused in T.parallel(1024):
+        # 3 channels from 3 planes: lanes along a row's pixels (contiguous loads from one
+        # plane), the channels unrolled around them, the rows in parallel.
+        for n_h_fused in T.parallel(32):
+            for w_0 in range(4):
+                for c in T.unroll(3):
+                    for w_1 in T.vectorized(8):
+                        with T.sblock("t"):
+                            vn = T.axis.spatial(1, 0)
+                            vh = T.axis.spatial(32, n_h_fused)
+                            vw = T.axis.spatial(32, w_0 * 8 + w_1)
+                            vc = T.axis.spatial(3, c)
+                            T.reads(x[vn, vc, vh, vw])
+                            T.writes(y[vn, vh, vw, vc])
+                            y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+
+
+@I.ir_module
+class RaggedTransposeExpected:
+    @T.prim_func(s_tir=True)
+    def to_nhwc(x: T.Buffer((1, 3, 32, 30), "float32"), y: T.Buffer((1, 32, 30, 3), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        # Rows of 30 pixels do not split into 8 lanes: no vector lanes across pixels (indices
+        # by division), pixels in parallel, the 3 channels serial.
+        for n_h_w_fused in T.parallel(960):
             for c in range(3):
                 with T.sblock("t"):
                     vn = T.axis.spatial(1, 0)
-                    vh = T.axis.spatial(32, n_h_w_fused // 32)
-                    vw = T.axis.spatial(32, n_h_w_fused % 32)
+                    vh = T.axis.spatial(32, n_h_w_fused // 30)
+                    vw = T.axis.spatial(30, n_h_w_fused % 30)
                     vc = T.axis.spatial(3, c)
                     T.reads(x[vn, vc, vh, vw])
                     T.writes(y[vn, vh, vw, vc])
@@ -204,7 +230,8 @@ class TransposeExpected:
 
 @pytest.mark.parametrize(("before", "expected", "name", "shapes"), [
     (PoolBefore, PoolExpected, "max_pool", ((1, 32, 32, 16), (1, 16, 16, 16))),
-    (TransposeBefore, TransposeExpected, "to_nhwc", ((1, 3, 32, 32), (1, 32, 32, 3))),
+    (_to_nhwc(32), TransposeExpected, "to_nhwc", ((1, 3, 32, 32), (1, 32, 32, 3))),
+    (_to_nhwc(30), RaggedTransposeExpected, "to_nhwc", ((1, 3, 32, 30), (1, 32, 30, 3))),
 ])
 def test_reductions_and_ragged_transposes(before, expected, name, shapes):
     after = ScheduleGlue(AVX2)(before)
@@ -216,6 +243,8 @@ def test_reductions_and_ragged_transposes(before, expected, name, shapes):
         tvm.tirx.build(mod, target=AVX2)[name](tvm.runtime.tensor(x), y)
         outs.append(y.numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[1], x.transpose(0, 2, 3, 1) if name == "to_nhwc" else
+                                  x.reshape(1, 16, 2, 16, 2, 16).max(axis=(2, 4)))
 
 
 def _uint8_pool(channels: int) -> tvm.IRModule:
