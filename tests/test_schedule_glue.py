@@ -247,35 +247,42 @@ def test_reductions_and_ragged_transposes(before, expected, name, shapes):
                                   x.reshape(1, 16, 2, 16, 2, 16).max(axis=(2, 4)))
 
 
-def _uint8_pool(channels: int) -> tvm.IRModule:
+def _pool(channels: int, dtype: str = "uint8") -> tvm.IRModule:
+    low = T.uint8(0) if dtype == "uint8" else T.float32(-3.4e38)
+
     @I.ir_module
     class Pool:
         @T.prim_func(s_tir=True)
-        def max_pool(x: T.Buffer((1, 8, 8, channels), "uint8"),
-                     y: T.Buffer((1, 4, 4, channels), "uint8")):
+        def max_pool(x: T.Buffer((1, 8, 8, channels), dtype),
+                     y: T.Buffer((1, 4, 4, channels), dtype)):
             T.func_attr({"tirx.noalias": True})
             for n, h, w, c, rh, rw in T.grid(1, 4, 4, channels, 2, 2):
                 with T.sblock("pool"):
                     vn, vh, vw, vc, vrh, vrw = T.axis.remap("SSSSRR", [n, h, w, c, rh, rw])
                     with T.init():
-                        y[vn, vh, vw, vc] = T.uint8(0)
+                        y[vn, vh, vw, vc] = low
                     y[vn, vh, vw, vc] = T.max(y[vn, vh, vw, vc],
                                               x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
 
     return Pool
 
 
-@pytest.mark.parametrize(("channels", "lanes"), [(64, 32), (48, 16), (8, 8)])
-def test_uint8_pooling_fills_a_vector_of_bytes(channels, lanes):
+@pytest.mark.parametrize(("channels", "dtype", "lanes"), [
+    (64, "uint8", 32), (48, "uint8", 16), (8, "uint8", 8),
+    # Channels not a multiple of the 8 fp32 lanes (ShuffleNet's 24 on AVX-512): 4 lanes.
+    (12, "float32", 4), (12, "uint8", 4),
+])
+def test_pooling_fills_a_vector_its_channels_divide(channels, dtype, lanes):
     """AVX2 has 8 fp32 lanes, i.e. 32 uint8 lanes: a uint8 pool uses as many as divide its
-    channels (never fewer than the 32-bit lanes), and stays exact."""
-    before = _uint8_pool(channels)
+    channels (never fewer than the 32-bit lanes that divide them), a pool whose channels
+    are no multiple of 8 a half or a quarter of them; all stay exact."""
+    before = _pool(channels, dtype)
     after = ScheduleGlue(AVX2)(before)
     sch = s_tir.Schedule(after)
     inner = sch.get(sch.get_loops(sch.get_sblock("pool_update", func_name="max_pool"))[-1])
     assert inner.kind == tvm.tirx.ForKind.VECTORIZED and int(inner.extent) == lanes
-    x = np.random.default_rng(0).integers(0, 256, (1, 8, 8, channels)).astype(np.uint8)
-    y = tvm.runtime.tensor(np.zeros((1, 4, 4, channels), np.uint8))
+    x = np.random.default_rng(0).integers(0, 256, (1, 8, 8, channels)).astype(dtype)
+    y = tvm.runtime.tensor(np.zeros((1, 4, 4, channels), dtype))
     tvm.tirx.build(after, target=AVX2)["max_pool"](tvm.runtime.tensor(x), y)
     ref = x.reshape(1, 4, 2, 4, 2, channels).max(axis=(2, 4))
     np.testing.assert_array_equal(y.numpy(), ref)
