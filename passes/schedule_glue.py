@@ -18,8 +18,8 @@ outer loop in parallel.  Two shapes get their own rule:
   loop over the pixels, else one loop nest per input);
 * a copy whose innermost axis is not a multiple of the lanes runs its rows in parallel with
   that axis serial inside, since lanes across rows compute every index with divisions; when
-  that axis is a few channels read from channel planes (the model input transposed to NHWC
-  with 3 channels), the lanes run along a row's pixels instead, the channels unrolled.
+  that axis is short and the input is contiguous along another output axis (a transpose
+  between NCHW and NHWC), the lanes run along that axis instead, the short one unrolled.
 
 A function the rules fail on keeps TVM's default code; the pass warns
 (:class:`UnscheduledGlueWarning`, naming the function and the error) and lists it in
@@ -99,32 +99,38 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
 
 
 def _lanes_along_rows(sch, block, spatial, lanes: int) -> bool:
-    """A few output channels read from channel planes (the model input transposed from NCHW
-    to NHWC, 3 channels): vector lanes along the pixels of a row, the channels unrolled
-    around them, so each lane group loads contiguous pixels of one plane (the stores are
-    strided by the channels); the remaining rows run in parallel. Returns whether it applied.
+    """A transpose whose innermost output axis is short and ragged (the model input from NCHW
+    to NHWC: 3 channels; ShuffleNet's NHWC to NCHW: rows of 7 or 14 pixels): vector lanes
+    along the output axis its input is contiguous in (the pixels of a channel plane, the
+    channels of a pixel), the short axis unrolled around them, so each lane group loads
+    contiguous input (the stores are strided); all other axes fused and run in parallel.
+    Returns whether it applied.
 
-    Pixel by pixel with the channels serial inside, every element was a scalar load from a
-    distant plane: 8 x 3 x 224 x 224 float32 ran at 12 GB/s in MobileNetV2 (2 threads).
-    Applies when the innermost axis has fewer than ``lanes`` points, the next one a multiple
-    of ``lanes``, and some read's last index is that next axis (a contiguous input row).
+    Point by point with the short axis serial inside, every element was a scalar load from a
+    distant row: 8 x 3 x 224 x 224 float32 to NHWC ran at 12 GB/s in MobileNetV2 (2 threads).
+    Applies when the innermost axis has at most ``lanes`` points, and some read's last index
+    is another output axis whose extent a part of ``lanes`` (see :func:`_dividing_lanes`)
+    divides.
     """
-    if len(spatial) < 3:
-        return False
-    inner, row = _extent(sch, spatial[-1]), _extent(sch, spatial[-2])
-    if inner is None or row is None or inner >= lanes or row % lanes:
+    inner = _extent(sch, spatial[-1])
+    if len(spatial) < 3 or inner is None or inner > lanes:
         return False
     node = sch.get(block)
-    pixel = node.iter_vars[len(spatial) - 2].var
-    if not any(r.region and _is_var(r.region[-1].min, pixel) for r in node.reads):
+    last = [r.region[-1].min for r in node.reads if r.region]
+    axis = next((i for i, iv in enumerate(node.iter_vars[:len(spatial) - 1])
+                 if any(_is_var(m, iv.var) for m in last)
+                 and _dividing_lanes(_extent(sch, spatial[i]), lanes)), None)
+    if axis is None:
         return False
-    rows = sch.fuse(*spatial[:-2]) if len(spatial) > 3 else spatial[0]
-    outer, lane = sch.split(spatial[-2], [None, lanes])
-    sch.reorder(outer, spatial[-1], lane)
+    width = _dividing_lanes(_extent(sch, spatial[axis]), lanes)
+    outer, lane = sch.split(spatial[axis], [None, width])
+    rows = [outer if i == axis else lp for i, lp in enumerate(spatial[:-1])]
+    sch.reorder(*rows, spatial[-1], lane)
+    fused = sch.fuse(*rows) if len(rows) > 1 else rows[0]
     sch.unroll(spatial[-1])
     sch.vectorize(lane)
-    if (_extent(sch, rows) or 0) * row * inner >= _MIN_PARALLEL:
-        sch.parallel(rows)
+    if (_extent(sch, fused) or 0) * width * inner >= _MIN_PARALLEL:
+        sch.parallel(fused)
     return True
 
 
@@ -165,11 +171,12 @@ def _vectorize_under_reduction(sch, block, loops, kinds, n_spatial: int, lanes: 
 
 
 def _dividing_lanes(extent: int | None, lanes: int) -> int | None:
-    """``lanes``, halved at most twice until it divides ``extent`` (None if it never does)."""
+    """``lanes``, halved at most twice (not below 4) until it divides ``extent`` (None if it
+    never does)."""
     if extent is None:
         return None
     for part in (lanes, lanes // 2, lanes // 4):
-        if part >= 2 and extent % part == 0:
+        if part >= 4 and extent % part == 0:
             return part
     return None
 

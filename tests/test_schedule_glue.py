@@ -194,19 +194,49 @@ class TransposeExpected:
     def to_nhwc(x: T.Buffer((1, 3, 32, 32), "float32"), y: T.Buffer((1, 32, 32, 3), "float32")):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         # 3 channels from 3 planes: lanes along a row's pixels (contiguous loads from one
-        # plane), the channels unrolled around them, the rows in parallel.
-        for n_h_fused in T.parallel(32):
-            for w_0 in range(4):
-                for c in T.unroll(3):
-                    for w_1 in T.vectorized(8):
-                        with T.sblock("t"):
-                            vn = T.axis.spatial(1, 0)
-                            vh = T.axis.spatial(32, n_h_fused)
-                            vw = T.axis.spatial(32, w_0 * 8 + w_1)
-                            vc = T.axis.spatial(3, c)
-                            T.reads(x[vn, vc, vh, vw])
-                            T.writes(y[vn, vh, vw, vc])
-                            y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+        # plane), the channels unrolled around them, rows x pixel blocks in parallel.
+        for n_h_w_0_fused in T.parallel(128):
+            for c in T.unroll(3):
+                for w_1 in T.vectorized(8):
+                    with T.sblock("t"):
+                        vn = T.axis.spatial(1, 0)
+                        vh = T.axis.spatial(32, n_h_w_0_fused // 4)
+                        vw = T.axis.spatial(32, n_h_w_0_fused % 4 * 8 + w_1)
+                        vc = T.axis.spatial(3, c)
+                        T.reads(x[vn, vc, vh, vw])
+                        T.writes(y[vn, vh, vw, vc])
+                        y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+
+
+@I.ir_module
+class ToNCHWBefore:
+    @T.prim_func(s_tir=True)
+    def to_nchw(x: T.Buffer((2, 7, 7, 64), "float32"), y: T.Buffer((2, 64, 7, 7), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for n, c, h, w in T.grid(2, 64, 7, 7):
+            with T.sblock("t"):
+                vn, vc, vh, vw = T.axis.remap("SSSS", [n, c, h, w])
+                y[vn, vc, vh, vw] = x[vn, vh, vw, vc]
+
+
+@I.ir_module
+class ToNCHWExpected:
+    @T.prim_func(s_tir=True)
+    def to_nchw(x: T.Buffer((2, 7, 7, 64), "float32"), y: T.Buffer((2, 64, 7, 7), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        # Rows of 7 pixels (ShuffleNet's NHWC -> NCHW before a channel shuffle): lanes along
+        # the channels the input is contiguous in, the 7 pixels unrolled around them.
+        for n_c_0_h_fused in T.parallel(112):
+            for w in T.unroll(7):
+                for c_1 in T.vectorized(8):
+                    with T.sblock("t"):
+                        vn = T.axis.spatial(2, n_c_0_h_fused // 56)
+                        vc = T.axis.spatial(64, n_c_0_h_fused % 56 // 7 * 8 + c_1)
+                        vh = T.axis.spatial(7, n_c_0_h_fused % 7)
+                        vw = T.axis.spatial(7, w)
+                        T.reads(x[vn, vh, vw, vc])
+                        T.writes(y[vn, vc, vh, vw])
+                        y[vn, vc, vh, vw] = x[vn, vh, vw, vc]
 
 
 @I.ir_module
@@ -214,7 +244,7 @@ class RaggedTransposeExpected:
     @T.prim_func(s_tir=True)
     def to_nhwc(x: T.Buffer((1, 3, 32, 30), "float32"), y: T.Buffer((1, 32, 30, 3), "float32")):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        # Rows of 30 pixels do not split into 8 lanes: no vector lanes across pixels (indices
+        # Rows of 30 pixels do not split into 4 or 8 lanes: no vector lanes across pixels (indices
         # by division), pixels in parallel, the 3 channels serial.
         for n_h_w_fused in T.parallel(960):
             for c in range(3):
@@ -232,6 +262,7 @@ class RaggedTransposeExpected:
     (PoolBefore, PoolExpected, "max_pool", ((1, 32, 32, 16), (1, 16, 16, 16))),
     (_to_nhwc(32), TransposeExpected, "to_nhwc", ((1, 3, 32, 32), (1, 32, 32, 3))),
     (_to_nhwc(30), RaggedTransposeExpected, "to_nhwc", ((1, 3, 32, 30), (1, 32, 30, 3))),
+    (ToNCHWBefore, ToNCHWExpected, "to_nchw", ((2, 7, 7, 64), (2, 64, 7, 7))),
 ])
 def test_reductions_and_ragged_transposes(before, expected, name, shapes):
     after = ScheduleGlue(AVX2)(before)
@@ -243,8 +274,9 @@ def test_reductions_and_ragged_transposes(before, expected, name, shapes):
         tvm.tirx.build(mod, target=AVX2)[name](tvm.runtime.tensor(x), y)
         outs.append(y.numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
-    np.testing.assert_array_equal(outs[1], x.transpose(0, 2, 3, 1) if name == "to_nhwc" else
-                                  x.reshape(1, 16, 2, 16, 2, 16).max(axis=(2, 4)))
+    ref = {"to_nhwc": lambda: x.transpose(0, 2, 3, 1), "to_nchw": lambda: x.transpose(0, 3, 1, 2),
+           "max_pool": lambda: x.reshape(1, 16, 2, 16, 2, 16).max(axis=(2, 4))}[name]()
+    np.testing.assert_array_equal(outs[1], ref)
 
 
 def _pool(channels: int, dtype: str = "uint8") -> tvm.IRModule:
