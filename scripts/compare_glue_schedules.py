@@ -9,6 +9,8 @@ isolated times differ by more than 15 %::
         --plan int8 --batch 8 --before 08f0439
 
 Builds run without the lock (run the script under ``nice``); timing takes /work/bench.lock.
+``--clock cpu`` times the inferences in process CPU time (with ``TVM_NUM_THREADS=1``: less
+disturbed by other jobs on a shared host than the wall clock).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="git revision of the 'before' ScheduleGlue")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--lock", default="/work/bench.lock")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="inference timer: wall clock or process CPU time")
     args = ap.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     import torch
@@ -72,6 +76,7 @@ def main() -> None:
     x = tvm.runtime.tensor(builds["after"][0].example_input(args.batch))
     same = np.array_equal(*(vm["main"](x).numpy() for _, vm in builds.values()))
     per_round = 10 if args.batch == 1 else 4
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     rounds: dict[str, list[float]] = {t: [] for t in builds}
     with open(args.lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -80,14 +85,15 @@ def main() -> None:
                 vm["main"](x)
         for _ in range(args.rounds):
             for tag, (_, vm) in builds.items():
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(per_round):
                     vm["main"](x)
-                rounds[tag].append((time.perf_counter() - t0) / per_round * 1e3)
+                rounds[tag].append((clock() - t0) / per_round * 1e3)
         iso = {tag: profile(res, args.batch, repeat=9) for tag, (res, _) in builds.items()}
     b, a = (float(np.median(rounds[t])) for t in ("before", "after"))
     print(f"{args.model} {args.plan} batch {args.batch}: plain inference before {b:.3f} ms, "
-          f"after {a:.3f} ms (medians of {args.rounds} alternating rounds), outputs identical: "
+          f"after {a:.3f} ms ({args.clock} clock, {os.environ['TVM_NUM_THREADS']} threads, medians "
+          f"of {args.rounds} alternating rounds), outputs identical: "
           f"{same}; unscheduled glue after: {builds['after'][0].unscheduled_glue(args.batch)}")
     print(f"isolated sums: before {sum(u for _, u in iso['before']) / 1e3:.3f} ms, after "
           f"{sum(u for _, u in iso['after']) / 1e3:.3f} ms\n")
