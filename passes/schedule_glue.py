@@ -13,11 +13,13 @@ outer loop in parallel.  Two shapes get their own rule:
 * a reduction over a channels-last tensor (max/avg pooling, mean over H and W) keeps its
   channel lanes innermost, inside the window loops (instead of a scalar reduction per output
   element), as many lanes as fill a vector of its output's dtype (64 for uint8 on AVX-512);
-* a concatenation (an ``if_then_else`` chain on one axis) becomes one loop nest per input,
-  the axis partitioned at the inputs' boundaries, so no element tests every input;
-* a copy whose innermost axis is not a multiple of the lanes (the model input transposed to
-  NHWC with 3 channels) runs its rows in parallel with that axis serial inside, since lanes
-  across rows compute every index with divisions.
+* a concatenation (an ``if_then_else`` chain on one axis) has that axis partitioned at the
+  inputs' boundaries, so no element tests every input (channels-last: inside a parallel
+  loop over the pixels, else one loop nest per input);
+* a copy whose innermost axis is not a multiple of the lanes runs its rows in parallel with
+  that axis serial inside, since lanes across rows compute every index with divisions; when
+  that axis is short and the input is contiguous along another output axis (a transpose
+  between NCHW and NHWC), the lanes run along that axis instead, the short one unrolled.
 
 A function the rules fail on keeps TVM's default code; the pass warns
 (:class:`UnscheduledGlueWarning`, naming the function and the error) and lists it in
@@ -76,9 +78,10 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
     inner_extent = _extent(sch, spatial[-1])
     if n_spatial == len(kinds) and len(spatial) > 1 and inner_extent is not None \
             and inner_extent % lanes:
-        # Vector lanes across rows of a ragged innermost axis (a transpose to NHWC with 3
-        # channels) would each compute indices with divisions: keep that axis as a serial
-        # inner loop and run the rows in parallel.
+        if _lanes_along_rows(sch, block, spatial, lanes):
+            return
+        # Vector lanes across rows of a ragged innermost axis would each compute indices
+        # with divisions: keep that axis as a serial inner loop and run the rows in parallel.
         rows = sch.fuse(*spatial[:-1]) if len(spatial) > 2 else spatial[0]
         if (_extent(sch, rows) or 0) * inner_extent >= _MIN_PARALLEL:
             sch.parallel(rows)
@@ -95,19 +98,62 @@ def _schedule_block(sch: s_tir.Schedule, block, lanes: int) -> None:
         sch.parallel(fused)
 
 
+def _lanes_along_rows(sch, block, spatial, lanes: int) -> bool:
+    """A transpose whose innermost output axis is short and ragged (the model input from NCHW
+    to NHWC: 3 channels; ShuffleNet's NHWC to NCHW: rows of 7 or 14 pixels): vector lanes
+    along the output axis its input is contiguous in (the pixels of a channel plane, the
+    channels of a pixel), the short axis unrolled around them, so each lane group loads
+    contiguous input (the stores are strided); all other axes fused and run in parallel.
+    Returns whether it applied.
+
+    Point by point with the short axis serial inside, every element was a scalar load from a
+    distant row: 8 x 3 x 224 x 224 float32 to NHWC ran at 12 GB/s in MobileNetV2 (2 threads).
+    Applies when the innermost axis has at most ``lanes`` points, and some read's last index
+    is another output axis whose extent a part of ``lanes`` (see :func:`_dividing_lanes`)
+    divides.
+    """
+    inner = _extent(sch, spatial[-1])
+    if len(spatial) < 3 or inner is None or inner > lanes:
+        return False
+    node = sch.get(block)
+    last = [r.region[-1].min for r in node.reads if r.region]
+    axis = next((i for i, iv in enumerate(node.iter_vars[:len(spatial) - 1])
+                 if any(_is_var(m, iv.var) for m in last)
+                 and _dividing_lanes(_extent(sch, spatial[i]), lanes)), None)
+    if axis is None:
+        return False
+    width = _dividing_lanes(_extent(sch, spatial[axis]), lanes)
+    outer, lane = sch.split(spatial[axis], [None, width])
+    rows = [outer if i == axis else lp for i, lp in enumerate(spatial[:-1])]
+    sch.reorder(*rows, spatial[-1], lane)
+    fused = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    sch.unroll(spatial[-1])
+    sch.vectorize(lane)
+    if (_extent(sch, fused) or 0) * width * inner >= _MIN_PARALLEL:
+        sch.parallel(fused)
+    return True
+
+
+def _is_var(expr, var) -> bool:
+    return isinstance(expr, tirx.Var) and expr.same_as(var)
+
+
 def _vectorize_under_reduction(sch, block, loops, kinds, n_spatial: int, lanes: int) -> bool:
     """A reduction over a channels-last tensor (pooling, mean over H and W): vector lanes
     along the innermost spatial axis, inside the reduction loops, parallel over the rest.
 
     Applies when the block's loops are its spatial iterators then its reduction iterators
-    and the innermost spatial extent is a multiple of ``lanes``; returns whether it did.
+    and the innermost spatial extent is a multiple of ``lanes`` or of a part of them down to
+    a quarter (24 channels: 8 of 16 lanes); returns whether it did. ShuffleNet's 3 x 3 / 2
+    max-pool of 24 channels ran as one scalar reduction per output element instead: 2 GB/s.
     """
     if len(kinds) == n_spatial or len(loops) != len(kinds):
         return False
     if any(k != 2 for k in kinds[n_spatial:]):  # 2 == kCommReduce
         return False
     extent = _extent(sch, loops[n_spatial - 1])
-    if extent is None or extent % lanes:
+    lanes = _dividing_lanes(extent, lanes)
+    if lanes is None:
         return False
     lanes = _dtype_lanes(sch, block, lanes, extent)
     spatial, reduction = loops[:n_spatial], loops[n_spatial:]
@@ -122,6 +168,17 @@ def _vectorize_under_reduction(sch, block, loops, kinds, n_spatial: int, lanes: 
     init = sch.decompose_reduction(block, reduction[0])
     sch.vectorize(sch.get_loops(init)[-1])
     return True
+
+
+def _dividing_lanes(extent: int | None, lanes: int) -> int | None:
+    """``lanes``, halved at most twice (not below 4) until it divides ``extent`` (None if it
+    never does)."""
+    if extent is None:
+        return None
+    for part in (lanes, lanes // 2, lanes // 4):
+        if part >= 4 and extent % part == 0:
+            return part
+    return None
 
 
 def _dtype_lanes(sch: s_tir.Schedule, block, lanes: int, extent: int) -> int:
@@ -194,11 +251,9 @@ def _schedule_concat(sch: s_tir.Schedule, block, lanes: int) -> bool:
     14 x 14 x 992, one thread) ran at 0.6 GB/s. The concat axis is moved outermost and
     partitioned at the inputs' boundaries; in each part the conditions are constant (the
     simplifier removes them). A part's loop starts at its input's offset, which ``fuse``
-    refuses, so it is not fused: channels-last (concat axis innermost), the other axes run
-    in parallel and the part's channels in a serial loop, which LLVM vectorizes (``split``
-    refuses it too, and a whole 512-channel part as vector lanes makes LLVM crawl, see
-    LimitVectorWidth); otherwise the part's channels run in parallel and the other axes,
-    fused, in vector lanes.
+    refuses, so it is not fused: the part's channels run in parallel and the other axes,
+    fused, in vector lanes. Channels-last (concat axis innermost) see
+    :func:`_concat_channels_last`.
     """
     found = _concat_segments(sch, block)
     loops = sch.get_loops(block)
@@ -207,7 +262,9 @@ def _schedule_concat(sch: s_tir.Schedule, block, lanes: int) -> bool:
     axis, sizes = found
     if len(sizes) < 2 or any(k != 0 for k in _iter_kinds(sch, block)):
         return False
-    innermost = axis == len(loops) - 1
+    if axis == len(loops) - 1:
+        _concat_channels_last(sch, loops, sizes)
+        return True
     others = [lp for i, lp in enumerate(loops) if i != axis]
     sch.reorder(loops[axis], *others)
     # The last part as None: loop_partition refuses factors that add up to the extent.
@@ -217,16 +274,29 @@ def _schedule_concat(sch: s_tir.Schedule, block, lanes: int) -> bool:
         rest = sch.get_loops(blk)[1:]
         fused = sch.fuse(*rest) if len(rest) > 1 else rest[0]
         total = (_extent(sch, fused) or 0) * size
-        if innermost:
-            sch.reorder(fused, part)
-            if total >= _MIN_PARALLEL:
-                sch.parallel(fused)
-            continue  # the part's loop stays serial: LLVM's loop vectorizer takes it
         if total >= _MIN_PARALLEL:
             sch.parallel(part)
         if (_extent(sch, fused) or 0) % lanes == 0:
             sch.vectorize(sch.split(fused, [None, lanes])[1])
     return True
+
+
+def _concat_channels_last(sch: s_tir.Schedule, loops: list, sizes: list[int]) -> None:
+    """A concatenation on the innermost axis: the other axes fused and run in parallel, the
+    concat axis partitioned inside them, so each pixel copies its inputs' channels in turn
+    and the output is written as one stream. Each part's loop stays serial: LLVM's loop
+    vectorizer takes it (``split`` refuses a loop that starts at the input's offset, and a
+    whole 512-channel part as vector lanes makes LLVM crawl, see LimitVectorWidth).
+
+    One loop nest per input over all pixels instead wrote the output in strided slices, and
+    LLVM vectorized some nests across pixels with gathers: DenseNet's concat of 6 inputs +
+    ReLU at 8 x 56 x 56 x 224 float32 ran 4x slower than with the pixels outside.
+    """
+    rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    if (_extent(sch, rows) or 0) * sum(sizes) >= _MIN_PARALLEL:
+        sch.parallel(rows)
+    # The last part as None: loop_partition refuses factors that add up to the extent.
+    sch.loop_partition(loops[-1], [*sizes[:-1], None])
 
 
 def _root_blocks(sch: s_tir.Schedule) -> list:

@@ -5,7 +5,10 @@ own, repeated, so its weights and input stay in cache. This script also times ea
 inside consecutive whole inferences (a VM instrument records the time between the call's
 start and end): a call much slower in situ pays for cold weights or activations, and the
 plain loop's time against the in-situ sum shows the VM's own overhead. Prints the plain
-inference time, the in-situ and isolated sums, then one line per call. Run under the lock::
+inference time, the in-situ and isolated sums, then one line per call with the bytes of its
+arguments (every input read once and the output written once: a lower bound on its memory
+traffic) and the isolated rate in GB/s, which flags a memory-bound kernel (a transpose, a
+pooling, a residual add) running far below a streaming copy. Run under the lock::
 
     TVM_NUM_THREADS=2 flock /work/bench.lock python scripts/profile_insitu.py \
         --model resnet50 --plan int8 --batch 1
@@ -20,9 +23,18 @@ import time
 import numpy as np
 
 
-def insitu_times(vm, x, runs: int) -> tuple[list[str], list[float], float, float]:
-    """(call names, median in-situ us per call, plain ms, instrumented ms) of ``runs``
-    inferences of the VM's ``main``."""
+def _nbytes(arg) -> int:
+    shape = getattr(arg, "shape", None)
+    if shape is None:
+        return 0
+    dtype = np.dtype(str(arg.dtype)) if str(arg.dtype) != "bool" else np.dtype(bool)
+    return int(np.prod([int(d) for d in shape])) * dtype.itemsize
+
+
+def insitu_times(vm, x, runs: int
+                 ) -> tuple[list[str], list[float], float, float, list[int]]:
+    """(call names, median in-situ us per call, plain ms, instrumented ms, bytes of each
+    call's arguments) of ``runs`` inferences of the VM's ``main``."""
     f = vm["main"]
     for _ in range(5):
         f(x)
@@ -32,6 +44,15 @@ def insitu_times(vm, x, runs: int) -> tuple[list[str], list[float], float, float
     plain = (time.perf_counter() - t0) / runs * 1e3
     rec: list = []
     start = [0.0]
+    sizes: list[int] = []
+
+    def record_sizes(func, name, before_run, ret_value, *args):
+        if before_run and not str(name).startswith("vm."):
+            sizes.append(sum(_nbytes(a) for a in args))
+        return 0
+
+    vm.set_instrument(record_sizes)
+    f(x)
 
     def instrument(func, name, before_run, ret_value, *args):
         if not str(name).startswith("vm."):
@@ -51,7 +72,7 @@ def insitu_times(vm, x, runs: int) -> tuple[list[str], list[float], float, float
         per_run.append(list(rec))
     names = [n for n, _ in per_run[0]]
     us = [float(np.median([r[i][1] for r in per_run])) * 1e6 for i in range(len(names))]
-    return names, us, plain, float(np.median(totals)) * 1e3
+    return names, us, plain, float(np.median(totals)) * 1e3, sizes
 
 
 def main() -> None:
@@ -76,15 +97,17 @@ def main() -> None:
                         batch_size=args.batch, eval_batch_size=16, micro_batch=None)
     vm = res.vm(args.batch)  # weights bound: vm["main"](x)
     x = tvm.runtime.tensor(res.example_input(args.batch))
-    names, insitu, plain, instrumented = insitu_times(vm, x, args.runs)
+    names, insitu, plain, instrumented, sizes = insitu_times(vm, x, args.runs)
     iso = profile(res, args.batch, repeat=9)
     print(f"{args.model} {args.plan} batch {args.batch}: plain inference {plain:.3f} ms, "
           f"instrumented {instrumented:.3f} ms, in-situ sum {sum(insitu) / 1e3:.3f} ms, "
           f"isolated sum {sum(u for _, u in iso) / 1e3:.3f} ms\n")
-    print("| # | kernel | in situ us | isolated us | ratio |\n|---|---|---|---|---|")
+    print("| # | kernel | in situ us | isolated us | ratio | MB | isolated GB/s |\n"
+          "|---|---|---|---|---|---|---|")
     for i, (name, us) in enumerate(zip(names, insitu, strict=True)):
         iso_us = iso[i][1] if i < len(iso) else float("nan")
-        print(f"| {i} | {name} | {us:.1f} | {iso_us:.1f} | {us / iso_us:.2f} |")
+        print(f"| {i} | {name} | {us:.1f} | {iso_us:.1f} | {us / iso_us:.2f} | "
+              f"{sizes[i] / 1e6:.3f} | {sizes[i] / iso_us / 1e3:.1f} |")
 
 
 if __name__ == "__main__":

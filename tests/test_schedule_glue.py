@@ -173,15 +173,19 @@ class PoolExpected:
                                                   x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
 
 
-@I.ir_module
-class TransposeBefore:
-    @T.prim_func(s_tir=True)
-    def to_nhwc(x: T.Buffer((1, 3, 32, 32), "float32"), y: T.Buffer((1, 32, 32, 3), "float32")):
-        T.func_attr({"tirx.noalias": True})
-        for n, h, w, c in T.grid(1, 32, 32, 3):
-            with T.sblock("t"):
-                vn, vh, vw, vc = T.axis.remap("SSSS", [n, h, w, c])
-                y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+def _to_nhwc(width: int) -> tvm.IRModule:
+    @I.ir_module
+    class Transpose:
+        @T.prim_func(s_tir=True)
+        def to_nhwc(x: T.Buffer((1, 3, 32, width), "float32"),
+                    y: T.Buffer((1, 32, width, 3), "float32")):
+            T.func_attr({"tirx.noalias": True})
+            for n, h, w, c in T.grid(1, 32, width, 3):
+                with T.sblock("t"):
+                    vn, vh, vw, vc = T.axis.remap("SSSS", [n, h, w, c])
+                    y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+
+    return Transpose
 
 
 @I.ir_module
@@ -189,13 +193,65 @@ class TransposeExpected:
     @T.prim_func(s_tir=True)
     def to_nhwc(x: T.Buffer((1, 3, 32, 32), "float32"), y: T.Buffer((1, 32, 32, 3), "float32")):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        # 3 channels: no vector lanes across pixels (indices by division), pixels in parallel.
-        for n_h_w_fused in T.parallel(1024):
+        # 3 channels from 3 planes: lanes along a row's pixels (contiguous loads from one
+        # plane), the channels unrolled around them, rows x pixel blocks in parallel.
+        for n_h_w_0_fused in T.parallel(128):
+            for c in T.unroll(3):
+                for w_1 in T.vectorized(8):
+                    with T.sblock("t"):
+                        vn = T.axis.spatial(1, 0)
+                        vh = T.axis.spatial(32, n_h_w_0_fused // 4)
+                        vw = T.axis.spatial(32, n_h_w_0_fused % 4 * 8 + w_1)
+                        vc = T.axis.spatial(3, c)
+                        T.reads(x[vn, vc, vh, vw])
+                        T.writes(y[vn, vh, vw, vc])
+                        y[vn, vh, vw, vc] = x[vn, vc, vh, vw]
+
+
+@I.ir_module
+class ToNCHWBefore:
+    @T.prim_func(s_tir=True)
+    def to_nchw(x: T.Buffer((2, 7, 7, 64), "float32"), y: T.Buffer((2, 64, 7, 7), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for n, c, h, w in T.grid(2, 64, 7, 7):
+            with T.sblock("t"):
+                vn, vc, vh, vw = T.axis.remap("SSSS", [n, c, h, w])
+                y[vn, vc, vh, vw] = x[vn, vh, vw, vc]
+
+
+@I.ir_module
+class ToNCHWExpected:
+    @T.prim_func(s_tir=True)
+    def to_nchw(x: T.Buffer((2, 7, 7, 64), "float32"), y: T.Buffer((2, 64, 7, 7), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        # Rows of 7 pixels (ShuffleNet's NHWC -> NCHW before a channel shuffle): lanes along
+        # the channels the input is contiguous in, the 7 pixels unrolled around them.
+        for n_c_0_h_fused in T.parallel(112):
+            for w in T.unroll(7):
+                for c_1 in T.vectorized(8):
+                    with T.sblock("t"):
+                        vn = T.axis.spatial(2, n_c_0_h_fused // 56)
+                        vc = T.axis.spatial(64, n_c_0_h_fused % 56 // 7 * 8 + c_1)
+                        vh = T.axis.spatial(7, n_c_0_h_fused % 7)
+                        vw = T.axis.spatial(7, w)
+                        T.reads(x[vn, vh, vw, vc])
+                        T.writes(y[vn, vc, vh, vw])
+                        y[vn, vc, vh, vw] = x[vn, vh, vw, vc]
+
+
+@I.ir_module
+class RaggedTransposeExpected:
+    @T.prim_func(s_tir=True)
+    def to_nhwc(x: T.Buffer((1, 3, 32, 30), "float32"), y: T.Buffer((1, 32, 30, 3), "float32")):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        # Rows of 30 pixels do not split into 4 or 8 lanes: no vector lanes across pixels (indices
+        # by division), pixels in parallel, the 3 channels serial.
+        for n_h_w_fused in T.parallel(960):
             for c in range(3):
                 with T.sblock("t"):
                     vn = T.axis.spatial(1, 0)
-                    vh = T.axis.spatial(32, n_h_w_fused // 32)
-                    vw = T.axis.spatial(32, n_h_w_fused % 32)
+                    vh = T.axis.spatial(32, n_h_w_fused // 30)
+                    vw = T.axis.spatial(30, n_h_w_fused % 30)
                     vc = T.axis.spatial(3, c)
                     T.reads(x[vn, vc, vh, vw])
                     T.writes(y[vn, vh, vw, vc])
@@ -204,7 +260,9 @@ class TransposeExpected:
 
 @pytest.mark.parametrize(("before", "expected", "name", "shapes"), [
     (PoolBefore, PoolExpected, "max_pool", ((1, 32, 32, 16), (1, 16, 16, 16))),
-    (TransposeBefore, TransposeExpected, "to_nhwc", ((1, 3, 32, 32), (1, 32, 32, 3))),
+    (_to_nhwc(32), TransposeExpected, "to_nhwc", ((1, 3, 32, 32), (1, 32, 32, 3))),
+    (_to_nhwc(30), RaggedTransposeExpected, "to_nhwc", ((1, 3, 32, 30), (1, 32, 30, 3))),
+    (ToNCHWBefore, ToNCHWExpected, "to_nchw", ((2, 7, 7, 64), (2, 64, 7, 7))),
 ])
 def test_reductions_and_ragged_transposes(before, expected, name, shapes):
     after = ScheduleGlue(AVX2)(before)
@@ -216,37 +274,47 @@ def test_reductions_and_ragged_transposes(before, expected, name, shapes):
         tvm.tirx.build(mod, target=AVX2)[name](tvm.runtime.tensor(x), y)
         outs.append(y.numpy())
     np.testing.assert_array_equal(outs[0], outs[1])
+    ref = {"to_nhwc": lambda: x.transpose(0, 2, 3, 1), "to_nchw": lambda: x.transpose(0, 3, 1, 2),
+           "max_pool": lambda: x.reshape(1, 16, 2, 16, 2, 16).max(axis=(2, 4))}[name]()
+    np.testing.assert_array_equal(outs[1], ref)
 
 
-def _uint8_pool(channels: int) -> tvm.IRModule:
+def _pool(channels: int, dtype: str = "uint8") -> tvm.IRModule:
+    low = T.uint8(0) if dtype == "uint8" else T.float32(-3.4e38)
+
     @I.ir_module
     class Pool:
         @T.prim_func(s_tir=True)
-        def max_pool(x: T.Buffer((1, 8, 8, channels), "uint8"),
-                     y: T.Buffer((1, 4, 4, channels), "uint8")):
+        def max_pool(x: T.Buffer((1, 8, 8, channels), dtype),
+                     y: T.Buffer((1, 4, 4, channels), dtype)):
             T.func_attr({"tirx.noalias": True})
             for n, h, w, c, rh, rw in T.grid(1, 4, 4, channels, 2, 2):
                 with T.sblock("pool"):
                     vn, vh, vw, vc, vrh, vrw = T.axis.remap("SSSSRR", [n, h, w, c, rh, rw])
                     with T.init():
-                        y[vn, vh, vw, vc] = T.uint8(0)
+                        y[vn, vh, vw, vc] = low
                     y[vn, vh, vw, vc] = T.max(y[vn, vh, vw, vc],
                                               x[vn, vh * 2 + vrh, vw * 2 + vrw, vc])
 
     return Pool
 
 
-@pytest.mark.parametrize(("channels", "lanes"), [(64, 32), (48, 16), (8, 8)])
-def test_uint8_pooling_fills_a_vector_of_bytes(channels, lanes):
+@pytest.mark.parametrize(("channels", "dtype", "lanes"), [
+    (64, "uint8", 32), (48, "uint8", 16), (8, "uint8", 8),
+    # Channels not a multiple of the 8 fp32 lanes (ShuffleNet's 24 on AVX-512): 4 lanes.
+    (12, "float32", 4), (12, "uint8", 4),
+])
+def test_pooling_fills_a_vector_its_channels_divide(channels, dtype, lanes):
     """AVX2 has 8 fp32 lanes, i.e. 32 uint8 lanes: a uint8 pool uses as many as divide its
-    channels (never fewer than the 32-bit lanes), and stays exact."""
-    before = _uint8_pool(channels)
+    channels (never fewer than the 32-bit lanes that divide them), a pool whose channels
+    are no multiple of 8 a half or a quarter of them; all stay exact."""
+    before = _pool(channels, dtype)
     after = ScheduleGlue(AVX2)(before)
     sch = s_tir.Schedule(after)
     inner = sch.get(sch.get_loops(sch.get_sblock("pool_update", func_name="max_pool"))[-1])
     assert inner.kind == tvm.tirx.ForKind.VECTORIZED and int(inner.extent) == lanes
-    x = np.random.default_rng(0).integers(0, 256, (1, 8, 8, channels)).astype(np.uint8)
-    y = tvm.runtime.tensor(np.zeros((1, 4, 4, channels), np.uint8))
+    x = np.random.default_rng(0).integers(0, 256, (1, 8, 8, channels)).astype(dtype)
+    y = tvm.runtime.tensor(np.zeros((1, 4, 4, channels), dtype))
     tvm.tirx.build(after, target=AVX2)["max_pool"](tvm.runtime.tensor(x), y)
     ref = x.reshape(1, 4, 2, 4, 2, channels).max(axis=(2, 4))
     np.testing.assert_array_equal(y.numpy(), ref)
