@@ -29,6 +29,7 @@ from .passes import (
     AnnotatePrecision,
     CancelTransposes,
     FoldConstantLayouts,
+    FuseQuantizeIntoGlue,
     FuseTransposeQuantize,
     LimitVectorWidth,
     QuantizeAnnotated,
@@ -89,6 +90,8 @@ def layout_passes() -> list:
         CancelTransposes(),
         # What is left is the model input's transpose: quantize it while transposing.
         FuseTransposeQuantize(),
+        # A quantize after an elementwise op (squeeze-and-excitation scale) fuses into its kernel.
+        FuseQuantizeIntoGlue(),
         # Global average pooling over large feature maps sums in float32 one axis at a time.
         SplitLargeMeans(),
     ]

@@ -27,6 +27,7 @@ from .canonicalize_clip import CanonicalizeClip
 from .expose_layer_inputs import ExposeLayerInputs
 from .fills_to_scalars import FillsToScalars
 from .fold_constant_layouts import FoldConstantLayouts
+from .fuse_quantize_into_glue import FuseQuantizeIntoGlue
 from .fuse_transpose_quantize import FuseTransposeQuantize
 from .lift_weights import LiftWeights
 from .limit_vector_width import LimitVectorWidth
@@ -58,6 +59,7 @@ __all__ = [
     "MICRO_FUNCTION",
     "inline_micro_batches",
     "FoldConstantLayouts",
+    "FuseQuantizeIntoGlue",
     "FuseTransposeQuantize",
     "layer_table",
     "layer_consumers",

@@ -23,7 +23,7 @@ from aiq_tvm.targets import current_target
 __all__ = ["FuseTransposeQuantize"]
 
 
-def _quantize_qparams(mod: tvm.IRModule, callee) -> ActQParams | None:
+def quantize_qparams(mod: tvm.IRModule, callee) -> ActQParams | None:
     """The activation parameters of a quantize kernel (``QUANTIZE_ATTR``), else None."""
     from aiq_tvm.targets.x86 import QUANTIZE_ATTR
 
@@ -53,7 +53,7 @@ class _Fuser(PyExprMutator):
     def visit_call_(self, call):
         if not is_op(call, "relax.call_tir"):
             return super().visit_call_(call)
-        qp = _quantize_qparams(self.mod_, call.args[0])
+        qp = quantize_qparams(self.mod_, call.args[0])
         args = call.args[1].fields
         src = self.var2val.get(args[0]) if len(args) == 1 else None
         if qp is None or not is_op(src, "relax.permute_dims"):
