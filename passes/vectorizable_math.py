@@ -1,4 +1,5 @@
-"""VectorizableMath: float32 sigmoid, SiLU, exp, erf and GELU as arithmetic LLVM vectorizes.
+"""VectorizableMath: float32 sigmoid, SiLU, exp, erf, GELU and round as arithmetic LLVM
+vectorizes.
 
 TVM legalizes ``relax.sigmoid`` / ``relax.nn.silu`` / ``relax.exp`` / ``relax.nn.gelu`` to
 ``tirx.sigmoid``, ``tirx.exp`` and ``tirx.erf``, which the LLVM backend lowers to libm's
@@ -18,7 +19,9 @@ NaN. ``sigmoid(x) = 1 / (1 + exp(-x))`` and ``silu(x) = x * sigmoid(x)`` inherit
 is a rational function on [-4, 4] (erf is +-1 in float32 beyond; TOPI's ``fast_erf`` uses the
 same coefficients) and ``gelu(x) = x (1 + erf(x / sqrt 2)) / 2``, as TVM writes it.
 
-Calls of other dtypes, and every other operator, are left as they are.
+``relax.round`` becomes ``tirx.round`` (TOPI's ``nearbyint`` keeps a loop from vectorizing;
+both round half to even). Calls of other dtypes, and every other operator, are left as they
+are.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ _ELEMENTWISE = {
     "relax.nn.silu": ("silu", fast_silu),
     "relax.erf": ("erf", fast_erf),
     "relax.nn.gelu": ("gelu", fast_gelu),
+    # TOPI's round is tirx.nearbyint, which TVM's VectorizeLoop does not vectorize (it
+    # scalarizes the whole loop body around it); tirx.round lowers to the same
+    # llvm.nearbyint (half to even) and vectorizes. FuseQuantizeIntoGlue's quantizer needs it.
+    "relax.round": ("round", tvm.tirx.round),
 }
 
 
