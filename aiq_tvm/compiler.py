@@ -111,7 +111,7 @@ def compile_switchable(annotated: tvm.IRModule, params, calibration: Calibration
     passes = [*P.bind_params(params), *P.fold_constants(),
               SelectPrecisionAtRuntime(choices, calibration, target=target,
                                        numerics_target=numerics_target),
-              *P.layout_passes()]  # as in every final build: the search measures its numerics
+              *P.layout_passes(target)]  # as in every final build: the search measures its numerics
     split = [] if cuts is None else [SplitAtLayers(cuts)]
     # R.If branches: TVM 0.27's static memory planning corrupts them (see lower_passes).
     return compile_module(mod, target, passes, static_memory=False, after_dataflow=split)

@@ -75,13 +75,14 @@ def quantize_passes(target, plan="fp32", calibration=None, params=None, database
         *fold_constants(),
         QuantizeAnnotated(calibration, target=target, database=database,
                           tune_trials=tune_trials, numerics_target=numerics_target),
-        *layout_passes(),
+        *layout_passes(target),
     ]
 
 
-def layout_passes() -> list:
+def layout_passes(target=None) -> list:
     """After the layers are lowered: decompose what is left of batch norm and cancel the
-    NHWC/NCHW transposes between layer kernels (shared by every AIQ build)."""
+    NHWC/NCHW transposes between layer kernels (shared by every AIQ build). ``target``: the
+    target of the kernels these passes add (default: the target in scope)."""
     return [
         # Batch norms not folded into a conv (pre-activation ones) become constant scale and
         # shift, which CancelTransposes moves across the NHWC layout.
@@ -89,7 +90,7 @@ def layout_passes() -> list:
         relax.transform.FoldConstant(),
         CancelTransposes(),
         # What is left is the model input's transpose: quantize it while transposing.
-        FuseTransposeQuantize(),
+        FuseTransposeQuantize(target),
         # A quantize after an elementwise op (squeeze-and-excitation scale) fuses into its kernel.
         FuseQuantizeIntoGlue(),
         # Global average pooling over large feature maps sums in float32 one axis at a time.

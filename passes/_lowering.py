@@ -23,7 +23,8 @@ from aiq_tvm.schemes import get_precision
 
 from ._layers import LayerInfo
 
-__all__ = ["LayerValues", "layer_values", "corrected_values", "emit_layer", "kernel_act"]
+__all__ = ["LayerValues", "layer_values", "corrected_values", "emit_layer", "kernel_act",
+           "add_prim"]
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
@@ -98,7 +99,7 @@ def _out(out_qparams) -> dict:
     return {} if out_qparams is None else {"out_qparams": out_qparams}
 
 
-def _add_prim(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> relax.GlobalVar:
+def add_prim(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> relax.GlobalVar:
     # te.create_prim_func names every kernel "main"; the module's own symbols come from the
     # GlobalVar names (AttachGlobalSymbol), so drop it to avoid duplicate symbols.
     if func.attrs is not None and "global_symbol" in func.attrs:
@@ -107,7 +108,7 @@ def _add_prim(bb: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> rel
 
 
 def _call_kernel(bb: relax.BlockBuilder, kernel, args: list, name: str):
-    gv = _add_prim(bb, kernel.prim_func, name)
+    gv = add_prim(bb, kernel.prim_func, name)
     consts = [relax.const(c) for c in kernel.consts]
     return bb.emit(
         relax.call_tir(gv, [args[0], *consts, *args[1:]],
@@ -179,7 +180,7 @@ def _emit_quantize(bb, x, qparams, target, base: str):
 
     shape = tuple(int(d) for d in x.ty.shape)
     qf = x86.quantize_kernel(shape, qparams, target=target)
-    return bb.emit(relax.call_tir(_add_prim(bb, qf, f"{base}_quantize"), [x],
+    return bb.emit(relax.call_tir(add_prim(bb, qf, f"{base}_quantize"), [x],
                                   out_ty=relax.TensorType(shape, "uint8")))
 
 

@@ -20,6 +20,8 @@ from aiq_tvm._ir import is_op, replace_main, static_shape
 from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets import current_target
 
+from ._lowering import add_prim
+
 __all__ = ["FuseTransposeQuantize"]
 
 
@@ -47,8 +49,14 @@ class _Fuser(PyExprMutator):
         super().__init__(mod)
         self.mod_ = mod
         self.var2val = relax.analysis.get_var2val(func)
-        self.target = target
+        self._target = target
         self.fused = 0
+
+    @property
+    def target(self):
+        # Resolved on the first fusion only: a module without a transposed quantize needs no
+        # target (the pass then returns it unchanged).
+        return current_target(self._target)
 
     def visit_call_(self, call):
         if not is_op(call, "relax.call_tir"):
@@ -65,7 +73,7 @@ class _Fuser(PyExprMutator):
         from aiq_tvm.targets.x86 import quantize_kernel
 
         kernel = quantize_kernel(shape, qp, target=self.target, axes=_permute_axes(src))
-        gv = self.builder_.add_func(kernel, f"{call.args[0].name_hint}_transposed")
+        gv = add_prim(self.builder_, kernel, f"{call.args[0].name_hint}_transposed")
         self.fused += 1
         return relax.call_tir(gv, [self.visit_expr(x)], out_ty=relax.TensorType(shape, "uint8"))
 
@@ -88,7 +96,7 @@ class FuseTransposeQuantize:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         func = mod[self.func_name]
-        fuser = _Fuser(mod, func, current_target(self.target))
+        fuser = _Fuser(mod, func, self.target)
         new_func = fuser.visit_expr(func)
         if not fuser.fused:
             return mod

@@ -68,6 +68,16 @@ def test_a_quantize_of_an_untransposed_tensor_is_left_alone(target):
     with tvm.target.Target(target):
         after = FuseTransposeQuantize()(before)
     assert after.same_as(before)
+    # Nothing to fuse needs no target (pipelines built outside `with target:`).
+    assert FuseTransposeQuantize()(before).same_as(before)
+
+
+def test_the_new_kernel_takes_its_symbol_from_its_name_not_main(target):
+    # te.create_prim_func names every kernel "main": kept, it would clash with Relax's main
+    # (MicroBatch's BlockBuilder refused the module: "duplicate global symbol: main").
+    after = FuseTransposeQuantize(target)(_module(target, transposed=True))
+    kernel = after["stem_quantize_transposed"]
+    assert kernel.attrs is None or "global_symbol" not in kernel.attrs
 
 
 def test_a_transposing_kernel_needs_a_permutation(target):

@@ -218,4 +218,8 @@ def test_report_names_the_micro_batch_only_when_it_is_set(tiny_model):
     off = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=4)
     assert "micro-batch" not in off.report.header() and off.micro_batch_choice().micro == 4
     auto = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=4, micro_batch="auto")
-    assert "micro-batch 4 at batch 4 (one call): auto: m=4" in auto.report.header()
+    # "auto" decides from the target preset's LLC size, which not every host's preset has; the
+    # report names the choice and its reason either way (the rule itself: tests above).
+    header = auto.report.header()
+    assert "micro-batch 4 at batch 4 (one call): auto: " in header
+    assert ("auto: m=4" in header) != ("preset has no LLC size" in header)
