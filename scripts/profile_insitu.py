@@ -8,10 +8,13 @@ plain loop's time against the in-situ sum shows the VM's own overhead. Prints th
 inference time, the in-situ and isolated sums, then one line per call with the bytes of its
 arguments (every input read once and the output written once: a lower bound on its memory
 traffic) and the isolated rate in GB/s, which flags a memory-bound kernel (a transpose, a
-pooling, a residual add) running far below a streaming copy. Run under the lock::
+pooling, a residual add) running far below a streaming copy. ``--cold MB`` adds a column of
+each call timed inside inferences right after the CPU wrote ``MB`` megabytes (more than the
+last-level cache): what a call costs when its weights and input come from memory. Run under
+the lock::
 
     TVM_NUM_THREADS=2 flock /work/bench.lock python scripts/profile_insitu.py \
-        --model resnet50 --plan int8 --batch 1
+        --model resnet50 --plan int8 --batch 1 [--cold 64]
 """
 
 from __future__ import annotations
@@ -75,13 +78,42 @@ def insitu_times(vm, x, runs: int
     return names, us, plain, float(np.median(totals)) * 1e3, sizes
 
 
+def cold_times(vm, x, runs: int, evict_mb: float) -> list[float]:
+    """Median us per kernel call of ``runs`` inferences, each call timed right after
+    ``evict_mb`` megabytes were written (evicting the caches)."""
+    junk = np.zeros(max(1, int(evict_mb * 2**20) // 4), np.float32)
+    start = [0.0]
+    rec: list[float] = []
+
+    def instrument(func, name, before_run, ret_value, *args):
+        if not str(name).startswith("vm."):
+            if before_run:
+                np.add(junk, 1.0, out=junk)
+                start[0] = time.perf_counter()
+            else:
+                rec.append(time.perf_counter() - start[0])
+        return 0
+
+    vm.set_instrument(instrument)
+    per_run = []
+    for _ in range(runs):
+        rec.clear()
+        vm["main"](x)
+        per_run.append(list(rec))
+    return [float(np.median([r[i] for r in per_run])) * 1e6 for i in range(len(per_run[0]))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="resnet50", help="torchvision model name")
     ap.add_argument("--plan", default="int8", help="uniform precision")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--cold", type=float, default=0.0, metavar="MB",
+                    help="also time each call after writing MB megabytes (0: off)")
     args = ap.parse_args()
+    if args.cold < 0:
+        ap.error(f"--cold must be >= 0 megabytes, got {args.cold}")
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     import torch
     import tvm
@@ -98,15 +130,20 @@ def main() -> None:
     vm = res.vm(args.batch)  # weights bound: vm["main"](x)
     x = tvm.runtime.tensor(res.example_input(args.batch))
     names, insitu, plain, instrumented, sizes = insitu_times(vm, x, args.runs)
+    cold = cold_times(vm, x, args.runs, args.cold) if args.cold else None
     iso = profile(res, args.batch, repeat=9)
+    cold_sum = f", cold sum {sum(cold) / 1e3:.3f} ms ({args.cold:g} MB written before each " \
+        "call)" if cold else ""
     print(f"{args.model} {args.plan} batch {args.batch}: plain inference {plain:.3f} ms, "
           f"instrumented {instrumented:.3f} ms, in-situ sum {sum(insitu) / 1e3:.3f} ms, "
-          f"isolated sum {sum(u for _, u in iso) / 1e3:.3f} ms\n")
-    print("| # | kernel | in situ us | isolated us | ratio | MB | isolated GB/s |\n"
-          "|---|---|---|---|---|---|---|")
+          f"isolated sum {sum(u for _, u in iso) / 1e3:.3f} ms{cold_sum}\n")
+    cold_head = ("cold us | ", "---|") if cold else ("", "")
+    print(f"| # | kernel | in situ us | {cold_head[0]}isolated us | ratio | MB | isolated GB/s |\n"
+          f"|---|---|---|{cold_head[1]}---|---|---|---|")
     for i, (name, us) in enumerate(zip(names, insitu, strict=True)):
         iso_us = iso[i][1] if i < len(iso) else float("nan")
-        print(f"| {i} | {name} | {us:.1f} | {iso_us:.1f} | {us / iso_us:.2f} | "
+        cold_us = f"{cold[i]:.1f} | " if cold else ""
+        print(f"| {i} | {name} | {us:.1f} | {cold_us}{iso_us:.1f} | {us / iso_us:.2f} | "
               f"{sizes[i] / 1e6:.3f} | {sizes[i] / iso_us / 1e3:.1f} |")
 
 
