@@ -9,8 +9,8 @@ from tvm import relax
 import aiq_tvm
 from aiq_tvm import datasets, models
 from aiq_tvm.frontend import specialize_batch
+from aiq_tvm.passes.fuse_transpose_quantize import quantize_qparams
 from aiq_tvm.pipeline import quantize_passes
-from aiq_tvm.targets.x86 import QUANTIZE_ATTR
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +44,12 @@ def test_final_build_requantizes_between_int_layers(searched, target):
         quantize_passes(target, res.plan, res.calibration, params))(specialize_batch(mod, 4))
     u8_outputs = [
         c for c in _call_tirs(lowered["main"])
-        if str(c.ty.dtype) == "uint8" and not _is_quantize_kernel(lowered, c.args[0])
+        # Standalone quantize kernels (the input's, transposing or not) carry their qparams.
+        if str(c.ty.dtype) == "uint8" and quantize_qparams(lowered, c.args[0]) is None
     ]
     fused = [n for n in res.cost.names
              if res.cost.out_act_bytes(n, res.plan.resolve(res.cost.names)) == 1.0]
     assert len(u8_outputs) == len(fused) > 0
-
-
-def _is_quantize_kernel(mod, gv) -> bool:
-    # Standalone quantize kernels (the input's, transposing or not) carry their qparams.
-    attrs = mod[gv].attrs
-    return attrs is not None and QUANTIZE_ATTR in attrs
 
 
 def _call_tirs(func):
