@@ -74,6 +74,42 @@ def test_gptq_moves_a_rounding_error_onto_a_column_with_the_same_input():
     assert quantize_weight_symmetric(w, 4)[0].tolist() == [[4, 1, 1]]
 
 
+def _textbook_gptq_codes(w, h, qmax, damp=0.01):
+    """GPTQ as published (Frantar et al., Algorithm 1 without lazy batches): the upper Cholesky
+    factor of the damped H^-1, each column's error spread over the columns after it."""
+    h = np.array(h, np.float64)
+    h += damp * np.mean(np.diag(h)) * np.eye(len(h))
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    w = np.array(w, np.float64)
+    _, s = quantize_weight_symmetric(w.astype(np.float32), qmax)
+    s = s.astype(np.float64)
+    q = np.zeros_like(w)
+    for i in range(w.shape[1]):
+        q[:, i] = np.clip(np.rint(w[:, i] / s), -qmax, qmax)
+        e = (w[:, i] - q[:, i] * s) / u[i, i]
+        w[:, i + 1:] -= np.outer(e, u[i, i + 1:])
+    return q
+
+
+@pytest.mark.parametrize("qmax", [127, 7])
+def test_gptq_codes_equal_the_textbook_algorithm_across_lazy_blocks(qmax):
+    # K = 300 spans three of the implementation's 128-column blocks; correlated inputs so the
+    # feedback changes many codes from round-to-nearest.
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((2000, 60))
+    x = np.concatenate([base + 0.2 * rng.standard_normal(base.shape) for _ in range(5)], 1)
+    h = x.T @ x / len(x)
+    w = rng.standard_normal((16, 300)).astype(np.float32)
+    out = gptq_round(w, h[None].astype(np.float32), qmax)
+    codes, _ = quantize_weight_symmetric(out, qmax)
+    expected = _textbook_gptq_codes(w, h.astype(np.float32), qmax)
+    reach = np.abs(expected).max(axis=1) == qmax  # rows that keep GPTQ's codes
+    assert reach.sum() >= 12
+    np.testing.assert_array_equal(codes[reach], expected[reach])
+    rtn, _ = quantize_weight_symmetric(w, qmax)
+    assert (codes[reach] != rtn[reach]).mean() > 0.1
+
+
 def test_gptq_keeps_the_scales_and_cuts_the_output_error_of_a_conv():
     rng = np.random.default_rng(0)
     x = np.repeat(rng.standard_normal((4, 1, 10, 10)), 3, axis=1).astype(np.float32) + 0.5
