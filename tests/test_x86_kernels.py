@@ -36,6 +36,7 @@ from isa import (  # noqa: E402
     isa_params,
     requires_host,
     requires_vnni_host,
+    runnable,
 )
 
 SCHEMES = precision_names()
@@ -537,6 +538,44 @@ def test_float_1x1_splits_rows_like_its_padded_neighbours(scheme, threads, lead)
     assert conv_mod.conv_choice_for(spec, scheme, target).plan.tile.order[0] == lead
     big = ConvSpec(1, 7, 7, 320, 1280, 1, 1)  # 1.6 MB of weights: re-read per row group
     assert conv_mod.conv_choice_for(big, "fp32", target).plan.tile.order[0] == "o"
+
+
+@pytest.mark.parametrize("l2_kib,lead", [(1024, "o"), (0, "s0")])
+def test_padded_float_conv_with_weights_past_l2_splits_output_channels(l2_kib, lead):
+    """A padded 3x3 conv at 7 x 7 (ResNet's last stage, batch 1) with 4.7 MB of fp32 weights:
+    row tasks would each stream all of them (past the L2), so its tasks are output-channel
+    blocks, which read each weight once, with the padded copy made once at the root (outside
+    the parallel loop). Where the L2 is unknown the model does not see the re-reads and keeps
+    the row split. Numerics match the reference either way."""
+    from dataclasses import replace
+
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    spec = ConvSpec(1, 7, 7, 512, 256, 3, 3, padding=1)
+    cpu = cpu_model({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+    cpu = replace(cpu, caps=replace(cpu.caps, l2_bytes=l2_kib << 10))
+    _, plan = conv_mod._plan_conv(spec, conv_mod._layer_formats(spec, get_precision("fp32"),
+                                                                None, cpu), cpu)
+    assert plan.tile.order[0] == lead
+    assert (plan.tile.par == ("o",)) == (lead == "o")
+    small = ConvSpec(1, 56, 56, 64, 64, 3, 3, padding=1)  # 147 KB: stays in L2, rows split
+    _, small_plan = conv_mod._plan_conv(
+        small, conv_mod._layer_formats(small, get_precision("fp32"), None, cpu), cpu)
+    assert small_plan.tile.order[0] == "s0"
+
+    target = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.in_shape).astype(np.float32)
+    w = (rng.standard_normal(spec.weight_shape) / 48).astype(np.float32)
+    b = rng.standard_normal(spec.O).astype(np.float32)
+    k = conv2d_kernel(spec, "fp32", w, b, act="relu", target=target)
+    assert k.plan.order[0] == "o"
+    body = k.prim_func.script()
+    # The padded copy's block comes before the parallel loop: made once.
+    assert body.index('T.sblock("pad")') < body.index("T.parallel")
+    if runnable(target):
+        ref = quant.ref_conv2d(x, w, b, "fp32", padding=spec.padding, act="relu")
+        assert_close(run_kernel(k, x, target=target), ref.y, "fp32")
 
 
 @pytest.mark.parametrize("l2_kib,lead", [(1024, "s0"), (256, "o"), (0, "o")])

@@ -303,33 +303,57 @@ def conv_candidates(
             line = 1 + -(-(c if fold else cp) * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
                 work += blocks * mb * ocv * HEAP_ACC_CYCLES
-            pars = []
+            pars = []  # (order, par, tasks, pad pixels: in the tasks / at the root, re-read)
             if need_pad:
                 order = ("s0", "s1", "o", "s2")
+                # A row task reads every weight: past the L2 it streams them again.
+                w_reread = _rereads(cop * spec.KH * spec.KW * (cp if dw else cred) * in_bytes,
+                                    fmt, cpu)
                 # Padded copy per image group (no redundancy) or per output-row group.
                 if n // tn >= 2 * threads or oh == toh:
-                    pars.append((("s0",), n // tn, n * hq * wq * line, 0))
+                    pars.append((order, ("s0",), n // tn, n * hq * wq * line, 0, w_reread))
                 rows = (toh - 1) * sh + spec.KH
                 pad_px = n * (oh // toh) * rows * wq * line
-                pars.append((("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0))
+                pars.append((order, ("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0, w_reread))
+                if w_reread and not dw and cop // ocb > 1:
+                    # Output-channel tasks read each weight once, and the padded copy (made
+                    # once, at the root) each.
+                    pars.append((("o", "s0", "s1", "s2"), ("o",), cop // ocb, 0,
+                                 n * hq * wq * line, _rereads(n * hq * wq * cp * in_bytes,
+                                                               fmt, cpu)))
             else:
                 order = _unpadded_order(cop * spec.KH * spec.KW * (1 if dw else cred),
                                         n * h * w * c, in_bytes, fmt, cpu)
                 ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
                 min_tasks = TASKS_PER_THREAD * threads
                 tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
-                pars.append((order, tasks, 0, min_tasks))
-            for par, tasks, pad_pixels, min_tasks in pars:
+                pars.append((order, order, tasks, 0, 0, 0))
+            for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
                 total = work + pad_pixels * tp.pad_pixel_cycles
-                tile = TilePlan((tn, toh, tow), ocb, lanes, mode, order, par, intrin, red, inner,
+                min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
+                tile = TilePlan((tn, toh, tow), ocb, lanes, mode, p_order, par, intrin, red, inner,
                                 min_tasks, pairs=fmt.pairs)  # fmt: skip
                 tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu) if scratch
                                 else (tile, 0.0))  # fmt: skip
-                cost = total / threads / balance(tasks, threads) + decode
+                per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)
+                cost = (per_thread / threads / balance(tasks, threads) + decode
+                        + root_pad * tp.pad_pixel_cycles)
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
                                             fold)))
             out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
+
+
+def _rereads(nbytes: int, fmt: WeightFormat, cpu: CpuModel) -> int:
+    """Bytes a task of a padded float conv streams from L3 or memory when it reads ``nbytes``
+    that every task reads in full (weights of a row task, the padded input of a channel task):
+    all of them past :data:`ROW_SPLIT_L2_SHARE` of a core's L2, else none (they stay there
+    from the task before). 0 for integer formats and targets whose L2 is unknown (not
+    measured: their plans are as before)."""
+    l2 = cpu.caps.l2_bytes
+    if fmt.in_dtype != "float32" or not l2 or nbytes <= ROW_SPLIT_L2_SHARE * l2:
+        return 0
+    return nbytes
 
 
 def _unpadded_order(weights: int, inputs: int, in_bytes: int, fmt: WeightFormat,

@@ -351,6 +351,9 @@ def _parallel_loop(sch: s_tir.Schedule, pad, block: _RegisterBlock, plan: TilePl
         return 0
     chunks = _thread_chunks(sch, loops, plan) if dec is not None else None
     fused, task = chunks or ((_fuse(sch, loops),) * 2 if npar else (None, None))
+    if pad is not None and plan.order[0] == "o":
+        # Every output-channel task reads all of the padded copy: made once, at the root.
+        task = None
     if pad is not None:
         if task is not None:
             sch.compute_at(pad, task, preserve_unit_loops=True)
