@@ -141,16 +141,22 @@ def test_floor_moves_by_name_at_one_and_two_cores(heavy_cost, cores):
     assert mem.resident(model_weight_bytes(heavy_cost, "int8"))
 
 
+# With every read from memory (LLC smaller than the model) int4's halved read keeps it on one
+# core; on two, the int8 kernels of the 3x3 layers split output channels (each weight read
+# once, session 13) and model 1.6-1.8 % faster than int4 even reading twice the bytes, so
+# those two move. Per-layer runs with weights from memory measured int4 0.99-1.03x of int8 on
+# these layers with the earlier row-split kernels (docs/performance_224.md): a near tie.
+MOVED_FROM_MEMORY = {1: [], 2: ["conv1", "conv2"]}
+
+
 @pytest.mark.parametrize("cores", [1, 2])
 def test_weights_from_memory_keep_int4(heavy_cost, cores):
-    """A preset whose LLC is smaller than the model: every read comes from memory, which int4
-    halves; per-layer runs with weights from memory measured int4 0.99-1.03x of int8 on
-    these layers at batch 1 (docs/performance_224.md), so the floor keeps them."""
     tgt, preset = _resolved({"kind": "llvm", "mcpu": "znver4", "num-cores": cores})
     small = _with_llc(preset, 1 << 20, preset.extra["llc_copy_gbs_per_core"])
     after, moves = floor_plan({n: "int4" for n in heavy_cost.searchable}, heavy_cost, "int8",
                               tgt, small)  # fmt: skip
-    assert moves == [] and set(after.values()) == {"int4"}
+    assert [m.layer for m in moves] == MOVED_FROM_MEMORY[cores]
+    assert after["conv3"] == after["fc"] == "int4"
 
 
 def test_builder_term_alone_would_keep_int4_at_two_cores(heavy_cost):

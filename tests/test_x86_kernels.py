@@ -36,7 +36,6 @@ from isa import (  # noqa: E402
     isa_params,
     requires_host,
     requires_vnni_host,
-    runnable,
 )
 
 SCHEMES = precision_names()
@@ -73,6 +72,18 @@ CASES = {
 }
 
 
+# Padded convs whose weights outgrow the L2 (ResNet's last stage at batch 1): their tasks are
+# output-channel blocks with the padded copy made at the root (a stride-2 one too: the pairs
+# formats store that copy by column phase).
+SPLIT_CASES = {
+    "conv3x3_wide": dict(spec=ConvSpec(1, 7, 7, 512, 256, 3, 3, padding=1), act="relu",
+                         residual=True),
+    "conv3x3_wide_s2": dict(spec=ConvSpec(1, 14, 14, 512, 256, 3, 3, stride=2, padding=1),
+                            act="none", residual=False),
+}
+ALL_CASES = {**CASES, **SPLIT_CASES}
+
+
 def compile_kernel(k: Kernel, target=BEST_X86):
     return tvm.compile(tvm.IRModule({"main": k.prim_func}), tvm.target.Target(target))
 
@@ -94,7 +105,7 @@ def asm_of(ex) -> str:
 
 def make_case(name: str, seed: int = 0):
     """Inputs, weights, bias and residual of a case (float activations off-centre)."""
-    case = CASES[name]
+    case = ALL_CASES[name]
     spec = case["spec"]
     rng = np.random.default_rng(seed)
     if isinstance(spec, DenseSpec):
@@ -116,7 +127,7 @@ def make_case(name: str, seed: int = 0):
 def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False, seed: int = 0,
                numerics_target=None):  # fmt: skip
     """Kernel for ``target`` and the numpy reference with the numerics target's weight codes."""
-    case = CASES[name]
+    case = ALL_CASES[name]
     spec, x, w, b, res, qp = make_case(name, seed)
     kw = dict(
         act=case["act"],
@@ -541,41 +552,39 @@ def test_float_1x1_splits_rows_like_its_padded_neighbours(scheme, threads, lead)
 
 
 @pytest.mark.parametrize("l2_kib,lead", [(1024, "o"), (0, "s0")])
-def test_padded_float_conv_with_weights_past_l2_splits_output_channels(l2_kib, lead):
-    """A padded 3x3 conv at 7 x 7 (ResNet's last stage, batch 1) with 4.7 MB of fp32 weights:
-    row tasks would each stream all of them (past the L2), so its tasks are output-channel
-    blocks, which read each weight once, with the padded copy made once at the root (outside
-    the parallel loop). Where the L2 is unknown the model does not see the re-reads and keeps
-    the row split. Numerics match the reference either way."""
+def test_padded_conv_with_weights_past_l2_splits_output_channels(l2_kib, lead):
+    """A padded 3x3 conv at 7 x 7 with 4.7 MB of fp32 weights: row tasks would each stream all
+    of them (past the L2), so its tasks are output-channel blocks, which read each weight once.
+    Where the L2 is unknown the model does not see the re-reads and keeps the row split; a
+    conv whose weights stay in the L2 keeps it too."""
     from dataclasses import replace
 
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
-    spec = ConvSpec(1, 7, 7, 512, 256, 3, 3, padding=1)
     cpu = cpu_model({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
     cpu = replace(cpu, caps=replace(cpu.caps, l2_bytes=l2_kib << 10))
-    _, plan = conv_mod._plan_conv(spec, conv_mod._layer_formats(spec, get_precision("fp32"),
-                                                                None, cpu), cpu)
-    assert plan.tile.order[0] == lead
-    assert (plan.tile.par == ("o",)) == (lead == "o")
-    small = ConvSpec(1, 56, 56, 64, 64, 3, 3, padding=1)  # 147 KB: stays in L2, rows split
-    _, small_plan = conv_mod._plan_conv(
-        small, conv_mod._layer_formats(small, get_precision("fp32"), None, cpu), cpu)
-    assert small_plan.tile.order[0] == "s0"
 
-    target = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(spec.in_shape).astype(np.float32)
-    w = (rng.standard_normal(spec.weight_shape) / 48).astype(np.float32)
-    b = rng.standard_normal(spec.O).astype(np.float32)
-    k = conv2d_kernel(spec, "fp32", w, b, act="relu", target=target)
+    def plan_of(spec, scheme="fp32"):
+        qmax = cpu.caps.int8_weight_qmax if scheme == "int8" else None
+        fmts = conv_mod._layer_formats(spec, get_precision(scheme), qmax, cpu)
+        return conv_mod._plan_conv(spec, fmts, cpu)[1].tile
+
+    plan = plan_of(SPLIT_CASES["conv3x3_wide"]["spec"])
+    assert plan.order[0] == lead and (plan.par == ("o",)) == (lead == "o")
+    assert plan_of(ConvSpec(1, 56, 56, 64, 64, 3, 3, padding=1)).order[0] == "s0"  # 147 KB
+    assert plan_of(SPLIT_CASES["conv3x3_wide"]["spec"], "int8").order[0] == lead  # 1.2 MB
+
+
+@pytest.mark.parametrize("target", isa_params())
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("name", list(SPLIT_CASES))
+def test_output_channel_split_conv_matches_reference(name, scheme, target):
+    k, xin, res, ref = build_case(name, scheme, target)
     assert k.plan.order[0] == "o"
     body = k.prim_func.script()
     # The padded copy's block comes before the parallel loop: made once.
     assert body.index('T.sblock("pad")') < body.index("T.parallel")
-    if runnable(target):
-        ref = quant.ref_conv2d(x, w, b, "fp32", padding=spec.padding, act="relu")
-        assert_close(run_kernel(k, x, target=target), ref.y, "fp32")
+    assert_close(run_kernel(k, xin, res, target), ref.y, scheme)
 
 
 @pytest.mark.parametrize("l2_kib,lead", [(1024, "s0"), (256, "o"), (0, "o")])

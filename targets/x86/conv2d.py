@@ -307,20 +307,20 @@ def conv_candidates(
             if need_pad:
                 order = ("s0", "s1", "o", "s2")
                 # A row task reads every weight: past the L2 it streams them again.
-                w_reread = _rereads(cop * spec.KH * spec.KW * (cp if dw else cred) * in_bytes,
-                                    fmt, cpu)
+                taps = spec.KH * (1 if fold else spec.KW)
+                w_reread = _rereads(cop * taps * (1 if dw else cred) * in_bytes, cpu)
                 # Padded copy per image group (no redundancy) or per output-row group.
                 if n // tn >= 2 * threads or oh == toh:
                     pars.append((order, ("s0",), n // tn, n * hq * wq * line, 0, w_reread))
                 rows = (toh - 1) * sh + spec.KH
                 pad_px = n * (oh // toh) * rows * wq * line
                 pars.append((order, ("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0, w_reread))
-                if w_reread and not dw and cop // ocb > 1:
+                if w_reread and not dw and not scratch and cop // ocb > 1:
                     # Output-channel tasks read each weight once, and the padded copy (made
-                    # once, at the root) each.
+                    # once, at the root) each. (Decode-once formats have this split with a
+                    # per-block decode: _block_candidates.)
                     pars.append((("o", "s0", "s1", "s2"), ("o",), cop // ocb, 0,
-                                 n * hq * wq * line, _rereads(n * hq * wq * cp * in_bytes,
-                                                               fmt, cpu)))
+                                 n * hq * wq * line, _rereads(n * hq * wq * cp * in_bytes, cpu)))
             else:
                 order = _unpadded_order(cop * spec.KH * spec.KW * (1 if dw else cred),
                                         n * h * w * c, in_bytes, fmt, cpu)
@@ -344,16 +344,13 @@ def conv_candidates(
     return out
 
 
-def _rereads(nbytes: int, fmt: WeightFormat, cpu: CpuModel) -> int:
-    """Bytes a task of a padded float conv streams from L3 or memory when it reads ``nbytes``
-    that every task reads in full (weights of a row task, the padded input of a channel task):
-    all of them past :data:`ROW_SPLIT_L2_SHARE` of a core's L2, else none (they stay there
-    from the task before). 0 for integer formats and targets whose L2 is unknown (not
-    measured: their plans are as before)."""
+def _rereads(nbytes: int, cpu: CpuModel) -> int:
+    """Bytes a task of a padded conv streams from L3 or memory when it reads ``nbytes`` that
+    every task reads in full (weights of a row task, the padded input of a channel task): all
+    of them past :data:`ROW_SPLIT_L2_SHARE` of a core's L2, else none (they stay there from the
+    task before). 0 where the L2 is unknown (plans as before this model)."""
     l2 = cpu.caps.l2_bytes
-    if fmt.in_dtype != "float32" or not l2 or nbytes <= ROW_SPLIT_L2_SHARE * l2:
-        return 0
-    return nbytes
+    return 0 if not l2 or nbytes <= ROW_SPLIT_L2_SHARE * l2 else nbytes
 
 
 def _unpadded_order(weights: int, inputs: int, in_bytes: int, fmt: WeightFormat,
