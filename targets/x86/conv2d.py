@@ -303,31 +303,8 @@ def conv_candidates(
             line = 1 + -(-(c if fold else cp) * in_bytes // 64)
             if mb * ocb * 4 >= STACK_ACC_BYTES:
                 work += blocks * mb * ocv * HEAP_ACC_CYCLES
-            pars = []  # (order, par, tasks, pad pixels: in the tasks / at the root, re-read)
-            if need_pad:
-                order = ("s0", "s1", "o", "s2")
-                # A row task reads every weight: past the L2 it streams them again.
-                taps = spec.KH * (1 if fold else spec.KW)
-                w_reread = _rereads(cop * taps * (1 if dw else cred) * in_bytes, cpu)
-                # Padded copy per image group (no redundancy) or per output-row group.
-                if n // tn >= 2 * threads or oh == toh:
-                    pars.append((order, ("s0",), n // tn, n * hq * wq * line, 0, w_reread))
-                rows = (toh - 1) * sh + spec.KH
-                pad_px = n * (oh // toh) * rows * wq * line
-                pars.append((order, ("s0", "s1"), (n // tn) * (oh // toh), pad_px, 0, w_reread))
-                if w_reread and not dw and not scratch and cop // ocb > 1:
-                    # Output-channel tasks read each weight once, and the padded copy (made
-                    # once, at the root) each. (Decode-once formats have this split with a
-                    # per-block decode: _block_candidates.)
-                    pars.append((("o", "s0", "s1", "s2"), ("o",), cop // ocb, 0,
-                                 n * hq * wq * line, _rereads(n * hq * wq * cp * in_bytes, cpu)))
-            else:
-                order = _unpadded_order(cop * spec.KH * spec.KW * (1 if dw else cred),
-                                        n * h * w * c, in_bytes, fmt, cpu)
-                ext = {"s0": n // tn, "s1": oh // toh, "s2": owp // tow, "o": cop // ocb}
-                min_tasks = TASKS_PER_THREAD * threads
-                tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1], min_tasks)
-                pars.append((order, order, tasks, 0, 0, 0))
+            pars = _parallel_options(spec, fmt, cpu, (tn, toh, tow), ocb, owp, cp, cop, hq, wq,
+                                     line, need_pad, fold, scratch)
             for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
                 total = work + pad_pixels * tp.pad_pixel_cycles
                 min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
@@ -341,6 +318,44 @@ def conv_candidates(
                 out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
                                             fold)))
             out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
+    return out
+
+
+def _parallel_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tiles: tuple,
+                      ocb: int, owp: int, cp: int, cop: int, hq: int, wq: int, line: int,
+                      need_pad: bool, fold: bool, scratch: int) -> list[tuple]:
+    """How a conv's register blocks may be shared out over the threads: ``(order, par,
+    tasks, pad pixels made in the tasks, pad pixels made at the root, bytes each task
+    re-reads)`` per option (see :func:`conv_candidates`)."""
+    n, h, w, c = spec.in_shape
+    tn, toh, tow = tiles
+    dw = spec.is_depthwise
+    in_bytes = 4 if fmt.in_dtype == "float32" else 1
+    cred = cp // spec.groups
+    if not need_pad:
+        order = _unpadded_order(cop * spec.KH * spec.KW * (1 if dw else cred),
+                                n * h * w * c, in_bytes, fmt, cpu)
+        ext = {"s0": n // tn, "s1": spec.OH // toh, "s2": owp // tow, "o": cop // ocb}
+        tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1],
+                                 TASKS_PER_THREAD * cpu.threads)
+        return [(order, order, tasks, 0, 0, 0)]
+    order = ("s0", "s1", "o", "s2")
+    # A row task reads every weight: past the L2 it streams them again.
+    taps = spec.KH * (1 if fold else spec.KW)
+    w_reread = _rereads(cop * taps * (1 if dw else cred) * in_bytes, cpu)
+    out = []
+    # Padded copy per image group (no redundancy) or per output-row group.
+    if n // tn >= 2 * cpu.threads or spec.OH == toh:
+        out.append((order, ("s0",), n // tn, n * hq * wq * line, 0, w_reread))
+    rows = (toh - 1) * spec.stride[0] + spec.KH
+    pad_px = n * (spec.OH // toh) * rows * wq * line
+    out.append((order, ("s0", "s1"), (n // tn) * (spec.OH // toh), pad_px, 0, w_reread))
+    if w_reread and not dw and not scratch and cop // ocb > 1:
+        # Output-channel tasks read each weight once, and the padded copy (made once, at the
+        # root) each. (Decode-once formats have this split with a per-block decode:
+        # _block_candidates.)
+        out.append((("o", "s0", "s1", "s2"), ("o",), cop // ocb, 0, n * hq * wq * line,
+                    _rereads(n * hq * wq * cp * in_bytes, cpu)))
     return out
 
 

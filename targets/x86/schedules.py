@@ -52,7 +52,8 @@ class TilePlan:
         output-channel block. Every loop is split (a covering tile leaves a unit outer loop).
     par : tuple of str
         Outer loops that may be fused into the parallel loop; they must lead ``order``. The
-        ``pad`` block is computed once per iteration of the parallel loop.
+        ``pad`` block is computed once per iteration of the parallel loop, or once at the root
+        when ``order`` leads with ``"o"`` (every output-channel task reads all of it).
     intrin : str or None
         Tensor intrinsic name for ``mode == "dot"``.
     reduce_names : tuple of str
