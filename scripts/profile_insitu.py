@@ -34,6 +34,37 @@ def _nbytes(arg) -> int:
     return int(np.prod([int(d) for d in shape])) * dtype.itemsize
 
 
+def _call_times(vm, x, runs: int, before_call=None
+                ) -> tuple[list[str], list[float], list[float]]:
+    """(call names, median us per kernel call, seconds per inference) of ``runs`` inferences
+    of the VM's ``main``, each call timed by the VM's instrument right after
+    ``before_call()`` (if given) ran."""
+    start = [0.0]
+    rec: list = []
+
+    def instrument(func, name, before_run, ret_value, *args):
+        if not str(name).startswith("vm."):
+            if before_run:
+                if before_call is not None:
+                    before_call()
+                start[0] = time.perf_counter()
+            else:
+                rec.append((str(name), time.perf_counter() - start[0]))
+        return 0
+
+    vm.set_instrument(instrument)
+    per_run, totals = [], []
+    for _ in range(runs):
+        rec.clear()
+        t0 = time.perf_counter()
+        vm["main"](x)
+        totals.append(time.perf_counter() - t0)
+        per_run.append(list(rec))
+    names = [n for n, _ in per_run[0]]
+    us = [float(np.median([r[i][1] for r in per_run])) * 1e6 for i in range(len(names))]
+    return names, us, totals
+
+
 def insitu_times(vm, x, runs: int
                  ) -> tuple[list[str], list[float], float, float, list[int]]:
     """(call names, median in-situ us per call, plain ms, instrumented ms, bytes of each
@@ -45,8 +76,6 @@ def insitu_times(vm, x, runs: int
     for _ in range(runs):
         f(x)
     plain = (time.perf_counter() - t0) / runs * 1e3
-    rec: list = []
-    start = [0.0]
     sizes: list[int] = []
 
     def record_sizes(func, name, before_run, ret_value, *args):
@@ -56,25 +85,7 @@ def insitu_times(vm, x, runs: int
 
     vm.set_instrument(record_sizes)
     f(x)
-
-    def instrument(func, name, before_run, ret_value, *args):
-        if not str(name).startswith("vm."):
-            if before_run:
-                start[0] = time.perf_counter()
-            else:
-                rec.append((str(name), time.perf_counter() - start[0]))
-        return 0
-
-    vm.set_instrument(instrument)
-    per_run, totals = [], []
-    for _ in range(runs):
-        rec.clear()
-        t0 = time.perf_counter()
-        f(x)
-        totals.append(time.perf_counter() - t0)
-        per_run.append(list(rec))
-    names = [n for n, _ in per_run[0]]
-    us = [float(np.median([r[i][1] for r in per_run])) * 1e6 for i in range(len(names))]
+    names, us, totals = _call_times(vm, x, runs)
     return names, us, plain, float(np.median(totals)) * 1e3, sizes
 
 
@@ -82,25 +93,7 @@ def cold_times(vm, x, runs: int, evict_mb: float) -> list[float]:
     """Median us per kernel call of ``runs`` inferences, each call timed right after
     ``evict_mb`` megabytes were written (evicting the caches)."""
     junk = np.zeros(max(1, int(evict_mb * 2**20) // 4), np.float32)
-    start = [0.0]
-    rec: list[float] = []
-
-    def instrument(func, name, before_run, ret_value, *args):
-        if not str(name).startswith("vm."):
-            if before_run:
-                np.add(junk, 1.0, out=junk)
-                start[0] = time.perf_counter()
-            else:
-                rec.append(time.perf_counter() - start[0])
-        return 0
-
-    vm.set_instrument(instrument)
-    per_run = []
-    for _ in range(runs):
-        rec.clear()
-        vm["main"](x)
-        per_run.append(list(rec))
-    return [float(np.median([r[i] for r in per_run])) * 1e6 for i in range(len(per_run[0]))]
+    return _call_times(vm, x, runs, lambda: np.add(junk, 1.0, out=junk))[1]
 
 
 def main() -> None:

@@ -551,18 +551,23 @@ def test_float_1x1_splits_rows_like_its_padded_neighbours(scheme, threads, lead)
     assert conv_mod.conv_choice_for(big, "fp32", target).plan.tile.order[0] == "o"
 
 
+def _znver4_with_l2(l2_kib: int):
+    """The two-core znver4 model with its L2 set to ``l2_kib`` KiB (0: unknown)."""
+    from dataclasses import replace
+
+    cpu = cpu_model({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+    return replace(cpu, caps=replace(cpu.caps, l2_bytes=l2_kib << 10))
+
+
 @pytest.mark.parametrize("l2_kib,lead", [(1024, "o"), (0, "s0")])
 def test_padded_conv_with_weights_past_l2_splits_output_channels(l2_kib, lead):
     """A padded 3x3 conv at 7 x 7 with 4.7 MB of fp32 weights: row tasks would each stream all
     of them (past the L2), so its tasks are output-channel blocks, which read each weight once.
     Where the L2 is unknown the model does not see the re-reads and keeps the row split; a
     conv whose weights stay in the L2 keeps it too."""
-    from dataclasses import replace
-
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
-    cpu = cpu_model({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-    cpu = replace(cpu, caps=replace(cpu.caps, l2_bytes=l2_kib << 10))
+    cpu = _znver4_with_l2(l2_kib)
 
     def plan_of(spec, scheme="fp32"):
         qmax = cpu.caps.int8_weight_qmax if scheme == "int8" else None
@@ -592,13 +597,10 @@ def test_row_split_weights_are_sized_by_the_targets_l2(l2_kib, lead):
     """The row split re-reads a 1x1 conv's weights from each core's L2, so it takes weights
     up to 3/4 of the target's L2 (600 KB: split under 1 MiB, not under 256 KiB) and none
     where the L2 is unknown (0)."""
-    from dataclasses import replace
-
     from aiq_tvm.targets.x86 import conv2d as conv_mod
     from aiq_tvm.targets.x86.isa import plain_format
 
-    cpu = cpu_model({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-    cpu = replace(cpu, caps=replace(cpu.caps, l2_bytes=l2_kib << 10))
+    cpu = _znver4_with_l2(l2_kib)
     fmt = plain_format(32, "float32", cpu.throughput)
     weights, inputs = 960 * 160, 7 * 7 * 160
     assert conv_mod._unpadded_order(weights, inputs, 4, fmt, cpu)[0] == lead
