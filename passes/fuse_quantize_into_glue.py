@@ -36,6 +36,12 @@ def quantize_ops(x: relax.Expr, qp) -> relax.Expr:
     return relax.op.astype(relax.op.clip(shifted, 0, 255), "uint8")
 
 
+def _transposes(mod: tvm.IRModule, callee: relax.GlobalVar) -> bool:
+    from aiq_tvm.targets.x86 import QUANTIZE_AXES_ATTR
+
+    return QUANTIZE_AXES_ATTR in mod[callee].attrs
+
+
 @mutator
 class _Rewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
@@ -49,7 +55,10 @@ class _Rewriter(PyExprMutator):
             return super().visit_call_(call)
         qp = quantize_qparams(self.mod_, call.args[0])
         args = call.args[1].fields
-        if qp is None or len(args) != 1 or not isinstance(args[0], relax.Var):
+        # A quantize that also transposes (FuseTransposeQuantize's, e.g. after a layer left at
+        # FP32 in NCHW) is not elementwise: as plain Relax ops it would lose the transpose.
+        if qp is None or _transposes(self.mod_, call.args[0]) or len(args) != 1 \
+                or not isinstance(args[0], relax.Var):
             return super().visit_call_(call)
         producer = self.var2val.get(args[0])
         # Only a producer read by nothing else: its float result need not be stored at all.

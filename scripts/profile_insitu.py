@@ -20,10 +20,14 @@ the lock::
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _nbytes(arg) -> int:
@@ -98,7 +102,13 @@ def cold_times(vm, x, runs: int, evict_mb: float) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="resnet50", help="torchvision model name")
+    ap.add_argument("--model", default="resnet50",
+                    help="shipped model (resnet20, mobilenet_v2) or torchvision model name "
+                         "(tv/NAME for torchvision's mobilenet_v2)")
+    ap.add_argument("--target", default="llvm",
+                    help="JSON target dict, 'llvm -mcpu=...' string, preset name or llvm "
+                         "(a target this host can execute)")
+    ap.add_argument("--size", type=int, default=224, help="input size of torchvision models")
     ap.add_argument("--plan", default="int8", help="uniform precision")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=15)
@@ -110,15 +120,16 @@ def main() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     import torch
     import tvm
+    from profile_layers import _model_and_calibration
 
     import aiq_tvm
-    from aiq_tvm.models import torchvision_zoo as zoo
     from aiq_tvm.profiling import profile
 
-    model = zoo.torchvision_model(args.model, size=224)
-    calib = zoo.calibration_images(32, 224)
+    model, calib = _model_and_calibration(args.model, args.size, 32)
+    calib = np.asarray(calib)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
-    res = aiq_tvm.build(mod, "llvm", params=params, plan=args.plan, calib_data=calib,
+    target = json.loads(args.target) if args.target.lstrip().startswith("{") else args.target
+    res = aiq_tvm.build(mod, target, params=params, plan=args.plan, calib_data=calib,
                         batch_size=args.batch, eval_batch_size=16, micro_batch=None)
     vm = res.vm(args.batch)  # weights bound: vm["main"](x)
     x = tvm.runtime.tensor(res.example_input(args.batch))

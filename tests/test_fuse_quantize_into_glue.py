@@ -3,7 +3,9 @@ TVM fuses into the scale's kernel (no float32 tensor between them), with the sam
 
 import numpy as np
 import pytest
+import torch
 import tvm
+from random_cnns import FP32_TOL, INT8_TOL, CnnCase, build_and_compare
 from tvm import relax
 
 from aiq_tvm.passes import FuseQuantizeIntoGlue
@@ -92,3 +94,48 @@ def test_other_quantizes_are_left_alone(target, case):
         before = relax.transform.LegalizeOps()(before)  # the scale is a call_tir now
     after = FuseQuantizeIntoGlue()(before)
     tvm.ir.assert_structural_equal(after, before)
+
+
+def _nchw_add_then_transposing_quantize(target) -> tvm.IRModule:
+    """main(x, y) = quantize(permute_dims(x + y, NCHW -> NHWC)) as FuseTransposeQuantize leaves
+    it: one kernel that transposes while it quantizes, reading an elementwise op's result."""
+    nchw = (X[0], X[3], X[1], X[2])
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(nchw, "float32"))
+    y = relax.Var("y", relax.TensorType(nchw, "float32"))
+    qf = quantize_kernel(X, QP, target=target, axes=(0, 2, 3, 1)).without_attr("global_symbol")
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            total = bb.emit(relax.op.add(x, y))
+            q = bb.emit_output(relax.call_tir(bb.add_func(qf, "conv_quantize_transposed"),
+                                              [total], out_ty=relax.TensorType(X, "uint8")))
+        bb.emit_func_output(q)
+    return bb.get()
+
+
+def test_a_transposing_quantize_is_left_alone(target):
+    # As Relax ops it would quantize in the producer's NCHW layout and hand the next layer
+    # kernel a tensor of the wrong shape.
+    before = _nchw_add_then_transposing_quantize(target)
+    tvm.ir.assert_structural_equal(FuseQuantizeIntoGlue()(before), before)
+
+
+class _DilatedResidual(torch.nn.Module):
+    """A dilated conv (no AIQ kernel: FP32, NCHW) whose residual add feeds an int8 layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(8, 16, 1)
+        self.dilated = torch.nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.b = torch.nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        return self.b(torch.relu(self.dilated(y)) + y)
+
+
+def test_an_fp32_layer_before_a_residual_add_and_an_int8_layer_builds_and_matches_torch():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((2, 8, 12, 12)).astype(np.float32)
+    errors = build_and_compare(CnnCase(0, _DilatedResidual().eval(), x))
+    assert errors["fp32"] < FP32_TOL and errors["int8"] < INT8_TOL, errors

@@ -20,7 +20,7 @@ from .isa import (
     register_dot_family,
     register_isa,
 )
-from .quantize import QUANTIZE_ATTR, quantize_kernel
+from .quantize import QUANTIZE_ATTR, QUANTIZE_AXES_ATTR, quantize_kernel
 from .tune import TuneReport, tune_kernels
 
 # The AArch64 int8 dot families (usmmla / usdot, sdot, smull) register themselves in the
@@ -37,6 +37,7 @@ __all__ = [
     "Kernel",
     "KernelIsa",
     "QUANTIZE_ATTR",
+    "QUANTIZE_AXES_ATTR",
     "TuneReport",
     "UnsupportedLayer",
     "WeightFormat",

@@ -14,6 +14,9 @@ from .schedules import schedule_elementwise
 # Function attribute of every quantize kernel: its (scale, zero point, inv), so a pass can
 # rebuild the kernel for another input layout (FuseTransposeQuantize).
 QUANTIZE_ATTR = "aiq.quantize"
+# Function attribute of a quantize kernel that also transposes: the permutation of its input's
+# axes (``permute_dims`` axes). Such a kernel is not elementwise (FuseQuantizeIntoGlue).
+QUANTIZE_AXES_ATTR = "aiq.quantize_axes"
 _UNROLL_LAST = 4  # a transposing kernel's innermost axis this short (RGB channels) is unrolled
 
 
@@ -52,8 +55,9 @@ def quantize_kernel(shape, act_qparams: ActQParams, *, target, axes=None) -> tvm
     zp = tvm.tirx.const(float(act_qparams.zp), "float32")
     attr = [float(act_qparams.scale), float(act_qparams.zp), float(act_qparams.inv)]
     if axes is not None:
-        return finalize(_transposing_quantize(shape, tuple(int(a) for a in axes), inv, zp,
-                                              caps)).with_attr(QUANTIZE_ATTR, attr)
+        axes = tuple(int(a) for a in axes)
+        func = finalize(_transposing_quantize(shape, axes, inv, zp, caps))
+        return func.with_attr(QUANTIZE_ATTR, attr).with_attr(QUANTIZE_AXES_ATTR, list(axes))
     x = te.placeholder(shape, "float32", name="x")
     q = te.compute(shape, lambda *idx: quantize_value(x[idx], inv, zp, caps.rounding_convert),
                    name="quantize")
