@@ -274,10 +274,12 @@ def _add_model_commands(sub) -> None:
     _resume_arg(w)
     b = sub.add_parser("build", help="compile MODEL with a plan into a shared library")
     _model_args(b)
-    b.add_argument("--plan", required=True, help="plan.json (from aiq-tvm search)")
+    b.add_argument("--plan", required=True, help="plan.json, or the directory aiq-tvm search "
+                   "wrote it to")
     _speed_floor_arg(b)
     b.add_argument("--calibration", default=None,
-                   help="calibration.json (needed when the plan quantizes activations)")
+                   help="calibration.json (needed when the plan quantizes activations; "
+                   "default: the calibration.json beside the plan, if there is one)")
     b.add_argument("-o", "--output", required=True,
                    help="the .so to write (code; its weights go beside it, model.so -> "
                    "model.params; load both with aiq_tvm.load)")
@@ -288,12 +290,14 @@ def _add_model_commands(sub) -> None:
                        "Runtime")
     _model_args(r, batch_default=[1, 8], batch_type=_batches)
     _data_args(r, required=False)
-    r.add_argument("--plan", default=None, help="also time this plan.json")
+    r.add_argument("--plan", default=None, help="also time this plan.json (or the directory "
+                   "aiq-tvm search wrote it to)")
     r.add_argument("--speed-floor", choices=list(PRECISIONS), default=None, metavar="P",
                    help="also time --plan with the layers whose modelled kernel time at each "
                    f"--batch is above P's moved to P (variant tvm-plan-floor-bN; choices: "
                    f"{', '.join(PRECISIONS)})")
-    r.add_argument("--calibration", default=None, help="calibration.json for int8 and the plan")
+    r.add_argument("--calibration", default=None, help="calibration.json for int8 and the plan "
+                   "(default: the one beside --plan, else calibrated on --data)")
     r.add_argument("--compare", type=_frameworks, default=list(_frameworks("torch,onnxruntime")),
                    help="frameworks to time beside TVM: torch, onnxruntime (FP32 and INT8)")
     r.add_argument("--rpc", metavar="HOST:PORT", type=_rpc_address, default=None,

@@ -342,6 +342,32 @@ def cmd_sweep(args, argv, progress: Progress) -> int:
 
 
 # ----------------------------------------------------------------------------- build
+def resolve_plan_files(args) -> None:
+    """``--plan`` may name ``aiq-tvm search``'s output directory (its plan.json is used), and
+    without ``--calibration`` the calibration.json that search wrote beside the plan is used.
+    Both choices are printed, so the build says which files it read."""
+    plan = Path(args.plan)
+    if plan.is_dir() and (plan / "plan.json").is_file():
+        plan = plan / "plan.json"
+        print(f"plan: {plan} (from the directory given to --plan)")
+    args.plan = str(plan)
+    beside = plan.parent / "calibration.json"
+    if getattr(args, "calibration", None) is None and beside.is_file():
+        args.calibration = str(beside)
+        print(f"calibration: {beside} (beside the plan; --calibration to give another)")
+
+
+def _check_calibration_given(ctx, plan_file: str) -> None:
+    from . import phases
+    from .calibrate import Calibration
+
+    given = isinstance(ctx.config.calibration, Calibration) or ctx.calib_x is not None
+    if not given and phases._needs_calibration(ctx):
+        raise SourceError(f"plan {plan_file} quantizes activations, which needs their ranges: "
+                          f"give --calibration calibration.json (aiq-tvm search writes it "
+                          f"beside plan.json)")
+
+
 def cmd_build(args, argv, progress: Progress) -> int:
     from . import phases
     from .calibrate import Calibration
@@ -349,6 +375,7 @@ def cmd_build(args, argv, progress: Progress) -> int:
     from .targets import capabilities
 
     target_file = check_output_file(args.output, "-o")
+    resolve_plan_files(args)
     plan = Plan.load(args.plan)
     cal = Calibration.load(args.calibration) if args.calibration else None
     model, _ = _load(args, progress)
@@ -356,6 +383,7 @@ def cmd_build(args, argv, progress: Progress) -> int:
     if cal is not None:
         config["calibration"] = cal
     ctx = _context(model, None, args, progress, **config)
+    _check_calibration_given(ctx, args.plan)
     cal = phases.calibrate(ctx)
     res = phases.finalize(ctx, plan, cal)
     caps = capabilities(res.target)
@@ -381,6 +409,8 @@ def cmd_bench(args, argv, progress: Progress) -> int:
     from . import bench
 
     out = check_output_file(args.json, "--json") if args.json else None
+    if args.plan:
+        resolve_plan_files(args)
     model, data = _load(args, progress)
     rows = bench.run(model, data, args, progress)
     text = bench.table(rows)

@@ -81,15 +81,28 @@ def test_search_on_onnx_then_build_pt2_so_matches_summary(files, tmp_path):
     assert s["ai"] >= s["ai_fp32"] > 0 and s["search_s"] > 0
     assert s["data"] == {**s["data"], "calib_images": 64, "val_images": 200, "test_images": 100}
     assert "| layer |" in (out / "report.md").read_text() and "conv2" in p.stdout
-    # The .pt2 of the same network has the same layer names: build the plan from it.
+    # The .pt2 of the same network has the same layer names: build the plan from it, given
+    # search's directory alone (its plan.json, and the calibration.json beside it).
     so = tmp_path / "gray.so"
-    p = cli("build", files / "gray.pt2", "--plan", out / "plan.json", "--calibration",
-            out / "calibration.json", "--batch", 4, "-o", so, "--quiet")
+    p = cli("build", files / "gray.pt2", "--plan", out, "--batch", 4, "-o", so, "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
+    assert f"plan: {out / 'plan.json'} (from the directory given to --plan)" in p.stdout
+    assert f"calibration: {out / 'calibration.json'} (beside the plan" in p.stdout
     assert f"wrote {so} and {tmp_path / 'gray.params'}" in p.stdout
     d = load_data(str(files / "data.npz"), (1, 28, 28), calib=64, val=200, seed=0)
     assert _accuracy_of_so(so, *d.val, 4) == s["accuracy"]
     assert _accuracy_of_so(so, *d.test, 4) == s["test_accuracy"]
+
+
+def test_build_of_an_int8_plan_without_calibration_says_what_to_give(files, tmp_path):
+    from aiq_tvm import Plan
+
+    Plan.uniform("int8").save(tmp_path / "int8.json")  # no calibration.json beside it
+    p = cli("build", files / "gray.pt2", "--plan", tmp_path / "int8.json", "-o",
+            tmp_path / "x.so", "--quiet")
+    assert p.returncode != 0 and not (tmp_path / "x.so").exists()
+    assert (f"plan {tmp_path / 'int8.json'} quantizes activations, which needs their ranges: "
+            "give --calibration calibration.json") in p.stderr
 
 
 def test_build_single_file_embeds_the_weights(files, tmp_path):
