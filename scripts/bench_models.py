@@ -413,6 +413,8 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
         med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
         cos = {k: cosine(v, logits[REFERENCE]) for k, v in logits.items() if k != REFERENCE}
         rows.append({"model": name, "batch": bs, "ms": med, "cos": cos,
+                     # each round's time, in round order: the tables' ratios pair the rounds
+                     "rounds_ms": {k: [t * 1e3 for t in v] for k, v in samples.items()},
                      "build_s": {f"tvm-{k}": v for k, v in build_s.items()},
                      "roofline": roofline_info(next(iter(builds.values()))),
                      **({"quiet": quiet.describe()} if args.max_foreign_cpu else {}),
@@ -433,6 +435,16 @@ def _keys(rows: list[dict], field: str) -> list[str]:
     return keys
 
 
+def speedup(row: dict, a: str, b: str) -> float:
+    """Time of ``a`` over time of ``b``: the median of the per-round ratios when the row keeps
+    its rounds (each round times every variant once, one after the other, so a slow spell of
+    the shared host slows both sides of a pair), else the ratio of the medians (older runs)."""
+    rounds = row.get("rounds_ms", {})
+    if a in rounds and b in rounds:
+        return float(np.median(np.asarray(rounds[a]) / np.asarray(rounds[b])))
+    return row["ms"][a] / row["ms"][b]
+
+
 def render_tables(rows: list[dict]) -> str:
     """Markdown: latency table with speed-up ratios, then the cosine-vs-PyTorch table."""
     keys = _keys(rows, "ms")
@@ -443,7 +455,7 @@ def render_tables(rows: list[dict]) -> str:
         med = row["ms"]
         vals = [row["model"], str(row["batch"])]
         vals += [f"{med[k]:.3f}" if k in med else "" for k in keys]
-        vals += [f"{med[a] / med[b]:.2f}x" if a in med and b in med else ""
+        vals += [f"{speedup(row, a, b):.2f}x" if a in med and b in med else ""
                  for a, b, _ in ratios]
         lines.append("| " + " | ".join(vals) + " |")
     ckeys = _keys(rows, "cos")
@@ -516,7 +528,9 @@ def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
     setup = (f"Machine: {first['machine']}, {first['threads']} threads, {first['date']}. "
              f"Medians of {first['rounds']} interleaved rounds of {first['round_ms']:.0f} ms per "
              f"variant ({first['gap_ms']:.0f} ms idle before each), {clock}; each framework in "
-             "its own process; ratios are speed-ups (time of the first / time of the second).")
+             "its own process; ratios are speed-ups (time of the first / time of the second)"
+             + ("; each is the median of its per-round ratios (a round times every variant once)."
+                if all("rounds_ms" in r for r in rows) else "."))
     thru = render_throughput(rows)
     return (f"# {title}\n\n{cmds}\n\n{setup}\n\n{render_tables(rows)}\n\n"
             + (f"{thru}\n\n" if thru else "") +

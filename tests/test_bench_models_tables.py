@@ -33,3 +33,17 @@ def test_runs_saved_before_the_table_render_without_it():
     row = _row()
     del row["roofline"]
     assert bench_models.render_throughput([row]) == ""
+
+
+def test_ratios_pair_the_rounds_when_the_row_keeps_them():
+    # Rounds 2 and 3 were slow spells of the host, the third mostly during the int8 timing:
+    # per-round ratios 2.0, 2.0, 1.25 (median 2.0); the medians, 50 / 30 ms, would say 1.67.
+    row = {"model": "m", "batch": 1, "cos": {},
+           "ms": {"tvm-fp32": 50.0, "tvm-int8": 30.0},
+           "rounds_ms": {"tvm-fp32": [20.0, 60.0, 50.0], "tvm-int8": [10.0, 30.0, 40.0]}}
+    assert bench_models.speedup(row, "tvm-fp32", "tvm-int8") == 2.0
+    line = next(ln for ln in bench_models.render_tables([row]).splitlines()
+                if ln.startswith("| m |"))
+    assert line.rstrip(" |").endswith("2.00x")
+    del row["rounds_ms"]  # runs saved before the rounds were kept: the ratio of the medians
+    assert bench_models.speedup(row, "tvm-fp32", "tvm-int8") == 50.0 / 30.0
