@@ -404,10 +404,13 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
         samples = {k: [] for k in timers}
         quiet = QuietCheck(args.max_foreign_cpu, [r.proc.pid for r in remotes.values()])
         with _locked(args.lock):
-            for _ in range(args.rounds):
-                for k, t in timers.items():
+            keys = list(timers)
+            for r in range(args.rounds):
+                # Each round starts one variant later: no variant always follows the same one
+                # (ORT's pool threads spin on after its run; caches hold the previous model).
+                for k in keys[r % len(keys):] + keys[:r % len(keys)]:
                     time.sleep(args.gap_ms / 1e3)
-                    samples[k].append(quiet.sample(t, args.round_ms))
+                    samples[k].append(quiet.sample(timers[k], args.round_ms))
         if quiet.retries:
             print(f"[{name} batch {bs}] {quiet.describe()}", flush=True)
         med = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
@@ -529,7 +532,8 @@ def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
              f"Medians of {first['rounds']} interleaved rounds of {first['round_ms']:.0f} ms per "
              f"variant ({first['gap_ms']:.0f} ms idle before each), {clock}; each framework in "
              "its own process; ratios are speed-ups (time of the first / time of the second)"
-             + ("; each is the median of its per-round ratios (a round times every variant once)."
+             + ("; each is the median of its per-round ratios (a round times every variant once, "
+                "starting one variant later than the round before)."
                 if all("rounds_ms" in r for r in rows) else "."))
     thru = render_throughput(rows)
     return (f"# {title}\n\n{cmds}\n\n{setup}\n\n{render_tables(rows)}\n\n"
