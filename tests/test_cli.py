@@ -80,3 +80,29 @@ def test_run_on_pretrained_resnet20(tmp_path):
     plan = json.loads((tmp_path / f"{STEM}_plan.json").read_text())
     assert plan["format"] == "aiq_tvm.plan" and len(plan["layers"]) == 22
     assert "AI: fp32" in proc.stdout and "| layer |" in (tmp_path / "md" / "r.md").read_text()
+
+
+def test_plan_files_resolve_from_search_output_directory(tmp_path, capsys):
+    import argparse
+
+    from aiq_tvm.commands import resolve_plan_files
+
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "calibration.json").write_text("{}")
+    args = argparse.Namespace(plan=str(tmp_path), calibration=None)
+    resolve_plan_files(args)
+    assert args.plan == str(tmp_path / "plan.json")
+    assert args.calibration == str(tmp_path / "calibration.json")
+    out = capsys.readouterr().out
+    assert "(from the directory given to --plan)" in out and "(beside the plan;" in out
+    # A calibration given on the command line is kept.
+    args = argparse.Namespace(plan=str(tmp_path / "plan.json"), calibration="mine.json")
+    resolve_plan_files(args)
+    assert args.calibration == "mine.json"
+    # Nothing beside the plan: nothing is made up (the build then says what is missing).
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "p.json").write_text("{}")
+    args = argparse.Namespace(plan=str(alone / "p.json"), calibration=None)
+    resolve_plan_files(args)
+    assert args.calibration is None and args.plan == str(alone / "p.json")
