@@ -352,7 +352,7 @@ def resolve_plan_files(args) -> None:
         print(f"plan: {plan} (from the directory given to --plan)")
     args.plan = str(plan)
     beside = plan.parent / "calibration.json"
-    if getattr(args, "calibration", None) is None and beside.is_file():
+    if args.calibration is None and beside.is_file():
         args.calibration = str(beside)
         print(f"calibration: {beside} (beside the plan; --calibration to give another)")
 

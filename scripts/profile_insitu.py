@@ -20,7 +20,6 @@ the lock::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -128,8 +127,8 @@ def main() -> None:
     model, calib = _model_and_calibration(args.model, args.size, 32)
     calib = np.asarray(calib)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
-    target = json.loads(args.target) if args.target.lstrip().startswith("{") else args.target
-    res = aiq_tvm.build(mod, target, params=params, plan=args.plan, calib_data=calib,
+    # build() resolves the target text (JSON dict text, target string or preset name)
+    res = aiq_tvm.build(mod, args.target, params=params, plan=args.plan, calib_data=calib,
                         batch_size=args.batch, eval_batch_size=16, micro_batch=None)
     vm = res.vm(args.batch)  # weights bound: vm["main"](x)
     x = tvm.runtime.tensor(res.example_input(args.batch))
