@@ -42,6 +42,8 @@ ASM_PATTERNS = {
     "vpdpbusd ymm (VEX)": r"\{vex\}\s*vpdpbusd\s+[^\n]*ymm",
     "vpmaddubsw zmm": r"vpmaddubsw\s+[^\n]*zmm",
     "vpmaddubsw ymm": r"vpmaddubsw\s+[^\n]*ymm",
+    # SSSE3 (legacy encoding, no "v"; AVX-only cores such as Sandy Bridge use vpmaddubsw xmm)
+    "pmaddubsw xmm": r"\bv?pmaddubsw\s+[^\n]*xmm",
     # int8 Winograd's int16 GEMM (vpmaddwd also follows every vpmaddubsw of the direct path)
     "vpmaddwd zmm": r"vpmaddwd\s+[^\n]*zmm",
     "vpmaddwd ymm": r"vpmaddwd\s+[^\n]*ymm",

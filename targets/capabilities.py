@@ -35,7 +35,8 @@ ISA_LEVELS = (
     "avx512bw",  # AVX-512 BW without VNNI: vpmaddubsw + vpmaddwd on zmm
     "avx_vnni",  # AVX2 with AVX-VNNI: VEX vpdpbusd on ymm (Alder Lake, Zen 5 client)
     "avx2",  # AVX2 + FMA: vpmaddubsw + vpmaddwd on ymm
-    "sse",  # x86-64 without AVX2
+    "ssse3",  # SSSE3 without AVX2 (Atom / Celeron, Sandy Bridge): pmaddubsw + pmaddwd on xmm
+    "sse",  # x86-64 without SSSE3
     "neon_i8mm",  # Armv8.6 I8MM: smmla / usdot
     "neon_dotprod",  # Armv8.2 DotProd: sdot / udot
     "neon",  # Armv8.0 AdvSIMD: smull / sadalp
@@ -47,6 +48,7 @@ INT8_DOT_KINDS = {
     "avx512bw": "vpmaddubsw",
     "avx_vnni": "vpdpbusd",
     "avx2": "vpmaddubsw",
+    "ssse3": "vpmaddubsw",
     "sse": "none",
     "neon_i8mm": "smmla",
     "neon_dotprod": "sdot",
@@ -58,12 +60,12 @@ INT8_DOT_KINDS = {
 # use 7-bit codes (2 * 255 * 63 < 2**15, as ONNX Runtime's reduce_range); 127 elsewhere.
 INT8_WEIGHT_QMAX = {"vpmaddubsw": 63}
 # LLVM feature names read off a target (and compared with the host's).
-_X86_FEATURES = ("sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+_X86_FEATURES = ("ssse3", "sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
                  "avx512vnni", "avxvnni")
 _ARM_FEATURES = ("neon", "dotprod", "i8mm", "fullfp16", "sve")
 # /proc/cpuinfo spellings of the same features.
 _CPUINFO_NAMES = {
-    "sse4_1": "sse4.1", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+    "ssse3": "ssse3", "sse4_1": "sse4.1", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
     "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
     "avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni",
     "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "asimdhp": "fullfp16", "sve": "sve",
@@ -253,7 +255,7 @@ def _isa_level(arch: str, has) -> str:
             return "avx512_vnni" if has("avx512vnni") else "avx512bw"
         if has("avx2") and has("fma"):
             return "avx_vnni" if has("avxvnni") else "avx2"
-        return "sse"
+        return "ssse3" if has("ssse3") else "sse"
     if arch == "aarch64":
         if has("i8mm") and has("dotprod"):
             return "neon_i8mm"

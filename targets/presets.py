@@ -36,7 +36,7 @@ __all__ = [
     "isa_arch",
 ]
 
-_X86_LEVELS = frozenset({"avx512_vnni", "avx512bw", "avx_vnni", "avx2", "sse"})
+_X86_LEVELS = frozenset({"avx512_vnni", "avx512bw", "avx_vnni", "avx2", "ssse3", "sse"})
 _ARM_LEVELS = frozenset({"neon_i8mm", "neon_dotprod", "neon"})
 
 
@@ -286,6 +286,7 @@ INT8_OVER_FP32 = {
     ("vpdpbusd", 256): 4.0,
     ("vpmaddubsw", 512): 4 / 3,  # three uops on the two 512-bit ports per 64 MACs (Skylake-SP)
     ("vpmaddubsw", 256): 2.0,  # two multiply uops per 32 MACs on two ports (znver3-2t: 1.95)
+    ("vpmaddubsw", 128): 2.0,  # as on 256 bits; FP32 without FMA takes a mul and an add
     ("sdot", 128): 4.0,
     ("smmla", 128): 8.0,
     ("smull", 128): 2.0,  # Cortex-A72: smull + smlal on F0, FMLA Q-form 1/cycle
@@ -314,7 +315,7 @@ def estimate_preset(caps) -> CpuPreset:
     Used when no preset has the target's ISA level; ``assumed`` lists the clock, pipes,
     int8 rate and bandwidth taken for granted.
     """
-    pipes = 1 if caps.isa in ("sse", "generic") else 2
+    pipes = 1 if caps.isa in ("ssse3", "sse", "generic") else 2
     fp32_cycle = pipes * caps.lanes32 * 2
     ratio = INT8_OVER_FP32.get((caps.int8_dot, caps.vector_bits), 0.25)
     spec = _target_of(caps)

@@ -21,6 +21,7 @@ ISA_TARGETS = {
     "avx512bw": {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2},  # vpmaddubsw zmm
     "avx_vnni": {"kind": "llvm", "mcpu": "alderlake", "num-cores": 2},  # VEX vpdpbusd ymm
     "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 2},  # vpmaddubsw ymm
+    "ssse3": {"kind": "llvm", "mcpu": "goldmont", "num-cores": 2},  # pmaddubsw xmm (Atom)
 }
 # One aarch64 target per Arm ISA level, best first (cross-compiled here; run on the emulated
 # board of `make test-arm`). "+neon" alone is Armv8.0 AdvSIMD.

@@ -125,8 +125,9 @@ def make_case(name: str, seed: int = 0):
 
 
 def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False, seed: int = 0,
-               numerics_target=None):  # fmt: skip
-    """Kernel for ``target`` and the numpy reference with the numerics target's weight codes."""
+               numerics_target=None, **conv_kw):  # fmt: skip
+    """Kernel for ``target`` and the numpy reference with the numerics target's weight codes
+    (``conv_kw``: more :func:`conv2d_kernel` arguments, e.g. ``winograd=False``)."""
     case = ALL_CASES[name]
     spec, x, w, b, res, qp = make_case(name, seed)
     kw = dict(
@@ -143,7 +144,7 @@ def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False,
         ref = quant.ref_dense(x, w, b, scheme, act=case["act"], act_qparams=qp, residual=res,
                               int8_qmax=qmax)  # fmt: skip
     else:
-        k = conv2d_kernel(spec, scheme, w, b, **kw)
+        k = conv2d_kernel(spec, scheme, w, b, **kw, **conv_kw)
         ref = quant.ref_conv2d(
             x, w, b, scheme, stride=spec.stride, padding=spec.padding, groups=spec.groups,
             act=case["act"], act_qparams=qp, residual=res, int8_qmax=qmax,
@@ -480,6 +481,8 @@ DOT_ASM = {
     "avx512bw": (("m8", "m4"), r"\bvpmaddubsw\s[^\n]*%zmm", (r"vpdpbusd",)),
     "avx_vnni": (("v8", "v4"), r"\{vex\}\s*vpdpbusd\s[^\n]*%ymm", (r"vpmaddubsw", r"%zmm")),
     "avx2": (("m8", "m4"), r"\bvpmaddubsw\s[^\n]*%ymm", (r"vpdpbusd", r"%zmm")),
+    # Goldmont (Atom): SSSE3's legacy-encoded pmaddubsw, no VEX, no 256-bit registers.
+    "ssse3": (("m8", "m4"), r"\bpmaddubsw\s[^\n]*%xmm", (r"vpdpbusd", r"\bv[a-z]", r"%[yz]mm")),
 }
 
 
@@ -508,6 +511,10 @@ def test_fp32_kernels_use_fma_at_the_target_width(target):
     k, *_ = build_case("conv3x3_s1", "fp32", target)
     assert k.plan.lanes == caps.lanes32 and k.plan.ocb % caps.lanes32 == 0
     asm = asm_of(compile_kernel(k, target))
+    if "fma" not in caps.features:  # SSSE3 (Atom): a multiply and an add on xmm
+        assert len(re.findall(r"\bmulps\s[^\n]*%xmm", asm)) >= 8
+        assert "vfmadd" not in asm and not re.search(r"%[yz]mm", asm)
+        return
     reg = "zmm" if caps.vector_bits == 512 else "ymm"
     assert len(re.findall(rf"\bvfmadd\w+\s[^\n]*%{reg}", asm)) >= 8
     if reg == "ymm":
@@ -584,7 +591,8 @@ def test_padded_conv_with_weights_past_l2_splits_output_channels(l2_kib, lead):
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("name", list(SPLIT_CASES))
 def test_output_channel_split_conv_matches_reference(name, scheme, target):
-    k, xin, res, ref = build_case(name, scheme, target)
+    # The direct kernel (4-lane FP32 takes Winograd for these shapes).
+    k, xin, res, ref = build_case(name, scheme, target, winograd=False)
     assert k.plan.order[0] == "o"
     body = k.prim_func.script()
     # The padded copy's block comes before the parallel loop: made once.

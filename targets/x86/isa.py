@@ -154,6 +154,7 @@ for _isa in (
     KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT, True),
     KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("avx2", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
+    KernelIsa("ssse3", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),
     KernelIsa("sse", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),
     # AArch64 levels: 32 128-bit registers; their dot families live in targets/arm/neon.py.
     KernelIsa("neon_i8mm", 128, 32, _ZMM_RESERVE, 8, NEON_THROUGHPUT),
