@@ -65,7 +65,8 @@ _X86_FEATURES = ("ssse3", "sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "av
 _ARM_FEATURES = ("neon", "dotprod", "i8mm", "fullfp16", "sve")
 # /proc/cpuinfo spellings of the same features.
 _CPUINFO_NAMES = {
-    "ssse3": "ssse3", "sse4_1": "sse4.1", "avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c",
+    "ssse3": "ssse3", "sse4_1": "sse4.1", "avx": "avx", "avx2": "avx2", "fma": "fma",
+    "f16c": "f16c",
     "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
     "avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni",
     "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "asimdhp": "fullfp16", "sve": "sve",
