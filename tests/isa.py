@@ -32,6 +32,8 @@ ARM_TARGETS = {
     "neon": {**_AARCH64, "mattr": ["+neon"]},  # smull / sadalp
 }
 AARCH64_DOTPROD = ARM_TARGETS["neon_dotprod"]
+# The x86-64 baseline (SSE2: no pmaddubsw, int8 in 32-bit lanes); not a dot level of ISA_TARGETS.
+SSE2 = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
 ZNVER4 = ISA_TARGETS["avx512_vnni"]
 HASWELL = ISA_TARGETS["avx2"]
 
@@ -50,11 +52,11 @@ def requires_host(target):
 
 
 def isa_params(levels=tuple(ISA_TARGETS), run: bool = True) -> list:
-    """``pytest.param`` per ISA level (id = level); with ``run`` those the host cannot execute
-    are marked to skip with the reason."""
+    """``pytest.param`` per ISA level (id = level; ``"sse"``: :data:`SSE2`); with ``run``
+    those the host cannot execute are marked to skip with the reason."""
     out = []
     for level in levels:
-        target = ISA_TARGETS[level]
+        target = SSE2 if level == "sse" else ISA_TARGETS[level]
         marks = [requires_host(target)] if run else []
         out.append(pytest.param(target, id=level, marks=marks))
     return out

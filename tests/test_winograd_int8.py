@@ -48,7 +48,8 @@ def _both(spec, w, b, target, m=2, scheme="int8", **kw):
 
 
 @pytest.mark.parametrize("m", wino8.TILES)
-@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx2")))
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw", "avx2", "ssse3",
+                                               "sse")))
 @pytest.mark.parametrize("spec,act,residual,requant", CASES, ids=["u8res_requant", "odd",
                                                                   "clip_requant"])
 def test_bit_identical_to_direct(target, spec, act, residual, requant, m):
@@ -64,7 +65,7 @@ def test_bit_identical_to_direct(target, spec, act, residual, requant, m):
 
 
 @pytest.mark.parametrize("m", wino8.TILES)
-@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2", "ssse3", "sse")))
 def test_int4_codes_bit_identical_to_direct(target, m):
     """int4 layers run the same int16 Winograd kernels on their 4-bit codes."""
     spec, act, residual, requant = CASES[0]
@@ -76,7 +77,7 @@ def test_int4_codes_bit_identical_to_direct(target, m):
 
 
 @pytest.mark.parametrize("m", wino8.TILES)
-@pytest.mark.parametrize("target", isa_params(("avx2",)))
+@pytest.mark.parametrize("target", isa_params(("avx2", "ssse3")))
 def test_accumulator_is_the_direct_one(target, m):
     """debug_acc: the int32 ``acc - corr`` itself (``Y / 2**shift`` with corr = 0), equal to
     the numpy reference's."""
@@ -174,7 +175,7 @@ def test_f4_overflow_falls_back_to_f2(target):
                                   testing.run_kernel(direct, xq, target))  # fmt: skip
 
 
-@pytest.mark.parametrize("target", isa_params(("avx512bw", "avx2")))
+@pytest.mark.parametrize("target", isa_params(("avx512bw", "avx2", "ssse3", "sse")))
 def test_f4_output_transform_wraps(target):
     """Inputs near the top code with zp = 0 and weight codes near 63 over 40 channels:
     576 |Y| passes 2**31, so the output transform wraps modulo 2**32, and the accumulator

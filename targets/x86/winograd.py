@@ -20,6 +20,7 @@ ocb]``). The tile planner (``winograd_plan``) and the cost it models
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -341,7 +342,9 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
     tho, thi = sch.split(th, [None, plan.rows])
     tw, mj = sch.split(j, [None, m])
     kgo, kgi = sch.split(k, [None, plan.kgroup])
-    kw = _vector_width(spec.O, out_lanes or lanes)
+    # Within a task's channel group: a 16-lane uint8 store over 8-channel groups (4-lane
+    # int32 targets) would split the group unevenly and break the GEMM's tensorize.
+    kw = _vector_width(math.gcd(spec.O, plan.kgroup), out_lanes or lanes)
     ko, ki = sch.split(kgi, [None, kw])
     sch.reorder(b, tho, kgo, thi, tw, ko, mi, mj, ki)
     task = sch.fuse(b, tho, kgo)

@@ -99,7 +99,8 @@ F2 = IntTile(2, G2, matrices(2)[2].astype(np.int64), ACC_SHIFT, 1)
 F4 = _f4_tile()
 TILES = {2: F2, 4: F4}
 
-_LLVM_PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}
+_LLVM_PMADDWD = {4: "llvm.x86.sse2.pmadd.wd", 8: "llvm.x86.avx2.pmadd.wd",
+                 16: "llvm.x86.avx512.pmaddw.d.512"}
 _LLVM_VPDPWSSD = {16: "llvm.x86.avx512.vpdpwssd.512"}
 
 # One GEMM step (2 input channels) per accumulator vector: vpmaddwd, plus the vpaddd into the
