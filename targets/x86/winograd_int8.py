@@ -140,10 +140,12 @@ F4_MARGIN = 1.08
 
 
 def applies(spec: ConvSpec, cpu) -> bool:
-    """3x3 stride-1 groups-1 layers, on targets with a 16-bit multiply-add intrinsic."""
+    """3x3 stride-1 groups-1 layers, on x86 targets with a 16-bit multiply-add intrinsic
+    (``pmaddwd`` at the target's width; AArch64's 4-lane levels have none here)."""
     from .winograd import applies as shape_applies
 
-    return shape_applies(spec) and cpu.lanes in _LLVM_PMADDWD
+    return (shape_applies(spec) and cpu.caps.arch == "x86_64"
+            and cpu.lanes in _LLVM_PMADDWD)
 
 
 def transform_weight(q: np.ndarray, ocb: int, tile: IntTile = F2) -> np.ndarray:
