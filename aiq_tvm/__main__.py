@@ -1,7 +1,5 @@
 """``python -m aiq_tvm`` runs the ``aiq-tvm`` command line."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()
