@@ -632,6 +632,17 @@ def test_rgb_stem_folds_kernel_columns_into_the_reduction(scheme, target):
     assert "foldkw" not in k.info["schedule"]
 
 
+@pytest.mark.parametrize("mcpu,level", [("goldmont", "ssse3"), ("tremont", "ssse3"),
+                                        ("sandybridge", "ssse3"), ("x86-64-v2", "ssse3"),
+                                        ("x86-64", "sse"), ("haswell", "avx2")])
+def test_x86_level_follows_the_targets_features(mcpu, level):
+    """SSSE3 without AVX2 (Atom / Celeron, AVX-only cores) gets pmaddubsw on xmm; only the SSE2
+    baseline keeps the 32-bit path (compile-time facts)."""
+    caps = capabilities({"kind": "llvm", "mcpu": mcpu})
+    assert caps.isa == level and caps.vector_bits == (256 if level == "avx2" else 128)
+    assert caps.int8_dot == ("none" if level == "sse" else "vpmaddubsw")
+
+
 def test_int8_formats_follow_the_dot_family():  # compile-time facts: no host requirement
     for level, target in ISA_TARGETS.items():
         cpu = cpu_model(target)
