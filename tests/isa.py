@@ -34,6 +34,8 @@ ARM_TARGETS = {
 AARCH64_DOTPROD = ARM_TARGETS["neon_dotprod"]
 # The x86-64 baseline (SSE2: no pmaddubsw, int8 in 32-bit lanes); not a dot level of ISA_TARGETS.
 SSE2 = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
+# What isa_params can name: the dot levels and the baseline.
+_PARAM_TARGETS = {**ISA_TARGETS, "sse": SSE2}
 ZNVER4 = ISA_TARGETS["avx512_vnni"]
 HASWELL = ISA_TARGETS["avx2"]
 
@@ -56,7 +58,7 @@ def isa_params(levels=tuple(ISA_TARGETS), run: bool = True) -> list:
     those the host cannot execute are marked to skip with the reason."""
     out = []
     for level in levels:
-        target = SSE2 if level == "sse" else ISA_TARGETS[level]
+        target = _PARAM_TARGETS[level]
         marks = [requires_host(target)] if run else []
         out.append(pytest.param(target, id=level, marks=marks))
     return out
