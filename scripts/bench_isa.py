@@ -47,6 +47,8 @@ ASM_PATTERNS = {
     # int8 Winograd's int16 GEMM (vpmaddwd also follows every vpmaddubsw of the direct path)
     "vpmaddwd zmm": r"vpmaddwd\s+[^\n]*zmm",
     "vpmaddwd ymm": r"vpmaddwd\s+[^\n]*ymm",
+    # SSE2: the direct int8 path of the x86-64 baseline (and every 128-bit widening step)
+    "pmaddwd xmm": r"\bv?pmaddwd\s+[^\n]*xmm",
     "vpdpwssd zmm": r"vpdpwssd\s+[^\n]*zmm",
     "vfmadd ymm": r"vfmadd\w+\s+[^\n]*ymm",
     "vfmadd zmm": r"vfmadd\w+\s+[^\n]*zmm",

@@ -36,7 +36,7 @@ ISA_LEVELS = (
     "avx_vnni",  # AVX2 with AVX-VNNI: VEX vpdpbusd on ymm (Alder Lake, Zen 5 client)
     "avx2",  # AVX2 + FMA: vpmaddubsw + vpmaddwd on ymm
     "ssse3",  # SSSE3 without AVX2 (Atom / Celeron, Sandy Bridge): pmaddubsw + pmaddwd on xmm
-    "sse",  # x86-64 without SSSE3
+    "sse",  # x86-64 without SSSE3 (SSE2): int8 widened to int16, pmaddwd on xmm
     "neon_i8mm",  # Armv8.6 I8MM: smmla / usdot
     "neon_dotprod",  # Armv8.2 DotProd: sdot / udot
     "neon",  # Armv8.0 AdvSIMD: smull / sadalp
@@ -49,7 +49,7 @@ INT8_DOT_KINDS = {
     "avx_vnni": "vpdpbusd",
     "avx2": "vpmaddubsw",
     "ssse3": "vpmaddubsw",
-    "sse": "none",
+    "sse": "vpmaddwd",
     "neon_i8mm": "smmla",
     "neon_dotprod": "sdot",
     "neon": "smull",

@@ -4,9 +4,10 @@ Low-bit precisions are candidates by default only where int8 pays on the target:
 int8 dot-product instruction (``TargetCaps.has_int8_dot``) *and* the target's roofline preset
 puts the int8 peak above the FP32 peak.
 
-* Without an int8 dot instruction (SSE-only x86, generic CPUs) int8 products are widened to
-  int32 and multiplied at about half the FP32 rate (``x86-64-on-znver3-2t`` in
-  docs/presets.md), so plans with 8-bit activations are slower.
+* Without an int8 dot instruction (CPUs other than x86 and AArch64: level ``generic``) int8
+  products are widened to int32 and multiplied at about a quarter of the FP32 rate (measured
+  0.23x on x86 before the SSE2 level got its ``pmaddwd`` kernels), so plans with 8-bit
+  activations are slower.
 * A preset whose int8 peak is not above its FP32 peak says the same of the instruction the
   target has.
 

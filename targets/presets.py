@@ -290,7 +290,9 @@ INT8_OVER_FP32 = {
     ("sdot", 128): 4.0,
     ("smmla", 128): 8.0,
     ("smull", 128): 2.0,  # Cortex-A72: smull + smlal on F0, FMLA Q-form 1/cycle
-    ("none", 128): 0.25,  # widened to int32 (x86-64-on-znver3-2t: 0.23)
+    ("vpmaddwd", 128): 1.5,  # SSE2: pmaddwd on int16, FP32 mulps + addps (x86-64-on-znver4-2t:
+    # 1.55)
+    ("none", 128): 0.25,  # widened to int32 (the old SSE2 path on a Zen 3: 0.23)
 }
 
 

@@ -22,6 +22,7 @@ ISA_TARGETS = {
     "avx_vnni": {"kind": "llvm", "mcpu": "alderlake", "num-cores": 2},  # VEX vpdpbusd ymm
     "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": 2},  # vpmaddubsw ymm
     "ssse3": {"kind": "llvm", "mcpu": "goldmont", "num-cores": 2},  # pmaddubsw xmm (Atom)
+    "sse": {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2},  # pmaddwd xmm (SSE2 baseline)
 }
 # One aarch64 target per Arm ISA level, best first (cross-compiled here; run on the emulated
 # board of `make test-arm`). "+neon" alone is Armv8.0 AdvSIMD.
@@ -32,10 +33,6 @@ ARM_TARGETS = {
     "neon": {**_AARCH64, "mattr": ["+neon"]},  # smull / sadalp
 }
 AARCH64_DOTPROD = ARM_TARGETS["neon_dotprod"]
-# The x86-64 baseline (SSE2: no pmaddubsw, int8 in 32-bit lanes); not a dot level of ISA_TARGETS.
-SSE2 = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
-# What isa_params can name: the dot levels and the baseline.
-_PARAM_TARGETS = {**ISA_TARGETS, "sse": SSE2}
 ZNVER4 = ISA_TARGETS["avx512_vnni"]
 HASWELL = ISA_TARGETS["avx2"]
 
@@ -54,11 +51,11 @@ def requires_host(target):
 
 
 def isa_params(levels=tuple(ISA_TARGETS), run: bool = True) -> list:
-    """``pytest.param`` per ISA level (id = level; ``"sse"``: :data:`SSE2`); with ``run``
-    those the host cannot execute are marked to skip with the reason."""
+    """``pytest.param`` per ISA level (id = level); with ``run`` those the host cannot
+    execute are marked to skip with the reason."""
     out = []
     for level in levels:
-        target = _PARAM_TARGETS[level]
+        target = ISA_TARGETS[level]
         marks = [requires_host(target)] if run else []
         out.append(pytest.param(target, id=level, marks=marks))
     return out

@@ -31,6 +31,7 @@ from isa import ZNVER4, isa_params  # noqa: E402
 DECODED = {
     "vpdpbusd": {"conv3x3_s1": "v4d", "conv3x3_s2": "v4sd", "pointwise_ragged": "v4d"},
     "vpmaddubsw": {"conv3x3_s1": "m4d", "conv3x3_s2": "m4sd", "pointwise_ragged": "m4wd"},
+    "vpmaddwd": {"conv3x3_s1": "w4d", "conv3x3_s2": "w4sd", "pointwise_ragged": "w4d"},
 }
 # 24 channels in 16-channel groups pad less with the kernel columns folded (3 x 24 = 72 of
 # 80 reduction values), which some levels model cheaper than the 8-channel format.

@@ -28,6 +28,10 @@ def caps(isa="avx2", bits=256, dot="vpmaddubsw", cores=2, mcpu="znver3", arch="x
                       triple="", host_runnable=runnable)
 
 
+# A level without an int8 dot instruction (riscv64 and other CPUs without x86 / Arm kernels).
+GENERIC = dict(isa="generic", bits=128, dot="none", mcpu="", arch="riscv64")
+
+
 def preset(name, isa, cores, mcpu, fp32=100.0, int8=200.0, bw=10.0, measured=True):
     return CpuPreset(name=name, description=name, isa=isa, source="test",
                      target={"kind": "llvm", "mcpu": mcpu, "num-cores": cores},
@@ -101,10 +105,10 @@ def test_same_core_count_wins_over_same_cpu_and_other_cpu_is_stated():
 
 
 def test_no_preset_of_the_isa_level_is_estimated_with_visible_assumptions():
-    c = caps("sse", 128, "none", cores=3, mcpu="x86-64")
+    c = caps(**GENERIC, cores=3)
     p = select_preset(c, [preset("zen3-2t", "avx2", 2, "znver3")])
     assert p == estimate_preset(c)
-    assert p.isa == "sse" and p.cores == 3 and p.basis == "estimated"
+    assert p.isa == "generic" and p.cores == 3 and p.basis == "estimated"
     assert p.peak_gflops_fp32 == pytest.approx(3 * ASSUMED_GHZ * 8)
     assert p.peak_gops_int8 < p.peak_gflops_fp32  # widened int8 is slower than FP32 FMAs
     assert p.bandwidth_gbs == ASSUMED_BANDWIDTH_GBS
@@ -169,7 +173,7 @@ def test_preset_validation_names_the_problem():
 def test_default_precisions_follow_the_int8_instruction():
     all_, none = default_precisions(caps("avx512_vnni", 512, "vpdpbusd"))
     assert none == {} and all_[0] == "fp32" and {"int8", "int4", "w8", "w4"} <= set(all_)
-    fp32_only, excluded = default_precisions(caps("sse", 128, "none", mcpu="x86-64"))
+    fp32_only, excluded = default_precisions(caps(**GENERIC))
     assert fp32_only == ["fp32"]
     assert set(excluded) == {"int8", "int4", "w8", "w4"}
     assert "no int8 dot-product instruction" in excluded["int8"]
@@ -234,24 +238,36 @@ def test_roofline_plan_on_a_synthetic_target_where_int8_pays():
 
 def test_roofline_objective_keeps_fp32_where_int8_does_not_pay():
     model = _model(4)
-    sse_target = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
-    for sse in (resolve_target(sse_target)[1], estimate_preset(capabilities(sse_target))):
-        assert sse.int8_dot == "none" and sse.peak_gops_int8 < sse.peak_gflops_fp32
-        assert set(_roofline_plan(model, sse).values()) == {"fp32"}, sse.name
+    riscv = {"kind": "llvm", "mtriple": "riscv64-linux-gnu", "num-cores": 2}
+    for slow in (resolve_target(riscv)[1], estimate_preset(caps(**GENERIC)), SLOW_INT8):
+        assert slow.peak_gops_int8 < slow.peak_gflops_fp32
+        assert set(_roofline_plan(model, slow).values()) == {"fp32"}, slow.name
     vnni = select_preset(caps("avx512_vnni", 512, "vpdpbusd", mcpu="znver5"))
     assert set(_roofline_plan(model, vnni).values()) == {"int8"}
+
+
+def test_sse2_baseline_int8_pays_by_its_measured_preset():
+    """x86-64 (SSE2) multiplies int8 with pmaddwd on int16: its measured preset puts int8
+    above FP32, so default plans may quantize there."""
+    sse_target = {"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}
+    sse = resolve_target(sse_target)[1]
+    assert sse.measured and sse.int8_dot == "vpmaddwd"
+    assert sse.peak_gops_int8 > sse.peak_gflops_fp32
+    candidates, excluded = default_precisions(capabilities(sse_target), sse)
+    assert excluded == {} and {"int8", "int4"} <= set(candidates)
 
 
 def test_cli_presets_shows_what_a_target_gets_and_assumes(capsys):
     from aiq_tvm.cli import main
 
-    assert main(["presets", "--target", '{"kind":"llvm","mcpu":"x86-64","num-cores":4}']) == 0
+    riscv = '{"kind":"llvm","mtriple":"riscv64-linux-gnu","num-cores":4}'
+    assert main(["presets", "--target", riscv]) == 0
     out = capsys.readouterr().out
     assert "rpi4-cortex-a72" in out and "source:" in out
     tail = out.split("gets:")[-1]
-    assert "sse (no int8 dot instruction), 4 cores" in tail
+    assert "generic (no int8 dot instruction), 4 cores" in tail
     assert "assumed:" in tail
-    assert "default precisions: fp32\n  left out int8: sse has no int8 dot-product" in tail
+    assert "default precisions: fp32\n  left out int8: generic has no int8 dot-product" in tail
 
 
 def test_docs_presets_page_is_current():
@@ -271,8 +287,8 @@ def test_report_prints_what_the_preset_assumes():
     from aiq_tvm.report import make_report
 
     model = _model(1)
-    est = estimate_preset(caps("sse", 128, "none", cores=3, mcpu="x86-64"))
-    rep = make_report(model, {"c0": "fp32"}, est, "x86-64")
+    est = estimate_preset(caps(**GENERIC, cores=3))
+    rep = make_report(model, {"c0": "fp32"}, est, "riscv64")
     assert rep.preset_assumed == list(est.assumed)
     assert f"assumed: clock {ASSUMED_GHZ} GHz" in str(rep)
     assert rep.to_dict()["preset_assumed"] == list(est.assumed)
@@ -283,18 +299,23 @@ def test_report_prints_what_the_preset_assumes():
     from aiq_tvm.plan import Plan
 
     summary = {"model": {"spec": "m.pt2"}, "data": {"spec": "d.npz"}, "command": "aiq-tvm x",
-               "date": "today", "target": "x86-64", "preset": est.name}
+               "date": "today", "target": "riscv64", "preset": est.name}
     md = _report_md(summary, ["AI: ..."], SimpleNamespace(report=rep, plan=Plan.uniform("fp32")))
     for line in est.assumed:
         assert f"assumed: {line}" in md
 
 
-def test_default_build_on_a_target_without_int8_dot_stays_fp32(tiny):
+def test_default_build_where_the_measured_int8_peak_does_not_pay_stays_fp32(tiny, monkeypatch):
+    """End to end on a target this host runs: were the SSE2 preset's int8 peak measured below
+    its FP32 peak (another CPU), the default plan stays FP32 and the report says why."""
     import numpy as np
     import torch
 
     import aiq_tvm
 
+    sse2 = next(p for p in PRESETS.values() if p.isa == "sse")
+    monkeypatch.setitem(PRESETS, sse2.name, dataclasses.replace(
+        sse2, peak_gops_int8=0.5 * sse2.peak_gflops_fp32))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
     y = rng.integers(0, 10, 16)
@@ -304,7 +325,7 @@ def test_default_build_on_a_target_without_int8_dot_stays_fp32(tiny):
     res = aiq_tvm.build(mod, sse, params=params, val_data=(x, y), eval_batch_size=16)
     assert set(res.plan.layers.values()) == {"fp32"}
     note = next(n for n in res.report.notes if n.startswith("default precisions"))
-    assert "left out int8" in note and "no int8 dot-product instruction" in note
+    assert "left out int8" in note and "at or below the FP32 peak" in note
     assert "w4 (weight-only" in note
     assert res.preset.cores == 3 and res.preset.basis == "estimated"
     assert res.report.preset_assumed == list(res.preset.assumed)

@@ -16,7 +16,7 @@ ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "num-cores": 2}
 # target -> (instructions the fp32 loop must contain, instructions the int8 loop must contain)
 CASES = [
     ({"kind": "llvm", "mcpu": "x86-64", "num-cores": 2}, [r"mulps\s+%xmm", r"addps\s+%xmm"],
-     [r"pmullw"]),
+     [r"pmaddwd\s+%xmm", r"paddd\s+%xmm"]),
     ({"kind": "llvm", "mcpu": "haswell", "num-cores": 2}, [r"vfmadd\w+ps\s+%ymm"],
      [r"vpmaddubsw\s+%ymm", r"vpmaddwd\s+%ymm", r"vpaddd\s+%ymm"]),
     ({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}, [r"vfmadd\w+ps\s+%zmm"],

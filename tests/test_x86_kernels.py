@@ -483,6 +483,9 @@ DOT_ASM = {
     "avx2": (("m8", "m4"), r"\bvpmaddubsw\s[^\n]*%ymm", (r"vpdpbusd", r"%zmm")),
     # Goldmont (Atom): SSSE3's legacy-encoded pmaddubsw, no VEX, no 256-bit registers.
     "ssse3": (("m8", "m4"), r"\bpmaddubsw\s[^\n]*%xmm", (r"vpdpbusd", r"\bv[a-z]", r"%[yz]mm")),
+    # x86-64 (SSE2): int8 widened to int16 in registers, pmaddwd; no SSSE3 byte multiply.
+    "sse": (("w8", "w4"), r"\bpmaddwd\s[^\n]*%xmm",
+            (r"pmaddubsw", r"vpdpbusd", r"\bv[a-z]", r"%[yz]mm")),
 }
 
 
@@ -636,11 +639,12 @@ def test_rgb_stem_folds_kernel_columns_into_the_reduction(scheme, target):
                                         ("sandybridge", "ssse3"), ("x86-64-v2", "ssse3"),
                                         ("x86-64", "sse"), ("haswell", "avx2")])
 def test_x86_level_follows_the_targets_features(mcpu, level):
-    """SSSE3 without AVX2 (Atom / Celeron, AVX-only cores) gets pmaddubsw on xmm; only the SSE2
-    baseline keeps the 32-bit path (compile-time facts)."""
+    """SSSE3 without AVX2 (Atom / Celeron, AVX-only cores) gets pmaddubsw on xmm, the SSE2
+    baseline pmaddwd on int16-widened bytes (compile-time facts)."""
     caps = capabilities({"kind": "llvm", "mcpu": mcpu})
     assert caps.isa == level and caps.vector_bits == (256 if level == "avx2" else 128)
-    assert caps.int8_dot == ("none" if level == "sse" else "vpmaddubsw")
+    assert caps.int8_dot == ("vpmaddwd" if level == "sse" else "vpmaddubsw")
+    assert caps.int8_weight_qmax == (127 if level == "sse" else 63)
 
 
 def test_int8_formats_follow_the_dot_family():  # compile-time facts: no host requirement

@@ -336,10 +336,70 @@ def _int16_sum(terms):
     return total
 
 
+def _w16_u8i8(lanes: int):
+    """``pmaddwd`` alone (SSE2, no byte multiply): 4 input channels of int8 weights (the ``v8``
+    layout) widened to int16 in registers. The 4 activation bytes of a 32-bit lane are split
+    into the words ``(a0, a2)`` (mask) and ``(a1, a3)`` (logical shift); the weight bytes into
+    ``(w0, w2)`` (shift left, arithmetic shift right) and ``(w1, w3)`` (arithmetic shift). Two
+    ``pmaddwd`` then sum all four products into int32: exact for any int8 code
+    (``2 * 255 * 128 < 2**31``)."""
+    i32 = f"int32x{lanes}"
+    i16 = f"int16x{2 * lanes}"
+    u16 = f"uint16x{2 * lanes}"
+    i8 = f"int8x{4 * lanes}"
+    wd = _LLVM_PMADD[lanes][1]
+
+    def eight(dtype, value):
+        return T.broadcast(T.Cast(dtype.split("x")[0], value), 2 * lanes)
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = (
+                C.vload([0], i32)
+                + T.call_llvm_pure_intrin(
+                    i32, wd,
+                    T.reinterpret(T.bitwise_and(T.reinterpret(bcast4(A, 0, lanes), dtype=u16),
+                                                eight(u16, 0xFF)), dtype=i16),
+                    T.shift_right(T.shift_left(T.reinterpret(B.vload([0, 0], i8), dtype=i16),
+                                               eight(i16, 8)), eight(i16, 8)),
+                )
+                + T.call_llvm_pure_intrin(
+                    i32, wd,
+                    T.reinterpret(T.shift_right(T.reinterpret(bcast4(A, 0, lanes), dtype=u16),
+                                                eight(u16, 8)), dtype=i16),
+                    T.shift_right(T.reinterpret(B.vload([0, 0], i8), dtype=i16), eight(i16, 8)),
+                )
+            )  # fmt: skip
+
+    return desc, impl
+
+
 _BUILDERS = {
     "u8i8": _u8i8, "u8i4": _u8i4, "u8i4w": _u8i4w, "u8i4s": _u8i4s,
     "u8i8b2": lambda lanes: _u8i8b(lanes, 2), "u8i8b4": lambda lanes: _u8i8b(lanes, 4),
 }  # fmt: skip
+_WD_BUILDERS = {"u8i8": _w16_u8i8}
 
 
 @functools.cache
@@ -351,3 +411,13 @@ def pmadd_intrin(kind: str, lanes: int) -> str:
         raise ValueError(f"vpmaddubsw kernels have 4 (xmm), 8 (ymm) or 16 (zmm) lanes, got {lanes}")
     desc, impl = _BUILDERS[kind](lanes)
     return register_once(f"aiq_pmaddubsw{32 * lanes}_{kind}", desc, impl)
+
+
+@functools.cache
+def pmaddwd_intrin(kind: str, lanes: int) -> str:
+    """Name of the ``pmaddwd``-only intrinsic ``kind`` (``"u8i8"``) on ``lanes`` 32-bit lanes
+    (4: SSE2 xmm; 8 and 16 build too), registered on first use."""
+    if lanes not in _LLVM_PMADD:
+        raise ValueError(f"pmaddwd kernels have 4 (xmm), 8 (ymm) or 16 (zmm) lanes, got {lanes}")
+    desc, impl = _WD_BUILDERS[kind](lanes)
+    return register_once(f"aiq_pmaddwd{32 * lanes}_{kind}", desc, impl)
