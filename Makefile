@@ -15,7 +15,7 @@ demo: setup
 # compiles, so a second worker halves its wall time on 2 cores. JOBS=0 runs it in one process.
 JOBS ?= 2
 test: setup
-	.venv/bin/python -m pytest -q $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
+	.venv/bin/python -m pytest -q --durations=15 $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
 lint: setup
 	.venv/bin/ruff check aiq_tvm passes targets tests scripts

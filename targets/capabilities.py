@@ -60,13 +60,15 @@ INT8_DOT_KINDS = {
 # use 7-bit codes (2 * 255 * 63 < 2**15, as ONNX Runtime's reduce_range); 127 elsewhere.
 INT8_WEIGHT_QMAX = {"vpmaddubsw": 63}
 # LLVM feature names read off a target (and compared with the host's).
+# AMD's XOP / FMA4 (Bulldozer family, dropped since Zen): LLVM emits them for bdver* targets,
+# so a host without them must not run such code.
 _X86_FEATURES = ("ssse3", "sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-                 "avx512vnni", "avxvnni")
+                 "avx512vnni", "avxvnni", "xop", "fma4")
 _ARM_FEATURES = ("neon", "dotprod", "i8mm", "fullfp16", "sve")
 # /proc/cpuinfo spellings of the same features.
 _CPUINFO_NAMES = {
     "ssse3": "ssse3", "sse4_1": "sse4.1", "avx": "avx", "avx2": "avx2", "fma": "fma",
-    "f16c": "f16c",
+    "f16c": "f16c", "xop": "xop", "fma4": "fma4",
     "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
     "avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni",
     "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "asimdhp": "fullfp16", "sve": "sve",
@@ -134,6 +136,15 @@ class TargetCaps:
     def fma_pipe_bits(self) -> int:
         """:attr:`fma_bits`, or ``vector_bits`` where it is not known."""
         return self.fma_bits or self.vector_bits
+
+    @property
+    def float_vector_bits(self) -> int:
+        """Vector width of float kernels: 256 on x86 with AVX but without AVX2 (Sandy / Ivy
+        Bridge, Bulldozer, Jaguar), whose 256-bit registers hold floats but not integers;
+        else :attr:`vector_bits`."""
+        if self.isa == "ssse3" and "avx" in self.features:
+            return 256
+        return self.vector_bits
 
     @property
     def lanes32(self) -> int:
@@ -265,6 +276,11 @@ def _isa_level(arch: str, has) -> str:
 
 
 _VECTOR_BITS = {"avx512_vnni": 512, "avx512bw": 512, "avx_vnni": 256, "avx2": 256}
+
+
+def level_vector_bits(isa: str) -> int:
+    """Vector width of an ISA level's kernels (pure Python, for presets)."""
+    return _VECTOR_BITS.get(isa, 128)
 # LLVM CPU names of cores whose 512-bit FMAs issue as two 256-bit halves on 256-bit pipes
 # (AMD Zen 4: one 512-bit or two 256-bit FMAs per cycle, the same FLOPs), so half-width
 # vectors cost nothing where a layer's channels leave a 512-bit vector partly empty.
@@ -311,7 +327,7 @@ def capabilities(target) -> TargetCaps:
     if arch == "aarch64":
         feats |= {"neon"}  # AdvSIMD is mandatory in AArch64
     isa = _isa_level(arch, feats.__contains__)
-    bits = _VECTOR_BITS.get(isa, 128)
+    bits = level_vector_bits(isa)
     regs = 32 if arch == "aarch64" or bits == 512 else 16
     missing = ()
     if arch == host_arch():

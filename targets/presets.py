@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
-from .capabilities import INT8_DOT_KINDS, ISA_LEVELS
+from .capabilities import INT8_DOT_KINDS, ISA_LEVELS, level_vector_bits
 
 __all__ = [
     "CpuPreset",
@@ -128,6 +128,12 @@ class CpuPreset:
     @property
     def vnni(self) -> bool:
         return self.int8_dot == "vpdpbusd"
+
+    @property
+    def float_vector_bits(self) -> int:
+        """Width of the float vectors ``peak_gflops_fp32`` was measured on: the level's, or
+        ``extra["float_vector_bits"]`` (256 for AVX without AVX2)."""
+        return int(self.extra.get("float_vector_bits", level_vector_bits(self.isa)))
 
     @property
     def ridge_fp32(self) -> float:
@@ -318,8 +324,10 @@ def estimate_preset(caps) -> CpuPreset:
     int8 rate and bandwidth taken for granted.
     """
     pipes = 1 if caps.isa in ("ssse3", "sse", "generic") else 2
-    fp32_cycle = pipes * caps.lanes32 * 2
-    ratio = INT8_OVER_FP32.get((caps.int8_dot, caps.vector_bits), 0.25)
+    fp32_cycle = pipes * caps.float_vector_bits // 32 * 2
+    # The int8 ratios are per FP32 FLOP at the integer vectors' width.
+    int8_cycle = pipes * caps.lanes32 * 2 * INT8_OVER_FP32.get(
+        (caps.int8_dot, caps.vector_bits), 0.25)
     spec = _target_of(caps)
     measure = (f"; measure it with `python -m aiq_tvm.targets.roofline --target "
                f"'{json.dumps(spec)}' --write`" if caps.host_runnable else "")
@@ -329,14 +337,15 @@ def estimate_preset(caps) -> CpuPreset:
         f"{caps.cores} cores: no preset of this ISA level, peaks estimated",
         target=spec, isa=caps.isa,
         peak_gflops_fp32=caps.cores * ASSUMED_GHZ * fp32_cycle,
-        peak_gops_int8=caps.cores * ASSUMED_GHZ * fp32_cycle * ratio,
+        peak_gops_int8=caps.cores * ASSUMED_GHZ * int8_cycle,
         bandwidth_gbs=ASSUMED_BANDWIDTH_GBS,
         source=f"estimate from the target's vector width, int8 instruction and cores{measure}",
         assumed=(
             f"clock {ASSUMED_GHZ} GHz on every core",
             f"{pipes} vector multiply-add pipe(s) per core: {fp32_cycle} FLOP/cycle at "
-            f"{caps.vector_bits}-bit",
-            f"int8 at {ratio:.3g}x the FP32 rate per cycle ({_int8_text(caps.int8_dot)})",
+            f"{caps.float_vector_bits}-bit",
+            f"int8 at {int8_cycle:.3g} ops/cycle ({_int8_text(caps.int8_dot)}, "
+            f"{caps.vector_bits}-bit)",
             f"memory bandwidth {ASSUMED_BANDWIDTH_GBS:g} GB/s",
             *_cores_note(caps),
         ),
@@ -344,8 +353,11 @@ def estimate_preset(caps) -> CpuPreset:
 
 
 def _rank(preset: CpuPreset, caps) -> tuple:
+    # Within a level, float vectors of the target's width first (AVX-only cores share
+    # ssse3 with Atoms but run 256-bit floats).
+    same_float = preset.float_vector_bits == caps.float_vector_bits
     return (preset.cores == caps.cores, bool(caps.mcpu) and preset.mcpu == caps.mcpu,
-            preset.measured, -abs(math.log(preset.cores / caps.cores)))
+            same_float, preset.measured, -abs(math.log(preset.cores / caps.cores)))
 
 
 def select_preset(caps, presets=None) -> CpuPreset:

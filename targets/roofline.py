@@ -4,14 +4,16 @@ The kernels use the target's own vector width and int8 instruction family (from
 :func:`aiq_tvm.targets.capabilities`), so the figures are the ones our kernels can reach on it:
 
 * **FP32 GFLOP/s**: each thread runs ``ACC`` independent chains of ``llvm.fmuladd`` on
-  ``lanes32``-wide vectors (FMA where the target has it, multiply + add otherwise) held in
-  registers; 2 FLOPs per lane per step.
+  vectors of the float kernels' width (``caps.float_vector_bits``: 256 bits on AVX without
+  AVX2, else the level's) held in registers (FMA where the target has it, multiply + add
+  otherwise); 2 FLOPs per lane per step.
 * **INT8 GOP/s**: the same chains with the target's int8 multiply-accumulate (see
   :data:`INT8_CHAINS`), 2 ops per int8 x int8 multiply-add:
 
   - ``vpdpbusd`` (AVX-512 VNNI on zmm, AVX-VNNI on ymm): one instruction, 4 MACs per lane;
   - ``vpmaddubsw`` (AVX-512BW, AVX2): ``vpmaddubsw`` + ``vpmaddwd`` (by ones) + ``vpaddd``;
-  - ``none`` (SSE, generic): int8 widened and multiplied as integers, as LLVM lowers it;
+  - ``vpmaddwd`` (SSE2): ``pmaddwd`` + ``paddd`` on int16 (the widening is not timed);
+  - ``none`` (generic): int8 widened and multiplied as integers, as LLVM lowers it;
   - ``sdot`` / ``smmla`` (Armv8.2 DotProd / Armv8.6 I8MM) and ``smull`` (``smull`` +
     ``smlal`` + ``sadalp``, Armv8.0).
 
@@ -235,8 +237,9 @@ def probe_module(caps, kind: str, threads: int, iters: int, family: str | None =
     ``family`` picks another int8 chain than the target's own (see :data:`INT8_CHAINS`)."""
     lanes = caps.lanes32
     if kind == "fp32":
-        func = _chain_kernel(threads, iters, lanes, "float32", lanes, "float32",
-                             _fma_step(lanes))
+        flanes = caps.float_vector_bits // 32  # AVX without AVX2: ymm floats, xmm integers
+        func = _chain_kernel(threads, iters, flanes, "float32", flanes, "float32",
+                             _fma_step(flanes))
     elif kind == "int8":
         chain = int8_chain(caps, family)
         func = _chain_kernel(threads, iters, lanes, "int32", chain.b_lanes, chain.b_dtype,
@@ -304,6 +307,7 @@ def chain_probe(target, kind: str, threads: int, iters: int | None = None,
     lib = tvm.compile(probe_module(caps, kind, n, iters, family), target).mod
     lanes = caps.lanes32
     if kind == "fp32":
+        lanes = caps.float_vector_bits // 32
         out = tvm.runtime.tensor(np.zeros((n, ACC * lanes), np.float32))
         b = tvm.runtime.tensor(np.ones(lanes, np.float32))
         ops_per_step = 2 * lanes
@@ -461,6 +465,7 @@ def measure(target_dict: dict | None = None, runs: int = RUNS,
         "threads": caps.cores,
         "int8_instructions": int8_chain(caps).instructions,
         "vector_bits": caps.vector_bits,
+        "float_vector_bits": caps.float_vector_bits,
     }
 
 
@@ -481,6 +486,13 @@ def _rounded(values, digits=1) -> list:
     return [round(float(v), digits) for v in values]
 
 
+def _widths(m: dict) -> str:
+    fbits = m.get("float_vector_bits", m["vector_bits"])
+    if fbits == m["vector_bits"]:
+        return f"{fbits}-bit"
+    return f"{m['vector_bits']}-bit integers, {fbits}-bit floats"
+
+
 def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
     cpu = _cpu_model()
     nice = f"nice -n {m['nice']} " if m.get("nice") else ""
@@ -490,7 +502,7 @@ def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
     runs = m["runs"]
     return CpuPreset(
         name=name,
-        description=f"{mcpu} code ({m['isa']}, {m['vector_bits']}-bit) on {cpu}, "
+        description=f"{mcpu} code ({m['isa']}, {_widths(m)}) on {cpu}, "
         f"{m['threads']} threads; measured",
         target=m["target"],
         isa=m["isa"],
@@ -504,6 +516,8 @@ def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
         "CPU time per thread)",
         measured=True,
         extra={"machine": cpu, "threads": m["threads"], "nice": m.get("nice", 0),
+               **({"float_vector_bits": m["float_vector_bits"]}
+                  if m.get("float_vector_bits", m["vector_bits"]) != m["vector_bits"] else {}),
                "load_average_before": round(m["load_before"], 2),
                "load_average_after": round(m["load_after"], 2),
                "runs": {k: _rounded(v) for k, v in runs.items()},

@@ -104,6 +104,24 @@ def test_same_core_count_wins_over_same_cpu_and_other_cpu_is_stated():
     assert "performs like zen3-2t" in p.assumed[0]
 
 
+def test_avx_only_cores_get_the_preset_measured_with_256_bit_floats():
+    """ssse3 covers Atoms (128-bit floats) and AVX-only cores (256-bit floats): within the
+    level the preset whose FP32 peak was measured at the target's float width wins."""
+    v2 = preset("v2-2t", "ssse3", 2, "x86-64-v2", fp32=80.0, int8=186.0)
+    snb = dataclasses.replace(preset("snb-2t", "ssse3", 2, "sandybridge", fp32=184.0, int8=216.0),
+                              extra={"float_vector_bits": 256})
+    atom = caps("ssse3", 128, "vpmaddubsw", mcpu="tremont")
+    ivy = dataclasses.replace(caps("ssse3", 128, "vpmaddubsw", mcpu="ivybridge"),
+                              features=frozenset({"ssse3", "avx"}))
+    assert (atom.float_vector_bits, ivy.float_vector_bits) == (128, 256)
+    for pool in ([v2, snb], [snb, v2]):
+        assert select_preset(atom, pool).name == "v2-2t"
+        assert select_preset(ivy, pool).name == "snb-2t"
+    # The shipped presets: an Ivy Bridge target gets the Sandy Bridge measurement.
+    ivy_target = {"kind": "llvm", "mcpu": "ivybridge", "num-cores": 2}
+    assert resolve_target(ivy_target)[1].float_vector_bits == 256
+
+
 def test_no_preset_of_the_isa_level_is_estimated_with_visible_assumptions():
     c = caps(**GENERIC, cores=3)
     p = select_preset(c, [preset("zen3-2t", "avx2", 2, "znver3")])

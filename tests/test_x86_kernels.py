@@ -36,6 +36,7 @@ from isa import (  # noqa: E402
     isa_params,
     requires_host,
     requires_vnni_host,
+    runnable,
 )
 
 SCHEMES = precision_names()
@@ -523,6 +524,30 @@ def test_fp32_kernels_use_fma_at_the_target_width(target):
     assert len(re.findall(rf"\bvfmadd\w+\s[^\n]*%{reg}", asm)) >= 8
     if reg == "ymm":
         assert "%zmm" not in asm
+
+
+@pytest.mark.parametrize("mcpu,fma", [("sandybridge", False), ("bdver2", True)])
+def test_avx_without_avx2_runs_float_layers_on_ymm(mcpu, fma):
+    """AVX without AVX2 (Sandy Bridge; Piledriver with FMA): ymm registers hold floats but
+    not integers, so fp32 and weight-only layers take 8 lanes while int8 keeps the ssse3
+    level's xmm; numerics checked where this host runs the target."""
+    target = {"kind": "llvm", "mcpu": mcpu, "num-cores": 2}
+    caps = capabilities(target)
+    assert (caps.isa, caps.vector_bits, caps.float_vector_bits) == ("ssse3", 128, 256)
+    multiply = r"vfmadd\w+" if fma else r"vmulps"
+    for scheme, lanes in (("fp32", 8), ("w8", 8), ("int8", 4)):
+        k, xin, res, ref = build_case("pointwise", scheme, target)
+        assert k.plan.lanes == lanes, scheme
+        ex = compile_kernel(k, target)
+        asm = asm_of(ex)
+        if lanes == 8:
+            assert len(re.findall(rf"\b{multiply}\s[^\n]*%ymm", asm)) >= 8, scheme
+        else:
+            assert re.search(r"\bvpmaddubsw\s[^\n]*%xmm", asm)
+            # No AVX2 integer arithmetic (AVX's own vptest on ymm is fine).
+            assert not re.search(r"\bvp(maddubsw|maddwd|addd|mulld)\s[^\n]*%ymm", asm)
+        if runnable(target):
+            assert_close(run_kernel(k, xin, res, target, ex), ref.y, scheme)
 
 
 @pytest.mark.parametrize("mcpu,lanes", [("znver4", 8), ("skylake-avx512", 16)])

@@ -552,7 +552,7 @@ def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,
     prec = get_precision(scheme)
     qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
                                           else numerics_target))  # fmt: skip
-    cpu = _narrow_cpu(spec, cpu_model(target), prec, qmax)
+    cpu = _narrow_cpu(spec, cpu_model(target).for_scheme(prec), prec, qmax)
     return _conv_choice(spec, prec, qmax, cpu, requant=requant, winograd=winograd,
                         decode_once=decode_once, database=None, tune_trials=0)
 

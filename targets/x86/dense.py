@@ -108,7 +108,7 @@ def dense_cycles(spec: DenseSpec, scheme, target, numerics_target=None, *,
     prec = get_precision(scheme)
     qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
                                           else numerics_target))  # fmt: skip
-    cpu = cpu_model(target)
+    cpu = cpu_model(target).for_scheme(prec)
     _, _, _, cost = _plan_dense(spec, _dense_formats(spec, prec, qmax, cpu), cpu)
     nbytes = spec.K * spec.O * prec.weight_bytes
     return bounded_cycles(cost, nbytes) if read is None else cost + read(nbytes)

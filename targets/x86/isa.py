@@ -391,6 +391,15 @@ class CpuModel:
     def max_acc(self, mode: str, ocv: int = 1, weight_regs: int = 1) -> int:
         return self.isa.max_acc(mode, ocv, weight_regs)
 
+    def for_scheme(self, scheme: PrecisionScheme) -> CpuModel:
+        """The model a layer of ``scheme`` is planned on: float kernels (fp32 and the
+        weight-only schemes) take ``caps.float_vector_bits`` where that is wider than the
+        level's integer vectors (AVX without AVX2: ymm floats, xmm integers)."""
+        bits = self.caps.float_vector_bits
+        if scheme.quantizes_activations or bits == self.isa.vector_bits:
+            return self
+        return replace(self, isa=replace(self.isa, vector_bits=bits))
+
     def acc_budget(self, mode: str, weight_regs: int) -> tuple[int, ...]:
         """Accumulator vectors per register block with 1, 2, 3 and 4 channel vectors."""
         return tuple(self.max_acc(mode, v, weight_regs) for v in (1, 2, 3, 4))

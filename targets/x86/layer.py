@@ -80,7 +80,7 @@ def layer_args(
         raise ValueError("debug_acc is only defined for schemes with integer accumulators")
     if debug_acc and out_qparams is not None:
         raise ValueError("debug_acc and out_qparams are exclusive")
-    cpu = cpu_model(target)
+    cpu = cpu_model(target).for_scheme(prec)
     numerics = target if numerics_target is None else numerics_target
     int8_qmax = numerics_qmax(numerics)
     return LayerArgs(prec, weight, bias, act, act_qparams, out_qparams, debug_acc, cpu,
