@@ -11,6 +11,10 @@ puts the int8 peak above the FP32 peak.
 * A preset whose int8 peak is not above its FP32 peak says the same of the instruction the
   target has.
 
+Where int8 pays, weight-only precisions are still left out on x86 targets whose float vectors
+are 128-bit (SSE2, SSSE3 without AVX): dequantizing into xmm floats measured slower than FP32
+there (:func:`weight_only_pays`).
+
 Where int8 does not pay, weight-only precisions do not either: they compute in FP32 after
 dequantizing every weight, which never beats FP32 on compute-bound layers (docs/performance.md:
 ResNet-20, batch 64, w8 12.21 ms vs fp32 11.88 ms).  The default is then FP32 alone, so no
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 from aiq_tvm.schemes import PRECISIONS, get_precision
 
-__all__ = ["default_precisions", "int8_pays"]
+__all__ = ["default_precisions", "int8_pays", "weight_only_pays"]
 
 
 def int8_pays(caps, preset=None) -> tuple[bool, str]:
@@ -63,14 +67,29 @@ def default_precisions(caps, preset=None) -> tuple[list[str], dict[str, str]]:
         The candidates in registry order, and ``{precision: why it is excluded}``.
     """
     pays, why = int8_pays(caps, preset)
-    if pays:
-        return list(PRECISIONS), {}
+    weight_only = weight_only_pays(caps) if pays else (
+        False, "weight-only kernels compute in FP32 after dequantizing weights: not faster "
+        f"than FP32 where int8 does not pay ({caps.isa})")
     excluded = {}
     for name in PRECISIONS:
         scheme = get_precision(name)
-        if scheme.quantizes_activations:
+        if scheme.quantizes_activations and not pays:
             excluded[name] = why
-        elif scheme.quantizes_weights:
-            excluded[name] = ("weight-only kernels compute in FP32 after dequantizing weights: "
-                              f"not faster than FP32 where int8 does not pay ({caps.isa})")
+        elif not scheme.quantizes_activations and scheme.quantizes_weights and not weight_only[0]:
+            excluded[name] = weight_only[1]
     return [p for p in PRECISIONS if p not in excluded], excluded
+
+
+def weight_only_pays(caps) -> tuple[bool, str]:
+    """Whether weight-only kernels (``w8``, ``w4``) can beat FP32 on a target where int8 pays.
+
+    They dequantize every weight into float vectors before the FP32 multiply-adds, which
+    pays only where reading the smaller weights saves more than the unpacking costs. On x86
+    with 128-bit float vectors (SSE2, SSSE3 without AVX) the unpacking costs more: MobileNetV2
+    at 32 x 32, batch 1, one thread, `scripts/profile_insitu.py` (docs/performance_isa.md):
+    w4 1.74x and w8 1.34x FP32's time on an ``x86-64`` build, 1.17x and 1.08x on ``goldmont``.
+    """
+    if caps.arch == "x86_64" and caps.float_vector_bits <= 128:
+        return False, (f"weight-only kernels unpack weights into {caps.float_vector_bits}-bit "
+                       "float vectors, measured slower than FP32 on such x86 targets")
+    return True, ""
