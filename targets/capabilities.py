@@ -281,6 +281,8 @@ _VECTOR_BITS = {"avx512_vnni": 512, "avx512bw": 512, "avx_vnni": 256, "avx2": 25
 def level_vector_bits(isa: str) -> int:
     """Vector width of an ISA level's kernels (pure Python, for presets)."""
     return _VECTOR_BITS.get(isa, 128)
+
+
 # LLVM CPU names of cores whose 512-bit FMAs issue as two 256-bit halves on 256-bit pipes
 # (AMD Zen 4: one 512-bit or two 256-bit FMAs per cycle, the same FLOPs), so half-width
 # vectors cost nothing where a layer's channels leave a 512-bit vector partly empty.

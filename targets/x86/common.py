@@ -341,7 +341,8 @@ class WeightFormat:
     name : str
         Tag in kernel records: ``"f32"``, ``"i8"``, ``"i4"`` (one channel, or one nibble pair,
         per step); ``"v8"``, ``"v4"``, ``"v4s"`` (``vpdpbusd`` blocks); ``"m8"``, ``"m4w"``,
-        ``"m4"``, ``"m4s"`` (``vpmaddubsw`` blocks).
+        ``"m4"``, ``"m4s"`` (``vpmaddubsw`` blocks); ``"w8"`` (SSE2 ``pmaddwd`` blocks); a
+        trailing ``"d"``: decoded once (:attr:`packed`).
     layout : str
         How the weights are packed (:func:`pack_weight`): ``"f32"`` float32; ``"i8"`` int8;
         ``"i4"`` int4 nibble pairs along the channel axis; ``"v8"`` int8 blocks of ``lanes``

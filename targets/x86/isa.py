@@ -177,7 +177,7 @@ class DotFamily:
     Attributes
     ----------
     name : str
-        ``caps.int8_dot`` key (``"vpdpbusd"``, ``"vpmaddubsw"``, ``"none"``).
+        ``caps.int8_dot`` key (``"vpdpbusd"``, ``"vpmaddubsw"``, ``"vpmaddwd"``, ``"none"``).
     weight_qmax : int
         Largest 8-bit weight code the family multiplies exactly (the ``int8_qmax`` of targets
         whose numerics follow it).

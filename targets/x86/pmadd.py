@@ -40,7 +40,7 @@ import functools
 
 from tvm.script import tirx as T
 
-from .vnni import bcast4, register_once
+from .vnni import bcast4, register_once, u8i8_desc
 
 # (vpmaddubsw, vpmaddwd) LLVM intrinsics per 32-bit lane count.
 _LLVM_PMADD = {
@@ -63,20 +63,6 @@ def _u8i8(lanes: int):
     ubsw, wd = _LLVM_PMADD[lanes]
 
     @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            for i, k in T.grid(lanes, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
         B: T.Buffer((lanes, 4), "int8", offset_factor=1),
@@ -92,7 +78,7 @@ def _u8i8(lanes: int):
                 _ones16(lanes),
             )
 
-    return desc, impl
+    return u8i8_desc(lanes), impl
 
 
 def _nibbles(word, shift: int, lanes: int):
@@ -349,22 +335,8 @@ def _w16_u8i8(lanes: int):
     i8 = f"int8x{4 * lanes}"
     wd = _LLVM_PMADD[lanes][1]
 
-    def eight(dtype, value):
+    def words(dtype, value):  # ``value`` in each of the 2 * lanes 16-bit words
         return T.broadcast(T.Cast(dtype.split("x")[0], value), 2 * lanes)
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            for i, k in T.grid(lanes, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -380,19 +352,19 @@ def _w16_u8i8(lanes: int):
                 + T.call_llvm_pure_intrin(
                     i32, wd,
                     T.reinterpret(T.bitwise_and(T.reinterpret(bcast4(A, 0, lanes), dtype=u16),
-                                                eight(u16, 0xFF)), dtype=i16),
+                                                words(u16, 0xFF)), dtype=i16),
                     T.shift_right(T.shift_left(T.reinterpret(B.vload([0, 0], i8), dtype=i16),
-                                               eight(i16, 8)), eight(i16, 8)),
+                                               words(i16, 8)), words(i16, 8)),
                 )
                 + T.call_llvm_pure_intrin(
                     i32, wd,
                     T.reinterpret(T.shift_right(T.reinterpret(bcast4(A, 0, lanes), dtype=u16),
-                                                eight(u16, 8)), dtype=i16),
-                    T.shift_right(T.reinterpret(B.vload([0, 0], i8), dtype=i16), eight(i16, 8)),
+                                                words(u16, 8)), dtype=i16),
+                    T.shift_right(T.reinterpret(B.vload([0, 0], i8), dtype=i16), words(i16, 8)),
                 )
             )  # fmt: skip
 
-    return desc, impl
+    return u8i8_desc(lanes), impl
 
 
 _BUILDERS = {

@@ -63,10 +63,10 @@ def bcast4(A, offset: int, lanes: int):
     )
 
 
-def _u8i8(lanes: int):
-    i32 = f"int32x{lanes}"
-    i8 = f"int8x{4 * lanes}"
-    llvm = _LLVM_VPDPBUSD[lanes]
+def u8i8_desc(lanes: int):
+    """Description of the 4-channel int8 block every x86 dot family computes: ``lanes``
+    int32 accumulators += 4 uint8 activations x ``B[lanes, 4]`` int8 weights (the ``v8``
+    layout)."""
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -82,6 +82,14 @@ def _u8i8(lanes: int):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
+    return desc
+
+
+def _u8i8(lanes: int):
+    i32 = f"int32x{lanes}"
+    i8 = f"int8x{4 * lanes}"
+    llvm = _LLVM_VPDPBUSD[lanes]
+
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
@@ -95,7 +103,7 @@ def _u8i8(lanes: int):
                 i32, llvm, C.vload([0], i32), bcast4(A, 0, lanes), B.vload([0, 0], i8)
             )
 
-    return desc, impl
+    return u8i8_desc(lanes), impl
 
 
 def _u8i4(lanes: int):
