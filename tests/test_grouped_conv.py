@@ -44,7 +44,7 @@ def reference(spec, scheme, x, w, b, qp, target, **kw):
                             int8_qmax=capabilities(target).int8_weight_qmax, **kw)
 
 
-@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2", "ssse3", "sse")))
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 @pytest.mark.parametrize("name", list(GROUPED))
 def test_grouped_int_accumulator_exact(name, scheme, target):

@@ -322,21 +322,35 @@ def _int16_sum(terms):
     return total
 
 
-def _w16_u8i8(lanes: int):
-    """``pmaddwd`` alone (SSE2, no byte multiply): 4 input channels of int8 weights (the ``v8``
-    layout) widened to int16 in registers. The 4 activation bytes of a 32-bit lane are split
-    into the words ``(a0, a2)`` (mask) and ``(a1, a3)`` (logical shift); the weight bytes into
-    ``(w0, w2)`` (shift left, arithmetic shift right) and ``(w1, w3)`` (arithmetic shift). Two
-    ``pmaddwd`` then sum all four products into int32: exact for any int8 code
-    (``2 * 255 * 128 < 2**31``)."""
-    i32 = f"int32x{lanes}"
-    i16 = f"int16x{2 * lanes}"
-    u16 = f"uint16x{2 * lanes}"
-    i8 = f"int8x{4 * lanes}"
+def _pmaddwd_dot(A, w8, lanes: int):
+    """int32 sums of 4 uint8 activations (``A[0:4]``, every lane) times the int8 weights
+    ``w8`` (``int8x{4 * lanes}``, 4 per lane) with ``pmaddwd`` alone (SSE2 has no byte
+    multiply): the activation bytes are split into the int16 words ``(a0, a2)`` (mask) and
+    ``(a1, a3)`` (logical shift), the weight bytes into ``(w0, w2)`` (shift left, arithmetic
+    shift right) and ``(w1, w3)`` (arithmetic shift); two ``pmaddwd`` sum the four products,
+    exact for any int8 code (``2 * 255 * 128 < 2**31``)."""
+    i32, i16, u16 = f"int32x{lanes}", f"int16x{2 * lanes}", f"uint16x{2 * lanes}"
     wd = _LLVM_PMADD[lanes][1]
 
     def words(dtype, value):  # ``value`` in each of the 2 * lanes 16-bit words
         return T.broadcast(T.Cast(dtype.split("x")[0], value), 2 * lanes)
+
+    a = T.reinterpret(bcast4(A, 0, lanes), dtype=u16)
+    w = T.reinterpret(w8, dtype=i16)
+    even = T.call_llvm_pure_intrin(
+        i32, wd, T.reinterpret(T.bitwise_and(a, words(u16, 0xFF)), dtype=i16),
+        T.shift_right(T.shift_left(w, words(i16, 8)), words(i16, 8)))
+    odd = T.call_llvm_pure_intrin(
+        i32, wd, T.reinterpret(T.shift_right(a, words(u16, 8)), dtype=i16),
+        T.shift_right(w, words(i16, 8)))
+    return even + odd
+
+
+def _w16_u8i8(lanes: int):
+    """``pmaddwd`` on 4 input channels of int8 weights (the ``v8`` layout), widened to int16
+    in registers (:func:`_pmaddwd_dot`)."""
+    i32 = f"int32x{lanes}"
+    i8 = f"int8x{4 * lanes}"
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -347,31 +361,59 @@ def _w16_u8i8(lanes: int):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            C[T.ramp(T.int32(0), 1, lanes)] = (
-                C.vload([0], i32)
-                + T.call_llvm_pure_intrin(
-                    i32, wd,
-                    T.reinterpret(T.bitwise_and(T.reinterpret(bcast4(A, 0, lanes), dtype=u16),
-                                                words(u16, 0xFF)), dtype=i16),
-                    T.shift_right(T.shift_left(T.reinterpret(B.vload([0, 0], i8), dtype=i16),
-                                               words(i16, 8)), words(i16, 8)),
-                )
-                + T.call_llvm_pure_intrin(
-                    i32, wd,
-                    T.reinterpret(T.shift_right(T.reinterpret(bcast4(A, 0, lanes), dtype=u16),
-                                                words(u16, 8)), dtype=i16),
-                    T.shift_right(T.reinterpret(B.vload([0, 0], i8), dtype=i16), words(i16, 8)),
-                )
-            )  # fmt: skip
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + _pmaddwd_dot(
+                A, B.vload([0, 0], i8), lanes)
 
     return u8i8_desc(lanes), impl
+
+
+def _w16_u8i4s(lanes: int):
+    """``pmaddwd`` on 4 input channels of int4 weights in the ``v4s`` layout (byte j =
+    channels j | j + 2 as ``q + 8``), unpacked to int8 as in :func:`_u8i4s`, then widened
+    like int8 (:func:`_pmaddwd_dot`): the in-loop int4 path of grouped convs, which have no
+    decode-once formats."""
+    i32 = f"int32x{lanes}"
+    i8 = f"int8x{4 * lanes}"
+    u8h = f"uint8x{2 * lanes}"
+    u16 = f"uint16x{lanes}"
+    desc, _ = _u8i4s(lanes)
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 2), "uint8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + _pmaddwd_dot(
+                A,
+                T.reinterpret(
+                    T.bitwise_and(
+                        T.bitwise_or(
+                            T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
+                            T.shift_left(
+                                T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
+                                T.broadcast(T.int32(12), lanes),
+                            ),
+                        ),
+                        T.broadcast(T.int32(0x0F0F0F0F), lanes),
+                    ),
+                    dtype=i8,
+                )
+                - T.broadcast(T.int8(8), 4 * lanes),
+                lanes,
+            )
+
+    return desc, impl
 
 
 _BUILDERS = {
     "u8i8": _u8i8, "u8i4": _u8i4, "u8i4w": _u8i4w, "u8i4s": _u8i4s,
     "u8i8b2": lambda lanes: _u8i8b(lanes, 2), "u8i8b4": lambda lanes: _u8i8b(lanes, 4),
 }  # fmt: skip
-_WD_BUILDERS = {"u8i8": _w16_u8i8}
+_WD_BUILDERS = {"u8i8": _w16_u8i8, "u8i4s": _w16_u8i4s}
 
 
 @functools.cache
@@ -387,8 +429,8 @@ def pmadd_intrin(kind: str, lanes: int) -> str:
 
 @functools.cache
 def pmaddwd_intrin(kind: str, lanes: int) -> str:
-    """Name of the ``pmaddwd``-only intrinsic ``kind`` (``"u8i8"``) on ``lanes`` 32-bit lanes
-    (4: SSE2 xmm; 8 and 16 build too), registered on first use."""
+    """Name of the ``pmaddwd``-only intrinsic ``kind`` (``"u8i8"``, ``"u8i4s"``) on ``lanes``
+    32-bit lanes (4: SSE2 xmm; 8 and 16 build too), registered on first use."""
     if lanes not in _LLVM_PMADD:
         raise ValueError(f"pmaddwd kernels have 4 (xmm), 8 (ymm) or 16 (zmm) lanes, got {lanes}")
     desc, impl = _WD_BUILDERS[kind](lanes)
