@@ -40,7 +40,7 @@ import functools
 
 from tvm.script import tirx as T
 
-from .vnni import bcast4, register_once, u8i8_desc
+from .vnni import bcast4, register_once, u8i8_desc, v4s_codes
 
 # (vpmaddubsw, vpmaddwd) LLVM intrinsics per 32-bit lane count.
 _LLVM_PMADD = {
@@ -211,9 +211,6 @@ def _u8i4w(lanes: int):
 def _u8i4s(lanes: int):
     i32 = f"int32x{lanes}"
     i16 = f"int16x{2 * lanes}"
-    i8 = f"int8x{4 * lanes}"
-    u8h = f"uint8x{2 * lanes}"
-    u16 = f"uint16x{lanes}"
     ubsw, wd = _LLVM_PMADD[lanes]
 
     @T.prim_func(s_tir=True)
@@ -253,20 +250,7 @@ def _u8i4s(lanes: int):
                     i16,
                     ubsw,
                     bcast4(A, 0, lanes),
-                    T.reinterpret(
-                        T.bitwise_and(
-                            T.bitwise_or(
-                                T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
-                                T.shift_left(
-                                    T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
-                                    T.broadcast(T.int32(12), lanes),
-                                ),
-                            ),
-                            T.broadcast(T.int32(0x0F0F0F0F), lanes),
-                        ),
-                        dtype=i8,
-                    )
-                    - T.broadcast(T.int8(8), 4 * lanes),
+                    v4s_codes(B, lanes),
                 ),
                 _ones16(lanes),
             )
@@ -373,9 +357,6 @@ def _w16_u8i4s(lanes: int):
     like int8 (:func:`_pmaddwd_dot`): the in-loop int4 path of grouped convs, which have no
     decode-once formats."""
     i32 = f"int32x{lanes}"
-    i8 = f"int8x{4 * lanes}"
-    u8h = f"uint8x{2 * lanes}"
-    u16 = f"uint16x{lanes}"
     desc, _ = _u8i4s(lanes)
 
     @T.prim_func(s_tir=True)
@@ -389,20 +370,7 @@ def _w16_u8i4s(lanes: int):
             T.writes(C[0:lanes])
             C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + _pmaddwd_dot(
                 A,
-                T.reinterpret(
-                    T.bitwise_and(
-                        T.bitwise_or(
-                            T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
-                            T.shift_left(
-                                T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
-                                T.broadcast(T.int32(12), lanes),
-                            ),
-                        ),
-                        T.broadcast(T.int32(0x0F0F0F0F), lanes),
-                    ),
-                    dtype=i8,
-                )
-                - T.broadcast(T.int8(8), 4 * lanes),
+                v4s_codes(B, lanes),
                 lanes,
             )
 

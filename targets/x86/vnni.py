@@ -63,6 +63,18 @@ def bcast4(A, offset: int, lanes: int):
     )
 
 
+def v4s_codes(B, lanes: int):
+    """int8 codes ``q`` (``int8x{4 * lanes}``, 4 input channels per lane) of a ``v4s`` int4
+    block ``B[lanes, 2]`` (one uint16 per output channel: byte0 = c0 | c2 << 4, byte1 = c1 |
+    c3 << 4, each ``q + 8``): ``(w | w << 12) & 0x0F0F0F0F`` puts c0..c3 in bytes 0..3 (one
+    ``vpternlogd`` on AVX-512), then 8 is subtracted."""
+    i32, u16 = f"int32x{lanes}", f"uint16x{lanes}"
+    w = T.Cast(i32, T.reinterpret(B.vload([0, 0], f"uint8x{2 * lanes}"), dtype=u16))
+    nibbles = T.bitwise_and(T.bitwise_or(w, T.shift_left(w, T.broadcast(T.int32(12), lanes))),
+                            T.broadcast(T.int32(0x0F0F0F0F), lanes))
+    return T.reinterpret(nibbles, dtype=f"int8x{4 * lanes}") - T.broadcast(T.int8(8), 4 * lanes)
+
+
 def u8i8_desc(lanes: int):
     """Description of the 4-channel int8 block every x86 dot family computes: ``lanes``
     int32 accumulators += 4 uint8 activations x ``B[lanes, 4]`` int8 weights (the ``v8``
@@ -108,9 +120,6 @@ def _u8i8(lanes: int):
 
 def _u8i4(lanes: int):
     i32 = f"int32x{lanes}"
-    u8h = f"uint8x{2 * lanes}"
-    u16 = f"uint16x{lanes}"
-    i8 = f"int8x{4 * lanes}"
     llvm = _LLVM_VPDPBUSD[lanes]
 
     @T.prim_func(s_tir=True)
@@ -148,20 +157,7 @@ def _u8i4(lanes: int):
                 llvm,
                 C.vload([0], i32),
                 bcast4(A, 0, lanes),
-                T.reinterpret(
-                    T.bitwise_and(
-                        T.bitwise_or(
-                            T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
-                            T.shift_left(
-                                T.Cast(i32, T.reinterpret(B.vload([0, 0], u8h), dtype=u16)),
-                                T.broadcast(T.int32(12), lanes),
-                            ),
-                        ),
-                        T.broadcast(T.int32(0x0F0F0F0F), lanes),
-                    ),
-                    dtype=i8,
-                )
-                - T.broadcast(T.int8(8), 4 * lanes),
+                v4s_codes(B, lanes),
             )
 
     return desc, impl
