@@ -70,7 +70,10 @@ def presets_markdown(targets: dict | None = None, host_lacks: dict | None = None
             "Default precisions follow the preset (`aiq_tvm.targets.default_precisions`): where "
             "the target has no int8 dot-product instruction, or its preset's int8 peak is not "
             "above its FP32 peak, a build tries FP32 alone (the report notes what was left "
-            "out), so no default plan is slower than FP32. The `roofline` objective times int8 "
+            "out), so no default plan is slower than FP32. Where int8 pays but the target is "
+            "x86 with 128-bit float vectors (SSE2, SSSE3 without AVX), the weight-only w8 / w4 "
+            "are left out (they measured slower than FP32 there). The `roofline` objective "
+            "times int8 "
             "and int4 layers at the preset's int8 peak and FP32 and weight-only layers at its "
             "FP32 peak."]
     for label, (spec, p) in (targets or {}).items():
