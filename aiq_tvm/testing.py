@@ -46,15 +46,24 @@ def layer_data(spec, rng: np.random.Generator, *, residual: bool = False, offset
     return x.astype(f32), w.astype(f32), b.astype(f32), res, qp
 
 
+def int8_qmax(spec, target) -> int:
+    """Largest 8-bit weight code of a conv/dense spec's kernel on numerics target ``target``
+    (``TargetCaps.layer_int8_weight_qmax``: 63 on ``vpmaddubsw`` targets except for
+    depthwise convs)."""
+    from .targets import capabilities
+
+    depthwise = not _is_dense(spec) and spec.is_depthwise
+    return capabilities(target).layer_int8_weight_qmax(depthwise)
+
+
 def reference(spec, precision: str, x, w, b, *, target=None, **kwargs):
     """The numpy reference (``RefResult``) of a conv/dense spec; ``kwargs`` are the kernel's
     epilogue arguments (``act``, ``act_qparams``, ``residual``, ``out_qparams``). With
     ``target`` (the kernel's numerics target), 8-bit weight codes are that target's
-    (``int8_weight_qmax``: 63 where ``vpmaddubsw`` is the int8 dot product)."""
+    (``layer_int8_weight_qmax``: 63 where ``vpmaddubsw`` is the int8 dot product, except for
+    depthwise convs)."""
     if target is not None:
-        from .targets import capabilities
-
-        kwargs["int8_qmax"] = capabilities(target).int8_weight_qmax
+        kwargs["int8_qmax"] = int8_qmax(spec, target)
     if _is_dense(spec):
         return ref_dense(x, w, b, precision, **kwargs)
     return ref_conv2d(x, w, b, precision, stride=spec.stride, padding=spec.padding,

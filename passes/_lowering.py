@@ -75,7 +75,8 @@ def corrected_values(values: LayerValues, info: LayerInfo, precision: str, calib
     correction = "none" if calibration is None else calibration.weight_correction
     if not scheme.quantizes_weights or correction == "none":
         return values
-    qmax = scheme.weight_qmax(capabilities(numerics_target).int8_weight_qmax)
+    caps = capabilities(numerics_target)
+    qmax = scheme.weight_qmax(caps.layer_int8_weight_qmax(info.op == "depthwise_conv2d"))
     groups = 1 if info.op == "dense" else info.groups
     w, b = correct_layer(values.weight, values.bias, qmax, correction, groups,
                          calibration.channel_mean(name), calibration.hessian(name))

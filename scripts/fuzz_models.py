@@ -1,11 +1,15 @@
 """Run random CNNs (tests/random_cnns.py) through import -> build -> run, fp32 and int8.
 
     TVM_NUM_THREADS=2 python scripts/fuzz_models.py --count 200 --out docs/fuzz.md
+    TVM_NUM_THREADS=2 python scripts/fuzz_models.py --count 50 \
+        --target '{"kind":"llvm","mcpu":"haswell"}'
 
 Each network is imported with ``aiq_tvm.from_torch``, built at fp32 and at int8 (calibrated on
-its own input) and compared with torch: fp32 relative error must stay below 1e-4 and int8
-below 0.1. Every failure is printed with its seed, the layers drawn and the error, so
-``--seeds N`` reproduces it. The exit code is the number of failing networks (capped at 100).
+its own input) for ``--target`` (default: this host; a target this host cannot run, such as
+aarch64, runs as a host build with that target's numerics) and compared with torch: fp32
+relative error must stay below 1e-4 and int8 below 0.1. Every failure is printed with its
+seed, the layers drawn and the error, so ``--seeds N`` reproduces it. The exit code is the
+number of failing networks (capped at 100).
 
 Long runs go in pieces: ``--journal FILE`` appends every network's row to a JSONL file as it
 is checked and skips seeds already there, ``--minutes M`` stops after M minutes; run the same
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 import traceback
@@ -28,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from random_cnns import FP32_TOL, INT8_TOL, build_and_compare, random_cnn  # noqa: E402
 
 
-def check(seed: int, max_blocks: int) -> dict:
+def check(seed: int, max_blocks: int, target: str = "llvm") -> dict:
     """Build and compare network ``seed``; returns its row for the table."""
     case = random_cnn(seed, max_blocks=max_blocks)
-    row = {"seed": seed, "max_blocks": max_blocks, "layers": case.describe(), "fp32": None,
-           "int8": None, "error": ""}
+    row = {"seed": seed, "max_blocks": max_blocks, "target": target, "layers": case.describe(),
+           "fp32": None, "int8": None, "error": ""}
     try:
-        row.update(build_and_compare(case))
+        row.update(build_and_compare(case, target))
     except Exception as err:  # noqa: BLE001 - a fuzzer reports every failure kind
         row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         row["trace"] = traceback.format_exc()
@@ -82,19 +87,23 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=0, help="first seed")
     ap.add_argument("--seeds", type=int, nargs="*", help="exact seeds (overrides --count)")
     ap.add_argument("--max-blocks", type=int, default=4, help="blocks after the stem, at most")
+    ap.add_argument("--target", default="llvm",
+                    help="build target: JSON dict, target string or preset name (default: "
+                         "this host)")
     ap.add_argument("--journal", type=Path, help="JSONL of checked networks (appended, resumed)")
     ap.add_argument("--minutes", type=float, help="stop starting new networks after this long")
     ap.add_argument("--out", type=Path, help="write a Markdown summary here")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
     args = ap.parse_args(argv)
     seeds = args.seeds if args.seeds else list(range(args.first, args.first + args.count))
-    done = {r["seed"]: r for r in _load(args.journal) if r.get("max_blocks") == args.max_blocks}
+    done = {r["seed"]: r for r in _load(args.journal) if r.get("max_blocks") == args.max_blocks
+            and r.get("target", "llvm") == args.target}
     rows, t0 = [done[s] for s in seeds if s in done], time.perf_counter()
     for seed in (s for s in seeds if s not in done):
         if args.minutes is not None and time.perf_counter() - t0 > 60 * args.minutes:
             print(f"stopped after {args.minutes} minutes; run again to continue", flush=True)
             break
-        row = check(seed, args.max_blocks)
+        row = check(seed, args.max_blocks, args.target)
         rows.append(row)
         if args.journal:
             with args.journal.open("a") as f:
@@ -107,7 +116,7 @@ def main(argv=None) -> int:
             print(row["trace"])
     print(f"{_summary(rows)} ({time.perf_counter() - t0:.0f} s this run)")
     if args.out:
-        command = "TVM_NUM_THREADS=2 python scripts/fuzz_models.py " + " ".join(
+        command = "TVM_NUM_THREADS=2 python scripts/fuzz_models.py " + shlex.join(
             a for a in (argv or sys.argv[1:]) if a != "--verbose")
         args.out.write_text(_markdown(rows, command))
     return min(sum(failed(r) for r in rows), 100)

@@ -168,6 +168,12 @@ class TargetCaps:
         would saturate): int8 weight codes depend on the deploy target."""
         return INT8_WEIGHT_QMAX.get(self.int8_dot, 127)
 
+    def layer_int8_weight_qmax(self, depthwise: bool) -> int:
+        """Largest |code| of one layer's 8-bit weights: :attr:`int8_weight_qmax`, except for
+        depthwise convs, which reduce over no input channels, multiply in int32 vectors on
+        every target (never on the saturating ``vpmaddubsw``) and so keep full 8-bit codes."""
+        return 127 if depthwise else self.int8_weight_qmax
+
     @property
     def rounding_convert(self) -> bool:
         """float32 -> int32 vector conversion rounds half to even in one op (x86 ``cvtps2dq``

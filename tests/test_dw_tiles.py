@@ -13,9 +13,8 @@ os.environ.setdefault("TVM_NUM_THREADS", "1")
 
 import tvm  # noqa: E402
 
-from aiq_tvm import quant  # noqa: E402
+from aiq_tvm import quant, testing  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
-from aiq_tvm.targets import capabilities  # noqa: E402
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
 from aiq_tvm.targets.x86 import conv2d as conv_mod  # noqa: E402
 from aiq_tvm.targets.x86.isa import cpu_model, plain_format  # noqa: E402
@@ -81,5 +80,5 @@ def test_dw_odd_channel_padding_vectorized_and_exact():
     y = tvm.runtime.tensor(np.zeros(k.out_shape, k.out_dtype))
     ex.mod["main"](*[tvm.runtime.tensor(a) for a in (xq, *k.consts)], y)
     ref = quant.ref_conv2d(xq, w, None, "int8", padding=spec.padding, groups=spec.groups,
-                           act_qparams=qp, int8_qmax=capabilities(BEST_X86).int8_weight_qmax)
+                           act_qparams=qp, int8_qmax=testing.int8_qmax(spec, BEST_X86))
     np.testing.assert_array_equal(y.numpy(), ref.acc)

@@ -14,7 +14,7 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 import tvm  # noqa: E402
 import tvm_ffi  # noqa: E402
 
-from aiq_tvm import quant  # noqa: E402
+from aiq_tvm import quant, testing  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
 from aiq_tvm.schemes import get_precision, precision_names  # noqa: E402
 from aiq_tvm.targets import capabilities  # noqa: E402
@@ -139,7 +139,7 @@ def build_case(name: str, scheme: str, target=BEST_X86, debug_acc: bool = False,
         numerics_target=numerics_target,
         debug_acc=debug_acc,
     )
-    qmax = capabilities(numerics_target or target).int8_weight_qmax
+    qmax = testing.int8_qmax(spec, numerics_target or target)
     if isinstance(spec, DenseSpec):
         k = dense_kernel(spec, scheme, w, b, **kw)
         ref = quant.ref_dense(x, w, b, scheme, act=case["act"], act_qparams=qp, residual=res,
@@ -187,7 +187,7 @@ def test_int_accumulator_exact(name, scheme, target):
     k, xin, res, ref = build_case(name, scheme, target, debug_acc=True)
     assert k.out_dtype == "int32"
     assert k.info["weight_qmax"] == (7 if scheme == "int4" else
-                                     capabilities(target).int8_weight_qmax)  # fmt: skip
+                                     testing.int8_qmax(CASES[name]["spec"], target))  # fmt: skip
     acc = run_kernel(k, xin, res, target)
     np.testing.assert_array_equal(acc, ref.acc)
 
@@ -304,7 +304,7 @@ def build_requant_pair(name, scheme, spec, w, b, act_qp, out_qp):
             stride=spec.stride, padding=spec.padding, groups=spec.groups, act=case["act"],
             act_qparams=act_qp,
         )  # fmt: skip
-    rkw["int8_qmax"] = capabilities(BEST_X86).int8_weight_qmax
+    rkw["int8_qmax"] = testing.int8_qmax(spec, BEST_X86)
     k_float = build(spec, scheme, w, b, **kw)
     k_uint8 = build(spec, scheme, w, b, out_qparams=out_qp, **kw)
     return k_float, k_uint8, lambda x, res: ref(x, w, b, scheme, residual=res, **rkw,
@@ -679,6 +679,27 @@ def test_int8_formats_follow_the_dot_family():  # compile-time facts: no host re
         assert cpu.dot.weight_qmax == cpu.caps.int8_weight_qmax
     assert capabilities(HASWELL).int8_weight_qmax == 63
     assert capabilities(ZNVER4).int8_weight_qmax == 127
+
+
+def test_depthwise_keeps_full_int8_codes_where_pair_sums_saturate():  # compile-time only
+    """vpmaddubsw targets narrow 8-bit weights to 7-bit codes (|q| <= 63) because adjacent
+    products are summed in int16; depthwise convs reduce over no channels, multiply in int32
+    vectors and keep |q| <= 127 (half the rounding error). Numerics: test_int_accumulator_exact
+    runs the "depthwise" case at every level."""
+    dw = CASES["depthwise"]["spec"]
+    for level, target in ISA_TARGETS.items():
+        caps = capabilities(target)
+        assert caps.layer_int8_weight_qmax(depthwise=True) == 127
+        assert caps.layer_int8_weight_qmax(depthwise=False) == caps.int8_weight_qmax
+        _, _, w, b, _, qp = make_case("depthwise")
+        k = conv2d_kernel(dw, "int8", w, b, act_qparams=qp, target=target)
+        assert k.info["weight_qmax"] == 127, level
+        assert k.info["weight_format"] == "i8", level  # the exact 32-bit path
+    k = conv2d_kernel(dw, "int8", w, b, act_qparams=qp, target=ZNVER4, numerics_target=HASWELL)
+    assert k.info["weight_qmax"] == 127
+    spec, _, w, b, _, qp = make_case("conv3x3_s1")
+    assert conv2d_kernel(spec, "int8", w, b, act_qparams=qp,
+                         target=HASWELL).info["weight_qmax"] == 63  # fmt: skip
 
 
 @requires_vnni_host

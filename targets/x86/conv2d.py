@@ -551,7 +551,7 @@ def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,
     check_supported(spec)
     prec = get_precision(scheme)
     qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
-                                          else numerics_target))  # fmt: skip
+                                          else numerics_target, spec.is_depthwise))  # fmt: skip
     cpu = _narrow_cpu(spec, cpu_model(target).for_scheme(prec), prec, qmax)
     return _conv_choice(spec, prec, qmax, cpu, requant=requant, winograd=winograd,
                         decode_once=decode_once, database=None, tune_trials=0)
@@ -707,7 +707,7 @@ def conv2d_kernel(
     args = layer_args(
         scheme, weight_oihw, spec.weight_shape, bias, act=act, act_qparams=act_qparams,
         out_qparams=out_qparams, debug_acc=debug_acc, target=target,
-        numerics_target=numerics_target,
+        numerics_target=numerics_target, depthwise=spec.is_depthwise,
     )  # fmt: skip
     args = _narrow_args(spec, args)
     choice = _conv_choice(spec, args.scheme, args.qmax, args.cpu, requant=args.requant,

@@ -466,7 +466,8 @@ def cpu_model(target) -> CpuModel:
     return CpuModel(tgt, caps, isa, dot, caps.cores)
 
 
-def numerics_qmax(numerics_target) -> int:
-    """Largest 8-bit weight code of the numerics target (``caps.int8_weight_qmax``: 127 with
-    ``vpdpbusd``, an Arm dot product or no dot instruction; 63 with ``vpmaddubsw``)."""
-    return capabilities(as_target(numerics_target)).int8_weight_qmax
+def numerics_qmax(numerics_target, depthwise: bool = False) -> int:
+    """Largest 8-bit weight code of a layer on the numerics target
+    (``caps.layer_int8_weight_qmax``: 127 with ``vpdpbusd``, an Arm dot product or no dot
+    instruction, and for depthwise convs everywhere; 63 with ``vpmaddubsw``)."""
+    return capabilities(as_target(numerics_target)).layer_int8_weight_qmax(depthwise)

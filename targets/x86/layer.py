@@ -34,7 +34,8 @@ class LayerArgs:
     cpu : CpuModel
         The code target's kernel facts.
     int8_qmax : int
-        Largest 8-bit weight code of the numerics target (``caps.int8_weight_qmax``).
+        Largest 8-bit weight code of this layer on the numerics target
+        (``caps.layer_int8_weight_qmax``).
     qmax : int or None
         Largest weight code of this layer (``None`` for float weights).
     """
@@ -61,9 +62,10 @@ class LayerArgs:
 
 def layer_args(
     scheme, weight, weight_shape: tuple, bias, *, act, act_qparams, out_qparams, debug_acc,
-    target, numerics_target,
+    target, numerics_target, depthwise: bool = False,
 ) -> LayerArgs:  # fmt: skip
-    """Validate a builder's arguments (``ValueError`` naming what is wrong)."""
+    """Validate a builder's arguments (``ValueError`` naming what is wrong); ``depthwise``
+    layers keep full 8-bit weight codes on every numerics target (:func:`numerics_qmax`)."""
     prec = get_precision(scheme)
     parse_act(act)
     weight = np.asarray(weight, dtype=np.float32)
@@ -82,7 +84,7 @@ def layer_args(
         raise ValueError("debug_acc and out_qparams are exclusive")
     cpu = cpu_model(target).for_scheme(prec)
     numerics = target if numerics_target is None else numerics_target
-    int8_qmax = numerics_qmax(numerics)
+    int8_qmax = numerics_qmax(numerics, depthwise)
     return LayerArgs(prec, weight, bias, act, act_qparams, out_qparams, debug_acc, cpu,
                      int8_qmax, prec.weight_qmax(int8_qmax))  # fmt: skip
 
