@@ -18,6 +18,14 @@ target whose preset has no cache figures says so in the assumption it reports.
 * given plan: layers that break that are moved to the floor precision (its FP32 layers
   stay FP32).
 
+Weight-only precisions (``w8``, ``w4``) on a target where they do not pay
+(``targets.defaults.weight_only_verdict``: x86 with 128-bit float vectors, or no paying int8)
+are above any floor that is not itself weight-only, whatever the kernel model says: the model
+rates their dequantizing too cheap there (MobileNetV2 on ``x86-64``, batch 1: modelled 0.73x
+FP32's time on the late 1 x 1 layers, measured 1.34x (w8) / 1.74x (w4) for the whole model;
+docs/performance_isa.md, session 16). Such a move carries the reason instead of a cycle
+comparison.
+
 Layers the library has no kernel for (fallbacks) are left as they are. Pure bookkeeping over
 the cost model's layer shapes; no TIR is built.
 """
@@ -53,12 +61,15 @@ class FloorMove:
     cycles: float
     floor_cycles: float
     action: str
+    reason: str = ""  # set when a rule, not the cycle comparison, rules the precision out
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
         verb = "moved to" if self.action == "moved" else "not offered; floor"
+        if self.reason:
+            return f"{self.layer}: {self.precision} {verb} {self.floor}: {self.reason}"
         return (f"{self.layer}: {self.precision} {self.cycles / 1e3:.1f} kcycles > "
                 f"{self.floor} {self.floor_cycles / 1e3:.1f} kcycles x "
                 f"{1 + FLOOR_TOLERANCE:g} ({self.precision} {verb} {self.floor})")
@@ -119,17 +130,43 @@ def describe_floor_memory(cost: CostModel, floor: str, target, preset=None) -> s
             + "".join(f"; assumed: {a}" for a in mem.assumed) + ")")
 
 
+def _is_weight_only(precision: str) -> bool:
+    scheme = get_precision(precision)
+    return scheme.quantizes_weights and not scheme.quantizes_activations
+
+
+def _new_cache(cost: CostModel, floor: str, target, preset) -> dict:
+    """Per-call state of :func:`_violation`: the weight-read term, the target's weight-only
+    verdict and the layer cycles computed so far."""
+    from .targets import capabilities
+    from .targets.defaults import int8_pays, weight_only_verdict
+
+    caps = capabilities(target)
+    # Weight-only kernels lose to FP32 there, so also to a floor that beats FP32: FP32
+    # itself, or an integer floor where int8 pays. (Against a slow integer floor the cycle
+    # model decides.)
+    rule = not _is_weight_only(floor) and (floor == "fp32" or int8_pays(caps, preset)[0])
+    pays, why = weight_only_verdict(caps, preset)
+    return {"read": floor_memory(cost, floor, target, preset)[1],
+            "weight_only_slower": "" if pays or not rule else why}
+
+
 def _violation(lc: LayerCost, precision: str, floor: str, target, action: str,
                cache: dict) -> FloorMove | None:  # fmt: skip
     """The move if ``precision`` is slower than ``floor`` beyond the tolerance, else None
-    (``cache["read"]``: the weight-read term)."""
+    (``cache``: from :func:`_new_cache`)."""
     if precision == floor:
         return None
     for p in (precision, floor):
         if (lc.name, p) not in cache:
             cache[lc.name, p] = layer_cycles(lc, p, target, cache["read"])
     cyc, ref = cache[lc.name, precision], cache[lc.name, floor]
-    if cyc is None or ref is None or cyc <= ref * (1 + FLOOR_TOLERANCE):
+    if cyc is None or ref is None:
+        return None  # no AIQ kernel: left as it is
+    why = cache["weight_only_slower"]
+    if why and _is_weight_only(precision):
+        return FloorMove(lc.name, precision, floor, cyc, ref, action, reason=why)
+    if cyc <= ref * (1 + FLOOR_TOLERANCE):
         return None
     return FloorMove(lc.name, precision, floor, cyc, ref, action)
 
@@ -139,7 +176,7 @@ def floor_choices(choices: Mapping[str, Sequence[str]], cost: CostModel, floor: 
     """The search's per-layer choices without the precisions slower than ``floor`` (FP32,
     the search's baseline, stays), and what was left out (``preset``: the target's, for the
     weight-read term; default: the one selected for it)."""
-    cache: dict = {"read": floor_memory(cost, floor, target, preset)[1]}
+    cache = _new_cache(cost, floor, target, preset)
     out, moves = {}, []
     for name, cands in choices.items():
         keep = []
@@ -157,7 +194,7 @@ def floor_choices(choices: Mapping[str, Sequence[str]], cost: CostModel, floor: 
 def floor_plan(assignment: Mapping[str, str], cost: CostModel, floor: str,
                target, preset=None) -> tuple[dict[str, str], list[FloorMove]]:  # fmt: skip
     """A given plan's assignment with the layers slower than ``floor`` moved to it."""
-    cache: dict = {"read": floor_memory(cost, floor, target, preset)[1]}
+    cache = _new_cache(cost, floor, target, preset)
     out, moves = dict(assignment), []
     for name, p in assignment.items():
         if p == "fp32":

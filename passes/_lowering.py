@@ -75,8 +75,9 @@ def corrected_values(values: LayerValues, info: LayerInfo, precision: str, calib
     correction = "none" if calibration is None else calibration.weight_correction
     if not scheme.quantizes_weights or correction == "none":
         return values
-    caps = capabilities(numerics_target)
-    qmax = scheme.weight_qmax(caps.layer_int8_weight_qmax(info.op == "depthwise_conv2d"))
+    # The kernel library's depthwise test (ConvSpec.is_depthwise): one channel per group, O == C.
+    depthwise = info.op == "depthwise_conv2d" and info.out_channels == info.groups
+    qmax = scheme.weight_qmax(capabilities(numerics_target).layer_int8_weight_qmax(depthwise))
     groups = 1 if info.op == "dense" else info.groups
     w, b = correct_layer(values.weight, values.bias, qmax, correction, groups,
                          calibration.channel_mean(name), calibration.hessian(name))

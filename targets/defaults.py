@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from aiq_tvm.schemes import PRECISIONS, get_precision
 
-__all__ = ["default_precisions", "int8_pays", "weight_only_pays"]
+__all__ = ["default_precisions", "int8_pays", "weight_only_pays", "weight_only_verdict"]
 
 
 def int8_pays(caps, preset=None) -> tuple[bool, str]:
@@ -67,9 +67,7 @@ def default_precisions(caps, preset=None) -> tuple[list[str], dict[str, str]]:
         The candidates in registry order, and ``{precision: why it is excluded}``.
     """
     pays, why = int8_pays(caps, preset)
-    weight_only = weight_only_pays(caps) if pays else (
-        False, "weight-only kernels compute in FP32 after dequantizing weights: not faster "
-        f"than FP32 where int8 does not pay ({caps.isa})")
+    weight_only = weight_only_verdict(caps, preset)
     excluded = {}
     for name in PRECISIONS:
         scheme = get_precision(name)
@@ -78,6 +76,16 @@ def default_precisions(caps, preset=None) -> tuple[list[str], dict[str, str]]:
         elif not scheme.quantizes_activations and scheme.quantizes_weights and not weight_only[0]:
             excluded[name] = weight_only[1]
     return [p for p in PRECISIONS if p not in excluded], excluded
+
+
+def weight_only_verdict(caps, preset=None) -> tuple[bool, str]:
+    """Whether weight-only kernels (``w8``, ``w4``) can beat FP32 on a target, and why not:
+    never where int8 does not pay (:func:`int8_pays`), else :func:`weight_only_pays`. The
+    default precisions and the speed floor (:mod:`aiq_tvm.floor`) both follow it."""
+    if not int8_pays(caps, preset)[0]:
+        return False, ("weight-only kernels compute in FP32 after dequantizing weights: not "
+                       f"faster than FP32 where int8 does not pay ({caps.isa})")
+    return weight_only_pays(caps)
 
 
 def weight_only_pays(caps) -> tuple[bool, str]:

@@ -127,6 +127,38 @@ def test_search_choices_drop_slow_precisions_keep_fp32_baseline(floor_cost):
     assert all(m.action == "excluded" for m in moves)
 
 
+# 128-bit float vectors: SSE2 baseline (its own pmaddwd int8, which pays) and SSSE3 Atom.
+WEIGHT_ONLY_UNPAID = {"x86-64": "x86-64-on-znver4-2t",
+                      "goldmont": {"kind": "llvm", "mcpu": "goldmont", "num-cores": 2}}
+
+
+@pytest.mark.parametrize("key", list(WEIGHT_ONLY_UNPAID))
+@pytest.mark.parametrize("floor", ["fp32", "int8"])
+@pytest.mark.parametrize("scheme", ["w8", "w4"])
+def test_weight_only_layers_are_above_the_floor_where_they_do_not_pay(floor_cost, key, floor,
+                                                                     scheme):
+    """Measured slower than FP32 on 128-bit x86 while the cycle model rates their unpacking
+    too cheap: every weight-only layer moves, with the reason, not a cycle comparison."""
+    cost, (target, pre) = floor_cost, resolve_target(WEIGHT_ONLY_UNPAID[key])
+    after, moves = floor_plan({n: scheme for n in cost.searchable}, cost, floor, target, pre)
+    assert [m.layer for m in moves] == list(cost.searchable)
+    assert set(after.values()) == {floor}
+    assert all("128-bit float vectors" in m.reason for m in moves)
+    assert "128-bit float vectors" in moves[0].describe()
+    # Weight-only against a weight-only floor: the cycle model decides, no blanket rule.
+    _, moves = floor_plan({n: "w4" for n in cost.searchable}, cost, "w8", target, pre)
+    assert not any(m.reason for m in moves)
+
+
+@pytest.mark.parametrize("key", ["znver4", "haswell"])
+def test_weight_only_layers_are_compared_by_cycles_where_they_pay(floor_cost, key):
+    cost, target = floor_cost, _target(key)
+    after, moves = floor_plan({n: "w8" for n in cost.searchable}, cost, "fp32", target)
+    assert not any(m.reason for m in moves)
+    assert all(m.cycles > m.floor_cycles * (1 + FLOOR_TOLERANCE) for m in moves)
+    assert "w8" in after.values()  # some layer's smaller weight read wins at batch 1
+
+
 def test_given_plan_fp32_layers_stay(floor_cost):
     cost = floor_cost
     plan = {n: "int4" for n in cost.searchable} | {"a": "fp32"}

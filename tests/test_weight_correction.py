@@ -230,6 +230,42 @@ def test_the_build_hands_the_kernel_exactly_the_gptq_weight():
     np.testing.assert_array_equal(res.run(x, 8), plain.run(x, 8))
 
 
+def _depthwise(weight: torch.Tensor | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU()).eval()
+    if weight is not None:
+        m[0].weight.data = weight
+    return m
+
+
+def test_depthwise_gptq_rounds_on_the_kernels_full_int8_grid_on_vpmaddubsw_targets():
+    """haswell narrows int8 codes to |q| <= 63 except in depthwise convs (int32 kernels, 127):
+    GPTQ must round a depthwise weight for the codes its kernel uses, bit for bit."""
+    haswell = {"kind": "llvm", "mcpu": "haswell"}
+    if not capabilities(haswell).host_runnable:
+        pytest.skip("this machine cannot run AVX2 code")
+    x = np.abs(np.random.default_rng(3).standard_normal((8, 8, 6, 6))).astype(np.float32)
+    model = _depthwise()
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:2]))
+    res = aiq_tvm.build(mod, haswell, params=params, plan="int8", calib_data=x, batch_size=8,
+                        weight_correction="gptq")
+    cal = res.calibration
+    [name] = cal.hessians
+    w, b = model[0].weight.detach().numpy(), model[0].bias.detach().numpy()
+    outputs = {}
+    for qmax in (127, 63):
+        new_w, _ = correct_layer(w, b, qmax, "gptq", 8, cal.channel_mean(name),
+                                 cal.hessian(name))  # fmt: skip
+        fixed = _depthwise(torch.from_numpy(new_w))
+        mod2, params2 = aiq_tvm.from_torch(fixed, torch.from_numpy(x[:2]))
+        plain = aiq_tvm.build(mod2, haswell, params=params2, plan="int8", batch_size=8,
+                              calibration=cal, weight_correction="none")
+        outputs[qmax] = plain.run(x, 8)
+    y = res.run(x, 8)
+    np.testing.assert_array_equal(y, outputs[127])
+    assert not np.array_equal(y, outputs[63])  # the 7-bit rounding is a different weight
+
+
 def test_collector_skips_layers_whose_second_moments_exceed_the_limit():
     # 4 input channels x 3 x 3: K = 36, 36**2 * 8 = 10368 bytes of float64.
     geo = {"l": ("conv2d", (3, 3), (1, 1), (1, 1, 1, 1), 1)}
