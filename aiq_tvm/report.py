@@ -152,7 +152,17 @@ class Report:
         head = (f"\nspeed floor {self.speed_floor} (modelled kernel time at most "
                 f"{self.speed_floor}'s x {1 + FLOOR_TOLERANCE:g}): {len(self.floor)} layer "
                 "precision(s) ruled out")
-        return head + "".join(f"\n  {FloorMove(**m).describe()}" for m in self.floor)
+        moves = [FloorMove(**m) for m in self.floor]
+        # Moves by a rule (FloorMove.reason) repeat one reason for every layer: one line each.
+        by_rule: dict[tuple, list[str]] = {}
+        for m in moves:
+            if m.reason:
+                by_rule.setdefault((m.precision, m.action, m.floor, m.reason), []).append(m.layer)
+        lines = [f"{p} on {len(layers)} layer(s) "
+                 f"{'moved to' if action == 'moved' else 'not offered; floor'} {floor}: {why}"
+                 for (p, action, floor, why), layers in by_rule.items()]
+        lines += [m.describe() for m in moves if not m.reason]
+        return head + "".join(f"\n  {line}" for line in lines)
 
     def __str__(self) -> str:
         return f"{self.header()}\n{self.table()}"

@@ -263,6 +263,24 @@ def test_build_moves_given_plan_and_reports_it():
     assert res.run(x.numpy()[:1]).shape == (1, 64)
 
 
+def test_report_gives_a_rules_reason_once_for_all_its_layers():
+    """A given w8 plan on the SSE2 baseline: every layer moves to FP32 by the weight-only rule,
+    and the report says so in one line, not one per layer."""
+    torch.manual_seed(0)
+    model = randomize_bn(SmallNet())
+    x = torch.randn(4, 16, 8, 8)
+    mod, params = aiq_tvm.from_torch(model, x[:2])
+    res = aiq_tvm.build(mod, {"kind": "llvm", "mcpu": "x86-64"}, params=params, plan="w8",
+                        speed_floor="fp32")
+    assert [m["layer"] for m in res.report.floor] == ["a", "dw", "b"]
+    assert all(res.plan.precision_for(n) == "fp32" for n in ("a", "dw", "b"))
+    text = str(res.report)
+    assert "w8 on 3 layer(s) moved to fp32: weight-only kernels unpack weights into 128-bit" \
+        in text
+    assert not any(f"\n  {n}: w8" in text for n in ("a", "dw", "b"))  # no per-layer lines
+    assert res.run(x.numpy()[:1]).shape == (1, 64)
+
+
 BUILDING_COMMANDS = {
     "build": ["build", "resnet20", "--plan", "p.json", "-o", "m.so"],
     "run": ["run", "--model", "resnet20"],
