@@ -681,6 +681,28 @@ def test_int8_formats_follow_the_dot_family():  # compile-time facts: no host re
     assert capabilities(ZNVER4).int8_weight_qmax == 127
 
 
+def test_sse_int4_in_loop_format_packs_channel_pairs_per_byte():  # compile-time only
+    """SSE2's in-loop int4 (``w4p``): byte j of an output channel's 4-channel block holds
+    channels 2j (low nibble) and 2j + 1 (high), each ``q + 8``, so one zero-extension to int16
+    words and a mask / shift give the ``(w0, w2)`` / ``(w1, w3)`` words of ``pmaddwd``."""
+    from aiq_tvm.targets.x86.common import pack_weight
+
+    sse = ISA_TARGETS["sse"]
+    fmts = cpu_model(sse).weight_formats(get_precision("int4"), 7, 36, depthwise=False)
+    [w4p] = [f for f in fmts if f.name == "w4p"]
+    assert w4p.layout == "v4p" and w4p.group == 4
+    q = np.arange(-8, 8, dtype=np.int8)[np.random.default_rng(0).permutation(16)]
+    q = q[:8].reshape(1, 8, 1, 1)  # one output channel, 8 input channels: two blocks
+    packed = pack_weight(q, w4p, ocb=4)
+    assert packed.shape == (1, 1, 1, 2, 4, 2)
+    codes = q.reshape(2, 4).astype(int) + 8
+    np.testing.assert_array_equal(packed[0, 0, 0, :, 0, :],
+                                  codes[:, 0::2] | codes[:, 1::2] << 4)  # fmt: skip
+    spec, _, w, b, _, qp = make_case("conv3x3_s1")
+    k = conv2d_kernel(spec, "int4", w, b, act_qparams=qp, target=sse, decode_once=False)
+    assert k.info["weight_format"] == "w4p"
+
+
 def test_depthwise_keeps_full_int8_codes_where_pair_sums_saturate():  # compile-time only
     """vpmaddubsw targets narrow 8-bit weights to 7-bit codes (|q| <= 63) because adjacent
     products are summed in int16; depthwise convs reduce over no channels, multiply in int32

@@ -341,15 +341,16 @@ class WeightFormat:
     name : str
         Tag in kernel records: ``"f32"``, ``"i8"``, ``"i4"`` (one channel, or one nibble pair,
         per step); ``"v8"``, ``"v4"``, ``"v4s"`` (``vpdpbusd`` blocks); ``"m8"``, ``"m4w"``,
-        ``"m4"``, ``"m4s"`` (``vpmaddubsw`` blocks); ``"w8"`` (SSE2 ``pmaddwd`` blocks); a
-        trailing ``"d"``: decoded once (:attr:`packed`).
+        ``"m4"``, ``"m4s"`` (``vpmaddubsw`` blocks); ``"w8"``, ``"w4p"`` (SSE2 ``pmaddwd``
+        blocks); a trailing ``"d"``: decoded once (:attr:`packed`).
     layout : str
         How the weights are packed (:func:`pack_weight`): ``"f32"`` float32; ``"i8"`` int8;
         ``"i4"`` int4 nibble pairs along the channel axis; ``"v8"`` int8 blocks of ``lanes``
         output channels x ``group`` (4; Arm ``usmmla``: 8) input channels; ``"v4"`` int4 blocks
         of ``group`` (8; ``usmmla``: 16) input channels (byte j = channels j | j + group/2);
         ``"v4w"`` two ``v4`` blocks per 16 input channels;
-        ``"v4s"`` int4 blocks of 4 (byte j = channels j | j + 2).
+        ``"v4s"`` int4 blocks of 4 (byte j = channels j | j + 2); ``"v4p"`` the same with byte
+        j = channels 2j | 2j + 1 (SSE2 ``pmaddwd``: one byte per int16 word pair).
     group : int
         Input channels per innermost reduction group (packed channel count is a multiple).
     acc_dtype : str
@@ -448,7 +449,8 @@ def weight_value(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
 
 def int4_byte(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
     """(uint8 byte, nibble shift 0 or 4) holding channel ``cg * group + ci`` of output
-    channel ``ol`` of block ``ob`` in the packed int4 layouts ``v4``, ``v4w`` and ``v4s``."""
+    channel ``ol`` of block ``ob`` in the packed int4 layouts ``v4``, ``v4w``, ``v4s`` and
+    ``v4p``."""
     if fmt.layout == "v4":
         # byte j of an output channel holds channels (j, j + g/2).
         half = fmt.group // 2
@@ -459,6 +461,9 @@ def int4_byte(fmt: WeightFormat, w: te.Tensor, ob, kh, kw, cg, ol, ci):
     if fmt.layout == "v4s":
         # byte j of an output channel holds channels (j, j + 2).
         return w[ob, kh, kw, cg, ol, ci % 2], ci // 2 * 4
+    if fmt.layout == "v4p":
+        # byte j of an output channel holds channels (2j, 2j + 1).
+        return w[ob, kh, kw, cg, ol, ci // 2], ci % 2 * 4
     raise ValueError(f"{fmt.layout!r} is not a packed int4 layout")
 
 
@@ -512,7 +517,8 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
     (low nibble = even channel); ``v8`` ``[O/ocb, KH, KW, C/g, ocb, g]``; ``v4``
     ``[O/ocb, KH, KW, C/g, ocb, g/2]`` (byte j = channels j | j + g/2 << 4; g = 8 or 16); ``v4w``
     ``[O/ocb, KH, KW, C/16, 2, ocb, 4]`` (``v4`` blocks of channels 0-7 and 8-15); ``v4s``
-    ``[O/ocb, KH, KW, C/4, ocb, 2]`` (byte j = channels j | j + 2 << 4).
+    ``[O/ocb, KH, KW, C/4, ocb, 2]`` (byte j = channels j | j + 2 << 4); ``v4p`` as ``v4s``
+    with byte j = channels 2j | 2j + 1 << 4.
     """
     from aiq_tvm.quant import pack_int4
 
@@ -533,6 +539,8 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
     # Reorder each group so consecutive (even, odd) reduction positions share a byte.
     if fmt.layout == "v4w":  # [.., Cg, ocb, 16] -> [.., Cg, 2, ocb, 8]
         blk = np.moveaxis(blk.reshape(*blk.shape[:-1], 2, 8), -2, -3)
+    if fmt.layout == "v4p":  # channel pairs (2j, 2j + 1) as they come
+        return np.ascontiguousarray(pack_int4(blk))
     half = 2 if fmt.layout == "v4s" else 4 if fmt.layout == "v4w" else g // 2
     order = [c for j in range(half) for c in (j, j + half)]
     return np.ascontiguousarray(pack_int4(blk[..., order]))

@@ -316,8 +316,9 @@ def _pmaddwd_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
     # Per 4 input channels and channel vector: two pmaddwd (multiplies) and two paddd (half);
     # the weights' widening (psllw, psraw, psraw) stays in two registers across the block's
     # positions, the activations' split (broadcast, pand, psrlw) is shared by its channel
-    # vectors. int4 weights: nibbles unpacked in the loop (4 more ops, "w4s": the only int4
-    # dot path of grouped convs), or decoded once (_pmaddwd_decoded).
+    # vectors. int4 weights: nibbles turned into those int16 words in the loop (punpcklbw,
+    # pand, psrlw, two psubw: 5 ops, "w4p": the only int4 dot path of grouped convs), or
+    # decoded once (_pmaddwd_decoded).
     if bits == 8:
         return [WeightFormat("w8", "v8", 4, "int32", "uint8", 3, pmaddwd_intrin("u8i8", lanes),
                              dot_ops=3.0, acc_latency=1.0, bcast_ops=3.0,
@@ -326,7 +327,7 @@ def _pmaddwd_formats(bits: int, lanes: int, reduction: int, tp: Throughput):
     # multiplies int32 lanes with pmaddwd after assembling every broadcast with pinsrw (a 1x1
     # conv measured 13x slower than w8).
     i4 = plain_format(bits, "int32", tp)
-    return [WeightFormat("w4s", "v4s", 4, "int32", "uint8", 7, pmaddwd_intrin("u8i4s", lanes),
+    return [WeightFormat("w4p", "v4p", 4, "int32", "uint8", 5, pmaddwd_intrin("u8i4p", lanes),
                          dot_ops=3.0, acc_latency=1.0, bcast_ops=3.0, weight_regs=2),
             replace(i4, dot_ops=4 * i4.dot_ops)]  # fmt: skip
 

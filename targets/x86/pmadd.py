@@ -313,21 +313,47 @@ def _pmaddwd_dot(A, w8, lanes: int):
     ``(a1, a3)`` (logical shift), the weight bytes into ``(w0, w2)`` (shift left, arithmetic
     shift right) and ``(w1, w3)`` (arithmetic shift); two ``pmaddwd`` sum the four products,
     exact for any int8 code (``2 * 255 * 128 < 2**31``)."""
+    i16 = f"int16x{2 * lanes}"
+    w = T.reinterpret(w8, dtype=i16)
+    eight = _words(lanes, "int16", 8)
+    return _pmaddwd_pairs(A, T.shift_right(T.shift_left(w, eight), eight),
+                          T.shift_right(w, eight), lanes)  # fmt: skip
+
+
+def _words(lanes: int, dtype: str, value: int):
+    """``value`` in each of the ``2 * lanes`` 16-bit words (``dtype`` int16 or uint16)."""
+    return T.broadcast(T.Cast(dtype, value), 2 * lanes)
+
+
+def _pmaddwd_pairs(A, w_even, w_odd, lanes: int):
+    """int32 sums of 4 uint8 activations (``A[0:4]``, every lane) times the int16 weight
+    words ``w_even`` = ``(w0, w2)`` and ``w_odd`` = ``(w1, w3)`` of each lane: the activation
+    bytes split into the words ``(a0, a2)`` (mask) and ``(a1, a3)`` (logical shift), two
+    ``pmaddwd``."""
     i32, i16, u16 = f"int32x{lanes}", f"int16x{2 * lanes}", f"uint16x{2 * lanes}"
     wd = _LLVM_PMADD[lanes][1]
-
-    def words(dtype, value):  # ``value`` in each of the 2 * lanes 16-bit words
-        return T.broadcast(T.Cast(dtype.split("x")[0], value), 2 * lanes)
-
     a = T.reinterpret(bcast4(A, 0, lanes), dtype=u16)
-    w = T.reinterpret(w8, dtype=i16)
     even = T.call_llvm_pure_intrin(
-        i32, wd, T.reinterpret(T.bitwise_and(a, words(u16, 0xFF)), dtype=i16),
-        T.shift_right(T.shift_left(w, words(i16, 8)), words(i16, 8)))
+        i32, wd, T.reinterpret(T.bitwise_and(a, _words(lanes, "uint16", 0xFF)), dtype=i16),
+        w_even)
     odd = T.call_llvm_pure_intrin(
-        i32, wd, T.reinterpret(T.shift_right(a, words(u16, 8)), dtype=i16),
-        T.shift_right(w, words(i16, 8)))
+        i32, wd, T.reinterpret(T.shift_right(a, _words(lanes, "uint16", 8)), dtype=i16), w_odd)
     return even + odd
+
+
+def _v4p_words(B, lanes: int):
+    """``(w0, w2)`` and ``(w1, w3)`` int16 words of a ``v4p`` int4 block ``B[lanes, 2]`` (byte
+    j of an output channel = channels 2j | 2j + 1 << 4, each ``q + 8``) without int8 codes in
+    between: each byte zero-extended to a word (``punpcklbw``), then ``(w & 15) - 8`` gives
+    ``(c0, c2)`` and ``(w >> 4) - 8`` ``(c1, c3)``: five ops per weight vector, against eight
+    for unpacking to bytes and then widening them. (A sign-extending shift pair instead lets
+    LLVM merge the high nibble's shifts into a ``punpcklbw`` with an undefined register, a false
+    dependency that chained the accumulators: 2.8x int8's time on a batch-1 GEMV.)"""
+    w = T.Cast(f"int16x{2 * lanes}", B.vload([0, 0], f"uint8x{2 * lanes}"))
+    eight = _words(lanes, "int16", 8)
+    low = T.bitwise_and(w, _words(lanes, "int16", 15)) - eight
+    high = T.shift_right(w, _words(lanes, "int16", 4)) - eight
+    return low, high
 
 
 def _w16_u8i8(lanes: int):
@@ -351,13 +377,30 @@ def _w16_u8i8(lanes: int):
     return u8i8_desc(lanes), impl
 
 
-def _w16_u8i4s(lanes: int):
-    """``pmaddwd`` on 4 input channels of int4 weights in the ``v4s`` layout (byte j =
-    channels j | j + 2 as ``q + 8``), unpacked to int8 as in :func:`_u8i4s`, then widened
-    like int8 (:func:`_pmaddwd_dot`): the in-loop int4 path of grouped convs, which have no
-    decode-once formats."""
+def _w16_u8i4p(lanes: int):
+    """``pmaddwd`` on 4 input channels of int4 weights in the ``v4p`` layout, the nibbles
+    turned straight into the int16 words :func:`_pmaddwd_pairs` multiplies
+    (:func:`_v4p_words`): SSE2's in-loop int4 path."""
     i32 = f"int32x{lanes}"
-    desc, _ = _u8i4s(lanes)
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 2), "uint8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * (
+                        T.bitwise_and(
+                            T.shift_right(T.cast(B[vi, vk // 2], "int32"), vk % 2 * 4), 15
+                        )
+                        - 8
+                    )
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -368,11 +411,8 @@ def _w16_u8i4s(lanes: int):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:2])
             T.writes(C[0:lanes])
-            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + _pmaddwd_dot(
-                A,
-                v4s_codes(B, lanes),
-                lanes,
-            )
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], i32) + _pmaddwd_pairs(
+                A, *_v4p_words(B, lanes), lanes)
 
     return desc, impl
 
@@ -381,7 +421,7 @@ _BUILDERS = {
     "u8i8": _u8i8, "u8i4": _u8i4, "u8i4w": _u8i4w, "u8i4s": _u8i4s,
     "u8i8b2": lambda lanes: _u8i8b(lanes, 2), "u8i8b4": lambda lanes: _u8i8b(lanes, 4),
 }  # fmt: skip
-_WD_BUILDERS = {"u8i8": _w16_u8i8, "u8i4s": _w16_u8i4s}
+_WD_BUILDERS = {"u8i8": _w16_u8i8, "u8i4p": _w16_u8i4p}
 
 
 @functools.cache
@@ -397,7 +437,7 @@ def pmadd_intrin(kind: str, lanes: int) -> str:
 
 @functools.cache
 def pmaddwd_intrin(kind: str, lanes: int) -> str:
-    """Name of the ``pmaddwd``-only intrinsic ``kind`` (``"u8i8"``, ``"u8i4s"``) on ``lanes``
+    """Name of the ``pmaddwd``-only intrinsic ``kind`` (``"u8i8"``, ``"u8i4p"``) on ``lanes``
     32-bit lanes (4: SSE2 xmm; 8 and 16 build too), registered on first use."""
     if lanes not in _LLVM_PMADD:
         raise ValueError(f"pmaddwd kernels have 4 (xmm), 8 (ymm) or 16 (zmm) lanes, got {lanes}")
