@@ -153,7 +153,7 @@ class Report:
                 f"{self.speed_floor}'s x {1 + FLOOR_TOLERANCE:g}): {len(self.floor)} layer "
                 "precision(s) ruled out")
         moves = [FloorMove(**m) for m in self.floor]
-        # Moves by a rule (FloorMove.reason) repeat one reason for every layer: one line each.
+        # Moves by a rule (FloorMove.reason) share one reason: one line per rule and precision.
         by_rule: dict[tuple, list[str]] = {}
         for m in moves:
             if m.reason:
