@@ -18,6 +18,7 @@ from aiq_tvm.gptq import HessianCollector, conv_patches, gptq_round
 from aiq_tvm.quant import _conv_nhwc_f64, quantize_weight_symmetric
 from aiq_tvm.targets import capabilities
 from aiq_tvm.weight_correction import WEIGHT_CORRECTIONS, correct_layer, expected_output_error
+from isa import HASWELL, requires_host
 
 # qmax 2: scale 0.5 for a row of max-abs 1.0; every value below is exact in binary.
 ROW = [1.0, 0.375, -0.125]  # codes 2, 1, 0 -> 1.0, 0.5, 0.0: errors 0, +0.125, +0.125
@@ -238,16 +239,14 @@ def _depthwise(weight: torch.Tensor | None = None) -> nn.Module:
     return m
 
 
+@requires_host(HASWELL)
 def test_depthwise_gptq_rounds_on_the_kernels_full_int8_grid_on_vpmaddubsw_targets():
     """haswell narrows int8 codes to |q| <= 63 except in depthwise convs (int32 kernels, 127):
     GPTQ must round a depthwise weight for the codes its kernel uses, bit for bit."""
-    haswell = {"kind": "llvm", "mcpu": "haswell"}
-    if not capabilities(haswell).host_runnable:
-        pytest.skip("this machine cannot run AVX2 code")
     x = np.abs(np.random.default_rng(3).standard_normal((8, 8, 6, 6))).astype(np.float32)
     model = _depthwise()
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:2]))
-    res = aiq_tvm.build(mod, haswell, params=params, plan="int8", calib_data=x, batch_size=8,
+    res = aiq_tvm.build(mod, HASWELL, params=params, plan="int8", calib_data=x, batch_size=8,
                         weight_correction="gptq")
     cal = res.calibration
     [name] = cal.hessians
@@ -258,7 +257,7 @@ def test_depthwise_gptq_rounds_on_the_kernels_full_int8_grid_on_vpmaddubsw_targe
                                  cal.hessian(name))  # fmt: skip
         fixed = _depthwise(torch.from_numpy(new_w))
         mod2, params2 = aiq_tvm.from_torch(fixed, torch.from_numpy(x[:2]))
-        plain = aiq_tvm.build(mod2, haswell, params=params2, plan="int8", batch_size=8,
+        plain = aiq_tvm.build(mod2, HASWELL, params=params2, plan="int8", batch_size=8,
                               calibration=cal, weight_correction="none")
         outputs[qmax] = plain.run(x, 8)
     y = res.run(x, 8)
