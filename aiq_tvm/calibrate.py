@@ -72,6 +72,10 @@ class Calibration:
         What the passes quantizing with this calibration do to the weights first
         (:data:`aiq_tvm.weight_correction.WEIGHT_CORRECTIONS`; ``"none"``: today's plain
         max-abs quantization, bit for bit).
+    residual_ranges : mapping of str to (float, float)
+        Layer name -> (lo, hi) of the fused residual (shortcut) it adds, for shortcuts that no
+        layer reads as data (a downsample conv's output); their producers write them as
+        uint8 on this range. Calibrations without them keep those shortcuts float32.
     """
 
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -83,17 +87,13 @@ class Calibration:
     # Layer -> [groups, K, K] input-patch second moments (weight_correction "gptq"); saved
     # beside the JSON (save / load), not in to_dict.
     hessians: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    residual_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_choice("calibration method", self.method, CALIBRATION_METHODS)
         self.percentile = check_percentile(self.percentile)
-        clean = {}
-        for name, rng in dict(self.ranges).items():
-            lo, hi = (float(v) for v in rng)
-            if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
-                raise ValueError(f"calibration range of {name!r} is invalid: ({lo}, {hi})")
-            clean[name] = (lo, hi)
-        self.ranges = clean
+        self.ranges = _clean_ranges("range", self.ranges)
+        self.residual_ranges = _clean_ranges("residual range", self.residual_ranges)
         self.channel_means = _clean_stats("channel means", self.channel_means)
         check_weight_correction(self.weight_correction)
 
@@ -106,6 +106,12 @@ class Calibration:
                              f"{sorted(self.ranges)}") from None
         return ActQParams.from_range(lo, hi)
 
+    def residual_qparams(self, layer: str) -> ActQParams | None:
+        """uint8 quantization parameters of the shortcut ``layer`` adds (None when its range
+        was not measured: the shortcut stays float32)."""
+        rng = self.residual_ranges.get(layer)
+        return None if rng is None else ActQParams.from_range(*rng)
+
     def to_dict(self) -> dict:
         return {
             "format": CALIBRATION_FORMAT,
@@ -116,6 +122,7 @@ class Calibration:
             "ranges": {k: list(v) for k, v in self.ranges.items()},
             "weight_correction": self.weight_correction,
             "channel_means": {k: v.tolist() for k, v in self.channel_means.items()},
+            "residual_ranges": {k: list(v) for k, v in self.residual_ranges.items()},
         }
 
     @classmethod
@@ -132,6 +139,8 @@ class Calibration:
             # Files written before the weight corrections: no statistics, plain weights.
             channel_means=data.get("channel_means", {}),
             weight_correction=data.get("weight_correction", "none"),
+            # Files written before the shortcut ranges: float32 shortcuts, as then.
+            residual_ranges={k: tuple(v) for k, v in data.get("residual_ranges", {}).items()},
         )
 
     def hessian(self, layer: str) -> np.ndarray | None:
@@ -200,6 +209,17 @@ def _from_upper_triangles(t: np.ndarray) -> np.ndarray:
 
 
 _PACKINGS = {"full": lambda h: h, "upper": _from_upper_triangles}
+
+
+def _clean_ranges(what: str, ranges: Mapping) -> dict[str, tuple[float, float]]:
+    """``(lo, hi)`` pairs as floats, checked finite and ordered."""
+    clean = {}
+    for name, rng in dict(ranges).items():
+        lo, hi = (float(v) for v in rng)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+            raise ValueError(f"calibration {what} of {name!r} is invalid: ({lo}, {hi})")
+        clean[name] = (lo, hi)
+    return clean
 
 
 def _clean_stats(what: str, stats: Mapping) -> dict[str, np.ndarray]:

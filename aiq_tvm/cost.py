@@ -21,7 +21,9 @@ An output is requantized in the epilogue only when ``requant_fusion`` is on and 
 consumer of the layer's output is a layer running with 8-bit activations, or (with
 ``requant_residuals``) adds it as its fused residual while at least one such layer takes it
 as data (then the producer writes the consumers' uint8 input directly, the way the compiled
-kernels do, and the residual epilogues read that uint8 tensor).
+kernels do, and the residual epilogues read that uint8 tensor), or when only such layers read
+it, all of them as their fused residual (a downsample conv's output: the producer writes it
+as uint8 on the shortcut's calibrated range).
 
 Model AI = sum of FLOPs / sum of bytes over all layers (unsupported layers count at fp32).
 """
@@ -60,11 +62,12 @@ class LayerCost:
     consumers : tuple of str or None
         Names of the layers that take this layer's output as their data input, when only
         layers read it (as data or as fused residual); ``None`` when some other op (pooling,
-        an unfused add, the model output) reads it too.
+        an unfused add, the model output) reads it too, or no layer reads it as data.
     residual_elems : int
         Elements of the shortcut tensor added in the epilogue (0 if none).
     residual_consumers : tuple of str
-        Layers adding this layer's output as their fused residual (with ``consumers``).
+        Layers adding this layer's output as their fused residual, when only layers read it
+        (``()`` otherwise).
     residual_source : str or None
         The layer whose output is this layer's fused residual, if a layer produced it.
     strides, padding, groups
@@ -184,14 +187,17 @@ class CostModel:
     def out_act_bytes(self, name: str, assignment: Mapping[str, str]) -> float:
         """Bytes per output value of ``name``: 1 when requantized for its consumers, else 4."""
         lc = self._by_name[name]
-        if not self.requant_fusion or not lc.consumers:
+        # Data consumers set the grid; without any (``consumers`` None but residual ones),
+        # the shortcut's own range: a downsample conv's output, only residual epilogues read.
+        readers = lc.consumers or lc.residual_consumers
+        if not self.requant_fusion or not readers:
             return 4.0
         if lc.residual_consumers and not self.requant_residuals:
             return 4.0
         ok = all(
             self._by_name[c].supported
             and get_precision(assignment.get(c, "fp32")).quantizes_activations
-            for c in lc.consumers
+            for c in readers
         )
         return 1.0 if ok else 4.0
 

@@ -275,8 +275,10 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
     if ctx.calib_x is None:
         raise ValueError("8-bit activations need calib_data (or calibration=Calibration)")
     t0 = time.perf_counter()
-    mod = ExposeLayerInputs()(specialize_batch(ctx.annotated, ctx.eval_batch_size))
+    mod = ExposeLayerInputs(residuals=True)(specialize_batch(ctx.annotated,
+                                                             ctx.eval_batch_size))
     groups = [[str(n) for n in g] for g in mod.attrs["aiq.exposed_layers"]]
+    res_groups = [[str(n) for n in g] for g in mod.attrs["aiq.exposed_residuals"]]
     exe = compile_module(mod, ctx.run_target, P.quantize_passes(
         ctx.run_target, "fp32", None, ctx.params))
     vm = relax.VirtualMachine(exe, tvm.cpu())
@@ -288,14 +290,21 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
         out = vm["main"](tvm.runtime.tensor(batch_x))
         steps[0] += 1
         ctx.tick("calibration", *steps)
-        arrays = [out[i + 1].numpy() for i in range(len(groups))]
-        for g, a in zip(groups, arrays, strict=True) if hess is not None else ():
+        arrays = [out[i + 1].numpy() for i in range(len(groups) + len(res_groups))]
+        for g, a in zip(groups, arrays, strict=False) if hess is not None else ():
             for n in g:  # a padded last batch's copies count too (rarely there is one)
                 hess.update(n, a)
         return arrays
 
-    cal = measure_ranges(run, [g[0] for g in groups], ctx.calib_x, ctx.eval_batch_size,
-                         method=cfg.calibration, percentile=cfg.percentile, seed=cfg.seed)
+    # Tuple keys for the shortcuts: they cannot clash with a layer's (string) name.
+    res_keys = [("residual", g[0]) for g in res_groups]
+    cal = measure_ranges(run, [g[0] for g in groups] + res_keys, ctx.calib_x,
+                         ctx.eval_batch_size, method=cfg.calibration,
+                         percentile=cfg.percentile, seed=cfg.seed)
+    for key in res_keys:
+        cal.channel_means.pop(key, None)
+    cal.residual_ranges = {n: cal.ranges.pop(k) for k, g in zip(res_keys, res_groups,
+                                                                 strict=True) for n in g}
     # Layers reading the same tensor share its range (and so can share a requantized input).
     cal.ranges = {n: cal.ranges[g[0]] for g in groups for n in g}
     means = cal.channel_means

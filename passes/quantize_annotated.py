@@ -85,7 +85,10 @@ class QuantizeAnnotated:
         fused residual of other layers (a ResNet / MobileNetV2 block output) write uint8: the
         residual epilogues then read the uint8 shortcut and dequantize it, as ONNX Runtime's
         QDQ models do. Moves a quarter of the bytes of a float32 shortcut; the shortcut is
-        rounded to the data consumers' 8-bit grid (not bit-exact with ``False``).
+        rounded to the data consumers' 8-bit grid (not bit-exact with ``False``). A producer
+        whose output only residual epilogues read (a downsample conv's) writes uint8 too when
+        the calibration measured that shortcut (``Calibration.residual_ranges``) and the
+        layers adding it run with 8-bit activations.
     database : str or meta_schedule Database, optional
         Tuning records: kernels found there use their best recorded schedule (never slower
         than our default: the default is always recorded too).
@@ -121,16 +124,27 @@ class QuantizeAnnotated:
         entries = layer_table(mod, self.func_name)
         precision = {e.name: str(mod[e.gv].attrs["aiq.precision"]) for e in entries
                      if e.is_layer}
+
+        def quantized(layers) -> bool:
+            return all(get_precision(precision[c]).quantizes_activations for c in layers)
+
         out, residual_q = {}, {}
         for producer, readers in layer_readers(mod, entries, self.func_name).items():
-            if readers is None or not readers.data:
+            if readers is None:
                 continue
             if readers.residual and not self.requant_residuals:
                 continue
-            if any(not get_precision(precision[c]).quantizes_activations
-                   or c not in self.calibration.ranges for c in readers.data):
-                continue
-            qps = {self.calibration.qparams(c) for c in readers.data}
+            if readers.data:
+                if not quantized(readers.data) or any(
+                        c not in self.calibration.ranges for c in readers.data):
+                    continue
+                qps = {self.calibration.qparams(c) for c in readers.data}
+            else:
+                # Only residual epilogues read it (a downsample conv's output): uint8 on the
+                # shortcut's own calibrated range, where the layers adding it read 8-bit data.
+                qps = {self.calibration.residual_qparams(c) for c in readers.residual}
+                if None in qps or not quantized(readers.residual):
+                    continue
             if len(qps) == 1:  # the same tensor calibrates to the same range
                 out[producer] = qps.pop()
                 residual_q.update({c: out[producer] for c in readers.residual})

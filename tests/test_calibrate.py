@@ -63,10 +63,23 @@ def test_qparams_and_json(tmp_path):
         cal.qparams("c")
 
 
+def test_shortcut_ranges_round_trip_and_old_files_have_none(tmp_path):
+    cal = Calibration({"a": (0.0, 2.55)}, method="minmax", residual_ranges={"r": (-1.0, 1.0)})
+    assert cal.residual_qparams("r").zp == 128
+    assert cal.residual_qparams("a") is None  # not measured: the shortcut stays float32
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    assert Calibration.load(path) == cal
+    old = cal.to_dict()
+    del old["residual_ranges"]
+    assert Calibration.from_dict(old).residual_ranges == {}
+
+
 @pytest.mark.parametrize("kwargs, msg", [
     (dict(method="kl"), "unknown calibration method 'kl'; valid: minmax, percentile, mse"),
     (dict(percentile=20.0), "percentile"),
     (dict(ranges={"a": (1.0, 0.0)}), "invalid"),
+    (dict(residual_ranges={"r": (0.0, float("nan"))}), "residual range of 'r' is invalid"),
 ])
 def test_bad_calibration(kwargs, msg):
     with pytest.raises(ValueError, match=msg):

@@ -58,6 +58,22 @@ def test_uint8_shortcut_when_the_data_consumers_take_uint8():
     assert off.out_act_bytes("a", plan) == 4.0 and off.layer_bytes("r", plan) == base
 
 
+def test_shortcut_only_output_is_uint8_when_the_layers_adding_it_take_uint8():
+    """A downsample conv ``d``: only ``r`` reads its output, as the fused residual."""
+    d = LayerCost("d", "conv2d", 4718592, 2304, 16384, 16384, 16, residual_consumers=("r",))
+    r = LayerCost("r", "conv2d", 4718592, 2304, 16384, 16384, 16, residual_elems=16384,
+                  residual_source="d")
+    model = CostModel([d, r])
+    plan = {"d": "int8", "r": "int8"}
+    assert model.out_act_bytes("d", plan) == 1.0
+    assert model.layer_bytes("r", plan) == r.nbytes("int8", 4.0, residual_bytes=1.0)
+    assert model.out_act_bytes("d", {**plan, "r": "fp32"}) == 4.0
+    assert CostModel([d, r], requant_residuals=False).out_act_bytes("d", plan) == 4.0
+    # Another op reads the output too (no readers recorded): float32.
+    other = LayerCost("d", "conv2d", 4718592, 2304, 16384, 16384, 16)
+    assert CostModel([other, r]).out_act_bytes("d", plan) == 4.0
+
+
 def test_model_ai_and_unsupported_layers_stay_fp32():
     bad = LayerCost("g", "conv2d", 1000, 100, 100, 100, 4, supported=False, reason="grouped")
     model = CostModel([conv("a"), bad], requant_fusion=False)

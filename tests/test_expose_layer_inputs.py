@@ -1,6 +1,7 @@
 """ExposeLayerInputs: main also returns every layer's input (for calibration)."""
 
 import numpy as np
+import tvm
 from tvm import relax
 
 from aiq_tvm.passes import AnnotatePrecision, ExposeLayerInputs
@@ -18,3 +19,47 @@ def test_expose_layer_inputs_returns_each_layer_input(target):
     out = compile_run(bound, target, x)
     np.testing.assert_array_equal(out[1].numpy(), x)
     assert out[0].numpy().shape == (1, 8, 8, 8)
+
+
+def _downsample_block():
+    """``conv1`` and the 1x1 ``down`` read x; ``conv2`` reads relu(conv1(x)) and adds
+    down(x) as its fused residual, which no layer reads as data."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(4, 8, 3, padding=1)
+            self.down = nn.Conv2d(4, 8, 1)
+            self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.down(x))
+
+    torch.manual_seed(0)
+    return Block().eval()
+
+
+def test_shortcuts_no_layer_reads_as_data_are_exposed_after_the_inputs(target):
+    import torch
+
+    import aiq_tvm
+    from aiq_tvm.pipeline import bind_params
+
+    block = _downsample_block()
+    x = torch.randn(2, 4, 8, 8)
+    mod, params = aiq_tvm.from_torch(block, x)
+    annotated = AnnotatePrecision("fp32")(mod)
+    plain = ExposeLayerInputs()(annotated)
+    assert [[str(n) for n in g] for g in plain.attrs["aiq.exposed_residuals"]] == []
+    exposed = ExposeLayerInputs(residuals=True)(annotated)
+    groups = [[str(n) for n in g] for g in exposed.attrs["aiq.exposed_layers"]]
+    assert groups == [["conv1", "down"], ["conv2"]]
+    assert [[str(n) for n in g] for g in exposed.attrs["aiq.exposed_residuals"]] == [["conv2"]]
+    bound = tvm.transform.Sequential(bind_params(params))(exposed)
+    out = compile_run(bound, target, x.numpy())
+    assert len(out) == 4  # output, two inputs, one shortcut
+    with torch.no_grad():
+        np.testing.assert_allclose(out[3].numpy(), block.down(x).numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out[0].numpy(), block(x).numpy(), rtol=1e-5, atol=1e-5)

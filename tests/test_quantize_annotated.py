@@ -99,8 +99,12 @@ def test_lowers_a_layer_to_its_quantize_and_kernel_calls(target):
     tvm.ir.assert_structural_equal(after, Expected)
 
 
-def _lowered_resnet20(target, requant_residuals: bool):
-    """Randomized ResNet-20 at int8, lowered by QuantizeAnnotated; and a batch to run."""
+def _lowered_resnet20(target, requant_residuals: bool, shortcut_ranges: bool = True):
+    """Randomized ResNet-20 at int8, lowered by QuantizeAnnotated; and a batch to run.
+    ``shortcut_ranges=False`` drops the downsample shortcuts' ranges from the calibration (as
+    in calibration files written before they were measured)."""
+    import dataclasses
+
     import torch
 
     import aiq_tvm
@@ -114,6 +118,8 @@ def _lowered_resnet20(target, requant_residuals: bool):
     mod, params = aiq_tvm.from_torch(model, x)
     cal = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x.numpy(),
                         batch_size=4).calibration
+    if not shortcut_ranges:
+        cal = dataclasses.replace(cal, residual_ranges={})
     passes = [AnnotatePrecision("int8"), *bind_params(params), *fold_constants(),
               QuantizeAnnotated(cal, target=target, requant_residuals=requant_residuals),
               CancelTransposes()]
@@ -135,17 +141,14 @@ def _residual_dtypes(mod) -> dict:
 
 def test_block_outputs_reach_the_residual_epilogues_as_uint8(target):
     """ResNet block outputs feed the next conv1 (data) and the next conv2's shortcut: with
-    requant_residuals both read one uint8 tensor; without, the shortcut stays float32."""
+    requant_residuals both read one uint8 tensor; the 1x1 downsample layers, whose outputs
+    only shortcuts read, write uint8 on the shortcut's calibrated range; without
+    requant_residuals every shortcut stays float32."""
     fused, x = _lowered_resnet20(target, requant_residuals=True)
     plain, _ = _lowered_resnet20(target, requant_residuals=False)
     dt, dt_plain = _residual_dtypes(fused), _residual_dtypes(plain)
-    # Identity shortcuts of blocks 1 and 2 in each stage come from the previous block;
-    # block 0's shortcut is the stem output (stage 1) or a 1x1 downsample layer, which no
-    # layer reads as data: float32.
-    identity = [f"layer{s}_{b}_conv2_int8" for s in (1, 2, 3) for b in (1, 2)]
-    assert all(dt[k] == "uint8" for k in identity)
-    assert dt["layer2_0_conv2_int8"] == dt["layer3_0_conv2_int8"] == "float32"
-    assert dt["layer1_0_conv2_int8"] == "uint8"  # the stem also feeds layer1.0.conv1
+    assert len(dt) == 9  # every block adds a shortcut
+    assert set(dt.values()) == {"uint8"}
     assert set(dt_plain.values()) == {"float32"}
     quantize_kernels = [gv.name_hint for gv, _ in fused.functions_items()
                         if gv.name_hint.endswith("_quantize")]
@@ -154,6 +157,18 @@ def test_block_outputs_reach_the_residual_epilogues_as_uint8(target):
     ya, yb = compile_run(fused, target, x).numpy(), compile_run(plain, target, x).numpy()
     cos = (ya * yb).sum(1) / np.linalg.norm(ya, axis=1) / np.linalg.norm(yb, axis=1)
     assert cos.min() > 0.999
+
+
+def test_downsample_shortcuts_stay_float32_without_their_ranges(target):
+    """A calibration without shortcut ranges (files saved before they were measured) keeps
+    the downsample layers' outputs float32; identity shortcuts, which the next block's conv1
+    reads as data, stay uint8 on that layer's range."""
+    lowered, _ = _lowered_resnet20(target, requant_residuals=True, shortcut_ranges=False)
+    dt = _residual_dtypes(lowered)
+    identity = [f"layer{s}_{b}_conv2_int8" for s in (1, 2, 3) for b in (1, 2)]
+    assert all(dt[k] == "uint8" for k in identity)
+    assert dt["layer1_0_conv2_int8"] == "uint8"  # the stem also feeds layer1.0.conv1
+    assert dt["layer2_0_conv2_int8"] == dt["layer3_0_conv2_int8"] == "float32"
 
 
 def _stem_pool_block(shortcut: bool):
