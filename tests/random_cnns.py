@@ -1,7 +1,8 @@
 """Random CNNs from a seed, for robustness tests of import -> annotate -> build -> run.
 
 ``random_cnn(seed)`` draws a small network mixing what real CNNs contain: odd channel counts,
-kernels 1/3/5/7, strides, dilation, grouped and depthwise convs, residual adds, channel concat,
+kernels 1/3/5/7, strides, dilation, grouped and depthwise convs, residual adds (identity or 1x1
+conv shortcuts), channel concat,
 max/avg/adaptive pooling, the usual activations, non-square inputs and batch sizes 1/3/7. The
 same seed always gives the same network, weights and input, so a failure is reproducible from
 its seed alone (``python scripts/fuzz_models.py --seeds 17``).
@@ -45,12 +46,13 @@ class CnnCase:
 
 
 class _Residual(nn.Module):
-    def __init__(self, body: nn.Module):
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None):
         super().__init__()
         self.body = body
+        self.shortcut = nn.Identity() if shortcut is None else shortcut
 
     def forward(self, x):
-        return x + self.body(x)
+        return self.shortcut(x) + self.body(x)
 
 
 class _Concat(nn.Module):
@@ -74,8 +76,12 @@ class _Net(nn.Module):
 class _Drawer:
     """Draws layers while tracking the feature map's channels and size."""
 
-    def __init__(self, rng: np.random.Generator, c: int, h: int, w: int):
+    def __init__(self, rng: np.random.Generator, c: int, h: int, w: int,
+                 side: np.random.Generator | None = None):
         self.rng, self.c, self.h, self.w = rng, c, h, w
+        # Draws added after the generator's first version (projected shortcuts) come from
+        # their own stream, so every seed keeps drawing the layers it drew before.
+        self.side = np.random.default_rng(0) if side is None else side
         self.names: list[str] = []
 
     def pick(self, options):
@@ -117,11 +123,24 @@ class _Drawer:
         return nn.Sequential(*layers)
 
     def residual(self) -> nn.Module:
-        self.names.append("residual[")
-        body = nn.Sequential(self.conv(out=self.c, keep_size=True),
-                             self.conv(out=self.c, keep_size=True))
+        """``x + body(x)``, or half the time ``proj(x) + body(x)`` with a 1x1 conv (+BN)
+        shortcut and a body that may change the channel count (ResNet's downsample block)."""
+        c0 = self.c
+        project = self.side.random() < 0.5
+        out = int(self.side.choice([3, 8, 12, 17])) if project else self.c
+        self.names.append("projected residual[" if project else "residual[")
+        body = nn.Sequential(self.conv(out=out, keep_size=True),
+                             self.conv(out=out, keep_size=True))
         self.names.append("]")
-        return _Residual(body)
+        if not project:
+            return _Residual(body)
+        layers: list[nn.Module] = [nn.Conv2d(c0, self.c, 1, bias=bool(self.side.integers(2)))]
+        desc = f"shortcut conv1x1 {c0}->{self.c}"
+        if self.side.random() < 0.6:
+            layers.append(nn.BatchNorm2d(self.c))
+            desc += "+bn"
+        self.names.append(desc)
+        return _Residual(body, nn.Sequential(*layers))
 
     def concat(self) -> nn.Module:
         c, h, w = self.c, self.h, self.w
@@ -175,7 +194,7 @@ def random_cnn(seed: int, max_blocks: int = 4) -> CnnCase:
     rng = np.random.default_rng(seed)
     c = int(rng.choice([1, 3, 4]))
     h, w = int(rng.integers(9, 25)), int(rng.integers(9, 25))
-    d = _Drawer(rng, c, h, w)
+    d = _Drawer(rng, c, h, w, side=np.random.default_rng([seed, 1]))
     blocks = [d.conv()]
     for _ in range(int(rng.integers(1, max_blocks + 1))):
         kind = d.pick(["conv", "residual", "concat", "pool"])

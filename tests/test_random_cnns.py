@@ -1,9 +1,10 @@
 """A fixed sample of random CNNs (tests/random_cnns.py) through import -> build -> run.
 
 The sample covers what the generator draws: odd channel counts, kernels 1/3/5/7, strides,
-dilation, grouped and depthwise convs, residual adds, concat, max/avg/adaptive pooling (ragged
+dilation, grouped and depthwise convs, residual adds (identity and 1x1-conv shortcuts), concat,
+max/avg/adaptive pooling (ragged
 adaptive max windows too), ten activations, non-square inputs and batches 1, 3 and 7.
-``scripts/fuzz_models.py`` runs hundreds of seeds (results in docs/fuzz.md).
+``scripts/fuzz_models.py`` runs hundreds of seeds (results in docs/reliability.md).
 """
 
 import pytest
@@ -15,7 +16,7 @@ SAMPLE = {
     26: "batch 7; depthwise + grouped convs, concat, residual, dilation",
     36: "batch 1, 11x15; concat, dilation, adaptive max pool, flatten head",
     32: "batch 7, 11x22; adaptive avg pool, two concats, depthwise over 31 channels",
-    19: "batch 3, 15x14; ragged adaptive max pool (15 -> 7), residual, dilation",
+    19: "batch 3, 15x14; ragged adaptive max pool (15 -> 7), 1x1-conv shortcut, dilation",
 }
 
 
