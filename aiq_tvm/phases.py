@@ -291,7 +291,8 @@ def calibrate(ctx: BuildContext) -> Calibration | None:
         steps[0] += 1
         ctx.tick("calibration", *steps)
         arrays = [out[i + 1].numpy() for i in range(len(groups) + len(res_groups))]
-        for g, a in zip(groups, arrays, strict=False) if hess is not None else ():
+        # GPTQ's moments: the layer inputs only (the shortcuts come after them).
+        for g, a in zip(groups, arrays[:len(groups)], strict=True) if hess is not None else ():
             for n in g:  # a padded last batch's copies count too (rarely there is one)
                 hess.update(n, a)
         return arrays
