@@ -33,16 +33,21 @@ def conv_patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]
     n, c, h, w = x.shape
     kh, kw = kernel
     pt, pl, pb, pr = padding
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     oh = (h + pt + pb - kh) // stride[0] + 1
     ow = (w + pl + pr - kw) // stride[1] + 1
-    # Windows as a strided view, gathered at (image, row, column) only: 2-4x faster than
-    # indexing all four patch axes.
-    v = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
-    v = v[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow]  # [N, C, OH, OW, KH, KW]
-    b, rem = np.divmod(positions, oh * ow)
+    b, rem = np.divmod(np.asarray(positions), oh * ow)
     r, q = np.divmod(rem, ow)
-    p = v[b, :, r, q]  # [M, C, KH, KW]
+    rows = (r * stride[0] - pt)[:, None] + np.arange(kh)  # [M, KH], -1 .. h: padding
+    cols = (q * stride[1] - pl)[:, None] + np.arange(kw)  # [M, KW]
+    # Only the sampled windows are gathered, each tap reading its C channels in one run when
+    # x is an NCHW view of channels-last memory (a calibration run's activations): no padded
+    # copy, no transpose of the whole tensor.
+    xh = np.moveaxis(x, 1, -1)  # [N, H, W, C]
+    p = xh[b[:, None, None], np.clip(rows, 0, h - 1)[:, :, None],
+           np.clip(cols, 0, w - 1)[:, None, :]]  # [M, KH, KW, C]
+    outside = ~(((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])
+    p[outside] = 0
+    p = p.transpose(0, 3, 1, 2)  # [M, C, KH, KW]: the weights' OIHW order
     return p.reshape(len(positions), groups, -1).transpose(1, 0, 2)
 
 
@@ -70,8 +75,11 @@ class HessianCollector:
         self.sums: dict[str, np.ndarray] = {}
         self.counts: dict[str, int] = {}
         self.too_large: dict[str, int] = {}
+        self.final = False  # hessians() turned the sums into the moments
 
     def update(self, name: str, x: np.ndarray) -> None:
+        if self.final:
+            raise RuntimeError("HessianCollector.update after hessians(): the sums are spent")
         op, kernel, stride, padding, groups = self.geometry[name]
         k = x.shape[-1] if op == "dense" else x.shape[1] // groups * kernel[0] * kernel[1]
         if (1 if op == "dense" else groups) * k * k * 8 > self.max_bytes:
@@ -88,18 +96,60 @@ class HessianCollector:
                 self.rng.choice(total, self.per_update, replace=False))
             p = conv_patches(x, kernel, stride, padding, groups, pos)
         p = np.ascontiguousarray(p, np.float32)
-        s = np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)  # float32 BLAS products
-        self.sums[name] = self.sums.get(name, 0.0) + s
+        acc = self.sums.get(name)
+        if acc is None:
+            acc = self.sums[name] = np.zeros((p.shape[0], k, k), np.float32)
+        _add_gram(acc, p)
         self.counts[name] = self.counts.get(name, 0) + p.shape[1]
 
     def hessians(self) -> dict[str, np.ndarray]:
-        """Layer -> ``[groups, K, K]`` float32 second moments, exactly symmetric (BLAS may
-        sum the two triangles in different orders; a saved calibration keeps one of them)."""
-        out = {}
-        for n, s in self.sums.items():
-            m = s / self.counts[n]
-            out[n] = ((m + m.transpose(0, 2, 1)) / 2).astype(np.float32)
-        return out
+        """Layer -> ``[groups, K, K]`` float32 second moments, exactly symmetric (a saved
+        calibration keeps one triangle).  The sums become the moments in place (a ResNet-50
+        holds 0.5 GB of them), so the collector takes no updates after this call."""
+        if not self.final:
+            for n, s in self.sums.items():
+                s /= np.float32(self.counts[n])
+                for g in s:
+                    _mirror_upper(g.T)  # the sums are exact in their lower triangles
+            self.final = True
+        return dict(self.sums)
+
+
+# Below this patch length a layer's products are small: one batched matmul over its groups
+# beats a BLAS call per group (depthwise convs have one group per channel, K = 9).
+_SYRK_MIN_K = 128
+
+
+def _add_gram(acc: np.ndarray, p: np.ndarray) -> None:
+    """``acc[g] += p[g]^T p[g]`` for each group of ``p [groups, M, K]``, in float32 and in
+    place, exact in the lower triangle of each ``acc[g]`` (the upper may hold anything).
+
+    Long patches take BLAS ``ssyrk``, which computes one triangle: half the products of a
+    matmul, the bulk of calibrating a ResNet-50, and no temporary: fresh memory is slow to
+    fault in on some virtual machines (a 170 MB array took up to 1.2 s to first touch)."""
+    if p.shape[2] < _SYRK_MIN_K:
+        acc += np.matmul(p.transpose(0, 2, 1), p)
+        return
+    from scipy.linalg.blas import ssyrk
+
+    for g in range(p.shape[0]):
+        # Fortran-order views: p[g].T is [K, M], acc[g].T's upper triangle is acc[g]'s lower.
+        c = acc[g].T
+        out = ssyrk(1.0, p[g].T, beta=1.0, c=c, trans=0, lower=0, overwrite_c=1)
+        if not np.shares_memory(out, c):  # BLAS wrappers may hand back a copy
+            c[...] = out
+
+
+def _mirror_upper(m: np.ndarray, block: int = 256) -> None:
+    """Copy the upper triangle of the square ``m`` onto its lower one, in place, a strip of
+    columns at a time (one whole transposed copy of a K = 4608 matrix took seconds)."""
+    k = len(m)
+    for a in range(0, k, block):
+        b = min(a + block, k)
+        m[b:, a:b] = m[a:b, b:].T
+        d = m[a:b, a:b]
+        low = np.tril_indices(b - a, -1)
+        d[low] = d.T[low]
 
 
 def _error_feedback(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -111,13 +161,26 @@ def _error_feedback(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]
     factor of ``H`` with rows and columns reversed), ``A = R diag(R)^-1 - I``.  This is the
     same arithmetic as GPTQ's usual form (updates by the upper Cholesky factor of ``H^-1``,
     which is ``R^-1``) without inverting ``R``: one factorization instead of two
-    (K = 4608: 1.4 s against 4.5 s, the same codes)."""
-    h = np.array(h, np.float64)
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    h += damp * np.mean(np.diag(h)) * np.eye(len(h))
-    r = np.linalg.cholesky(h[::-1, ::-1])[::-1, ::-1]
-    return r / np.diag(r)[None, :], dead  # its diagonal (ones) is never read
+    (K = 4608: 1.4 s against 4.5 s, the same codes).
+
+    One float64 copy of ``H`` (170 MB at K = 4608), reversed and in Fortran order, is
+    factorized in place by LAPACK's ``dpotrf``: the factor numpy's ``cholesky`` computes,
+    without its two further copies."""
+    from scipy.linalg.lapack import dpotrf
+
+    diag = np.diag(h).astype(np.float64)
+    dead = diag == 0
+    diag[dead] = 1.0
+    a = np.array(h[::-1, ::-1], np.float64, order="F")
+    np.fill_diagonal(a, diag[::-1] + damp * np.mean(diag))
+    low, info = dpotrf(a, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(
+            f"GPTQ: the damped second moments are not positive definite (LAPACK dpotrf info "
+            f"{info}); build with weight_correction='bias' (no GPTQ) for this model")
+    r = low[::-1, ::-1]  # upper: the strict lower triangle is unused (clean=0 left it as is)
+    r /= np.diag(r).copy()[None, :]
+    return r, dead  # its diagonal (ones) is never read
 
 
 def _gptq_rows(w: np.ndarray, h: np.ndarray, scale: np.ndarray, qmax: int, damp: float,

@@ -63,3 +63,42 @@ def test_shortcuts_no_layer_reads_as_data_are_exposed_after_the_inputs(target):
     with torch.no_grad():
         np.testing.assert_allclose(out[3].numpy(), block.down(x).numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(out[0].numpy(), block(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_exposes_nhwc_without_a_transpose_kernel(target):
+    # Calibration runs read the layer inputs channels last: after lowering, the exposing
+    # permute cancels against the kernel's own, so no transpose is left to run.
+    import torch
+
+    import aiq_tvm
+    from aiq_tvm import pipeline as P
+    from aiq_tvm._ir import specialize_batch
+    from aiq_tvm.compiler import compile_module
+
+    block = _downsample_block()
+    x = torch.randn(2, 4, 8, 8)
+    mod, params = aiq_tvm.from_torch(block, x)
+    annotated = specialize_batch(AnnotatePrecision("fp32")(mod), 2)
+    nchw = ExposeLayerInputs(residuals=True)(annotated)
+    nhwc = ExposeLayerInputs(residuals=True, channels_last=True)(annotated)
+    assert not bool(nchw.attrs["aiq.exposed_channels_last"])
+    assert bool(nhwc.attrs["aiq.exposed_channels_last"])
+    outs = {}
+    for name, m in (("nchw", nchw), ("nhwc", nhwc)):
+        exe = compile_module(m, target, P.quantize_passes(target, "fp32", None, params))
+        vm = relax.VirtualMachine(exe, tvm.cpu())
+        calls = []
+
+        def record(func, sym, before_run, *rest, calls=calls):
+            if before_run:
+                calls.append(str(sym))
+            return 0
+
+        vm.set_instrument(record)
+        outs[name] = [t.numpy() for t in vm["main"](tvm.runtime.tensor(x.numpy()))]
+        outs[name + "_transposes"] = sum("transpose" in c for c in calls)
+    for a, b in zip(outs["nchw"][1:], outs["nhwc"][1:], strict=True):
+        np.testing.assert_array_equal(b, a.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(outs["nhwc"][0], outs["nchw"][0])
+    assert outs["nhwc_transposes"] == 2  # the model's input and output: they are NCHW
+    assert outs["nchw_transposes"] == 4  # and conv2's input and the shortcut

@@ -309,6 +309,67 @@ def test_conv_patches_equal_an_explicit_loop_with_stride_padding_and_groups():
     np.testing.assert_array_equal(got, want[:, positions])
 
 
+def test_conv_patches_of_an_nchw_view_of_channels_last_memory_are_the_same():
+    # Calibration runs hand the collector NCHW views of the VM's NHWC activations.
+    x = np.random.default_rng(4).standard_normal((3, 6, 5, 7)).astype(np.float32)
+    view = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    positions = np.arange(3 * 5 * 7)
+    for groups in (1, 2, 6):
+        np.testing.assert_array_equal(
+            conv_patches(view, (3, 3), (1, 1), (1, 1, 1, 1), groups, positions),
+            conv_patches(x, (3, 3), (1, 1), (1, 1, 1, 1), groups, positions))
+
+
+@pytest.mark.parametrize("shape, geometry", [
+    ((3, 40, 6, 6), ("conv2d", (3, 3), (1, 1), (1, 1, 1, 1), 1)),  # K = 360: ssyrk
+    ((3, 16, 6, 6), ("conv2d", (3, 3), (2, 2), (1, 1, 1, 1), 4)),  # K = 36 per group: matmul
+    ((5, 200), ("dense", None, None, None, 1)),  # ssyrk
+])
+def test_collected_second_moments_equal_float64_products_over_batches(shape, geometry):
+    rng = np.random.default_rng(5)
+    batches = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+    col = HessianCollector({"l": geometry}, per_update=10**6)  # every position
+    for x in batches:
+        col.update("l", x)
+    h = col.hessians()["l"]
+    want, count = 0.0, 0
+    for x in batches:
+        if geometry[0] == "dense":
+            p = x[None].astype(np.float64)
+        else:
+            _, kernel, stride, padding, groups = geometry
+            oh = (shape[2] + 2 - 3) // stride[0] + 1
+            p = conv_patches(x, kernel, stride, padding, groups,
+                             np.arange(shape[0] * oh * oh)).astype(np.float64)
+        want, count = want + p.transpose(0, 2, 1) @ p, count + p.shape[1]
+    assert h.dtype == np.float32
+    np.testing.assert_array_equal(h, h.transpose(0, 2, 1))
+    np.testing.assert_allclose(h, want / count, rtol=2e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="after hessians"):
+        col.update("l", batches[0])
+
+
+def test_error_feedback_is_the_reversed_cholesky_factor_over_its_diagonal():
+    from aiq_tvm.gptq import _error_feedback
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((400, 150))
+    h = (x.T @ x / 400).astype(np.float32)
+    h[7] = h[:, 7] = 0  # a dead input: its diagonal becomes 1 before damping
+    fb, dead = _error_feedback(h, 0.01)
+    ref = np.array(h, np.float64)
+    ref[7, 7] = 1.0
+    ref += 0.01 * np.mean(np.diag(ref)) * np.eye(150)
+    r = np.linalg.cholesky(ref[::-1, ::-1])[::-1, ::-1]
+    upper = np.triu_indices(150, 1)  # the entries GPTQ reads
+    np.testing.assert_allclose(fb[upper], (r / np.diag(r)[None, :])[upper], rtol=1e-12,
+                               atol=1e-14)
+    assert dead.nonzero()[0].tolist() == [7]
+    h[3, 3] = -1.0
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        _error_feedback(h, 0.0)
+
+
 def test_saved_second_moments_keep_one_triangle_and_load_back_exactly(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
