@@ -19,9 +19,10 @@ import numpy as np
 
 __all__ = ["MAX_HESSIAN_BYTES", "HessianCollector", "conv_patches", "gptq_round"]
 
-# A layer's float64 second moments take groups * K**2 * 8 bytes (K: its patch length), and the
-# Cholesky factor and inverse as much again each.  Above 1 GiB (a dense layer with K > 11585,
-# e.g. VGG's 25088-input classifier: 5 GiB, minutes of O(K**3) work) the layer rounds to nearest.
+# A layer's second moments take groups * K**2 * 8 bytes in float64 (K: its patch length), the
+# precision of the copy its Cholesky factorization works in.  Above 1 GiB (a dense layer with
+# K > 11585, e.g. VGG's 25088-input classifier: 5 GiB, minutes of O(K**3) work) the layer
+# rounds to nearest.
 MAX_HESSIAN_BYTES = 1 << 30
 
 
@@ -62,7 +63,7 @@ class HessianCollector:
     per_update : int
         Patch positions sampled per layer per batch (all of them when fewer).
     max_bytes : int
-        Layers whose float64 second moments would take more are not collected (they round to
+        Layers whose second moments in float64 would take more are not collected (they round to
         nearest); :attr:`too_large` maps them to their patch length.
     """
 
