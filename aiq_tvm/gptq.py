@@ -31,6 +31,19 @@ def conv_patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]
                  ) -> np.ndarray:
     """Zero-padded input patches of an NCHW conv at flat output ``positions`` (over
     ``N * OH * OW``): ``[groups, len(positions), C/groups * KH * KW]`` in OIHW order."""
+    p = _windows(x, kernel, stride, padding, positions)  # [M, KH, KW, C]
+    p = p.transpose(0, 3, 1, 2)  # [M, C, KH, KW]: the weights' OIHW order
+    return p.reshape(len(positions), groups, -1).transpose(1, 0, 2)
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+             padding: tuple[int, int, int, int], positions: np.ndarray) -> np.ndarray:
+    """The zero-padded windows ``[M, KH, KW, C]`` of an NCHW conv input at flat output
+    ``positions``.
+
+    Only the sampled windows are gathered, each tap reading its C channels in one run when
+    ``x`` is an NCHW view of channels-last memory (a calibration run's activations): no
+    padded copy, no transpose of the whole tensor."""
     n, c, h, w = x.shape
     kh, kw = kernel
     pt, pl, pb, pr = padding
@@ -40,16 +53,34 @@ def conv_patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]
     r, q = np.divmod(rem, ow)
     rows = (r * stride[0] - pt)[:, None] + np.arange(kh)  # [M, KH], -1 .. h: padding
     cols = (q * stride[1] - pl)[:, None] + np.arange(kw)  # [M, KW]
-    # Only the sampled windows are gathered, each tap reading its C channels in one run when
-    # x is an NCHW view of channels-last memory (a calibration run's activations): no padded
-    # copy, no transpose of the whole tensor.
     xh = np.moveaxis(x, 1, -1)  # [N, H, W, C]
     p = xh[b[:, None, None], np.clip(rows, 0, h - 1)[:, :, None],
            np.clip(cols, 0, w - 1)[:, None, :]]  # [M, KH, KW, C]
     outside = ~(((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])
     p[outside] = 0
-    p = p.transpose(0, 3, 1, 2)  # [M, C, KH, KW]: the weights' OIHW order
-    return p.reshape(len(positions), groups, -1).transpose(1, 0, 2)
+    return p
+
+
+def _tap_major_patches(x, kernel, stride, padding, groups, positions) -> np.ndarray:
+    """:func:`conv_patches` with each group's patch in (KH, KW, C/groups) order instead of
+    OIHW's (C/groups, KH, KW): for one group, the gathered windows themselves (the OIHW
+    order costs a transposed copy of every batch's patches, 3 s of a ResNet-50 build).
+    :func:`_oihw_order` maps the second moments back."""
+    p = _windows(x, kernel, stride, padding, positions)
+    m, kh, kw, c = p.shape
+    if groups == 1:
+        return p.reshape(1, m, -1)
+    p = p.reshape(m, kh, kw, groups, c // groups).transpose(3, 0, 1, 2, 4)
+    return p.reshape(groups, m, -1)
+
+
+def _oihw_order(kernel: tuple[int, int], cpg: int) -> np.ndarray | None:
+    """Index of each OIHW-ordered patch entry (c, kh, kw) in the tap-major order (kh, kw, c),
+    or None where the two orders coincide (1x1 kernels, one channel per group)."""
+    kh, kw = kernel
+    if kh * kw == 1 or cpg == 1:
+        return None
+    return np.arange(kh * kw * cpg).reshape(kh, kw, cpg).transpose(2, 0, 1).ravel()
 
 
 class HessianCollector:
@@ -77,6 +108,7 @@ class HessianCollector:
         self.counts: dict[str, int] = {}
         self.too_large: dict[str, int] = {}
         self.final = False  # hessians() turned the sums into the moments
+        self.orders: dict[str, np.ndarray | None] = {}  # see _oihw_order
 
     def update(self, name: str, x: np.ndarray) -> None:
         if self.final:
@@ -95,7 +127,8 @@ class HessianCollector:
             total = x.shape[0] * oh * ow
             pos = np.arange(total) if total <= self.per_update else np.sort(
                 self.rng.choice(total, self.per_update, replace=False))
-            p = conv_patches(x, kernel, stride, padding, groups, pos)
+            p = _tap_major_patches(x, kernel, stride, padding, groups, pos)
+            self.orders[name] = _oihw_order(kernel, x.shape[1] // groups)
         p = np.ascontiguousarray(p, np.float32)
         acc = self.sums.get(name)
         if acc is None:
@@ -112,6 +145,9 @@ class HessianCollector:
                 s /= np.float32(self.counts[n])
                 for g in s:
                     _mirror_upper(g.T)  # the sums are exact in their lower triangles
+                order = self.orders.get(n)
+                if order is not None:  # tap-major patches: rows and columns to OIHW order
+                    self.sums[n] = s[:, order][:, :, order]
             self.final = True
         return dict(self.sums)
 
