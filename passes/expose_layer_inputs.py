@@ -14,7 +14,7 @@ With ``channels_last=True`` every 4-D (NCHW) tensor is returned as NHWC
 layers: after lowering, ``CancelTransposes`` folds that permute into the one before the
 kernel, so the exposed outputs cost no transpose kernel (the module attribute
 ``aiq.exposed_channels_last`` says so). NCHW outputs made ResNet-50's calibration run spend
-6.5 of its 8 s in 54 transposes of up to 51 MB each.
+6.5 of its 8 s in transposes (47 per batch of 16, up to 51 MB each).
 """
 
 from __future__ import annotations
