@@ -23,6 +23,7 @@ import tvm
 from tvm import relax
 
 from ._layers import is_layer_function, parse_layer
+from ._lowering import NCHW_TO_NHWC
 
 __all__ = ["ExposeLayerInputs"]
 
@@ -103,5 +104,5 @@ def _nhwc(expr):
     ty = expr.ty
     if isinstance(ty, relax.TensorType) and ty.ndim == 4:
         # Normalized so the call has its type (the new tuple's type is built from it).
-        return relax.BlockBuilder().normalize(relax.op.permute_dims(expr, [0, 2, 3, 1]))
+        return relax.BlockBuilder().normalize(relax.op.permute_dims(expr, NCHW_TO_NHWC))
     return expr
