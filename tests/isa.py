@@ -1,5 +1,5 @@
 """Targets per ISA level for kernel tests, which of them this machine can execute, and the
-aarch64 disassembly of exported libraries.
+aarch64 disassembly of exported libraries (from :mod:`aiq_tvm.targets.arm.disassembly`).
 
 Tests compile for any target but run code only where the host executes it; the rest skip
 with the reason (the missing CPU features), never crash with an illegal instruction. The
@@ -8,11 +8,9 @@ target of each level is a sample CPU of that level; tests check its capabilities
 
 from __future__ import annotations
 
-import re
-import subprocess
-
 import pytest
 
+from aiq_tvm.targets.arm.disassembly import disassembled, kernel_bodies  # noqa: F401 (re-exported)
 from aiq_tvm.targets.capabilities import capabilities
 
 # One sample target per x86 ISA level, best first.
@@ -65,21 +63,3 @@ def isa_params(levels=tuple(ISA_TARGETS), run: bool = True) -> list:
 BEST_X86 = next((t for t in ISA_TARGETS.values() if runnable(t)), HASWELL)
 requires_vnni_host = requires_host(ZNVER4)
 
-
-# aarch64 disassembly of exported libraries (ResNet-20 builds in test_arm_kernels.py and
-# test_arm_emulated.py)
-
-
-def kernel_bodies(lib) -> dict[str, str]:
-    """Disassembly of each integer layer kernel (``<layer>_<int8|int4>_compute_``) of a
-    shared library, by name (``objdump``'s ``<name>:`` headers delimit the functions)."""
-    text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(lib)],
-                          check=True, capture_output=True, text=True).stdout
-    heads = list(re.finditer(r"^[0-9a-f]+ <([A-Za-z_]\w*)>:$", text, flags=re.M))
-    ends = [m.start() for m in heads[1:]] + [len(text)]
-    return {m.group(1): text[m.end():end] for m, end in zip(heads, ends, strict=True)
-            if re.fullmatch(r"\w+_int[48]_compute_", m.group(1))}
-
-
-def disassembled(body: str, mnemonic: str) -> int:
-    return len(re.findall(rf"^\s*[0-9a-f]+:\s+{mnemonic}\s+v\d+\.", body, flags=re.M))

@@ -21,9 +21,10 @@ from aiq_tvm.calibrate import Calibration
 from aiq_tvm.plan import Plan
 from aiq_tvm.targets import capabilities
 from aiq_tvm.targets.arm import neon
+from aiq_tvm.targets.arm.disassembly import LEVEL_INSTRUCTIONS, instruction_counts
 from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, cpu_model, dense_kernel
 from aiq_tvm.testing import compile_prim_func, kernel_input, layer_data, reference, run_kernel
-from isa import AARCH64_DOTPROD, ARM_TARGETS, HASWELL, disassembled, kernel_bodies
+from isa import AARCH64_DOTPROD, ARM_TARGETS, HASWELL, kernel_bodies
 
 EM_AARCH64 = 183
 CONV = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1)  # 20 channels: int4 pads to 24 (usmmla 32)
@@ -217,6 +218,8 @@ def test_resnet20_cross_build_has_dot_products_and_exports(resnet20_builds, plan
     schemes = {re.search(r"_(int[48])_compute_$", name).group(1) for name in kernels}
     assert schemes == ({"int8", "int4"} if plan == "mixed" else {"int8"})
     for name, body in kernels.items():  # every integer layer kernel: dot products
-        assert disassembled(body, "sdot") >= 1, name
+        counts = instruction_counts(body, LEVEL_INSTRUCTIONS["neon_dotprod"]
+                                    + LEVEL_INSTRUCTIONS["neon_i8mm"])
+        assert counts["sdot"] >= 1 and counts["usmmla"] == counts["usdot"] == 0, (name, counts)
     with pytest.raises(RuntimeError, match="export_library"):
         res.benchmark(1)  # this host cannot run aarch64 code

@@ -1,0 +1,43 @@
+"""scripts/arm/check_models.py's pure parts: the mixed plan it gives any model, and its table
+(the builds and the board run are `make test-arm`'s and the script's own business)."""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+_SPEC = importlib.util.spec_from_file_location(
+    "check_models", Path(__file__).resolve().parents[1] / "scripts" / "arm" / "check_models.py")
+check_models = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(check_models)
+
+
+def row(name, precision="int8", op="conv2d"):
+    return SimpleNamespace(name=name, precision=precision, op=op)
+
+
+def test_mixed_plan_keeps_first_and_last_int8_and_alternates_int4_between():
+    rows = [row("stem"), row("a"), row("b"), row("head_fp32", "fp32"), row("c"), row("d"),
+            row("fc")]
+    plan = check_models.mixed_plan(rows)
+    got = {r.name: plan.precision_for(r.name) for r in rows if r.precision != "fp32"}
+    assert got == {"stem": "int8", "a": "int4", "b": "int8", "c": "int4", "d": "int8",
+                   "fc": "int8"}
+
+
+def test_levels_come_from_target_features():
+    assert check_models.arm_target("neon_i8mm")["mattr"] == ["+neon", "+dotprod", "+i8mm"]
+    assert check_models.arm_target("neon")["mattr"] == ["+neon"]
+
+
+def test_table_counts_depthwise_kernels_and_shows_errors():
+    ok = {"model": "tv/m", "level": "neon_dotprod", "plan": "int8", "status": "ok",
+          "precisions": {"int8": 5}, "integer_kernels": 5, "instructions": {"sdot": 120},
+          "kernels_without_level_instructions": ["dw1 (depthwise)", "dw2 (depthwise)", "odd"],
+          "bit_exact": False, "max_rel_err": 2.5e-7, "min_cos": 0.9999999, "top1_agree": 1.0,
+          "build_s": 12.4}
+    bad = {"model": "tv/n", "level": "neon", "plan": "mixed", "status": "error",
+           "error": "ValueError: no"}
+    lines = check_models.render([ok, bad]).splitlines()
+    assert lines[2] == ("| tv/m | neon_dotprod | int8 | int8: 5 | 2 of 5 | sdot 120 | "
+                        "2 depthwise, odd | no | 2.5e-07 | 1.000000 | 100 % | 12 |")
+    assert lines[3].startswith("| tv/n | neon | mixed |") and "ValueError: no" in lines[3]
