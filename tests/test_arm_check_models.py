@@ -41,3 +41,25 @@ def test_table_counts_depthwise_kernels_and_shows_errors():
     assert lines[2] == ("| tv/m | neon_dotprod | int8 | int8: 5 | 2 of 5 | sdot 120 | "
                         "2 depthwise, odd | no | 2.5e-07 | 1.000000 | 100 % | 12 |")
     assert lines[3].startswith("| tv/n | neon | mixed |") and "ValueError: no" in lines[3]
+
+
+def test_kernels_are_split_from_objdump_text_dashed_layer_names_included():
+    from aiq_tvm.targets.arm.disassembly import instruction_counts, split_kernels
+
+    text = """
+0000000000001000 <trunk_output_block1_block1-0_f_b_0_int8_compute_>:
+    1000:	sdot	v0.4s, v1.16b, v2.16b
+    1004:	sdot	v3.4s, v1.16b, v4.16b
+0000000000001010 <mean_compute_>:
+    1010:	fadd	v0.4s, v0.4s, v1.4s
+0000000000001020 <fc_int4_compute_>:
+    1020:	smull	v0.8h, v1.8b, v2.8b
+    1024:	sadalp	v5.4s, v0.8h
+"""
+    bodies = split_kernels(text)
+    dashed = "trunk_output_block1_block1-0_f_b_0_int8_compute_"
+    assert sorted(bodies) == ["fc_int4_compute_", dashed]
+    assert instruction_counts(bodies[dashed],
+                              ("sdot", "smull")) == {"sdot": 2, "smull": 0}
+    assert instruction_counts(bodies["fc_int4_compute_"], ("smull", "sadalp")) == \
+        {"smull": 1, "sadalp": 1}

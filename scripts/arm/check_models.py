@@ -58,7 +58,7 @@ def mixed_plan(rows):
 
 
 def symbol_of(layer: str) -> str:
-    return re.sub(r"\W", "_", layer)
+    return re.sub(r"[^\w\-]", "_", layer)  # as kernel symbols spell layer names
 
 
 def is_depthwise(row) -> bool:

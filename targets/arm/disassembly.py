@@ -18,16 +18,22 @@ LEVEL_INSTRUCTIONS = {
     "neon_dotprod": ("sdot",),
     "neon": ("smull", "sadalp"),
 }
-# The integer layer kernels of an aiq_tvm build: ``<layer>_<int8|int4>_compute_``.
-_KERNEL = re.compile(r"\w+_int[48]_compute_")
+# The integer layer kernels of an aiq_tvm build: ``<layer>_<int8|int4>_compute_``, the layer
+# name with dots made underscores (torchvision's RegNet names keep dashes: ``block1-0``).
+_KERNEL = re.compile(r"[\w\-]+_int[48]_compute_")
 
 
 def kernel_bodies(lib: str | Path, objdump: str = OBJDUMP) -> dict[str, str]:
-    """Disassembly of each integer layer kernel of a shared library, by symbol name
-    (``objdump``'s ``<name>:`` headers delimit the functions)."""
+    """Disassembly of each integer layer kernel of a shared library, by symbol name."""
     text = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(lib)],
                           check=True, capture_output=True, text=True).stdout
-    heads = list(re.finditer(r"^[0-9a-f]+ <([A-Za-z_]\w*)>:$", text, flags=re.M))
+    return split_kernels(text)
+
+
+def split_kernels(text: str) -> dict[str, str]:
+    """The integer layer kernels of an ``objdump -d`` listing, by symbol name (its
+    ``<name>:`` headers delimit the functions)."""
+    heads = list(re.finditer(r"^[0-9a-f]+ <([A-Za-z_][\w\-.]*)>:$", text, flags=re.M))
     ends = [m.start() for m in heads[1:]] + [len(text)]
     return {m.group(1): text[m.end():end] for m, end in zip(heads, ends, strict=True)
             if _KERNEL.fullmatch(m.group(1))}
