@@ -155,7 +155,7 @@ def check_model(name: str, args, session) -> list[dict]:
 def render(records: list[dict]) -> str:
     head = ("| model | level | plan | layers (precision: count) | integer kernels with the "
             "level's int8 instructions | instructions | without (layer) | board = host | "
-            "max rel. err | min cos | top-1 agree | build s |")
+            "max rel. err | min cos | top-1 agree | build s (a model's first: with calibration) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in records:
         if r["status"] != "ok":
