@@ -171,9 +171,14 @@ def emit_layer(
     quantize = None
     if scheme.quantizes_activations and not pre_quantized:
         quantize = qparams
-    base = name.replace(".", "_").replace(":", "_")
+    base = kernel_base(name)
     emit = _emit_dense if info.op == "dense" else _emit_conv
     return emit(bb, info, values, data, precision, quantize, residual, base, opts)
+
+
+def kernel_base(layer: str) -> str:
+    """The prefix of a layer's kernel names (``<base>_int8``, ``<base>_quantize``, ...)."""
+    return layer.replace(".", "_").replace(":", "_")
 
 
 def _emit_quantize(bb, x, qparams, target, base: str):

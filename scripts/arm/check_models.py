@@ -57,23 +57,20 @@ def mixed_plan(rows):
     return Plan({n: MIXED_LOW for n in names[1:-1:2]}, default="int8")
 
 
-def symbol_of(layer: str) -> str:
-    return re.sub(r"[^\w\-]", "_", layer)  # as kernel symbols spell layer names
-
-
 def is_depthwise(row) -> bool:
     return row.op == "depthwise_conv2d"
 
 
 def kernel_evidence(lib: str, level: str, rows) -> dict:
     """Which integer kernels of the library execute the level's int8 instructions."""
+    from aiq_tvm.passes._lowering import kernel_base
     from aiq_tvm.targets.arm.disassembly import (
         LEVEL_INSTRUCTIONS,
         instruction_counts,
         kernel_bodies,
     )
 
-    depthwise = {symbol_of(r.name) for r in rows if is_depthwise(r)}
+    depthwise = {kernel_base(r.name) for r in rows if is_depthwise(r)}
     bodies = kernel_bodies(lib)
     without, totals = [], dict.fromkeys(LEVEL_INSTRUCTIONS[level], 0)
     for name, body in bodies.items():

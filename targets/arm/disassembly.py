@@ -18,9 +18,10 @@ LEVEL_INSTRUCTIONS = {
     "neon_dotprod": ("sdot",),
     "neon": ("smull", "sadalp"),
 }
-# The integer layer kernels of an aiq_tvm build: ``<layer>_<int8|int4>_compute_``, the layer
-# name with dots made underscores (torchvision's RegNet names keep dashes: ``block1-0``).
-_KERNEL = re.compile(r"[\w\-]+_int[48]_compute_")
+# The integer layer kernels of an aiq_tvm build: ``<base>_<int8|int4>_compute_``, with the
+# layer's ``passes._lowering.kernel_base``, which keeps any character but dots and colons
+# (torchvision's RegNet layers keep dashes: ``block1-0``).
+_KERNEL = re.compile(r".+_int[48]_compute_")
 
 
 def kernel_bodies(lib: str | Path, objdump: str = OBJDUMP) -> dict[str, str]:
@@ -33,7 +34,7 @@ def kernel_bodies(lib: str | Path, objdump: str = OBJDUMP) -> dict[str, str]:
 def split_kernels(text: str) -> dict[str, str]:
     """The integer layer kernels of an ``objdump -d`` listing, by symbol name (its
     ``<name>:`` headers delimit the functions)."""
-    heads = list(re.finditer(r"^[0-9a-f]+ <([A-Za-z_][\w\-.]*)>:$", text, flags=re.M))
+    heads = list(re.finditer(r"^[0-9a-f]+ <([^>\s]+)>:$", text, flags=re.M))
     ends = [m.start() for m in heads[1:]] + [len(text)]
     return {m.group(1): text[m.end():end] for m, end in zip(heads, ends, strict=True)
             if _KERNEL.fullmatch(m.group(1))}
