@@ -117,13 +117,16 @@ def check_model(name: str, args, session) -> list[dict]:
                    "images": len(xv), "batch": args.batch}
             t0 = time.perf_counter()
             try:
+                res = None
                 if calibration is None:  # once per model, on the host; its layers too
                     first = aiq_tvm.build(mod, target, params=params, plan="int8",
                                           calib_data=xc, batch_size=args.batch)
                     calibration, rows = first.calibration, first.report.rows
-                plan = mixed_plan(rows) if plan_name == "mixed" else plan_name
-                res = aiq_tvm.build(mod, target, params=params, plan=plan,
-                                    calibration=calibration, batch_size=args.batch)
+                    res = first if plan_name == "int8" else None
+                if res is None:
+                    plan = mixed_plan(rows) if plan_name == "mixed" else plan_name
+                    res = aiq_tvm.build(mod, target, params=params, plan=plan,
+                                        calibration=calibration, batch_size=args.batch)
                 rec["build_s"] = time.perf_counter() - t0
                 rec["precisions"] = dict(sorted(
                     {p: sum(r.precision == p for r in res.report.rows)
