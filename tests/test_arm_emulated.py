@@ -92,10 +92,11 @@ def test_emulated_board_is_aarch64_and_runs_a_cross_build(board, tmp_path):
 def random_cases(target):
     """(name, kernel, uint8 input, exact acc - corr) on random off-centre data: convs (regular,
     stride 2, grouped, depthwise) and dense layers. With
-    ``+i8mm`` the convs and the 4-row dense run ``usmmla`` (2 x 2 blocks: the stride-2 conv
-    through its phase-split padded copy, the 7-wide conv pairs its last column with a padding
-    column, 20 channels pad to 24 / 32, 70 to 72 / 80), the 3-row dense ``usdot``; the
-    7 x 7 RGB stem folds its kernel columns into the channel reduction."""
+    ``+i8mm`` the convs and the 4-row dense's int4 run ``usmmla`` (2 x 2 blocks: the stride-2
+    conv through its phase-split padded copy, the 7-wide conv pairs its last column with a
+    padding column, 20 channels pad to 24 / 32, 70 to 72 / 80), the dense layers' int8 the
+    16-channel ``usdot`` blocks (indexed: ``sudot``); the 7 x 7 RGB stem folds its kernel
+    columns into the channel reduction."""
     out = []
     for i, spec in enumerate((ConvSpec(2, 8, 8, 20, 12, 3, 3, padding=1, stride=2),
                               ConvSpec(1, 6, 6, 64, 32, 1, 1), DenseSpec(3, 70, 10),
@@ -107,11 +108,16 @@ def random_cases(target):
                               ConvSpec(1, 13, 11, 3, 12, 7, 7, stride=2, padding=(3, 3, 2, 3)))):
         x, w, b, _, qp = layer_data(spec, np.random.default_rng(i), offset=0.7)
         make = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
-        for scheme in ("int8", "int4"):
-            k = make(spec, scheme, w, b, act_qparams=qp, target=target, debug_acc=True)
+        # int4d: int4 decoded once per call into int8 (sdot4d / usdot4d; plain NEON has no
+        # decode-once format and keeps its in-loop one)
+        decodable = make is conv2d_kernel and spec.groups == 1
+        for scheme in ("int8", "int4", "int4d") if decodable else ("int8", "int4"):
+            extra = {"decode_once": True} if scheme == "int4d" else {}
+            scheme = scheme[:4]
+            k = make(spec, scheme, w, b, act_qparams=qp, target=target, debug_acc=True, **extra)
             xin = kernel_input(scheme, x, qp)
             ref = reference(spec, scheme, xin, w, b, act_qparams=qp, target=target)
-            out.append((f"rand{i}_{scheme}", k, xin, ref.acc))
+            out.append((f"rand{i}_{scheme}{'d' if extra else ''}", k, xin, ref.acc))
     return out
 
 
@@ -149,14 +155,21 @@ def test_kernels_exact_on_the_board(board, tmp_path, level):
     rlib, dev = sess.load_module(path.name), sess.cpu()
     pairs = {name for name, k, *_ in cases if k.info["weight_format"].startswith("usmmla")}
     if level == "neon_i8mm":
-        # not paired: the 3-row dense, the grouped conv's int4 (its 8-channel groups are
-        # narrower than usmmla4's 16), the depthwise conv (no reduction over channels) and
-        # the folded stem (usdot)
-        unpaired = {"rand2_int8", "rand2_int4", "rand5_int4", "rand6_int8", "rand6_int4",
-                    "rand7_int8", "rand7_int4"}
+        # not paired: the 3-row dense, the 4-row dense's int8 (16-channel usdot blocks model
+        # cheaper at 10 outputs), the grouped conv's int4 (its 8-channel groups are narrower
+        # than usmmla4's 16), the depthwise conv (no reduction over channels) and the folded
+        # stem (usdot)
+        unpaired = {"rand2_int8", "rand2_int4", "rand4_int8", "rand5_int4", "rand6_int8",
+                    "rand6_int4", "rand7_int8", "rand7_int4"}
+        # int4 decoded once: usmmla on the decoded int8 where positions pair (the stride-2
+        # and 1 x 1 convs), the 16-channel usdot blocks on the 7-wide conv and the stem
+        unpaired |= {"rand3_int4d", "rand7_int4d"}
         assert pairs == {name for name, *_ in cases} - unpaired, sorted(pairs)
     else:
         assert not pairs
+    decoded = {name for name, k, *_ in cases if k.info.get("decode_once")}
+    want_decoded = {name for name, *_ in cases if name.endswith("_int4d") and level != "neon"}
+    assert decoded == want_decoded, sorted(decoded)
     for name, k, xin, want in cases:
         depthwise = name.startswith("rand6")  # plain NEON vectors, no dot instruction
         assert k.info["isa"] == level and (depthwise or k.info["intrin"]), name

@@ -31,13 +31,27 @@ CONV = ConvSpec(2, 6, 6, 20, 24, 3, 3, padding=1)  # 20 channels: int4 pads to 2
 DENSE = DenseSpec(3, 70, 10)  # 3 rows: no row pairs for usmmla
 DENSE4 = DenseSpec(4, 70, 10)
 CONV_S2 = ConvSpec(2, 8, 8, 20, 24, 3, 3, padding=1, stride=2)
-# level -> int8 / int4 weight formats, the instruction their blocks use, instructions that
-# must not appear (in CONV and DENSE4).
+# level -> int8 / int4 weight formats of CONV, the instruction their blocks use, instructions
+# that must not appear (in CONV and DENSE4).
 LEVELS = {
     "neon_i8mm": ("usmmla8", "usmmla4", "usmmla", ("sdot", "smull", "usdot", "smmla")),
-    "neon_dotprod": ("sdot8", "sdot4", "sdot", ("usdot", "smull", "usmmla", "smmla")),
+    "neon_dotprod": ("sdot8x4", "sdot4", "sdot", ("usdot", "smull", "usmmla", "smmla")),
     "neon": ("smull8", "smull4", "smull", ("sdot", "usdot", "usmmla", "smmla")),
 }
+# Formats whose blocks are 16 channels of int8 (intrinsic kind u8i8x4), and the instruction
+# each format's blocks run (the indexed usdot form is written sudot: the lane operand is the
+# unsigned one).
+X4_FORMATS = {"sdot8x4", "usdot8x4"}
+FORMAT_INSTRUCTION = {"usmmla8": "usmmla", "usmmla4": "usmmla", "usdot8x4": "sudot",
+                      "usdot4": "usdot", "sdot8x4": "sdot", "sdot4": "sdot", "smull8": "smull",
+                      "smull4": "smull"}
+# DENSE4's formats where they differ from CONV's: an even row count pairs rows for usmmla,
+# but the 16-channel usdot blocks model cheaper for int8 at 70 inputs.
+DENSE4_FORMATS = {"neon_i8mm": ("usdot8x4", "usmmla4")}
+
+
+def kind_of(fmt: str) -> str:
+    return "u8i8x4" if fmt in X4_FORMATS else "u8i4" if fmt.endswith("4") else "u8i8"
 # Mixed plan: the second conv of every block in stages 2 and 3 in int4, the rest int8.
 MIXED = Plan({r"re:layer[23]\..*conv2": "int4"}, default="int8")
 
@@ -63,14 +77,16 @@ def test_int_kernels_use_the_level_dot_instruction(level):
     target = ARM_TARGETS[level]
     caps = capabilities(target)
     assert caps.isa == level and cpu_model(target).dot.name == caps.int8_dot
-    fmt8, fmt4, instr, absent = LEVELS[level]
-    for scheme, fmt in (("int8", fmt8), ("int4", fmt4)):
-        for spec in (CONV,) if level == "neon" else (CONV, DENSE4):
+    fmt8, fmt4, _, absent = LEVELS[level]
+    for spec in (CONV,) if level == "neon" else (CONV, DENSE4):
+        fmts = DENSE4_FORMATS.get(level, (fmt8, fmt4)) if spec is DENSE4 else (fmt8, fmt4)
+        for scheme, fmt in zip(("int8", "int4"), fmts, strict=True):
             k, *_ = build(spec, scheme, target)
             assert (k.info["isa"], k.info["int8_dot"], k.info["weight_format"]) == (
                 level, caps.int8_dot, fmt)
-            assert k.info["intrin"] == neon.intrinsic_for(
-                target, "u8i8" if fmt == fmt8 else "u8i4", pairs=instr == "usmmla")
+            instr = FORMAT_INSTRUCTION[fmt]
+            assert k.info["intrin"] == neon.intrinsic_for(target, kind_of(fmt),
+                                                          pairs=instr == "usmmla")
             asm = asm_of(k, target)
             assert count(asm, instr) >= (4 if spec is CONV else 1), (scheme, spec)
             for bad in absent:
@@ -81,13 +97,39 @@ def test_int_kernels_use_the_level_dot_instruction(level):
 
 def test_i8mm_layers_without_position_pairs_use_usdot():
     """``usmmla`` pairs neighbouring output columns of a conv or rows of a dense layer with an
-    even row count; a 3-row dense layer of an ``+i8mm`` target runs ``usdot`` blocks."""
+    even row count; a 3-row dense layer of an ``+i8mm`` target runs ``usdot`` blocks (int8:
+    16 channels per block, the indexed form, written ``sudot``)."""
     target = ARM_TARGETS["neon_i8mm"]
-    for scheme, fmt in (("int8", "usdot8"), ("int4", "usdot4")):
+    for scheme, fmt in (("int8", "usdot8x4"), ("int4", "usdot4")):
         k, *_ = build(DENSE, scheme, target)
         assert k.info["weight_format"] == fmt and "dot2x2" not in k.info["schedule"]
         asm = asm_of(k, target)
-        assert count(asm, "usdot") >= 1 and count(asm, "usmmla") == 0, scheme
+        instr = FORMAT_INSTRUCTION[fmt]
+        assert count(asm, instr) >= 1 and count(asm, "usmmla") == 0, scheme
+
+
+@pytest.mark.parametrize("level", ["neon_dotprod", "neon_i8mm"])
+def test_16_channel_blocks_load_activations_once_and_dot_by_lane(level):
+    """The 16-channel int8 blocks (``sdot8x4`` / ``usdot8x4``): one 16-byte activation load
+    (and, for ``sdot``, one flip) per position serves four dots, each taking its 4 bytes as
+    a lane (``v1.4b[2]``) instead of a ``dup`` of a 4-byte load; the weights are four ``v8``
+    blocks per group (layout ``v8b``)."""
+    target = ARM_TARGETS[level]
+    spec = DENSE if level == "neon_i8mm" else ConvSpec(1, 8, 8, 32, 32, 3, 3, padding=1)
+    k, *_ = build(spec, "int8", target)
+    fmt = k.info["weight_format"]
+    assert fmt in X4_FORMATS and k.info["intrin"] == neon.intrinsic_for(target, "u8i8x4")
+    asm = asm_of(k, target)
+    instr = FORMAT_INSTRUCTION[fmt]
+    by_lane = re.findall(rf"^\s+{instr}\s+v\d+\.4s, v\d+\.16b, v\d+\.4b\[([0-3])\]", asm,
+                         flags=re.M)
+    assert sorted(set(by_lane)) == ["0", "1", "2", "3"]
+    assert count(asm, "dup") == 0
+    if level == "neon_dotprod":  # int4 decoded once into int8 runs the same blocks
+        k, *_ = build(spec, "int4", target, decode_once=True)
+        assert k.info["weight_format"] == "sdot4d" and k.info["decode_once"]
+        asm = asm_of(k, target)
+        assert re.search(r"^\s+sdot\s+v\d+\.4s, v\d+\.16b, v\d+\.4b\[3\]", asm, flags=re.M)
 
 
 def test_strided_conv_pairs_columns_through_a_phase_split_copy():
@@ -115,6 +157,16 @@ def test_usmmla_blocks_are_2x2_tiles():
     assert re.search(r"^\s+ld[rp]\s+d\d+", asm, flags=re.M)
 
 
+def test_i8mm_int4_decoded_once_runs_usmmla_tiles():
+    """int4 weights decoded once per call into int8 are multiplied by the int8 2 x 2
+    ``usmmla`` blocks where positions pair (stored ``v4`` in 16-channel groups)."""
+    target = ARM_TARGETS["neon_i8mm"]
+    k, *_ = build(ConvSpec(1, 8, 8, 32, 32, 3, 3, padding=1), "int4", target, decode_once=True)
+    assert k.info["weight_format"] == "usmmla4d" and k.info["decode_once"]
+    assert "dot2x2" in k.info["schedule"]
+    assert count(asm_of(k, target), "usmmla") >= 16
+
+
 @pytest.mark.parametrize("level", list(LEVELS))
 def test_fp32_kernels_use_neon_fma(level):
     target = ARM_TARGETS[level]
@@ -130,9 +182,11 @@ def test_kernel_definitions_exact_on_the_host(level):
     the exact ``acc - corr`` of the reference; the instructions run in ``make test-arm``."""
     target = ARM_TARGETS[level]
     offset = neon.ACT_OFFSET[neon.FAMILY_INSTRUCTION[capabilities(target).int8_dot]]
-    for scheme in ("int8", "int4"):
-        for spec in (CONV, DENSE, DENSE4):
-            k, x, w, b, qp = build(spec, scheme, target, schedule=False, debug_acc=True)
+    for scheme, decode in (("int8", {}), ("int4", {}), ("int4", {"decode_once": True})):
+        for spec in (CONV,) if decode else (CONV, DENSE, DENSE4):
+            k, x, w, b, qp = build(spec, scheme, target, schedule=False, debug_acc=True,
+                                   **decode)
+            assert k.info["weight_format"].endswith("4d") == bool(decode)
             assert k.info["weight_qmax"] == (127 if scheme == "int8" else 7)
             xin = kernel_input(scheme, x, qp)
             ref = reference(spec, scheme, xin, w, b, act_qparams=qp, target=target)
@@ -174,7 +228,7 @@ def test_intrinsic_lookups_reject_bad_input():
         neon.intrinsic_for(HASWELL)
     with pytest.raises(ValueError, match="known: usmmla, usdot, sdot, smull"):
         neon.neon_intrin("udot", "u8i8")
-    with pytest.raises(ValueError, match="known: u8i8, u8i4"):
+    with pytest.raises(ValueError, match="known: u8i8, u8i4, u8i8x4"):
         neon.neon_intrin("sdot", "u8i2")
     with pytest.raises(ValueError, match="no 2 x 2 blocks"):
         neon.intrinsic_for(ARM_TARGETS["neon_dotprod"], pairs=True)

@@ -37,8 +37,8 @@ from check_models import LEVELS, arm_target, mixed_plan  # noqa: E402
 
 PLANS = ("fp32", "int8", "int4", "mixed")
 # Multiply(-accumulate) instructions of the kernels: FP32 FMA and the int8 families.
-MULTIPLIES = ("fmla", "fmul", "sdot", "udot", "usdot", "smmla", "usmmla", "smull", "smull2",
-              "smlal", "smlal2")
+MULTIPLIES = ("fmla", "fmul", "sdot", "udot", "usdot", "sudot", "smmla", "usmmla", "smull",
+              "smull2", "smlal", "smlal2")
 
 
 def count_plan(res, x: np.ndarray, runs: int) -> dict:

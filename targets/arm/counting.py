@@ -11,9 +11,10 @@ TVM's runtime (the VM that calls the kernels) and everything else (libc, Python)
 
 Instruction counts are architectural: the same on every aarch64 core that runs the library.
 The model library's and the runtime's are also the same on every run (one thread); "other"
-(Python, the allocator) varies by a few hundred instructions. They are not time. A core's time also depends on
-how many instructions it issues per cycle, on the latencies of each class, and on the
-memory system; an int8 ``sdot`` does 16 multiply-adds where ``fmla`` does 4.
+(Python, the allocator) varies by a few hundred instructions. They are not time: a core's
+time also depends on how many instructions it issues per cycle, on the latencies of each
+class, and on the memory system; an int8 ``sdot`` does 16 multiply-adds where ``fmla``
+does 4.
 
 >>> counts = count_library("model.so", x, runs=2)    # doctest: +SKIP
 >>> counts.per_image()["model library"]                # doctest: +SKIP

@@ -1,8 +1,8 @@
 """What an exported aarch64 library's integer kernels execute, read from its disassembly.
 
 A cross-built library cannot run here, so its instructions are the evidence that a layer
-took the level's int8 path: ``usmmla`` / ``usdot`` with ``+i8mm``, ``sdot`` with
-``+dotprod``, ``smull`` products widened by ``sadalp`` on plain NEON.
+took the level's int8 path: ``usmmla`` / ``usdot`` (indexed: ``sudot``) with ``+i8mm``,
+``sdot`` with ``+dotprod``, ``smull`` products widened by ``sadalp`` on plain NEON.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 OBJDUMP = "aarch64-linux-gnu-objdump"
 # The int8 multiply instructions of each Arm ISA level (aiq_tvm.targets.capabilities levels).
 LEVEL_INSTRUCTIONS = {
-    "neon_i8mm": ("usmmla", "usdot"),
+    "neon_i8mm": ("usmmla", "usdot", "sudot"),  # sudot: usdot's indexed form
     "neon_dotprod": ("sdot",),
     "neon": ("smull", "sadalp"),
 }

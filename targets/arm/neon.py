@@ -15,6 +15,14 @@ build run these instructions on 128-bit vectors (4 int32 lanes):
 ``smull``          AdvSIMD only     flip, ``smull`` x2, ``addp``, ``sadalp``             128
 =================  ===============  ==================================================  ======
 
+``sdot`` and ``usdot`` also have 16-channel int8 blocks (formats ``sdot8x4`` / ``usdot8x4``,
+intrinsic kind ``u8i8x4``, weights as four ``v8`` blocks: layout ``v8b``): one 16-byte
+activation load (and one flip) per position feeds four dots that take their 4 bytes as a
+lane of it, the instructions' indexed form (``usdot``'s is written ``sudot``), instead of a
+4-byte load, ``dup`` and ``eor`` before every dot. Their int4 decode-once formats
+(``sdot4d``, ``usdot4d``, ``usmmla4d``: :attr:`DotFamily.decoded`) keep the weights int4 in
+memory and decode them once per call into the int8 layout of these blocks.
+
 ``usmmla`` (not ``smmla``: the activations are uint8, the weights int8, so the unsigned x
 signed form needs no offset) multiplies a 2 x 8 byte matrix (8 input channels of two output
 positions) by an 8 x 2 one (two output channels) into a 2 x 2 int32 tile, twice the
@@ -51,6 +59,7 @@ channels ``j`` and ``j + 4`` as ``q + 8``; ``usmmla``: 16 channels, ``j`` and ``
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 from tvm.script import tirx as T
 
@@ -69,6 +78,9 @@ LANES = 4  # int32 lanes of a 128-bit NEON register
 FAMILY_INSTRUCTION = {"smmla": "usdot", "sdot": "sdot", "smull": "smull"}
 PAIR_INSTRUCTION = {"smmla": "usmmla"}
 PAIR_INSTRUCTIONS = frozenset(PAIR_INSTRUCTION.values())
+# Instructions with an indexed form (a 32-bit lane of a register as the 4 bytes of every
+# lane): their 16-channel blocks load the activations once (``_u8i8x4``).
+LANE_DOT_INSTRUCTIONS = frozenset({"sdot", "usdot"})
 # Activation offset each instruction needs (uint8 a enters as a - offset).
 ACT_OFFSET = {"usmmla": 0, "usdot": 0, "sdot": 128, "smull": 128}
 _FLIP = -2139062144  # int32 0x80808080: XOR maps each uint8 byte a to the int8 a - 128
@@ -177,6 +189,59 @@ def _u8i8(instr: str):
             T.reads(C[0:4], A[0:4], B[0:4, 0:4])
             T.writes(C[0:4])
             C[T.ramp(T.int32(0), 1, 4)] = _u8i8_block(instr, A, B, C)
+
+    return desc, impl
+
+
+def _lane_dots(instr: str, acc, A, B, blocks: int):
+    """``blocks`` dots of 4 channels from one 16-byte activation load: the flip (``sdot``) is
+    one ``eor`` for all of them and each dot takes its 4 bytes as a lane of that register
+    (the indexed form ``sdot vd.4s, vn.16b, vm.4b[j]``: no ``dup`` per block). The lane
+    operand goes last, the position of LLVM's indexed-form patterns."""
+    a = T.reinterpret(A.vload([0], f"uint8x{4 * blocks}"), dtype=f"int32x{blocks}")
+    if ACT_OFFSET[instr]:
+        a = T.bitwise_xor(a, T.broadcast(T.int32(_FLIP), blocks))
+    for j in range(blocks):
+        lane = T.reinterpret(T.Shuffle([a], [j] * LANES), dtype="int8x16")
+        w = B.vload([j, 0, 0], "int8x16")
+        # usdot multiplies unsigned x signed; its indexed form (sudot) takes the unsigned
+        # operand as the lane: the same product, operands swapped.
+        acc = _dot4(instr, acc, w, lane) if instr == "sdot" else _dot4(instr, acc, lane, w)
+    return acc
+
+
+def _u8i8x4(instr: str):
+    """16 input channels per block: four ``v8`` blocks of 4 channels (``B[4, 4, 4]``, the
+    blocks ``ocb * 4`` bytes apart: layout ``v8b``) against one 16-byte activation load."""
+    off = ACT_OFFSET[instr]
+    blocks = 4
+    red = 4 * blocks
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (red,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (blocks, 4, 4), "int8", offset_factor=1,
+                           strides=[T.int32(), 4, 1])  # fmt: skip
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:red], B[0:blocks, 0:4, 0:4])
+            T.writes(C[0:4])
+            for i, k in T.grid(4, red):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + _act(A[vk], off) * T.cast(B[vk // 4, vi, vk % 4], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (red,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (blocks, 4, 4), "int8", offset_factor=1,
+                           strides=[T.int32(), 4, 1])  # fmt: skip
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:red], B[0:blocks, 0:4, 0:4])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = _lane_dots(instr, C.vload([0], "int32x4"), A, B,
+                                                     blocks)
 
     return desc, impl
 
@@ -316,7 +381,7 @@ def _mm_u8i4(instr: str):
     return desc, impl
 
 
-_BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4}
+_BUILDERS = {"u8i8": _u8i8, "u8i4": _u8i4, "u8i8x4": _u8i8x4}
 _PAIR_BUILDERS = {"u8i8": _mm_u8i8, "u8i4": _mm_u8i4}
 
 
@@ -389,6 +454,40 @@ def _formats(family: str):
     return formats
 
 
+def _lane_format(instr: str, tp: Throughput, name: str = "", packed=None) -> WeightFormat:
+    """The 16-channel int8 blocks of ``instr``: four dots per step, one 16-byte activation
+    load (and one flip) per position instead of four 4-byte broadcasts (and four flips)."""
+    off = ACT_OFFSET[instr]
+    return WeightFormat(name or f"{instr}8x4", "v8b", 16, "int32", "uint8", 0,
+                        neon_intrin(instr, "u8i8x4"), dot_ops=4 * _BLOCK_OPS[instr][0],
+                        acc_latency=tp.fma_latency, bcast_ops=1.25 if off else 0.25,
+                        weight_regs=4, weight_loads=4, act_offset=off,
+                        packed=packed)  # fmt: skip
+
+
+def _decoded(family: str):
+    """Decode-once int4 (``WeightFormat.packed``): the weights stay int4 in memory (``v4``,
+    16-channel groups) and each call decodes them into an int8 ``v8b`` scratch that the
+    16-channel blocks multiply like int8 weights: no unpacking in the loop."""
+    instr = FAMILY_INSTRUCTION[family]
+    if instr not in LANE_DOT_INSTRUCTIONS:
+        return None
+
+    pair = PAIR_INSTRUCTION.get(family)
+
+    def decoded(lanes: int, tp: Throughput) -> list[WeightFormat]:
+        # Stored as v4 in 16-channel groups (byte j = channels j | j + 8): the groups of the
+        # decoded blocks divide it, so the stored weights cover every decoded channel.
+        packed = WeightFormat("v4", "v4", 16, "int32", "uint8", 0)
+        fmts = [_lane_format(instr, tp, f"{instr}4d", packed)]
+        if pair:  # usmmla's int8 2 x 2 blocks on the decoded weights
+            (int8,) = _pair_formats(pair, 8, tp.fma_latency)
+            fmts.insert(0, replace(int8, name=f"{pair}4d", packed=packed))
+        return fmts
+
+    return decoded
+
+
 def _block_formats(instr: str, bits: int, tp: Throughput) -> list[WeightFormat]:
     """The 4-channel formats of ``instr`` (one position per block)."""
     off = ACT_OFFSET[instr]
@@ -396,9 +495,12 @@ def _block_formats(instr: str, bits: int, tp: Throughput) -> list[WeightFormat]:
     ops8, ops4 = _BLOCK_OPS[instr]
     lat = tp.fma_latency
     if bits == 8:
-        return [WeightFormat(f"{instr}8", "v8", 4, "int32", "uint8", 0,
+        fmts = [WeightFormat(f"{instr}8", "v8", 4, "int32", "uint8", 0,
                              neon_intrin(instr, "u8i8"), dot_ops=ops8, acc_latency=lat,
                              bcast_ops=bcast, act_offset=off)]  # fmt: skip
+        if instr in LANE_DOT_INSTRUCTIONS:
+            fmts.append(_lane_format(instr, tp))
+        return fmts
     # int4: mask and shift, two byte subtractions per weight vector.
     return [WeightFormat(f"{instr}4", "v4", 8, "int32", "uint8", 4,
                          neon_intrin(instr, "u8i4"), dot_ops=ops4, acc_latency=lat,
@@ -406,4 +508,4 @@ def _block_formats(instr: str, bits: int, tp: Throughput) -> list[WeightFormat]:
 
 
 for _family in FAMILY_INSTRUCTION:
-    register_dot_family(DotFamily(_family, FULL_INT8_QMAX, _formats(_family)))
+    register_dot_family(DotFamily(_family, FULL_INT8_QMAX, _formats(_family), _decoded(_family)))

@@ -372,6 +372,9 @@ class WeightFormat:
         4 activation bytes into a register).
     weight_regs : int
         Registers per channel vector holding (unpacked) weights across a block's positions.
+    weight_loads : int
+        Weight vector loads per channel vector and reduction step (planner cost: a block of
+        several 4-channel dots, Arm's 16-channel ``sdot`` blocks, loads one per dot).
     act_offset : int
         The inner block multiplies ``a - act_offset`` instead of the uint8 activation ``a``
         (Arm ``sdot``/``smull`` take signed bytes: 128). The kernel's TE definition reduces the
@@ -401,6 +404,7 @@ class WeightFormat:
     acc_latency: float = 4.0
     bcast_ops: float = 0.0
     weight_regs: int = 1
+    weight_loads: int = 1
     act_offset: int = 0
     pairs: bool = False
     packed: WeightFormat | None = None
@@ -496,6 +500,11 @@ def decode_int4(fmt: WeightFormat, w: te.Tensor, cp: int) -> te.Tensor:
     ops per 64 weights."""
     shape = decoded_shape(fmt, tuple(int(d) for d in w.shape), cp)
     g, gp = fmt.group, fmt.packed.group
+    if int(w.shape[3]) * gp < cp:
+        # The stored groups must cover every decoded channel (a decoded group wider than
+        # the stored one pads further than the stored weights reach).
+        raise ValueError(f"{fmt.name}: the stored int4 weights hold {int(w.shape[3]) * gp} "
+                         f"channels, the decoded blocks read {cp}")
 
     def value(ob, kh, kw, cg, *rest):
         *q, ol, i = rest
@@ -515,7 +524,8 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
 
     Layouts: ``f32``/``i8`` ``[O/ocb, KH, KW, C, ocb]``; ``i4`` ``[O/ocb, KH, KW, C/2, ocb]``
     (low nibble = even channel); ``v8`` ``[O/ocb, KH, KW, C/g, ocb, g]``; ``v4``
-    ``[O/ocb, KH, KW, C/g, ocb, g/2]`` (byte j = channels j | j + g/2 << 4; g = 8 or 16); ``v4w``
+    ``[O/ocb, KH, KW, C/g, ocb, g/2]`` (byte j = channels j | j + g/2 << 4; g = 8 or 16); ``v8b``
+    ``[O/ocb, KH, KW, C/g, g/4, ocb, 4]`` (``v8`` blocks of 4 channels, g/4 per group); ``v4w``
     ``[O/ocb, KH, KW, C/16, 2, ocb, 4]`` (``v4`` blocks of channels 0-7 and 8-15); ``v4s``
     ``[O/ocb, KH, KW, C/4, ocb, 2]`` (byte j = channels j | j + 2 << 4); ``v4p`` as ``v4s``
     with byte j = channels 2j | 2j + 1 << 4.
@@ -536,6 +546,8 @@ def pack_weight(q: np.ndarray, fmt: WeightFormat, ocb: int) -> np.ndarray:
         return np.ascontiguousarray(pack_int4(blk)[..., 0])
     if fmt.layout == "v8":
         return np.ascontiguousarray(blk)
+    if fmt.layout == "v8b":  # [.., Cg, ocb, g] -> [.., Cg, g/4, ocb, 4]
+        return np.ascontiguousarray(np.moveaxis(blk.reshape(*blk.shape[:-1], g // 4, 4), -2, -3))
     # Reorder each group so consecutive (even, odd) reduction positions share a byte.
     if fmt.layout == "v4w":  # [.., Cg, ocb, 16] -> [.., Cg, 2, ocb, 8]
         blk = np.moveaxis(blk.reshape(*blk.shape[:-1], 2, 8), -2, -3)

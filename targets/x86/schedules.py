@@ -504,7 +504,7 @@ def step_cycles(mb: int, ocv: int, fmt, mode: str, tp) -> float:
     """
     ops = mb * ocv * fmt.dot_ops
     bcasts = mb * ocv if mode == "dw" else mb * (fmt.bcast_ops if mode == "dot" else fmt.group)
-    loads = ocv + bcasts
+    loads = ocv * fmt.weight_loads + bcasts
     vec = ops + tp.unpack_weight * ocv * fmt.unpack_ops + (bcasts if mode == "dot" else 0)
     return max(vec / tp.vector_ops_per_cycle, loads / tp.loads_per_cycle, fmt.acc_latency) + 0.5
 

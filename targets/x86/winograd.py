@@ -192,6 +192,7 @@ class StepFmt:
     acc_latency: float
     unpack_ops: float = 0.0
     bcast_ops: float = 0.0
+    weight_loads: int = 1
 
 
 @dataclass(frozen=True)
