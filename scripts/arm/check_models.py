@@ -92,63 +92,102 @@ def compare(board: np.ndarray, host: np.ndarray) -> dict:
             "min_cos": float(cos.min()), "top1_agree": float((b.argmax(1) == h.argmax(1)).mean())}
 
 
-def check_model(name: str, args, session) -> list[dict]:
-    import torch
+def load_inputs(name: str, size: int, images: int, calib: int):
+    """(torch model, calibration images, ``images`` validation images) of a model name:
+    ``tv/<name>`` at ``size``, ours at 32 x 32."""
     from bench_models import TV_PREFIX, load_model
 
-    import aiq_tvm
-    from aiq_tvm import datasets
-
-    size = args.size if name.startswith(TV_PREFIX) else 32
+    size = size if name.startswith(TV_PREFIX) else 32
     model, xc = load_model(name, size)
-    xc = xc[:args.calib]
     if name.startswith(TV_PREFIX):
         from aiq_tvm.models import torchvision_zoo as zoo
 
-        xv, _ = zoo.validation_images(args.images, size)
+        xv, _ = zoo.validation_images(images, size)
     else:
-        xv, _ = datasets.validation_set(args.images)
-    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xv[:1]))
-    calibration, rows, records = None, None, []
-    for level in args.levels:
+        from aiq_tvm import datasets
+
+        xv, _ = datasets.validation_set(images)
+    return model, xc[:calib], xv
+
+
+def plan_builds(mod, params, xc: np.ndarray, levels, plans, batch: int):
+    """``(level, plan name, BuildResult or the exception it raised, build seconds)`` per level
+    and plan. Calibration runs once per model, on the host, in the first int8 build, which
+    is also that level's ``int8`` build (a model's first build includes its calibration)."""
+    import aiq_tvm
+
+    calibration = rows = None
+    for level in levels:
         target = arm_target(level)
-        for plan_name in args.plans:
-            rec = {"model": name, "level": level, "plan": plan_name, "size": size,
-                   "images": len(xv), "batch": args.batch}
+        for plan_name in plans:
             t0 = time.perf_counter()
             try:
                 res = None
-                if calibration is None:  # once per model, on the host; its layers too
+                if calibration is None:
                     first = aiq_tvm.build(mod, target, params=params, plan="int8",
-                                          calib_data=xc, batch_size=args.batch)
+                                          calib_data=xc, batch_size=batch)
                     calibration, rows = first.calibration, first.report.rows
                     res = first if plan_name == "int8" else None
                 if res is None:
                     plan = mixed_plan(rows) if plan_name == "mixed" else plan_name
                     res = aiq_tvm.build(mod, target, params=params, plan=plan,
-                                        calibration=calibration, batch_size=args.batch)
-                rec["build_s"] = time.perf_counter() - t0
-                rec["precisions"] = dict(sorted(
-                    {p: sum(r.precision == p for r in res.report.rows)
-                     for p in {r.precision for r in res.report.rows}}.items()))
-                with tempfile.TemporaryDirectory(prefix="aiq-arm-") as tmp:
-                    lib = os.path.join(tmp, "model.so")
-                    res.export_library(lib)  # the cross compiler: aarch64-linux-gnu-g++
-                    rec["library_mb"] = os.path.getsize(lib) / 2**20
-                    rec.update(kernel_evidence(lib, level, res.report.rows))
-                host = res.run(xv, args.batch)
-                t1 = time.perf_counter()
-                board = res.on_remote(session, args.batch).run(xv, args.batch)
-                rec["board_s"] = time.perf_counter() - t1
-                rec.update(compare(board, host))
-                rec["status"] = "ok"
+                                        calibration=calibration, batch_size=batch)
             except Exception as exc:  # one failing build must not hide the others
-                rec.update(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
-            print(json.dumps(rec), flush=True)
-            records.append(rec)
-            if args.jsonl:
-                with open(args.jsonl, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                res = exc
+            yield level, plan_name, res, time.perf_counter() - t0
+
+
+def precision_counts(rows) -> dict[str, int]:
+    """Layers per precision of a build's report rows."""
+    return dict(sorted({p: sum(r.precision == p for r in rows)
+                        for p in {r.precision for r in rows}}.items()))
+
+
+def emit(rec: dict, jsonl: str | None) -> None:
+    """Print a record and append it to ``jsonl``."""
+    print(json.dumps(rec), flush=True)
+    if jsonl:
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def error_record(exc: BaseException) -> dict:
+    return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def check_model(name: str, args, session) -> list[dict]:
+    import torch
+
+    import aiq_tvm
+
+    model, xc, xv = load_inputs(name, args.size, args.images, args.calib)
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xv[:1]))
+    size = xv.shape[-1]
+    records = []
+    for level, plan_name, res, build_s in plan_builds(mod, params, xc, args.levels, args.plans,
+                                                     args.batch):
+        rec = {"model": name, "level": level, "plan": plan_name, "size": size,
+               "images": len(xv), "batch": args.batch}
+        try:
+            if isinstance(res, Exception):
+                raise res
+            rec["build_s"] = build_s
+            rec["precisions"] = precision_counts(res.report.rows)
+            with tempfile.TemporaryDirectory(prefix="aiq-arm-") as tmp:
+                lib = os.path.join(tmp, "model.so")
+                res.export_library(lib)  # the cross compiler: aarch64-linux-gnu-g++
+                rec["library_mb"] = os.path.getsize(lib) / 2**20
+                rec.update(kernel_evidence(lib, level, res.report.rows))
+            host = res.run(xv, args.batch)
+            t1 = time.perf_counter()
+            board = res.on_remote(session, args.batch).run(xv, args.batch)
+            rec["board_s"] = time.perf_counter() - t1
+            rec.update(compare(board, host))
+            rec["status"] = "ok"
+        except Exception as exc:  # one failing build must not hide the others
+            rec.update(error_record(exc))
+        emit(rec, args.jsonl)
+        records.append(rec)
     return records
 
 

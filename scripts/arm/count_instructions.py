@@ -33,7 +33,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bench_models
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/arm: check_models
 
-from check_models import LEVELS, arm_target, mixed_plan  # noqa: E402
+from check_models import (  # noqa: E402
+    LEVELS,
+    emit,
+    error_record,
+    load_inputs,
+    plan_builds,
+    precision_counts,
+)
 
 PLANS = ("fp32", "int8", "int4", "mixed")
 # Multiply(-accumulate) instructions of the kernels: FP32 FMA and the int8 families.
@@ -64,52 +71,29 @@ def count_plan(res, x: np.ndarray, runs: int) -> dict:
 
 def count_model(name: str, args) -> list[dict]:
     import torch
-    from bench_models import TV_PREFIX, load_model
 
     import aiq_tvm
 
-    size = args.size if name.startswith(TV_PREFIX) else 32
-    model, xc = load_model(name, size)
-    xc = xc[:args.calib]
-    if name.startswith(TV_PREFIX):
-        from aiq_tvm.models import torchvision_zoo as zoo
-
-        x, _ = zoo.validation_images(args.batch, size)
-    else:
-        from aiq_tvm import datasets
-
-        x, _ = datasets.validation_set(args.batch)
+    model, xc, x = load_inputs(name, args.size, args.batch, args.calib)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:1]))
-    calibration, rows, records = None, None, []
-    for level in args.levels:
-        target = arm_target(level)
-        for plan_name in args.plans:
-            rec = {"model": name, "level": level, "plan": plan_name, "size": size,
-                   "batch": args.batch, "runs": args.runs}
-            t0 = time.perf_counter()
-            try:
-                if calibration is None:  # once per model, on the host
-                    first = aiq_tvm.build(mod, target, params=params, plan="int8",
-                                          calib_data=xc, batch_size=args.batch)
-                    calibration, rows = first.calibration, first.report.rows
-                plan = mixed_plan(rows) if plan_name == "mixed" else plan_name
-                res = aiq_tvm.build(mod, target, params=params, plan=plan,
-                                    calibration=calibration, batch_size=args.batch)
-                rec["precisions"] = dict(sorted(
-                    {p: sum(r.precision == p for r in res.report.rows)
-                     for p in {r.precision for r in res.report.rows}}.items()))
-                t1 = time.perf_counter()
-                rec.update(count_plan(res, x, args.runs))
-                rec["board_s"] = time.perf_counter() - t1
-                rec["status"] = "ok"
-            except Exception as exc:  # one failing build must not hide the others
-                rec.update(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
-            rec["seconds"] = time.perf_counter() - t0
-            print(json.dumps(rec), flush=True)
-            records.append(rec)
-            if args.jsonl:
-                with open(args.jsonl, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+    records = []
+    for level, plan_name, res, build_s in plan_builds(mod, params, xc, args.levels, args.plans,
+                                                     args.batch):
+        rec = {"model": name, "level": level, "plan": plan_name, "size": x.shape[-1],
+               "batch": args.batch, "runs": args.runs}
+        try:
+            if isinstance(res, Exception):
+                raise res
+            rec["build_s"] = build_s
+            rec["precisions"] = precision_counts(res.report.rows)
+            t1 = time.perf_counter()
+            rec.update(count_plan(res, x, args.runs))
+            rec["board_s"] = time.perf_counter() - t1
+            rec["status"] = "ok"
+        except Exception as exc:  # one failing build must not hide the others
+            rec.update(error_record(exc))
+        emit(rec, args.jsonl)
+        records.append(rec)
     return records
 
 
