@@ -215,20 +215,26 @@ def render(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def model_arguments(doc: str, plans) -> argparse.ArgumentParser:
+    """The options both Arm model scripts take (models, levels, plans, inputs, records)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=[], help="resnet20, mobilenet_v2, tv/NAME")
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
-    ap.add_argument("--plans", nargs="+", default=list(PLANS), choices=PLANS)
+    ap.add_argument("--plans", nargs="+", default=list(plans), choices=plans)
     ap.add_argument("--size", type=int, default=224, help="input resolution of tv/ models")
-    ap.add_argument("--images", type=int, default=2, help="images run on board and host")
-    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--calib", type=int, default=32, help="calibration images (host)")
-    ap.add_argument("--rpc", default=None, metavar="HOST:PORT",
-                    help="an aarch64 board's TVM RPC server (default: the emulated board)")
     ap.add_argument("--jsonl", default=None, help="append each record here")
     ap.add_argument("--render", nargs="+", default=None, metavar="JSONL",
                     help="only print the table of these records")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = model_arguments(__doc__, PLANS)
+    ap.add_argument("--images", type=int, default=2, help="images run on board and host")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--rpc", default=None, metavar="HOST:PORT",
+                    help="an aarch64 board's TVM RPC server (default: the emulated board)")
     args = ap.parse_args(argv)
     if args.render:
         print(render([json.loads(line) for p in args.render for line in open(p)]))

@@ -20,7 +20,6 @@ Counts are architectural and exact, not time: see the module's docstring and doc
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -34,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bench_
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/arm: check_models
 
 from check_models import (  # noqa: E402
-    LEVELS,
     emit,
     error_record,
     load_inputs,
+    model_arguments,
     plan_builds,
     precision_counts,
 )
@@ -127,17 +126,9 @@ def render(records: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=[], help="resnet20, mobilenet_v2, tv/NAME")
-    ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
-    ap.add_argument("--plans", nargs="+", default=list(PLANS), choices=PLANS)
-    ap.add_argument("--size", type=int, default=224, help="input resolution of tv/ models")
+    ap = model_arguments(__doc__, PLANS)
     ap.add_argument("--batch", type=int, default=1, help="images per run")
     ap.add_argument("--runs", type=int, default=2, help="counted runs after the warm-up")
-    ap.add_argument("--calib", type=int, default=32, help="calibration images (host)")
-    ap.add_argument("--jsonl", default=None, help="append each record here")
-    ap.add_argument("--render", nargs="+", default=None, metavar="JSONL",
-                    help="only print the table of these records")
     args = ap.parse_args(argv)
     if args.render:
         print(render([json.loads(line) for p in args.render for line in open(p)]))
