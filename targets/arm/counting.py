@@ -7,7 +7,8 @@ measured exactly is what the code executes: the qemu-user board of
 executed instruction per translation block. The guest (``count_guest.py``) runs ``main``
 once, then ``runs`` more times between two markers; only the marked runs are counted, and the
 blocks are attributed to the model library (by function and mnemonic, from its disassembly),
-TVM's runtime (the VM that calls the kernels) and everything else (libc, Python).
+TVM's runtime (``libtvm_runtime`` and ``libtvm_ffi``: the VM that calls the kernels) and
+everything else (libc, Python).
 
 Instruction counts are architectural: the same on every aarch64 core that runs the library.
 The model library's and the runtime's are also the same on every run (one thread); "other"
@@ -43,7 +44,7 @@ __all__ = ["Block", "ExecutionCounts", "Listing", "attribute", "count_library",
 PLUGIN_SOURCE = Path(__file__).with_name("qemu_count.c")
 GUEST = Path(__file__).with_name("count_guest.py")
 REGIONS = ("model library", "TVM runtime", "other")
-_RUNTIME = re.compile(r"libtvm(_runtime)?\.so$")
+_RUNTIME = re.compile(r"libtvm(_runtime|_ffi)?\.so$")  # the VM and the FFI it calls through
 
 
 @dataclass(frozen=True)
