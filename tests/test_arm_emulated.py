@@ -108,16 +108,11 @@ def random_cases(target):
                               ConvSpec(1, 13, 11, 3, 12, 7, 7, stride=2, padding=(3, 3, 2, 3)))):
         x, w, b, _, qp = layer_data(spec, np.random.default_rng(i), offset=0.7)
         make = dense_kernel if isinstance(spec, DenseSpec) else conv2d_kernel
-        # int4d: int4 decoded once per call into int8 (sdot4d / usdot4d; plain NEON has no
-        # decode-once format and keeps its in-loop one)
-        decodable = make is conv2d_kernel and spec.groups == 1
-        for scheme in ("int8", "int4", "int4d") if decodable else ("int8", "int4"):
-            extra = {"decode_once": True} if scheme == "int4d" else {}
-            scheme = scheme[:4]
-            k = make(spec, scheme, w, b, act_qparams=qp, target=target, debug_acc=True, **extra)
+        for scheme in ("int8", "int4"):
+            k = make(spec, scheme, w, b, act_qparams=qp, target=target, debug_acc=True)
             xin = kernel_input(scheme, x, qp)
             ref = reference(spec, scheme, xin, w, b, act_qparams=qp, target=target)
-            out.append((f"rand{i}_{scheme}{'d' if extra else ''}", k, xin, ref.acc))
+            out.append((f"rand{i}_{scheme}", k, xin, ref.acc))
     return out
 
 
@@ -161,15 +156,9 @@ def test_kernels_exact_on_the_board(board, tmp_path, level):
         # stem (usdot)
         unpaired = {"rand2_int8", "rand2_int4", "rand4_int8", "rand5_int4", "rand6_int8",
                     "rand6_int4", "rand7_int8", "rand7_int4"}
-        # int4 decoded once: usmmla on the decoded int8 where positions pair (the stride-2
-        # and 1 x 1 convs), the 16-channel usdot blocks on the 7-wide conv and the stem
-        unpaired |= {"rand3_int4d", "rand7_int4d"}
         assert pairs == {name for name, *_ in cases} - unpaired, sorted(pairs)
     else:
         assert not pairs
-    decoded = {name for name, k, *_ in cases if k.info.get("decode_once")}
-    want_decoded = {name for name, *_ in cases if name.endswith("_int4d") and level != "neon"}
-    assert decoded == want_decoded, sorted(decoded)
     for name, k, xin, want in cases:
         depthwise = name.startswith("rand6")  # plain NEON vectors, no dot instruction
         assert k.info["isa"] == level and (depthwise or k.info["intrin"]), name

@@ -125,11 +125,6 @@ def test_16_channel_blocks_load_activations_once_and_dot_by_lane(level):
                          flags=re.M)
     assert sorted(set(by_lane)) == ["0", "1", "2", "3"]
     assert count(asm, "dup") == 0
-    if level == "neon_dotprod":  # int4 decoded once into int8 runs the same blocks
-        k, *_ = build(spec, "int4", target, decode_once=True)
-        assert k.info["weight_format"] == "sdot4d" and k.info["decode_once"]
-        asm = asm_of(k, target)
-        assert re.search(r"^\s+sdot\s+v\d+\.4s, v\d+\.16b, v\d+\.4b\[3\]", asm, flags=re.M)
 
 
 def test_strided_conv_pairs_columns_through_a_phase_split_copy():
@@ -157,16 +152,6 @@ def test_usmmla_blocks_are_2x2_tiles():
     assert re.search(r"^\s+ld[rp]\s+d\d+", asm, flags=re.M)
 
 
-def test_i8mm_int4_decoded_once_runs_usmmla_tiles():
-    """int4 weights decoded once per call into int8 are multiplied by the int8 2 x 2
-    ``usmmla`` blocks where positions pair (stored ``v4`` in 16-channel groups)."""
-    target = ARM_TARGETS["neon_i8mm"]
-    k, *_ = build(ConvSpec(1, 8, 8, 32, 32, 3, 3, padding=1), "int4", target, decode_once=True)
-    assert k.info["weight_format"] == "usmmla4d" and k.info["decode_once"]
-    assert "dot2x2" in k.info["schedule"]
-    assert count(asm_of(k, target), "usmmla") >= 16
-
-
 @pytest.mark.parametrize("level", list(LEVELS))
 def test_fp32_kernels_use_neon_fma(level):
     target = ARM_TARGETS[level]
@@ -182,11 +167,9 @@ def test_kernel_definitions_exact_on_the_host(level):
     the exact ``acc - corr`` of the reference; the instructions run in ``make test-arm``."""
     target = ARM_TARGETS[level]
     offset = neon.ACT_OFFSET[neon.FAMILY_INSTRUCTION[capabilities(target).int8_dot]]
-    for scheme, decode in (("int8", {}), ("int4", {}), ("int4", {"decode_once": True})):
-        for spec in (CONV,) if decode else (CONV, DENSE, DENSE4):
-            k, x, w, b, qp = build(spec, scheme, target, schedule=False, debug_acc=True,
-                                   **decode)
-            assert k.info["weight_format"].endswith("4d") == bool(decode)
+    for scheme in ("int8", "int4"):
+        for spec in (CONV, DENSE, DENSE4):
+            k, x, w, b, qp = build(spec, scheme, target, schedule=False, debug_acc=True)
             assert k.info["weight_qmax"] == (127 if scheme == "int8" else 7)
             xin = kernel_input(scheme, x, qp)
             ref = reference(spec, scheme, xin, w, b, act_qparams=qp, target=target)

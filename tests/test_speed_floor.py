@@ -80,13 +80,13 @@ def floor_cost(floor_net):
 # 1 (scripts/floor_layers.py prints the ratios): int4 pays its decode on VNNI (the weights,
 # re-read from the LLC the preset records, cost little: c and d too), on AVX2 the 16 x 16
 # layer runs int8's Winograd kernel in int4 too (not slower), and on aarch64 (a preset
-# without cache figures: the weights come from memory, which int4 halves) the unpacking
-# outweighs the read on a, b, dw only. The classifier (a GEMV at batch 1) is dominated by
-# its weight read and stays int4.
+# without cache figures: the weights come from memory, which int4 halves) int4's unpacking
+# in the loop outweighs the read on every conv against int8's 16-channel sdot blocks. The
+# classifier (a GEMV at batch 1) is dominated by its weight read and stays int4.
 EXCLUDED_INT4 = {
     "znver4": ["a", "b", "dw", "c", "d"],
     "haswell": ["dw"],
-    "aarch64": ["a", "b", "dw"],
+    "aarch64": ["a", "b", "dw", "c", "d"],
 }
 # FP32 weights are 4x int8's to read: on znver4 that outweighs the depthwise layer's slower
 # int8 compute.

@@ -19,9 +19,10 @@ build run these instructions on 128-bit vectors (4 int32 lanes):
 intrinsic kind ``u8i8x4``, weights as four ``v8`` blocks: layout ``v8b``): one 16-byte
 activation load (and one flip) per position feeds four dots that take their 4 bytes as a
 lane of it, the instructions' indexed form (``usdot``'s is written ``sudot``), instead of a
-4-byte load, ``dup`` and ``eor`` before every dot. Their int4 decode-once formats
-(``sdot4d``, ``usdot4d``, ``usmmla4d``: :attr:`DotFamily.decoded`) keep the weights int4 in
-memory and decode them once per call into the int8 layout of these blocks.
+4-byte load, ``dup`` and ``eor`` before every dot. int4 keeps unpacking in the loop: no
+decode-once formats here (decoding into these blocks' layout was tried; its decode stage
+compiled to per-byte lane loads on aarch64 and executed up to 6x int8's instructions per
+layer; docs/arm.md).
 
 ``usmmla`` (not ``smmla``: the activations are uint8, the weights int8, so the unsigned x
 signed form needs no offset) multiplies a 2 x 8 byte matrix (8 input channels of two output
@@ -59,7 +60,6 @@ channels ``j`` and ``j + 4`` as ``q + 8``; ``usmmla``: 16 channels, ``j`` and ``
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 
 from tvm.script import tirx as T
 
@@ -468,28 +468,6 @@ def _lane_format(instr: str, tp: Throughput, name: str = "", packed=None) -> Wei
                         packed=packed)  # fmt: skip
 
 
-def _decoded(family: str):
-    """Decode-once int4 (``WeightFormat.packed``): the weights stay int4 in memory (``v4``,
-    16-channel groups) and each call decodes them into an int8 ``v8b`` scratch that the
-    16-channel blocks multiply like int8 weights: no unpacking in the loop."""
-    instr = FAMILY_INSTRUCTION[family]
-    if instr not in LANE_DOT_INSTRUCTIONS:
-        return None
-    pair = PAIR_INSTRUCTION.get(family)
-
-    def decoded(lanes: int, tp: Throughput) -> list[WeightFormat]:
-        # Stored as v4 in 16-channel groups (byte j = channels j | j + 8): the groups of the
-        # decoded blocks divide it, so the stored weights cover every decoded channel.
-        packed = WeightFormat("v4", "v4", 16, "int32", "uint8", 0)
-        fmts = [_lane_format(instr, tp, f"{instr}4d", packed)]
-        if pair:  # usmmla's int8 2 x 2 blocks on the decoded weights
-            (int8,) = _pair_formats(pair, 8, tp.fma_latency)
-            fmts.insert(0, replace(int8, name=f"{pair}4d", packed=packed))
-        return fmts
-
-    return decoded
-
-
 def _block_formats(instr: str, bits: int, tp: Throughput) -> list[WeightFormat]:
     """The 4-channel formats of ``instr`` (one position per block)."""
     off = ACT_OFFSET[instr]
@@ -510,4 +488,4 @@ def _block_formats(instr: str, bits: int, tp: Throughput) -> list[WeightFormat]:
 
 
 for _family in FAMILY_INSTRUCTION:
-    register_dot_family(DotFamily(_family, FULL_INT8_QMAX, _formats(_family), _decoded(_family)))
+    register_dot_family(DotFamily(_family, FULL_INT8_QMAX, _formats(_family)))
