@@ -454,18 +454,17 @@ def _formats(family: str):
     return formats
 
 
-def _lane_format(instr: str, tp: Throughput, name: str = "", packed=None) -> WeightFormat:
+def _lane_format(instr: str, tp: Throughput) -> WeightFormat:
     """The 16-channel int8 blocks of ``instr``: four dots per step, one 16-byte activation
     load (and one flip) per position instead of four 4-byte broadcasts (and four flips)."""
     off = ACT_OFFSET[instr]
     # Per position and 16-channel step: the flip (one eor, sdot only) and a quarter of a
     # broadcast for the 16-byte load the four dots share; four weight vectors per channel
     # vector, each loaded once per step.
-    return WeightFormat(name or f"{instr}8x4", "v8b", 16, "int32", "uint8", 0,
+    return WeightFormat(f"{instr}8x4", "v8b", 16, "int32", "uint8", 0,
                         neon_intrin(instr, "u8i8x4"), dot_ops=4 * _BLOCK_OPS[instr][0],
                         acc_latency=tp.fma_latency, bcast_ops=1.25 if off else 0.25,
-                        weight_regs=4, weight_loads=4, act_offset=off,
-                        packed=packed)  # fmt: skip
+                        weight_regs=4, weight_loads=4, act_offset=off)  # fmt: skip
 
 
 def _block_formats(instr: str, bits: int, tp: Throughput) -> list[WeightFormat]:
