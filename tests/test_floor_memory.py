@@ -128,6 +128,7 @@ MOVED_HEAVY = {1: ["conv1", "conv2", "conv3"], 2: ["conv1", "conv2", "conv3"]}
 
 
 @pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.usefixtures("zen4_caches")  # the int8 kernels split channels past its L2
 def test_floor_moves_by_name_at_one_and_two_cores(heavy_cost, cores):
     tgt, preset = _resolved({"kind": "llvm", "mcpu": "znver4", "num-cores": cores})
     after, moves = floor_plan({n: "int4" for n in heavy_cost.searchable}, heavy_cost, "int8",
@@ -150,6 +151,7 @@ MOVED_FROM_MEMORY = {1: [], 2: ["conv1", "conv2"]}
 
 
 @pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.usefixtures("zen4_caches")  # the int8 kernels split channels past its L2
 def test_weights_from_memory_keep_int4(heavy_cost, cores):
     tgt, preset = _resolved({"kind": "llvm", "mcpu": "znver4", "num-cores": cores})
     small = _with_llc(preset, 1 << 20, preset.extra["llc_copy_gbs_per_core"])
@@ -159,6 +161,7 @@ def test_weights_from_memory_keep_int4(heavy_cost, cores):
     assert after["conv3"] == after["fc"] == "int4"
 
 
+@pytest.mark.usefixtures("zen4_caches")  # the int8 kernels split channels past its L2
 def test_builder_term_alone_would_keep_int4_at_two_cores(heavy_cost):
     """Why the floor has its own term: with the builders' calibrated 2.8 B/cycle, two cores
     halve the compute but not the read, and int4 looked faster on the layer4 convs."""

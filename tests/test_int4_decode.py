@@ -218,6 +218,7 @@ BLOCK_CASES = [
 @pytest.mark.parametrize("cores", [1, 2])
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
 @pytest.mark.parametrize("case", range(len(BLOCK_CASES)))
+@pytest.mark.usefixtures("zen4_caches")  # scratches past Zen 4's L2 share, not past a 2 MiB one
 def test_block_decode_exact(case, target, cores):
     """Decoded one output-channel block per iteration of the parallel loop (the scratch of
     one block), the padded copy before that loop: the numpy reference's accumulators bit for

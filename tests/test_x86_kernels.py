@@ -619,6 +619,7 @@ def test_padded_conv_with_weights_past_l2_splits_output_channels(l2_kib, lead):
 @pytest.mark.parametrize("target", isa_params())
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("name", list(SPLIT_CASES))
+@pytest.mark.usefixtures("zen4_caches")  # 1.2 MB int8 weights: past Zen 4's L2 share
 def test_output_channel_split_conv_matches_reference(name, scheme, target):
     # The direct kernel (4-lane FP32 takes Winograd for these shapes).
     k, xin, res, ref = build_case(name, scheme, target, winograd=False)
