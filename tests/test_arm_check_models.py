@@ -63,3 +63,26 @@ def test_kernels_are_split_from_objdump_text_dashed_layer_names_included():
                               ("sdot", "smull")) == {"sdot": 2, "smull": 0}
     assert instruction_counts(bodies["fc_int4_compute_"], ("smull", "sadalp")) == \
         {"smull": 1, "sadalp": 1}
+
+
+def test_aiq_plan_is_the_default_search_with_the_targets_floor():
+    """Plan ``aiq`` of the Arm scripts is what a user gets by default: on plain NEON a greedy
+    search under the FP32 speed floor (cross build: calibration and search run on the host)."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    import aiq_tvm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 1),
+                          nn.Flatten(), nn.Linear(32 * 8 * 8, 10)).eval()
+    x = torch.randn(16, 8, 8, 8)
+    mod, params = aiq_tvm.from_torch(model, x[:1])
+    val = (x.numpy(), model(x).argmax(1).numpy().astype(np.int64))
+    builds = list(check_models.plan_builds(mod, params, x.numpy(), ["neon"], ["int8", "aiq"],
+                                           1, val))
+    assert [(b[0], b[1]) for b in builds] == [("neon", "int8"), ("neon", "aiq")]
+    given, aiq = builds[0][2], builds[1][2]
+    assert given.report.speed_floor is None  # a given plan stays the user's
+    assert aiq.report.speed_floor == "fp32" and aiq.plan.metadata["speed_floor"] == "fp32"

@@ -14,11 +14,13 @@ from aiq_tvm.targets import (
     TargetCaps,
     capabilities,
     default_precisions,
+    default_speed_floor,
     estimate_preset,
     resolve_target,
     select_preset,
 )
 from aiq_tvm.targets.presets import ASSUMED_BANDWIDTH_GBS, ASSUMED_GHZ
+from isa import ARM_TARGETS, ISA_TARGETS
 
 
 def caps(isa="avx2", bits=256, dot="vpmaddubsw", cores=2, mcpu="znver3", arch="x86_64",
@@ -212,6 +214,31 @@ def test_weight_only_is_left_out_where_x86_floats_are_128_bit():
                    {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}):
         cands, excluded = default_precisions(capabilities(target), resolve_target(target)[1])
         assert excluded == {} and {"w8", "w4"} <= set(cands)
+
+
+# The speed floor default searches get per level: FP32 only where int8 retires no more
+# products per instruction than FP32's multiply-add (Armv8.0 smull: 4 and 4 per 128 bits).
+DEFAULT_FLOOR = {"avx512_vnni": None, "avx512bw": None, "avx_vnni": None, "avx2": None,
+                 "ssse3": None, "sse": None, "neon_i8mm": None, "neon_dotprod": None,
+                 "neon": "fp32"}
+
+
+@pytest.mark.parametrize("level", list(DEFAULT_FLOOR))
+def test_default_speed_floor_where_int8_does_not_multiply_faster(level):
+    target = {**ISA_TARGETS, **ARM_TARGETS}[level]
+    c = capabilities(target)
+    floor, why = default_speed_floor(c, resolve_target(target)[1])
+    assert floor == DEFAULT_FLOOR[level]
+    assert bool(why) == (floor is not None)
+    if floor:
+        assert "neon: int8 via smull retires 4 products per instruction per 128 bits, no more " \
+            "than FP32's 4" in why
+
+
+def test_no_default_speed_floor_where_int8_does_not_pay():
+    """Where int8 does not pay the defaults are FP32 alone: there is nothing to floor."""
+    assert default_speed_floor(caps(**GENERIC)) == (None, "")
+    assert default_speed_floor(caps(), SLOW_INT8) == (None, "")
 
 
 # Two synthetic targets with the same int8 instruction and FP32 peak: the int8 peak decides.

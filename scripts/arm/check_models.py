@@ -92,6 +92,20 @@ def compare(board: np.ndarray, host: np.ndarray) -> dict:
             "min_cos": float(cos.min()), "top1_agree": float((b.argmax(1) == h.argmax(1)).mean())}
 
 
+def validation_data(name: str, size: int, images: int) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` labelled validation images of a model name: ``tv/<name>`` at ``size``
+    (Fashion-MNIST resized), ours at 32 x 32."""
+    from bench_models import TV_PREFIX
+
+    if name.startswith(TV_PREFIX):
+        from aiq_tvm.models import torchvision_zoo as zoo
+
+        return zoo.validation_images(images, size)
+    from aiq_tvm import datasets
+
+    return datasets.validation_set(images)
+
+
 def load_inputs(name: str, size: int, images: int, calib: int):
     """(torch model, calibration images, ``images`` validation images) of a model name:
     ``tv/<name>`` at ``size``, ours at 32 x 32."""
@@ -99,21 +113,15 @@ def load_inputs(name: str, size: int, images: int, calib: int):
 
     size = size if name.startswith(TV_PREFIX) else 32
     model, xc = load_model(name, size)
-    if name.startswith(TV_PREFIX):
-        from aiq_tvm.models import torchvision_zoo as zoo
-
-        xv, _ = zoo.validation_images(images, size)
-    else:
-        from aiq_tvm import datasets
-
-        xv, _ = datasets.validation_set(images)
-    return model, xc[:calib], xv
+    return model, xc[:calib], validation_data(name, size, images)[0]
 
 
-def plan_builds(mod, params, xc: np.ndarray, levels, plans, batch: int):
+def plan_builds(mod, params, xc: np.ndarray, levels, plans, batch: int, val=None):
     """``(level, plan name, BuildResult or the exception it raised, build seconds)`` per level
     and plan. Calibration runs once per model, on the host, in the first int8 build, which
-    is also that level's ``int8`` build (a model's first build includes its calibration)."""
+    is also that level's ``int8`` build (a model's first build includes its calibration).
+    Plan ``aiq`` is the plan a user gets by default: the greedy search (lambda 0.9) over the
+    target's default precisions and speed floor, on ``val`` (labelled images)."""
     import aiq_tvm
 
     calibration = rows = None
@@ -128,7 +136,10 @@ def plan_builds(mod, params, xc: np.ndarray, levels, plans, batch: int):
                                           calib_data=xc, batch_size=batch)
                     calibration, rows = first.calibration, first.report.rows
                     res = first if plan_name == "int8" else None
-                if res is None:
+                if res is None and plan_name == "aiq":
+                    res = aiq_tvm.build(mod, target, params=params, calibration=calibration,
+                                        val_data=val, batch_size=batch)
+                elif res is None:
                     plan = mixed_plan(rows) if plan_name == "mixed" else plan_name
                     res = aiq_tvm.build(mod, target, params=params, plan=plan,
                                         calibration=calibration, batch_size=batch)

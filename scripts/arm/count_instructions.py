@@ -4,7 +4,9 @@ No Arm board is at hand, so aarch64 builds cannot be timed here; this measures w
 execute instead (:mod:`aiq_tvm.targets.arm.counting`: a qemu TCG plugin counts every executed
 instruction of one thread). For each model, Arm ISA level (``+i8mm``, ``+dotprod``, plain
 NEON) and plan (``fp32``, ``int8``, ``int4``, ``mixed``: every other quantized layer int4
-between an int8 first and last layer), it cross-builds on this host (calibration once per
+between an int8 first and last layer; ``aiq``: the plan a user gets by default, the greedy
+search at lambda 0.9 over the target's default precisions and speed floor, with ``--val``
+labelled validation images), it cross-builds on this host (calibration once per
 model, on the host), exports one library with the weights embedded, runs it on the emulated
 board (one warm-up run, then ``--runs`` counted runs), and prints instructions per image:
 all of them, the model library's (the kernels), the multiply instructions among those
@@ -39,9 +41,10 @@ from check_models import (  # noqa: E402
     model_arguments,
     plan_builds,
     precision_counts,
+    validation_data,
 )
 
-PLANS = ("fp32", "int8", "int4", "mixed")
+PLANS = ("fp32", "int8", "int4", "mixed", "aiq")
 # Multiply(-accumulate) instructions of the kernels: FP32 FMA and the int8 families.
 MULTIPLIES = ("fmla", "fmul", "sdot", "udot", "usdot", "sudot", "smmla", "usmmla", "smull",
               "smull2", "smlal", "smlal2")
@@ -75,9 +78,10 @@ def count_model(name: str, args) -> list[dict]:
 
     model, xc, x = load_inputs(name, args.size, args.batch, args.calib)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:1]))
+    val = validation_data(name, x.shape[-1], args.val) if "aiq" in args.plans else None
     records = []
     for level, plan_name, res, build_s in plan_builds(mod, params, xc, args.levels, args.plans,
-                                                     args.batch):
+                                                     args.batch, val):
         rec = {"model": name, "level": level, "plan": plan_name, "size": x.shape[-1],
                "batch": args.batch, "runs": args.runs}
         try:
@@ -85,6 +89,7 @@ def count_model(name: str, args) -> list[dict]:
                 raise res
             rec["build_s"] = build_s
             rec["precisions"] = precision_counts(res.report.rows)
+            rec["speed_floor"] = res.report.speed_floor
             t1 = time.perf_counter()
             rec.update(count_plan(res, x, args.runs))
             rec["board_s"] = time.perf_counter() - t1
@@ -129,6 +134,8 @@ def main(argv=None) -> int:
     ap = model_arguments(__doc__, PLANS)
     ap.add_argument("--batch", type=int, default=1, help="images per run")
     ap.add_argument("--runs", type=int, default=2, help="counted runs after the warm-up")
+    ap.add_argument("--val", type=int, default=200,
+                    help="labelled validation images of the aiq plan's search")
     args = ap.parse_args(argv)
     if args.render:
         print(render([json.loads(line) for p in args.render for line in open(p)]))
