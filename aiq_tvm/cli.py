@@ -102,9 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="accuracy budget in pp (search=budget)")
     run.add_argument("--precisions", type=_precisions, default=None,
                      help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
-                     "the target's, all where int8 pays, with a speed floor where int8 pays "
-                     "only on some layers; see docs/presets.md); without fp32 every layer "
-                     "stays quantized (e.g. int8,int4: an int8/int4 mix)")
+                     "the target's, all where int8 pays; see docs/presets.md); without fp32 "
+                     "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
     run.add_argument("--calibration", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION)
     _weight_correction_arg(run)
     run.add_argument("--calib", type=_positive_int, default=512, help="calibration images")
@@ -224,9 +223,8 @@ def _search_args(p) -> None:
     p.add_argument("--objective", choices=list(OBJECTIVES), default="ai")
     p.add_argument("--precisions", type=_precisions, default=None,
                    help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
-                   "the target's, all where int8 pays, with a speed floor where int8 pays "
-                   "only on some layers; see docs/presets.md); without fp32 every layer "
-                   "stays quantized (e.g. int8,int4: an int8/int4 mix)")
+                   "the target's, all where int8 pays; see docs/presets.md); without fp32 "
+                   "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                    help="how activation ranges are taken from the calibration images")
     _weight_correction_arg(p)

@@ -54,13 +54,7 @@ from .result import BuildResult
 from .runtime import accuracy, require_host_runnable, run_batches, run_target
 from .schemes import get_precision
 from .search import SearchResult, run_search
-from .targets import (
-    CpuPreset,
-    capabilities,
-    default_precisions,
-    default_speed_floor,
-    resolve_target,
-)
+from .targets import CpuPreset, capabilities, default_precisions, resolve_target
 from .weight_correction import describe as describe_weight_correction
 
 __all__ = ["BuildContext", "resolve", "calibrate", "search", "finalize"]
@@ -232,23 +226,15 @@ def _floored(ctx: BuildContext, plan: Plan) -> tuple[Plan, list]:
 def _target_precisions(config: BuildConfig, target, preset: CpuPreset
                        ) -> tuple[BuildConfig, list[str]]:
     """Default candidates come from the target and its preset: no low-bit default where int8
-    does not pay, and the FP32 speed floor for a default search where int8 pays only on some
-    layers (``targets.defaults.default_speed_floor``)."""
+    does not pay."""
     if not config.precisions_default:
         return config, []
-    caps = capabilities(target)
-    cands, excluded = default_precisions(caps, preset)
-    notes = []
-    if excluded:
-        notes.append(f"default precisions for this target: {', '.join(cands)}; left out "
-                     + "; ".join(f"{p} ({why})" for p, why in excluded.items()))
-        config = dataclasses.replace(config, precisions=cands)
-    floor, why = default_speed_floor(caps, preset)
-    if floor is not None and config.speed_floor is None and config.searches:
-        notes.append(f"speed floor {floor} by default for this target ({why}); pass "
-                     "precisions= (CLI --precisions) to search without it")
-        config = dataclasses.replace(config, speed_floor=floor)
-    return config, notes
+    cands, excluded = default_precisions(capabilities(target), preset)
+    if not excluded:
+        return config, []
+    notes = [f"default precisions for this target: {', '.join(cands)}; left out "
+             + "; ".join(f"{p} ({why})" for p, why in excluded.items())]
+    return dataclasses.replace(config, precisions=cands), notes
 
 
 # ----------------------------------------------------------------------------- calibrate

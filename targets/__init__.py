@@ -7,7 +7,7 @@ a preset name, a TVM JSON target dict, or a ``tvm.target.Target``.
 from __future__ import annotations
 
 from .capabilities import TargetCaps, capabilities, host_features, thread_count
-from .defaults import default_precisions, default_speed_floor, int8_pays
+from .defaults import default_precisions, int8_pays
 from .presets import (
     PRESETS,
     CpuPreset,
@@ -33,7 +33,6 @@ __all__ = [
     "select_preset",
     "estimate_preset",
     "default_precisions",
-    "default_speed_floor",
     "int8_pays",
 ]
 

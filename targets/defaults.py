@@ -21,11 +21,13 @@ ResNet-20, batch 64, w8 12.21 ms vs fp32 11.88 ms).  The default is then FP32 al
 default plan is slower than FP32; a user can still pass ``precisions=`` (with
 ``objective="roofline"`` the search quantizes only where the roofline predicts a gain).
 
-Where int8 pays only by the bytes it saves, not by its multiply rate (:func:`default_speed_floor`:
-Armv8.0 NEON's ``smull`` path retires as many products per instruction as FP32's ``fmla``),
-whether a layer gains depends on its shape: FP32 runs 3 x 3 layers as Winograd with fewer
-multiplies. Default searches there get the FP32 speed floor, so no layer of a default plan is
-modelled slower than at FP32.
+Int8 does not pay either where its instructions retire no more products than FP32's
+multiply-add (:func:`int8_products_per_instruction`): Armv8.0 NEON without ``+dotprod``,
+whose ``smull`` + ``sadalp`` path takes four instructions per 16 products, as many as
+``fmla`` takes for FP32, which also runs 3 x 3 layers as Winograd with fewer multiplies.
+Executed on the emulated board (docs/arm.md, "Executed instructions"), every low-bit plan of
+ResNet-20 and MobileNetV2 tried there ran more instructions than FP32 but one (int8 under the
+FP32 speed floor, 0.98x), the default AIQ plan under that floor included (1.05x and 1.31x).
 Pure Python: no TVM import.
 """
 
@@ -33,8 +35,8 @@ from __future__ import annotations
 
 from aiq_tvm.schemes import PRECISIONS, get_precision
 
-__all__ = ["default_precisions", "default_speed_floor", "int8_pays",
-           "int8_products_per_instruction", "weight_only_pays", "weight_only_verdict"]
+__all__ = ["default_precisions", "int8_pays", "int8_products_per_instruction",
+           "weight_only_pays", "weight_only_verdict"]
 
 # Int8 products an int8 path retires per instruction, per 128 bits of vector, by dot family
 # (the instructions of one accumulation step, in the kernels of targets/x86 and targets/arm):
@@ -59,6 +61,12 @@ def int8_pays(caps, preset=None) -> tuple[bool, str]:
     if not caps.has_int8_dot:
         return False, (f"{caps.isa} has no int8 dot-product instruction: int8 products are "
                        "widened to int32 and run slower than FP32")
+    int8, fp32 = int8_products_per_instruction(caps)
+    if int8 <= fp32:
+        return False, (f"{caps.isa}: int8 via {caps.int8_dot} retires {int8:g} products per "
+                       f"instruction per 128 bits, no more than FP32's {fp32:g} multiply-adds "
+                       "(measured on the emulated board: low-bit plans executed more "
+                       "instructions than FP32)")
     if preset is not None and preset.peak_gops_int8 <= preset.peak_gflops_fp32:
         return False, (f"preset {preset.name} puts the int8 peak ({preset.peak_gops_int8:g} "
                        f"GOP/s via {caps.int8_dot}) at or below the FP32 peak "
@@ -99,27 +107,6 @@ def int8_products_per_instruction(caps) -> tuple[float, float]:
     AArch64 core and x86 targets with ``fma`` have; 2 for ``mulps`` + ``addps``)."""
     fused = caps.arch == "aarch64" or "fma" in caps.features
     return _INT8_PRODUCTS.get(caps.int8_dot, 0.0), 4.0 if fused else 2.0
-
-
-def default_speed_floor(caps, preset=None) -> tuple[str | None, str]:
-    """The speed floor a search with the default precisions gets on a target, and why.
-
-    ``"fp32"`` where int8 pays (:func:`int8_pays`) but its dot family retires no more products
-    per instruction than FP32's multiply-add (:func:`int8_products_per_instruction`): int8
-    then gains only where a layer's weight or activation bytes bound it, and FP32's Winograd
-    runs 3 x 3 layers with fewer multiplies. On Armv8.0 NEON (``smull``), executed
-    instructions per image on the emulated board (docs/arm.md): uniform int8 1.39x FP32's on
-    ResNet-20, 1.06x on MobileNetV2; with the FP32 floor 1.04x and 0.98x. Elsewhere None: the
-    kernel model's per-layer verdicts are not needed to keep default plans above FP32.
-    """
-    if not int8_pays(caps, preset)[0]:
-        return None, ""  # the defaults are FP32 alone
-    int8, fp32 = int8_products_per_instruction(caps)
-    if int8 > fp32:
-        return None, ""
-    return "fp32", (f"{caps.isa}: int8 via {caps.int8_dot} retires {int8:g} products per "
-                    f"instruction per 128 bits, no more than FP32's {fp32:g}, so int8 pays only "
-                    "on layers bound by their bytes")
 
 
 def weight_only_verdict(caps, preset=None) -> tuple[bool, str]:

@@ -76,17 +76,15 @@ def presets_markdown(targets: dict | None = None, host_lacks: dict | None = None
             "times int8 "
             "and int4 layers at the preset's int8 peak and FP32 and weight-only layers at its "
             "FP32 peak.", "",
-            "Where int8 pays but retires no more products per instruction than FP32's "
-            "multiply-add (`aiq_tvm.targets.default_speed_floor`: Armv8.0 NEON without "
-            "`+dotprod`, whose `smull` + `sadalp` path takes four instructions per 16 "
-            "products, as `fmla` does), int8 gains only on layers bound by their bytes, and "
-            "FP32 runs 3 x 3 layers as Winograd with fewer multiplies. A search with the "
-            "default precisions then runs with `speed_floor=\"fp32\"`: no layer gets a "
-            "precision the kernel model rates slower than FP32 there, and the report says so "
-            "and why. Passing `precisions=` (CLI `--precisions`) or `speed_floor=` replaces "
-            "the default; a given plan (`plan=\"int8\"`) is moved only with an explicit "
-            "`speed_floor`. Every other level (x86 from SSE2 up, Arm with `+dotprod` or "
-            "`+i8mm`) multiplies int8 faster than FP32 per instruction: no default floor."]
+            "Int8 does not pay either where its instructions retire no more products than "
+            "FP32's multiply-add (`aiq_tvm.targets.defaults.int8_products_per_instruction`): "
+            "Armv8.0 NEON without `+dotprod`, whose `smull` + `sadalp` path takes four "
+            "instructions per 16 products, as `fmla` does, and FP32 runs 3 x 3 layers as "
+            "Winograd with fewer multiplies. On the emulated board every low-bit plan of "
+            "ResNet-20 and MobileNetV2 tried there executed more instructions than FP32 but "
+            "one (0.98x), the default AIQ plan under the FP32 speed floor included (1.05x and "
+            "1.31x; docs/arm.md). Default plans there are FP32; pass `precisions=` (CLI "
+            "`--precisions`) to quantize anyway, with `speed_floor=\"fp32\"`."]
     for label, (spec, p) in (targets or {}).items():
         out += ["", f"### {label}: `{json.dumps(spec)}`", "", "```", p.describe(), "```"]
     return "\n".join(out) + "\n"

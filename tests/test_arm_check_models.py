@@ -65,9 +65,10 @@ def test_kernels_are_split_from_objdump_text_dashed_layer_names_included():
         {"smull": 1, "sadalp": 1}
 
 
-def test_aiq_plan_is_the_default_search_with_the_targets_floor():
-    """Plan ``aiq`` of the Arm scripts is what a user gets by default: on plain NEON a greedy
-    search under the FP32 speed floor (cross build: calibration and search run on the host)."""
+def test_aiq_plan_is_the_default_search():
+    """Plan ``aiq`` of the Arm scripts is what a user gets by default: the greedy search over
+    the target's default precisions (cross build: calibration and search run on the host);
+    on plain NEON those are FP32 alone."""
     import numpy as np
     import torch
     from torch import nn
@@ -80,9 +81,10 @@ def test_aiq_plan_is_the_default_search_with_the_targets_floor():
     x = torch.randn(16, 8, 8, 8)
     mod, params = aiq_tvm.from_torch(model, x[:1])
     val = (x.numpy(), model(x).argmax(1).numpy().astype(np.int64))
-    builds = list(check_models.plan_builds(mod, params, x.numpy(), ["neon"], ["int8", "aiq"],
-                                           1, val))
-    assert [(b[0], b[1]) for b in builds] == [("neon", "int8"), ("neon", "aiq")]
-    given, aiq = builds[0][2], builds[1][2]
-    assert given.report.speed_floor is None  # a given plan stays the user's
-    assert aiq.report.speed_floor == "fp32" and aiq.plan.metadata["speed_floor"] == "fp32"
+    builds = list(check_models.plan_builds(mod, params, x.numpy(), ["neon_dotprod", "neon"],
+                                           ["aiq"], 1, val))
+    assert [(b[0], b[1]) for b in builds] == [("neon_dotprod", "aiq"), ("neon", "aiq")]
+    dotprod, neon = (b[2] for b in builds)
+    assert dotprod.plan.metadata["method"] == "greedy"
+    assert {r.precision for r in dotprod.report.rows} != {"fp32"}  # lambda 0.9 quantizes
+    assert {r.precision for r in neon.report.rows} == {"fp32"}

@@ -14,11 +14,11 @@ from aiq_tvm.targets import (
     TargetCaps,
     capabilities,
     default_precisions,
-    default_speed_floor,
     estimate_preset,
     resolve_target,
     select_preset,
 )
+from aiq_tvm.targets.defaults import int8_products_per_instruction
 from aiq_tvm.targets.presets import ASSUMED_BANDWIDTH_GBS, ASSUMED_GHZ
 from isa import ARM_TARGETS, ISA_TARGETS
 
@@ -203,7 +203,7 @@ def test_default_precisions_follow_the_int8_instruction():
 def test_weight_only_is_left_out_where_x86_floats_are_128_bit():
     """int8 pays on SSE2 and SSSE3 targets, but their weight-only kernels (dequantizing into
     xmm floats) measured slower than FP32: left out by default, with the reason; AVX-only
-    cores (ymm floats) and Arm keep them."""
+    cores (ymm floats) and Arm with dot products keep them."""
     for mcpu in ("x86-64", "goldmont"):
         target = {"kind": "llvm", "mcpu": mcpu, "num-cores": 2}
         cands, excluded = default_precisions(capabilities(target), resolve_target(target)[1])
@@ -211,34 +211,30 @@ def test_weight_only_is_left_out_where_x86_floats_are_128_bit():
         assert set(excluded) == {"w8", "w4"}
         assert "128-bit float vectors" in excluded["w8"]
     for target in ({"kind": "llvm", "mcpu": "sandybridge", "num-cores": 2},
-                   {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}):
+                   {"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+                    "mattr": ["+neon", "+dotprod"]}):
         cands, excluded = default_precisions(capabilities(target), resolve_target(target)[1])
         assert excluded == {} and {"w8", "w4"} <= set(cands)
 
 
-# The speed floor default searches get per level: FP32 only where int8 retires no more
-# products per instruction than FP32's multiply-add (Armv8.0 smull: 4 and 4 per 128 bits).
-DEFAULT_FLOOR = {"avx512_vnni": None, "avx512bw": None, "avx_vnni": None, "avx2": None,
-                 "ssse3": None, "sse": None, "neon_i8mm": None, "neon_dotprod": None,
-                 "neon": "fp32"}
+# Int8 pays by default on every level whose int8 instructions retire more products than FP32's
+# multiply-add; Armv8.0 NEON's smull path retires 4 per instruction per 128 bits, as fmla.
+INT8_PAYS = {"avx512_vnni": True, "avx512bw": True, "avx_vnni": True, "avx2": True,
+             "ssse3": True, "sse": True, "neon_i8mm": True, "neon_dotprod": True, "neon": False}
 
 
-@pytest.mark.parametrize("level", list(DEFAULT_FLOOR))
-def test_default_speed_floor_where_int8_does_not_multiply_faster(level):
+@pytest.mark.parametrize("level", list(INT8_PAYS))
+def test_int8_pays_where_it_retires_more_products_than_fp32(level):
     target = {**ISA_TARGETS, **ARM_TARGETS}[level]
     c = capabilities(target)
-    floor, why = default_speed_floor(c, resolve_target(target)[1])
-    assert floor == DEFAULT_FLOOR[level]
-    assert bool(why) == (floor is not None)
-    if floor:
-        assert "neon: int8 via smull retires 4 products per instruction per 128 bits, no more " \
-            "than FP32's 4" in why
-
-
-def test_no_default_speed_floor_where_int8_does_not_pay():
-    """Where int8 does not pay the defaults are FP32 alone: there is nothing to floor."""
-    assert default_speed_floor(caps(**GENERIC)) == (None, "")
-    assert default_speed_floor(caps(), SLOW_INT8) == (None, "")
+    int8, fp32 = int8_products_per_instruction(c)
+    assert (int8 > fp32) == INT8_PAYS[level]
+    cands, excluded = default_precisions(c, resolve_target(target)[1])
+    assert ("int8" in cands) == INT8_PAYS[level]
+    if not INT8_PAYS[level]:
+        assert cands == ["fp32"] and set(excluded) == {"int8", "int4", "w8", "w4"}
+        assert excluded["int8"].startswith("neon: int8 via smull retires 4 products per "
+                                           "instruction per 128 bits, no more than FP32's 4")
 
 
 # Two synthetic targets with the same int8 instruction and FP32 peak: the int8 peak decides.

@@ -16,7 +16,7 @@ from aiq_tvm.floor import (
     layer_cycles,
 )
 from aiq_tvm.quant import ActQParams
-from aiq_tvm.targets import capabilities, default_precisions, resolve_target
+from aiq_tvm.targets import resolve_target
 from aiq_tvm.targets.x86 import (
     ConvSpec,
     DenseSpec,
@@ -326,43 +326,18 @@ def test_search_does_not_offer_the_excluded_precisions():
 PLAIN_NEON = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 2}
 
 
-def test_default_search_on_plain_neon_gets_the_fp32_floor():
-    """Armv8.0 NEON (smull: int8 multiplies no faster than FP32's fmla): a search with the
-    default precisions runs with the FP32 floor, says why, and every layer of its plan is
-    modelled no slower than at FP32 (cross build: calibration and accuracy run on the host)."""
-    torch.manual_seed(1)
-    model = randomize_bn(SmallNet())
-    x = torch.randn(16, 16, 8, 8)
-    mod, params = aiq_tvm.from_torch(model, x[:2])
-    y = model(x).argmax(1).numpy()
-    res = aiq_tvm.build(mod, PLAIN_NEON, params=params, calib_data=x.numpy(),
-                        val_data=(x.numpy(), y), lam=1.0)
-    assert res.plan.metadata["speed_floor"] == "fp32" and res.report.speed_floor == "fp32"
-    assert "speed floor fp32 by default for this target (neon: int8 via smull" in str(res.report)
-    target, preset = resolve_target(PLAIN_NEON)
-    _, read = floor_memory(res.cost, "fp32", target, preset)
-    for name in ("a", "dw", "b"):
-        lc, p = res.cost[name], res.plan.precision_for(name)
-        assert layer_cycles(lc, p, target, read) <= \
-            layer_cycles(lc, "fp32", target, read) * (1 + FLOOR_TOLERANCE), (name, p)
-    excluded = {(m["layer"], m["precision"]) for m in res.report.floor}
-    cands = default_precisions(capabilities(target), preset)[0]
-    _, expect = floor_choices({n: cands for n in ("a", "dw", "b")}, res.cost, "fp32", target,
-                              preset)
-    assert excluded == {(m.layer, m.precision) for m in expect} and excluded
-
-
-@pytest.mark.parametrize("config,floor", [
-    (dict(precisions=["fp32", "int8", "int4"]), None),  # the user's candidates: no default
-    (dict(speed_floor="int8"), "int8"),  # the user's floor
-    (dict(plan="int8"), None),  # a given plan is the user's
+@pytest.mark.parametrize("config,precisions", [
+    (dict(), ["fp32"]),  # the target's default: int8 multiplies no faster than fmla there
+    (dict(precisions=["fp32", "int8", "int4"]), ["fp32", "int8", "int4"]),  # the user's
 ])
-def test_default_floor_leaves_the_users_choices(floor_net, config, floor):
+def test_plain_neon_searches_fp32_unless_asked(floor_net, config, precisions):
     from aiq_tvm import phases
 
     mod, params = floor_net
     x = np.random.default_rng(0).standard_normal((4, 64, 16, 16)).astype("float32")
-    y = np.zeros(4, dtype="int64")
-    val = None if "plan" in config else (x, y)
+    val = (x, np.zeros(4, dtype="int64"))
     ctx = phases.resolve(mod, params, x, val, BuildConfig(target=PLAIN_NEON, **config))
-    assert ctx.config.speed_floor == floor
+    assert list(ctx.config.precisions) == precisions
+    notes = " ".join(ctx.notes)
+    assert ("left out int8 (neon: int8 via smull retires 4 products" in notes) == \
+        (precisions == ["fp32"])
