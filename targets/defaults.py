@@ -23,8 +23,9 @@ default plan is slower than FP32; a user can still pass ``precisions=`` (with
 
 Int8 does not pay either where its instructions retire no more products than FP32's
 multiply-add (:func:`int8_products_per_instruction`): Armv8.0 NEON without ``+dotprod``,
-whose ``smull`` + ``sadalp`` path takes four instructions per 16 products, as many as
-``fmla`` takes for FP32, which also runs 3 x 3 layers as Winograd with fewer multiplies.
+whose ``smull`` path (two ``smull``, ``addp``, ``sadalp``) takes four instructions per 16
+products, as many as ``fmla`` takes for FP32, which also runs 3 x 3 layers as Winograd with
+fewer multiplies.
 Executed on the emulated board (docs/arm.md, "Executed instructions"), every low-bit plan of
 ResNet-20 and MobileNetV2 tried there ran more instructions than FP32 but one (int8 under the
 FP32 speed floor, 0.98x), the default AIQ plan under that floor included (1.05x and 1.31x).
@@ -41,8 +42,8 @@ __all__ = ["default_precisions", "int8_pays", "int8_products_per_instruction",
 # Int8 products an int8 path retires per instruction, per 128 bits of vector, by dot family
 # (the instructions of one accumulation step, in the kernels of targets/x86 and targets/arm):
 # vpdpbusd 16 in one; vpmaddubsw + vpmaddwd + vpaddd 16 in three; SSE2 widens to int16
-# (punpck) before pmaddwd: 8 in two; sdot 16 in one; smmla 32 in one; smull + smull2 + two
-# sadalp 16 in four.
+# (punpck) before pmaddwd: 8 in two; sdot 16 in one; smmla 32 in one; smull8 (two smull,
+# addp, sadalp) 16 in four.
 _INT8_PRODUCTS = {"vpdpbusd": 16.0, "vpmaddubsw": 16 / 3, "vpmaddwd": 4.0, "sdot": 16.0,
                   "smmla": 32.0, "smull": 4.0, "none": 0.0}
 
@@ -64,9 +65,8 @@ def int8_pays(caps, preset=None) -> tuple[bool, str]:
     int8, fp32 = int8_products_per_instruction(caps)
     if int8 <= fp32:
         return False, (f"{caps.isa}: int8 via {caps.int8_dot} retires {int8:g} products per "
-                       f"instruction per 128 bits, no more than FP32's {fp32:g} multiply-adds "
-                       "(measured on the emulated board: low-bit plans executed more "
-                       "instructions than FP32)")
+                       f"instruction per 128 bits, no more than FP32's {fp32:g}: it can gain "
+                       "only on layers bound by their bytes")
     if preset is not None and preset.peak_gops_int8 <= preset.peak_gflops_fp32:
         return False, (f"preset {preset.name} puts the int8 peak ({preset.peak_gops_int8:g} "
                        f"GOP/s via {caps.int8_dot}) at or below the FP32 peak "

@@ -78,8 +78,9 @@ def presets_markdown(targets: dict | None = None, host_lacks: dict | None = None
             "FP32 peak.", "",
             "Int8 does not pay either where its instructions retire no more products than "
             "FP32's multiply-add (`aiq_tvm.targets.defaults.int8_products_per_instruction`): "
-            "Armv8.0 NEON without `+dotprod`, whose `smull` + `sadalp` path takes four "
-            "instructions per 16 products, as `fmla` does, and FP32 runs 3 x 3 layers as "
+            "Armv8.0 NEON without `+dotprod`, whose `smull` path (two `smull`, `addp`, "
+            "`sadalp`) takes four instructions per 16 products, as `fmla` does, and FP32 runs "
+            "3 x 3 layers as "
             "Winograd with fewer multiplies. On the emulated board every low-bit plan of "
             "ResNet-20 and MobileNetV2 tried there executed more instructions than FP32 but "
             "one (0.98x), the default AIQ plan under the FP32 speed floor included (1.05x and "

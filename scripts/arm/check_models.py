@@ -121,7 +121,7 @@ def plan_builds(mod, params, xc: np.ndarray, levels, plans, batch: int, val=None
     and plan. Calibration runs once per model, on the host, in the first int8 build, which
     is also that level's ``int8`` build (a model's first build includes its calibration).
     Plan ``aiq`` is the plan a user gets by default: the greedy search (lambda 0.9) over the
-    target's default precisions and speed floor, on ``val`` (labelled images)."""
+    target's default precisions, on ``val`` (labelled images)."""
     import aiq_tvm
 
     calibration = rows = None

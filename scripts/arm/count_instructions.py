@@ -5,7 +5,7 @@ execute instead (:mod:`aiq_tvm.targets.arm.counting`: a qemu TCG plugin counts e
 instruction of one thread). For each model, Arm ISA level (``+i8mm``, ``+dotprod``, plain
 NEON) and plan (``fp32``, ``int8``, ``int4``, ``mixed``: every other quantized layer int4
 between an int8 first and last layer; ``aiq``: the plan a user gets by default, the greedy
-search at lambda 0.9 over the target's default precisions and speed floor, with ``--val``
+search at lambda 0.9 over the target's default precisions, with ``--val``
 labelled validation images), it cross-builds on this host (calibration once per
 model, on the host), exports one library with the weights embedded, runs it on the emulated
 board (one warm-up run, then ``--runs`` counted runs), and prints instructions per image:
