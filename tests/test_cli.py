@@ -106,3 +106,15 @@ def test_plan_files_resolve_from_search_output_directory(tmp_path, capsys):
     args = argparse.Namespace(plan=str(alone / "p.json"), calibration=None)
     resolve_plan_files(args)
     assert args.calibration is None and args.plan == str(alone / "p.json")
+
+
+@pytest.mark.parametrize("argv", [["run"], ["search", "m.onnx", "--data", "d", "--out", "o"],
+                                  ["sweep", "m.onnx", "--data", "d", "--out", "o"]])
+def test_precisions_default_to_the_targets(argv):
+    """Without --precisions every searching command leaves the candidates to the target
+    (BuildConfig(precisions=None): FP32 alone where int8 does not pay); given, they are kept."""
+    from aiq_tvm.cli import _parser
+
+    assert _parser().parse_args(argv).precisions is None
+    given = _parser().parse_args([*argv, "--precisions", "fp32,int8"]).precisions
+    assert list(given) == ["fp32", "int8"]
