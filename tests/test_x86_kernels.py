@@ -572,11 +572,12 @@ def test_fp32_half_width_vectors_where_fma_pipes_are_half_width(mcpu, lanes):
 
 @pytest.mark.parametrize("scheme,threads,lead", [("fp32", 2, "s0"), ("fp32", 1, "o"),
                                                   ("int8", 2, "o")])
+@pytest.mark.usefixtures("zen4_caches")  # 600 KB within its L2 share, 1.6 MB past it
 def test_float_1x1_splits_rows_like_its_padded_neighbours(scheme, threads, lead):
     """A 1x1 conv whose weights (600 KB) outweigh its input (7 x 7 x 160) splits output rows
     over several threads in fp32, as the depthwise layers around it do (each core then reads
     the rows it wrote); one thread and the integer formats keep the output-channel order.
-    Zen 4's 1 MiB L2 (this host's, or the data sheet's) holds the 600 KB."""
+    Zen 4's 1 MiB L2 (pinned by zen4_caches on any host) holds the 600 KB."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     spec = ConvSpec(1, 7, 7, 160, 960, 1, 1)
