@@ -100,10 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                      "roofline-predicted speed-up, or the measured layer-kernel speed-up")
     run.add_argument("--budget", type=float, default=1.0,
                      help="accuracy budget in pp (search=budget)")
-    run.add_argument("--precisions", type=_precisions, default=None,
-                     help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
-                     "the target's, all where int8 pays; see docs/presets.md); without fp32 "
-                     "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
+    _precisions_arg(run)
     run.add_argument("--calibration", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION)
     _weight_correction_arg(run)
     run.add_argument("--calib", type=_positive_int, default=512, help="calibration images")
@@ -221,10 +218,7 @@ def _search_args(p) -> None:
     p.add_argument("--budget", type=float, default=1.0,
                    help="accuracy budget in pp (search=budget)")
     p.add_argument("--objective", choices=list(OBJECTIVES), default="ai")
-    p.add_argument("--precisions", type=_precisions, default=None,
-                   help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
-                   "the target's, all where int8 pays; see docs/presets.md); without fp32 "
-                   "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
+    _precisions_arg(p)
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                    help="how activation ranges are taken from the calibration images")
     _weight_correction_arg(p)
@@ -237,6 +231,13 @@ def _weight_correction_arg(p) -> None:
                    help="what is done to quantized weights before rounding: gptq "
                    "(error-compensating rounding on the calibration data), bias (bias "
                    "correction), bias+gptq or none (round to nearest)")
+
+
+def _precisions_arg(p) -> None:
+    p.add_argument("--precisions", type=_precisions, default=None,
+                   help=f"comma-separated candidates from {','.join(PRECISIONS)} (default: "
+                   "the target's, all where int8 pays; see docs/presets.md); without fp32 "
+                   "every layer stays quantized (e.g. int8,int4: an int8/int4 mix)")
 
 
 def _speed_floor_arg(p) -> None:
