@@ -13,6 +13,7 @@ from aiq_tvm.schemes import PrecisionScheme, get_precision
 
 from .common import WeightFormat, finalize, out_qparams_const
 from .isa import CpuModel, cpu_model, numerics_qmax
+from .prefetch import prefetch_next_weight_block
 from .schedules import TilePlan
 from .tune import schedule_kernel
 
@@ -128,11 +129,13 @@ def schedule_layer(func: tirx.PrimFunc, plan: TilePlan, kind: str, args: LayerAr
     its schedule info; with ``schedule=False`` unchanged, marked unscheduled."""
     if not schedule:
         return func, {"schedule": "unscheduled", "schedule_source": "unscheduled"}
-    return schedule_kernel(
+    func, info = schedule_kernel(
         func, plan, kind, target=args.cpu.target,
         acc_budget=args.cpu.acc_budget(plan.mode, fmt.weight_regs), database=database,
         tune_trials=tune_trials,
     )  # fmt: skip
+    func, lines = prefetch_next_weight_block(func)
+    return func, {**info, "weight_prefetch": lines}
 
 
 def kernel_info(args: LayerArgs, fmt: WeightFormat, mode: str, sched: dict,

@@ -1,0 +1,106 @@
+"""Software prefetch of the next output-channel block's weights (targets/x86/prefetch.py).
+
+Kernels whose tasks are output-channel blocks with a few passes over the output positions
+get the next block's lines prefetched during the later passes; every other structure is left
+unchanged. The outputs are bit-identical either way (a prefetch only moves data into the
+cache), and the paced lines cover the whole next block.
+"""
+
+import numpy as np
+import pytest
+
+from aiq_tvm.quant import ActQParams
+from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel
+from aiq_tvm.targets.x86.prefetch import ENV_SWITCH, pacing, prefetch_enabled
+from aiq_tvm.testing import compile_prim_func, kernel_args, kernel_input
+from isa import BEST_X86, HASWELL, isa_params
+
+WIDE_1X1 = ConvSpec(1, 7, 7, 1024, 512, 1, 1)  # 2 MB fp32 weights: output-channel tasks
+QP = ActQParams.from_range(-3.0, 3.0)
+
+
+def _layer(spec, seed=0):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((spec.O, spec.C, spec.KH, spec.KW)) * 0.05).astype("float32")
+    b = rng.standard_normal(spec.O).astype("float32")
+    x = (rng.standard_normal(spec.in_shape) + 0.2).astype("float32")
+    return x, w, b
+
+
+def _conv(spec, scheme, target, **kw):
+    x, w, b = _layer(spec)
+    qp = QP if scheme != "fp32" else None
+    return conv2d_kernel(spec, scheme, w, b, act="relu", act_qparams=qp, target=target,
+                         winograd=False, **kw), kernel_input(scheme, x, qp)
+
+
+def _run(kernel, xin, target) -> np.ndarray:
+    args = kernel_args(kernel, xin)
+    compile_prim_func(kernel.prim_func, target).mod["main"](*args)
+    return args[-1].numpy()
+
+
+# (haswell int8 plans 1-position register blocks for WIDE_1X1: 49 passes, left alone)
+CHANNEL_TASK_CASES = [
+    pytest.param(scheme, p.values[0], marks=p.marks, id=f"{scheme}-{p.id}")
+    for scheme, levels in (("fp32", ("avx512_vnni", "avx2")), ("int8", ("avx512_vnni",)))
+    for p in isa_params(levels)
+]
+
+
+@pytest.mark.parametrize("scheme,target", CHANNEL_TASK_CASES)
+@pytest.mark.usefixtures("zen4_caches")  # weights past Zen 4's L2 share: channel tasks
+def test_channel_block_tasks_prefetch_and_keep_their_outputs(scheme, target, monkeypatch):
+    kernel, xin = _conv(WIDE_1X1, scheme, target)
+    assert kernel.plan.order[0] == "o"
+    assert kernel.info["weight_prefetch"] >= 1
+    assert kernel.prim_func.script().count("llvm.prefetch") == kernel.info["weight_prefetch"]
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    plain, _ = _conv(WIDE_1X1, scheme, target)
+    assert plain.info["weight_prefetch"] == 0
+    assert "llvm.prefetch" not in plain.prim_func.script()
+    np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
+
+
+@pytest.mark.usefixtures("zen4_caches")
+def test_prefetch_compiles_to_an_l2_prefetch_instruction():
+    kernel, _ = _conv(WIDE_1X1, "fp32", HASWELL)
+    asm = compile_prim_func(kernel.prim_func, HASWELL).mod.inspect_source("asm")
+    assert "prefetcht1" in asm  # locality 2: into L2, not L1
+
+
+@pytest.mark.usefixtures("zen4_caches")
+def test_many_passes_row_tasks_and_dense_rows_are_left_alone():
+    # batch 8: 56 passes over each block already hide the first one's wait
+    batch8 = ConvSpec(8, 7, 7, 1024, 512, 1, 1)
+    assert _conv(batch8, "fp32", BEST_X86)[0].info["weight_prefetch"] == 0
+    # 147 KB of weights: row tasks (every task reads all weights from its L2)
+    small = ConvSpec(1, 56, 56, 64, 64, 3, 3, padding=1)
+    kernel, _ = _conv(small, "fp32", BEST_X86)
+    assert kernel.plan.order[0] != "o" and kernel.info["weight_prefetch"] == 0
+    # a dense layer at batch 1 reads every weight once: no later pass to hide it behind
+    spec = DenseSpec(1, 2048, 1000)
+    w = np.ones((1000, 2048), "float32")
+    assert dense_kernel(spec, "fp32", w, None, target=BEST_X86).info["weight_prefetch"] == 0
+
+
+@pytest.mark.parametrize("block_lines", [1, 7, 64, 1536, 4096, 9216])
+@pytest.mark.parametrize("groups", [1, 3, 96, 864, 3072, 12288])
+def test_paced_lines_cover_the_next_block_and_stop_near_its_end(block_lines, groups):
+    scale, per_group = pacing(block_lines, groups)
+    lines = set()
+    for g in range(groups):
+        first = (g * scale) >> 16
+        lines.update(range(first, first + per_group))
+    assert set(range(block_lines)) <= lines
+    assert max(lines) < block_lines + per_group
+
+
+def test_switch_accepts_0_and_1_and_names_a_bad_value(monkeypatch):
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    assert not prefetch_enabled()
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    assert prefetch_enabled()
+    monkeypatch.setenv(ENV_SWITCH, "yes")
+    with pytest.raises(ValueError, match=f"{ENV_SWITCH} must be 0 or 1, got 'yes'"):
+        prefetch_enabled()
