@@ -27,11 +27,11 @@ def _layer(spec, seed=0):
     return x, w, b
 
 
-def _conv(spec, scheme, target, **kw):
+def _conv(spec, scheme, target, winograd=False):
     x, w, b = _layer(spec)
     qp = QP if scheme != "fp32" else None
     return conv2d_kernel(spec, scheme, w, b, act="relu", act_qparams=qp, target=target,
-                         winograd=False, **kw), kernel_input(scheme, x, qp)
+                         winograd=winograd), kernel_input(scheme, x, qp)
 
 
 def _run(kernel, xin, target) -> np.ndarray:
@@ -59,6 +59,22 @@ def test_channel_block_tasks_prefetch_and_keep_their_outputs(scheme, target, mon
     plain, _ = _conv(WIDE_1X1, scheme, target)
     assert plain.info["weight_prefetch"] == 0
     assert "llvm.prefetch" not in plain.prim_func.script()
+    np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni",)))
+def test_winograd_panels_prefetch_the_next_panel(target, monkeypatch):
+    """An F(2, 3) task walks (tile element, channel block) panels of the transformed weights,
+    each read by 7 rows of tiles: the next panel comes in during the later rows. (AVX2 plans
+    this layer as tasks of one tile row: no later pass, no prefetch.)"""
+    spec = ConvSpec(1, 14, 14, 256, 256, 3, 3, padding=1)
+    kernel, xin = _conv(spec, "fp32", target, winograd=2)
+    assert kernel.info["schedule"].startswith("nhwc_winograd_f2") and "_rows7_" in \
+        kernel.info["schedule"]
+    assert kernel.info["weight_prefetch"] >= 1
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    plain, _ = _conv(spec, "fp32", target, winograd=2)
+    assert plain.info["weight_prefetch"] == 0
     np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
 
 

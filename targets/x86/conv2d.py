@@ -52,6 +52,7 @@ from .layer import (
     layer_prim_func,
     schedule_layer,
 )
+from .prefetch import prefetch_next_weight_block
 from .schedules import (
     HEAP_ACC_CYCLES,
     STACK_ACC_BYTES,
@@ -923,8 +924,8 @@ def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qpara
     y = wino.winograd_compute(spec, wplan, x, wt, epilogue)
     params = [x, wt, bias] + ([res] if res is not None else []) + [y]
     func = finalize(te.create_prim_func(params), scheduled=False)
-    func = finalize(wino.schedule_winograd(func, spec, wplan))
-    sched = {"schedule": wplan.describe(), "schedule_source": "default"}
+    func, lines = prefetch_next_weight_block(finalize(wino.schedule_winograd(func, spec, wplan)))
+    sched = {"schedule": wplan.describe(), "schedule_source": "default", "weight_prefetch": lines}
     fmt = args.cpu.weight_formats(args.scheme, None, 9 * spec.C, False)[0]
     info = kernel_info(args, fmt, "bcast", sched, ["weight", "bias"], consts, residual, True)
     info["algorithm"] = f"winograd_f{wplan.m}"
@@ -976,7 +977,8 @@ def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
                                            row_pass=True,
                                            out_lanes=max(args.cpu.lanes, UINT8_STORE_LANES),
                                            in_rows=tile.split_input))
-    sched = {"schedule": wplan.describe(), "schedule_source": "default"}
+    func, lines = prefetch_next_weight_block(func)
+    sched = {"schedule": wplan.describe(), "schedule_source": "default", "weight_prefetch": lines}
     info = kernel_info(args, fmt, "dot", sched, names, consts, residual, True)
     info.update(algorithm=f"winograd_f{tile.m}", intrin=intrin, weight_format="wino_i16")
     return Kernel(func, consts, "uint8", spec.out_shape, args.out_dtype, info, None)

@@ -1,22 +1,25 @@
-"""Software prefetch of the next output-channel block's weights.
+"""Software prefetch of the next weight block.
 
-A kernel whose parallel loop runs over output-channel blocks (each task reads one block of
-the packed weights and computes every output position of it) reads its block from memory in
-its first pass over the positions and from the cache in the others. In a whole inference the
-weights are not cached, so the first pass waits on memory at the compute's pace, far beyond
-what one core streams, and the later passes leave the memory idle. Hardware prefetchers do
-not help: they run a few lines ahead of the demand stream, and the stream is the burst.
+Many kernels run a task as a sequence of weight blocks, each read by several passes over
+output positions: a direct or 1x1 conv whose parallel loop runs over output-channel blocks
+(every pass is a row of output positions), or a Winograd GEMM whose task walks the (tile
+element, channel block) panels of its transformed weights. The first pass over a block reads
+it from memory and the later ones from the cache. In a whole inference the weights are not
+cached, so the first pass waits on memory at the compute's pace, far beyond what one core
+streams, and the later passes leave the memory idle. Hardware prefetchers do not help: they
+run a few lines ahead of the demand stream, and the stream is the burst.
 
 This rewrite spreads the read of the **next** block over the current block's later passes:
-every iteration of the innermost serial loop of those passes issues one prefetch (or more, so
-that the whole block is covered), at an address advancing linearly through the next block.
-ResNet-50's 1x1 conv 2048 -> 512 at 7 x 7 (batch 1, 2 threads, Intel host, session 24) ran
-513 us with a cold cache without it, 405 us with it, and 369 us hot either way.
+the innermost weight loop is split, and each outer iteration prefetches a few lines of the
+next block, at an address advancing evenly through it. ResNet-50's 1x1 conv 2048 -> 512 at
+7 x 7 (batch 1, 2 threads, Intel host, session 24) ran 513 us with a cold cache without it,
+405 us with it, and 369 us hot either way.
 
 The rewrite reads the scheduled loop nest, so it applies to default, tuned and database
-schedules alike: a parallel loop whose extent is the weight's block count and whose variable
-selects the weight block, serial loops over output positions (the passes), and inside them
-serial loops over the block's weights. Any other structure is returned unchanged.
+schedules alike. Under the parallel loop it needs loops that move through the weights (the
+blocks, the parallel loop among them), then 2 to :data:`MAX_PASSES` passes that do not, then
+the block's own loops; it prefetches the lines from the next block's first element to its last.
+Any other structure is returned unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import tirx
 from tvm.s_tir.stmt import SBlock, SBlockRealize
+from tvm.sym import Analyzer, IntervalSet
 
 CACHE_LINE_BYTES = 64
 # prefetcht1: into L2 and outward, not L1 (the next block would evict the current one's
@@ -43,11 +47,16 @@ MAX_PASSES = 16
 
 @dataclass(frozen=True)
 class _Nest:
-    """The loops of one output-channel task, outermost first."""
+    """One task's loops around the accumulation, outermost first, and where its weights are.
 
-    parallel: tirx.For
-    passes: list  # serial loops over output positions (weight-invariant), extent > 1
-    weight_loops: list  # serial loops over the block's weights, extent > 1
+    ``blocks`` (the parallel loop first) select the weight block, ``passes`` run over output
+    positions without moving in the weights, ``weight_loops`` walk the block."""
+
+    blocks: list
+    passes: list
+    weight_loops: list
+    start: tirx.PrimExpr  # the block's first element (flat), in the loop variables
+    span: int  # elements from the block's first to its last
 
 
 def prefetch_enabled() -> bool:
@@ -62,11 +71,12 @@ def prefetch_enabled() -> bool:
 def prefetch_next_weight_block(func: tirx.PrimFunc, weight: str = "weight"
                                ) -> tuple[tirx.PrimFunc, int]:  # fmt: skip
     """``func`` with the next weight block prefetched during the current block's later passes,
-    and the prefetches issued per iteration (0: structure not matched, ``func`` unchanged)."""
+    and the lines each prefetch group fetches (0: structure not matched, ``func`` unchanged;
+    ``Kernel.info["weight_prefetch"]``)."""
     if not prefetch_enabled():
         return func, 0
     buf = next((b for b in func.params if getattr(b, "name", None) == weight), None)
-    if buf is None or len(buf.shape) < 2:
+    if buf is None:
         return func, 0
     nest = _find_nest(func.body, buf)
     if nest is None:
@@ -103,76 +113,91 @@ def _paths_to_blocks(stmt, path=()):
         yield from _paths_to_blocks(child, loops)
 
 
-def _weight_region(block: SBlock, buf: tirx.Buffer):
+def _weight_region(block: SBlock, buf):
     return next((r.region for r in block.reads if r.source.same_as(buf)), None)
-
-
-def _vars_of(exprs) -> set:
-    out = set()
-    for e in exprs:
-        out.update(v for v in tirx.analysis.undefined_vars(e))
-    return out
-
-
-def _loop_vars_feeding(realize: SBlockRealize, region) -> set:
-    """Loop variables the weight region's start depends on, through the block's bindings."""
-    block = realize.block
-    bound = {iv.var: val for iv, val in zip(block.iter_vars, realize.iter_values, strict=True)}
-    region_vars = _vars_of([r.min for r in region])
-    fed = set()
-    for v in region_vars:
-        fed |= _vars_of([bound[v]]) if v in bound else {v}
-    return fed
-
-
-def _find_nest(body, buf: tirx.Buffer) -> _Nest | None:
-    for loops, realize in _paths_to_blocks(body):
-        region = _weight_region(realize.block, buf)
-        if region is None or not realize.block.reads:
-            continue
-        nest = _task_nest(loops, realize, region, buf)
-        if nest is not None:
-            return nest
-    return None
 
 
 def _extent(loop: tirx.For) -> int | None:
     return int(loop.extent) if isinstance(loop.extent, tirx.IntImm) else None
 
 
+def _find_nest(body, buf) -> _Nest | None:
+    for loops, realize in _paths_to_blocks(body):
+        region = _weight_region(realize.block, buf)
+        if region is not None and all(_extent(lp) for lp in loops):
+            nest = _task_nest(loops, realize, region, buf)
+            if nest is not None:
+                return nest
+    return None
+
+
+def _flat_range(loops, realize, region, buf) -> tuple[Analyzer, tirx.PrimExpr, tirx.PrimExpr]:
+    """(analyzer with the loops' ranges, flat index of the region's first element, of its
+    last) in the loop variables."""
+    ana = Analyzer()
+    for lp in loops:
+        ana.bind(lp.loop_var, tvm.ir.Range.from_min_extent(lp.min, lp.extent))
+    for iv, value in zip(realize.block.iter_vars, realize.iter_values, strict=True):
+        ana.bind(iv.var, value)
+    first = last = tirx.const(0, "int64")
+    stride = 1
+    for dim, rng in zip(reversed(list(buf.shape)), reversed(list(region)), strict=True):
+        lo = tirx.Cast("int64", ana.simplify(rng.min))
+        first = first + lo * stride
+        last = last + (lo + tirx.Cast("int64", rng.extent) - 1) * stride
+        stride *= int(dim)
+    return ana, ana.simplify(first), ana.simplify(last)
+
+
+def _split_loops(chain, flat_vars) -> tuple[list, list, list] | None:
+    """(blocks, passes, weight loops) of the task's loops: weight-moving loops, then loops
+    that leave the weights in place, then weight-moving loops again; ``None`` otherwise."""
+    groups: list[list] = [[], [], []]
+    stage = 0
+    for lp in chain:
+        if _extent(lp) == 1:
+            continue
+        moves = lp.loop_var in flat_vars
+        if stage == 0 and not moves:
+            stage = 1
+        elif stage == 1 and moves:
+            stage = 2
+        elif stage == 2 and not moves:
+            return None  # a pass inside the block's own loops: not the pattern
+        groups[stage].append(lp)
+    return tuple(groups) if all(groups) else None
+
+
 def _task_nest(loops, realize, region, buf) -> _Nest | None:
     par = [i for i, lp in enumerate(loops) if lp.kind == tirx.ForKind.PARALLEL]
-    if len(par) != 1 or _extent(loops[par[0]]) != int(buf.shape[0]):
+    if len(par) != 1:
         return None
-    fed = _loop_vars_feeding(realize, region)
-    parallel = loops[par[0]]
-    if parallel.loop_var not in fed:
-        return None
-    # Serial loops of the task down to the register block (unrolled / vectorized loops).
-    serial = []
+    chain = [loops[par[0]]]
     for lp in loops[par[0] + 1:]:
         if lp.kind != tirx.ForKind.SERIAL:
             break
-        serial.append(lp)
-    if not serial:
+        chain.append(lp)
+    ana, first, last = _flat_range(loops, realize, region, buf)
+    split = _split_loops(chain, _vars_of([first]))
+    if split is None:
         return None
-    varying = [lp.loop_var in fed for lp in serial]
-    passes, weight_loops = [], []
-    for lp, v in zip(serial, varying, strict=True):
-        if _extent(lp) is None:
-            return None
-        if _extent(lp) == 1:
-            continue
-        if v:
-            weight_loops.append(lp)
-        elif weight_loops:
-            return None  # a pass loop inside the weight loops: not the pattern
-        else:
-            passes.append(lp)
-    n_pass = math.prod(_extent(lp) for lp in passes)
-    if not weight_loops or not 2 <= n_pass <= MAX_PASSES:
+    blocks, passes, weight_loops = split
+    if not 2 <= math.prod(_extent(lp) for lp in passes) <= MAX_PASSES:
         return None
-    return _Nest(parallel, passes, weight_loops)
+    inner = set(loops[loops.index(weight_loops[0]):])  # the block's loops, register block too
+    dom = {lp.loop_var: IntervalSet(lp.min, lp.min + lp.extent - 1) for lp in inner}
+    lo, hi = ana.int_set(first, dom).min_value, ana.int_set(last, dom).max_value
+    span = ana.simplify(hi - lo + 1)
+    if not isinstance(span, tirx.IntImm) or int(span) < 1:
+        return None
+    return _Nest(blocks, passes, weight_loops, ana.simplify(lo), int(span))
+
+
+def _vars_of(exprs) -> set:
+    out = set()
+    for e in exprs:
+        out.update(tirx.analysis.undefined_vars(e))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +225,21 @@ def pacing(block_lines: int, groups: int) -> tuple[int, int]:
     return round(block_lines * (1 << _SHIFT) / groups), math.ceil(block_lines / groups)
 
 
+def _next_block_start(nest: _Nest) -> tuple[list, tirx.PrimExpr]:
+    """(let statements, flat index of the next block's first element): the block the task's
+    block loops reach next (the parallel loop's next iteration after the serial ones wrap; the
+    last block prefetches itself)."""
+    extents = [_extent(lp) for lp in nest.blocks]
+    nxt = tirx.min(_linear(nest.blocks) + 1, math.prod(extents) - 1)
+    ana, lets = Analyzer(), []
+    for i, lp in enumerate(nest.blocks):
+        var = tirx.Var(f"{lp.loop_var.name}_next", "int32")
+        below = math.prod(extents[i + 1:])
+        lets.append(tirx.LetStmt(var, tirx.Cast("int32", nxt // below % extents[i])))
+        ana.bind(lp.loop_var, var)
+    return lets, ana.simplify(nest.start)
+
+
 def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
     """The innermost weight loop split in two, the next block's lines prefetched at the top of
     each outer iteration, paced evenly over the passes after the first; and the prefetches
@@ -208,10 +248,7 @@ def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
     The accumulation loop itself stays free of the prefetch: with a prefetch call inside it,
     LLVM stored an int8 register block's 21 accumulators to the stack on every iteration
     (2.1x the time)."""
-    block_elems = math.prod(int(d) for d in buf.shape[1:])
-    elem_bytes = max(tvm.DataType(buf.dtype).bits // 8, 1)
-    line_elems = CACHE_LINE_BYTES // elem_bytes
-    block_lines = math.ceil(block_elems / line_elems)
+    line_elems = CACHE_LINE_BYTES // max(tvm.DataType(buf.dtype).bits // 8, 1)
     loop = nest.weight_loops[-1]
     inner = _inner_extent(_extent(loop))
     outer_var = tirx.Var(f"{loop.loop_var.name}_pf", "int32")
@@ -219,22 +256,21 @@ def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
     outer = nest.weight_loops[:-1]
     groups = (math.prod(_extent(lp) for lp in nest.passes) - 1) * math.prod(
         _extent(lp) for lp in outer) * (_extent(loop) // inner)
-    scale, per_group = pacing(block_lines, groups)
+    scale, per_group = pacing(math.ceil(nest.span / line_elems), groups)
     group = (_linear(nest.passes) - 1) * math.prod(_extent(lp) for lp in outer)
     group = (group + _linear(outer)) * (_extent(loop) // inner) + tirx.Cast("int64", outer_var)
     line = tirx.shift_right(group * scale, _SHIFT)
-    nxt = tirx.min(nest.parallel.loop_var + 1, int(buf.shape[0]) - 1)
-    zeros = [0] * (len(buf.shape) - 2)
+    lets, start = _next_block_start(nest)
+    zeros = [0] * (len(buf.shape) - 1)
     calls = []
     for j in range(per_group):
-        index = tirx.Cast("int32", (line + j) * line_elems)
-        load = tirx.BufferLoad(buf, [nxt, *zeros, index])
-        call = tirx.call_llvm_intrin("void", "llvm.prefetch.p0", tirx.address_of(load),
-                                     0, PREFETCH_LOCALITY, 1)  # fmt: skip
+        index = tirx.Cast("int32", start + (line + j) * line_elems)
+        call = tirx.call_llvm_intrin(
+            "void", "llvm.prefetch.p0", tirx.address_of(tirx.BufferLoad(buf, [*zeros, index])),
+            0, PREFETCH_LOCALITY, 1)  # fmt: skip
         calls.append(tirx.Evaluate(call))
     first_pass = _linear(nest.passes) == 0
-    fetch = tirx.IfThenElse(tirx.Not(first_pass),
-                            calls[0] if len(calls) == 1 else tirx.SeqStmt(calls), None)
+    fetch = tirx.IfThenElse(tirx.Not(first_pass), tirx.SeqStmt([*lets, *calls]), None)
     bind = tirx.LetStmt(loop.loop_var, outer_var * inner + inner_var)
     inner_loop = tirx.For(inner_var, 0, inner, tirx.ForKind.SERIAL,
                           tirx.SeqStmt([bind, loop.body]))  # fmt: skip
