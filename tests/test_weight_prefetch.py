@@ -78,6 +78,19 @@ def test_winograd_panels_prefetch_the_next_panel(target, monkeypatch):
     np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
 
 
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni",)))
+def test_image_tasks_walk_and_prefetch_the_panels(target, monkeypatch):
+    """Tasks of one image each: the parallel loop does not move through the weights, the
+    task's serial panel loops do (each panel read by 4 rows of tiles)."""
+    spec = ConvSpec(2, 7, 7, 128, 128, 3, 3, padding=1)
+    kernel, xin = _conv(spec, "fp32", target, winograd=2)
+    assert "T.parallel(2)" in kernel.prim_func.script()  # one task per image
+    assert kernel.info["weight_prefetch"] >= 1
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    plain, _ = _conv(spec, "fp32", target, winograd=2)
+    np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
+
+
 @pytest.mark.usefixtures("zen4_caches")
 def test_prefetch_compiles_to_an_l2_prefetch_instruction():
     kernel, _ = _conv(WIDE_1X1, "fp32", HASWELL)
