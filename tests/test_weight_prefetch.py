@@ -11,11 +11,17 @@ import pytest
 
 from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel
-from aiq_tvm.targets.x86.prefetch import ENV_SWITCH, pacing, prefetch_enabled
+from aiq_tvm.targets.x86.prefetch import (
+    ENV_SWITCH,
+    pacing,
+    prefetch_enabled,
+    prefetch_next_weight_block,
+)
 from aiq_tvm.testing import compile_prim_func, kernel_args, kernel_input
-from isa import BEST_X86, HASWELL, isa_params
+from isa import AARCH64_DOTPROD, BEST_X86, HASWELL, isa_params
 
 WIDE_1X1 = ConvSpec(1, 7, 7, 1024, 512, 1, 1)  # 2 MB fp32 weights: output-channel tasks
+WIDER_1X1 = ConvSpec(1, 7, 7, 2048, 1024, 1, 1)  # 2 MB int8 weights
 QP = ActQParams.from_range(-3.0, 3.0)
 
 
@@ -40,7 +46,7 @@ def _run(kernel, xin, target) -> np.ndarray:
     return args[-1].numpy()
 
 
-# (haswell int8 plans 1-position register blocks for WIDE_1X1: 49 passes, left alone)
+# (haswell int8 plans 1-position register blocks for WIDER_1X1: 49 passes, left alone)
 CHANNEL_TASK_CASES = [
     pytest.param(scheme, p.values[0], marks=p.marks, id=f"{scheme}-{p.id}")
     for scheme, levels in (("fp32", ("avx512_vnni", "avx2")), ("int8", ("avx512_vnni",)))
@@ -51,12 +57,13 @@ CHANNEL_TASK_CASES = [
 @pytest.mark.parametrize("scheme,target", CHANNEL_TASK_CASES)
 @pytest.mark.usefixtures("zen4_caches")  # weights past Zen 4's L2 share: channel tasks
 def test_channel_block_tasks_prefetch_and_keep_their_outputs(scheme, target, monkeypatch):
-    kernel, xin = _conv(WIDE_1X1, scheme, target)
+    spec = WIDE_1X1 if scheme == "fp32" else WIDER_1X1
+    kernel, xin = _conv(spec, scheme, target)
     assert kernel.plan.order[0] == "o"
     assert kernel.info["weight_prefetch"] >= 1
     assert kernel.prim_func.script().count("llvm.prefetch") == kernel.info["weight_prefetch"]
     monkeypatch.setenv(ENV_SWITCH, "0")
-    plain, _ = _conv(WIDE_1X1, scheme, target)
+    plain, _ = _conv(spec, scheme, target)
     assert plain.info["weight_prefetch"] == 0
     assert "llvm.prefetch" not in plain.prim_func.script()
     np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
@@ -82,7 +89,7 @@ def test_winograd_panels_prefetch_the_next_panel(target, monkeypatch):
 def test_image_tasks_walk_and_prefetch_the_panels(target, monkeypatch):
     """Tasks of one image each: the parallel loop does not move through the weights, the
     task's serial panel loops do (each panel read by 4 rows of tiles)."""
-    spec = ConvSpec(2, 7, 7, 128, 128, 3, 3, padding=1)
+    spec = ConvSpec(2, 7, 7, 256, 256, 3, 3, padding=1)  # U: 4 MB, past the L2
     kernel, xin = _conv(spec, "fp32", target, winograd=2)
     assert "T.parallel(2)" in kernel.prim_func.script()  # one task per image
     assert kernel.info["weight_prefetch"] >= 1
@@ -92,10 +99,13 @@ def test_image_tasks_walk_and_prefetch_the_panels(target, monkeypatch):
 
 
 @pytest.mark.usefixtures("zen4_caches")
-def test_prefetch_compiles_to_an_l2_prefetch_instruction():
-    kernel, _ = _conv(WIDE_1X1, "fp32", HASWELL)
-    asm = compile_prim_func(kernel.prim_func, HASWELL).mod.inspect_source("asm")
-    assert "prefetcht1" in asm  # locality 2: into L2, not L1
+@pytest.mark.parametrize("target,instruction", [(HASWELL, "prefetcht1"),
+                                                (AARCH64_DOTPROD, "prfm\tpldl2keep")])
+def test_prefetch_compiles_to_an_l2_prefetch_instruction(target, instruction):
+    kernel, _ = _conv(WIDE_1X1, "fp32", target)
+    assert kernel.info["weight_prefetch"] >= 1
+    asm = compile_prim_func(kernel.prim_func, target).mod.inspect_source("asm")
+    assert instruction in asm  # locality 2: into L2, not L1 (cross-built, not run)
 
 
 @pytest.mark.usefixtures("zen4_caches")
@@ -111,6 +121,18 @@ def test_many_passes_row_tasks_and_dense_rows_are_left_alone():
     spec = DenseSpec(1, 2048, 1000)
     w = np.ones((1000, 2048), "float32")
     assert dense_kernel(spec, "fp32", w, None, target=BEST_X86).info["weight_prefetch"] == 0
+
+
+@pytest.mark.usefixtures("zen4_caches")
+def test_weights_that_stay_in_the_l2_are_left_alone(monkeypatch):
+    """2 MB of weights: prefetched under a 1 MiB L2, left alone under 4 MiB (they fit 3/4 of
+    it and stay cached), prefetched where the L2 is unknown."""
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    func = _conv(WIDE_1X1, "fp32", BEST_X86)[0].prim_func
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    assert prefetch_next_weight_block(func, 1 << 20)[1] >= 1
+    assert prefetch_next_weight_block(func, 4 << 20) == (func, 0)
+    assert prefetch_next_weight_block(func, 0)[1] >= 1
 
 
 @pytest.mark.parametrize("block_lines", [1, 7, 64, 1536, 4096, 9216])
