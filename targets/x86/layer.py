@@ -125,8 +125,9 @@ def layer_prim_func(x: te.Tensor, consts: dict[str, te.Tensor], names: list[str]
 def schedule_layer(func: tirx.PrimFunc, plan: TilePlan, kind: str, args: LayerArgs,
                    fmt: WeightFormat, *, schedule: bool, database,
                    tune_trials: int) -> tuple[tirx.PrimFunc, dict]:  # fmt: skip
-    """``func`` scheduled (database, tuning or default plan, see ``tune.schedule_kernel``) and
-    its schedule info; with ``schedule=False`` unchanged, marked unscheduled."""
+    """``func`` scheduled (database, tuning or default plan, see ``tune.schedule_kernel``), the
+    next weight block prefetched where that pays (``prefetch.py``), and its schedule info; with
+    ``schedule=False`` unchanged, marked unscheduled."""
     if not schedule:
         return func, {"schedule": "unscheduled", "schedule_source": "unscheduled"}
     func, info = schedule_kernel(

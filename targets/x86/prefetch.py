@@ -12,8 +12,8 @@ run a few lines ahead of the demand stream, and the stream is the burst.
 This rewrite spreads the read of the **next** block over the current block's later passes:
 the innermost weight loop is split, and each outer iteration prefetches a few lines of the
 next block, at an address advancing evenly through it. ResNet-50's 1x1 conv 2048 -> 512 at
-7 x 7 (batch 1, 2 threads, Intel host, session 24) ran 513 us with a cold cache without it,
-405 us with it, and 369 us hot either way.
+7 x 7 (batch 1, 2 threads, Intel host, session 24, docs/runs/s24_prefetch_kernel.py) ran
+427 us with a cold cache without it, 359 us with it, and 333-344 us hot.
 
 The rewrite reads the scheduled loop nest, so it applies to default, tuned and database
 schedules alike. It needs loops that move through the weights (the blocks: the parallel loop,
@@ -81,7 +81,7 @@ def prefetch_next_weight_block(func: tirx.PrimFunc, l2_bytes: int, weight: str =
     Unchanged where the structure does not match, or where all the weights fit
     :data:`L2_SHARE` of a core's L2 (``l2_bytes``; 0: unknown, no such limit): they stay
     cached between the tasks and the calls, and the prefetch would only add its instructions
-    (ResNet-20 FP32 at batch 16, 10-40 KB per layer: 0.91x the speed with it)."""
+    (ResNet-20 FP32 at batch 16, 10-40 KB per layer, ran 0.91x the speed with it at 90bebde)."""
     if not prefetch_enabled():
         return func, 0
     buf = next((b for b in func.params if getattr(b, "name", None) == weight), None)
@@ -262,7 +262,7 @@ def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
 
     The accumulation loop itself stays free of the prefetch: with a prefetch call inside it,
     LLVM stored an int8 register block's 21 accumulators to the stack on every iteration
-    (2.1x the time)."""
+    (about twice the kernel's time in an ad-hoc run of session 24)."""
     line_elems = CACHE_LINE_BYTES // max(tvm.DataType(buf.dtype).bits // 8, 1)
     loop = nest.weight_loops[-1]
     inner = _inner_extent(_extent(loop))
