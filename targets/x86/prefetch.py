@@ -111,7 +111,7 @@ def _children(stmt) -> list:
         return list(stmt.seq)
     if isinstance(stmt, tirx.IfThenElse):
         return [s for s in (stmt.then_case, stmt.else_case) if s is not None]
-    if isinstance(stmt, (tirx.For, tirx.AttrStmt, tirx.LetStmt)):
+    if isinstance(stmt, (tirx.For, tirx.AttrStmt)):  # (a LetStmt has no body in TVM 0.27)
         return [stmt.body]
     return []
 
@@ -295,24 +295,28 @@ def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
 
 
 def _replace(stmt, old: tirx.Stmt, new: tirx.Stmt):
-    """``stmt`` with the statement ``old`` replaced by ``new`` (nodes rebuilt along the way)."""
+    """``stmt`` with the statement ``old`` replaced by ``new``: the nodes on the way down to it
+    rebuilt, every other node kept (the node kinds :func:`_children` walks)."""
     if stmt.same_as(old):
         return new
+    kids = _children(stmt)
+    changed = [_replace(k, old, new) for k in kids]
+    if all(c.same_as(k) for c, k in zip(changed, kids, strict=True)):
+        return stmt
     if isinstance(stmt, SBlockRealize):
-        return SBlockRealize(list(stmt.iter_values), stmt.predicate,
-                             _replace(stmt.block, old, new))  # fmt: skip
-    if isinstance(stmt, SBlock):
+        return SBlockRealize(list(stmt.iter_values), stmt.predicate, changed[0])
+    if isinstance(stmt, SBlock):  # the target loop is in the body, never in the init
         return SBlock(list(stmt.iter_vars), list(stmt.reads), list(stmt.writes),
-                      stmt.name_hint, _replace(stmt.body, old, new), stmt.init,
-                      list(stmt.alloc_buffers), list(stmt.match_buffers),
-                      stmt.annotations)  # fmt: skip
+                      stmt.name_hint, changed[-1], stmt.init, list(stmt.alloc_buffers),
+                      list(stmt.match_buffers), stmt.annotations)  # fmt: skip
     if isinstance(stmt, tirx.SeqStmt):
-        return tirx.SeqStmt([_replace(s, old, new) for s in stmt.seq])
+        return tirx.SeqStmt(changed)
     if isinstance(stmt, tirx.For):
-        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind,
-                        _replace(stmt.body, old, new), stmt.thread_binding,
-                        stmt.annotations)  # fmt: skip
-    if isinstance(stmt, tirx.IfThenElse):
-        return tirx.IfThenElse(stmt.condition, _replace(stmt.then_case, old, new),
-                               stmt.else_case)  # fmt: skip
-    return stmt
+        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, changed[0],
+                        stmt.thread_binding, stmt.annotations)  # fmt: skip
+    if isinstance(stmt, tirx.AttrStmt):
+        return tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, changed[0])
+    # IfThenElse
+    then_case = changed[0]
+    else_case = changed[1] if len(changed) > 1 else None
+    return tirx.IfThenElse(stmt.condition, then_case, else_case)
