@@ -41,6 +41,10 @@ def _num_threads() -> int:
     return thread_count()[0]
 
 
+# Features host_target() adds where LLVM's name for this machine's CPU lacks them.
+HOST_ONLY_FEATURES = ("amx-tile", "amx-int8")
+
+
 def host_target() -> dict:
     """JSON target for this machine: LLVM's host CPU name and the thread count in use.
 
@@ -52,9 +56,14 @@ def host_target() -> dict:
 
     spec = {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()),
             "num-cores": _num_threads()}
-    missing = capabilities(tvm.target.Target(spec)).missing_on_host
-    if missing:
-        spec["mattr"] = [f"-{f}" for f in missing]
+    caps = capabilities(tvm.target.Target(spec))
+    # LLVM names a virtual machine's CPU from its CPUID model, which may lack features the
+    # machine executes: AMX on a Sapphire Rapids guest that LLVM calls "rocketlake". Those
+    # with a kernel of their own are switched on; features the host lacks are switched off.
+    extra = [f for f in HOST_ONLY_FEATURES if f in host_features() and f not in caps.features]
+    mattr = [f"-{f}" for f in caps.missing_on_host] + [f"+{f}" for f in extra]
+    if mattr:
+        spec["mattr"] = mattr
     return spec
 
 

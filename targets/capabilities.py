@@ -63,14 +63,15 @@ INT8_WEIGHT_QMAX = {"vpmaddubsw": 63}
 # AMD's XOP / FMA4 (Bulldozer family, dropped since Zen): LLVM emits them for bdver* targets,
 # so a host without them must not run such code.
 _X86_FEATURES = ("ssse3", "sse4.1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-                 "avx512vnni", "avxvnni", "xop", "fma4")
+                 "avx512vnni", "avxvnni", "xop", "fma4", "amx-tile", "amx-int8")
 _ARM_FEATURES = ("neon", "dotprod", "i8mm", "fullfp16", "sve")
 # /proc/cpuinfo spellings of the same features.
 _CPUINFO_NAMES = {
     "ssse3": "ssse3", "sse4_1": "sse4.1", "avx": "avx", "avx2": "avx2", "fma": "fma",
     "f16c": "f16c", "xop": "xop", "fma4": "fma4",
     "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vl": "avx512vl",
-    "avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni",
+    "avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni", "amx_tile": "amx-tile",
+    "amx_int8": "amx-int8",
     "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "asimdhp": "fullfp16", "sve": "sve",
 }
 
