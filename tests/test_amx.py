@@ -96,8 +96,22 @@ def test_sapphire_rapids_build_uses_tiles(spec):
         assert instruction in asm, instruction
 
 
-def test_short_reductions_and_env_off_keep_the_dot_kernel(monkeypatch):
-    short = ConvSpec(1, 56, 56, 256, 64, 1, 1)  # 256 multiply-adds per output
+@pytest.mark.parametrize("spec,tiles", [
+    (ConvSpec(1, 56, 56, 256, 64, 1, 1), True),  # 256 multiply-adds per output
+    (ConvSpec(1, 14, 14, 96, 576, 1, 1), False),  # 96: too short a reduction
+    (ConvSpec(1, 7, 7, 2048, 512, 1, 1), True),  # 7-row tiles, 512 output channels
+    (ConvSpec(1, 7, 7, 960, 160, 1, 1), False),  # 7-row tiles, 160 output channels
+])
+def test_default_choice_of_tiles(spec, tiles, monkeypatch):
+    monkeypatch.delenv("AIQ_AMX", raising=False)
+    kernel = conv2d_kernel(spec, "int8", np.zeros(spec.weight_shape, "float32"), None,
+                           act_qparams=QP, target=SAPPHIRE)
+    assert (kernel.info.get("algorithm") == "amx") == tiles
+
+
+def test_forced_and_env_off_choices(monkeypatch):
+    monkeypatch.delenv("AIQ_AMX", raising=False)
+    short = ConvSpec(1, 14, 14, 96, 576, 1, 1)
     assert conv2d_kernel(short, "int8", np.zeros(short.weight_shape, "float32"), None,
                          act_qparams=QP, target=SAPPHIRE).info.get("algorithm") != "amx"
     monkeypatch.setenv("AIQ_AMX", "1")  # forced: wherever tiles apply

@@ -130,14 +130,24 @@ def pack_weight_amx(q: np.ndarray, plan: AmxPlan) -> np.ndarray:
 
 def pad_input(x: te.Tensor, spec: ConvSpec, plan: AmxPlan, pad_value) -> te.Tensor:
     """The padded NHWC input ``[N, hp, wp, cp]``: ``pad_value`` (the zero point) outside
-    the image and in the padded channels."""
+    the image and in the padded channels. Only the bounds a side has are tested, so a copy
+    without channel padding vectorizes over the channels."""
     top, left = spec.padding[0], spec.padding[1]
 
     def body(b, i, j, c):
-        inside = tirx.all(i >= top, i < top + spec.H, j >= left, j < left + spec.W,
-                          c < spec.C)
-        return tirx.if_then_else(inside, x[b, i - top, j - left, tirx.min(c, spec.C - 1)],
-                                 pad_value)
+        conds = []
+        if top:
+            conds.append(i >= top)
+        if plan.hp > top + spec.H:
+            conds.append(i < top + spec.H)
+        if left:
+            conds.append(j >= left)
+        if plan.wp > left + spec.W:
+            conds.append(j < left + spec.W)
+        if plan.cp > spec.C:
+            conds.append(c < spec.C)
+        val = x[b, i - top, j - left, c]
+        return tirx.if_then_else(tirx.all(*conds), val, pad_value) if conds else val
 
     return te.compute((spec.N, plan.hp, plan.wp, plan.cp), body, name="pad")
 
@@ -344,11 +354,11 @@ def schedule_amx(func: tirx.PrimFunc, spec: ConvSpec, plan: AmxPlan) -> tirx.Pri
                                        *spec.stride)
     sch.tensorize(sch.get_loops(init)[-3], init_name)
     sch.tensorize(row, tile_name)
-    if plan.need_pad:
+    if plan.need_pad:  # rows in parallel, channels in 64-byte vectors
         pad = sch.get_sblock("pad")
-        pb, pi, pj, pc = sch.get_loops(pad)
+        pb, pi, _, pc = sch.get_loops(pad)
         sch.parallel(sch.fuse(pb, pi))
-        sch.vectorize(pc)
+        sch.vectorize(sch.split(pc, [None, plan.kc])[1])
     return sch.mod["main"]
 
 

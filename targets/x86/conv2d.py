@@ -939,11 +939,14 @@ def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qpara
     return Kernel(func, consts, "float32", spec.out_shape, "float32", info, None)
 
 
-# AMX pays where a tile block's reduction is long enough to hide its per-block work (tile
-# configuration, stores, epilogue): kernels timed on a Sapphire Rapids guest (session 25)
-# ran 1.3x-4.5x the vpdpbusd kernel's speed from 512 multiply-adds per output up, 0.75x at
-# 256 with 56 x 56 outputs.
-AMX_MIN_REDUCTION = 512
+# Where AMX beats the vpdpbusd kernel, fitted on kernels timed on a Sapphire Rapids guest
+# (session 25, docs/performance_224.md "AMX-INT8"): reductions of 256 multiply-adds per
+# output and more ran 1.5x-4.4x its speed, shorter ones 0.7x-2.0x; output rows narrower than
+# 8 columns (7 x 7 maps: 7-row tiles, a padded row pair) paid only with 512 or more output
+# channels (1.1x-1.5x; 960 -> 160 ran 0.5x-1.0x).
+AMX_MIN_REDUCTION = 256
+AMX_SHORT_ROWS = 8
+AMX_SHORT_ROWS_MIN_CHANNELS = 512
 
 
 def _amx_choice(spec: ConvSpec, args) -> amx.AmxPlan | None:
@@ -960,9 +963,10 @@ def _amx_choice(spec: ConvSpec, args) -> amx.AmxPlan | None:
     if env == "0" or args.scheme.name not in ("int8", "int4") or not amx.has_amx(args.cpu.caps):
         return None
     plan = amx.amx_plan(spec)
-    if plan is None or (env == "" and spec.KH * spec.KW * plan.cp < AMX_MIN_REDUCTION):
-        return None
-    return plan
+    if plan is None or env == "1":
+        return plan
+    short = plan.rows < AMX_SHORT_ROWS and spec.O < AMX_SHORT_ROWS_MIN_CHANNELS
+    return None if short or spec.KH * spec.KW * plan.cp < AMX_MIN_REDUCTION else plan
 
 
 def _amx_int8_kernel(spec: ConvSpec, args, fmt, plan: amx.AmxPlan, residual: bool,
