@@ -84,6 +84,18 @@ def _conv_spec(lc: LayerCost):
                     padding=lc.padding, groups=lc.groups)  # fmt: skip
 
 
+def byte_stored_int4(cost: CostModel, assignment: Mapping[str, str], target) -> list[str]:
+    """The plan's int4 conv layers that ``target`` runs on AMX tiles, their 4-bit codes
+    stored a byte each (:func:`aiq_tvm.targets.x86.conv2d.amx_plan_for`)."""
+    from .targets.capabilities import capabilities
+    from .targets.x86.conv2d import amx_plan_for
+
+    caps = capabilities(target)
+    return [lc.name for lc in cost.layers
+            if lc.supported and lc.op == "conv2d" and assignment.get(lc.name) == "int4"
+            and amx_plan_for(_conv_spec(lc), "int4", caps) is not None]
+
+
 def layer_cycles(lc: LayerCost, precision: str, target, read=None) -> float | None:
     """Modelled cycles of ``lc``'s kernel at ``precision`` on ``target`` (its batch is the cost
     model's), or None for a layer without an AIQ kernel. ``read`` (``nbytes -> cycles``)

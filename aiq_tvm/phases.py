@@ -41,7 +41,7 @@ from .datachecks import (
     compare_notes,
     sample_notes,
 )
-from .floor import describe_floor_memory, floor_choices, floor_plan
+from .floor import byte_stored_int4, describe_floor_memory, floor_choices, floor_plan
 from .gptq import MAX_HESSIAN_BYTES, HessianCollector
 from .journal import SearchJournal
 from .microbatch import check_divides
@@ -471,6 +471,11 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
     report = make_report(ctx.cost, assignment, ctx.preset, str(ctx.target),
                          run_target=str(ctx.run_target))
     report.notes += ctx.notes
+    stored = byte_stored_int4(ctx.cost, assignment, ctx.target)
+    if stored:
+        report.notes.append(
+            f"{len(stored)} int4 layer(s) run on AMX tiles with their 4-bit codes stored a byte "
+            f"each (int8's speed and weight memory; bytes and AI above count 4 bits): {stored}")
     report.speed_floor = ctx.config.speed_floor
     if ctx.config.speed_floor is not None:
         report.notes.append(describe_floor_memory(ctx.cost, ctx.config.speed_floor, ctx.target,

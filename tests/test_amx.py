@@ -4,7 +4,9 @@ kernel (both accumulate exact int32) where this machine executes AMX."""
 
 import numpy as np
 import pytest
+import torch
 
+import aiq_tvm
 from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets import host_features
 from aiq_tvm.targets.capabilities import capabilities
@@ -96,35 +98,16 @@ def test_sapphire_rapids_build_uses_tiles(spec):
         assert instruction in asm, instruction
 
 
-@pytest.mark.parametrize("spec,tiles", [
-    (ConvSpec(1, 56, 56, 256, 64, 1, 1), True),  # 256 multiply-adds per output
-    (ConvSpec(1, 14, 14, 96, 576, 1, 1), False),  # 96: too short a reduction
-    (ConvSpec(1, 7, 7, 2048, 512, 1, 1), True),  # 7-row tiles, 512 output channels
-    (ConvSpec(1, 7, 7, 960, 160, 1, 1), False),  # 7-row tiles, 160 output channels
-])
-def test_default_choice_of_tiles(spec, tiles, monkeypatch):
-    monkeypatch.delenv("AIQ_AMX", raising=False)
-    kernel = conv2d_kernel(spec, "int8", np.zeros(spec.weight_shape, "float32"), None,
-                           act_qparams=QP, target=SAPPHIRE)
-    assert (kernel.info.get("algorithm") == "amx") == tiles
-
-
-def test_forced_and_env_off_choices(monkeypatch):
-    monkeypatch.delenv("AIQ_AMX", raising=False)
-    short = ConvSpec(1, 14, 14, 96, 576, 1, 1)
-    assert conv2d_kernel(short, "int8", np.zeros(short.weight_shape, "float32"), None,
-                         act_qparams=QP, target=SAPPHIRE).info.get("algorithm") != "amx"
-    monkeypatch.setenv("AIQ_AMX", "1")  # forced: wherever tiles apply
-    assert conv2d_kernel(short, "int8", np.zeros(short.weight_shape, "float32"), None,
-                         act_qparams=QP, target=SAPPHIRE).info["algorithm"] == "amx"
-    long = ConvSpec(1, 14, 14, 256, 256, 3, 3, padding=1)
-    monkeypatch.setenv("AIQ_AMX", "0")
-    assert conv2d_kernel(long, "int8", np.zeros(long.weight_shape, "float32"), None,
-                         act_qparams=QP, target=SAPPHIRE).info.get("algorithm") != "amx"
+def test_env_switch(monkeypatch):
+    spec = ConvSpec(1, 14, 14, 96, 576, 1, 1)
+    w = np.zeros(spec.weight_shape, "float32")
+    for value, tiles in (("", True), ("1", True), ("0", False)):
+        monkeypatch.setenv("AIQ_AMX", value)
+        kernel = conv2d_kernel(spec, "int8", w, None, act_qparams=QP, target=SAPPHIRE)
+        assert (kernel.info.get("algorithm") == "amx") == tiles, value
     monkeypatch.setenv("AIQ_AMX", "yes")
     with pytest.raises(ValueError, match="AIQ_AMX must be 0 or 1"):
-        conv2d_kernel(long, "int8", np.zeros(long.weight_shape, "float32"), None,
-                      act_qparams=QP, target=SAPPHIRE)
+        conv2d_kernel(spec, "int8", w, None, act_qparams=QP, target=SAPPHIRE)
 
 
 def test_int4_takes_tiles_with_byte_codes_and_fp32_does_not():
@@ -151,7 +134,7 @@ RUN_CASES = [
 @pytest.mark.parametrize("residual", [False, True], ids=["float-out", "requant-residual"])
 @pytest.mark.parametrize("spec", RUN_CASES, ids=lambda s: f"{s.KH}x{s.KW}s{s.stride[0]}c{s.C}")
 def test_outputs_bit_identical_to_the_dot_kernel(spec, residual, scheme, monkeypatch):
-    monkeypatch.setenv("AIQ_AMX", "1")
+    monkeypatch.delenv("AIQ_AMX", raising=False)
     tiles, x, res = _conv(spec, SAPPHIRE, residual=residual, scheme=scheme)
     assert tiles.info["algorithm"] == "amx"
     monkeypatch.setenv("AIQ_AMX", "0")
@@ -168,3 +151,29 @@ def test_host_target_switches_on_amx_llvm_may_not_name():
 
     caps = capabilities(host_target())
     assert amx.has_amx(caps) and caps.host_runnable
+
+
+class _TwoConvs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wide = torch.nn.Conv2d(256, 256, 3, padding=1)  # AMX at int8 and int4
+        self.narrow = torch.nn.Conv2d(256, 48, 1)  # 48 channels: no tile plan
+
+    def forward(self, x):
+        return self.narrow(torch.relu(self.wide(x)))
+
+
+def test_report_names_the_int4_layers_stored_a_byte_per_code(monkeypatch):
+    from aiq_tvm._ir import specialize_batch
+    from aiq_tvm.analysis import cost_model
+    from aiq_tvm.compiler import prepare
+    from aiq_tvm.floor import byte_stored_int4
+
+    monkeypatch.delenv("AIQ_AMX", raising=False)
+    mod, _ = aiq_tvm.from_torch(_TwoConvs().eval(), torch.randn(1, 256, 14, 14))
+    cost = cost_model(specialize_batch(prepare(mod), 1))
+    plan = {name: "int4" for name in cost.names}
+    wide = [lc.name for lc in cost.layers if lc.weight_shape[0] == 256]
+    assert byte_stored_int4(cost, plan, SAPPHIRE) == wide
+    assert byte_stored_int4(cost, plan, ZNVER4) == []
+    assert byte_stored_int4(cost, {n: "int8" for n in cost.names}, SAPPHIRE) == []

@@ -312,6 +312,7 @@ def _tile_impl(kh: int, kw: int, cp: int, kc: int, rows: int, sh: int, sw: int):
                   T.int64(OC_BLOCK * 4))
             _call("llvm.x86.tilestored64", T.uint8(3), T.address_of(C[1, 0, 16]),
                   T.int64(OC_BLOCK * 4))
+            _call("llvm.x86.tilerelease")
 
     return tile_impl
 
@@ -328,7 +329,7 @@ def _intrinsics(kh: int, kw: int, cp: int, kc: int, rows: int, sh: int, sw: int)
 
 def schedule_amx(func: tirx.PrimFunc, spec: ConvSpec, plan: AmxPlan) -> tirx.PrimFunc:
     """Schedule the TE kernel (``pad`` if present, ``acc``, ``out``): one parallel task per
-    (32 output channels, image, output row pair, column tile), the accumulation tensorized
+    (image, output row pair, column tile, 32 output channels), the accumulation tensorized
     into tile multiplies, the epilogue vectorized over the 32 channels."""
     sch = tvm.s_tir.Schedule(func)
     out = sch.get_sblock("out")
@@ -337,8 +338,13 @@ def schedule_amx(func: tirx.PrimFunc, spec: ConvSpec, plan: AmxPlan) -> tirx.Pri
     i2, r = sch.split(i, [None, ROW_BLOCK])
     jt, p = sch.split(j, [None, plan.rows])
     ob, oo = sch.split(o, [None, OC_BLOCK])
-    sch.reorder(ob, b, i2, jt, r, p, oo)
-    task = sch.fuse(ob, b, i2, jt)
+    # Output positions outermost: each core reads the input rows the previous layer's
+    # kernels (parallel over positions too) left in its own caches, and a block's two rows
+    # of activations stay in L1 across the channel blocks. Channel blocks outermost made
+    # each core read the whole input: ResNet-50 INT8 ran 1.27x the vpdpbusd kernels' speed
+    # at batch 8 that way, 1.97x this way (docs/runs/s25/).
+    sch.reorder(b, i2, jt, ob, r, p, oo)
+    task = sch.fuse(b, i2, jt, ob)
     sch.parallel(task)
     sch.vectorize(oo)
     sch.compute_at(acc, task)

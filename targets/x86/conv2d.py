@@ -716,7 +716,7 @@ def conv2d_kernel(
                           winograd=winograd, decode_once=decode_once, database=database,
                           tune_trials=tune_trials)  # fmt: skip
     fmt, plan, wplan = choice.fmt, choice.plan, choice.wplan
-    amx_plan = _amx_choice(spec, args) if schedule else None
+    amx_plan = amx_plan_for(spec, args.scheme, args.cpu.caps) if schedule else None
     if amx_plan is not None:
         kernel = _amx_int8_kernel(spec, args, fmt, amx_plan, residual, residual_qparams)
         kernel.info["modelled_cycles"] = choice.cycles  # not modelled: the dot kernel's
@@ -939,34 +939,27 @@ def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qpara
     return Kernel(func, consts, "float32", spec.out_shape, "float32", info, None)
 
 
-# Where AMX beats the vpdpbusd kernel, fitted on kernels timed on a Sapphire Rapids guest
-# (session 25, docs/performance_224.md "AMX-INT8"): reductions of 256 multiply-adds per
-# output and more ran 1.5x-4.4x its speed, shorter ones 0.7x-2.0x; output rows narrower than
-# 8 columns (7 x 7 maps: 7-row tiles, a padded row pair) paid only with 512 or more output
-# channels (1.1x-1.5x; 960 -> 160 ran 0.5x-1.0x).
-AMX_MIN_REDUCTION = 256
-AMX_SHORT_ROWS = 8
-AMX_SHORT_ROWS_MIN_CHANNELS = 512
+def amx_plan_for(spec: ConvSpec, scheme, caps) -> amx.AmxPlan | None:
+    """The AMX plan of an int8 or int4 layer on a target with AMX-INT8 (``caps``), or None
+    where the ``vpdpbusd`` kernel runs (``AIQ_AMX=0`` turns AMX off). Needs no weights:
+    reports call it too.
 
-
-def _amx_choice(spec: ConvSpec, args) -> amx.AmxPlan | None:
-    """The AMX plan of an int8 or int4 layer on a target with AMX-INT8, or None
-    (``AIQ_AMX=0`` turns AMX off, ``1`` uses it wherever it applies).
+    Tiles run wherever they apply (:func:`~aiq_tvm.targets.x86.amx.amx_plan`). Whole models
+    ran fastest that way on a Sapphire Rapids guest (session 25): MobileNetV2 INT8 b1 / b8
+    1.44 / 9.27 ms, against 1.47 / 9.76 ms with tiles only for reductions of 256 and more and
+    1.52 / 9.93 ms without; ResNet-50 b1 4.03 / 4.37 / 8.32 ms.
 
     int4 layers take the same tiles with their 4-bit codes stored one per byte (tiles read
     bytes): int8's speed, int4's accuracy, int8's weight memory (``Kernel.info``'s
-    ``weight_format`` is ``amx_i8`` and its constant bytes say so). Kept on the ``vpdpbusd``
+    ``weight_format`` is ``amx_i8``, and the build report notes it). Kept on the ``vpdpbusd``
     path they would run several times slower than an int8 layer next to them."""
     env = os.environ.get("AIQ_AMX", "")
     if env not in ("", "0", "1"):
         raise ValueError(f"AIQ_AMX must be 0 or 1 (or unset), got {env!r}")
-    if env == "0" or args.scheme.name not in ("int8", "int4") or not amx.has_amx(args.cpu.caps):
+    name = get_precision(scheme).name
+    if env == "0" or name not in ("int8", "int4") or not amx.has_amx(caps):
         return None
-    plan = amx.amx_plan(spec)
-    if plan is None or env == "1":
-        return plan
-    short = plan.rows < AMX_SHORT_ROWS and spec.O < AMX_SHORT_ROWS_MIN_CHANNELS
-    return None if short or spec.KH * spec.KW * plan.cp < AMX_MIN_REDUCTION else plan
+    return amx.amx_plan(spec)
 
 
 def _amx_int8_kernel(spec: ConvSpec, args, fmt, plan: amx.AmxPlan, residual: bool,
