@@ -1,6 +1,6 @@
-"""AMX-INT8 conv2d: ``tdpbusd`` tile multiplies for the int8 layers of a target with
-``amx-int8`` (Sapphire Rapids and later Xeons, the cloud vCPUs of AWS m7i / GCP c3 / Azure
-Dsv6 class).
+"""AMX-INT8 conv2d: ``tdpbusd`` tile multiplies for the int8 and int4 layers (int4 codes
+stored a byte each) of a target with ``amx-int8`` (Sapphire Rapids and later Xeons, the
+cloud vCPUs of AWS m7i / GCP c3 / Azure Dsv6 class).
 
 One ``tdpbusd`` multiplies a 16 x 64 uint8 tile by a 16 x 64 int8 tile (16 x 16 int32 += 16
 rows x 64 reduction), 16 384 multiply-adds: per core-cycle 8x what ``vpdpbusd`` on zmm does.
@@ -24,7 +24,7 @@ correction, scales, bias, residual, activation, requantize) is the shared one
 Linux hands out AMX tile state only to processes that ask (``arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)``); every kernel asks on entry (one cheap, idempotent system call), so an
 exported library runs in any process. Tile configuration is per thread: every parallel task
-loads it (``ldtilecfg``) before its tile instructions.
+loads it (``ldtilecfg``) before its tile instructions and releases the tiles after its stores.
 """
 
 from __future__ import annotations
