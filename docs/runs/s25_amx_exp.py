@@ -1,39 +1,14 @@
 """Ad-hoc (session 25): one torchvision model built with and without the AMX-INT8 kernels
 (``AIQ_AMX``), whole inferences timed in alternating rounds in one process
-(medians of TVM's time_evaluator per round; the ratio is off / on).
+(:mod:`onoff_exp`; the ratio is off / on).
 
-    TVM_NUM_THREADS=2 flock /work/bench.lock \
+    TVM_NUM_THREADS=2 flock /work/bench.lock \\
         python docs/runs/s25_amx_exp.py MODEL BATCH PLAN [ROUNDS]
 """
-import json
 import os
 import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from onoff_exp import main  # noqa: E402
 
-sys.path.insert(0, "scripts")
-import torch  # noqa: E402
-from bench_models import load_model  # noqa: E402
-
-import aiq_tvm  # noqa: E402
-
-model_name, bs, prec = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 7
-model, xc = load_model(model_name, 224)
-mod, params = aiq_tvm.from_torch(model, torch.from_numpy(xc[:1]))
-builds = {}
-for flag in ("0", "1"):
-    os.environ["AIQ_AMX"] = flag
-    builds[flag] = aiq_tvm.build(mod, "llvm", params=params, plan=prec, calib_data=xc[:16],
-                                 batch_size=bs)
-x = np.ascontiguousarray(np.concatenate([xc] * 8)[:bs])
-outs = {f: b.run(x) for f, b in builds.items()}
-same = bool(np.array_equal(np.asarray(outs["0"]), np.asarray(outs["1"])))
-times = {f: [] for f in builds}
-for r in range(rounds):
-    for f in (("0", "1") if r % 2 == 0 else ("1", "0")):
-        times[f].append(builds[f].benchmark(bs, repeat=10, min_repeat_ms=200, x=x)["median_ms"])
-med = {f: float(np.median(v)) for f, v in times.items()}
-print(json.dumps({"model": model_name, "batch": bs, "plan": prec, "off_ms": med["0"],
-                  "on_ms": med["1"], "off_over_on": med["0"] / med["1"], "same_output": same,
-                  "rounds": {f: [round(t, 3) for t in v] for f, v in times.items()}}))
+main("AIQ_AMX", sys.argv[1:])
