@@ -125,7 +125,7 @@ RUN_CASES = [
     ConvSpec(1, 14, 14, 256, 256, 3, 3, padding=1),
     ConvSpec(2, 15, 15, 128, 64, 3, 3, stride=2, padding=1),  # stride 2, odd rows, batch 2
     ConvSpec(1, 7, 7, 2048, 512, 1, 1),
-    ConvSpec(1, 9, 9, 36, 32, 3, 3, padding=(1, 0, 1, 2)),  # padded channels, uneven padding
+    ConvSpec(1, 9, 9, 62, 32, 3, 3, padding=(1, 0, 1, 2)),  # padded channels, uneven padding
 ]
 
 
