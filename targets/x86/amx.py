@@ -53,7 +53,8 @@ TILE_ROWS = 16  # rows of a tile (M)
 TILE_BYTES = 64  # bytes of a tile row (K x 1 byte of A, 16 channels x 4 bytes of B)
 OC_BLOCK = 32  # two N tiles of 16 channels
 ROW_BLOCK = 2  # two M tiles: two output rows
-# Fewer channels per reduction step than this waste most of the tile's 64-byte rows.
+# Fewer channels per reduction step than this waste most of the tile's 64-byte rows:
+# MobileNetV2 INT8 ran 3-6 % slower with 16 (docs/performance_224.md, session 25).
 MIN_KC = 32
 
 
