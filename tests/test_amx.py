@@ -63,6 +63,8 @@ def test_tile_plan(spec, rows, kc, need_pad):
     ConvSpec(1, 8, 8, 16, 64, 1, 1),  # 16 channels: a quarter of a tile row
     ConvSpec(1, 8, 8, 64, 64, 3, 3, groups=2),  # grouped
     ConvSpec(1, 8, 8, 64, 64, 1, 7, padding=(0, 3, 0, 3)),  # 1 x 7 window
+    ConvSpec(2, 1, 1, 64, 32, 1, 1),  # squeeze-and-excitation conv: a 1 x 1 map
+    ConvSpec(1, 3, 3, 64, 64, 3, 3, padding=1),  # 3-column rows
 ])
 def test_no_tile_plan_where_tiles_do_not_apply(spec):
     assert amx.amx_plan(spec) is None

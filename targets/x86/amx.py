@@ -53,6 +53,9 @@ TILE_ROWS = 16  # rows of a tile (M)
 TILE_BYTES = 64  # bytes of a tile row (K x 1 byte of A, 16 channels x 4 bytes of B)
 OC_BLOCK = 32  # two N tiles of 16 channels
 ROW_BLOCK = 2  # two M tiles: two output rows
+# Output rows narrower than this leave most of every tile multiply idle (and a 1 x 1 map,
+# a squeeze-and-excitation conv's, has no row loop to tensorize).
+MIN_ROWS = 4
 # Fewer channels per reduction step than this waste most of the tile's 64-byte rows:
 # MobileNetV2 INT8 ran 3-6 % slower with 16 (docs/performance_224.md, session 25).
 MIN_KC = 32
@@ -100,15 +103,15 @@ def _kc(cp: int) -> int:
 
 def amx_plan(spec: ConvSpec) -> AmxPlan | None:
     """The tile plan of a regular (groups 1, dilation 1) conv, or None where AMX does not
-    pay or apply: output channels not a multiple of 32, or fewer than :data:`MIN_KC`
-    channels per reduction step."""
+    pay or apply: output channels not a multiple of 32, outputs narrower than
+    :data:`MIN_ROWS` columns, or fewer than :data:`MIN_KC` channels per reduction step."""
     if spec.groups != 1 or spec.dilation != (1, 1) or spec.O % OC_BLOCK:
         return None
     if (spec.KH == 1) != (spec.KW == 1):  # 1 x k / k x 1 windows: no tile description
         return None
     cp = round_up(spec.C, 4)
     kc = _kc(cp)
-    if kc < MIN_KC:
+    if kc < MIN_KC or spec.OW < MIN_ROWS:
         return None
     sh, sw = spec.stride
     rows = _rows(spec.OW)
