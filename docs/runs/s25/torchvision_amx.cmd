@@ -1,0 +1,1 @@
+TVM_NUM_THREADS=2 python scripts/check_torchvision.py --models mobilenet_v3_small efficientnet_b0 regnet_y_400mf shufflenet_v2_x0_5 googlenet mnasnet0_5 resnext50_32x4d --jsonl docs/runs/s25/torchvision_amx.jsonl
