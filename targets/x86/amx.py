@@ -38,7 +38,7 @@ from tvm import te, tirx
 from tvm.s_tir import SBlock, SBlockRealize
 from tvm.script import tirx as T
 
-from .common import ConvSpec, round_up
+from .common import ConvSpec, nhwc_pad_body, round_up
 from .vnni import register_once
 
 __all__ = ["AmxPlan", "amx_plan", "has_amx", "pack_weight_amx", "amx_acc", "schedule_amx",
@@ -133,26 +133,9 @@ def pack_weight_amx(q: np.ndarray, plan: AmxPlan) -> np.ndarray:
 
 
 def pad_input(x: te.Tensor, spec: ConvSpec, plan: AmxPlan, pad_value) -> te.Tensor:
-    """The padded NHWC input ``[N, hp, wp, cp]``: ``pad_value`` (the zero point) outside
-    the image and in the padded channels. Only the bounds a side has are tested, so a copy
-    without channel padding vectorizes over the channels."""
-    top, left = spec.padding[0], spec.padding[1]
-
-    def body(b, i, j, c):
-        conds = []
-        if top:
-            conds.append(i >= top)
-        if plan.hp > top + spec.H:
-            conds.append(i < top + spec.H)
-        if left:
-            conds.append(j >= left)
-        if plan.wp > left + spec.W:
-            conds.append(j < left + spec.W)
-        if plan.cp > spec.C:
-            conds.append(c < spec.C)
-        val = x[b, i - top, j - left, c]
-        return tirx.if_then_else(tirx.all(*conds), val, pad_value) if conds else val
-
+    """The padded NHWC input ``[N, hp, wp, cp]`` (:func:`~.common.nhwc_pad_body`: the zero
+    point outside the image and in the padded channels)."""
+    body = nhwc_pad_body(x, spec, plan.hp, plan.wp, plan.cp, pad_value)
     return te.compute((spec.N, plan.hp, plan.wp, plan.cp), body, name="pad")
 
 

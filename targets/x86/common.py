@@ -235,6 +235,33 @@ def apply_act_te(v: te.Tensor, act) -> Any:
     return v
 
 
+def nhwc_pad_body(x: te.Tensor, spec: ConvSpec, hq: int, wq: int, cp: int, pad_value):
+    """The element ``(b, i, j, k)`` of ``x`` padded to ``[N, hq, wq, cp]`` by ``spec``'s top
+    and left padding: ``pad_value`` outside the image and in the padded channels. Only the
+    bounds a side has are tested, so a copy without channel padding vectorizes."""
+    n, h, w, c = spec.in_shape
+    pt, pl, _, _ = spec.padding
+
+    def body(b, i, j, k):
+        conds = []
+        if pt:
+            conds.append(i >= pt)
+        if hq > pt + h:
+            conds.append(i < pt + h)
+        if pl:
+            conds.append(j >= pl)
+        if wq > pl + w:
+            conds.append(j < pl + w)
+        if cp > c:
+            conds.append(k < c)
+        val = x[b, i - pt, j - pl, k]
+        if not conds:
+            return val
+        return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, pad_value)
+
+    return body
+
+
 def quantize_value(v, inv, zp, rounding_convert: bool = False):
     """uint8 activation quantizer ``clip(rint(v * inv) + zp, 0, 255)`` in float32.
 

@@ -36,6 +36,7 @@ from .common import (
     finalize,
     fold_acc_shift,
     layer_output,
+    nhwc_pad_body,
     pack_weight,
     pack_weight_depthwise,
     residual_input,
@@ -562,28 +563,10 @@ def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,
 def _pad_block(x: te.Tensor, spec: ConvSpec, plan: _ConvPlan, pad_value) -> te.Tensor:
     """Zero-point (int) or zero (float) padded copy, channels padded to ``plan.cp`` (columns
     split into ``plan.phases`` phases, see ``_ConvPlan``)."""
-    n, h, w, c = spec.in_shape
-    pt, pl, _, _ = spec.padding
     if plan.fold:
         return _flat_pad_block(x, spec, plan, pad_value)
-
-    def body(b, i, j, k):
-        conds = []
-        if pt:
-            conds.append(i >= pt)
-        if plan.hq > pt + h:
-            conds.append(i < pt + h)
-        if pl:
-            conds.append(j >= pl)
-        if plan.wq > pl + w:
-            conds.append(j < pl + w)
-        if plan.cp > c:
-            conds.append(k < c)
-        val = x[b, i - pt, j - pl, k]
-        if not conds:
-            return val
-        return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, pad_value)
-
+    n = spec.N
+    body = nhwc_pad_body(x, spec, plan.hq, plan.wq, plan.cp, pad_value)
     ph = plan.phases
     if ph > 1:
         return te.compute((n, plan.hq, ph, plan.wq // ph, plan.cp),
