@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -82,7 +83,15 @@ SPLIT_CASES = {
     "conv3x3_wide_s2": dict(spec=ConvSpec(1, 14, 14, 512, 256, 3, 3, stride=2, padding=1),
                             act="none", residual=False),
 }
-ALL_CASES = {**CASES, **SPLIT_CASES}
+# Batch-4 convs whose fp32 weights pass Zen 4's L2 share (3x3: 4.7 MB, 1x1: 2 MB; int8 1.2 MB
+# and 512 KB): image tasks that walk the output-channel blocks outermost.
+IMAGE_TASK_CASES = {
+    "conv3x3_wide_b4": dict(spec=ConvSpec(4, 7, 7, 512, 256, 3, 3, padding=1), act="relu",
+                            residual=True),
+    "conv1x1_wide_b4": dict(spec=ConvSpec(4, 14, 14, 1024, 512, 1, 1), act="relu",
+                            residual=False),
+}
+ALL_CASES = {**CASES, **SPLIT_CASES, **IMAGE_TASK_CASES}
 
 
 def compile_kernel(k: Kernel, target=BEST_X86):
@@ -629,6 +638,38 @@ def test_output_channel_split_conv_matches_reference(name, scheme, target):
     # The padded copy's block comes before the parallel loop: made once.
     assert body.index('T.sblock("pad")') < body.index("T.parallel")
     assert_close(run_kernel(k, xin, res, target), ref.y, scheme)
+
+
+@pytest.mark.parametrize("scheme,orders", [
+    ("fp32", {"conv3x3_wide_b4": "image", "conv1x1_wide_b4": "image"}),
+    # int8's 512 KB of 1x1 weights stay in the L2: positions outermost, as before.
+    ("int8", {"conv3x3_wide_b4": "image", "conv1x1_wide_b4": ("s0", "s1", "s2", "o")}),
+])
+@pytest.mark.usefixtures("zen4_caches")
+def test_image_tasks_walk_channel_blocks_outermost_past_the_l2(scheme, orders):
+    """Image tasks over weights past the L2 share loop over output-channel blocks, then the
+    image's positions: each block stays cached while it is used, so a task reads each weight
+    once instead of once per row or position block. Batch 1 keeps the channel split."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    target = ISA_TARGETS["avx512_vnni"]
+    for name, want in orders.items():
+        spec = IMAGE_TASK_CASES[name]["spec"]
+        tile = conv_mod.conv_choice_for(spec, scheme, target, winograd=False).plan.tile
+        want = conv_mod.IMAGE_CHANNEL_ORDER if want == "image" else want
+        assert tile.order == want, name
+        assert tile.order[0] == "s0" and tile.par[0] == "s0"
+        one = conv_mod.conv_choice_for(replace(spec, N=1), scheme, target, winograd=False)
+        assert one.plan.tile.order[0] == "o", name
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "int8"])
+@pytest.mark.parametrize("name", list(IMAGE_TASK_CASES))
+@pytest.mark.usefixtures("zen4_caches")
+def test_image_channel_order_conv_matches_reference(name, scheme):
+    k, xin, res, ref = build_case(name, scheme, winograd=False)
+    assert k.plan.order[0] == "s0"
+    assert_close(run_kernel(k, xin, res), ref.y, scheme)
 
 
 @pytest.mark.parametrize("l2_kib,lead", [(1024, "s0"), (256, "o"), (0, "o")])

@@ -335,21 +335,25 @@ def _parallel_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tiles: t
     dw = spec.is_depthwise
     in_bytes = 4 if fmt.in_dtype == "float32" else 1
     cred = cp // spec.groups
+    taps = spec.KH * (1 if fold else spec.KW)
+    w_reread = _rereads(cop * taps * (1 if dw else cred) * in_bytes, cpu)
     if not need_pad:
         order = _unpadded_order(cop * spec.KH * spec.KW * (1 if dw else cred),
                                 n * h * w * c, in_bytes, fmt, cpu)
+        reread = 0
+        if order[0] == "s0" and n // tn > 1 and w_reread:
+            order, reread = IMAGE_CHANNEL_ORDER, w_reread
         ext = {"s0": n // tn, "s1": spec.OH // toh, "s2": owp // tow, "o": cop // ocb}
         tasks = par_prefix_tasks([ext[k] for k in order if ext[k] > 1],
                                  TASKS_PER_THREAD * cpu.threads)
-        return [(order, order, tasks, 0, 0, 0)]
+        return [(order, order, tasks, 0, 0, reread)]
     order = ("s0", "s1", "o", "s2")
     # A row task reads every weight: past the L2 it streams them again.
-    taps = spec.KH * (1 if fold else spec.KW)
-    w_reread = _rereads(cop * taps * (1 if dw else cred) * in_bytes, cpu)
     out = []
     # Padded copy per image group (no redundancy) or per output-row group.
     if n // tn >= 2 * cpu.threads or spec.OH == toh:
-        out.append((order, ("s0",), n // tn, n * hq * wq * line, 0, w_reread))
+        out.append((IMAGE_CHANNEL_ORDER if w_reread else order, ("s0",), n // tn,
+                    n * hq * wq * line, 0, w_reread))
     rows = (toh - 1) * spec.stride[0] + spec.KH
     pad_px = n * (spec.OH // toh) * rows * wq * line
     out.append((order, ("s0", "s1"), (n // tn) * (spec.OH // toh), pad_px, 0, w_reread))
@@ -360,6 +364,15 @@ def _parallel_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tiles: t
         out.append((("o", "s0", "s1", "s2"), ("o",), cop // ocb, 0, n * hq * wq * line,
                     _rereads(n * hq * wq * cp * in_bytes, cpu)))
     return out
+
+
+# Image tasks over weights past the L2: each image walks the output-channel blocks outermost,
+# so a block's weights stay in the L2 while it computes all of the image's positions and the
+# task reads every weight once. Spatial blocks outside the channel blocks stream all the
+# weights again for every row or position block: ResNet-50's 3x3/2 512 at 14 x 14 (9.4 MB of
+# fp32 weights) and 1x1 1024 -> 512 at 14 x 14 (2 MB) ran 14x and 16x their batch-1 time at
+# batch 8 that way (docs/performance_224.md, "Session 26").
+IMAGE_CHANNEL_ORDER = ("s0", "o", "s1", "s2")
 
 
 def _rereads(nbytes: int, cpu: CpuModel) -> int:
