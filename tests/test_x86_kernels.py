@@ -663,6 +663,25 @@ def test_image_tasks_walk_channel_blocks_outermost_past_the_l2(scheme, orders):
         assert one.plan.tile.order[0] == "o", name
 
 
+@pytest.mark.usefixtures("zen4_caches")
+def test_image_tasks_keep_their_padded_copy_within_the_l2():
+    """Image tasks pad a whole image group: past the L2 share that copy goes out to L3 or
+    memory and back, so a batch-8 depthwise conv at 112 x 112 x 96 (a 4.9 MB fp32 copy per
+    image, past Zen 4's 768 KB share) splits output rows; at 28 x 28 (a 0.35 MB copy) it keeps
+    image tasks."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    target = ISA_TARGETS["avx512_vnni"]
+
+    def par(spec, scheme="fp32"):
+        return conv_mod.conv_choice_for(spec, scheme, target).plan.tile.par
+
+    big = ConvSpec(8, 112, 112, 96, 96, 3, 3, stride=2, padding=1, groups=96)
+    small = ConvSpec(8, 28, 28, 96, 96, 3, 3, padding=1, groups=96)
+    assert par(big) == ("s0", "s1")
+    assert par(small) == ("s0",)
+
+
 @pytest.mark.parametrize("scheme", ["fp32", "int8"])
 @pytest.mark.parametrize("name", list(IMAGE_TASK_CASES))
 @pytest.mark.usefixtures("zen4_caches")
