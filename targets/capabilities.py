@@ -187,6 +187,11 @@ class TargetCaps:
         """``vpdpbusd`` is available at this vector width."""
         return self.int8_dot == "vpdpbusd"
 
+    @property
+    def amx(self) -> bool:
+        """AMX tiles and their int8 multiply (``tdpbusd``) are enabled."""
+        return {"amx-tile", "amx-int8"} <= self.features
+
     def describe(self) -> str:
         """One line for reports: ``avx2 (256-bit, vpmaddubsw), 2 cores (TVM_NUM_THREADS)``."""
         return (f"{self.isa} ({self.vector_bits}-bit, int8 via {self.int8_dot}), {self.cores} "

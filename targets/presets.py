@@ -36,6 +36,7 @@ __all__ = [
     "isa_arch",
 ]
 
+AMX_FAMILY = "tdpbusd"  # the int8 family of AMX tiles (targets.roofline's probe)
 _X86_LEVELS = frozenset({"avx512_vnni", "avx512bw", "avx_vnni", "avx2", "ssse3", "sse"})
 _ARM_LEVELS = frozenset({"neon_i8mm", "neon_dotprod", "neon"})
 
@@ -122,8 +123,15 @@ class CpuPreset:
 
     @property
     def int8_dot(self) -> str:
-        """The int8 instruction family ``peak_gops_int8`` is for."""
-        return INT8_DOT_KINDS[self.isa]
+        """The int8 instruction family ``peak_gops_int8`` is for: the ISA level's, or
+        ``extra["int8_family"]`` (``tdpbusd``: AMX tiles, measured on an ``amx-int8``
+        target)."""
+        return self.extra.get("int8_family", INT8_DOT_KINDS[self.isa])
+
+    @property
+    def amx(self) -> bool:
+        """Whether ``peak_gops_int8`` is the AMX tiles' (``tdpbusd``)."""
+        return self.int8_dot == AMX_FAMILY
 
     @property
     def vnni(self) -> bool:
@@ -353,11 +361,25 @@ def estimate_preset(caps) -> CpuPreset:
 
 
 def _rank(preset: CpuPreset, caps) -> tuple:
-    # Within a level, float vectors of the target's width first (AVX-only cores share
-    # ssse3 with Atoms but run 256-bit floats).
+    # Within a level, the same int8 unit first (an AMX preset's int8 peak is 8x the vector
+    # one's: never a non-AMX target's, and what an AMX target's int8 convs run on), then
+    # float vectors of the target's width (AVX-only cores share ssse3 with Atoms but run
+    # 256-bit floats).
     same_float = preset.float_vector_bits == caps.float_vector_bits
-    return (preset.cores == caps.cores, bool(caps.mcpu) and preset.mcpu == caps.mcpu,
+    return (preset.amx == caps.amx, preset.cores == caps.cores,
+            bool(caps.mcpu) and preset.mcpu == caps.mcpu,
             same_float, preset.measured, -abs(math.log(preset.cores / caps.cores)))
+
+
+def _int8_unit_note(preset: CpuPreset, caps) -> tuple:
+    """What a preset of the other int8 unit (AMX tiles or vectors) takes for granted."""
+    if preset.amx == caps.amx:
+        return ()
+    if caps.amx:
+        return (f"int8 peak of {preset.name} is {preset.int8_dot}'s (vectors): the target's "
+                "int8 convs run on AMX tiles, several times faster",)
+    return (f"int8 peak of {preset.name} is AMX tiles' ({AMX_FAMILY}), which the target "
+            f"does not have: its int8 runs on {caps.int8_dot}, several times slower",)
 
 
 def select_preset(caps, presets=None) -> CpuPreset:
@@ -380,7 +402,7 @@ def select_preset(caps, presets=None) -> CpuPreset:
     if not pool:
         return estimate_preset(caps)
     best = max(pool, key=lambda p: _rank(p, caps))
-    notes = list(_cores_note(caps))
+    notes = [*_int8_unit_note(best, caps), *_cores_note(caps)]
     if best.mcpu != caps.mcpu:
         notes.insert(0, f"the target's CPU ({caps.mcpu or 'none named'}) performs like "
                      f"{best.name} ({best.mcpu or 'generic'}, same ISA level {caps.isa})")

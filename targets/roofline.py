@@ -15,7 +15,12 @@ The kernels use the target's own vector width and int8 instruction family (from
   - ``vpmaddwd`` (SSE2): ``pmaddwd`` + ``paddd`` on int16 (the widening is not timed);
   - ``none`` (generic): int8 widened and multiplied as integers, as LLVM lowers it;
   - ``sdot`` / ``smmla`` (Armv8.2 DotProd / Armv8.6 I8MM) and ``smull`` (``smull`` +
-    ``smlal`` + ``sadalp``, Armv8.0).
+    ``smlal`` + ``sadalp``, Armv8.0);
+  - ``tdpbusd`` (AMX-INT8 tiles, what the int8 convs of an ``amx-int8`` target run on):
+    four independent 16 x 16 int32 accumulator tiles, each step 16 x 64 uint8 by 64 x 16
+    int8 (16 384 multiply-adds). On such a target this is the preset's int8 peak, and the
+    vector family is timed beside it (``other_int8_chains_gops``): depthwise and dense
+    layers stay on vectors.
 
   Each step's u8 operand is the accumulator itself reinterpreted as bytes, so no product is
   loop-invariant (LLVM would hoist it) while the timing stays that of the instruction mix.
@@ -64,7 +69,7 @@ from tvm.script import tirx as T
 
 from . import host_target, parse_target_string
 from .capabilities import SYSFS_CACHES, capabilities, host_cache_bytes
-from .presets import CpuPreset
+from .presets import AMX_FAMILY, CpuPreset
 
 __all__ = ["measure", "fp32_peak", "int8_peak", "bandwidth", "INT8_CHAINS", "Int8Chain",
            "Probe", "chain_probe", "bandwidth_probe", "probe_module"]
@@ -189,6 +194,63 @@ INT8_CHAINS: dict[tuple[str, int], Int8Chain] = {
 }
 
 
+# The AMX tile family (AMX_FAMILY, a target with ``amx-int8``): its own probe kernel.
+AMX_TILES = 4  # independent accumulator tiles (tdpbusd latency ~4x its issue interval)
+AMX_MACS = 16 * 16 * 64  # multiply-adds of one tdpbusd
+AMX_INSTRUCTIONS = "tdpbusd (AMX tiles, 16 x 64 uint8 by 64 x 16 int8)"
+# Steps per call: a tdpbusd issues every 16 cycles, a vector chain step every cycle or two.
+AMX_ITERS = ITERS // 16
+
+
+def int8_instructions(caps, family: str | None = None) -> str:
+    """What the int8 probe of ``family`` (default: the target's int8 family) times."""
+    return AMX_INSTRUCTIONS if family == AMX_FAMILY else int8_chain(caps, family).instructions
+
+
+def _amx_kernel(threads: int, iters: int):
+    """Each thread: configure 16 x 64-byte tiles, zero four accumulators, load two A and two B
+    tiles once, then ``iters`` steps of four independent ``tdpbusd``; store, release."""
+    from .x86.amx import ARCH_REQ_XCOMP_PERM, SYS_ARCH_PRCTL, XFEATURE_XTILEDATA, config_words
+
+    words = config_words(16, 64)
+
+    def call(name, *args):
+        return T.evaluate(T.call_llvm_intrin("void", name, *args))
+
+    @T.prim_func
+    def tiles(out: T.Buffer((threads, AMX_TILES, 16, 16), "int32"),
+              a: T.Buffer((2, 16, 64), "uint8"), b: T.Buffer((2, 16, 64), "int8")):
+        T.func_attr({"tir.noalias": True})
+        for t in T.parallel(threads):
+            T.evaluate(T.call_extern("int64", "syscall", T.int64(SYS_ARCH_PRCTL),
+                                     T.int64(ARCH_REQ_XCOMP_PERM), T.int64(XFEATURE_XTILEDATA)))
+            cfg = T.alloc_buffer((8,), "int64", scope="local")
+            for k in T.unroll(8):
+                cfg[k] = T.int64(0)
+            cfg[0] = T.int64(words[0])
+            cfg[2] = T.int64(words[2])
+            cfg[3] = T.int64(words[3])
+            cfg[6] = T.int64(words[6])
+            call("llvm.x86.ldtilecfg", T.address_of(cfg[0]))
+            for k in T.unroll(AMX_TILES):
+                call("llvm.x86.tilezero", T.Cast("uint8", k))
+            call("llvm.x86.tileloadd64", T.uint8(4), T.address_of(a[0, 0, 0]), T.int64(64))
+            call("llvm.x86.tileloadd64", T.uint8(5), T.address_of(a[1, 0, 0]), T.int64(64))
+            call("llvm.x86.tileloadd64", T.uint8(6), T.address_of(b[0, 0, 0]), T.int64(64))
+            call("llvm.x86.tileloadd64", T.uint8(7), T.address_of(b[1, 0, 0]), T.int64(64))
+            for _ in T.serial(iters):
+                call("llvm.x86.tdpbusd", T.uint8(0), T.uint8(4), T.uint8(6))
+                call("llvm.x86.tdpbusd", T.uint8(1), T.uint8(4), T.uint8(7))
+                call("llvm.x86.tdpbusd", T.uint8(2), T.uint8(5), T.uint8(6))
+                call("llvm.x86.tdpbusd", T.uint8(3), T.uint8(5), T.uint8(7))
+            for k in T.unroll(AMX_TILES):
+                call("llvm.x86.tilestored64", T.Cast("uint8", k),
+                     T.address_of(out[t, k, 0, 0]), T.int64(64))
+            call("llvm.x86.tilerelease")
+
+    return tiles
+
+
 def _chain_kernel(threads: int, iters: int, lanes: int, dtype: str, b_lanes: int, b_dtype: str,
                   step):
     @T.prim_func
@@ -240,6 +302,8 @@ def probe_module(caps, kind: str, threads: int, iters: int, family: str | None =
         flanes = caps.float_vector_bits // 32  # AVX without AVX2: ymm floats, xmm integers
         func = _chain_kernel(threads, iters, flanes, "float32", flanes, "float32",
                              _fma_step(flanes))
+    elif kind == "int8" and family == AMX_FAMILY:
+        func = _amx_kernel(threads, iters)
     elif kind == "int8":
         chain = int8_chain(caps, family)
         func = _chain_kernel(threads, iters, lanes, "int32", chain.b_lanes, chain.b_dtype,
@@ -302,10 +366,16 @@ def chain_probe(target, kind: str, threads: int, iters: int | None = None,
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     caps = capabilities(target)
-    iters = iters or ITERS
+    amx = kind == "int8" and family == AMX_FAMILY
+    iters = iters or (AMX_ITERS if amx else ITERS)
     n = 1 if clock == "cpu" else threads
     lib = tvm.compile(probe_module(caps, kind, n, iters, family), target).mod
     lanes = caps.lanes32
+    if amx:
+        out = tvm.runtime.tensor(np.zeros((n, AMX_TILES, 16, 16), np.int32))
+        a = tvm.runtime.tensor(np.ones((2, 16, 64), np.uint8))
+        b = tvm.runtime.tensor(np.ones((2, 16, 64), np.int8))
+        return Probe(lib, (out, a, b), 2 * AMX_MACS * AMX_TILES * iters * n, clock, threads / n)
     if kind == "fp32":
         lanes = caps.float_vector_bits // 32
         out = tvm.runtime.tensor(np.zeros((n, ACC * lanes), np.float32))
@@ -434,15 +504,22 @@ def measure(target_dict: dict | None = None, runs: int = RUNS,
     tdict = dict(target_dict or host_target())
     target, caps = _runnable(tdict)
     tdict.setdefault("num-cores", caps.cores)
+    # AMX targets' int8 convs run on tiles: that is their int8 peak; the vector family (what
+    # depthwise and dense layers run) is timed beside it.
+    main_family = AMX_FAMILY if caps.amx else None
+    if main_family:
+        int8_families = (caps.int8_dot, *(f for f in int8_families if f != caps.int8_dot))
+    int8_families = tuple(f for f in int8_families if f != main_family)
     load_before = os.getloadavg()[0]
     probes = {"fp32": chain_probe(target, "fp32", caps.cores),
-              "int8": chain_probe(target, "int8", caps.cores),
+              "int8": chain_probe(target, "int8", caps.cores, family=main_family),
               "bandwidth": bandwidth_probe(target)}
     for family in int8_families:
         probes[f"int8 {family}"] = chain_probe(target, "int8", caps.cores, family=family)
     # For comparison: all cores at once by the wall clock (what a loaded machine leaves).
-    for kind in ("fp32", "int8"):
-        probes[f"{kind} wall"] = chain_probe(target, kind, caps.cores, clock="wall")
+    probes["fp32 wall"] = chain_probe(target, "fp32", caps.cores, clock="wall")
+    probes["int8 wall"] = chain_probe(target, "int8", caps.cores, family=main_family,
+                                      clock="wall")
     probes["bandwidth wall"] = bandwidth_probe(target, clock="wall")
     rates: dict[str, list] = {k: [] for k in probes}
     for _ in range(runs):
@@ -463,7 +540,8 @@ def measure(target_dict: dict | None = None, runs: int = RUNS,
         "runs": rates,
         "repeat": REPEAT,
         "threads": caps.cores,
-        "int8_instructions": int8_chain(caps).instructions,
+        "int8_instructions": int8_instructions(caps, main_family),
+        "int8_family": main_family or caps.int8_dot,
         "vector_bits": caps.vector_bits,
         "float_vector_bits": caps.float_vector_bits,
     }
@@ -521,6 +599,8 @@ def _preset_from(m: dict, name: str, argv: list[str]) -> CpuPreset:
                "load_average_before": round(m["load_before"], 2),
                "load_average_after": round(m["load_after"], 2),
                "runs": {k: _rounded(v) for k, v in runs.items()},
+               **({"int8_family": m["int8_family"]}
+                  if m.get("int8_family") == AMX_FAMILY else {}),
                **({"other_int8_chains_gops": {k: round(v, 1) for k, v in
                                               m["other_int8"].items()}}
                   if m.get("other_int8") else {})},
@@ -536,7 +616,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=RUNS,
                     help=f"runs of every probe; figures are their median (default {RUNS})")
     ap.add_argument("--int8", metavar="FAMILY", action="append", default=[],
-                    choices=sorted({f for f, _ in INT8_CHAINS}),
+                    choices=sorted({f for f, _ in INT8_CHAINS} | {AMX_FAMILY}),
                     help="also time this int8 chain at the target's width (e.g. vpmaddwd); "
                     "presets keep the ISA level's own family")
     ap.add_argument("--cache", metavar="PRESET", default=None,
@@ -558,7 +638,7 @@ def main(argv=None) -> int:
         print(f"  runs {key:18s} " + " ".join(f"{v:8.1f}" for v in values))
     caps = capabilities(m["target"])
     for family, gops in m["other_int8"].items():
-        print(f"int8 via {int8_chain(caps, family).instructions}: {gops:.1f} GOP/s "
+        print(f"int8 via {int8_instructions(caps, family)}: {gops:.1f} GOP/s "
               f"({gops / fp32:.2f}x fp32)")
     if args.write:
         name = args.name or f"{m['target'].get('mcpu', m['isa'])}-{m['threads']}t"

@@ -397,3 +397,27 @@ def test_host_gets_its_measured_preset_when_one_fits():
     if not exact:
         pytest.skip(f"no preset measured for this host ({c.mcpu}, {c.isa}, {c.cores} cores)")
     assert p in exact and not p.assumed and p.basis == "measured"
+
+
+def _amx_preset(name="xeon-amx-2t", mcpu="sapphirerapids"):
+    p = preset(name, "avx512_vnni", 2, mcpu, fp32=400.0, int8=15000.0)
+    return dataclasses.replace(p, extra={"int8_family": "tdpbusd"})
+
+
+def test_int8_unit_of_the_preset_matches_the_targets_amx():
+    """An AMX preset's int8 peak is the tiles' (several times the vectors'): targets with
+    amx-int8 get it before a vector preset of the same level and core count, others never
+    before a vector one; a preset of the other unit says so in ``assumed``."""
+    vector, tiles = preset("zen4-2t", "avx512_vnni", 2, "znver4"), _amx_preset()
+    assert (vector.amx, tiles.amx) == (False, True) and tiles.int8_dot == "tdpbusd"
+    amx_caps = dataclasses.replace(caps("avx512_vnni", 512, "vpdpbusd", mcpu="znver4"),
+                                   features=frozenset({"amx-tile", "amx-int8"}))
+    plain = caps("avx512_vnni", 512, "vpdpbusd", mcpu="sapphirerapids")
+    for pool in ([vector, tiles], [tiles, vector]):
+        assert select_preset(amx_caps, pool).name == "xeon-amx-2t"  # not the same-mcpu one
+        assert select_preset(plain, pool).name == "zen4-2t"
+    only_vector = select_preset(amx_caps, [vector])
+    assert "run on AMX tiles" in only_vector.assumed[0]
+    only_tiles = select_preset(plain, [tiles])
+    assert "which the target does not have" in only_tiles.assumed[0]
+    assert "int8 via tdpbusd" in tiles.describe()

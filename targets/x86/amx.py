@@ -42,7 +42,7 @@ from .common import ConvSpec, nhwc_pad_body, round_up
 from .vnni import register_once
 
 __all__ = ["AmxPlan", "amx_plan", "has_amx", "pack_weight_amx", "amx_acc", "schedule_amx",
-           "request_tile_permission"]
+           "request_tile_permission", "config_words"]
 
 # Linux x86-64: SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA.
 SYS_ARCH_PRCTL = 158
@@ -63,7 +63,7 @@ MIN_KC = 32
 
 def has_amx(caps) -> bool:
     """True when the target's features include AMX tiles and their int8 multiply."""
-    return {"amx-tile", "amx-int8"} <= set(caps.features)
+    return caps.amx
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,14 @@ def _config_bytes(rows: int, kc: int) -> list[int]:
     return cfg
 
 
+def config_words(rows: int, kc: int) -> list[int]:
+    """:func:`_config_bytes` as the eight int64 words a kernel stores before ``ldtilecfg``
+    (words 1, 4, 5 and 7 are zero)."""
+    words = [int(w) for w in np.frombuffer(bytes(_config_bytes(rows, kc)), np.int64)]
+    assert not any(words[i] for i in (1, 4, 5, 7))
+    return words
+
+
 def _call(name: str, *args):
     return T.evaluate(T.call_llvm_intrin("void", name, *args))
 
@@ -243,9 +251,8 @@ def _tile_impl(kh: int, kw: int, cp: int, kc: int, rows: int, sh: int, sw: int):
     """Configure the tiles, zero 0-3, walk the window and channel steps (two A and two B
     loads, four multiplies each), store the four accumulator tiles."""
     ra, ca = (ROW_BLOCK - 1) * sh + kh, (rows - 1) * sw + kw
-    words = np.frombuffer(bytes(_config_bytes(rows, kc)), np.int64)
-    w0, w2, w3, w6 = (int(words[i]) for i in (0, 2, 3, 6))
-    assert not words[[1, 4, 5, 7]].any()
+    words = config_words(rows, kc)
+    w0, w2, w3, w6 = (words[i] for i in (0, 2, 3, 6))
     steps = cp // kc
 
     @T.prim_func(s_tir=True)
