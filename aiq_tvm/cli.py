@@ -63,20 +63,22 @@ def _positive_int(text: str) -> int:
 
 
 def _micro_batch(text: str) -> int | str:
-    if text in ("auto", "off"):
+    if text in ("auto", "measure", "off"):
         return text
     try:
         return _positive_int(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected auto, off or a positive integer dividing "
-                                         f"the batch size, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected auto, measure, off or a positive integer "
+                                         f"dividing the batch size, got {text!r}") from None
 
 
 def _micro_batch_arg(p) -> None:
-    p.add_argument("--micro-batch", type=_micro_batch, default=None, metavar="{auto,off,N}",
+    p.add_argument("--micro-batch", type=_micro_batch, default=None,
+                   metavar="{auto,measure,off,N}",
                    help="run each batch as sequential calls of N samples inside the built "
                    "module (N must divide --batch); auto: chosen from the plan's activation "
-                   "and weight bytes and the target's LLC size; off (default): never split")
+                   "and weight bytes and the target's LLC size; measure: the fastest of the "
+                   "candidates timed on this machine; off (default): never split")
 
 
 def _rpc_address(text: str) -> str:

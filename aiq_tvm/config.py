@@ -121,13 +121,15 @@ class BuildConfig:
         FP32 layers stay).
         Layers without an AIQ kernel are untouched; the report lists every layer affected
         and the plan records the floor (:mod:`aiq_tvm.floor`).
-    micro_batch : None, "auto" or int
+    micro_batch : None, "auto", "measure" or int
         Run a batch as sequential calls of a smaller micro-batch, inside the executable's
         ``main`` (which still takes the whole batch): large activations then stay in the
         last-level cache, at the price of reading the weights once per call
         (:mod:`aiq_tvm.microbatch`).  None or ``"off"`` (default): never split.
         ``"auto"`` picks per batch size from the plan's activation and weight bytes and the
-        target preset's LLC size (batch 1, and models whose activations fit, run whole); an
+        target preset's LLC size (batch 1, and models whose activations fit, run whole);
+        ``"measure"`` compiles the candidates and keeps the fastest on this machine (a target
+        that does not run here falls back to ``"auto"``, and the report says so); an
         int must divide ``batch_size`` (other batch sizes it does not divide run whole).  The
         report says which micro-batch ran and why; a module whose batch cannot be split
         (static batch) runs whole, and the report says so.

@@ -15,7 +15,15 @@ preset (:func:`aiq_tvm.targets.memory.weight_memory`):
   memory once per call (``B / m`` times per batch).
 
 ``m`` is the divisor of ``B`` with the least modelled memory traffic; on a tie the largest
-(fewer calls: less per-call overhead, wider loops to share between threads).  Pure Python.
+(fewer calls: less per-call overhead, wider loops to share between threads).
+
+``"measure"`` times instead of modelling: the build compiles ``main`` at every candidate
+micro-batch (:func:`measure_candidates`: the divisors of ``B`` that make at most
+:data:`MAX_CALLS` calls), times them in interleaved rounds on this machine and keeps the
+fastest (:func:`measured_choice`). How much a split gains depends on what share of the
+last-level cache the process really gets, which a shared or virtualized machine does not
+report: on a 2-vCPU Xeon guest whose sysfs lists a 480 MiB LLC, MobileNetV2 FP32 at batch 8
+ran fastest in calls of 2 or 4 (docs/performance_224.md, "Session 26").  Pure Python.
 """
 
 from __future__ import annotations
@@ -25,10 +33,17 @@ from dataclasses import dataclass
 
 from .schemes import get_precision
 
-__all__ = ["AUTO", "OFF", "LLC_SHARE", "MicroBatchChoice", "check_micro_batch", "divisors",
-           "layer_traffic", "choose_micro_batch"]
+__all__ = ["AUTO", "MEASURE", "OFF", "LLC_SHARE", "MicroBatchChoice", "check_micro_batch",
+           "divisors", "layer_traffic", "choose_micro_batch", "measure_candidates",
+           "measured_choice"]
 
 AUTO = "auto"
+MEASURE = "measure"
+# "measure": candidates make at most this many calls per batch, and a split must be faster
+# than every larger candidate by more than MEASURE_TIE (the rounds' noise on a shared host)
+# to be kept.
+MAX_CALLS = 8
+MEASURE_TIE = 0.02
 OFF = "off"  # the CLI's word for None
 # Share of the LLC a layer's activations may take and still stay cached (the rest holds
 # weights, padded copies, other tenants): fitted on the batch-8 table of
@@ -60,14 +75,15 @@ def divisors(n: int) -> list[int]:
 
 
 def check_micro_batch(value) -> int | str | None:
-    """``BuildConfig.micro_batch``: None (or ``"off"``), a positive int, or ``"auto"``."""
+    """``BuildConfig.micro_batch``: None (or ``"off"``), a positive int, ``"auto"`` or
+    ``"measure"``."""
     if value is None or value == OFF:
         return None
-    if value == AUTO:
+    if value in (AUTO, MEASURE):
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"micro_batch must be {AUTO!r}, None or {OFF!r}, or a positive integer "
-                         f"dividing the batch size, got {value!r}")
+        raise ValueError(f"micro_batch must be {AUTO!r}, {MEASURE!r}, None or {OFF!r}, or a "
+                         f"positive integer dividing the batch size, got {value!r}")
     return value
 
 
@@ -137,13 +153,13 @@ def choose_micro_batch(setting, batch: int, traffic: Traffic | None, llc_bytes: 
         return MicroBatchChoice(batch, batch, "off (BuildConfig.micro_batch=None)")
     if splittable:
         return MicroBatchChoice(batch, batch, f"{setting}: not split, {splittable}")
-    if setting != AUTO:
+    if setting not in (AUTO, MEASURE):
         if batch % setting:
             return MicroBatchChoice(batch, batch, f"{setting} does not divide batch {batch}: "
                                     "the whole batch in one call")
         return MicroBatchChoice(batch, setting, f"micro_batch={setting} as configured")
     if batch == 1:
-        return MicroBatchChoice(batch, 1, "auto: batch 1")
+        return MicroBatchChoice(batch, 1, f"{setting}: batch 1")
     if not llc_bytes or traffic is None:
         return MicroBatchChoice(batch, batch, "auto: the target's preset has no LLC size "
                                 "(python -m aiq_tvm.targets.roofline --cache measures it), "
@@ -164,3 +180,22 @@ def _auto(batch: int, traffic: Traffic, llc_bytes: int) -> MicroBatchChoice:
            f"{resident} the LLC; modelled memory traffic per batch {_mb(acts + weights)} "
            f"(activations {_mb(acts)}, weights {_mb(weights)}) vs {_mb(full)} unsplit")
     return MicroBatchChoice(batch, best, why)
+
+
+def measure_candidates(batch: int) -> list[int]:
+    """Micro-batches ``"measure"`` times for a batch: the divisors making at most
+    :data:`MAX_CALLS` calls, largest (the whole batch) first."""
+    return [m for m in reversed(divisors(batch)) if batch // m <= MAX_CALLS]
+
+
+def measured_choice(batch: int, times_ms: Mapping[int, float], how: str) -> MicroBatchChoice:
+    """The fastest micro-batch of ``times_ms`` (median ms per batch of each candidate); a
+    smaller one wins only when more than :data:`MEASURE_TIE` faster than every larger one,
+    so noise does not split a batch for nothing. ``how`` says how the times were taken."""
+    best = max(times_ms)
+    for m in sorted(times_ms, reverse=True):
+        if all(times_ms[m] < times_ms[k] * (1 - MEASURE_TIE) for k in times_ms if k > m):
+            best = m
+    shown = ", ".join(f"m={m} {t:.3g} ms" for m, t in sorted(times_ms.items(), reverse=True))
+    return MicroBatchChoice(batch, best, f"measure: m={best} fastest ({shown}; {how}; a split "
+                            f"must win by more than {MEASURE_TIE:.0%})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tvm
@@ -16,13 +16,24 @@ from .compiler import compile_plan
 from .cost import CostModel
 from .datachecks import check_finite as _check_finite
 from .datachecks import check_labels, check_samples
-from .microbatch import AUTO, MicroBatchChoice, choose_micro_batch, layer_traffic
+from .microbatch import (
+    AUTO,
+    MEASURE,
+    MicroBatchChoice,
+    choose_micro_batch,
+    layer_traffic,
+    measure_candidates,
+    measured_choice,
+)
 from .plan import Plan
 from .report import Report
-from .runtime import accuracy, require_host_runnable, run_batches, time_main
+from .runtime import accuracy, require_host_runnable, run_batches, runs_here, time_main
 from .search import SearchResult
 from .targets import CpuPreset
 from .weights import WeightedVM, bind
+
+# Interleaved timing rounds of micro_batch="measure" (each a median of time_main).
+MEASURE_ROUNDS = 5
 
 __all__ = ["BuildResult"]
 
@@ -76,16 +87,46 @@ class BuildResult:
         bs = self.batch_size if batch_size is None else int(batch_size)
         if bs not in self.micro_batches:
             problem = batch_split_problem(self.annotated)
+            setting = self.micro_batch
+            if setting == MEASURE and bs > 1 and not problem:
+                if runs_here(self.target):
+                    self.micro_batches[bs] = self._measure_micro_batch(bs)
+                    return self.micro_batches[bs]
+                setting = AUTO  # nothing to time here: the model instead, and the report says so
             traffic, llc = None, 0
-            if self.micro_batch == AUTO and bs > 1 and not problem:
+            if setting == AUTO and bs > 1 and not problem:
                 from .targets.memory import weight_memory
 
                 traffic = layer_traffic(self.cost, self.plan.resolve(self.cost.names),
                                         self.batch_size, self.preset)
                 llc = weight_memory(self.target, self.preset).llc_bytes
-            self.micro_batches[bs] = choose_micro_batch(self.micro_batch, bs, traffic, llc,
-                                                        problem)
+            choice = choose_micro_batch(setting, bs, traffic, llc, problem)
+            if setting != self.micro_batch:
+                choice = replace(choice, reason=f"measure: the deploy target does not run on "
+                                 f"this machine, so auto's model instead; {choice.reason}")
+            self.micro_batches[bs] = choice
         return self.micro_batches[bs]
+
+    def _measure_micro_batch(self, bs: int, rounds: int = MEASURE_ROUNDS) -> MicroBatchChoice:
+        """Compile ``main`` at each candidate micro-batch, time them in interleaved rounds on
+        this machine (medians of :func:`time_main` medians) and keep the fastest's module."""
+        exes, unscheduled = {}, {}
+        for m in measure_candidates(bs):
+            unscheduled[m] = []
+            exes[m] = compile_plan(self.annotated, self.plan, self.calibration, self.params,
+                                   self.target, bs, self.database, unscheduled=unscheduled[m],
+                                   lift_weights=True, micro_batch=m)
+        vms = {m: bind(exe) for m, exe in exes.items()}
+        x = self.example_input(bs)
+        times: dict[int, list[float]] = {m: [] for m in vms}
+        for r in range(rounds):
+            for m in (list(vms) if r % 2 == 0 else list(vms)[::-1]):
+                times[m].append(time_main(vms[m], x, repeat=3, min_repeat_ms=50)["median_ms"])
+        medians = {m: float(np.median(t)) for m, t in times.items()}
+        choice = measured_choice(bs, medians, f"medians of {rounds} interleaved rounds here")
+        self._exes[bs] = exes[choice.micro]
+        self.unscheduled[bs] = unscheduled[choice.micro]
+        return choice
 
     def executable(self, batch_size: int | None = None, embed_weights: bool = False
                    ) -> relax.VMExecutable:

@@ -27,6 +27,11 @@ def run_target(deploy: tvm.target.Target) -> tvm.target.Target:
     return tvm.target.Target(host_target())
 
 
+def runs_here(target: tvm.target.Target) -> bool:
+    """Whether this machine executes code built for ``target``."""
+    return capabilities(target).host_runnable
+
+
 def require_host_runnable(target: tvm.target.Target, what: str) -> None:
     """Raise a clear error when this machine cannot execute code built for ``target``."""
     caps = capabilities(target)

@@ -18,9 +18,10 @@ Variants: PyTorch eager FP32; ONNX Runtime FP32 (CPU provider); ONNX Runtime INT
 weights, MinMax calibration on the same calibration images our builds use); aiq_tvm builds
 with a uniform precision (``fp32``, ``int8``, ``int4``, ``w8``, ``w4``) and, with ``--plan``,
 an AIQ plan JSON, each running the whole batch in one call (``micro_batch=None``); with
-``--micro-batch auto|N`` also each precision's build in micro-batches (``tvm-<precision>-mb``,
-:mod:`aiq_tvm.microbatch`).  Every variant's logits on the timed batch are compared with PyTorch's
-(cosine similarity, printed in a second table), so a fast but wrong build shows.
+``--micro-batch auto|measure|N`` also each precision's build in micro-batches
+(``tvm-<precision>-mb``, :mod:`aiq_tvm.microbatch`).  Every variant's logits on the timed
+batch are compared with PyTorch's (cosine similarity, printed in a second table), so a fast
+but wrong build shows.
 
 Long runs: ``--lock FILE`` holds an exclusive ``flock`` on FILE only while a model is timed
 (builds and quantization run unlocked); ``--json FILE`` saves one run's figures, and
@@ -545,7 +546,7 @@ def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
 
 # ----------------------------------------------------------------------------- main
 def _micro_batch(text: str):
-    return text if text == "auto" else int(text)
+    return text if text in ("auto", "measure") else int(text)
 
 
 def _parse(argv):
@@ -560,7 +561,8 @@ def _parse(argv):
     ap.add_argument("--speed-floor", default=None, metavar="P",
                     help="also time each --plan built with BuildConfig.speed_floor=P "
                     "(variant aiq-plan-floor, built at each timed batch size)")
-    ap.add_argument("--micro-batch", default=None, type=_micro_batch, metavar="{auto,N}",
+    ap.add_argument("--micro-batch", default=None, type=_micro_batch,
+                    metavar="{auto,measure,N}",
                     help="also time every --precisions build run in micro-batches "
                     "(BuildConfig.micro_batch; variants tvm-<precision>-mb)")
     ap.add_argument("--no-ort-int8", dest="ort_int8", action="store_false",

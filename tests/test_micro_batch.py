@@ -11,7 +11,12 @@ from tvm.script import relax as R
 import aiq_tvm
 from aiq_tvm import BuildConfig
 from aiq_tvm._ir import batch_split_problem
-from aiq_tvm.microbatch import Traffic, choose_micro_batch
+from aiq_tvm.microbatch import (
+    Traffic,
+    choose_micro_batch,
+    measure_candidates,
+    measured_choice,
+)
 from aiq_tvm.passes import MicroBatch
 from aiq_tvm.profiling import attribute_kernel_times
 
@@ -141,8 +146,9 @@ def test_static_batch_module_runs_whole_and_says_why(tiny):
 
 # ----------------------------------------------------------------------------- config
 @pytest.mark.parametrize("kwargs, msg", [
-    (dict(micro_batch=0), "micro_batch must be 'auto', None or 'off', or a positive integer"),
-    (dict(micro_batch="half"), "micro_batch must be 'auto', None or 'off', or a positive"),
+    (dict(micro_batch=0),
+     "micro_batch must be 'auto', 'measure', None or 'off', or a positive integer"),
+    (dict(micro_batch="half"), "micro_batch must be 'auto', 'measure', None or 'off'"),
     (dict(micro_batch=True), "micro_batch must be 'auto'"),
     (dict(micro_batch=3, batch_size=8),
      r"micro_batch=3 does not divide the batch size 8; valid micro-batches for batch 8: "
@@ -223,3 +229,71 @@ def test_report_names_the_micro_batch_only_when_it_is_set(tiny_model):
     header = auto.report.header()
     assert "micro-batch 4 at batch 4 (one call): auto: " in header
     assert ("auto: m=4" in header) != ("preset has no LLC size" in header)
+
+
+
+# ----------------------------------------------------------------------------- measure
+def test_measure_candidates_make_at_most_eight_calls():
+    assert measure_candidates(8) == [8, 4, 2, 1]
+    assert measure_candidates(16) == [16, 8, 4, 2]
+    assert measure_candidates(6) == [6, 3, 2, 1]
+    assert measure_candidates(1) == [1]
+
+
+@pytest.mark.parametrize("times, expected", [
+    ({8: 20.0, 4: 18.5, 2: 18.7, 1: 20.1}, 4),  # 2 is not 2 % faster than 4
+    ({8: 20.0, 4: 18.0, 2: 17.5, 1: 17.0}, 1),  # each smaller one wins by more than 2 %
+    ({8: 20.0, 4: 19.8, 2: 19.7, 1: 21.0}, 8),  # within the noise: never split for nothing
+    ({8: 20.0, 4: 21.0, 2: 18.0, 1: 19.0}, 2),
+])
+def test_measured_choice_splits_only_for_a_clear_win(times, expected):
+    choice = measured_choice(8, times, "test")
+    assert choice.micro == expected
+    assert choice.reason.startswith(f"measure: m={expected} fastest (m=8 20 ms, ")
+
+
+def test_measure_keeps_the_fastest_candidates_module(tiny_model, monkeypatch):
+    """The build compiles every candidate, times them here and keeps the winner's module
+    (the timings are replaced by fixed ones so the choice is known); the outputs are the
+    unsplit build's."""
+    from aiq_tvm import result as result_mod
+
+    fixed = {4: 3.0, 2: 2.0, 1: 2.5}  # ms per batch of each candidate micro-batch
+    real_compile, real_bind = result_mod.compile_plan, result_mod.bind
+    compiled, micro_of, seen = [], {}, []
+
+    def tracking_compile(*args, **kwargs):
+        compiled.append(kwargs.get("micro_batch"))
+        return real_compile(*args, **kwargs)
+
+    def tracking_bind(exe):  # the candidates are bound in the order they were compiled
+        vm = real_bind(exe)
+        micro_of[id(vm)] = compiled[len(micro_of)]
+        return vm
+
+    def fake_time(vm, x, repeat, min_repeat_ms):
+        seen.append(len(x))
+        return {"median_ms": fixed[micro_of[id(vm)]]}
+
+    monkeypatch.setattr(result_mod, "time_main", fake_time)
+    monkeypatch.setattr(result_mod, "bind", tracking_bind)
+    monkeypatch.setattr(result_mod, "compile_plan", tracking_compile)
+    mod, params, x = tiny_model
+    res = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=4, micro_batch="measure")
+    choice = res.micro_batch_choice()
+    assert choice.micro == 2 and "m=4 3 ms, m=2 2 ms, m=1 2.5 ms" in choice.reason
+    assert "micro-batch 2 at batch 4 (2 call(s) of 2): measure: m=2" in res.report.header()
+    assert set(seen) == {4} and len(seen) == 3 * result_mod.MEASURE_ROUNDS
+    monkeypatch.undo()
+    whole = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=4)
+    np.testing.assert_allclose(res.run(x), whole.run(x), rtol=1e-6, atol=0)
+
+
+def test_measure_falls_back_to_auto_for_a_target_that_does_not_run_here(tiny_model):
+    mod, params, _ = tiny_model
+    arm = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+    res = aiq_tvm.build(mod, arm, params=params, plan="fp32", batch_size=4,
+                        micro_batch="measure")
+    reason = res.micro_batch_choice().reason
+    assert reason.startswith("measure: the deploy target does not run on this machine, so "
+                             "auto's model instead; auto")
