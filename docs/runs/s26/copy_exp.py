@@ -2,11 +2,13 @@
 targets/x86/conv2d.py) and off (``0``: image tasks whatever their copy's size), one
 torchvision model, alternating rounds in one process (docs/runs/onoff_exp.py; the ratio is
 off / on). Needs the temporary switch of ``copy_rule_switch.patch`` (beside this file) applied
-to the code of c691fab; ``AIQ_TMP_ZL2=1`` makes ``0`` the rule with the whole L2 instead.
+to the code of ae32f0f or later (the session's runs: c691fab plus the same switch);
+``AIQ_TMP_ZL2=1`` makes ``0`` the rule with the whole L2 instead; a fifth argument, a JSON
+target, builds for that target (docs/runs/onoff_exp.py).
 
     git apply docs/runs/s26/copy_rule_switch.patch
     TVM_NUM_THREADS=2 flock /work/bench.lock \\
-        python docs/runs/s26/copy_exp.py MODEL BATCH PLAN [ROUNDS]
+        python docs/runs/s26/copy_exp.py MODEL BATCH PLAN [ROUNDS [TARGET_JSON]]
 """
 import os
 import sys
