@@ -380,10 +380,11 @@ IMAGE_CHANNEL_ORDER = ("s0", "o", "s1", "s2")
 
 
 def _rereads(nbytes: int, cpu: CpuModel) -> int:
-    """Bytes a task of a padded conv streams from L3 or memory when it reads ``nbytes`` that
-    every task reads in full (weights of a row task, the padded input of a channel task): all
-    of them past :data:`ROW_SPLIT_L2_SHARE` of a core's L2, else none (they stay there from the
-    task before). 0 where the L2 is unknown (plans as before this model)."""
+    """Bytes a task streams from L3 or memory when it reads ``nbytes`` that every task reads
+    or writes in full (weights of a row or image task, the padded input of a channel task, an
+    image task's padded copy): all of them past :data:`ROW_SPLIT_L2_SHARE` of a core's L2,
+    else none (they stay there from the task before). 0 where the L2 is unknown (plans as
+    before this model)."""
     l2 = cpu.caps.l2_bytes
     return 0 if not l2 or nbytes <= ROW_SPLIT_L2_SHARE * l2 else nbytes
 
