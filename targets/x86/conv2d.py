@@ -353,7 +353,7 @@ def _parallel_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tiles: t
     # Padded copy per image group (no redundancy) or per output-row group. An image group's
     # copy past the L2 share is written out to L3 or memory and read back by the conv: row
     # groups keep theirs in cache (MobileNetV2's depthwise 96 @ 112 x 112 / 2, fp32 batch 8:
-    # 2.31 ms with image tasks, 16.6x its batch-1 time).
+    # 2.38 ms with image tasks, 17x its batch-1 time; docs/runs/s26/kernel_times.txt).
     image_copy = tn * hq * wq * cp * in_bytes
     if spec.OH == toh or (n // tn >= 2 * cpu.threads and not _rereads(image_copy, cpu)):
         out.append((IMAGE_CHANNEL_ORDER if w_reread else order, ("s0",), n // tn,
@@ -374,8 +374,8 @@ def _parallel_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tiles: t
 # so a block's weights stay in the L2 while it computes all of the image's positions and the
 # task reads every weight once. Spatial blocks outside the channel blocks stream all the
 # weights again for every row or position block: ResNet-50's 3x3/2 512 at 14 x 14 (9.4 MB of
-# fp32 weights) and 1x1 1024 -> 512 at 14 x 14 (2 MB) ran 14x and 16x their batch-1 time at
-# batch 8 that way (docs/performance_224.md, "Session 26").
+# fp32 weights) and 1x1 1024 -> 512 at 14 x 14 (2 MB) ran 12x and 14x their batch-1 time at
+# batch 8 that way (docs/runs/s26/kernel_times.txt).
 IMAGE_CHANNEL_ORDER = ("s0", "o", "s1", "s2")
 
 
