@@ -22,8 +22,9 @@ micro-batch (:func:`measure_candidates`: the divisors of ``B`` that make at most
 :data:`MAX_CALLS` calls), times them in interleaved rounds on this machine and keeps the
 fastest (:func:`measured_choice`). How much a split gains depends on what share of the
 last-level cache the process really gets, which a shared or virtualized machine does not
-report: on a 2-vCPU Xeon guest whose sysfs lists a 480 MiB LLC, MobileNetV2 FP32 at batch 8
-ran fastest in calls of 2 or 4 (docs/performance_224.md, "Session 26").  Pure Python.
+report: on a 2-vCPU Xeon guest whose sysfs lists the whole host's 480 MiB LLC, MobileNetV2
+FP32 at batch 8 ran 1.20x faster in calls of 2 (docs/performance_224.md, "Session 23"; after
+session 26's planner changes no split won there by 2 %).  Pure Python.
 """
 
 from __future__ import annotations
