@@ -303,6 +303,10 @@ def probe_module(caps, kind: str, threads: int, iters: int, family: str | None =
         func = _chain_kernel(threads, iters, flanes, "float32", flanes, "float32",
                              _fma_step(flanes))
     elif kind == "int8" and family == AMX_FAMILY:
+        if not caps.amx:
+            raise ValueError(f"the {AMX_FAMILY} probe needs a target with amx-tile and amx-int8 "
+                             f"(e.g. mcpu sapphirerapids, or mattr +amx-tile,+amx-int8); this "
+                             f"one is {caps.describe()}")
         func = _amx_kernel(threads, iters)
     elif kind == "int8":
         chain = int8_chain(caps, family)

@@ -122,6 +122,8 @@ def test_amx_probe_compiles_to_four_independent_tile_multiplies():
     for op in ("ldtilecfg", "tilezero", "tileloadd", "tilestored", "tilerelease"):
         assert op in asm, op
     assert R.int8_instructions(caps, R.AMX_FAMILY).startswith("tdpbusd")
+    with pytest.raises(ValueError, match="needs a target with amx-tile and amx-int8"):
+        R.probe_module(capabilities(CASES[3][0]), "int8", 2, 8, family=R.AMX_FAMILY)
 
 
 def test_amx_probe_outruns_the_vector_chain_on_an_amx_host():
