@@ -113,9 +113,7 @@ class BuildResult:
         exes, unscheduled = {}, {}
         for m in measure_candidates(bs):
             unscheduled[m] = []
-            exes[m] = compile_plan(self.annotated, self.plan, self.calibration, self.params,
-                                   self.target, bs, self.database, unscheduled=unscheduled[m],
-                                   lift_weights=True, micro_batch=m)
+            exes[m] = self._compile_deploy(bs, m, unscheduled[m])
         vms = {m: bind(exe) for m, exe in exes.items()}
         x = self.example_input(bs)
         times: dict[int, list[float]] = {m: [] for m in vms}
@@ -147,11 +145,15 @@ class BuildResult:
             return self._embedded_exes[bs]
         if bs not in self._exes:
             self.unscheduled[bs] = []
-            self._exes[bs] = compile_plan(self.annotated, self.plan, self.calibration,
-                                          self.params, self.target, bs, self.database,
-                                          unscheduled=self.unscheduled[bs], lift_weights=True,
-                                          micro_batch=micro)
+            self._exes[bs] = self._compile_deploy(bs, micro, self.unscheduled[bs])
         return self._exes[bs]
+
+    def _compile_deploy(self, bs: int, micro: int, unscheduled: list) -> relax.VMExecutable:
+        """The deploy module (weights lifted) of batch ``bs`` run in calls of ``micro``;
+        glue kernels left unscheduled are appended to ``unscheduled``."""
+        return compile_plan(self.annotated, self.plan, self.calibration, self.params,
+                            self.target, bs, self.database, unscheduled=unscheduled,
+                            lift_weights=True, micro_batch=micro)
 
     def set_executable(self, batch_size: int, exe: relax.VMExecutable,
                        unscheduled: list) -> None:

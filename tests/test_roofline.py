@@ -10,6 +10,7 @@ import tvm
 from aiq_tvm.targets import capabilities
 from aiq_tvm.targets import roofline as R
 from aiq_tvm.targets.presets import CpuPreset
+from isa import requires_host
 
 ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "num-cores": 2}
 
@@ -126,12 +127,11 @@ def test_amx_probe_compiles_to_four_independent_tile_multiplies():
         R.probe_module(capabilities(CASES[3][0]), "int8", 2, 8, family=R.AMX_FAMILY)
 
 
+@requires_host(AMX_TARGET)
 def test_amx_probe_outruns_the_vector_chain_on_an_amx_host():
     from aiq_tvm.targets import host_target
 
     host = host_target()
-    if not capabilities(host).amx:
-        pytest.skip("this host has no AMX-INT8 tiles")
     tiles = R.chain_probe(host, "int8", 1, iters=20_000, family=R.AMX_FAMILY)
     vector = R.chain_probe(host, "int8", 1, iters=200_000)
     out = tiles.args[0]
