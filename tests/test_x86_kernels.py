@@ -91,7 +91,21 @@ IMAGE_TASK_CASES = {
     "conv1x1_wide_b4": dict(spec=ConvSpec(4, 14, 14, 1024, 512, 1, 1), act="relu",
                             residual=False),
 }
-ALL_CASES = {**CASES, **SPLIT_CASES, **IMAGE_TASK_CASES}
+# Padded depthwise convs whose channels fill whole vectors at every level (32, and 40 in
+# half-width ones on AVX-512): float and strided integer ones read their borders inline,
+# without a padded copy (asymmetric padding, a 5x5 window wider than the padding, batch 2, an
+# output column tail at stride 2).
+BORDER_CASES = {
+    "dw_border_3x3": dict(spec=ConvSpec(2, 7, 9, 32, 32, 3, 3, padding=1, groups=32),
+                          act="relu6", residual=True),
+    "dw_border_5x5_s2": dict(spec=ConvSpec(1, 11, 10, 32, 32, 5, 5, stride=2,
+                                           padding=(2, 1, 2, 3), groups=32),
+                             act=("clip", -0.5, 1.0), residual=False),
+    # 40 channels fill 8-lane vectors, not 16-lane ones: half width on AVX-512 (fp32).
+    "dw_border_half": dict(spec=ConvSpec(1, 6, 7, 40, 40, 3, 3, padding=1, groups=40),
+                           act="relu", residual=True),
+}
+ALL_CASES = {**CASES, **SPLIT_CASES, **IMAGE_TASK_CASES, **BORDER_CASES}
 
 
 def compile_kernel(k: Kernel, target=BEST_X86):
@@ -666,20 +680,20 @@ def test_image_tasks_walk_channel_blocks_outermost_past_the_l2(scheme, orders):
 @pytest.mark.usefixtures("zen4_caches")
 def test_image_tasks_keep_their_padded_copy_within_the_l2():
     """Image tasks pad a whole image group: past the L2 share that copy goes out to L3 or
-    memory and back, so a batch-8 depthwise conv at 112 x 112 x 96 (a 4.9 MB fp32 copy per
-    image, past Zen 4's 768 KB share) splits output rows; at 28 x 28 (a 0.35 MB copy) it keeps
-    image tasks."""
+    memory and back, so a batch-8 int8 depthwise conv at 112 x 112 x 96 (a 1.2 MB copy per
+    image, past Zen 4's 768 KB share) splits output rows; at 28 x 28 (86 KB) it keeps image
+    tasks. (The float depthwise convs have no copy: they read their borders inline.)"""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     target = ISA_TARGETS["avx512_vnni"]
 
-    def par(spec, scheme="fp32"):
-        return conv_mod.conv_choice_for(spec, scheme, target).plan.tile.par
+    def plan(spec, scheme="int8"):
+        return conv_mod.conv_choice_for(spec, scheme, target).plan
 
-    big = ConvSpec(8, 112, 112, 96, 96, 3, 3, stride=2, padding=1, groups=96)
+    big = ConvSpec(8, 112, 112, 96, 96, 3, 3, padding=1, groups=96)
     small = ConvSpec(8, 28, 28, 96, 96, 3, 3, padding=1, groups=96)
-    assert par(big) == ("s0", "s1")
-    assert par(small) == ("s0",)
+    assert plan(big).need_pad and plan(big).tile.par == ("s0", "s1")
+    assert plan(small).need_pad and plan(small).tile.par == ("s0",)
 
 
 @pytest.mark.parametrize("scheme", ["fp32", "int8"])
@@ -967,3 +981,70 @@ def test_fold_acc_shift():
     for c, f in zip(comb, folded, strict=True):
         np.testing.assert_array_equal((4 * a).astype(np.float32) * f, a.astype(np.float32) * c)
     assert fold_acc_shift(np.float32([1e-45, 0.5]), 2) is None  # denormal: not exact
+
+
+# ---------------------------------------------------------------------------------------------
+# Depthwise borders read inline (no padded copy)
+# ---------------------------------------------------------------------------------------------
+
+
+def inline_expected(spec, scheme: str) -> bool:
+    """Float depthwise convs and strided integer ones read their borders inline."""
+    return not is_int(scheme) or spec.stride != (1, 1)
+
+
+@pytest.mark.parametrize("target", isa_params())
+@pytest.mark.parametrize("scheme", ["fp32", "int8", "int4"])
+@pytest.mark.parametrize("name", list(BORDER_CASES))
+def test_depthwise_border_read_inline_matches_reference(name, scheme, target):
+    k, xin, res, ref = build_case(name, scheme, target)
+    inline = inline_expected(BORDER_CASES[name]["spec"], scheme)
+    assert k.info["inline_border"] == inline
+    assert k.info["padded_copy"] == (not inline)
+    assert _has_block(k.prim_func, "pad") == (not inline)
+    assert_close(run_kernel(k, xin, res, target), ref.y, scheme)
+
+
+def _has_block(func, name: str) -> bool:
+    try:
+        tvm.s_tir.Schedule(func).get_sblock(name)
+    except tvm.s_tir.schedule.ScheduleError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "int8"])
+def test_inline_border_switch_keeps_the_outputs(scheme, monkeypatch):
+    """``AIQ_INLINE_BORDER=0`` makes the padded copy, ``1`` reads inline also at stride 1 for
+    integer kernels: the same outputs bit for bit; a bad value is an error naming the valid
+    ones."""
+    outs = {}
+    for env in ("0", "1", ""):
+        monkeypatch.setenv("AIQ_INLINE_BORDER", env)
+        k, xin, res, ref = build_case("dw_border_3x3", scheme)
+        assert k.info["inline_border"] == (env == "1" or (env == "" and scheme == "fp32"))
+        outs[env] = run_kernel(k, xin, res)
+    np.testing.assert_array_equal(outs["0"], outs["1"])
+    np.testing.assert_array_equal(outs["0"], outs[""])
+    monkeypatch.setenv("AIQ_INLINE_BORDER", "yes")
+    with pytest.raises(ValueError, match="AIQ_INLINE_BORDER must be 0 or 1"):
+        build_case("dw_border_3x3", scheme)
+
+
+@pytest.mark.parametrize("c,kernel,stride,lanes", [(72, 3, 1, 8), (72, 5, 2, 8), (200, 3, 1, 8),
+                                                   (120, 5, 1, 16), (96, 3, 1, 16)])
+def test_float_depthwise_narrows_vectors_to_read_borders_inline(c, kernel, stride, lanes):
+    """On AVX-512, fp32 depthwise channels that fill 8-lane vectors but not 16-lane ones take
+    8 lanes and read their borders inline, except 5x5 windows at stride 1 (full width with a
+    copy); int8 keeps full width. AVX2's 8 lanes are whole vectors for them already."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    spec = ConvSpec(1, 28, 28, c, c, kernel, kernel, stride=stride, padding=kernel // 2,
+                    groups=c)
+    avx512 = ISA_TARGETS["avx512_vnni"]
+    plan = conv_mod.conv_choice_for(spec, "fp32", avx512).plan
+    assert (plan.tile.lanes, plan.inline_border) == (lanes, c % lanes == 0)
+    assert plan.need_pad == (not plan.inline_border)
+    assert conv_mod.conv_choice_for(spec, "int8", avx512).plan.tile.lanes == 16
+    avx2 = conv_mod.conv_choice_for(spec, "fp32", ISA_TARGETS["avx2"]).plan
+    assert (avx2.tile.lanes, avx2.inline_border) == (8, True)
