@@ -1048,3 +1048,44 @@ def test_float_depthwise_narrows_vectors_to_read_borders_inline(c, kernel, strid
     assert conv_mod.conv_choice_for(spec, "int8", avx512).plan.tile.lanes == 16
     avx2 = conv_mod.conv_choice_for(spec, "fp32", ISA_TARGETS["avx2"]).plan
     assert (avx2.tile.lanes, avx2.inline_border) == (8, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer depthwise convs accumulate in float32 where that is exact
+# ---------------------------------------------------------------------------------------------
+
+
+def _acc_dtype(func) -> str:
+    sch = tvm.s_tir.Schedule(func)
+    return str(sch.get(sch.get_sblock("acc")).writes[0].source.dtype)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("name", ["depthwise", "dw_border_3x3", "dw_border_5x5_s2"])
+def test_integer_depthwise_float_accumulation_is_bit_exact(name, scheme, monkeypatch):
+    """The float32 sum of uint8 x code products is exact (below 2**24): the int32 accumulator
+    the debug output shows, and the outputs, are those of the int32 path bit for bit
+    (``AIQ_DW_FLOAT_ACC=0``)."""
+    outs = {}
+    for env in ("0", ""):
+        monkeypatch.setenv("AIQ_DW_FLOAT_ACC", env)
+        plain = build_case(name, scheme, schedule=False)[0].prim_func  # blocks as written
+        assert _acc_dtype(plain) == ("int32" if env == "0" else "float32")
+        for debug in (False, True):
+            k, xin, res, ref = build_case(name, scheme, debug_acc=debug)
+            outs[env, debug] = run_kernel(k, xin, res)
+        np.testing.assert_array_equal(outs[env, True], ref.acc)
+    np.testing.assert_array_equal(outs["0", False], outs["", False])
+
+
+def test_float_accumulation_stops_where_sums_could_pass_2_to_the_24(monkeypatch):
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    def spec(k):
+        return ConvSpec(1, 30, 30, 16, 16, k, k, padding=k // 2, groups=16)
+
+    assert conv_mod._float_exact_depthwise(spec(21))  # 441 taps x 255 x 128 < 2**24
+    assert not conv_mod._float_exact_depthwise(spec(23))  # 529 taps
+    monkeypatch.setenv("AIQ_DW_FLOAT_ACC", "on")
+    with pytest.raises(ValueError, match="AIQ_DW_FLOAT_ACC must be 0 or 1"):
+        conv_mod._float_exact_depthwise(spec(3))

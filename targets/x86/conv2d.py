@@ -878,10 +878,15 @@ def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _C
     elif fmt.packed is not None:
         wt = decode_int4(fmt, wt, plan.cp)
     acc = _acc_block(spec, plan, fmt, xp, wt, xread)
+    exact_float = fmt.acc_dtype == "int32" and acc.dtype == "float32"  # see _acc_block
+
+    def acc_value(b, i, j, oc):
+        return acc[b, i, j, oc].astype("int32") if exact_float else acc[b, i, j, oc]
+
     y = te.compute(
         out_shape,
         lambda b, i, j, oc: layer_output(
-            acc[b, i, j, oc], oc, tens, residual_value(res, (b, i, j, oc), residual_qparams),
+            acc_value(b, i, j, oc), oc, tens, residual_value(res, (b, i, j, oc), residual_qparams),
             args, fmt.acc_shift),
         name="out",
     )  # fmt: skip
@@ -891,7 +896,8 @@ def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _C
 def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
                xread=None) -> te.Tensor:  # fmt: skip
     """The reduction into the accumulator over padded output channels; a depthwise conv reads
-    its input through ``xread`` (:func:`_bordered_reader`) where given, else from ``xp``."""
+    its input through ``xread`` (:func:`_bordered_reader`) where given, else from ``xp``, and
+    an integer one sums in float32 where that is exact (:func:`_float_exact_depthwise`)."""
     n = spec.N
     sh, sw = spec.stride
     kh = te.reduce_axis((0, spec.KH), "kh")
@@ -909,10 +915,11 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
         def xval(b, i, j, cc):
             return xread(b, i, j, cc) if xread is not None else xp[b, i, j, cc]
 
+        cd = "float32" if accd == "int32" and _float_exact_depthwise(spec) else accd
         return te.compute(
             (n, spec.OH, plan.owp, plan.cp),
             lambda b, i, j, cc: te.sum(
-                xval(b, i * sh + kh, j * sw + kw, cc).astype(accd) * wval(cc, kh, kw),
+                xval(b, i * sh + kh, j * sw + kw, cc).astype(cd) * wval(cc, kh, kw).astype(cd),
                 axis=[kh, kw]),
             name="acc",
         )
@@ -947,6 +954,28 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
         ),
         name="acc",
     )
+
+
+# Largest |uint8 activation x weight code| product of the integer kernels (codes within int8).
+MAX_INT_PRODUCT = 255 * 128
+
+
+def _float_exact_depthwise(spec: ConvSpec) -> bool:
+    """Whether an integer depthwise conv accumulates in float32 FMAs: its uint8 inputs and
+    weight codes widened to float, the sum exact (every partial sum an integer below 2**24:
+    ``KH * KW * 255 * 128`` is, up to 514 taps) and converted to int32 before the epilogue,
+    so the outputs are the int32 path's bit for bit. One FMA per tap instead of ``vpmulld``
+    (two uops, 10 cycles' latency on Intel) and ``vpaddd``; the tiles stay those planned for
+    the int32 path. Kernels alone (11 shapes, int8, same tiles and outputs;
+    docs/runs/s27/dw_float_acc.txt): 0.94-1.21x on this host (AVX-512 VNNI; below 1.0 the
+    3x3 stride-2 layers, 0.94-0.97x, and 960 @ 7 x 7 at batch 8, 0.99x), 1.02-1.22x on a
+    haswell target, 0.94-1.57x on skylake-avx512. Whole models, INT8, here: MobileNetV2 1.01x
+    (batch 1 and 8), MnasNet 1.01x (batch 8) (docs/runs/s27/dw_float_acc_onoff.jsonl).
+    ``AIQ_DW_FLOAT_ACC=0`` keeps int32 (comparisons)."""
+    env = os.environ.get("AIQ_DW_FLOAT_ACC", "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"AIQ_DW_FLOAT_ACC must be 0 or 1 (or unset), got {env!r}")
+    return env != "0" and spec.KH * spec.KW * MAX_INT_PRODUCT < 2**24
 
 
 def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials):
