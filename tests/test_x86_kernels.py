@@ -1089,3 +1089,26 @@ def test_float_accumulation_stops_where_sums_could_pass_2_to_the_24(monkeypatch)
     monkeypatch.setenv("AIQ_DW_FLOAT_ACC", "on")
     with pytest.raises(ValueError, match="AIQ_DW_FLOAT_ACC must be 0 or 1"):
         conv_mod._float_exact_depthwise(spec(3))
+
+
+@pytest.mark.parametrize("n,h,c,inline", [(1, 56, 96, True), (8, 56, 96, False),
+                                          (8, 28, 192, False), (8, 14, 384, True),
+                                          (8, 7, 768, True)])
+def test_planner_weighs_inline_borders_against_the_copy(n, h, c, inline):
+    """ConvNeXt's fp32 7x7 depthwise layers with a 2 MiB L2 (the host they were timed on):
+    the bounds checks on 49 taps cost more than a copy made once per image at batch 8 on the
+    large maps (the copy ran 1.22x and 1.11x faster there), less elsewhere; 3x3 layers always
+    read inline. With a 1 MiB L2 the 56 x 56 image's copy (1.5 MB) no longer fits, is made per
+    row group, and inline wins there too."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    def plan(spec, l2_kib=2048):
+        cpu = _znver4_with_l2(l2_kib)
+        fmts = conv_mod._layer_formats(spec, get_precision("fp32"), None, cpu)
+        return conv_mod._plan_conv(spec, fmts, cpu)[1]
+
+    spec = ConvSpec(n, h, h, c, c, 7, 7, padding=3, groups=c)
+    assert plan(spec).inline_border == inline
+    assert plan(replace(spec, KH=3, KW=3, padding=(1, 1, 1, 1))).inline_border
+    if (n, h) == (8, 56):
+        assert plan(spec, 1024).inline_border

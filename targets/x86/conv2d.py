@@ -90,7 +90,7 @@ class _ConvPlan:
     # Modelled cycles of this plan (set by ``_plan_conv``, the cost it was chosen for).
     cycles: float = 0.0
     # The accumulation reads the input through a bounds check (the padding value outside)
-    # instead of a padded copy (``need_pad`` is then False): see :func:`_inline_border`.
+    # instead of a padded copy (``need_pad`` is then False): see :func:`_border_modes`.
     inline_border: bool = False
 
 
@@ -189,8 +189,8 @@ def layer_lanes(spec: ConvSpec, cpu: CpuModel, scheme, qmax: int | None = None) 
 
 def _border_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
     """``cpu`` with half-width vectors (at least 8 lanes) for a float depthwise conv whose
-    channels fill them but not full-width ones, so that it reads its borders inline
-    (:func:`_inline_border` needs whole vectors); else None. Not for 5x5 windows at stride 1,
+    channels fill them but not full-width ones, so that it may read its borders inline
+    (:func:`_border_modes` needs whole vectors); else None. Not for 5x5 windows at stride 1,
     where the half-width taps cost more than the copy.
 
     MnasNet's and MobileNetV3's 72, 120 and 200 channels on AVX-512, fp32, this host (Xeon,
@@ -323,61 +323,82 @@ def conv_candidates(
                 continue  # a block must lie inside one group
             cop = round_up(o, ocb)
             cp = cop if dw else round_up(c * spec.KW if fold else c, fmt.pad_group)
-            inline = _inline_border(spec, fmt, cp)
-            need_pad = not inline and bool(fold or phases > 1 or pt or pl or hq > h or wq > w
-                                           or cp != c)
-            blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
-            cred = cp // spec.groups  # channels one output reduces over (not depthwise)
-            steps = (1 if fold else spec.KW) * spec.KH * (1 if dw else cred // g)
-            work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
-            # decode-once: the int8 scratch, once per call (added to the parallel blocks' cost)
-            taps = spec.KH * (1 if fold else spec.KW)  # a folded row's taps are in cp
-            scratch = taps * cp * (1 if dw else cop) if fmt.packed else 0
-            work += n * oh * ow * (cop // lanes) * tp.epi_cycles
-            line = 1 + -(-(c if fold else cp) * in_bytes // 64)
-            if mb * ocb * 4 >= STACK_ACC_BYTES:
-                work += blocks * mb * ocv * HEAP_ACC_CYCLES
-            pars = _parallel_options(spec, fmt, cpu, (tn, toh, tow), ocb, owp, cp, cop, hq, wq,
-                                     line, need_pad, fold, scratch)
-            for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
-                total = work + pad_pixels * tp.pad_pixel_cycles
-                min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
-                tile = TilePlan((tn, toh, tow), ocb, lanes, mode, p_order, par, intrin, red, inner,
-                                min_tasks, pairs=fmt.pairs)  # fmt: skip
-                tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu) if scratch
-                                else (tile, 0.0))  # fmt: skip
-                per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)
-                cost = (per_thread / threads / balance(tasks, threads) + decode
-                        + root_pad * tp.pad_pixel_cycles)
-                out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
-                                            fold, inline_border=inline)))
-            out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
+            for inline in _border_modes(spec, fmt, cp):
+                need_pad = not inline and bool(fold or phases > 1 or pt or pl or hq > h
+                                               or wq > w or cp != c)
+                blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
+                cred = cp // spec.groups  # channels one output reduces over (not depthwise)
+                steps = (1 if fold else spec.KW) * spec.KH * (1 if dw else cred // g)
+                work = blocks * steps * step_cycles(mb, ocv, fmt, mode, tp)
+                # decode-once: the int8 scratch, once per call (added to the parallel blocks'
+                # cost)
+                taps = spec.KH * (1 if fold else spec.KW)  # a folded row's taps are in cp
+                scratch = taps * cp * (1 if dw else cop) if fmt.packed else 0
+                work += n * oh * ow * (cop // lanes) * tp.epi_cycles
+                if inline:  # a bounds check per input vector load
+                    work += n * oh * owp * (cop // lanes) * taps * INLINE_CHECK_CYCLES
+                line = 1 + -(-(c if fold else cp) * in_bytes // 64)
+                if mb * ocb * 4 >= STACK_ACC_BYTES:
+                    work += blocks * mb * ocv * HEAP_ACC_CYCLES
+                pars = _parallel_options(spec, fmt, cpu, (tn, toh, tow), ocb, owp, cp, cop, hq,
+                                         wq, line, need_pad, fold, scratch)
+                for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
+                    total = work + pad_pixels * tp.pad_pixel_cycles
+                    min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
+                    tile = TilePlan((tn, toh, tow), ocb, lanes, mode, p_order, par, intrin, red,
+                                    inner, min_tasks, pairs=fmt.pairs)  # fmt: skip
+                    tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
+                                    if scratch else (tile, 0.0))  # fmt: skip
+                    per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)
+                    cost = (per_thread / threads / balance(tasks, threads) + decode
+                            + root_pad * tp.pad_pixel_cycles)
+                    out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
+                                                fold, inline_border=inline)))
+                out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
 
 
-def _inline_border(spec: ConvSpec, fmt: WeightFormat, cp: int) -> bool:
-    """Whether a conv reads its borders in the accumulation (a bounds check per input vector,
-    :func:`_bordered_reader`) instead of from a padded copy: padded depthwise convs whose
-    channels fill whole vectors (``cp == C``; a partial vector would read past a pixel),
-    float ones and strided integer ones.
+# Modelled cycles of the bounds check on one input vector load of a conv reading its borders
+# inline (:func:`_border_modes`), fitted to 17 depthwise shapes timed both ways on this host
+# (fp32, two threads; docs/runs/s27/dw_border.txt, dw_border_7x7.txt): with it the planner
+# keeps the copy exactly where the copy was faster (7x7 at 56 x 56 and 28 x 28, batch 8, where
+# the copy was 1.22x and 1.11x faster: once per image, 1.2-1.5x the input's pixels for 49 taps)
+# and reads inline elsewhere (1.10-3.58x faster). The model's copy-minus-inline difference
+# there was 0.022-0.024 cycles per vector tap and thread where the copy won, 0.033 and up
+# where inline won.
+INLINE_CHECK_CYCLES = 0.057
+
+
+def _border_modes(spec: ConvSpec, fmt: WeightFormat, cp: int) -> tuple[bool, ...]:
+    """Whether the planner's candidates read the borders inline (True: a bounds check per
+    input vector, :func:`_bordered_reader`) or from a padded copy (False): both for padded
+    depthwise convs whose channels fill whole vectors (``cp == C``; a partial vector would read
+    past a pixel), float ones and strided integer ones; the copy alone otherwise.
 
     The copy is a pass of its own over the input before the taps run, with nothing to hide it
-    behind. Measured on this host (Xeon, AVX-512, two threads), copy against inline, same
-    outputs (docs/runs/s27/dw_border.txt):
+    behind; the checks cost a little on every load (:data:`INLINE_CHECK_CYCLES`). Measured on
+    this host (Xeon, AVX-512, two threads), copy against inline, same outputs
+    (docs/runs/s27/dw_border.txt, dw_border_7x7.txt):
 
-    - fp32, 11 MobileNet / MnasNet / EfficientNet shapes: inline 1.10-3.58x faster (144 @ 56 x
-      56: 3.3x at batch 1, 2.0x at batch 8; 32 @ 112 x 112 batch 8: 1.33x);
+    - fp32, 11 MobileNet / MnasNet / EfficientNet shapes (3x3, 5x5): inline 1.10-3.58x faster
+      (144 @ 56 x 56: 3.3x at batch 1, 2.0x at batch 8; 32 @ 112 x 112 batch 8: 1.33x);
+    - fp32, ConvNeXt's 7x7: inline 1.18x at 56 x 56 batch 1, 1.35-2.66x at 14 x 14 and 7 x 7,
+      0.82x and 0.90x at 56 x 56 and 28 x 28 batch 8 (the model keeps the copy there);
     - int8 at stride 2: inline 1.11-1.52x (the copy writes 4x the output's pixels);
     - int8 at stride 1: inline 0.55-0.91x. The uint8 copy is a quarter of the bytes, and the
       widened inputs stay in registers across taps (``_dw_window_fits``), which the bounds
       checks break up; those keep the copy.
 
-    ``AIQ_INLINE_BORDER``: ``0`` never, ``1`` every depthwise conv it applies to
-    (comparisons: docs/runs/s27/dw_border.py)."""
+    ``AIQ_INLINE_BORDER``: ``0`` the copy only, ``1`` inline only wherever it applies (also
+    integer kernels at stride 1; comparisons: docs/runs/s27/dw_border.py)."""
     env = _inline_border_mode()
     if env == "0" or not spec.is_depthwise or cp != spec.C or not any(spec.padding):
-        return False
-    return env == "1" or fmt.in_dtype == "float32" or spec.stride != (1, 1)
+        return (False,)
+    if env == "1":
+        return (True,)
+    if fmt.in_dtype == "float32" or spec.stride != (1, 1):
+        return (True, False)
+    return (False,)
 
 
 def _inline_border_mode() -> str:
@@ -390,7 +411,7 @@ def _inline_border_mode() -> str:
 
 def _bordered_reader(x: te.Tensor, spec: ConvSpec, pad_value):
     """``read(b, i, j, c)``: the input at padded coordinates, ``pad_value`` outside it, with no
-    copy (:func:`_inline_border`). Out-of-range loads sit in the untaken branch."""
+    copy (:func:`_border_modes`). Out-of-range loads sit in the untaken branch."""
     _, h, w, _ = spec.in_shape
     pt, pl, _, _ = spec.padding
 
