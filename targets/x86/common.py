@@ -616,6 +616,16 @@ def _int_epilogue(acc_val, o, consts, debug_acc: bool, acc_shift: int):
     return v.astype("float32") * consts["comb"][o] + consts["bias"][o]
 
 
+def _float_acc_int_epilogue(acc_val, o, consts, debug_acc: bool):
+    """The int epilogue of an exact float32 sum (``conv2d._float_exact_depthwise``): the sum
+    and the correction are integers and ``|acc - corr| < 2**24``, so the float32 difference
+    is exact, the value the int32 path converts to float32 (outputs bit for bit the same)."""
+    v = acc_val - consts["corr"][o].astype("float32")
+    if debug_acc:
+        return v.astype("int32")
+    return v * consts["comb"][o] + consts["bias"][o]
+
+
 def _folded_int_epilogue(acc_val, o, consts):
     """The int epilogue of a kernel whose ``comb`` constant already holds ``comb / 2**shift``
     and whose ``corr`` is zero (the int8 Winograd kernel, see ``fold_acc_shift``)."""
@@ -646,13 +656,17 @@ _EPILOGUE_EXPRS = {"int": _int_epilogue, "scale": _scale_epilogue, "float": _flo
 
 def epilogue_value(
     scheme: PrecisionScheme, acc_val, o, consts: dict, res_val, act, debug_acc: bool,
-    acc_shift: int = 0, folded_shift: bool = False,
+    acc_shift: int = 0, folded_shift: bool = False, float_acc: bool = False,
 ):  # fmt: skip
     """Fused epilogue expression of output channel ``o`` (see ``aiq_tvm.quant``).
 
     With ``debug_acc`` (integer schemes) the int32 ``acc - corr`` itself. ``folded_shift``:
-    ``comb`` holds ``comb / 2**acc_shift`` and ``corr`` is zero (:func:`fold_acc_shift`)."""
-    if folded_shift and scheme.epilogue == "int" and not debug_acc:
+    ``comb`` holds ``comb / 2**acc_shift`` and ``corr`` is zero (:func:`fold_acc_shift`).
+    ``float_acc``: an integer scheme's sum held exactly in float32
+    (:func:`_float_acc_int_epilogue`)."""
+    if float_acc and scheme.epilogue == "int":
+        v = _float_acc_int_epilogue(acc_val, o, consts, debug_acc)
+    elif folded_shift and scheme.epilogue == "int" and not debug_acc:
         v = _folded_int_epilogue(acc_val, o, consts)
     else:
         v = _EPILOGUE_EXPRS[scheme.epilogue](acc_val, o, consts, debug_acc, acc_shift)
@@ -687,12 +701,13 @@ def residual_value(res, idx: tuple, residual_qparams=None):
 
 
 def layer_output(acc_val, o, consts: dict, res_val, args, acc_shift: int = 0,
-                 folded_shift: bool = False):
+                 folded_shift: bool = False, float_acc: bool = False):
     """Stored value of a layer kernel's output channel ``o`` (``args``: its ``LayerArgs``):
     the fused epilogue (:func:`epilogue_value`) and, when ``args.requant``, the uint8 code
     with the activation folded into the code clip (:func:`quantize_clipped`)."""
     ep = functools.partial(epilogue_value, args.scheme, acc_val, o, consts, res_val,
-                           acc_shift=acc_shift, folded_shift=folded_shift)
+                           acc_shift=acc_shift, folded_shift=folded_shift,
+                           float_acc=float_acc)
     if args.requant and not args.debug_acc:
         return quantize_clipped(ep("none", False), consts["out_q"][0], consts["out_q"][1],
                                 args.act, args.cpu.caps.rounding_convert)

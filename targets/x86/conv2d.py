@@ -899,16 +899,12 @@ def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _C
     elif fmt.packed is not None:
         wt = decode_int4(fmt, wt, plan.cp)
     acc = _acc_block(spec, plan, fmt, xp, wt, xread)
-    exact_float = fmt.acc_dtype == "int32" and acc.dtype == "float32"  # see _acc_block
-
-    def acc_value(b, i, j, oc):
-        return acc[b, i, j, oc].astype("int32") if exact_float else acc[b, i, j, oc]
-
+    float_acc = fmt.acc_dtype == "int32" and acc.dtype == "float32"  # see _acc_block
     y = te.compute(
         out_shape,
         lambda b, i, j, oc: layer_output(
-            acc_value(b, i, j, oc), oc, tens, residual_value(res, (b, i, j, oc), residual_qparams),
-            args, fmt.acc_shift),
+            acc[b, i, j, oc], oc, tens, residual_value(res, (b, i, j, oc), residual_qparams),
+            args, fmt.acc_shift, float_acc=float_acc),
         name="out",
     )  # fmt: skip
     return layer_prim_func(x, tens, names, res, y)
@@ -984,14 +980,14 @@ MAX_INT_PRODUCT = 255 * 128
 def _float_exact_depthwise(spec: ConvSpec) -> bool:
     """Whether an integer depthwise conv accumulates in float32 FMAs: its uint8 inputs and
     weight codes widened to float, the sum exact (every partial sum an integer below 2**24:
-    ``KH * KW * 255 * 128`` is, up to 514 taps) and converted to int32 before the epilogue,
-    so the outputs are the int32 path's bit for bit. One FMA per tap instead of ``vpmulld``
-    (two uops, 10 cycles' latency on Intel) and ``vpaddd``; the tiles stay those planned for
-    the int32 path. Kernels alone (11 shapes, int8, same tiles and outputs;
-    docs/runs/s27/dw_float_acc.txt): 0.94-1.21x on this host (AVX-512 VNNI; below 1.0 the
-    3x3 stride-2 layers, 0.94-0.97x, and 960 @ 7 x 7 at batch 8, 0.99x), 1.02-1.22x on a
-    haswell target, 0.94-1.57x on skylake-avx512. Whole models, INT8, here: MobileNetV2 1.01x
-    (batch 1 and 8), MnasNet 1.01x (batch 8) (docs/runs/s27/dw_float_acc_onoff.jsonl).
+    ``KH * KW * 255 * 128`` is, up to 514 taps); the epilogue subtracts the correction in
+    float32, also exact, so the outputs are the int32 path's bit for bit. One FMA per tap
+    instead of integer multiply-adds on widened values; the tiles stay those planned for the
+    int32 path. Kernels alone (11 shapes, int8,
+    same tiles and outputs; docs/runs/s27/dw_float_acc.txt): 1.00-1.33x on this host (AVX-512
+    VNNI), 1.08-1.34x on a haswell target, 0.97-1.29x on skylake-avx512 (below 1.0 only the
+    3x3 stride-2 48 @ 112 x 112). Whole models, INT8, here: MobileNetV2 1.03x (batch 1) and
+    1.04x (batch 8), MnasNet 1.03x (batch 8) (docs/runs/s27/dw_float_acc_onoff.jsonl).
     ``AIQ_DW_FLOAT_ACC=0`` keeps int32 (comparisons)."""
     env = os.environ.get("AIQ_DW_FLOAT_ACC", "")
     if env not in ("", "0", "1"):

@@ -14,7 +14,8 @@ import numpy as np, tvm
 from aiq_tvm import testing
 from aiq_tvm.targets import host_target
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
-target = tvm.target.Target(host_target())
+import json
+target = tvm.target.Target(json.loads(os.environ["TARGET_JSON"]) if os.environ.get("TARGET_JSON") else host_target())
 scheme = os.environ.get("SCHEME", "fp32")
 for arg in sys.argv[1:]:
     v = list(map(int, arg.split(",")))
