@@ -197,8 +197,8 @@ def _border_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
     two threads), full width with a padded copy against half width inline, same outputs:
     3x3 72 @ 56 x 56 1.22x (batch 1) and 1.39x (batch 8), 3x3 72 @ 112 x 112 / 2 1.31x, 3x3
     200 @ 14 x 14 2.03x, 5x5 72 @ 28 x 28 / 2 1.89x; 5x5 120 @ 28 x 28 0.59x
-    (docs/runs/s27/dw_half.txt). The planner's model priced the copy too low to see this
-    (it chose the copy in five of the six)."""
+    (docs/runs/s27/dw_half.txt). A rule, not the model's choice: comparing the two widths'
+    best plans, the model chose full width with the copy in five of the six."""
     half = cpu.lanes // 2
     if (scheme.quantizes_activations or not spec.is_depthwise or not any(spec.padding)
             or _inline_border_mode() == "0" or half < 8):
@@ -983,10 +983,10 @@ def _float_exact_depthwise(spec: ConvSpec) -> bool:
     ``KH * KW * 255 * 128`` is, up to 514 taps); the epilogue subtracts the correction in
     float32, also exact, so the outputs are the int32 path's bit for bit. One FMA per tap
     instead of integer multiply-adds on widened values; the tiles stay those planned for the
-    int32 path. Kernels alone (11 shapes, int8,
-    same tiles and outputs; docs/runs/s27/dw_float_acc.txt): 1.00-1.33x on this host (AVX-512
-    VNNI), 1.08-1.34x on a haswell target, 0.97-1.29x on skylake-avx512 (below 1.0 only the
-    3x3 stride-2 48 @ 112 x 112). Whole models, INT8, here: MobileNetV2 1.03x (batch 1) and
+    int32 path. Kernels alone (11 shapes, int8, same tiles and outputs;
+    docs/runs/s27/dw_float_acc.txt): 1.00-1.33x on this host (AVX-512 VNNI), 1.08-1.34x on a
+    haswell target, 0.97-1.29x on skylake-avx512 (below 1.0 only the 3x3 stride-2 48 @ 112 x
+    112). Whole models, INT8, here: MobileNetV2 1.03x (batch 1) and
     1.04x (batch 8), MnasNet 1.03x (batch 8) (docs/runs/s27/dw_float_acc_onoff.jsonl).
     ``AIQ_DW_FLOAT_ACC=0`` keeps int32 (comparisons)."""
     env = os.environ.get("AIQ_DW_FLOAT_ACC", "")
