@@ -39,6 +39,14 @@ def time_interleaved(fns, rounds=7, calls=20):
     return [float(np.median(t)) * 1e3 for t in ts]
 
 
+def compiled(k, xin, target):
+    """``(f, args, output)`` of a kernel compiled for ``target`` and run once on ``xin``."""
+    args = testing.kernel_args(k, xin)
+    f = testing.compile_prim_func(k.prim_func, target).mod["main"]
+    f(*args)
+    return f, args, args[-1].numpy().copy()
+
+
 def layer(arg):
     n, h, w, c, o, kh, kw, s = list(map(int, arg.split(",")))[:8]
     spec = ConvSpec(n, h, w, c, o, kh, kw, stride=(s, s), padding=kh // 2, groups=c)
@@ -63,10 +71,8 @@ def main():
         for flag in ("0", "1"):
             os.environ[switch] = flag
             k = conv2d_kernel(spec, scheme, wt, b, act="relu", target=target, **kw_)
-            args = testing.kernel_args(k, testing.kernel_input(scheme, x, qp))
-            f = testing.compile_prim_func(k.prim_func, target).mod["main"]
-            f(*args)
-            outs.append(args[-1].numpy().copy())
+            f, args, out = compiled(k, testing.kernel_input(scheme, x, qp), target)
+            outs.append(out)
             fns.append((f, args))
         err = np.abs(outs[0] - outs[1]).max()
         a, bb = time_interleaved(fns)

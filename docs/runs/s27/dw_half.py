@@ -15,9 +15,8 @@ from dataclasses import replace
 
 import numpy as np
 import tvm
-from dw_border import layer, time_interleaved
+from dw_border import compiled, layer, time_interleaved
 
-from aiq_tvm import testing
 from aiq_tvm.targets import host_target
 from aiq_tvm.targets.x86 import conv2d as cm
 from aiq_tvm.targets.x86 import conv2d_kernel
@@ -41,10 +40,8 @@ def main():
             os.environ["HALF"] = half
             os.environ["AIQ_INLINE_BORDER"] = half
             k = conv2d_kernel(spec, "fp32", wt, b, act="relu", target=target)
-            args = testing.kernel_args(k, x)
-            f = testing.compile_prim_func(k.prim_func, target).mod["main"]
-            f(*args)
-            outs.append(args[-1].numpy().copy())
+            f, args, out = compiled(k, x, target)
+            outs.append(out)
             fns.append((f, args))
             info.append(k.info["schedule"] + (" inline" if k.info["inline_border"] else " copy"))
         err = np.abs(outs[0] - outs[1]).max()
