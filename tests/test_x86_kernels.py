@@ -1098,8 +1098,8 @@ def test_planner_weighs_inline_borders_against_the_copy(n, h, c, inline):
     """ConvNeXt's fp32 7x7 depthwise layers with a 2 MiB L2 (the host they were timed on):
     the bounds checks on 49 taps cost more than a copy made once per image at batch 8 on the
     large maps (the copy ran 1.22x and 1.11x faster there), less elsewhere; 3x3 layers always
-    read inline. With a 1 MiB L2 the 56 x 56 image's copy (1.5 MB) no longer fits, is made per
-    row group, and inline wins there too."""
+    read inline. With a 1 MiB L2 the 56 x 56 image's copy (1.5 MB) no longer fits and would
+    be made per row group (with overlap), so the model reads inline there too."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     def plan(spec, l2_kib=2048):
