@@ -66,6 +66,7 @@ from .schedules import (
     par_prefix_tasks,
     step_cycles,
     thread_split_extent,
+    unroll_taps,
 )
 
 
@@ -373,30 +374,38 @@ def _border_modes(spec: ConvSpec, fmt: WeightFormat, cp: int) -> tuple[bool, ...
     """Whether the planner's candidates read the borders inline (True: a bounds check per
     input vector, :func:`_bordered_reader`) or from a padded copy (False): both for padded
     depthwise convs whose channels fill whole vectors (``cp == C``; a partial vector would read
-    past a pixel), float ones and strided integer ones; the copy alone otherwise.
+    past a pixel); the copy alone otherwise, and for integer convs at stride 1 unless they are
+    3x3 with their taps unrolled (the default; ``AIQ_DW_UNROLL_TAPS``).
 
     The copy is a pass of its own over the input before the taps run, with nothing to hide it
     behind; the checks cost a little on every load (:data:`INLINE_CHECK_CYCLES`). Measured on
-    this host (Xeon, AVX-512, two threads), copy against inline, same outputs
-    (docs/runs/s27/dw_border.txt, dw_border_7x7.txt):
+    this host (Xeon, AVX-512, two threads), copy against inline, same outputs:
 
     - fp32, 11 MobileNet / MnasNet / EfficientNet shapes (3x3, 5x5): inline 1.10-3.58x faster
       (144 @ 56 x 56: 3.3x at batch 1, 2.0x at batch 8; 32 @ 112 x 112 batch 8: 1.33x);
     - fp32, ConvNeXt's 7x7: inline 1.18x at 56 x 56 batch 1, 1.35-2.66x at 14 x 14 and 7 x 7,
-      0.82x and 0.90x at 56 x 56 and 28 x 28 batch 8 (the model keeps the copy there);
+      0.82x and 0.90x at 56 x 56 and 28 x 28 batch 8 (the model keeps the copy there)
+      (docs/runs/s27/dw_border.txt, dw_border_7x7.txt; taps as loops);
     - int8 at stride 2: inline 1.11-1.52x (the copy writes 4x the output's pixels);
-    - int8 at stride 1: inline 0.55-0.91x. The uint8 copy is a quarter of the bytes, and the
-      widened inputs stay in registers across taps (``_dw_window_fits``), which the bounds
-      checks break up; those keep the copy.
+    - int8 at stride 1, taps as loops: inline 0.55-0.91x. The uint8 copy is a quarter of the
+      bytes, and a widened input vector stays in registers across the taps that read it
+      (``_dw_window_fits``) only where LLVM sees those taps together: the checks of looped
+      taps broke that up. With the taps unrolled (:func:`schedules.unroll_taps`), 3x3: inline
+      0.97-1.31x at 224 x 224 sizes, 1.07-2.04x on MobileNetV2's 32 x 32 maps (skylake-avx512,
+      one thread); but 5x5 0.71-0.75x and 7x7 0.83-1.08x, so those keep the copy, a rule
+      rather than the model, which would read the 5x5 at batch 1 inline
+      (docs/runs/s28/dw_border_int8.txt).
 
     ``AIQ_INLINE_BORDER``: ``0`` the copy only, ``1`` inline only wherever it applies (also
-    integer kernels at stride 1; comparisons: docs/runs/s27/dw_border.py)."""
+    integer kernels at stride 1 with looped taps; comparisons: docs/runs/s27/dw_border.py)."""
     env = _inline_border_mode()
     if env == "0" or not spec.is_depthwise or cp != spec.C or not any(spec.padding):
         return (False,)
     if env == "1":
         return (True,)
     if fmt.in_dtype == "float32" or spec.stride != (1, 1):
+        return (True, False)
+    if spec.KH * spec.KW <= 9 and unroll_taps():
         return (True, False)
     return (False,)
 

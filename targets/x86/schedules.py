@@ -23,6 +23,7 @@ integers (the default schedule) or meta-schedule random variables (the tuning se
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from math import prod
 from typing import NamedTuple
@@ -429,6 +430,9 @@ def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: Tile
         sch.vectorize(block.lanes)
         for lp in [*block.tail, block.reg]:
             sch.unroll(lp)
+        if plan.mode == "dw" and unroll_taps():
+            for lp in block.head_red:
+                sch.unroll(lp)
     init = sch.decompose_reduction(acc, (block.head_red + block.tail)[0])
     i_loops = sch.get_loops(init)[n_outer:]  # [reg, ol], or [ol] for a one-vector block
     if plan.pairs:  # [reg, position, channel]: one vector per 2 x 2 tile
@@ -440,6 +444,19 @@ def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: Tile
     if plan.mode == "dot":
         sch.tensorize(block.lanes, plan.intrin)
         sch.unroll(block.reg)
+
+
+def unroll_taps() -> bool:
+    """Whether a depthwise block unrolls its ``kh`` and ``kw`` taps (``AIQ_DW_UNROLL_TAPS``,
+    default on; ``0`` keeps them loops, for comparisons). Unrolled, each tap's input column
+    and its bounds check are constants inside the block: LLVM loads (and, for uint8 inputs,
+    widens) an input vector once for all the taps that read it and folds the column checks
+    of inline borders. Kernels alone, same outputs, same tiles (docs/runs/s28/dw_unroll.txt):
+    see :func:`conv2d._border_modes`."""
+    env = os.environ.get("AIQ_DW_UNROLL_TAPS", "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"AIQ_DW_UNROLL_TAPS must be 0 or 1 (or unset), got {env!r}")
+    return env != "0"
 
 
 def _pair_tiles(nsp: int):

@@ -7,6 +7,8 @@ interleaved (median of 7 rounds of 20 calls each). Arguments ``N,H,W,C,C,KH,KW,S
   forced also where the planner keeps the copy). Outputs: dw_border.txt, dw_border_7x7.txt.
 - ``AIQ_DW_FLOAT_ACC``: integer depthwise sums in int32 (``0``) against float32 (``1``).
   Output: dw_float_acc.txt.
+- ``AIQ_DW_UNROLL_TAPS`` (session 28): taps as loops (``0``) against unrolled (``1``), the
+  planner's border choice in both. Output: docs/runs/s28/dw_unroll.txt.
 
     [SWITCH=...] [SCHEME=int8] [TARGET_JSON=...] TVM_NUM_THREADS=2 flock /work/bench.lock \\
         python docs/runs/s27/dw_border.py 1,112,112,32,32,3,3,1 8,56,56,144,144,3,3,1 ...
@@ -24,7 +26,8 @@ from aiq_tvm.targets import host_target
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
 from aiq_tvm.testing import ActQParams
 
-LABELS = {"AIQ_INLINE_BORDER": ("pad", "inline"), "AIQ_DW_FLOAT_ACC": ("int32", "f32acc")}
+LABELS = {"AIQ_INLINE_BORDER": ("pad", "inline"), "AIQ_DW_FLOAT_ACC": ("int32", "f32acc"),
+          "AIQ_DW_UNROLL_TAPS": ("loops", "unrolled")}
 
 
 def time_interleaved(fns, rounds=7, calls=20):
