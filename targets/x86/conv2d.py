@@ -63,6 +63,7 @@ from .schedules import (
     balance,
     decode_cycles,
     divisors,
+    dw_unrolled_taps,
     par_prefix_tasks,
     step_cycles,
     thread_split_extent,
@@ -346,8 +347,10 @@ def conv_candidates(
                 for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
                     total = work + pad_pixels * tp.pad_pixel_cycles
                     min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
+                    unrolled = dw_unrolled_taps(spec.KH, spec.KW, inline) if dw else 0
                     tile = TilePlan((tn, toh, tow), ocb, lanes, mode, p_order, par, intrin, red,
-                                    inner, min_tasks, pairs=fmt.pairs)  # fmt: skip
+                                    inner, min_tasks, pairs=fmt.pairs,
+                                    unrolled_taps=unrolled)  # fmt: skip
                     tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
                                     if scratch else (tile, 0.0))  # fmt: skip
                     per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)

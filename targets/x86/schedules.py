@@ -85,6 +85,9 @@ class TilePlan:
         scratch of one block (``KH * KW * Cp * ocb`` bytes, cache-resident where the whole
         scratch is not) and computes every output of the block from it; the padded copy,
         if any, is made once at the root.
+    unrolled_taps : int
+        ``"dw"`` mode: how many of the trailing reduction loops outside the block are unrolled
+        (0 none, 1 ``kw``, 2 ``kh`` and ``kw``; :func:`dw_unrolled_taps`).
     """
 
     tiles: tuple[int, ...]
@@ -101,6 +104,7 @@ class TilePlan:
     pairs: bool = False
     decode_threads: int = 0
     decode_block: bool = False
+    unrolled_taps: int = 0
 
     def __post_init__(self):
         if self.lanes < 1 or self.ocb % self.lanes:
@@ -115,6 +119,10 @@ class TilePlan:
         if self.decode_block and (self.order[:1] != ("o",) or self.par != ("o",)):
             raise ValueError(f"a per-block decode needs order and par to lead with 'o' "
                              f"alone, got order {self.order} and par {self.par}")
+        if self.unrolled_taps and (self.mode != "dw" or not
+                                   0 < self.unrolled_taps <= len(self.reduce_names)):
+            raise ValueError(f"unrolled_taps={self.unrolled_taps} needs mode 'dw' and at most "
+                             f"{len(self.reduce_names)} reduction loops, got mode {self.mode!r}")
 
     @property
     def ocv(self) -> int:
@@ -430,9 +438,8 @@ def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: Tile
         sch.vectorize(block.lanes)
         for lp in [*block.tail, block.reg]:
             sch.unroll(lp)
-        if plan.mode == "dw" and unroll_taps():
-            for lp in block.head_red:
-                sch.unroll(lp)
+        for lp in block.head_red[len(block.head_red) - plan.unrolled_taps :]:
+            sch.unroll(lp)
     init = sch.decompose_reduction(acc, (block.head_red + block.tail)[0])
     i_loops = sch.get_loops(init)[n_outer:]  # [reg, ol], or [ol] for a one-vector block
     if plan.pairs:  # [reg, position, channel]: one vector per 2 x 2 tile
@@ -447,16 +454,28 @@ def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: Tile
 
 
 def unroll_taps() -> bool:
-    """Whether a depthwise block unrolls its ``kh`` and ``kw`` taps (``AIQ_DW_UNROLL_TAPS``,
-    default on; ``0`` keeps them loops, for comparisons). Unrolled, each tap's input column
-    and its bounds check are constants inside the block: LLVM loads (and, for uint8 inputs,
-    widens) an input vector once for all the taps that read it and folds the column checks
-    of inline borders. Kernels alone, same outputs, same tiles (docs/runs/s28/dw_unroll.txt):
-    see :func:`conv2d._border_modes`."""
+    """``AIQ_DW_UNROLL_TAPS``, checked: whether depthwise blocks unroll their taps (default
+    on; ``0`` keeps them loops, session 27's kernels, for comparisons)."""
     env = os.environ.get("AIQ_DW_UNROLL_TAPS", "")
     if env not in ("", "0", "1"):
         raise ValueError(f"AIQ_DW_UNROLL_TAPS must be 0 or 1 (or unset), got {env!r}")
     return env != "0"
+
+
+def dw_unrolled_taps(kh: int, kw: int, inline_border: bool) -> int:
+    """How many of a depthwise block's tap loops are unrolled (``TilePlan.unrolled_taps``).
+
+    Unrolled, each tap's input column and its bounds check are constants inside the block:
+    LLVM loads (and, for uint8 inputs, widens) an input vector once for all the taps that read
+    it and folds the column checks of inline borders. Both loops are unrolled, except the
+    ``kh`` loop of windows over 25 taps that read a padded copy, where it ran 0.94x (7x7 fp32
+    at 56 x 56 batch 8: 1.24 ms, against 1.15 ms with ``kw`` alone and 1.17 ms with loops).
+    Kernels alone, both unrolled against loops, same tiles and outputs, this host, two
+    threads (docs/runs/s28/dw_unroll.txt): fp32 1.07-1.31x on 3x3 and 5x5 (7x7 read inline
+    1.68-1.87x); int8 0.98-1.50x (with :func:`conv2d._border_modes`'s inline 3x3)."""
+    if not unroll_taps():
+        return 0
+    return 2 if inline_border or kh * kw <= 25 else 1
 
 
 def _pair_tiles(nsp: int):
