@@ -105,7 +105,11 @@ BORDER_CASES = {
     "dw_border_half": dict(spec=ConvSpec(1, 6, 7, 40, 40, 3, 3, padding=1, groups=40),
                            act="relu", residual=True),
 }
-ALL_CASES = {**CASES, **SPLIT_CASES, **IMAGE_TASK_CASES, **BORDER_CASES}
+# A channel-narrowing pointwise conv: fp32 register blocks run down the rows.
+ROW_CASES = {
+    "pw_narrow": dict(spec=ConvSpec(2, 14, 9, 48, 16, 1, 1), act="relu", residual=True),
+}
+ALL_CASES = {**CASES, **SPLIT_CASES, **IMAGE_TASK_CASES, **BORDER_CASES, **ROW_CASES}
 
 
 def compile_kernel(k: Kernel, target=BEST_X86):
@@ -680,9 +684,9 @@ def test_image_tasks_walk_channel_blocks_outermost_past_the_l2(scheme, orders):
 @pytest.mark.usefixtures("zen4_caches")
 def test_image_tasks_keep_their_padded_copy_within_the_l2():
     """Image tasks pad a whole image group: past the L2 share that copy goes out to L3 or
-    memory and back, so a batch-8 int8 depthwise conv at 112 x 112 x 96 (a 1.2 MB copy per
-    image, past Zen 4's 768 KB share) splits output rows; at 28 x 28 (86 KB) it keeps image
-    tasks. (The float depthwise convs have no copy: they read their borders inline.)"""
+    memory and back, so a batch-8 int8 5x5 depthwise conv at 112 x 112 x 96 (a 1.2 MB copy
+    per image, past Zen 4's 768 KB share) splits output rows; at 28 x 28 (86 KB) it keeps
+    image tasks. (Float and integer 3x3 depthwise convs read their borders inline, no copy.)"""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     target = ISA_TARGETS["avx512_vnni"]
@@ -690,8 +694,8 @@ def test_image_tasks_keep_their_padded_copy_within_the_l2():
     def plan(spec, scheme="int8"):
         return conv_mod.conv_choice_for(spec, scheme, target).plan
 
-    big = ConvSpec(8, 112, 112, 96, 96, 3, 3, padding=1, groups=96)
-    small = ConvSpec(8, 28, 28, 96, 96, 3, 3, padding=1, groups=96)
+    big = ConvSpec(8, 112, 112, 96, 96, 5, 5, padding=2, groups=96)
+    small = ConvSpec(8, 28, 28, 96, 96, 5, 5, padding=2, groups=96)
     assert plan(big).need_pad and plan(big).tile.par == ("s0", "s1")
     assert plan(small).need_pad and plan(small).tile.par == ("s0",)
 
@@ -1077,6 +1081,37 @@ def test_large_copied_depthwise_windows_keep_their_row_loop(monkeypatch):
     with pytest.raises(ValueError, match="unrolled_taps=2 needs mode 'dw'"):
         TilePlan((1, 1, 8), 16, 16, "bcast", ("s0",), ("s0",), reduce_names=("kh", "kw"),
                  unrolled_taps=2)
+
+
+@pytest.mark.parametrize("target", isa_params())
+@pytest.mark.parametrize("scheme", ["fp32", "int8"])
+def test_narrowing_pointwise_blocks_run_down_the_rows(scheme, target, monkeypatch):
+    """fp32 pointwise convs that narrow the channels take register blocks of more than 4 rows
+    on AVX-512 where the model ties (``AIQ_PW_ROWS=0``: at most 4, as before); the outputs
+    are the same bit for bit and match numpy's. Integer kernels and widening convs keep
+    their tiles."""
+    rows, outs = {}, {}
+    for env in ("0", "1"):
+        monkeypatch.setenv("AIQ_PW_ROWS", env)
+        k, xin, res, ref = build_case("pw_narrow", scheme, target)
+        rows[env] = k.plan.tiles[1]
+        outs[env] = run_kernel(k, xin, res, target)
+        assert_close(outs[env], ref.y, scheme)
+    np.testing.assert_array_equal(outs["0"], outs["1"])
+    assert rows["0"] <= 4
+    if scheme != "fp32":
+        assert rows["1"] == rows["0"]
+    elif cpu_model(tvm.target.Target(target)).lanes == 16:  # 14 blocked positions
+        assert rows["1"] > 4, rows
+    else:  # fewer accumulators: blocks of at most 4 positions, more rows on ties
+        assert rows["1"] >= rows["0"], rows
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    widening = ConvSpec(2, 14, 9, 16, 48, 1, 1)
+    assert conv_mod.conv_choice_for(widening, "fp32", target).plan.tile.tiles[1] <= 4
+    monkeypatch.setenv("AIQ_PW_ROWS", "2")
+    with pytest.raises(ValueError, match="AIQ_PW_ROWS must be 0 or 1"):
+        build_case("pw_narrow", scheme, target)
 
 
 @pytest.mark.parametrize("kernel,inline", [(3, True), (5, False), (7, False)])

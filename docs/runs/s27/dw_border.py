@@ -1,7 +1,8 @@
 """Ad-hoc (session 27): depthwise kernels built with a switch at ``0`` and at ``1``, same
 weights and input, for this host or ``TARGET_JSON``: largest output difference and times
 interleaved (median of 7 rounds of 20 calls each). Arguments ``N,H,W,C,C,KH,KW,STRIDE``
-(padding KH // 2, groups C); ``SCHEME`` (default fp32) the precision; ``SWITCH`` the switch:
+(padding KH // 2, groups C, or a ninth field ``G``); ``SCHEME`` (default fp32) the precision;
+``SWITCH`` the switch:
 
 - ``AIQ_INLINE_BORDER`` (default): padded copy (``0``) against borders read inline (``1``,
   forced also where the planner keeps the copy). Outputs: dw_border.txt, dw_border_7x7.txt.
@@ -9,6 +10,8 @@ interleaved (median of 7 rounds of 20 calls each). Arguments ``N,H,W,C,C,KH,KW,S
   Output: dw_float_acc.txt.
 - ``AIQ_DW_UNROLL_TAPS`` (session 28): taps as loops (``0``) against unrolled (``1``), the
   planner's border choice in both. Output: docs/runs/s28/dw_unroll.txt.
+- ``AIQ_PW_ROWS`` (session 28; pointwise convs, ``G`` = 1): register blocks of up to 4 rows
+  (``0``) against taller ones preferred (``1``). Output: docs/runs/s28/pw_rows.txt.
 
     [SWITCH=...] [SCHEME=int8] [TARGET_JSON=...] TVM_NUM_THREADS=2 flock /work/bench.lock \\
         python docs/runs/s27/dw_border.py 1,112,112,32,32,3,3,1 8,56,56,144,144,3,3,1 ...
@@ -27,7 +30,7 @@ from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
 from aiq_tvm.testing import ActQParams
 
 LABELS = {"AIQ_INLINE_BORDER": ("pad", "inline"), "AIQ_DW_FLOAT_ACC": ("int32", "f32acc"),
-          "AIQ_DW_UNROLL_TAPS": ("loops", "unrolled")}
+          "AIQ_DW_UNROLL_TAPS": ("loops", "unrolled"), "AIQ_PW_ROWS": ("rows<=4", "rows")}
 
 
 def time_interleaved(fns, rounds=7, calls=20):
@@ -51,8 +54,9 @@ def compiled(k, xin, target):
 
 
 def layer(arg):
-    n, h, w, c, o, kh, kw, s = list(map(int, arg.split(",")))[:8]
-    spec = ConvSpec(n, h, w, c, o, kh, kw, stride=(s, s), padding=kh // 2, groups=c)
+    n, h, w, c, o, kh, kw, s, *g = list(map(int, arg.split(",")))
+    spec = ConvSpec(n, h, w, c, o, kh, kw, stride=(s, s), padding=kh // 2,
+                    groups=g[0] if g else c)
     rng = np.random.default_rng(0)
     wt = (rng.standard_normal(spec.weight_shape) * 0.3).astype("float32")
     b = rng.standard_normal(o).astype("float32")
