@@ -596,19 +596,20 @@ def _fold_kw(spec: ConvSpec, fmt: WeightFormat) -> bool:
 
 
 def _prefers_rows(spec: ConvSpec, mode: str) -> bool:
-    """Whether a conv's register blocks may span up to a whole block of rows (not 4), and
-    equal-cost tiles go to the one with more rows: float (broadcast-FMA) pointwise convs at
-    stride 1 that narrow the channels (``C > O``), unless ``AIQ_PW_ROWS=0``.
+    """Whether a conv's register blocks may span more than 4 output rows (up to one row per
+    accumulator), and equal-cost tiles go to the one with more rows: float (broadcast-FMA)
+    pointwise convs at stride 1 that narrow the channels (``C > O``), unless ``AIQ_PW_ROWS=0``.
 
-    The model prices a block of 14 positions the same whether they lie along a row or down a
-    column, and took the row. The blocks' instructions are the same (one broadcast FMA per
-    position and input channel), only the addresses differ: a row block reads its inputs as
-    one contiguous run, a column block as runs a row apart. Measured, same outputs (this host,
-    AVX-512, two threads; docs/runs/s28/pw_rows.txt): channel-narrowing layers 1.08-1.45x
-    (MnasNet's 32 -> 16 at 112 x 112 batch 8: 0.537 -> 0.371 ms, ORT 0.395; MobileNetV2's
-    144 -> 24 at 56 x 56 1.21x, ResNet-50's 256 -> 64 1.09x), except 512 -> 128 at 28 x 28
-    and 192 -> 32 at 28 x 28 batch 1 (0.99x, 0.95x); widening ones 0.97-1.02x, so they keep
-    the old tiles, as do integer dot kernels (0.96-1.07x). On a haswell target 0.96-1.08x."""
+    The model prices 14 blocked positions the same whether they are 1 x 14 (one row) or 14 x 1
+    (one column), and took 1 x 14. The instructions are the same (one broadcast FMA per
+    position and input channel); only the addresses differ: 1 x 14 reads one contiguous run
+    of inputs per block, 14 x 1 fourteen runs a row apart. Measured, same outputs (this host,
+    AVX-512, two threads; docs/runs/s28/pw_rows.txt), taller blocks on channel-narrowing
+    layers: MnasNet's 32 -> 16 at 112 x 112 batch 8 0.537 -> 0.371 ms (1.45x; ORT's node took
+    0.395 ms in session 26's profile), MobileNetV2's 144 -> 24 at 56 x 56 1.21x, ResNet-50's
+    256 -> 64 1.09x, the other five 0.95-1.08x; on widening layers 0.97-1.02x, so they keep
+    the old tiles, as do integer dot kernels (0.96-1.07x). On a haswell target, narrowing
+    layers 0.96-1.08x."""
     env = os.environ.get("AIQ_PW_ROWS", "")
     if env not in ("", "0", "1"):
         raise ValueError(f"AIQ_PW_ROWS must be 0 or 1 (or unset), got {env!r}")
