@@ -1126,14 +1126,18 @@ def test_integer_stride1_depthwise_reads_inline_only_for_3x3(kernel, inline):
     assert (plan.inline_border, plan.need_pad) == (inline, not inline)
 
 
-@pytest.mark.parametrize("c,kernel,stride,lanes", [(72, 3, 1, 8), (72, 5, 2, 8), (200, 3, 1, 8),
-                                                   (120, 5, 1, 16), (96, 3, 1, 16)])
-def test_float_depthwise_narrows_vectors_to_read_borders_inline(c, kernel, stride, lanes):
+@pytest.mark.parametrize("c,kernel,stride,lanes,unroll", [
+    (72, 3, 1, 8, "1"), (72, 5, 2, 8, "1"), (200, 3, 1, 8, "1"), (120, 5, 1, 8, "1"),
+    (120, 5, 1, 16, "0"), (72, 3, 1, 8, "0"), (96, 3, 1, 16, "1")])
+def test_float_depthwise_narrows_vectors_to_read_borders_inline(c, kernel, stride, lanes,
+                                                                unroll, monkeypatch):
     """On AVX-512, fp32 depthwise channels that fill 8-lane vectors but not 16-lane ones take
-    8 lanes and read their borders inline, except 5x5 windows at stride 1 (full width with a
-    copy); int8 keeps full width. AVX2's 8 lanes are whole vectors for them already."""
+    8 lanes and read their borders inline; with the taps as loops not 5x5 windows at stride 1
+    (full width with a copy). int8 keeps full width. AVX2's 8 lanes are whole vectors for them
+    already."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
+    monkeypatch.setenv("AIQ_DW_UNROLL_TAPS", unroll)
     spec = ConvSpec(1, 28, 28, c, c, kernel, kernel, stride=stride, padding=kernel // 2,
                     groups=c)
     avx512 = ISA_TARGETS["avx512_vnni"]

@@ -192,22 +192,25 @@ def layer_lanes(spec: ConvSpec, cpu: CpuModel, scheme, qmax: int | None = None) 
 def _border_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
     """``cpu`` with half-width vectors (at least 8 lanes) for a float depthwise conv whose
     channels fill them but not full-width ones, so that it may read its borders inline
-    (:func:`_border_modes` needs whole vectors); else None. Not for 5x5 windows at stride 1,
-    where the half-width taps cost more than the copy.
+    (:func:`_border_modes` needs whole vectors); else None. With the taps as loops
+    (``AIQ_DW_UNROLL_TAPS=0``) not for windows over 9 taps at stride 1, where the half-width
+    taps then cost more than the copy.
 
     MnasNet's and MobileNetV3's 72, 120 and 200 channels on AVX-512, fp32, this host (Xeon,
     two threads), full width with a padded copy against half width inline, same outputs:
     3x3 72 @ 56 x 56 1.22x (batch 1) and 1.39x (batch 8), 3x3 72 @ 112 x 112 / 2 1.31x, 3x3
-    200 @ 14 x 14 2.03x, 5x5 72 @ 28 x 28 / 2 1.89x; 5x5 120 @ 28 x 28 0.59x
-    (docs/runs/s27/dw_half.txt). A rule, not the model's choice: comparing the two widths'
-    best plans, the model chose full width with the copy in five of the six."""
+    200 @ 14 x 14 2.03x, 5x5 72 @ 28 x 28 / 2 1.89x; 5x5 120 @ 28 x 28 0.59x with looped
+    taps (docs/runs/s27/dw_half.txt), 1.63x (batch 8) and 2.54x (batch 1) with them unrolled
+    (docs/runs/s28/dw_half.txt; MnasNet's layer took 0.306 ms in the model, ORT 0.192). A
+    rule, not the model's choice: comparing the two widths' best plans, the model chose full
+    width with the copy in five of the six."""
     half = cpu.lanes // 2
     if (scheme.quantizes_activations or not spec.is_depthwise or not any(spec.padding)
             or _inline_border_mode() == "0" or half < 8):
         return None
     if spec.C % cpu.lanes == 0 or spec.C % half:
         return None
-    if spec.stride == (1, 1) and spec.KH * spec.KW > 9:
+    if spec.stride == (1, 1) and spec.KH * spec.KW > 9 and not unroll_taps():
         return None
     return replace(cpu, isa=replace(cpu.isa, vector_bits=32 * half))
 
