@@ -258,7 +258,7 @@ def _mb_candidates(n: int, oh: int, ow: int, max_mb: int, max_rows: int = 4):
     out = []
     for toh in (t for t in divisors(oh) if t <= max_rows):
         out += [(1, toh, t) for t in range(1, min(ow, max_mb // toh) + 1)]
-    out += [(1, t, ow) for t in divisors(oh) if t > 4 and t * ow <= max_mb]
+    out += [(1, t, ow) for t in divisors(oh) if t > max_rows and t * ow <= max_mb]
     if oh * ow <= max_mb:
         out += [(t, oh, ow) for t in divisors(n)[1:] if t * oh * ow <= max_mb]
     return out

@@ -469,7 +469,8 @@ def dw_unrolled_taps(kh: int, kw: int, inline_border: bool) -> int:
     LLVM loads (and, for uint8 inputs, widens) an input vector once for all the taps that read
     it and folds the column checks of inline borders. Both loops are unrolled, except the
     ``kh`` loop of windows over 25 taps that read a padded copy, where it ran 0.94x (7x7 fp32
-    at 56 x 56 batch 8: 1.24 ms, against 1.15 ms with ``kw`` alone and 1.17 ms with loops).
+    at 56 x 56 batch 8: 1.244 ms against 1.166 ms with loops; ``kw`` alone 0.98x in a second
+    run, 1.220 against 1.202 ms; docs/runs/s28/dw_unroll.txt).
     Kernels alone, both unrolled against loops, same tiles and outputs, this host, two
     threads (docs/runs/s28/dw_unroll.txt): fp32 1.07-1.31x on 3x3 and 5x5 (7x7 read inline
     1.68-1.87x); int8 0.98-1.50x (with :func:`conv2d._border_modes`'s inline 3x3)."""
