@@ -332,6 +332,7 @@ def conv_candidates(
             for inline in _border_modes(spec, fmt, cp):
                 need_pad = not inline and bool(fold or phases > 1 or pt or pl or hq > h
                                                or wq > w or cp != c)
+                unrolled = dw_unrolled_taps(spec.KH, spec.KW, inline) if dw else 0
                 blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
                 cred = cp // spec.groups  # channels one output reduces over (not depthwise)
                 steps = (1 if fold else spec.KW) * spec.KH * (1 if dw else cred // g)
@@ -351,7 +352,6 @@ def conv_candidates(
                 for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
                     total = work + pad_pixels * tp.pad_pixel_cycles
                     min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
-                    unrolled = dw_unrolled_taps(spec.KH, spec.KW, inline) if dw else 0
                     tile = TilePlan((tn, toh, tow), ocb, lanes, mode, p_order, par, intrin, red,
                                     inner, min_tasks, pairs=fmt.pairs,
                                     unrolled_taps=unrolled)  # fmt: skip
@@ -410,9 +410,8 @@ def _border_modes(spec: ConvSpec, fmt: WeightFormat, cp: int) -> tuple[bool, ...
         return (False,)
     if env == "1":
         return (True,)
-    if fmt.in_dtype == "float32" or spec.stride != (1, 1):
-        return (True, False)
-    if spec.KH * spec.KW <= 9 and unroll_taps():
+    if (fmt.in_dtype == "float32" or spec.stride != (1, 1)
+            or (spec.KH * spec.KW <= 9 and unroll_taps())):
         return (True, False)
     return (False,)
 
