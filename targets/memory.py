@@ -11,8 +11,10 @@ memory term and the compute term are counted with the same clock.
 * memory: the preset's ``bandwidth_gbs`` (already scaled to the target's cores);
 * LLC: ``extra["llc_bytes"]`` and ``extra["llc_copy_gbs_per_core"]`` of a preset the roofline
   probe measured them for (``python -m aiq_tvm.targets.roofline --cache``); each core fills
-  its own caches from the LLC, so that rate is multiplied by the cores. A preset without them
-  is modelled as if no cache held the weights, and says so in ``assumed``.
+  its own caches from the LLC, so that rate is multiplied by the cores. Where the probe also
+  read ``extra["llc_usable_bytes"]`` (``targets.llc``: a virtual machine's share of a host's
+  LLC), that smaller size is the LLC. A preset without them is modelled as if no cache held
+  the weights, and says so in ``assumed``.
 
 The Winograd-vs-direct choice of the builders keeps its own calibrated term
 (``x86.winograd.MEMORY_BYTES_PER_CYCLE``): kernel choices do not depend on this module.
@@ -96,6 +98,11 @@ def weight_memory(target, preset=None) -> WeightMemory:
         llc_rate = per_core * cores * 1e9 / hz
         notes.append(f"LLC {llc / 2**20:g} MiB, copy {per_core:g} GB/s per core x {cores} "
                      f"cores ({preset.extra.get('llc_source', preset.name)})")
+        usable = preset.extra.get("llc_usable_bytes")
+        if usable and usable < llc:
+            notes.append(f"of which {usable / 2**20:.1f} MiB usable by this process: "
+                         f"{preset.extra.get('llc_usable_source', preset.name)}")
+            llc = usable
     else:
         llc, llc_rate = 0, mem
         assumed.append(f"no cache holds the weights across inferences: {preset.name} has no "

@@ -39,9 +39,11 @@ package)::
         --target '{"kind":"llvm","mcpu":"haswell","num-cores":2}' --write --name NAME
 
 ``--cache PRESET`` measures only the last-level cache of this machine for a measured preset's
-target and stores it in that preset's ``extra`` (``llc_bytes`` from sysfs, and
-``llc_copy_gbs_per_core``: the copy probe on a quarter of the LLC, all cores, per core); the
-speed floor reads weights from there when a model's fit (``targets.memory``)::
+target and stores it in that preset's ``extra`` (``llc_bytes`` from sysfs,
+``llc_copy_gbs_per_core``: the copy probe on a quarter of the LLC, all cores, per core, and
+``llc_usable_bytes``: how much of it this process can use, from a pointer-chase latency curve,
+``targets.llc``); the speed floor reads weights from there when a model's fit
+(``targets.memory``) and ``micro_batch="auto"`` sizes its calls by it::
 
     flock /work/bench.lock env TVM_NUM_THREADS=2 python -m aiq_tvm.targets.roofline \
         --cache znver4-2t
@@ -69,6 +71,7 @@ from tvm.script import tirx as T
 
 from . import host_target, parse_target_string
 from .capabilities import SYSFS_CACHES, capabilities, host_cache_bytes
+from .llc import latency_curve, probe_sizes, usable_llc
 from .presets import AMX_FAMILY, CpuPreset
 
 __all__ = ["measure", "fp32_peak", "int8_peak", "bandwidth", "INT8_CHAINS", "Int8Chain",
@@ -452,8 +455,11 @@ def measure_cache(target_dict: dict, runs: int = RUNS, llc_bytes: int | None = N
         raise ValueError("this machine's sysfs lists no caches; cannot size the LLC probe")
     probe = bandwidth_probe(target, n_floats=llc // LLC_FRACTION // 8)
     rates = [probe.rate() for _ in range(runs)]
+    curve = latency_curve(target, probe_sizes(llc))
+    usable, how = usable_llc(curve, caps.l2_bytes, llc)
     return {"llc_bytes": llc, "cores": caps.cores, "runs": rates,
-            "per_core_gbs": float(np.median(rates)) / caps.cores}
+            "per_core_gbs": float(np.median(rates)) / caps.cores,
+            "latency_ns": curve, "usable_bytes": usable, "usable_how": how}
 
 
 def _store_cache(name: str, m: dict, argv: list[str]) -> Path:
@@ -464,8 +470,16 @@ def _store_cache(name: str, m: dict, argv: list[str]) -> Path:
     data = json.loads(path.read_text())
     cmd = f"TVM_NUM_THREADS={m['cores']} python -m aiq_tvm.targets.roofline " + " ".join(
         f"'{a}'" if a.startswith("{") else a for a in argv)
+    usable = {"llc_usable_bytes": m["usable_bytes"],
+              "llc_usable_source": f"{m['usable_how']}; pointer-chase latency "
+              f"(targets/llc.py) measured on {datetime.date.today().isoformat()} by `{cmd}`",
+              "llc_latency_ns": {f"{size / 2**20:g} MiB": round(ns, 1)
+                                 for size, ns in m["latency_ns"].items()}}
+    for key in usable:
+        data["extra"].pop(key, None)
     data["extra"].update(
         llc_bytes=m["llc_bytes"], llc_copy_gbs_per_core=round(m["per_core_gbs"], 1),
+        **({k: v for k, v in usable.items() if m["usable_bytes"] or k == "llc_latency_ns"}),
         llc_runs=_rounded(m["runs"]),
         llc_source=f"measured on {datetime.date.today().isoformat()} by `{cmd}`: copy of "
         f"{m['llc_bytes'] // LLC_FRACTION >> 20} MiB (in + out) on {m['cores']} threads, "
@@ -664,6 +678,11 @@ def _cache_main(name: str, runs: int, argv: list[str]) -> int:
     m = measure_cache(PRESETS[name].target, runs)
     print(f"{name}: LLC {m['llc_bytes'] >> 20} MiB, copy in LLC {m['per_core_gbs']:.1f} GB/s "
           f"per core ({m['cores']} cores; runs " + " ".join(f"{r:.1f}" for r in m["runs"]) + ")")
+    print("load latency: " + ", ".join(f"{size / 2**20:g} MiB {ns:.1f} ns"
+                                       for size, ns in m["latency_ns"].items()))
+    usable = (f"{m['usable_bytes'] / 2**20:.1f} MiB" if m["usable_bytes"]
+              else "not read (the listed size stays)")
+    print(f"usable LLC {usable}: {m['usable_how']}")
     print(f"wrote {_store_cache(name, m, argv)}")
     return 0
 

@@ -191,12 +191,15 @@ def test_host_llc_is_the_highest_level_sysfs_lists(tmp_path):
 
 
 def test_cache_probe_sizes_itself_from_the_llc():
+    from aiq_tvm.targets.llc import probe_sizes
     from aiq_tvm.targets.roofline import measure_cache
 
-    llc = 8 << 20
+    llc = 2 << 20  # small: the latency curve goes to 8 x the LLC
     m = measure_cache({"kind": "llvm", "mcpu": "haswell", "num-cores": 1}, runs=1, llc_bytes=llc)
     assert m["llc_bytes"] == llc and m["cores"] == 1
     assert m["per_core_gbs"] == m["runs"][0] > 0
+    assert list(m["latency_ns"]) == probe_sizes(llc)
+    assert 0 <= m["usable_bytes"] <= llc and m["usable_how"]
 
 
 def test_cache_probe_without_an_llc_size_says_so(monkeypatch):
