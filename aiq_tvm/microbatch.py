@@ -15,7 +15,16 @@ preset (:func:`aiq_tvm.targets.memory.weight_memory`):
   memory once per call (``B / m`` times per batch).
 
 ``m`` is the divisor of ``B`` with the least modelled memory traffic; on a tie the largest
-(fewer calls: less per-call overhead, wider loops to share between threads).
+(fewer calls: less per-call overhead, wider loops to share between threads). A model whose
+weights exceed the LLC runs whole: each further call's weight read from memory is a cost
+every kernel waits for, while the activations' saving is only modelled. MobileNetV3-Large
+FP32 at batch 8 (21.8 MB of weights on a 20.3 MiB usable LLC) ran 0.89x in calls of 2, which
+the traffic alone chose (105 MB modelled unsplit against 87 MB; docs/performance_224.md,
+"Session 29").
+
+The LLC is the preset's usable size where the roofline's ``--cache`` probe measured one
+(:mod:`aiq_tvm.targets.llc`: a virtual machine's sysfs lists the whole host's LLC, of which
+its cores get a share), else the listed one.
 
 ``"measure"`` times instead of modelling: the build compiles ``main`` at every candidate
 micro-batch (:func:`measure_candidates`: the divisors of ``B`` that make at most
@@ -170,15 +179,17 @@ def choose_micro_batch(setting, batch: int, traffic: Traffic | None, llc_bytes: 
 
 def _auto(batch: int, traffic: Traffic, llc_bytes: int) -> MicroBatchChoice:
     cost = {m: memory_bytes(traffic, batch, m, llc_bytes) for m in divisors(batch)}
-    best = min(cost, key=lambda m: (sum(cost[m]), -m))
+    resident = traffic.weight_bytes <= llc_bytes
+    # Weights from memory: the whole batch (see the module docstring).
+    best = min(cost, key=lambda m: (sum(cost[m]), -m)) if resident else batch
     name, act, _ = traffic.largest()
     acts, weights = cost[best]
     full = sum(cost[batch])
-    resident = "fit" if traffic.weight_bytes <= llc_bytes else "exceed"
+    fit = "fit the LLC" if resident else "exceed the LLC, so no split reads them again"
     why = (f"auto: m={best}, largest memory-bound layer activation {_mb(act)} per sample "
            f"({name}) vs "
            f"{LLC_SHARE:g} x LLC {llc_bytes / 2**20:g} MiB; weights {_mb(traffic.weight_bytes)} "
-           f"{resident} the LLC; modelled memory traffic per batch {_mb(acts + weights)} "
+           f"{fit}; modelled memory traffic per batch {_mb(acts + weights)} "
            f"(activations {_mb(acts)}, weights {_mb(weights)}) vs {_mb(full)} unsplit")
     return MicroBatchChoice(batch, best, why)
 
