@@ -16,6 +16,14 @@ _MEASURE = ("flock /work/wt/bench.lock env TVM_NUM_THREADS=2 python -m "
             "aiq_tvm.targets.roofline --target '<target>' [--int8 vpmaddwd] --write --name <name>")
 
 
+def _llc_cell(extra: dict) -> str:
+    listed, usable = extra.get("llc_bytes"), extra.get("llc_usable_bytes")
+    if not listed:
+        return "-"
+    cell = f"{listed / 2**20:g}"
+    return cell + (f" / {usable / 2**20:.1f}" if usable and usable < listed else "")
+
+
 def presets_markdown(targets: dict | None = None, host_lacks: dict | None = None) -> str:
     """docs/presets.md: every preset with its source, and what given targets get.
 
@@ -41,14 +49,18 @@ def presets_markdown(targets: dict | None = None, host_lacks: dict | None = None
            "several times in turn, a run's figure is the median of its timed calls and the "
            "preset takes the median of the runs (section *Measured runs*, with the all-core "
            "wall-clock figures for comparison).", "",
+           "`LLC MiB` is the last-level cache sysfs listed where the preset was measured "
+           "(`roofline --cache`), and after a slash the share this process could use by the "
+           "pointer-chase latency probe (`targets/llc.py`), where it read one smaller than the "
+           "listed size.", "",
            "| preset | ISA level | int8 instruction | cores | fp32 GFLOP/s | int8 GOP/s | "
-           "int8/fp32 | GB/s | basis |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "int8/fp32 | GB/s | LLC MiB | basis |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for p in PRESETS.values():
         out.append(f"| `{p.name}` | {p.isa} | {p.int8_dot} | {p.cores} | "
                    f"{p.peak_gflops_fp32:.1f} | {p.peak_gops_int8:.1f} | "
                    f"{p.peak_gops_int8 / p.peak_gflops_fp32:.2f} | {p.bandwidth_gbs:.1f} | "
-                   f"{p.basis} |")
+                   f"{_llc_cell(p.extra)} | {p.basis} |")
     out += ["", "## Sources", ""]
     out += [f"- `{p.name}`: {p.description}. Source: {p.source}." for p in PRESETS.values()]
     out += _runs_section()
