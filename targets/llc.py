@@ -4,7 +4,7 @@ sysfs lists the LLC a core shares, and on a virtual machine that is the whole ho
 Xeon guest of this project's benchmarks lists 480 MiB, of which its 2 vCPUs hold far less
 (other guests, cache partitioning). A model sized on the listed figure believes every batch's
 activations stay cached (``aiq_tvm.microbatch``, ``"auto"``), while MobileNetV2 FP32 at batch
-8 ran 1.17-1.19x faster there in calls of 2 images (docs/performance_224.md, "Session 29").
+8 ran 1.17-1.18x faster there in calls of 2 images (docs/performance_224.md, "Session 29").
 
 The probe follows a random cyclic chain of one pointer per cache line through a buffer of
 ``W`` bytes, so every load waits for the one before it: its time per load is the latency of
@@ -29,7 +29,8 @@ import numpy as np
 __all__ = ["STEP_FRACTION", "MIN_STEP", "probe_sizes", "latency_curve", "usable_llc"]
 
 # Where on the step from the LLC's latency to memory's the usable size is read: a quarter of
-# the way (on the probe's random chain, a quarter of the extra latency of memory is paid).
+# the way, where (the latency being about the mix of the two) about a quarter of the chain's
+# loads go to memory.
 STEP_FRACTION = 0.25
 # Memory's latency must be at least this multiple of the LLC plateau's for the curve to show
 # a step at all; a flatter curve (the probe never left the LLC) gives no usable size.
