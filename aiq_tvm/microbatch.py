@@ -152,12 +152,14 @@ def _mb(nbytes: float) -> str:
 
 
 def choose_micro_batch(setting, batch: int, traffic: Traffic | None, llc_bytes: int,
-                       splittable: str = "") -> MicroBatchChoice:
+                       splittable: str = "", llc_name: str = "LLC") -> MicroBatchChoice:
     """The micro-batch of a ``batch``-sample call for ``setting`` (None, an int or ``"auto"``).
 
     ``splittable``: why the module's batch cannot be split ("" when it can); ``traffic`` and
-    ``llc_bytes`` (0: unknown) feed ``"auto"``.  An int that does not divide ``batch`` runs
-    the whole batch (the build's own batch size is checked earlier, with an error).
+    ``llc_bytes`` (0: unknown) feed ``"auto"``, whose reason calls that size ``llc_name``
+    (``"usable LLC"`` where it is the probe's, :mod:`aiq_tvm.targets.llc`).  An int that
+    does not divide ``batch`` runs the whole batch (the build's own batch size is checked
+    earlier, with an error).
     """
     if setting is None:
         return MicroBatchChoice(batch, batch, "off (BuildConfig.micro_batch=None)")
@@ -174,10 +176,10 @@ def choose_micro_batch(setting, batch: int, traffic: Traffic | None, llc_bytes: 
         return MicroBatchChoice(batch, batch, "auto: the target's preset has no LLC size "
                                 "(python -m aiq_tvm.targets.roofline --cache measures it), "
                                 "so the whole batch in one call")
-    return _auto(batch, traffic, llc_bytes)
+    return _auto(batch, traffic, llc_bytes, llc_name)
 
 
-def _auto(batch: int, traffic: Traffic, llc_bytes: int) -> MicroBatchChoice:
+def _auto(batch: int, traffic: Traffic, llc_bytes: int, llc_name: str) -> MicroBatchChoice:
     cost = {m: memory_bytes(traffic, batch, m, llc_bytes) for m in divisors(batch)}
     resident = traffic.weight_bytes <= llc_bytes
     # Weights from memory: the whole batch (see the module docstring).
@@ -187,10 +189,10 @@ def _auto(batch: int, traffic: Traffic, llc_bytes: int) -> MicroBatchChoice:
     full = sum(cost[batch])
     fit = "fit the LLC" if resident else "exceed the LLC, so no split reads them again"
     why = (f"auto: m={best}, largest memory-bound layer activation {_mb(act)} per sample "
-           f"({name}) vs "
-           f"{LLC_SHARE:g} x LLC {llc_bytes / 2**20:g} MiB; weights {_mb(traffic.weight_bytes)} "
-           f"{fit}; modelled memory traffic per batch {_mb(acts + weights)} "
-           f"(activations {_mb(acts)}, weights {_mb(weights)}) vs {_mb(full)} unsplit")
+           f"({name}) vs {LLC_SHARE:g} x {llc_name} {llc_bytes / 2**20:g} MiB; weights "
+           f"{_mb(traffic.weight_bytes)} {fit}; modelled memory traffic per batch "
+           f"{_mb(acts + weights)} (activations {_mb(acts)}, weights {_mb(weights)}) vs "
+           f"{_mb(full)} unsplit")
     return MicroBatchChoice(batch, best, why)
 
 

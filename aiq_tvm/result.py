@@ -93,14 +93,15 @@ class BuildResult:
                     self.micro_batches[bs] = self._measure_micro_batch(bs)
                     return self.micro_batches[bs]
                 setting = AUTO  # nothing to time here: the model instead, and the report says so
-            traffic, llc = None, 0
+            traffic, llc, llc_name = None, 0, "LLC"
             if setting == AUTO and bs > 1 and not problem:
                 from .targets.memory import weight_memory
 
                 traffic = layer_traffic(self.cost, self.plan.resolve(self.cost.names),
                                         self.batch_size, self.preset)
-                llc = weight_memory(self.target, self.preset).llc_bytes
-            choice = choose_micro_batch(setting, bs, traffic, llc, problem)
+                mem = weight_memory(self.target, self.preset)
+                llc, llc_name = mem.llc_bytes, "usable LLC" if mem.llc_usable else "LLC"
+            choice = choose_micro_batch(setting, bs, traffic, llc, problem, llc_name)
             if setting != self.micro_batch:
                 choice = replace(choice, reason=f"measure: the deploy target does not run on "
                                  f"this machine, so auto's model instead; {choice.reason}")

@@ -44,6 +44,7 @@ class WeightMemory:
     preset: str
     notes: tuple = ()
     assumed: tuple = ()
+    llc_usable: bool = False  # llc_bytes is the probe's usable share, not the listed LLC
 
     def resident(self, model_weight_bytes: float) -> bool:
         """Whether weights of this total size stay in the LLC across inferences."""
@@ -108,6 +109,7 @@ def weight_memory(target, preset=None) -> WeightMemory:
         assumed.append(f"no cache holds the weights across inferences: {preset.name} has no "
                        "LLC figures (measure them with `python -m aiq_tvm.targets.roofline "
                        "--cache`), so every layer reads its weights from memory")
+    usable = bool(llc) and llc != preset.extra.get("llc_bytes")
     return WeightMemory(memory_bytes_per_cycle=mem, llc_bytes=int(llc),
                         llc_bytes_per_cycle=llc_rate, cycles_per_second=hz, preset=preset.name,
-                        notes=tuple(notes), assumed=tuple(assumed))
+                        notes=tuple(notes), assumed=tuple(assumed), llc_usable=usable)

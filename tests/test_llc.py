@@ -75,11 +75,12 @@ def test_weight_memory_takes_the_usable_llc_and_says_where_from():
     tgt, preset = resolve_target("znver4-2t")
     mem = weight_memory(tgt, _with_cache(preset, llc_usable_bytes=20 * MiB,
                                          llc_usable_source="probe"))
-    assert mem.llc_bytes == 20 * MiB
+    assert mem.llc_bytes == 20 * MiB and mem.llc_usable
     assert any("20.0 MiB usable by this process: probe" in n for n in mem.notes)
     assert not mem.resident(40 * MiB)  # weights between the usable and listed sizes: memory
     listed = weight_memory(tgt, _with_cache(preset))
     assert listed.llc_bytes == 480 * MiB and listed.resident(40 * MiB)
+    assert not listed.llc_usable
 
 
 def test_auto_splits_on_the_usable_llc_where_the_listed_one_would_not():
@@ -90,4 +91,5 @@ def test_auto_splits_on_the_usable_llc_where_the_listed_one_would_not():
     tgt, preset = resolve_target("znver4-2t")
     usable = weight_memory(tgt, _with_cache(preset, llc_usable_bytes=20 * MiB)).llc_bytes
     assert choose_micro_batch("auto", 8, traffic, 480 * MiB).micro == 8
-    assert choose_micro_batch("auto", 8, traffic, usable).micro == 2
+    choice = choose_micro_batch("auto", 8, traffic, usable, llc_name="usable LLC")
+    assert choice.micro == 2 and "vs 0.75 x usable LLC 20 MiB" in choice.reason
