@@ -15,6 +15,10 @@ beyond it a growing share of the loads goes to memory. The buffers are TVM tenso
 like a model's activations (same allocator, same pages), and the chain runs in a TIR loop
 compiled for the host.
 
+On a shared host the reading is a snapshot: the guest above read 20.3 MiB, then 35-49 MiB
+within the hour, and MobileNetV2's best split moved with it (docs/performance_224.md,
+"Session 29").
+
 Pure Python apart from :func:`latency_curve`, which runs the probe (a few seconds per size).
 """
 
