@@ -94,6 +94,7 @@ def weight_memory(target, preset=None) -> WeightMemory:
              f"{cpu.throughput.vector_ops_per_cycle:g} FMA x {cpu.lanes} lanes per core-cycle)"]
     assumed = list(preset.assumed)
     llc, per_core = preset.extra.get("llc_bytes"), preset.extra.get("llc_copy_gbs_per_core")
+    llc_usable = False
     if llc and per_core:
         cores = cpu.caps.cores
         llc_rate = per_core * cores * 1e9 / hz
@@ -103,13 +104,12 @@ def weight_memory(target, preset=None) -> WeightMemory:
         if usable and usable < llc:
             notes.append(f"of which {usable / 2**20:.1f} MiB usable by this process: "
                          f"{preset.extra.get('llc_usable_source', preset.name)}")
-            llc = usable
+            llc, llc_usable = usable, True
     else:
         llc, llc_rate = 0, mem
         assumed.append(f"no cache holds the weights across inferences: {preset.name} has no "
                        "LLC figures (measure them with `python -m aiq_tvm.targets.roofline "
                        "--cache`), so every layer reads its weights from memory")
-    usable = bool(llc) and llc != preset.extra.get("llc_bytes")
     return WeightMemory(memory_bytes_per_cycle=mem, llc_bytes=int(llc),
                         llc_bytes_per_cycle=llc_rate, cycles_per_second=hz, preset=preset.name,
-                        notes=tuple(notes), assumed=tuple(assumed), llc_usable=usable)
+                        notes=tuple(notes), assumed=tuple(assumed), llc_usable=llc_usable)
