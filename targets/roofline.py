@@ -470,20 +470,23 @@ def _store_cache(name: str, m: dict, argv: list[str]) -> Path:
     data = json.loads(path.read_text())
     cmd = f"TVM_NUM_THREADS={m['cores']} python -m aiq_tvm.targets.roofline " + " ".join(
         f"'{a}'" if a.startswith("{") else a for a in argv)
-    usable = {"llc_usable_bytes": m["usable_bytes"],
-              "llc_usable_source": f"{m['usable_how']}; pointer-chase latency "
-              f"(targets/llc.py) measured on {datetime.date.today().isoformat()} by `{cmd}`",
-              "llc_latency_ns": {f"{size / 2**20:g} MiB": round(ns, 1)
-                                 for size, ns in m["latency_ns"].items()}}
-    for key in usable:
-        data["extra"].pop(key, None)
-    data["extra"].update(
+    today = datetime.date.today().isoformat()
+    extra = data["extra"]
+    extra.update(
         llc_bytes=m["llc_bytes"], llc_copy_gbs_per_core=round(m["per_core_gbs"], 1),
-        **({k: v for k, v in usable.items() if m["usable_bytes"] or k == "llc_latency_ns"}),
         llc_runs=_rounded(m["runs"]),
-        llc_source=f"measured on {datetime.date.today().isoformat()} by `{cmd}`: copy of "
+        llc_source=f"measured on {today} by `{cmd}`: copy of "
         f"{m['llc_bytes'] // LLC_FRACTION >> 20} MiB (in + out) on {m['cores']} threads, "
         f"process CPU time, median of {len(m['runs'])} runs of {REPEAT} calls, per core")
+    # A run that read no usable size drops an earlier run's, keeping only its own curve.
+    extra.pop("llc_usable_bytes", None)
+    extra.pop("llc_usable_source", None)
+    if m["usable_bytes"]:
+        extra.update(llc_usable_bytes=m["usable_bytes"],
+                     llc_usable_source=f"{m['usable_how']}; pointer-chase latency "
+                     f"(targets/llc.py) measured on {today} by `{cmd}`")
+    extra["llc_latency_ns"] = {f"{size / 2**20:g} MiB": round(ns, 1)
+                               for size, ns in m["latency_ns"].items()}
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
