@@ -86,7 +86,7 @@ def _layer_cost(mod: tvm.IRModule, e: LayerEntry, readers: dict, sources: dict) 
                     out_channels=info.out_channels,
                     residual_elems=0 if info.residual is None else _numel(info.out_shape),
                     strides=tuple(info.strides), padding=tuple(info.padding),
-                    groups=int(info.groups))
+                    groups=int(info.groups), dilation=tuple(info.dilation))
     else:
         root = e.call
         shapes = tuple(tuple(a.ty.shape) for a in (root.args[0], root.args[1], root))

@@ -70,9 +70,9 @@ class LayerCost:
         (``()`` otherwise).
     residual_source : str or None
         The layer whose output is this layer's fused residual, if a layer produced it.
-    strides, padding, groups
+    strides, padding, groups, dilation
         Conv geometry of a supported conv layer (``(sh, sw)``, ``(top, left, bottom,
-        right)``), as the kernel library's ``ConvSpec`` takes it.
+        right)``, groups, ``(dh, dw)``), as the kernel library's ``ConvSpec`` takes it.
     """
 
     name: str
@@ -95,6 +95,7 @@ class LayerCost:
     strides: tuple = (1, 1)
     padding: tuple = (0, 0, 0, 0)
     groups: int = 1
+    dilation: tuple = (1, 1)
 
     def __post_init__(self) -> None:
         for f in ("flops", "weight_elems", "in_elems", "out_elems", "out_channels"):

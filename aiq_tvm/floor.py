@@ -81,7 +81,7 @@ def _conv_spec(lc: LayerCost):
     n, c, h, w = lc.in_shape
     o, _, kh, kw = lc.weight_shape
     return ConvSpec(N=n, H=h, W=w, C=c, O=o, KH=kh, KW=kw, stride=lc.strides,
-                    padding=lc.padding, groups=lc.groups)  # fmt: skip
+                    padding=lc.padding, groups=lc.groups, dilation=lc.dilation)  # fmt: skip
 
 
 def byte_stored_int4(cost: CostModel, assignment: Mapping[str, str], target) -> list[str]:

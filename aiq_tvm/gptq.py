@@ -27,17 +27,18 @@ MAX_HESSIAN_BYTES = 1 << 30
 
 
 def conv_patches(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int, int, int], groups: int, positions: np.ndarray
-                 ) -> np.ndarray:
+                 padding: tuple[int, int, int, int], groups: int, positions: np.ndarray,
+                 dilation: tuple[int, int] = (1, 1)) -> np.ndarray:
     """Zero-padded input patches of an NCHW conv at flat output ``positions`` (over
     ``N * OH * OW``): ``[groups, len(positions), C/groups * KH * KW]`` in OIHW order."""
-    p = _windows(x, kernel, stride, padding, positions)  # [M, KH, KW, C]
+    p = _windows(x, kernel, stride, padding, positions, dilation)  # [M, KH, KW, C]
     p = p.transpose(0, 3, 1, 2)  # [M, C, KH, KW]: the weights' OIHW order
     return p.reshape(len(positions), groups, -1).transpose(1, 0, 2)
 
 
 def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-             padding: tuple[int, int, int, int], positions: np.ndarray) -> np.ndarray:
+             padding: tuple[int, int, int, int], positions: np.ndarray,
+             dilation: tuple[int, int] = (1, 1)) -> np.ndarray:
     """The zero-padded windows ``[M, KH, KW, C]`` of an NCHW conv input at flat output
     ``positions``.
 
@@ -46,13 +47,11 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     padded copy, no transpose of the whole tensor."""
     n, c, h, w = x.shape
     kh, kw = kernel
-    pt, pl, pb, pr = padding
-    oh = (h + pt + pb - kh) // stride[0] + 1
-    ow = (w + pl + pr - kw) // stride[1] + 1
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, dilation)
     b, rem = np.divmod(np.asarray(positions), oh * ow)
     r, q = np.divmod(rem, ow)
-    rows = (r * stride[0] - pt)[:, None] + np.arange(kh)  # [M, KH], -1 .. h: padding
-    cols = (q * stride[1] - pl)[:, None] + np.arange(kw)  # [M, KW]
+    rows = (r * stride[0] - padding[0])[:, None] + np.arange(kh) * dilation[0]  # [M, KH]
+    cols = (q * stride[1] - padding[1])[:, None] + np.arange(kw) * dilation[1]  # [M, KW]
     xh = np.moveaxis(x, 1, -1)  # [N, H, W, C]
     p = xh[b[:, None, None], np.clip(rows, 0, h - 1)[:, :, None],
            np.clip(cols, 0, w - 1)[:, None, :]]  # [M, KH, KW, C]
@@ -61,12 +60,21 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     return p
 
 
-def _tap_major_patches(x, kernel, stride, padding, groups, positions) -> np.ndarray:
+def _out_hw(shape, kernel, stride, padding, dilation) -> tuple[int, int]:
+    """Output rows and columns of an NCHW conv input of ``shape``."""
+    pt, pl, pb, pr = padding
+    ekh, ekw = ((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
+    return ((shape[2] + pt + pb - ekh) // stride[0] + 1,
+            (shape[3] + pl + pr - ekw) // stride[1] + 1)
+
+
+def _tap_major_patches(x, kernel, stride, padding, groups, positions,
+                       dilation=(1, 1)) -> np.ndarray:  # fmt: skip
     """:func:`conv_patches` with each group's patch in (KH, KW, C/groups) order instead of
     OIHW's (C/groups, KH, KW): for one group, the gathered windows themselves (the OIHW
     order costs a transposed copy of every batch's patches, 3 s of a ResNet-50 build).
     :func:`_oihw_order` maps the second moments back."""
-    p = _windows(x, kernel, stride, padding, positions)
+    p = _windows(x, kernel, stride, padding, positions, dilation)
     m, kh, kw, c = p.shape
     if groups == 1:
         return p.reshape(1, m, -1)
@@ -89,8 +97,9 @@ class HessianCollector:
     Parameters
     ----------
     geometry : mapping of str to tuple
-        Layer name -> ``(op, kernel, stride, padding, groups)`` (``op`` ``"dense"`` or a
-        conv kind; the other fields are ignored for dense layers).
+        Layer name -> ``(op, kernel, stride, padding, groups[, dilation])`` (``op``
+        ``"dense"`` or a conv kind; the other fields are ignored for dense layers; dilation 1
+        where absent).
     per_update : int
         Patch positions sampled per layer per batch (all of them when fewer).
     max_bytes : int
@@ -113,7 +122,9 @@ class HessianCollector:
     def update(self, name: str, x: np.ndarray) -> None:
         if self.final:
             raise RuntimeError("HessianCollector.update after hessians(): the sums are spent")
-        op, kernel, stride, padding, groups = self.geometry[name]
+        # (dilation, the sixth field, is optional: 1 where absent)
+        op, kernel, stride, padding, groups, *dil = self.geometry[name]
+        dilation = tuple(dil[0]) if dil else (1, 1)
         k = x.shape[-1] if op == "dense" else x.shape[1] // groups * kernel[0] * kernel[1]
         if (1 if op == "dense" else groups) * k * k * 8 > self.max_bytes:
             self.too_large[name] = k
@@ -122,12 +133,11 @@ class HessianCollector:
         if op == "dense":
             p = x.reshape(1, -1, x.shape[-1])
         else:
-            oh = (x.shape[2] + padding[0] + padding[2] - kernel[0]) // stride[0] + 1
-            ow = (x.shape[3] + padding[1] + padding[3] - kernel[1]) // stride[1] + 1
+            oh, ow = _out_hw(x.shape, kernel, stride, padding, dilation)
             total = x.shape[0] * oh * ow
             pos = np.arange(total) if total <= self.per_update else np.sort(
                 self.rng.choice(total, self.per_update, replace=False))
-            p = _tap_major_patches(x, kernel, stride, padding, groups, pos)
+            p = _tap_major_patches(x, kernel, stride, padding, groups, pos, dilation)
             self.orders[name] = _oihw_order(kernel, x.shape[1] // groups)
         p = np.ascontiguousarray(p, np.float32)
         acc = self.sums.get(name)

@@ -260,7 +260,8 @@ def _hessian_collector(ctx: BuildContext, groups: list[list[str]]):
     geo = {}
     for n in (n for g in groups for n in g):
         c = ctx.cost[n]
-        geo[n] = (c.op, tuple(c.weight_shape[2:4]), c.strides, c.padding, c.groups)
+        geo[n] = (c.op, tuple(c.weight_shape[2:4]), c.strides, c.padding, c.groups,
+                  c.dilation)
     return HessianCollector(geo, seed=ctx.config.seed, max_bytes=MAX_HESSIAN_BYTES)
 
 

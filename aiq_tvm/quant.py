@@ -255,10 +255,12 @@ def parse_act(act) -> tuple[str, float, float]:
                      "('clip', lo, hi)")
 
 
-def conv_out_hw(h: int, w: int, kh: int, kw: int, stride, padding) -> tuple[int, int]:
-    """Output spatial size of a dilation-1 conv; ``padding`` is (top, left, bottom, right)."""
+def conv_out_hw(h: int, w: int, kh: int, kw: int, stride, padding,
+                dilation=(1, 1)) -> tuple[int, int]:
+    """Output spatial size of a conv; ``padding`` is (top, left, bottom, right)."""
     pt, pl, pb, pr = padding
-    return (h + pt + pb - kh) // stride[0] + 1, (w + pl + pr - kw) // stride[1] + 1
+    ekh, ekw = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+    return (h + pt + pb - ekh) // stride[0] + 1, (w + pl + pr - ekw) // stride[1] + 1
 
 
 @dataclass
@@ -291,12 +293,14 @@ def _int_inputs(x: np.ndarray, act_qparams: ActQParams | None) -> np.ndarray:
     return quantize_act(x, act_qparams)
 
 
-def _conv_nhwc_f64(x, w_oihw, stride, padding, groups, pad_value) -> np.ndarray:
+def _conv_nhwc_f64(x, w_oihw, stride, padding, groups, pad_value,
+                   dilation=(1, 1)) -> np.ndarray:  # fmt: skip
     """Direct NHWC convolution in float64 (exact for integer data below 2**53)."""
     n, h, wd, c = x.shape
     o, cpg, kh, kw = w_oihw.shape
     pt, pl, pb, pr = padding
-    oh, ow = conv_out_hw(h, wd, kh, kw, stride, padding)
+    dh, dw = dilation
+    oh, ow = conv_out_hw(h, wd, kh, kw, stride, padding, dilation)
     xp = np.full((n, h + pt + pb, wd + pl + pr, c), pad_value, dtype=np.float64)
     xp[:, pt : pt + h, pl : pl + wd, :] = x
     sh, sw = stride
@@ -304,7 +308,8 @@ def _conv_nhwc_f64(x, w_oihw, stride, padding, groups, pad_value) -> np.ndarray:
     opg = o // groups
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+            r0, c0 = i * dh, j * dw
+            patch = xp[:, r0 : r0 + sh * (oh - 1) + 1 : sh, c0 : c0 + sw * (ow - 1) + 1 : sw, :]
             wij = w_oihw[:, :, i, j].astype(np.float64)  # [O, C/groups]
             if groups == 1:
                 y += patch @ wij.T
@@ -332,6 +337,7 @@ def ref_conv2d(
     stride=(1, 1),
     padding=(0, 0, 0, 0),
     groups: int = 1,
+    dilation=(1, 1),
     act="none",
     act_qparams: ActQParams | None = None,
     residual: np.ndarray | None = None,
@@ -357,6 +363,8 @@ def ref_conv2d(
         (top, left, bottom, right).
     groups : int
         Any common divisor of C and O (1: regular; C: depthwise).
+    dilation : tuple of int
+        (dh, dw).
     act : str or tuple
         Activation spec, see :func:`parse_act`.
     act_qparams : ActQParams, optional
@@ -376,19 +384,19 @@ def ref_conv2d(
         ``out_qparams`` also the uint8 codes.
     """
     prec = get_precision(scheme)
-    stride = tuple(stride)
-    padding = tuple(padding)
+    geo = dict(stride=tuple(stride), padding=tuple(padding), groups=groups,
+               dilation=tuple(dilation))
     o = weight.shape[0]
     acc = None
     q, s_w = prec.quantize_weight(weight, int8_qmax)
     if prec.epilogue == "float":
-        y = _conv_nhwc_f64(x, q, stride, padding, groups, 0.0)
+        y = _conv_nhwc_f64(x, q, pad_value=0.0, **geo)
     elif prec.epilogue == "scale":
-        y = _conv_nhwc_f64(x.astype(np.float32), q, stride, padding, groups, 0.0)
+        y = _conv_nhwc_f64(x.astype(np.float32), q, pad_value=0.0, **geo)
         y = y * s_w.astype(np.float64)
     else:
         qx = _int_inputs(x, act_qparams)
-        raw = _conv_nhwc_f64(qx, q, stride, padding, groups, float(act_qparams.zp))
+        raw = _conv_nhwc_f64(qx, q, pad_value=float(act_qparams.zp), **geo)
         corr = act_qparams.zp * q.reshape(o, -1).astype(np.int64).sum(axis=1)
         acc = raw.astype(np.int64) - corr
         comb = int_comb_scale(act_qparams, s_w)

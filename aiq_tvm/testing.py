@@ -67,7 +67,7 @@ def reference(spec, precision: str, x, w, b, *, target=None, **kwargs):
     if _is_dense(spec):
         return ref_dense(x, w, b, precision, **kwargs)
     return ref_conv2d(x, w, b, precision, stride=spec.stride, padding=spec.padding,
-                      groups=spec.groups, **kwargs)
+                      groups=spec.groups, dilation=spec.dilation, **kwargs)
 
 
 def kernel_input(precision: str, x: np.ndarray, qp: ActQParams) -> np.ndarray:

@@ -69,6 +69,7 @@ class LayerInfo:
     strides: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     groups: int = 1
+    dilation: tuple[int, int] = (1, 1)
     in_shape: tuple = ()
     weight_shape: tuple = ()
     out_shape: tuple = ()
@@ -126,8 +127,6 @@ def _conv_reason(call: relax.Call) -> str | None:
     x_shape, w_shape = static_shape(call.args[0]), static_shape(call.args[1])
     if a.data_layout != "NCHW" or a.kernel_layout != "OIHW":
         return f"layout {a.data_layout}/{a.kernel_layout} (AIQ kernels take NCHW/OIHW)"
-    if any(int(d) != 1 for d in a.dilation):
-        return f"dilation {[int(d) for d in a.dilation]} (only 1 is supported)"
     if str(call.args[0].ty.dtype) != "float32" or str(call.args[1].ty.dtype) != "float32":
         return f"dtype {call.args[0].ty.dtype} (only float32 layers are quantized)"
     if w_shape is None or (x_shape is None and call.args[0].ty.shape is None):
@@ -395,6 +394,7 @@ def parse_layer(func: relax.Function) -> LayerInfo:
         strides=tuple(int(s) for s in a.strides),
         padding=tuple(int(p) for p in a.padding),
         groups=groups,
+        dilation=tuple(int(d) for d in a.dilation),
         **common,
     )
 

@@ -208,7 +208,7 @@ def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts
     spec = x86.ConvSpec(
         N=n, H=h, W=w, C=c, O=values.weight.shape[0], KH=values.weight.shape[2],
         KW=values.weight.shape[3], stride=info.strides, padding=info.padding,
-        groups=info.groups,
+        groups=info.groups, dilation=info.dilation,
     )
     x = bb.emit(relax.op.permute_dims(data, NCHW_TO_NHWC))
     if quantize is not None:

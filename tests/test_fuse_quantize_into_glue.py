@@ -120,22 +120,23 @@ def test_a_transposing_quantize_is_left_alone(target):
     tvm.ir.assert_structural_equal(FuseQuantizeIntoGlue()(before), before)
 
 
-class _DilatedResidual(torch.nn.Module):
-    """A dilated conv (no AIQ kernel: FP32, NCHW) whose residual add feeds an int8 layer."""
+class _FP32LayerResidual(torch.nn.Module):
+    """A grouped conv of 2 channels per group (no AIQ kernel: FP32, NCHW) whose residual add
+    feeds an int8 layer."""
 
     def __init__(self):
         super().__init__()
         self.a = torch.nn.Conv2d(8, 16, 1)
-        self.dilated = torch.nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.narrow_groups = torch.nn.Conv2d(16, 16, 3, padding=1, groups=8)
         self.b = torch.nn.Conv2d(16, 16, 1)
 
     def forward(self, x):
         y = torch.relu(self.a(x))
-        return self.b(torch.relu(self.dilated(y)) + y)
+        return self.b(torch.relu(self.narrow_groups(y)) + y)
 
 
 def test_an_fp32_layer_before_a_residual_add_and_an_int8_layer_builds_and_matches_torch():
     torch.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((2, 8, 12, 12)).astype(np.float32)
-    errors = build_and_compare(CnnCase(0, _DilatedResidual().eval(), x))
+    errors = build_and_compare(CnnCase(0, _FP32LayerResidual().eval(), x))
     assert errors["fp32"] < FP32_TOL and errors["int8"] < INT8_TOL, errors

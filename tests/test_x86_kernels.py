@@ -908,7 +908,6 @@ def test_conv_spec_normalization_and_validation():
 @pytest.mark.parametrize(
     "spec,needle",
     [
-        (ConvSpec(1, 8, 8, 4, 4, 3, 3, padding=2, dilation=2), "dilation"),
         (ConvSpec(1, 8, 8, 8, 8, 3, 3, padding=1, groups=4), "grouped"),
         (ConvSpec(1, 8, 8, 4, 8, 3, 3, padding=1, groups=4), "multiplier"),
     ],

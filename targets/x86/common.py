@@ -72,7 +72,8 @@ class ConvSpec:
         grouped shapes it has no kernel for with :class:`UnsupportedLayer` (see
         ``conv2d.grouped_reason``).
     dilation : tuple of int
-        (dh, dw); representable so a caller can describe any conv, but only 1 is supported.
+        (dh, dw): kernel tap ``(kh, kw)`` reads input ``(i * sh + kh * dh, j * sw + kw * dw)``
+        of the padded input (DeepLab / LR-ASPP backbones).
     """
 
     N: int

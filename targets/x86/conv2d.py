@@ -99,16 +99,14 @@ class _ConvPlan:
 def check_supported(spec: ConvSpec) -> None:
     """Raise :class:`UnsupportedLayer` for layers outside the library's coverage.
 
-    Supported: dilation 1 with groups 1, depthwise (groups == C == O) or grouped
-    (see :func:`grouped_reason`).
+    Supported: groups 1, depthwise (groups == C == O) or grouped (see
+    :func:`grouped_reason`), at any stride and dilation.
 
     Parameters
     ----------
     spec : ConvSpec
         Layer shape.
     """
-    if spec.dilation != (1, 1):
-        raise UnsupportedLayer(f"dilation {spec.dilation} is not supported (only 1)")
     if spec.groups == 1 or spec.is_depthwise:
         return
     if spec.groups == spec.C:
@@ -281,7 +279,7 @@ def _dw_window_fits(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, rows_cols,
     if fmt.in_dtype == "float32" or not cpu.isa.dw_input_window:
         return True
     rows, cols = rows_cols
-    inputs = rows * ((cols - 1) * spec.stride[1] + spec.KW)
+    inputs = rows * ((cols - 1) * spec.stride[1] + _window_extent(spec)[1])
     live = ocv * (rows * cols + inputs + spec.KW) + DW_EPILOGUE_REGS
     return live <= cpu.isa.registers
 
@@ -318,7 +316,8 @@ def conv_candidates(
         mb = tn * toh * tow
         owp = round_up(ow, tow)
         phases = sw if fmt.pairs and sw > 1 else 1
-        hq, wq = (oh - 1) * sh + spec.KH, round_up((owp - 1) * sw + spec.KW, phases)
+        ekh, ekw = _window_extent(spec)
+        hq, wq = (oh - 1) * sh + ekh, round_up((owp - 1) * sw + ekw, phases)
         for ocv in (1, 2, 3, 4):
             if mb * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
                 continue
@@ -472,7 +471,7 @@ def _parallel_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tiles: t
     if spec.OH == toh or (n // tn >= 2 * cpu.threads and not _rereads(image_copy, cpu)):
         out.append((IMAGE_CHANNEL_ORDER if w_reread else order, ("s0",), n // tn,
                     n * hq * wq * line, 0, w_reread))
-    rows = (toh - 1) * spec.stride[0] + spec.KH
+    rows = (toh - 1) * spec.stride[0] + _window_extent(spec)[0]
     pad_px = n * (spec.OH // toh) * rows * wq * line
     out.append((order, ("s0", "s1"), (n // tn) * (spec.OH // toh), pad_px, 0, w_reread))
     if w_reread and not dw and not scratch and cop // ocb > 1:
@@ -592,9 +591,14 @@ def _fold_kw(spec: ConvSpec, fmt: WeightFormat) -> bool:
     g = fmt.group
     if not fmt.tensorized or fmt.pairs or g == 1:
         return False
-    if spec.groups != 1 or spec.KW == 1 or spec.C % g == 0:
-        return False
+    if spec.groups != 1 or spec.KW == 1 or spec.C % g == 0 or spec.dilation[1] != 1:
+        return False  # a dilated window row is not one run of KW * C values
     return round_up(spec.KW * spec.C, g) < spec.KW * round_up(spec.C, g)
+
+
+def _window_extent(spec: ConvSpec) -> tuple[int, int]:
+    """Input rows and columns one output's window spans: ``(K - 1) * dilation + 1``."""
+    return ((spec.KH - 1) * spec.dilation[0] + 1, (spec.KW - 1) * spec.dilation[1] + 1)
 
 
 def _prefers_rows(spec: ConvSpec, mode: str) -> bool:
@@ -957,6 +961,7 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
     an integer one sums in float32 where that is exact (:func:`_float_exact_depthwise`)."""
     n = spec.N
     sh, sw = spec.stride
+    dh, dw = spec.dilation
     kh = te.reduce_axis((0, spec.KH), "kh")
     kw = te.reduce_axis((0, 1 if plan.fold else spec.KW), "kw")
     accd = fmt.acc_dtype
@@ -976,7 +981,8 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
         return te.compute(
             (n, spec.OH, plan.owp, plan.cp),
             lambda b, i, j, cc: te.sum(
-                xval(b, i * sh + kh, j * sw + kw, cc).astype(cd) * wval(cc, kh, kw).astype(cd),
+                xval(b, i * sh + kh * dh, j * sw + kw * dw, cc).astype(cd)
+                * wval(cc, kh, kw).astype(cd),
                 axis=[kh, kw]),
             name="acc",
         )
@@ -997,10 +1003,11 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
 
     def xval(b, i, j, c):
         if plan.fold:  # window row kh of column j: flat values j * sw * C + (kw * C + c)
-            return xp[b, i * sh + kh, j * sw * spec.C + c]
-        if plan.phases > 1:  # input column j * sw + kw is phase kw % sw, column j + kw // sw
-            return xp[b, i * sh + kh, kw % sw, j + kw // sw, c]
-        return xp[b, i * sh + kh, j * sw + kw, c]
+            return xp[b, i * sh + kh * dh, j * sw * spec.C + c]
+        if plan.phases > 1:  # input column j * sw + kw * dw: phase (kw * dw) % sw, column
+            # j + (kw * dw) // sw
+            return xp[b, i * sh + kh * dh, kw * dw % sw, j + kw * dw // sw, c]
+        return xp[b, i * sh + kh * dh, j * sw + kw * dw, c]
 
     return te.compute(
         (n, spec.OH, plan.owp, plan.cop),

@@ -1,0 +1,124 @@
+"""Dilated convolutions (DeepLab / LR-ASPP backbones): the kernels against numpy at every
+precision on the ISA levels the host runs, the planner's padded extents, and torch -> build ->
+VM with the dilated layers on AIQ kernels (they were left to TVM's unscheduled conv2d)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import aiq_tvm
+from aiq_tvm import testing
+from aiq_tvm.quant import quantize_act
+from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
+from aiq_tvm.targets.x86.conv2d import conv_choice_for
+from conftest import randomize_bn
+from isa import BEST_X86, isa_params
+
+# Depthwise, regular, grouped, an RGB stem; stride 1 and 2; dilation 2, (3, 2) and (2, 1); odd
+# map sizes.
+DILATED = {
+    "dw_d2": ConvSpec(1, 9, 11, 32, 32, 3, 3, padding=2, groups=32, dilation=2),
+    "dw_d2_s2": ConvSpec(2, 12, 10, 48, 48, 5, 5, stride=2, padding=4, groups=48, dilation=2),
+    "conv_d2": ConvSpec(1, 10, 9, 16, 24, 3, 3, padding=2, dilation=2),
+    "conv_d32_s2": ConvSpec(1, 13, 12, 8, 32, 3, 3, stride=2, padding=(3, 2, 3, 2),
+                            dilation=(3, 2)),
+    "grouped_d2": ConvSpec(1, 8, 8, 32, 32, 3, 3, padding=2, groups=4, dilation=2),
+    # 3 channels: integer kernels fold the window's columns into the reduction (rows dilated)
+    "stem_d21": ConvSpec(1, 20, 20, 3, 16, 7, 7, stride=2, padding=(6, 3, 6, 3),
+                         dilation=(2, 1)),
+}
+
+
+def _check(spec: ConvSpec, scheme: str, target) -> None:
+    rng = np.random.default_rng(0)
+    x, w, b, res, qp = testing.layer_data(spec, rng, residual=True, offset=0.3)
+    kw = {} if scheme == "fp32" else {"act_qparams": qp}
+    k = conv2d_kernel(spec, scheme, w, b, act="relu", residual=True, target=target, **kw)
+    y = testing.run_kernel(k, testing.kernel_input(scheme, x, qp), target, residual=res)
+    ref = testing.reference(spec, scheme, x, w, b, target=target, act="relu", residual=res,
+                            **kw).y
+    assert y.shape == ref.shape == spec.out_shape
+    assert testing.relative_error(y, ref) < (1e-5 if scheme == "fp32" else 1e-4)
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "int8", "int4"])
+@pytest.mark.parametrize("name", list(DILATED))
+def test_dilated_kernel_matches_numpy(name, scheme):
+    _check(DILATED[name], scheme, BEST_X86)
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512bw", "avx2", "sse")))
+def test_dilated_kernel_other_isa_levels(target):
+    """The vpmaddubsw (63-code) and pmaddwd paths read the dilated taps the same way."""
+    for name in ("dw_d2_s2", "conv_d32_s2"):
+        _check(DILATED[name], "int8", target)
+
+
+def test_dilated_int_accumulator_exact():
+    """``acc - corr`` equals numpy's integer conv bit for bit (the taps' indices, not just a
+    close float result)."""
+    spec = DILATED["conv_d32_s2"]
+    x, w, b, _, qp = testing.layer_data(spec, np.random.default_rng(1), offset=0.3)
+    k = conv2d_kernel(spec, "int8", w, b, act_qparams=qp, target=BEST_X86, debug_acc=True)
+    acc = testing.run_kernel(k, quantize_act(x, qp), BEST_X86)
+    ref = testing.reference(spec, "int8", x, w, b, target=BEST_X86, act_qparams=qp)
+    np.testing.assert_array_equal(acc, ref.acc)
+
+
+def test_dilated_rows_fold_columns():
+    """Row dilation keeps the integer stem's column fold (its window rows are still runs of
+    KW * C values); column dilation drops it."""
+    spec = DILATED["stem_d21"]
+    assert conv_choice_for(spec, "int8", BEST_X86).plan.fold
+    cols = ConvSpec(1, 20, 20, 3, 16, 7, 7, stride=2, padding=(3, 6, 3, 6), dilation=(1, 2))
+    assert not conv_choice_for(cols, "int8", BEST_X86).plan.fold
+    _check(cols, "int8", BEST_X86)
+
+
+def test_dilated_padded_copy_covers_the_window():
+    """The planner's padded input spans the dilated window: (OH - 1) * sh + (KH - 1) * dh + 1
+    rows, and no Winograd kernel (it computes undilated 3x3 windows) is chosen."""
+    spec = ConvSpec(1, 14, 14, 64, 64, 3, 3, padding=2, dilation=2)
+    choice = conv_choice_for(spec, "fp32", BEST_X86)
+    assert choice.wplan is None
+    assert choice.plan.hq >= (spec.OH - 1) + 2 * 2 + 1
+    assert spec.OH == spec.OW == 14
+
+
+class _DilatedNet(nn.Module):
+    """A DeepLab-style tail: dilated 3x3, a dilated depthwise + pointwise pair, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16),
+                                  nn.ReLU())
+        self.atrous = nn.Sequential(nn.Conv2d(16, 32, 3, padding=2, dilation=2),
+                                    nn.BatchNorm2d(32), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(32, 32, 5, padding=4, dilation=2, groups=32),
+                                nn.BatchNorm2d(32), nn.Hardswish(), nn.Conv2d(32, 24, 1))
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x):
+        y = self.dw(self.atrous(self.stem(x)))
+        return self.head(y.mean((2, 3)))
+
+
+def test_dilated_net_builds_on_aiq_kernels_and_matches_torch():
+    torch.manual_seed(0)
+    model = randomize_bn(_DilatedNet())
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    mod, params = aiq_tvm.from_torch(model, torch.from_numpy(x[:2]))
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x, batch_size=16)
+    prec = res.report.precisions()
+    assert prec["atrous.0"] == prec["dw.0"] == "int8"  # on AIQ kernels, not TVM's conv2d
+    assert not [lc.name for lc in res.cost.layers if not lc.supported]  # nothing left FP32
+    fp32 = aiq_tvm.build(mod, params=params, plan="fp32", batch_size=16)
+    assert testing.relative_error(fp32.run(x), ref) < 1e-5
+    y = res.run(x)
+    cos = (y * ref).sum(1) / np.linalg.norm(y, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99
