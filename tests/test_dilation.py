@@ -13,7 +13,7 @@ import aiq_tvm
 from aiq_tvm import testing
 from aiq_tvm.quant import quantize_act
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
-from aiq_tvm.targets.x86.conv2d import conv_choice_for
+from aiq_tvm.targets.x86.conv2d import conv_choice_for, crop_dead_taps
 from conftest import randomize_bn
 from isa import BEST_X86, isa_params
 
@@ -86,6 +86,41 @@ def test_dilated_padded_copy_covers_the_window():
     assert choice.wplan is None
     assert choice.plan.hq >= (spec.OH - 1) + 2 * 2 + 1
     assert spec.OH == spec.OW == 14
+
+
+def test_taps_reading_only_padding_are_dropped():
+    """Atrous rates past the map: a 3x3 at rate 12 on 7 x 7 is a 1x1 conv; a 5x5 at rate 4
+    on 6 x 6 keeps its middle three taps (the outer ones read rows -8..-3 and 8..13)."""
+    aspp = ConvSpec(1, 7, 7, 32, 16, 3, 3, padding=12, dilation=12)
+    one, _ = crop_dead_taps(aspp)
+    assert (one.KH, one.KW, one.padding, one.dilation) == (1, 1, (0, 0, 0, 0), (1, 1))
+    assert one.out_shape == aspp.out_shape
+    assert conv_choice_for(aspp, "fp32", BEST_X86).plan.tile.describe("x").startswith("x_bcast")
+    mid = ConvSpec(2, 6, 6, 8, 8, 5, 5, padding=8, dilation=4)
+    three, w = crop_dead_taps(mid, np.arange(8 * 8 * 25, dtype=np.float32).reshape(8, 8, 5, 5))
+    assert (three.KH, three.KW, three.padding) == (3, 3, (4, 4, 4, 4))
+    np.testing.assert_array_equal(w[0, 0], np.arange(25).reshape(5, 5)[1:4, 1:4])
+    live = ConvSpec(1, 8, 8, 8, 8, 3, 3, padding=6, dilation=6)  # rows 0-1 and 6-7 reached
+    assert crop_dead_taps(live)[0] == live
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "int8"])
+def test_dropped_taps_change_nothing(scheme):
+    """The kernel on the full weights equals the reference of the full conv in float, and the
+    integer reference of the cropped conv bit for bit (codes of the live taps' range)."""
+    spec = ConvSpec(2, 6, 7, 16, 16, 5, 5, stride=(1, 2), padding=(8, 8, 8, 8), dilation=4)
+    x, w, b, _, qp = testing.layer_data(spec, np.random.default_rng(2), offset=0.3)
+    kw = {} if scheme == "fp32" else {"act_qparams": qp}
+    k = conv2d_kernel(spec, scheme, w, b, target=BEST_X86, debug_acc=scheme != "fp32", **kw)
+    y = testing.run_kernel(k, testing.kernel_input(scheme, x, qp), BEST_X86)
+    if scheme == "fp32":
+        ref = testing.reference(spec, scheme, x, w, b).y
+        assert testing.relative_error(y, ref) < 1e-6
+    else:
+        cropped, wc = crop_dead_taps(spec, w)
+        assert cropped.KH < spec.KH
+        ref = testing.reference(cropped, scheme, x, wc, b, target=BEST_X86, **kw)
+        np.testing.assert_array_equal(y, ref.acc)
 
 
 class _DilatedNet(nn.Module):

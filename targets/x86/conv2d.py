@@ -96,6 +96,46 @@ class _ConvPlan:
     inline_border: bool = False
 
 
+def _live_taps(k: int, d: int, s: int, pad: int, size: int, out: int) -> tuple[int, int]:
+    """First and last kernel tap (along one axis) whose input rows or columns, over all
+    ``out`` outputs, reach the input (``size``) and not only its padding; (0, k - 1) if none
+    does."""
+    live = [t for t in range(k) if t * d - pad + s * (out - 1) >= 0 and t * d - pad < size]
+    return (live[0], live[-1]) if live else (0, k - 1)
+
+
+def crop_dead_taps(spec: ConvSpec, weight: np.ndarray | None = None):
+    """``(spec, weight)`` without the kernel rows and columns that read only padding.
+
+    A dilated conv whose dilation reaches past the feature map (DeepLabV3's atrous pyramid:
+    rates 12, 24 and 36 on a 14 x 14 map) reads the padding alone with its outer taps: for
+    rates 24 and 36 the 3x3 conv is a 1x1 conv, but the padded copy it would build is 86 x 86
+    pixels for 14 x 14 of input. Dropping those taps is exact in every precision (the padding
+    adds zero, or the zero point its correction removes); the padding shrinks with them, and
+    the output is the same size. ``weight`` (OIHW) is cropped alike (None: spec only)."""
+    (kh0, kh1), (kw0, kw1) = (
+        _live_taps(k, d, st, pad, size, out) for k, d, st, pad, size, out in (
+            (spec.KH, spec.dilation[0], spec.stride[0], spec.padding[0], spec.H, spec.OH),
+            (spec.KW, spec.dilation[1], spec.stride[1], spec.padding[1], spec.W, spec.OW)))
+    if (kh0, kh1, kw0, kw1) == (0, spec.KH - 1, 0, spec.KW - 1):
+        return spec, weight
+    kh, kw = kh1 - kh0 + 1, kw1 - kw0 + 1
+    top, left = spec.padding[0] - kh0 * spec.dilation[0], spec.padding[1] - kw0 * spec.dilation[1]
+    ekh, ekw = (kh - 1) * spec.dilation[0] + 1, (kw - 1) * spec.dilation[1] + 1
+    bottom = max(0, (spec.OH - 1) * spec.stride[0] + ekh - spec.H - top)
+    right = max(0, (spec.OW - 1) * spec.stride[1] + ekw - spec.W - left)
+    if min(top, left) < 0:
+        return spec, weight
+    cropped = replace(spec, KH=kh, KW=kw, padding=(top, left, bottom, right),
+                      dilation=(spec.dilation[0] if kh > 1 else 1,
+                                spec.dilation[1] if kw > 1 else 1))
+    if (cropped.OH, cropped.OW) != (spec.OH, spec.OW):
+        return spec, weight
+    if weight is not None:
+        weight = np.ascontiguousarray(weight[:, :, kh0 : kh1 + 1, kw0 : kw1 + 1])
+    return cropped, weight
+
+
 def check_supported(spec: ConvSpec) -> None:
     """Raise :class:`UnsupportedLayer` for layers outside the library's coverage.
 
@@ -713,6 +753,7 @@ def conv_choice_for(spec: ConvSpec, scheme, target, numerics_target=None, *,
                     decode_once: bool | None = None) -> ConvChoice:  # fmt: skip
     """:class:`ConvChoice` of a layer as :func:`conv2d_kernel` makes it (no weights needed)."""
     check_supported(spec)
+    spec, _ = crop_dead_taps(spec)
     prec = get_precision(scheme)
     qmax = prec.weight_qmax(numerics_qmax(target if numerics_target is None
                                           else numerics_target, spec.is_depthwise))  # fmt: skip
@@ -850,6 +891,8 @@ def conv2d_kernel(
         Bad scheme, shapes or missing ``act_qparams``.
     """
     check_supported(spec)
+    if np.shape(weight_oihw) == spec.weight_shape:  # (a wrong shape is layer_args' error)
+        spec, weight_oihw = crop_dead_taps(spec, weight_oihw)
     args = layer_args(
         scheme, weight_oihw, spec.weight_shape, bias, act=act, act_qparams=act_qparams,
         out_qparams=out_qparams, debug_acc=debug_acc, target=target,
