@@ -34,6 +34,7 @@ from .passes import (
     LimitVectorWidth,
     QuantizeAnnotated,
     ScheduleGlue,
+    SeparableResize,
     SplitLargeMeans,
     VectorizableMath,
 )
@@ -100,8 +101,9 @@ def layout_passes(target=None) -> list:
 
 def legalize_passes(target) -> list:
     """TVM's CPU legalization and fusion, with float32 exp / sigmoid / SiLU legalized first
-    into kernels LLVM vectorizes (TVM's call libm's scalar ``expf`` per element)."""
-    return [VectorizableMath()] + cpu_pipeline.legalize_passes(target)
+    into kernels LLVM vectorizes (TVM's call libm's scalar ``expf`` per element), and static
+    float32 resizes into two 1-D passes over host-computed index tables."""
+    return [VectorizableMath(), SeparableResize()] + cpu_pipeline.legalize_passes(target)
 
 
 def schedule_passes(target, unscheduled: list | None = None) -> list:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
+import tvm
 from tvm import relax
 
 __all__ = ["DECOMPOSITIONS", "CONVERTERS", "UnsupportedOperatorError", "ConversionError",
@@ -161,7 +163,53 @@ def _elu(node, importer):
     return bb.emit(out if scale == 1.0 else relax.op.multiply(const(scale), out))
 
 
+def _torch_nearest_index(size: int, out: int, scale_factor) -> np.ndarray:
+    """Source index of each output of torch's ``nearest`` along one axis
+    (``aten/src/ATen/native/UpSample.h``: ``min(floor(dst * scale), size - 1)`` in float32,
+    ``scale = 1 / scale_factor`` where one was given, else ``size / out``)."""
+    if out == size:
+        return np.arange(out)
+    scale = np.float32(1.0 / scale_factor) if scale_factor else np.float32(size) / np.float32(out)
+    src = np.floor(np.arange(out, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(src, size - 1)
+
+
+def _upsample_nearest2d(node, importer):
+    """``upsample_nearest2d.vec(x, output_size, scale_factors)`` with torch's indices.
+
+    TVM's converter emits ``resize2d`` with half-pixel coordinates rounded to nearest, which is
+    not torch's ``nearest`` (``floor(dst * scale)``) unless the ratio is an integer: 16 -> 30
+    rows picked other source rows. This emits ``resize2d`` with asymmetric coordinates
+    rounded down where TOPI then picks torch's pixels on both axes (output sizes, integer
+    ratios), else two ``take`` with torch's indices as constants."""
+    bb = importer.block_builder
+    x = importer.env[node.args[0]]
+    size, factors = _arg(node, 1, "output_size", None), _arg(node, 2, "scale_factors", None)
+    shape = x.ty.shape
+    if not all(isinstance(shape[i], tvm.tirx.IntImm) for i in (2, 3)):
+        return _builtin(importer)["upsample_nearest2d.vec"](node)  # a symbolic map size
+    h, w = int(shape[2]), int(shape[3])
+    if size:
+        (oh, ow), factors = (int(d) for d in size), (None, None)
+    else:
+        factors = list(factors) if isinstance(factors, list | tuple) else [factors] * 2
+        oh, ow = int(h * factors[0]), int(w * factors[1])
+    from aiq_tvm.passes.separable_resize import resize_tables
+
+    idx = [_torch_nearest_index(i, o, f) for i, o, f in ((h, oh, factors[0]), (w, ow, factors[1]))]
+    topi = [resize_tables(i, o, "nearest_neighbor", "asymmetric", "floor")[0]
+            for i, o in ((h, oh), (w, ow))]
+    if all(np.array_equal(a, b) for a, b in zip(idx, topi, strict=True)):
+        return bb.emit(relax.op.image.resize2d(
+            x, (oh, ow), layout="NCHW", method="nearest_neighbor",
+            coordinate_transformation_mode="asymmetric", rounding_method="floor"))
+    for axis, index in ((2, idx[0]), (3, idx[1])):
+        x = bb.emit(relax.op.take(x, relax.const(index.astype("int32")), axis=axis))
+    return x
+
+
 CONVERTERS: dict[str, Callable] = {
+    "upsample_nearest2d.vec": _upsample_nearest2d,
     "elu.default": _elu,
     "amax.default": _reduction(relax.op.max),
     "amin.default": _reduction(relax.op.min),

@@ -35,6 +35,7 @@ from .micro_batch import MICRO_FUNCTION, MicroBatch, inline_micro_batches
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
+from .separable_resize import SeparableResize
 from .split_at_layers import SplitAtLayers, segment_name
 from .split_large_means import SplitLargeMeans
 from .vectorizable_math import VectorizableMath
@@ -53,6 +54,7 @@ __all__ = [
     "segment_name",
     "SplitLargeMeans",
     "VectorizableMath",
+    "SeparableResize",
     "LimitVectorWidth",
     "LiftWeights",
     "MicroBatch",
