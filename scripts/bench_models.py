@@ -11,7 +11,8 @@ also sleeps ``--gap-ms``.
 Models: ours (``resnet20``, ``mobilenet_v2``: Fashion-MNIST weights, 32 x 32 inputs) and any
 torchvision classification model as ``tv/<name>`` at ``--image-size`` (``weights=None``,
 seeded, batch-norm statistics set on real Fashion-MNIST images resized to the input size,
-see :mod:`aiq_tvm.models.torchvision_zoo`).
+see :mod:`aiq_tvm.models.torchvision_zoo`), and any torchvision segmentation model as
+``tvseg/<name>`` (its ``"out"`` map, 21 classes; the cosine is over each image's map).
 
 Variants: PyTorch eager FP32; ONNX Runtime FP32 (CPU provider); ONNX Runtime INT8
 (``quantize_static`` after ``quant_pre_process``: QDQ, per-channel, uint8 activations, int8
@@ -55,6 +56,7 @@ from aiq_tvm.bench import CLOCKS, Timer
 from aiq_tvm.threads import unpin_tvm_threads
 
 TV_PREFIX = "tv/"
+SEG_PREFIX = "tvseg/"  # torchvision segmentation models (their "out" map)
 REFERENCE = "pytorch"
 # (numerator, denominator, label): speed-up of the denominator over the numerator.
 RATIOS = (
@@ -84,14 +86,19 @@ def load_model(name: str, image_size: int):
     """(torch model in eval mode, calibration images) of a model name (see the docstring)."""
     from aiq_tvm import datasets, models
 
-    if name.startswith(TV_PREFIX):
+    if name.startswith((TV_PREFIX, SEG_PREFIX)):
         from aiq_tvm.models import torchvision_zoo as zoo
 
-        model = zoo.torchvision_model(name[len(TV_PREFIX):], size=image_size)
+        if name.startswith(SEG_PREFIX):
+            model = zoo.segmentation_model(name[len(SEG_PREFIX):], size=image_size)
+        else:
+            model = zoo.torchvision_model(name[len(TV_PREFIX):], size=image_size)
         return model, zoo.calibration_images(32, image_size)
     if name not in models.MODEL_NAMES:
         raise SystemExit(f"unknown model {name!r}: ours are {', '.join(models.MODEL_NAMES)}; "
-                         f"torchvision models are written {TV_PREFIX}<name> (e.g. tv/resnet50)")
+                         f"torchvision models are written {TV_PREFIX}<name> (e.g. tv/resnet50), "
+                         f"segmentation models {SEG_PREFIX}<name> (e.g. "
+                         f"{SEG_PREFIX}lraspp_mobilenet_v3_large)")
     return models.get_model(name, pretrained=True), datasets.calibration_set(256)[0]
 
 
@@ -552,7 +559,8 @@ def _micro_batch(text: str):
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"],
-                    help="ours (resnet20, mobilenet_v2) or tv/<torchvision name>")
+                    help="ours (resnet20, mobilenet_v2), tv/<torchvision classification name> "
+                         "or tvseg/<torchvision segmentation name>")
     ap.add_argument("--image-size", type=int, default=224, help="input size of tv/ models")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4", "w8", "w4"])

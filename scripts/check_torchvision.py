@@ -1,5 +1,9 @@
 """Does every torchvision classification CNN import, build and match torch at FP32 and INT8?
 
+Segmentation models (``SEGMENTATION_MODELS``: LR-ASPP, DeepLabV3, FCN) are checked the same
+way with ``--models``: their ``"out"`` map, the cosine over each image's map, the top-1 agreement
+per pixel.
+
 For each model (``aiq_tvm.models.torchvision_zoo``: ``weights=None``, seeded, batch-norm
 statistics set on real Fashion-MNIST images resized to ``--size``): import with
 ``aiq_tvm.from_torch``, build uniform ``fp32`` and ``int8`` plans, run both on validation-pool
@@ -43,8 +47,9 @@ BEGIN, END = "<!-- torchvision-coverage:begin -->", "<!-- torchvision-coverage:e
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row (image) of ``a`` to the same row of ``b``."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
+    """Cosine similarity of each row (image) of ``a`` to the same row of ``b`` (a
+    segmentation map is flattened)."""
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
 
 
@@ -145,7 +150,10 @@ def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: b
                  "weight_correction": weight_correction, "target": target, "family": next(
         (f for f, names in zoo.CNN_FAMILIES.items() if name in names), "other")}
     t0 = time.perf_counter()
-    model = zoo.torchvision_model(name, size=size)
+    segmentation = name in zoo.SEGMENTATION_MODELS
+    if segmentation:
+        out["family"] = "segmentation"
+    model = (zoo.segmentation_model if segmentation else zoo.torchvision_model)(name, size=size)
     calib = zoo.calibration_images(n_calib, size)
     x, _ = zoo.validation_images(n_val, size)
     ref = _torch_logits(model, x, batch)
@@ -172,7 +180,7 @@ def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: b
         else:
             out["int8_min_cos"] = min_cosine(y, ref)
             out["int8_median_cos"] = median_cosine(y, ref)
-            out["int8_top1_agree"] = float(np.mean(y.argmax(1) == ref.argmax(1)))
+            out["int8_top1_agree"] = float(np.mean(y.argmax(1) == ref.argmax(1)))  # per pixel
         del res
     out["input_u8_min_cos"] = min_cosine(_torch_logits(model, _round_to_uint8(x, calib), batch),
                                          ref)

@@ -29,6 +29,8 @@ __all__ = [
     "resize_images",
     "set_bn_statistics",
     "torchvision_model",
+    "SEGMENTATION_MODELS",
+    "segmentation_model",
 ]
 
 # Every torchvision classification CNN (transformers — ViT, Swin, MaxViT — are not CNNs and
@@ -54,6 +56,12 @@ CNN_FAMILIES: dict[str, tuple[str, ...]] = {
     "convnext": ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large"),
 }
 TORCHVISION_CNNS: tuple[str, ...] = tuple(n for names in CNN_FAMILIES.values() for n in names)
+
+# torchvision's semantic segmentation models (dilated backbones, atrous pyramids, bilinear
+# upsampling to the input size); :func:`segmentation_model` returns their ``"out"`` map.
+SEGMENTATION_MODELS: tuple[str, ...] = (
+    "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50",
+    "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101")
 
 # Models whose constructor needs extra arguments with weights=None (auxiliary heads only run
 # in training mode; switching them off keeps the exported graph and the state dict small).
@@ -136,6 +144,34 @@ def torchvision_model(name: str, *, size: int = 224, seed: int = 0, bn_images: i
     torch.manual_seed(seed)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
                                          **_CTOR_KWARGS.get(name, {}))
+    if bn_images:
+        set_bn_statistics(model, calibration_images(bn_images, size, seed=seed + 1))
+    return model.eval()
+
+
+class _SegmentationOut(nn.Module):
+    """A torchvision segmentation model returning its ``"out"`` map (N, classes, H, W)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)["out"]
+
+
+def segmentation_model(name: str, *, size: int = 224, seed: int = 0, bn_images: int = 32,
+                       num_classes: int = 21) -> nn.Module:
+    """torchvision segmentation model ``name`` (:data:`SEGMENTATION_MODELS`) with seeded
+    random weights (backbone too), no auxiliary head, BN statistics set as in
+    :func:`torchvision_model`; its forward returns the ``"out"`` map. In eval mode."""
+    if name not in SEGMENTATION_MODELS:
+        raise ValueError(f"unknown torchvision segmentation model {name!r}; valid: "
+                         f"{', '.join(SEGMENTATION_MODELS)}")
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None,
+                                         num_classes=num_classes, aux_loss=False)
+    model = _SegmentationOut(model)
     if bn_images:
         set_bn_statistics(model, calibration_images(bn_images, size, seed=seed + 1))
     return model.eval()
