@@ -157,3 +157,31 @@ def test_dilated_net_builds_on_aiq_kernels_and_matches_torch():
     y = res.run(x)
     cos = (y * ref).sum(1) / np.linalg.norm(y, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.99
+
+
+def test_wide_panels_are_chunked_and_exact(monkeypatch):
+    """A conv whose weights per output-channel block exceed L2 (3x3 x 1024 channels x 64 =
+    2.4 MB, DeepLab's atrous pyramid) sums its reduction in chunks of channels that stay in
+    cache (TilePlan.kchunk); the result is the unchunked sum's. AIQ_KCHUNK=0 plans it whole."""
+    spec = ConvSpec(1, 6, 6, 1024, 64, 3, 3, padding=2, dilation=2)
+    x, w, b, res, _ = testing.layer_data(spec, np.random.default_rng(3), residual=True)
+    outs = []
+    for env in ("", "0"):
+        monkeypatch.setenv("AIQ_KCHUNK", env)
+        k = conv2d_kernel(spec, "fp32", w, b, act="relu", residual=True, target=BEST_X86)
+        assert ("_kc" in k.info["schedule"]) == (env == "")
+        outs.append(testing.run_kernel(k, x, BEST_X86, residual=res))
+    ref = testing.reference(spec, "fp32", x, w, b, act="relu", residual=res).y
+    assert testing.relative_error(outs[0], ref) < 1e-5
+    assert testing.relative_error(outs[0], outs[1]) < 1e-5
+    monkeypatch.setenv("AIQ_KCHUNK", "2")
+    with pytest.raises(ValueError, match="AIQ_KCHUNK must be 0"):
+        conv2d_kernel(spec, "fp32", w, b, target=BEST_X86)
+
+
+def test_chunks_need_a_broadcast_channel_reduction():
+    from aiq_tvm.targets.x86.schedules import TilePlan
+
+    with pytest.raises(ValueError, match="kchunk=4 needs mode 'bcast'"):
+        TilePlan((1, 1, 4), 16, 16, "dw", ("s0", "s1", "s2", "o"), ("s0",),
+                 reduce_names=("kh", "kw"), kchunk=4)

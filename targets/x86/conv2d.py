@@ -56,6 +56,7 @@ from .layer import (
 )
 from .prefetch import prefetch_next_weight_block
 from .schedules import (
+    ASSUMED_L2_BYTES,
     HEAP_ACC_CYCLES,
     STACK_ACC_BYTES,
     TASKS_PER_THREAD,
@@ -388,6 +389,7 @@ def conv_candidates(
                     work += blocks * mb * ocv * HEAP_ACC_CYCLES
                 pars = _parallel_options(spec, fmt, cpu, (tn, toh, tow), ocb, owp, cp, cop, hq,
                                          wq, line, need_pad, fold, scratch)
+                chunks = _chunk_options(spec, fmt, cpu, blocks, taps * cred * ocb * 4)
                 for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
                     total = work + pad_pixels * tp.pad_pixel_cycles
                     min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
@@ -396,13 +398,65 @@ def conv_candidates(
                                     unrolled_taps=unrolled)  # fmt: skip
                     tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
                                     if scratch else (tile, 0.0))  # fmt: skip
-                    per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)
-                    cost = (per_thread / threads / balance(tasks, threads) + decode
-                            + root_pad * tp.pad_pixel_cycles)
-                    out.append((cost, _ConvPlan(tile, owp, cp, cop, need_pad, hq, wq, phases,
-                                                fold, inline_border=inline)))
+                    for kchunk, stream in chunks:
+                        if kchunk and not _chunk_fits(tile, (n, oh, owp), cop):
+                            continue
+                        per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE,
+                                         stream)
+                        cost = (per_thread / threads / balance(tasks, threads) + decode
+                                + root_pad * tp.pad_pixel_cycles)
+                        chunked = replace(tile, kchunk=kchunk, min_tasks=0) if kchunk else tile
+                        plan = _ConvPlan(chunked, owp, cp, cop, need_pad, hq, wq, phases, fold,
+                                         inline_border=inline)
+                        out.append((cost, plan))
                 out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
+
+
+# Weight bytes per cycle a core's register blocks stream from its L2 (a chunk of a large panel,
+# ``TilePlan.kchunk``), and the largest chunk of one output-channel block's weights (L2-resident
+# next to the input rows it meets). Measured on 3x3 960 -> 256 at 14 x 14 dilated 12 (DeepLabV3's
+# atrous pyramid, fp32 batch 1, two threads, this host; docs/runs/s30/kchunk.txt): chunks of
+# 16-64 channels (37-147 KB) ran 1.30-1.38x faster than the whole 2.2 MB panel, 8 channels 1.05x.
+L2_WEIGHT_BYTES_PER_CYCLE = 32.0
+CHUNK_BYTES = 160 * 1024
+# Largest per-task accumulator buffer of a chunked plan (it lives between chunks).
+CHUNK_ACC_BYTES = 256 * 1024
+
+
+def _chunk_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, blocks: int,
+                   panel: int) -> list[tuple[int, float]]:
+    """``[(kchunk, modelled weight-streaming cycles)]`` of a plan whose register blocks each
+    read ``panel`` bytes of weights (one output-channel block, all taps and channels):
+    ``[(0, 0.0)]`` (no chunks, no streaming term) where the panel fits the core's L2, as every
+    layer was planned before; else the whole panel streamed from beyond L2 per block
+    (``wino.WEIGHT_STREAM_BYTES_PER_CYCLE``) and, for float32 convs, the largest chunk of
+    input channels within :data:`CHUNK_BYTES`, streamed from L2. ``AIQ_KCHUNK=0`` plans every
+    layer as before chunks existed (comparisons)."""
+    env = os.environ.get("AIQ_KCHUNK", "")
+    if env not in ("", "0"):
+        raise ValueError(f"AIQ_KCHUNK must be 0 (or unset), got {env!r}")
+    l2 = cpu.caps.l2_bytes or ASSUMED_L2_BYTES
+    if panel <= l2 or spec.is_depthwise or env == "0":
+        return [(0, 0.0)]
+    out = [(0, blocks * panel / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)]
+    if fmt.name != "f32":
+        return out
+    per_channel = panel // spec.C * spec.groups  # bytes of one input channel's weights
+    fits = [d for d in divisors(spec.C // spec.groups) if d * per_channel <= CHUNK_BYTES]
+    if fits and fits[-1] < spec.C // spec.groups:
+        out.append((fits[-1], blocks * panel / L2_WEIGHT_BYTES_PER_CYCLE))
+    return out
+
+
+def _chunk_fits(tile: TilePlan, extents: tuple[int, int, int], cop: int) -> bool:
+    """Whether a chunked plan's per-task accumulators fit :data:`CHUNK_ACC_BYTES`: the chunk
+    loop runs inside all of ``par`` (a chunked tile fuses every loop of it), so a task holds
+    one tile of each spatial loop in ``par``, the whole extent of the others, and one channel
+    block if ``"o"`` is in ``par``, else all of them."""
+    positions = prod(t if f"s{i}" in tile.par else e
+                     for i, (e, t) in enumerate(zip(extents, tile.tiles, strict=True)))
+    return positions * (tile.ocb if "o" in tile.par else cop) * 4 <= CHUNK_ACC_BYTES
 
 
 # Modelled cycles of the bounds check on one input vector load of a conv reading its borders

@@ -88,6 +88,14 @@ class TilePlan:
     unrolled_taps : int
         ``"dw"`` mode: how many of the trailing reduction loops outside the block are unrolled
         (0 none, 1 ``kw``, 2 ``kh`` and ``kw``; :func:`dw_unrolled_taps`).
+    kchunk : int
+        ``"bcast"`` mode: 0, or the input channels (``cg`` steps) per reduction chunk. The
+        chunk loop runs right inside the parallel loop, outside every other tile loop, so each
+        task sweeps all its register blocks over one chunk of the weights (``KH x KW x kchunk
+        x ocb``, sized to stay in cache) before the next, its accumulators in a task-sized
+        buffer between chunks; the epilogue runs once per task after the last chunk. Without
+        it every register block streams the whole ``KH x KW x C x ocb`` weight panel (8.8 MB
+        at 3x3 960 -> 256, from memory for every block of 4 positions).
     """
 
     tiles: tuple[int, ...]
@@ -105,6 +113,7 @@ class TilePlan:
     decode_threads: int = 0
     decode_block: bool = False
     unrolled_taps: int = 0
+    kchunk: int = 0
 
     def __post_init__(self):
         if self.lanes < 1 or self.ocb % self.lanes:
@@ -123,6 +132,10 @@ class TilePlan:
                                    0 < self.unrolled_taps <= len(self.reduce_names)):
             raise ValueError(f"unrolled_taps={self.unrolled_taps} needs mode 'dw' and at most "
                              f"{len(self.reduce_names)} reduction loops, got mode {self.mode!r}")
+        if self.kchunk and (self.mode != "bcast" or "cg" not in self.reduce_names
+                            or self.pairs or self.decode_threads or self.decode_block):
+            raise ValueError(f"kchunk={self.kchunk} needs mode 'bcast' with a 'cg' reduction "
+                             f"and no decode stage, got mode {self.mode!r}")
 
     @property
     def ocv(self) -> int:
@@ -134,7 +147,8 @@ class TilePlan:
         tile = "x".join(str(t) for t in self.tiles)
         sub = f"_v{self.ocv}" if self.ocv != self.ocb // self.lanes else ""
         mode = f"{self.mode}2x2" if self.pairs else self.mode
-        return f"{kind}_{mode}_oc{self.ocb}{sub}_tile{tile}"
+        chunk = f"_kc{self.kchunk}" if self.kchunk else ""
+        return f"{kind}_{mode}_oc{self.ocb}{sub}_tile{tile}{chunk}"
 
     def num_parallel(self, extents: tuple[int, ...]) -> int:
         """How many leading loops of ``order`` :func:`apply_tiled` fuses into the parallel loop.
@@ -227,8 +241,11 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
         pad = sch.get_sblock("pad")
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
         pad = None
-    block = _register_block(sch, acc, plan, tiles, vectors)
-    _epilogue_after_block(sch, out, block.outer, plan)
+    block = _register_block(sch, acc, plan, tiles, vectors, npar)
+    if block.chunk is not None:
+        _epilogue_after_chunks(sch, out, block.outer[:npar], plan)
+    else:
+        _epilogue_after_block(sch, out, block.outer, plan)
     added = _parallel_loop(sch, pad, block, plan, npar)
     # outer loops left after the fuse (and the per-thread split)
     n_outer = len(block.outer) - max(npar - 1, 0) + added
@@ -280,10 +297,13 @@ class _RegisterBlock(NamedTuple):
     lanes: object  # the innermost loop over one vector's lanes
     head_red: list  # reduction loops outside the block
     tail: list  # the reduction loop inside the block (``plan.inner_reduce``), if any
+    chunk: object = None  # the reduction chunk loop (``plan.kchunk``), among ``outer``
 
 
-def _register_block(sch: s_tir.Schedule, acc, plan: TilePlan, tiles, vectors) -> _RegisterBlock:
-    """Tile ``acc`` into register blocks of ``tiles`` positions x ``vectors`` channel vectors."""
+def _register_block(sch: s_tir.Schedule, acc, plan: TilePlan, tiles, vectors,
+                    npar: int = 0) -> _RegisterBlock:  # fmt: skip
+    """Tile ``acc`` into register blocks of ``tiles`` positions x ``vectors`` channel vectors
+    (with ``plan.kchunk``, the chunk loop right after the ``npar`` parallel loops)."""
     # The accumulator keeps the default "global" scope: TVM 0.27 lowers every "local" buffer to
     # a heap workspace, while a small "global" one becomes a stack alloca that LLVM promotes to
     # vector registers.
@@ -298,6 +318,10 @@ def _register_block(sch: s_tir.Schedule, acc, plan: TilePlan, tiles, vectors) ->
     named["o"], oi = sch.split(o, [None, plan.ocb])
     osub, ov, ol = sch.split(oi, [None, vectors, plan.lanes])
     outer = [named[nm] for nm in plan.order] + [osub]
+    chunk = None
+    if plan.kchunk:
+        chunk, reds["cg"] = sch.split(reds["cg"], [None, plan.kchunk])
+        outer = outer[:npar] + [chunk] + outer[npar:]
     inner_red = reds.get(plan.inner_reduce) if plan.inner_reduce else None
     head_red = [reds[nm] for nm in plan.reduce_names if nm != plan.inner_reduce]
     tail = [inner_red] if inner_red is not None else []
@@ -317,7 +341,7 @@ def _register_block(sch: s_tir.Schedule, acc, plan: TilePlan, tiles, vectors) ->
     # unrolled. A single loop matters for tuning: decompose_reduction drops loops of extent 1,
     # and the template must yield the same loop structure for every decision (see TileSpace).
     reg = sch.fuse(*inners, ov)
-    return _RegisterBlock(named, outer, reg, ol, head_red, tail)
+    return _RegisterBlock(named, outer, reg, ol, head_red, tail, chunk)
 
 
 def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan) -> None:
@@ -346,6 +370,21 @@ def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan)
     sch.vectorize(e_o)
     for lp in unrolled:
         sch.unroll(lp)
+
+
+def _epilogue_after_chunks(sch: s_tir.Schedule, out, par_loops: list, plan: TilePlan) -> None:
+    """``TilePlan.kchunk``: the epilogue once per task, after its last chunk, over the task's
+    whole output region (inside the parallel loops, or at the root without them): its channel
+    loop vectorized as in :func:`_epilogue_after_block`, the rest loops."""
+    if par_loops:
+        sch.reverse_compute_at(out, par_loops[-1], preserve_unit_loops=True)
+    e_o = sch.get_loops(out)[-1]
+    n_out = int(sch.get(out).iter_vars[-1].dom.extent)
+    width = min(plan.lanes, n_out & -n_out)
+    if n_out > width:
+        e_ov, e_o = sch.split(e_o, [None, width])
+        sch.annotate(e_ov, "pragma_loop_partition_hint", 1)
+    sch.vectorize(e_o)
 
 
 def _parallel_loop(sch: s_tir.Schedule, pad, block: _RegisterBlock, plan: TilePlan,
@@ -440,6 +479,10 @@ def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: Tile
             sch.unroll(lp)
         for lp in block.head_red[len(block.head_red) - plan.unrolled_taps :]:
             sch.unroll(lp)
+    if block.chunk is not None:  # zeroed once per task, before its first chunk
+        init = sch.decompose_reduction(acc, block.chunk)
+        sch.vectorize(sch.get_loops(init)[-1])
+        return
     init = sch.decompose_reduction(acc, (block.head_red + block.tail)[0])
     i_loops = sch.get_loops(init)[n_outer:]  # [reg, ol], or [ol] for a one-vector block
     if plan.pairs:  # [reg, position, channel]: one vector per 2 x 2 tile
