@@ -160,22 +160,23 @@ def test_dilated_net_builds_on_aiq_kernels_and_matches_torch():
 
 
 def test_wide_panels_are_chunked_and_exact(monkeypatch):
-    """A conv whose weights per output-channel block exceed L2 (3x3 x 1024 channels x 64 =
-    2.4 MB, DeepLab's atrous pyramid) sums its reduction in chunks of channels that stay in
-    cache (TilePlan.kchunk); the result is the unchunked sum's. AIQ_KCHUNK=0 plans it whole."""
-    spec = ConvSpec(1, 6, 6, 1024, 64, 3, 3, padding=2, dilation=2)
+    """DeepLabV3-MobileNetV3's atrous conv at rate 12 (3x3 960 -> 256 at 14 x 14): 2.2 MB of
+    weights per block of 64 output channels, more than L2, so the reduction runs in chunks of
+    channels that stay in cache (TilePlan.kchunk); the result is the unchunked sum's.
+    AIQ_WEIGHT_STREAM=0 plans it whole."""
+    spec = ConvSpec(1, 14, 14, 960, 256, 3, 3, padding=12, dilation=12)
     x, w, b, res, _ = testing.layer_data(spec, np.random.default_rng(3), residual=True)
     outs = []
     for env in ("", "0"):
-        monkeypatch.setenv("AIQ_KCHUNK", env)
+        monkeypatch.setenv("AIQ_WEIGHT_STREAM", env)
         k = conv2d_kernel(spec, "fp32", w, b, act="relu", residual=True, target=BEST_X86)
-        assert ("_kc" in k.info["schedule"]) == (env == "")
+        assert (k.plan.kchunk > 0) == (env == "")
         outs.append(testing.run_kernel(k, x, BEST_X86, residual=res))
     ref = testing.reference(spec, "fp32", x, w, b, act="relu", residual=res).y
     assert testing.relative_error(outs[0], ref) < 1e-5
     assert testing.relative_error(outs[0], outs[1]) < 1e-5
-    monkeypatch.setenv("AIQ_KCHUNK", "2")
-    with pytest.raises(ValueError, match="AIQ_KCHUNK must be 0"):
+    monkeypatch.setenv("AIQ_WEIGHT_STREAM", "2")
+    with pytest.raises(ValueError, match="AIQ_WEIGHT_STREAM must be 0"):
         conv2d_kernel(spec, "fp32", w, b, target=BEST_X86)
 
 
@@ -185,3 +186,13 @@ def test_chunks_need_a_broadcast_channel_reduction():
     with pytest.raises(ValueError, match="kchunk=4 needs mode 'bcast'"):
         TilePlan((1, 1, 4), 16, 16, "dw", ("s0", "s1", "s2", "o"), ("s0",),
                  reduce_names=("kh", "kw"), kchunk=4)
+
+
+def test_weights_cycled_past_l2_keep_the_channel_loop_outside(monkeypatch):
+    """1x1 2048 -> 512 at 28 x 28 (FCN-ResNet50): its input outweighs its 4 MB of weights,
+    so rows were split first, and every 4-position block cycled all 4 MB through L2. Priced,
+    the channel blocks lead (each block's 512 KB panel stays in L2 across its positions)."""
+    spec = ConvSpec(1, 28, 28, 2048, 512, 1, 1)
+    assert conv_choice_for(spec, "fp32", BEST_X86).plan.tile.order[0] == "o"
+    monkeypatch.setenv("AIQ_WEIGHT_STREAM", "0")
+    assert conv_choice_for(spec, "fp32", BEST_X86).plan.tile.order[0] == "s0"

@@ -69,6 +69,7 @@ from .schedules import (
     step_cycles,
     thread_split_extent,
     unroll_taps,
+    weight_stream_terms,
 )
 
 
@@ -398,11 +399,13 @@ def conv_candidates(
                                     unrolled_taps=unrolled)  # fmt: skip
                     tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
                                     if scratch else (tile, 0.0))  # fmt: skip
+                    cycled = _cycled_weights_stream(spec, fmt, cpu, p_order, (
+                        n // tn, oh // toh, owp // tow), blocks, taps * cred, ocb, cop)
                     for kchunk, stream in chunks:
                         if kchunk and not _chunk_fits(tile, (n, oh, owp), cop):
                             continue
                         per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE,
-                                         stream)
+                                         stream, cycled)
                         cost = (per_thread / threads / balance(tasks, threads) + decode
                                 + root_pad * tp.pad_pixel_cycles)
                         chunked = replace(tile, kchunk=kchunk, min_tasks=0) if kchunk else tile
@@ -431,13 +434,9 @@ def _chunk_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, blocks: int
     ``[(0, 0.0)]`` (no chunks, no streaming term) where the panel fits the core's L2, as every
     layer was planned before; else the whole panel streamed from beyond L2 per block
     (``wino.WEIGHT_STREAM_BYTES_PER_CYCLE``) and, for float32 convs, the largest chunk of
-    input channels within :data:`CHUNK_BYTES`, streamed from L2. ``AIQ_KCHUNK=0`` plans every
-    layer as before chunks existed (comparisons)."""
-    env = os.environ.get("AIQ_KCHUNK", "")
-    if env not in ("", "0"):
-        raise ValueError(f"AIQ_KCHUNK must be 0 (or unset), got {env!r}")
+    input channels within :data:`CHUNK_BYTES`, streamed from L2."""
     l2 = cpu.caps.l2_bytes or ASSUMED_L2_BYTES
-    if panel <= l2 or spec.is_depthwise or env == "0":
+    if panel <= l2 or spec.is_depthwise or not weight_stream_terms():
         return [(0, 0.0)]
     out = [(0, blocks * panel / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)]
     if fmt.name != "f32":
@@ -447,6 +446,30 @@ def _chunk_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, blocks: int
     if fits and fits[-1] < spec.C // spec.groups:
         out.append((fits[-1], blocks * panel / L2_WEIGHT_BYTES_PER_CYCLE))
     return out
+
+
+def _cycled_weights_stream(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel,
+                           order: tuple[str, ...], outer: tuple[int, int, int], blocks: int,
+                           reduction: int, ocb: int, cop: int) -> float:
+    """Modelled cycles of float32 1x1 register blocks re-reading weights another block
+    evicted: with the output-channel loop inside a spatial tile loop that repeats (``outer``:
+    the spatial tile counts), consecutive uses of one block's weights (``reduction x ocb``)
+    are a whole weight tensor (``reduction x cop``) apart; where that exceeds the core's L2,
+    every register block streams its panel from beyond it. FCN-ResNet50's 1x1 2048 -> 512 at
+    28 x 28 cycled 4 MB of weights per 4-position block (125 GFLOP/s; 247 with the channel
+    blocks leading, docs/runs/s30/weight_stream.txt). 0 for other formats, for convs with
+    a window (on a skylake-avx512 target, 1 MiB of L2, the term reordered three stride-2 3x3
+    layers of ResNet-50 at batch 8, one faster and two slower when run on this host's 2 MiB
+    L2, so it is not applied to them unvalidated), and where the channel loop leads, as
+    before."""
+    l2 = cpu.caps.l2_bytes or ASSUMED_L2_BYTES
+    if not weight_stream_terms() or not spec.is_pointwise:
+        return 0.0
+    first_o = order.index("o")
+    repeats = any(outer[int(nm[1])] > 1 for nm in order[:first_o])  # spatial loops around it
+    if fmt.name != "f32" or not repeats or reduction * cop * 4 <= l2:
+        return 0.0
+    return blocks * reduction * ocb * 4 / wino.WEIGHT_STREAM_BYTES_PER_CYCLE
 
 
 def _chunk_fits(tile: TilePlan, extents: tuple[int, int, int], cop: int) -> bool:

@@ -496,6 +496,17 @@ def _vectorize_block(sch: s_tir.Schedule, acc, block: _RegisterBlock, plan: Tile
         sch.unroll(block.reg)
 
 
+def weight_stream_terms() -> bool:
+    """``AIQ_WEIGHT_STREAM``, checked: whether the planner prices float32 weight panels
+    streamed from beyond L2 where they exceed it (``conv2d._chunk_options``,
+    ``conv2d._cycled_weights_stream``); default on. ``0`` plans every layer as before those
+    terms existed (comparisons)."""
+    env = os.environ.get("AIQ_WEIGHT_STREAM", "")
+    if env not in ("", "0"):
+        raise ValueError(f"AIQ_WEIGHT_STREAM must be 0 (or unset), got {env!r}")
+    return env != "0"
+
+
 def unroll_taps() -> bool:
     """``AIQ_DW_UNROLL_TAPS``, checked: whether depthwise blocks unroll their taps (default
     on; ``0`` keeps them loops, session 27's kernels, for comparisons)."""
