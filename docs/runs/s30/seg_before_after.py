@@ -3,8 +3,8 @@ dilated kernels, TOPI's resize; after: this session's), FP32 and INT8, each buil
 process under the lock, the checkouts alternating. Each process builds, checks its logits
 against torch (relative error FP32, smallest cosine INT8) and times ``res.benchmark``.
 
-    python docs/runs/s30/seg_before_after.py --rounds 2 --models lraspp_mobilenet_v3_large \\
-        deeplabv3_mobilenet_v3_large before=/tmp/s30/oldvenv/bin/python \\
+    python docs/runs/s30/seg_before_after.py --rounds 1 --models lraspp_mobilenet_v3_large \\
+        deeplabv3_mobilenet_v3_large fcn_resnet50 --checkouts before=/tmp/s30/oldvenv/bin/python \\
         after=/work/main/.venv/bin/python
 
 Run from outside the repository (``cd /tmp``) so each interpreter imports its own checkout.
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--lock", default="/work/bench.lock")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
-    ap.add_argument("checkouts", nargs="*", help="LABEL=PYTHON")
+    ap.add_argument("--checkouts", nargs="+", default=[], help="LABEL=PYTHON")
     args = ap.parse_args()
     if args.worker:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
@@ -86,7 +86,8 @@ def main() -> None:
             line = [f"{name} {plan} b1:"]
             for label, recs in runs.items():
                 ms = float(np.median([r["ms"] for r in recs]))
-                line.append(f"{label} {ms:.3f} ms (runs {', '.join(f'{r['ms']:.3f}' for r in recs)};"
+                times = ", ".join(f"{r['ms']:.3f}" for r in recs)
+                line.append(f"{label} {ms:.3f} ms (runs {times};"
                             f" rel err {recs[0]['rel_err']:.1e}, cos {recs[0]['cos']:.4f},"
                             f" FP32-only layers {recs[0]['fp32_layers']})")
             labels = list(runs)
