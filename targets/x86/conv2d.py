@@ -114,7 +114,8 @@ def crop_dead_taps(spec: ConvSpec, weight: np.ndarray | None = None):
     rates 24 and 36 the 3x3 conv is a 1x1 conv, but the padded copy it would build is 86 x 86
     pixels for 14 x 14 of input. Dropping those taps is exact in every precision (the padding
     adds zero, or the zero point its correction removes); the padding shrinks with them, and
-    the output is the same size. ``weight`` (OIHW) is cropped alike (None: spec only)."""
+    the output is the same size. ``weight`` (OIHW) is cropped alike (None: spec only), so an
+    integer layer's per-channel weight scales come from the taps that read the input."""
     (kh0, kh1), (kw0, kw1) = (
         _live_taps(k, d, st, pad, size, out) for k, d, st, pad, size, out in (
             (spec.KH, spec.dilation[0], spec.stride[0], spec.padding[0], spec.H, spec.OH),
@@ -462,9 +463,9 @@ def _cycled_weights_stream(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel,
     layers of ResNet-50 at batch 8, one faster and two slower when run on this host's 2 MiB
     L2, so it is not applied to them unvalidated), and where the channel loop leads, as
     before."""
-    l2 = cpu.caps.l2_bytes or ASSUMED_L2_BYTES
     if not weight_stream_terms() or not spec.is_pointwise:
         return 0.0
+    l2 = cpu.caps.l2_bytes or ASSUMED_L2_BYTES
     first_o = order.index("o")
     repeats = any(outer[int(nm[1])] > 1 for nm in order[:first_o])  # spatial loops around it
     if fmt.name != "f32" or not repeats or reduction * cop * 4 <= l2:
@@ -903,7 +904,8 @@ def conv2d_kernel(
     scheme : str or PrecisionScheme
         A registered precision (``"fp32"``, ``"int8"``, ``"int4"``, ``"w8"``, ``"w4"``).
     weight_oihw : np.ndarray
-        Float weight ``[O, C/groups, KH, KW]`` (quantized here for non-fp32 schemes).
+        Float weight ``[O, C/groups, KH, KW]`` (quantized here for non-fp32 schemes). Kernel
+        rows and columns that read only padding are dropped first (:func:`crop_dead_taps`).
     bias : np.ndarray or None
         ``[O]`` bias; ``None`` means zeros.
     act : str or tuple

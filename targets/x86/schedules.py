@@ -94,8 +94,9 @@ class TilePlan:
         task sweeps all its register blocks over one chunk of the weights (``KH x KW x kchunk
         x ocb``, sized to stay in cache) before the next, its accumulators in a task-sized
         buffer between chunks; the epilogue runs once per task after the last chunk. Without
-        it every register block streams the whole ``KH x KW x C x ocb`` weight panel (8.8 MB
-        at 3x3 960 -> 256, from memory for every block of 4 positions).
+        it every register block streams its whole ``KH x KW x C x ocb`` weight panel (2.2 MB
+        at 3x3 960 -> 256 in blocks of 64 channels, from beyond L2 for every block of 4
+        positions).
     """
 
     tiles: tuple[int, ...]
