@@ -391,28 +391,21 @@ def conv_candidates(
                     work += blocks * mb * ocv * HEAP_ACC_CYCLES
                 pars = _parallel_options(spec, fmt, cpu, (tn, toh, tow), ocb, owp, cp, cop, hq,
                                          wq, line, need_pad, fold, scratch)
-                chunks = _chunk_options(spec, fmt, cpu, blocks, taps * cred * ocb * 4)
                 for p_order, par, tasks, pad_pixels, root_pad, reread in pars:
-                    total = work + pad_pixels * tp.pad_pixel_cycles
+                    total = max(work + pad_pixels * tp.pad_pixel_cycles,
+                                tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)
+                    root = root_pad * tp.pad_pixel_cycles
                     min_tasks = TASKS_PER_THREAD * threads if par == p_order else 0
                     tile = TilePlan((tn, toh, tow), ocb, lanes, mode, p_order, par, intrin, red,
                                     inner, min_tasks, pairs=fmt.pairs,
                                     unrolled_taps=unrolled)  # fmt: skip
                     tile, decode = (_decode_plan(tile, scratch, (n, oh, owp, cop), cpu)
                                     if scratch else (tile, 0.0))  # fmt: skip
-                    cycled = _cycled_weights_stream(spec, fmt, cpu, p_order, (
-                        n // tn, oh // toh, owp // tow), blocks, taps * cred, ocb, cop)
-                    for kchunk, stream in chunks:
-                        if kchunk and not _chunk_fits(tile, (n, oh, owp), cop):
-                            continue
-                        per_thread = max(total, tasks * reread / wino.WEIGHT_STREAM_BYTES_PER_CYCLE,
-                                         stream, cycled)
-                        cost = (per_thread / threads / balance(tasks, threads) + decode
-                                + root_pad * tp.pad_pixel_cycles)
-                        chunked = replace(tile, kchunk=kchunk, min_tasks=0) if kchunk else tile
-                        plan = _ConvPlan(chunked, owp, cp, cop, need_pad, hq, wq, phases, fold,
-                                         inline_border=inline)
-                        out.append((cost, plan))
+                    for tile_k, ws in _weight_streams(spec, fmt, cpu, tile, (n, oh, owp), blocks,
+                                                      taps * cred, cop):
+                        cost = max(total, ws) / threads / balance(tasks, threads) + decode + root
+                        out.append((cost, _ConvPlan(tile_k, owp, cp, cop, need_pad, hq, wq,
+                                                    phases, fold, inline_border=inline)))
                 out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
 
@@ -428,20 +421,38 @@ CHUNK_BYTES = 160 * 1024
 CHUNK_ACC_BYTES = 256 * 1024
 
 
+def _weight_streams(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tile: TilePlan,
+                    extents: tuple[int, int, int], blocks: int, reduction: int,
+                    cop: int) -> list[tuple[TilePlan, float]]:
+    """``[(tile, modelled cycles of float32 weights streamed from beyond L2)]``: ``tile`` as
+    planned, with the term of :func:`_cycled_weights_stream` or of its whole panels
+    (:func:`_chunk_options`), and a chunked copy of it (``TilePlan.kchunk``) where that
+    applies and its accumulators fit. ``[(tile, 0.0)]`` for every layer whose float32 weights
+    fit L2, as before."""
+    outer = tuple(e // t for e, t in zip(extents, tile.tiles, strict=True))
+    cycled = _cycled_weights_stream(spec, fmt, cpu, tile.order, outer, reduction, cop)
+    out = []
+    for kchunk, stream in _chunk_options(spec, fmt, cpu, blocks, reduction * tile.ocb * 4):
+        if not kchunk:
+            out.append((tile, max(stream, cycled)))
+        elif _chunk_fits(tile, extents, cop):
+            out.append((replace(tile, kchunk=kchunk, min_tasks=0), stream))
+    return out
+
+
 def _chunk_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, blocks: int,
                    panel: int) -> list[tuple[int, float]]:
-    """``[(kchunk, modelled weight-streaming cycles)]`` of a plan whose register blocks each
-    read ``panel`` bytes of weights (one output-channel block, all taps and channels):
+    """``[(kchunk, modelled weight-streaming cycles)]`` of a float32 plan whose register blocks
+    each read ``panel`` bytes of weights (one output-channel block, all taps and channels):
     ``[(0, 0.0)]`` (no chunks, no streaming term) where the panel fits the core's L2, as every
-    layer was planned before; else the whole panel streamed from beyond L2 per block
-    (``wino.WEIGHT_STREAM_BYTES_PER_CYCLE``) and, for float32 convs, the largest chunk of
+    layer was planned before, and for other formats; else the whole panel streamed from
+    beyond L2 per block (``wino.WEIGHT_STREAM_BYTES_PER_CYCLE``) and the largest chunk of
     input channels within :data:`CHUNK_BYTES`, streamed from L2."""
     l2 = cpu.caps.l2_bytes or ASSUMED_L2_BYTES
-    if panel <= l2 or spec.is_depthwise or not weight_stream_terms():
+    if (fmt.name != "f32" or panel <= l2 or spec.is_depthwise
+            or not weight_stream_terms()):  # fmt: skip
         return [(0, 0.0)]
     out = [(0, blocks * panel / wino.WEIGHT_STREAM_BYTES_PER_CYCLE)]
-    if fmt.name != "f32":
-        return out
     per_channel = panel // spec.C * spec.groups  # bytes of one input channel's weights
     fits = [d for d in divisors(spec.C // spec.groups) if d * per_channel <= CHUNK_BYTES]
     if fits and fits[-1] < spec.C // spec.groups:
@@ -450,27 +461,25 @@ def _chunk_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, blocks: int
 
 
 def _cycled_weights_stream(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel,
-                           order: tuple[str, ...], outer: tuple[int, int, int], blocks: int,
-                           reduction: int, ocb: int, cop: int) -> float:
-    """Modelled cycles of float32 1x1 register blocks re-reading weights another block
-    evicted: with the output-channel loop inside a spatial tile loop that repeats (``outer``:
-    the spatial tile counts), consecutive uses of one block's weights (``reduction x ocb``)
-    are a whole weight tensor (``reduction x cop``) apart; where that exceeds the core's L2,
-    every register block streams its panel from beyond it. FCN-ResNet50's 1x1 2048 -> 512 at
-    28 x 28 cycled 4 MB of weights per 4-position block (125 GFLOP/s; 247 with the channel
-    blocks leading, docs/runs/s30/weight_stream.txt). 0 for other formats, for convs with
-    a window (on a skylake-avx512 target, 1 MiB of L2, the term reordered three stride-2 3x3
-    layers of ResNet-50 at batch 8, one faster and two slower when run on this host's 2 MiB
-    L2, so it is not applied to them unvalidated), and where the channel loop leads, as
-    before."""
-    if not weight_stream_terms() or not spec.is_pointwise:
+                           order: tuple[str, ...], outer: tuple[int, int, int], reduction: int,
+                           cop: int) -> float:
+    """Modelled cycles of float32 1x1 convs re-reading weights the other channel blocks
+    evicted: with the output-channel loop inside spatial tile loops (``outer``: the spatial
+    tile counts), each iteration of those loops reads every block's weights (``reduction x
+    cop`` in all) again, from beyond L2 where they exceed it. FCN-ResNet50's 1x1 2048 -> 512
+    at 28 x 28 split rows first and cycled its 4 MB of weights through L2 for every block of
+    4 positions (2.2x slower than with the term, docs/runs/s30/weight_stream.txt). 0 for other
+    formats, where the channel loop leads, and
+    for convs with a window (on a skylake-avx512 target, 1 MiB of L2, the term reordered three
+    stride-2 3x3 layers of ResNet-50 at batch 8, one faster and two slower when run on this
+    host's 2 MiB L2, so it is not applied to them unvalidated), as before."""
+    if fmt.name != "f32" or not spec.is_pointwise or not weight_stream_terms():
         return 0.0
-    l2 = cpu.caps.l2_bytes or ASSUMED_L2_BYTES
-    first_o = order.index("o")
-    repeats = any(outer[int(nm[1])] > 1 for nm in order[:first_o])  # spatial loops around it
-    if fmt.name != "f32" or not repeats or reduction * cop * 4 <= l2:
+    weights = reduction * cop * 4
+    if weights <= (cpu.caps.l2_bytes or ASSUMED_L2_BYTES):
         return 0.0
-    return blocks * reduction * ocb * 4 / wino.WEIGHT_STREAM_BYTES_PER_CYCLE
+    sweeps = prod(outer[int(nm[1])] for nm in order[: order.index("o")])
+    return 0.0 if sweeps == 1 else sweeps * weights / wino.WEIGHT_STREAM_BYTES_PER_CYCLE
 
 
 def _chunk_fits(tile: TilePlan, extents: tuple[int, int, int], cop: int) -> bool:
