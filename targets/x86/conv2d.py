@@ -468,7 +468,7 @@ def _cycled_weights_stream(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel,
     tile counts), each iteration of those loops reads every block's weights (``reduction x
     cop`` in all) again, from beyond L2 where they exceed it. FCN-ResNet50's 1x1 2048 -> 512
     at 28 x 28 split rows first and cycled its 4 MB of weights through L2 for every block of
-    4 positions (2.2x slower than with the term, docs/runs/s30/weight_stream.txt). 0 for other
+    4 positions (2.5x slower than with the term, docs/runs/s30/weight_stream.txt). 0 for other
     formats, where the channel loop leads, and
     for convs with a window (on a skylake-avx512 target, 1 MiB of L2, the term reordered three
     stride-2 3x3 layers of ResNet-50 at batch 8, one faster and two slower when run on this
