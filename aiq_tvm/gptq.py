@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .quant import conv_out_hw
+
 __all__ = ["MAX_HESSIAN_BYTES", "HessianCollector", "conv_patches", "gptq_round"]
 
 # A layer's second moments take groups * K**2 * 8 bytes in float64 (K: its patch length), the
@@ -47,7 +49,7 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     padded copy, no transpose of the whole tensor."""
     n, c, h, w = x.shape
     kh, kw = kernel
-    oh, ow = _out_hw(x.shape, kernel, stride, padding, dilation)
+    oh, ow = conv_out_hw(x.shape[2], x.shape[3], *kernel, stride, padding, dilation)
     b, rem = np.divmod(np.asarray(positions), oh * ow)
     r, q = np.divmod(rem, ow)
     rows = (r * stride[0] - padding[0])[:, None] + np.arange(kh) * dilation[0]  # [M, KH]
@@ -58,14 +60,6 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     outside = ~(((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])
     p[outside] = 0
     return p
-
-
-def _out_hw(shape, kernel, stride, padding, dilation) -> tuple[int, int]:
-    """Output rows and columns of an NCHW conv input of ``shape``."""
-    pt, pl, pb, pr = padding
-    ekh, ekw = ((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
-    return ((shape[2] + pt + pb - ekh) // stride[0] + 1,
-            (shape[3] + pl + pr - ekw) // stride[1] + 1)
 
 
 def _tap_major_patches(x, kernel, stride, padding, groups, positions,
@@ -133,7 +127,7 @@ class HessianCollector:
         if op == "dense":
             p = x.reshape(1, -1, x.shape[-1])
         else:
-            oh, ow = _out_hw(x.shape, kernel, stride, padding, dilation)
+            oh, ow = conv_out_hw(x.shape[2], x.shape[3], *kernel, stride, padding, dilation)
             total = x.shape[0] * oh * ow
             pos = np.arange(total) if total <= self.per_update else np.sort(
                 self.rng.choice(total, self.per_update, replace=False))

@@ -107,14 +107,17 @@ class ConvSpec:
             raise ValueError(f"empty output for {self}")
 
     @property
+    def window(self) -> tuple[int, int]:
+        """Input rows and columns one output's window spans: ``(K - 1) * dilation + 1``."""
+        return ((self.KH - 1) * self.dilation[0] + 1, (self.KW - 1) * self.dilation[1] + 1)
+
+    @property
     def OH(self) -> int:  # noqa: N802 - shape names follow the NHWC convention
-        ekh = (self.KH - 1) * self.dilation[0] + 1
-        return (self.H + self.padding[0] + self.padding[2] - ekh) // self.stride[0] + 1
+        return (self.H + self.padding[0] + self.padding[2] - self.window[0]) // self.stride[0] + 1
 
     @property
     def OW(self) -> int:  # noqa: N802
-        ekw = (self.KW - 1) * self.dilation[1] + 1
-        return (self.W + self.padding[1] + self.padding[3] - ekw) // self.stride[1] + 1
+        return (self.W + self.padding[1] + self.padding[3] - self.window[1]) // self.stride[1] + 1
 
     @property
     def is_depthwise(self) -> bool:

@@ -124,14 +124,14 @@ def crop_dead_taps(spec: ConvSpec, weight: np.ndarray | None = None):
         return spec, weight
     kh, kw = kh1 - kh0 + 1, kw1 - kw0 + 1
     top, left = spec.padding[0] - kh0 * spec.dilation[0], spec.padding[1] - kw0 * spec.dilation[1]
-    ekh, ekw = (kh - 1) * spec.dilation[0] + 1, (kw - 1) * spec.dilation[1] + 1
-    bottom = max(0, (spec.OH - 1) * spec.stride[0] + ekh - spec.H - top)
-    right = max(0, (spec.OW - 1) * spec.stride[1] + ekw - spec.W - left)
     if min(top, left) < 0:
         return spec, weight
-    cropped = replace(spec, KH=kh, KW=kw, padding=(top, left, bottom, right),
-                      dilation=(spec.dilation[0] if kh > 1 else 1,
-                                spec.dilation[1] if kw > 1 else 1))
+    cropped = replace(spec, KH=kh, KW=kw, dilation=(spec.dilation[0] if kh > 1 else 1,
+                                                    spec.dilation[1] if kw > 1 else 1))
+    ekh, ekw = cropped.window
+    bottom = max(0, (spec.OH - 1) * spec.stride[0] + ekh - spec.H - top)
+    right = max(0, (spec.OW - 1) * spec.stride[1] + ekw - spec.W - left)
+    cropped = replace(cropped, padding=(top, left, bottom, right))
     if (cropped.OH, cropped.OW) != (spec.OH, spec.OW):
         return spec, weight
     if weight is not None:
@@ -322,7 +322,7 @@ def _dw_window_fits(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, rows_cols,
     if fmt.in_dtype == "float32" or not cpu.isa.dw_input_window:
         return True
     rows, cols = rows_cols
-    inputs = rows * ((cols - 1) * spec.stride[1] + _window_extent(spec)[1])
+    inputs = rows * ((cols - 1) * spec.stride[1] + spec.window[1])
     live = ocv * (rows * cols + inputs + spec.KW) + DW_EPILOGUE_REGS
     return live <= cpu.isa.registers
 
@@ -359,8 +359,7 @@ def conv_candidates(
         mb = tn * toh * tow
         owp = round_up(ow, tow)
         phases = sw if fmt.pairs and sw > 1 else 1
-        ekh, ekw = _window_extent(spec)
-        hq, wq = (oh - 1) * sh + ekh, round_up((owp - 1) * sw + ekw, phases)
+        hq, wq = (oh - 1) * sh + spec.window[0], round_up((owp - 1) * sw + spec.window[1], phases)
         for ocv in (1, 2, 3, 4):
             if mb * ocv > cpu.max_acc(mode, ocv, fmt.weight_regs):
                 continue
@@ -598,7 +597,7 @@ def _parallel_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tiles: t
     if spec.OH == toh or (n // tn >= 2 * cpu.threads and not _rereads(image_copy, cpu)):
         out.append((IMAGE_CHANNEL_ORDER if w_reread else order, ("s0",), n // tn,
                     n * hq * wq * line, 0, w_reread))
-    rows = (toh - 1) * spec.stride[0] + _window_extent(spec)[0]
+    rows = (toh - 1) * spec.stride[0] + spec.window[0]
     pad_px = n * (spec.OH // toh) * rows * wq * line
     out.append((order, ("s0", "s1"), (n // tn) * (spec.OH // toh), pad_px, 0, w_reread))
     if w_reread and not dw and not scratch and cop // ocb > 1:
@@ -721,11 +720,6 @@ def _fold_kw(spec: ConvSpec, fmt: WeightFormat) -> bool:
     if spec.groups != 1 or spec.KW == 1 or spec.C % g == 0 or spec.dilation[1] != 1:
         return False  # a dilated window row is not one run of KW * C values
     return round_up(spec.KW * spec.C, g) < spec.KW * round_up(spec.C, g)
-
-
-def _window_extent(spec: ConvSpec) -> tuple[int, int]:
-    """Input rows and columns one output's window spans: ``(K - 1) * dilation + 1``."""
-    return ((spec.KH - 1) * spec.dilation[0] + 1, (spec.KW - 1) * spec.dilation[1] + 1)
 
 
 def _prefers_rows(spec: ConvSpec, mode: str) -> bool:
