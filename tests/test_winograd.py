@@ -110,3 +110,26 @@ def test_selection(monkeypatch):
     assert choice(resnet[0]) is None
     monkeypatch.setenv("AIQ_WINOGRAD", "2")
     assert choice(resnet[0]).m == 2
+
+
+SKX = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
+
+
+@requires_host(SKX)
+def test_copy_out_in_channel_vectors(monkeypatch):
+    """A register block of 3 channel vectors is copied out one 16-lane vector at a time: a
+    copy vectorized over all 48 channels made LLVM keep the accumulators as scalars (8.4x
+    slower, docs/runs/s31/copyout.txt). Outputs as the reference."""
+    spec = ConvSpec(1, 11, 11, 48, 48, 3, 3, padding=1)
+    plan = wino.WinoPlan(m=4, tiles=3, ocv=3, lanes=16, rows=1, kgroup=48, cost=0.0)
+    monkeypatch.setattr(wino, "winograd_plan", lambda *a, **k: plan)
+    rng = np.random.default_rng(5)
+    x, w, b, _, _ = testing.layer_data(spec, rng)
+    k = conv2d_kernel(spec, "fp32", w, b, act="relu", target=SKX, winograd=True)
+    assert k.info["schedule"] == "nhwc_winograd_f4_oc48_tile3_rows1_k48"
+    script = k.prim_func.script()
+    copy_loop = script[: script.index('T.sblock("acc_global")')].rsplit("T.vectorized(", 1)[1]
+    assert copy_loop.startswith("16)")
+    y = testing.run_kernel(k, x, SKX)
+    ref = testing.reference(spec, "fp32", x, w, b, act="relu").y
+    assert testing.relative_error(y, ref) < 1e-5

@@ -382,7 +382,7 @@ def schedule_gemm(sch, acc, plan, intrin: str):
     rco, rcoi = sch.split(rco, [None, unroll])
     # A U block (C x ocb) is reused by every tile of the task before the next one is read.
     sch.reorder(e, u, ko, th, two, rco, rcoi, twi, kv, kl, rci)
-    register_block_copy_out(sch, acc, two)
+    register_block_copy_out(sch, acc, two, plan.lanes)
     reg = sch.fuse(twi, kv)
     vectorized_init(sch, acc, rco)
     sch.tensorize(kl, intrin)
