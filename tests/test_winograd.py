@@ -115,6 +115,27 @@ def test_selection(monkeypatch):
 SKX = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
 
 
+def test_wide_layers_read_their_transformed_weights_in_few_passes():
+    """Every group of tile rows (a pass over all output channels) reads all of U again; where a
+    task's slice of U exceeds CACHED_WEIGHT_BYTES the passes after the first are priced at the
+    stream rate. VGG-16's 3x3 512 -> 512 at 28 x 28 then takes F(2, 3) in passes of 2 tile
+    rows, its fastest plan measured in a cold cache (7.6 ms against 14.6 ms for the F(4, 3)
+    plan of one tile row and 32 channels per task chosen before: docs/runs/s31/wino_fit.txt)."""
+    from aiq_tvm.targets.x86 import cpu_model
+
+    cpu = cpu_model(SKX)
+    vgg = ConvSpec(1, 28, 28, 512, 512, 3, 3, padding=1)
+    plan = wino.winograd_plan(vgg, cpu)
+    assert (plan.m, plan.ocb, plan.tiles, plan.rows, plan.kgroup) == (2, 32, 7, 2, 64)
+    compute, u_bytes, reread = wino.winograd_parts(vgg, 2, 7, 1, 1, 16, cpu)
+    assert u_bytes == 16 * 512 * 512 * 4
+    passes = 14  # one tile row per task
+    assert reread == (passes - 1) * u_bytes / (wino.WEIGHT_STREAM_BYTES_PER_CYCLE * 2)
+    assert plan.cost >= wino.weight_read_cycles(plan.weight_bytes) + plan.reread
+    small = ConvSpec(1, 14, 14, 16, 16, 3, 3, padding=1)  # U slices stay in cache
+    assert wino.winograd_parts(small, 2, 7, 1, 1, 16, cpu)[2] == 0.0
+
+
 @requires_host(SKX)
 def test_copy_out_in_channel_vectors(monkeypatch):
     """A register block of 3 channel vectors is copied out one 16-lane vector at a time: a

@@ -79,11 +79,13 @@ class WinoPlan:
     cost: float  # modelled cycles (per thread)
     compute: float = 0.0  # of which the tasks' cycles (cost without the weight-read bound)
     weight_bytes: float = 0.0  # U in memory
+    reread: float = 0.0  # cycles of the passes over U after the first (winograd_parts)
 
     def cycles_plus_read(self, read) -> float:
-        """The tasks' cycles plus reading U once, timed by ``read`` (``nbytes -> cycles``):
-        the speed floor's model, weight reads not overlapped with compute."""
-        return self.compute + read(self.weight_bytes)
+        """The tasks' cycles (or U's further passes, where longer) plus reading U once, timed
+        by ``read`` (``nbytes -> cycles``): the speed floor's model, weight reads not
+        overlapped with compute."""
+        return max(self.compute, self.reread) + read(self.weight_bytes)
 
     @property
     def alpha(self) -> int:
@@ -105,8 +107,8 @@ def _nonzeros(mat: np.ndarray) -> int:
 # Cycles per (non-zero coefficient x channel vector) of the transforms: a load and an add or
 # FMA each, from cache.
 TRANSFORM_CYCLES = 0.5
-# U streamed from L3/memory per task: about 10 bytes per cycle and core, measured on the AVX2
-# host with layers whose transformed weights (4-9 MB) exceed the caches (7x7x512, 14x14x256).
+# U streamed from L3/memory: about 10 bytes per cycle and core, measured on the AVX2 host
+# with layers whose transformed weights (4-9 MB) exceed the caches (7x7x512, 14x14x256).
 WEIGHT_STREAM_BYTES_PER_CYCLE = 10.0
 # A task's U slice below this stays in the core's cache across tasks (no streaming).
 CACHED_WEIGHT_BYTES = 256 * 1024
@@ -115,24 +117,34 @@ CACHED_WEIGHT_BYTES = 256 * 1024
 def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
                   cpu, arith: WinoArith | None = None) -> float:
     """Modelled cycles per thread of F(m, 3) (see :func:`winograd_parts`), bounded below by
-    reading U once (:func:`weight_read_cycles`)."""
+    reading U once (:func:`weight_read_cycles`) and then again in each further pass."""
     return _bounded_wino(*winograd_parts(spec, m, tiles, ocv, rows, kgroup, cpu, arith))
 
 
-def _bounded_wino(compute: float, u_bytes: float) -> float:
-    # Where the weight read bounds the layer, the faster compute plan still wins the tie.
-    return max(compute, weight_read_cycles(u_bytes)) + 1e-3 * compute
+def _bounded_wino(compute: float, u_bytes: float, reread: float = 0.0) -> float:
+    # Where the weight reads bound the layer, the faster compute plan still wins the tie.
+    return max(compute, weight_read_cycles(u_bytes) + reread) + 1e-3 * compute
 
 
 def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
-                   cpu, arith: WinoArith | None = None) -> tuple[float, float]:
-    """(cycles per thread, bytes of U) of F(m, 3) with a ``tiles x ocv`` register block and
-    tasks of ``rows`` tile rows x ``kgroup`` output channels.
+                   cpu, arith: WinoArith | None = None) -> tuple[float, float, float]:
+    """(cycles per thread, bytes of U, cycles of U's further passes) of F(m, 3) with a
+    ``tiles x ocv`` register block and tasks of ``rows`` tile rows x ``kgroup`` output
+    channels.
 
     Per task: the GEMM steps as the direct kernel's (``step_cycles``), the transforms (one
     vector op per non-zero coefficient of ``B^T x B^T`` per input channel vector, of
-    ``A^T x A^T`` per output channel vector, ``TRANSFORM_CYCLES`` each), the padded rows;
-    the task takes at least the time to stream its slice of ``U``.
+    ``A^T x A^T`` per output channel vector, ``TRANSFORM_CYCLES`` each), the padded rows.
+
+    U: the tasks of one group of tile rows (one *pass*, over every channel group) read all of
+    U between them, so a layer reads it ``N x tile rows / rows`` times. Where a task's slice
+    exceeds ``CACHED_WEIGHT_BYTES`` the passes after the first stream it again from beyond
+    L2 at ``WEIGHT_STREAM_BYTES_PER_CYCLE`` per core; the first read comes from memory
+    (:func:`_bounded_wino`). Until session 31 each task's slice was priced at the stream rate
+    inside the task and overlapped with its compute: plans of one tile row and a few channels
+    per task looked as cheap as those that read U a few times, and ran 1.4-2.2x slower on
+    wide layers in a cold cache (3x3 512 -> 512 at 28 x 28, 2048 -> 512 at 28 x 28; fit on
+    22 layers: docs/runs/s31/wino_fit.txt).
     """
     ar = arith or FP32_ARITH
     lanes, tp, threads = cpu.lanes, cpu.throughput, cpu.threads
@@ -151,12 +163,14 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     pad_line = 1 + -(-spec.C * ar.in_bytes // 64)
     pad = (rows * m + 2) * (n_w * m + 2) * pad_line * tp.pad_pixel_cycles
     epi = rows * m * spec.OW * cv_out * tp.epi_cycles
-    u_bytes = a * a * spec.C * kgroup * ar.weight_bytes
-    stream = u_bytes / WEIGHT_STREAM_BYTES_PER_CYCLE if u_bytes > CACHED_WEIGHT_BYTES else 0
-    per_task = max(gemm + t_in + t_out + pad + epi, stream)
     tasks = spec.N * (n_h // rows) * (kp // kgroup)
-    compute = tasks * per_task / threads / balance(tasks, threads)
-    return compute, a * a * spec.C * kp * ar.weight_bytes
+    compute = tasks * (gemm + t_in + t_out + pad + epi) / threads / balance(tasks, threads)
+    u_bytes = a * a * spec.C * kp * ar.weight_bytes
+    reread = 0.0
+    if a * a * spec.C * kgroup * ar.weight_bytes > CACHED_WEIGHT_BYTES:
+        passes = spec.N * (n_h // rows)
+        reread = (passes - 1) * u_bytes / (WEIGHT_STREAM_BYTES_PER_CYCLE * threads)
+    return compute, u_bytes, reread
 
 
 # In a whole network a layer's weights come from memory on every inference (ResNet-50's do
