@@ -435,7 +435,7 @@ def register_block_copy_out(sch, acc, block_loop, lanes: int) -> None:
     register block (``block_loop``) in vectors of ``lanes``, the width the GEMM updates them
     in. A copy vectorized over a whole block of 3 channel vectors (48 lanes) made LLVM keep
     the accumulators as scalars, inserted into and extracted from vectors at every step: F(4, 3)
-    with 3 tiles x 48 channels at 35 x 35 x 96 ran 8.4x slower (2.711 ms against 0.323 ms,
+    with 3 tiles x 48 channels at 35 x 35 x 96 ran 8.4x slower (2.633 ms against 0.313 ms,
     docs/runs/s31/copyout.txt)."""
     copy = sch.cache_write(acc, 0, "global")
     sch.reverse_compute_at(copy, block_loop, preserve_unit_loops=True)
