@@ -132,8 +132,12 @@ def test_wide_layers_read_their_transformed_weights_in_few_passes():
     passes = 14  # one tile row per task
     assert reread == (passes - 1) * u_bytes / (wino.WEIGHT_STREAM_BYTES_PER_CYCLE * 2)
     assert plan.cost >= wino.weight_read_cycles(plan.weight_bytes) + plan.reread
-    small = ConvSpec(1, 14, 14, 16, 16, 3, 3, padding=1)  # U slices stay in cache
+    small = ConvSpec(1, 14, 14, 16, 16, 3, 3, padding=1)  # U stays in cache
     assert wino.winograd_parts(small, 2, 7, 1, 1, 16, cpu)[2] == 0.0
+    # Channel groups small enough to cache one slice do not escape: the other groups' slices
+    # pass through the core between an image's pass and the next one's.
+    two_images = ConvSpec(2, 7, 7, 256, 256, 3, 3, padding=1)
+    assert wino.winograd_parts(two_images, 2, 4, 1, 4, 16, cpu)[2] > 0.0
 
 
 @requires_host(SKX)

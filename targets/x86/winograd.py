@@ -110,7 +110,7 @@ TRANSFORM_CYCLES = 0.5
 # U streamed from L3/memory: about 10 bytes per cycle and core, measured on the AVX2 host
 # with layers whose transformed weights (4-9 MB) exceed the caches (7x7x512, 14x14x256).
 WEIGHT_STREAM_BYTES_PER_CYCLE = 10.0
-# A task's U slice below this stays in the core's cache across tasks (no streaming).
+# U whose share per core is below this stays in the cores' caches across passes.
 CACHED_WEIGHT_BYTES = 256 * 1024
 
 
@@ -137,9 +137,11 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     ``A^T x A^T`` per output channel vector, ``TRANSFORM_CYCLES`` each), the padded rows.
 
     U: the tasks of one group of tile rows (one *pass*, over every channel group) read all of
-    U between them, so a layer reads it ``N x tile rows / rows`` times. Where a task's slice
-    exceeds ``CACHED_WEIGHT_BYTES`` the passes after the first stream it again from beyond
-    L2 at ``WEIGHT_STREAM_BYTES_PER_CYCLE`` per core; the first read comes from memory
+    U between them, so a layer reads it ``N x tile rows / rows`` times. Where a core's share of
+    U exceeds ``CACHED_WEIGHT_BYTES`` (between two reads of one slice the core reads the
+    other channel groups' slices, however small each is) the passes after the first stream it
+    again from beyond L2 at ``WEIGHT_STREAM_BYTES_PER_CYCLE`` per core; the first read comes
+    from memory
     (:func:`_bounded_wino`). Until session 31 each task's slice was priced at the stream rate
     inside the task and overlapped with its compute: plans of one tile row and a few channels
     per task looked as cheap as those that read U a few times, and ran 1.4-2.2x slower on
@@ -167,7 +169,7 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     compute = tasks * (gemm + t_in + t_out + pad + epi) / threads / balance(tasks, threads)
     u_bytes = a * a * spec.C * kp * ar.weight_bytes
     reread = 0.0
-    if a * a * spec.C * kgroup * ar.weight_bytes > CACHED_WEIGHT_BYTES:
+    if u_bytes / threads > CACHED_WEIGHT_BYTES:
         passes = spec.N * (n_h // rows)
         reread = (passes - 1) * u_bytes / (WEIGHT_STREAM_BYTES_PER_CYCLE * threads)
     return compute, u_bytes, reread
