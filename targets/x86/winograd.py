@@ -110,7 +110,7 @@ TRANSFORM_CYCLES = 0.5
 # U streamed from L3/memory: about 10 bytes per cycle and core, measured on the AVX2 host
 # with layers whose transformed weights (4-9 MB) exceed the caches (7x7x512, 14x14x256).
 WEIGHT_STREAM_BYTES_PER_CYCLE = 10.0
-# U whose share per core is below this stays in the cores' caches across passes.
+# A core's part of U below this stays in its cache across passes.
 CACHED_WEIGHT_BYTES = 256 * 1024
 
 
@@ -137,9 +137,9 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     ``A^T x A^T`` per output channel vector, ``TRANSFORM_CYCLES`` each), the padded rows.
 
     U: the tasks of one group of tile rows (one *pass*, over every channel group) read all of
-    U between them, so a layer reads it ``N x tile rows / rows`` times. Where a core's share of
-    U exceeds ``CACHED_WEIGHT_BYTES`` (between two reads of one slice the core reads the
-    other channel groups' slices, however small each is) the passes after the first stream it
+    U between them, so a layer reads it ``N x tile rows / rows`` times. Where a core's part of
+    U (its slices of all the channel groups it runs: between two reads of one slice it reads
+    the others, however small each is) exceeds ``CACHED_WEIGHT_BYTES`` the passes after the first stream it
     again from beyond L2 at ``WEIGHT_STREAM_BYTES_PER_CYCLE`` per core; the first read comes
     from memory
     (:func:`_bounded_wino`). Until session 31 each task's slice was priced at the stream rate
@@ -169,7 +169,8 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     compute = tasks * (gemm + t_in + t_out + pad + epi) / threads / balance(tasks, threads)
     u_bytes = a * a * spec.C * kp * ar.weight_bytes
     reread = 0.0
-    if u_bytes / threads > CACHED_WEIGHT_BYTES:
+    # A core's U between two reads of one slice: its slices of every channel group it runs.
+    if u_bytes / min(threads, kp // kgroup) > CACHED_WEIGHT_BYTES:
         passes = spec.N * (n_h // rows)
         reread = (passes - 1) * u_bytes / (WEIGHT_STREAM_BYTES_PER_CYCLE * threads)
     return compute, u_bytes, reread

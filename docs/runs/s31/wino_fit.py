@@ -59,9 +59,9 @@ def parts(spec, m, tiles, ocv, rows, kgroup, vals):
     u_slice = a * a * spec.C * kgroup * 4
     u_all = a * a * spec.C * kp * 4
     rate = vals["WEIGHT_STREAM_BYTES_PER_CYCLE"]
-    # REREAD 2: U stays cached across passes only if a core's share of all of it fits (the
-    # slices of the other channel groups pass through the core between two reads of one).
-    share = u_all / threads if vals.get("REREAD") == 2 else u_slice
+    # REREAD 2: U stays cached across passes only if a core's part of it fits (its slices of
+    # every channel group it runs pass through it between two reads of one).
+    share = u_all / min(threads, kp // kgroup) if vals.get("REREAD") == 2 else u_slice
     cached = share <= vals["CACHED_WEIGHT_BYTES"]
     stream = 0 if cached or vals.get("REREAD") else u_slice / rate
     work = gemm + t_in + t_out + pad + epi
