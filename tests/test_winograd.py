@@ -15,7 +15,7 @@ from aiq_tvm import quant, testing  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel  # noqa: E402
 from aiq_tvm.targets.x86 import winograd as wino  # noqa: E402
-from isa import BEST_X86, HASWELL, requires_host  # noqa: E402
+from isa import BEST_X86, HASWELL, ISA_TARGETS, requires_host  # noqa: E402
 
 CASES = [
     # (spec, act, residual, tile edge)
@@ -112,7 +112,7 @@ def test_selection(monkeypatch):
     assert choice(resnet[0]).m == 2
 
 
-SKX = {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}
+SKX = ISA_TARGETS["avx512bw"]
 
 
 def test_wide_layers_read_their_transformed_weights_in_few_passes():
