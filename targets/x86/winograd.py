@@ -139,14 +139,13 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     U: the tasks of one group of tile rows (one *pass*, over every channel group) read all of
     U between them, so a layer reads it ``N x tile rows / rows`` times. Where a core's part of
     U (its slices of all the channel groups it runs: between two reads of one slice it reads
-    the others, however small each is) exceeds ``CACHED_WEIGHT_BYTES`` the passes after the first stream it
-    again from beyond L2 at ``WEIGHT_STREAM_BYTES_PER_CYCLE`` per core; the first read comes
-    from memory
-    (:func:`_bounded_wino`). Until session 31 each task's slice was priced at the stream rate
-    inside the task and overlapped with its compute: plans of one tile row and a few channels
-    per task looked as cheap as those that read U a few times, and ran 1.4-2.2x slower on
-    wide layers in a cold cache (3x3 512 -> 512 at 28 x 28, 2048 -> 512 at 28 x 28; fit on
-    22 layers: docs/runs/s31/wino_fit.txt).
+    the others, however small each is) exceeds ``CACHED_WEIGHT_BYTES`` the passes after the
+    first stream it again from beyond L2 at ``WEIGHT_STREAM_BYTES_PER_CYCLE`` per core; the
+    first read comes from memory (:func:`_bounded_wino`). Until session 31 each task's slice
+    was priced at the stream rate inside the task and overlapped with its compute: plans of
+    one tile row and a few channels per task looked as cheap as those that read U a few
+    times, and ran 1.4-2.2x slower on wide layers in a cold cache (3x3 512 -> 512 at
+    28 x 28, 2048 -> 512 at 28 x 28; fit on 22 layers: docs/runs/s31/wino_fit.txt).
     """
     ar = arith or FP32_ARITH
     lanes, tp, threads = cpu.lanes, cpu.throughput, cpu.threads
