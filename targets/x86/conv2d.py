@@ -96,6 +96,9 @@ class _ConvPlan:
     # The accumulation reads the input through a bounds check (the padding value outside)
     # instead of a padded copy (``need_pad`` is then False): see :func:`_border_modes`.
     inline_border: bool = False
+    # A pointwise conv planned on its positions flattened (:func:`flat_spec`): the kernel is
+    # built for ``flat_spec(spec)`` and takes the layer's own NHWC shapes (aliased buffers).
+    flat: bool = False
 
 
 def _live_taps(k: int, d: int, s: int, pad: int, size: int, out: int) -> tuple[int, int]:
@@ -328,9 +331,14 @@ def _dw_window_fits(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, rows_cols,
 
 
 def conv_candidates(
-    spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel
+    spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, flat: bool = False
 ) -> list[tuple[float, _ConvPlan]]:
-    """All register-block plans with their modelled cost in cycles (lower is better)."""
+    """All register-block plans with their modelled cost in cycles (lower is better).
+
+    ``flat``: ``spec`` is a pointwise conv's :func:`flat_spec`; the last block of positions
+    may run past the end, and its extra positions read the last input position again (see
+    :func:`_acc_block`) instead of a padded copy; plans whose channels need padding are left
+    out."""
     threads, lanes, tp = cpu.threads, cpu.lanes, cpu.throughput
     n, h, w, c = spec.in_shape
     oh, ow, o = spec.OH, spec.OW, spec.O
@@ -370,9 +378,11 @@ def conv_candidates(
                 continue  # a block must lie inside one group
             cop = round_up(o, ocb)
             cp = cop if dw else round_up(c * spec.KW if fold else c, fmt.pad_group)
+            if flat and cp != c:
+                continue
             for inline in _border_modes(spec, fmt, cp):
-                need_pad = not inline and bool(fold or phases > 1 or pt or pl or hq > h
-                                               or wq > w or cp != c)
+                need_pad = not inline and not flat and bool(fold or phases > 1 or pt or pl
+                                                            or hq > h or wq > w or cp != c)
                 unrolled = dw_unrolled_taps(spec.KH, spec.KW, inline) if dw else 0
                 blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
                 cred = cp // spec.groups  # channels one output reduces over (not depthwise)
@@ -404,7 +414,8 @@ def conv_candidates(
                                                       taps * cred, cop):
                         cost = max(total, ws) / threads / balance(tasks, threads) + decode + root
                         out.append((cost, _ConvPlan(tile_k, owp, cp, cop, need_pad, hq, wq,
-                                                    phases, fold, inline_border=inline)))
+                                                    phases, fold, inline_border=inline,
+                                                    flat=flat)))
                 out += _block_candidates(spec, out[-1][1], work, scratch, line, cpu)
     return out
 
@@ -744,14 +755,58 @@ def _prefers_rows(spec: ConvSpec, mode: str) -> bool:
             and spec.C > spec.O)
 
 
+def flat_spec(spec: ConvSpec) -> ConvSpec | None:
+    """A pointwise stride-1 conv with each image's positions as one row (N x 1 x HW): the
+    same NHWC memory, so the kernel reads and writes the layer's own tensors. None where it
+    does not apply (a window, a stride, groups, or images that are one row already).
+
+    Register blocks then tile all the positions of an image together, so a block of 6 or 12
+    positions (24 accumulators with 4 or 2 channel vectors) no longer needs the row width to
+    be a multiple of it; the last block's extra positions read the image's last input
+    position again and are not stored. Rows of 14 or 17 positions allowed 4 x 4, 7 x 2 or
+    17 x 1 blocks, and those ran 1.2-1.25x slower than 6 x 4 and 12 x 2 blocks where the
+    rows fit them (fp32 1x1 1024 -> 256 at 12 x 12, batch 8, two threads,
+    docs/runs/s32/pw_tiles.txt). The images stay a loop of their own so that image tasks
+    walking the output-channel blocks outermost (``IMAGE_CHANNEL_ORDER``) remain a choice:
+    one row of all the images' positions lost it and streamed the 2 MB of weights of a
+    1x1 1024 -> 512 at 14 x 14 once per block of positions (0.80x, batch 8).
+
+    With ``AIQ_FLAT_POINTWISE=1`` (:func:`flat_plans`; off by default) :func:`_plan_conv`
+    offers the flat plans beside the row plans to float32 weights (the format measured)
+    where a row holds at most one register block (14 or 17 positions on AVX-512; the model
+    then picks). Wider rows (28, 56) have blocks enough, and there the flat plans, faster
+    alone, ran 0.78-0.95x in a whole ResNet-50 at batch 8 (scripts/profile_insitu.py,
+    docs/runs/s32/insitu_r50_b8.txt). With the rule, whole networks ran -3.6 % to +1.9 %
+    (Inception-v3 batch 1 +1.9 %, ResNet-50 batch 8 0.0 %, batch 1 -1.7 %, MobileNetV2
+    batch 8 -3.6 %; docs/runs/s32/ab_flat.txt), so they are not the default."""
+    if not spec.is_pointwise or spec.stride != (1, 1) or spec.is_depthwise or spec.H == 1:
+        return None
+    return ConvSpec(spec.N, 1, spec.H * spec.W, spec.C, spec.O, 1, 1)
+
+
+def flat_plans() -> bool:
+    """Whether :func:`_plan_conv` offers :func:`flat_spec` plans: ``AIQ_FLAT_POINTWISE=1``
+    (off by default: alone the kernels ran 1.04-1.23x faster, in whole networks -3.6 % to
+    +1.9 %, docs/runs/s32/ab_flat.txt)."""
+    env = os.environ.get("AIQ_FLAT_POINTWISE", "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"AIQ_FLAT_POINTWISE must be 0 or 1 (or unset), got {env!r}")
+    return env == "1"
+
+
 def _plan_conv(
     spec: ConvSpec, fmts: list[WeightFormat], cpu: CpuModel
 ) -> tuple[WeightFormat, _ConvPlan]:
-    """Cheapest (format, plan); ties (equal modelled cost) go to the smaller register block,
-    then, for float pointwise convs, to the tile with more rows (:func:`_prefers_rows`)."""
+    """Cheapest (format, plan), the plans of :func:`flat_spec` included; ties (equal modelled
+    cost) go to the smaller register block, then, for float pointwise convs, to the tile with
+    more rows (:func:`_prefers_rows`)."""
+    flat = flat_spec(spec) if flat_plans() and spec.W <= cpu.max_acc("bcast") else None
     cands = [
         (c, i, fmt, p) for i, fmt in enumerate(fmts) for c, p in conv_candidates(spec, fmt, cpu)
     ]
+    if flat is not None:  # float32 weights: the format measured (docs/runs/s32/flat_ab.txt)
+        cands += [(c, i, fmt, p) for i, fmt in enumerate(fmts) if fmt.name == "f32"
+                  for c, p in conv_candidates(flat, fmt, cpu, flat=True)]
     cost, _, fmt, plan = min(
         cands, key=lambda t: (round(t[0], 1), t[1], t[3].tile.ocb * prod(t[3].tile.tiles),
                               -t[3].tile.tiles[1] if _prefers_rows(spec, t[3].tile.mode)
@@ -998,13 +1053,18 @@ def conv2d_kernel(
         if kernel is not None:
             kernel.info["modelled_cycles"] = choice.cycles
             return kernel
-    names, consts = _conv_constants(spec, args, fmt, plan)
-    func = _conv_prim_func(spec, args, fmt, plan, names, consts, residual, residual_qparams)
+    built = flat_spec(spec) if plan.flat else spec
+    names, consts = _conv_constants(built, args, fmt, plan)
+    func = _conv_prim_func(built, args, fmt, plan, names, consts, residual, residual_qparams)
     kind = "dw" if spec.is_depthwise else ("pw" if spec.is_pointwise else "direct")
     kind = "grouped" if is_grouped(spec) else kind
     kind = f"{kind}_foldkw" if plan.fold else kind
+    kind = f"{kind}_flat" if plan.flat else kind
     func, sched = schedule_layer(func, plan.tile, f"nhwc_{kind}", args, fmt, schedule=schedule,
                                  database=database, tune_trials=tune_trials)  # fmt: skip
+    if plan.flat:
+        func = _with_layer_shapes(func, {"x": spec.in_shape, "residual": spec.out_shape,
+                                         "out": spec.out_shape})
     info = kernel_info(args, fmt, plan.tile.mode, sched, names, consts, residual, plan.need_pad)
     info["decode_once"] = fmt.packed is not None
     info["inline_border"] = plan.inline_border
@@ -1014,6 +1074,26 @@ def conv2d_kernel(
         info["decode_at"] = ("block" if tile.decode_block else
                              "thread" if tile.decode_threads > 1 else "root")
     return Kernel(func, consts, fmt.in_dtype, spec.out_shape, args.out_dtype, info, plan.tile)
+
+
+def _with_layer_shapes(func: tvm.tirx.PrimFunc, shapes: dict) -> tvm.tirx.PrimFunc:
+    """``func`` taking the parameters named in ``shapes`` in those shapes: each becomes a
+    buffer of its shape, and the body's buffer of the old shape is declared on the same data
+    (both dense, so every element keeps its address): a :func:`flat_spec` kernel then reads
+    and writes the layer's NHWC tensors as they are."""
+    params, decls = [], []
+    for p in func.params:
+        shape = shapes.get(getattr(p, "name", None))
+        if shape is None or tuple(int(d) for d in p.shape) == tuple(shape):
+            params.append(p)
+            continue
+        layer_buf = tvm.tirx.decl_buffer(shape, p.dtype, p.name)
+        params.append(layer_buf)
+        decls.append(tvm.tirx.DeclBuffer(p, data=layer_buf.data))
+    if not decls:
+        return func
+    return tvm.tirx.PrimFunc(params, tvm.tirx.SeqStmt([*decls, func.body]), func.ret_type,
+                             func.attrs)
 
 
 def _decode_choice(fmts: list[WeightFormat], decode_once: bool | None) -> list[WeightFormat]:
@@ -1127,6 +1207,8 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
         return oc // ocb // blocks_per_group * cpg + cg * g + ci
 
     def xval(b, i, j, c):
+        if plan.flat and plan.owp > spec.W:  # the last block's extra positions: see flat_spec
+            return xp[b, i, te.min(j, spec.W - 1), c]
         if plan.fold:  # window row kh of column j: flat values j * sw * C + (kw * C + c)
             return xp[b, i * sh + kh * dh, j * sw * spec.C + c]
         if plan.phases > 1:  # input column j * sw + kw * dw: phase (kw * dw) % sw, column
