@@ -764,9 +764,10 @@ def flat_spec(spec: ConvSpec) -> ConvSpec | None:
     positions (24 accumulators with 4 or 2 channel vectors) no longer needs the row width to
     be a multiple of it; the last block's extra positions read the image's last input
     position again and are not stored. Rows of 14 or 17 positions allowed 4 x 4, 7 x 2 or
-    17 x 1 blocks, and those ran 1.2-1.25x slower than 6 x 4 and 12 x 2 blocks where the
-    rows fit them (fp32 1x1 1024 -> 256 at 12 x 12, batch 8, two threads,
-    docs/runs/s32/pw_tiles.txt). The images stay a loop of their own so that image tasks
+    17 x 1 blocks; where rows fit both, 4 x 4 blocks ran 1.07-1.14x slower than 6 x 4 and
+    12 x 2 (fp32 1x1 1024 -> 256 at 12 x 12, batch 8, docs/runs/s32/pw_tiles.txt), and the
+    flat plans ran 1.03-1.20x faster than the row plans at 14 x 14 and 17 x 17
+    (docs/runs/s32/flat_ab.txt). The images stay a loop of their own so that image tasks
     walking the output-channel blocks outermost (``IMAGE_CHANNEL_ORDER``) remain a choice:
     one row of all the images' positions lost it and streamed the 2 MB of weights of a
     1x1 1024 -> 512 at 14 x 14 once per block of positions (0.80x, batch 8).
@@ -786,7 +787,7 @@ def flat_spec(spec: ConvSpec) -> ConvSpec | None:
 
 def flat_plans() -> bool:
     """Whether :func:`_plan_conv` offers :func:`flat_spec` plans: ``AIQ_FLAT_POINTWISE=1``
-    (off by default: alone the kernels ran 1.04-1.23x faster, in whole networks -3.6 % to
+    (off by default: alone the kernels ran 1.03-1.20x faster, in whole networks -3.6 % to
     +1.9 %, docs/runs/s32/ab_flat.txt)."""
     env = os.environ.get("AIQ_FLAT_POINTWISE", "")
     if env not in ("", "0", "1"):
