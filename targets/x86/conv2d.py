@@ -340,10 +340,9 @@ def conv_candidates(
     :func:`_acc_block`) instead of a padded copy; plans whose channels need padding are left
     out."""
     threads, lanes, tp = cpu.threads, cpu.lanes, cpu.throughput
-    n, h, w, c = spec.in_shape
+    n, _, _, c = spec.in_shape
     oh, ow, o = spec.OH, spec.OW, spec.O
     sh, sw = spec.stride
-    pt, pl, _, _ = spec.padding
     dw = spec.is_depthwise
     g = fmt.group
     in_bytes = 4 if fmt.in_dtype == "float32" else 1
@@ -381,8 +380,7 @@ def conv_candidates(
             if flat and cp != c:
                 continue
             for inline in _border_modes(spec, fmt, cp):
-                need_pad = not inline and not flat and bool(fold or phases > 1 or pt or pl
-                                                            or hq > h or wq > w or cp != c)
+                need_pad = not inline and _reads_copy(spec, fold, phases, hq, wq, cp, flat)
                 unrolled = dw_unrolled_taps(spec.KH, spec.KW, inline) if dw else 0
                 blocks = (n // tn) * (oh // toh) * (owp // tow) * (cop // ocb)
                 cred = cp // spec.groups  # channels one output reduces over (not depthwise)
@@ -429,6 +427,17 @@ L2_WEIGHT_BYTES_PER_CYCLE = 32.0
 CHUNK_BYTES = 160 * 1024
 # Largest per-task accumulator buffer of a chunked plan (it lives between chunks).
 CHUNK_ACC_BYTES = 256 * 1024
+
+
+def _reads_copy(spec: ConvSpec, fold: bool, phases: int, hq: int, wq: int, cp: int,
+                flat: bool) -> bool:
+    """Whether a plan that does not read its borders inline reads a padded copy of the input
+    (padding, a window or blocks past the input's edge, padded channels, folded columns,
+    column phases); never a flat plan (:func:`flat_spec`), whose last block re-reads the last
+    position instead."""
+    _, h, w, c = spec.in_shape
+    pt, pl, _, _ = spec.padding
+    return not flat and bool(fold or phases > 1 or pt or pl or hq > h or wq > w or cp != c)
 
 
 def _weight_streams(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, tile: TilePlan,
@@ -798,9 +807,9 @@ def flat_plans() -> bool:
 def _plan_conv(
     spec: ConvSpec, fmts: list[WeightFormat], cpu: CpuModel
 ) -> tuple[WeightFormat, _ConvPlan]:
-    """Cheapest (format, plan), the plans of :func:`flat_spec` included; ties (equal modelled
-    cost) go to the smaller register block, then, for float pointwise convs, to the tile with
-    more rows (:func:`_prefers_rows`)."""
+    """Cheapest (format, plan), with ``AIQ_FLAT_POINTWISE=1`` the plans of :func:`flat_spec`
+    included; ties (equal modelled cost) go to the smaller register block, then, for float
+    pointwise convs, to the tile with more rows (:func:`_prefers_rows`)."""
     flat = flat_spec(spec) if flat_plans() and spec.W <= cpu.max_acc("bcast") else None
     cands = [
         (c, i, fmt, p) for i, fmt in enumerate(fmts) for c, p in conv_candidates(spec, fmt, cpu)
