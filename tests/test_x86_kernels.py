@@ -1189,6 +1189,33 @@ def test_float_accumulation_stops_where_sums_could_pass_2_to_the_24(monkeypatch)
         conv_mod._float_exact_depthwise(spec(3))
 
 
+@pytest.mark.parametrize("name", ["depthwise", "dw_border_3x3", "dw_border_5x5_s2"])
+def test_float_summed_depthwise_keeps_int8_weight_codes_as_floats(name, monkeypatch):
+    """Where an int8 depthwise conv sums in float32, its weight codes are float32 constants
+    (no widening per tap) holding the same integers; the outputs are bit for bit those of the
+    int8 constants (``AIQ_DW_FLOAT_WEIGHTS=0``), and the int32 path keeps int8 constants."""
+    cases = {}
+    for acc, weights in (("", ""), ("", "0"), ("0", "")):
+        monkeypatch.setenv("AIQ_DW_FLOAT_ACC", acc)
+        monkeypatch.setenv("AIQ_DW_FLOAT_WEIGHTS", weights)
+        k, xin, res, ref = build_case(name, "int8")
+        cases[acc, weights] = (k.consts[0], run_kernel(k, xin, res))
+        assert_close(cases[acc, weights][1], ref.y, "int8")
+    floats, codes = cases["", ""][0], cases["", "0"][0]
+    assert (floats.dtype, codes.dtype, cases["0", ""][0].dtype) == (np.float32, np.int8, np.int8)
+    np.testing.assert_array_equal(floats, codes.astype(np.float32))
+    np.testing.assert_array_equal(cases["", ""][1], cases["", "0"][1])
+    monkeypatch.setenv("AIQ_DW_FLOAT_WEIGHTS", "yes")
+    with pytest.raises(ValueError, match="AIQ_DW_FLOAT_WEIGHTS must be 0 or 1"):
+        build_case(name, "int8")
+
+
+def test_int4_depthwise_weights_stay_packed():
+    """The float weight codes are for int8 only: int4 depthwise weights stay packed nibbles."""
+    k = build_case("depthwise", "int4")[0]
+    assert k.consts[0].dtype in (np.uint8, np.int8)
+
+
 @pytest.mark.parametrize("n,h,c,inline", [(1, 56, 96, True), (8, 56, 96, False),
                                           (8, 28, 192, False), (8, 14, 384, True),
                                           (8, 7, 768, True)])
