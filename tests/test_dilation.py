@@ -14,6 +14,7 @@ from aiq_tvm import testing
 from aiq_tvm.quant import quantize_act
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
 from aiq_tvm.targets.x86.conv2d import conv_choice_for, crop_dead_taps
+from aiq_tvm.targets.x86.winograd import dilation_phases
 from conftest import randomize_bn
 from isa import BEST_X86, isa_params
 
@@ -79,10 +80,10 @@ def test_dilated_rows_fold_columns():
 
 
 def test_dilated_padded_copy_covers_the_window():
-    """The planner's padded input spans the dilated window: (OH - 1) * sh + (KH - 1) * dh + 1
-    rows, and no Winograd kernel (it computes undilated 3x3 windows) is chosen."""
+    """The direct plan's padded input spans the dilated window: (OH - 1) * sh + (KH - 1) * dh
+    + 1 rows."""
     spec = ConvSpec(1, 14, 14, 64, 64, 3, 3, padding=2, dilation=2)
-    choice = conv_choice_for(spec, "fp32", BEST_X86)
+    choice = conv_choice_for(spec, "fp32", BEST_X86, winograd=False)
     assert choice.wplan is None
     assert choice.plan.hq >= (spec.OH - 1) + 2 * 2 + 1
     assert spec.OH == spec.OW == 14
@@ -197,3 +198,55 @@ def test_weights_cycled_past_l2_are_not_read_per_block(monkeypatch):
     assert conv_choice_for(spec, "fp32", BEST_X86).plan.tile.order[-1] != "o"
     monkeypatch.setenv("AIQ_WEIGHT_STREAM", "0")
     assert conv_choice_for(spec, "fp32", BEST_X86).plan.tile.order == ("s0", "s1", "s2", "o")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dilated 3x3 convs as d * d undilated phases on the Winograd kernel
+# ---------------------------------------------------------------------------------------------
+
+PHASED = {
+    "d2": ConvSpec(2, 12, 8, 16, 24, 3, 3, padding=2, dilation=2),
+    "d4": ConvSpec(1, 16, 8, 32, 16, 3, 3, padding=4, dilation=4),
+}
+
+
+def test_dilation_phases_of_a_layer():
+    """Rows and columns split by their residue modulo d: N * d * d images of H / d x W / d
+    with padding p / d; layers whose sizes or paddings are not multiples of d do not split."""
+    phases = dilation_phases(PHASED["d2"])
+    assert phases == ConvSpec(8, 6, 4, 16, 24, 3, 3, padding=1)
+    assert phases.out_shape == (8, 6, 4, 24)
+    assert dilation_phases(ConvSpec(1, 28, 28, 8, 8, 3, 3, padding=4, dilation=4)).N == 16
+    for spec in (DILATED["conv_d2"],  # 9 columns
+                 DILATED["conv_d32_s2"],  # stride 2
+                 ConvSpec(1, 12, 12, 8, 8, 3, 3, padding=(2, 2, 2, 2), dilation=(2, 1)),
+                 ConvSpec(1, 12, 12, 8, 8, 3, 3, padding=3, dilation=2),  # padding 3
+                 ConvSpec(1, 12, 12, 8, 8, 5, 5, padding=4, dilation=2),  # 5x5
+                 ConvSpec(1, 12, 12, 8, 8, 3, 3, padding=1)):  # not dilated
+        assert dilation_phases(spec) is None
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("name", list(PHASED))
+def test_dilated_winograd_on_phases_matches_numpy(name, m):
+    """Bias, residual and relu applied where each phase's pixel lands."""
+    spec = PHASED[name]
+    rng = np.random.default_rng(0)
+    x, w, b, res, _ = testing.layer_data(spec, rng, residual=True, offset=0.3)
+    k = conv2d_kernel(spec, "fp32", w, b, act="relu", residual=True, target=BEST_X86,
+                      winograd=m)
+    assert k.info["algorithm"] == f"winograd_f{m}"
+    y = testing.run_kernel(k, x, BEST_X86, residual=res)
+    ref = testing.reference(spec, "fp32", x, w, b, target=BEST_X86, act="relu", residual=res).y
+    assert y.shape == ref.shape == spec.out_shape
+    assert testing.relative_error(y, ref) < 1e-5
+
+
+def test_planner_runs_fcn_dilated_layers_on_phases():
+    """FCN-ResNet50's dilated 3x3 layers at 224 (28 x 28 maps, dilation 2 and 4) take the
+    Winograd kernel on their phases (1.83x and 1.31x the direct kernel there,
+    docs/runs/s33/dilated_winograd.txt); integer schemes keep the direct kernel."""
+    for c, d in ((256, 2), (512, 4)):
+        spec = ConvSpec(1, 28, 28, c, c, 3, 3, padding=d, dilation=d)
+        assert conv_choice_for(spec, "fp32", BEST_X86).wplan is not None
+        assert conv_choice_for(spec, "int8", BEST_X86).wplan is None

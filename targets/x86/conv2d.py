@@ -1303,6 +1303,9 @@ def _winograd_pick(spec, scheme_name, requant, w_bytes, fmt, cpu, winograd, data
     any epilogue). ``w_bytes``: the direct kernel's weight bytes in memory."""
     if winograd is False:
         return None
+    layer = spec
+    if scheme_name == "fp32":  # the int16 kernels do not run dilation phases
+        spec = wino.dilation_phases(spec) or spec
     if scheme_name == "fp32" and not requant and wino.applies(spec):
         sizes, arith, margin = wino.TILE_SIZES, None, wino.SELECT_MARGIN
     elif scheme_name in WINOGRAD_INT_SCHEMES and wino8.applies(spec, cpu):
@@ -1325,7 +1328,7 @@ def _winograd_pick(spec, scheme_name, requant, w_bytes, fmt, cpu, winograd, data
         wplan = wino.winograd_plan(spec, cpu, sizes, arith)
     if winograd is True:
         return wplan
-    direct = min(c for c, p in conv_candidates(spec, fmt, cpu))
+    direct = min(c for c, p in conv_candidates(layer, fmt, cpu))
     direct = max(direct, wino.weight_read_cycles(w_bytes))
     return wplan if wplan.cost * margin < direct else None
 
@@ -1346,11 +1349,13 @@ def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qpara
             v = v + residual_value(res, (b, i, j, k), residual_qparams)
         return apply_act_te(v, args.act)
 
-    y = wino.winograd_compute(spec, wplan, x, wt, epilogue)
+    phases = wino.dilation_phases(spec)  # a dilated layer: its phases' conv (wplan's)
+    y = wino.winograd_compute(phases or spec, wplan, x, wt, epilogue,
+                              layer=spec if phases else None)
     params = [x, wt, bias] + ([res] if res is not None else []) + [y]
     func = finalize(te.create_prim_func(params), scheduled=False)
-    func, lines = prefetch_next_weight_block(finalize(wino.schedule_winograd(func, spec, wplan)),
-                                             args.cpu.caps.l2_bytes)
+    func = finalize(wino.schedule_winograd(func, phases or spec, wplan))
+    func, lines = prefetch_next_weight_block(func, args.cpu.caps.l2_bytes)
     sched = {"schedule": wplan.describe(), "schedule_source": "default", "weight_prefetch": lines}
     fmt = args.cpu.weight_formats(args.scheme, None, 9 * spec.C, False)[0]
     info = kernel_info(args, fmt, "bcast", sched, ["weight", "bias"], consts, residual, True)

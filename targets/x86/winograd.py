@@ -21,7 +21,7 @@ ocb]``). The tile planner (``winograd_plan``) and the cost it models
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tvm
@@ -59,6 +59,26 @@ def applies(spec: ConvSpec) -> bool:
         spec.KH == spec.KW == 3 and spec.stride == (1, 1) and spec.dilation == (1, 1)
         and spec.groups == 1
     )  # fmt: skip
+
+
+def dilation_phases(spec: ConvSpec) -> ConvSpec | None:
+    """The conv each dilation phase of ``spec`` runs, or None where ``spec`` does not split.
+
+    A 3x3 stride-1 conv with dilation ``d`` on both axes reads, for an output pixel ``(i, j)``,
+    only inputs whose row and column are ``i`` and ``j`` modulo ``d``. Where the map sizes and
+    paddings are multiples of ``d``, it is ``d * d`` independent dilation-1 convs, one per
+    (row, column) residue, each over the ``H / d x W / d`` pixels of its residue class with
+    padding ``p / d``: the Winograd kernel runs them as ``N * d * d`` images (DeepLabV3's and
+    FCN's dilated ResNet stages, dilation 2 and 4 on 28 x 28 maps at 224)."""
+    dh, dw = spec.dilation
+    if not (spec.KH == spec.KW == 3 and spec.stride == (1, 1) and spec.groups == 1
+            and dh == dw > 1):
+        return None
+    d = dh
+    if spec.H % d or spec.W % d or any(p % d for p in spec.padding):
+        return None
+    return replace(spec, N=spec.N * d * d, H=spec.H // d, W=spec.W // d,
+                   padding=tuple(p // d for p in spec.padding), dilation=(1, 1))
 
 
 @dataclass(frozen=True)
@@ -288,9 +308,11 @@ def _coef(mat: np.ndarray, row, col: int):
     return val
 
 
-def winograd_compute(spec: ConvSpec, plan: WinoPlan, x, wt, epilogue):
+def winograd_compute(spec: ConvSpec, plan: WinoPlan, x, wt, epilogue, layer=None):
     """TE blocks ``pad``, ``wino_in``, ``acc`` and ``out``; ``epilogue(acc_value, b, i, j, k)``
-    gives the stored value."""
+    gives the stored value. ``layer``: the dilated layer whose phases ``spec`` is
+    (:func:`dilation_phases`; ``x`` has the layer's shape): ``out`` is then the phases'
+    result and a last block, ``unphase``, puts each pixel back and applies the epilogue."""
     m, a = plan.m, plan.alpha
     bt, _, at = matrices(m)
     n, h, w, c = spec.in_shape
@@ -298,10 +320,13 @@ def winograd_compute(spec: ConvSpec, plan: WinoPlan, x, wt, epilogue):
     n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
     kp = round_up(spec.O, plan.ocb)
     hq, wq = n_h * m + 2, n_w * m + 2
+    d = layer.dilation[0] if layer is not None else 1
 
     def pad_body(b, i, j, k):
         conds = [i >= pt, i < pt + h, j >= pl, j < pl + w]
-        val = x[b, i - pt, j - pl, k]
+        # phase image b: image b // d**2, rows and columns b // d % d and b % d modulo d
+        val = x[b // (d * d), b // d % d + d * (i - pt), b % d + d * (j - pl), k] if d > 1 \
+            else x[b, i - pt, j - pl, k]
         return tvm.tirx.if_then_else(tvm.tirx.all(*conds), val, tvm.tirx.const(0.0, "float32"))
 
     xp = te.compute((n, hq, wq, c), pad_body, name="pad")
@@ -331,9 +356,13 @@ def winograd_compute(spec: ConvSpec, plan: WinoPlan, x, wt, epilogue):
             for u in range(a):
                 coef = _coef(at, i % m, e) * _coef(at, j % m, u)
                 total = total + coef * acc[b, i // m, e, u, j // m, k]
-        return epilogue(total, b, i, j, k)
+        return total if d > 1 else epilogue(total, b, i, j, k)
 
-    return te.compute(spec.out_shape, out_body, name="out")
+    y = te.compute(spec.out_shape, out_body, name="out")
+    if d == 1:
+        return y
+    return te.compute(layer.out_shape, lambda b, i, j, k: epilogue(
+        y[b * d * d + i % d * d + j % d, i // d, j // d, k], b, i, j, k), name="unphase")
 
 
 def _vector_width(extent: int, lanes: int) -> int:
@@ -388,7 +417,22 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
         _schedule_row_pass(sch, rows, co if on_stack else e, cw)
     p_loops = sch.get_loops(pad)
     sch.vectorize(p_loops[-1])
+    _schedule_unphase(sch, lanes)
     return sch.mod["main"]
+
+
+def _schedule_unphase(sch, lanes: int) -> None:
+    """The dilated layer's last pass (``unphase``, if any): parallel over output rows, one
+    channel vector at a time."""
+    try:
+        block = sch.get_sblock("unphase")
+    except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
+        return
+    b, i, j, k = sch.get_loops(block)
+    _, ki = sch.split(k, [None, _vector_width(int(sch.get(block).iter_vars[-1].dom.extent),
+                                              lanes)])
+    sch.vectorize(ki)
+    sch.parallel(sch.fuse(b, i))
 
 
 def _elem_bytes(sch, block) -> int:
