@@ -25,6 +25,9 @@ __all__ = ["profile", "KernelTimes", "attribute_kernel_times", "measured_report"
 
 # Layer kernels are named "<layer>_<precision>", input quantizers "<layer>_quantize".
 _LAYER_KERNEL = re.compile(rf"^.+_({'|'.join(PRECISIONS)})$")
+# The 1x1 kernels of a float layer split into its taps (targets/x86/sparse_taps.py) run
+# before the layer's own kernel, which takes their sum.
+_TAP_PIECE = re.compile(r"^.+_fp32_tap\d+$")
 
 
 def profile(result, batch_size: int | None = None, repeat: int = 7, remote=None
@@ -89,15 +92,16 @@ def attribute_kernel_times(calls: Sequence[tuple[str, float]], layers: Sequence[
     """Give each layer, in program order, the next layer-kernel call's time; ``repeats``: the
     layers run that many times in turn (a micro-batched ``main``), each layer's calls summed.
 
-    A standalone input quantize kernel counts with the layer kernel that follows it.
-    Everything else (layout copies, pooling, fused glue, TVM's kernels for layers without an
-    AIQ kernel) is ``other_us``.  When the counts differ the surplus is named, not dropped.
+    A standalone input quantize kernel counts with the layer kernel that follows it, and so
+    do the per-tap kernels of a split layer (``<layer>_fp32_tap<kh><kw>``). Everything else
+    (layout copies, pooling, fused glue, TVM's kernels for layers without an AIQ kernel) is
+    ``other_us``.  When the counts differ the surplus is named, not dropped.
     """
     out = KernelTimes()
     todo = list(layers) * repeats
     pending = 0.0
     for sym, us in calls:
-        if sym.endswith("_quantize"):
+        if sym.endswith("_quantize") or _TAP_PIECE.match(sym):
             pending += us
         elif _LAYER_KERNEL.match(sym) and todo:
             name = todo.pop(0)

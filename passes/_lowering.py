@@ -213,8 +213,47 @@ def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts
     x = bb.emit(relax.op.permute_dims(data, NCHW_TO_NHWC))
     if quantize is not None:
         x = _emit_quantize(bb, x, quantize, opts["target"], base)
-    kernel = x86.conv2d_kernel(spec, precision, values.weight, values.bias,
-                               residual=residual is not None, **opts)
     extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
-    y = _call_kernel(bb, kernel, [x, *extra], f"{base}_{precision}")
+    pieces = x86.tap_pieces(spec) if precision == "fp32" else None
+    if pieces is not None:
+        y = _emit_tap_pieces(bb, spec, pieces, values, x, extra, base, opts)
+    else:
+        kernel = x86.conv2d_kernel(spec, precision, values.weight, values.bias,
+                                   residual=residual is not None, **opts)
+        y = _call_kernel(bb, kernel, [x, *extra], f"{base}_{precision}")
     return bb.emit(relax.op.permute_dims(y, NHWC_TO_NCHW))
+
+
+def _emit_tap_pieces(bb, spec, pieces, values, x, extra, base, opts):
+    """A float conv whose taps mostly read padding (``x86.tap_pieces``): a 1x1 kernel per
+    other tap on the outputs it reaches, those rectangles zero-padded and summed (with the
+    layer's residual, if any) into the residual input of the centre tap's 1x1 kernel, which
+    adds the bias and applies the activation."""
+    plain = {k: v for k, v in opts.items() if k != "act"}
+    outer = list(extra)
+    for p in pieces[1:]:
+        y = _emit_tap(bb, spec, p, values.weight, x, None, f"{base}_fp32_tap{p.kh}{p.kw}", plain)
+        (r0, r1), (c0, c1) = p.rows, p.cols
+        pad = [0, 0, r0, spec.OH - r1, c0, spec.OW - c1, 0, 0]
+        outer.append(bb.emit(relax.op.nn.pad(y, pad)))
+    total = outer[0] if outer else None
+    for t in outer[1:]:
+        total = bb.emit(relax.op.add(total, t))
+    centre = pieces[0]
+    return _emit_tap(bb, spec, centre, values.weight, x, total, f"{base}_fp32", opts,
+                     bias=values.bias)
+
+
+def _emit_tap(bb, spec, piece, weight, x, residual, name, opts, bias=None):
+    """One tap's 1x1 kernel on the input rectangle it reads (a slice of NHWC ``x``)."""
+    from aiq_tvm.targets import x86
+
+    (r0, r1), (c0, c1) = piece.rows, piece.cols
+    oh, ow = piece.offset
+    if (r0 + oh, r1 + oh, c0 + ow, c1 + ow) != (0, spec.H, 0, spec.W):
+        x = bb.emit(relax.op.strided_slice(x, axes=[1, 2], begin=[r0 + oh, c0 + ow],
+                                           end=[r1 + oh, c1 + ow]))
+    one = x86.ConvSpec(N=spec.N, H=r1 - r0, W=c1 - c0, C=spec.C, O=spec.O, KH=1, KW=1)
+    w = np.ascontiguousarray(weight[:, :, piece.kh : piece.kh + 1, piece.kw : piece.kw + 1])
+    kernel = x86.conv2d_kernel(one, "fp32", w, bias, residual=residual is not None, **opts)
+    return _call_kernel(bb, kernel, [x] + ([residual] if residual is not None else []), name)

@@ -103,7 +103,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="resnet50",
                     help="shipped model (resnet20, mobilenet_v2) or torchvision model name "
-                         "(tv/NAME for torchvision's mobilenet_v2)")
+                         "(tv/NAME for torchvision's mobilenet_v2), or tvseg/NAME for a "
+                         "torchvision segmentation model")
     ap.add_argument("--target", default="llvm",
                     help="JSON target dict, 'llvm -mcpu=...' string, preset name or llvm "
                          "(a target this host can execute)")

@@ -142,6 +142,9 @@ def _model_and_calibration(name: str, size: int, n_calib: int):
 
     if name in models.MODEL_NAMES:
         return models.get_model(name, pretrained=True), datasets.calibration_set(n_calib)[0]
+    if name.startswith("tvseg/"):  # bench_models.py's spelling of a segmentation model
+        model = zoo.segmentation_model(name.removeprefix("tvseg/"), size=size)
+        return model, zoo.calibration_images(n_calib, size)
     # ``tv/NAME`` (bench_models.py's spelling) picks torchvision's model where a shipped one
     # has the same name (mobilenet_v2)
     name = name.removeprefix("tv/")

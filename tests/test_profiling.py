@@ -26,3 +26,12 @@ def test_more_kernels_than_layers_counts_the_surplus_as_other():
     assert t.other_us == 2.5
     assert t.unmatched_kernels == ["b_int4"]
     assert "beyond the model's 1 layers" in t.notes()[0]
+
+
+def test_tap_kernels_of_a_split_layer_count_with_its_kernel():
+    """A float layer split into its taps runs one 1x1 kernel per outer tap, then its own."""
+    calls = [("aspp_fp32_tap00", 1.0), ("strided_slice", 0.5), ("aspp_fp32_tap21", 2.0),
+             ("fused_pad_add", 0.25), ("aspp_fp32", 10.0), ("head_fp32", 3.0)]
+    t = attribute_kernel_times(calls, ["aspp", "head"])
+    assert t.per_layer == {"aspp": 13.0, "head": 3.0}
+    assert t.other_us == 0.75 and t.unmatched_kernels == []

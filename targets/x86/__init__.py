@@ -21,6 +21,7 @@ from .isa import (
     register_isa,
 )
 from .quantize import QUANTIZE_ATTR, QUANTIZE_AXES_ATTR, quantize_kernel
+from .sparse_taps import TapPiece, tap_pieces
 from .tune import TuneReport, tune_kernels
 
 # The AArch64 int8 dot families (usmmla / usdot, sdot, smull) register themselves in the
@@ -38,6 +39,7 @@ __all__ = [
     "KernelIsa",
     "QUANTIZE_ATTR",
     "QUANTIZE_AXES_ATTR",
+    "TapPiece",
     "TuneReport",
     "UnsupportedLayer",
     "WeightFormat",
@@ -50,5 +52,6 @@ __all__ = [
     "quantize_kernel",
     "register_dot_family",
     "register_isa",
+    "tap_pieces",
     "tune_kernels",
 ]

@@ -1,0 +1,69 @@
+"""Dilated convs whose taps mostly read padding, as one 1x1 conv per tap.
+
+DeepLabV3's atrous pyramid at 224 x 224 runs a 3x3 conv at rate 12 on a 14 x 14 map (960 -> 256
+channels on MobileNetV3). Its outer taps reach the image only from the two rows or columns at
+the far edge: of the 9 x 196 tap positions, 324 read the image, so a direct kernel spends 82 %
+of its multiply-adds on padding (4.2 of the model's 10.2 ms on this host, ORT runs the whole
+model in 8.6 ms). :func:`tap_pieces` splits such a layer into its taps: tap ``(kh, kw)`` is a
+1x1 conv over the rectangle of outputs whose input pixel it reaches (the input shifted by the
+tap's offset), and the centre tap, which reaches every output, carries the bias, the residual
+and the activation. The lowering (``passes/_lowering.py``) sums the other taps' rectangles,
+padded with zeros, into that centre kernel's residual input. Float only: the integer kernels
+requantize per kernel, so their partial sums cannot be added afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .common import ConvSpec
+
+__all__ = ["SPARSE_TAP_SHARE", "TapPiece", "tap_pieces"]
+
+# A conv is split when its taps reach the image at no more than this share of its
+# KH * KW * OH * OW tap positions (above it the direct kernel's single pass wins: one read of
+# the input and of the weights, against one kernel, input slice and padded sum per tap).
+SPARSE_TAP_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class TapPiece:
+    """One tap of a split conv: the outputs ``rows`` x ``cols`` (half-open ranges) read the
+    input at ``(i + offset[0], j + offset[1])``, inside the image."""
+
+    kh: int
+    kw: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    offset: tuple[int, int]
+
+    @property
+    def area(self) -> int:
+        return (self.rows[1] - self.rows[0]) * (self.cols[1] - self.cols[0])
+
+
+def _reach(tap: int, dilation: int, pad: int, size: int, out: int) -> tuple[tuple[int, int], int]:
+    """(outputs ``[lo, hi)`` whose input ``i + offset`` lies in ``[0, size)``, offset) of one
+    tap along one axis, stride 1."""
+    offset = tap * dilation - pad
+    return (max(0, -offset), min(out, size - offset)), offset
+
+
+def tap_pieces(spec: ConvSpec, share: float = SPARSE_TAP_SHARE) -> list[TapPiece] | None:
+    """The taps of ``spec`` that reach the image, centre tap first, or None where the conv is
+    not split: not dilated, strided or grouped, more than ``share`` of its tap positions
+    reaching the image, or no tap reaching every output (the one that takes the epilogue)."""
+    if spec.groups != 1 or spec.stride != (1, 1) or spec.dilation == (1, 1):
+        return None
+    pieces = []
+    for kh in range(spec.KH):
+        rows, oh = _reach(kh, spec.dilation[0], spec.padding[0], spec.H, spec.OH)
+        for kw in range(spec.KW):
+            cols, ow = _reach(kw, spec.dilation[1], spec.padding[1], spec.W, spec.OW)
+            if rows[0] < rows[1] and cols[0] < cols[1]:
+                pieces.append(TapPiece(kh, kw, rows, cols, (oh, ow)))
+    full = [p for p in pieces if p.rows == (0, spec.OH) and p.cols == (0, spec.OW)]
+    live = sum(p.area for p in pieces)
+    if not full or live > share * spec.KH * spec.KW * spec.OH * spec.OW:
+        return None
+    return [full[0]] + [p for p in pieces if p is not full[0]]
