@@ -214,7 +214,7 @@ def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts
     if quantize is not None:
         x = _emit_quantize(bb, x, quantize, opts["target"], base)
     extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
-    pieces = x86.tap_pieces(spec) if precision == "fp32" else None
+    pieces = x86.layer_tap_pieces(spec, opts["target"]) if precision == "fp32" else None
     if pieces is not None:
         y = _emit_tap_pieces(bb, spec, pieces, values, x, extra, base, opts)
     else:

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import aiq_tvm
-from aiq_tvm.targets.x86 import ConvSpec, TapPiece, tap_pieces
+from aiq_tvm.targets.x86 import ConvSpec, TapPiece, layer_tap_pieces, tap_pieces
+from isa import BEST_X86
 
 # DeepLabV3-MobileNetV3's rate-12 atrous conv at 224 x 224 (a 14 x 14 map).
 ASPP_12 = ConvSpec(1, 14, 14, 960, 256, 3, 3, padding=12, dilation=12)
@@ -29,9 +30,10 @@ def test_rate_12_on_14_x_14_splits_into_its_nine_taps():
 
 
 def test_convs_whose_taps_mostly_read_the_image_are_not_split():
-    assert tap_pieces(ConvSpec(1, 28, 28, 8, 8, 3, 3, padding=2, dilation=2)) is None
-    assert tap_pieces(ConvSpec(1, 28, 28, 8, 8, 3, 3, padding=12, dilation=12)) is None  # 51 %
-    assert tap_pieces(ConvSpec(1, 28, 28, 8, 8, 3, 3, padding=24, dilation=24)) is not None
+    assert tap_pieces(ConvSpec(1, 28, 28, 8, 8, 3, 3, padding=2, dilation=2)) is None  # 91 %
+    assert tap_pieces(ConvSpec(1, 27, 27, 8, 8, 3, 3, padding=2, dilation=2)) is None  # 90 %
+    assert tap_pieces(ConvSpec(1, 28, 28, 8, 8, 3, 3, padding=3, dilation=3)) is not None
+    assert tap_pieces(ConvSpec(1, 28, 28, 8, 8, 3, 3, padding=12, dilation=12)) is not None
     assert tap_pieces(ConvSpec(1, 14, 14, 8, 8, 3, 3, padding=1)) is None  # not dilated
     assert tap_pieces(ConvSpec(1, 14, 14, 8, 8, 3, 3, stride=2, padding=12,
                                dilation=12)) is None
@@ -45,13 +47,13 @@ def test_convs_whose_taps_mostly_read_the_image_are_not_split():
 
 class _Atrous(nn.Module):
     """Two atrous branches on one map, batch norm + relu after the split one, a residual
-    add into it, and an unsplit dilated conv beside it."""
+    add into it, and an unsplit (grouped) dilated conv beside it."""
 
     def __init__(self):
         super().__init__()
         self.split = nn.Conv2d(24, 16, 3, padding=12, dilation=12, bias=False)
         self.bn = nn.BatchNorm2d(16)
-        self.whole = nn.Conv2d(24, 16, 3, padding=2, dilation=2)
+        self.whole = nn.Conv2d(24, 16, 3, padding=2, dilation=2, groups=2)
         self.short = nn.Conv2d(24, 16, 1)
 
     def forward(self, x):
@@ -73,3 +75,14 @@ def test_split_layer_matches_torch(hw):
     assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-5
     symbols = [c.symbol for c in res.executable(2).aiq_kernel_calls]
     assert sum("_fp32_tap" in s for s in symbols) == 8
+
+
+def test_layers_on_the_winograd_phases_stay_whole():
+    """FCN-ResNet50's rate-4 layer (82 % of its tap positions reach the image) would split,
+    but the planner runs it on the Winograd kernel's dilation phases, which were faster; a
+    map that does not divide into phases (27 x 27) splits."""
+    fcn = ConvSpec(1, 28, 28, 512, 512, 3, 3, padding=4, dilation=4)
+    assert tap_pieces(fcn) is not None and layer_tap_pieces(fcn, BEST_X86) is None
+    odd = ConvSpec(1, 27, 27, 512, 512, 3, 3, padding=4, dilation=4)
+    assert layer_tap_pieces(odd, BEST_X86) == tap_pieces(odd)
+    assert layer_tap_pieces(ASPP_12, BEST_X86) == tap_pieces(ASPP_12)

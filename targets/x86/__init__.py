@@ -21,7 +21,7 @@ from .isa import (
     register_isa,
 )
 from .quantize import QUANTIZE_ATTR, QUANTIZE_AXES_ATTR, quantize_kernel
-from .sparse_taps import TapPiece, tap_pieces
+from .sparse_taps import TapPiece, layer_tap_pieces, tap_pieces
 from .tune import TuneReport, tune_kernels
 
 # The AArch64 int8 dot families (usmmla / usdot, sdot, smull) register themselves in the
@@ -49,6 +49,7 @@ __all__ = [
     "cpu_model",
     "dense_cycles",
     "dense_kernel",
+    "layer_tap_pieces",
     "quantize_kernel",
     "register_dot_family",
     "register_isa",

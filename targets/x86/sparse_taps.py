@@ -1,4 +1,4 @@
-"""Dilated convs whose taps mostly read padding, as one 1x1 conv per tap.
+"""Dilated convs whose taps partly read padding, as one 1x1 conv per tap.
 
 DeepLabV3's atrous pyramid at 224 x 224 runs a 3x3 conv at rate 12 on a 14 x 14 map (960 -> 256
 channels on MobileNetV3). Its outer taps reach the image only from the two rows or columns at
@@ -9,7 +9,10 @@ model in 8.6 ms). :func:`tap_pieces` splits such a layer into its taps: tap ``(k
 tap's offset), and the centre tap, which reaches every output, carries the bias, the residual
 and the activation. The lowering (``passes/_lowering.py``) sums the other taps' rectangles,
 padded with zeros, into that centre kernel's residual input. Float only: the integer kernels
-requantize per kernel, so their partial sums cannot be added afterwards.
+requantize per kernel, so their partial sums cannot be added afterwards. Where most taps reach
+the image the split still wins against the direct kernel on a dilated window (the pointwise
+kernels run faster), up to :data:`SPARSE_TAP_SHARE`, but not against the Winograd kernel on
+the dilation phases, which keeps the layers it takes.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from dataclasses import dataclass
 
 from .common import ConvSpec
 
-__all__ = ["SPARSE_TAP_SHARE", "TapPiece", "tap_pieces"]
+__all__ = ["SPARSE_TAP_SHARE", "TapPiece", "layer_tap_pieces", "tap_pieces"]
 
 # A conv is split when its taps reach the image at no more than this share of its
-# KH * KW * OH * OW tap positions (above it the direct kernel's single pass wins: one read of
-# the input and of the weights, against one kernel, input slice and padded sum per tap).
-SPARSE_TAP_SHARE = 0.5
+# KH * KW * OH * OW tap positions. Split against whole, FP32, two threads, this host
+# (docs/runs/s33/sparse_share.txt): against the direct kernel 3.15x at 18 %
+# (DeepLabV3-MobileNetV3's rate 12), 1.44x at 51 % and 3.69x at 18 % (DeepLabV3-ResNet50's
+# rates 12 and 24), 1.40-1.62x at 51-73 %, 1.14x at 86 %, 1.04x at 90 %; against the Winograd
+# kernel on the dilation phases 1.03x at 82 % (0.94x in an earlier run) and 0.62x at 91 %, so
+# the layers that kernel takes stay whole (:func:`layer_tap_pieces`).
+SPARSE_TAP_SHARE = 0.875
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,12 @@ def _reach(tap: int, dilation: int, pad: int, size: int, out: int) -> tuple[tupl
     return (max(0, -offset), min(out, size - offset)), offset
 
 
-def tap_pieces(spec: ConvSpec, share: float = SPARSE_TAP_SHARE) -> list[TapPiece] | None:
+def tap_pieces(spec: ConvSpec, share: float | None = None) -> list[TapPiece] | None:
     """The taps of ``spec`` that reach the image, centre tap first, or None where the conv is
-    not split: not dilated, strided or grouped, more than ``share`` of its tap positions
-    reaching the image, or no tap reaching every output (the one that takes the epilogue)."""
+    not split: not dilated, strided or grouped, more than ``share`` (default
+    :data:`SPARSE_TAP_SHARE`) of its tap positions reaching the image, or no tap reaching every
+    output (the one that takes the epilogue)."""
+    share = SPARSE_TAP_SHARE if share is None else share
     if spec.groups != 1 or spec.stride != (1, 1) or spec.dilation == (1, 1):
         return None
     pieces = []
@@ -67,3 +76,15 @@ def tap_pieces(spec: ConvSpec, share: float = SPARSE_TAP_SHARE) -> list[TapPiece
     if not full or live > share * spec.KH * spec.KW * spec.OH * spec.OW:
         return None
     return [full[0]] + [p for p in pieces if p is not full[0]]
+
+
+def layer_tap_pieces(spec: ConvSpec, target) -> list[TapPiece] | None:
+    """:func:`tap_pieces` of a float layer built for ``target``, None where the planner runs it
+    on the Winograd kernel (dilation phases, ``winograd.dilation_phases``), which was faster
+    than the split on FCN-ResNet50's dilated layers."""
+    from .conv2d import conv_choice_for
+
+    pieces = tap_pieces(spec)
+    if pieces is None or conv_choice_for(spec, "fp32", target).wplan is not None:
+        return None
+    return pieces
