@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .common import ConvSpec
 
-__all__ = ["SPARSE_TAP_SHARE", "TapPiece", "layer_tap_pieces", "tap_pieces"]
+__all__ = ["MIN_SAVED_MACS", "SPARSE_TAP_SHARE", "TapPiece", "layer_tap_pieces", "tap_pieces"]
 
 # A conv is split when its taps reach the image at no more than this share of its
 # KH * KW * OH * OW tap positions. Split against whole, FP32, two threads, this host
@@ -31,6 +31,11 @@ __all__ = ["SPARSE_TAP_SHARE", "TapPiece", "layer_tap_pieces", "tap_pieces"]
 # kernel on the dilation phases 1.03x at 82 % (0.94x in an earlier run) and 0.62x at 91 %, so
 # the layers that kernel takes stay whole (:func:`layer_tap_pieces`).
 SPARSE_TAP_SHARE = 0.875
+# ... and when the multiply-adds it saves (those of tap positions on padding) are at least
+# this many: each piece adds an input slice and a kernel call (two threads, 14 x 14 at rate
+# 12, 18 %: 24 -> 16 channels 0.60x, 64 -> 64 0.79x, 128 -> 128 1.14x, 256 -> 128 1.61x;
+# docs/runs/s33/sparse_share_small.txt; 5.9 M and 23.7 M saved at 64 and 128 channels).
+MIN_SAVED_MACS = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ def _reach(tap: int, dilation: int, pad: int, size: int, out: int) -> tuple[tupl
 def tap_pieces(spec: ConvSpec, share: float | None = None) -> list[TapPiece] | None:
     """The taps of ``spec`` that reach the image, centre tap first, or None where the conv is
     not split: not dilated, strided or grouped, more than ``share`` (default
-    :data:`SPARSE_TAP_SHARE`) of its tap positions reaching the image, or no tap reaching every
-    output (the one that takes the epilogue)."""
+    :data:`SPARSE_TAP_SHARE`) of its tap positions reaching the image, fewer than
+    :data:`MIN_SAVED_MACS` multiply-adds on padding saved, or no tap reaching every output (the
+    one that takes the epilogue)."""
     share = SPARSE_TAP_SHARE if share is None else share
     if spec.groups != 1 or spec.stride != (1, 1) or spec.dilation == (1, 1):
         return None
@@ -72,8 +78,9 @@ def tap_pieces(spec: ConvSpec, share: float | None = None) -> list[TapPiece] | N
             if rows[0] < rows[1] and cols[0] < cols[1]:
                 pieces.append(TapPiece(kh, kw, rows, cols, (oh, ow)))
     full = [p for p in pieces if p.rows == (0, spec.OH) and p.cols == (0, spec.OW)]
-    live = sum(p.area for p in pieces)
-    if not full or live > share * spec.KH * spec.KW * spec.OH * spec.OW:
+    live, positions = sum(p.area for p in pieces), spec.KH * spec.KW * spec.OH * spec.OW
+    saved = spec.N * (positions - live) * spec.C * spec.O
+    if not full or live > share * positions or saved < MIN_SAVED_MACS:
         return None
     return [full[0]] + [p for p in pieces if p is not full[0]]
 
