@@ -225,10 +225,10 @@ def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts
 
 
 def _emit_tap_pieces(bb, spec, pieces, values, x, extra, base, opts):
-    """A float conv whose taps mostly read padding (``x86.tap_pieces``): a 1x1 kernel per
-    other tap on the outputs it reaches, those rectangles zero-padded and summed (with the
-    layer's residual, if any) into the residual input of the centre tap's 1x1 kernel, which
-    adds the bias and applies the activation."""
+    """A float dilated conv whose taps partly read padding (``x86.layer_tap_pieces``): a 1x1
+    kernel per other tap on the outputs it reaches, those rectangles zero-padded and summed
+    (with the layer's residual, if any) into the residual input of the centre tap's 1x1
+    kernel, which adds the bias and applies the activation."""
     plain = {k: v for k, v in opts.items() if k != "act"}
     outer = list(extra)
     for p in pieces[1:]:
