@@ -479,6 +479,15 @@ def _chunk_options(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, blocks: int
     return out
 
 
+# Share of the core's L2 a 1x1 conv's weights may fill and still stay there across the
+# spatial tile loops (the rest of L2 holds the inputs and outputs streaming past them). Fitted
+# to two layers on this host (2 MiB of L2; docs/runs/s33/pw_cycled_share.txt): DeepLabV3's 1x1
+# 2048 -> 256 at 28 x 28 (2 MiB of weights) ran its rows-first plan at 186 GFLOP/s and 279
+# with the term; MobileNetV2's 960 -> 320 at 7 x 7 (1.2 MiB) ran 0.68-0.90x with the term at
+# half of L2, so it stays rows first.
+CYCLED_L2_SHARE = 0.75
+
+
 def _cycled_weights_stream(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel,
                            order: tuple[str, ...], outer: tuple[int, int, int], reduction: int,
                            cop: int) -> float:
@@ -495,7 +504,7 @@ def _cycled_weights_stream(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel,
     if fmt.name != "f32" or not spec.is_pointwise or not weight_stream_terms():
         return 0.0
     weights = reduction * cop * 4
-    if weights <= (cpu.caps.l2_bytes or ASSUMED_L2_BYTES):
+    if weights <= (cpu.caps.l2_bytes or ASSUMED_L2_BYTES) * CYCLED_L2_SHARE:
         return 0.0
     sweeps = prod(outer[int(nm[1])] for nm in order[: order.index("o")])
     return 0.0 if sweeps == 1 else sweeps * weights / wino.WEIGHT_STREAM_BYTES_PER_CYCLE
