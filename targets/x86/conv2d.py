@@ -494,7 +494,8 @@ def _cycled_weights_stream(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel,
     """Modelled cycles of float32 1x1 convs re-reading weights the other channel blocks
     evicted: with the output-channel loop inside spatial tile loops (``outer``: the spatial
     tile counts), each iteration of those loops reads every block's weights (``reduction x
-    cop`` in all) again, from beyond L2 where they exceed it. FCN-ResNet50's 1x1 2048 -> 512
+    cop`` in all) again, from beyond L2 where they exceed :data:`CYCLED_L2_SHARE` of it (the
+    rest of L2 holds the activations streaming past). FCN-ResNet50's 1x1 2048 -> 512
     at 28 x 28 split rows first and cycled its 4 MB of weights through L2 for every block of
     4 positions (2.5x slower than with the term, docs/runs/s30/weight_stream.txt). 0 for other
     formats, where the channel loop leads, and
