@@ -101,6 +101,14 @@ class _ConvPlan:
     flat: bool = False
 
 
+def _switch(name: str) -> str:
+    """Environment switch ``name``, checked: ``""`` (unset), ``"0"`` or ``"1"``."""
+    env = os.environ.get(name, "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"{name} must be 0 or 1 (or unset), got {env!r}")
+    return env
+
+
 def _live_taps(k: int, d: int, s: int, pad: int, size: int, out: int) -> tuple[int, int]:
     """First and last kernel tap (along one axis) whose input rows or columns, over all
     ``out`` outputs, reach the input (``size``) and not only its padding; (0, k - 1) if none
@@ -573,10 +581,7 @@ def _border_modes(spec: ConvSpec, fmt: WeightFormat, cp: int) -> tuple[bool, ...
 
 def _inline_border_mode() -> str:
     """``AIQ_INLINE_BORDER``, checked: ``""`` (default), ``"0"`` or ``"1"``."""
-    env = os.environ.get("AIQ_INLINE_BORDER", "")
-    if env not in ("", "0", "1"):
-        raise ValueError(f"AIQ_INLINE_BORDER must be 0 or 1 (or unset), got {env!r}")
-    return env
+    return _switch("AIQ_INLINE_BORDER")
 
 
 def _bordered_reader(x: te.Tensor, spec: ConvSpec, pad_value):
@@ -767,9 +772,7 @@ def _prefers_rows(spec: ConvSpec, mode: str) -> bool:
     256 -> 64 1.09x, the other five 0.95-1.08x; on widening layers 0.97-1.02x, so they keep
     the old tiles, as do integer dot kernels (0.96-1.07x). On a haswell target, narrowing
     layers 0.96-1.08x."""
-    env = os.environ.get("AIQ_PW_ROWS", "")
-    if env not in ("", "0", "1"):
-        raise ValueError(f"AIQ_PW_ROWS must be 0 or 1 (or unset), got {env!r}")
+    env = _switch("AIQ_PW_ROWS")
     return (env != "0" and mode == "bcast" and spec.is_pointwise and spec.stride == (1, 1)
             and spec.C > spec.O)
 
@@ -808,10 +811,7 @@ def flat_plans() -> bool:
     """Whether :func:`_plan_conv` offers :func:`flat_spec` plans: ``AIQ_FLAT_POINTWISE=1``
     (off by default: alone the kernels ran 1.03-1.20x faster, in whole networks -3.6 % to
     +1.9 %, docs/runs/s32/ab_flat.txt)."""
-    env = os.environ.get("AIQ_FLAT_POINTWISE", "")
-    if env not in ("", "0", "1"):
-        raise ValueError(f"AIQ_FLAT_POINTWISE must be 0 or 1 (or unset), got {env!r}")
-    return env == "1"
+    return _switch("AIQ_FLAT_POINTWISE") == "1"
 
 
 def _plan_conv(
@@ -1267,9 +1267,7 @@ def _float_exact_depthwise(spec: ConvSpec) -> bool:
     112). Whole models, INT8, here: MobileNetV2 1.03x (batch 1) and
     1.04x (batch 8), MnasNet 1.03x (batch 8) (docs/runs/s27/dw_float_acc_onoff.jsonl).
     ``AIQ_DW_FLOAT_ACC=0`` keeps int32 (comparisons)."""
-    env = os.environ.get("AIQ_DW_FLOAT_ACC", "")
-    if env not in ("", "0", "1"):
-        raise ValueError(f"AIQ_DW_FLOAT_ACC must be 0 or 1 (or unset), got {env!r}")
+    env = _switch("AIQ_DW_FLOAT_ACC")
     return env != "0" and spec.KH * spec.KW * MAX_INT_PRODUCT < 2**24
 
 
@@ -1283,9 +1281,7 @@ def _float_weight_codes(spec: ConvSpec, fmt: WeightFormat) -> bool:
     16 0.99-1.23x on skylake-avx512 (total 1.10x), 0.98-1.12x on haswell (1.07x); its and
     EfficientNet's 224 x 224 layers on this host (AVX-512 VNNI) 0.99-1.13x at batch 1 and 8.
     ``AIQ_DW_FLOAT_WEIGHTS=0`` keeps the int8 constants (comparisons)."""
-    env = os.environ.get("AIQ_DW_FLOAT_WEIGHTS", "")
-    if env not in ("", "0", "1"):
-        raise ValueError(f"AIQ_DW_FLOAT_WEIGHTS must be 0 or 1 (or unset), got {env!r}")
+    env = _switch("AIQ_DW_FLOAT_WEIGHTS")
     if env == "0":
         return False
     return (spec.is_depthwise and fmt.layout == "i8" and fmt.packed is None
@@ -1387,9 +1383,7 @@ def amx_plan_for(spec: ConvSpec, scheme, caps) -> amx.AmxPlan | None:
     bytes): int8's speed, int4's accuracy, int8's weight memory (``Kernel.info``'s
     ``weight_format`` is ``amx_i8``, and the build report notes it). Kept on the ``vpdpbusd``
     path they would run several times slower than an int8 layer next to them."""
-    env = os.environ.get("AIQ_AMX", "")
-    if env not in ("", "0", "1"):
-        raise ValueError(f"AIQ_AMX must be 0 or 1 (or unset), got {env!r}")
+    env = _switch("AIQ_AMX")
     name = get_precision(scheme).name
     if env == "0" or name not in ("int8", "int4") or not amx.has_amx(caps):
         return None

@@ -253,7 +253,8 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     _vectorize_block(sch, acc, block, plan, n_outer)
 
 
-def _optional_block(sch: s_tir.Schedule, name: str):
+def optional_block(sch: s_tir.Schedule, name: str):
+    """Block ``name`` of ``sch``, or None where the kernel has none."""
     try:
         return sch.get_sblock(name)
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
@@ -395,7 +396,7 @@ def _parallel_loop(sch: s_tir.Schedule, pad, block: _RegisterBlock, plan: TilePl
     :func:`_decode_stage`). Returns the outer loops added (1 if the parallel loop was split
     into one chunk per thread, else 0)."""
     loops = [block.named[nm] for nm in plan.order[:npar]]
-    dec = _optional_block(sch, "wdec")
+    dec = optional_block(sch, "wdec")
     if dec is not None and plan.decode_block and npar == 1:
         _block_decode(sch, pad, dec, loops[0], plan)
         return 0

@@ -28,7 +28,14 @@ import tvm
 from tvm import s_tir, te
 
 from .common import ConvSpec, round_up
-from .schedules import STACK_ACC_BYTES, balance, divisors, step_cycles, write_bits
+from .schedules import (
+    STACK_ACC_BYTES,
+    balance,
+    divisors,
+    optional_block,
+    step_cycles,
+    write_bits,
+)
 
 # Cook-Toom matrices (Lavin & Gray 2015): B^T [a x a], G [a x 3], A^T [m x a], a = m + 2.
 _MATRICES = {
@@ -424,9 +431,8 @@ def schedule_winograd(func, spec: ConvSpec, plan: WinoPlan, gemm=None, in_lanes=
 def _schedule_unphase(sch, lanes: int) -> None:
     """The dilated layer's last pass (``unphase``, if any): parallel over output rows, one
     channel vector at a time."""
-    try:
-        block = sch.get_sblock("unphase")
-    except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
+    block = optional_block(sch, "unphase")
+    if block is None:
         return
     b, i, j, k = sch.get_loops(block)
     _, ki = sch.split(k, [None, _vector_width(int(sch.get(block).iter_vars[-1].dom.extent),
