@@ -13,6 +13,8 @@ from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel
 from aiq_tvm.targets.x86.prefetch import (
     ENV_SWITCH,
+    ROWS_FIRST_LINES,
+    _rows_first_inner,
     pacing,
     prefetch_enabled,
     prefetch_next_weight_block,
@@ -22,6 +24,7 @@ from isa import AARCH64_DOTPROD, BEST_X86, HASWELL, isa_params
 
 WIDE_1X1 = ConvSpec(1, 7, 7, 1024, 512, 1, 1)  # 2 MB fp32 weights: output-channel tasks
 WIDER_1X1 = ConvSpec(1, 7, 7, 2048, 1024, 1, 1)  # 2 MB int8 weights
+ROWS_1X1 = ConvSpec(1, 14, 14, 256, 512, 1, 1)  # 512 KB fp32 weights: row tasks (Zen 4 L2)
 QP = ActQParams.from_range(-3.0, 3.0)
 
 
@@ -133,6 +136,37 @@ def test_weights_that_stay_in_the_l2_are_left_alone(monkeypatch):
     assert prefetch_next_weight_block(func, 1 << 20)[1] >= 1
     assert prefetch_next_weight_block(func, 4 << 20) == (func, 0)
     assert prefetch_next_weight_block(func, 0)[1] >= 1
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx2")))
+@pytest.mark.usefixtures("zen4_caches")
+def test_row_tasks_prefetch_the_next_block_in_their_first_pass(target, monkeypatch):
+    """Row tasks walk every output-channel block in each pass: the thread's first pass
+    prefetches the next block during the current one, the other passes run the loop as it
+    was (both versions are in the kernel), and the outputs do not change."""
+    kernel, xin = _conv(ROWS_1X1, "fp32", target)
+    assert kernel.plan.order[-1] == "o" and kernel.plan.order[0] != "o"
+    assert kernel.info["weight_prefetch"] >= 1
+    script = kernel.prim_func.script()
+    assert script.count("llvm.prefetch") == kernel.info["weight_prefetch"]
+    assert script.count('T.sblock("acc_update")') == 2  # with and without the prefetch
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    plain, _ = _conv(ROWS_1X1, "fp32", target)
+    assert plain.info["weight_prefetch"] == 0
+    assert plain.prim_func.script().count('T.sblock("acc_update")') == 1
+    np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
+
+
+@pytest.mark.parametrize("extent,steps,lines,inner", [
+    (256, 1, 512, 1),  # 2 lines a step: every step prefetches
+    (256, 1, 128, 4),  # half a line a step: 2 lines every fourth step
+    (512, 1, 2048, 1),  # 4 lines a step: as few steps as there are
+    (64, 9, 288, 4),  # 3 x 3 taps outside: 9 x 16 groups of 2 lines
+])
+def test_row_task_groups_take_at_most_two_lines(extent, steps, lines, inner):
+    assert _rows_first_inner(extent, steps, lines) == inner
+    groups = steps * extent // inner
+    assert -(-lines // groups) <= ROWS_FIRST_LINES or inner == 1
 
 
 @pytest.mark.parametrize("block_lines", [1, 7, 64, 1536, 4096, 9216])

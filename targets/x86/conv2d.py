@@ -1361,7 +1361,7 @@ def _winograd_kernel(spec: ConvSpec, args, wplan, residual: bool, residual_qpara
     params = [x, wt, bias] + ([res] if res is not None else []) + [y]
     func = finalize(te.create_prim_func(params), scheduled=False)
     func = finalize(wino.schedule_winograd(func, phases or spec, wplan))
-    func, lines = prefetch_next_weight_block(func, args.cpu.caps.l2_bytes)
+    func, lines = prefetch_next_weight_block(func, args.cpu.caps.l2_bytes, args.cpu.threads)
     sched = {"schedule": wplan.describe(), "schedule_source": "default", "weight_prefetch": lines}
     fmt = args.cpu.weight_formats(args.scheme, None, 9 * spec.C, False)[0]
     info = kernel_info(args, fmt, "bcast", sched, ["weight", "bias"], consts, residual, True)
@@ -1464,7 +1464,7 @@ def _winograd_int8_kernel(spec: ConvSpec, args, fmt, wplan, residual: bool,
                                            row_pass=True,
                                            out_lanes=max(args.cpu.lanes, UINT8_STORE_LANES),
                                            in_rows=tile.split_input))
-    func, lines = prefetch_next_weight_block(func, args.cpu.caps.l2_bytes)
+    func, lines = prefetch_next_weight_block(func, args.cpu.caps.l2_bytes, args.cpu.threads)
     sched = {"schedule": wplan.describe(), "schedule_source": "default", "weight_prefetch": lines}
     info = kernel_info(args, fmt, "dot", sched, names, consts, residual, True)
     info.update(algorithm=f"winograd_f{tile.m}", intrin=intrin, weight_format="wino_i16")

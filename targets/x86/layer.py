@@ -135,7 +135,7 @@ def schedule_layer(func: tirx.PrimFunc, plan: TilePlan, kind: str, args: LayerAr
         acc_budget=args.cpu.acc_budget(plan.mode, fmt.weight_regs), database=database,
         tune_trials=tune_trials,
     )  # fmt: skip
-    func, lines = prefetch_next_weight_block(func, args.cpu.caps.l2_bytes)
+    func, lines = prefetch_next_weight_block(func, args.cpu.caps.l2_bytes, args.cpu.threads)
     return func, {**info, "weight_prefetch": lines}
 
 

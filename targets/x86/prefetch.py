@@ -15,6 +15,19 @@ next block, at an address advancing evenly through it. ResNet-50's 1x1 conv 2048
 7 x 7 (batch 1, 2 threads, Intel host, session 24, docs/runs/s24_prefetch_kernel.py) ran
 427 us with a cold cache without it, 359 us with it, and 333-344 us hot.
 
+Tasks that walk **every** block in each pass (rows first: a task of output rows runs all the
+output-channel blocks for its rows, each block's weights then read from the L2 by the other
+passes) read all the weights from memory in their thread's first pass, block after block.
+There the next block's lines are prefetched during the current block's reduction, in that
+first pass only (:data:`ROWS_FIRST_MIN_BYTES` of weights and up, whatever the L2 holds: in a
+whole inference the other layers have evicted them). The other passes run the loop as it was:
+the pass loop holds both versions under a test of the pass, since with a prefetch in the
+reduction loop LLVM stores the register block's accumulators on every iteration (twice a
+1x1 conv's time on 28 x 28 rows). ResNet-50's 1x1 convs on 14 x 14 maps (512 KB - 1 MB
+of fp32 weights, rows first on this Intel host's 2 MiB L2) ran 7-14 % faster alone with a
+cold cache, 5-12 % faster in whole inferences, unchanged hot (session 34,
+docs/performance_224.md).
+
 The rewrite reads the scheduled loop nest, so it applies to default, tuned and database
 schedules alike. It needs loops that move through the weights (the blocks: the parallel loop,
 unless its tasks are images or rows that all read every block, and serial loops under it),
@@ -30,9 +43,11 @@ import os
 from dataclasses import dataclass
 
 import tvm
-from tvm import tirx
+from tvm import s_tir, tirx
 from tvm.s_tir.stmt import SBlock, SBlockRealize
 from tvm.sym import Analyzer, IntervalSet
+
+from .schedules import divisors
 
 CACHE_LINE_BYTES = 64
 # prefetcht1: into L2 and outward, not L1 (the next block would evict the current one's
@@ -46,6 +61,13 @@ MAX_INNER = 64
 MAX_PASSES = 16
 # Weights up to this share of a core's L2 stay cached (as the planner's row split assumes).
 L2_SHARE = 0.75
+# Rows-first tasks (see the module docstring) from this many bytes of weights: ResNet-50's
+# 1x1 convs on 28 x 28 maps (256 KB) ran as fast with it as without, alone and cold; smaller
+# layers (ResNet-20's, at most 147 KB) were not measured.
+ROWS_FIRST_MIN_BYTES = 256 * 1024
+# Lines a rows-first pass prefetches per reduction step (at most): the next block's lines
+# spread over the whole of the current block's reduction, not one burst.
+ROWS_FIRST_LINES = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,13 @@ class _Nest:
     weight_loops: list
     start: tirx.PrimExpr  # the block's first element (flat), in the loop variables
     span: int  # elements from the block's first to its last
+    # Blocks innermost (the next block is read right after this one): whether this pass is
+    # the first of its thread, the one that reads the weights from beyond the L2.
+    first_pass: tirx.PrimExpr | None = None
+
+    @property
+    def rows_first(self) -> bool:
+        return self.first_pass is not None
 
 
 def prefetch_enabled() -> bool:
@@ -72,11 +101,12 @@ def prefetch_enabled() -> bool:
     return env != "0"
 
 
-def prefetch_next_weight_block(func: tirx.PrimFunc, l2_bytes: int, weight: str = "weight"
-                               ) -> tuple[tirx.PrimFunc, int]:  # fmt: skip
-    """``func`` with the next weight block prefetched during the current block's later passes,
-    and the lines each prefetch group fetches (0: ``func`` unchanged;
-    ``Kernel.info["weight_prefetch"]``).
+def prefetch_next_weight_block(func: tirx.PrimFunc, l2_bytes: int, threads: int = 1,
+                               weight: str = "weight") -> tuple[tirx.PrimFunc, int]:
+    """``func`` with the next weight block prefetched during the current block's later passes
+    (or, for rows-first tasks, during the current block in each thread's first pass: tasks
+    are split over ``threads``), and the lines each prefetch group fetches (0: ``func``
+    unchanged; ``Kernel.info["weight_prefetch"]``).
 
     Unchanged where the structure does not match, or where all the weights fit
     :data:`L2_SHARE` of a core's L2 (``l2_bytes``; 0: unknown, no such limit): they stay
@@ -88,13 +118,16 @@ def prefetch_next_weight_block(func: tirx.PrimFunc, l2_bytes: int, weight: str =
     if buf is None:
         return func, 0
     nbytes = math.prod(int(d) for d in buf.shape) * tvm.DataType(buf.dtype).bits // 8
-    if l2_bytes and nbytes <= L2_SHARE * l2_bytes:
-        return func, 0
-    nest = _find_nest(func.body, buf)
-    if nest is None:
+    cached = bool(l2_bytes) and nbytes <= L2_SHARE * l2_bytes
+    rows_first = threads if nbytes >= ROWS_FIRST_MIN_BYTES else 0
+    nest = _find_nest(func.body, buf, rows_first)
+    if nest is None or (cached and not nest.rows_first):
         return func, 0
     split, per_group = _prefetch_loop(nest, buf)
-    return func.with_body(_replace(func.body, nest.weight_loops[-1], split)), per_group
+    func = func.with_body(_replace(func.body, nest.weight_loops[-1], split))
+    if nest.rows_first:  # the original loop is kept beside the split one: one definition each
+        func = _ssa(func)
+    return func, per_group
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,11 +166,13 @@ def _extent(loop: tirx.For) -> int | None:
     return int(loop.extent) if isinstance(loop.extent, tirx.IntImm) else None
 
 
-def _find_nest(body, buf) -> _Nest | None:
+def _find_nest(body, buf, rows_first_threads: int = 0) -> _Nest | None:
+    """The task nest of the first block reading ``buf`` that matches a pattern; rows-first
+    tasks only if ``rows_first_threads`` (the threads the parallel loop is split over)."""
     for loops, realize in _paths_to_blocks(body):
         region = _weight_region(realize.block, buf)
         if region is not None and all(_extent(lp) for lp in loops):
-            nest = _task_nest(loops, realize, region, buf)
+            nest = _task_nest(loops, realize, region, buf, rows_first_threads)
             if nest is not None:
                 return nest
     return None
@@ -180,7 +215,50 @@ def _split_loops(chain, flat_vars) -> tuple[list, list, list] | None:
     return tuple(groups) if all(groups) else None
 
 
-def _task_nest(loops, realize, region, buf) -> _Nest | None:
+def _output_vars(realize) -> set:
+    """Loop variables the block's written region moves with (its output positions and
+    channels, not the reduction)."""
+    ana = Analyzer()
+    for iv, value in zip(realize.block.iter_vars, realize.iter_values, strict=True):
+        ana.bind(iv.var, value)
+    return _vars_of([ana.simplify(rng.min) for w in realize.block.writes for rng in w.region])
+
+
+def _split_rows_first(chain, flat_vars, out_vars) -> tuple[list, list, list] | None:
+    """(passes, blocks, weight loops) of a task that walks every block in each pass: loops
+    that leave the weights in place, then loops moving weights and outputs (the blocks), then
+    loops moving the weights alone (the block's reduction); ``None`` otherwise."""
+    groups: list[list] = [[], [], []]
+    stage = 0
+    for lp in chain:
+        if _extent(lp) == 1:
+            continue
+        var = lp.loop_var
+        kind = 0 if var not in flat_vars else (1 if var in out_vars else 2)
+        if kind < stage:
+            return None
+        stage = kind
+        groups[kind].append(lp)
+    return tuple(groups) if groups[1] and groups[2] else None
+
+
+def _matches_buffers(stmt) -> bool:
+    """Whether a block under ``stmt`` matches buffers (a tensorized dot product): the rows-first
+    rewrite keeps two copies of the loop, and TVM's SSA renaming leaves a copied match
+    constraint unprovable, so those kernels are left alone."""
+    if isinstance(stmt, SBlock) and len(stmt.match_buffers):
+        return True
+    return any(_matches_buffers(child) for child in _children(stmt))
+
+
+def _thread_first_pass(task: tirx.For, passes: list, threads: int) -> tirx.PrimExpr:
+    """Whether the current pass is the first of its thread: TVM's parallel launch gives each
+    of ``threads`` a contiguous run of ``ceil(extent / threads)`` tasks."""
+    run = -(-_extent(task) // threads)
+    return tirx.all(task.loop_var % run == 0, _linear(passes) == 0)
+
+
+def _task_nest(loops, realize, region, buf, rows_first_threads: int = 0) -> _Nest | None:
     par = [i for i, lp in enumerate(loops) if lp.kind == tirx.ForKind.PARALLEL]
     if len(par) != 1:
         return None
@@ -191,13 +269,22 @@ def _task_nest(loops, realize, region, buf) -> _Nest | None:
         chain.append(lp)
     ana, first, last = _flat_range(loops, realize, region, buf)
     moving = _vars_of([first])
-    if chain[0].loop_var not in moving:
+    task = chain[0]
+    if task.loop_var not in moving:
         chain = chain[1:]  # tasks of other images or rows: the task's own loops walk the blocks
     split = _split_loops(chain, moving)
-    if split is None:
-        return None
-    blocks, passes, weight_loops = split
-    if not 2 <= math.prod(_extent(lp) for lp in passes) <= MAX_PASSES:
+    first_pass = None
+    if split is not None:
+        blocks, passes, weight_loops = split
+        if not 2 <= math.prod(_extent(lp) for lp in passes) <= MAX_PASSES:
+            return None
+    elif rows_first_threads and task.loop_var not in moving:
+        split = _split_rows_first(chain, moving, _output_vars(realize))
+        if split is None or _matches_buffers(split[2][-1]):
+            return None
+        passes, blocks, weight_loops = split
+        first_pass = _thread_first_pass(task, passes, rows_first_threads)
+    else:
         return None
     inner = set(loops[loops.index(weight_loops[0]):])  # the block's loops, register block too
     dom = {lp.loop_var: IntervalSet(lp.min, lp.min + lp.extent - 1) for lp in inner}
@@ -205,7 +292,7 @@ def _task_nest(loops, realize, region, buf) -> _Nest | None:
     span = ana.simplify(hi - lo + 1)
     if not isinstance(span, tirx.IntImm) or int(span) < 1:
         return None
-    return _Nest(blocks, passes, weight_loops, ana.simplify(lo), int(span))
+    return _Nest(blocks, passes, weight_loops, ana.simplify(lo), int(span), first_pass)
 
 
 def _vars_of(exprs) -> set:
@@ -233,6 +320,14 @@ def _inner_extent(extent: int) -> int:
     return max(d for d in range(1, min(extent, MAX_INNER) + 1) if extent % d == 0)
 
 
+def _rows_first_inner(extent: int, steps: int, lines: int) -> int:
+    """Iterations of the innermost weight loop between two prefetch groups of a task walking
+    the blocks innermost: its largest divisor that keeps a group to
+    :data:`ROWS_FIRST_LINES` lines (``steps``: outer weight iterations per block)."""
+    return max(d for d in divisors(extent)
+               if math.ceil(lines / (steps * extent // d)) <= ROWS_FIRST_LINES or d == 1)
+
+
 def pacing(block_lines: int, groups: int) -> tuple[int, int]:
     """(scale, lines per group): group ``g`` prefetches lines ``(g * scale >> 16) + j`` for
     ``j < per_group``, i.e. ``floor(g * block_lines / groups)`` on, as a multiply and a shift
@@ -257,24 +352,33 @@ def _next_block_start(nest: _Nest) -> tuple[list, tirx.PrimExpr]:
 
 def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
     """The innermost weight loop split in two, the next block's lines prefetched at the top of
-    each outer iteration, paced evenly over the passes after the first; and the prefetches
-    per group.
+    each outer iteration, paced evenly over the passes after the first (rows first: over the
+    block's own reduction, in the thread's first pass; the loop as it was in the other
+    passes); and the prefetches per group.
 
     The accumulation loop itself stays free of the prefetch: with a prefetch call inside it,
     LLVM stored an int8 register block's 21 accumulators to the stack on every iteration
     (about twice the kernel's time in an ad-hoc run of session 24)."""
     line_elems = CACHE_LINE_BYTES // max(tvm.DataType(buf.dtype).bits // 8, 1)
+    lines = math.ceil(nest.span / line_elems)
     loop = nest.weight_loops[-1]
-    inner = _inner_extent(_extent(loop))
+    outer = nest.weight_loops[:-1]
+    # Blocks innermost: the next block's lines spread over this block's own weight loops,
+    # in every pass. Otherwise over the later passes (the first one reads the block itself).
+    pacing_passes = 1 if nest.rows_first else math.prod(_extent(lp) for lp in nest.passes) - 1
+    steps = pacing_passes * math.prod(_extent(lp) for lp in outer)
+    inner = (_rows_first_inner(_extent(loop), steps, lines) if nest.rows_first
+             else _inner_extent(_extent(loop)))  # fmt: skip
     outer_var = tirx.Var(f"{loop.loop_var.name}_pf", "int32")
     inner_var = tirx.Var(f"{loop.loop_var.name}_in", "int32")
-    outer = nest.weight_loops[:-1]
-    groups = (math.prod(_extent(lp) for lp in nest.passes) - 1) * math.prod(
-        _extent(lp) for lp in outer) * (_extent(loop) // inner)
-    scale, per_group = pacing(math.ceil(nest.span / line_elems), groups)
-    group = (_linear(nest.passes) - 1) * math.prod(_extent(lp) for lp in outer)
+    scale, per_group = pacing(lines, steps * (_extent(loop) // inner))
+    group = tirx.const(0, "int64") if nest.rows_first else _linear(nest.passes) - 1
+    group = group * math.prod(_extent(lp) for lp in outer)
     group = (group + _linear(outer)) * (_extent(loop) // inner) + tirx.Cast("int64", outer_var)
-    line = tirx.shift_right(group * scale, _SHIFT)
+    groups = steps * (_extent(loop) // inner)
+    # Where each group takes the same whole number of lines, a plain multiply (no shift).
+    line = (group * (lines // groups) if lines % groups == 0
+            else tirx.shift_right(group * scale, _SHIFT))  # fmt: skip
     lets, start = _next_block_start(nest)
     zeros = [0] * (len(buf.shape) - 1)
     calls = []
@@ -284,14 +388,25 @@ def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
             "void", "llvm.prefetch.p0", tirx.address_of(tirx.BufferLoad(buf, [*zeros, index])),
             0, PREFETCH_LOCALITY, 1)  # fmt: skip
         calls.append(tirx.Evaluate(call))
-    first_pass = _linear(nest.passes) == 0
-    fetch = tirx.IfThenElse(tirx.Not(first_pass), tirx.SeqStmt([*lets, *calls]), None)
+    fetch = tirx.SeqStmt([*lets, *calls])
+    if not nest.rows_first:
+        fetch = tirx.IfThenElse(tirx.Not(_linear(nest.passes) == 0), fetch, None)
     bind = tirx.LetStmt(loop.loop_var, outer_var * inner + inner_var)
     inner_loop = tirx.For(inner_var, 0, inner, tirx.ForKind.SERIAL,
                           tirx.SeqStmt([bind, loop.body]))  # fmt: skip
     split = tirx.For(outer_var, 0, _extent(loop) // inner, tirx.ForKind.SERIAL,
                      tirx.SeqStmt([fetch, inner_loop]), None, loop.annotations)  # fmt: skip
+    if nest.rows_first:
+        # Only a thread's first pass reads the weights from beyond the L2; the other passes
+        # keep the loop as it was (with the prefetch in it, LLVM stores the accumulators at
+        # each of its iterations).
+        split = tirx.IfThenElse(nest.first_pass, split, loop)
     return split, per_group
+
+
+def _ssa(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every variable defined once (TVM's ConvertSSA renames the repeats)."""
+    return s_tir.transform.ConvertSSA()(tvm.IRModule({"main": func}))["main"]
 
 
 def _replace(stmt, old: tirx.Stmt, new: tirx.Stmt):
