@@ -22,11 +22,11 @@ There the next block's lines are prefetched during the current block's reduction
 first pass only (:data:`ROWS_FIRST_MIN_BYTES` of weights and up, whatever the L2 holds: in a
 whole inference the other layers have evicted them). The other passes run the loop as it was:
 the pass loop holds both versions under a test of the pass, since with a prefetch in the
-reduction loop LLVM stores the register block's accumulators on every iteration (twice a
-1x1 conv's time on 28 x 28 rows). ResNet-50's 1x1 convs on 14 x 14 maps (512 KB - 1 MB
-of fp32 weights, rows first on this Intel host's 2 MiB L2) ran 7-14 % faster alone with a
-cold cache, 5-12 % faster in whole inferences, unchanged hot (session 34,
-docs/performance_224.md).
+reduction loop LLVM stores the register block's accumulators on every iteration (about
+twice a 1x1 conv's time on 28 x 28 rows). ResNet-50's 1x1 convs on 14 x 14 maps (1 MB of
+fp32 weights, rows first on the Intel host's 2 MiB L2) ran 1.11-1.16x faster alone with a
+cold cache, unchanged hot, and 1.11-1.21x faster inside whole inferences (session 34,
+docs/performance_224.md, docs/runs/s34/rows_prefetch_*.txt).
 
 The rewrite reads the scheduled loop nest, so it applies to default, tuned and database
 schedules alike. It needs loops that move through the weights (the blocks: the parallel loop,
