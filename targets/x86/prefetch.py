@@ -111,7 +111,9 @@ def prefetch_next_weight_block(func: tirx.PrimFunc, l2_bytes: int, threads: int 
     Unchanged where the structure does not match, or where all the weights fit
     :data:`L2_SHARE` of a core's L2 (``l2_bytes``; 0: unknown, no such limit): they stay
     cached between the tasks and the calls, and the prefetch would only add its instructions
-    (ResNet-20 FP32 at batch 16, 10-40 KB per layer, ran 0.91x the speed with it at 90bebde)."""
+    (ResNet-20 FP32 at batch 16, 10-40 KB per layer, ran 0.91x the speed with it at 90bebde).
+    Rows-first tasks are rewritten whatever the L2 holds, from :data:`ROWS_FIRST_MIN_BYTES`
+    of weights (their first pass reads them from beyond the L2 in a whole inference)."""
     if not prefetch_enabled():
         return func, 0
     buf = next((b for b in func.params if getattr(b, "name", None) == weight), None)
@@ -358,13 +360,16 @@ def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
 
     The accumulation loop itself stays free of the prefetch: with a prefetch call inside it,
     LLVM stored an int8 register block's 21 accumulators to the stack on every iteration
-    (about twice the kernel's time in an ad-hoc run of session 24)."""
+    (about twice the kernel's time in an ad-hoc run of session 24). A rows-first first pass
+    may prefetch at every reduction step (:data:`ROWS_FIRST_LINES`) and pays those stores, once
+    per thread and call."""
     line_elems = CACHE_LINE_BYTES // max(tvm.DataType(buf.dtype).bits // 8, 1)
     lines = math.ceil(nest.span / line_elems)
     loop = nest.weight_loops[-1]
     outer = nest.weight_loops[:-1]
-    # Blocks innermost: the next block's lines spread over this block's own weight loops,
-    # in every pass. Otherwise over the later passes (the first one reads the block itself).
+    # Blocks innermost: the next block's lines spread over this block's own weight loops
+    # (in the thread's first pass). Otherwise over the later passes (the first one reads the
+    # block itself).
     pacing_passes = 1 if nest.rows_first else math.prod(_extent(lp) for lp in nest.passes) - 1
     steps = pacing_passes * math.prod(_extent(lp) for lp in outer)
     inner = (_rows_first_inner(_extent(loop), steps, lines) if nest.rows_first
