@@ -217,12 +217,9 @@ def _split_loops(chain, flat_vars) -> tuple[list, list, list] | None:
     return tuple(groups) if all(groups) else None
 
 
-def _output_vars(realize) -> set:
+def _output_vars(realize, ana: Analyzer) -> set:
     """Loop variables the block's written region moves with (its output positions and
-    channels, not the reduction)."""
-    ana = Analyzer()
-    for iv, value in zip(realize.block.iter_vars, realize.iter_values, strict=True):
-        ana.bind(iv.var, value)
+    channels, not the reduction); ``ana`` binds the block's iterators (:func:`_flat_range`)."""
     return _vars_of([ana.simplify(rng.min) for w in realize.block.writes for rng in w.region])
 
 
@@ -281,7 +278,7 @@ def _task_nest(loops, realize, region, buf, rows_first_threads: int = 0) -> _Nes
         if not 2 <= math.prod(_extent(lp) for lp in passes) <= MAX_PASSES:
             return None
     elif rows_first_threads and task.loop_var not in moving:
-        split = _split_rows_first(chain, moving, _output_vars(realize))
+        split = _split_rows_first(chain, moving, _output_vars(realize, ana))
         if split is None or _matches_buffers(split[2][-1]):
             return None
         passes, blocks, weight_loops = split
