@@ -17,7 +17,9 @@ memory term and the compute term are counted with the same clock.
   the weights, and says so in ``assumed``.
 
 The Winograd-vs-direct choice of the builders keeps its own calibrated term
-(``x86.winograd.MEMORY_BYTES_PER_CYCLE``): kernel choices do not depend on this module.
+(``x86.winograd.MEMORY_BYTES_PER_CYCLE``). The x86 planner takes one figure from here: a
+thread's share of the memory bandwidth, with which it weighs the weights each thread of a
+batch-1 fp32 direct plan reads first (``x86.conv2d._first_read_cycles``).
 """
 
 from __future__ import annotations

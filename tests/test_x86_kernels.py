@@ -709,6 +709,46 @@ def test_image_channel_order_conv_matches_reference(name, scheme):
     assert_close(run_kernel(k, xin, res), ref.y, scheme)
 
 
+@pytest.mark.usefixtures("zen4_caches")
+def test_batch1_float_plans_weigh_the_weights_each_thread_reads_first(monkeypatch):
+    """Inception-v3's 3x3 448 -> 384 at 8 x 8, fp32 batch 1 (6.2 MB of weights): row and
+    output-channel tasks tie in the compute model, but each row task's thread reads all the
+    weights from memory and each channel task's thread half, so the planner takes the
+    channel split; without the first-read term the rows win the tie."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    spec = ConvSpec(1, 8, 8, 448, 384, 3, 3, padding=1)
+    target = ISA_TARGETS["avx512_vnni"]
+
+    def par():
+        return conv_mod.conv_choice_for(spec, "fp32", target).plan.tile.par
+
+    assert par() == ("o",)
+    monkeypatch.setattr(conv_mod, "FIRST_READ_MAX_BATCH", 0)
+    assert par() == ("s0", "s1")
+
+
+@pytest.mark.usefixtures("zen4_caches")
+def test_first_read_counts_the_bytes_a_thread_reads_first():
+    """Row tasks: every weight (float32); channel tasks: the thread's half of them plus the
+    input the root copy reads; nothing at batch 8 or for int8 weights."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    cpu = cpu_model(ISA_TARGETS["avx512_vnni"])
+    spec = ConvSpec(1, 8, 8, 448, 384, 3, 3, padding=1)
+    choice = conv_mod.conv_choice_for(spec, "fp32", ISA_TARGETS["avx512_vnni"])
+    channel = choice.plan
+    rows = replace(channel, tile=replace(channel.tile, order=("s0", "s1", "o", "s2"),
+                                         par=("s0", "s1")))
+    weights = 384 * 448 * 9 * 4
+    read = conv_mod._first_read_cycles
+    assert read(spec, choice.fmt, rows, cpu, 1.0) == weights
+    assert read(spec, choice.fmt, channel, cpu, 1.0) == weights / 2 + 8 * 8 * 448 * 4
+    assert read(replace(spec, N=8), choice.fmt, rows, cpu, 1.0) == 0.0
+    int8 = conv_mod.conv_choice_for(spec, "int8", ISA_TARGETS["avx512_vnni"])
+    assert read(spec, int8.fmt, int8.plan, cpu, 1.0) == 0.0
+
+
 @pytest.mark.parametrize("l2_kib,lead", [(1024, "s0"), (256, "o"), (0, "o")])
 def test_row_split_weights_are_sized_by_the_targets_l2(l2_kib, lead):
     """The row split re-reads a 1x1 conv's weights from each core's L2, so it takes weights

@@ -818,8 +818,10 @@ def _plan_conv(
     spec: ConvSpec, fmts: list[WeightFormat], cpu: CpuModel
 ) -> tuple[WeightFormat, _ConvPlan]:
     """Cheapest (format, plan), with ``AIQ_FLAT_POINTWISE=1`` the plans of :func:`flat_spec`
-    included; ties (equal modelled cost) go to the smaller register block, then, for float
-    pointwise convs, to the tile with more rows (:func:`_prefers_rows`)."""
+    included, ranked by modelled cost plus the first read of their weights
+    (:func:`_first_read_cycles`); ties go to the smaller register block, then, for float
+    pointwise convs, to the tile with more rows (:func:`_prefers_rows`). The plan keeps its
+    modelled cost (``cycles``)."""
     flat = flat_spec(spec) if flat_plans() and spec.W <= cpu.max_acc("bcast") else None
     cands = [
         (c, i, fmt, p) for i, fmt in enumerate(fmts) for c, p in conv_candidates(spec, fmt, cpu)
@@ -827,12 +829,65 @@ def _plan_conv(
     if flat is not None:  # float32 weights: the format measured (docs/runs/s32/flat_ab.txt)
         cands += [(c, i, fmt, p) for i, fmt in enumerate(fmts) if fmt.name == "f32"
                   for c, p in conv_candidates(flat, fmt, cpu, flat=True)]
+    rate = _thread_memory_rate(cpu)
     cost, _, fmt, plan = min(
-        cands, key=lambda t: (round(t[0], 1), t[1], t[3].tile.ocb * prod(t[3].tile.tiles),
+        cands, key=lambda t: (round(t[0] + _first_read_cycles(spec, t[2], t[3], cpu, rate), 1),
+                              t[1], t[3].tile.ocb * prod(t[3].tile.tiles),
                               -t[3].tile.tiles[1] if _prefers_rows(spec, t[3].tile.mode)
                               else 0)  # fmt: skip
     )
     return fmt, replace(plan, cycles=cost)
+
+
+def _first_read_cycles(spec: ConvSpec, fmt: WeightFormat, plan: _ConvPlan, cpu: CpuModel,
+                       rate: float) -> float:
+    """Cycles the busiest thread spends reading from memory, at its share ``rate`` (bytes
+    per cycle) of the target's memory bandwidth, what a call reads first: every weight where
+    each thread walks all output-channel blocks (row and image tasks); where output-channel
+    blocks are the parallel split, its share of them plus the whole input, which one thread
+    reads into the padded copy before the parallel loop.
+
+    Ranks the direct plans only: ``_ConvPlan.cycles`` stays the compute model, which the
+    Winograd choice and the speed floor use. In a whole network a layer's weights come from
+    memory (see :meth:`ConvChoice.cycles_plus_read`), and that read adds to the compute
+    rather than hiding under it; the compute model prices neither it nor the root copy's
+    input read. Measured cold (64 MB written before each call) / hot, fp32 batch 1
+    (docs/runs/s35/cand_rank.txt): 3x3 448 -> 384 at 8 x 8 (6.2 MB of weights, tied in the
+    compute model), row tasks 1.095 / 0.767 ms, channel tasks 0.869-0.928 / 0.753-0.777;
+    3x3/2 256 -> 256 at 56 x 56 (2.4 MB of weights, 3.2 MB input), where the root copy's
+    read keeps the row tasks: 3.580 / 3.396 ms against 3.756-3.895 / 3.565-3.733.
+
+    Only up to :data:`FIRST_READ_MAX_BATCH` and for float32 kernels: the integer kernels'
+    weights are a quarter of the bytes, and the one int8 layer of the models checked whose
+    plan the term moved (1x1 320 -> 784 at 14 x 14) ran slower cold (141.7 against 122.4 us,
+    docs/runs/s35/first_read_ab.txt)."""
+    if not rate or spec.N > FIRST_READ_MAX_BATCH or fmt.in_dtype != "float32":
+        return 0.0
+    weights = prod(spec.weight_shape) * 4
+    if plan.tile.par[:1] != ("o",):
+        return weights / rate
+    root_copy = prod(spec.in_shape) * 4 if plan.need_pad else 0
+    return (weights / cpu.threads + root_copy) / rate
+
+
+# Largest batch the first read ranks plans at. At batch 8 the compute per weight byte is 8x
+# larger and image tasks, each reading all the weights, ran faster than channel tasks where
+# the term would have chosen these: 3x3/2 256 -> 512 and 512 -> 512 at 14 x 14 (ResNet-18 /
+# ResNet-50 at batch 8) 1.06-1.13x hot, 1.05-1.10x cold (docs/runs/s35/cand_b8_image.txt).
+FIRST_READ_MAX_BATCH = 1
+
+
+@functools.lru_cache(maxsize=64)
+def _thread_memory_rate_of(target_text: str, cores: int) -> float:
+    from aiq_tvm.targets.memory import weight_memory
+
+    return weight_memory(tvm.target.Target(target_text)).memory_bytes_per_cycle / cores
+
+
+def _thread_memory_rate(cpu: CpuModel) -> float:
+    """One thread's share of the target's memory bandwidth, in the planner's cycles (the
+    roofline preset's, ``targets.memory.weight_memory``)."""
+    return _thread_memory_rate_of(str(cpu.target), cpu.threads)
 
 
 @dataclass(frozen=True)
