@@ -858,9 +858,9 @@ def _first_read_cycles(spec: ConvSpec, fmt: WeightFormat, plan: _ConvPlan, cpu: 
     read keeps the row tasks: 3.580 / 3.396 ms against 3.756-3.895 / 3.565-3.733.
 
     Only up to :data:`FIRST_READ_MAX_BATCH` and for float32 kernels: the integer kernels'
-    weights are a quarter of the bytes, and the one int8 layer of the models checked whose
-    plan the term moved (1x1 320 -> 784 at 14 x 14) ran slower cold (141.7 against 122.4 us,
-    docs/runs/s35/first_read_ab.txt)."""
+    weights are a quarter of the bytes, and of the int8 layers the term moved in the models
+    checked, 1x1 320 -> 784 at 14 x 14 ran slower cold (141.7 against 122.4 us) and 1x1
+    832 -> 48 at 7 x 7 slower hot (9.0 against 6.7 us; docs/runs/s35/first_read_ab.txt)."""
     if not rate or spec.N > FIRST_READ_MAX_BATCH or fmt.in_dtype != "float32":
         return 0.0
     weights = prod(spec.weight_shape) * 4
