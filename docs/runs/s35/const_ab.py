@@ -4,7 +4,7 @@ of ``benchmark``; the ratio is a / b), outputs compared, and their
 largest difference relative to the largest output.
 
     TVM_NUM_THREADS=2 flock /work/bench.lock python docs/runs/s35/const_ab.py \\
-        MODEL BATCH PLAN ROUNDS SIZE MODULE:NAME=VALUE
+        MODEL BATCH PLAN ROUNDS SIZE MODULE:NAME=VALUE [TARGET_JSON]
 
 e.g. ``tv/wide_resnet50_2 1 fp32 7 224 aiq_tvm.targets.x86.winograd:MEMORY_BYTES_PER_CYCLE=8.4``.
 Output: one JSON line (const_ab.jsonl).
@@ -25,6 +25,7 @@ import aiq_tvm  # noqa: E402
 def main(argv: list[str]) -> None:
     model_name, bs, prec, rounds, size = argv[0], int(argv[1]), argv[2], int(argv[3]), int(argv[4])
     modname, assign = argv[5].split(":")
+    target = json.loads(argv[6]) if len(argv) > 6 else "llvm"
     name, value = assign.split("=")
     module = importlib.import_module(modname)
     default = getattr(module, name)
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> None:
     builds = {}
     for flag, val in (("a", default), ("b", type(default)(value))):
         setattr(module, name, val)
-        builds[flag] = aiq_tvm.build(mod, "llvm", params=params, plan=prec,
+        builds[flag] = aiq_tvm.build(mod, target, params=params, plan=prec,
                                      calib_data=xc[:16], batch_size=bs)
     setattr(module, name, default)
     x = np.ascontiguousarray(np.concatenate([xc] * 8)[:bs])
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> None:
     med = {f: float(np.median(v)) for f, v in times.items()}
     rel = float(np.abs(outs["a"] - outs["b"]).max() / np.abs(outs["a"]).max())
     print(json.dumps({"model": model_name, "batch": bs, "plan": prec, "size": size,
-                      "change": argv[5], "a_ms": med["a"], "b_ms": med["b"],
+                      "change": argv[5], "target": target, "a_ms": med["a"], "b_ms": med["b"],
                       "a_over_b": med["a"] / med["b"], "rel_diff": rel,
                       "rounds": {f: [round(t, 3) for t in v] for f, v in times.items()}}))
 

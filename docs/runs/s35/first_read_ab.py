@@ -1,13 +1,15 @@
 """Session 35: one conv kernel planned without and with the first-read term
 (``conv2d.FIRST_READ_MAX_BATCH`` set to 0 for "off"), each timed alone hot (the call right
 after the same call) and cold (64 MB written before the call), medians of 21 alternating
-rounds, outputs compared bit for bit. Arguments ``N,H,W,C,O,KH,KW,S[,PADDING] [scheme]``:
+rounds, outputs compared bit for bit. Arguments ``N,H,W,C,O,KH,KW,S[,PADDING] [scheme]
+[target JSON]`` (default: this host):
 
     TVM_NUM_THREADS=2 flock /work/bench.lock python docs/runs/s35/first_read_ab.py \\
         1,8,8,448,384,3,3,1 fp32
 
 Output: first_read_ab.txt.
 """
+import json
 import sys
 import time
 
@@ -20,7 +22,7 @@ from aiq_tvm.targets import host_target
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
 from aiq_tvm.targets.x86 import conv2d as cm
 
-t = tvm.target.Target(host_target())
+t = tvm.target.Target(json.loads(sys.argv[3]) if len(sys.argv) > 3 else host_target())
 scheme = sys.argv[2] if len(sys.argv) > 2 else "fp32"
 n, h, w_, c, o, kh, kw, s, *pad = map(int, sys.argv[1].split(","))
 spec = ConvSpec(n, h, w_, c, o, kh, kw, stride=s,
@@ -55,5 +57,5 @@ for _ in range(21):
 same = np.array_equal(runs[0][3], runs[1][3])
 for flag, _, _, _, sch in runs:
     hot, cold = res[flag]
-    print(f"{sys.argv[1]} {scheme} first_read={flag} {sch} hot {np.median(hot):8.1f} us "
+    print(f"{sys.argv[1]} {scheme} {t.attrs.get('mcpu', '')} first_read={flag} {sch} hot {np.median(hot):8.1f} us "
           f"cold {np.median(cold):8.1f} us same={same}", flush=True)
