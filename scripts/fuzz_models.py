@@ -3,12 +3,15 @@
     TVM_NUM_THREADS=2 python scripts/fuzz_models.py --count 200 --out docs/fuzz.md
     TVM_NUM_THREADS=2 python scripts/fuzz_models.py --count 50 \
         --target '{"kind":"llvm","mcpu":"haswell"}'
+    TVM_NUM_THREADS=2 python scripts/fuzz_models.py --profile wide --count 30
 
 Each network is imported with ``aiq_tvm.from_torch``, built at fp32 and at int8 (calibrated on
 its own input) for ``--target`` (default: this host; a target this host cannot run, such as
 aarch64, runs as a host build with that target's numerics) and compared with torch: fp32
-relative error must stay below 1e-4 and int8 below 0.1. Every failure is printed with its
-seed, the layers drawn and the error, so ``--seeds N`` reproduces it. The exit code is the
+relative error must stay below 1e-4 and int8 below 0.1. ``--profile wide`` draws them at
+the sizes of real networks' middle stages (16-256 channels, 32-96 pixels) instead of small
+ones. Every failure is printed with its seed, the layers drawn and the error, so ``--seeds N``
+(with the same ``--profile``) reproduces it. The exit code is the
 number of failing networks (capped at 100).
 
 Long runs go in pieces: ``--journal FILE`` appends every network's row to a JSONL file as it
@@ -30,13 +33,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from random_cnns import FP32_TOL, INT8_TOL, build_and_compare, random_cnn  # noqa: E402
+from random_cnns import FP32_TOL, INT8_TOL, PROFILES, build_and_compare, random_cnn  # noqa: E402
 
 
-def check(seed: int, max_blocks: int, target: str = "llvm") -> dict:
+def check(seed: int, max_blocks: int, target: str = "llvm", profile: str = "small") -> dict:
     """Build and compare network ``seed``; returns its row for the table."""
-    case = random_cnn(seed, max_blocks=max_blocks)
-    row = {"seed": seed, "max_blocks": max_blocks, "target": target, "layers": case.describe(),
+    case = random_cnn(seed, max_blocks=max_blocks, profile=profile)
+    row = {"seed": seed, "max_blocks": max_blocks, "target": target, "profile": profile,
+           "layers": case.describe(),
            "fp32": None, "int8": None, "error": ""}
     try:
         row.update(build_and_compare(case, target))
@@ -90,6 +94,9 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="llvm",
                     help="build target: JSON dict, target string or preset name (default: "
                          "this host)")
+    ap.add_argument("--profile", default="small", choices=sorted(PROFILES),
+                    help="layer sizes to draw: small maps and channels (default) or the sizes "
+                         "of real networks' middle stages")
     ap.add_argument("--journal", type=Path, help="JSONL of checked networks (appended, resumed)")
     ap.add_argument("--minutes", type=float, help="stop starting new networks after this long")
     ap.add_argument("--out", type=Path, help="write a Markdown summary here")
@@ -97,13 +104,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     seeds = args.seeds if args.seeds else list(range(args.first, args.first + args.count))
     done = {r["seed"]: r for r in _load(args.journal) if r.get("max_blocks") == args.max_blocks
-            and r.get("target", "llvm") == args.target}
+            and r.get("target", "llvm") == args.target
+            and r.get("profile", "small") == args.profile}
     rows, t0 = [done[s] for s in seeds if s in done], time.perf_counter()
     for seed in (s for s in seeds if s not in done):
         if args.minutes is not None and time.perf_counter() - t0 > 60 * args.minutes:
             print(f"stopped after {args.minutes} minutes; run again to continue", flush=True)
             break
-        row = check(seed, args.max_blocks, args.target)
+        row = check(seed, args.max_blocks, args.target, args.profile)
         rows.append(row)
         if args.journal:
             with args.journal.open("a") as f:

@@ -6,6 +6,11 @@ conv shortcuts), channel concat,
 max/avg/adaptive pooling, the usual activations, non-square inputs and batch sizes 1/3/7. The
 same seed always gives the same network, weights and input, so a failure is reproducible from
 its seed alone (``python scripts/fuzz_models.py --seeds 17``).
+
+``random_cnn(seed, profile="wide")`` draws the same kinds of layers at the sizes of real
+networks' middle stages (3-channel input of 32 to 96 pixels a side, 16 to 256 channels,
+groups up to 16, batches 1/2/8), where the planner takes the paths small maps never reach
+(Winograd, row and channel tasks, AMX tiles, micro-batches, cache-sized reduction chunks).
 """
 
 from __future__ import annotations
@@ -29,6 +34,34 @@ ACTIVATIONS = {
     "none": nn.Identity,
 }
 BATCHES = (1, 3, 7)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The sizes a drawn network's layers come from."""
+
+    in_channels: tuple[int, ...] = (1, 3, 4)
+    size: tuple[int, int] = (9, 25)  # input height and width: [low, high)
+    widths: tuple[int, ...] = (3, 5, 7, 8, 12, 17, 24)
+    shortcut_widths: tuple[int, ...] = (3, 8, 12, 17)
+    groups: tuple[int, ...] = (2, 3, 4)
+    batches: tuple[int, ...] = BATCHES
+    max_flatten: int | None = None  # wider feature maps take the pooled head instead
+
+    def __post_init__(self):
+        if not (0 < self.size[0] < self.size[1]):
+            raise ValueError(f"size must be [low, high) with 0 < low < high, got {self.size}")
+        for name in ("in_channels", "widths", "shortcut_widths", "groups", "batches"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must hold positive integers, got {getattr(self, name)}")
+
+
+PROFILES = {
+    "small": Profile(),
+    "wide": Profile(in_channels=(3,), size=(32, 97), widths=(16, 24, 32, 48, 64, 96, 128, 160, 256),
+                    shortcut_widths=(32, 64, 128, 256), groups=(2, 4, 8, 16), batches=(1, 2, 8),
+                    max_flatten=1 << 16),
+}
 
 
 @dataclass
@@ -77,8 +110,8 @@ class _Drawer:
     """Draws layers while tracking the feature map's channels and size."""
 
     def __init__(self, rng: np.random.Generator, c: int, h: int, w: int,
-                 side: np.random.Generator | None = None):
-        self.rng, self.c, self.h, self.w = rng, c, h, w
+                 side: np.random.Generator | None = None, profile: Profile = PROFILES["small"]):
+        self.rng, self.c, self.h, self.w, self.profile = rng, c, h, w, profile
         # Draws added after the generator's first version (projected shortcuts) come from
         # their own stream, so every seed keeps drawing the layers it drew before.
         self.side = np.random.default_rng(0) if side is None else side
@@ -100,13 +133,13 @@ class _Drawer:
         if min(self.h, self.w) < (k - 1) * dil + 1:
             k, dil = 1, 1
         if out is None:
-            out = self.pick([3, 5, 7, 8, 12, 17, 24])
+            out = self.pick(list(self.profile.widths))
         groups = 1
         kind = self.pick(["regular", "regular", "depthwise", "grouped"])
         if kind == "depthwise":
             out, groups = c, c
         elif kind == "grouped":
-            common = [g for g in (2, 3, 4) if c % g == 0 and out % g == 0]
+            common = [g for g in self.profile.groups if c % g == 0 and out % g == 0]
             groups = self.pick(common) if common else 1
         pad = (k - 1) // 2 * dil
         layers: list[nn.Module] = [nn.Conv2d(c, out, k, stride, pad, dilation=dil,
@@ -127,7 +160,7 @@ class _Drawer:
         shortcut and a body that may change the channel count (ResNet's downsample block)."""
         c0 = self.c
         project = self.side.random() < 0.5
-        out = int(self.side.choice([3, 8, 12, 17])) if project else self.c
+        out = int(self.side.choice(list(self.profile.shortcut_widths))) if project else self.c
         self.names.append("projected residual[" if project else "residual[")
         body = nn.Sequential(self.conv(out=out, keep_size=True),
                              self.conv(out=out, keep_size=True))
@@ -168,7 +201,9 @@ class _Drawer:
         return (nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(2)
 
     def head(self, classes: int) -> nn.Module:
-        if self.rng.random() < 0.5:
+        pooled = self.rng.random() < 0.5
+        limit = self.profile.max_flatten
+        if pooled or (limit is not None and self.c * self.h * self.w > limit):
             self.names.append(f"gap+linear {self.c}->{classes}")
             return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                  nn.Linear(self.c, classes))
@@ -189,22 +224,29 @@ def _set_bn_statistics(model: nn.Module, rng: np.random.Generator) -> None:
                 m.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
 
 
-def random_cnn(seed: int, max_blocks: int = 4) -> CnnCase:
-    """Draw network ``seed``: 1 to ``max_blocks`` blocks after a stem, then a classifier."""
+def random_cnn(seed: int, max_blocks: int = 4, profile: str = "small") -> CnnCase:
+    """Draw network ``seed``: 1 to ``max_blocks`` blocks after a stem, then a classifier, with
+    the sizes of ``profile`` (a name in ``PROFILES``)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    prof = PROFILES[profile]
     rng = np.random.default_rng(seed)
-    c = int(rng.choice([1, 3, 4]))
-    h, w = int(rng.integers(9, 25)), int(rng.integers(9, 25))
-    d = _Drawer(rng, c, h, w, side=np.random.default_rng([seed, 1]))
-    blocks = [d.conv()]
-    for _ in range(int(rng.integers(1, max_blocks + 1))):
-        kind = d.pick(["conv", "residual", "concat", "pool"])
-        blocks.append(getattr(d, kind)())
-    classes = int(rng.integers(2, 12))
-    torch.manual_seed(seed)
-    model = _Net(nn.Sequential(*blocks), d.head(classes))
+    c = int(rng.choice(list(prof.in_channels)))
+    h, w = int(rng.integers(*prof.size)), int(rng.integers(*prof.size))
+    d = _Drawer(rng, c, h, w, side=np.random.default_rng([seed, 1]), profile=prof)
+    # Modules draw their initial weights from torch's global generator as they are built, so
+    # it is seeded before the first one (and restored after, leaving the caller's draws alone).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        blocks = [d.conv()]
+        for _ in range(int(rng.integers(1, max_blocks + 1))):
+            kind = d.pick(["conv", "residual", "concat", "pool"])
+            blocks.append(getattr(d, kind)())
+        classes = int(rng.integers(2, 12))
+        model = _Net(nn.Sequential(*blocks), d.head(classes))
     _set_bn_statistics(model, rng)
     model.eval()
-    n = int(rng.choice(BATCHES))
+    n = int(rng.choice(list(prof.batches)))
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     return CnnCase(seed=seed, model=model, x=x, layers=d.names)
 
