@@ -1033,9 +1033,11 @@ def test_fold_acc_shift():
 
 def inline_expected(spec, scheme: str, target) -> bool:
     """Float depthwise convs, strided integer ones and 3x3 integer ones whose channels fill
-    whole vectors read their borders inline (on these small maps the model picks inline
-    wherever it is offered)."""
-    lanes = cpu_model(tvm.target.Target(target)).lanes
+    whole vectors (the layer's: half-width ones on AVX-512 where they fill those) read their
+    borders inline (on these small maps the model picks inline wherever it is offered)."""
+    from aiq_tvm.targets.x86.conv2d import layer_lanes
+
+    lanes = layer_lanes(spec, cpu_model(tvm.target.Target(target)), scheme)
     return (not is_int(scheme) or spec.stride != (1, 1)
             or (spec.KH * spec.KW <= 9 and spec.C % lanes == 0))
 
@@ -1170,10 +1172,11 @@ def test_integer_stride1_depthwise_reads_inline_only_for_3x3(kernel, inline):
     (120, 5, 1, 16, "0"), (72, 3, 1, 8, "0"), (96, 3, 1, 16, "1")])
 def test_float_depthwise_narrows_vectors_to_read_borders_inline(c, kernel, stride, lanes,
                                                                 unroll, monkeypatch):
-    """On AVX-512, fp32 depthwise channels that fill 8-lane vectors but not 16-lane ones take
-    8 lanes and read their borders inline; with the taps as loops not 5x5 windows at stride 1
-    (full width with a copy). int8 keeps full width. AVX2's 8 lanes are whole vectors for them
-    already."""
+    """On AVX-512, depthwise channels that fill 8-lane vectors but not 16-lane ones take 8
+    lanes and read their borders inline; with the taps as loops not 5x5 windows at stride 1
+    (full width with a copy). int8 takes the same lanes (its full-width kernel computed and
+    dropped half of the last vector: 1.0-1.6x slower, docs/runs/s36/dw_int8_half.txt). AVX2's
+    8 lanes are whole vectors for them already."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     monkeypatch.setenv("AIQ_DW_UNROLL_TAPS", unroll)
@@ -1183,7 +1186,7 @@ def test_float_depthwise_narrows_vectors_to_read_borders_inline(c, kernel, strid
     plan = conv_mod.conv_choice_for(spec, "fp32", avx512).plan
     assert (plan.tile.lanes, plan.inline_border) == (lanes, c % lanes == 0)
     assert plan.need_pad == (not plan.inline_border)
-    assert conv_mod.conv_choice_for(spec, "int8", avx512).plan.tile.lanes == 16
+    assert conv_mod.conv_choice_for(spec, "int8", avx512).plan.tile.lanes == lanes
     avx2 = conv_mod.conv_choice_for(spec, "fp32", ISA_TARGETS["avx2"]).plan
     assert (avx2.tile.lanes, avx2.inline_border) == (8, True)
 
@@ -1277,3 +1280,32 @@ def test_planner_weighs_inline_borders_against_the_copy(n, h, c, inline):
     assert plan(replace(spec, KH=3, KW=3, padding=(1, 1, 1, 1))).inline_border
     if (n, h) == (8, 56):
         assert plan(spec, 1024).inline_border
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw")))
+def test_ragged_channels_requantize_in_whole_vectors(target, monkeypatch):
+    """72 channels in 16-lane blocks (int8 depthwise at full width, uint8 output): the
+    epilogue stores 8-lane vectors, so no vector straddles the last real channel. A lane-wise
+    guard made VectorizeLoop run the requantize per lane (231 against 106 us, one thread,
+    this host; docs/runs/s36/dw_int8_half.txt)."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    monkeypatch.setattr(conv_mod, "DW_HALF_WIDTH_INT", False)
+    spec = ConvSpec(1, 6, 7, 72, 72, 3, 3, padding=1, groups=72)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 3, spec.in_shape).astype(np.float32)
+    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+    b = rng.standard_normal(72).astype(np.float32)
+    qp, oq = ActQParams.from_range(0.0, 3.0), ActQParams.from_range(0.0, 6.0)
+    k = conv2d_kernel(spec, "int8", w, b, act="relu", act_qparams=qp, out_qparams=oq,
+                      target=target)
+    assert (k.plan.lanes, k.out_dtype) == (16, "uint8")
+    sch = tvm.s_tir.Schedule(k.prim_func)
+    store = sch.get(sch.get_loops(sch.get_sblock("out"))[-1])
+    assert int(store.extent) == 8 and store.kind == tvm.tirx.ForKind.VECTORIZED
+    ref = testing.reference(spec, "int8", x, w, b, target=target, act="relu", act_qparams=qp,
+                            out_qparams=oq)
+    y = run_kernel(k, quant.quantize_act(x, qp), target=target).astype(np.int32)
+    # the float32 epilogue may round a tie the other way than the float64 reference
+    assert np.abs(y - ref.q.astype(np.int32)).max() <= 1
+    assert np.mean(y == ref.q) > 0.99

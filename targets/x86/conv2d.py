@@ -242,9 +242,10 @@ def layer_lanes(spec: ConvSpec, cpu: CpuModel, scheme, qmax: int | None = None) 
 
 
 def _border_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
-    """``cpu`` with half-width vectors (at least 8 lanes) for a float depthwise conv whose
+    """``cpu`` with half-width vectors (at least 8 lanes) for a depthwise conv whose
     channels fill them but not full-width ones, so that it may read its borders inline
-    (:func:`_border_modes` needs whole vectors); else None. With the taps as loops
+    (:func:`_border_modes` needs whole vectors) and no vector holds padding channels; else
+    None. Integer ones too (:data:`DW_HALF_WIDTH_INT`). With the taps as loops
     (``AIQ_DW_UNROLL_TAPS=0``) not for windows over 9 taps at stride 1, where the half-width
     taps then cost more than the copy.
 
@@ -257,14 +258,21 @@ def _border_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
     rule, not the model's choice: comparing the two widths' best plans, the model chose full
     width with the copy in five of the six."""
     half = cpu.lanes // 2
-    if (scheme.quantizes_activations or not spec.is_depthwise or not any(spec.padding)
-            or _inline_border_mode() == "0" or half < 8):
+    if (not DW_HALF_WIDTH_INT and scheme.quantizes_activations) or not spec.is_depthwise \
+            or not any(spec.padding) or _inline_border_mode() == "0" or half < 8:
         return None
     if spec.C % cpu.lanes == 0 or spec.C % half:
         return None
     if spec.stride == (1, 1) and spec.KH * spec.KW > 9 and not unroll_taps():
         return None
     return replace(cpu, isa=replace(cpu.isa, vector_bits=32 * half))
+
+
+# Integer depthwise convs take the half-width vectors of _border_width_cpu too. Full width,
+# 72 channels pad to 80 in a copy and the last vector's upper half is computed and dropped:
+# int8 (uint8 output), one thread, this host, full / half width: 3x3 72 @ 56 x 56 106 / 75 us,
+# 5x5 120 @ 28 x 28 66 / 64 us (docs/runs/s36/dw_int8_half.txt).
+DW_HALF_WIDTH_INT = True
 
 
 def _half_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
