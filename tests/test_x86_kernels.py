@@ -1287,7 +1287,7 @@ def test_ragged_channels_requantize_in_whole_vectors(target, monkeypatch):
     """72 channels in 16-lane blocks (int8 depthwise at full width, uint8 output): the
     epilogue stores 8-lane vectors, so no vector straddles the last real channel. A lane-wise
     guard made VectorizeLoop run the requantize per lane (231 against 106 us, one thread,
-    this host; docs/runs/s36/dw_int8_half.txt)."""
+    this host; docs/runs/s36/kt_epilogue.txt)."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     monkeypatch.setattr(conv_mod, "DW_HALF_WIDTH_INT", False)

@@ -270,8 +270,8 @@ def _border_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
 
 # Integer depthwise convs take the half-width vectors of _border_width_cpu too. Full width,
 # 72 channels pad to 80 in a copy and the last vector's upper half is computed and dropped:
-# int8 (uint8 output), one thread, this host, full / half width: 3x3 72 @ 56 x 56 106 / 75 us,
-# 5x5 120 @ 28 x 28 66 / 64 us (docs/runs/s36/dw_int8_half.txt).
+# int8 (uint8 output), one thread, this host, full / half width: 3x3 72 @ 56 x 56 105 / 75 us,
+# 3x3 200 @ 14 x 14 17.6 / 12.2 us, 5x5 120 @ 28 x 28 the same (docs/runs/s36/dw_int8_half.txt).
 DW_HALF_WIDTH_INT = True
 
 

@@ -356,7 +356,8 @@ def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan)
     # Split when a block can hold more than one vector of real channels, or the channels end
     # inside a vector (a structural fact of the workload, not of the decisions). The second:
     # 72 channels in 16-lane blocks, int8 with a uint8 output, ran the requantizing epilogue
-    # per lane (depthwise 3x3 at 56 x 56, one thread, this host: 231 -> 106 us split).
+    # per lane (depthwise 3x3 at 56 x 56, one thread, this host: 231 -> 106 us split;
+    # docs/runs/s36/kt_epilogue.txt).
     n_out = int(sch.get(out).iter_vars[-1].dom.extent)
     if min(n_out, plan.ocb) > plan.lanes or n_out % plan.lanes:
         # A channel count that is not a multiple of the block (e.g. 24 of 32) guards the store
