@@ -1283,19 +1283,22 @@ def test_planner_weighs_inline_borders_against_the_copy(n, h, c, inline):
 
 
 @pytest.mark.parametrize("target", isa_params(("avx512_vnni", "avx512bw")))
-def test_ragged_channels_requantize_in_whole_vectors(target, monkeypatch):
-    """72 channels in 16-lane blocks (int8 depthwise at full width, uint8 output): the
-    epilogue stores 8-lane vectors, so no vector straddles the last real channel. A lane-wise
-    guard made VectorizeLoop run the requantize per lane (231 against 106 us, one thread,
-    this host; docs/runs/s36/kt_epilogue.txt)."""
+@pytest.mark.parametrize("c", [72, 58])
+def test_ragged_channels_requantize_in_whole_vectors(c, target, monkeypatch):
+    """72 or 58 channels in 16-lane blocks (int8 depthwise at full width, uint8 output): the
+    epilogue stores 8-lane vectors; 72 = 9 of them, 58 leaves one that straddles the edge,
+    which the loop partition runs lane by lane. A lane-wise guard on every vector made
+    VectorizeLoop run the requantize per lane (72: 231 against 106 us, one thread, this host;
+    docs/runs/s36/kt_epilogue.txt), and 2-lane vectors for 58 ran 1.7x the 8-lane ones
+    (docs/runs/s36/store_width.txt)."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     monkeypatch.setattr(conv_mod, "DW_HALF_WIDTH_INT", False)
-    spec = ConvSpec(1, 6, 7, 72, 72, 3, 3, padding=1, groups=72)
+    spec = ConvSpec(1, 6, 7, c, c, 3, 3, padding=1, groups=c)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 3, spec.in_shape).astype(np.float32)
     w = rng.standard_normal(spec.weight_shape).astype(np.float32)
-    b = rng.standard_normal(72).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
     qp, oq = ActQParams.from_range(0.0, 3.0), ActQParams.from_range(0.0, 6.0)
     k = conv2d_kernel(spec, "int8", w, b, act="relu", act_qparams=qp, out_qparams=oq,
                       target=target)

@@ -365,7 +365,7 @@ def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan)
         # scalarize the epilogue. So the vectors are as wide as the largest power of two
         # dividing the channel count (8 lanes for 24 channels), and partitioning the loop over
         # them drops the vectors past the edge. Without a ragged edge both are no-ops.
-        width = min(plan.lanes, n_out & -n_out)
+        width = _store_width(n_out, plan.lanes)
         e_ov, e_o = sch.split(e_o, [None, width])
         sch.annotate(e_ov, "pragma_loop_partition_hint", 1)
         if n_out % plan.ocb == 0:
@@ -377,6 +377,18 @@ def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan)
         sch.unroll(lp)
 
 
+def _store_width(n_out: int, lanes: int) -> int:
+    """Lanes of the epilogue's vectors over ``n_out`` channels: the widest power of two that
+    divides the count (no vector straddles the edge), but at least 8 (capped at ``lanes``).
+    Below 8 the stores got too narrow: 58 channels (ShuffleNetV2) went out in 2-lane vectors;
+    with 8 lanes the loop partition runs the one straddling vector lane by lane and the rest
+    whole. int8 with a uint8 output, skylake-avx512, one thread, 2 / 8-lane vectors: 1x1
+    58 -> 58 at 28 x 28 55.4 / 31.8 us, depthwise 3x3 58 46.9 / 27.3 us, 1x1 24 -> 58 at
+    56 x 56 174.2 / 70.0 us, 1x1 116 -> 116 at 14 x 14 (4 lanes) 29.9 / 25.6 us; 16 lanes
+    ran the depthwise slower (39.7 us; docs/runs/s36/store_width.txt)."""
+    return min(lanes, max(n_out & -n_out, 8))
+
+
 def _epilogue_after_chunks(sch: s_tir.Schedule, out, par_loops: list, plan: TilePlan) -> None:
     """``TilePlan.kchunk``: the epilogue once per task, after its last chunk, over the task's
     whole output region (inside the parallel loops, or at the root without them): its channel
@@ -385,7 +397,7 @@ def _epilogue_after_chunks(sch: s_tir.Schedule, out, par_loops: list, plan: Tile
         sch.reverse_compute_at(out, par_loops[-1], preserve_unit_loops=True)
     e_o = sch.get_loops(out)[-1]
     n_out = int(sch.get(out).iter_vars[-1].dom.extent)
-    width = min(plan.lanes, n_out & -n_out)
+    width = _store_width(n_out, plan.lanes)
     if n_out > width:
         e_ov, e_o = sch.split(e_o, [None, width])
         sch.annotate(e_ov, "pragma_loop_partition_hint", 1)
