@@ -363,8 +363,9 @@ def _epilogue_after_block(sch: s_tir.Schedule, out, outer: list, plan: TilePlan)
         # A channel count that is not a multiple of the block (e.g. 24 of 32) guards the store
         # with a predicate, and a predicate that depends on the vector lane makes VectorizeLoop
         # scalarize the epilogue. So the vectors are as wide as the largest power of two
-        # dividing the channel count (8 lanes for 24 channels), and partitioning the loop over
-        # them drops the vectors past the edge. Without a ragged edge both are no-ops.
+        # dividing the channel count, at least 8 lanes (:func:`_store_width`: 8 for 24 or 58
+        # channels), and partitioning the loop over them drops the vectors past the edge and
+        # runs the one straddling it lane by lane. Without a ragged edge both are no-ops.
         width = _store_width(n_out, plan.lanes)
         e_ov, e_o = sch.split(e_o, [None, width])
         sch.annotate(e_ov, "pragma_loop_partition_hint", 1)
