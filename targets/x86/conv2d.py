@@ -886,10 +886,10 @@ FIRST_READ_MAX_BATCH = 1
 
 
 @functools.lru_cache(maxsize=64)
-def _thread_memory_rate_of(target_text: str, cores: int) -> float:
+def _thread_memory_rate_of(target_text: str, threads: int) -> float:
     from aiq_tvm.targets.memory import weight_memory
 
-    return weight_memory(tvm.target.Target(target_text)).memory_bytes_per_cycle / cores
+    return weight_memory(tvm.target.Target(target_text)).memory_bytes_per_cycle / threads
 
 
 def _thread_memory_rate(cpu: CpuModel) -> float:
