@@ -48,6 +48,7 @@ def build(
     remote=None,
     output: int | None = None,
     speed_floor: str | None = None,
+    speed_floor_timing: str = "model",
     micro_batch: int | str | None = None,
 ) -> BuildResult:
     """Quantize a Relax model with AIQ and compile it for a CPU.
@@ -57,7 +58,7 @@ def build(
     ``calibration``, ``percentile``, ``weight_correction``, ``batch_size``,
     ``eval_batch_size``, ``max_sweeps``,
     ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``, ``remote``, ``output``,
-    ``speed_floor``, ``micro_batch``), then
+    ``speed_floor``, ``speed_floor_timing``, ``micro_batch``), then
     runs the phases of :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search
     a plan (unless ``plan`` is given), finalize and compile.
 
@@ -85,7 +86,8 @@ def build(
         eval_batch_size=eval_batch_size,
         max_sweeps=max_sweeps, seed=seed, tune=tune, database=database,
         tune_trials=tune_trials, verbose=verbose, remote=remote, output=output,
-        speed_floor=speed_floor, micro_batch=micro_batch,
+        speed_floor=speed_floor, speed_floor_timing=speed_floor_timing,
+        micro_batch=micro_batch,
     )
     ctx = phases.resolve(mod, params, calib_data, val_data, config)
     calib = phases.calibrate(ctx)

@@ -217,7 +217,9 @@ def _tvm_builds(model, data, args, progress, calib_x):
         for bs in args.batch:
             check_divides(micro, bs)
     for key, plan in progress.bar(list(plans.items()), desc="compiling TVM builds"):
-        extra = ({"batch_size": batch_of[key], "speed_floor": floor} if key in batch_of
+        timing = getattr(args, "speed_floor_timing", "model")
+        extra = ({"batch_size": batch_of[key], "speed_floor": floor, "speed_floor_timing": timing,
+                  "remote": args.rpc if timing == "measured" else None} if key in batch_of
                  else {"batch_size": args.batch[0]} if isinstance(micro, int) else {})  # fmt: skip
         cfg = BuildConfig(target=args.target, plan=plan, calibration=cal, seed=args.seed,
                           micro_batch=micro, **extra)  # fmt: skip

@@ -34,6 +34,7 @@ import sys
 import time
 
 from .calibrate import CALIBRATION_METHODS, DEFAULT_CALIBRATION
+from .config import FLOOR_TIMINGS
 from .journal import JOURNAL_NAME
 from .objectives import OBJECTIVES
 from .schemes import PRECISIONS
@@ -247,6 +248,11 @@ def _speed_floor_arg(p) -> None:
                    help="no layer runs a precision whose modelled kernel time on --target "
                    "at --batch is above P's (e.g. int8: an int8/int4 plan never slower than "
                    f"uniform int8; choices: {', '.join(PRECISIONS)}; default: none)")
+    p.add_argument("--speed-floor-timing", choices=list(FLOOR_TIMINGS), default="model",
+                   help="what --speed-floor compares: the kernel library's modelled times "
+                   "(model, the default) or the layer kernels timed at --batch after "
+                   "calibration (measured: on this machine, or on --rpc where the command "
+                   "has it)")
 
 
 def _resume_arg(p) -> None:
@@ -300,6 +306,9 @@ def _add_model_commands(sub) -> None:
                    help="also time --plan with the layers whose modelled kernel time at each "
                    f"--batch is above P's moved to P (variant tvm-plan-floor-bN; choices: "
                    f"{', '.join(PRECISIONS)})")
+    r.add_argument("--speed-floor-timing", choices=list(FLOOR_TIMINGS), default="model",
+                   help="what --speed-floor compares: modelled kernel times (model) or the "
+                   "layer kernels timed at each --batch (measured; on --rpc when given)")
     r.add_argument("--calibration", default=None, help="calibration.json for int8 and the plan "
                    "(default: the one beside --plan, else calibrated on --data)")
     r.add_argument("--compare", type=_frameworks, default=list(_frameworks("torch,onnxruntime")),
@@ -416,15 +425,21 @@ def _run_search(args, mod, params, xc, val):
                 budget_pp=args.budget,
                 precisions=args.precisions, calibration=args.calibration, seed=args.seed,
                 weight_correction=args.weight_correction, batch_size=args.batch,
-                speed_floor=args.speed_floor,
+                speed_floor=args.speed_floor, speed_floor_timing=args.speed_floor_timing,
                 micro_batch=args.micro_batch, tune=args.tune is not None, database=args.tune,
-                tune_trials=args.trials,
-                remote=args.rpc if args.objective == "measured" else None, verbose=True)
+                tune_trials=args.trials, remote=args.rpc if _times_layers(args) else None,
+                verbose=True)
     print()
     print(measured_report(res, remote=args.rpc) if args.measure else res.report)
     print()
     print("plan:", json.dumps(res.plan.layers))
     return res
+
+
+def _times_layers(args) -> bool:
+    """Whether the build times layer kernels (where --rpc then applies)."""
+    floor_measured = args.speed_floor is not None and args.speed_floor_timing == "measured"
+    return args.objective == "measured" or floor_measured
 
 
 def _run_summary(args, res, val_images: int) -> dict:
@@ -434,7 +449,7 @@ def _run_summary(args, res, val_images: int) -> dict:
         "lambda": args.lam,
         "budget_pp": args.budget if args.search == "budget" else None,
         "precisions": args.precisions or "target default", "target": str(res.target),
-        "speed_floor": args.speed_floor,
+        "speed_floor": args.speed_floor, "speed_floor_timing": args.speed_floor_timing,
         "preset": res.preset.name, "preset_assumed": list(res.preset.assumed),
         "ai_fp32": res.report.ai_fp32, "ai_plan": res.report.ai,
         "ai_gain": res.report.ai_gain, "weight_correction": res.report.weight_correction,

@@ -120,6 +120,7 @@ def _search_config(args) -> dict:
     return dict(lam=lam, search=args.search, objective=args.objective,
                 budget_pp=args.budget, precisions=args.precisions,
                 calibration=args.calib_method, speed_floor=args.speed_floor,
+                speed_floor_timing=args.speed_floor_timing,
                 weight_correction=args.weight_correction)
 
 
@@ -379,7 +380,8 @@ def cmd_build(args, argv, progress: Progress) -> int:
     plan = Plan.load(args.plan)
     cal = Calibration.load(args.calibration) if args.calibration else None
     model, _ = _load(args, progress)
-    config = {"plan": plan, "speed_floor": args.speed_floor}
+    config = {"plan": plan, "speed_floor": args.speed_floor,
+              "speed_floor_timing": args.speed_floor_timing}
     if cal is not None:
         config["calibration"] = cal
     ctx = _context(model, None, args, progress, **config)

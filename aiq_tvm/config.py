@@ -27,7 +27,10 @@ from .schemes import PRECISIONS, get_precision
 from .search import SEARCH_METHODS
 from .weight_correction import DEFAULT_WEIGHT_CORRECTION, check_weight_correction
 
-__all__ = ["BuildConfig"]
+__all__ = ["BuildConfig", "FLOOR_TIMINGS"]
+
+# What the speed floor compares (BuildConfig.speed_floor_timing).
+FLOOR_TIMINGS = ("model", "measured")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ class BuildConfig:
         FP32 layers stay).
         Layers without an AIQ kernel are untouched; the report lists every layer affected
         and the plan records the floor (:mod:`aiq_tvm.floor`).
+    speed_floor_timing : str
+        What the speed floor compares (:data:`FLOOR_TIMINGS`): ``"model"`` (default), the
+        kernel library's modelled times, nothing run; ``"measured"``, the layer kernels timed
+        at ``batch_size`` on this machine (or on the RPC device ``remote``) after
+        calibration, within ``aiq_tvm.floor.MEASURED_FLOOR_TOLERANCE`` (timing noise): for a
+        given plan, the plan's build against the build with its layers at the floor
+        precision; for a search, uniform builds of each candidate precision. The model can
+        misjudge a pair of kernels on one ISA level (ResNet-20's 16-channel 3x3 layers on
+        skylake-avx512, batch 16: int8 modelled 2 % slower than FP32, measured 1.65x
+        faster; docs/performance_isa.md, session 37).
     micro_batch : None, "auto", "measure" or int
         Run a batch as sequential calls of a smaller micro-batch, inside the executable's
         ``main`` (which still takes the whole batch): large activations then stay in the
@@ -156,6 +169,7 @@ class BuildConfig:
     remote: object = None
     output: int | None = None
     speed_floor: str | None = None
+    speed_floor_timing: str = "model"
     micro_batch: int | str | None = None
     # True when precisions were not given: resolve() narrows them to the target's defaults.
     precisions_default: bool = field(default=False, init=False)
@@ -192,19 +206,30 @@ class BuildConfig:
             set_("plan", as_plan(self.plan))
         if self.speed_floor is not None:
             check_choice("speed_floor", self.speed_floor, PRECISIONS)
+        check_choice("speed_floor_timing", self.speed_floor_timing, FLOOR_TIMINGS)
+        if self.speed_floor_timing == "measured" and self.speed_floor is None:
+            raise ValueError("speed_floor_timing='measured' times the speed floor's layers; "
+                             "give speed_floor=<precision> too (e.g. 'fp32')")
         set_("micro_batch", check_micro_batch(self.micro_batch))
         if isinstance(self.micro_batch, int) and self.batch_size is not None:
             check_divides(self.micro_batch, self.batch_size)
         set_("remote", check_remote(self.remote))
         if self.output is not None:
             set_("output", check_non_negative_int("output", self.output))
-        if self.remote is not None and (self.objective != "measured" or not self.searches):
-            raise ValueError("remote= times the measured objective's layer kernels during a "
-                             "search (objective='measured', no plan); to time a build on a "
-                             "device use BuildResult.benchmark(remote=...)")
+        times_layers = self.objective == "measured" and self.searches
+        if self.remote is not None and not (times_layers or self.floor_measured):
+            raise ValueError("remote= times layer kernels on the device for the measured "
+                             "objective's search (objective='measured', no plan) or a measured "
+                             "speed floor (speed_floor_timing='measured'); to time a build "
+                             "on a device use BuildResult.benchmark(remote=...)")
 
     def _normalize(self, name: str, value) -> None:
         object.__setattr__(self, name, value)  # frozen: store the checked, normalized value
+
+    @property
+    def floor_measured(self) -> bool:
+        """True when the speed floor compares measured kernel times."""
+        return self.speed_floor is not None and self.speed_floor_timing == "measured"
 
     @property
     def searches(self) -> bool:

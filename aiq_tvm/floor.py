@@ -36,10 +36,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from .cost import CostModel, LayerCost
-from .schemes import get_precision
+from .schemes import PRECISIONS, get_precision
 
-__all__ = ["FLOOR_TOLERANCE", "FloorMove", "describe_floor_memory", "floor_choices",
-           "floor_memory", "floor_plan", "layer_cycles", "model_weight_bytes"]
+__all__ = ["FLOOR_TOLERANCE", "MEASURED_FLOOR_TOLERANCE", "FloorMove", "describe_floor_memory",
+           "floor_choices", "floor_memory", "floor_plan", "layer_cycles", "model_weight_bytes",
+           "tolerance"]
 
 # A precision stays within the floor up to 1 % above the floor precision's modelled time.
 # Measured per layer (int4 vs int8 kernels of the 224 x 224 plans, one thread, Zen 4;
@@ -47,6 +48,18 @@ __all__ = ["FLOOR_TOLERANCE", "FloorMove", "describe_floor_memory", "floor_choic
 # amortized over batch 8 or a large map) ran 0.97-1.01x of int8, median 1.00x, so moving them
 # would cost AI for no speed; the 17 modelled 1.011x and more ran 0.95-1.04x, median 0.98x.
 FLOOR_TOLERANCE = 0.01
+
+# A measured precision stays within the floor up to 5 % above the floor precision's measured
+# time: the times are noisier than the model's 1 %. The same builds timed three times
+# (measured_report, repeat=5, skylake-avx512 at batch 16, ResNet-20 and MobileNetV2 at fp32
+# and int8, one thread): a layer's slowest / fastest 1.002-1.022 in median, 1.022-1.052 at
+# the 90th percentile, at most 1.088 (docs/runs/s37/floor_noise_skx16.txt).
+MEASURED_FLOOR_TOLERANCE = 0.05
+
+
+def tolerance(measured: bool) -> float:
+    """How far above the floor precision's time a precision may run (model or measured)."""
+    return MEASURED_FLOOR_TOLERANCE if measured else FLOOR_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,9 @@ class FloorMove:
     floor_cycles: float
     action: str
     reason: str = ""  # set when a rule, not the cycle comparison, rules the precision out
+    # True: ``cycles`` / ``floor_cycles`` are measured kernel times in microseconds
+    # (``BuildConfig.speed_floor_timing="measured"``), not modelled cycles.
+    measured: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,9 +86,11 @@ class FloorMove:
         verb = "moved to" if self.action == "moved" else "not offered; floor"
         if self.reason:
             return f"{self.layer}: {self.precision} {verb} {self.floor}: {self.reason}"
-        return (f"{self.layer}: {self.precision} {self.cycles / 1e3:.1f} kcycles > "
-                f"{self.floor} {self.floor_cycles / 1e3:.1f} kcycles x "
-                f"{1 + FLOOR_TOLERANCE:g} ({self.precision} {verb} {self.floor})")
+        # Measured kernels may take well under a microsecond (a small classifier).
+        time = (lambda t: f"{t:.2f} us") if self.measured else (lambda t: f"{t / 1e3:.1f} kcycles")
+        return (f"{self.layer}: {self.precision} {time(self.cycles)} > "
+                f"{self.floor} {time(self.floor_cycles)} x "
+                f"{1 + tolerance(self.measured):g} ({self.precision} {verb} {self.floor})")
 
 
 def _conv_spec(lc: LayerCost):
@@ -147,9 +165,10 @@ def _is_weight_only(precision: str) -> bool:
     return scheme.quantizes_weights and not scheme.quantizes_activations
 
 
-def _new_cache(cost: CostModel, floor: str, target, preset) -> dict:
+def _new_cache(cost: CostModel, floor: str, target, preset, times=None) -> dict:
     """Per-call state of :func:`_violation`: the weight-read term, the target's weight-only
-    verdict and the layer cycles computed so far."""
+    verdict and the layer cycles computed so far (``times``: measured kernel times instead,
+    ``{layer: {precision: us}}``; a layer or precision it lacks is left as it is)."""
     from .targets import capabilities
     from .targets.defaults import int8_pays, weight_only_verdict
 
@@ -159,8 +178,14 @@ def _new_cache(cost: CostModel, floor: str, target, preset) -> dict:
     # model decides.)
     rule = not _is_weight_only(floor) and (floor == "fp32" or int8_pays(caps, preset)[0])
     pays, why = weight_only_verdict(caps, preset)
-    return {"read": floor_memory(cost, floor, target, preset)[1],
-            "weight_only_slower": "" if pays or not rule else why}
+    if times is None:
+        return {"read": floor_memory(cost, floor, target, preset)[1],
+                "weight_only_slower": "" if pays or not rule else why, "measured": False}
+    # Measured: the times decide, weight-only kernels included (the rule stands in for them).
+    cache = {"read": None, "weight_only_slower": "", "measured": True}
+    cache.update({(name, p): times.get(name, {}).get(p) for name in cost.names
+                  for p in PRECISIONS})
+    return cache
 
 
 def _violation(lc: LayerCost, precision: str, floor: str, target, action: str,
@@ -178,17 +203,19 @@ def _violation(lc: LayerCost, precision: str, floor: str, target, action: str,
     why = cache["weight_only_slower"]
     if why and _is_weight_only(precision):
         return FloorMove(lc.name, precision, floor, cyc, ref, action, reason=why)
-    if cyc <= ref * (1 + FLOOR_TOLERANCE):
+    if cyc <= ref * (1 + tolerance(cache["measured"])):
         return None
-    return FloorMove(lc.name, precision, floor, cyc, ref, action)
+    return FloorMove(lc.name, precision, floor, cyc, ref, action, measured=cache["measured"])
 
 
 def floor_choices(choices: Mapping[str, Sequence[str]], cost: CostModel, floor: str,
-                  target, preset=None) -> tuple[dict[str, list[str]], list[FloorMove]]:  # fmt: skip
+                  target, preset=None, times=None
+                  ) -> tuple[dict[str, list[str]], list[FloorMove]]:  # fmt: skip
     """The search's per-layer choices without the precisions slower than ``floor`` (FP32,
     the search's baseline, stays), and what was left out (``preset``: the target's, for the
-    weight-read term; default: the one selected for it)."""
-    cache = _new_cache(cost, floor, target, preset)
+    weight-read term; default: the one selected for it; ``times``: measured kernel times,
+    ``{layer: {precision: us}}``, instead of the model)."""
+    cache = _new_cache(cost, floor, target, preset, times)
     out, moves = {}, []
     for name, cands in choices.items():
         keep = []
@@ -204,9 +231,11 @@ def floor_choices(choices: Mapping[str, Sequence[str]], cost: CostModel, floor: 
 
 
 def floor_plan(assignment: Mapping[str, str], cost: CostModel, floor: str,
-               target, preset=None) -> tuple[dict[str, str], list[FloorMove]]:  # fmt: skip
-    """A given plan's assignment with the layers slower than ``floor`` moved to it."""
-    cache = _new_cache(cost, floor, target, preset)
+               target, preset=None, times=None
+               ) -> tuple[dict[str, str], list[FloorMove]]:  # fmt: skip
+    """A given plan's assignment with the layers slower than ``floor`` moved to it
+    (``times``: as :func:`floor_choices`)."""
+    cache = _new_cache(cost, floor, target, preset, times)
     out, moves = dict(assignment), []
     for name, p in assignment.items():
         if p == "fp32":

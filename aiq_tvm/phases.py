@@ -87,6 +87,8 @@ class BuildContext:
     num_classes: int | None = None
     # Layer precisions the speed floor ruled out (aiq_tvm.floor.FloorMove), for the report.
     floor_moves: list = field(default_factory=list)
+    # How a measured speed floor timed the layers, for the report's notes.
+    floor_notes: list = field(default_factory=list)
 
     @property
     def numerics_target(self) -> tvm.target.Target | None:
@@ -204,23 +206,73 @@ def _floor_given_plan(ctx: BuildContext) -> BuildContext:
     """A given plan with the layers slower than ``speed_floor`` moved to it (before
     calibration: the moved plan is the one calibrated and built)."""
     cfg = ctx.config
-    if cfg.speed_floor is None or cfg.searches:
-        return ctx
+    if cfg.speed_floor is None or cfg.searches or cfg.floor_measured:
+        return ctx  # a measured floor needs the calibrated builds: finalize() applies it
     plan, ctx.floor_moves = _floored(ctx, cfg.plan)
     ctx.config = dataclasses.replace(cfg, plan=plan)
     ctx.log(f"speed floor {cfg.speed_floor}: {len(ctx.floor_moves)} layer(s) moved")
     return ctx
 
 
-def _floored(ctx: BuildContext, plan: Plan) -> tuple[Plan, list]:
+def _floored(ctx: BuildContext, plan: Plan, times=None) -> tuple[Plan, list]:
     """``plan`` with its layers slower than the floor moved to it, recording the floor (the
-    same again on a floored plan: the moved layers run the floor precision)."""
+    same again on a floored plan: the moved layers run the floor precision). ``times``:
+    measured kernel times (:func:`_measured_floor_times`) instead of the model."""
     assignment, moves = floor_plan(plan.resolve(ctx.cost.names), ctx.cost,
-                                   ctx.config.speed_floor, ctx.target, ctx.preset)  # fmt: skip
+                                   ctx.config.speed_floor, ctx.target, ctx.preset,
+                                   times)  # fmt: skip
     moved = {**plan.metadata.get("speed_floor_moved", {}),
              **{m.layer: m.precision for m in moves}}
-    meta = {**plan.metadata, "speed_floor": ctx.config.speed_floor, "speed_floor_moved": moved}
+    meta = {**plan.metadata, "speed_floor": ctx.config.speed_floor,
+            "speed_floor_timing": ctx.config.speed_floor_timing, "speed_floor_moved": moved}
     return Plan.from_assignment(assignment, **meta), moves
+
+
+def _measured_floor_times(ctx: BuildContext, plan: Plan, calibration
+                          ) -> dict[str, dict[str, float]]:
+    """Kernel times (us) a measured speed floor compares for a given plan: every layer of
+    ``plan`` at its precision, timed in the plan's build, and at the floor precision, timed in
+    the build with all of those layers at the floor (a layer's neighbours then run as they
+    would around it; both builds from ``calibration``), here or on ``remote``."""
+    from .profiling import measured_report
+
+    floor, remote = ctx.config.speed_floor, ctx.config.remote
+    if remote is None:
+        require_host_runnable(ctx.target, "time the layer kernels of a measured speed floor "
+                              "(speed_floor_timing='measured'; or pass remote='host:port' of an "
+                              "RPC device)")
+    else:
+        from .deploy import connect
+
+        remote = connect(remote)
+    assignment = plan.resolve(ctx.cost.names)
+    moving = {n: p for n, p in assignment.items()
+              if ctx.cost[n].supported and p not in ("fp32", floor)}
+    if not moving:
+        ctx.floor_notes.append(_floor_timing_note(ctx, "nothing to time: no layer of the plan "
+                                                  f"runs other than fp32 or {floor}"))
+        return {}
+    at_floor = Plan.from_assignment({**assignment, **dict.fromkeys(moving, floor)})
+    t0 = time.perf_counter()
+    measured = {}
+    for key, p in (("plan", plan), ("floor", at_floor)):
+        rows = measured_report(ctx.result(p, calibration), repeat=5, remote=remote).rows
+        measured[key] = {r.name: r.measured_us for r in rows if r.measured_us is not None}
+    ctx.timings["floor_timing_s"] = time.perf_counter() - t0
+    times = {n: {p: measured["plan"][n], floor: measured["floor"][n]} for n, p in moving.items()
+             if n in measured["plan"] and n in measured["floor"]}
+    untimed = sorted(set(moving) - set(times))
+    ctx.floor_notes.append(_floor_timing_note(
+        ctx, f"the plan's build against the build with its {len(moving)} layer(s) at {floor}, "
+        f"{ctx.timings['floor_timing_s']:.1f} s"
+        + (f"; no kernel time for {untimed}, left as planned" if untimed else "")))
+    return times
+
+
+def _floor_timing_note(ctx: BuildContext, how: str) -> str:
+    where = "this machine" if ctx.config.remote is None else f"the RPC device {ctx.config.remote}"
+    return (f"speed floor {ctx.config.speed_floor}: layer kernels timed on {where} at batch "
+            f"{ctx.batch_size} ({how})")
 
 
 def _target_precisions(config: BuildConfig, target, preset: CpuPreset
@@ -378,7 +430,15 @@ def _accuracy_oracle(ctx: BuildContext, calibration, choices) -> Callable:
 def _layer_timer(ctx: BuildContext, calibration):
     """The measured objective's timer: uniform builds of each precision, kernels timed."""
 
+    timed = {}  # the floor's and the objective's timings, once per set of precisions
+
     def time_layers(precisions):
+        key = tuple(precisions)
+        if key not in timed:
+            timed[key] = _time_layers(precisions)
+        return timed[key]
+
+    def _time_layers(precisions):
         remote = ctx.config.remote
         if remote is None:
             require_host_runnable(ctx.target, "time layer kernels for objective='measured' "
@@ -405,15 +465,22 @@ def search(ctx: BuildContext, calibration: Calibration | None,
     already holds (a resumed search) are answered from it without running the model."""
     cfg, cost = ctx.config, ctx.cost
     choices = cfg.choices(cost.searchable)
-    floor = {}
-    if cfg.speed_floor is not None:
-        choices, ctx.floor_moves = floor_choices(choices, cost, cfg.speed_floor, ctx.target,
-                                                 ctx.preset)  # fmt: skip
-        floor = {"speed_floor": cfg.speed_floor}
-    acc_fn = _accuracy_oracle(ctx, calibration, choices)
     time_layers = _layer_timer(ctx, calibration)
     if journal is not None:
-        acc_fn, time_layers = journal.accuracy_fn(acc_fn), journal.layer_times_fn(time_layers)
+        time_layers = journal.layer_times_fn(time_layers)
+    floor = {}
+    if cfg.speed_floor is not None:
+        times = None
+        if cfg.floor_measured:  # uniform builds of each candidate (the measured objective's)
+            times = time_layers(tuple(dict.fromkeys([*cfg.precisions, cfg.speed_floor])))[0]
+            timed = dict.fromkeys(["fp32", *cfg.precisions, cfg.speed_floor])
+            ctx.floor_notes.append(_floor_timing_note(ctx, f"uniform builds of {', '.join(timed)}"))
+        choices, ctx.floor_moves = floor_choices(choices, cost, cfg.speed_floor, ctx.target,
+                                                 ctx.preset, times)  # fmt: skip
+        floor = {"speed_floor": cfg.speed_floor, "speed_floor_timing": cfg.speed_floor_timing}
+    acc_fn = _accuracy_oracle(ctx, calibration, choices)
+    if journal is not None:
+        acc_fn = journal.accuracy_fn(acc_fn)
     merit = get_objective(cfg.objective).merit(MeritInputs(
         cost=cost, preset=ctx.preset, candidates=cfg.precisions, time_layers=time_layers))
     found = run_search(cfg.search, cost.searchable, choices, merit, acc_fn, lam=cfg.lam,
@@ -466,7 +533,11 @@ def _tune(ctx: BuildContext, res: BuildResult) -> None:
 def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
              searched: SearchResult | None = None) -> BuildResult:
     """Report, compile (tuning first when asked) and, for a given plan, validate."""
-    if searched is None and ctx.config.speed_floor is not None:
+    if searched is None and ctx.config.floor_measured:
+        plan, ctx.floor_moves = _floored(ctx, plan, _measured_floor_times(ctx, plan, calibration))
+        ctx.log(f"speed floor {ctx.config.speed_floor} (measured): {len(ctx.floor_moves)} "
+                "layer(s) moved")
+    elif searched is None and ctx.config.speed_floor is not None:
         plan = _floored(ctx, plan)[0]  # a caller's own copy of the given plan
     assignment = plan.resolve(ctx.cost.names)
     report = make_report(ctx.cost, assignment, ctx.preset, str(ctx.target),
@@ -478,7 +549,10 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
             f"{len(stored)} int4 layer(s) run on AMX tiles with their 4-bit codes stored a byte "
             f"each (int8's speed and weight memory; bytes and AI above count 4 bits): {stored}")
     report.speed_floor = ctx.config.speed_floor
-    if ctx.config.speed_floor is not None:
+    if ctx.config.floor_measured:
+        report.speed_floor_timing = "measured"
+        report.notes += ctx.floor_notes
+    elif ctx.config.speed_floor is not None:
         report.notes.append(describe_floor_memory(ctx.cost, ctx.config.speed_floor, ctx.target,
                                                   ctx.preset))  # fmt: skip
     report.floor = [m.to_dict() for m in ctx.floor_moves]

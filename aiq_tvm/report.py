@@ -59,6 +59,7 @@ class Report:
     preset_assumed: list[str] = field(default_factory=list)  # what the roofline peaks assume
     # BuildConfig.speed_floor and the layer precisions it ruled out (FloorMove.to_dict()).
     speed_floor: str | None = None
+    speed_floor_timing: str = "model"  # or "measured" (BuildConfig.speed_floor_timing)
     floor: list[dict] = field(default_factory=list)
     # How the build's batch runs (MicroBatchChoice.describe()); "" for reports of no build.
     micro_batch: str = ""
@@ -144,13 +145,15 @@ class Report:
         return f"{head}{notes}"
 
     def _floor_lines(self) -> str:
-        """The speed floor's layers, each with both modelled kernel times."""
+        """The speed floor's layers, each with both kernel times (modelled or measured)."""
         if self.speed_floor is None:
             return ""
-        from .floor import FLOOR_TOLERANCE, FloorMove
+        from .floor import FloorMove, tolerance
 
-        head = (f"\nspeed floor {self.speed_floor} (modelled kernel time at most "
-                f"{self.speed_floor}'s x {1 + FLOOR_TOLERANCE:g}): {len(self.floor)} layer "
+        measured = self.speed_floor_timing == "measured"
+        head = (f"\nspeed floor {self.speed_floor} ({'measured' if measured else 'modelled'} "
+                f"kernel time at most {self.speed_floor}'s x {1 + tolerance(measured):g}): "
+                f"{len(self.floor)} layer "
                 "precision(s) ruled out")
         moves = [FloorMove(**m) for m in self.floor]
         # Moves by a rule (FloorMove.reason) share one reason: one line per rule and precision.

@@ -93,7 +93,17 @@ def _model_and_data(name: str, n_val: int, image_size: int):
     return model, xc, xv, yv
 
 
-def _build_all(name, model, target, precisions, xc, xv, yv):
+def variants(precisions, speed_floor: str | None) -> list[str]:
+    """The builds of a run: each precision, then with a speed floor each precision other than
+    FP32 again with it (named ``"int8 floor fp32"``)."""
+    floored = [f"{p}{FLOOR_SEP}{speed_floor}" for p in precisions if p != "fp32"]
+    return list(precisions) + (floored if speed_floor else [])
+
+
+FLOOR_SEP = " floor "
+
+
+def _build_all(name, model, target, precisions, xc, xv, yv, batch=None, floor_timing="model"):
     import torch
 
     import aiq_tvm
@@ -102,8 +112,12 @@ def _build_all(name, model, target, precisions, xc, xv, yv):
     builds, acc, cal = {}, {}, None
     for prec in precisions:
         t0 = time.perf_counter()
-        b = aiq_tvm.build(mod, target, params=params, plan=prec, calib_data=xc,
-                          calibration=cal or "percentile", micro_batch=None)
+        plan, _, floor = prec.partition(FLOOR_SEP)
+        # The floor compares modelled kernel times at the batch the run times.
+        b = aiq_tvm.build(mod, target, params=params, plan=plan, calib_data=xc,
+                          calibration=cal or "percentile", micro_batch=None,
+                          speed_floor=floor or None, batch_size=batch if floor else None,
+                          speed_floor_timing=floor_timing if floor else "model")
         cal = b.calibration or cal
         builds[prec] = b
         # On a target this machine cannot run, a host build with the deploy numerics.
@@ -146,6 +160,13 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=224, help="input size of tv/ models")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4"])
+    ap.add_argument("--speed-floor", default=None, metavar="PRECISION",
+                    help="also build every precision but fp32 with BuildConfig.speed_floor="
+                         "PRECISION (layers the target's kernel model prices slower than at "
+                         "PRECISION move to it), priced at the one --batches value")
+    ap.add_argument("--speed-floor-timing", choices=["model", "measured"], default="model",
+                    help="what --speed-floor compares: modelled kernel times, or the layer "
+                         "kernels timed here (measured)")
     ap.add_argument("--val", type=int, default=None,
                     help="validation images for accuracy (default 1000; 64 for tv/ models)")
     ap.add_argument("--rounds", type=int, default=15)
@@ -161,6 +182,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if "fp32" not in args.precisions:
         ap.error("--precisions must include fp32 (the ratios are against it)")
+    if args.speed_floor and len(args.batches) != 1:
+        ap.error(f"--speed-floor prices the layers at one batch size; give one --batches "
+                 f"value, not {args.batches}")
+    from aiq_tvm.schemes import PRECISIONS
+
+    if args.speed_floor and args.speed_floor not in PRECISIONS:
+        ap.error(f"--speed-floor {args.speed_floor!r} is not a precision; choose from "
+                 f"{', '.join(PRECISIONS)}")
+    builds_of = variants(args.precisions, args.speed_floor)
 
     threads = int(os.environ.setdefault("TVM_NUM_THREADS", "2"))
     if args.clock == "cpu" and threads != 1:
@@ -175,7 +205,8 @@ def main(argv=None) -> int:
     for name in args.models:
         n_val = args.val or (64 if name.startswith("tv/") else 1000)
         model, xc, xv, yv = _model_and_data(name, n_val, args.image_size)
-        builds, acc = _build_all(name, model, target, args.precisions, xc, xv, yv)
+        builds, acc = _build_all(name, model, target, builds_of, xc, xv, yv, args.batches[0],
+                                 args.speed_floor_timing)
         for bs in args.batches:
             if caps.host_runnable:
                 x = np.ascontiguousarray(np.resize(xc, (bs, *xc.shape[1:])), np.float32)
@@ -187,7 +218,7 @@ def main(argv=None) -> int:
             rows.append((name, bs, med, acc, asm))
             print(f"[{name} batch {bs}] ms: {med or 'not run (host lacks '}"
                   f"{'' if med else ', '.join(caps.missing_on_host) + ')'}", flush=True)
-    table = format_table(rows, args.precisions)
+    table = format_table(rows, builds_of)
     print(table)
     if args.out:
         write_section(args, argv, caps, threads, table)

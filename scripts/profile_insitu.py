@@ -110,6 +110,9 @@ def main() -> None:
                          "(a target this host can execute)")
     ap.add_argument("--size", type=int, default=224, help="input size of torchvision models")
     ap.add_argument("--plan", default="int8", help="uniform precision")
+    ap.add_argument("--speed-floor", default=None, metavar="PRECISION",
+                    help="BuildConfig.speed_floor: layers the target's kernel model prices "
+                         "slower than at this precision move to it (e.g. fp32)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--cold", type=float, default=0.0, metavar="MB",
@@ -130,7 +133,8 @@ def main() -> None:
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
     # build() resolves the target text (JSON dict text, target string or preset name)
     res = aiq_tvm.build(mod, args.target, params=params, plan=args.plan, calib_data=calib,
-                        batch_size=args.batch, eval_batch_size=16, micro_batch=None)
+                        batch_size=args.batch, eval_batch_size=16, micro_batch=None,
+                        speed_floor=args.speed_floor)
     vm = res.vm(args.batch)  # weights bound: vm["main"](x)
     x = tvm.runtime.tensor(res.example_input(args.batch))
     names, insitu, plain, instrumented, sizes = insitu_times(vm, x, args.runs)
@@ -138,7 +142,8 @@ def main() -> None:
     iso = profile(res, args.batch, repeat=9)
     cold_sum = f", cold sum {sum(cold) / 1e3:.3f} ms ({args.cold:g} MB written before each " \
         "call)" if cold else ""
-    print(f"{args.model} {args.plan} batch {args.batch}: plain inference {plain:.3f} ms, "
+    floor = f" (speed floor {args.speed_floor})" if args.speed_floor else ""
+    print(f"{args.model} {args.plan}{floor} batch {args.batch}: plain inference {plain:.3f} ms, "
           f"instrumented {instrumented:.3f} ms, in-situ sum {sum(insitu) / 1e3:.3f} ms, "
           f"isolated sum {sum(u for _, u in iso) / 1e3:.3f} ms{cold_sum}\n")
     cold_head = ("cold us | ", "---|") if cold else ("", "")

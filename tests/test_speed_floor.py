@@ -10,6 +10,7 @@ import aiq_tvm
 from aiq_tvm import BuildConfig
 from aiq_tvm.floor import (
     FLOOR_TOLERANCE,
+    MEASURED_FLOOR_TOLERANCE,
     floor_choices,
     floor_memory,
     floor_plan,
@@ -167,6 +168,43 @@ def test_given_plan_fp32_layers_stay(floor_cost):
     assert after["a"] == "fp32" and "a" not in [m.layer for m in moves]
 
 
+# Kernel times (us) a measured floor compares, chosen against the model's verdicts: on
+# haswell the model moves only the depthwise layer to FP32 (test_fp32_floor).
+MEASURED = {
+    "a": {"int8": 100.0, "fp32": 90.0},  # 11 % slower: moves, though the model keeps it
+    "b": {"int8": 104.0, "fp32": 100.0},  # 4 %: within the timing noise, stays
+    "dw": {"int8": 80.0, "fp32": 100.0},  # faster: stays, though the model moves it
+    "c": {"int8": 50.0},  # no FP32 time: left as planned
+}
+
+
+def test_measured_times_decide_instead_of_the_model(floor_cost):
+    cost, target = floor_cost, _target("haswell")
+    plan = {n: "int8" for n in cost.searchable}
+    after, moves = floor_plan(plan, cost, "fp32", target, times=MEASURED)
+    assert [m.layer for m in moves] == ["a"]
+    assert after == plan | {"a": "fp32"}
+    (m,) = moves
+    assert (m.measured, m.cycles, m.floor_cycles) == (True, 100.0, 90.0)
+    assert m.describe() == (f"a: int8 100.00 us > fp32 90.00 us x "
+                            f"{1 + MEASURED_FLOOR_TOLERANCE:g} (int8 moved to fp32)")
+    choices, moves = floor_choices({n: ["fp32", "int8"] for n in cost.searchable}, cost,
+                                   "fp32", target, times=MEASURED)
+    assert [m.layer for m in moves] == ["a"] and choices["a"] == ["fp32"]
+    assert all(choices[n] == ["fp32", "int8"] for n in cost.searchable if n != "a")
+
+
+def test_measured_weight_only_layers_are_compared_by_their_times(floor_cost):
+    """The weight-only rule stands in for times the model gets wrong; measured, the times
+    decide (on the SSE2 baseline the rule alone would move every w8 layer)."""
+    cost, (target, pre) = floor_cost, resolve_target(WEIGHT_ONLY_UNPAID["x86-64"])
+    times = {"a": {"w8": 95.0, "fp32": 100.0}, "b": {"w8": 120.0, "fp32": 100.0}}
+    after, moves = floor_plan({n: "w8" for n in cost.searchable}, cost, "fp32", target, pre,
+                              times=times)
+    assert [(m.layer, m.reason) for m in moves] == [("b", "")]
+    assert after["a"] == "w8" and after["b"] == "fp32"
+
+
 def test_unsupported_layers_are_not_modelled():
     from aiq_tvm.cost import LayerCost
 
@@ -220,6 +258,15 @@ def test_config_validation_names_the_choices():
     assert BuildConfig(plan="int4", speed_floor="int8").speed_floor == "int8"
     with pytest.raises(ValueError, match=r"unknown speed_floor 'int3'; valid: fp32, int8"):
         BuildConfig(plan="int4", speed_floor="int3")
+    with pytest.raises(ValueError, match=r"speed_floor_timing 'timed'; valid: model, measured"):
+        BuildConfig(plan="int4", speed_floor="int8", speed_floor_timing="timed")
+    with pytest.raises(ValueError, match=r"give speed_floor=<precision> too"):
+        BuildConfig(plan="int4", speed_floor_timing="measured")
+    # remote= times layer kernels: a measured floor's too, not a plain build's
+    assert BuildConfig(plan="int8", speed_floor="fp32", speed_floor_timing="measured",
+                       remote="127.0.0.1:9090").remote == "127.0.0.1:9090"
+    with pytest.raises(ValueError, match=r"speed_floor_timing='measured'"):
+        BuildConfig(plan="int8", speed_floor="fp32", remote="127.0.0.1:9090")
 
 
 class SmallNet(nn.Module):
@@ -264,6 +311,49 @@ def test_build_moves_given_plan_and_reports_it():
     assert res.run(x.numpy()[:1]).shape == (1, 64)
 
 
+def test_measured_floor_times_the_plan_against_the_floor_build(monkeypatch):
+    """A given int8 plan with a measured FP32 floor: each int8 layer's kernel timed in the
+    plan's build and in the all-FP32 build, the slower ones moved, the report and the plan
+    saying it was measured."""
+    torch.manual_seed(0)
+    model = randomize_bn(SmallNet())
+    x = torch.randn(8, 16, 8, 8)
+    mod, params = aiq_tvm.from_torch(model, x[:2])
+    from aiq_tvm import phases
+
+    timed, real = [], phases._measured_floor_times
+    monkeypatch.setattr(phases, "_measured_floor_times",
+                        lambda *a: timed.append(real(*a)) or timed[-1])
+    res = aiq_tvm.build(mod, "llvm", params=params, plan="int8", calib_data=x.numpy(),
+                        speed_floor="fp32", speed_floor_timing="measured", batch_size=8)
+    (times,) = timed
+    assert set(times) == {"a", "dw", "b"}
+    assert all(set(t) == {"int8", "fp32"} and min(t.values()) > 0 for t in times.values())
+    slower = [n for n, t in times.items() if t["int8"] > t["fp32"] * (1 + MEASURED_FLOOR_TOLERANCE)]
+    assert [m["layer"] for m in res.report.floor] == slower
+    assert all(m["measured"] and m["action"] == "moved" for m in res.report.floor)
+    assert all(res.plan.precision_for(n) == ("fp32" if n in slower else "int8")
+               for n in ("a", "dw", "b"))
+    assert res.plan.metadata["speed_floor_timing"] == "measured"
+    text = str(res.report)
+    assert f"speed floor fp32 (measured kernel time at most fp32's x " \
+           f"{1 + MEASURED_FLOOR_TOLERANCE:g})" in text
+    assert "layer kernels timed on this machine at batch 8 (the plan's build against the " \
+           "build with its 3 layer(s) at fp32" in text
+    assert "speed floor weight reads" not in text  # the model's assumption is not used
+    assert res.run(x.numpy()[:1]).shape == (1, 64)
+
+
+def test_measured_floor_needs_a_machine_that_runs_the_target():
+    torch.manual_seed(0)
+    model = randomize_bn(SmallNet())
+    x = torch.randn(4, 16, 8, 8)
+    mod, params = aiq_tvm.from_torch(model, x[:2])
+    with pytest.raises(Exception, match=r"measured speed floor.*remote='host:port'"):
+        aiq_tvm.build(mod, TARGETS["aarch64"], params=params, plan="int8",
+                      calib_data=x.numpy(), speed_floor="fp32", speed_floor_timing="measured")
+
+
 def test_report_gives_a_rules_reason_once_for_all_its_layers():
     """A given w8 plan on the SSE2 baseline: every layer moves to FP32 by the weight-only rule,
     and the report says so in one line, not one per layer."""
@@ -295,9 +385,11 @@ BUILDING_COMMANDS = {
 def test_cli_flag(cmd, capsys):
     from aiq_tvm.cli import _parser
 
-    args = _parser().parse_args([*BUILDING_COMMANDS[cmd], "--speed-floor", "int8"])
-    assert args.speed_floor == "int8"
-    assert _parser().parse_args(BUILDING_COMMANDS[cmd]).speed_floor is None
+    args = _parser().parse_args([*BUILDING_COMMANDS[cmd], "--speed-floor", "int8",
+                                 "--speed-floor-timing", "measured"])
+    assert (args.speed_floor, args.speed_floor_timing) == ("int8", "measured")
+    plain = _parser().parse_args(BUILDING_COMMANDS[cmd])
+    assert (plain.speed_floor, plain.speed_floor_timing) == (None, "model")
     with pytest.raises(SystemExit):
         _parser().parse_args([*BUILDING_COMMANDS[cmd], "--speed-floor", "int3"])
     err = capsys.readouterr().err
@@ -322,6 +414,34 @@ def test_search_does_not_offer_the_excluded_precisions():
                if n not in excluded)  # lam=1: AI alone, int4 wherever offered
     assert res.plan.metadata["speed_floor"] == "int8"
     assert "not offered; floor int8" in str(res.report)
+
+
+def test_measured_floor_in_a_search_times_uniform_builds(monkeypatch):
+    """A search with a measured floor: the candidates' uniform builds are timed once, the
+    layers whose int4 kernel ran slower than int8's beyond the tolerance are not offered
+    int4, and the measured objective reuses the same times."""
+    from aiq_tvm import phases
+
+    torch.manual_seed(1)
+    model = randomize_bn(SmallNet())
+    x = torch.randn(16, 16, 8, 8)
+    mod, params = aiq_tvm.from_torch(model, x[:2])
+    y = model(x).argmax(1).numpy()
+    calls, real = [], phases.uniform_layer_times
+    monkeypatch.setattr(phases, "uniform_layer_times",
+                        lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    res = aiq_tvm.build(mod, "llvm", params=params, calib_data=x.numpy(),
+                        val_data=(x.numpy(), y), precisions=["int8", "int4"], lam=1.0,
+                        objective="measured", speed_floor="int8",
+                        speed_floor_timing="measured", batch_size=4)
+    assert len(calls) == 1  # one timing for the floor and the objective
+    table = calls[0][0]
+    slower = [n for n in ("a", "dw", "b")
+              if table[n]["int4"] > table[n]["int8"] * (1 + MEASURED_FLOOR_TOLERANCE)]
+    assert [m["layer"] for m in res.report.floor] == slower
+    assert all(m["measured"] and m["action"] == "excluded" for m in res.report.floor)
+    assert all(res.plan.precision_for(n) == "int8" for n in slower)
+    assert "(uniform builds of fp32, int8, int4)" in str(res.report)
 
 
 PLAIN_NEON = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 2}
