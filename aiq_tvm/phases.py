@@ -270,7 +270,9 @@ def _measured_floor_times(ctx: BuildContext, plan: Plan, calibration
 
 
 def _floor_timing_note(ctx: BuildContext, how: str) -> str:
-    where = "this machine" if ctx.config.remote is None else f"the RPC device {ctx.config.remote}"
+    remote = ctx.config.remote
+    where = ("this machine" if remote is None else
+             f"the RPC device {remote if isinstance(remote, str) else type(remote).__name__}")
     return (f"speed floor {ctx.config.speed_floor}: layer kernels timed on {where} at batch "
             f"{ctx.batch_size} ({how})")
 

@@ -145,6 +145,20 @@ def test_measured_build_runs_benchmarks_and_profiles_on_the_remote(server, tiny_
     assert kernels == [f"{n.replace('.', '_')}_{plan[n]}" for n in res.cost.searchable]
 
 
+def test_measured_speed_floor_times_the_layers_on_the_remote(server, tiny_model):
+    mod, params, x = tiny_model
+    before = server.log().count("/aiq_kernels_")
+    sess = server.connect()
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x, speed_floor="fp32",
+                        speed_floor_timing="measured", remote=sess, batch_size=2,
+                        eval_batch_size=4)
+    # the plan's build and the all-FP32 build had their kernels timed on the server
+    assert server.log().count("/aiq_kernels_") - before >= 2
+    assert "floor_timing_s" in res.timings
+    assert any("layer kernels timed on the RPC device" in n for n in res.report.notes)
+    assert all(m["measured"] for m in res.report.floor)
+
+
 def test_cli_rejects_a_bad_rpc_address(capsys):
     from aiq_tvm.cli import main
 
