@@ -113,7 +113,7 @@ def _build_all(name, model, target, precisions, xc, xv, yv, batch=None, floor_ti
     for prec in precisions:
         t0 = time.perf_counter()
         plan, _, floor = prec.partition(FLOOR_SEP)
-        # The floor compares modelled kernel times at the batch the run times.
+        # The floor compares kernel times (modelled or measured) at the batch the run times.
         b = aiq_tvm.build(mod, target, params=params, plan=plan, calib_data=xc,
                           calibration=cal or "percentile", micro_batch=None,
                           speed_floor=floor or None, batch_size=batch if floor else None,
@@ -127,7 +127,9 @@ def _build_all(name, model, target, precisions, xc, xv, yv, batch=None, floor_ti
         else:
             acc[prec] = b.evaluate(xv, yv, batch_size=min(50, len(xv)))
             what = f"val acc {100 * acc[prec]:.2f} %"
-        print(f"[{name}] {prec}: built in {time.perf_counter() - t0:.1f}s, {what}",
+        moved = [m["layer"] for m in b.report.floor] if floor else []
+        moves = f", {len(moved)} layer(s) moved to {floor}: {', '.join(moved)}" if floor else ""
+        print(f"[{name}] {prec}: built in {time.perf_counter() - t0:.1f}s, {what}{moves}",
               flush=True)
     return builds, acc
 

@@ -363,7 +363,8 @@ def _floor_builds(name, mod, params, xc, args, plan, cal, unfloored) -> dict:
     for bs in args.batches:
         res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=xc, calibration=cal,
                             eval_batch_size=min(len(xc), 16), micro_batch=None, batch_size=bs,
-                            speed_floor=args.speed_floor)  # fmt: skip
+                            speed_floor=args.speed_floor,
+                            speed_floor_timing=args.speed_floor_timing)  # fmt: skip
         moved = res.report.floor
         print(f"[{name}] speed floor {args.speed_floor} at batch {bs}: {len(moved)} layer(s) "
               f"moved: " + ", ".join(f"{m['layer']} ({m['precision']} "
@@ -569,6 +570,9 @@ def _parse(argv):
     ap.add_argument("--speed-floor", default=None, metavar="P",
                     help="also time each --plan built with BuildConfig.speed_floor=P "
                     "(variant aiq-plan-floor, built at each timed batch size)")
+    ap.add_argument("--speed-floor-timing", choices=["model", "measured"], default="model",
+                    help="what --speed-floor compares: modelled kernel times, or the layer "
+                    "kernels timed here at each batch (BuildConfig.speed_floor_timing)")
     ap.add_argument("--micro-batch", default=None, type=_micro_batch,
                     metavar="{auto,measure,N}",
                     help="also time every --precisions build run in micro-batches "
