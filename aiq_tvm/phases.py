@@ -41,7 +41,13 @@ from .datachecks import (
     compare_notes,
     sample_notes,
 )
-from .floor import byte_stored_int4, describe_floor_memory, floor_choices, floor_plan
+from .floor import (
+    byte_stored_int4,
+    describe_floor_memory,
+    floor_choices,
+    floor_plan,
+    tolerance,
+)
 from .gptq import MAX_HESSIAN_BYTES, HessianCollector
 from .journal import SearchJournal
 from .microbatch import check_divides
@@ -89,6 +95,8 @@ class BuildContext:
     floor_moves: list = field(default_factory=list)
     # How a measured speed floor timed the layers, for the report's notes.
     floor_notes: list = field(default_factory=list)
+    # A measured floor's build of the given plan and where it was timed ((result, remote)).
+    floor_given: tuple | None = None
 
     @property
     def numerics_target(self) -> tvm.target.Target | None:
@@ -256,8 +264,11 @@ def _measured_floor_times(ctx: BuildContext, plan: Plan, calibration
     t0 = time.perf_counter()
     measured = {}
     for key, p in (("plan", plan), ("floor", at_floor)):
-        rows = measured_report(ctx.result(p, calibration), repeat=5, remote=remote).rows
+        res = ctx.result(p, calibration)
+        rows = measured_report(res, repeat=5, remote=remote).rows
         measured[key] = {r.name: r.measured_us for r in rows if r.measured_us is not None}
+        if key == "plan":
+            ctx.floor_given = (res, remote)
     ctx.timings["floor_timing_s"] = time.perf_counter() - t0
     times = {n: {p: measured["plan"][n], floor: measured["floor"][n]} for n, p in moving.items()
              if n in measured["plan"] and n in measured["floor"]}
@@ -267,6 +278,24 @@ def _measured_floor_times(ctx: BuildContext, plan: Plan, calibration
         f"{ctx.timings['floor_timing_s']:.1f} s"
         + (f"; no kernel time for {untimed}, left as planned" if untimed else "")))
     return times
+
+
+def _floor_whole_model_note(ctx: BuildContext, floored: BuildResult, rounds: int = 3) -> str:
+    """Whole inferences of the floored plan against the plan as given (best of ``rounds``
+    alternating medians): the floor compares each layer's own kernel, not what moving it
+    costs the layers around it (at 224 x 224 a depthwise layer moved to FP32 makes the layer
+    before it write float32 activations; docs/performance_isa.md, session 37)."""
+    given, remote = ctx.floor_given
+    bs, ms = ctx.batch_size, {"given": [], "floored": []}
+    for _ in range(rounds):
+        for key, res in (("given", given), ("floored", floored)):
+            ms[key].append(res.benchmark(bs, repeat=10, remote=remote)["median_ms"])
+    g, f = min(ms["given"]), min(ms["floored"])
+    slower = f > g * (1 + tolerance(True))
+    return (f"speed floor {ctx.config.speed_floor}: whole inference at batch {bs} {f:.3f} ms "
+            f"floored against {g:.3f} ms as given ({g / f:.2f}x)"
+            + ("; slower as a whole: the moves cost the layers around them more than they "
+               "saved (the floor compares each layer's own kernel)" if slower else ""))
 
 
 def _floor_timing_note(ctx: BuildContext, how: str) -> str:
@@ -567,6 +596,8 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
         _tune(ctx, res)
     res.executable(ctx.batch_size)
     ctx.timings["compile_s"] = time.perf_counter() - t0
+    if ctx.floor_moves and ctx.floor_given is not None:  # a measured floor moved layers
+        report.notes.append(_floor_whole_model_note(ctx, res))
     if ctx.config.micro_batch is not None:  # off (the default) leaves the header as it was
         report.micro_batch = res.micro_batch_choice().describe()
     report.unscheduled = res.unscheduled_glue()

@@ -341,7 +341,34 @@ def test_measured_floor_times_the_plan_against_the_floor_build(monkeypatch):
     assert "layer kernels timed on this machine at batch 8 (the plan's build against the " \
            "build with its 3 layer(s) at fp32" in text
     assert "speed floor weight reads" not in text  # the model's assumption is not used
+    # where layers moved, the whole inference is timed against the plan as given
+    assert ("whole inference at batch 8" in text) == bool(slower)
     assert res.run(x.numpy()[:1]).shape == (1, 64)
+
+
+class _Timed:
+    """A build whose whole inference takes ``ms`` (the note's benchmark calls)."""
+
+    def __init__(self, ms):
+        self.ms = ms
+
+    def benchmark(self, batch_size, repeat, remote=None):
+        return {"median_ms": self.ms}
+
+
+@pytest.mark.parametrize("given_ms,floored_ms,slower", [(2.0, 1.6, False), (2.0, 2.2, True)])
+def test_whole_model_note_says_when_the_floored_plan_ran_slower(given_ms, floored_ms, slower):
+    from types import SimpleNamespace
+
+    from aiq_tvm.phases import _floor_whole_model_note
+
+    ctx = SimpleNamespace(floor_given=(_Timed(given_ms), None), batch_size=8,
+                          config=SimpleNamespace(speed_floor="fp32"))
+    note = _floor_whole_model_note(ctx, _Timed(floored_ms))
+    assert note.startswith(f"speed floor fp32: whole inference at batch 8 {floored_ms:.3f} ms "
+                           f"floored against {given_ms:.3f} ms as given "
+                           f"({given_ms / floored_ms:.2f}x)")
+    assert ("slower as a whole" in note) == slower
 
 
 def test_measured_floor_needs_a_machine_that_runs_the_target():
