@@ -1,9 +1,12 @@
-"""Session 37: how much the measured speed floor's per-layer kernel times (``measured_report``,
-repeat=5, as ``phases._measured_floor_times`` takes them) move between two timings of the same
-build: the ratio of the slower to the faster of each layer's two times, per model and
-precision, one target::
+"""Session 37: how much the measured speed floor's per-layer kernel times move between timings
+of the same build. One timing is what ``phases._measured_floor_times`` takes: each layer's
+fastest of ``ROUNDS`` rounds of ``measured_report(repeat=REPEAT)`` (default
+``FLOOR_TIMING_ROUNDS`` and 3, the floor's; floor_noise_skx16.txt was printed with ROUNDS 1,
+REPEAT 5, the floor's first version). Printed: the ratio of the slowest to the fastest of
+each layer's three timings, per model and precision, one target::
 
-    TVM_NUM_THREADS=1 python docs/runs/s37/floor_noise.py '{"kind":"llvm","mcpu":"skylake-avx512"}' 16
+    TVM_NUM_THREADS=1 python docs/runs/s37/floor_noise.py \
+        '{"kind":"llvm","mcpu":"skylake-avx512"}' 16 [ROUNDS REPEAT]
 """
 import json
 import sys
@@ -13,9 +16,18 @@ import torch
 
 import aiq_tvm
 from aiq_tvm import datasets, models
+from aiq_tvm.phases import FLOOR_TIMING_ROUNDS
 from aiq_tvm.profiling import measured_report
 
+
+def timing(res) -> dict[str, float]:
+    rounds = [{r.name: r.measured_us for r in measured_report(res, repeat=REPEAT).rows
+               if r.measured_us is not None} for _ in range(ROUNDS)]
+    return {n: min(r[n] for r in rounds) for n in rounds[0]}
+
+
 target, batch = json.loads(sys.argv[1]), int(sys.argv[2])
+ROUNDS, REPEAT = map(int, sys.argv[3:5]) if len(sys.argv) > 3 else (FLOOR_TIMING_ROUNDS, 3)
 xc, _ = datasets.calibration_set(64)
 for name in ("resnet20", "mobilenet_v2"):
     model = models.get_model(name, pretrained=True)
@@ -23,8 +35,7 @@ for name in ("resnet20", "mobilenet_v2"):
     for prec in ("fp32", "int8"):
         res = aiq_tvm.build(mod, target, params=params, plan=prec, calib_data=xc,
                             batch_size=batch)
-        runs = [{r.name: r.measured_us for r in measured_report(res, repeat=5).rows
-                 if r.measured_us is not None} for _ in range(3)]
+        runs = [timing(res) for _ in range(3)]
         ratios = np.array([max(r[n] for r in runs) / min(r[n] for r in runs) for n in runs[0]])
         big = {n: round(max(r[n] for r in runs), 1) for n in runs[0]
                if max(r[n] for r in runs) / min(r[n] for r in runs) > 1.05}
