@@ -130,8 +130,9 @@ class BuildConfig:
         at ``batch_size`` on this machine (or on the RPC device ``remote``) after
         calibration, within ``aiq_tvm.floor.MEASURED_FLOOR_TOLERANCE`` (timing noise): for a
         given plan, the plan's build against the build with its layers at the floor
-        precision (where layers moved, the report also times the whole floored plan against
-        the plan as given); for a search, uniform builds of each candidate precision. The
+        precision, and where layers moved, whole inferences of the floored plan against the
+        plan as given (the plan as given is kept, and the report says so, where the floored
+        one ran slower as a whole); for a search, uniform builds of each candidate. The
         model can misjudge a pair of kernels on one ISA level (ResNet-20's 16-channel 3x3
         layers on skylake-avx512, batch 16: int8 modelled 2 % slower than FP32, measured
         1.6-1.7x faster; docs/performance_isa.md, session 37).

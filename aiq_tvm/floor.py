@@ -69,7 +69,8 @@ def tolerance(measured: bool) -> float:
 class FloorMove:
     """A layer precision the floor ruled out: ``cycles`` (modelled) above ``floor_cycles``
     (the floor precision's) times ``1 + FLOOR_TOLERANCE``. ``action``: ``"excluded"`` from
-    the search's choices, or ``"moved"`` (a given plan's layer now runs ``floor``)."""
+    the search's choices, ``"moved"`` (a given plan's layer now runs ``floor``) or, under a
+    measured floor whose floored plan ran slower as a whole, ``"kept"`` (at ``precision``)."""
 
     layer: str
     precision: str
@@ -86,14 +87,16 @@ class FloorMove:
         return asdict(self)
 
     def describe(self) -> str:
-        verb = "moved to" if self.action == "moved" else "not offered; floor"
+        verb = {"moved": "moved to", "excluded": "not offered; floor",
+                "kept": "kept: the plan moved to"}[self.action]
         if self.reason:
             return f"{self.layer}: {self.precision} {verb} {self.floor}: {self.reason}"
         # Measured kernels may take well under a microsecond (a small classifier).
         time = (lambda t: f"{t:.2f} us") if self.measured else (lambda t: f"{t / 1e3:.1f} kcycles")
         return (f"{self.layer}: {self.precision} {time(self.cycles)} > "
                 f"{self.floor} {time(self.floor_cycles)} x "
-                f"{1 + tolerance(self.measured):g} ({self.precision} {verb} {self.floor})")
+                f"{1 + tolerance(self.measured):g} ({self.precision} {verb} {self.floor}"
+                + (" ran slower as a whole)" if self.action == "kept" else ")"))
 
 
 def _conv_spec(lc: LayerCost):

@@ -289,22 +289,43 @@ def _measured_floor_times(ctx: BuildContext, plan: Plan, calibration
     return times
 
 
-def _floor_whole_model_note(ctx: BuildContext, floored: BuildResult, rounds: int = 3) -> str:
-    """Whole inferences of the floored plan against the plan as given (best of ``rounds``
-    alternating medians): the floor compares each layer's own kernel, not what moving it
-    costs the layers around it (at 224 x 224 a depthwise layer moved to FP32 makes the layer
-    before it write float32 activations; docs/performance_isa.md, session 37)."""
+def _measured_floor(ctx: BuildContext, plan: Plan, calibration) -> Plan:
+    """A given plan under a measured floor: its layers slower than at the floor moved, then
+    whole inferences of the floored plan against the plan as given (best of three alternating
+    medians). The floor compares each layer's own kernel, not what a move costs the layers
+    around it (a depthwise layer moved to FP32 makes the layer before it write float32
+    activations: MobileNetV2 at 224 on two threads ran 0.96x floored; docs/performance_isa.md,
+    session 37); where the floored plan runs slower as a whole beyond the tolerance, the plan
+    as given is kept and the report says so."""
+    floored, moves = _floored(ctx, plan, _measured_floor_times(ctx, plan, calibration))
+    ctx.floor_moves = moves
+    if not moves:
+        return floored
     given, remote = ctx.floor_given
-    bs, ms = ctx.batch_size, {"given": [], "floored": []}
+    g, f = _whole_inference_ms(ctx, given, ctx.result(floored, calibration), remote)
+    slower = f > g * (1 + tolerance(True))
+    ctx.floor_notes.append(
+        f"speed floor {ctx.config.speed_floor}: whole inference at batch {ctx.batch_size} "
+        f"{f:.3f} ms floored against {g:.3f} ms as given ({g / f:.2f}x)"
+        + ("; the floored plan ran slower as a whole (the moves cost the layers around them "
+           "more than they saved): the plan as given is kept" if slower else ""))
+    if not slower:
+        return floored
+    ctx.floor_moves = [dataclasses.replace(m, action="kept") for m in moves]
+    meta = {**floored.metadata, "speed_floor_moved": {},
+            "speed_floor_kept": {m.layer: m.precision for m in moves}}
+    return Plan.from_assignment(plan.resolve(ctx.cost.names), **meta)
+
+
+def _whole_inference_ms(ctx: BuildContext, given: BuildResult, floored: BuildResult, remote,
+                        rounds: int = 3) -> tuple[float, float]:
+    """(given, floored) whole-inference milliseconds: each build's best of ``rounds``
+    alternating medians."""
+    ms = {"given": [], "floored": []}
     for _ in range(rounds):
         for key, res in (("given", given), ("floored", floored)):
-            ms[key].append(res.benchmark(bs, repeat=10, remote=remote)["median_ms"])
-    g, f = min(ms["given"]), min(ms["floored"])
-    slower = f > g * (1 + tolerance(True))
-    return (f"speed floor {ctx.config.speed_floor}: whole inference at batch {bs} {f:.3f} ms "
-            f"floored against {g:.3f} ms as given ({g / f:.2f}x)"
-            + ("; slower as a whole: the moves cost the layers around them more than they "
-               "saved (the floor compares each layer's own kernel)" if slower else ""))
+            ms[key].append(res.benchmark(ctx.batch_size, repeat=10, remote=remote)["median_ms"])
+    return min(ms["given"]), min(ms["floored"])
 
 
 def _floor_timing_note(ctx: BuildContext, how: str) -> str:
@@ -574,9 +595,9 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
              searched: SearchResult | None = None) -> BuildResult:
     """Report, compile (tuning first when asked) and, for a given plan, validate."""
     if searched is None and ctx.config.floor_measured:
-        plan, ctx.floor_moves = _floored(ctx, plan, _measured_floor_times(ctx, plan, calibration))
-        ctx.log(f"speed floor {ctx.config.speed_floor} (measured): {len(ctx.floor_moves)} "
-                "layer(s) moved")
+        plan = _measured_floor(ctx, plan, calibration)
+        ctx.log(f"speed floor {ctx.config.speed_floor} (measured): "
+                f"{len(plan.metadata['speed_floor_moved'])} layer(s) moved")
     elif searched is None and ctx.config.speed_floor is not None:
         plan = _floored(ctx, plan)[0]  # a caller's own copy of the given plan
     assignment = plan.resolve(ctx.cost.names)
@@ -605,8 +626,6 @@ def finalize(ctx: BuildContext, plan: Plan, calibration: Calibration | None,
         _tune(ctx, res)
     res.executable(ctx.batch_size)
     ctx.timings["compile_s"] = time.perf_counter() - t0
-    if ctx.floor_moves and ctx.floor_given is not None:  # a measured floor moved layers
-        report.notes.append(_floor_whole_model_note(ctx, res))
     if ctx.config.micro_batch is not None:  # off (the default) leaves the header as it was
         report.micro_batch = res.micro_batch_choice().describe()
     report.unscheduled = res.unscheduled_glue()
