@@ -127,8 +127,12 @@ def _build_all(name, model, target, precisions, xc, xv, yv, batch=None, floor_ti
         else:
             acc[prec] = b.evaluate(xv, yv, batch_size=min(50, len(xv)))
             what = f"val acc {100 * acc[prec]:.2f} %"
-        moved = [m["layer"] for m in b.report.floor] if floor else []
-        moves = f", {len(moved)} layer(s) moved to {floor}: {', '.join(moved)}" if floor else ""
+        moved = [m["layer"] for m in b.report.floor if m["action"] == "moved"]
+        kept = [m["layer"] for m in b.report.floor if m["action"] == "kept"]
+        moves = (f", {len(moved)} layer(s) moved to {floor}: {', '.join(moved)}" if floor else "")
+        if kept:
+            moves += (f"; kept as given (the floored plan ran slower as a whole): "
+                      f"{', '.join(kept)}")
         print(f"[{name}] {prec}: built in {time.perf_counter() - t0:.1f}s, {what}{moves}",
               flush=True)
     return builds, acc

@@ -365,10 +365,14 @@ def _floor_builds(name, mod, params, xc, args, plan, cal, unfloored) -> dict:
                             eval_batch_size=min(len(xc), 16), micro_batch=None, batch_size=bs,
                             speed_floor=args.speed_floor,
                             speed_floor_timing=args.speed_floor_timing)  # fmt: skip
-        moved = res.report.floor
+        moved = [m for m in res.report.floor if m["action"] == "moved"]
+        kept = [m for m in res.report.floor if m["action"] == "kept"]
+        what = "moved" if not kept else \
+            f"kept as given (the floored plan ran slower as a whole), {len(kept)} would move"
         print(f"[{name}] speed floor {args.speed_floor} at batch {bs}: {len(moved)} layer(s) "
-              f"moved: " + ", ".join(f"{m['layer']} ({m['precision']} "
-                                     f"{m['cycles'] / m['floor_cycles']:.3f}x)" for m in moved)
+              f"{what}: " + ", ".join(f"{m['layer']} ({m['precision']} "
+                                      f"{m['cycles'] / m['floor_cycles']:.3f}x)"
+                                      for m in moved + kept)
               + f"; plan AI x{_plan_ai_gain(res, plan):.3f} -> x{res.report.ai_gain:.3f} "
               "of fp32 at this batch", flush=True)
         out[bs] = res if moved else unfloored
