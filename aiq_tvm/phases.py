@@ -251,15 +251,10 @@ def _measured_floor_times(ctx: BuildContext, plan: Plan, calibration
     would around it; both builds from ``calibration``), here or on ``remote``."""
     from .profiling import measured_report
 
-    floor, remote = ctx.config.speed_floor, ctx.config.remote
-    if remote is None:
-        require_host_runnable(ctx.target, "time the layer kernels of a measured speed floor "
-                              "(speed_floor_timing='measured'; or pass remote='host:port' of an "
-                              "RPC device)")
-    else:
-        from .deploy import connect
-
-        remote = connect(remote)
+    floor = ctx.config.speed_floor
+    remote = _timing_session(ctx, "time the layer kernels of a measured speed floor "
+                                  "(speed_floor_timing='measured'; or pass remote='host:port' "
+                                  "of an RPC device)")
     assignment = plan.resolve(ctx.cost.names)
     moving = {n: p for n, p in assignment.items()
               if ctx.cost[n].supported and p not in ("fp32", floor)}
@@ -328,10 +323,23 @@ def _whole_inference_ms(ctx: BuildContext, given: BuildResult, floored: BuildRes
     return min(ms["given"]), min(ms["floored"])
 
 
+def _timing_session(ctx: BuildContext, what: str):
+    """Where layer kernels are timed: None (this machine, which must run the target; the
+    error says what needed it, ``what``) or one RPC session for every upload and timing on
+    ``remote``."""
+    if ctx.config.remote is None:
+        require_host_runnable(ctx.target, what)
+        return None
+    from .deploy import connect
+
+    return connect(ctx.config.remote)
+
+
 def _floor_timing_note(ctx: BuildContext, how: str) -> str:
+    from .profiling import _where
+
     remote = ctx.config.remote
-    where = ("this machine" if remote is None else
-             f"the RPC device {remote if isinstance(remote, str) else type(remote).__name__}")
+    where = "this machine" if remote is None else f"the RPC device {_where(remote)}"
     return (f"speed floor {ctx.config.speed_floor}: layer kernels timed on {where} at batch "
             f"{ctx.batch_size} ({how})")
 
@@ -500,14 +508,8 @@ def _layer_timer(ctx: BuildContext, calibration):
         return timed[key]
 
     def _time_layers(precisions):
-        remote = ctx.config.remote
-        if remote is None:
-            require_host_runnable(ctx.target, "time layer kernels for objective='measured' "
-                                  "(or pass remote='host:port' of an RPC device)")
-        else:
-            from .deploy import connect
-
-            remote = connect(remote)  # one session for every upload and timing
+        remote = _timing_session(ctx, "time layer kernels for objective='measured' (or pass "
+                                      "remote='host:port' of an RPC device)")
         t0 = time.perf_counter()
         out = uniform_layer_times(lambda p: ctx.result(Plan.uniform(p), calibration),
                                   ctx.cost.searchable, precisions, ctx.batch_size, remote)
