@@ -208,9 +208,11 @@ def _choice(spec, target, scheme="int8"):
 
 def test_selection(monkeypatch):
     """vpmaddwd targets take F(4, 3) for ResNet-20's 3x3 layers at batch 16 (not the
-    3-channel stem), int4 layers too; AVX-512 VNNI targets keep the direct vpdpbusd kernel there and
-    take F(4, 3) at ResNet-18's 28x28x128; AIQ_WINOGRAD=0 turns it off, 2 / 4 restrict the
-    tile edge."""
+    3-channel stem), int4 layers too; AVX-512 VNNI targets keep the direct vpdpbusd kernel at
+    batch 1 and for the 16-channel layer, take F(4, 3) for its 32- and 64-channel layers at
+    batch 16 (since the two-pass transforms are priced as such, session 38: on Zen 4 F(4, 3)
+    ran 1.05-1.39x faster than direct there, see ``VPDPWSSD_MARGIN``) and at ResNet-18's
+    28x28x128; AIQ_WINOGRAD=0 turns it off, 2 / 4 restrict the tile edge."""
     monkeypatch.delenv("AIQ_WINOGRAD", raising=False)
     # (At batch 1 on two cores the 8x8 layer has too few tile rows per thread: direct.)
     resnet20 = [ConvSpec(n, hw, hw, c, c, 3, 3, padding=1)
@@ -222,10 +224,45 @@ def test_selection(monkeypatch):
         assert _choice(ConvSpec(16, 32, 32, 3, 16, 3, 3, padding=1), target) is None
         # int4 codes take the int8 layers' Winograd kernel (same int16 U, no slower plan).
         assert all(_choice(s, target, "int4").m == _choice(s, target).m for s in resnet20[2:])
-    assert all(_choice(s, ZNVER4) is None for s in resnet20)
+    assert all(_choice(s, ZNVER4) is None for s in resnet20[:3])
+    assert all(_choice(s, ZNVER4).m == 4 for s in resnet20[3:])
     assert _choice(ConvSpec(1, 28, 28, 128, 128, 3, 3, padding=1), ZNVER4).m == 4
     monkeypatch.setenv("AIQ_WINOGRAD", "0")
     assert _choice(resnet20[0], HASWELL) is None
     for m in wino8.TILES:
         monkeypatch.setenv("AIQ_WINOGRAD", str(m))
         assert _choice(resnet20[3], HASWELL).m == m
+
+
+def test_two_pass_transforms_are_priced_per_pass():
+    """The int16 kernel computes F(4, 3)'s input transform and every output transform in two
+    passes (rows, then columns), and the model counts them so: per tile and channel vector
+    one op per non-zero of B^T (22) per column in each pass, 2 * 6 * 22 = 264 for F(4, 3)'s
+    input, and of A^T (18) per column and then per output row, (6 + 4) * 18 = 180, where the
+    one-pass fp32 kernel's Kronecker products are 22**2 = 484 and 18**2 = 324; F(2, 3)'s
+    one-pass input keeps 8**2 = 64 and its output 36 either way."""
+    from aiq_tvm.targets.x86 import winograd as wino
+
+    for arith in (wino8.PMADDWD_ARITH, wino8.VPDPWSSD_ARITH):
+        assert wino.transform_ops(4, arith) == (264, 180)
+        assert wino.transform_ops(2, arith) == (64, 36)
+    assert wino.transform_ops(4, wino.FP32_ARITH) == (484, 324)
+    assert wino.transform_ops(2, wino.FP32_ARITH) == (64, 36)
+
+
+def test_resnet20_8x8_layer_takes_f4_on_pmaddwd_targets():
+    """ResNet-20's 64 -> 64 layer at 8 x 8, batch 16: U of F(4, 3) is 288 KiB of int16, within
+    half of a 1 MiB L2, so it is not priced as re-read per image and the model puts F(4, 3)
+    well below F(2, 3) (it ran 1.47x faster on skylake-avx512 code, and the model had put
+    them level: docs/runs/s38/wino_tiles_skx16.txt)."""
+    import dataclasses
+
+    from aiq_tvm.targets.x86 import winograd as wino
+
+    spec = ConvSpec(16, 8, 8, 64, 64, 3, 3, padding=1)
+    for target in (HASWELL, SKYLAKE):
+        cpu = cpu_model(target)
+        cpu = dataclasses.replace(cpu, caps=dataclasses.replace(cpu.caps, l2_bytes=1 << 20))
+        f2, f4 = (wino.winograd_plan(spec, cpu, (m,), wino8.arith(cpu)) for m in (2, 4))
+        assert f4.reread == 0.0 and f4.cost * wino8.F4_MARGIN < f2.cost
+        assert wino8.winograd_plan(spec, cpu, (2, 4)).m == 4

@@ -29,6 +29,7 @@ from tvm import s_tir, te
 
 from .common import ConvSpec, round_up
 from .schedules import (
+    ASSUMED_L2_BYTES,
     STACK_ACC_BYTES,
     balance,
     divisors,
@@ -137,8 +138,20 @@ TRANSFORM_CYCLES = 0.5
 # U streamed from L3/memory: about 10 bytes per cycle and core, measured on the AVX2 host
 # with layers whose transformed weights (4-9 MB) exceed the caches (7x7x512, 14x14x256).
 WEIGHT_STREAM_BYTES_PER_CYCLE = 10.0
-# A core's part of U below this stays in its cache across passes.
-CACHED_WEIGHT_BYTES = 256 * 1024
+# Share of a core's L2 its part of U may fill and stay there across passes (the rest holds a
+# task's V and M and the input rows). Until session 38 a fixed 256 KiB: ResNet-20's int8
+# F(4, 3) 64 -> 64 at 8 x 8 (U 288 KiB) was then priced rereading U for every image and put
+# level with F(2, 3), and ran 1.47x faster than it at batch 16 on skylake-avx512 code (2 MiB
+# of L2; docs/runs/s38/wino_tiles_skx16.txt). On the fp32 cold-cache set of session 31
+# (docs/runs/s31/wino_fit.py) every threshold from 64 KiB to 768 KiB picks the same kernels
+# and 1 MiB loses 0.009 ms less (docs/runs/s38/wino_fit_cached.txt).
+CACHED_L2_SHARE = 0.5
+
+
+def cached_weight_bytes(cpu) -> float:
+    """Largest part of U per core that stays in its L2 across passes (``cpu.caps.l2_bytes``;
+    an unknown L2 is sized as ``schedules.ASSUMED_L2_BYTES``)."""
+    return CACHED_L2_SHARE * (cpu.caps.l2_bytes or ASSUMED_L2_BYTES)
 
 
 def winograd_cost(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgroup: int,
@@ -159,14 +172,14 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     ``tiles x ocv`` register block and tasks of ``rows`` tile rows x ``kgroup`` output
     channels.
 
-    Per task: the GEMM steps as the direct kernel's (``step_cycles``), the transforms (one
-    vector op per non-zero coefficient of ``B^T x B^T`` per input channel vector, of
-    ``A^T x A^T`` per output channel vector, ``TRANSFORM_CYCLES`` each), the padded rows.
+    Per task: the GEMM steps as the direct kernel's (``step_cycles``), the transforms
+    (:func:`transform_ops` per input / output channel vector, ``TRANSFORM_CYCLES`` each), the
+    padded rows.
 
     U: the tasks of one group of tile rows (one *pass*, over every channel group) read all of
     U between them, so a layer reads it ``N x tile rows / rows`` times. Where a core's part of
     U (its slices of all the channel groups it runs: between two reads of one slice it reads
-    the others, however small each is) exceeds ``CACHED_WEIGHT_BYTES`` the passes after the
+    the others, however small each is) exceeds :func:`cached_weight_bytes` the passes after the
     first stream it again from beyond L2 at ``WEIGHT_STREAM_BYTES_PER_CYCLE`` per core; the
     first read comes from memory (:func:`_bounded_wino`). Until session 31 each task's slice
     was priced at the stream rate inside the task and overlapped with its compute: plans of
@@ -176,7 +189,6 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     """
     ar = arith or FP32_ARITH
     lanes, tp, threads = cpu.lanes, cpu.throughput, cpu.threads
-    bt, _, at = matrices(m)
     a = m + 2
     n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
     kp = round_up(spec.O, lanes * ocv)
@@ -186,8 +198,9 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     gemm = a * a * (tiles_task // tiles) * (kgroup // (lanes * ocv)) * steps * step
     # Transformed inputs hold 4 / in_bytes values per 32-bit lane.
     cv_in, cv_out = -(-spec.C * ar.in_bytes // (4 * lanes)), kgroup // lanes
-    t_in = _nonzeros(bt) ** 2 * cv_in * tiles_task * TRANSFORM_CYCLES
-    t_out = _nonzeros(at) ** 2 * cv_out * tiles_task * TRANSFORM_CYCLES
+    ops_in, ops_out = transform_ops(m, ar)
+    t_in = ops_in * cv_in * tiles_task * TRANSFORM_CYCLES
+    t_out = ops_out * cv_out * tiles_task * TRANSFORM_CYCLES
     pad_line = 1 + -(-spec.C * ar.in_bytes // 64)
     pad = (rows * m + 2) * (n_w * m + 2) * pad_line * tp.pad_pixel_cycles
     epi = rows * m * spec.OW * cv_out * tp.epi_cycles
@@ -196,7 +209,7 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     u_bytes = a * a * spec.C * kp * ar.weight_bytes
     reread = 0.0
     # A core's U between two reads of one slice: its slices of every channel group it runs.
-    if u_bytes / min(threads, kp // kgroup) > CACHED_WEIGHT_BYTES:
+    if u_bytes / min(threads, kp // kgroup) > cached_weight_bytes(cpu):
         passes = spec.N * (n_h // rows)
         reread = (passes - 1) * u_bytes / (WEIGHT_STREAM_BYTES_PER_CYCLE * threads)
     return compute, u_bytes, reread
@@ -244,6 +257,8 @@ class WinoArith:
 
     ``step_fmt`` and ``mode`` give one GEMM step (``group`` input channels per step),
     ``in_bytes`` / ``weight_bytes`` the size of a transformed input / weight element.
+    ``split_input`` (tile edges ``m``) / ``split_output``: the kernel computes that transform
+    in two passes, rows then columns (:func:`transform_ops`).
     """
 
     step_fmt: StepFmt
@@ -253,6 +268,24 @@ class WinoArith:
     # Register blocks whose accumulators reach this many bytes are not considered (None: no
     # limit): TVM allocates such a block's buffer on the heap instead of the stack.
     max_block_bytes: int | None = None
+    split_input: tuple[int, ...] = ()
+    split_output: bool = False
+
+
+def transform_ops(m: int, arith: WinoArith) -> tuple[int, int]:
+    """Vector ops per tile and channel vector of the input and the output transform: one per
+    non-zero coefficient of the Kronecker product (``B^T x B^T``, ``A^T x A^T``) in one pass;
+    in two passes (rows, then columns) one per non-zero of ``B^T`` per column of the tile, and
+    of ``A^T`` per column of the tile and then per output row. Until session 38 the model
+    priced the int16 kernel's two-pass transforms as one pass (F(4, 3): 484 input and 324
+    output ops instead of 264 and 180) and put ResNet-20's int8 F(4, 3) layers on
+    skylake-avx512 at 0.98-1.18x FP32's cost where they ran 1.54-1.74x faster
+    (docs/runs/s38/wino_skx16.txt)."""
+    bt, _, at = matrices(m)
+    a = m + 2
+    t_in = a * 2 * _nonzeros(bt) if m in arith.split_input else _nonzeros(bt) ** 2
+    t_out = (a + m) * _nonzeros(at) if arith.split_output else _nonzeros(at) ** 2
+    return t_in, t_out
 
 
 # fp32: one broadcast FMA per channel and accumulator vector.

@@ -108,8 +108,13 @@ _LLVM_VPDPWSSD = {16: "llvm.x86.avx512.vpdpwssd.512"}
 # does both in one op with the FMA latency. Register blocks stay below STACK_ACC_BYTES: on the
 # skylake-avx512 build, 16-zmm blocks (1 KiB, a heap buffer) ran 7-20 % slower than the best
 # block of at most 8 zmm (ResNet-20's 3x3 layers at batch 16 on the Zen 4 host).
-PMADDWD_ARITH = WinoArith(StepFmt(1.5, 2, 1.0, bcast_ops=1.0), "dot", 2, 2, STACK_ACC_BYTES)
-VPDPWSSD_ARITH = WinoArith(StepFmt(1.0, 2, 4.0, bcast_ops=1.0), "dot", 2, 2, STACK_ACC_BYTES)
+# Transforms: F(4, 3)'s input and every output transform run in two passes (see below).
+_PASSES = {"split_input": tuple(m for m, t in TILES.items() if t.split_input),
+           "split_output": True}
+PMADDWD_ARITH = WinoArith(StepFmt(1.5, 2, 1.0, bcast_ops=1.0), "dot", 2, 2, STACK_ACC_BYTES,
+                          **_PASSES)
+VPDPWSSD_ARITH = WinoArith(StepFmt(1.0, 2, 4.0, bcast_ops=1.0), "dot", 2, 2, STACK_ACC_BYTES,
+                           **_PASSES)
 
 
 def arith(cpu) -> WinoArith:
@@ -412,7 +417,13 @@ def select_margin(cpu) -> float:
 # with vpdpwssd (znver4, one thread, CPU time) ran 1.24-1.61x faster than the direct kernel
 # on ResNet-18/50's 56x56x64, 28x28x128 and 14x14x256 layers at batch 1 and 8 (model ratios
 # 1.34-1.43, so it is picked there) and 1.05-1.39x on ResNet-20's layers at batch 16 (model
-# 0.87-1.20: direct kept); at 7x7x512, batch 1, it ran 0.53x (model 0.19).
+# 0.87-1.20: direct kept); at 7x7x512, batch 1, it ran 0.53x (model 0.19). Since session 38
+# the model prices the two-pass transforms as such (``winograd.transform_ops``), which puts
+# ResNet-20's 32- and 64-channel layers at batch 16 at 1.42 / 1.56 and picks F(4, 3) there,
+# as the Zen 4 times favour; on the Intel host of session 38 (rocketlake code without AMX,
+# one thread) the direct kernel ran faster there (F(4, 3) 0.83x / 0.95x) and level at
+# ResNet-18's 56x56x64 / 28x28x128 at batch 1 (0.92x / 1.03x;
+# docs/runs/s38/wino_tiles_host{16,1}.txt): the margin stays, a vendor's VNNI rates differ.
 PMADDWD_MARGIN = 1.05
 VPDPWSSD_MARGIN = 1.25
 
