@@ -278,9 +278,9 @@ def transform_ops(m: int, arith: WinoArith) -> tuple[int, int]:
     in two passes (rows, then columns) one per non-zero of ``B^T`` per column of the tile, and
     of ``A^T`` per column of the tile and then per output row. Until session 38 the model
     priced the int16 kernel's two-pass transforms as one pass (F(4, 3): 484 input and 324
-    output ops instead of 264 and 180) and put ResNet-20's int8 F(4, 3) layers on
-    skylake-avx512 at 0.98-1.18x FP32's cost where they ran 1.54-1.74x faster
-    (docs/runs/s38/wino_skx16.txt)."""
+    output ops instead of 264 and 180) and put ResNet-20's 16- and 32-channel int8 F(4, 3)
+    layers on skylake-avx512 0.98x / 1.18x as fast as FP32 (docs/runs/s38/
+    wino_parts_skx16_before.txt) where they ran 1.74x / 1.54x faster (wino_skx16.txt)."""
     bt, _, at = matrices(m)
     a = m + 2
     t_in = a * 2 * _nonzeros(bt) if m in arith.split_input else _nonzeros(bt) ** 2
