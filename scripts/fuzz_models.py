@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -124,8 +125,11 @@ def main(argv=None) -> int:
             print(row["trace"])
     print(f"{_summary(rows)} ({time.perf_counter() - t0:.0f} s this run)")
     if args.out:
-        command = "TVM_NUM_THREADS=2 python scripts/fuzz_models.py " + shlex.join(
-            a for a in (argv or sys.argv[1:]) if a != "--verbose")
+        # The thread count this run had, not an assumed one.
+        threads = os.environ.get("TVM_NUM_THREADS")
+        command = (f"TVM_NUM_THREADS={threads} " if threads else "") + \
+            "python scripts/fuzz_models.py " + shlex.join(
+                a for a in (argv or sys.argv[1:]) if a != "--verbose")
         args.out.write_text(_markdown(rows, command))
     return min(sum(failed(r) for r in rows), 100)
 
