@@ -234,20 +234,28 @@ def test_selection(monkeypatch):
         assert _choice(resnet20[3], HASWELL).m == m
 
 
-def test_two_pass_transforms_are_priced_per_pass():
+def test_two_pass_transforms_and_the_odd_multiply_are_priced():
     """The int16 kernel computes F(4, 3)'s input transform and every output transform in two
     passes (rows, then columns), and the model counts them so: per tile and channel vector
     one op per non-zero of B^T (22) per column in each pass, 2 * 6 * 22 = 264 for F(4, 3)'s
     input, and of A^T (18) per column and then per output row, (6 + 4) * 18 = 180, where the
     one-pass fp32 kernel's Kronecker products are 22**2 = 484 and 18**2 = 324; F(2, 3)'s
-    one-pass input keeps 8**2 = 64 and its output 36 either way."""
+    one-pass input keeps 8**2 = 64 and its output 36 either way. F(4, 3)'s output ends with a
+    multiply per pixel (16 per tile): one pmulld, or EMULATED_MULLD_OPS without SSE4.1."""
     from aiq_tvm.targets.x86 import winograd as wino
 
     for arith in (wino8.PMADDWD_ARITH, wino8.VPDPWSSD_ARITH):
-        assert wino.transform_ops(4, arith) == (264, 180)
+        assert wino.transform_ops(4, arith) == (264, 180 + 16)
         assert wino.transform_ops(2, arith) == (64, 36)
     assert wino.transform_ops(4, wino.FP32_ARITH) == (484, 324)
     assert wino.transform_ops(2, wino.FP32_ARITH) == (64, 36)
+    sse2, sse41 = (cpu_model(ISA_TARGETS[level]) for level in ("sse", "ssse3"))
+    assert "sse4.1" not in sse2.caps.features and "sse4.1" in sse41.caps.features
+    assert wino.transform_ops(4, wino8.arith(sse2), sse2)[1] == 180 + 16 * wino.EMULATED_MULLD_OPS
+    assert wino.transform_ops(4, wino8.arith(sse41), sse41)[1] == 180 + 16
+    # ResNet-20's 3 -> 16 stem at batch 16 on the SSE2 baseline: F(2, 3), the fastest of the
+    # three there (0.291 ms against F(4, 3)'s 0.335 and direct's 0.478).
+    assert _choice(ConvSpec(16, 32, 32, 3, 16, 3, 3, padding=1), ISA_TARGETS["sse"]).m == 2
 
 
 def test_resnet20_8x8_layer_takes_f4_on_pmaddwd_targets():

@@ -198,7 +198,7 @@ def winograd_parts(spec: ConvSpec, m: int, tiles: int, ocv: int, rows: int, kgro
     gemm = a * a * (tiles_task // tiles) * (kgroup // (lanes * ocv)) * steps * step
     # Transformed inputs hold 4 / in_bytes values per 32-bit lane.
     cv_in, cv_out = -(-spec.C * ar.in_bytes // (4 * lanes)), kgroup // lanes
-    ops_in, ops_out = transform_ops(m, ar)
+    ops_in, ops_out = transform_ops(m, ar, cpu)
     t_in = ops_in * cv_in * tiles_task * TRANSFORM_CYCLES
     t_out = ops_out * cv_out * tiles_task * TRANSFORM_CYCLES
     pad_line = 1 + -(-spec.C * ar.in_bytes // 64)
@@ -258,7 +258,8 @@ class WinoArith:
     ``step_fmt`` and ``mode`` give one GEMM step (``group`` input channels per step),
     ``in_bytes`` / ``weight_bytes`` the size of a transformed input / weight element.
     ``split_input`` (tile edges ``m``) / ``split_output``: the kernel computes that transform
-    in two passes, rows then columns (:func:`transform_ops`).
+    in two passes, rows then columns (:func:`transform_ops`); ``odd_multiply`` (tile edges):
+    its output transform ends with an int32 multiply per output vector.
     """
 
     step_fmt: StepFmt
@@ -270,9 +271,15 @@ class WinoArith:
     max_block_bytes: int | None = None
     split_input: tuple[int, ...] = ()
     split_output: bool = False
+    odd_multiply: tuple[int, ...] = ()
 
 
-def transform_ops(m: int, arith: WinoArith) -> tuple[int, int]:
+# Vector ops of an int32 multiply without SSE4.1's pmulld: LLVM builds it from two pmuludq and
+# the shuffles that pair and merge their halves (the x86-64 baseline level).
+EMULATED_MULLD_OPS = 6
+
+
+def transform_ops(m: int, arith: WinoArith, cpu=None) -> tuple[int, int]:
     """Vector ops per tile and channel vector of the input and the output transform: one per
     non-zero coefficient of the Kronecker product (``B^T x B^T``, ``A^T x A^T``) in one pass;
     in two passes (rows, then columns) one per non-zero of ``B^T`` per column of the tile, and
@@ -280,11 +287,17 @@ def transform_ops(m: int, arith: WinoArith) -> tuple[int, int]:
     priced the int16 kernel's two-pass transforms as one pass (F(4, 3): 484 input and 324
     output ops instead of 264 and 180) and put ResNet-20's 16- and 32-channel int8 F(4, 3)
     layers on skylake-avx512 0.98x / 1.18x as fast as FP32 (docs/runs/s38/
-    wino_parts_skx16_before.txt) where they ran 1.74x / 1.54x faster (wino_skx16.txt)."""
+    wino_parts_skx16_before.txt) where they ran 1.74x / 1.54x faster (wino_skx16.txt).
+    The multiply of ``odd_multiply`` tiles adds one op per output pixel (on a ``cpu`` without
+    ``sse4.1``: ``EMULATED_MULLD_OPS``; there ResNet-20's int8 stem ran F(4, 3) 1.15x slower
+    than F(2, 3) at batch 16: docs/runs/s38/wino_tiles_stem_x86-64_b16.txt)."""
     bt, _, at = matrices(m)
     a = m + 2
     t_in = a * 2 * _nonzeros(bt) if m in arith.split_input else _nonzeros(bt) ** 2
     t_out = (a + m) * _nonzeros(at) if arith.split_output else _nonzeros(at) ** 2
+    if m in arith.odd_multiply:
+        pmulld = cpu is None or "sse4.1" in cpu.caps.features
+        t_out += m * m * (1 if pmulld else EMULATED_MULLD_OPS)
     return t_in, t_out
 
 

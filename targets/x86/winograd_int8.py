@@ -108,9 +108,10 @@ _LLVM_VPDPWSSD = {16: "llvm.x86.avx512.vpdpwssd.512"}
 # does both in one op with the FMA latency. Register blocks stay below STACK_ACC_BYTES: on the
 # skylake-avx512 build, 16-zmm blocks (1 KiB, a heap buffer) ran 7-20 % slower than the best
 # block of at most 8 zmm (ResNet-20's 3x3 layers at batch 16 on the Zen 4 host).
-# Transforms: F(4, 3)'s input and every output transform run in two passes (see below).
+# Transforms: F(4, 3)'s input and every output transform run in two passes, and F(4, 3)'s
+# output is multiplied by the odd scale's inverse (see below).
 _PASSES = {"split_input": tuple(m for m, t in TILES.items() if t.split_input),
-           "split_output": True}
+           "split_output": True, "odd_multiply": tuple(m for m, t in TILES.items() if t.odd != 1)}
 PMADDWD_ARITH = WinoArith(StepFmt(1.5, 2, 1.0, bcast_ops=1.0), "dot", 2, 2, STACK_ACC_BYTES,
                           **_PASSES)
 VPDPWSSD_ARITH = WinoArith(StepFmt(1.0, 2, 4.0, bcast_ops=1.0), "dot", 2, 2, STACK_ACC_BYTES,
