@@ -163,8 +163,8 @@ def test_copy_out_in_channel_vectors(monkeypatch):
 
 def test_transformed_weights_stay_cached_within_half_the_l2():
     """A core's part of U is re-read per pass only above half its L2 (the target's): 3x3
-    128 -> 128 at 14 x 14, F(4, 3) in fp32 on two cores holds 1.2 MB of U, 576 KiB per core:
-    re-read with a 1 MiB L2, cached with 2 MiB."""
+    96 -> 96 at 14 x 14, F(4, 3) in fp32 holds 1.3 MB of U, 648 KiB per core in two channel
+    groups on two cores: re-read with a 1 MiB L2, cached with 2 MiB."""
     import dataclasses
 
     from aiq_tvm.targets.x86 import cpu_model
