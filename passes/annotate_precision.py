@@ -168,8 +168,9 @@ class LayerReaders:
 # Ops a layer's uint8 output may pass through on its way to the layers reading it: a max
 # commutes with any non-decreasing quantizer (max(q(a), q(b)) = q(max(a, b)), and a padding of
 # -inf quantizes to 0, the smallest uint8), so the producer can requantize for the layers
-# behind the pool and the pool runs on bytes. ResNet's stem -> 3 x 3 / 2 max-pool -> block 1.
-_ORDER_PRESERVING = ("relax.nn.max_pool2d",)
+# behind the pool and the pool runs on bytes (ResNet's stem -> 3 x 3 / 2 max-pool -> block 1);
+# a reshape moves no value (a conv -> flatten -> classifier).
+_ORDER_PRESERVING = ("relax.nn.max_pool2d", "relax.reshape")
 
 
 def _order_preserving_source(val, sources: dict):
@@ -182,7 +183,7 @@ def _order_preserving_source(val, sources: dict):
 def layer_readers(mod: tvm.IRModule, entries: list[LayerEntry] | None = None,
                   func_name: str = "main") -> dict[str, LayerReaders | None]:
     """For each layer, the layers reading its output as data or as residual, directly or
-    through max-pooling (``_ORDER_PRESERVING``).
+    through max-pooling or a reshape (``_ORDER_PRESERVING``).
 
     ``None`` when any other op, a weight or bias operand of a layer, or the function's result
     also reads the output (or nothing reads it).

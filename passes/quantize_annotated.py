@@ -17,8 +17,9 @@ from aiq_tvm.checks import check_non_negative_int
 from aiq_tvm.schemes import get_precision
 from aiq_tvm.targets import current_target
 
+from ._flatten import channels_last_flatten
 from ._layers import is_layer_function, parse_layer
-from ._lowering import corrected_values, emit_layer, layer_values
+from ._lowering import LayerValues, corrected_values, emit_layer, layer_values
 from .annotate_precision import layer_readers, layer_table
 
 __all__ = ["QuantizeAnnotated"]
@@ -57,8 +58,14 @@ class _Quantizer(PyExprMutator):
             qp = self.calibration.qparams(name)
         self.lowered.append(name)
         residual = None if info.residual is None else args[info.residual]
+        data = args[info.data]
+        flat = channels_last_flatten(self.builder_, data, self.lookup_binding) \
+            if info.op == "dense" else None
+        if flat is not None:  # after the correction: its statistics are in torch's order
+            data, order = flat
+            values = LayerValues(values.weight[:, order], values.bias)
         return emit_layer(
-            self.builder_, info, values, args[info.data], precision, qp, self.target, name,
+            self.builder_, info, values, data, precision, qp, self.target, name,
             residual, self.requant.get(name), self.residual_q.get(name), **self.tuning,
             numerics_target=self.numerics_target,
         )

@@ -21,8 +21,9 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from aiq_tvm.schemes import get_precision
 from aiq_tvm.targets import current_target
 
+from ._flatten import channels_last_flatten
 from ._layers import is_layer_function, parse_layer
-from ._lowering import corrected_values, emit_layer, layer_values
+from ._lowering import LayerValues, corrected_values, emit_layer, layer_values
 
 __all__ = ["SelectPrecisionAtRuntime", "SELECT_PARAM", "select_vector"]
 
@@ -43,12 +44,15 @@ class _Switcher(PyExprMutator):
         self.select = select_var
         self.index = index
         self.residual = None
+        self.order = None  # the dense layer's feature order (channels_last_flatten)
 
     def _branch(self, info, values, data, precision, qp, name) -> relax.SeqExpr:
         bb = self.builder_
         bb._begin_binding_block()
         values = corrected_values(values, info, precision, self.calibration, name,
                                   self.numerics_target or self.target)
+        if self.order is not None:  # after the correction: its statistics are in torch's order
+            values = LayerValues(values.weight[:, self.order], values.bias)
         out = emit_layer(bb, info, values, data, precision, qp, self.target, name,
                          self.residual, numerics_target=self.numerics_target)
         block = bb._end_block()
@@ -89,6 +93,9 @@ class _Switcher(PyExprMutator):
             qp = self.calibration.qparams(name)
         data = call.args[info.data]
         self.residual = None if info.residual is None else call.args[info.residual]
+        flat = channels_last_flatten(self.builder_, data, self.lookup_binding) \
+            if info.op == "dense" else None
+        data, self.order = flat if flat is not None else (data, None)
         i = self.index[name]
         seq = self._chain(i, 0, info, values, data, qp, name)
         # Flatten the outermost SeqExpr into the current block.
