@@ -56,10 +56,19 @@ def failed(row: dict) -> bool:
     return bool(row["error"]) or not (row["fp32"] < FP32_TOL and row["int8"] < INT8_TOL)
 
 
-def _load(journal: Path | None) -> list[dict]:
+def load_journal(journal: Path | None) -> list[dict]:
+    """The rows of a JSONL journal (none when there is no journal yet)."""
     if journal is None or not journal.exists():
         return []
     return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+
+
+def recorded_command(script: str, argv) -> str:
+    """The command line a report records: the run's own TVM_NUM_THREADS (not an assumed
+    one), the script and its arguments without ``--verbose``."""
+    threads = os.environ.get("TVM_NUM_THREADS")
+    return (f"TVM_NUM_THREADS={threads} " if threads else "") + f"python scripts/{script} " + \
+        shlex.join(a for a in (argv or sys.argv[1:]) if a != "--verbose")
 
 
 def _summary(rows: list[dict]) -> str:
@@ -104,7 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
     args = ap.parse_args(argv)
     seeds = args.seeds if args.seeds else list(range(args.first, args.first + args.count))
-    done = {r["seed"]: r for r in _load(args.journal) if r.get("max_blocks") == args.max_blocks
+    done = {r["seed"]: r for r in load_journal(args.journal)
+            if r.get("max_blocks") == args.max_blocks
             and r.get("target", "llvm") == args.target
             and r.get("profile", "small") == args.profile}
     rows, t0 = [done[s] for s in seeds if s in done], time.perf_counter()
@@ -125,12 +135,7 @@ def main(argv=None) -> int:
             print(row["trace"])
     print(f"{_summary(rows)} ({time.perf_counter() - t0:.0f} s this run)")
     if args.out:
-        # The thread count this run had, not an assumed one.
-        threads = os.environ.get("TVM_NUM_THREADS")
-        command = (f"TVM_NUM_THREADS={threads} " if threads else "") + \
-            "python scripts/fuzz_models.py " + shlex.join(
-                a for a in (argv or sys.argv[1:]) if a != "--verbose")
-        args.out.write_text(_markdown(rows, command))
+        args.out.write_text(_markdown(rows, recorded_command("fuzz_models.py", argv)))
     return min(sum(failed(r) for r in rows), 100)
 
 

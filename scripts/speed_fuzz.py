@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shlex
 import sys
 import time
 import traceback
@@ -37,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_isa import FLOOR_SEP, variants  # noqa: E402
+from fuzz_models import load_journal, recorded_command  # noqa: E402
 from random_cnns import PROFILES, random_cnn, relative_error  # noqa: E402
 
 from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
@@ -117,12 +116,6 @@ def slower(row: dict, tolerance: float) -> list[str]:
     return [k for k, s in speedups(row).items() if s < 1 / (1 + tolerance)]
 
 
-def _load(journal: Path | None) -> list[dict]:
-    if journal is None or not journal.exists():
-        return []
-    return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-
-
 def _summary(rows: list[dict], names: list[str], tolerance: float) -> list[str]:
     ok = [r for r in rows if not r["failure"]]
     lines = [f"{len(rows)} networks, {len(rows) - len(ok)} failed to build or run; "
@@ -199,7 +192,7 @@ def main(argv=None) -> int:
     names = variants(args.precisions, args.speed_floor)
     seeds = args.seeds if args.seeds else list(range(args.first, args.first + args.count))
     same = ("target", "profile", "max_blocks", "batch")
-    done = {r["seed"]: r for r in _load(args.journal)
+    done = {r["seed"]: r for r in load_journal(args.journal)
             if all(r.get(k) == getattr(args, k) for k in same)}
     rows, t0 = [done[s] for s in seeds if s in done], time.perf_counter()
     for seed in (s for s in seeds if s not in done):
@@ -221,11 +214,7 @@ def main(argv=None) -> int:
     print("\n".join(_summary(rows, names, args.tolerance)))
     print(f"({time.perf_counter() - t0:.0f} s this run)")
     if args.out:
-        threads = os.environ.get("TVM_NUM_THREADS")
-        command = (f"TVM_NUM_THREADS={threads} " if threads else "") + \
-            "python scripts/speed_fuzz.py " + shlex.join(
-                a for a in (argv or sys.argv[1:]) if a != "--verbose")
-        args.out.write_text(_markdown(rows, names, args, command))
+        args.out.write_text(_markdown(rows, names, args, recorded_command("speed_fuzz.py", argv)))
     return min(sum(bool(slower(r, args.tolerance)) for r in rows), 100)
 
 
