@@ -10,13 +10,15 @@ uniform precisions for ``--target`` (and, with ``--speed-floor fp32``, each low-
 with that floor), times the builds in interleaved rounds on this machine (one thread, process
 CPU time by default; medians over rounds, ratios within the network's run) and reports every
 network whose low-bit build ran slower than its FP32 build by more than ``--tolerance``
-(timing noise). Each build's output is also compared with torch's (relative error), so a
-fast wrong build cannot pass. A target this machine cannot execute is an error: speed needs
-real runs.
+(timing noise). Each build's output is also compared with torch's (relative error) and an
+FP32 or int8 build beyond ``scripts/fuzz_models.py``'s bounds (1e-4, 0.1) is reported as
+wrong, so a fast wrong build cannot pass (int4's error is reported, not bounded). A target
+this machine cannot execute is an error: speed needs real runs.
 
 Long runs go in pieces: ``--journal FILE`` appends every network's row and skips seeds
 already there, ``--minutes M`` stops starting new networks after M minutes. The exit code
-is the number of networks with a slower low-bit build (capped at 100).
+is the number of networks with a slower low-bit build, a wrong build or a failure (capped
+at 100).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_isa import FLOOR_SEP, variants  # noqa: E402
 from fuzz_models import load_journal, recorded_command  # noqa: E402
-from random_cnns import PROFILES, random_cnn, relative_error  # noqa: E402
+from random_cnns import (  # noqa: E402
+    FP32_TOL,
+    INT8_TOL,
+    PROFILES,
+    random_cnn,
+    relative_error,
+)
 
 from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
 
@@ -116,6 +124,16 @@ def slower(row: dict, tolerance: float) -> list[str]:
     return [k for k, s in speedups(row).items() if s < 1 / (1 + tolerance)]
 
 
+# Relative error to torch beyond which a build is wrong, per plan (fuzz_models.py's bounds).
+BOUNDS = {"fp32": FP32_TOL, "int8": INT8_TOL}
+
+
+def wrong(row: dict) -> list[str]:
+    """The variants of a row whose output is further from torch's than their plan's bound."""
+    return [k for k, e in row["error"].items()
+            if not e < BOUNDS.get(k.partition(FLOOR_SEP)[0], float("inf"))]
+
+
 def _summary(rows: list[dict], names: list[str], tolerance: float) -> list[str]:
     ok = [r for r in rows if not r["failure"]]
     lines = [f"{len(rows)} networks, {len(rows) - len(ok)} failed to build or run; "
@@ -131,6 +149,9 @@ def _summary(rows: list[dict], names: list[str], tolerance: float) -> list[str]:
            for n in names}
     lines.append("- largest relative error to torch: " + ", ".join(
         f"{n} {e:.2e}" for n, e in err.items()))
+    bad = [r["seed"] for r in ok if wrong(r)]
+    lines.append(f"- wrong (fp32 >= {FP32_TOL:g} or int8 >= {INT8_TOL:g} from torch): "
+                 f"{len(bad)} networks (seeds {bad or 'none'})")
     return lines
 
 
@@ -206,7 +227,8 @@ def main(argv=None) -> int:
                 f.write(json.dumps({k: v for k, v in row.items() if k != "trace"}) + "\n")
         s = speedups(row)
         text = row["failure"] or ", ".join(f"{n} {v:.2f}x" for n, v in s.items())
-        flag = "SLOW" if slower(row, args.tolerance) else ("FAIL" if row["failure"] else "ok")
+        flag = ("FAIL" if row["failure"] else "WRONG" if wrong(row)
+                else "SLOW" if slower(row, args.tolerance) else "ok")
         print(f"{flag:4} {row['layers']} | FP32 {row['ms'].get('fp32', float('nan')):.3f} ms"
               f" | {text}", flush=True)
         if args.verbose and row.get("trace"):
@@ -215,7 +237,8 @@ def main(argv=None) -> int:
     print(f"({time.perf_counter() - t0:.0f} s this run)")
     if args.out:
         args.out.write_text(_markdown(rows, names, args, recorded_command("speed_fuzz.py", argv)))
-    return min(sum(bool(slower(r, args.tolerance)) for r in rows), 100)
+    return min(sum(bool(r["failure"] or wrong(r) or slower(r, args.tolerance)) for r in rows),
+               100)
 
 
 if __name__ == "__main__":

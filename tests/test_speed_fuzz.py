@@ -31,6 +31,15 @@ def test_slower_counts_only_builds_beyond_the_tolerance():
     assert speed_fuzz.slower(_row({}, failure="TVMError: x"), 0.05) == []
 
 
+def test_a_build_beyond_its_bound_is_wrong():
+    row = _row({"fp32": 1.0, "int8": 1.0, "int4": 1.0, "int8 floor fp32": 1.0})
+    row["error"] = {"fp32": 2e-4, "int8": 0.05, "int4": 0.5, "int8 floor fp32": 0.2}
+    # int4 has no bound; a floored int8 plan is held to int8's
+    assert speed_fuzz.wrong(row) == ["fp32", "int8 floor fp32"]
+    row["error"]["fp32"] = float("nan")
+    assert "fp32" in speed_fuzz.wrong(row)
+
+
 def test_summary_names_the_slow_seeds():
     rows = [_row({"fp32": 1.0, "int8": 0.5}), {**_row({"fp32": 1.0, "int8": 2.0}), "seed": 7}]
     text = "\n".join(speed_fuzz._summary(rows, ["fp32", "int8"], 0.03))
