@@ -18,14 +18,13 @@ from tvm import relax
 from aiq_tvm._ir import is_op, static_shape
 
 from ._lowering import NCHW_TO_NHWC, NHWC_TO_NCHW
+from .cancel_transposes import _POOLS, _UNARY
 
 __all__ = ["channels_last_flatten", "flatten_order"]
 
-# Ops between the conv kernel's NHWC -> NCHW permute and the flatten that CancelTransposes
-# moves that permute across (see its rules), so the permute back to NHWC added here cancels.
-_ACROSS = ("relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
-           "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.leakyrelu", "relax.nn.max_pool2d",
-           "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d")
+# The ops CancelTransposes moves an NHWC -> NCHW permute across (its rules): behind them the
+# permute back to NHWC added here cancels.
+_ACROSS = (*_UNARY, *_POOLS)
 _MAX_HOPS = 16
 
 

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_isa import FLOOR_SEP, variants  # noqa: E402
+from bench_isa import FLOOR_SEP, _time_all, variants  # noqa: E402
 from fuzz_models import load_journal, recorded_command  # noqa: E402
 from random_cnns import (  # noqa: E402
     FP32_TOL,
@@ -46,7 +46,7 @@ from random_cnns import (  # noqa: E402
     relative_error,
 )
 
-from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
+from aiq_tvm.bench import CLOCKS  # noqa: E402
 
 
 def _inputs(case, batch: int) -> np.ndarray:
@@ -78,23 +78,6 @@ def _builds(case, x, target, names):
     return builds, errors, moved
 
 
-def _time(builds, x, rounds: int, round_ms: float, clock: str) -> dict[str, float]:
-    """Median ms per call of each build over interleaved rounds (the start rotates)."""
-    import tvm
-
-    timers = {}
-    for name, b in builds.items():
-        f = b.vm(len(x))["main"]
-        arg = tvm.runtime.tensor(x)
-        timers[name] = Timer(lambda f=f, arg=arg: f(arg), clock)
-    samples = {k: [] for k in timers}
-    keys = list(timers)
-    for r in range(rounds):
-        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
-            samples[k].append(timers[k](round_ms))
-    return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
-
-
 def check(seed: int, args) -> dict:
     """Build, compare and time network ``seed``; returns its journal row."""
     case = random_cnn(seed, max_blocks=args.max_blocks, profile=args.profile)
@@ -106,7 +89,8 @@ def check(seed: int, args) -> dict:
     try:
         x = case.x
         builds, row["error"], row["moved"] = _builds(case, x, args.target, names)
-        row["ms"] = _time(builds, x, args.rounds, args.round_ms, args.clock)
+        # interleaved rounds, as bench_isa.py times its models (no gap between builds)
+        row["ms"] = _time_all(builds, x, args.rounds, args.round_ms, 0, args.clock)
     except Exception as err:  # noqa: BLE001 - every failure kind is a row of the report
         row["failure"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         row["trace"] = traceback.format_exc()
