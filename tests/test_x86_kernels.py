@@ -1156,15 +1156,84 @@ def test_narrowing_pointwise_blocks_run_down_the_rows(scheme, target, monkeypatc
 
 
 @pytest.mark.parametrize("kernel,inline", [(3, True), (5, False), (7, False)])
-def test_integer_stride1_depthwise_reads_inline_only_for_3x3(kernel, inline):
-    """Unrolled int8 depthwise convs at stride 1 read their borders inline only for 3x3
-    windows: 5x5 ran 0.71-0.75x and 7x7 0.83-1.08x inline (docs/runs/s28/dw_border_int8.txt),
-    though the model would read a batch-1 5x5 inline."""
+def test_integer_stride1_depthwise_reads_inline_only_for_3x3(kernel, inline, monkeypatch):
+    """Unrolled int8 depthwise convs at stride 1 that widen their uint8 input in place read
+    their borders inline only for 3x3 windows: 5x5 ran 0.71-0.75x and 7x7 0.83-1.08x inline
+    (docs/runs/s28/dw_border_int8.txt), though the model would read a batch-1 5x5 inline."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "0")  # the in-place conversion
 
     spec = ConvSpec(1, 28, 28, 240, 240, kernel, kernel, padding=kernel // 2, groups=240)
     plan = conv_mod.conv_choice_for(spec, "int8", ISA_TARGETS["avx512_vnni"]).plan
     assert (plan.inline_border, plan.need_pad) == (inline, not inline)
+
+
+@pytest.mark.parametrize("n,h,c,kernel,stride,target,expected", [
+    (1, 28, 192, 7, 1, "avx512_vnni", True),
+    (1, 14, 672, 5, 1, "avx512bw", True),
+    (1, 28, 240, 3, 1, "avx512_vnni", False),  # 9 taps: the in-place widening pays
+    (1, 28, 40, 5, 1, "avx512_vnni", False),  # few channels keep cheap in-place tiles
+    (1, 56, 144, 5, 2, "avx512_vnni", False),  # stride 2: the copy converts 4x the outputs
+    (8, 28, 240, 5, 1, "avx512_vnni", False),  # a 6 MB copy: past half the L2
+    (1, 28, 192, 7, 1, "avx2", False),  # lost on haswell
+])
+def test_integer_depthwise_reads_a_float_copy_where_it_pays(n, h, c, kernel, stride, target,
+                                                            expected):  # fmt: skip
+    """int8 / int4 depthwise convs of more than 9 taps read a float32 copy of their input on
+    AVX-512 levels (``conv2d._float_input``): the fp32 kernel's float reads and plan."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    spec = ConvSpec(n, h, h, c, c, kernel, kernel, stride=stride, padding=kernel // 2,
+                    groups=c)  # fmt: skip
+    for scheme in ("int8", "int4"):
+        fmt = conv_mod.conv_choice_for(spec, scheme, ISA_TARGETS[target]).fmt
+        assert (fmt.in_dtype == "float32") == expected, (scheme, fmt)
+
+
+@requires_host(ISA_TARGETS["avx512bw"])
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_float_copy_depthwise_matches_reference_and_in_place(scheme, monkeypatch):
+    """The float-copy depthwise kernel gives the numpy reference's outputs and the in-place
+    kernel's bit for bit (same products and float-exact sums), borders included."""
+    target = ISA_TARGETS["avx512bw"]
+    spec = ConvSpec(2, 9, 11, 64, 64, 7, 7, padding=(3, 2, 3, 4), groups=64)
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(spec.in_shape) + 0.3).astype(np.float32)
+    w = (rng.standard_normal(spec.weight_shape) / 7).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    qp = ActQParams.from_range(float(x.min()), float(x.max()))
+    xq = quant.quantize_act(x, qp)
+    outs = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", flag)
+        k = conv2d_kernel(spec, scheme, w, b, act="relu6", act_qparams=qp, target=target)
+        assert k.info["float_input"] == (flag == "1") and k.in_dtype == "uint8"
+        outs[flag] = run_kernel(k, xq, target=target)
+    ref = quant.ref_conv2d(x, w, b, scheme, stride=spec.stride, padding=spec.padding,
+                           groups=spec.groups, act="relu6", act_qparams=qp,
+                           int8_qmax=testing.int8_qmax(spec, target))  # fmt: skip
+    assert_close(outs["1"], ref.y, scheme)
+    np.testing.assert_array_equal(outs["1"], outs["0"])
+    monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "1")
+    k = conv2d_kernel(spec, scheme, w, b, act="relu6", act_qparams=qp, target=target,
+                      debug_acc=True)  # fmt: skip
+    np.testing.assert_array_equal(run_kernel(k, xq, target=target), ref.acc)
+
+
+def test_int4_depthwise_weights_are_float_codes_unless_a_decode_form_is_asked():
+    """int4 depthwise convs store their 4-bit codes as float32 constants (int8's format; no
+    nibble unpacking per block or per call) unless ``decode_once`` asks for a 4-bit form."""
+    spec = ConvSpec(1, 8, 8, 32, 32, 3, 3, padding=1, groups=32)
+    w = np.random.default_rng(0).standard_normal(spec.weight_shape).astype(np.float32)
+    qp = ActQParams.from_range(-0.2, 3.0)
+    k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp, target=ISA_TARGETS["avx512bw"])
+    assert k.info["weight_format"] == "i8" and k.consts[0].dtype == np.float32
+    assert np.abs(k.consts[0]).max() <= 8
+    for decode in (True, False):
+        k = conv2d_kernel(spec, "int4", w, None, act_qparams=qp,
+                          target=ISA_TARGETS["avx512bw"], decode_once=decode)  # fmt: skip
+        assert k.info["weight_format"].startswith("i4"), k.info["weight_format"]
 
 
 @pytest.mark.parametrize("c,kernel,stride,lanes,unroll", [

@@ -295,12 +295,18 @@ def _half_width_cpu(spec: ConvSpec, cpu: CpuModel, scheme) -> CpuModel | None:
     return replace(cpu, isa=replace(cpu.isa, vector_bits=32 * half, throughput=faster))
 
 
-def _layer_formats(spec: ConvSpec, scheme, qmax: int | None,
-                   cpu: CpuModel) -> list[WeightFormat]:  # fmt: skip
+def _layer_formats(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel,
+                   nibbles: bool = False) -> list[WeightFormat]:  # fmt: skip
     """Candidate weight formats; a grouped conv keeps those whose channel group divides
-    ``C/G`` (a dot block must not read two groups), else the exact plain format."""
+    ``C/G`` (a dot block must not read two groups), else the exact plain format. ``nibbles``:
+    an int4 decode form was asked for, so int4 depthwise convs keep their 4-bit formats."""
     cpg = spec.C // spec.groups
     reduction = spec.KH * spec.KW * cpg
+    if not (nibbles and scheme.weight_bits == 4):
+        if _float_input(spec, scheme, cpu):
+            return [replace(plain_format(8, "int32", cpu.throughput), in_dtype="float32")]
+        if _int4_codes_as_floats(spec, scheme):
+            return [plain_format(8, "int32", cpu.throughput)]
     # Grouped convs have no decode-once formats (their scratch would need the grouped layout).
     fmts = cpu.weight_formats(scheme, qmax, reduction, spec.is_depthwise, not is_grouped(spec))
     if not is_grouped(spec):
@@ -337,11 +343,17 @@ def _dw_window_fits(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, rows_cols,
     and ran 1.1-1.3x slower than the best tile (MobileNetV2's depthwise layers at 224, int8,
     Zen 4: 1x2x7 0.113 vs 1x4x2 0.099 ms at 144 @ 56, scripts/bench_dw_tiles.py). Float
     inputs are FMA memory operands, so fp32 keeps the accumulator budget alone, and so do
-    levels without ``KernelIsa.dw_input_window``."""
+    levels without ``KernelIsa.dw_input_window``.
+
+    A block one column wide reuses no input along its row (each widened input meets one
+    tap), so it holds one input per row, not the window: 7 x 7 32 @ 45 x 29 (a column count
+    no wider tile divides), int8, batch 8, skylake-avx512, one thread: the window rule left
+    only 1 x 1 x 1 at 0.852 ms, 1 x 3 x 1 ran 0.545 (docs/runs/s40/dw_tiles_seed18.txt)."""
     if fmt.in_dtype == "float32" or not cpu.isa.dw_input_window:
         return True
     rows, cols = rows_cols
-    inputs = rows * ((cols - 1) * spec.stride[1] + spec.window[1])
+    window = (cols - 1) * spec.stride[1] + spec.window[1] if cols > 1 else 1
+    inputs = rows * window
     live = ocv * (rows * cols + inputs + spec.KW) + DW_EPILOGUE_REGS
     return live <= cpu.isa.registers
 
@@ -933,7 +945,9 @@ def _conv_choice(spec: ConvSpec, scheme, qmax: int | None, cpu: CpuModel, *, req
                  winograd, decode_once, database, tune_trials: int) -> ConvChoice:  # fmt: skip
     """The planning of :func:`conv2d_kernel` (formats, direct plan, Winograd), shared with
     :func:`conv2d_cycles` so the modelled cycles are those of the kernel it builds."""
-    fmts = _decode_choice(_layer_formats(spec, scheme, qmax, cpu), decode_once)
+    decode_once = _decode_request(decode_once)
+    fmts = _decode_choice(_layer_formats(spec, scheme, qmax, cpu, decode_once is not None),
+                          decode_once)  # fmt: skip
     fmt, plan = _plan_conv(spec, fmts, cpu)
     w_bytes = prod(spec.weight_shape) * scheme.weight_bytes
     # An int4 decode form asked for (decode once, or unpack in the loop) is a direct kernel's.
@@ -1156,7 +1170,9 @@ def conv2d_kernel(
         tile = plan.tile
         info["decode_at"] = ("block" if tile.decode_block else
                              "thread" if tile.decode_threads > 1 else "root")
-    return Kernel(func, consts, fmt.in_dtype, spec.out_shape, args.out_dtype, info, plan.tile)
+    info["float_input"] = _stages_float_input(spec, fmt)
+    in_dtype = "uint8" if info["float_input"] else fmt.in_dtype
+    return Kernel(func, consts, in_dtype, spec.out_shape, args.out_dtype, info, plan.tile)
 
 
 def _with_layer_shapes(func: tvm.tirx.PrimFunc, shapes: dict) -> tvm.tirx.PrimFunc:
@@ -1179,14 +1195,20 @@ def _with_layer_shapes(func: tvm.tirx.PrimFunc, shapes: dict) -> tvm.tirx.PrimFu
                              func.attrs)
 
 
-def _decode_choice(fmts: list[WeightFormat], decode_once: bool | None) -> list[WeightFormat]:
-    """The candidate formats left by ``decode_once`` / ``AIQ_INT4_DECODE`` (the decode-once
-    formats only, the in-loop ones only, or both for the planner to weigh)."""
+def _decode_request(decode_once: bool | None) -> bool | None:
+    """``decode_once``, else ``AIQ_INT4_DECODE`` (checked): None where neither asks."""
     if decode_once is None:
         env = os.environ.get("AIQ_INT4_DECODE", "")
         if env not in ("", "0", "1"):
             raise ValueError(f"AIQ_INT4_DECODE must be 0 or 1, got {env!r}")
         decode_once = None if env == "" else env == "1"
+    return decode_once
+
+
+def _decode_choice(fmts: list[WeightFormat], decode_once: bool | None) -> list[WeightFormat]:
+    """The candidate formats left by ``decode_once`` / ``AIQ_INT4_DECODE`` (the decode-once
+    formats only, the in-loop ones only, or both for the planner to weigh)."""
+    decode_once = _decode_request(decode_once)
     if decode_once is None:
         return fmts
     chosen = [f for f in fmts if (f.packed is not None) == decode_once]
@@ -1219,14 +1241,18 @@ def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _C
                     residual_qparams: ActQParams | None) -> tvm.tirx.PrimFunc:  # fmt: skip
     """The unscheduled TE kernel: optional padded copy, accumulation, fused epilogue."""
     prec = args.scheme
-    x = te.placeholder(spec.in_shape, fmt.in_dtype, name="x")
     tens = const_placeholders(names, consts)
     out_shape = spec.out_shape
     res = residual_input(out_shape, residual, residual_qparams)
     zp = args.act_qparams.zp if prec.quantizes_activations else 0
     pad_value = tvm.tirx.const(zp, fmt.in_dtype)
-    xp = _pad_block(x, spec, plan, pad_value) if plan.need_pad else x
-    xread = _bordered_reader(x, spec, pad_value) if plan.inline_border else None
+    if _stages_float_input(spec, fmt):  # read as floats from a converted copy
+        x = te.placeholder(spec.in_shape, "uint8", name="x")
+        src = te.compute(spec.in_shape, lambda *i: x(*i).astype("float32"), name="xf")
+    else:
+        x = src = te.placeholder(spec.in_shape, fmt.in_dtype, name="x")
+    xp = _pad_block(src, spec, plan, pad_value) if plan.need_pad else src
+    xread = _bordered_reader(src, spec, pad_value) if plan.inline_border else None
     wt = tens["weight"]
     if fmt.packed is not None and spec.is_depthwise:
         wt = decode_int4_depthwise(wt, spec.KH, spec.KW)
@@ -1349,6 +1375,43 @@ def _float_weight_codes(spec: ConvSpec, fmt: WeightFormat) -> bool:
         return False
     return (spec.is_depthwise and fmt.layout == "i8" and fmt.packed is None
             and fmt.acc_dtype == "int32" and _float_exact_depthwise(spec))
+
+
+def _float_input(spec: ConvSpec, scheme, cpu: CpuModel) -> bool:
+    """Whether an integer depthwise conv reads its uint8 input as float32 from a copy
+    converted once per call (:func:`_stages_float_input`) instead of widening and converting
+    input vectors inside its register blocks: its taps are then float FMAs with memory
+    operands planned like the fp32 kernel's (inline borders, fp32's register tiles), the
+    products and sums those of the float-exact path bit for bit. Where it pays (levels with
+    ``KernelIsa.dw_float_input``): stride 1, more than 9 taps, at least 64 channels (fewer
+    keep cheap in-place tiles) and a copy within half the L2. Kernels alone, one thread,
+    skylake-avx512, in place -> copy (fp32), us (docs/runs/s40/dw_float_input_*.txt): 7x7 192
+    @ 28 x 28 234.5 -> 114.8 (98.3), 384 @ 14 x 14 77.9 -> 48.8 (36.4), 5x5 672 @ 14 x 14
+    81.8 -> 53.0 (36.3), 240 @ 28 x 28 95.4 -> 83.8 (62.4); where the copy is larger it lost
+    (5x5 240 @ 28 x 28 batch 8 713 -> 974, 32 @ 112 x 112 184 -> 231), and at stride 2 (5x5
+    144 @ 56 x 56 67 -> 148). ``AIQ_DW_FLOAT_INPUT=0`` keeps the in-place conversion."""
+    if not (spec.is_depthwise and scheme.quantizes_activations and cpu.isa.dw_float_input):
+        return False
+    copy_bytes = 4 * prod(spec.in_shape)
+    return (spec.stride == (1, 1) and spec.KH * spec.KW > 9 and spec.C >= 64
+            and copy_bytes <= cpu.caps.l2_bytes // 2 and _switch("AIQ_DW_FLOAT_INPUT") != "0"
+            and _float_exact_depthwise(spec))
+
+
+def _stages_float_input(spec: ConvSpec, fmt: WeightFormat) -> bool:
+    """An integer depthwise format planned on float reads (:func:`_float_input`)."""
+    return spec.is_depthwise and fmt.acc_dtype == "int32" and fmt.in_dtype == "float32"
+
+
+def _int4_codes_as_floats(spec: ConvSpec, scheme) -> bool:
+    """Whether an int4 depthwise conv takes int8's format, its 4-bit codes decoded at build
+    time into the float32 constants of :func:`_float_weight_codes`: the same products, without
+    unpacking nibbles in every register block (``i4``) or into a scratch at every call
+    (``i4d``). The weights of a depthwise layer are KH * KW * C values, so storing them as
+    floats costs little. 7 x 7 32 @ 45 x 29, batch 8, skylake-avx512, one thread: int4 0.626
+    ms (``i4d``) against int8's 0.551 (docs/runs/s40/dw_big_*.txt)."""
+    return (spec.is_depthwise and scheme.quantizes_activations and scheme.weight_bits == 4
+            and _switch("AIQ_DW_FLOAT_WEIGHTS") != "0" and _float_exact_depthwise(spec))
 
 
 def _winograd_choice(spec, args, fmt, plan, cpu, winograd, database, tune_trials):

@@ -113,6 +113,10 @@ class KernelIsa:
         (LLVM unrolls ``kw`` and reuses each input across the taps that read it), so a block
         must fit its accumulators, that window and the weights (``conv2d._dw_window_fits``).
         Measured on AVX-512 (Zen 4); AVX2 blocks that break it were the fastest on haswell.
+    dw_float_input : bool
+        Integer depthwise convs of more than 9 taps may read a float32 copy of their input
+        (``conv2d._float_input``). Measured on AVX-512 (Xeon); on haswell the copy lost
+        where it won on AVX-512 (7x7 192 @ 28 x 28: 276 -> 367 us; 98 -> 115 on AVX-512).
     """
 
     name: str
@@ -122,6 +126,7 @@ class KernelIsa:
     weight_allowance: int
     throughput: Throughput
     dw_input_window: bool = False
+    dw_float_input: bool = False
 
     @property
     def lanes(self) -> int:
@@ -150,8 +155,8 @@ _ZMM_RESERVE = {"bcast": 8, "dot": 8, "dw": 8}
 # chain a broadcast, an int16 temporary and the vector of ones.
 _YMM_RESERVE = {"bcast": 2, "dot": 3, "dw": 2}
 for _isa in (
-    KernelIsa("avx512_vnni", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT, True),
-    KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT, True),
+    KernelIsa("avx512_vnni", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT, True, True),
+    KernelIsa("avx512bw", 512, 32, _ZMM_RESERVE, 8, AVX512_THROUGHPUT, True, True),
     KernelIsa("avx_vnni", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("avx2", 256, 16, _YMM_RESERVE, 0, AVX2_THROUGHPUT),
     KernelIsa("ssse3", 128, 16, _YMM_RESERVE, 0, SSE_THROUGHPUT),

@@ -248,6 +248,9 @@ def apply_tiled(sch: s_tir.Schedule, plan: TilePlan, *, tiles=None, vectors=None
     else:
         _epilogue_after_block(sch, out, block.outer, plan)
     added = _parallel_loop(sch, pad, block, plan, npar)
+    xf = optional_block(sch, "xf")
+    if xf is not None:
+        _float_input_stage(sch, xf, plan.lanes)
     # outer loops left after the fuse (and the per-thread split)
     n_outer = len(block.outer) - max(npar - 1, 0) + added
     _vectorize_block(sch, acc, block, plan, n_outer)
@@ -259,6 +262,18 @@ def optional_block(sch: s_tir.Schedule, name: str):
         return sch.get_sblock(name)
     except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
         return None
+
+
+def _float_input_stage(sch: s_tir.Schedule, xf, lanes: int) -> None:
+    """The uint8 -> float32 copy of an integer depthwise conv's input (``conv2d._float_input``):
+    once per call at the root, rows over the threads, each row's values in vectors."""
+    n, h, w, c = sch.get_loops(xf)
+    sch.parallel(sch.fuse(n, h))
+    row = sch.fuse(w, c)
+    width = next((v for v in (4 * lanes, lanes) if _extent(sch, row) % v == 0), 0)
+    if width:
+        _, vec = sch.split(row, [None, width])
+        sch.vectorize(vec)
 
 
 def _decode_stage(sch: s_tir.Schedule, dec, plan: TilePlan, thread_loop=None) -> None:
