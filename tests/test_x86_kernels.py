@@ -1322,12 +1322,6 @@ def test_float_summed_depthwise_keeps_int8_weight_codes_as_floats(name, monkeypa
         build_case(name, "int8")
 
 
-def test_int4_depthwise_weights_stay_packed():
-    """The float weight codes are for int8 only: int4 depthwise weights stay packed nibbles."""
-    k = build_case("depthwise", "int4")[0]
-    assert k.consts[0].dtype in (np.uint8, np.int8)
-
-
 @pytest.mark.parametrize("n,h,c,inline", [(1, 56, 96, True), (8, 56, 96, False),
                                           (8, 28, 192, False), (8, 14, 384, True),
                                           (8, 7, 768, True)])
