@@ -1191,6 +1191,27 @@ def test_integer_depthwise_reads_a_float_copy_where_it_pays(n, h, c, kernel, str
         assert (fmt.in_dtype == "float32") == expected, (scheme, fmt)
 
 
+def test_float_copy_switch_forces_or_keeps_the_in_place_widening(monkeypatch):
+    """``AIQ_DW_FLOAT_INPUT``: ``1`` takes the copy wherever an integer depthwise conv sums in
+    float (here a 3x3 on haswell, which the rule leaves in place), ``0`` never."""
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    def float_reads(spec, target):
+        return conv_mod.conv_choice_for(spec, "int8", ISA_TARGETS[target]).fmt.in_dtype == (
+            "float32")
+
+    small = ConvSpec(1, 14, 14, 32, 32, 3, 3, padding=1, groups=32)
+    big = ConvSpec(1, 28, 28, 192, 192, 7, 7, padding=3, groups=192)
+    assert not float_reads(small, "avx2") and float_reads(big, "avx512bw")
+    monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "1")
+    assert float_reads(small, "avx2")
+    monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "0")
+    assert not float_reads(big, "avx512bw")
+    monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "yes")
+    with pytest.raises(ValueError, match="AIQ_DW_FLOAT_INPUT must be 0 or 1"):
+        float_reads(big, "avx512bw")
+
+
 @requires_host(ISA_TARGETS["avx512bw"])
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_float_copy_depthwise_matches_reference_and_in_place(scheme, monkeypatch):

@@ -1389,13 +1389,17 @@ def _float_input(spec: ConvSpec, scheme, cpu: CpuModel) -> bool:
     @ 28 x 28 234.5 -> 114.8 (98.3), 384 @ 14 x 14 77.9 -> 48.8 (36.4), 5x5 672 @ 14 x 14
     81.8 -> 53.0 (36.3), 240 @ 28 x 28 95.4 -> 83.8 (62.4); where the copy is larger it lost
     (5x5 240 @ 28 x 28 batch 8 713 -> 974, 32 @ 112 x 112 184 -> 231), and at stride 2 (5x5
-    144 @ 56 x 56 67 -> 148). ``AIQ_DW_FLOAT_INPUT=0`` keeps the in-place conversion."""
-    if not (spec.is_depthwise and scheme.quantizes_activations and cpu.isa.dw_float_input):
+    144 @ 56 x 56 67 -> 148). ``AIQ_DW_FLOAT_INPUT=0`` keeps the in-place conversion, ``1``
+    takes the copy wherever an integer depthwise conv sums in float (comparisons)."""
+    env = _switch("AIQ_DW_FLOAT_INPUT")
+    if env == "0" or not (spec.is_depthwise and scheme.quantizes_activations
+                          and _float_exact_depthwise(spec)):  # fmt: skip
         return False
+    if env == "1":
+        return True
     copy_bytes = 4 * prod(spec.in_shape)
-    return (spec.stride == (1, 1) and spec.KH * spec.KW > 9 and spec.C >= 64
-            and copy_bytes <= cpu.caps.l2_bytes // 2 and _switch("AIQ_DW_FLOAT_INPUT") != "0"
-            and _float_exact_depthwise(spec))
+    return (cpu.isa.dw_float_input and spec.stride == (1, 1) and spec.KH * spec.KW > 9
+            and spec.C >= 64 and copy_bytes <= cpu.caps.l2_bytes // 2)
 
 
 def _stages_float_input(spec: ConvSpec, fmt: WeightFormat) -> bool:
