@@ -345,14 +345,19 @@ def _dw_window_fits(spec: ConvSpec, fmt: WeightFormat, cpu: CpuModel, rows_cols,
     inputs are FMA memory operands, so fp32 keeps the accumulator budget alone, and so do
     levels without ``KernelIsa.dw_input_window``.
 
-    A block one column wide reuses no input along its row (each widened input meets one
-    tap), so it holds one input per row, not the window: 7 x 7 32 @ 45 x 29 (a column count
-    no wider tile divides), int8, batch 8, skylake-avx512, one thread: the window rule left
-    only 1 x 1 x 1 at 0.852 ms, 1 x 3 x 1 ran 0.545 (docs/runs/s40/dw_tiles_seed18.txt)."""
+    A block one column wide and one channel vector deep reuses no input along its row (each
+    widened input meets one tap), so it holds one input per row, not the window: 7 x 7 32 @ 45
+    x 29 (a column count no wider tile divides), int8, batch 8, skylake-avx512, one thread: the
+    window rule left only 1 x 1 x 1 (0.840 ms), 1 x 3 x 1 runs 0.535-0.551
+    (docs/runs/s40/dw_tiles_seed18.txt). Deeper one-column blocks keep the window rule: two
+    channel vectors ran no faster there (7 x 7 0.547-0.548, 5 x 5 0.192-0.212 against
+    0.196-0.198 ms), and on MobileNetV2's 2 x 2 and 4 x 4 maps the 1 x 2 x 1 blocks of four
+    vectors they would admit ran 1.06-1.4x slower than the picks they would displace
+    (docs/runs/s40/dw_tiles_mbv2_small.txt)."""
     if fmt.in_dtype == "float32" or not cpu.isa.dw_input_window:
         return True
     rows, cols = rows_cols
-    window = (cols - 1) * spec.stride[1] + spec.window[1] if cols > 1 else 1
+    window = (cols - 1) * spec.stride[1] + spec.window[1] if cols > 1 or ocv > 1 else 1
     inputs = rows * window
     live = ocv * (rows * cols + inputs + spec.KW) + DW_EPILOGUE_REGS
     return live <= cpu.isa.registers

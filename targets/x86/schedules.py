@@ -266,13 +266,15 @@ def optional_block(sch: s_tir.Schedule, name: str):
 
 def _float_input_stage(sch: s_tir.Schedule, xf, lanes: int) -> None:
     """The uint8 -> float32 copy of an integer depthwise conv's input (``conv2d._float_input``):
-    once per call at the root, rows over the threads, each row's values in vectors."""
-    n, h, w, c = sch.get_loops(xf)
+    once per call at the root, rows over the threads, each pixel's channels in vectors (split
+    from the channel loop alone: a vector over fused columns and channels indexes through a
+    division LLVM does not see past)."""
+    n, h, _, c = sch.get_loops(xf)
     sch.parallel(sch.fuse(n, h))
-    row = sch.fuse(w, c)
-    width = next((v for v in (4 * lanes, lanes) if _extent(sch, row) % v == 0), 0)
+    width = next((v for v in (4 * lanes, 2 * lanes, lanes, lanes // 2, lanes // 4)
+                  if v > 1 and _extent(sch, c) % v == 0), 0)  # fmt: skip
     if width:
-        _, vec = sch.split(row, [None, width])
+        _, vec = sch.split(c, [None, width])
         sch.vectorize(vec)
 
 
