@@ -1417,8 +1417,10 @@ def _int4_codes_as_floats(spec: ConvSpec, scheme) -> bool:
     time into the float32 constants of :func:`_float_weight_codes`: the same products, without
     unpacking nibbles in every register block (``i4``) or into a scratch at every call
     (``i4d``). The weights of a depthwise layer are KH * KW * C values, so storing them as
-    floats costs little. 7 x 7 32 @ 45 x 29, batch 8, skylake-avx512, one thread: int4 0.626
-    ms (``i4d``) against int8's 0.551 (docs/runs/s40/dw_big_*.txt)."""
+    floats costs little. Kernels alone, one thread, nibbles against float codes: MobileNetV2's
+    32 x 32 layers at batch 16 on skylake-avx512 1.02-1.24x (total 1.12x), its and
+    EfficientNet's 224 x 224 layers on this host (AVX-512 VNNI) 0.97-1.15x at batch 1 and 8
+    (total 1.05x) (docs/runs/s40/dw_int4_skx32.txt, dw_int4_host224.txt)."""
     return (spec.is_depthwise and scheme.quantizes_activations and scheme.weight_bits == 4
             and _switch("AIQ_DW_FLOAT_WEIGHTS") != "0" and _float_exact_depthwise(spec))
 
