@@ -1,6 +1,8 @@
 """int8 depthwise kernels alone: weight codes as float32 constants (AIQ_DW_FLOAT_WEIGHTS on)
 against int8 constants converted per tap (off); same tiles, outputs compared, interleaved
-rounds, one process. dw_fw_ab.py TARGET SET(32|224) BATCH..."""
+rounds, one process. dw_fw_ab.py TARGET SET(32|224) BATCH...
+SCHEME=int4 (session 40): int4 kernels, 4-bit codes as float32 constants (on) against the
+nibble formats i4 / i4d (off), tiles planned per format."""
 import os
 import sys
 
@@ -21,10 +23,12 @@ S224 = [(112, 32, 1, 3), (112, 96, 2, 3), (56, 144, 1, 3), (56, 144, 2, 3), (28,
         (56, 144, 2, 5), (28, 240, 1, 5), (14, 672, 1, 5), (7, 1152, 1, 5)]
 target = resolve_target(sys.argv[1])[0]
 shapes = S32 if sys.argv[2] == "32" else S224
+scheme = os.environ.get("SCHEME", "int8")
+cols = "int8 weights us | float weights us" if scheme == "int8" else "nibbles us | float codes us"
 rng = np.random.default_rng(0)
 print(f"# target {target} TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']} clock cpu, "
       "medians of 7 rounds")
-print("| layer | batch | int8 weights us | float weights us | speedup |\n|---|---|---|---|---|")
+print(f"| layer | batch | {cols} | speedup |\n|---|---|---|---|---|")
 tot = [0.0, 0.0]
 for n in map(int, sys.argv[3:]):
     for h, c, s, k in shapes:
@@ -36,7 +40,7 @@ for n in map(int, sys.argv[3:]):
         fns, outs = [], []
         for flag in ("0", "1"):
             os.environ["AIQ_DW_FLOAT_WEIGHTS"] = flag
-            kern = conv2d_kernel(spec, "int8", w, None, act_qparams=qp, target=target)
+            kern = conv2d_kernel(spec, scheme, w, None, act_qparams=qp, target=target)
             ex = tvm.compile(tvm.IRModule({"main": kern.prim_func}), target)
             a = [tvm.runtime.tensor(v) for v in (xin, *kern.consts)]
             a.append(tvm.runtime.tensor(np.zeros(kern.out_shape, kern.out_dtype)))
