@@ -1169,47 +1169,60 @@ def test_integer_stride1_depthwise_reads_inline_only_for_3x3(kernel, inline, mon
     assert (plan.inline_border, plan.need_pad) == (inline, not inline)
 
 
-@pytest.mark.parametrize("n,h,c,kernel,stride,target,expected", [
-    (1, 28, 192, 7, 1, "avx512_vnni", True),
-    (1, 14, 672, 5, 1, "avx512bw", True),
-    (1, 28, 240, 3, 1, "avx512_vnni", False),  # 9 taps: the in-place widening pays
-    (1, 28, 40, 5, 1, "avx512_vnni", False),  # few channels keep cheap in-place tiles
-    (1, 56, 144, 5, 2, "avx512_vnni", False),  # stride 2: the copy converts 4x the outputs
-    (8, 28, 240, 5, 1, "avx512_vnni", False),  # a 6 MB copy: past half the L2
-    (1, 28, 192, 7, 1, "avx2", False),  # lost on haswell
+def _level_with_l2(level: str, l2_kib: int):
+    """The CPU model of ``level``'s test target with its L2 set to ``l2_kib`` KiB (the rule
+    below depends on it, and the targets take this host's)."""
+    from dataclasses import replace
+
+    cpu = cpu_model(ISA_TARGETS[level])
+    return replace(cpu, caps=replace(cpu.caps, l2_bytes=l2_kib << 10))
+
+
+def _float_reads(spec: ConvSpec, scheme: str, level: str, l2_kib: int = 2048) -> bool:
+    from aiq_tvm.targets.x86 import conv2d as conv_mod
+
+    return conv_mod._float_input(spec, get_precision(scheme), _level_with_l2(level, l2_kib))
+
+
+@pytest.mark.parametrize("n,h,c,kernel,stride,level,l2_kib,expected", [
+    (1, 28, 192, 7, 1, "avx512_vnni", 2048, True),
+    (1, 14, 672, 5, 1, "avx512bw", 2048, True),
+    (1, 28, 192, 7, 1, "avx512_vnni", 1024, False),  # a 602 KB copy: past half a 1 MiB L2
+    (1, 28, 240, 3, 1, "avx512_vnni", 2048, False),  # 9 taps: the in-place widening pays
+    (1, 28, 40, 5, 1, "avx512_vnni", 2048, False),  # few channels keep cheap in-place tiles
+    (1, 56, 144, 5, 2, "avx512_vnni", 2048, False),  # stride 2: the copy converts 4x the outputs
+    (8, 28, 240, 5, 1, "avx512_vnni", 2048, False),  # a 6 MB copy
+    (1, 28, 192, 7, 1, "avx2", 2048, False),  # lost on haswell
 ])
-def test_integer_depthwise_reads_a_float_copy_where_it_pays(n, h, c, kernel, stride, target,
-                                                            expected):  # fmt: skip
+def test_integer_depthwise_reads_a_float_copy_where_it_pays(n, h, c, kernel, stride, level,
+                                                            l2_kib, expected):  # fmt: skip
     """int8 / int4 depthwise convs of more than 9 taps read a float32 copy of their input on
-    AVX-512 levels (``conv2d._float_input``): the fp32 kernel's float reads and plan."""
+    AVX-512 levels (``conv2d._float_input``), and then plan on float reads."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     spec = ConvSpec(n, h, h, c, c, kernel, kernel, stride=stride, padding=kernel // 2,
                     groups=c)  # fmt: skip
     for scheme in ("int8", "int4"):
-        fmt = conv_mod.conv_choice_for(spec, scheme, ISA_TARGETS[target]).fmt
-        assert (fmt.in_dtype == "float32") == expected, (scheme, fmt)
+        assert _float_reads(spec, scheme, level, l2_kib) == expected, scheme
+        cpu = _level_with_l2(level, l2_kib)
+        fmts = conv_mod._layer_formats(spec, get_precision(scheme), 127, cpu)
+        assert [f.in_dtype == "float32" for f in fmts] == [expected], fmts
+    assert not _float_reads(spec, "fp32", level, l2_kib)  # float layers have nothing to convert
 
 
 def test_float_copy_switch_forces_or_keeps_the_in_place_widening(monkeypatch):
     """``AIQ_DW_FLOAT_INPUT``: ``1`` takes the copy wherever an integer depthwise conv sums in
     float (here a 3x3 on haswell, which the rule leaves in place), ``0`` never."""
-    from aiq_tvm.targets.x86 import conv2d as conv_mod
-
-    def float_reads(spec, target):
-        return conv_mod.conv_choice_for(spec, "int8", ISA_TARGETS[target]).fmt.in_dtype == (
-            "float32")
-
     small = ConvSpec(1, 14, 14, 32, 32, 3, 3, padding=1, groups=32)
     big = ConvSpec(1, 28, 28, 192, 192, 7, 7, padding=3, groups=192)
-    assert not float_reads(small, "avx2") and float_reads(big, "avx512bw")
+    assert not _float_reads(small, "int8", "avx2") and _float_reads(big, "int8", "avx512bw")
     monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "1")
-    assert float_reads(small, "avx2")
+    assert _float_reads(small, "int8", "avx2")
     monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "0")
-    assert not float_reads(big, "avx512bw")
+    assert not _float_reads(big, "int8", "avx512bw")
     monkeypatch.setenv("AIQ_DW_FLOAT_INPUT", "yes")
     with pytest.raises(ValueError, match="AIQ_DW_FLOAT_INPUT must be 0 or 1"):
-        float_reads(big, "avx512bw")
+        _float_reads(big, "int8", "avx512bw")
 
 
 @requires_host(ISA_TARGETS["avx512bw"])
