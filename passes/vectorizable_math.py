@@ -1,4 +1,4 @@
-"""VectorizableMath: float32 sigmoid, SiLU, exp, erf, GELU and round as arithmetic LLVM
+"""VectorizableMath: float32 sigmoid, SiLU, exp, erf, GELU, tanh and round as arithmetic LLVM
 vectorizes.
 
 TVM legalizes ``relax.sigmoid`` / ``relax.nn.silu`` / ``relax.exp`` / ``relax.nn.gelu`` to
@@ -17,7 +17,10 @@ measures it against float64). Range as IEEE float32: ``exp(x)`` is ``inf`` above
 difference, ``0`` below -87.34, where the true value is a subnormal (below 1.2e-38); NaN stays
 NaN. ``sigmoid(x) = 1 / (1 + exp(-x))`` and ``silu(x) = x * sigmoid(x)`` inherit it. ``erf``
 is a rational function on [-4, 4] (erf is +-1 in float32 beyond; TOPI's ``fast_erf`` uses the
-same coefficients) and ``gelu(x) = x (1 + erf(x / sqrt 2)) / 2``, as TVM writes it.
+same coefficients) and ``gelu(x) = x (1 + erf(x / sqrt 2)) / 2``, as TVM writes it. ``tanh``
+is Eigen's rational function on [-9, 9] (TOPI's ``fast_tanh``; +-1 beyond): TVM's own,
+a formula of scalar ``expf`` calls, took 42 of a random network's 50 ms (a tanh over 8 x 41 x
+86 x 256 values, ``docs/runs/s39/seed_prof.py 14``).
 
 ``relax.round`` becomes ``tirx.round`` (TOPI's ``nearbyint`` keeps a loop from vectorizing;
 both round half to even). Calls of other dtypes, and every other operator, are left as they
@@ -30,7 +33,14 @@ import tvm
 from tvm import relax, te
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from aiq_tvm.targets.fastmath import fast_erf, fast_exp, fast_gelu, fast_sigmoid, fast_silu
+from aiq_tvm.targets.fastmath import (
+    fast_erf,
+    fast_exp,
+    fast_gelu,
+    fast_sigmoid,
+    fast_silu,
+    fast_tanh,
+)
 
 __all__ = ["VectorizableMath"]
 
@@ -40,6 +50,7 @@ _ELEMENTWISE = {
     "relax.nn.silu": ("silu", fast_silu),
     "relax.erf": ("erf", fast_erf),
     "relax.nn.gelu": ("gelu", fast_gelu),
+    "relax.tanh": ("tanh", fast_tanh),
     # TOPI's round is tirx.nearbyint, which TVM's VectorizeLoop does not vectorize (it
     # scalarizes the whole loop body around it); tirx.round lowers to the same
     # llvm.nearbyint (half to even) and vectorizes. FuseQuantizeIntoGlue's quantizer needs it.
@@ -75,7 +86,7 @@ class _MathLegalizer(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="VectorizableMath")
 class VectorizableMath:
-    """Legalize float32 ``exp`` / ``sigmoid`` / ``silu`` / ``erf`` / ``gelu`` to
+    """Legalize float32 ``exp`` / ``sigmoid`` / ``silu`` / ``erf`` / ``gelu`` / ``tanh`` to
     vectorizable kernels (see the module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:

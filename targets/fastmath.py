@@ -12,7 +12,7 @@ import math
 
 from tvm import tirx
 
-__all__ = ["fast_erf", "fast_exp", "fast_gelu", "fast_sigmoid", "fast_silu"]
+__all__ = ["fast_erf", "fast_exp", "fast_gelu", "fast_sigmoid", "fast_silu", "fast_tanh"]
 
 _EXP_MAX = 88.72283935546875  # log(FLT_MAX): above it expf overflows to inf
 _EXP_MIN = -87.33654475055310  # log(FLT_MIN): below it the result would be subnormal
@@ -35,6 +35,16 @@ _ERF_DEN = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
             -7.37332916720468e-03, -1.42647390514189e-02)
 
 
+# Rational approximation of tanh on [-9, 9] (beyond, tanh is +-1 in float32): odd numerator of
+# degree 13, even denominator of degree 6; Eigen's generic_fast_tanh_float, as TOPI's
+# fast_tanh.
+_TANH_NUM = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+             5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+             4.89352455891786e-03)
+_TANH_DEN = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+             4.89352518554385e-03)
+
+
 def _horner(coefs: tuple, v: tirx.PrimExpr) -> tirx.PrimExpr:
     acc = _f32(coefs[0])
     for c in coefs[1:]:
@@ -47,6 +57,14 @@ def fast_erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
     xc = tirx.Max(tirx.Min(x, _f32(4.0)), _f32(-4.0))
     x2 = xc * xc
     y = xc * _horner(_ERF_NUM, x2) / _horner(_ERF_DEN, x2)
+    return tirx.Select(tirx.isnan(x), x, y)
+
+
+def fast_tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``tanh(x)`` of a float32 expression, built from vectorizable operations."""
+    xc = tirx.Max(tirx.Min(x, _f32(9.0)), _f32(-9.0))
+    x2 = xc * xc
+    y = xc * _horner(_TANH_NUM, x2) / _horner(_TANH_DEN, x2)
     return tirx.Select(tirx.isnan(x), x, y)
 
 
