@@ -1211,9 +1211,8 @@ def _decode_request(decode_once: bool | None) -> bool | None:
 
 
 def _decode_choice(fmts: list[WeightFormat], decode_once: bool | None) -> list[WeightFormat]:
-    """The candidate formats left by ``decode_once`` / ``AIQ_INT4_DECODE`` (the decode-once
-    formats only, the in-loop ones only, or both for the planner to weigh)."""
-    decode_once = _decode_request(decode_once)
+    """The candidate formats left by the decode form asked for (:func:`_decode_request`):
+    the decode-once formats only, the in-loop ones only, or both for the planner to weigh."""
     if decode_once is None:
         return fmts
     chosen = [f for f in fmts if (f.packed is not None) == decode_once]
