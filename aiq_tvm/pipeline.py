@@ -110,7 +110,8 @@ def schedule_passes(target, unscheduled: list | None = None) -> list:
     """Our glue schedules, then over-wide vector loops split (LLVM's compile time);
     ``unscheduled`` receives ``(function, error)`` for every glue function left with TVM's
     default code."""
-    return [ScheduleGlue(target, unscheduled=unscheduled), LimitVectorWidth()]
+    return [ScheduleGlue(target, unscheduled=unscheduled), LimitVectorWidth(),
+            tvm.tirx.transform.ConvertSSA()]
 
 
 def lower_passes(target, static_memory: bool = True, after_dataflow: list = ()) -> list:

@@ -11,7 +11,11 @@ this pass removes them, so activations stay NHWC through the network:
 * ``g(permute(a, p), permute(b, p))``  ->  ``permute(g(a, b), p)`` for binary elementwise ``g``
   on operands of equal rank (broadcasting is per axis, so it commutes with ``p``: squeeze-and-
   excitation scales), or with a constant (transposed on the host: decomposed batch norms)
+* ``where(permute(c, p), permute(a, p), permute(b, p))``  ->  ``permute(where(c, a, b), p)``,
+  any operand but one may be a constant instead (torch's decomposed softplus, Mish, CELU,
+  PReLU, shrink functions)
 * ``mean(permute(x, p), axes, keepdims=True)``  ->  ``permute(mean(x, p[axes]), p)``
+* ``softmax(permute(x, p), axis)`` (and ``log_softmax``)  ->  ``permute(softmax(x, p[axis]), p)``
 * ``pool(permute(x, NHWC->NCHW))`` -> ``permute(pool(x, layout="NHWC"), NHWC->NCHW)`` for
   max/avg/adaptive-avg pooling
 * ``reshape(permute(x, p), s)``  ->  ``permute(reshape(permute(x, r), s'), q)`` where the
@@ -42,9 +46,20 @@ __all__ = ["CancelTransposes"]
 
 _UNARY = ("relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
           "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.exp", "relax.sqrt", "relax.rsqrt",
-          "relax.negative", "relax.nn.leakyrelu")
+          "relax.negative", "relax.nn.leakyrelu", "relax.nn.softplus", "relax.log",
+          "relax.abs", "relax.sign", "relax.erf", "relax.square", "relax.floor", "relax.ceil",
+          "relax.round", "relax.trunc", "relax.sin", "relax.cos", "relax.logical_not",
+          "relax.isnan", "relax.isinf", "relax.isfinite", "relax.astype")
 _BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
-           "relax.minimum", "relax.power")
+           "relax.minimum", "relax.power", "relax.floor_divide", "relax.floor_mod",
+           # comparisons and logic: the masks of torch's decomposed activations (softplus's
+           # threshold, ELU-like and shrink functions), which ``where`` then reads
+           "relax.greater", "relax.greater_equal", "relax.less", "relax.less_equal",
+           "relax.equal", "relax.not_equal", "relax.logical_and", "relax.logical_or",
+           "relax.logical_xor")
+# Reductions over one axis whose attrs name it: the axis moves with the permute.
+_AXIS_OPS = {"relax.nn.softmax": relax.op.nn.softmax,
+             "relax.nn.log_softmax": relax.op.nn.log_softmax}
 _POOLS = {
     "relax.nn.max_pool2d": relax.op.nn.max_pool2d,
     "relax.nn.avg_pool2d": relax.op.nn.avg_pool2d,
@@ -216,11 +231,27 @@ class CancelTransposes:
                 binary = pat if binary is None else binary | pat
         self.binary = binary
         self.mean = is_op("relax.mean")(self.perm_x)
+        # where(c, a, b): every operand permuted alike, or a constant (at least one permuted).
+        self.where_perms = [is_op("relax.permute_dims")(wildcard()) for _ in range(3)]
+        self.where_others = [wildcard() for _ in range(3)]
+        where = None
+        for mask in range(1, 8):
+            args = [self.where_perms[i] if mask >> i & 1 else self.where_others[i]
+                    for i in range(3)]
+            pat = is_op("relax.where")(*args)
+            where = pat if where is None else where | pat
+        self.where = where
+        axis_ops = None
+        for op in _AXIS_OPS:
+            pat = is_op(op)(self.perm_x)
+            axis_ops = pat if axis_ops is None else axis_ops | pat
+        self.axis_ops = axis_ops
         self.reshape = is_op("relax.reshape")(self.perm_x, wildcard())
         pools = None
         for op in _POOLS:
             pools = is_op(op)(self.perm_x) if pools is None else pools | is_op(op)(self.perm_x)
-        self.pattern = self.double | self.unary | self.binary | self.mean | self.reshape | pools
+        self.pattern = (self.double | self.unary | self.binary | self.mean | self.reshape
+                        | pools | self.where | self.axis_ops)
 
     # ---------------------------------------------------------------- rules
     def _rewrite(self, expr, matches):
@@ -237,6 +268,10 @@ class CancelTransposes:
             return self._reshape(expr, matches)
         if op in _POOLS:
             return self._pool(expr, matches)
+        if op == "relax.where":
+            return self._where(expr, matches)
+        if op in _AXIS_OPS:
+            return self._axis_op(expr, matches)
         return expr
 
     def _double(self, expr, m):
@@ -272,6 +307,29 @@ class CancelTransposes:
             args = [x, const] if right else [const, x]
         inner = relax.Call(expr.op, args, expr.attrs, expr.ty_args)
         return relax.op.permute_dims(inner, axes)
+
+    def _where(self, expr, m):
+        permuted = [m[p] for p in self.where_perms if p in m]
+        n = _ndim(expr)
+        axes = _axes(permuted[0], n)
+        args = []
+        for perm, other in zip(self.where_perms, self.where_others, strict=True):
+            if perm in m:
+                if _ndim(m[perm]) != n or _axes(m[perm], n) != axes:
+                    return expr
+                args.append(m[perm].args[0])
+            else:
+                const = _const_for(m[other], axes, n)
+                if const is None:
+                    return expr
+                args.append(const)
+        return relax.op.permute_dims(relax.op.where(*args), axes)
+
+    def _axis_op(self, expr, m):
+        perm, x = m[self.perm_x], m[self.x]
+        p = _axes(perm, _ndim(x))
+        inner = _AXIS_OPS[expr.op.name](x, axis=p[int(expr.attrs.axis) % len(p)])
+        return relax.op.permute_dims(inner, p)
 
     def _mean(self, expr, m):
         perm, x = m[self.perm_x], m[self.x]

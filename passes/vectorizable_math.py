@@ -29,14 +29,19 @@ are.
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax, te
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from aiq_tvm._ir import const_value, is_const
 from aiq_tvm.targets.fastmath import (
+    constant_power,
     fast_erf,
     fast_exp,
     fast_gelu,
+    fast_gelu_tanh,
+    fast_log,
     fast_sigmoid,
     fast_silu,
     fast_tanh,
@@ -50,7 +55,9 @@ _ELEMENTWISE = {
     "relax.nn.silu": ("silu", fast_silu),
     "relax.erf": ("erf", fast_erf),
     "relax.nn.gelu": ("gelu", fast_gelu),
+    "relax.nn.gelu_tanh": ("gelu_tanh", fast_gelu_tanh),
     "relax.tanh": ("tanh", fast_tanh),
+    "relax.log": ("log", fast_log),
     # TOPI's round is tirx.nearbyint, which TVM's VectorizeLoop does not vectorize (it
     # scalarizes the whole loop body around it); tirx.round lowers to the same
     # llvm.nearbyint (half to even) and vectorizes. FuseQuantizeIntoGlue's quantizer needs it.
@@ -58,9 +65,29 @@ _ELEMENTWISE = {
 }
 
 
+def _power_fn(exponent):
+    """The builder for ``x ** exponent`` (a scalar float32 constant), or None."""
+    if not is_const(exponent):
+        return None
+    value = const_value(exponent)
+    if value.size != 1 or value.dtype != np.float32:
+        return None
+    return constant_power(float(value.reshape(())))
+
+
+def _evaluated_once(expr_fn, value: tvm.tirx.PrimExpr, dtype: str) -> tvm.tirx.PrimExpr:
+    """``expr_fn(value)`` with ``value`` bound to a variable: the builders read their argument
+    several times, and once FuseTIR inlines an elementwise producer into this kernel, every
+    read would become a copy of the producer's whole expression (Mish, ``x * tanh(log(1 +
+    exp(x)))``, grew to thousands of operations per element: 1.5 s for one 56 x 56 x 64 map)."""
+    var = tvm.tirx.Var("v", dtype)
+    return tvm.tirx.Let(var, value, expr_fn(var))
+
+
 def _te_kernel(expr_fn):
     def kernel(x: te.Tensor) -> te.Tensor:
-        return te.compute(x.shape, lambda *i: expr_fn(x(*i)), name="compute",
+        return te.compute(x.shape, lambda *i: _evaluated_once(expr_fn, x(*i), x.dtype),
+                          name="compute",
                           tag="elemwise")
     return kernel
 
@@ -75,6 +102,9 @@ class _MathLegalizer(PyExprMutator):
         call = self.visit_expr_post_order(call)
         op = call.op
         entry = _ELEMENTWISE.get(op.name) if isinstance(op, tvm.ir.Op) else None
+        if isinstance(op, tvm.ir.Op) and op.name == "relax.power":
+            fn = _power_fn(call.args[1])
+            entry = ("power", fn) if fn is not None else None
         sinfo = call.args[0].ty if entry is not None else None
         if not isinstance(sinfo, relax.TensorType) or sinfo.dtype != "float32":
             return call

@@ -12,7 +12,8 @@ import math
 
 from tvm import tirx
 
-__all__ = ["fast_erf", "fast_exp", "fast_gelu", "fast_sigmoid", "fast_silu", "fast_tanh"]
+__all__ = ["constant_power", "fast_erf", "fast_exp", "fast_gelu", "fast_gelu_tanh", "fast_log",
+           "fast_sigmoid", "fast_silu", "fast_tanh"]
 
 _EXP_MAX = 88.72283935546875  # log(FLT_MAX): above it expf overflows to inf
 _EXP_MIN = -87.33654475055310  # log(FLT_MIN): below it the result would be subnormal
@@ -45,6 +46,17 @@ _TANH_DEN = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
              4.89352518554385e-03)
 
 
+def _let(value: tirx.PrimExpr, body_fn, name: str = "v") -> tirx.PrimExpr:
+    """``body_fn(var)`` with ``var`` bound to ``value``: a value the function reads several
+    times is computed once. As a plain expression each read is a copy of the value's whole
+    tree, and copies multiply through nested builders (``log`` inside ``tanh`` inside Mish);
+    TVM keeps them as separate computations."""
+    if isinstance(value, (tirx.Var, tirx.FloatImm, tirx.IntImm)):
+        return body_fn(value)
+    var = tirx.Var(name, value.ty)
+    return tirx.Let(var, value, body_fn(var))
+
+
 def _horner(coefs: tuple, v: tirx.PrimExpr) -> tirx.PrimExpr:
     acc = _f32(coefs[0])
     for c in coefs[1:]:
@@ -52,33 +64,48 @@ def _horner(coefs: tuple, v: tirx.PrimExpr) -> tirx.PrimExpr:
     return acc
 
 
+def _odd_rational(x: tirx.PrimExpr, bound: float, num: tuple, den: tuple) -> tirx.PrimExpr:
+    """``xc P(xc^2) / Q(xc^2)`` with ``xc = x`` clamped to [-bound, bound]; NaN kept."""
+    def at(xv):
+        def ratio(xc):
+            return _let(xc * xc, lambda x2: xc * _horner(num, x2) / _horner(den, x2), "x2")
+        y = _let(tirx.Max(tirx.Min(xv, _f32(bound)), _f32(-bound)), ratio, "xc")
+        return tirx.Select(tirx.isnan(xv), xv, y)
+    return _let(x, at, "x")
+
+
 def fast_erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``erf(x)`` of a float32 expression, built from vectorizable operations."""
-    xc = tirx.Max(tirx.Min(x, _f32(4.0)), _f32(-4.0))
-    x2 = xc * xc
-    y = xc * _horner(_ERF_NUM, x2) / _horner(_ERF_DEN, x2)
-    return tirx.Select(tirx.isnan(x), x, y)
+    return _odd_rational(x, 4.0, _ERF_NUM, _ERF_DEN)
 
 
 def fast_tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``tanh(x)`` of a float32 expression, built from vectorizable operations."""
-    xc = tirx.Max(tirx.Min(x, _f32(9.0)), _f32(-9.0))
-    x2 = xc * xc
-    y = xc * _horner(_TANH_NUM, x2) / _horner(_TANH_DEN, x2)
-    return tirx.Select(tirx.isnan(x), x, y)
+    return _odd_rational(x, 9.0, _TANH_NUM, _TANH_DEN)
 
 
 def fast_gelu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``x * (1 + erf(x / sqrt(2))) / 2`` (``relax.nn.gelu``), with :func:`fast_erf`."""
-    return _f32(0.5) * x * (_f32(1.0) + fast_erf(x * _f32(1.0 / math.sqrt(2.0))))
+    return _let(x, lambda xv: _f32(0.5) * xv * (
+        _f32(1.0) + fast_erf(xv * _f32(1.0 / math.sqrt(2.0)))), "x")
 
 
-def _reduce(xc: tirx.PrimExpr) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
-    """``(n, exp(xc - n ln 2))`` with ``n = round(xc / ln 2)``: Cephes' range reduction and
-    polynomial, shared by :func:`fast_exp` and :func:`_exp_core`."""
-    n = tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5))
-    r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
-    return n, _horner(_P, r) * r * r + r + _f32(1.0)
+def fast_gelu_tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``x * (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2`` (``relax.nn.gelu_tanh``,
+    torch's ``GELU(approximate="tanh")``), with :func:`fast_tanh`."""
+    def at(xv):
+        inner = _f32(math.sqrt(2.0 / math.pi)) * (xv + _f32(0.044715) * xv * xv * xv)
+        return _f32(0.5) * xv * (_f32(1.0) + fast_tanh(inner))
+    return _let(x, at, "x")
+
+
+def _exp_parts(xc: tirx.PrimExpr, combine) -> tirx.PrimExpr:
+    """``combine(n, exp(xc - n ln 2))`` with ``n = round(xc / ln 2)``: Cephes' range
+    reduction and polynomial, shared by :func:`fast_exp` and :func:`_exp_core`."""
+    def with_n(n):
+        r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
+        return _let(r, lambda rv: combine(n, _horner(_P, rv) * rv * rv + rv + _f32(1.0)), "r")
+    return _let(tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5)), with_n, "n")
 
 
 def _pow2(biased: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -88,26 +115,34 @@ def _pow2(biased: tirx.PrimExpr) -> tirx.PrimExpr:
 
 def _exp_core(xc: tirx.PrimExpr) -> tirx.PrimExpr:
     """``exp(xc)`` for ``xc`` in [-87.34, 88.0]: no branches, selects or NaN handling."""
-    n, mantissa = _reduce(xc)
-    return mantissa * _pow2(tirx.Cast("int32", n) + 127)  # 2**n, n in -126 .. 127
+    return _let(xc, lambda xv: _exp_parts(xv, lambda n, mantissa: mantissa * _pow2(
+        tirx.Cast("int32", n) + 127)), "xc")  # 2**n, n in -126 .. 127
+
+
+def _scaled_pow2(n: tirx.PrimExpr, mantissa: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``mantissa * 2**n`` for n from -126 to 128: 2**128 has no float32, so one factor 2 is
+    taken out of it."""
+    # Compared and reduced as floats: Relax's TE conversion widens int32 arithmetic to int64
+    # (16-lane int64 compares and conversions), only the cast for the bits stays int32.
+    over = n > _f32(127.0)
+    biased = tirx.Cast("int32", n - tirx.Select(over, _f32(1.0), _f32(0.0))) + 127
+    return mantissa * tirx.Select(over, _f32(2.0), _f32(1.0)) * _pow2(biased)
 
 
 def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``exp(x)`` of a float32 expression, built from vectorizable operations."""
-    n, mantissa = _reduce(tirx.Max(tirx.Min(x, _f32(_EXP_MAX)), _f32(_EXP_MIN)))
-    # n runs from -126 to 128, and 2**128 has no float32: take one factor 2 out of it.
-    ni = tirx.Cast("int32", n)
-    over = ni > tirx.IntImm("int32", 127)
-    biased = ni - tirx.Select(over, tirx.IntImm("int32", 1), tirx.IntImm("int32", 0)) + 127
-    y = mantissa * tirx.Select(over, _f32(2.0), _f32(1.0)) * _pow2(biased)
-    y = tirx.Select(x > _f32(_EXP_MAX), _f32(math.inf), y)
-    y = tirx.Select(x < _f32(_EXP_MIN), _f32(0.0), y)
-    return tirx.Select(tirx.isnan(x), x, y)
+    def at(xv):
+        xc = tirx.Max(tirx.Min(xv, _f32(_EXP_MAX)), _f32(_EXP_MIN))
+        y = _let(xc, lambda xcv: _exp_parts(xcv, _scaled_pow2), "xc")
+        y = tirx.Select(xv > _f32(_EXP_MAX), _f32(math.inf), y)
+        y = tirx.Select(xv < _f32(_EXP_MIN), _f32(0.0), y)
+        return tirx.Select(tirx.isnan(xv), xv, y)
+    return _let(x, at, "x")
 
 
 def fast_sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``1 / (1 + exp(-x))`` of a float32 expression, with :func:`fast_exp`."""
-    return _f32(1.0) / (_f32(1.0) + fast_exp(-x))
+    return _f32(1.0) / (_f32(1.0) + fast_exp(-x))  # fast_exp binds its argument
 
 
 # SiLU's exponential (see fast_silu): q0 + q1 r + ... + q5 r^5 ~ exp(r) on |r| <= ln(2) / 2, a
@@ -146,3 +181,79 @@ def fast_silu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     pow2 = tirx.reinterpret("float32", tirx.shift_left(tirx.reinterpret("int32", z),
                                                        tirx.IntImm("int32", 23)))
     return x / (p * pow2 + _f32(1.0))
+
+
+# Cephes logf: log(1 + f) ~ f - f^2 / 2 + f^3 P(f) on sqrt(1/2) - 1 <= f < sqrt(2) - 1.
+_LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+          3.3333331174e-1)
+_FLT_MIN = 1.1754943508222875e-38  # smallest normal float32
+_SQRT_HALF = 0.707106781186547524
+
+
+def _int32(v: int) -> tirx.IntImm:
+    return tirx.IntImm("int32", v)
+
+
+def fast_log(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``log(x)`` of a float32 expression, built from vectorizable operations (Cephes' logf:
+    ``x = m 2**e`` read from the float's bits, ``m`` in [sqrt(1/2), sqrt(2)), a degree-8
+    polynomial for ``log(m)``, ``e ln 2`` added in two parts). Subnormal inputs are scaled by
+    2**23 first; ``log(0) = -inf``, ``log(inf) = inf``, negative inputs and NaN give NaN, as
+    IEEE ``logf``."""
+    def at(xv):
+        tiny = xv < _f32(_FLT_MIN)
+        # Only float values are bound: Relax's TE conversion widens int32 variables to int64,
+        # which would change the bit casts' widths.
+        y = _let(tirx.Select(tiny, xv * _f32(8388608.0), xv),  # 2**23: subnormals to normal
+                 lambda xs: _log_parts(tirx.reinterpret("int32", xs), tirx.Select(
+                     tiny, _int32(-23 - 126), _int32(-126))), "xs")
+        y = tirx.Select(xv == _f32(math.inf), xv, y)
+        y = tirx.Select(xv == _f32(0.0), _f32(-math.inf), y)
+        return tirx.Select(xv < _f32(0.0), _f32(math.nan), tirx.Select(tirx.isnan(xv), xv, y))
+    return _let(x, at, "x")
+
+
+def _log_parts(bits: tirx.PrimExpr, bias: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``log(m 2**e)`` for the float ``m`` in [0.5, 1) made of ``bits``' mantissa and ``e``
+    its exponent field plus ``bias``."""
+    e = tirx.shift_right(bits, _int32(23)) + bias
+    m = tirx.reinterpret("float32", tirx.bitwise_or(tirx.bitwise_and(bits, _int32(0x007FFFFF)),
+                                                    _int32(0x3F000000)))
+
+    def at(mv):
+        low = mv < _f32(_SQRT_HALF)
+        f = tirx.Select(low, mv + mv, mv) - _f32(1.0)
+        fe = tirx.Cast("float32", e - tirx.Select(low, _int32(1), _int32(0)))
+
+        def poly(fv, fev):
+            return _let(fv * fv, lambda z: fv + (fv * z * _horner(_LOG_P, fv)
+                                                 + fev * _f32(_LN2_LO) - _f32(0.5) * z)
+                        + fev * _f32(_LN2_HI), "z")
+        return _let(f, lambda fv: _let(fe, lambda fev: poly(fv, fev), "fe"), "f")
+    return _let(m, at, "m")
+
+
+def _square(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    return v * v
+
+
+# x ** c for the constants c with an exact vectorizable form: small integer powers as products
+# (within 2 ulp of powf's correctly rounded result), 0.5 as a square root.
+_POWERS = {
+    1.0: lambda v: v,
+    2.0: _square,
+    3.0: lambda v: _square(v) * v,
+    4.0: lambda v: _let(_square(v), _square, "x2"),
+    -1.0: lambda v: _f32(1.0) / v,
+    -2.0: lambda v: _f32(1.0) / _square(v),
+    # torch's pow(x, 0.5) is sqrt(x) down to pow(-inf, 0.5) = NaN and pow(-0, 0.5) = -0
+    # (C's powf gives +inf and +0 there).
+    0.5: tirx.sqrt,
+}
+
+
+def constant_power(exponent: float):
+    """The builder of ``x ** exponent`` (float32 ``x``) for an exponent in 1, 2, 3, 4, -1, -2,
+    0.5, else None (TVM lowers a power to libm's scalar ``powf``)."""
+    return _POWERS.get(exponent)
