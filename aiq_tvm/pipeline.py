@@ -32,6 +32,7 @@ from .passes import (
     FuseQuantizeIntoGlue,
     FuseTransposeQuantize,
     LimitVectorWidth,
+    PadMatmulColumns,
     QuantizeAnnotated,
     ScheduleGlue,
     SeparableResize,
@@ -100,10 +101,12 @@ def layout_passes(target=None) -> list:
 
 
 def legalize_passes(target) -> list:
-    """TVM's CPU legalization and fusion, with float32 exp / sigmoid / SiLU legalized first
-    into kernels LLVM vectorizes (TVM's call libm's scalar ``expf`` per element), and static
-    float32 resizes into two 1-D passes over host-computed index tables."""
-    return [VectorizableMath(), SeparableResize()] + cpu_pipeline.legalize_passes(target)
+    """TVM's CPU legalization and fusion, with float32 exp / sigmoid / SiLU / log / tanh /
+    powers legalized first into kernels LLVM vectorizes (TVM's call libm's scalar ``expf``
+    per element), static float32 resizes into two 1-D passes over host-computed index tables,
+    and matmuls between activations padded to whole vectors of columns."""
+    return [VectorizableMath(), SeparableResize(), PadMatmulColumns(target)] + \
+        cpu_pipeline.legalize_passes(target)
 
 
 def schedule_passes(target, unscheduled: list | None = None) -> list:

@@ -32,6 +32,7 @@ from .fuse_transpose_quantize import FuseTransposeQuantize
 from .lift_weights import LiftWeights
 from .limit_vector_width import LimitVectorWidth
 from .micro_batch import MICRO_FUNCTION, MicroBatch, inline_micro_batches
+from .pad_matmul_columns import PadMatmulColumns
 from .quantize_annotated import QuantizeAnnotated
 from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
@@ -54,6 +55,7 @@ __all__ = [
     "segment_name",
     "SplitLargeMeans",
     "VectorizableMath",
+    "PadMatmulColumns",
     "SeparableResize",
     "LimitVectorWidth",
     "LiftWeights",
