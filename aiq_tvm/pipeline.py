@@ -38,6 +38,7 @@ from .passes import (
     SeparableResize,
     SplitLargeMeans,
     VectorizableMath,
+    VectorizableSoftmax,
 )
 from .targets import current_target
 
@@ -103,18 +104,22 @@ def layout_passes(target=None) -> list:
 def legalize_passes(target) -> list:
     """TVM's CPU legalization and fusion, with float32 exp / sigmoid / SiLU / log / tanh /
     powers legalized first into kernels LLVM vectorizes (TVM's call libm's scalar ``expf``
-    per element), static float32 resizes into two 1-D passes over host-computed index tables,
+    per element), float32 softmax over the last axis as vectorized row kernels, static float32
+    resizes into two 1-D passes over host-computed index tables,
     and matmuls between activations padded to whole vectors of columns."""
-    return [VectorizableMath(), SeparableResize(), PadMatmulColumns(target)] + \
-        cpu_pipeline.legalize_passes(target)
+    return [VectorizableMath(), PadMatmulColumns(target), VectorizableSoftmax(target),
+            SeparableResize()] + cpu_pipeline.legalize_passes(target)
 
 
 def schedule_passes(target, unscheduled: list | None = None) -> list:
     """Our glue schedules, then over-wide vector loops split (LLVM's compile time);
     ``unscheduled`` receives ``(function, error)`` for every glue function left with TVM's
     default code."""
-    return [ScheduleGlue(target, unscheduled=unscheduled), LimitVectorWidth(),
-            tvm.tirx.transform.ConvertSSA()]
+    # ConvertSSA after ScheduleGlue: a producer whose value binds variables (the
+    # vectorizable math's lets) inlined into two consumers defines each variable twice,
+    # which the next schedule (LimitVectorWidth's) rejects as ill-formed.
+    return [ScheduleGlue(target, unscheduled=unscheduled), tvm.tirx.transform.ConvertSSA(),
+            LimitVectorWidth()]
 
 
 def lower_passes(target, static_memory: bool = True, after_dataflow: list = ()) -> list:

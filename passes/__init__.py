@@ -40,6 +40,7 @@ from .separable_resize import SeparableResize
 from .split_at_layers import SplitAtLayers, segment_name
 from .split_large_means import SplitLargeMeans
 from .vectorizable_math import VectorizableMath
+from .vectorizable_softmax import VectorizableSoftmax
 
 __all__ = [
     "AnnotatePrecision",
@@ -55,6 +56,7 @@ __all__ = [
     "segment_name",
     "SplitLargeMeans",
     "VectorizableMath",
+    "VectorizableSoftmax",
     "PadMatmulColumns",
     "SeparableResize",
     "LimitVectorWidth",
