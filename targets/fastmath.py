@@ -48,9 +48,11 @@ _TANH_DEN = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
 
 def _let(value: tirx.PrimExpr, body_fn, name: str = "v") -> tirx.PrimExpr:
     """``body_fn(var)`` with ``var`` bound to ``value``: a value the function reads several
-    times is computed once. As a plain expression each read is a copy of the value's whole
-    tree, and copies multiply through nested builders (``log`` inside ``tanh`` inside Mish);
-    TVM keeps them as separate computations."""
+    times is written once. :func:`fast_log` reads its reduced mantissa a dozen times (bound,
+    its kernel ran 3 % faster); the other builders are plain expressions, which LLVM merges
+    (bound, erf / tanh / GELU ran 4-5 % slower). A kernel's operand, which FuseTIR may
+    replace by a producer's whole expression, is bound by the caller
+    (``passes.vectorizable_math``)."""
     if isinstance(value, (tirx.Var, tirx.FloatImm, tirx.IntImm)):
         return body_fn(value)
     var = tirx.Var(name, value.ty)
@@ -65,13 +67,13 @@ def _horner(coefs: tuple, v: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def _odd_rational(x: tirx.PrimExpr, bound: float, num: tuple, den: tuple) -> tirx.PrimExpr:
-    """``xc P(xc^2) / Q(xc^2)`` with ``xc = x`` clamped to [-bound, bound]; NaN kept."""
-    def at(xv):
-        def ratio(xc):
-            return _let(xc * xc, lambda x2: xc * _horner(num, x2) / _horner(den, x2), "x2")
-        y = _let(tirx.Max(tirx.Min(xv, _f32(bound)), _f32(-bound)), ratio, "xc")
-        return tirx.Select(tirx.isnan(xv), xv, y)
-    return _let(x, at, "x")
+    """``xc P(xc^2) / Q(xc^2)`` with ``xc = x`` clamped to [-bound, bound]; NaN kept. Plain
+    expressions: LLVM merges the repeated subexpressions, and binding them to variables made
+    the kernels 4-5 % slower (ConvNeXt's GELU)."""
+    xc = tirx.Max(tirx.Min(x, _f32(bound)), _f32(-bound))
+    x2 = xc * xc
+    y = xc * _horner(num, x2) / _horner(den, x2)
+    return tirx.Select(tirx.isnan(x), x, y)
 
 
 def fast_erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -86,26 +88,22 @@ def fast_tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
 
 def fast_gelu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``x * (1 + erf(x / sqrt(2))) / 2`` (``relax.nn.gelu``), with :func:`fast_erf`."""
-    return _let(x, lambda xv: _f32(0.5) * xv * (
-        _f32(1.0) + fast_erf(xv * _f32(1.0 / math.sqrt(2.0)))), "x")
+    return _f32(0.5) * x * (_f32(1.0) + fast_erf(x * _f32(1.0 / math.sqrt(2.0))))
 
 
 def fast_gelu_tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``x * (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2`` (``relax.nn.gelu_tanh``,
     torch's ``GELU(approximate="tanh")``), with :func:`fast_tanh`."""
-    def at(xv):
-        inner = _f32(math.sqrt(2.0 / math.pi)) * (xv + _f32(0.044715) * xv * xv * xv)
-        return _f32(0.5) * xv * (_f32(1.0) + fast_tanh(inner))
-    return _let(x, at, "x")
+    inner = _f32(math.sqrt(2.0 / math.pi)) * (x + _f32(0.044715) * x * x * x)
+    return _f32(0.5) * x * (_f32(1.0) + fast_tanh(inner))
 
 
-def _exp_parts(xc: tirx.PrimExpr, combine) -> tirx.PrimExpr:
-    """``combine(n, exp(xc - n ln 2))`` with ``n = round(xc / ln 2)``: Cephes' range
-    reduction and polynomial, shared by :func:`fast_exp` and :func:`_exp_core`."""
-    def with_n(n):
-        r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
-        return _let(r, lambda rv: combine(n, _horner(_P, rv) * rv * rv + rv + _f32(1.0)), "r")
-    return _let(tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5)), with_n, "n")
+def _reduce(xc: tirx.PrimExpr) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
+    """``(n, exp(xc - n ln 2))`` with ``n = round(xc / ln 2)``: Cephes' range reduction and
+    polynomial, shared by :func:`fast_exp` and :func:`_exp_core`."""
+    n = tirx.floor(xc * _f32(1.0 / math.log(2.0)) + _f32(0.5))
+    r = xc - n * _f32(_LN2_HI) - n * _f32(_LN2_LO)
+    return n, _horner(_P, r) * r * r + r + _f32(1.0)
 
 
 def _pow2(biased: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -115,34 +113,28 @@ def _pow2(biased: tirx.PrimExpr) -> tirx.PrimExpr:
 
 def _exp_core(xc: tirx.PrimExpr) -> tirx.PrimExpr:
     """``exp(xc)`` for ``xc`` in [-87.34, 88.0]: no branches, selects or NaN handling."""
-    return _let(xc, lambda xv: _exp_parts(xv, lambda n, mantissa: mantissa * _pow2(
-        tirx.Cast("int32", n) + 127)), "xc")  # 2**n, n in -126 .. 127
-
-
-def _scaled_pow2(n: tirx.PrimExpr, mantissa: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``mantissa * 2**n`` for n from -126 to 128: 2**128 has no float32, so one factor 2 is
-    taken out of it."""
-    # Compared and reduced as floats: Relax's TE conversion widens int32 arithmetic to int64
-    # (16-lane int64 compares and conversions), only the cast for the bits stays int32.
-    over = n > _f32(127.0)
-    biased = tirx.Cast("int32", n - tirx.Select(over, _f32(1.0), _f32(0.0))) + 127
-    return mantissa * tirx.Select(over, _f32(2.0), _f32(1.0)) * _pow2(biased)
+    n, mantissa = _reduce(xc)
+    return mantissa * _pow2(tirx.Cast("int32", n) + 127)  # 2**n, n in -126 .. 127
 
 
 def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``exp(x)`` of a float32 expression, built from vectorizable operations."""
-    def at(xv):
-        xc = tirx.Max(tirx.Min(xv, _f32(_EXP_MAX)), _f32(_EXP_MIN))
-        y = _let(xc, lambda xcv: _exp_parts(xcv, _scaled_pow2), "xc")
-        y = tirx.Select(xv > _f32(_EXP_MAX), _f32(math.inf), y)
-        y = tirx.Select(xv < _f32(_EXP_MIN), _f32(0.0), y)
-        return tirx.Select(tirx.isnan(xv), xv, y)
-    return _let(x, at, "x")
+    n, mantissa = _reduce(tirx.Max(tirx.Min(x, _f32(_EXP_MAX)), _f32(_EXP_MIN)))
+    # n runs from -126 to 128, and 2**128 has no float32: take one factor 2 out of it. The
+    # test and the correction are float operations: in integers, Relax's TE conversion widened
+    # them to int64 vectors (16-lane int64 compares and conversions), which made the exp
+    # kernel 2.7x slower (328 against 122 us for 56 x 56 x 64 on haswell).
+    over = n > _f32(127.0)
+    biased = tirx.Cast("int32", n - tirx.Select(over, _f32(1.0), _f32(0.0))) + 127
+    y = mantissa * tirx.Select(over, _f32(2.0), _f32(1.0)) * _pow2(biased)
+    y = tirx.Select(x > _f32(_EXP_MAX), _f32(math.inf), y)
+    y = tirx.Select(x < _f32(_EXP_MIN), _f32(0.0), y)
+    return tirx.Select(tirx.isnan(x), x, y)
 
 
 def fast_sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``1 / (1 + exp(-x))`` of a float32 expression, with :func:`fast_exp`."""
-    return _f32(1.0) / (_f32(1.0) + fast_exp(-x))  # fast_exp binds its argument
+    return _f32(1.0) / (_f32(1.0) + fast_exp(-x))
 
 
 # SiLU's exponential (see fast_silu): q0 + q1 r + ... + q5 r^5 ~ exp(r) on |r| <= ln(2) / 2, a
