@@ -89,9 +89,19 @@ def _im2col(x: torch.Tensor, kernel_size, dilation, padding, stride):
     return out.squeeze(0) if unbatched else out
 
 
+def _rrelu(x: torch.Tensor, lower=0.125, upper=1.0 / 3.0, training=False, generator=None):
+    """``nn.RReLU`` at inference: a leaky ReLU of slope ``(lower + upper) / 2``, as torch
+    computes it in eval mode (training draws random slopes, which a compiled model cannot)."""
+    if training:
+        raise UnsupportedOperatorError("rrelu in training mode draws random slopes; export "
+                                       "the model in eval mode")
+    return aten.leaky_relu.default(x, (float(lower) + float(upper)) / 2.0)
+
+
 DECOMPOSITIONS: dict = {
     aten.adaptive_max_pool2d.default: _adaptive_max_pool2d,
     aten.im2col.default: _im2col,
+    aten.rrelu.default: _rrelu,
 }
 
 

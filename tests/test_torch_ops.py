@@ -50,6 +50,7 @@ OPERATORS = {
     "prod_logsumexp": Fn(lambda x: x.prod(dim=3) + torch.logsumexp(x, 3)),
     "selu_elu": nn.Sequential(nn.SELU(), nn.ELU(0.5)),  # TVM's elu drops SELU's scale
     "unfold": nn.Unfold(3, dilation=1, padding=1, stride=2),
+    "rrelu": nn.RReLU(0.1, 0.3),  # eval mode: a leaky ReLU of slope 0.2
 }
 
 
