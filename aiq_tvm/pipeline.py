@@ -37,6 +37,7 @@ from .passes import (
     ScheduleGlue,
     SeparableResize,
     SplitLargeMeans,
+    VectorizableLayerNorm,
     VectorizableMath,
     VectorizableSoftmax,
 )
@@ -104,11 +105,13 @@ def layout_passes(target=None) -> list:
 def legalize_passes(target) -> list:
     """TVM's CPU legalization and fusion, with float32 exp / sigmoid / SiLU / log / tanh /
     powers legalized first into kernels LLVM vectorizes (TVM's call libm's scalar ``expf``
-    per element), float32 softmax over the last axis as vectorized row kernels, static float32
+    per element), float32 softmax and layer norm over the last axis as vectorized row kernels,
+    static float32
     resizes into two 1-D passes over host-computed index tables,
     and matmuls between activations padded to whole vectors of columns."""
     return [VectorizableMath(), PadMatmulColumns(target), VectorizableSoftmax(target),
-            SeparableResize()] + cpu_pipeline.legalize_passes(target)
+            VectorizableLayerNorm(target), SeparableResize()] + \
+        cpu_pipeline.legalize_passes(target)
 
 
 def schedule_passes(target, unscheduled: list | None = None) -> list:

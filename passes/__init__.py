@@ -39,6 +39,7 @@ from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime,
 from .separable_resize import SeparableResize
 from .split_at_layers import SplitAtLayers, segment_name
 from .split_large_means import SplitLargeMeans
+from .vectorizable_layer_norm import VectorizableLayerNorm
 from .vectorizable_math import VectorizableMath
 from .vectorizable_softmax import VectorizableSoftmax
 
@@ -57,6 +58,7 @@ __all__ = [
     "SplitLargeMeans",
     "VectorizableMath",
     "VectorizableSoftmax",
+    "VectorizableLayerNorm",
     "PadMatmulColumns",
     "SeparableResize",
     "LimitVectorWidth",
