@@ -39,6 +39,7 @@ from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime,
 from .separable_resize import SeparableResize
 from .split_at_layers import SplitAtLayers, segment_name
 from .split_large_means import SplitLargeMeans
+from .vectorizable_group_norm import VectorizableGroupNorm
 from .vectorizable_layer_norm import VectorizableLayerNorm
 from .vectorizable_math import VectorizableMath
 from .vectorizable_softmax import VectorizableSoftmax
@@ -59,6 +60,7 @@ __all__ = [
     "VectorizableMath",
     "VectorizableSoftmax",
     "VectorizableLayerNorm",
+    "VectorizableGroupNorm",
     "PadMatmulColumns",
     "SeparableResize",
     "LimitVectorWidth",

@@ -16,6 +16,8 @@ this pass removes them, so activations stay NHWC through the network:
   PReLU, shrink functions)
 * ``mean(permute(x, p), axes, keepdims=True)``  ->  ``permute(mean(x, p[axes]), p)``
 * ``softmax(permute(x, p), axis)`` (and ``log_softmax``)  ->  ``permute(softmax(x, p[axis]), p)``
+* ``group_norm(permute(x, p), channel_axis=c, axes=a)`` (and ``instance_norm``)  ->
+  ``permute(group_norm(x, channel_axis=p[c], axes=p[a]), p)``
 * ``pool(permute(x, NHWC->NCHW))`` -> ``permute(pool(x, layout="NHWC"), NHWC->NCHW)`` for
   max/avg/adaptive-avg pooling
 * ``reshape(permute(x, p), s)``  ->  ``permute(reshape(permute(x, r), s'), q)`` where the
@@ -60,6 +62,9 @@ _BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide", "rel
 # Reductions over one axis whose attrs name it: the axis moves with the permute.
 _AXIS_OPS = {"relax.nn.softmax": relax.op.nn.softmax,
              "relax.nn.log_softmax": relax.op.nn.log_softmax}
+# Normalizations over a channel axis and reduced axes named in their attrs (scale and shift
+# per channel): the axes move with the permute.
+_NORMS = ("relax.nn.group_norm", "relax.nn.instance_norm")
 _POOLS = {
     "relax.nn.max_pool2d": relax.op.nn.max_pool2d,
     "relax.nn.avg_pool2d": relax.op.nn.avg_pool2d,
@@ -246,12 +251,17 @@ class CancelTransposes:
             pat = is_op(op)(self.perm_x)
             axis_ops = pat if axis_ops is None else axis_ops | pat
         self.axis_ops = axis_ops
+        norms = None
+        for op in _NORMS:
+            pat = is_op(op)(self.perm_x, wildcard(), wildcard())
+            norms = pat if norms is None else norms | pat
+        self.norms = norms
         self.reshape = is_op("relax.reshape")(self.perm_x, wildcard())
         pools = None
         for op in _POOLS:
             pools = is_op(op)(self.perm_x) if pools is None else pools | is_op(op)(self.perm_x)
         self.pattern = (self.double | self.unary | self.binary | self.mean | self.reshape
-                        | pools | self.where | self.axis_ops)
+                        | pools | self.where | self.axis_ops | self.norms)
 
     # ---------------------------------------------------------------- rules
     def _rewrite(self, expr, matches):
@@ -272,6 +282,8 @@ class CancelTransposes:
             return self._where(expr, matches)
         if op in _AXIS_OPS:
             return self._axis_op(expr, matches)
+        if op in _NORMS:
+            return self._norm(expr, matches)
         return expr
 
     def _double(self, expr, m):
@@ -329,6 +341,22 @@ class CancelTransposes:
         perm, x = m[self.perm_x], m[self.x]
         p = _axes(perm, _ndim(x))
         inner = _AXIS_OPS[expr.op.name](x, axis=p[int(expr.attrs.axis) % len(p)])
+        return relax.op.permute_dims(inner, p)
+
+    def _norm(self, expr, m):
+        perm, x = m[self.perm_x], m[self.x]
+        p = _axes(perm, _ndim(x))
+        a = expr.attrs
+        channel = p[int(a.channel_axis) % len(p)]
+        axes = sorted(p[int(v) % len(p)] for v in a.axes)
+        common = {"epsilon": float(a.epsilon), "center": bool(a.center),
+                  "scale": bool(a.scale)}
+        gamma, beta = expr.args[1:]
+        if expr.op.name == "relax.nn.group_norm":
+            inner = relax.op.nn.group_norm(x, gamma, beta, int(a.num_groups), channel, axes,
+                                           **common)
+        else:
+            inner = relax.op.nn.instance_norm(x, gamma, beta, channel, axes, **common)
         return relax.op.permute_dims(inner, p)
 
     def _mean(self, expr, m):
