@@ -95,6 +95,10 @@ class _GroupNormLegalizer(PyExprMutator):
         a = call.attrs
         rank = len(shape)
         axes = sorted(int(v) % rank for v in a.axes)
+        if shape[0] == 1 and axes[:1] == [0]:
+            # torch's InstanceNorm decomposes to a norm over (0, *spatial) of the map viewed as
+            # one sample of N * C channels: over a batch of one, the same statistics.
+            axes = axes[1:]
         if int(a.channel_axis) % rank != rank - 1 or axes != list(range(1, rank - 1)):
             return call
         groups = int(a.num_groups) if name == "relax.nn.group_norm" else shape[-1]

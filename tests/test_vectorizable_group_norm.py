@@ -105,3 +105,33 @@ def test_group_norm_follows_the_channels_last_layout():
 
     after = relax.transform.CanonicalizeBindings()(CancelTransposes()(Before))
     tvm.ir.assert_structural_equal(after, Expected)
+
+
+def _instance_norm_module(shape, axes):
+    rng = np.random.default_rng(1)
+    gamma, beta = (relax.const(rng.standard_normal(shape[-1]).astype("float32"))
+                   for _ in range(2))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.instance_norm(x, gamma, beta, len(shape) - 1,
+                                                           axes, 1e-5))
+        bb.emit_func_output(out)
+    return bb.get(), gamma.value.numpy(), beta.value.numpy()
+
+
+def test_instance_norm_as_torch_decomposes_it_at_batch_one():
+    """torch's InstanceNorm reaches Relax as a norm over (0, *spatial) of one sample of N * C
+    channels; at batch one that is a group per channel."""
+    mod, gamma, beta = _instance_norm_module((1, 6, 5, 16), [0, 1, 2])
+    assert VectorizableGroupNorm()(mod)["main"].body.blocks[0].bindings[0].value.op.name == \
+        "relax.call_tir"
+    x = (np.random.default_rng(0).standard_normal((1, 6, 5, 16)) + 3.0).astype("float32")
+    ref = torch.nn.functional.instance_norm(
+        torch.from_numpy(x).double().permute(0, 3, 1, 2), weight=torch.from_numpy(gamma).double(),
+        bias=torch.from_numpy(beta).double(), eps=1e-5).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(_run(mod, x), ref, rtol=0, atol=5e-5)
+    # With two samples, statistics over axis 0 would mix them: left to TVM.
+    two, _, _ = _instance_norm_module((2, 6, 5, 16), [0, 1, 2])
+    tvm.ir.assert_structural_equal(VectorizableGroupNorm()(two), two)
