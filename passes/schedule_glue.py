@@ -215,6 +215,31 @@ def _same_shape(a, b) -> bool:
         for x, y in zip(a, b, strict=True))
 
 
+def _pointwise_consumer(node, buffer) -> bool:
+    """``node`` writes one buffer of ``buffer``'s shape, at its block iterators in order, and
+    reads ``buffer`` only there."""
+    store = node.body
+    if len(node.writes) != 1 or not isinstance(store, tirx.BufferStore) or \
+            not _same_shape(store.buffer.shape, buffer.shape):
+        return False
+    iters = [iv.var for iv in node.iter_vars]
+
+    def at_iters(indices) -> bool:
+        return len(indices) == len(iters) and all(
+            _is_var(ix, v) for ix, v in zip(indices, iters, strict=True))
+
+    if not at_iters(store.indices):
+        return False
+    stack = [store.value]
+    while stack:
+        expr = stack.pop()
+        if isinstance(expr, _LOAD) and expr.source.same_as(buffer) and \
+                not at_iters(expr.indices):
+            return False
+        stack += _children(expr)
+    return True
+
+
 def _mentions(expr, var) -> bool:
     stack = [expr]
     while stack:
@@ -259,12 +284,12 @@ def _schedule_matmul(sch, block, loops, kinds, n_spatial: int, lanes: int) -> bo
     # The elementwise ops fused after the matmul (scale, bias, activation) go into the
     # write-back of each register tile; else the matmul's whole output is a buffer written
     # inside the kernel on every call and read back.
-    out_shape = list(sch.get(block).writes[0].source.shape)
+    product = sch.get(block).writes[0].source
     for consumer in sch.get_consumers(acc):
-        writes = sch.get(consumer).writes
-        # Only a consumer over the same points: TVM would also inline a slice, writing its
-        # output at the matmul's (padded) indices, past its end.
-        if len(writes) != 1 or not _same_shape(writes[0].source.shape, out_shape):
+        # Only a consumer over the same points that reads each product point at its own
+        # point: TVM also inlines a slice, writing its output at the matmul's (padded)
+        # indices, past its end.
+        if not _pointwise_consumer(sch.get(consumer), product):
             continue
         try:
             sch.reverse_compute_inline(consumer)

@@ -131,3 +131,30 @@ def test_glue_without_matmul_is_scheduled_as_before():
     mod = _scheduled(bb.get())
     (kernel,) = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert 'scope="local"' not in kernel.script()
+
+
+def test_a_transposing_consumer_of_a_square_product_stays_right():
+    """Only consumers reading each product point at their own point go into the tile
+    write-back (``_pointwise_consumer``); a transpose of a square product has the same shape
+    but reads points other tiles write."""
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType((3, 16, 8), "float32"))
+    b = relax.Var("b", relax.TensorType((3, 8, 16), "float32"))
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(a, b))
+            y = bb.emit(relax.op.add(relax.op.permute_dims(y, [0, 2, 1]), relax.const(1.0)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 16, 8)).astype("float32")
+    w = rng.standard_normal((3, 8, 16)).astype("float32")
+    with AVX2:
+        lowered = tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
+                                           + pipeline.schedule_passes(AVX2)
+                                           + pipeline.lower_passes(AVX2))(bb.get())
+    ex = relax.build(lowered, target=AVX2)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x),
+                                                      tvm.runtime.tensor(w)).numpy()
+    ref = (x.astype(np.float64) @ w).transpose(0, 2, 1) + 1.0
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
