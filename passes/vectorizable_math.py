@@ -1,5 +1,5 @@
-"""VectorizableMath: float32 sigmoid, SiLU, exp, erf, GELU, tanh and round as arithmetic LLVM
-vectorizes.
+"""VectorizableMath: float32 sigmoid, SiLU, exp, log, erf, GELU, GELU-tanh, tanh, constant
+powers and round as arithmetic LLVM vectorizes.
 
 TVM legalizes ``relax.sigmoid`` / ``relax.nn.silu`` / ``relax.exp`` / ``relax.nn.gelu`` to
 ``tirx.sigmoid``, ``tirx.exp`` and ``tirx.erf``, which the LLVM backend lowers to libm's
@@ -20,7 +20,16 @@ is a rational function on [-4, 4] (erf is +-1 in float32 beyond; TOPI's ``fast_e
 same coefficients) and ``gelu(x) = x (1 + erf(x / sqrt 2)) / 2``, as TVM writes it. ``tanh``
 is Eigen's rational function on [-9, 9] (TOPI's ``fast_tanh``; +-1 beyond): TVM's own,
 a formula of scalar ``expf`` calls, took 42 of a random network's 50 ms (a tanh over 8 x 41 x
-86 x 256 values, ``docs/runs/s39/seed_prof.py 14``).
+86 x 256 values, ``docs/runs/s39/seed_prof.py 14``). ``log`` is Cephes' ``logf`` (within 1
+ulp; subnormals, 0, inf, negatives and NaN as IEEE): torch.export writes softplus, Mish and
+LogSigmoid with it, and libm's scalar ``logf`` made Mish 63x a ReLU network's time.
+``gelu_tanh`` (torch's ``GELU(approximate="tanh")``) uses the rational ``tanh``; ``power`` by
+a scalar constant 1, 2, 3, 4, -1, -2 or 0.5 becomes products or a square root instead of
+libm's ``powf`` (other exponents keep it).
+
+Each kernel binds its operand to a variable: the builders read their argument several times,
+and once FuseTIR inlines an elementwise producer (``exp`` into ``log`` into ``tanh`` for
+Mish), every read would become a copy of the producer's whole expression.
 
 ``relax.round`` becomes ``tirx.round`` (TOPI's ``nearbyint`` keeps a loop from vectorizing;
 both round half to even). Calls of other dtypes, and every other operator, are left as they
@@ -116,8 +125,9 @@ class _MathLegalizer(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="VectorizableMath")
 class VectorizableMath:
-    """Legalize float32 ``exp`` / ``sigmoid`` / ``silu`` / ``erf`` / ``gelu`` / ``tanh`` to
-    vectorizable kernels (see the module docstring)."""
+    """Legalize float32 ``exp`` / ``sigmoid`` / ``silu`` / ``log`` / ``erf`` / ``gelu`` /
+    ``gelu_tanh`` / ``tanh`` / constant ``power`` / ``round`` to vectorizable kernels (see the
+    module docstring)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         legalizer = _MathLegalizer(mod)
