@@ -33,7 +33,8 @@ CASES = {
     "k2s2": nn.ConvTranspose2d(8, 4, 2, stride=2),                      # U-Net upsampling
     "k3s2p1op1": nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1),
     "k4s2p1": nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1, bias=False),  # DCGAN
-    "groups2": nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, groups=2),
+    "groups2": nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, groups=2),  # odd output
+    "groups2_op1": nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
     "dilation2": nn.ConvTranspose2d(8, 4, 3, stride=1, padding=2, dilation=2),
     "stride2x1": nn.ConvTranspose2d(8, 4, (3, 2), stride=(2, 1), padding=(1, 0)),
 }
@@ -56,7 +57,19 @@ def test_non_overlapping_windows_become_a_1x1_conv_and_a_depth_to_space():
     assert params["up.weight"].shape == (4 * 2 * 2, 8, 1, 1)  # the module's name is kept
 
 
-def test_overlapping_windows_become_a_conv_of_the_zero_dilated_input():
+def test_overlapping_windows_become_one_conv_of_all_residues_and_a_depth_to_space():
+    # k=4, s=2, p=1: each output residue reads 2 x 2 taps within a 3 x 3 input window.
+    mod, params = aiq_tvm.from_torch(_net("k4s2p1"), _x(1))
+    assert "relax.nn.conv2d_transpose" not in _ops(mod)
+    assert params["up.weight"].shape == (4 * 2 * 2, 8, 3, 3)
+    conv = [c for c in _calls(mod, "relax.nn.conv2d") if c.args[1].name == "up.weight"]
+    assert [int(p) for p in conv[0].attrs.padding] == [1, 1, 1, 1]
+    # Of each residue's 3 x 3 window, the 2 x 2 taps it reaches are non-zero.
+    nonzero = (params["up.weight"] != 0).reshape(4, 2, 2, 8, 3, 3).any(axis=(0, 3))
+    assert nonzero.sum() == 2 * 2 * 4
+
+
+def test_an_odd_output_size_takes_the_zero_dilated_input():
     mod, params = aiq_tvm.from_torch(_net("groups2"), _x(1))
     assert "relax.nn.conv2d_transpose" not in _ops(mod)
     assert params["up.weight"].shape == (6, 4, 3, 3)  # [Cout, Cin / groups, kh, kw]
