@@ -88,6 +88,25 @@ def compile_prim_func(func, target):
     return tvm.compile(tvm.IRModule({"main": func}), tvm.target.Target(target))
 
 
+def glue_pipeline(target, lower: bool = True) -> tvm.transform.Pass:
+    """aiq_tvm's legalization and glue schedules (and, with ``lower``, TVM's lowering) for
+    ``target``: how a build compiles the operators between layers."""
+    from . import pipeline
+
+    passes = pipeline.legalize_passes(target) + pipeline.schedule_passes(target)
+    return tvm.transform.Sequential(passes + (pipeline.lower_passes(target) if lower else []))
+
+
+def run_relax(mod: tvm.IRModule, target, *inputs: np.ndarray) -> np.ndarray:
+    """Compile a Relax module through :func:`glue_pipeline` for ``target`` (one this host
+    runs) and run ``main`` on ``inputs``."""
+    target = tvm.target.Target(target)
+    with target:
+        lowered = glue_pipeline(target)(mod)
+    vm = tvm.relax.VirtualMachine(tvm.relax.build(lowered, target=target), tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(x) for x in inputs)).numpy()
+
+
 def run_kernel(kernel, x: np.ndarray, target, residual: np.ndarray | None = None,
                ex=None) -> np.ndarray:
     """Run a kernel once on ``x`` (compiled here unless ``ex`` is given); return its output."""

@@ -21,6 +21,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from aiq_tvm._ir import static_shape
 from aiq_tvm.targets import capabilities, current_target
 
 from .schedule_glue import _dividing_lanes
@@ -38,12 +39,6 @@ def padded_columns(columns: int, lanes: int) -> int | None:
     return -(-columns // step) * step
 
 
-def _static(shape) -> list[int] | None:
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return [int(d) for d in shape]
-
-
 @mutator
 class _ColumnPadder(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, lanes: int):
@@ -56,8 +51,8 @@ class _ColumnPadder(PyExprMutator):
         if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.matmul"):
             return call
         lhs, rhs = call.args
-        rhs_shape = _static(getattr(rhs.ty, "shape", None))
-        out_shape = _static(getattr(call.ty, "shape", None))
+        rhs_shape = static_shape(rhs)
+        out_shape = static_shape(call)
         if rhs_shape is None or out_shape is None or len(rhs_shape) < 2 or any(
                 str(t.dtype) != "float32" for t in (lhs.ty, rhs.ty, call.ty)):
             return call

@@ -24,6 +24,8 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from aiq_tvm._ir import static_shape
+
 __all__ = ["VectorizableGroupNorm"]
 
 
@@ -70,12 +72,6 @@ def _group_norm(x: te.Tensor, gamma: te.Tensor | None, beta: te.Tensor | None, g
     return te.compute(x.shape, normalized, name="group_norm")
 
 
-def _static(shape) -> list[int] | None:
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return [int(d) for d in shape]
-
-
 @mutator
 class _GroupNormLegalizer(PyExprMutator):
     def __init__(self, mod: tvm.IRModule):
@@ -88,7 +84,7 @@ class _GroupNormLegalizer(PyExprMutator):
         if name not in ("relax.nn.group_norm", "relax.nn.instance_norm"):
             return call
         x, gamma, beta = call.args
-        shape = _static(getattr(x.ty, "shape", None))
+        shape = static_shape(x)
         if shape is None or len(shape) < 3 or \
                 any(str(t.ty.dtype) != "float32" for t in (x, gamma, beta)):
             return call

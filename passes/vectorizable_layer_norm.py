@@ -23,6 +23,7 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from aiq_tvm._ir import static_shape
 from aiq_tvm.targets import capabilities, current_target
 
 from .schedule_glue import _dividing_lanes
@@ -62,12 +63,6 @@ def _layer_norm(x: te.Tensor, gamma: te.Tensor | None, beta: te.Tensor | None, l
     return te.compute(x.shape, normalized, name="layer_norm")
 
 
-def _static(shape) -> list[int] | None:
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return [int(d) for d in shape]
-
-
 @mutator
 class _LayerNormLegalizer(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, lanes: int):
@@ -80,7 +75,7 @@ class _LayerNormLegalizer(PyExprMutator):
         if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.layer_norm"):
             return call
         x, gamma, beta = call.args
-        shape = _static(getattr(x.ty, "shape", None))
+        shape = static_shape(x)
         if shape is None or any(str(t.ty.dtype) != "float32" for t in (x, gamma, beta)):
             return call
         axes = [int(a) % len(shape) for a in call.attrs.axes]

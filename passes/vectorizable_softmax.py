@@ -30,6 +30,7 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from aiq_tvm._ir import static_shape
 from aiq_tvm.targets import capabilities, current_target
 from aiq_tvm.targets.fastmath import fast_exp, fast_log
 
@@ -67,12 +68,6 @@ def _row_softmax(x: te.Tensor, lanes: int, log: bool) -> te.Tensor:
     return te.compute(x.shape, lambda *i: shifted_exp(*i) * inverse(*i[:-1]), name="softmax")
 
 
-def _static(shape) -> list[int] | None:
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return [int(d) for d in shape]
-
-
 @mutator
 class _SoftmaxLegalizer(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, lanes: int):
@@ -86,7 +81,7 @@ class _SoftmaxLegalizer(PyExprMutator):
         if log is None:
             return call
         x = call.args[0]
-        shape = _static(getattr(x.ty, "shape", None))
+        shape = static_shape(x)
         if shape is None or str(x.ty.dtype) != "float32" or \
                 int(call.attrs.axis) % len(shape) != len(shape) - 1:
             return call

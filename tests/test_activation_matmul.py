@@ -9,9 +9,9 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from aiq_tvm import pipeline
 from aiq_tvm.passes import PadMatmulColumns
 from aiq_tvm.passes.pad_matmul_columns import padded_columns
+from aiq_tvm.testing import glue_pipeline, run_relax
 
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})  # 8 fp32 lanes
 
@@ -84,8 +84,7 @@ def _matmul_module(lhs_shape, rhs_shape) -> tvm.IRModule:
 
 def _scheduled(mod: tvm.IRModule) -> tvm.IRModule:
     with AVX2:
-        return tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                        + pipeline.schedule_passes(AVX2))(mod)
+        return glue_pipeline(AVX2, lower=False)(mod)
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape", [
@@ -97,14 +96,7 @@ def test_tiled_matmul_matches_numpy(lhs_shape, rhs_shape):
     rng = np.random.default_rng(0)
     a = rng.standard_normal(lhs_shape).astype("float32")
     b = rng.standard_normal(rhs_shape).astype("float32")
-    mod = _matmul_module(lhs_shape, rhs_shape)
-    with AVX2:
-        lowered = tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                           + pipeline.schedule_passes(AVX2)
-                                           + pipeline.lower_passes(AVX2))(mod)
-    ex = relax.build(lowered, target=AVX2)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(a),
-                                                      tvm.runtime.tensor(b)).numpy()
+    out = run_relax(_matmul_module(lhs_shape, rhs_shape), AVX2, a, b)
     ref = (a.astype(np.float64) @ b.astype(np.float64)) * 0.5 + 1.0
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
@@ -149,12 +141,6 @@ def test_a_transposing_consumer_of_a_square_product_stays_right():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 16, 8)).astype("float32")
     w = rng.standard_normal((3, 8, 16)).astype("float32")
-    with AVX2:
-        lowered = tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                           + pipeline.schedule_passes(AVX2)
-                                           + pipeline.lower_passes(AVX2))(bb.get())
-    ex = relax.build(lowered, target=AVX2)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x),
-                                                      tvm.runtime.tensor(w)).numpy()
+    out = run_relax(bb.get(), AVX2, x, w)
     ref = (x.astype(np.float64) @ w).transpose(0, 2, 1) + 1.0
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)

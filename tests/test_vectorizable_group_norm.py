@@ -10,8 +10,8 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from aiq_tvm import pipeline
 from aiq_tvm.passes import CancelTransposes, VectorizableGroupNorm
+from aiq_tvm.testing import glue_pipeline, run_relax
 
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})  # 8 fp32 lanes
 
@@ -34,23 +34,13 @@ def _module(shape, groups, channel_axis=-1, scale=True, center=True, dtype="floa
     return bb.get(), gamma.value.numpy(), beta.value.numpy()
 
 
-def _run(mod, x):
-    with AVX2:
-        lowered = tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                           + pipeline.schedule_passes(AVX2)
-                                           + pipeline.lower_passes(AVX2))(mod)
-    ex = relax.build(lowered, target=AVX2)
-    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-
-
 def test_channels_last_group_norm_becomes_one_kernel_with_channel_lane_sums():
     mod, _, _ = _module((2, 6, 5, 32), 4)
     after = VectorizableGroupNorm()(mod)
     call = after["main"].body.blocks[0].bindings[0].value
     assert call.op.name == "relax.call_tir" and call.args[0].name_hint == "group_norm"
     with AVX2:
-        scheduled = tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                             + pipeline.schedule_passes(AVX2))(mod)
+        scheduled = glue_pipeline(AVX2, lower=False)(mod)
     (kernel,) = [f for _, f in scheduled.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     # Both per-channel sums over the map and the output run along 8 channel lanes.
     assert kernel.script().count("T.vectorized(T.int64(8))") >= 3
@@ -70,7 +60,7 @@ def test_matches_torch_in_float64(groups, affine):
     mod, gamma, beta = _module(shape, groups, scale=affine, center=affine)
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 0.5 + 20.0).astype("float32")  # offset >> spread
-    y = _run(mod, x)
+    y = run_relax(mod, AVX2, x)
     nchw = torch.from_numpy(x).double().permute(0, 3, 1, 2)
     ref = torch.nn.functional.group_norm(
         nchw, groups, torch.from_numpy(gamma).double() if affine else None,
@@ -131,7 +121,7 @@ def test_instance_norm_as_torch_decomposes_it_at_batch_one():
     ref = torch.nn.functional.instance_norm(
         torch.from_numpy(x).double().permute(0, 3, 1, 2), weight=torch.from_numpy(gamma).double(),
         bias=torch.from_numpy(beta).double(), eps=1e-5).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(_run(mod, x), ref, rtol=0, atol=5e-5)
+    np.testing.assert_allclose(run_relax(mod, AVX2, x), ref, rtol=0, atol=5e-5)
     # With two samples, statistics over axis 0 would mix them: left to TVM.
     two, _, _ = _instance_norm_module((2, 6, 5, 16), [0, 1, 2])
     tvm.ir.assert_structural_equal(VectorizableGroupNorm()(two), two)

@@ -8,8 +8,8 @@ import torch
 import tvm
 from tvm import relax
 
-from aiq_tvm import pipeline
 from aiq_tvm.passes import VectorizableLayerNorm
+from aiq_tvm.testing import glue_pipeline, run_relax
 
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})  # 8 fp32 lanes
 
@@ -30,26 +30,14 @@ def _module(shape, axes=(-1,), scale=True, center=True, dtype="float32", seed=1)
     return bb.get(), gamma.value.numpy(), beta.value.numpy()
 
 
-def _compile(mod):
-    with AVX2:
-        return tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                        + pipeline.schedule_passes(AVX2))(mod)
-
-
-def _run(mod, x):
-    with AVX2:
-        lowered = tvm.transform.Sequential(pipeline.lower_passes(AVX2))(_compile(mod))
-    ex = relax.build(lowered, target=AVX2)
-    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-
-
 def test_last_axis_layer_norm_becomes_one_kernel_with_vector_partial_sums():
     mod, _, _ = _module((4, 50, 32))
     after = VectorizableLayerNorm(AVX2)(mod)
     call = after["main"].body.blocks[0].bindings[0].value
     assert call.op.name == "relax.call_tir" and call.args[0].name_hint == "layer_norm"
-    (kernel,) = [f for _, f in _compile(mod).functions_items()
-                 if isinstance(f, tvm.tirx.PrimFunc)]
+    with AVX2:
+        scheduled = glue_pipeline(AVX2, lower=False)(mod)
+    (kernel,) = [f for _, f in scheduled.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     script = kernel.script()
     # The two partial sums along 8 lanes and the output, each under a parallel row loop.
     assert script.count("T.vectorized(T.int64(8))") >= 3 and "T.parallel(" in script
@@ -74,7 +62,7 @@ def test_matches_torch_in_float64(shape, scale, center):
     rng = np.random.default_rng(0)
     # An offset much larger than the spread: E[x^2] - E[x]^2 would lose the variance.
     x = (rng.standard_normal(shape) * 0.5 + 30.0).astype("float32")
-    y = _run(mod, x)
+    y = run_relax(mod, AVX2, x)
     ref = torch.nn.functional.layer_norm(
         torch.from_numpy(x).double(), shape[-1:],
         torch.from_numpy(gamma).double() if scale else None,

@@ -9,8 +9,8 @@ import pytest
 import tvm
 from tvm import relax
 
-from aiq_tvm import pipeline
 from aiq_tvm.passes import VectorizableSoftmax
+from aiq_tvm.testing import glue_pipeline, run_relax
 
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})  # 8 fp32 lanes
 
@@ -33,15 +33,6 @@ def _ops(mod) -> list[str]:
     return ops
 
 
-def _run(mod, x: np.ndarray) -> np.ndarray:
-    with AVX2:
-        lowered = tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                           + pipeline.schedule_passes(AVX2)
-                                           + pipeline.lower_passes(AVX2))(mod)
-    ex = relax.build(lowered, target=AVX2)
-    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-
-
 def test_ragged_rows_are_padded_with_minus_inf_and_sliced():
     after = VectorizableSoftmax(AVX2)(_module((3, 5, 13)))
     assert _ops(after) == ["relax.nn.pad", "relax.call_tir", "relax.strided_slice"]
@@ -55,8 +46,7 @@ def test_whole_vector_rows_need_no_padding_and_reduce_in_vector_lanes():
     after = VectorizableSoftmax(AVX2)(_module((3, 5, 16)))
     assert _ops(after) == ["relax.call_tir"]
     with AVX2:
-        mod = tvm.transform.Sequential(pipeline.legalize_passes(AVX2)
-                                       + pipeline.schedule_passes(AVX2))(_module((3, 50, 16)))
+        mod = glue_pipeline(AVX2, lower=False)(_module((3, 50, 16)))
     (kernel,) = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     script = kernel.script()
     # Partial maxima and sums: 8 lanes along each row's 2 vectors, under a parallel row loop.
@@ -85,7 +75,7 @@ def test_matches_float64(shape, log):
     x = (rng.standard_normal(shape) * 8).astype("float32")
     x.reshape(-1)[::5] = -np.inf  # masked entries (attention)
     x.reshape(-1)[1] = 80.0       # a large logit: exp would overflow without the max
-    y = _run(_module(shape, log), x)
+    y = run_relax(_module(shape, log), AVX2, x)
     ref = _softmax64(x, log)
     if log:
         finite = np.isfinite(ref)
@@ -99,5 +89,5 @@ def test_matches_float64(shape, log):
 def test_a_row_of_minus_inf_gives_nan_as_torch():
     x = np.full((2, 16), -np.inf, np.float32)
     x[1] = np.arange(16, dtype=np.float32)
-    y = _run(_module(x.shape), x)
+    y = run_relax(_module(x.shape), AVX2, x)
     assert np.isnan(y[0]).all() and np.isfinite(y[1]).all()
