@@ -2,6 +2,8 @@
 both rewrites, torch -> build -> VM against torch for strides, paddings, output paddings,
 groups, dilations and batch sizes, int8 layers named by module path, and what is left alone."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -125,8 +127,10 @@ def test_onnx_transposed_conv_is_rewritten_too(tmp_path):
     net = _net("k3s2p1op1")
     x = _x(2)
     path = str(tmp_path / "up.onnx")
-    torch.onnx.export(net, torch.from_numpy(x), path, input_names=["x"],
-                      dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation, as elsewhere
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.from_numpy(x), path, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}}, dynamo=False)
     mod, params = aiq_tvm.from_onnx(path)
     assert "relax.nn.conv2d_transpose" not in _ops(mod) and "up.weight" in params
     res = aiq_tvm.build(mod, params=params, plan="fp32")
