@@ -107,10 +107,9 @@ def legalize_passes(target) -> list:
     """TVM's CPU legalization and fusion, with float32 exp / sigmoid / SiLU / log / tanh /
     powers legalized first into kernels LLVM vectorizes (TVM's call libm's scalar ``expf``
     per element), float32 softmax and layer norm over the last axis as vectorized row kernels,
-    channels-last group / instance norms with per-channel sums in vector lanes,
-    static float32
-    resizes into two 1-D passes over host-computed index tables,
-    and matmuls between activations padded to whole vectors of columns."""
+    channels-last group / instance norms with per-channel sums in vector lanes, static
+    float32 resizes into two 1-D passes over host-computed index tables, and matmuls between
+    activations padded to whole vectors of columns."""
     return [VectorizableMath(), PadMatmulColumns(target), VectorizableSoftmax(target),
             VectorizableLayerNorm(target), VectorizableGroupNorm(), SeparableResize()] + \
         cpu_pipeline.legalize_passes(target)

@@ -26,6 +26,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from aiq_tvm._ir import static_shape
 from aiq_tvm.targets import capabilities, current_target
 
+from ._row_reduce import row_reduce
 from .schedule_glue import _dividing_lanes
 
 __all__ = ["VectorizableLayerNorm"]
@@ -35,23 +36,15 @@ def _layer_norm(x: te.Tensor, gamma: te.Tensor | None, beta: te.Tensor | None, l
                 epsilon: float) -> te.Tensor:
     """Layer norm of ``x`` over its last axis, whose extent ``lanes`` divides."""
     *rows, n = (int(d) for d in x.shape)
-    steps = n // lanes
-
-    def row_sum(values, name: str):
-        step = te.reduce_axis((0, steps), f"{name}_step")
-        part = te.compute((*rows, lanes), lambda *i: te.sum(
-            values(*i[:-1], step * lanes + i[-1]), axis=step), name=f"{name}_part")
-        lane = te.reduce_axis((0, lanes), f"{name}_lane")
-        return te.compute(rows, lambda *r: te.sum(part[(*r, lane)], axis=lane), name=name)
-
     inv_n = tirx.FloatImm("float32", 1.0 / n)
-    total = row_sum(x, "sum")
+    total = row_reduce(x, rows, n, lanes, te.sum, "sum")
     mean = te.compute(rows, lambda *r: total(*r) * inv_n, name="mean")
 
     def deviation(*i):
         return x(*i) - mean(*i[:-1])
 
-    squares = row_sum(lambda *i: deviation(*i) * deviation(*i), "squares")
+    squares = row_reduce(lambda *i: deviation(*i) * deviation(*i), rows, n, lanes, te.sum,
+                         "squares")
     rstd = te.compute(rows, lambda *r: tirx.FloatImm("float32", 1.0) / tirx.sqrt(
         squares(*r) * inv_n + tirx.FloatImm("float32", epsilon)), name="rstd")
 

@@ -34,6 +34,7 @@ from aiq_tvm._ir import static_shape
 from aiq_tvm.targets import capabilities, current_target
 from aiq_tvm.targets.fastmath import fast_exp, fast_log
 
+from ._row_reduce import row_reduce
 from .schedule_glue import _dividing_lanes
 
 __all__ = ["VectorizableSoftmax"]
@@ -44,20 +45,9 @@ _OPS = {"relax.nn.softmax": False, "relax.nn.log_softmax": True}  # op -> log
 def _row_softmax(x: te.Tensor, lanes: int, log: bool) -> te.Tensor:
     """Softmax of ``x`` over its last axis, whose extent ``lanes`` divides."""
     *rows, n = (int(d) for d in x.shape)
-    steps = n // lanes
-    jo = te.reduce_axis((0, steps), "jo")
-    max_part = te.compute((*rows, lanes), lambda *i: te.max(
-        x[(*i[:-1], jo * lanes + i[-1])], axis=jo), name="max_part")
-    lane = te.reduce_axis((0, lanes), "lane")
-    row_max = te.compute(rows, lambda *r: te.max(max_part[(*r, lane)], axis=lane),
-                         name="row_max")
+    row_max = row_reduce(x, rows, n, lanes, te.max, "row_max")
     shifted_exp = te.compute(x.shape, lambda *i: fast_exp(x(*i) - row_max(*i[:-1])), name="exp")
-    jo2 = te.reduce_axis((0, steps), "jo2")
-    sum_part = te.compute((*rows, lanes), lambda *i: te.sum(
-        shifted_exp[(*i[:-1], jo2 * lanes + i[-1])], axis=jo2), name="sum_part")
-    lane2 = te.reduce_axis((0, lanes), "lane2")
-    row_sum = te.compute(rows, lambda *r: te.sum(sum_part[(*r, lane2)], axis=lane2),
-                         name="row_sum")
+    row_sum = row_reduce(shifted_exp, rows, n, lanes, te.sum, "row_sum")
     if log:
         return te.compute(x.shape, lambda *i: x(*i) - row_max(*i[:-1]) - fast_log(
             row_sum(*i[:-1])), name="log_softmax")
