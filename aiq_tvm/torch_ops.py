@@ -218,8 +218,93 @@ def _upsample_nearest2d(node, importer):
     return x
 
 
+def _is_static(dim) -> bool:
+    return isinstance(dim, int | tvm.tirx.IntImm)
+
+
+def _repeat(node, importer):
+    """``repeat(x, reps)``; TVM's converter emits ``tile``, which takes integers only, so a
+    model repeating by its batch size (``nn.InstanceNorm2d`` repeats its weight N times)
+    could not import with a dynamic batch. Symbolic repeats are a broadcast over a new axis
+    before each one and a reshape: ``(r0, d0, r1, d1, ...) -> (r0 * d0, r1 * d1, ...)``."""
+    reps = node.args[1] if len(node.args) == 2 else node.args[1:]
+    reps = [importer.env.get(r, r) if not isinstance(r, int) else r for r in reps]
+    if all(_is_static(r) for r in reps):
+        return _builtin(importer)["repeat.default"](node)
+    bb = importer.block_builder
+    x = importer.env[node.args[0]]
+    shape = list(x.ty.shape)
+    shape = [1] * (len(reps) - len(shape)) + shape  # repeat prepends axes for extra reps
+    interleaved = [v for d in shape for v in (1, d)]
+    tiled = [v for r, d in zip(reps, shape, strict=True) for v in (r, d)]
+    x = bb.emit(relax.op.reshape(x, interleaved))
+    x = bb.emit(relax.op.broadcast_to(x, relax.ShapeExpr(tiled)))
+    return bb.emit(relax.op.reshape(x, [r * d for r, d in zip(reps, shape, strict=True)]))
+
+
+def _reshape(node, importer):
+    """``view`` / ``reshape``; TVM's converter first compares the new shape with the old one
+    as Python lists, which raises on a symbolic dimension (``N * C``: InstanceNorm2d's view
+    with a dynamic batch). Shapes with symbols skip that identity check."""
+    import torch
+
+    args = importer.retrieve_args(node)
+    dims = args[1] if isinstance(args[1], torch.Size | tuple | list) else args[1:]
+    if all(_is_static(d) or d == -1 for d in dims):
+        return _builtin(importer)[_op_name(node)](node)
+    return importer._emit_torch_reshape(args[0], dims)
+
+
+def _select(node, importer):
+    """``select.int(x, dim, index)`` as a one-wide slice, squeezed. TVM's converter emits
+    ``take(mode="fast")``, a gather whose legalization warns "Fast mode segfaults when there
+    are out-of-bounds indices" once per kernel (``nn.MultiheadAttention`` splits q, k, v
+    with it)."""
+    x = importer.env[node.args[0]]
+    dim, index = int(node.args[1]), int(node.args[2])
+    shape = x.ty.shape
+    dim %= len(shape)
+    if index < 0:
+        if not _is_static(shape[dim]):
+            return _builtin(importer)["select.int"](node)
+        index += int(shape[dim])
+    bb = importer.block_builder
+    part = bb.emit(relax.op.strided_slice(x, axes=[dim], begin=[index], end=[index + 1]))
+    return bb.emit(relax.op.squeeze(part, axis=[dim]))
+
+
+def _batch_norm_no_stats(node, importer):
+    """``_native_batch_norm_legit.no_stats``: the statistics of the batch itself, which torch's
+    ``instance_norm`` applies to the input viewed as ``(1, N * C, H, W)``. TVM's converter
+    reads the channel count as an integer, so with a dynamic batch (``N * C``) it failed; its
+    ``instance_norm`` over axes (0, H, W) needs no integer where weight and bias are given."""
+    x = importer.env[node.args[0]]
+    channels = x.ty.shape[1]
+    if _is_static(channels):
+        return _builtin(importer)["_native_batch_norm_legit.no_stats"](node)
+    bb = importer.block_builder
+    dtype = x.ty.dtype
+
+    def affine(index: int, fill):
+        given = node.args[index] if len(node.args) > index else None
+        if given is not None:
+            return importer.env[given]
+        return bb.emit(fill(relax.ShapeExpr([channels]), dtype))
+
+    weight, bias = affine(1, relax.op.ones), affine(2, relax.op.zeros)
+    eps = float(_arg(node, 5, "eps", 1e-5))
+    axes = [0] + list(range(2, len(x.ty.shape)))
+    return bb.emit(relax.op.nn.instance_norm(x, weight, bias, channel_axis=1, axes=axes,
+                                             epsilon=eps))
+
+
 CONVERTERS: dict[str, Callable] = {
     "upsample_nearest2d.vec": _upsample_nearest2d,
+    "repeat.default": _repeat,
+    "select.int": _select,
+    "view.default": _reshape,
+    "reshape.default": _reshape,
+    "_native_batch_norm_legit.no_stats": _batch_norm_no_stats,
     "elu.default": _elu,
     "amax.default": _reduction(relax.op.max),
     "amin.default": _reduction(relax.op.min),

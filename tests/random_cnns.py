@@ -11,6 +11,12 @@ its seed alone (``python scripts/fuzz_models.py --seeds 17``).
 networks' middle stages (3-channel input of 32 to 96 pixels a side, 16 to 256 channels,
 groups up to 16, batches 1/2/8), where the planner takes the paths small maps never reach
 (Winograd, row and channel tasks, AMX tiles, micro-batches, cache-sized reduction chunks).
+
+``random_cnn(seed, profile="modern")`` adds the blocks of networks after ResNet: transposed
+convs and resizes (decoders, feature pyramids), group / instance norm, ConvNeXt blocks
+(channels-last layer norm between linear layers), self-attention over the positions,
+squeeze-and-excitation, channel shuffle, and the activations those use (Mish, softplus,
+ELU, GELU-tanh).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {
@@ -33,6 +40,18 @@ ACTIVATIONS = {
     "leaky_relu": lambda: nn.LeakyReLU(0.1),
     "none": nn.Identity,
 }
+# Activations drawn only by profiles that ask for them (``Profile.activations``), so the
+# networks of the first profiles stay what their seeds drew before.
+MORE_ACTIVATIONS = {
+    "mish": nn.Mish,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "logsigmoid": nn.LogSigmoid,
+}
+BLOCKS = ("conv", "residual", "concat", "pool")
+MODERN_BLOCKS = BLOCKS + ("upsample", "pyramid", "norm", "convnext", "attention", "se",
+                          "shuffle")
 BATCHES = (1, 3, 7)
 
 
@@ -47,8 +66,18 @@ class Profile:
     groups: tuple[int, ...] = (2, 3, 4)
     batches: tuple[int, ...] = BATCHES
     max_flatten: int | None = None  # wider feature maps take the pooled head instead
+    blocks: tuple[str, ...] = BLOCKS
+    activations: tuple[str, ...] = tuple(ACTIVATIONS)
+    max_positions: int = 1024  # feature maps an upsampling block may grow to (h * w)
 
     def __post_init__(self):
+        unknown = [b for b in self.blocks if b not in MODERN_BLOCKS]
+        if unknown:
+            raise ValueError(f"unknown blocks {unknown}; choose from {list(MODERN_BLOCKS)}")
+        known = {**ACTIVATIONS, **MORE_ACTIVATIONS}
+        unknown = [a for a in self.activations if a not in known]
+        if unknown:
+            raise ValueError(f"unknown activations {unknown}; choose from {list(known)}")
         if not (0 < self.size[0] < self.size[1]):
             raise ValueError(f"size must be [low, high) with 0 < low < high, got {self.size}")
         for name in ("in_channels", "widths", "shortcut_widths", "groups", "batches"):
@@ -61,6 +90,10 @@ PROFILES = {
     "wide": Profile(in_channels=(3,), size=(32, 97), widths=(16, 24, 32, 48, 64, 96, 128, 160, 256),
                     shortcut_widths=(32, 64, 128, 256), groups=(2, 4, 8, 16), batches=(1, 2, 8),
                     max_flatten=1 << 16),
+    "modern": Profile(in_channels=(3,), size=(12, 41), widths=(8, 16, 24, 32, 48, 64),
+                      shortcut_widths=(16, 32, 64), groups=(2, 4, 8), batches=(1, 2, 4),
+                      max_flatten=1 << 14, blocks=MODERN_BLOCKS,
+                      activations=tuple(ACTIVATIONS) + tuple(MORE_ACTIVATIONS)),
 }
 
 
@@ -106,6 +139,100 @@ class _Net(nn.Module):
         return self.head(self.features(x))
 
 
+class _ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: depthwise conv, channels-last layer norm, Linear 4x -> GELU -> Linear,
+    a per-channel layer scale, and the residual add."""
+
+    def __init__(self, c: int, k: int):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, k, padding=k // 2, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.pw1, self.act, self.pw2 = nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.full((c,), 0.5))
+
+    def forward(self, x):
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.pw2(self.act(self.pw1(self.norm(y)))) * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+class _ChannelsLastLayerNorm(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _MhaAttention(nn.Module):
+    """Pre-norm self-attention over the positions with ``nn.MultiheadAttention``, residual."""
+
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+        self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        q = self.norm(t)
+        a, _ = self.attn(q, q, q, need_weights=False)
+        return (t + a).transpose(1, 2).reshape(n, c, h, w)
+
+
+class _SdpaAttention(nn.Module):
+    """Self-attention written as modern code does: one qkv Linear, heads split by reshape,
+    ``F.scaled_dot_product_attention``, an output projection, residual."""
+
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        qkv = self.qkv(t).reshape(n, h * w, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, h * w, c)
+        return x + self.proj(a).transpose(1, 2).reshape(n, c, h, w)
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, c: int, squeeze: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+
+
+class _Shuffle(nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class _Pyramid(nn.Module):
+    """``x`` beside a pooled, convolved copy of it resized back to its size (PSPNet / FPN)."""
+
+    def __init__(self, pool: int, conv: nn.Module, mode: str):
+        super().__init__()
+        self.pool, self.conv, self.mode = nn.AvgPool2d(pool), conv, mode
+
+    def forward(self, x):
+        y = self.conv(self.pool(x))
+        corners = {} if self.mode == "nearest" else {"align_corners": False}
+        y = F.interpolate(y, size=x.shape[-2:], mode=self.mode, **corners)
+        return torch.cat([x, y], 1)
+
+
 class _Drawer:
     """Draws layers while tracking the feature map's channels and size."""
 
@@ -121,9 +248,9 @@ class _Drawer:
         return options[int(self.rng.integers(len(options)))]
 
     def _act(self) -> nn.Module:
-        name = self.pick(list(ACTIVATIONS))
+        name = self.pick(list(self.profile.activations))
         self.names.append(name)
-        return ACTIVATIONS[name]()
+        return {**ACTIVATIONS, **MORE_ACTIVATIONS}[name]()
 
     def conv(self, out: int | None = None, keep_size: bool = False) -> nn.Sequential:
         c = self.c
@@ -200,6 +327,88 @@ class _Drawer:
         self.h, self.w = self.h // 2, self.w // 2
         return (nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(2)
 
+    # The blocks below are drawn by the "modern" profile only (``Profile.blocks``).
+
+    def upsample(self) -> nn.Module:
+        """A 2x upsampling: a transposed conv (sub-pixel shapes, and one whose output is not a
+        multiple of the stride) or a nearest / bilinear resize followed by a 3x3 conv."""
+        if self.h * self.w * 4 > self.profile.max_positions:
+            return self.conv()
+        kind = self.pick(["tconv2", "tconv4", "tconv3", "tconv3odd", "nearest", "bilinear"])
+        c, out = self.c, self.pick(list(self.profile.widths))
+        if kind.startswith("tconv"):
+            k, p, op = {"tconv2": (2, 0, 0), "tconv4": (4, 1, 0), "tconv3": (3, 1, 1),
+                        "tconv3odd": (3, 1, 0)}[kind]
+            layers: list[nn.Module] = [nn.ConvTranspose2d(c, out, k, 2, p, op,
+                                                          bias=bool(self.rng.integers(2)))]
+            self.h, self.w = (self.h - 1) * 2 - 2 * p + k + op, (self.w - 1) * 2 - 2 * p + k + op
+            self.names.append(f"convT{k}x{k}/s2/p{p}/op{op} {c}->{out}")
+            if self.rng.random() < 0.5:
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(self._act())
+            self.c = out
+            return nn.Sequential(*layers)
+        self.names.append(f"upsample2 {kind}")
+        self.h, self.w = 2 * self.h, 2 * self.w
+        corners = {} if kind == "nearest" else {"align_corners": False}
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode=kind, **corners),
+                             self.conv(out=out, keep_size=True))
+
+    def pyramid(self) -> nn.Module:
+        if min(self.h, self.w) < 4:
+            return self.conv()
+        c, h, w = self.c, self.h, self.w
+        pool = self.pick([2, 4]) if min(h, w) >= 8 else 2
+        mode = self.pick(["nearest", "bilinear"])
+        self.names.append(f"pyramid[avgpool{pool} {mode}")
+        self.h, self.w = h // pool, w // pool
+        conv = self.conv(keep_size=True)
+        self.names.append("]")
+        self.c, self.h, self.w = c + self.c, h, w
+        return _Pyramid(pool, conv, mode)
+
+    def norm(self) -> nn.Module:
+        """A group / instance / channels-last layer norm and an activation."""
+        c = self.c
+        kind = self.pick(["group", "instance", "layer"])
+        if kind == "group":
+            g = self.pick([g for g in (1, 2, 4, 8, c) if c % g == 0])
+            layer: nn.Module = nn.GroupNorm(g, c)
+            self.names.append(f"groupnorm{g}")
+        elif kind == "instance":
+            layer = nn.InstanceNorm2d(c, affine=bool(self.rng.integers(2)))
+            self.names.append("instancenorm")
+        else:
+            layer = _ChannelsLastLayerNorm(c)
+            self.names.append("layernorm(channels last)")
+        return nn.Sequential(layer, self._act())
+
+    def convnext(self) -> nn.Module:
+        k = self.pick([3, 7])
+        self.names.append(f"convnext{k}x{k} {self.c}")
+        return _ConvNeXtBlock(self.c, k)
+
+    def attention(self) -> nn.Module:
+        heads = [h for h in (1, 2, 4) if self.c % h == 0 and self.c // h >= 4]
+        if self.h * self.w > 256 or not heads:
+            return self.conv()
+        kind, h = self.pick(["mha", "sdpa"]), self.pick(heads)
+        self.names.append(f"attention({kind}, {h} heads) over {self.h * self.w} positions")
+        return (_MhaAttention if kind == "mha" else _SdpaAttention)(self.c, h)
+
+    def se(self) -> nn.Module:
+        squeeze = max(1, self.c // self.pick([4, 8]))
+        self.names.append(f"se {self.c}->{squeeze}")
+        return _SqueezeExcite(self.c, squeeze)
+
+    def shuffle(self) -> nn.Module:
+        groups = [g for g in (2, 3, 4) if self.c % g == 0]
+        if not groups:
+            return self.conv()
+        g = self.pick(groups)
+        self.names.append(f"shuffle{g}")
+        return _Shuffle(g)
+
     def head(self, classes: int) -> nn.Module:
         pooled = self.rng.random() < 0.5
         limit = self.profile.max_flatten
@@ -213,9 +422,16 @@ class _Drawer:
 
 
 def _set_bn_statistics(model: nn.Module, rng: np.random.Generator) -> None:
-    """O(1) batch-norm statistics, so folding changes the weights and eval mode is not trivial."""
+    """O(1) batch-norm statistics, so folding changes the weights and eval mode is not trivial;
+    other norms get an affine transform other than the identity."""
     with torch.no_grad():
         for m in model.modules():
+            norm = isinstance(m, (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d))
+            if norm and m.weight is not None:
+                m.weight.copy_(torch.from_numpy(
+                    rng.uniform(0.5, 1.5, m.weight.shape).astype(np.float32)))
+                m.bias.copy_(torch.from_numpy(
+                    rng.normal(0, 0.1, m.bias.shape).astype(np.float32)))
             if isinstance(m, nn.BatchNorm2d):
                 n = m.num_features
                 m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
@@ -240,7 +456,7 @@ def random_cnn(seed: int, max_blocks: int = 4, profile: str = "small") -> CnnCas
         torch.manual_seed(seed)
         blocks = [d.conv()]
         for _ in range(int(rng.integers(1, max_blocks + 1))):
-            kind = d.pick(["conv", "residual", "concat", "pool"])
+            kind = d.pick(list(prof.blocks))
             blocks.append(getattr(d, kind)())
         classes = int(rng.integers(2, 12))
         model = _Net(nn.Sequential(*blocks), d.head(classes))

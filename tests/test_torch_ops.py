@@ -51,6 +51,8 @@ OPERATORS = {
     "selu_elu": nn.Sequential(nn.SELU(), nn.ELU(0.5)),  # TVM's elu drops SELU's scale
     "unfold": nn.Unfold(3, dilation=1, padding=1, stride=2),
     "rrelu": nn.RReLU(0.1, 0.3),  # eval mode: a leaky ReLU of slope 0.2
+    "select": Fn(lambda x: x[:, 1][:, None] * x[..., -1][..., None]
+                 + x.select(2, -2)[:, :, None]),
 }
 
 
@@ -80,9 +82,40 @@ def test_operators_tvm_lacks_import_and_match_torch():
     _check_matches_torch(_AllOperators().eval(), torch.randn(3, 4, 8, 6))
 
 
-def test_instance_norm_falls_back_to_static_batch_and_matches_torch():
-    # TVM's importer fails on InstanceNorm2d with a symbolic batch; the static import works.
-    _check_matches_torch(nn.InstanceNorm2d(4).eval(), torch.randn(3, 4, 8, 6))
+def test_select_is_a_slice_not_a_gather():
+    mod, _ = aiq_tvm.from_torch(Fn(lambda x: x[:, 1] + x[:, :, -1]).eval(), torch.randn(2, 3, 3))
+    text = mod.script()
+    assert "R.take" not in text and text.count("R.strided_slice") == 2
+
+
+class _RepeatByBatch(nn.Module):
+    """Repeats by the batch size, as torch's instance_norm does with its weight."""
+
+    def forward(self, x):
+        n, c = x.shape[:2]
+        return x + torch.arange(c, dtype=x.dtype).repeat(n).reshape(n, c, 1, 1)
+
+
+@pytest.mark.parametrize("model", [nn.InstanceNorm2d(4), nn.InstanceNorm2d(4, affine=True),
+                                   _RepeatByBatch()], ids=["plain", "affine", "repeat"])
+def test_instance_norm_and_batch_repeats_import_with_a_dynamic_batch(model):
+    # torch views the input as (1, N * C, H, W) and repeats the weight N times; TVM's
+    # converters of view, repeat and the batch-statistics norm took integers only, so such
+    # models used to fall back to a static batch.
+    model = model.eval()
+    if getattr(model, "weight", None) is not None:
+        with torch.no_grad():
+            model.weight.uniform_(0.5, 1.5)
+            model.bias.normal_(0, 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no static-batch fallback
+        mod, params = aiq_tvm.from_torch(model, torch.randn(2, 4, 8, 6))
+    assert batch_var(mod) is not None
+    for n in (1, 3):
+        x = torch.randn(n, 4, 8, 6)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        np.testing.assert_allclose(_run(mod, params, x.numpy()), ref, rtol=1e-5, atol=1e-5)
 
 
 class _Bessel(nn.Module):
