@@ -28,6 +28,7 @@ from ._ir import (
     specialize_batch,
     use_counts,
 )
+from .regroup_convs import regroup_convs
 from .transposed_conv import transposed_conv_as_conv
 
 __all__ = ["from_torch", "from_exported", "fold_batch_norm", "batch_var", "specialize_batch"]
@@ -165,7 +166,7 @@ def from_exported(
     mod, params = _rename_params(mod, dict(program.graph_signature.inputs_to_parameters))
     if fold_bn:
         mod, params = fold_batch_norm(mod, params)
-    return transposed_conv_as_conv(mod, params)
+    return regroup_convs(*transposed_conv_as_conv(mod, params))
 
 
 def _without_guards(module):

@@ -24,6 +24,7 @@ from tvm import relax
 
 from .frontend import _rename_params, fold_batch_norm
 from .passes import CanonicalizeClip
+from .regroup_convs import regroup_convs
 from .transposed_conv import transposed_conv_as_conv
 
 __all__ = ["from_onnx", "onnx_input_shape"]
@@ -108,7 +109,7 @@ def from_onnx(
     mod, params = _rename_params(CanonicalizeClip()(imported), names)
     if fold_bn:
         mod, params = fold_batch_norm(mod, params)
-    return transposed_conv_as_conv(mod, params)
+    return regroup_convs(*transposed_conv_as_conv(mod, params))
 
 
 def onnx_input_shape(model) -> tuple[str, list]:
