@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import tvm
+import tvm_ffi
 from tvm import relax
 
 __all__ = ["DECOMPOSITIONS", "CONVERTERS", "UnsupportedOperatorError", "ConversionError",
@@ -249,10 +250,19 @@ def _reshape(node, importer):
     import torch
 
     args = importer.retrieve_args(node)
-    dims = args[1] if isinstance(args[1], torch.Size | tuple | list) else args[1:]
+    x, dims = args[0], args[1] if isinstance(args[1], torch.Size | tuple | list) else args[1:]
     if all(_is_static(d) or d == -1 for d in dims):
         return _builtin(importer)[_op_name(node)](node)
-    return importer._emit_torch_reshape(args[0], dims)
+    shape = list(x.ty.shape)
+    if len(shape) == len(dims) and all(_same_dim(a, b) for a, b in zip(shape, dims, strict=True)):
+        return x  # an identity view (as TVM's converter skips it): later patterns see through
+    return importer._emit_torch_reshape(x, dims)
+
+
+def _same_dim(a, b) -> bool:
+    if _is_static(a) or _is_static(b):
+        return _is_static(a) and _is_static(b) and int(a) == int(b)
+    return bool(tvm_ffi.structural_equal(a, b))
 
 
 def _select(node, importer):

@@ -118,6 +118,31 @@ def test_instance_norm_and_batch_repeats_import_with_a_dynamic_batch(model):
         np.testing.assert_allclose(_run(mod, params, x.numpy()), ref, rtol=1e-5, atol=1e-5)
 
 
+class _TokenLinear(nn.Module):
+    """A Linear over a non-contiguous token view (modern attention code's qkv projection):
+    torch exports it through identity views of its expanded operands."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 1)
+        self.qkv = nn.Linear(16, 48)
+
+    def forward(self, x):
+        return self.qkv(self.conv(x).flatten(2).transpose(1, 2))
+
+
+def test_identity_views_with_a_dynamic_batch_keep_token_linears_as_named_layers():
+    # The view converter skips views onto the same (symbolic) shape, as TVM's does, so that
+    # BatchedMatmulToDense still finds the weight behind them: "qkv", an int8 layer.
+    torch.manual_seed(0)
+    model = _TokenLinear().eval()
+    x = torch.randn(2, 3, 6, 5)
+    mod, params = aiq_tvm.from_torch(model, x)
+    assert batch_var(mod) is not None
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x.numpy(), batch_size=2)
+    assert res.report.precisions() == {"conv": "int8", "qkv": "int8"}
+
+
 class _Bessel(nn.Module):
     def forward(self, x):
         return torch.special.i0(x)
