@@ -11,8 +11,9 @@ the product reads only column ``j`` of the right operand. The pad fuses into the
 produces that operand and the slice into the one that reads the product.
 
 A matmul whose columns already take whole vectors (a part of the lanes down to 4 dividing
-them, see ScheduleGlue) or whose shapes are not static is left unchanged, as is every
-other dtype.
+them, see ScheduleGlue, unless padding to whole full-width vectors is cheaper:
+``schedule_glue.unpadded_lanes``; 196 columns run 16-lane vectors padded to 208, not 4-lane
+ones) or whose shapes are not static is left unchanged, as is every other dtype.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from aiq_tvm._ir import static_shape
 from aiq_tvm.targets import capabilities, current_target
 
-from .schedule_glue import _dividing_lanes
+from .schedule_glue import unpadded_lanes
 
 __all__ = ["PadMatmulColumns"]
 
@@ -33,7 +34,7 @@ def padded_columns(columns: int, lanes: int) -> int | None:
     """The column count to pad to, or None when ``columns`` already takes whole vectors.
     At least ``lanes`` columns pad to a multiple of ``lanes``; fewer, to a multiple of the
     smallest part of them ScheduleGlue vectorizes (``lanes / 4``, at least 4)."""
-    if _dividing_lanes(columns, lanes) is not None:
+    if unpadded_lanes(columns, lanes) is not None:
         return None
     step = lanes if columns >= lanes else max(lanes // 4, 4)
     return -(-columns // step) * step

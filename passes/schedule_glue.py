@@ -313,6 +313,25 @@ def _dividing_lanes(extent: int | None, lanes: int) -> int | None:
     return None
 
 
+# A row padded to whole vectors of the full width costs its vectors times this (the padding
+# and the slice that drops it) against the same row in the narrower vectors that divide it
+# unpadded. 14 x 14 = 196 columns divide into 4-lane vectors only; padded to 208 on 16 lanes,
+# an attention block over 196 tokens (64 channels, 2 heads, one thread) ran its softmax in
+# 164 instead of 407 us and its two matmuls in 40 instead of 283 (13 vectors per row against
+# 49: 2.5x for the softmax where 3.8x fewer vectors; docs/runs/s42/attention_rows_*.txt).
+PAD_COST = 1.5
+
+
+def unpadded_lanes(extent: int, lanes: int) -> int | None:
+    """The part of ``lanes`` (:func:`_dividing_lanes`) that runs ``extent`` unpadded, or None
+    where padding it to whole vectors of ``lanes`` is cheaper by :data:`PAD_COST` (or no part
+    divides it)."""
+    part = _dividing_lanes(extent, lanes)
+    if part is None or part == lanes or extent < lanes:
+        return part
+    return None if -(-extent // lanes) * PAD_COST < extent // part else part
+
+
 def _dtype_lanes(sch: s_tir.Schedule, block, lanes: int, extent: int) -> int:
     """Lanes of one full vector of the block's output dtype (``lanes`` 32-bit lanes: 4x as
     many uint8 ones), halved until they divide ``extent``. A uint8 max-pool on 16 of the 64

@@ -6,8 +6,10 @@ accumulator per row: ViT-B/16's attention softmax over 12 x 197 x 197 scores too
 layer, 15 ms of the model's 170 (FP32, batch 1, two threads).
 
 This pass, before ``LegalizeOps``, pads the rows with ``-inf`` to whole vectors of the
-target's 32-bit lanes (the padding adds ``exp(-inf) = 0`` to each sum; the slice that drops it
-fuses into the kernel that reads the result) and legalizes the softmax into TE stages that
+target's 32-bit lanes where no part of them divides the row, or where many narrow vectors
+would cost more than fewer padded ones (``schedule_glue.unpadded_lanes``). The padding adds
+``exp(-inf) = 0`` to each sum; the slice that drops it fuses into the kernel that reads the
+result. The softmax is legalized into TE stages that
 ScheduleGlue vectorizes: ``lanes`` partial maxima per row along the row's vectors (the lanes
 are the vector), their max, ``lanes`` partial sums of ``exp(x - max)``
 (:func:`~aiq_tvm.targets.fastmath.fast_exp`), their total and its reciprocal, then
@@ -35,7 +37,7 @@ from aiq_tvm.targets import capabilities, current_target
 from aiq_tvm.targets.fastmath import fast_exp, fast_log
 
 from ._row_reduce import row_reduce
-from .schedule_glue import _dividing_lanes
+from .schedule_glue import unpadded_lanes
 
 __all__ = ["VectorizableSoftmax"]
 
@@ -76,7 +78,7 @@ class _SoftmaxLegalizer(PyExprMutator):
                 int(call.attrs.axis) % len(shape) != len(shape) - 1:
             return call
         n = shape[-1]
-        lanes = _dividing_lanes(n, self.lanes)
+        lanes = unpadded_lanes(n, self.lanes)  # None: pad to whole vectors of self.lanes
         padded = n
         if lanes is None:
             lanes = self.lanes if n >= self.lanes else max(self.lanes // 4, 4)

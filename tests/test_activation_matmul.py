@@ -19,6 +19,8 @@ AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})  #
 @pytest.mark.parametrize("columns, lanes, padded", [
     (197, 16, 208), (197, 8, 200), (64, 16, None), (24, 16, None), (5, 16, 8), (13, 8, 16),
     (3, 8, 4),
+    # 14 x 14 tokens divide into 4-lane vectors only: 13 padded 16-lane ones are cheaper
+    (196, 16, 208), (196, 8, 200), (228, 16, 240), (12, 8, None), (48, 16, None),
 ])
 def test_padded_columns(columns, lanes, padded):
     assert padded_columns(columns, lanes) == padded

@@ -42,6 +42,20 @@ def test_ragged_rows_are_padded_with_minus_inf_and_sliced():
     assert math.isinf(float(pad.attrs.pad_value)) and float(pad.attrs.pad_value) < 0
 
 
+def test_rows_of_narrow_vectors_only_are_padded_to_whole_wide_ones():
+    # 196 scores (14 x 14 tokens) divide into 4-lane vectors: 49 of them per row against
+    # 25 padded 8-lane ones on AVX2.
+    after = VectorizableSoftmax(AVX2)(_module((2, 196, 196)))
+    assert _ops(after) == ["relax.nn.pad", "relax.call_tir", "relax.strided_slice"]
+    pad = next(b.value for b in after["main"].body.blocks[0].bindings
+               if b.value.op.name == "relax.nn.pad")
+    assert list(pad.attrs.pad_width)[-1] == 4
+    x = np.random.default_rng(0).standard_normal((2, 196, 196)).astype("float32")
+    out = run_relax(_module((2, 196, 196)), AVX2, x)
+    ref = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(out, ref / ref.sum(-1, keepdims=True), rtol=2e-6, atol=1e-9)
+
+
 def test_whole_vector_rows_need_no_padding_and_reduce_in_vector_lanes():
     after = VectorizableSoftmax(AVX2)(_module((3, 5, 16)))
     assert _ops(after) == ["relax.call_tir"]
