@@ -99,8 +99,26 @@ def _rrelu(x: torch.Tensor, lower=0.125, upper=1.0 / 3.0, training=False, genera
     return aten.leaky_relu.default(x, (float(lower) + float(upper)) / 2.0)
 
 
+def _instance_norm(x: torch.Tensor, weight, bias, running_mean, running_var,
+                   use_input_stats: bool, momentum: float, eps: float, cudnn_enabled: bool):
+    """``instance_norm`` with the input's own statistics as a group norm of one channel per
+    group: the same per-image, per-channel normalization over the spatial axes. torch's own
+    decomposition views the batch as channels, ``(1, N * C, H, W)``, and repeats the weight N
+    times, which channels-last layouts pay for in transposes (InstanceNorm2d between 1x1 convs
+    at 56 x 56 x 64, batch 4: 1.16 ms per image against 0.71 at batch 1). With running
+    statistics (``track_running_stats``, eval mode) it is a batch norm of those statistics."""
+    if not use_input_stats:
+        return aten.batch_norm.default(x, weight, bias, running_mean, running_var, False,
+                                       momentum, eps, cudnn_enabled)
+    c = x.shape[1]
+    weight = x.new_ones(c) if weight is None else weight  # TVM's group norm needs both
+    bias = x.new_zeros(c) if bias is None else bias
+    return aten.group_norm.default(x, c, weight, bias, eps)
+
+
 DECOMPOSITIONS: dict = {
     aten.adaptive_max_pool2d.default: _adaptive_max_pool2d,
+    aten.instance_norm.default: _instance_norm,
     aten.im2col.default: _im2col,
     aten.rrelu.default: _rrelu,
 }

@@ -96,12 +96,26 @@ class _RepeatByBatch(nn.Module):
         return x + torch.arange(c, dtype=x.dtype).repeat(n).reshape(n, c, 1, 1)
 
 
-@pytest.mark.parametrize("model", [nn.InstanceNorm2d(4), nn.InstanceNorm2d(4, affine=True),
-                                   _RepeatByBatch()], ids=["plain", "affine", "repeat"])
-def test_instance_norm_and_batch_repeats_import_with_a_dynamic_batch(model):
-    # torch views the input as (1, N * C, H, W) and repeats the weight N times; TVM's
-    # converters of view, repeat and the batch-statistics norm took integers only, so such
-    # models used to fall back to a static batch.
+def _running_stats_instance_norm():
+    norm = nn.InstanceNorm2d(4, affine=True, track_running_stats=True)
+    with torch.no_grad():
+        norm.running_mean.normal_(0, 0.5)
+        norm.running_var.uniform_(0.5, 1.5)
+    return norm
+
+
+@pytest.mark.parametrize("model, norm_op", [
+    (nn.InstanceNorm2d(4), "relax.nn.group_norm"),
+    (nn.InstanceNorm2d(4, affine=True), "relax.nn.group_norm"),
+    (_running_stats_instance_norm(), "relax.nn.batch_norm"),  # eval: the running statistics
+    (_RepeatByBatch(), None),
+], ids=["plain", "affine", "running_stats", "repeat"])
+def test_instance_norm_and_batch_repeats_import_with_a_dynamic_batch(model, norm_op):
+    # InstanceNorm with the input's statistics imports as a group norm of one channel per
+    # group; torch's own decomposition viewed the input as (1, N * C, H, W) and repeated the
+    # weight N times, which TVM's converters (view, repeat, the batch-statistics norm) took as
+    # integers only, so such models fell back to a static batch. Repeats by the batch size
+    # still import with a symbolic one.
     model = model.eval()
     if getattr(model, "weight", None) is not None:
         with torch.no_grad():
@@ -111,11 +125,25 @@ def test_instance_norm_and_batch_repeats_import_with_a_dynamic_batch(model):
         warnings.simplefilter("error")  # no static-batch fallback
         mod, params = aiq_tvm.from_torch(model, torch.randn(2, 4, 8, 6))
     assert batch_var(mod) is not None
+    ops = set()
+    relax.analysis.post_order_visit(mod["main"].body, lambda e: ops.add(e.op.name) if (
+        isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op)) else None)
+    assert norm_op is None or norm_op in ops, ops
+    assert "relax.nn.instance_norm" not in ops
     for n in (1, 3):
         x = torch.randn(n, 4, 8, 6)
         with torch.no_grad():
             ref = model(x).numpy()
         np.testing.assert_allclose(_run(mod, params, x.numpy()), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_instance_norm_1d_matches_torch():
+    model = nn.Sequential(nn.Conv1d(3, 4, 1), nn.InstanceNorm1d(4, affine=True)).eval()
+    x = torch.randn(3, 3, 10)
+    mod, params = aiq_tvm.from_torch(model, x)
+    with torch.no_grad():
+        np.testing.assert_allclose(_run(mod, params, x.numpy()), model(x).numpy(), rtol=1e-5,
+                                   atol=1e-5)
 
 
 class _TokenLinear(nn.Module):
