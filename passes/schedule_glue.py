@@ -492,13 +492,48 @@ def _broadcast_producer(sch: s_tir.Schedule, block, out_points: int | None) -> b
     return points is not None and out_points is not None and points < out_points
 
 
+def _last_extent(sch: s_tir.Schedule, block) -> int | None:
+    extent = sch.get(block).iter_vars[-1].dom.extent if sch.get(block).iter_vars else None
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _vector_rows_before_slice(sch: s_tir.Schedule, block, out_block, lanes: int) -> bool:
+    """A producer whose rows take whole vectors, read by an output of shorter rows that no
+    vector divides (a softmax padded to 64 columns and sliced back to Swin's 49 tokens):
+    inlined, it would be computed in the output's scalar loop, its exponentials included
+    (an attention softmax over 49 tokens ran 3.4 ns per score against 1.4 over 256), so it
+    keeps its own vectorized loop nest and the output copies the kept columns."""
+    produced, kept = _last_extent(sch, block), _last_extent(sch, out_block)
+    if produced is None or kept is None or kept >= produced or not _reads_row_statistics(
+            sch, block):
+        return False
+    same_rows = len(sch.get(block).iter_vars) == len(sch.get(out_block).iter_vars)
+    return (same_rows and _dividing_lanes(produced, lanes) is not None
+            and _dividing_lanes(kept, lanes) is None)
+
+
+def _reads_row_statistics(sch: s_tir.Schedule, block) -> bool:
+    """Whether a block reads a reduction's result (a row max, sum or reciprocal), directly or
+    through other blocks: the exponentials and normalization of a softmax or a norm. A plain
+    elementwise producer (a channel split after an add) stays inlined: materializing it
+    would cost a pass over memory."""
+    derived: set[str] = set()  # buffers computed from a reduction's result, in block order
+    for blk in _root_blocks(sch):
+        node = sch.get(blk)
+        if any(int(iv.iter_type) != 0 for iv in node.iter_vars) or any(
+                r.source.name in derived for r in node.reads):
+            derived.update(w.source.name for w in node.writes)
+    return any(r.source.name in derived for r in sch.get(block).reads)
+
+
 def schedule_glue_func(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc:
     """Schedule one PrimFunc (raises what the schedule primitives raise when they fail)."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     blocks = _root_blocks(sch)
     out_points = _output_points(sch, blocks[-1]) if blocks else None
     for blk in blocks[:-1]:
-        if _broadcast_producer(sch, blk, out_points):
+        if _broadcast_producer(sch, blk, out_points) or _vector_rows_before_slice(
+                sch, blk, blocks[-1], lanes):
             continue
         try:
             sch.compute_inline(blk)

@@ -56,6 +56,22 @@ def test_rows_of_narrow_vectors_only_are_padded_to_whole_wide_ones():
     np.testing.assert_allclose(out, ref / ref.sum(-1, keepdims=True), rtol=2e-6, atol=1e-9)
 
 
+def test_padded_rows_are_computed_in_vectors_before_the_slice_copies_them():
+    # 49 scores (a Swin window) pad to 56 on AVX2; the exponentials and the normalization stay
+    # a vectorized loop nest of their own instead of running in the slice's scalar loop.
+    with AVX2:
+        mod = glue_pipeline(AVX2, lower=False)(_module((6, 49, 49)))
+    (kernel,) = [f for gv, f in mod.functions_items()
+                 if isinstance(f, tvm.tirx.PrimFunc) and "softmax" in gv.name_hint]
+    script = kernel.script()
+    softmax_loop = script[:script.index('T.sblock("softmax")')].rsplit("for ", 1)[1]
+    assert "T.vectorized(T.int64(8))" in softmax_loop, softmax_loop
+    x = np.random.default_rng(1).standard_normal((6, 49, 49)).astype("float32")
+    out = run_relax(_module((6, 49, 49)), AVX2, x)
+    ref = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(out, ref / ref.sum(-1, keepdims=True), rtol=2e-6, atol=1e-9)
+
+
 def test_whole_vector_rows_need_no_padding_and_reduce_in_vector_lanes():
     after = VectorizableSoftmax(AVX2)(_module((3, 5, 16)))
     assert _ops(after) == ["relax.call_tir"]
