@@ -54,6 +54,22 @@ def replace_main(mod: tvm.IRModule, func: relax.Function, name: str = "main") ->
     return new
 
 
+def rewrite_main_weights(mod: tvm.IRModule, rewriter) -> tvm.IRModule:
+    """``mod`` with ``main``'s body visited by ``rewriter``, a ``PyExprMutator`` whose
+    ``new_vars`` maps each weight parameter it replaced to the new one (an import-time
+    rewrite that transforms weights in place, as ``aiq_tvm.transposed_conv`` does). ``main``
+    keeps its parameter order; bindings the rewrite orphaned are dropped. ``mod`` itself when
+    nothing changed (no weight replaced and no ``rewriter.changed`` set)."""
+    func = mod["main"]
+    body = rewriter.visit_expr(func.body)
+    if not (rewriter.new_vars or getattr(rewriter, "changed", False)):
+        return mod
+    new_params = [rewriter.new_vars.get(p, p) for p in func.params]
+    new_func = relax.Function(new_params, body, func.ret_ty, attrs=func.attrs)
+    mod = replace_main(mod, new_func)
+    return relax.transform.CanonicalizeBindings()(relax.transform.DeadCodeElimination()(mod))
+
+
 def use_counts(func: relax.Function) -> dict:
     """How many times each Var is used in ``func``'s body."""
     counts: dict = {}

@@ -28,7 +28,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ._ir import is_op, replace_main, use_counts
+from ._ir import is_op, rewrite_main_weights, use_counts
 
 __all__ = ["regroup_convs"]
 
@@ -115,14 +115,6 @@ def regroup_convs(mod: tvm.IRModule, params: dict[str, np.ndarray]
                   ) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
     """Rewrite ``main``'s grouped ``conv2d`` calls the kernels lack (see the module
     docstring); returns the module and the parameters with the padded weights."""
-    func = mod["main"]
     params = dict(params)
-    rewriter = _Rewriter(mod, params, use_counts(func))
-    body = rewriter.visit_expr(func.body)
-    if not rewriter.changed:
-        return mod, params
-    new_params = [rewriter.new_vars.get(p, p) for p in func.params]
-    new_func = relax.Function(new_params, body, func.ret_ty, attrs=func.attrs)
-    mod = replace_main(mod, new_func)
-    mod = relax.transform.CanonicalizeBindings()(relax.transform.DeadCodeElimination()(mod))
-    return mod, params
+    rewriter = _Rewriter(mod, params, use_counts(mod["main"]))
+    return rewrite_main_weights(mod, rewriter), params

@@ -243,9 +243,10 @@ def _is_static(dim) -> bool:
 
 def _repeat(node, importer):
     """``repeat(x, reps)``; TVM's converter emits ``tile``, which takes integers only, so a
-    model repeating by its batch size (``nn.InstanceNorm2d`` repeats its weight N times)
-    could not import with a dynamic batch. Symbolic repeats are a broadcast over a new axis
-    before each one and a reshape: ``(r0, d0, r1, d1, ...) -> (r0 * d0, r1 * d1, ...)``."""
+    model repeating by its batch size (a per-channel tensor once per image, as torch's own
+    ``instance_norm`` decomposition repeats its weight) could not import with a dynamic
+    batch. Symbolic repeats are a broadcast over a new axis before each one and a reshape:
+    ``(r0, d0, r1, d1, ...) -> (r0 * d0, r1 * d1, ...)``."""
     reps = node.args[1] if len(node.args) == 2 else node.args[1:]
     reps = [importer.env.get(r, r) if not isinstance(r, int) else r for r in reps]
     if all(_is_static(r) for r in reps):
@@ -263,10 +264,9 @@ def _repeat(node, importer):
 
 def _reshape(node, importer):
     """``view`` / ``reshape``; TVM's converter first compares the new shape with the old one
-    as Python lists, which raises on a symbolic dimension (``N * C``: InstanceNorm2d's view
-    with a dynamic batch). Shapes with symbols skip that identity check."""
-    import torch
-
+    as Python lists, which raises on a symbolic product (``view(x, [N * C, -1])``). With
+    symbols the comparison is structural: an identity view returns its input, as TVM's
+    does, and any other emits TVM's reshape."""
     args = importer.retrieve_args(node)
     x, dims = args[0], args[1] if isinstance(args[1], torch.Size | tuple | list) else args[1:]
     if all(_is_static(d) or d == -1 for d in dims):
@@ -301,38 +301,12 @@ def _select(node, importer):
     return bb.emit(relax.op.squeeze(part, axis=[dim]))
 
 
-def _batch_norm_no_stats(node, importer):
-    """``_native_batch_norm_legit.no_stats``: the statistics of the batch itself, which torch's
-    ``instance_norm`` applies to the input viewed as ``(1, N * C, H, W)``. TVM's converter
-    reads the channel count as an integer, so with a dynamic batch (``N * C``) it failed; its
-    ``instance_norm`` over axes (0, H, W) needs no integer where weight and bias are given."""
-    x = importer.env[node.args[0]]
-    channels = x.ty.shape[1]
-    if _is_static(channels):
-        return _builtin(importer)["_native_batch_norm_legit.no_stats"](node)
-    bb = importer.block_builder
-    dtype = x.ty.dtype
-
-    def affine(index: int, fill):
-        given = node.args[index] if len(node.args) > index else None
-        if given is not None:
-            return importer.env[given]
-        return bb.emit(fill(relax.ShapeExpr([channels]), dtype))
-
-    weight, bias = affine(1, relax.op.ones), affine(2, relax.op.zeros)
-    eps = float(_arg(node, 5, "eps", 1e-5))
-    axes = [0] + list(range(2, len(x.ty.shape)))
-    return bb.emit(relax.op.nn.instance_norm(x, weight, bias, channel_axis=1, axes=axes,
-                                             epsilon=eps))
-
-
 CONVERTERS: dict[str, Callable] = {
     "upsample_nearest2d.vec": _upsample_nearest2d,
     "repeat.default": _repeat,
     "select.int": _select,
     "view.default": _reshape,
     "reshape.default": _reshape,
-    "_native_batch_norm_legit.no_stats": _batch_norm_no_stats,
     "elu.default": _elu,
     "amax.default": _reduction(relax.op.max),
     "amin.default": _reduction(relax.op.min),

@@ -30,7 +30,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ._ir import is_op, replace_main, use_counts
+from ._ir import is_op, rewrite_main_weights, use_counts
 
 __all__ = ["transposed_conv_as_conv"]
 
@@ -171,14 +171,6 @@ def transposed_conv_as_conv(mod: tvm.IRModule, params: dict[str, np.ndarray]
                             ) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
     """Rewrite ``main``'s ``conv2d_transpose`` calls into ``conv2d`` (see the module
     docstring); returns the module and the parameters with the transformed weights."""
-    func = mod["main"]
     params = dict(params)
-    rewriter = _Rewriter(mod, params, use_counts(func))
-    body = rewriter.visit_expr(func.body)
-    if not rewriter.new_vars:
-        return mod, params
-    new_params = [rewriter.new_vars.get(p, p) for p in func.params]
-    new_func = relax.Function(new_params, body, func.ret_ty, attrs=func.attrs)
-    mod = replace_main(mod, new_func)
-    mod = relax.transform.CanonicalizeBindings()(relax.transform.DeadCodeElimination()(mod))
-    return mod, params
+    rewriter = _Rewriter(mod, params, use_counts(mod["main"]))
+    return rewrite_main_weights(mod, rewriter), params
