@@ -24,6 +24,7 @@ from .passes import (
     layer_table,
     parse_layer,
 )
+from .passes.annotate_precision import binding_name_hints
 
 __all__ = ["cost_model", "call_flops"]
 
@@ -115,7 +116,9 @@ def cost_model(mod: tvm.IRModule, func_name: str = "main", requant_fusion: bool 
     ValueError
         If a layer has a symbolic shape (specialize the batch first).
     """
-    entries = layer_table(mod, func_name)
+    # Unsupported layers keep no composite name; a weight computed from a parameter in
+    # forward() (scaled, standardized) still names them by that parameter.
+    entries = layer_table(mod, func_name, binding_name_hints(mod[func_name]))
     readers = layer_readers(mod, entries, func_name)
     sources = _residual_sources(readers)
     return CostModel([_layer_cost(mod, e, readers, sources) for e in entries],

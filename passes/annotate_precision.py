@@ -125,7 +125,30 @@ def binding_name_hints(func: relax.Function) -> list[tuple]:
                 if is_op(inner, "relax.permute_dims"):
                     w = inner.args[0]
                 hints.append((w, name))
+            else:
+                source = _weight_parameter(val.args[1], var2val)
+                if source is not None:
+                    hints.append((val.args[1], weight_layer_name(source)))
     return hints
+
+
+# Ops through which a weight computed in forward() still belongs to its parameter: a scaled
+# or standardized weight (``w * s``, ``(w - mean) / std`` of constants), a transpose.
+_WEIGHT_OPS = ("relax.multiply", "relax.divide", "relax.add", "relax.subtract",
+               "relax.negative", "relax.permute_dims", "relax.reshape", "relax.astype")
+
+
+def _weight_parameter(w, var2val: dict) -> relax.Var | None:
+    """The one function parameter a computed weight comes from through :data:`_WEIGHT_OPS`
+    with constants (``self.conv.weight * 0.5`` -> ``conv.weight``), or None."""
+    while isinstance(w, relax.Var) and w in var2val:
+        val = var2val[w]
+        inputs = [a for a in val.args if not isinstance(a, tvm.ir.Constant)] if is_op(
+            val, _WEIGHT_OPS) else []
+        if len(inputs) != 1:
+            return None
+        w = inputs[0]
+    return w if isinstance(w, relax.Var) and not isinstance(w, relax.DataflowVar) else None
 
 
 def _name_entries(entries: list[LayerEntry], hints: list[tuple] = ()) -> None:
