@@ -9,7 +9,9 @@ patterns that group them into composite functions (``"Composite": "aiq.conv2d"``
 Layer names: a weight that is a function parameter names its layer (``layer1.0.conv1.weight``
 -> ``layer1.0.conv1``, the PyTorch module path when imported with
 :func:`aiq_tvm.from_torch`); a constant weight takes the name of the variable the layer's
-result is bound to when the user chose one, else ``<op>_<k>`` in program order.
+result is bound to when the user chose one; a weight computed from one parameter with
+constants (scaled, standardized, transposed in ``forward()``) that parameter's; else
+``<op>_<k>`` in program order.
 """
 
 from __future__ import annotations
