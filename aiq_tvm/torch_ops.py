@@ -283,6 +283,24 @@ def _same_dim(a, b) -> bool:
     return bool(tvm_ffi.structural_equal(a, b))
 
 
+def _arange(node, importer):
+    """``arange`` with number bounds as a constant: TVM's ``R.arange`` has no tensor input, so
+    ``FoldConstant`` leaves it and every op over it (``torch.eye`` decomposes to
+    ``arange == arange``) unfolded, and a matmul by such a matrix failed to build ("the weight
+    is not a constant"). Symbolic bounds keep TVM's converter."""
+    args = list(node.args)
+    if not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
+        return _builtin(importer)[_op_name(node)](node)
+    start, end, step = (0, args[0], 1) if len(args) == 1 else (*args[:2], args[2] if len(
+        args) > 2 else 1)
+    dtype = node.kwargs.get("dtype")
+    if dtype is None:  # torch's rule: integral bounds give int64, any float one the default
+        dtype = torch.int64 if all(isinstance(a, int) for a in args) else \
+            torch.get_default_dtype()
+    values = torch.arange(start, end, step, dtype=dtype).numpy()
+    return relax.const(values, str(values.dtype))
+
+
 def _select(node, importer):
     """``select.int(x, dim, index)`` as a one-wide slice, squeezed. TVM's converter emits
     ``take(mode="fast")``, a gather whose legalization warns "Fast mode segfaults when there
@@ -305,6 +323,9 @@ CONVERTERS: dict[str, Callable] = {
     "upsample_nearest2d.vec": _upsample_nearest2d,
     "repeat.default": _repeat,
     "select.int": _select,
+    "arange.default": _arange,
+    "arange.start": _arange,
+    "arange.start_step": _arange,
     "view.default": _reshape,
     "reshape.default": _reshape,
     "elu.default": _elu,

@@ -115,6 +115,7 @@ def binding_name_hints(func: relax.Function) -> list[tuple]:
     pattern's last op (the activation), but it still receives the same weight object.
     """
     var2val = relax.analysis.get_var2val(func)
+    static = static_vars(func)
     hints = []
     for var, val in var2val.items():
         if is_op(val, LAYER_OPS) and len(val.args) > 1:
@@ -126,29 +127,29 @@ def binding_name_hints(func: relax.Function) -> list[tuple]:
                     w = inner.args[0]
                 hints.append((w, name))
             else:
-                source = _weight_parameter(val.args[1], var2val)
+                source = _weight_parameter(val.args[1], var2val, static)
                 if source is not None:
                     hints.append((val.args[1], weight_layer_name(source)))
     return hints
 
 
-# Ops through which a weight computed in forward() still belongs to its parameter: a scaled
-# or standardized weight (``w * s``, ``(w - mean) / std`` of constants), a transpose.
-_WEIGHT_OPS = ("relax.multiply", "relax.divide", "relax.add", "relax.subtract",
-               "relax.negative", "relax.permute_dims", "relax.reshape", "relax.astype")
-
-
-def _weight_parameter(w, var2val: dict) -> relax.Var | None:
-    """The one function parameter a computed weight comes from through :data:`_WEIGHT_OPS`
-    with constants (``self.conv.weight * 0.5`` -> ``conv.weight``), or None."""
-    while isinstance(w, relax.Var) and w in var2val:
-        val = var2val[w]
-        inputs = [a for a in val.args if not isinstance(a, tvm.ir.Constant)] if is_op(
-            val, _WEIGHT_OPS) else []
-        if len(inputs) != 1:
-            return None
-        w = inputs[0]
-    return w if isinstance(w, relax.Var) and not isinstance(w, relax.DataflowVar) else None
+def _weight_parameter(w, var2val: dict, static: set) -> relax.Var | None:
+    """The one weight parameter a weight computed in ``forward()`` comes from
+    (``self.conv.weight * 0.5``, a standardized ``(w - w.mean()) / w.std()``, a transpose), or
+    None (a constant, several parameters, or an activation)."""
+    if w not in static:
+        return None
+    params, todo, seen = set(), [w], set()
+    while todo:
+        v = todo.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        if v not in var2val:
+            params.add(v)  # a function parameter (static: a weight, never a data input)
+            continue
+        todo.extend(relax.analysis.free_vars(var2val[v]))
+    return params.pop() if len(params) == 1 else None
 
 
 def _name_entries(entries: list[LayerEntry], hints: list[tuple] = ()) -> None:

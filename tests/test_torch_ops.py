@@ -53,6 +53,8 @@ OPERATORS = {
     "rrelu": nn.RReLU(0.1, 0.3),  # eval mode: a leaky ReLU of slope 0.2
     "select": Fn(lambda x: x[:, 1][:, None] * x[..., -1][..., None]
                  + x.select(2, -2)[:, :, None]),
+    "arange_eye": Fn(lambda x: x[:, :, 0] @ torch.eye(6) + torch.arange(6.0)
+                     + torch.arange(1, 12, 2)),
 }
 
 
@@ -169,6 +171,36 @@ def test_identity_views_with_a_dynamic_batch_keep_token_linears_as_named_layers(
     assert batch_var(mod) is not None
     res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x.numpy(), batch_size=2)
     assert res.report.precisions() == {"conv": "int8", "qkv": "int8"}
+
+
+class _ScaledWeights(nn.Module):
+    """Weights computed in forward(): standardized, scaled, and a matrix torch makes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+
+    def forward(self, x):
+        w = self.conv.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        y = torch.relu(nn.functional.conv2d(x, w, self.conv.bias, padding=1))
+        y = nn.functional.conv2d(y, self.grouped.weight * 0.5, None, padding=1, groups=4)
+        return y.mean((2, 3)) @ torch.eye(8)
+
+
+def test_weights_computed_in_forward_build_and_are_named_by_their_parameter():
+    # torch.eye is arange == arange: with TVM's arange converter nothing folded and the
+    # matmul by it failed ("the weight is not a constant"); computed weights were conv2d_<k>.
+    torch.manual_seed(0)
+    model = _ScaledWeights().eval()
+    x = torch.randn(2, 3, 8, 8)
+    mod, params = aiq_tvm.from_torch(model, x)
+    res = aiq_tvm.build(mod, params=params, plan="int8", calib_data=x.numpy(), batch_size=2)
+    assert res.report.precisions() == {"conv": "int8", "grouped": "fp32", "dense_0": "int8"}
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(res.run(x.numpy()) - ref).max() / np.abs(ref).max() < 0.05
 
 
 class _Bessel(nn.Module):
