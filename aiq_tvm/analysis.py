@@ -19,12 +19,12 @@ from .cost import CostModel, LayerCost
 from .passes import (
     LAYER_OPS,
     LayerEntry,
+    binding_name_hints,
     is_layer_function,
     layer_readers,
     layer_table,
     parse_layer,
 )
-from .passes.annotate_precision import binding_name_hints
 
 __all__ = ["cost_model", "call_flops"]
 

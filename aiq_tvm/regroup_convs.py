@@ -29,10 +29,9 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ._ir import is_op, rewrite_main_weights, use_counts
+from .targets.x86.conv2d import GROUP_MIN_LANES, grouped_reason
 
 __all__ = ["regroup_convs"]
-
-LANES = 4  # targets.x86.conv2d.GROUP_MIN_LANES: the narrowest channel vector of any target
 
 
 def _round_up(n: int, to: int) -> int:
@@ -65,7 +64,7 @@ class _Rewriter(PyExprMutator):
         if groups == c and opg > 1:
             self.changed = True
             return self._multiplier(call, x, w, opg)
-        if groups < c and (cpg % LANES or opg % LANES):
+        if groups < c and grouped_reason(c, o, groups) is not None:
             self.changed = True
             return self._padded_groups(call, x, w, groups, cpg, opg)
         return call
@@ -86,7 +85,7 @@ class _Rewriter(PyExprMutator):
 
     def _padded_groups(self, call, x, w, groups: int, cpg: int, opg: int):
         """Every group's input and output channels zero-padded to multiples of 4."""
-        cpg4, opg4 = _round_up(cpg, LANES), _round_up(opg, LANES)
+        cpg4, opg4 = _round_up(cpg, GROUP_MIN_LANES), _round_up(opg, GROUP_MIN_LANES)
         weight = self.params[w.name]
         kh, kw = weight.shape[2:]
         padded = np.zeros((groups, opg4, cpg4, kh, kw), weight.dtype)
