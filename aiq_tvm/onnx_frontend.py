@@ -13,6 +13,7 @@ dimension is symbolic so one module serves every batch size.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -23,6 +24,7 @@ import tvm
 from tvm import relax
 
 from .frontend import _rename_params, fold_batch_norm
+from .onnx_fold import fold_constants
 from .passes import CanonicalizeClip
 from .regroup_convs import regroup_convs
 from .transposed_conv import transposed_conv_as_conv
@@ -85,6 +87,7 @@ def from_onnx(
     name, dims = _data_input(proto.graph, where)
     proto, names = _name_params(proto)
     shape = _resolve_shape(name, dims, input_shape, where)
+    proto = fold_constants(proto, name, shape)
     imported = None
     if dynamic_batch:
         try:
@@ -194,12 +197,58 @@ def _first_line(err) -> str:
 def _import(proto, name: str, shape: list) -> tvm.IRModule:
     from tvm.relax.frontend.onnx import from_onnx as tvm_from_onnx
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _converter_fixes():
         warnings.simplefilter("ignore")  # "Renaming name ..." per input; the names are ours
         try:
             return tvm_from_onnx(proto, shape_dict={name: shape}, keep_params_in_input=True)
         except tvm.error.OpNotImplemented as err:
             raise ValueError(f"TVM cannot import this ONNX model: {_first_line(err)}") from None
+
+
+@contextlib.contextmanager
+def _converter_fixes():
+    """TVM's ONNX converter table with :func:`_resize_sizes_fix` applied, for one import.
+
+    The table is rebuilt by ``_get_convert_map()`` on every lookup, so it is that function
+    that is swapped, and restored afterwards."""
+    from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
+
+    original = tvm_onnx._get_convert_map
+
+    def fixed():
+        table = original()
+        table["Resize"] = _resize_sizes_fix(table["Resize"])
+        return table
+
+    tvm_onnx._get_convert_map = fixed
+    try:
+        yield
+    finally:
+        tvm_onnx._get_convert_map = original
+
+
+def _resize_sizes_fix(resize):
+    """TVM's Resize converter, taking ``sizes`` whose batch (or channel) entry is symbolic.
+
+    PyTorch's exporter writes an interpolation's ``sizes`` as ``Concat(Shape(x)[:2], [H, W])``;
+    with a dynamic batch that folds to the shape ``(batch, C, H, W)``, and TVM 0.27 turns every
+    entry into an int before it drops the first two, which fails on ``batch``. Only the spatial
+    entries are read, so the leading ones are replaced by the input's static ones or 1 first;
+    anything else goes to TVM's converter unchanged."""
+    from tvm.relax.frontend.onnx.onnx_frontend import get_constant
+
+    class Resize(resize):
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            sizes = get_constant(inputs[3], params) if len(inputs) > 3 else None
+            if isinstance(sizes, relax.ShapeExpr) and len(sizes.values) > 2 and all(
+                    isinstance(v, tvm.tirx.IntImm) for v in sizes.values[2:]):
+                lead = [v if isinstance(v, tvm.tirx.IntImm) else 1 for v in sizes.values[:2]]
+                inputs = type(inputs)(inputs)
+                inputs[3] = relax.ShapeExpr([*lead, *sizes.values[2:]])
+            return super()._impl_v18(bb, inputs, attr, params)
+
+    return Resize
 
 
 def _batch_is_symbolic(mod: tvm.IRModule) -> bool:
