@@ -26,6 +26,8 @@ this pass removes them, so activations stay NHWC through the network:
   shuffle: ``r`` is then the shuffle itself in NHWC, and ``q`` cancels with the next layer)
 * ``concat([permute(a, p), permute(b, p)], axis)``  ->  ``permute(concat([a, b], p[axis]), p)``
 * ``split(permute(x, p), axis)``  ->  the pieces of ``split(x, p[axis])``, each permuted
+* ``strided_slice(permute(x, p), axes, ...)``  ->  ``permute(strided_slice(x, p[axes], ...), p)``
+  (ONNX files write ``torch.chunk`` and other channel splits as slices)
 
 Each rule returns the expression unchanged when it does not apply. Batch norms the frontend
 left in the graph (those not after a conv, e.g. DenseNet's pre-activation ones) should be
@@ -257,11 +259,14 @@ class CancelTransposes:
             norms = pat if norms is None else norms | pat
         self.norms = norms
         self.reshape = is_op("relax.reshape")(self.perm_x, wildcard())
+        self.slice = (is_op("relax.strided_slice")(self.perm_x, wildcard(), wildcard(), wildcard())
+                      | is_op("relax.strided_slice")(self.perm_x, wildcard(), wildcard(),
+                                                     wildcard(), wildcard()))
         pools = None
         for op in _POOLS:
             pools = is_op(op)(self.perm_x) if pools is None else pools | is_op(op)(self.perm_x)
         self.pattern = (self.double | self.unary | self.binary | self.mean | self.reshape
-                        | pools | self.where | self.axis_ops | self.norms)
+                        | pools | self.where | self.axis_ops | self.norms | self.slice)
 
     # ---------------------------------------------------------------- rules
     def _rewrite(self, expr, matches):
@@ -284,6 +289,8 @@ class CancelTransposes:
             return self._axis_op(expr, matches)
         if op in _NORMS:
             return self._norm(expr, matches)
+        if op == "relax.strided_slice":
+            return self._slice(expr, matches)
         return expr
 
     def _double(self, expr, m):
@@ -295,6 +302,18 @@ class CancelTransposes:
         if composed == list(range(n)):
             return x
         return relax.op.permute_dims(x, composed)
+
+    def _slice(self, expr, m):
+        perm, x = m[self.perm_x], m[self.x]
+        axes = _axes(perm, _ndim(x))
+        sliced = expr.args[1]
+        if not isinstance(sliced, relax.Tuple) or not all(
+                isinstance(a, tvm.tirx.IntImm) for a in sliced.fields):
+            return expr
+        moved = relax.Tuple([tvm.tirx.IntImm("int64", axes[int(a.value) % len(axes)])
+                             for a in sliced.fields])
+        inner = relax.Call(expr.op, [x, moved, *expr.args[2:]], expr.attrs, expr.ty_args)
+        return relax.op.permute_dims(inner, axes)
 
     def _unary(self, expr, m):
         perm, x = m[self.perm_x], m[self.x]

@@ -478,15 +478,57 @@ FP32_TOL = 1e-4
 INT8_TOL = 0.1
 
 
-def build_and_compare(case: CnnCase, target="llvm") -> dict[str, float]:
-    """Import ``case``, build it for ``target`` at fp32 and at int8 (calibrated on its own
-    input) and return each build's relative error against torch: ``{"fp32": e, "int8": e}``
-    (a target this host cannot run is run as a host build with its numerics)."""
+# How a case reaches aiq_tvm: through torch.export, or as an ONNX file written by PyTorch's
+# TorchScript exporter or by its torch.export-based one (the default since PyTorch 2.9).
+FRONTENDS = ("torch", "onnx-script", "onnx-dynamo")
+
+
+class OnnxExportError(RuntimeError):
+    """PyTorch's exporter could not write the case as ONNX (not a failure of aiq_tvm; e.g. the
+    TorchScript exporter rejects adaptive pools whose output size does not divide the input)."""
+
+
+def import_case(case: CnnCase, frontend: str = "torch", workdir=None):
+    """``(mod, params)`` of ``case`` imported through ``frontend`` (one of ``FRONTENDS``), with
+    a dynamic batch. An ONNX file is written to ``workdir`` (a temporary directory if None)."""
+    import tempfile
+    import warnings
+
+    import aiq_tvm
+
+    if frontend not in FRONTENDS:
+        raise ValueError(f"unknown frontend {frontend!r}; choose one of {list(FRONTENDS)}")
+    if frontend == "torch":
+        return aiq_tvm.from_torch(case.model, case.x)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = f"{tmp}/case{case.seed}.onnx"
+        x = torch.from_numpy(case.x)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation
+                if frontend == "onnx-dynamo":
+                    torch.onnx.export(case.model, (x,), path, dynamo=True, input_names=["x"],
+                                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                                      verbose=False)
+                else:
+                    torch.onnx.export(case.model, (x,), path, dynamo=False, input_names=["x"],
+                                      dynamic_axes={"x": {0: "batch"}})
+        except Exception as err:  # noqa: BLE001 - torch raises several kinds
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise OnnxExportError(f"{frontend}: {type(err).__name__}: {first}") from err
+        return aiq_tvm.from_onnx(path)
+
+
+def build_and_compare(case: CnnCase, target="llvm", frontend: str = "torch") -> dict[str, float]:
+    """Import ``case`` (through ``frontend``, see :func:`import_case`), build it for ``target``
+    at fp32 and at int8 (calibrated on its own input) and return each build's relative error
+    against torch: ``{"fp32": e, "int8": e}`` (a target this host cannot run is run as a host
+    build with its numerics)."""
     import aiq_tvm
 
     with torch.no_grad():
         ref = case.model(torch.from_numpy(case.x)).numpy().astype(np.float64)
-    mod, params = aiq_tvm.from_torch(case.model, case.x)
+    mod, params = import_case(case, frontend)
     n = len(case.x)
     errors = {}
     for plan in ("fp32", "int8"):

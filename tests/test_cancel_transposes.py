@@ -93,6 +93,35 @@ def test_concat_split_and_channel_shuffle_stay_nhwc():
     tvm.ir.assert_structural_equal(_rewrite(Before), Expected)
 
 
+def test_channel_slices_stay_nhwc():
+    """ONNX files write ``torch.chunk`` as slices: each moves to the NHWC channel axis."""
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 8), "float32")) -> R.Tensor((1, 4, 4, 8), "float32"):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 3, 1, 2])
+                lo = R.strided_slice(a, axes=[1], begin=[0], end=[4], strides=[1])
+                hi = R.strided_slice(a, axes=[-3], begin=[4], end=[8])
+                v = R.concat((hi, lo), axis=1)
+                gv = R.permute_dims(v, axes=[0, 2, 3, 1])
+                R.output(gv)
+            return gv
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((1, 4, 4, 8), "float32")) -> R.Tensor((1, 4, 4, 8), "float32"):
+            with R.dataflow():
+                lo = R.strided_slice(x, axes=[3], begin=[0], end=[4], strides=[1])
+                hi = R.strided_slice(x, axes=[3], begin=[4], end=[8])
+                gv = R.concat((hi, lo), axis=3)
+                R.output(gv)
+            return gv
+
+    tvm.ir.assert_structural_equal(_rewrite(Before), Expected)
+
+
 def test_flatten_of_a_real_transpose_is_left_alone():
     @I.ir_module
     class Before:
