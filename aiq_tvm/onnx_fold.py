@@ -27,9 +27,17 @@ __all__ = ["fold_constants"]
 
 # Largest tensor a folded node may produce: shape arithmetic and small tables, not activations.
 MAX_FOLDED_ELEMENTS = 1 << 16
-# Fold / shape-inference rounds at most (ShuffleNetV2 needs 3: a channel split's sizes, then the
-# channel shuffle's reshape, then the split of the shuffled tensor).
-MAX_ROUNDS = 8
+# Fold / shape-inference rounds at most. A round folds what the dims inferred so far allow;
+# a network that reads a shape after each block needs two rounds per block (the TorchScript
+# export of ShuffleNetV2 at opsets 11 and 13: 30 rounds, 1.5 s). Every round but the last
+# folds at least one node, so the loop ends anyway; the cap bounds the time on huge graphs.
+MAX_ROUNDS = 256
+# A dim that is the data input's batch: its name in the ONNX graph while folding, and its
+# entry in shape vectors.
+BATCH = "batch"
+# Ops whose results over partly known shape vectors are tracked (_Folder._pick_partial).
+_SHAPE_OPS = ("Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast")
+_INT64 = 7  # onnx.TensorProto.INT64
 # Ops whose value is not a function of their inputs.
 _NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                      "Multinomial", "Bernoulli", "Dropout"}
@@ -53,20 +61,33 @@ def fold_constants(proto, data_input: str, shape: list):
             inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
         except Exception:  # noqa: BLE001 - custom domains, malformed files: fold no further
             break
-        count = _fold_once(model, _inferred_dims(inferred.graph))
+        count = _fold_once(model, inferred.graph)
         if not count:
             break
         folded += count
     return model if folded else proto
 
 
-def _fold_once(model, dims: dict[str, list]) -> int:
-    """Replace the nodes of ``model`` whose values are known by ``Constant`` nodes, in place;
-    the number of nodes replaced."""
+def _fold_once(model, inferred) -> int:
+    """Replace the nodes of ``model`` whose values are known by ``Constant`` nodes, in place,
+    given the graph shape inference made of it; the number of nodes replaced."""
     import onnx
 
-    folder = _Folder(model, dims)
-    kept = [node for node in model.graph.node if not folder.fold(node)]
+    folder = _Folder(model, _inferred_dims(inferred))
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.value_info}
+    kept, targets = [], []
+    for node in model.graph.node:
+        if folder.fold(node):
+            continue
+        target = folder.reshape_target(node)
+        if target is not None:
+            constant, out_dims = target
+            targets.append(constant)
+            node.input[1] = constant.output[0]
+            _declare_dims(model.graph, node.output[0], out_dims,
+                          types.get(node.output[0]) or onnx.TensorProto.FLOAT)
+            folder.folded += 1
+        kept.append(node)
     if not folder.folded:
         return 0
     needed = {i for n in kept for i in n.input} | {o.name for o in model.graph.output}
@@ -76,8 +97,19 @@ def _fold_once(model, dims: dict[str, list]) -> int:
                                                                           name))
                  for name in folder.folded_outputs if name in needed]
     del model.graph.node[:]
-    model.graph.node.extend(constants + kept)
+    model.graph.node.extend(constants + targets + kept)
     return folder.folded
+
+
+def _declare_dims(graph, name: str, dims: list, elem_type: int) -> None:
+    """Record ``name``'s dims (the batch by name) in the graph's value_info, which shape
+    inference keeps: it would call the dim a -1 in the target makes unknown."""
+    import onnx
+
+    kept = [vi for vi in graph.value_info if vi.name != name]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    graph.value_info.append(onnx.helper.make_tensor_value_info(name, elem_type, list(dims)))
 
 
 def _set_input_shape(graph, data_input: str, shape: list) -> None:
@@ -91,18 +123,23 @@ def _set_input_shape(graph, data_input: str, shape: list) -> None:
             if isinstance(d, (int, np.integer)):
                 dim.dim_value = int(d)
             else:
-                dim.dim_param = "batch"
+                dim.dim_param = BATCH
 
 
 def _inferred_dims(graph) -> dict[str, list]:
-    """Tensor name -> dims (int, or None where symbolic) from shape inference."""
+    """Tensor name -> dims from shape inference: an int, :data:`BATCH` where the dim is the
+    input's batch (shape inference carries its name), None where unknown."""
     out = {}
     for vi in [*graph.input, *graph.value_info, *graph.output]:
         tt = vi.type.tensor_type
         if tt.HasField("shape"):
-            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None
-                            for d in tt.shape.dim]
+            out[vi.name] = [d.dim_value if d.HasField("dim_value")
+                            else BATCH if d.dim_param == BATCH else None for d in tt.shape.dim]
     return out
+
+
+def _known(vec: list) -> bool:
+    return all(isinstance(d, (int, np.integer)) for d in vec)
 
 
 def _subgraph_inputs(node) -> set[str]:
@@ -126,6 +163,7 @@ class _Folder:
         self.dims = dims
         self.values: dict[str, np.ndarray] = {}
         self.partial: dict[str, list] = {}  # 1-D int64 vectors with None where unknown
+        self.scalars: set[str] = set()  # those of ``partial`` that are 0-d (one entry)
         self.folded = 0
         self.folded_outputs: list[str] = []
 
@@ -139,7 +177,7 @@ class _Folder:
             return False
         if node.op_type == "Shape":
             return self._shape(node)
-        if node.op_type in ("Gather", "Slice", "Concat") and self._pick_partial(node):
+        if node.op_type in _SHAPE_OPS and self._pick_partial(node):
             return node.output[0] in self.values and self._mark(node)
         inputs = [i for i in node.input]
         if not all(i == "" or i in self.values for i in inputs):
@@ -190,51 +228,103 @@ class _Folder:
             return False
         attrs = {a.name: a.i for a in node.attribute}
         dims = dims[attrs.get("start", 0):attrs.get("end")]
-        if all(d is not None for d in dims):
+        if _known(dims):
             return self._keep_value(node, [np.array(dims, np.int64)])
         self.partial[node.output[0]] = list(dims)
         return False
 
     def _pick_partial(self, node) -> bool:
-        """Gather / Slice / Concat over partly known shape vectors: record the result, and
-        its value where every entry it picks is known. False when this is not such a node."""
-        vec = self._vector(node.input[0]) if node.input else None
-        if node.op_type == "Concat":
-            parts = [self._vector(i) for i in node.input]
-            if any(p is None for p in parts) or not any(i in self.partial for i in node.input):
+        """Ops over partly known shape vectors (Gather, Slice, Concat, Unsqueeze, Squeeze,
+        Cast): record the result, and its value where every entry is known. False when this
+        is not such a node."""
+        op, ins = node.op_type, list(node.input)
+        if op == "Concat":
+            parts = [self._vector(i) for i in ins]
+            if any(p is None for p in parts) or not any(i in self.partial for i in ins):
                 return False
-            out = [d for p in parts for d in p]
-        elif vec is None or node.input[0] not in self.partial:
+            return self._record(node, [d for p in parts for d in p], scalar=False)
+        if not ins or ins[0] not in self.partial:
             return False
-        elif node.op_type == "Gather":
-            idx = self.values.get(node.input[1])
+        vec, scalar = self.partial[ins[0]], ins[0] in self.scalars
+        if op == "Cast":  # to int64 only: other types change what the values compute
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            return to == _INT64 and self._record(node, vec, scalar)
+        if op in ("Unsqueeze", "Squeeze"):  # of a scalar to one entry, and back
+            if scalar != (op == "Unsqueeze") or len(vec) != 1:
+                return False
+            return self._record(node, vec, scalar=op == "Squeeze")
+        if scalar:
+            return False
+        if op == "Gather":
+            idx = self.values.get(ins[1]) if len(ins) > 1 else None
             axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
             if idx is None or axis != 0 or idx.ndim > 1:
                 return False
-            picked = [vec[int(i)] for i in np.atleast_1d(idx)]
-            if any(d is None for d in picked):
+            return self._record(node, [vec[int(i)] for i in np.atleast_1d(idx)],
+                                scalar=idx.ndim == 0)
+        if op == "Slice":  # starts, ends[, axes[, steps]] as inputs (opset >= 10)
+            args = [self.values.get(i) for i in ins[1:]]
+            if len(args) < 2 or any(a is None for a in args) or (
+                    len(args) > 2 and int(np.ravel(args[2])[0]) not in (0, -1)):
                 return False
-            value = np.array(picked, np.int64).reshape(idx.shape)
-            self.values[node.output[0]] = value
-            return True
-        else:  # Slice: starts, ends[, axes[, steps]] as inputs (opset >= 10)
-            args = [self.values.get(i) for i in node.input[1:]]
-            if len(args) < 2 or any(a is None for a in args):
-                return False
-            steps = args[3] if len(args) > 3 else np.ones(1, np.int64)
-            if len(args) > 2 and int(np.ravel(args[2])[0]) not in (0, -1):
-                return False
-            out = vec[slice(int(args[0][0]), int(args[1][0]), int(steps[0]))]
-        if all(d is not None for d in out):
-            self.values[node.output[0]] = np.array(out, np.int64)
+            step = int(np.ravel(args[3])[0]) if len(args) > 3 else 1
+            return self._record(node, vec[slice(int(np.ravel(args[0])[0]),
+                                                int(np.ravel(args[1])[0]), step)], False)
+        return False
+
+    def _record(self, node, vec: list, scalar: bool) -> bool:
+        """``node``'s output is the shape vector ``vec`` (``None`` where unknown; one entry
+        and 0-d if ``scalar``): a value when every entry is known."""
+        out = node.output[0]
+        if _known(vec):
+            value = np.array(vec, np.int64)
+            self.values[out] = value.reshape(()) if scalar else value
         else:
-            self.partial[node.output[0]] = out
+            self.partial[out] = list(vec)
+            if scalar:
+                self.scalars.add(out)
         return True
 
     def _vector(self, name: str) -> list | None:
-        if name in self.partial:
+        if name in self.partial and name not in self.scalars:
             return self.partial[name]
         value = self.values.get(name)
         if value is not None and value.ndim == 1 and value.dtype == np.int64:
             return [int(v) for v in value]
         return None
+
+    def reshape_target(self, node):
+        """``(Constant node, output dims)`` for a Reshape whose target shape is known but for
+        the batch, with -1 there (which means the same, given the others); None for other
+        nodes. A -1 the target already has is computed from the input's dims first. Shape
+        inference reads a constant target, so the dims after the reshape become known."""
+        import onnx
+
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            return None
+        vec = self.partial.get(node.input[1])
+        if vec is None or node.input[1] in self.scalars or None in vec or vec.count(BATCH) != 1:
+            return None
+        allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+        dims = self.dims.get(node.input[0])
+        out = list(vec)
+        if not allowzero and 0 in out:  # 0 copies the input's dim
+            if dims is None or len(dims) < len(out):
+                return None
+            out = [dims[i] if d == 0 else d for i, d in enumerate(out)]
+        if out.count(BATCH) != 1 or None in out:
+            return None
+        if -1 in out:
+            # the input holds the batch once, as does the target: the rest must match
+            if dims is None or dims.count(BATCH) != 1 or not _known(
+                    [d for d in dims if d != BATCH]):
+                return None
+            total = int(np.prod([d for d in dims if d != BATCH]))
+            rest = int(np.prod([d for d in out if d not in (BATCH, -1)]))
+            if rest == 0 or total % rest:
+                return None
+            out[out.index(-1)] = total // rest
+        name = f"{node.input[1]}_batch_inferred"
+        value = np.array([-1 if d == BATCH else d for d in out], np.int64)
+        return (onnx.helper.make_node("Constant", [], [name],
+                                      value=onnx.numpy_helper.from_array(value, name)), out)

@@ -207,7 +207,8 @@ def _import(proto, name: str, shape: list) -> tvm.IRModule:
 
 @contextlib.contextmanager
 def _converter_fixes():
-    """TVM's ONNX converter table with :func:`_resize_sizes_fix` applied, for one import.
+    """TVM's ONNX converter table with :func:`_resize_sizes_fix` and
+    :func:`_clip_attributes_fix` applied, for one import.
 
     The table is rebuilt by ``_get_convert_map()`` on every lookup, so it is that function
     that is swapped, and restored afterwards."""
@@ -218,6 +219,7 @@ def _converter_fixes():
     def fixed():
         table = original()
         table["Resize"] = _resize_sizes_fix(table["Resize"])
+        table["Clip"] = _clip_attributes_fix(table["Clip"])
         return table
 
     tvm_onnx._get_convert_map = fixed
@@ -225,6 +227,29 @@ def _converter_fixes():
         yield
     finally:
         tvm_onnx._get_convert_map = original
+
+
+def _clip_attributes_fix(clip):
+    """TVM's Clip converter, with the bounds of opsets before 11 (attributes) as ``relax.clip``.
+
+    TVM lowers such a Clip to two TE kernels with the bounds compiled in, which neither
+    :class:`~aiq_tvm.passes.CanonicalizeClip` nor the layer patterns can read: ReLU6 stayed a
+    separate kernel, and a MobileNetV2 written at opset 9 failed in FuseTIR. Finite bounds
+    become ``clip(x, min, max)`` and ``min=0`` alone ``relu``, what opset 11's constant-input
+    form becomes after CanonicalizeClip; other bounds go to TVM's converter."""
+
+    class Clip(clip):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            lo = float(attr.get("min", -np.inf))
+            hi = float(attr.get("max", np.inf))
+            if np.isfinite(lo) and np.isfinite(hi):
+                return relax.op.clip(inputs[0], lo, hi)
+            if lo == 0.0 and hi == np.inf:
+                return relax.op.nn.relu(inputs[0])
+            return super()._impl_v1(bb, inputs, attr, params)
+
+    return Clip
 
 
 def _resize_sizes_fix(resize):
@@ -240,15 +265,27 @@ def _resize_sizes_fix(resize):
     class Resize(resize):
         @classmethod
         def _impl_v18(cls, bb, inputs, attr, params):
+            inputs = type(inputs)(inputs)
             sizes = get_constant(inputs[3], params) if len(inputs) > 3 else None
             if isinstance(sizes, relax.ShapeExpr) and len(sizes.values) > 2 and all(
                     isinstance(v, tvm.tirx.IntImm) for v in sizes.values[2:]):
                 lead = [v if isinstance(v, tvm.tirx.IntImm) else 1 for v in sizes.values[:2]]
-                inputs = type(inputs)(inputs)
                 inputs[3] = relax.ShapeExpr([*lead, *sizes.values[2:]])
+            # opsets 11-12 write the unused one of scales / sizes as an empty tensor, which
+            # TVM counts as given ("Only one of scales and sizes can be provided")
+            if len(inputs) > 3 and inputs[3] is not None and _empty(inputs[2], params):
+                inputs[2] = None
             return super()._impl_v18(bb, inputs, attr, params)
 
     return Resize
+
+
+def _empty(expr, params) -> bool:
+    """Whether ``expr`` is a constant with no elements."""
+    from tvm.relax.frontend.onnx.onnx_frontend import get_constant
+
+    value = get_constant(expr, params) if expr is not None else None
+    return isinstance(value, tvm.ir.GenericConst) and value.value.numpy().size == 0
 
 
 def _batch_is_symbolic(mod: tvm.IRModule) -> bool:

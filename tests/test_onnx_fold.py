@@ -110,39 +110,52 @@ def test_large_results_and_unreadable_models_are_left_alone():
     assert fold_constants(custom, "x", [2]) is custom
 
 
-class ShuffleBlock(nn.Module):
-    """ShuffleNetV2's stride-1 unit (channel split, branch, concat, channel shuffle), then a
-    bilinear upsampling to twice the size and a classifier."""
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2's stride-1 unit: channel split, branch, concat, channel shuffle."""
 
-    def __init__(self, c=16):
+    def __init__(self, c):
         super().__init__()
         half = c // 2
         self.branch = nn.Sequential(nn.Conv2d(half, half, 1), nn.ReLU(),
                                     nn.Conv2d(half, half, 3, padding=1, groups=half),
                                     nn.Conv2d(half, half, 1), nn.ReLU())
-        self.stem = nn.Conv2d(3, c, 3, padding=1)
-        self.fc = nn.Linear(c, 5)
 
     def forward(self, x):
-        x = self.stem(x)
         a, b = x.chunk(2, dim=1)
         x = torch.cat((a, self.branch(b)), dim=1)
         n, c, h, w = x.size()
-        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+
+
+class ShuffleNet(nn.Module):
+    """A stem, two shuffle units (the second reads the shape the first's reshape made), a
+    bilinear upsampling to twice the size and a classifier."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.units = nn.Sequential(ShuffleUnit(c), ShuffleUnit(c))
+        self.fc = nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = self.units(self.stem(x))
+        n, c, h, w = x.size()
         # sizes (batch, channels, 2h, 2w), the first two read from the shape
         x = nn.functional.interpolate(x, size=(2 * h, 2 * w), mode="bilinear")
         return self.fc(x.mean((2, 3)))
 
 
-@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-batch", "static-batch"])
-def test_torchscript_shuffle_unit_imports_and_matches_torch(tmp_path, dynamic):
+@pytest.mark.parametrize("dynamic, opset", [(True, 17), (False, 17), (True, 11)],
+                         ids=["dynamic-batch", "static-batch", "dynamic-batch-opset11"])
+def test_torchscript_shuffle_units_import_and_match_torch(tmp_path, dynamic, opset):
     torch.manual_seed(0)
-    net = ShuffleBlock().eval()
+    net = ShuffleNet().eval()
     path = str(tmp_path / "shuffle.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.randn(2, 3, 12, 12),), path, dynamo=False,
-                          input_names=["x"], dynamic_axes={"x": {0: "n"}} if dynamic else None)
+                          opset_version=opset, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}} if dynamic else None)
     assert _ops(onnx.load(path))["Shape"] > 0  # the exporter wrote the shape arithmetic
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback to a static batch
@@ -155,6 +168,28 @@ def test_torchscript_shuffle_unit_imports_and_matches_torch(tmp_path, dynamic):
     res = aiq_tvm.build(mod, "llvm", params=params, plan="fp32", batch_size=batch)
     out = res.run(x)
     assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-5
-    # every conv of the unit is a layer, named by its module path
+    # every conv of the units is a layer, named by its module path
     names = {e.name for e in layer_table(aiq_tvm.passes.AnnotatePrecision("fp32")(mod))}
-    assert names == {"stem", "branch.0", "branch.2", "branch.3", "fc"}
+    assert names == {"stem", "fc"} | {f"units.{u}.branch.{i}" for u in (0, 1) for i in (0, 2, 3)}
+
+
+def test_clip_attributes_of_old_opsets_import_as_activations(tmp_path):
+    """Opsets before 11 write ReLU6 as Clip with min / max attributes."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Conv2d(8, 8, 1), nn.Hardtanh(0, 2),
+                        nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+    path = str(tmp_path / "clip9.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.from_numpy(x),), path, dynamo=False, opset_version=9,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    assert _ops(onnx.load(path))["Clip"] == 2
+    mod, params = aiq_tvm.from_onnx(path)
+    text = mod["main"].script()
+    assert text.count("R.clip(") == 2 and "maximum" not in text and "minimum" not in text
+    res = aiq_tvm.build(mod, "llvm", params=params, plan="int8", batch_size=2, calib_data=x)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    out = res.run(x)
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 0.05
