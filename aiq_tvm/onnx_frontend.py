@@ -87,11 +87,12 @@ def from_onnx(
     name, dims = _data_input(proto.graph, where)
     proto, names = _name_params(proto)
     shape = _resolve_shape(name, dims, input_shape, where)
-    proto = fold_constants(proto, name, shape)
     imported = None
     if dynamic_batch:
         try:
-            mod = _import(proto, name, [tvm.tirx.Var("batch", "int64"), *shape[1:]])
+            # shape arithmetic over the static dims folds, the batch's stays symbolic
+            mod = _import(fold_constants(proto, name, [None, *shape[1:]]), name,
+                          [tvm.tirx.Var("batch", "int64"), *shape[1:]])
             if _batch_is_symbolic(mod):
                 imported = mod
             else:
@@ -108,7 +109,7 @@ def from_onnx(
     if imported is None:
         if not isinstance(shape[0], int):
             shape = [1, *shape[1:]]
-        imported = _import(proto, name, shape)
+        imported = _import(fold_constants(proto, name, shape), name, shape)
     mod, params = _rename_params(CanonicalizeClip()(imported), names)
     if fold_bn:
         mod, params = fold_batch_norm(mod, params)

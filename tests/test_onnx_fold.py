@@ -193,3 +193,17 @@ def test_clip_attributes_of_old_opsets_import_as_activations(tmp_path):
         ref = net(torch.from_numpy(x)).numpy()
     out = res.run(x)
     assert np.abs(out - ref).max() / np.abs(ref).max() < 0.05
+
+
+def test_dynamo_export_that_only_works_at_its_batch_falls_back_and_builds():
+    """torch.export-based ONNX export writes a view after a channels-last layer norm as
+    ``as_strided``: a Gather at indices made from ``Range(0, batch)``, which TVM imports with
+    a batch of its own (``range_len_0``), so the batch cannot stay symbolic. The static
+    fallback folds that arithmetic at the file's batch (it failed to build before)."""
+    from random_cnns import build_and_compare, random_cnn
+
+    case = random_cnn(38, max_blocks=6, profile="modern")  # conv, channels-last LN, linear
+    assert len(case.x) == 1 and "layernorm(channels last)" in case.describe()
+    with pytest.warns(UserWarning, match="cannot be made dynamic"):
+        errors = build_and_compare(case, frontend="onnx-dynamo")
+    assert errors["fp32"] < 1e-5 and errors["int8"] < 0.1
