@@ -13,6 +13,13 @@ reference evaluator and puts ``Constant`` nodes in their place.
   picks static entries only is a constant too.
 * A node of the default domain whose inputs are all constants is evaluated, unless it is
   random, holds a subgraph, or its result exceeds :data:`MAX_FOLDED_ELEMENTS`.
+* A ``Reshape`` whose target is known but for the batch gets -1 there (TVM then keeps the
+  batch symbolic, and shape inference the dims after it).
+* A ``Gather`` that reads a flattened tensor at every index in order, at indices computed
+  from ``Range(0, batch)`` (the torch.export-based exporter's ``as_strided`` view after a
+  channels-last layer norm), is a ``Reshape``: the indices are evaluated at two batch sizes
+  to see it. TVM gives such a range a batch of its own, which pinned the import to a static
+  batch.
 * Weights are ``main`` parameters, not constants (``onnx_frontend._inline_constants`` keeps
   them as initializers), so ops on them are never folded and layers keep their names.
 
@@ -35,6 +42,9 @@ MAX_ROUNDS = 256
 # A dim that is the data input's batch: its name in the ONNX graph while folding, and its
 # entry in shape vectors.
 BATCH = "batch"
+# Batch sizes at which values that depend on the batch are evaluated (two, to tell which of
+# their dims grow with it).
+SAMPLE_BATCHES = (2, 3)
 # Ops whose results over partly known shape vectors are tracked (_Folder._pick_partial).
 _SHAPE_OPS = ("Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast")
 _INT64 = 7  # onnx.TensorProto.INT64
@@ -78,6 +88,12 @@ def _fold_once(model, inferred) -> int:
     kept, targets = [], []
     for node in model.graph.node:
         if folder.fold(node):
+            continue
+        as_reshape = folder.gather_as_reshape(node)
+        if as_reshape is not None:
+            targets.append(as_reshape[0])
+            kept.append(as_reshape[1])
+            folder.folded += 1
             continue
         target = folder.reshape_target(node)
         if target is not None:
@@ -164,6 +180,10 @@ class _Folder:
         self.values: dict[str, np.ndarray] = {}
         self.partial: dict[str, list] = {}  # 1-D int64 vectors with None where unknown
         self.scalars: set[str] = set()  # those of ``partial`` that are 0-d (one entry)
+        # values that follow from constants and the batch alone: {batch: value} at the
+        # sample batches (index arithmetic over Range(0, batch))
+        self.by_batch: dict[str, dict[int, np.ndarray]] = {}
+        self.flattened: dict[str, list] = {}  # Reshape(t, [-1]) output -> t's dims
         self.folded = 0
         self.folded_outputs: list[str] = []
 
@@ -180,7 +200,9 @@ class _Folder:
         if node.op_type in _SHAPE_OPS and self._pick_partial(node):
             return node.output[0] in self.values and self._mark(node)
         inputs = [i for i in node.input]
+        self._note_flatten(node)
         if not all(i == "" or i in self.values for i in inputs):
+            self._evaluate_by_batch(node)
             return False
         try:
             outs = self._evaluate(node, [self.values[i] if i else None for i in inputs])
@@ -279,11 +301,72 @@ class _Folder:
         if _known(vec):
             value = np.array(vec, np.int64)
             self.values[out] = value.reshape(()) if scalar else value
-        else:
-            self.partial[out] = list(vec)
-            if scalar:
-                self.scalars.add(out)
+            return True
+        self.partial[out] = list(vec)
+        if scalar:
+            self.scalars.add(out)
+        if _known([d for d in vec if d != BATCH]) and None not in vec:
+            self.by_batch[out] = {b: np.array([b if d == BATCH else d for d in vec],
+                                              np.int64).reshape(() if scalar else -1)
+                                  for b in SAMPLE_BATCHES}
         return True
+
+    def _evaluate_by_batch(self, node) -> None:
+        """Record ``node``'s values at the sample batches when its inputs are constants or
+        such values (at least one)."""
+        ins = [i for i in node.input if i]
+        if not ins or not any(i in self.by_batch for i in ins) or not all(
+                i in self.values or i in self.by_batch for i in ins):
+            return
+        outs = {}
+        for b in SAMPLE_BATCHES:
+            feed = [self.by_batch[i][b] if i in self.by_batch else self.values[i] if i else None
+                    for i in node.input]
+            try:
+                got = self._evaluate(node, feed)
+            except Exception:  # noqa: BLE001 - not evaluated: nothing recorded
+                return
+            if len(got) != 1 or not isinstance(got[0], np.ndarray) or \
+                    got[0].size > MAX_FOLDED_ELEMENTS:
+                return
+            outs[b] = got[0]
+        self.by_batch[node.output[0]] = outs
+
+    def _note_flatten(self, node) -> None:
+        """Remember the dims of what ``Reshape(t, [-1])`` flattens."""
+        if node.op_type == "Reshape" and len(node.input) > 1:
+            target = self.values.get(node.input[1])
+            if target is not None and target.tolist() == [-1] and node.input[0] in self.dims:
+                self.flattened[node.output[0]] = self.dims[node.input[0]]
+
+    def gather_as_reshape(self, node):
+        """``(Constant node, Reshape node)`` for a Gather that reads a flattened tensor at
+        every index in order (indices made from ``Range(0, batch)``: how the torch.export-based
+        exporter writes ``as_strided`` views), which is a reshape; None for other nodes."""
+        import onnx
+
+        if node.op_type != "Gather" or len(node.input) < 2 or any(
+                a.name == "axis" and a.i for a in node.attribute):
+            return None
+        dims, idx = self.flattened.get(node.input[0]), self.by_batch.get(node.input[1])
+        if dims is None or idx is None or dims.count(BATCH) != 1 or not _known(
+                [d for d in dims if d != BATCH]):
+            return None
+        per_image = int(np.prod([d for d in dims if d != BATCH]))
+        shapes = {b: v.shape for b, v in idx.items()}
+        if any(v.size != b * per_image or not np.array_equal(v.ravel(), np.arange(v.size))
+               for b, v in idx.items()):
+            return None
+        first, second = (shapes[b] for b in SAMPLE_BATCHES)
+        varying = [k for k, (p, q) in enumerate(zip(first, second, strict=True)) if p != q]
+        if len(first) != len(second) or len(varying) != 1:
+            return None
+        target = [-1 if k == varying[0] else int(d) for k, d in enumerate(first)]
+        name = f"{node.output[0]}_as_reshape"
+        shape = onnx.helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(
+            np.array(target, np.int64), name))
+        return shape, onnx.helper.make_node("Reshape", [node.input[0], name], list(node.output),
+                                            name=node.name)
 
     def _vector(self, name: str) -> list | None:
         if name in self.partial and name not in self.scalars:
