@@ -170,12 +170,15 @@ def unsupported_reason(call: relax.Call, static: set) -> str | None:
 # ---------------------------------------------------------------------------- patterns
 def _hardswish(inner):
     """``inner * clip(inner + 3, 0, 6) / 6`` as torch exports it (the clip as one or two
-    ``relax.clip``); the constants are checked by :func:`_hardswish_ok`."""
+    ``relax.clip``), or ``inner * (clip(inner + 3, 0, 6) / 6)`` as TVM imports ONNX's
+    HardSwish; the constants are checked by :func:`_hardswish_ok`."""
     shifted = is_op("relax.add")(inner, is_const_pattern())
     clip = is_op("relax.clip")(shifted, wildcard(), wildcard())
     gate = is_op("relax.clip")(clip, wildcard(), wildcard()) | clip
     prod = is_op("relax.multiply")(inner, gate) | is_op("relax.multiply")(gate, inner)
-    return is_op("relax.divide")(prod, is_const_pattern())
+    scaled = is_op("relax.divide")(gate, is_const_pattern())
+    return is_op("relax.divide")(prod, is_const_pattern()) | is_op("relax.multiply")(
+        inner, scaled) | is_op("relax.multiply")(scaled, inner)
 
 
 def _act(inner):

@@ -64,3 +64,27 @@ def test_hardswish_activation_spec():
     np.testing.assert_allclose(apply_act(y, "hardswish"), ref, rtol=2e-7, atol=0)
     with pytest.raises(ValueError, match="valid: none, relu, relu6, silu, hardswish"):
         parse_act("hard_swish")
+
+
+def test_onnx_hardswish_is_inside_the_layers(tmp_path):
+    """TVM imports ONNX's HardSwish as ``x * (clip(x + 3, 0, 6) / 6)``: the same activation,
+    fused the same (it stayed a kernel of its own per layer: MobileNetV3-Large from ONNX ran
+    1.12x slower than from torch)."""
+    import warnings
+
+    model = act_cnn(nn.Hardswish)
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    path = str(tmp_path / "hs.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), path, dynamo=False, opset_version=17,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    mod, params = aiq_tvm.from_onnx(path)
+    assert "R.divide" in mod["main"].script()  # the ONNX form, before fusion
+    ref = model(torch.from_numpy(x)).detach().numpy()
+    for plan in ("fp32", "int8"):
+        res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=x, batch_size=8)
+        assert len(res.cost.searchable) == 5
+        assert not glue_kinds(res) & {"relax.clip", "relax.multiply", "relax.divide"}
+        y = res.run(x, 8)
+        assert min_cosine(y, ref) > (0.99999 if plan == "fp32" else 0.999)
