@@ -207,7 +207,8 @@ def _hardswish_ok(bindings) -> bool:
     for c in calls:
         if c.op.name == "relax.divide" and _scalar(c.args[1]) != 6.0:
             return False
-        if c.op.name == "relax.add" and is_const(c.args[1]) and _scalar(c.args[1]) != 3.0:
+        # the x + 3 (a bias that is a constant, as ONNX files give, is a vector: not it)
+        if c.op.name == "relax.add" and _scalar(c.args[1]) not in (None, 3.0):
             return False
         if c.op.name == "relax.clip":
             lo, hi = max(lo, float(c.args[1].value)), min(hi, float(c.args[2].value))

@@ -88,3 +88,35 @@ def test_onnx_hardswish_is_inside_the_layers(tmp_path):
         assert not glue_kinds(res) & {"relax.clip", "relax.multiply", "relax.divide"}
         y = res.run(x, 8)
         assert min_cosine(y, ref) > (0.99999 if plan == "fp32" else 0.999)
+
+
+def test_a_constant_bias_does_not_hide_the_hardswish():
+    """ONNX files can give a conv's bias as a constant (an exporter shares identical
+    initializers, which the import then folds): its add is not the hardswish's x + 3. It was
+    taken for one with the wrong constant, and the activation stayed a kernel of its own."""
+    import tvm
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from aiq_tvm.passes import AnnotatePrecision, layer_table
+    from aiq_tvm.passes._layers import parse_layer
+
+    bias = np.linspace(-1, 1, 8).astype(np.float32).reshape(1, 8, 1, 1)
+
+    @R.function
+    def main(x: R.Tensor((1, 3, 8, 8), "float32"), w: R.Tensor((8, 3, 3, 3), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, padding=[1, 1, 1, 1])
+            b = R.add(y, R.const(bias))
+            s = R.add(b, R.const(3.0, "float32"))
+            c = R.clip(s, 0, 6)
+            g = R.divide(c, R.const(6.0, "float32"))
+            gv = R.multiply(b, g)
+            R.output(gv)
+        return gv
+
+    mod = tvm.IRModule({"main": main.with_attr("global_symbol", "main")})
+    mod = relax.transform.BindParams("main", {"w": np.ones((8, 3, 3, 3), np.float32)})(mod)
+    annotated = AnnotatePrecision("fp32")(mod)
+    (entry,) = layer_table(annotated)
+    assert parse_layer(annotated[entry.gv]).activation == ("hardswish",)
