@@ -178,7 +178,9 @@ class _Folder:
         self.opsets = list(model.opset_import)
         self.dims = dims
         self.values: dict[str, np.ndarray] = {}
-        self.partial: dict[str, list] = {}  # 1-D int64 vectors with None where unknown
+        # 1-D int64 shape vectors known in part: BATCH where the entry is the batch, None
+        # where it is unknown
+        self.partial: dict[str, list] = {}
         self.scalars: set[str] = set()  # those of ``partial`` that are 0-d (one entry)
         # values that follow from constants and the batch alone: {batch: value} at the
         # sample batches (index arithmetic over Range(0, batch))
@@ -193,7 +195,10 @@ class _Folder:
                 a.HasField("g") or a.graphs for a in node.attribute):
             return False
         if node.op_type == "Constant":  # stays as it is; its value feeds the folding
-            self._keep_value(node, self._evaluate(node, []), count=False)
+            try:
+                self._keep_value(node, self._evaluate(node, []), count=False)
+            except Exception:  # noqa: BLE001 - a value the reference cannot make: not tracked
+                pass
             return False
         if node.op_type == "Shape":
             return self._shape(node)

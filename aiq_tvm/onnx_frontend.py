@@ -259,8 +259,8 @@ def _resize_sizes_fix(resize):
     PyTorch's exporter writes an interpolation's ``sizes`` as ``Concat(Shape(x)[:2], [H, W])``;
     with a dynamic batch that folds to the shape ``(batch, C, H, W)``, and TVM 0.27 turns every
     entry into an int before it drops the first two, which fails on ``batch``. Only the spatial
-    entries are read, so the leading ones are replaced by the input's static ones or 1 first;
-    anything else goes to TVM's converter unchanged."""
+    entries are read, so a symbolic leading entry is replaced by 1 first; anything else goes to
+    TVM's converter unchanged."""
     from tvm.relax.frontend.onnx.onnx_frontend import get_constant
 
     class Resize(resize):
