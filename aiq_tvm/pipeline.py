@@ -28,7 +28,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from .passes import (
     AnnotatePrecision,
     CancelTransposes,
-    FoldConstantLayouts,
+    FoldHostConstants,
     FuseQuantizeIntoGlue,
     FuseTransposeQuantize,
     LimitVectorWidth,
@@ -65,9 +65,10 @@ def bind_params(params: Mapping[str, np.ndarray] | None) -> list:
 
 
 def fold_constants() -> list:
-    """Fold what the bound weights feed: layout ops on the host first (exact, and spares
-    ``FoldConstant`` an LLVM build per bias reshape), then the rest."""
-    return [FoldConstantLayouts(), relax.transform.FoldConstant()]
+    """Fold what the bound weights feed: layout ops and correctly rounded arithmetic on the
+    host first (the same values, and spares ``FoldConstant`` an LLVM build per call), then
+    the rest."""
+    return [FoldHostConstants(), relax.transform.FoldConstant()]
 
 
 def quantize_passes(target, plan="fp32", calibration=None, params=None, database=None,
@@ -92,7 +93,7 @@ def layout_passes(target=None) -> list:
         # Batch norms not folded into a conv (pre-activation ones) become constant scale and
         # shift, which CancelTransposes moves across the NHWC layout.
         relax.transform.DecomposeOpsForInference(),
-        relax.transform.FoldConstant(),
+        *fold_constants(),
         CancelTransposes(),
         # What is left is the model input's transpose: quantize it while transposing.
         FuseTransposeQuantize(target),

@@ -27,7 +27,7 @@ from .cancel_transposes import CancelTransposes
 from .canonicalize_clip import CanonicalizeClip
 from .expose_layer_inputs import ExposeLayerInputs
 from .fills_to_scalars import FillsToScalars
-from .fold_constant_layouts import FoldConstantLayouts
+from .fold_host_constants import FoldHostConstants
 from .fuse_quantize_into_glue import FuseQuantizeIntoGlue
 from .fuse_transpose_quantize import FuseTransposeQuantize
 from .lift_weights import LiftWeights
@@ -69,7 +69,7 @@ __all__ = [
     "MicroBatch",
     "MICRO_FUNCTION",
     "inline_micro_batches",
-    "FoldConstantLayouts",
+    "FoldHostConstants",
     "FuseQuantizeIntoGlue",
     "FuseTransposeQuantize",
     "layer_table",

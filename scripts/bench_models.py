@@ -11,8 +11,9 @@ also sleeps ``--gap-ms``.
 Models: ours (``resnet20``, ``mobilenet_v2``: Fashion-MNIST weights, 32 x 32 inputs) and any
 torchvision classification model as ``tv/<name>`` at ``--image-size`` (``weights=None``,
 seeded, batch-norm statistics set on real Fashion-MNIST images resized to the input size,
-see :mod:`aiq_tvm.models.torchvision_zoo`), and any torchvision segmentation model as
-``tvseg/<name>`` (its ``"out"`` map, 21 classes; the cosine is over each image's map).
+see :mod:`aiq_tvm.models.torchvision_zoo`), any timm model as ``timm/<name>`` (the same way,
+``pip install timm``), and any torchvision segmentation model as ``tvseg/<name>`` (its ``"out"``
+map, 21 classes; the cosine is over each image's map).
 
 Variants: PyTorch eager FP32; ONNX Runtime FP32 (CPU provider); ONNX Runtime INT8
 (``quantize_static`` after ``quant_pre_process``: QDQ, per-channel, uint8 activations, int8
@@ -57,6 +58,7 @@ from aiq_tvm.threads import unpin_tvm_threads
 
 TV_PREFIX = "tv/"
 SEG_PREFIX = "tvseg/"  # torchvision segmentation models (their "out" map)
+TIMM_PREFIX = "timm/"  # timm models (pip install timm)
 REFERENCE = "pytorch"
 # (numerator, denominator, label): speed-up of the denominator over the numerator.
 RATIOS = (
@@ -86,11 +88,13 @@ def load_model(name: str, image_size: int):
     """(torch model in eval mode, calibration images) of a model name (see the docstring)."""
     from aiq_tvm import datasets, models
 
-    if name.startswith((TV_PREFIX, SEG_PREFIX)):
+    if name.startswith((TV_PREFIX, SEG_PREFIX, TIMM_PREFIX)):
         from aiq_tvm.models import torchvision_zoo as zoo
 
         if name.startswith(SEG_PREFIX):
             model = zoo.segmentation_model(name[len(SEG_PREFIX):], size=image_size)
+        elif name.startswith(TIMM_PREFIX):
+            model = zoo.timm_model(name[len(TIMM_PREFIX):], size=image_size)
         else:
             model = zoo.torchvision_model(name[len(TV_PREFIX):], size=image_size)
         return model, zoo.calibration_images(32, image_size)
@@ -98,7 +102,8 @@ def load_model(name: str, image_size: int):
         raise SystemExit(f"unknown model {name!r}: ours are {', '.join(models.MODEL_NAMES)}; "
                          f"torchvision models are written {TV_PREFIX}<name> (e.g. tv/resnet50), "
                          f"segmentation models {SEG_PREFIX}<name> (e.g. "
-                         f"{SEG_PREFIX}lraspp_mobilenet_v3_large)")
+                         f"{SEG_PREFIX}lraspp_mobilenet_v3_large), timm models "
+                         f"{TIMM_PREFIX}<name> (e.g. {TIMM_PREFIX}resnet50d)")
     return models.get_model(name, pretrained=True), datasets.calibration_set(256)[0]
 
 
@@ -564,9 +569,10 @@ def _micro_batch(text: str):
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2"],
-                    help="ours (resnet20, mobilenet_v2), tv/<torchvision classification name> "
-                         "or tvseg/<torchvision segmentation name>")
-    ap.add_argument("--image-size", type=int, default=224, help="input size of tv/ models")
+                    help="ours (resnet20, mobilenet_v2), tv/<torchvision classification name>, "
+                         "tvseg/<torchvision segmentation name> or timm/<timm model name>")
+    ap.add_argument("--image-size", type=int, default=224,
+                    help="input size of tv/ and timm/ models")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int4", "w8", "w4"])
     ap.add_argument("--plan", action="append", default=[],

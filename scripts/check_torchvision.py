@@ -42,6 +42,9 @@ import numpy as np
 from aiq_tvm.weight_correction import DEFAULT_WEIGHT_CORRECTION, WEIGHT_CORRECTIONS
 
 FP32_TOL = 1e-4
+# Models written timm/<name> are timm's (aiq_tvm.models.torchvision_zoo.timm_model; pip install
+# timm): held-out architectures beyond torchvision's.
+TIMM_PREFIX = "timm/"
 INT8_MIN_COS = 0.99
 BEGIN, END = "<!-- torchvision-coverage:begin -->", "<!-- torchvision-coverage:end -->"
 
@@ -153,7 +156,12 @@ def check_one(name: str, size: int, n_val: int, n_calib: int, batch: int, ort: b
     segmentation = name in zoo.SEGMENTATION_MODELS
     if segmentation:
         out["family"] = "segmentation"
-    model = (zoo.segmentation_model if segmentation else zoo.torchvision_model)(name, size=size)
+    if name.startswith(TIMM_PREFIX):
+        out["family"] = "timm"
+        model = zoo.timm_model(name[len(TIMM_PREFIX):], size=size)
+    else:
+        model = (zoo.segmentation_model if segmentation else zoo.torchvision_model)(name,
+                                                                                    size=size)
     calib = zoo.calibration_images(n_calib, size)
     x, _ = zoo.validation_images(n_val, size)
     ref = _torch_logits(model, x, batch)
@@ -196,6 +204,8 @@ def declared_params_m(name: str) -> float | None:
     """Parameter count (millions) torchvision declares for a model's weights (no download)."""
     import torchvision
 
+    if name.startswith(TIMM_PREFIX):
+        return None  # timm builds the model to count them (done in the check itself)
     try:
         weights = torchvision.models.get_model_weights(name)
     except ValueError:
@@ -288,7 +298,8 @@ def update_page(page: Path, table: str, command: str) -> None:
 # ----------------------------------------------------------------------------- main
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="*", default=[], help="torchvision model names")
+    ap.add_argument("--models", nargs="*", default=[],
+                    help="torchvision model names, or timm/<name> for a timm model")
     ap.add_argument("--families", nargs="*", default=[], help="families (see CNN_FAMILIES)")
     ap.add_argument("--all", action="store_true", help="every model in TORCHVISION_CNNS")
     ap.add_argument("--size", type=int, default=224, help="input resolution")

@@ -31,6 +31,7 @@ __all__ = [
     "torchvision_model",
     "SEGMENTATION_MODELS",
     "segmentation_model",
+    "timm_model",
 ]
 
 # Every torchvision classification CNN (transformers — ViT, Swin, MaxViT — are not CNNs and
@@ -144,6 +145,29 @@ def torchvision_model(name: str, *, size: int = 224, seed: int = 0, bn_images: i
     torch.manual_seed(seed)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
                                          **_CTOR_KWARGS.get(name, {}))
+    if bn_images:
+        set_bn_statistics(model, calibration_images(bn_images, size, seed=seed + 1))
+    return model.eval()
+
+
+def timm_model(name: str, *, size: int = 224, seed: int = 0, bn_images: int = 32,
+               num_classes: int = 1000) -> nn.Module:
+    """A `timm <https://github.com/huggingface/pytorch-image-models>`_ model ``name`` with
+    seeded random weights and batch-norm statistics set as in :func:`torchvision_model`.
+
+    timm is not a dependency of aiq_tvm (``pip install timm``); its models are the held-out
+    architectures the coverage sweeps check beyond torchvision's (docs/models.md)."""
+    try:
+        import timm
+    except ImportError as err:
+        raise ImportError(f"timm model {name!r} needs the timm package: pip install timm") \
+            from err
+    known = timm.list_models()
+    if name not in known:
+        raise ValueError(f"unknown timm model {name!r}; valid: timm.list_models() "
+                         f"({len(known)} names, e.g. resnet50d, mobilenetv3_large_100)")
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if bn_images:
         set_bn_statistics(model, calibration_images(bn_images, size, seed=seed + 1))
     return model.eval()
