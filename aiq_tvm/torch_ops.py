@@ -319,6 +319,36 @@ def _select(node, importer):
     return bb.emit(relax.op.squeeze(part, axis=[dim]))
 
 
+def _div(node, importer):
+    """``div`` (true, floor or trunc rounding) in torch's result dtype. TVM's converter makes
+    a Python number an int32 or float32 constant whatever the tensor's dtype, so ``x // 2`` and
+    ``torch.div(x, 2, rounding_mode="floor")`` of a float32 tensor failed to import ("Binary
+    operators must have the same datatype"), and an integer tensor divided by a number ran as
+    an integer division (``torch.arange(n) / 3`` came out floored, silently)."""
+    val = node.meta.get("val")
+    dtype = str(getattr(val, "dtype", "")).removeprefix("torch.")
+    mode = _arg(node, 2, "rounding_mode", None)
+    if not dtype or dtype == "bool" or mode not in (None, "floor", "trunc"):
+        return _builtin(importer)[_op_name(node)](node)
+    bb = importer.block_builder
+
+    def operand(arg):
+        if not isinstance(arg, torch.fx.Node):
+            return relax.const(arg, dtype)
+        value = importer.env[arg]
+        return value if str(value.ty.dtype) == dtype else bb.emit(relax.op.astype(value, dtype))
+
+    lhs, rhs = operand(node.args[0]), operand(node.args[1])
+    if mode == "floor":
+        return bb.emit(relax.op.floor_divide(lhs, rhs))
+    if mode == "trunc" and not dtype.startswith("float"):
+        return bb.emit(relax.op.astype(bb.emit(relax.op.trunc(bb.emit(relax.op.divide(
+            bb.emit(relax.op.astype(lhs, "float64")), bb.emit(relax.op.astype(rhs, "float64"))
+        )))), dtype))
+    quotient = bb.emit(relax.op.divide(lhs, rhs))
+    return bb.emit(relax.op.trunc(quotient)) if mode == "trunc" else quotient
+
+
 CONVERTERS: dict[str, Callable] = {
     "upsample_nearest2d.vec": _upsample_nearest2d,
     "repeat.default": _repeat,
@@ -333,6 +363,10 @@ CONVERTERS: dict[str, Callable] = {
     "amin.default": _reduction(relax.op.min),
     "min.dim": _min_dim,
     "prod.dim_int": _prod_dim,
+    "div.Tensor": _div,
+    "div.Tensor_mode": _div,
+    "div.Scalar": _div,
+    "div.Scalar_mode": _div,
 }
 
 

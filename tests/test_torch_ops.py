@@ -55,6 +55,12 @@ OPERATORS = {
                  + x.select(2, -2)[:, :, None]),
     "arange_eye": Fn(lambda x: x[:, :, 0] @ torch.eye(6) + torch.arange(6.0)
                      + torch.arange(1, 12, 2)),
+    # Python numbers take the tensor's dtype: float // int, integer divisions rounded as
+    # torch rounds them (negative quotients too), an integer tensor's true division in float
+    "div_rounding": Fn(lambda x: x // 2 + torch.div(x, 3, rounding_mode="trunc")
+                       + torch.div(torch.arange(6) - 3, 4, rounding_mode="floor")
+                       + torch.div(torch.arange(6) - 3, 4, rounding_mode="trunc")),
+    "int_true_div": Fn(lambda x: x + torch.arange(6) / 4),
 }
 
 
