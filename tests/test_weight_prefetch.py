@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aiq_tvm.quant import ActQParams
-from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel
+from aiq_tvm.targets.x86 import ConvSpec, DenseSpec, conv2d_kernel, dense_kernel, prefetch
 from aiq_tvm.targets.x86.prefetch import (
     ENV_SWITCH,
     ROWS_FIRST_LINES,
@@ -69,6 +69,25 @@ def test_channel_block_tasks_prefetch_and_keep_their_outputs(scheme, target, mon
     plain, _ = _conv(spec, scheme, target)
     assert plain.info["weight_prefetch"] == 0
     assert "llvm.prefetch" not in plain.prim_func.script()
+    np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
+
+
+@pytest.mark.parametrize("target", isa_params(("avx512_vnni",)))
+@pytest.mark.usefixtures("zen4_caches")
+def test_large_groups_prefetch_in_a_loop(target, monkeypatch):
+    """A group of more lines than MAX_UNROLLED_PREFETCHES is one prefetch in a loop over the
+    lines (LLVM took minutes over 256 written-out prefetches), prefetching the same lines:
+    the kernel's outputs stay those of the kernel without prefetch."""
+    written_out, _ = _conv(WIDE_1X1, "fp32", target)
+    lines = written_out.info["weight_prefetch"]
+    assert lines >= 2 and written_out.prim_func.script().count("llvm.prefetch") == lines
+    monkeypatch.setattr(prefetch, "MAX_UNROLLED_PREFETCHES", lines - 1)
+    kernel, xin = _conv(WIDE_1X1, "fp32", target)
+    script = kernel.prim_func.script()
+    assert kernel.info["weight_prefetch"] == lines
+    assert script.count("llvm.prefetch") == 1 and f"_line in range({lines})" in script
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    plain, _ = _conv(WIDE_1X1, "fp32", target)
     np.testing.assert_array_equal(_run(kernel, xin, target), _run(plain, xin, target))
 
 

@@ -68,6 +68,11 @@ ROWS_FIRST_MIN_BYTES = 256 * 1024
 # Lines a rows-first pass prefetches per reduction step (at most): the next block's lines
 # spread over the whole of the current block's reduction, not one burst.
 ROWS_FIRST_LINES = 2
+# Prefetches of one group written out one by one up to this many; a larger group (few passes
+# to spread a big block over: SKNet's dilated 3x3 Winograd GEMM at 8 x 8, 256 lines per
+# group) is a loop over its lines. The 256 calls of that kernel took LLVM 232 s to compile,
+# its first 200 of them 0.5 s; ResNet-50's largest groups have 86 lines (written out).
+MAX_UNROLLED_PREFETCHES = 128
 
 
 @dataclass(frozen=True)
@@ -383,13 +388,19 @@ def _prefetch_loop(nest: _Nest, buf) -> tuple[tirx.For, int]:
             else tirx.shift_right(group * scale, _SHIFT))  # fmt: skip
     lets, start = _next_block_start(nest)
     zeros = [0] * (len(buf.shape) - 1)
-    calls = []
-    for j in range(per_group):
+
+    def prefetch(j):
         index = tirx.Cast("int32", start + (line + j) * line_elems)
-        call = tirx.call_llvm_intrin(
+        return tirx.Evaluate(tirx.call_llvm_intrin(
             "void", "llvm.prefetch.p0", tirx.address_of(tirx.BufferLoad(buf, [*zeros, index])),
-            0, PREFETCH_LOCALITY, 1)  # fmt: skip
-        calls.append(tirx.Evaluate(call))
+            0, PREFETCH_LOCALITY, 1))  # fmt: skip
+
+    if per_group <= MAX_UNROLLED_PREFETCHES:
+        calls = [prefetch(j) for j in range(per_group)]
+    else:
+        j = tirx.Var(f"{loop.loop_var.name}_line", "int32")
+        calls = [tirx.For(j, 0, per_group, tirx.ForKind.SERIAL,
+                          prefetch(tirx.Cast("int64", j)))]  # fmt: skip
     fetch = tirx.SeqStmt([*lets, *calls])
     if not nest.rows_first:
         fetch = tirx.IfThenElse(tirx.Not(_linear(nest.passes) == 0), fetch, None)
