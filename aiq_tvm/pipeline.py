@@ -31,6 +31,7 @@ from .passes import (
     FoldHostConstants,
     FuseQuantizeIntoGlue,
     FuseTransposeQuantize,
+    LegalizeScans,
     LimitVectorWidth,
     PadMatmulColumns,
     QuantizeAnnotated,
@@ -112,7 +113,8 @@ def legalize_passes(target) -> list:
     float32 resizes into two 1-D passes over host-computed index tables, and matmuls between
     activations padded to whole vectors of columns."""
     return [VectorizableMath(), PadMatmulColumns(target), VectorizableSoftmax(target),
-            VectorizableLayerNorm(target), VectorizableGroupNorm(), SeparableResize()] + \
+            VectorizableLayerNorm(target), VectorizableGroupNorm(), SeparableResize(),
+            LegalizeScans()] + \
         cpu_pipeline.legalize_passes(target)
 
 

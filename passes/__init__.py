@@ -30,6 +30,7 @@ from .fills_to_scalars import FillsToScalars
 from .fold_host_constants import FoldHostConstants
 from .fuse_quantize_into_glue import FuseQuantizeIntoGlue
 from .fuse_transpose_quantize import FuseTransposeQuantize
+from .legalize_scans import LegalizeScans
 from .lift_weights import LiftWeights
 from .limit_vector_width import LimitVectorWidth
 from .micro_batch import MICRO_FUNCTION, MicroBatch, inline_micro_batches
@@ -63,6 +64,7 @@ __all__ = [
     "VectorizableLayerNorm",
     "VectorizableGroupNorm",
     "PadMatmulColumns",
+    "LegalizeScans",
     "SeparableResize",
     "LimitVectorWidth",
     "LiftWeights",
