@@ -92,9 +92,10 @@ def layout_passes(target=None) -> list:
     target of the kernels these passes add (default: the target in scope)."""
     return [
         # Batch norms not folded into a conv (pre-activation ones) become constant scale and
-        # shift, which CancelTransposes moves across the NHWC layout.
+        # shift, which CancelTransposes moves across the NHWC layout. Folded on the host only
+        # (see legalize_passes: Relax's FoldConstant would compile our layer kernels).
         relax.transform.DecomposeOpsForInference(),
-        *fold_constants(),
+        FoldHostConstants(),
         CancelTransposes(),
         # What is left is the model input's transpose: quantize it while transposing.
         FuseTransposeQuantize(target),
@@ -111,11 +112,18 @@ def legalize_passes(target) -> list:
     per element), float32 softmax and layer norm over the last axis as vectorized row kernels,
     channels-last group / instance norms with per-channel sums in vector lanes, static
     float32 resizes into two 1-D passes over host-computed index tables, and matmuls between
-    activations padded to whole vectors of columns."""
+    activations padded to whole vectors of columns.
+
+    TVM's ``FoldConstant`` between its legalization and fusion is left out: it compiles every
+    kernel whose inputs are constants for a generic ``"llvm"`` target, ours too (a layer over a
+    constant input: EdgeNeXt's positional encoding), and LLVM aborted the process on their
+    vector intrinsics. Constants are folded before the layers are lowered
+    (:func:`fold_constants`); a kernel over one runs at run time."""
+    tvm_passes = [p for p in cpu_pipeline.legalize_passes(target)
+                  if p.info.name != "FoldConstant"]
     return [VectorizableMath(), PadMatmulColumns(target), VectorizableSoftmax(target),
             VectorizableLayerNorm(target), VectorizableGroupNorm(), SeparableResize(),
-            LegalizeScans()] + \
-        cpu_pipeline.legalize_passes(target)
+            LegalizeScans()] + tvm_passes
 
 
 def schedule_passes(target, unscheduled: list | None = None) -> list:

@@ -68,3 +68,41 @@ def test_torch_scans_build_and_match_torch():
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(res.run(x.numpy(), 2), ref, rtol=1e-5, atol=1e-5)
+
+
+class _PositionalEncoding(nn.Module):
+    """EdgeNeXt's form: a layer (1x1 conv) over a positional encoding computed from a
+    constant mask with a cumsum, added to the features."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.proj = nn.Conv2d(4, 8, 1)
+
+    def forward(self, x):
+        y = self.stem(x)
+        rows = torch.ones(1, 6, 6).cumsum(1)[:, None] / 6.0
+        cols = torch.ones(1, 6, 6).cumsum(2)[:, None] / 6.0
+        pe = torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], 1)
+        return y + self.proj(pe)
+
+
+def test_a_layer_over_a_constant_builds_at_int8_and_runs_at_run_time():
+    """After the scans are legalized the projection's input is a constant; TVM's
+    FoldConstant compiled its int8 kernel for a generic "llvm" target, and LLVM aborted the
+    process ("Do not know how to split the result of this operator"). The pipeline leaves
+    TVM's FoldConstant out after the layers are lowered."""
+    from aiq_tvm.pipeline import legalize_passes
+
+    assert "FoldConstant" not in [p.info.name for p in legalize_passes("llvm")]
+    torch.manual_seed(0)
+    model = _PositionalEncoding().eval()
+    x = torch.randn(8, 3, 6, 6)
+    mod, params = aiq_tvm.from_torch(model, x[:2])
+    res = aiq_tvm.build(mod, "llvm", params=params, plan="int8", calib_data=x.numpy(),
+                        batch_size=8)
+    with torch.no_grad():
+        ref = model(x).numpy().reshape(8, -1)
+    out = res.run(x.numpy(), 8).reshape(8, -1)
+    cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99
