@@ -16,8 +16,9 @@ instead:
   kernel of one such op rounds each element once in the same dtype, so the values are the
   same bits ``FoldConstant`` would compute.
 
-Anything else (other dtypes, transcendental ops, calls with a symbolic shape) is left for
-``FoldConstant``, which runs after this pass.
+Anything else (other dtypes, transcendental ops, calls with a symbolic shape) is left to
+``FoldConstant`` where it runs after this pass (``aiq_tvm.pipeline.fold_constants``, before the
+layers are lowered), and after the layers are lowered to run time.
 """
 
 from __future__ import annotations

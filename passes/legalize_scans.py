@@ -6,7 +6,9 @@ emit this Relax operator directly"): timm's EdgeNeXt (``mask.cumsum(1)`` in its 
 positional encoding), ``torch.cumsum`` / ``cumprod`` in a user's ``forward``. This pass emits
 TOPI's ``cumsum`` / ``cumprod`` for them (a sequential scan along the axis, vectorizable over
 the others; ``axis=None`` scans the flattened tensor), with the operator's ``dtype`` and
-``exclusive`` attributes. Constant inputs are then folded like any other kernel on constants.
+``exclusive`` attributes. The pipeline runs it after the layers are lowered, where nothing is
+constant-folded any more (``aiq_tvm.pipeline.legalize_passes``): a scan of a constant (that
+mask) runs at run time, as does what is computed from it.
 """
 
 from __future__ import annotations
