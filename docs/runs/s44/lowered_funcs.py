@@ -9,8 +9,13 @@ from tvm import relax
 import aiq_tvm
 from aiq_tvm.models import torchvision_zoo as zoo
 name, size, plan, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-model = zoo.torchvision_model(name, size=size)
-calib = zoo.calibration_images(8, size)
+if name.startswith("ours/"):  # aiq_tvm.models (32 x 32, Fashion-MNIST weights)
+    from aiq_tvm import datasets, models
+    model = models.get_model(name[5:], pretrained=True).eval()
+    calib = datasets.calibration_set(8)[0]
+else:
+    model = zoo.torchvision_model(name, size=size)
+    calib = zoo.calibration_images(8, size)
 mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
 class Stop(Exception): pass
 cap = []
