@@ -1,0 +1,1 @@
+TVM_NUM_THREADS=2 python scripts/check_torchvision.py --models timm/tf_efficientnet_b0 timm/ghostnetv2_100 timm/repvit_m1 timm/tf_mobilenetv3_small_100 timm/mobilenetv4_hybrid_medium timm/efficientformerv2_s0 --size 128 --val 8 --calib 16 --timeout 400 --jsonl docs/runs/s44/timm128_more.jsonl
