@@ -363,8 +363,10 @@ class _Folder:
                for b, v in idx.items()):
             return None
         first, second = (shapes[b] for b in SAMPLE_BATCHES)
+        if len(first) != len(second):
+            return None
         varying = [k for k, (p, q) in enumerate(zip(first, second, strict=True)) if p != q]
-        if len(first) != len(second) or len(varying) != 1:
+        if len(varying) != 1:
             return None
         target = [-1 if k == varying[0] else int(d) for k, d in enumerate(first)]
         name = f"{node.output[0]}_as_reshape"
