@@ -14,7 +14,10 @@ this pass removes them, so activations stay NHWC through the network:
 * ``where(permute(c, p), permute(a, p), permute(b, p))``  ->  ``permute(where(c, a, b), p)``,
   any operand but one may be a constant instead (torch's decomposed softplus, Mish, CELU,
   PReLU, shrink functions)
-* ``mean(permute(x, p), axes, keepdims=True)``  ->  ``permute(mean(x, p[axes]), p)``
+* ``mean(permute(x, p), axes, keepdims=True)``  ->  ``permute(mean(x, p[axes]), p)``, and
+  ``sum`` / ``max`` / ``min`` alike; without ``keepdims`` the axes left keep their order
+  (``permute(x, NHWC->NCHW).mean([2, 3])`` is ``x.mean([1, 2])``: MnasNet's pooling, ONNX
+  ``ReduceMean`` with ``keepdims=0``) or get the one permute that orders them
 * ``softmax(permute(x, p), axis)`` (and ``log_softmax``)  ->  ``permute(softmax(x, p[axis]), p)``
 * ``group_norm(permute(x, p), channel_axis=c, axes=a)`` (and ``instance_norm``)  ->
   ``permute(group_norm(x, channel_axis=p[c], axes=p[a]), p)``
@@ -67,6 +70,9 @@ _AXIS_OPS = {"relax.nn.softmax": relax.op.nn.softmax,
 # Normalizations over a channel axis and reduced axes named in their attrs (scale and shift
 # per channel): the axes move with the permute.
 _NORMS = ("relax.nn.group_norm", "relax.nn.instance_norm")
+# Reductions over the axes named in their attrs (``axis``, ``keepdims``).
+_REDUCTIONS = {"relax.mean": relax.op.mean, "relax.sum": relax.op.sum, "relax.max": relax.op.max,
+               "relax.min": relax.op.min}
 _POOLS = {
     "relax.nn.max_pool2d": relax.op.nn.max_pool2d,
     "relax.nn.avg_pool2d": relax.op.nn.avg_pool2d,
@@ -237,7 +243,11 @@ class CancelTransposes:
             for pat in pats:
                 binary = pat if binary is None else binary | pat
         self.binary = binary
-        self.mean = is_op("relax.mean")(self.perm_x)
+        reductions = None
+        for op in _REDUCTIONS:
+            pat = is_op(op)(self.perm_x)
+            reductions = pat if reductions is None else reductions | pat
+        self.reductions = reductions
         # where(c, a, b): every operand permuted alike, or a constant (at least one permuted).
         self.where_perms = [is_op("relax.permute_dims")(wildcard()) for _ in range(3)]
         self.where_others = [wildcard() for _ in range(3)]
@@ -265,7 +275,7 @@ class CancelTransposes:
         pools = None
         for op in _POOLS:
             pools = is_op(op)(self.perm_x) if pools is None else pools | is_op(op)(self.perm_x)
-        self.pattern = (self.double | self.unary | self.binary | self.mean | self.reshape
+        self.pattern = (self.double | self.unary | self.binary | self.reductions | self.reshape
                         | pools | self.where | self.axis_ops | self.norms | self.slice)
 
     # ---------------------------------------------------------------- rules
@@ -277,8 +287,8 @@ class CancelTransposes:
             return self._unary(expr, matches)
         if op in _BINARY:
             return self._binary(expr, matches)
-        if op == "relax.mean":
-            return self._mean(expr, matches)
+        if op in _REDUCTIONS:
+            return self._reduction(expr, matches)
         if op == "relax.reshape":
             return self._reshape(expr, matches)
         if op in _POOLS:
@@ -378,14 +388,24 @@ class CancelTransposes:
             inner = relax.op.nn.instance_norm(x, gamma, beta, channel, axes, **common)
         return relax.op.permute_dims(inner, p)
 
-    def _mean(self, expr, m):
+    def _reduction(self, expr, m):
         perm, x = m[self.perm_x], m[self.x]
-        if not expr.attrs.keepdims or expr.attrs.axis is None:
-            return expr
+        if expr.attrs.axis is None:
+            return expr  # over every axis: the order does not matter, nor does the permute
         n = _ndim(x)
         p = _axes(perm, n)
-        axes = sorted(p[int(a) % n] for a in expr.attrs.axis)
-        return relax.op.permute_dims(relax.op.mean(x, axes, keepdims=True), p)
+        reduced = {int(a) % n for a in expr.attrs.axis}
+        axes = sorted(p[a] for a in reduced)
+        keep = bool(expr.attrs.keepdims)
+        inner = _REDUCTIONS[expr.op.name](x, axes, keepdims=keep)
+        if keep:
+            return relax.op.permute_dims(inner, p)
+        # The axes left, in the order x has them and in the order the result wants them.
+        left = sorted(p[a] for a in range(n) if a not in reduced)
+        order = [left.index(p[a]) for a in range(n) if a not in reduced]
+        if order == list(range(len(order))):
+            return inner
+        return relax.op.permute_dims(inner, order)
 
     def _reshape(self, expr, m):
         perm, x = m[self.perm_x], m[self.x]

@@ -277,3 +277,51 @@ def test_where_with_operands_in_different_layouts_is_left_alone():
     relax.analysis.post_order_visit(after["main"].body, lambda e: ops.append(e.op.name) if (
         isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op)) else None)
     assert ops.count("relax.permute_dims") == 1 and "relax.where" in ops
+
+
+def test_reductions_without_keepdims_read_the_nhwc_map():
+    """``x.mean([2, 3])`` after an NHWC conv (MnasNet's pooling, ONNX ``ReduceMean`` with
+    ``keepdims=0``): the axes left are already in order, so no transpose is left; where they
+    are not, one permute of the (small) result orders them."""
+    @I.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((2, 4, 6, 8), "float32"), y: R.Tensor((2, 8, 4, 6), "float32")):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 3, 1, 2])
+                m = R.mean(a, axis=[2, 3], keepdims=False)          # (2, 8)
+                s = R.sum(a, axis=[-1], keepdims=False)             # (2, 8, 4): moves 8
+                b = R.permute_dims(y, axes=[0, 2, 3, 1])
+                h = R.max(b, axis=[1], keepdims=False)              # (2, 6, 8): moves 8
+                w = R.min(a, axis=None, keepdims=False)             # all axes: left alone
+                gv = (m, s, h, w)
+                R.output(gv)
+            return gv
+
+    @I.ir_module
+    class Expected:
+        @R.function
+        def main(x: R.Tensor((2, 4, 6, 8), "float32"), y: R.Tensor((2, 8, 4, 6), "float32")):
+            with R.dataflow():
+                a = R.permute_dims(x, axes=[0, 3, 1, 2])
+                m = R.mean(x, axis=[1, 2], keepdims=False)
+                s0 = R.sum(x, axis=[2], keepdims=False)
+                s = R.permute_dims(s0, axes=[0, 2, 1])
+                h0 = R.max(y, axis=[2], keepdims=False)
+                h = R.permute_dims(h0, axes=[0, 2, 1])
+                w = R.min(a, axis=None, keepdims=False)
+                gv = (m, s, h, w)
+                R.output(gv)
+            return gv
+
+    after = _rewrite(Before)
+    tvm.ir.assert_structural_equal(after, _rewrite(Expected))
+    rng = np.random.default_rng(1)
+    args = [rng.standard_normal((2, 4, 6, 8)).astype(np.float32),
+            rng.standard_normal((2, 8, 4, 6)).astype(np.float32)]
+    outs = []
+    for mod in (Before, after):
+        vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+        outs.append([t.numpy() for t in vm["main"](*map(tvm.runtime.tensor, args))])
+    for got, want in zip(outs[1], outs[0], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
