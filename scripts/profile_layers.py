@@ -136,7 +136,8 @@ def main(argv=None) -> int:
 
 def _model_and_calibration(name: str, size: int, n_calib: int):
     """(torch model, calibration images): a shipped model with its trained weights, or a
-    torchvision model with seeded weights."""
+    torchvision (``tv/NAME``, ``tvseg/NAME``) or timm (``timm/NAME``) model with seeded
+    weights."""
     from aiq_tvm import datasets, models
     from aiq_tvm.models import torchvision_zoo as zoo
 
@@ -144,6 +145,9 @@ def _model_and_calibration(name: str, size: int, n_calib: int):
         return models.get_model(name, pretrained=True), datasets.calibration_set(n_calib)[0]
     if name.startswith("tvseg/"):  # bench_models.py's spelling of a segmentation model
         model = zoo.segmentation_model(name.removeprefix("tvseg/"), size=size)
+        return model, zoo.calibration_images(n_calib, size)
+    if name.startswith("timm/"):  # bench_models.py's spelling of a timm model
+        model = zoo.timm_model(name.removeprefix("timm/"), size=size)
         return model, zoo.calibration_images(n_calib, size)
     # ``tv/NAME`` (bench_models.py's spelling) picks torchvision's model where a shipped one
     # has the same name (mobilenet_v2)

@@ -47,7 +47,8 @@ def node_times(events: list, runs: int) -> list[tuple[str, str, float, str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="resnet50", help="torchvision model name")
+    ap.add_argument("--model", default="resnet50",
+                    help="torchvision model name, or timm/NAME (bench_models.py's spelling)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
@@ -57,7 +58,7 @@ def main() -> None:
     import torch
     from bench_models import load_model, quantize_onnx_int8
 
-    model, xc = load_model("tv/" + args.model, 224)
+    model, xc = load_model(args.model if "/" in args.model else "tv/" + args.model, 224)
     tmp = Path(tempfile.mkdtemp())
     path = tmp / "model.onnx"
     torch.onnx.export(model, (torch.from_numpy(xc[:1]),), str(path), dynamo=False,
