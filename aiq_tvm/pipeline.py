@@ -35,6 +35,7 @@ from .passes import (
     LimitVectorWidth,
     PadMatmulColumns,
     QuantizeAnnotated,
+    ResidualInPlace,
     ScheduleGlue,
     SeparableResize,
     SplitLargeMeans,
@@ -138,7 +139,9 @@ def schedule_passes(target, unscheduled: list | None = None) -> list:
 
 
 def lower_passes(target, static_memory: bool = True, after_dataflow: list = ()) -> list:
-    """TVM's lowering; ``static_memory=False`` drops StaticPlanBlockMemory, which in TVM 0.27
+    """TVM's lowering, with a layer's output written over its dead shortcut
+    (:class:`~aiq_tvm.passes.ResidualInPlace`); ``static_memory=False`` drops
+    StaticPlanBlockMemory, which in TVM 0.27
     corrupts memory when a function has ``R.If`` branches (crash on the second call).
     ``after_dataflow`` run right after ``ToNonDataflow``, on fused and scheduled kernels."""
     finalize = cpu_pipeline.finalize_passes(target)
@@ -146,7 +149,9 @@ def lower_passes(target, static_memory: bool = True, after_dataflow: list = ()) 
         finalize = [p for p in finalize if p.info.name != "StaticPlanBlockMemory"]
     dataflow = cpu_pipeline.dataflow_lower_passes(target)
     cut = 1 + next(i for i, p in enumerate(dataflow) if p.info.name == "ToNonDataflow")
-    return dataflow[:cut] + list(after_dataflow) + dataflow[cut:] + finalize
+    # Kernel calls are explicit (CallTIRRewrite) and not yet given memory: a layer's output
+    # may take its dead shortcut's.
+    return dataflow[:cut] + list(after_dataflow) + dataflow[cut:] + [ResidualInPlace()] + finalize
 
 
 def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None, database=None,

@@ -36,6 +36,7 @@ from .limit_vector_width import LimitVectorWidth
 from .micro_batch import MICRO_FUNCTION, MicroBatch, inline_micro_batches
 from .pad_matmul_columns import PadMatmulColumns
 from .quantize_annotated import QuantizeAnnotated
+from .residual_in_place import ResidualInPlace
 from .schedule_glue import ScheduleGlue
 from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime, select_vector
 from .separable_resize import SeparableResize
@@ -52,6 +53,7 @@ __all__ = [
     "QuantizeAnnotated",
     "SelectPrecisionAtRuntime",
     "CancelTransposes",
+    "ResidualInPlace",
     "CanonicalizeClip",
     "ExposeLayerInputs",
     "FillsToScalars",
