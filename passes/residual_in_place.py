@@ -17,8 +17,8 @@ Runs on the VM's form of ``main`` (after ``CallTIRRewrite``, before
 
 * the callee is a PrimFunc with a parameter named ``residual`` (``targets.x86``'s kernels)
   of the output's shape and dtype, whose single block writing the output reads the residual
-  and no block reads the output (so no element of the residual is read after it was
-  overwritten);
+  at the element it writes and nowhere else, and no block reads the output (so no element of
+  the residual is read after it was overwritten);
 * ``res`` is itself a fresh ``alloc_tensor`` (not a function parameter: the caller's input
   is never written, nor a view of another tensor) used by nothing but its producer's call and
   this one.
@@ -33,6 +33,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.s_tir.stmt import SBlock, SBlockRealize
+from tvm_ffi import structural_equal
 
 __all__ = ["ResidualInPlace"]
 
@@ -79,9 +80,21 @@ def residual_index(func) -> int | None:
             return None  # the output is read back: an element may be read after the write
         if any(w.source.same_as(out) for w in block.writes):
             writers.append(block)
-    if len(writers) != 1 or not any(r.source.same_as(res) for r in writers[0].reads):
+    if len(writers) != 1:
+        return None
+    # The writer reads the residual at the element it writes, and nowhere else.
+    (block,) = writers
+    written = [w.region for w in block.writes if w.source.same_as(out)]
+    read = [r.region for r in block.reads if r.source.same_as(res)]
+    if len(written) != 1 or len(read) != 1 or not _same_region(read[0], written[0]):
         return None
     return idx
+
+
+def _same_region(a, b) -> bool:
+    return len(a) == len(b) and all(
+        structural_equal(x.min, y.min) and structural_equal(x.extent, y.extent)
+        for x, y in zip(a, b, strict=True))
 
 
 def _is_alloc(value) -> bool:
