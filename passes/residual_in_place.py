@@ -2,8 +2,8 @@
 
 A ResNet block's last conv adds the block's input (the shortcut) in its epilogue: it reads the
 shortcut tensor and writes a new tensor of the same shape. Where the shortcut is dead after
-that kernel (its only other use is the kernel that produced it), the output can take the
-shortcut's memory instead: each output element is written right after the same element of
+that kernel (the block's other convs read it before), the output can take the shortcut's
+memory instead: each output element is written right after the same element of
 the shortcut is read, so the kernel streams one tensor instead of two, and the output's lines
 need no read-for-ownership from memory. At batch 8 ResNet-50's 56 x 56 x 256 shortcuts are
 25.7 MB, beyond the last-level cache; the 1x1 64 -> 256 conv with its residual ran 4.50 ms
@@ -20,8 +20,10 @@ Runs on the VM's form of ``main`` (after ``CallTIRRewrite``, before
   at the element it writes and nowhere else, and no block reads the output (so no element of
   the residual is read after it was overwritten);
 * ``res`` is itself a fresh ``alloc_tensor`` (not a function parameter: the caller's input
-  is never written, nor a view of another tensor) used by nothing but its producer's call and
-  this one.
+  is never written, nor a view of another tensor) that only kernel calls read, as direct
+  arguments (no view of it, not returned), this call the last of them; ``out`` likewise is
+  a fresh ``alloc_tensor`` that is neither viewed nor returned. A shortcut that is itself an
+  output written in place names that memory (consecutive blocks share one buffer).
 
 The kernel's ``tirx.noalias`` attribute is dropped, since its residual and output are then
 the same memory. Anything else is left unchanged.
@@ -210,7 +212,7 @@ class ResidualInPlace:
             updates[gv] = mod[gv].without_attr("tirx.noalias")
         if not updates:
             return mod
-        out = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(mod.functions)
+        out = mod.clone()  # the module's attributes and global infos too
         for gv, func in updates.items():
-            out[gv] = func
+            out.update_func(gv, func)
         return out
