@@ -10,7 +10,7 @@ from .checks import check_positive_int
 
 __all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
            "batch_split_problem", "specialize_batch", "input_shape", "weight_types",
-           "output_types", "use_counts", "rewrite_function"]
+           "output_types", "use_counts", "rewrite_function", "tir_children"]
 
 
 def is_const(expr) -> bool:
@@ -175,3 +175,22 @@ def _leaf_types(ty) -> list:
     if isinstance(ty, relax.TupleType):
         return [leaf for field in ty.fields for leaf in _leaf_types(field)]
     return [ty]
+
+
+def tir_children(stmt) -> list:
+    """The statements directly under ``stmt`` (the node kinds scheduled kernels are made of:
+    block realizes, blocks (init, body), sequences, if-then-else, loops, attributes)."""
+    from tvm import tirx
+    from tvm.s_tir.stmt import SBlock, SBlockRealize
+
+    if isinstance(stmt, SBlockRealize):
+        return [stmt.block]
+    if isinstance(stmt, SBlock):
+        return [s for s in (stmt.init, stmt.body) if s is not None]
+    if isinstance(stmt, tirx.SeqStmt):
+        return list(stmt.seq)
+    if isinstance(stmt, tirx.IfThenElse):
+        return [s for s in (stmt.then_case, stmt.else_case) if s is not None]
+    if isinstance(stmt, (tirx.For, tirx.AttrStmt)):  # (a LetStmt has no body in TVM 0.27)
+        return [stmt.body]
+    return []

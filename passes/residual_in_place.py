@@ -34,32 +34,20 @@ from __future__ import annotations
 import tvm
 from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
-from tvm.s_tir.stmt import SBlock, SBlockRealize
+from tvm.s_tir.stmt import SBlock
 from tvm_ffi import structural_equal
+
+from aiq_tvm._ir import tir_children
 
 __all__ = ["ResidualInPlace"]
 
 RESIDUAL_PARAM = "residual"
 
 
-def _children(stmt) -> list:
-    if isinstance(stmt, SBlockRealize):
-        return [stmt.block]
-    if isinstance(stmt, SBlock):
-        return [s for s in (stmt.init, stmt.body) if s is not None]
-    if isinstance(stmt, tirx.SeqStmt):
-        return list(stmt.seq)
-    if isinstance(stmt, tirx.IfThenElse):
-        return [s for s in (stmt.then_case, stmt.else_case) if s is not None]
-    if isinstance(stmt, (tirx.For, tirx.AttrStmt)):
-        return [stmt.body]
-    return []
-
-
 def _blocks(stmt):
     if isinstance(stmt, SBlock):
         yield stmt
-    for child in _children(stmt):
+    for child in tir_children(stmt):
         yield from _blocks(child)
 
 

@@ -47,6 +47,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir.stmt import SBlock, SBlockRealize
 from tvm.sym import Analyzer, IntervalSet
 
+from aiq_tvm._ir import tir_children as _children
+
 from .schedules import divisors
 
 CACHE_LINE_BYTES = 64
@@ -140,20 +142,6 @@ def prefetch_next_weight_block(func: tirx.PrimFunc, l2_bytes: int, threads: int 
 # ---------------------------------------------------------------------------------------------
 # Finding the task's loop nest
 # ---------------------------------------------------------------------------------------------
-
-
-def _children(stmt) -> list:
-    if isinstance(stmt, SBlockRealize):
-        return [stmt.block]
-    if isinstance(stmt, SBlock):
-        return [s for s in (stmt.init, stmt.body) if s is not None]
-    if isinstance(stmt, tirx.SeqStmt):
-        return list(stmt.seq)
-    if isinstance(stmt, tirx.IfThenElse):
-        return [s for s in (stmt.then_case, stmt.else_case) if s is not None]
-    if isinstance(stmt, (tirx.For, tirx.AttrStmt)):  # (a LetStmt has no body in TVM 0.27)
-        return [stmt.body]
-    return []
 
 
 def _paths_to_blocks(stmt, path=()):
