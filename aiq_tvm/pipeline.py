@@ -150,8 +150,9 @@ def lower_passes(target, static_memory: bool = True, after_dataflow: list = ()) 
     dataflow = cpu_pipeline.dataflow_lower_passes(target)
     cut = 1 + next(i for i, p in enumerate(dataflow) if p.info.name == "ToNonDataflow")
     # Kernel calls are explicit (CallTIRRewrite) and not yet given memory: a layer's output
-    # may take its dead shortcut's.
-    return dataflow[:cut] + list(after_dataflow) + dataflow[cut:] + [ResidualInPlace()] + finalize
+    # may take its dead shortcut's (shortcuts beyond the target's L2).
+    in_place = [ResidualInPlace(target)]
+    return dataflow[:cut] + list(after_dataflow) + dataflow[cut:] + in_place + finalize
 
 
 def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None, database=None,

@@ -98,7 +98,7 @@ def test_output_takes_the_dead_shortcut_and_chains():
         return bb.emit(relax.call_tir(gvs["stem"], [z], T))
 
     before = _vm_form(two_blocks, kernels)
-    after = ResidualInPlace()(before)
+    after = ResidualInPlace(min_bytes=0)(before)
     assert _in_place(before) == []
     assert _in_place(after) == ["block", "block"]
     # both blocks write over the stem's first output
@@ -133,11 +133,22 @@ def test_shortcuts_still_read_are_left_alone(case):
         return y  # two_stage: the kernel is not eligible
 
     before = _vm_form(main, kernels)
-    after = ResidualInPlace()(before)
+    after = ResidualInPlace(min_bytes=0)(before)
     expect = ["block"] if case == "read_later" else []  # only its last reader may write over s
     assert _in_place(after) == expect
     if not expect:
         tvm.ir.assert_structural_equal(after, before)
+
+
+def test_shortcuts_the_l2_holds_are_left_alone():
+    kernels = {"stem": _kernel("stem", residual=False), "block": _kernel("block")}
+    before = _vm_form(lambda bb, gvs, x: bb.emit(relax.call_tir(
+        gvs["stem"], [_stem_then_residual(bb, gvs, x)], T)), kernels)
+    nbytes = int(np.prod(SHAPE)) * 4
+    assert _in_place(ResidualInPlace(min_bytes=nbytes - 1)(before)) == ["block"]
+    assert _in_place(ResidualInPlace(min_bytes=nbytes)(before)) == []
+    with tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}):  # any L2 holds 512 bytes
+        assert _in_place(ResidualInPlace()(before)) == []
 
 
 def test_eligible_kernels():
@@ -186,11 +197,14 @@ def test_resnet_blocks_match_the_build_without_the_pass(plan, in_place, monkeypa
     kw = dict(params=params, plan=plan, batch_size=4)
     if plan == "int8":
         kw["calib_data"] = x.numpy()
+    # these shortcuts (36 KB) stay in any L2: rewritten only with the size floor lowered
+    assert _kernel_calls_in_place(aiq_tvm.build(mod, "llvm", **kw), 4) == 0
+    monkeypatch.setattr(pipeline, "ResidualInPlace", lambda *a: ResidualInPlace(min_bytes=0))
     res = aiq_tvm.build(mod, "llvm", **kw)
     got = res.run(x[:4].numpy())
     assert _kernel_calls_in_place(res, 4) == in_place  # not the third: its shortcut is read after
     monkeypatch.setattr(pipeline, "ResidualInPlace",
-                        lambda: tvm.transform.module_pass(lambda m, _: m, opt_level=0))
+                        lambda *a: tvm.transform.module_pass(lambda m, _: m, opt_level=0))
     plain = aiq_tvm.build(mod, "llvm", **kw)
     assert _kernel_calls_in_place(plain, 4) == 0
     np.testing.assert_array_equal(got, plain.run(x[:4].numpy()))
