@@ -12,11 +12,11 @@ rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 15
 model, calib = _model_and_calibration(name, 224 if "/" in name else 32, 32)
 calib = np.asarray(calib)
 mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
-res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=calib, micro_batch=None, calibration="percentile")
+res = aiq_tvm.build(mod, os.environ.get("TARGET", "llvm"), params=params, plan=plan, calib_data=calib, micro_batch=None, calibration="percentile")
 orig = pl.ResidualInPlace
 class Off:
     def __call__(self, mod): return mod
-pl.ResidualInPlace = lambda: tvm.transform.module_pass(lambda m, c: m, opt_level=0, name="Off")
+pl.ResidualInPlace = lambda *a, **k: tvm.transform.module_pass(lambda m, c: m, opt_level=0, name="Off")
 va = res.vm(bs)
 import dataclasses
 res2 = dataclasses.replace(res, micro_batches={}, _exes={}, _run_exes={}, _embedded_exes={}, unscheduled={})

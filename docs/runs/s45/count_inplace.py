@@ -8,9 +8,10 @@ for spec in sys.argv[1:]:
     model, calib = _model_and_calibration(name, 224 if "/" in name else 32, 16)
     calib = np.asarray(calib)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
-    res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=calib, micro_batch=None, calibration="percentile")
+    bs = int(__import__("os").environ.get("BS", "1"))
+    res = aiq_tvm.build(mod, params=params, plan=plan, calib_data=calib, micro_batch=None, calibration="percentile", batch_size=bs)
     n = calls = 0
-    for line in res.run_executable(1).as_text().splitlines():
+    for line in res.run_executable(bs).as_text().splitlines():
         m = re.search(r"call\s+(\S+)\s+in: (.*) dst", line)
         if m and not m.group(1).startswith("vm."):
             calls += 1
