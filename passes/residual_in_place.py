@@ -43,7 +43,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.s_tir.stmt import SBlock
 from tvm_ffi import structural_equal
 
-from aiq_tvm._ir import tir_children
+from aiq_tvm._ir import is_op, tir_children
 
 __all__ = ["ResidualInPlace"]
 
@@ -102,11 +102,6 @@ def _same_region(a, b) -> bool:
         for x, y in zip(a, b, strict=True))
 
 
-def _is_alloc(value) -> bool:
-    return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and \
-        value.op.name == "relax.builtin.alloc_tensor"
-
-
 def _vars_in(expr) -> list:
     found = []
 
@@ -151,7 +146,8 @@ def _rewrite(func: relax.Function, eligible: dict) -> tuple[relax.Function, set]
         return func, set()
     bindings = [b for block in func.body.blocks for b in block.bindings]
     root, where, other = _uses(bindings, func.body.body)
-    allocs = {b.var for b in bindings if isinstance(b, relax.VarBinding) and _is_alloc(b.value)}
+    allocs = {b.var for b in bindings
+              if isinstance(b, relax.VarBinding) and is_op(b.value, "relax.builtin.alloc_tensor")}
     replace: dict = {}  # output allocation -> the residual's
     used = set()
     for i, b in enumerate(bindings):
