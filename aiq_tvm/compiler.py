@@ -65,7 +65,7 @@ def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool 
     target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     with target:  # what tvm.compile(mod, target, relax_pipeline=seq) does, in two steps
         lowered = seq(mod)
-    exe = relax.build(lowered, target, relax_pipeline=None)
+    exe = relax.build(lowered, target, relax_pipeline=None, tir_pipeline=P.TIR_PIPELINE)
     exe.aiq_kernel_calls = kernel_calls(lowered)
     exe.aiq_weights = None
     if lifted:

@@ -11,9 +11,11 @@ Phases (each a function of the target returning a list of passes, like TVM's
 3. :func:`schedule_passes`: schedule the fused glue kernels TVM leaves unscheduled, split
    vectorized loops far wider than a register (they make LLVM's code generation crawl).
 4. :func:`lower_passes`: TVM's dataflow lowering and VM finalization.
+5. The TIR pipeline ``"aiq_tvm"`` (:func:`tir_pipeline`, :data:`TIR_PIPELINE`): TVM's own,
+   with small kernel buffers kept on the stack (``StackSmallBuffers``) before host lowering.
 
 ``relax.get_pipeline("aiq", plan=..., calibration=..., params=...)`` returns the whole thing
-for ``tvm.compile(mod, target, relax_pipeline=...)``.
+for ``tvm.compile(mod, target, relax_pipeline=..., tir_pipeline=TIR_PIPELINE)``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .passes import (
     ScheduleGlue,
     SeparableResize,
     SplitLargeMeans,
+    StackSmallBuffers,
     VectorizableGroupNorm,
     VectorizableLayerNorm,
     VectorizableMath,
@@ -55,7 +58,13 @@ __all__ = [
     "aiq_pipeline",
     "bind_params",
     "fold_constants",
+    "tir_pipeline",
+    "TIR_PIPELINE",
 ]
+
+# Name of :func:`tir_pipeline` in TVM's TIR pipeline registry (``tvm.compile(...,
+# tir_pipeline=TIR_PIPELINE)``, ``relax.build``, ``tvm.tirx.build(..., pipeline=...)``).
+TIR_PIPELINE = "aiq_tvm"
 
 
 def bind_params(params: Mapping[str, np.ndarray] | None) -> list:
@@ -187,6 +196,22 @@ def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None, databa
 
     return _pipeline
 
+
+def tir_pipeline(**kwargs):
+    """TVM's default TIR pipeline (``"s_tir"``) with :class:`StackSmallBuffers` right before
+    the host finalization (``LowerTVMBuiltin``): a register block's accumulators of 1 KiB or
+    more stay in registers instead of a workspace that each block zeroes, stores and reloads.
+    Returns ``(pipeline, finalize_host_passes, finalize_device_passes)`` like TVM's pipeline
+    factories; registered as :data:`TIR_PIPELINE`."""
+    pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir", **kwargs)
+
+    def finalize_host_passes():
+        return tvm.transform.Sequential([StackSmallBuffers(), finalize_host()])
+
+    return pipeline, finalize_host_passes, finalize_device
+
+
+tvm.tirx.register_tir_pipeline(TIR_PIPELINE, tir_pipeline)
 
 if "aiq" not in relax.pipeline.PIPELINE_MAP:
     relax.register_pipeline("aiq")(aiq_pipeline)

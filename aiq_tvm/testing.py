@@ -84,8 +84,12 @@ def kernel_args(kernel, x: np.ndarray, residual: np.ndarray | None = None) -> li
 
 
 def compile_prim_func(func, target):
-    """Compile one PrimFunc as ``main`` for a target (dict or Target)."""
-    return tvm.compile(tvm.IRModule({"main": func}), tvm.target.Target(target))
+    """Compile one PrimFunc as ``main`` for a target (dict or Target), through the TIR
+    pipeline builds use (``aiq_tvm.pipeline.TIR_PIPELINE``)."""
+    from .pipeline import TIR_PIPELINE
+
+    return tvm.compile(tvm.IRModule({"main": func}), tvm.target.Target(target),
+                       tir_pipeline=TIR_PIPELINE)
 
 
 def glue_pipeline(target, lower: bool = True) -> tvm.transform.Pass:
@@ -103,7 +107,10 @@ def run_relax(mod: tvm.IRModule, target, *inputs: np.ndarray) -> np.ndarray:
     target = tvm.target.Target(target)
     with target:
         lowered = glue_pipeline(target)(mod)
-    vm = tvm.relax.VirtualMachine(tvm.relax.build(lowered, target=target), tvm.cpu())
+    from .pipeline import TIR_PIPELINE
+
+    exe = tvm.relax.build(lowered, target=target, tir_pipeline=TIR_PIPELINE)
+    vm = tvm.relax.VirtualMachine(exe, tvm.cpu())
     return vm["main"](*(tvm.runtime.tensor(x) for x in inputs)).numpy()
 
 

@@ -42,6 +42,7 @@ from .select_precision_at_runtime import SELECT_PARAM, SelectPrecisionAtRuntime,
 from .separable_resize import SeparableResize
 from .split_at_layers import SplitAtLayers, segment_name
 from .split_large_means import SplitLargeMeans
+from .stack_small_buffers import StackSmallBuffers
 from .vectorizable_group_norm import VectorizableGroupNorm
 from .vectorizable_layer_norm import VectorizableLayerNorm
 from .vectorizable_math import VectorizableMath
@@ -61,6 +62,7 @@ __all__ = [
     "SplitAtLayers",
     "segment_name",
     "SplitLargeMeans",
+    "StackSmallBuffers",
     "VectorizableMath",
     "VectorizableSoftmax",
     "VectorizableLayerNorm",

@@ -716,7 +716,13 @@ def decode_cycles(scratch_bytes: int, lanes: int, threads: int, per_thread: bool
 
 
 TASKS_PER_THREAD = 4  # parallel iterations per thread when the tile loops can be split freely
-STACK_ACC_BYTES = 1024  # TVM puts smaller constant-size CPU buffers on the stack
+# Register blocks (and Winograd transform rows) of at least this many bytes are priced or
+# bounded as heap buffers: TVM's own TIR pipeline gives smaller constant-size CPU buffers the
+# stack. The "aiq_tvm" TIR pipeline (passes/stack_small_buffers.py) keeps up to 4 KiB there;
+# raising this bound to match changed no whole-model time (ResNet-20 / MobileNetV2 int8 at
+# batch 16 on skylake-avx512 0.992x / 1.022x, ResNet-50 FP32 batch 8 0.998x, ResNet-50 int8
+# batch 1 1.008x, MobileNetV2 FP32 batch 8 1.001x; docs/runs/s46/console_records.txt).
+STACK_ACC_BYTES = 1024
 HEAP_ACC_CYCLES = 1.0  # per accumulator vector and tile: dead init store + epilogue reload
 
 

@@ -390,9 +390,18 @@ def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params=None):
     meta-schedule's default build first imports ``tvm.s_tir.tensor_intrin`` (TVM's whole
     tensor-intrinsic library: hundreds of TVMScript functions, 20-50 s of parsing per worker
     process on a loaded 2-core machine); our candidates are already tensorized with the
-    intrinsics of ``vnni.py``, so they are compiled directly.
+    intrinsics of ``vnni.py``, so they are compiled directly, through the TIR pipeline
+    builds use.
     """
-    return tvm.tirx.build(mod, target=target)
+    return tvm.tirx.build(mod, target=target, pipeline=_tir_pipeline())
+
+
+def _tir_pipeline() -> str:
+    """Name of the TIR pipeline model builds compile kernels with (registered on import of
+    ``aiq_tvm.pipeline``; imported here, as tuning workers may not have loaded it yet)."""
+    from aiq_tvm.pipeline import TIR_PIPELINE
+
+    return TIR_PIPELINE
 
 
 @contextmanager
@@ -488,7 +497,7 @@ def measure_relative(
     for f in funcs:
         # A fresh default context: tuning may run inside a model build's pass context.
         with tvm.transform.PassContext(opt_level=3):
-            ex = tvm.compile(tvm.IRModule({"main": f}), target)
+            ex = tvm.compile(tvm.IRModule({"main": f}), target, tir_pipeline=_tir_pipeline())
         args = _random_args(f, rng)
         ex.mod["main"](*args)
         once = ex.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=3)(*args).min
