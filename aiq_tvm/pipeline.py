@@ -200,7 +200,7 @@ def aiq_pipeline(plan="fp32", calibration=None, params=None, target=None, databa
 def tir_pipeline(**kwargs):
     """TVM's default TIR pipeline (``"s_tir"``) with :class:`StackSmallBuffers` right before
     the host finalization (``LowerTVMBuiltin``): a register block's accumulators of 1 KiB or
-    more stay in registers instead of a workspace that each block zeroes, stores and reloads.
+    more stay in registers instead of a workspace that each block zeroes and stores into.
     Returns ``(pipeline, finalize_host_passes, finalize_device_passes)`` like TVM's pipeline
     factories; registered as :data:`TIR_PIPELINE`."""
     pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir", **kwargs)

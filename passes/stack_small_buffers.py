@@ -4,9 +4,10 @@ TVM's ``LowerTVMBuiltin`` turns every ``global`` CPU allocation of 1024 bytes or
 ``TVMBackendAllocWorkspace`` call, and only smaller ones become stack allocas. A register
 block of 16 float32x16 (or int32x16) accumulators, 4 positions x 64 channels, is exactly
 1024 bytes. On the heap LLVM cannot drop the buffer: each block memsets it (its zero init,
-which the register-promoted loop then ignores), stores its 16 vectors into it after the
-reduction, and the epilogue loads them back; as an alloca the whole buffer lives in
-registers (SROA), with none of those memory operations.
+which the register-promoted loop then ignores) and stores its 16 vectors into it after the
+reduction, and a block that prefetches the next block's weights stores every accumulator
+after each multiply-add (LLVM does not keep them in registers across the prefetch calls); as
+an alloca the whole buffer lives in registers (SROA), with none of those memory operations.
 
 Runs on lowered host functions, right before ``LowerTVMBuiltin`` (the ``"aiq_tvm"`` TIR
 pipeline of :mod:`aiq_tvm.pipeline`): each ``global`` ``AllocBuffer`` of a constant size up
