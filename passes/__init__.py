@@ -1,6 +1,7 @@
 """Relax passes of aiq_tvm (shipped as ``aiq_tvm.passes``).
 
-Insert them into your own pipeline::
+Insert them into your own pipeline (``mod`` with a static batch: kernels are compiled for
+one shape, ``aiq_tvm.specialize_batch(mod, n)`` fixes an imported module's batch)::
 
     tvm.compile(mod, target, relax_pipeline=tvm.transform.Sequential([
         aiq_tvm.passes.AnnotatePrecision(plan),

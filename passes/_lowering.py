@@ -191,10 +191,24 @@ def _emit_quantize(bb, x, qparams, target, base: str):
                                   out_ty=relax.TensorType(shape, "uint8")))
 
 
+def _static_shape(info, base: str) -> tuple[int, ...]:
+    """The layer's input shape as ints. AIQ kernels are compiled for one shape, so a symbolic
+    dimension (a module imported with a dynamic batch and not specialized) is an error that
+    names the fix."""
+    dims = list(info.in_shape)
+    if not all(isinstance(d, int | tvm.tirx.IntImm) for d in dims):
+        shape = ", ".join(str(int(d)) if isinstance(d, tvm.tirx.IntImm) else str(d) for d in dims)
+        raise ValueError(
+            f"layer {base!r}: input shape ({shape}) is not static; AIQ kernels are compiled for "
+            f"fixed shapes. Fix the batch first, e.g. mod = aiq_tvm.specialize_batch(mod, "
+            f"batch_size) (aiq_tvm.build does this itself)")
+    return tuple(int(d) for d in dims)
+
+
 def _emit_dense(bb, info, values, data, precision, quantize, residual, base, opts):
     from aiq_tvm.targets import x86
 
-    n, k = (int(d) for d in info.in_shape)
+    n, k = _static_shape(info, base)
     spec = x86.DenseSpec(N=n, K=k, O=values.weight.shape[0])
     x = data if quantize is None else _emit_quantize(bb, data, quantize, opts["target"], base)
     kernel = x86.dense_kernel(spec, precision, values.weight, values.bias, **opts)
@@ -204,7 +218,7 @@ def _emit_dense(bb, info, values, data, precision, quantize, residual, base, opt
 def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts):
     from aiq_tvm.targets import x86
 
-    n, c, h, w = (int(d) for d in info.in_shape)
+    n, c, h, w = _static_shape(info, base)
     spec = x86.ConvSpec(
         N=n, H=h, W=w, C=c, O=values.weight.shape[0], KH=values.weight.shape[2],
         KW=values.weight.shape[3], stride=info.strides, padding=info.padding,

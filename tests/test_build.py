@@ -87,6 +87,13 @@ def test_registered_pipeline_equals_build(tiny_setup, target):
     np.testing.assert_array_equal(out, res.run(x[:4]))
 
 
+def test_registered_pipeline_names_the_fix_for_a_dynamic_batch(tiny_setup, target):
+    mod, params, _, _, _ = tiny_setup  # imported with a symbolic batch
+    pipe = relax.get_pipeline("aiq", plan="fp32", params=params)
+    with pytest.raises(ValueError, match=r"is not static.*aiq_tvm\.specialize_batch"):
+        tvm.compile(mod, target, relax_pipeline=pipe)
+
+
 def test_user_pipeline_with_our_passes(tiny_setup, target):
     mod, params, x, _, logits = tiny_setup
     seq = tvm.transform.Sequential([
