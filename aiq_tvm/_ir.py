@@ -10,7 +10,8 @@ from .checks import check_positive_int
 
 __all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
            "batch_split_problem", "specialize_batch", "input_shape", "weight_types",
-           "output_types", "use_counts", "rewrite_function", "tir_children"]
+           "output_types", "use_counts", "rewrite_function", "tir_children",
+           "tir_substitute"]
 
 
 def is_const(expr) -> bool:
@@ -178,8 +179,9 @@ def _leaf_types(ty) -> list:
 
 
 def tir_children(stmt) -> list:
-    """The statements directly under ``stmt`` (the node kinds scheduled kernels are made of:
-    block realizes, blocks (init, body), sequences, if-then-else, loops, attributes)."""
+    """The statements directly under ``stmt`` (the node kinds scheduled and lowered kernels
+    are made of: block realizes, blocks (init, body), sequences, if-then-else, loops, while
+    loops, attributes)."""
     from tvm import tirx
     from tvm.s_tir.stmt import SBlock, SBlockRealize
 
@@ -191,6 +193,46 @@ def tir_children(stmt) -> list:
         return list(stmt.seq)
     if isinstance(stmt, tirx.IfThenElse):
         return [s for s in (stmt.then_case, stmt.else_case) if s is not None]
-    if isinstance(stmt, (tirx.For, tirx.AttrStmt)):  # (a LetStmt has no body in TVM 0.27)
+    if isinstance(stmt, (tirx.For, tirx.AttrStmt, tirx.While)):  # (a LetStmt has no body)
         return [stmt.body]
     return []
+
+
+def tir_substitute(stmt, visit):
+    """``stmt`` with nodes replaced, pre-order: ``visit(node)`` returns the node's replacement
+    (not descended into) or None to descend into its :func:`tir_children`. The nodes on the
+    way down to a replacement are rebuilt, every other node is kept (the same object when
+    nothing was replaced)."""
+    new = visit(stmt)
+    if new is not None:
+        return new
+    kids = tir_children(stmt)
+    changed = [tir_substitute(k, visit) for k in kids]
+    if all(c.same_as(k) for c, k in zip(changed, kids, strict=True)):
+        return stmt
+    return _tir_rebuilt(stmt, changed)
+
+
+def _tir_rebuilt(stmt, kids: list):
+    """``stmt`` with its :func:`tir_children` replaced by ``kids``."""
+    from tvm import tirx
+    from tvm.s_tir.stmt import SBlock, SBlockRealize
+
+    if isinstance(stmt, SBlockRealize):
+        return SBlockRealize(list(stmt.iter_values), stmt.predicate, kids[0])
+    if isinstance(stmt, SBlock):
+        init = kids[0] if stmt.init is not None else None
+        return SBlock(list(stmt.iter_vars), list(stmt.reads), list(stmt.writes),
+                      stmt.name_hint, kids[-1], init, list(stmt.alloc_buffers),
+                      list(stmt.match_buffers), stmt.annotations)  # fmt: skip
+    if isinstance(stmt, tirx.SeqStmt):
+        return tirx.SeqStmt(kids, stmt.span)
+    if isinstance(stmt, tirx.For):
+        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, kids[0],
+                        stmt.thread_binding, stmt.annotations, stmt.step, stmt.span)
+    if isinstance(stmt, tirx.AttrStmt):
+        return tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, kids[0], stmt.span)
+    if isinstance(stmt, tirx.While):
+        return tirx.While(stmt.condition, kids[0], stmt.span)
+    return tirx.IfThenElse(stmt.condition, kids[0], kids[1] if len(kids) > 1 else None,
+                           stmt.span)

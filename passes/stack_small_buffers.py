@@ -16,14 +16,17 @@ so LLVM code generation makes it an alloca in the function's entry block. The de
 bytes (one page) needs no stack probe and holds any register block (24 zmm accumulators are
 1536 bytes); pad copies, decode scratches and other buffers that size tiles for caches are
 larger and keep the workspace. Other scopes, symbolic sizes and buffers already annotated are
-left unchanged, as is every statement the mutator does not descend into (only sequences,
-loops, attribute scopes, if-then-else and while bodies, where kernels place their blocks).
+left unchanged, as is every statement :func:`aiq_tvm._ir.tir_children` does not descend
+into (it walks sequences, loops, attribute scopes, if-then-else and while bodies, where
+kernels place their blocks).
 """
 
 from __future__ import annotations
 
 import tvm
 from tvm import tirx
+
+from aiq_tvm._ir import tir_substitute
 
 __all__ = ["DISABLE_LOWER_BUILTIN", "StackSmallBuffers", "constant_bytes"]
 
@@ -44,7 +47,8 @@ def constant_bytes(buffer: tirx.Buffer) -> int | None:
 
 
 class _StackMutator:
-    """Rebuilds the statements on the path to each allocation it annotates."""
+    """Annotates the small allocations, rebuilding the statements on the path to each
+    (:func:`aiq_tvm._ir.tir_substitute`)."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -52,33 +56,12 @@ class _StackMutator:
 
     def visit(self, stmt):
         """``stmt`` with its small allocations annotated (the same object if none is)."""
-        if isinstance(stmt, tirx.AllocBuffer):
-            return self._alloc(stmt)
-        if isinstance(stmt, tirx.SeqStmt):
-            seq = [self.visit(s) for s in stmt.seq]
-            changed = any(a is not b for a, b in zip(seq, stmt.seq, strict=True))
-            return tirx.SeqStmt(seq, stmt.span) if changed else stmt
-        if isinstance(stmt, tirx.For):
-            body = self.visit(stmt.body)
-            return stmt if body is stmt.body else tirx.For(
-                stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
-                stmt.annotations, stmt.step, stmt.span)
-        if isinstance(stmt, tirx.AttrStmt):
-            body = self.visit(stmt.body)
-            return stmt if body is stmt.body else tirx.AttrStmt(
-                stmt.node, stmt.attr_key, stmt.value, body, stmt.span)
-        if isinstance(stmt, tirx.IfThenElse):
-            then = self.visit(stmt.then_case)
-            other = None if stmt.else_case is None else self.visit(stmt.else_case)
-            if then is stmt.then_case and other is stmt.else_case:
-                return stmt
-            return tirx.IfThenElse(stmt.condition, then, other, stmt.span)
-        if isinstance(stmt, tirx.While):
-            body = self.visit(stmt.body)
-            return stmt if body is stmt.body else tirx.While(stmt.condition, body, stmt.span)
-        return stmt
+        return tir_substitute(stmt, self._alloc)
 
     def _alloc(self, stmt):
+        """The annotated allocation, or None (descend) for any other node."""
+        if not isinstance(stmt, tirx.AllocBuffer):
+            return None
         size = constant_bytes(stmt.buffer)
         if (size is None or size > self.max_bytes or stmt.buffer.scope() != "global"
                 or DISABLE_LOWER_BUILTIN in stmt.annotations):  # fmt: skip

@@ -48,6 +48,7 @@ from tvm.s_tir.stmt import SBlock, SBlockRealize
 from tvm.sym import Analyzer, IntervalSet
 
 from aiq_tvm._ir import tir_children as _children
+from aiq_tvm._ir import tir_substitute
 
 from .schedules import divisors
 
@@ -412,27 +413,5 @@ def _ssa(func: tirx.PrimFunc) -> tirx.PrimFunc:
 
 def _replace(stmt, old: tirx.Stmt, new: tirx.Stmt):
     """``stmt`` with the statement ``old`` replaced by ``new``: the nodes on the way down to it
-    rebuilt, every other node kept (the node kinds :func:`_children` walks)."""
-    if stmt.same_as(old):
-        return new
-    kids = _children(stmt)
-    changed = [_replace(k, old, new) for k in kids]
-    if all(c.same_as(k) for c, k in zip(changed, kids, strict=True)):
-        return stmt
-    if isinstance(stmt, SBlockRealize):
-        return SBlockRealize(list(stmt.iter_values), stmt.predicate, changed[0])
-    if isinstance(stmt, SBlock):  # the target loop is in the body, never in the init
-        return SBlock(list(stmt.iter_vars), list(stmt.reads), list(stmt.writes),
-                      stmt.name_hint, changed[-1], stmt.init, list(stmt.alloc_buffers),
-                      list(stmt.match_buffers), stmt.annotations)  # fmt: skip
-    if isinstance(stmt, tirx.SeqStmt):
-        return tirx.SeqStmt(changed)
-    if isinstance(stmt, tirx.For):
-        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, changed[0],
-                        stmt.thread_binding, stmt.annotations)  # fmt: skip
-    if isinstance(stmt, tirx.AttrStmt):
-        return tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, changed[0])
-    # IfThenElse
-    then_case = changed[0]
-    else_case = changed[1] if len(changed) > 1 else None
-    return tirx.IfThenElse(stmt.condition, then_case, else_case)
+    rebuilt, every other node kept."""
+    return tir_substitute(stmt, lambda node: new if node.same_as(old) else None)
