@@ -23,7 +23,7 @@ import numpy as np
 
 from .checks import check_choice
 
-__all__ = ["run", "table", "Timer", "FRAMEWORKS"]
+__all__ = ["run", "table", "Timer", "FRAMEWORKS", "round_orders", "balanced_rounds"]
 
 FRAMEWORKS = ("torch", "onnxruntime")
 
@@ -51,6 +51,45 @@ class Timer:
         for _ in range(n):
             self.fn()
         return (self.clock() - t0) / n
+
+
+def _williams_rows(n: int) -> list[list[int]]:
+    """Rows of a Williams design for ``n`` variants: every variant once per row and once per
+    position, and every ordered pair (a right before b) adjacent equally often over the rows
+    (``n`` rows for even ``n``; odd ``n`` needs the reversed rows too, ``2 n``)."""
+    first, lo, hi = [0], 1, n - 1
+    while len(first) < n:  # 0, 1, n-1, 2, n-2, ...
+        first.append(lo)
+        lo += 1
+        if len(first) < n:
+            first.append(hi)
+            hi -= 1
+    rows = [[(v + i) % n for v in first] for i in range(n)]
+    return rows if n % 2 == 0 else rows + [row[::-1] for row in rows]
+
+
+def balanced_rounds(n: int, at_least: int) -> int:
+    """The fewest rounds, at least ``at_least``, that hold whole Williams designs for ``n``
+    variants (:func:`round_orders` is then exactly balanced)."""
+    size = len(_williams_rows(n)) if n > 1 else 1
+    return -(-max(at_least, 1) // size) * size
+
+
+def round_orders(keys, rounds: int) -> list[list]:
+    """The order in which each round times ``keys``.
+
+    A variant's time depends on the one timed right before it (its thread pool may still be
+    spinning, its model fills the caches, the core may still run at the previous code's
+    frequency), so no variant may always follow the same one, as it does when every round
+    rotates one fixed order (a rotation keeps the cyclic order: in A B C D, B follows A in
+    every round but one). The rounds cycle through a Williams design: each variant comes first,
+    second, ... equally often and follows each other variant equally often over every whole
+    design (:func:`balanced_rounds`)."""
+    keys = list(keys)
+    if len(keys) < 2:
+        return [keys[:] for _ in range(rounds)]
+    rows = _williams_rows(len(keys))
+    return [[keys[i] for i in rows[r % len(rows)]] for r in range(rounds)]
 
 
 # ----------------------------------------------------------------------------- workers
@@ -318,10 +357,11 @@ def _time_batch(bs, builds, remotes, args, progress, shape, rng) -> list[dict]:
         r.set_input(x)
         timers[key] = r
     samples = {k: [] for k in timers}
-    for _ in progress.bar(range(args.rounds), desc=f"benchmark rounds (batch {bs})"):
-        for k, t in timers.items():
+    orders = round_orders(timers, args.rounds)
+    for r in progress.bar(range(args.rounds), desc=f"benchmark rounds (batch {bs})"):
+        for k in orders[r]:
             time.sleep(args.gap_ms / 1e3)
-            samples[k].append(t(args.round_ms))
+            samples[k].append(timers[k](args.round_ms))
     return [{"batch": bs, "variant": k, "median_ms": float(np.median(v)) * 1e3,
              "p10_ms": float(np.percentile(v, 10)) * 1e3,
              "p90_ms": float(np.percentile(v, 90)) * 1e3, "rounds": len(v)}

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import _cpu, _locked, cosine  # noqa: E402
 
-from aiq_tvm.bench import CLOCKS, Timer  # noqa: E402
+from aiq_tvm.bench import CLOCKS, Timer, round_orders  # noqa: E402
 
 # Instructions counted in the assembly of a build (int8 dot paths and the fp32 FMA).
 ASM_PATTERNS = {
@@ -148,9 +148,8 @@ def _time_all(builds, x, rounds, round_ms, gap_ms, clock, lock=None) -> dict[str
         timers[key] = Timer(lambda f=f, arg=arg: f(arg), clock)
     samples = {k: [] for k in timers}
     with _locked(lock):
-        for r in range(rounds):
-            keys = list(timers)
-            for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+        for order in round_orders(timers, rounds):  # no variant always after the same one
+            for k in order:
                 time.sleep(gap_ms / 1e3)
                 samples[k].append(timers[k](round_ms))
     return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aiq_tvm.bench import CLOCKS, Timer
+from aiq_tvm.bench import CLOCKS, Timer, balanced_rounds, round_orders
 from aiq_tvm.threads import unpin_tvm_threads
 
 TV_PREFIX = "tv/"
@@ -422,11 +422,12 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
         samples = {k: [] for k in timers}
         quiet = QuietCheck(args.max_foreign_cpu, [r.proc.pid for r in remotes.values()])
         with _locked(args.lock):
-            keys = list(timers)
-            for r in range(args.rounds):
-                # Each round starts one variant later: no variant always follows the same one
-                # (ORT's pool threads spin on after its run; caches hold the previous model).
-                for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            # No variant may always follow the same one (ORT's pool threads spin on after its
+            # run, caches hold the previous model): a balanced order per round.
+            rounds = args.rounds or balanced_rounds(len(timers), 15)
+            orders = round_orders(timers, rounds)
+            for order in orders:
+                for k in order:
                     time.sleep(args.gap_ms / 1e3)
                     samples[k].append(quiet.sample(timers[k], args.round_ms))
         if quiet.retries:
@@ -436,6 +437,7 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
         rows.append({"model": name, "batch": bs, "ms": med, "cos": cos,
                      # each round's time, in round order: the tables' ratios pair the rounds
                      "rounds_ms": {k: [t * 1e3 for t in v] for k, v in samples.items()},
+                     "rounds": rounds, "round_orders": orders,
                      "build_s": {f"tvm-{k}": v for k, v in build_s.items()},
                      "roofline": roofline_info(next(iter(builds.values()))),
                      **({"quiet": quiet.describe()} if args.max_foreign_cpu else {}),
@@ -535,6 +537,12 @@ def _build_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _rounds_text(run: dict, rows: list[dict]) -> str:
+    """The rounds per row: the run's ``--rounds``, else each row's balanced count."""
+    counts = sorted({r.get("rounds", run["rounds"]) for r in rows} - {None})
+    return "/".join(map(str, counts)) or "?"
+
+
 def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
     """A Markdown page from one or more saved runs (each with its command)."""
     rows = [r for run in runs for r in run["rows"]]
@@ -547,11 +555,15 @@ def render_page(runs: list[dict], title: str = "Whole-model latency") -> str:
     clock = ("process CPU time (one thread; time other jobs hold the core is not counted)"
              if first.get("clock") == "cpu" else "wall clock")
     setup = (f"Machine: {first['machine']}, {first['threads']} threads, {first['date']}. "
-             f"Medians of {first['rounds']} interleaved rounds of {first['round_ms']:.0f} ms per "
+             f"Medians of {_rounds_text(first, rows)} interleaved rounds of "
+             f"{first['round_ms']:.0f} ms per "
              f"variant ({first['gap_ms']:.0f} ms idle before each), {clock}; each framework in "
              "its own process; ratios are speed-ups (time of the first / time of the second)"
-             + ("; each is the median of its per-round ratios (a round times every variant once, "
-                "starting one variant later than the round before)."
+             + ("; each is the median of its per-round ratios (a round times every variant once"
+               + (", in the order of a Williams design: each variant first, second, ... and "
+                  "right after each other variant equally often)."
+                  if all("round_orders" in r for r in rows) else
+                  ", starting one variant later than the round before).")
                 if all("rounds_ms" in r for r in rows) else "."))
     thru = render_throughput(rows)
     return (f"# {title}\n\n{cmds}\n\n{setup}\n\n{render_tables(rows)}\n\n"
@@ -589,7 +601,9 @@ def _parse(argv):
                     "(BuildConfig.micro_batch; variants tvm-<precision>-mb)")
     ap.add_argument("--no-ort-int8", dest="ort_int8", action="store_false",
                     help="skip the ONNX Runtime INT8 variant")
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="timing rounds per model and batch (default: at least 15, whole "
+                    "Williams designs of the variants' order, see aiq_tvm.bench.round_orders)")
     ap.add_argument("--round-ms", type=float, default=150.0)
     ap.add_argument("--gap-ms", type=float, default=100.0)
     ap.add_argument("--lock", default=None, help="flock this file while timing a model")
