@@ -1,11 +1,12 @@
 """``aiq-tvm bench``: TVM builds (FP32, uniform int8, a plan) beside PyTorch and ONNX Runtime.
 
 Every variant is timed in interleaved rounds (each round runs every variant for ``round_ms``
-after ``gap_ms`` idle), so machine noise hits all of them alike; the table reports medians
-over rounds.  PyTorch and ONNX Runtime each run in their own spawned process, timed on
-request inside the same rounds (in one process their thread pools and TVM's steal each
-other's cores).  ONNX Runtime INT8 is ``quantize_static`` after ``quant_pre_process``: QDQ,
-per-channel, uint8 activations and int8 weights, calibrated on the same images as TVM.
+after ``gap_ms`` idle, in the order :func:`round_orders` gives it), so machine noise hits all
+of them alike; the table reports medians over rounds.  PyTorch and ONNX Runtime each run in
+their own spawned process, timed on request inside the same rounds (in one process their
+thread pools and TVM's steal each other's cores).  ONNX Runtime INT8 is ``quantize_static``
+after ``quant_pre_process``: QDQ, per-channel, uint8 activations and int8 weights, calibrated
+on the same images as TVM.
 """
 
 from __future__ import annotations

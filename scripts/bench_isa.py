@@ -247,7 +247,9 @@ def write_section(args, argv, caps, threads: int, table: str) -> None:
              "process CPU time (one thread; time preempted by other jobs is not counted)")
     if caps.host_runnable:
         ran = (f"Medians of {args.rounds} interleaved rounds of {args.round_ms:.0f} ms per "
-               f"variant, {clock}; ratios are speedups over FP32 within the run.")
+               f"variant (each round in the order of a Williams design: every variant right "
+               f"after each other one equally often), {clock}; ratios are speedups over FP32 "
+               f"within the run.")
     else:
         ran = ("**Not timed: this machine cannot execute code for this target** (it lacks "
                f"{', '.join(caps.missing_on_host)}); cross-built, accuracy from a host build "

@@ -1,8 +1,9 @@
 """Whole-model latency: aiq_tvm builds vs PyTorch eager vs ONNX Runtime FP32 and INT8.
 
 For each model and batch size every variant is timed in interleaved rounds (each round runs
-every variant for ``--round-ms``), so machine noise hits all of them alike; the table reports
-medians over rounds and ratios computed from them.  PyTorch, ONNX Runtime FP32 and ONNX
+every variant for ``--round-ms``, in a balanced order: ``aiq_tvm.bench.round_orders``), so
+machine noise hits all of them alike; the table reports medians over rounds and ratios
+computed from them.  PyTorch, ONNX Runtime FP32 and ONNX
 Runtime INT8 each run in their own worker process, timed on request inside the same rounds:
 in one process their thread pools (OpenMP, ORT's spinning workers) and TVM's stole each
 other's cores and slowed whichever ran next by up to 2x.  Before each timed block the script
