@@ -54,6 +54,10 @@ class Timer:
         return (self.clock() - t0) / n
 
 
+# Rounds a benchmark times at least when not told (rounded up to whole balanced designs).
+DEFAULT_ROUNDS = 15
+
+
 def _williams_rows(n: int) -> list[list[int]]:
     """Rows of a Williams design for ``n`` variants: every variant once per row and once per
     position, and every ordered pair (a right before b) adjacent equally often over the rows
@@ -336,9 +340,10 @@ def _remote_rows(builds, args, progress, shape, rng) -> list[dict]:
         for key, b in progress.bar(list(builds.items()), desc=f"remote benchmarks (batch {bs})"):
             if key.startswith("plan-floor-b") and key != f"plan-floor-b{bs}":
                 continue  # floored for another batch size
-            t = b.benchmark(bs, repeat=args.rounds, x=x, remote=args.rpc)
+            repeat = args.rounds or DEFAULT_ROUNDS
+            t = b.benchmark(bs, repeat=repeat, x=x, remote=args.rpc)
             rows.append({"batch": bs, "variant": f"tvm-{key}", "median_ms": t["median_ms"],
-                         "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"], "rounds": args.rounds,
+                         "p10_ms": t["p10_ms"], "p90_ms": t["p90_ms"], "rounds": repeat,
                          "device": args.rpc})
     return rows
 
@@ -358,8 +363,8 @@ def _time_batch(bs, builds, remotes, args, progress, shape, rng) -> list[dict]:
         r.set_input(x)
         timers[key] = r
     samples = {k: [] for k in timers}
-    orders = round_orders(timers, args.rounds)
-    for r in progress.bar(range(args.rounds), desc=f"benchmark rounds (batch {bs})"):
+    orders = round_orders(timers, args.rounds or balanced_rounds(len(timers), DEFAULT_ROUNDS))
+    for r in progress.bar(range(len(orders)), desc=f"benchmark rounds (batch {bs})"):
         for k in orders[r]:
             time.sleep(args.gap_ms / 1e3)
             samples[k].append(timers[k](args.round_ms))

@@ -316,7 +316,9 @@ def _add_model_commands(sub) -> None:
     r.add_argument("--rpc", metavar="HOST:PORT", type=_rpc_address, default=None,
                    help="time the TVM builds on this TVM RPC server instead (PyTorch and ONNX "
                    "Runtime, local only, are then not run)")
-    r.add_argument("--rounds", type=_positive_int, default=15)
+    r.add_argument("--rounds", type=_positive_int, default=None,
+                   help="timing rounds (default: at least 15, whole balanced designs: every "
+                   "variant timed right after each other one equally often)")
     r.add_argument("--round-ms", type=float, default=150.0)
     r.add_argument("--gap-ms", type=float, default=100.0)
     r.add_argument("--json", default=None, help="also write the timings to this JSON file")

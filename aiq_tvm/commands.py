@@ -256,18 +256,20 @@ def _plan_key(assignment) -> str:
 
 def _interleaved_latency(ctx, cal, plans, progress: Progress) -> dict[str, float]:
     """Milliseconds per distinct plan: each built once, then ``SWEEP_ROUNDS`` rounds that time
-    every build in turn; the median of the rounds' medians.  Equal plans share one figure,
+    every build in turn (in :func:`~aiq_tvm.bench.round_orders`' balanced order); the median
+    of the rounds' medians.  Equal plans share one figure,
     and a slow spell of a shared host hits every plan alike instead of one of them."""
+    from .bench import round_orders
     from .plan import Plan
 
     distinct = {_plan_key(p): p for p in plans}
     builds = {k: ctx.result(Plan.from_assignment(p), cal)
               for k, p in progress.bar(list(distinct.items()), desc="building plans")}
     rounds = {k: [] for k in builds}
-    for _ in progress.bar(list(range(SWEEP_ROUNDS)), desc="benchmark rounds"):
-        for k, res in builds.items():
-            rounds[k].append(res.benchmark(ctx.batch_size, repeat=5,
-                                           min_repeat_ms=50)["median_ms"])
+    for order in progress.bar(round_orders(builds, SWEEP_ROUNDS), desc="benchmark rounds"):
+        for k in order:  # no plan always timed right after the same one
+            rounds[k].append(builds[k].benchmark(ctx.batch_size, repeat=5,
+                                                 min_repeat_ms=50)["median_ms"])
     return {k: statistics.median(v) for k, v in rounds.items()}
 
 
