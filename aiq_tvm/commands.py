@@ -257,8 +257,8 @@ def _plan_key(assignment) -> str:
 def _interleaved_latency(ctx, cal, plans, progress: Progress) -> dict[str, float]:
     """Milliseconds per distinct plan: each built once, then ``SWEEP_ROUNDS`` rounds that time
     every build in turn (in :func:`~aiq_tvm.bench.round_orders`' balanced order); the median
-    of the rounds' medians.  Equal plans share one figure,
-    and a slow spell of a shared host hits every plan alike instead of one of them."""
+    of the rounds' medians.  Equal plans share one figure, and a slow spell of a shared host
+    hits every plan alike instead of one of them."""
     from .bench import round_orders
     from .plan import Plan
 

@@ -3,10 +3,10 @@
 For each model and batch size every variant is timed in interleaved rounds (each round runs
 every variant for ``--round-ms``, in a balanced order: ``aiq_tvm.bench.round_orders``), so
 machine noise hits all of them alike; the table reports medians over rounds and ratios
-computed from them.  PyTorch, ONNX Runtime FP32 and ONNX
-Runtime INT8 each run in their own worker process, timed on request inside the same rounds:
-in one process their thread pools (OpenMP, ORT's spinning workers) and TVM's stole each
-other's cores and slowed whichever ran next by up to 2x.  Before each timed block the script
+computed from them.  PyTorch, ONNX Runtime FP32 and ONNX Runtime INT8 each run in their own
+worker process, timed on request inside the same rounds: in one process their thread pools
+(OpenMP, ORT's spinning workers) and TVM's stole each other's cores and slowed whichever ran
+next by up to 2x.  Before each timed block the script
 also sleeps ``--gap-ms``.
 
 Models: ours (``resnet20``, ``mobilenet_v2``: Fashion-MNIST weights, 32 x 32 inputs) and any
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aiq_tvm.bench import CLOCKS, Timer, balanced_rounds, round_orders
+from aiq_tvm.bench import CLOCKS, DEFAULT_ROUNDS, Timer, balanced_rounds, round_orders
 from aiq_tvm.threads import unpin_tvm_threads
 
 TV_PREFIX = "tv/"
@@ -425,7 +425,7 @@ def bench_model(name: str, args, plans: dict, threads: int) -> list[dict]:
         with _locked(args.lock):
             # No variant may always follow the same one (ORT's pool threads spin on after its
             # run, caches hold the previous model): a balanced order per round.
-            rounds = args.rounds or balanced_rounds(len(timers), 15)
+            rounds = args.rounds or balanced_rounds(len(timers), DEFAULT_ROUNDS)
             orders = round_orders(timers, rounds)
             for order in orders:
                 for k in order:
