@@ -54,6 +54,7 @@ import torch  # noqa: E402
 import tvm  # noqa: E402
 
 from aiq_tvm import testing  # noqa: E402
+from aiq_tvm.bench import round_orders  # noqa: E402
 from aiq_tvm.quant import ActQParams  # noqa: E402
 from aiq_tvm.schemes import PRECISIONS  # noqa: E402
 from aiq_tvm.targets import resolve_target  # noqa: E402
@@ -143,13 +144,13 @@ def _calls_per_sample(run) -> int:
 
 
 def interleave(timers: dict, rounds: int) -> dict[str, np.ndarray]:
-    """Seconds per call of every timer, one ~2 ms sample per round; the order rotates per
-    round so no candidate always runs first after the idle pause."""
+    """Seconds per call of every timer, one ~2 ms sample per round; each round's order comes
+    from a Williams design, so no candidate always runs first after the idle pause or right
+    after the same other one (``aiq_tvm.bench.round_orders``)."""
     numbers = {k: _calls_per_sample(run) for k, run in timers.items()}
-    keys = list(timers)
-    samples = {k: [] for k in keys}
-    for r in range(rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+    samples = {k: [] for k in timers}
+    for order in round_orders(timers, rounds):
+        for k in order:
             samples[k].append(_hot_sample(timers[k], numbers[k]))
         time.sleep(IDLE_S)
     return {k: np.asarray(v) for k, v in samples.items()}

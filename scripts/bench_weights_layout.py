@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     import tvm
 
     import aiq_tvm
-    from aiq_tvm.bench import Timer
+    from aiq_tvm.bench import Timer, round_orders
     from aiq_tvm.models import torchvision_zoo as zoo
     from aiq_tvm.threads import unpin_tvm_threads
 
@@ -58,9 +58,9 @@ def main(argv=None) -> int:
     outs = [f(x).numpy() for f in fns.values()]
     timers = {k: Timer(lambda f=f: f(x), args.clock) for k, f in fns.items()}
     times: dict[str, list[float]] = {k: [] for k in timers}
-    for _ in range(args.rounds):
-        for k, t in timers.items():
-            times[k].append(t(args.round_ms) * 1e3)
+    for order in round_orders(timers, args.rounds):
+        for k in order:
+            times[k].append(timers[k](args.round_ms) * 1e3)
     med = {k: float(np.median(v)) for k, v in times.items()}
     rec = {"model": args.model, "plan": args.plan, "clock": args.clock,
            "threads": os.environ.get("TVM_NUM_THREADS", ""), "rounds": args.rounds,
