@@ -47,3 +47,24 @@ def test_ratios_pair_the_rounds_when_the_row_keeps_them():
     assert line.rstrip(" |").endswith("2.00x")
     del row["rounds_ms"]  # runs saved before the rounds were kept: the ratio of the medians
     assert bench_models.speedup(row, "tvm-fp32", "tvm-int8") == 50.0 / 30.0
+
+
+def _run(row, rounds=None):
+    return {"command": "c", "machine": "x", "threads": 2, "date": "d", "rounds": rounds,
+            "round_ms": 150.0, "gap_ms": 100.0, "clock": "wall", "peak_rss_mb": 1.0,
+            "rows": [row]}
+
+
+def test_the_page_names_the_round_order_and_each_rows_round_count():
+    row = {"model": "m", "batch": 1, "cos": {}, "build_s": {},
+           "ms": {"tvm-fp32": 2.0, "tvm-int8": 1.0},
+           "rounds_ms": {"tvm-fp32": [2.0, 2.0], "tvm-int8": [1.0, 1.0]}, "rounds": 2,
+           "round_orders": [["tvm-fp32", "tvm-int8"], ["tvm-int8", "tvm-fp32"]]}
+    page = bench_models.render_page([_run(row)])  # --rounds not given: the row's own count
+    assert "Medians of 2 interleaved rounds" in page
+    assert "in the order of a Williams design" in page
+    # Runs saved before the orders were recorded rotated their order; the page says so.
+    del row["round_orders"], row["rounds"]
+    page = bench_models.render_page([_run(row, rounds=15)])
+    assert "Medians of 15 interleaved rounds" in page
+    assert "starting one variant later than the round before" in page
