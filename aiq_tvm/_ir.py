@@ -11,7 +11,7 @@ from .checks import check_positive_int
 __all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
            "batch_split_problem", "specialize_batch", "input_shape", "weight_types",
            "output_types", "use_counts", "rewrite_function", "tir_children",
-           "tir_substitute"]
+           "tir_substitute", "tir_blocks"]
 
 
 def is_const(expr) -> bool:
@@ -196,6 +196,16 @@ def tir_children(stmt) -> list:
     if isinstance(stmt, (tirx.For, tirx.AttrStmt, tirx.While)):  # (a LetStmt has no body)
         return [stmt.body]
     return []
+
+
+def tir_blocks(stmt):
+    """Every block under ``stmt`` (itself included), pre-order, through :func:`tir_children`."""
+    from tvm.s_tir.stmt import SBlock
+
+    if isinstance(stmt, SBlock):
+        yield stmt
+    for kid in tir_children(stmt):
+        yield from tir_blocks(kid)
 
 
 def tir_substitute(stmt, visit):

@@ -32,6 +32,7 @@ from .passes import (
     CancelTransposes,
     FoldHostConstants,
     FuseQuantizeIntoGlue,
+    FuseTransposeIntoPad,
     FuseTransposeQuantize,
     LegalizeScans,
     LimitVectorWidth,
@@ -109,6 +110,8 @@ def layout_passes(target=None) -> list:
         CancelTransposes(),
         # What is left is the model input's transpose: quantize it while transposing.
         FuseTransposeQuantize(target),
+        # At FP32 the first layer's padded input copy does it.
+        FuseTransposeIntoPad(),
         # A quantize after an elementwise op (squeeze-and-excitation scale) fuses into its kernel.
         FuseQuantizeIntoGlue(),
         # Global average pooling over large feature maps sums in float32 one axis at a time.

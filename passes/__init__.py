@@ -30,6 +30,7 @@ from .expose_layer_inputs import ExposeLayerInputs
 from .fills_to_scalars import FillsToScalars
 from .fold_host_constants import FoldHostConstants
 from .fuse_quantize_into_glue import FuseQuantizeIntoGlue
+from .fuse_transpose_into_pad import FuseTransposeIntoPad
 from .fuse_transpose_quantize import FuseTransposeQuantize
 from .legalize_scans import LegalizeScans
 from .lift_weights import LiftWeights
@@ -79,6 +80,7 @@ __all__ = [
     "FoldHostConstants",
     "FuseQuantizeIntoGlue",
     "FuseTransposeQuantize",
+    "FuseTransposeIntoPad",
     "layer_table",
     "binding_name_hints",
     "layer_consumers",

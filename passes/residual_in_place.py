@@ -40,23 +40,15 @@ from __future__ import annotations
 import tvm
 from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
-from tvm.s_tir.stmt import SBlock
 from tvm_ffi import structural_equal
 
-from aiq_tvm._ir import is_op, tir_children
+from aiq_tvm._ir import is_op, tir_blocks
 
 __all__ = ["ResidualInPlace"]
 
 RESIDUAL_PARAM = "residual"
 # The L2 assumed where the target's is unknown.
 DEFAULT_MIN_BYTES = 1 << 20
-
-
-def _blocks(stmt):
-    if isinstance(stmt, SBlock):
-        yield stmt
-    for child in tir_children(stmt):
-        yield from _blocks(child)
 
 
 def residual_index(func) -> int | None:
@@ -73,7 +65,7 @@ def residual_index(func) -> int | None:
             [int(d) for d in res.shape] != [int(d) for d in out.shape]:
         return None
     writers = []
-    for block in _blocks(func.body):
+    for block in tir_blocks(func.body):
         if any(r.source.same_as(out) for r in block.reads):
             return None  # the output is read back: an element may be read after the write
         if any(w.source.same_as(out) for w in block.writes):
