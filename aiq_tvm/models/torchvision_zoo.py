@@ -114,9 +114,23 @@ def set_bn_statistics(model: nn.Module, images: np.ndarray, batch: int = 16) -> 
     return len(bns)
 
 
+def init_zero_linears(model: nn.Module) -> int:
+    """Give every ``nn.Linear`` whose weight is all zeros torch's default initialisation
+    (seeded by the caller); returns how many. torchvision's ViTs start their classifier at
+    zero, so a random-init ViT's logits are zero for every image and comparing a build with
+    them measures nothing."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and not bool(m.weight.detach().any()):
+            m.reset_parameters()
+            n += 1
+    return n
+
+
 def torchvision_model(name: str, *, size: int = 224, seed: int = 0, bn_images: int = 32,
                       num_classes: int = 1000) -> nn.Module:
-    """torchvision classification model ``name`` with seeded random weights, BN stats set.
+    """torchvision classification model ``name`` with seeded random weights, BN stats set
+    (and no all-zero classifier: :func:`init_zero_linears`).
 
     Parameters
     ----------
@@ -145,6 +159,7 @@ def torchvision_model(name: str, *, size: int = 224, seed: int = 0, bn_images: i
     torch.manual_seed(seed)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
                                          **_CTOR_KWARGS.get(name, {}))
+    init_zero_linears(model)
     if bn_images:
         set_bn_statistics(model, calibration_images(bn_images, size, seed=seed + 1))
     return model.eval()
@@ -168,6 +183,7 @@ def timm_model(name: str, *, size: int = 224, seed: int = 0, bn_images: int = 32
                          f"({len(known)} names, e.g. resnet50d, mobilenetv3_large_100)")
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    init_zero_linears(model)
     if bn_images:
         set_bn_statistics(model, calibration_images(bn_images, size, seed=seed + 1))
     return model.eval()
