@@ -27,7 +27,7 @@ from aiq_tvm._ir import is_op, replace_main, static_shape, tir_blocks
 
 from ._lowering import add_prim
 
-__all__ = ["FuseTransposeIntoPad", "PAD_BLOCK"]
+__all__ = ["FuseTransposeIntoPad", "PAD_BLOCK", "read_untransposed", "untransposed_name"]
 
 # Name of the padded-copy block of the conv kernels (targets/x86/conv2d.py, ``_pad_block``).
 PAD_BLOCK = "pad"
@@ -75,6 +75,13 @@ def read_untransposed(func: tvm.tirx.PrimFunc, param: int, axes: tuple[int, ...]
     return sch.mod["main"]
 
 
+def untransposed_name(name: str) -> str:
+    """A layer kernel's name ends in its precision (``features_0_0_fp32``), which the
+    profiler matches (:mod:`aiq_tvm.profiling`): the marker goes before it."""
+    base, sep, last = name.rpartition("_")
+    return f"{base}_untransposed_{last}" if sep else f"{name}_untransposed"
+
+
 @mutator
 class _Fuser(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function):
@@ -86,7 +93,7 @@ class _Fuser(PyExprMutator):
     def visit_call_(self, call):
         if not is_op(call, "relax.call_tir") or not isinstance(call.args[0], relax.GlobalVar):
             return super().visit_call_(call)
-        func = self.mod_[call.args[0]]
+        gv = call.args[0]
         args = list(call.args[1].fields)
         for k, arg in enumerate(args):
             src = self.var2val.get(arg) if isinstance(arg, relax.Var) else None
@@ -95,14 +102,14 @@ class _Fuser(PyExprMutator):
             x = src.args[0]
             if str(x.ty.dtype) != "float32" or static_shape(x) is None:
                 continue
-            new = read_untransposed(func, k, _permute_axes(src))
+            new = read_untransposed(self.mod_[gv], k, _permute_axes(src))
             if new is None:
                 continue
-            gv = add_prim(self.builder_, new, f"{call.args[0].name_hint}_untransposed")
+            # A new kernel: other layers of the same shape may run the old one on NHWC maps.
+            gv = add_prim(self.builder_, new, untransposed_name(gv.name_hint))
             args[k] = x
             self.fused += 1
-            new_args = [self.visit_expr(a) for a in args]
-            return relax.call_tir(gv, new_args, out_ty=call.ty)
+            return relax.call_tir(gv, [self.visit_expr(a) for a in args], out_ty=call.ty)
         return super().visit_call_(call)
 
 
