@@ -11,7 +11,7 @@ from .checks import check_positive_int
 __all__ = ["is_const", "const_value", "is_op", "static_shape", "replace_main", "batch_var",
            "batch_split_problem", "specialize_batch", "input_shape", "weight_types",
            "output_types", "use_counts", "rewrite_function", "tir_children",
-           "tir_substitute", "tir_blocks"]
+           "tir_substitute", "tir_blocks", "permute_axes"]
 
 
 def is_const(expr) -> bool:
@@ -46,6 +46,13 @@ def static_shape(expr) -> tuple[int, ...] | None:
             return None
         dims.append(int(d))
     return tuple(dims)
+
+
+def permute_axes(call: relax.Call) -> tuple[int, ...]:
+    """The axes of a ``relax.permute_dims`` call (``None`` means reversed)."""
+    axes = call.attrs.axes
+    rank = len(call.args[0].ty.shape)
+    return tuple(reversed(range(rank))) if axes is None else tuple(int(a) for a in axes)
 
 
 def replace_main(mod: tvm.IRModule, func: relax.Function, name: str = "main") -> tvm.IRModule:

@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from aiq_tvm._ir import is_op, replace_main, static_shape, tir_blocks
+from aiq_tvm._ir import is_op, permute_axes, replace_main, static_shape, tir_blocks
 
 from ._lowering import add_prim
 
@@ -52,15 +52,10 @@ def _pad_read_index(func: tvm.tirx.PrimFunc, param: int) -> int | None:
     return index
 
 
-def _permute_axes(call) -> tuple[int, ...]:
-    axes = call.attrs.axes
-    rank = len(call.args[0].ty.shape)
-    return tuple(reversed(range(rank))) if axes is None else tuple(int(a) for a in axes)
-
-
 def read_untransposed(func: tvm.tirx.PrimFunc, param: int, axes: tuple[int, ...]):
     """``func`` with buffer ``param`` (which holds ``permute_dims(x, axes)``) replaced by ``x``
-    itself, or None when the kernel reads that buffer outside its ``"pad"`` block."""
+    itself, or None when the kernel reads that buffer outside its ``"pad"`` block (or TVM
+    cannot re-index the copy)."""
     read = _pad_read_index(func, param)
     if read is None:
         return None
@@ -71,7 +66,10 @@ def read_untransposed(func: tvm.tirx.PrimFunc, param: int, axes: tuple[int, ...]
     def untransposed(*p):
         return tuple(p[where[d]] for d in range(len(axes)))
 
-    sch.transform_layout(sch.get_sblock(PAD_BLOCK), ("read", read), untransposed)
+    try:
+        sch.transform_layout(sch.get_sblock(PAD_BLOCK), ("read", read), untransposed)
+    except tvm.s_tir.ScheduleError:  # a copy TVM cannot re-index: the kernel stays as it is
+        return None
     return sch.mod["main"]
 
 
@@ -102,7 +100,7 @@ class _Fuser(PyExprMutator):
             x = src.args[0]
             if str(x.ty.dtype) != "float32" or static_shape(x) is None:
                 continue
-            new = read_untransposed(self.mod_[gv], k, _permute_axes(src))
+            new = read_untransposed(self.mod_[gv], k, permute_axes(src))
             if new is None:
                 continue
             # A new kernel: other layers of the same shape may run the old one on NHWC maps.

@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from aiq_tvm._ir import is_op, replace_main, static_shape
+from aiq_tvm._ir import is_op, permute_axes, replace_main, static_shape
 from aiq_tvm.quant import ActQParams
 from aiq_tvm.targets import current_target
 
@@ -35,12 +35,6 @@ def quantize_qparams(mod: tvm.IRModule, callee) -> ActQParams | None:
         return None
     scale, zp, inv = (float(v) for v in func.attrs[QUANTIZE_ATTR])
     return ActQParams(scale, int(zp), inv)
-
-
-def _permute_axes(call) -> tuple[int, ...]:
-    axes = call.attrs.axes
-    rank = len(call.args[0].ty.shape)
-    return tuple(reversed(range(rank))) if axes is None else tuple(int(a) for a in axes)
 
 
 @mutator
@@ -72,7 +66,7 @@ class _Fuser(PyExprMutator):
             return super().visit_call_(call)
         from aiq_tvm.targets.x86 import quantize_kernel
 
-        kernel = quantize_kernel(shape, qp, target=self.target, axes=_permute_axes(src))
+        kernel = quantize_kernel(shape, qp, target=self.target, axes=permute_axes(src))
         gv = add_prim(self.builder_, kernel, f"{call.args[0].name_hint}_transposed")
         self.fused += 1
         return relax.call_tir(gv, [self.visit_expr(x)], out_ty=relax.TensorType(shape, "uint8"))
