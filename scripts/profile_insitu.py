@@ -109,7 +109,8 @@ def main() -> None:
                     help="JSON target dict, 'llvm -mcpu=...' string, preset name or llvm "
                          "(a target this host can execute)")
     ap.add_argument("--size", type=int, default=224, help="input size of torchvision models")
-    ap.add_argument("--plan", default="int8", help="uniform precision")
+    ap.add_argument("--plan", default="int8",
+                    help="uniform precision, or a plan JSON file (aiq_tvm.Plan.save)")
     ap.add_argument("--speed-floor", default=None, metavar="PRECISION",
                     help="BuildConfig.speed_floor: layers the target's kernel model prices "
                          "slower than at this precision move to it (e.g. fp32)")
@@ -132,7 +133,8 @@ def main() -> None:
     calib = np.asarray(calib)
     mod, params = aiq_tvm.from_torch(model, torch.from_numpy(calib[:2]))
     # build() resolves the target text (JSON dict text, target string or preset name)
-    res = aiq_tvm.build(mod, args.target, params=params, plan=args.plan, calib_data=calib,
+    plan = aiq_tvm.Plan.load(args.plan) if args.plan.endswith(".json") else args.plan
+    res = aiq_tvm.build(mod, args.target, params=params, plan=plan, calib_data=calib,
                         batch_size=args.batch, eval_batch_size=16, micro_batch=None,
                         speed_floor=args.speed_floor)
     vm = res.vm(args.batch)  # weights bound: vm["main"](x)
