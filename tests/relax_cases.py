@@ -92,3 +92,17 @@ def compile_run(mod, target, *inputs):
     ex = tvm.compile(mod, target, relax_pipeline=seq)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return vm["main"](*[tvm.runtime.tensor(i) for i in inputs])
+
+
+def op_calls(mod, func: str = "main") -> list[str]:
+    """The operator calls of ``mod[func]`` in post order, a ``call_tir`` as
+    ``relax.call_tir:<kernel name>``."""
+    names = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
+            callee = e.args[0].name_hint if e.op.name == "relax.call_tir" else ""
+            names.append(f"{e.op.name}{':' + callee if callee else ''}")
+
+    relax.analysis.post_order_visit(mod[func].body, visit)
+    return names

@@ -11,7 +11,7 @@ from aiq_tvm._ir import tir_blocks
 from aiq_tvm.passes import FuseTransposeIntoPad
 from aiq_tvm.passes.fuse_transpose_into_pad import PAD_BLOCK, read_untransposed
 from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel
-from relax_cases import compile_run
+from relax_cases import compile_run, op_calls
 
 # A stem: 3 input channels, 3x3 stride 2 over a padded map (the kernels copy such inputs).
 STEM = ConvSpec(2, 20, 20, 3, 16, 3, 3, stride=2, padding=1)
@@ -43,18 +43,6 @@ def _module(kernel, spec: ConvSpec, keep_transpose: bool = False) -> tvm.IRModul
     return bb.get()
 
 
-def _ops(mod) -> list[str]:
-    names = []
-
-    def visit(e):
-        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
-            callee = e.args[0].name_hint if e.op.name == "relax.call_tir" else ""
-            names.append(f"{e.op.name}{':' + callee if callee else ''}")
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return names
-
-
 def _torch_conv(x, w, b, spec: ConvSpec) -> np.ndarray:
     import torch
 
@@ -76,7 +64,7 @@ def test_the_padded_copy_reads_the_untransposed_input_with_the_same_outputs(
     assert _pad_blocks_reading_input(kernel.prim_func) == 1  # the case this pass is for
     before = _module(kernel, STEM, keep_transpose)
     after = FuseTransposeIntoPad()(before)
-    ops = _ops(after)
+    ops = op_calls(after)
     # The name keeps the precision last: the profiler finds layer kernels by that suffix.
     assert "relax.call_tir:stem_untransposed_fp32" in ops and "relax.call_tir:stem_fp32" not in ops
     assert ("relax.permute_dims" in ops) == keep_transpose
@@ -109,7 +97,7 @@ def test_a_kernel_other_layers_share_keeps_serving_them(target):
         bb.emit_func_output(out)
     before = bb.get()
     after = FuseTransposeIntoPad()(before)
-    ops = _ops(after)
+    ops = op_calls(after)
     assert ops.count("relax.call_tir:stem_untransposed_fp32") == 1
     assert ops.count("relax.call_tir:stem_fp32") == 1 and "relax.permute_dims" not in ops
     rng = np.random.default_rng(3)

@@ -9,7 +9,7 @@ from tvm import relax
 from aiq_tvm.passes import FuseTransposeQuantize
 from aiq_tvm.quant import ActQParams, quantize_act
 from aiq_tvm.targets.x86 import quantize_kernel
-from relax_cases import compile_run
+from relax_cases import compile_run, op_calls
 
 QP = ActQParams.from_range(-2.0, 2.5)
 NCHW = (2, 3, 8, 8)
@@ -33,24 +33,12 @@ def _module(target, transposed: bool, keep_float: bool = False) -> tvm.IRModule:
     return bb.get()
 
 
-def _ops(mod) -> list[str]:
-    names = []
-
-    def visit(e):
-        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
-            callee = e.args[0].name_hint if e.op.name == "relax.call_tir" else ""
-            names.append(f"{e.op.name}{':' + callee if callee else ''}")
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return names
-
-
 @pytest.mark.parametrize("keep_float", [False, True])
 def test_the_quantize_reads_the_untransposed_input_with_the_same_codes(target, keep_float):
     before = _module(target, transposed=True, keep_float=keep_float)
     with tvm.target.Target(target):
         after = FuseTransposeQuantize()(before)
-    ops = _ops(after)
+    ops = op_calls(after)
     assert "relax.call_tir:stem_quantize_transposed" in ops
     # The float transpose goes unless something else still reads it.
     assert ("relax.permute_dims" in ops) == keep_float
