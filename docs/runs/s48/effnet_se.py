@@ -5,6 +5,7 @@ alone at FP32 on torch's float64 input to it; ours and torch's float32 against f
     TVM_NUM_THREADS=2 python docs/runs/s48/effnet_se.py
 """
 import numpy as np, torch, aiq_tvm, copy
+from torch import nn
 from aiq_tvm.models.torchvision_zoo import torchvision_model
 m = torchvision_model("efficientnet_b0", size=224)
 hw = (97, 131)
@@ -18,14 +19,9 @@ with torch.no_grad():
     out64 = copy.deepcopy(blk).double()(torch.from_numpy(inp).double()).numpy()
     out32 = blk(torch.from_numpy(inp)).numpy()
 r = lambda a, b: np.abs(a - b).max() / np.abs(b).max()
-# torch with BN folded by hand, in float32
-import torch.nn as nn
 se = blk.block[2]
 with torch.no_grad():
     t = torch.nn.Sequential(*list(blk.block)[:2]).double()(torch.from_numpy(inp).double()).float()
-class Pool(nn.Module):
-    def __init__(s, se): super().__init__(); s.se = se
-    def forward(s, x): return s.se.avgpool(x)
 class FC1(nn.Module):
     def __init__(s, se): super().__init__(); s.se = se
     def forward(s, x): return s.se.activation(s.se.fc1(s.se.avgpool(x)))
