@@ -67,6 +67,7 @@ def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool 
         lowered = seq(mod)
     exe = relax.build(lowered, target, relax_pipeline=None, tir_pipeline=P.TIR_PIPELINE)
     exe.aiq_kernel_calls = kernel_calls(lowered)
+    exe.aiq_fused_layers = fused_layer_kernels(lowered)
     exe.aiq_weights = None
     if lifted:
         names, tensors = zip(*lifted["weights"], strict=True)
@@ -74,13 +75,25 @@ def compile_module(mod: tvm.IRModule, target, passes: list, static_memory: bool 
     return exe
 
 
+def fused_layer_kernels(lowered: tvm.IRModule) -> dict[str, int]:
+    """``{kernel symbol: layers it computes}`` of the kernels that run more than one layer
+    (``FUSED_LAYERS_ATTR``: a depthwise conv fused into its pointwise conv's kernel)."""
+    from aiq_tvm.targets.x86.dwpw import FUSED_LAYERS_ATTR
+
+    return {gv.name_hint: int(f.attrs[FUSED_LAYERS_ATTR])
+            for gv, f in lowered.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+            and FUSED_LAYERS_ATTR in f.attrs}
+
+
 def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibration | None,
                  params, target, batch_size: int, database=None, tune_trials: int = 0,
                  numerics_target=None, unscheduled: list | None = None,
-                 lift_weights: bool = False, micro_batch: int | None = None
-                 ) -> relax.VMExecutable:
+                 lift_weights: bool = False, micro_batch: int | None = None,
+                 fuse_depthwise: bool = True) -> relax.VMExecutable:
     """Compile an annotated module for one plan and batch size (``lift_weights``: see
-    :func:`compile_module`).
+    :func:`compile_module`; ``fuse_depthwise``: see :class:`~aiq_tvm.passes.QuantizeAnnotated`;
+    off, every layer has a kernel of its own, as per-layer timing needs).
 
     ``micro_batch`` m (dividing ``batch_size``): the layers are compiled at batch m and
     ``main`` runs ``batch_size / m`` of them one after another (:class:`MicroBatch`); it still
@@ -88,7 +101,7 @@ def compile_plan(annotated: tvm.IRModule, plan: Plan | str, calibration: Calibra
     micro = batch_size if micro_batch is None else int(micro_batch)
     mod = specialize_batch(annotated, micro)
     passes = P.quantize_passes(target, plan, calibration, params, database, tune_trials,
-                               numerics_target)
+                               numerics_target, fuse_depthwise)
     inline = []
     if micro != batch_size:
         passes.append(MicroBatch(batch_size, micro))

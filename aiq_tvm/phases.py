@@ -112,13 +112,17 @@ class BuildContext:
             print(f"[aiq {time.perf_counter() - self.t_start:7.1f}s] {msg}", flush=True)
 
     def result(self, plan: Plan, calibration: Calibration | None, report=None,
-               searched: SearchResult | None = None) -> BuildResult:
+               searched: SearchResult | None = None, fuse_depthwise: bool = True
+               ) -> BuildResult:
+        """A build of ``plan`` (``fuse_depthwise=False``: every layer a kernel of its own,
+        for timing layer kernels one by one)."""
         return BuildResult(
             plan=plan, report=report, cost=self.cost, target=self.target, preset=self.preset,
             calibration=calibration, search=searched, batch_size=self.batch_size,
             annotated=self.annotated, params=self.params, timings=self.timings,
             database=self.config.database, run_target=self.run_target, output=self.output,
-            num_classes=self.num_classes, micro_batch=self.config.micro_batch)
+            num_classes=self.num_classes, micro_batch=self.config.micro_batch,
+            fuse_depthwise=fuse_depthwise)
 
 
 # ----------------------------------------------------------------------------- resolve
@@ -264,7 +268,8 @@ def _measured_floor_times(ctx: BuildContext, plan: Plan, calibration
         return {}
     at_floor = Plan.from_assignment({**assignment, **dict.fromkeys(moving, floor)})
     t0 = time.perf_counter()
-    builds = {"plan": ctx.result(plan, calibration), "floor": ctx.result(at_floor, calibration)}
+    builds = {"plan": ctx.result(plan, calibration, fuse_depthwise=False),
+              "floor": ctx.result(at_floor, calibration, fuse_depthwise=False)}
     ctx.floor_given = (builds["plan"], remote)
     rounds = {key: [] for key in builds}
     for _ in range(FLOOR_TIMING_ROUNDS):
@@ -296,8 +301,10 @@ def _measured_floor(ctx: BuildContext, plan: Plan, calibration) -> Plan:
     ctx.floor_moves = moves
     if not moves:
         return floored
-    given, remote = ctx.floor_given
-    g, f = _whole_inference_ms(ctx, given, ctx.result(floored, calibration), remote)
+    _, remote = ctx.floor_given
+    # Whole inferences as the final build runs them (depthwise layers fused, where they fuse).
+    g, f = _whole_inference_ms(ctx, ctx.result(plan, calibration),
+                               ctx.result(floored, calibration), remote)
     slower = f > g * (1 + tolerance(True))
     ctx.floor_notes.append(
         f"speed floor {ctx.config.speed_floor}: whole inference at batch {ctx.batch_size} "
@@ -511,7 +518,8 @@ def _layer_timer(ctx: BuildContext, calibration):
         remote = _timing_session(ctx, "time layer kernels for objective='measured' (or pass "
                                       "remote='host:port' of an RPC device)")
         t0 = time.perf_counter()
-        out = uniform_layer_times(lambda p: ctx.result(Plan.uniform(p), calibration),
+        out = uniform_layer_times(lambda p: ctx.result(Plan.uniform(p), calibration,
+                                                       fuse_depthwise=False),
                                   ctx.cost.searchable, precisions, ctx.batch_size, remote)
         ctx.timings["layer_timing_s"] = time.perf_counter() - t0
         ctx.log(f"timed every layer kernel at {len(precisions)} precisions in "
@@ -574,11 +582,12 @@ def _tune(ctx: BuildContext, res: BuildResult) -> None:
     exes = {"tuned": compile_plan(res.annotated, res.plan, res.calibration, res.params,
                                   res.target, bs, res.database, trials,
                                   unscheduled=glue["tuned"], lift_weights=True,
-                                  micro_batch=micro)}
+                                  micro_batch=micro, fuse_depthwise=res.fuse_depthwise)}
     tune_s = time.perf_counter() - t0
     exes["default"] = compile_plan(res.annotated, res.plan, res.calibration, res.params,
                                    res.target, bs, unscheduled=glue["default"],
-                                   lift_weights=True, micro_batch=micro)
+                                   lift_weights=True, micro_batch=micro,
+                                   fuse_depthwise=res.fuse_depthwise)
     times = {}
     for key, exe in exes.items():
         res.set_executable(bs, exe, glue[key])

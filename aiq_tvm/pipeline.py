@@ -84,15 +84,18 @@ def fold_constants() -> list:
 
 
 def quantize_passes(target, plan="fp32", calibration=None, params=None, database=None,
-                    tune_trials: int = 0, numerics_target=None) -> list:
+                    tune_trials: int = 0, numerics_target=None,
+                    fuse_depthwise: bool = True) -> list:
     """Annotate, bind, fold and lower the layers; ``numerics_target`` (default ``target``) is
-    the target whose integer arithmetic the kernels reproduce."""
+    the target whose integer arithmetic the kernels reproduce; ``fuse_depthwise``: see
+    :class:`~aiq_tvm.passes.QuantizeAnnotated`."""
     return [
         AnnotatePrecision(plan),
         *bind_params(params),
         *fold_constants(),
         QuantizeAnnotated(calibration, target=target, database=database,
-                          tune_trials=tune_trials, numerics_target=numerics_target),
+                          tune_trials=tune_trials, numerics_target=numerics_target,
+                          fuse_depthwise=fuse_depthwise),
         *layout_passes(target),
     ]
 

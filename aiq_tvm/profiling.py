@@ -9,7 +9,7 @@ layer's kernel time beside its roofline time; :func:`uniform_layer_times` feeds 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,9 +74,15 @@ class KernelTimes:
     other_us: float = 0.0
     unmatched_layers: list[str] = field(default_factory=list)
     unmatched_kernels: list[str] = field(default_factory=list)
+    # layer -> the layer whose kernel computed it too (its time counted there)
+    fused_into: dict[str, str] = field(default_factory=dict)
 
     def notes(self) -> list[str]:
         out = []
+        if self.fused_into:
+            pairs = ", ".join(f"{a} in {b}" for a, b in self.fused_into.items())
+            out.append(f"{len(self.fused_into)} layer(s) ran inside the next layer's kernel, "
+                       f"their time counted there: {pairs}")
         if self.unmatched_layers:
             out.append(f"{len(self.unmatched_layers)} layer(s) had no layer kernel call to "
                        f"time: {self.unmatched_layers}")
@@ -88,22 +94,29 @@ class KernelTimes:
 
 
 def attribute_kernel_times(calls: Sequence[tuple[str, float]], layers: Sequence[str],
-                           repeats: int = 1) -> KernelTimes:
+                           repeats: int = 1, fused: Mapping[str, int] | None = None
+                           ) -> KernelTimes:
     """Give each layer, in program order, the next layer-kernel call's time; ``repeats``: the
     layers run that many times in turn (a micro-batched ``main``), each layer's calls summed.
 
     A standalone input quantize kernel counts with the layer kernel that follows it, and so
-    do the per-tap kernels of a split layer (``<layer>_fp32_tap<kh><kw>``). Everything else
-    (layout copies, pooling, fused glue, TVM's kernels for layers without an AIQ kernel) is
-    ``other_us``.  When the counts differ the surplus is named, not dropped.
+    do the per-tap kernels of a split layer (``<layer>_fp32_tap<kh><kw>``). A kernel in
+    ``fused`` (symbol -> layers it computes, the executable's ``aiq_fused_layers``) takes
+    that many layers: its time goes to the last, the others are listed in ``fused_into``.
+    Everything else (layout copies, pooling, fused glue, TVM's kernels for layers without an
+    AIQ kernel) is ``other_us``.  When the counts differ the surplus is named, not dropped.
     """
     out = KernelTimes()
     todo = list(layers) * repeats
+    fused = fused or {}
     pending = 0.0
     for sym, us in calls:
         if sym.endswith("_quantize") or _TAP_PIECE.match(sym):
             pending += us
         elif _LAYER_KERNEL.match(sym) and todo:
+            for _ in range(min(fused.get(sym, 1), len(todo)) - 1):
+                inner = todo.pop(0)
+                out.fused_into[inner] = todo[0]
             name = todo.pop(0)
             out.per_layer[name] = out.per_layer.get(name, 0.0) + us + pending
             pending = 0.0
@@ -123,7 +136,9 @@ def measured_report(result, repeat: int = 7, remote=None) -> Report:
     (timed here, or on the RPC device ``remote``)."""
     choice = result.micro_batch_choice(result.batch_size)
     times = attribute_kernel_times(profile(result, result.batch_size, repeat, remote),
-                                   result.cost.searchable, choice.batch // choice.micro)
+                                   result.cost.searchable, choice.batch // choice.micro,
+                                   getattr(result.executable(result.batch_size),
+                                           "aiq_fused_layers", None))
     assignment = result.plan.resolve(result.cost.names)
     rep = make_report(result.cost, assignment, result.preset, str(result.target),
                       measured_us=times.per_layer, run_target=str(result.run_target))

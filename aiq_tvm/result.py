@@ -68,6 +68,9 @@ class BuildResult:
     # BuildConfig.micro_batch (None, an int or "auto") and the choice made per batch size.
     micro_batch: int | str | None = None
     micro_batches: dict = field(default_factory=dict)
+    # Depthwise layers fused into the pointwise kernels that read them (QuantizeAnnotated);
+    # off for the builds whose layer kernels are timed one by one.
+    fuse_depthwise: bool = True
     _exes: dict = field(default_factory=dict, repr=False)
     _run_exes: dict = field(default_factory=dict, repr=False)
     _embedded_exes: dict = field(default_factory=dict, repr=False)
@@ -142,7 +145,7 @@ class BuildResult:
             if bs not in self._embedded_exes:
                 self._embedded_exes[bs] = compile_plan(
                     self.annotated, self.plan, self.calibration, self.params, self.target, bs,
-                    self.database, micro_batch=micro)
+                    self.database, micro_batch=micro, fuse_depthwise=self.fuse_depthwise)
             return self._embedded_exes[bs]
         if bs not in self._exes:
             self.unscheduled[bs] = []
@@ -154,7 +157,8 @@ class BuildResult:
         glue kernels left unscheduled are appended to ``unscheduled``."""
         return compile_plan(self.annotated, self.plan, self.calibration, self.params,
                             self.target, bs, self.database, unscheduled=unscheduled,
-                            lift_weights=True, micro_batch=micro)
+                            lift_weights=True, micro_batch=micro,
+                            fuse_depthwise=self.fuse_depthwise)
 
     def set_executable(self, batch_size: int, exe: relax.VMExecutable,
                        unscheduled: list) -> None:
@@ -177,7 +181,8 @@ class BuildResult:
             self._run_exes[bs] = compile_plan(
                 self.annotated, self.plan, self.calibration, self.params, self.run_target, bs,
                 self.database, numerics_target=self.target, lift_weights=True,
-                micro_batch=self.micro_batch_choice(bs).micro)
+                micro_batch=self.micro_batch_choice(bs).micro,
+                fuse_depthwise=self.fuse_depthwise)
         return self._run_exes[bs]
 
     def vm(self, batch_size: int | None = None) -> WeightedVM:

@@ -24,7 +24,8 @@ from aiq_tvm.schemes import get_precision
 from ._layers import LayerInfo
 
 __all__ = ["LayerValues", "layer_values", "corrected_values", "emit_layer", "kernel_act",
-           "add_prim"]
+           "add_prim", "conv_spec", "PendingDepthwise", "emit_depthwise_pointwise",
+           "FUSED_DEPTHWISE_SUFFIX"]
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_TO_NCHW = (0, 3, 1, 2)
@@ -176,6 +177,46 @@ def emit_layer(
     return emit(bb, info, values, data, precision, quantize, residual, base, opts)
 
 
+@dataclass
+class PendingDepthwise:
+    """A float depthwise layer already emitted on its own, kept for fusing into the pointwise
+    layer that is its only reader (:func:`emit_depthwise_pointwise`)."""
+
+    name: str
+    info: LayerInfo
+    values: LayerValues
+    data: relax.Expr  # its NCHW input, as visited
+
+
+def emit_depthwise_pointwise(bb: relax.BlockBuilder, dw: PendingDepthwise, info: LayerInfo,
+                             values: LayerValues, name: str, target: tvm.target.Target,
+                             residual: relax.Expr | None = None, out_qparams=None):
+    """The fused FP32 kernel of depthwise layer ``dw`` and the pointwise layer ``name`` that
+    reads it (``targets/x86/dwpw.py``), on ``dw``'s input; the NCHW result, or None where the
+    pair does not fuse or fusing would not pay on ``target`` (emit the layer alone then).
+    The kernel is named after the pointwise layer with ``_dw`` before the precision
+    (``FUSED_DEPTHWISE_SUFFIX``): a profile gives the call to both layers' times."""
+    from aiq_tvm.targets.x86 import dwpw
+
+    dw_spec = conv_spec(dw.info, dw.values, kernel_base(dw.name))
+    pw_spec = conv_spec(info, values, kernel_base(name))
+    if dwpw.fusion_reason(dw_spec, pw_spec, target) or not dwpw.fusion_pays(
+            dw_spec, pw_spec, target):
+        return None
+    kernel = dwpw.depthwise_pointwise_kernel(
+        dw_spec, pw_spec, dw.values.weight, dw.values.bias, values.weight, values.bias,
+        dw_act=kernel_act(dw.info.activation), pw_act=kernel_act(info.activation),
+        residual=residual is not None, out_qparams=out_qparams, target=target)
+    x = bb.emit(relax.op.permute_dims(dw.data, NCHW_TO_NHWC))
+    extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
+    y = _call_kernel(bb, kernel, [x, *extra], f"{kernel_base(name)}{FUSED_DEPTHWISE_SUFFIX}")
+    return bb.emit(relax.op.permute_dims(y, NHWC_TO_NCHW))
+
+
+# The name of a fused depthwise + pointwise kernel: "<pointwise layer>_dw_fp32".
+FUSED_DEPTHWISE_SUFFIX = "_dw_fp32"
+
+
 def kernel_base(layer: str) -> str:
     """The prefix of a layer's kernel names (``<base>_int8``, ``<base>_quantize``, ...)."""
     return layer.replace(".", "_").replace(":", "_")
@@ -215,15 +256,22 @@ def _emit_dense(bb, info, values, data, precision, quantize, residual, base, opt
     return _call_kernel(bb, kernel, [x], f"{base}_{precision}")
 
 
-def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts):
+def conv_spec(info, values: LayerValues, base: str):
+    """The kernel library's ``ConvSpec`` of a conv layer (static input shape required)."""
     from aiq_tvm.targets import x86
 
     n, c, h, w = _static_shape(info, base)
-    spec = x86.ConvSpec(
+    return x86.ConvSpec(
         N=n, H=h, W=w, C=c, O=values.weight.shape[0], KH=values.weight.shape[2],
         KW=values.weight.shape[3], stride=info.strides, padding=info.padding,
         groups=info.groups, dilation=info.dilation,
     )
+
+
+def _emit_conv(bb, info, values, data, precision, quantize, residual, base, opts):
+    from aiq_tvm.targets import x86
+
+    spec = conv_spec(info, values, base)
     x = bb.emit(relax.op.permute_dims(data, NCHW_TO_NHWC))
     if quantize is not None:
         x = _emit_quantize(bb, x, quantize, opts["target"], base)

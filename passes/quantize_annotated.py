@@ -19,16 +19,24 @@ from aiq_tvm.targets import current_target
 
 from ._flatten import channels_last_flatten
 from ._layers import is_layer_function, parse_layer
-from ._lowering import LayerValues, corrected_values, emit_layer, layer_values
+from ._lowering import (
+    LayerValues,
+    PendingDepthwise,
+    corrected_values,
+    emit_depthwise_pointwise,
+    emit_layer,
+    layer_values,
+)
 from .annotate_precision import layer_readers, layer_table
 
-__all__ = ["QuantizeAnnotated"]
+__all__ = ["QuantizeAnnotated", "depthwise_pointwise_pairs"]
 
 
 @mutator
 class _Quantizer(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, func: relax.Function, calibration, target,
-                 requant: dict, residual_q: dict, tuning: dict, numerics_target):
+                 requant: dict, residual_q: dict, tuning: dict, numerics_target,
+                 fused: dict):
         super().__init__(mod)
         self.mod_ = mod
         self.var2val = dict(relax.analysis.get_var2val(func))
@@ -38,6 +46,8 @@ class _Quantizer(PyExprMutator):
         self.residual_q = residual_q  # layer -> qparams of its uint8 residual
         self.tuning = tuning
         self.numerics_target = numerics_target
+        self.fused = fused  # pointwise layer -> the depthwise layer it may absorb
+        self.pending: dict[str, PendingDepthwise] = {}
         self.lowered: list[str] = []
 
     def visit_call_(self, call):
@@ -64,11 +74,51 @@ class _Quantizer(PyExprMutator):
         if flat is not None:  # after the correction: its statistics are in torch's order
             data, order = flat
             values = LayerValues(values.weight[:, order], values.bias)
+        if name in self.fused.values():
+            self.pending[name] = PendingDepthwise(name, info, values, data)
+        dw = self.pending.get(self.fused.get(name))
+        if dw is not None:
+            # The depthwise layer was emitted alone too; DeadCodeElimination drops it.
+            y = emit_depthwise_pointwise(self.builder_, dw, info, values, name, self.target,
+                                         residual, self.requant.get(name))
+            if y is not None:
+                return y
         return emit_layer(
             self.builder_, info, values, data, precision, qp, self.target, name,
             residual, self.requant.get(name), self.residual_q.get(name), **self.tuning,
             numerics_target=self.numerics_target,
         )
+
+
+def depthwise_pointwise_pairs(mod: tvm.IRModule, func_name: str = "main") -> dict[str, str]:
+    """``{pointwise layer: depthwise layer}`` of every FP32 depthwise conv layer whose output
+    is read by nothing but the data operand of one FP32 1x1 conv layer (the pairs
+    ``QuantizeAnnotated(fuse_depthwise=True)`` may run as one kernel)."""
+    func = mod[func_name]
+    layers = {}  # var -> (name, info, precision, call)
+    uses: dict = {}
+    for block in func.body.blocks:
+        for b in block.bindings:
+            for v in relax.analysis.free_vars(b.value):
+                uses[v] = uses.get(v, 0) + 1
+            val = b.value
+            if isinstance(val, relax.Call) and isinstance(val.op, relax.GlobalVar):
+                f = mod[val.op]
+                if is_layer_function(f) and "aiq.precision" in f.attrs:
+                    layers[b.var] = (str(f.attrs["aiq.layer"]), parse_layer(f),
+                                     str(f.attrs["aiq.precision"]), val)
+    for v in relax.analysis.free_vars(func.body.body):
+        uses[v] = uses.get(v, 0) + 1
+    pairs = {}
+    for name, info, precision, call in layers.values():
+        src = call.args[info.data]
+        if precision != "fp32" or info.op != "conv2d" or src not in layers or uses[src] != 1:
+            continue
+        dw_name, dw_info, dw_precision, _ = layers[src]
+        if (dw_precision == "fp32" and dw_info.op == "depthwise_conv2d"
+                and dw_info.residual is None and dw_info.out_channels == dw_info.groups):
+            pairs[name] = dw_name
+    return pairs
 
 
 @tvm.transform.module_pass(opt_level=0, name="QuantizeAnnotated")
@@ -106,11 +156,18 @@ class QuantizeAnnotated:
         The target whose integer arithmetic the kernels reproduce (default: the target the
         code is built for).  A cross build checks accuracy on the host with the numerics of
         the deploy target.
+    fuse_depthwise : bool
+        Run an FP32 depthwise layer whose output only an FP32 pointwise (1x1) layer reads
+        inside that layer's kernel (``targets/x86/dwpw.py``), where the kernel library
+        expects it to pay on the target (``dwpw.fusion_pays``): the depthwise output then
+        stays in the cores' caches. Bit-exact with ``False`` (the same sums in the same
+        order).
     """
 
     def __init__(self, calibration=None, target=None, func_name: str = "main",
                  requant: bool = True, database=None, tune_trials: int = 0,
-                 numerics_target=None, requant_residuals: bool = True):
+                 numerics_target=None, requant_residuals: bool = True,
+                 fuse_depthwise: bool = True):
         check_non_negative_int("tune_trials", tune_trials)
         if tune_trials and database is None:
             raise ValueError("tune_trials needs a database to store the tuning records in")
@@ -120,6 +177,7 @@ class QuantizeAnnotated:
         self.requant = requant
         self.requant_residuals = requant_residuals
         self.numerics_target = numerics_target
+        self.fuse_depthwise = fuse_depthwise
         self.tuning = {} if database is None else {"database": database,
                                                    "tune_trials": tune_trials}
 
@@ -163,8 +221,9 @@ class QuantizeAnnotated:
         gv = mod.get_global_var(self.func_name)
         func = mod[gv]
         requant, residual_q = self._requant_plan(mod)
+        fused = depthwise_pointwise_pairs(mod, self.func_name) if self.fuse_depthwise else {}
         rewriter = _Quantizer(mod, func, self.calibration, target, requant, residual_q,
-                              self.tuning, numerics)
+                              self.tuning, numerics, fused)
         new_func = rewriter.visit_expr(func)
         rewriter.builder_.update_func(gv, new_func)
         out = rewriter.builder_.get()

@@ -32,7 +32,8 @@ def _layer_rows(calls, res) -> tuple[list, dict]:
     with it) and the other kernels' us by symbol."""
     from aiq_tvm.profiling import _LAYER_KERNEL, attribute_kernel_times
 
-    times = attribute_kernel_times(calls, res.cost.searchable)
+    times = attribute_kernel_times(calls, res.cost.searchable,
+                                   fused=res.executable(res.batch_size).aiq_fused_layers)
     rows = []
     for name, us in times.per_layer.items():
         lc = res.cost[name]
@@ -56,7 +57,8 @@ def profile_plan(model, mod, params, calib, plan: str, batch: int, repeat: int, 
                         batch_size=batch, eval_batch_size=min(len(calib), 16),
                         micro_batch=None)  # one kernel call per layer
     calls = profile(res, batch, repeat=repeat)
-    times = attribute_kernel_times(calls, res.cost.searchable)
+    times = attribute_kernel_times(calls, res.cost.searchable,
+                                   fused=res.executable(batch).aiq_fused_layers)
     total = sum(us for _, us in calls)
     e2e = res.benchmark(batch, repeat=15)["median_ms"]
     rows, summary = _layer_rows(calls, res)
