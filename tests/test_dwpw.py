@@ -171,3 +171,18 @@ def test_profile_gives_a_fused_kernel_both_layers():
     t = attribute_kernel_times(calls, ["a", "b", "c", "d"], fused={"c_dw_fp32": 2})
     assert t.per_layer == {"a": 2.0, "c": 5.0, "d": 3.0}
     assert t.fused_into == {"b": "c"} and t.unmatched_layers == [] and t.other_us == 1.0
+
+
+def test_fused_kernel_requantizes_for_8_bit_consumers_as_the_pointwise_kernel_does():
+    from aiq_tvm.quant import ActQParams
+
+    dw, pw = _pair(1, 10, 32, 16)
+    w1, b1, w2, b2 = _weights(dw, pw)
+    x = np.random.default_rng(4).standard_normal(dw.in_shape).astype(np.float32)
+    out_q = ActQParams.from_range(-2.0, 6.0)
+    fused = dwpw.depthwise_pointwise_kernel(dw, pw, w1, b1, w2, b2, dw_act="relu6",
+                                            pw_act="relu", out_qparams=out_q, target=HOST)
+    assert fused.out_dtype == "uint8"
+    mid = _run(conv2d_kernel(dw, "fp32", w1, b1, act="relu6", target=HOST), HOST, x)
+    alone = conv2d_kernel(pw, "fp32", w2, b2, act="relu", out_qparams=out_q, target=HOST)
+    np.testing.assert_array_equal(_run(fused, HOST, x), _run(alone, HOST, mid))
