@@ -18,6 +18,7 @@ requantize for 8-bit consumers). :func:`fusion_reason` says why a pair does not 
 from __future__ import annotations
 
 import dataclasses
+from math import prod
 
 import numpy as np
 import tvm
@@ -33,7 +34,7 @@ from .common import (
 )
 from .conv2d import _acc_block, _bordered_reader, _conv_choice, _conv_constants, crop_dead_taps
 from .layer import const_placeholders, kernel_info, layer_args
-from .schedules import apply_tiled
+from .schedules import TilePlan, acc_extents, apply_tiled
 
 __all__ = ["depthwise_pointwise_kernel", "fusion_reason", "fusion_pays", "DW_PREFIX",
            "FUSED_LAYERS_ATTR"]
@@ -84,27 +85,39 @@ def fusion_reason(dw: ConvSpec, pw: ConvSpec, target) -> str | None:
     return None
 
 
+def fused_tile(tile: TilePlan) -> TilePlan:
+    """The pointwise plan the fused kernel runs: its own, without the output-channel blocks
+    in the parallel loop (each task computes the depthwise values of its positions once,
+    for all of their output channels)."""
+    return dataclasses.replace(tile, par=tuple(p for p in tile.par if p != "o"))
+
+
 def fusion_pays(dw: ConvSpec, pw: ConvSpec, target) -> bool:
     """Whether the fused kernel is expected to beat the two kernels on ``target``: a window of
-    at most 3 x 3 taps, at least ``MIN_TASKS_PER_THREAD`` parallel tasks per thread, and more
-    depthwise input and output bytes per thread than half a core's L2 (measured on MobileNetV2,
-    MnasNet and EfficientNet shapes in session 49, docs/performance_224.md):
+    at most 3 x 3 taps, at least ``MIN_TASKS_PER_THREAD`` parallel tasks per thread, and a
+    strided depthwise conv or more depthwise input and output bytes per thread than half a
+    core's L2. Measured on MobileNetV2 and MnasNet shapes in session 49 (two threads, the
+    pair alone; docs/performance_224.md):
 
-    - the fused kernel's tasks are the pointwise conv's (image, row block) pairs, fewer and
-      longer than the two kernels' own: with few, threads wait on each other (4 tasks on two
-      threads 0.95x at 28 x 28 x 192, 1 task 0.60x at 7 x 7 x 960; 8 or more 0.98-1.63x);
-    - where the depthwise input and output stay in L2 between the two kernels, there is
-      little to save (56 x 56 x 72 at batch 1, 0.9 MB each side per thread: 0.93x);
-    - 5 x 5 windows read 25 bounds-checked taps per position: 0.36-0.97x at any size.
+    - strided: the fused depthwise part beats our strided depthwise kernel (1.08-1.43x at
+      batch 1, 1.08-1.35x at batch 8);
+    - stride 1: where the depthwise input and output stay in L2 between the two kernels,
+      there is little to save (28 x 28 x 192 at batch 1, 0.6 MB each side per thread:
+      0.91x; 14 x 14: 0.97-0.99x); beyond it 1.06-1.40x;
+    - with few tasks the threads wait on each other;
+    - 5 x 5 windows read 25 bounds-checked taps per position: 0.67-0.82x.
     """
     if dw.KH * dw.KW > 9:
         return False
     args = _args(pw, np.zeros(pw.weight_shape, np.float32), None, "none", target)
     threads = max(args.cpu.threads, 1)
-    tiles = _choice(pw, args).plan.tile.tiles
-    tasks = pw.N // tiles[0] * (pw.OH // tiles[1])
-    moved = 4 * (np.prod(dw.in_shape) + np.prod(dw.out_shape)) / threads
-    return tasks >= MIN_TASKS_PER_THREAD * threads and moved > args.cpu.caps.l2_bytes / 2
+    tile = fused_tile(_choice(pw, args).plan.tile)
+    extents = (pw.N, pw.OH, pw.OW, pw.O)
+    npar = tile.num_parallel(extents)
+    tasks = prod(e // t for e, t in zip(extents[:npar], tile.tiles[:npar], strict=True))
+    moved = 4 * (prod(dw.in_shape) + prod(dw.out_shape)) / threads
+    beyond_l2 = moved > args.cpu.caps.l2_bytes / 2
+    return tasks >= MIN_TASKS_PER_THREAD * threads and (max(dw.stride) > 1 or beyond_l2)
 
 
 def depthwise_pointwise_kernel(
@@ -145,7 +158,7 @@ def depthwise_pointwise_kernel(
     params = [x, *[dtens[nm] for nm in dnames], *[ptens[nm] for nm in pnames]]
     params += [res] if res is not None else []
     func = finalize(te.create_prim_func([*params, y]), scheduled=False)
-    tile = dataclasses.replace(pchoice.plan.tile, par=("s0", "s1"), min_tasks=0)
+    tile = fused_tile(pchoice.plan.tile)
     func = _schedule(func, tile, _channel_vector(dw.C, dargs.cpu.lanes))
     func = func.with_attr(FUSED_LAYERS_ATTR, 2)
     names = [DW_PREFIX + nm for nm in dnames] + pnames
@@ -184,8 +197,10 @@ def _schedule(func: tvm.tirx.PrimFunc, tile, vec: int) -> tvm.tirx.PrimFunc:
     task's rows first, through L2, ran 0.95x of the two kernels on MobileNetV2 at batch 8
     against 1.07x (session 49)."""
     sch = s_tir.Schedule(func)
-    apply_tiled(sch, tile)
-    column = sch.get_loops(sch.get_sblock("out"))[1]  # under the parallel (image, rows) loop
+    npar = tile.num_parallel(acc_extents(sch, len(tile.tiles)))
+    apply_tiled(sch, tile, npar=npar)
+    # The column-block loop: fused into the parallel loop, or the first loop after it.
+    column = sch.get_loops(sch.get_sblock("out"))[3 - max(npar, 1)]
     out, acc = sch.get_sblock("dw_out"), sch.get_sblock("dw_acc")
     sch.compute_at(out, column, preserve_unit_loops=True)
     *_, i, j, c = sch.get_loops(out)
