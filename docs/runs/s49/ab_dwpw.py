@@ -2,6 +2,7 @@
 kernels (targets/x86/dwpw.py) against separate kernels.
 
     TVM_NUM_THREADS=2 python docs/runs/s49/ab_dwpw.py MODEL BATCH [VARIANT ...]
+    TARGET='{"kind":"llvm","mcpu":"haswell"}' TVM_NUM_THREADS=1 python ... mobilenet_v2 16
 
 Variants: ``unfused`` (fuse_depthwise=False), ``rule`` (the default: dwpw.fusion_pays
 decides), ``all`` (every pair that can fuse does). Alternating rounds of 150 ms in a Williams
@@ -30,8 +31,8 @@ rule = dwpw.fusion_pays
 builds = {}
 for v in variants:
     dwpw.fusion_pays = (lambda *a: True) if v == "all" else rule
-    res = aiq_tvm.build(mod, params=params, plan="fp32", calib_data=calib, micro_batch=None,
-                        batch_size=bs)
+    res = aiq_tvm.build(mod, os.environ.get("TARGET", "llvm"), params=params, plan="fp32",
+                        calib_data=calib, micro_batch=None, batch_size=bs)
     res = dataclasses.replace(res, fuse_depthwise=v != "unfused", _exes={}, _run_exes={},
                               _embedded_exes={})
     exe = res.executable(bs)
