@@ -96,16 +96,16 @@ def fusion_pays(dw: ConvSpec, pw: ConvSpec, target) -> bool:
     """Whether the fused kernel is expected to beat the two kernels on ``target``: a window of
     at most 3 x 3 taps, at least ``MIN_TASKS_PER_THREAD`` parallel tasks per thread, and a
     strided depthwise conv or more depthwise input and output bytes per thread than half a
-    core's L2. Measured on MobileNetV2 and MnasNet shapes in session 49 (two threads, the
-    pair alone; docs/performance_224.md):
+    core's L2. From MobileNetV2 and MnasNet pairs alone on two threads (session 49,
+    docs/runs/s49/dwpw_pairs.txt; the whole models in docs/performance_224.md):
 
-    - strided: the fused depthwise part beats our strided depthwise kernel (1.08-1.43x at
-      batch 1, 1.08-1.35x at batch 8);
+    - strided: the fused depthwise part mostly beats our strided depthwise kernel (batch 1
+      0.87-1.36x, batch 8 1.09-1.38x);
     - stride 1: where the depthwise input and output stay in L2 between the two kernels,
       there is little to save (28 x 28 x 192 at batch 1, 0.6 MB each side per thread:
-      0.91x; 14 x 14: 0.97-0.99x); beyond it 1.06-1.40x;
+      0.80x; 14 x 14: 0.97-0.99x); beyond it 1.09-1.13x at batch 1, 1.01-1.52x at batch 8;
     - with few tasks the threads wait on each other;
-    - 5 x 5 windows read 25 bounds-checked taps per position: 0.67-0.82x.
+    - 5 x 5 windows read 25 bounds-checked taps per position: 0.67-0.83x.
     """
     if dw.KH * dw.KW > 9:
         return False
