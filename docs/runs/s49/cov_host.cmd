@@ -1,0 +1,1 @@
+TVM_NUM_THREADS=2 python scripts/check_torchvision.py --models resnet18 resnet34 mobilenet_v2 mobilenet_v3_small mobilenet_v3_large mnasnet0_5 mnasnet1_0 shufflenet_v2_x1_0 squeezenet1_1 efficientnet_b0 regnet_x_400mf regnet_y_400mf googlenet densenet121 resnext50_32x4d convnext_tiny --timeout 600 --jsonl docs/runs/s49/cov_host.jsonl
