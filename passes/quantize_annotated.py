@@ -114,6 +114,8 @@ def depthwise_pointwise_pairs(mod: tvm.IRModule, func_name: str = "main") -> dic
         src = call.args[info.data]
         if precision != "fp32" or info.op != "conv2d" or src not in layers or uses[src] != 1:
             continue
+        if info.residual is not None and call.args[info.residual].same_as(src):
+            continue  # also the residual: the depthwise output is needed as a tensor
         dw_name, dw_info, dw_precision, _ = layers[src]
         if (dw_precision == "fp32" and dw_info.op == "depthwise_conv2d"
                 and dw_info.residual is None and dw_info.out_channels == dw_info.groups):

@@ -17,7 +17,9 @@ from aiq_tvm.targets.x86 import ConvSpec, conv2d_kernel, dwpw
 from aiq_tvm.testing import compile_prim_func
 from isa import HASWELL, runnable
 
-HOST = resolve_target("llvm")[0]
+# This host with the kernels planned for two threads whatever TVM_NUM_THREADS says: the
+# pointwise plans (and so which pairs fuse) depend on the thread count.
+HOST = tvm.target.Target({**resolve_target("llvm")[0].export(), "num-cores": 2})
 
 
 def _pair(n, h, c, o, stride=1, k=3):
@@ -143,6 +145,21 @@ def test_pairs_are_fp32_depthwise_outputs_with_one_pointwise_reader():
         aiq_tvm.Plan({"project": "int8"}))(mod)) == {}
     tapped, _ = _import(_Block(tap=True), (2, 16, 12, 12))
     assert depthwise_pointwise_pairs(aiq_tvm.passes.AnnotatePrecision("fp32")(tapped)) == {}
+    shortcut, _ = _import(_DepthwiseShortcut(), (2, 16, 12, 12))
+    assert depthwise_pointwise_pairs(aiq_tvm.passes.AnnotatePrecision("fp32")(shortcut)) == {}
+
+
+class _DepthwiseShortcut(torch.nn.Module):
+    """A 1x1 conv that adds the depthwise output it reads: that output is also a residual."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.dw = torch.nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.project = torch.nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        d = self.dw(x)
+        return self.project(d) + d
 
 
 def test_build_runs_the_fused_kernel_bit_exact_and_profiles_both_layers(monkeypatch):
@@ -151,7 +168,7 @@ def test_build_runs_the_fused_kernel_bit_exact_and_profiles_both_layers(monkeypa
     model = _Block()
     mod, params = _import(model, (2, 16, 12, 12))
     x = np.random.default_rng(3).standard_normal((2, 16, 12, 12)).astype(np.float32)
-    res = aiq_tvm.build(mod, "llvm", params=params, plan="fp32", batch_size=2)
+    res = aiq_tvm.build(mod, HOST, params=params, plan="fp32", batch_size=2)
     assert res.executable(2).aiq_fused_layers == {"project_dw_fp32": 2}
     unfused = dataclasses.replace(res, fuse_depthwise=False, _exes={}, _run_exes={},
                                   _embedded_exes={})

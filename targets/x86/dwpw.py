@@ -164,7 +164,7 @@ def depthwise_pointwise_kernel(
     names = [DW_PREFIX + nm for nm in dnames] + pnames
     consts = [*dconsts, *pconsts]
     sched = {"schedule": f"nhwc_dwpw_{tile.describe('pw')}", "schedule_source": "default"}
-    info = kernel_info(pargs, pchoice.fmt, tile.mode, sched, names, consts, residual, True)
+    info = kernel_info(pargs, pchoice.fmt, tile.mode, sched, names, consts, residual, False)
     info["fused_depthwise"] = True
     return Kernel(func, consts, "float32", pw.out_shape, pargs.out_dtype, info, tile)
 
