@@ -50,6 +50,7 @@ def build(
     speed_floor: str | None = None,
     speed_floor_timing: str = "model",
     micro_batch: int | str | None = None,
+    fuse_depthwise: bool = True,
 ) -> BuildResult:
     """Quantize a Relax model with AIQ and compile it for a CPU.
 
@@ -58,7 +59,7 @@ def build(
     ``calibration``, ``percentile``, ``weight_correction``, ``batch_size``,
     ``eval_batch_size``, ``max_sweeps``,
     ``seed``, ``tune``, ``database``, ``tune_trials``, ``verbose``, ``remote``, ``output``,
-    ``speed_floor``, ``speed_floor_timing``, ``micro_batch``), then
+    ``speed_floor``, ``speed_floor_timing``, ``micro_batch``, ``fuse_depthwise``), then
     runs the phases of :mod:`aiq_tvm.phases`: resolve the model and targets, calibrate, search
     a plan (unless ``plan`` is given), finalize and compile.
 
@@ -87,7 +88,7 @@ def build(
         max_sweeps=max_sweeps, seed=seed, tune=tune, database=database,
         tune_trials=tune_trials, verbose=verbose, remote=remote, output=output,
         speed_floor=speed_floor, speed_floor_timing=speed_floor_timing,
-        micro_batch=micro_batch,
+        micro_batch=micro_batch, fuse_depthwise=fuse_depthwise,
     )
     ctx = phases.resolve(mod, params, calib_data, val_data, config)
     calib = phases.calibrate(ctx)

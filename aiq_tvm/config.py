@@ -148,6 +148,13 @@ class BuildConfig:
         int must divide ``batch_size`` (other batch sizes it does not divide run whole).  The
         report says which micro-batch ran and why; a module whose batch cannot be split
         (static batch) runs whole, and the report says so.
+    fuse_depthwise : bool
+        Run an FP32 depthwise conv whose output only an FP32 1x1 conv reads inside that
+        conv's kernel where the kernel library expects it to pay on the target (default
+        True; ``targets/x86/dwpw.py``, docs/performance_224.md "Session 49"): the same
+        output bits, the depthwise output kept in the cores' caches. The fused kernel runs
+        the planner's schedule (tuning records are not consulted for it), and a profile
+        counts its time under the 1x1 layer. False: one kernel per layer.
     """
 
     target: object = "llvm"
@@ -173,6 +180,7 @@ class BuildConfig:
     speed_floor: str | None = None
     speed_floor_timing: str = "model"
     micro_batch: int | str | None = None
+    fuse_depthwise: bool = True
     # True when precisions were not given: resolve() narrows them to the target's defaults.
     precisions_default: bool = field(default=False, init=False)
 
@@ -215,6 +223,9 @@ class BuildConfig:
         set_("micro_batch", check_micro_batch(self.micro_batch))
         if isinstance(self.micro_batch, int) and self.batch_size is not None:
             check_divides(self.micro_batch, self.batch_size)
+        if not isinstance(self.fuse_depthwise, bool):
+            raise ValueError(f"fuse_depthwise must be True or False, got "
+                             f"{self.fuse_depthwise!r}")
         set_("remote", check_remote(self.remote))
         if self.output is not None:
             set_("output", check_non_negative_int("output", self.output))

@@ -112,10 +112,12 @@ class BuildContext:
             print(f"[aiq {time.perf_counter() - self.t_start:7.1f}s] {msg}", flush=True)
 
     def result(self, plan: Plan, calibration: Calibration | None, report=None,
-               searched: SearchResult | None = None, fuse_depthwise: bool = True
+               searched: SearchResult | None = None, fuse_depthwise: bool | None = None
                ) -> BuildResult:
-        """A build of ``plan`` (``fuse_depthwise=False``: every layer a kernel of its own,
-        for timing layer kernels one by one)."""
+        """A build of ``plan`` (``fuse_depthwise``: the config's by default; False, every
+        layer a kernel of its own, for timing layer kernels one by one)."""
+        if fuse_depthwise is None:
+            fuse_depthwise = self.config.fuse_depthwise
         return BuildResult(
             plan=plan, report=report, cost=self.cost, target=self.target, preset=self.preset,
             calibration=calibration, search=searched, batch_size=self.batch_size,

@@ -2,8 +2,6 @@
 for bit as the two kernels it replaces and a numpy reference, the pairs it refuses, the pass
 that emits it (QuantizeAnnotated) and the profile that attributes its time."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -170,8 +168,8 @@ def test_build_runs_the_fused_kernel_bit_exact_and_profiles_both_layers(monkeypa
     x = np.random.default_rng(3).standard_normal((2, 16, 12, 12)).astype(np.float32)
     res = aiq_tvm.build(mod, HOST, params=params, plan="fp32", batch_size=2)
     assert res.executable(2).aiq_fused_layers == {"project_dw_fp32": 2}
-    unfused = dataclasses.replace(res, fuse_depthwise=False, _exes={}, _run_exes={},
-                                  _embedded_exes={})
+    unfused = aiq_tvm.build(mod, HOST, params=params, plan="fp32", batch_size=2,
+                            fuse_depthwise=False)
     assert unfused.executable(2).aiq_fused_layers == {}
     y = res.vm(2)["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(y, unfused.vm(2)["main"](tvm.runtime.tensor(x)).numpy())
@@ -203,3 +201,8 @@ def test_fused_kernel_requantizes_for_8_bit_consumers_as_the_pointwise_kernel_do
     mid = _run(conv2d_kernel(dw, "fp32", w1, b1, act="relu6", target=HOST), HOST, x)
     alone = conv2d_kernel(pw, "fp32", w2, b2, act="relu", out_qparams=out_q, target=HOST)
     np.testing.assert_array_equal(_run(fused, HOST, x), _run(alone, HOST, mid))
+
+
+def test_fuse_depthwise_must_be_a_bool():
+    with pytest.raises(ValueError, match="fuse_depthwise must be True or False, got 'no'"):
+        aiq_tvm.BuildConfig(fuse_depthwise="no")
