@@ -188,14 +188,20 @@ class PendingDepthwise:
     data: relax.Expr  # its NCHW input, as visited
 
 
+# The name of a fused depthwise + pointwise kernel: "<pointwise layer>_dw_fp32".
+FUSED_DEPTHWISE_SUFFIX = "_dw_fp32"
+
+
 def emit_depthwise_pointwise(bb: relax.BlockBuilder, dw: PendingDepthwise, info: LayerInfo,
                              values: LayerValues, name: str, target: tvm.target.Target,
-                             residual: relax.Expr | None = None, out_qparams=None):
+                             residual: relax.Expr | None = None, out_qparams=None,
+                             residual_qparams=None):
     """The fused FP32 kernel of depthwise layer ``dw`` and the pointwise layer ``name`` that
     reads it (``targets/x86/dwpw.py``), on ``dw``'s input; the NCHW result, or None where the
     pair does not fuse or fusing would not pay on ``target`` (emit the layer alone then).
-    The kernel is named after the pointwise layer with ``_dw`` before the precision
-    (``FUSED_DEPTHWISE_SUFFIX``): a profile gives the call to both layers' times."""
+    ``residual``, ``out_qparams`` and ``residual_qparams`` are the pointwise layer's, as for
+    :func:`emit_layer`. The kernel is ``<pointwise layer>_dw_fp32``; the profiler knows it from
+    the executable's ``aiq_fused_layers`` and counts its time under the pointwise layer."""
     from aiq_tvm.targets.x86 import dwpw
 
     dw_spec = conv_spec(dw.info, dw.values, kernel_base(dw.name))
@@ -206,15 +212,12 @@ def emit_depthwise_pointwise(bb: relax.BlockBuilder, dw: PendingDepthwise, info:
     kernel = dwpw.depthwise_pointwise_kernel(
         dw_spec, pw_spec, dw.values.weight, dw.values.bias, values.weight, values.bias,
         dw_act=kernel_act(dw.info.activation), pw_act=kernel_act(info.activation),
-        residual=residual is not None, out_qparams=out_qparams, target=target)
+        residual=residual is not None, out_qparams=out_qparams,
+        residual_qparams=residual_qparams, target=target)
     x = bb.emit(relax.op.permute_dims(dw.data, NCHW_TO_NHWC))
     extra = [] if residual is None else [bb.emit(relax.op.permute_dims(residual, NCHW_TO_NHWC))]
     y = _call_kernel(bb, kernel, [x, *extra], f"{kernel_base(name)}{FUSED_DEPTHWISE_SUFFIX}")
     return bb.emit(relax.op.permute_dims(y, NHWC_TO_NCHW))
-
-
-# The name of a fused depthwise + pointwise kernel: "<pointwise layer>_dw_fp32".
-FUSED_DEPTHWISE_SUFFIX = "_dw_fp32"
 
 
 def kernel_base(layer: str) -> str:

@@ -80,7 +80,8 @@ class _Quantizer(PyExprMutator):
         if dw is not None:
             # The depthwise layer was emitted alone too; DeadCodeElimination drops it.
             y = emit_depthwise_pointwise(self.builder_, dw, info, values, name, self.target,
-                                         residual, self.requant.get(name))
+                                         residual, self.requant.get(name),
+                                         self.residual_q.get(name))
             if y is not None:
                 return y
         return emit_layer(

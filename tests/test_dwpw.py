@@ -206,3 +206,21 @@ def test_fused_kernel_requantizes_for_8_bit_consumers_as_the_pointwise_kernel_do
 def test_fuse_depthwise_must_be_a_bool():
     with pytest.raises(ValueError, match="fuse_depthwise must be True or False, got 'no'"):
         aiq_tvm.BuildConfig(fuse_depthwise="no")
+
+
+def test_fused_kernel_adds_a_uint8_shortcut_as_the_pointwise_kernel_does():
+    from aiq_tvm.quant import ActQParams
+
+    dw, pw = _pair(1, 10, 32, 32)
+    w1, b1, w2, b2 = _weights(dw, pw)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(dw.in_shape).astype(np.float32)
+    shortcut = rng.integers(0, 256, pw.out_shape).astype(np.uint8)
+    res_q = ActQParams.from_range(-1.0, 3.0)
+    fused = dwpw.depthwise_pointwise_kernel(dw, pw, w1, b1, w2, b2, dw_act="relu6",
+                                            residual=True, residual_qparams=res_q, target=HOST)
+    mid = _run(conv2d_kernel(dw, "fp32", w1, b1, act="relu6", target=HOST), HOST, x)
+    alone = conv2d_kernel(pw, "fp32", w2, b2, residual=True, residual_qparams=res_q,
+                          target=HOST)
+    np.testing.assert_array_equal(_run(fused, HOST, x, shortcut),
+                                  _run(alone, HOST, mid, shortcut))

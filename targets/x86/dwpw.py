@@ -123,11 +123,12 @@ def fusion_pays(dw: ConvSpec, pw: ConvSpec, target) -> bool:
 def depthwise_pointwise_kernel(
     dw: ConvSpec, pw: ConvSpec, dw_weight: np.ndarray, dw_bias: np.ndarray | None,
     pw_weight: np.ndarray, pw_bias: np.ndarray | None, *, dw_act="none", pw_act="none",
-    residual: bool = False, out_qparams=None, target,
+    residual: bool = False, out_qparams=None, residual_qparams=None, target,
 ) -> Kernel:  # fmt: skip
     """Build the fused kernel: params ``(x, dw_weight, dw_bias, weight, bias, [out_q],
     [residual], y)``, ``x`` the depthwise conv's NHWC input, ``y`` the pointwise conv's
-    output.
+    output. ``residual``, ``out_qparams`` and ``residual_qparams`` (a uint8 shortcut) are the
+    pointwise conv's epilogue, as in :func:`~aiq_tvm.targets.x86.conv2d_kernel`.
 
     Raises
     ------
@@ -148,11 +149,12 @@ def depthwise_pointwise_kernel(
     x = te.placeholder(dw.in_shape, "float32", name="x")
     dw_out = _depthwise_stages(x, dw, dtens, dargs)
     acc = _acc_block(pw, pchoice.plan, pchoice.fmt, dw_out, ptens["weight"])
-    res = residual_input(pw.out_shape, residual)
+    res = residual_input(pw.out_shape, residual, residual_qparams)
     y = te.compute(
         pw.out_shape,
-        lambda b, i, j, oc: layer_output(acc[b, i, j, oc], oc, ptens,
-                                         residual_value(res, (b, i, j, oc)), pargs),
+        lambda b, i, j, oc: layer_output(
+            acc[b, i, j, oc], oc, ptens, residual_value(res, (b, i, j, oc), residual_qparams),
+            pargs),
         name="out",
     )  # fmt: skip
     params = [x, *[dtens[nm] for nm in dnames], *[ptens[nm] for nm in pnames]]
