@@ -139,13 +139,14 @@ def usable_llc(curve: Mapping[int, float], l2_bytes: int = 0,
     start = sizes.index(plateau_sizes[0])
     above = next(i for i in range(start, len(sizes)) if curve[sizes[i]] > level)
     if above == start:
-        return sizes[start], (f"the plateau's first size {sizes[start] >> 20} MiB is already "
-                              f"past {STEP_FRACTION:g} of the step")
-    lo, hi = sizes[above - 1], sizes[above]
-    t = (level - curve[lo]) / (curve[hi] - curve[lo])
-    size = int(round(lo * math.exp(t * math.log(hi / lo))))
-    how = (f"{STEP_FRACTION:g} of the way from the LLC's {plateau:.0f} ns per load to "
-           f"memory's {memory:.0f} ns ({sizes[-1] >> 20} MiB)")
+        size, how = sizes[start], (f"the plateau's first size {sizes[start] >> 20} MiB is "
+                                   f"already past {STEP_FRACTION:g} of the step")
+    else:
+        lo, hi = sizes[above - 1], sizes[above]
+        t = (level - curve[lo]) / (curve[hi] - curve[lo])
+        size = int(round(lo * math.exp(t * math.log(hi / lo))))
+        how = (f"{STEP_FRACTION:g} of the way from the LLC's {plateau:.0f} ns per load to "
+               f"memory's {memory:.0f} ns ({sizes[-1] >> 20} MiB)")
     if llc_bytes and size > llc_bytes:
         return llc_bytes, how + f", capped at the listed {llc_bytes >> 20} MiB"
     return size, how

@@ -53,6 +53,11 @@ def test_a_flat_curve_gives_no_usable_size():
 def test_usable_llc_is_capped_at_the_listed_size():
     size, how = usable_llc(STEP, l2_bytes=2 * MiB, llc_bytes=8 * MiB)
     assert size == 8 * MiB and "capped at the listed 8 MiB" in how
+    # A noisy curve already past the level at the plateau's first size (4 MiB, twice the L2)
+    # is capped too: a probe sized for a 2 MiB LLC once read 4 MiB there.
+    noisy = {**STEP, 4 * MiB: 150.0}
+    size, how = usable_llc(noisy, l2_bytes=2 * MiB, llc_bytes=2 * MiB)
+    assert size == 2 * MiB and "already past" in how and "capped at the listed 2 MiB" in how
 
 
 def test_a_curve_needs_two_sizes():
