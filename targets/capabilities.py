@@ -183,6 +183,13 @@ class TargetCaps:
         return self.arch == "x86_64"
 
     @property
+    def truncating_narrow(self) -> bool:
+        """int32 vectors narrow to bytes, truncating, in one instruction of every vector width
+        (AVX-512F + VL ``vpmovdb``): the requantizing epilogues then skip the [0, 255] clip
+        their codes never leave (``x86.common._rounding_convert_codes``)."""
+        return self.arch == "x86_64" and {"avx512f", "avx512vl"} <= self.features
+
+    @property
     def vnni(self) -> bool:
         """``vpdpbusd`` is available at this vector width."""
         return self.int8_dot == "vpdpbusd"

@@ -980,12 +980,14 @@ def test_bad_arguments():
 @pytest.mark.parametrize("act", ["relu", "relu6", ("clip", -0.5, 1.25), ("clip", 2.0, 3.0),
                                  ("clip", -30.0, -20.0)])  # fmt: skip
 @pytest.mark.parametrize("zp", [0, 3, 128, 255])
-@pytest.mark.parametrize("rounding_convert", [False, True])
-def test_activation_folded_into_the_code_clip(act, zp, rounding_convert):
+@pytest.mark.parametrize("rounding_convert, truncating_narrow",
+                         [(False, False), (True, False), (True, True)])
+def test_activation_folded_into_the_code_clip(act, zp, rounding_convert, truncating_narrow):
     """``quantize_clipped`` (the requantizing epilogues' activation + quantizer in one clip of
     the codes) == numpy's clip-then-quantize in float32, bit for bit, with ties, bounds whose
     codes fall outside [0, 255] and clip ranges entirely below zero; also in its
-    rounding-conversion form (``lrint``, saturating packs), with values beyond int32."""
+    rounding-conversion form (``lrint``, saturating packs), with values beyond int32, and
+    narrowed by truncation (no final [0, 255] clip)."""
     from tvm import te
 
     from aiq_tvm.targets.x86.common import quantize_clipped
@@ -1000,7 +1002,7 @@ def test_activation_folded_into_the_code_clip(act, zp, rounding_convert):
     xt = te.placeholder(x.shape, "float32", name="x")
     q_params = te.placeholder((2,), "float32", name="q")
     y = te.compute(x.shape, lambda i: quantize_clipped(xt[i], q_params[0], q_params[1], act,
-                                                       rounding_convert))
+                                                       rounding_convert, truncating_narrow))
     ex = tvm.compile(tvm.IRModule({"main": te.create_prim_func([xt, q_params, y])}),
                      tvm.target.Target(BEST_X86))  # fmt: skip
     out = tvm.runtime.tensor(np.zeros(x.shape, np.uint8))
@@ -1010,6 +1012,43 @@ def test_activation_folded_into_the_code_clip(act, zp, rounding_convert):
     np.testing.assert_array_equal(out.numpy(), expect)
     bounds = np.clip(np.rint(np.float32([lo, min(hi, 1e6)]) * inv) + zp, 0, 255)
     assert (expect.min(), expect.max()) == tuple(bounds)  # both code bounds are reached
+
+
+def _quantize_asm_and_codes(x: np.ndarray, zp: float, truncating_narrow: bool, mcpu: str):
+    from tvm import te
+
+    from aiq_tvm.targets.x86.common import quantize_clipped
+
+    xt = te.placeholder(x.shape, "float32", name="x")
+    q_params = te.placeholder((2,), "float32", name="q")
+    y = te.compute(x.shape, lambda i: quantize_clipped(xt[i], q_params[0], q_params[1], "relu6",
+                                                       True, truncating_narrow))
+    sch = tvm.s_tir.Schedule(te.create_prim_func([xt, q_params, y]))
+    _, vec = sch.split(sch.get_loops(sch.get_sblock("compute"))[0], [None, 16])
+    sch.vectorize(vec)
+    ex = tvm.compile(sch.mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    out = tvm.runtime.tensor(np.zeros(x.shape, np.uint8))
+    ex.mod["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(np.float32([4.0, zp])), out)
+    return ex.mod.inspect_source("asm"), out.numpy()
+
+
+@requires_host(ISA_TARGETS["avx512bw"])
+def test_truncating_narrow_drops_the_clip_and_keeps_the_codes():
+    """On AVX-512 the codes narrow with one truncating ``vpmovdb`` and no [0, 255] clip
+    (``TargetCaps.truncating_narrow``), giving the saturating form's codes, NaN included (the
+    clip to the activation's code bounds turns it into a bound first)."""
+    x = np.float32(np.concatenate([np.linspace(-40, 40, 1024), [np.nan, np.inf, -np.inf,
+                                                                 1e30, -1e30, 0.125]]))
+    x = np.concatenate([x, np.zeros(16 - x.size % 16, np.float32)])
+    asm_t, codes_t = _quantize_asm_and_codes(x, 3.0, True, "skylake-avx512")
+    asm_s, codes_s = _quantize_asm_and_codes(x, 3.0, False, "skylake-avx512")
+    np.testing.assert_array_equal(codes_t, codes_s)
+    assert "vpmovdb" in asm_t and "vpmovusdb" not in asm_t
+    assert "vpmovusdb" in asm_s
+    narrows = {level: capabilities(ISA_TARGETS[level]).truncating_narrow
+               for level in ISA_TARGETS}
+    assert narrows == {"avx512_vnni": True, "avx512bw": True, "avx_vnni": False, "avx2": False,
+                       "ssse3": False, "sse": False}
 
 
 def test_fold_acc_shift():

@@ -266,7 +266,8 @@ def nhwc_pad_body(x: te.Tensor, spec: ConvSpec, hq: int, wq: int, cp: int, pad_v
     return body
 
 
-def quantize_value(v, inv, zp, rounding_convert: bool = False):
+def quantize_value(v, inv, zp, rounding_convert: bool = False,
+                   truncating_narrow: bool = False):
     """uint8 activation quantizer ``clip(rint(v * inv) + zp, 0, 255)`` in float32.
 
     The single definition shared by :func:`~aiq_tvm.targets.x86.quantize_kernel` and the
@@ -283,11 +284,15 @@ def quantize_value(v, inv, zp, rounding_convert: bool = False):
     rounding_convert : bool
         The target converts float32 to int32 rounding half to even in one vector op
         (``TargetCaps.rounding_convert``): see :func:`quantize_clipped`.
+    truncating_narrow : bool
+        The target narrows int32 vectors to bytes in one instruction
+        (``TargetCaps.truncating_narrow``): see :func:`_rounding_convert_codes`.
     """
-    return quantize_clipped(v, inv, zp, "none", rounding_convert)
+    return quantize_clipped(v, inv, zp, "none", rounding_convert, truncating_narrow)
 
 
-def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False):
+def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False,
+                     truncating_narrow: bool = False):
     """``quantize_value(apply_act_te(v, act), inv, zp)`` with the activation's clip moved onto
     the output codes: bit-identical, one float op fewer per element.
 
@@ -303,7 +308,7 @@ def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False):
         v = _UNBOUNDED_ACTS[kind](v)
     lo_c, hi_c = _code_bound(lo, inv, zp, 0.0), _code_bound(hi, inv, zp, 255.0)
     if rounding_convert:
-        return _rounding_convert_codes(v * inv, zp, lo_c, hi_c)
+        return _rounding_convert_codes(v * inv, zp, lo_c, hi_c, truncating_narrow)
     # tirx.round, not tirx.nearbyint: both lower to llvm.nearbyint (round half to even in the
     # default FP environment; the ties tests pin this), but only round is marked vectorizable,
     # so nearbyint makes TVM's VectorizeLoop scalarize the whole epilogue (up to 1.7x slower
@@ -312,7 +317,7 @@ def quantize_clipped(v, inv, zp, act, rounding_convert: bool = False):
     return tvm.te.min(tvm.te.max(q, lo_c), hi_c).astype("uint8")
 
 
-def _rounding_convert_codes(x, zp, lo_c, hi_c):
+def _rounding_convert_codes(x, zp, lo_c, hi_c, truncating_narrow: bool = False):
     """``uint8(clip(rint(x) + zp, lo_c, hi_c))`` as ``lrint(clip(x, lo_c - zp, hi_c - zp)) +
     int(zp)``: bit-identical, and shorter (a rounding float -> int32 conversion, x86
     ``cvtps2dq``, replaces round, float add and truncating conversion; the narrowing becomes
@@ -322,12 +327,20 @@ def _rounding_convert_codes(x, zp, lo_c, hi_c):
     monotone and leaves integers unchanged, so clipping ``x`` to them before rounding equals
     clipping the rounded value; the clipped ``x`` is small, so the conversion never overflows
     (``+-inf`` and huge values give the bound codes, as before). ``llvm.lrint`` rounds in the
-    default FP environment (half to even), as ``llvm.nearbyint`` does. The final clip to
-    [0, 255] changes no value; it lets LLVM narrow int32 -> uint8 with saturating packs
-    instead of masking and shuffling.
+    default FP environment (half to even), as ``llvm.nearbyint`` does. The codes are then
+    within ``[lo_c, hi_c]``, inside [0, 255] (a NaN ``x`` too: the clip returns a bound). A
+    final clip to [0, 255] changes no value; it lets LLVM narrow int32 -> uint8 with saturating
+    packs instead of masking and shuffling (SSE / AVX2). With ``truncating_narrow`` (AVX-512:
+    ``vpmovdb``, one instruction) the codes are narrowed as they are, without that clip: one
+    vector op fewer per 16 outputs. Kernels alone, one thread, int8 with relu6 and a uint8
+    output, without / with the clip (docs/runs/s50/console_records.txt): skylake-avx512
+    0.997-1.042x, this host (AVX-512 VNNI) 1.016-1.062x, the depthwise kernels gaining most; on
+    haswell dropping it cost 0.91-1.00x, so AVX2 keeps it.
     """
     t = tvm.te.min(tvm.te.max(x, lo_c - zp), hi_c - zp)
     q = tvm.tirx.call_llvm_pure_intrin("int32", "llvm.lrint", t) + zp.astype("int32")
+    if truncating_narrow:
+        return q.astype("uint8")
     return tvm.te.min(tvm.te.max(q, 0), 255).astype("uint8")
 
 
@@ -713,15 +726,17 @@ def layer_output(acc_val, o, consts: dict, res_val, args, acc_shift: int = 0,
                            acc_shift=acc_shift, folded_shift=folded_shift,
                            float_acc=float_acc)
     if args.requant and not args.debug_acc:
+        caps = args.cpu.caps
         return quantize_clipped(ep("none", False), consts["out_q"][0], consts["out_q"][1],
-                                args.act, args.cpu.caps.rounding_convert)
+                                args.act, caps.rounding_convert, caps.truncating_narrow)
     v = ep(args.act, args.debug_acc)
     return output_value(v, consts, args.requant, args.out_dtype)
 
 
 def output_value(v, consts: dict, requant: bool, out_dtype: str,
-                 rounding_convert: bool = False):
+                 rounding_convert: bool = False, truncating_narrow: bool = False):
     """Final store value: the epilogue result ``v``, requantized to uint8 when ``requant``."""
     if requant:
-        return quantize_value(v, consts["out_q"][0], consts["out_q"][1], rounding_convert)
+        return quantize_value(v, consts["out_q"][0], consts["out_q"][1], rounding_convert,
+                              truncating_narrow)
     return v.astype(out_dtype)

@@ -176,7 +176,8 @@ schedule, debug_acc, database, tune_trials
             epilogue_value(prec, acc[i, oc], oc, tens,
                            residual_value(res, (i, oc), residual_qparams), act, debug_acc,
                            fmt.acc_shift),
-            tens, args.requant, args.out_dtype, args.cpu.caps.rounding_convert),
+            tens, args.requant, args.out_dtype, args.cpu.caps.rounding_convert,
+            args.cpu.caps.truncating_narrow),
         name="out",
     )  # fmt: skip
     func = layer_prim_func(x, tens, names, res, y)

@@ -59,7 +59,8 @@ def quantize_kernel(shape, act_qparams: ActQParams, *, target, axes=None) -> tvm
         func = finalize(_transposing_quantize(shape, axes, inv, zp, caps))
         return func.with_attr(QUANTIZE_ATTR, attr).with_attr(QUANTIZE_AXES_ATTR, list(axes))
     x = te.placeholder(shape, "float32", name="x")
-    q = te.compute(shape, lambda *idx: quantize_value(x[idx], inv, zp, caps.rounding_convert),
+    q = te.compute(shape, lambda *idx: quantize_value(x[idx], inv, zp, caps.rounding_convert,
+                                                      caps.truncating_narrow),
                    name="quantize")
     func = schedule_elementwise(te.create_prim_func([x, q]), "quantize", lanes=lanes)
     return finalize(func).with_attr(QUANTIZE_ATTR, attr)
@@ -82,7 +83,8 @@ def _transposing_quantize(shape, axes, inv, zp, caps) -> tvm.tirx.PrimFunc:
         src = [None] * len(idx)
         for k, a in enumerate(axes):
             src[a] = idx[k]
-        return quantize_value(x[tuple(src)], inv, zp, caps.rounding_convert)
+        return quantize_value(x[tuple(src)], inv, zp, caps.rounding_convert,
+                              caps.truncating_narrow)
 
     q = te.compute(shape, value, name="quantize")
     sch = s_tir.Schedule(te.create_prim_func([x, q]))
