@@ -375,6 +375,46 @@ def test_requant_epilogue_bit_exact_with_quantize_kernel(name, scheme):
     np.testing.assert_array_equal(q, expect.q)
 
 
+def _out_block_reads(k: Kernel) -> set[str]:
+    from aiq_tvm._ir import tir_blocks
+
+    out = next(b for b in tir_blocks(k.prim_func.body) if b.name_hint == "out")
+    return {r.source.name for r in out.reads}
+
+
+@pytest.mark.parametrize("name, target, expect_init", [
+    ("depthwise", ISA_TARGETS["avx2"], True),  # depthwise: every x86 level, float sums
+    ("depthwise", ISA_TARGETS["avx512bw"], True),
+    ("conv3x3_s2", ISA_TARGETS["avx512_vnni"], True),  # 27-value reduction on AVX-512
+    ("conv3x3_s2", ISA_TARGETS["avx2"], False),  # 16 vector registers: keeps the subtraction
+    ("conv3x3_s1", ISA_TARGETS["avx512_vnni"], False),  # 216 values: beyond the bound
+])  # fmt: skip
+def test_accumulators_start_at_minus_the_correction(name, target, expect_init, monkeypatch):
+    """Where ``conv2d._corr_in_acc`` says so, the accumulators start at ``acc_init`` (minus the
+    zero-point correction, padded channels 0) and the epilogue reads no ``corr``: outputs equal
+    the subtracting kernel's bit for bit (run where the host executes the level)."""
+    spec, x, w, b, res, qp = make_case(name)
+    xin = quant.quantize_act(x, qp)
+    out_qp = ActQParams.from_range(-0.5, 2.0)
+    kw = dict(act=ALL_CASES[name]["act"], act_qparams=qp, residual=res is not None,
+              target=target, out_qparams=out_qp)
+    k = conv2d_kernel(spec, "int8", w, b, **kw)
+    monkeypatch.setenv("AIQ_CORR_IN_ACC", "0")
+    k_sub = conv2d_kernel(spec, "int8", w, b, **kw)
+    assert ("acc_init" in k.info["params"]) is expect_init
+    assert "acc_init" not in k_sub.info["params"] and "corr" in _out_block_reads(k_sub)
+    if not expect_init:
+        return
+    assert "corr" not in _out_block_reads(k)
+    names = k.info["params"][1:]
+    corr, init = (k.consts[names.index(nm)] for nm in ("corr", "acc_init"))
+    np.testing.assert_array_equal(init[: corr.size], -corr)
+    assert not init[corr.size:].any()
+    if runnable(target):
+        np.testing.assert_array_equal(run_kernel(k, xin, res, target),
+                                      run_kernel(k_sub, xin, res, target))
+
+
 def test_requant_params_shared_across_output_ranges():
     """``out_q`` is a parameter: kernels that differ only in the output range are one PrimFunc
     (one compiled function, one tuning record)."""
@@ -917,7 +957,9 @@ def test_kernel_record_and_attrs():
     assert attrs["tirx.is_scheduled"] and attrs["tirx.noalias"]
     assert attrs["tir.is_scheduled"] and attrs["tir.noalias"]
     params = k.prim_func.params
-    assert k.info["params"] == ["x", "weight", "corr", "comb", "bias", "residual", "y"]
+    # acc_init: a 27-value reduction on AVX-512 starts its accumulators at -corr
+    assert k.info["params"] == ["x", "weight", "corr", "comb", "bias", "acc_init", "residual",
+                                "y"]  # fmt: skip
     assert len(params) == len(k.consts) + 3
     for p, c in zip(params[1 : 1 + len(k.consts)], k.consts, strict=True):
         assert tuple(int(s) for s in p.shape) == c.shape and str(p.dtype) == str(c.dtype)

@@ -674,13 +674,17 @@ _EPILOGUE_EXPRS = {"int": _int_epilogue, "scale": _scale_epilogue, "float": _flo
 def epilogue_value(
     scheme: PrecisionScheme, acc_val, o, consts: dict, res_val, act, debug_acc: bool,
     acc_shift: int = 0, folded_shift: bool = False, float_acc: bool = False,
+    corr_in_acc: bool = False,
 ):  # fmt: skip
     """Fused epilogue expression of output channel ``o`` (see ``aiq_tvm.quant``).
 
     With ``debug_acc`` (integer schemes) the int32 ``acc - corr`` itself. ``folded_shift``:
     ``comb`` holds ``comb / 2**acc_shift`` and ``corr`` is zero (:func:`fold_acc_shift`).
     ``float_acc``: an integer scheme's sum held exactly in float32
-    (:func:`_float_acc_int_epilogue`)."""
+    (:func:`_float_acc_int_epilogue`). ``corr_in_acc``: the accumulator started at
+    ``-corr``, so it is already ``acc - corr`` (``conv2d._corr_in_acc``)."""
+    if corr_in_acc and scheme.epilogue == "int":
+        consts = {**consts, "corr": _ZeroCorrection()}
     if float_acc and scheme.epilogue == "int":
         v = _float_acc_int_epilogue(acc_val, o, consts, debug_acc)
     elif folded_shift and scheme.epilogue == "int" and not debug_acc:
@@ -692,6 +696,14 @@ def epilogue_value(
     if res_val is not None:
         v = v + res_val
     return apply_act_te(v, act)
+
+
+class _ZeroCorrection:
+    """``corr`` of an accumulator that already holds ``acc - corr``: every entry 0, as an
+    expression the epilogues' subtraction folds away."""
+
+    def __getitem__(self, o):
+        return tvm.tirx.const(0, "int32")
 
 
 def residual_input(shape: tuple, residual: bool, residual_qparams=None):
@@ -718,13 +730,14 @@ def residual_value(res, idx: tuple, residual_qparams=None):
 
 
 def layer_output(acc_val, o, consts: dict, res_val, args, acc_shift: int = 0,
-                 folded_shift: bool = False, float_acc: bool = False):
+                 folded_shift: bool = False, float_acc: bool = False,
+                 corr_in_acc: bool = False):
     """Stored value of a layer kernel's output channel ``o`` (``args``: its ``LayerArgs``):
     the fused epilogue (:func:`epilogue_value`) and, when ``args.requant``, the uint8 code
     with the activation folded into the code clip (:func:`quantize_clipped`)."""
     ep = functools.partial(epilogue_value, args.scheme, acc_val, o, consts, res_val,
                            acc_shift=acc_shift, folded_shift=folded_shift,
-                           float_acc=float_acc)
+                           float_acc=float_acc, corr_in_acc=corr_in_acc)
     if args.requant and not args.debug_acc:
         caps = args.cpu.caps
         return quantize_clipped(ep("none", False), consts["out_q"][0], consts["out_q"][1],

@@ -1119,7 +1119,9 @@ def conv2d_kernel(
     Returns
     -------
     Kernel
-        PrimFunc params are ``(x, weight, [corr, comb | scale], bias, [out_q], [residual], y)``.
+        PrimFunc params are ``(x, weight, [corr, comb | scale], bias, [acc_init], [out_q],
+        [residual], y)``; ``acc_init`` (minus ``corr``, padded) where the accumulators start
+        there (:func:`_corr_in_acc`).
 
     Raises
     ------
@@ -1231,7 +1233,56 @@ def _conv_constants(
     else:
         wq = _folded_weight(q) if plan.fold else q
         packed = pack_weight(wq, fmt.packed or fmt, plan.tile.ocb)
-    return layer_constants(args, q, s_w, packed, fmt.act_offset)
+    names, consts = layer_constants(args, q, s_w, packed, fmt.act_offset)
+    if _corr_in_acc(spec, args, fmt):
+        corr = consts[names.index("corr")]
+        width = plan.cp if spec.is_depthwise else plan.cop
+        init = np.zeros(width, np.float32 if _acc_dtype(spec, fmt) == "float32" else np.int32)
+        init[: corr.size] = -corr
+        at = names.index("out_q") if "out_q" in names else len(names)  # out_q stays last
+        names, consts = [*names[:at], ACC_INIT, *names[at:]], [*consts[:at], init, *consts[at:]]
+    return names, consts
+
+
+# Constant of the integer kernels whose accumulators start at minus the zero-point
+# correction (:func:`_corr_in_acc`).
+ACC_INIT = "acc_init"
+
+
+def _corr_in_acc(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat) -> bool:
+    """Whether an integer kernel's accumulators start at ``-corr`` (constant ``acc_init``,
+    padded to the accumulated channels) instead of 0, so that its epilogue has no
+    subtraction: ``acc - corr`` is the same integer either way (int32 arithmetic, or a float
+    sum whose partial sums stay exact integers, :func:`_float_exact_depthwise`), so outputs
+    are the same bits. One epilogue op fewer per output vector, against loading the initial
+    values (once per register block) and keeping them in registers. Kernels alone, one
+    thread, int8 with a uint8 output (docs/runs/s50/console_records.txt): depthwise 1.05-1.06x
+    on skylake-avx512, 1.01-1.08x on haswell; other convs on skylake-avx512 1.01-1.06x with
+    reductions of 16-32 values, 0.99-1.03x beyond, on haswell (16 vector registers)
+    0.89-1.01x. So: depthwise convs on x86, and convs reducing over at most
+    :data:`CORR_IN_ACC_MAX_REDUCTION` values on AVX-512 (32 vector registers). The
+    accumulators the ``x16``-scaled int4 path shifts first keep the subtraction, as do Arm
+    targets (not timed). ``AIQ_CORR_IN_ACC=0`` / ``1`` turns it off / on wherever it applies
+    (comparisons)."""
+    env = _switch("AIQ_CORR_IN_ACC")
+    caps = args.cpu.caps
+    if (env == "0" or args.scheme.epilogue != "int" or fmt.acc_shift or args.debug_acc
+            or caps.arch != "x86_64"):
+        return False
+    reduction = spec.C // spec.groups * spec.KH * spec.KW
+    return (env == "1" or spec.is_depthwise
+            or (caps.vector_bits == 512 and reduction <= CORR_IN_ACC_MAX_REDUCTION))
+
+
+# Longest reduction of a non-depthwise conv whose accumulators start at -corr (_corr_in_acc).
+CORR_IN_ACC_MAX_REDUCTION = 64
+
+
+def _acc_dtype(spec: ConvSpec, fmt: WeightFormat) -> str:
+    """The accumulator's dtype: ``fmt.acc_dtype``, float32 for a float-exact depthwise conv."""
+    if spec.is_depthwise and fmt.acc_dtype == "int32" and _float_exact_depthwise(spec):
+        return "float32"
+    return fmt.acc_dtype
 
 
 def _folded_weight(q: np.ndarray) -> np.ndarray:
@@ -1268,10 +1319,38 @@ def _conv_prim_func(spec: ConvSpec, args: LayerArgs, fmt: WeightFormat, plan: _C
         out_shape,
         lambda b, i, j, oc: layer_output(
             acc[b, i, j, oc], oc, tens, residual_value(res, (b, i, j, oc), residual_qparams),
-            args, fmt.acc_shift, float_acc=float_acc),
+            args, fmt.acc_shift, float_acc=float_acc, corr_in_acc=ACC_INIT in tens),
         name="out",
     )  # fmt: skip
-    return layer_prim_func(x, tens, names, res, y)
+    func = layer_prim_func(x, tens, names, res, y)
+    return _init_from_constant(func, "acc", ACC_INIT) if ACC_INIT in tens else func
+
+
+def _init_from_constant(func: tvm.tirx.PrimFunc, block: str, const: str) -> tvm.tirx.PrimFunc:
+    """``func`` whose reduction block ``block`` starts each output element at parameter
+    ``const`` indexed by the element's last (channel) index, instead of 0. (TE's reductions
+    take such an ``init``, but TVM 0.27's ``create_prim_func`` drops it and writes 0.)"""
+    from tvm.s_tir.stmt import SBlock
+
+    from aiq_tvm._ir import tir_substitute
+
+    init_buf = next(b for b in func.params if getattr(b, "name", None) == const)
+
+    def visit(stmt):
+        if not isinstance(stmt, SBlock) or stmt.name_hint != block:
+            return None
+        store = stmt.init
+        channel = store.indices[-1]
+        load = tvm.tirx.BufferLoad(init_buf, [channel]).astype(store.buffer.dtype)
+        # Not added to the block's reads: decompose_reduction gives the init block its own
+        # from the init's body, and the update block must keep the reads the tensor
+        # intrinsics match.
+        return SBlock(list(stmt.iter_vars), list(stmt.reads), list(stmt.writes), stmt.name_hint,
+                      stmt.body,
+                      tvm.tirx.BufferStore(store.buffer, load, list(store.indices)),
+                      list(stmt.alloc_buffers), list(stmt.match_buffers), stmt.annotations)
+
+    return func.with_body(tir_substitute(func.body, visit))
 
 
 def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
@@ -1299,7 +1378,7 @@ def _acc_block(spec: ConvSpec, plan: _ConvPlan, fmt: WeightFormat, xp, wt,
         def xval(b, i, j, cc):
             return xread(b, i, j, cc) if xread is not None else xp[b, i, j, cc]
 
-        cd = "float32" if accd == "int32" and _float_exact_depthwise(spec) else accd
+        cd = _acc_dtype(spec, fmt)
         return te.compute(
             (n, spec.OH, plan.owp, plan.cp),
             lambda b, i, j, cc: te.sum(
