@@ -30,6 +30,7 @@ from aiq_tvm.targets.x86 import (  # noqa: E402
     quantize_kernel,
 )
 from isa import (  # noqa: E402
+    ARM_TARGETS,
     BEST_X86,
     HASWELL,
     ISA_TARGETS,
@@ -1087,10 +1088,16 @@ def test_truncating_narrow_drops_the_clip_and_keeps_the_codes():
     np.testing.assert_array_equal(codes_t, codes_s)
     assert "vpmovdb" in asm_t and "vpmovusdb" not in asm_t
     assert "vpmovusdb" in asm_s
+
+
+def test_truncating_narrow_is_an_avx512_capability():
+    """Only AVX-512 levels (``vpmovdb`` at every vector width) narrow by truncation; AVX2 and
+    older keep the clip and its saturating packs, Arm its own epilogue."""
     narrows = {level: capabilities(ISA_TARGETS[level]).truncating_narrow
                for level in ISA_TARGETS}
     assert narrows == {"avx512_vnni": True, "avx512bw": True, "avx_vnni": False, "avx2": False,
                        "ssse3": False, "sse": False}
+    assert not capabilities(ARM_TARGETS["neon_dotprod"]).truncating_narrow
 
 
 def test_fold_acc_shift():
