@@ -43,7 +43,9 @@ def _both(spec, w, b, target, m=2, scheme="int8", **kw):
     direct = conv2d_kernel(spec, scheme, w, b, target=target, winograd=False, **kw)
     wino = conv2d_kernel(spec, scheme, w, b, target=target, winograd=m, **kw)
     assert wino.info["algorithm"] == f"winograd_f{m}"
-    assert wino.info["params"] == direct.info["params"]
+    # The direct kernel's interface, less the initial accumulator values only its own
+    # accumulators start from (conv2d._corr_in_acc: short reductions on AVX-512).
+    assert wino.info["params"] == [p for p in direct.info["params"] if p != "acc_init"]
     return direct, wino
 
 
