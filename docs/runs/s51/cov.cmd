@@ -1,0 +1,1 @@
+TVM_NUM_THREADS=2 python scripts/check_torchvision.py --models mobilenet_v2 mobilenet_v3_small mnasnet0_5 efficientnet_b0 shufflenet_v2_x1_0 regnet_y_400mf convnext_tiny resnet18 --jsonl docs/runs/s51/cov.jsonl
