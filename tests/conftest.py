@@ -59,6 +59,25 @@ def tiny():
 # Zen 4's data caches per level (32 KiB L1d, 1 MiB L2 per core, 32 MiB L3), which the
 # schedule tests that use zen4_caches were written against (sessions 1-22 ran on Zen 4 hosts).
 ZEN4_CACHE_BYTES = {1: 32 << 10, 2: 1 << 20, 3: 32 << 20}
+# The Intel Xeon guest of sessions 23-50 as its sysfs listed it (48 KiB L1d, 2 MiB L2 per
+# core, 480 MiB last level), which the tests that use xeon_caches were written against.
+XEON_CACHE_BYTES = {1: 48 << 10, 2: 2 << 20, 3: 480 << 20}
+
+
+def _pin_host_caches(monkeypatch, sizes: dict) -> None:
+    """This machine's caches (``capabilities.host_cache_bytes``) read as ``sizes`` per level;
+    a test's own fake sysfs directory is still read."""
+    import importlib
+
+    caps_mod = importlib.import_module("aiq_tvm.targets.capabilities")
+    real = caps_mod.host_cache_bytes
+
+    def pinned(level=None, caches=caps_mod.SYSFS_CACHES):
+        if caches != caps_mod.SYSFS_CACHES:
+            return real(level, caches)
+        return sizes[max(sizes) if level is None else level]
+
+    monkeypatch.setattr(caps_mod, "host_cache_bytes", pinned)
 
 
 @pytest.fixture
@@ -70,14 +89,12 @@ def zen4_caches(monkeypatch):
     int8 weights of a test's "wide" conv stay in L2 and keep the row split.  Tests of the
     schedules that only weights past the L2 take pin the caches here; their numerics still
     run on this machine."""
-    import importlib
+    _pin_host_caches(monkeypatch, ZEN4_CACHE_BYTES)
 
-    caps_mod = importlib.import_module("aiq_tvm.targets.capabilities")
-    real = caps_mod.host_cache_bytes
 
-    def zen4(level=None, caches=caps_mod.SYSFS_CACHES):
-        if caches != caps_mod.SYSFS_CACHES:
-            return real(level, caches)  # a test's own fake sysfs
-        return ZEN4_CACHE_BYTES[max(ZEN4_CACHE_BYTES) if level is None else level]
-
-    monkeypatch.setattr(caps_mod, "host_cache_bytes", zen4)
+@pytest.fixture
+def xeon_caches(monkeypatch):
+    """Plan kernels as on the 2 MiB-L2 Intel host whatever this machine's caches are: for the
+    tests whose plans hold only while a layer's weights fit that L2 (on a Zen 4 host, 1 MiB of
+    L2, MobileNetV2's 1.2 MB 960 -> 320 weights are priced as cycled past it)."""
+    _pin_host_caches(monkeypatch, XEON_CACHE_BYTES)

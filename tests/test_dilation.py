@@ -252,11 +252,12 @@ def test_planner_runs_fcn_dilated_layers_on_phases():
         assert conv_choice_for(spec, "int8", BEST_X86).wplan is None
 
 
-def test_weights_filling_l2_are_priced_as_cycled(monkeypatch):
+def test_weights_filling_l2_are_priced_as_cycled(monkeypatch, xeon_caches):
     """1x1 2048 -> 256 at 28 x 28 (DeepLabV3's atrous branches): 2 MiB of weights, all of a 2
     MiB L2, so rows-first plans cycle them past L2 (186 against 279 GFLOP/s with the term on
-    this host); MobileNetV2's 960 -> 320 (1.2 MiB) stays rows first with the channel blocks
-    innermost (its measured fastest), below CYCLED_L2_SHARE of L2."""
+    the Intel host); MobileNetV2's 960 -> 320 (1.2 MiB) stays rows first with the channel
+    blocks innermost (its measured fastest), below CYCLED_L2_SHARE of that L2 (not of a 1 MiB
+    one: the L2 is pinned)."""
     from aiq_tvm.targets.x86 import conv2d as conv_mod
 
     wide = ConvSpec(1, 28, 28, 2048, 256, 1, 1)
