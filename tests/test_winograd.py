@@ -141,6 +141,23 @@ def test_wide_layers_read_their_transformed_weights_in_few_passes():
     assert wino.winograd_parts(two_images, 2, 4, 1, 4, 16, cpu)[2] > 0.0
 
 
+def test_the_plan_is_the_cheapest_the_planner_weighs():
+    """``winograd_plans`` lists every candidate with its cost and ``winograd_plan`` picks the
+    cheapest (the first of equal costs); ResNet-20's 3x3 32 -> 32 at 16 x 16, batch 16: both
+    tile edges, every register block that divides a row of tiles (here 4 tiles of F(4, 3))
+    and every task shape."""
+    from aiq_tvm.targets.x86 import cpu_model
+
+    cpu = cpu_model(SKX)
+    spec = ConvSpec(16, 16, 16, 32, 32, 3, 3, padding=1)
+    plans = list(wino.winograd_plans(spec, cpu))
+    assert {p.m for p in plans} == set(wino.TILE_SIZES)
+    assert {p.tiles for p in plans if p.m == 4} == {1, 2, 4}
+    cheapest = min(p.cost for p in plans)
+    assert wino.winograd_plan(spec, cpu) == next(p for p in plans if p.cost == cheapest)
+    assert wino.winograd_plan(spec, cpu, tile_sizes=()) is None
+
+
 @requires_host(SKX)
 def test_copy_out_in_channel_vectors(monkeypatch):
     """A register block of 3 channel vectors is copied out one 16-lane vector at a time: a

@@ -21,6 +21,7 @@ ocb]``). The tile planner (``winograd_plan``) and the cost it models
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -307,12 +308,11 @@ FP32_ARITH = WinoArith(StepFmt(1.0, 1, 4.0), "bcast", 4, 4)
 MAX_TASK_BUFFER_BYTES = 1 << 20
 
 
-def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES,
-                  arith: WinoArith | None = None) -> WinoPlan:  # fmt: skip
-    """Cheapest (tile edge, task shape, register block) for ``spec`` on ``cpu`` (``arith``:
-    the kernel's arithmetic, fp32 by default)."""
+def winograd_plans(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES,
+                   arith: WinoArith | None = None) -> Iterator[WinoPlan]:  # fmt: skip
+    """Every (tile edge, task shape, register block) the planner weighs for ``spec`` on
+    ``cpu`` (``arith``: the kernel's arithmetic, fp32 by default), with its modelled cost."""
     ar = arith or FP32_ARITH
-    best = None
     for m in tile_sizes:
         n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
         for t, ocv in _register_blocks(n_w, cpu, ar.mode):
@@ -326,10 +326,14 @@ def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES,
                     if buf > MAX_TASK_BUFFER_BYTES and rows > 1:
                         continue
                     parts = winograd_parts(spec, m, t, ocv, rows, kg, cpu, ar)
-                    cost = _bounded_wino(*parts)
-                    if best is None or cost < best.cost:
-                        best = WinoPlan(m, t, ocv, cpu.lanes, rows, kg, cost, *parts)
-    return best
+                    yield WinoPlan(m, t, ocv, cpu.lanes, rows, kg, _bounded_wino(*parts), *parts)
+
+
+def winograd_plan(spec: ConvSpec, cpu, tile_sizes=TILE_SIZES,
+                  arith: WinoArith | None = None) -> WinoPlan | None:  # fmt: skip
+    """Cheapest of :func:`winograd_plans` (the first of equal costs; None if there is none)."""
+    return min(winograd_plans(spec, cpu, tile_sizes, arith), key=lambda p: p.cost,
+               default=None)
 
 
 def _register_blocks(n_w: int, cpu, mode: str = "bcast"):

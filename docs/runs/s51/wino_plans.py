@@ -1,7 +1,7 @@
 """Every Winograd plan of one 3x3 layer, the planner's model beside the measured time.
 
 Enumerates the (tile edge, register block, tile rows per task, channels per task) plans the
-planner weighs (``winograd.winograd_plan``'s loops), builds the ``--top`` cheapest in the model
+planner weighs (``winograd.winograd_plans``), builds the ``--top`` cheapest in the model
 (int8: the int16 kernels' arithmetic; fp32: FMA) and times each kernel alone, one thread,
 process CPU time, best of 5 rounds of 20-call means (the kernels in turn within a round), as
 ``scripts/bench_winograd_int8.py`` does. The layer: stride 1, pad 1, uint8 residual, ReLU.
@@ -21,29 +21,6 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
-
-
-def all_plans(spec, cpu, sizes, arith):
-    from aiq_tvm.targets.x86 import winograd as wino
-    from aiq_tvm.targets.x86.common import round_up
-    from aiq_tvm.targets.x86.schedules import divisors
-
-    ar = arith or wino.FP32_ARITH
-    for m in sizes:
-        n_h, n_w = -(-spec.OH // m), -(-spec.OW // m)
-        for t, ocv in wino._register_blocks(n_w, cpu, ar.mode):
-            if ar.max_block_bytes and t * ocv * cpu.lanes * 4 >= ar.max_block_bytes:
-                continue
-            ocb = cpu.lanes * ocv
-            kp = round_up(spec.O, ocb)
-            for rows in divisors(n_h):
-                for kg in (d * ocb for d in divisors(kp // ocb)):
-                    buf = (m + 2) ** 2 * rows * n_w * (spec.C * ar.in_bytes + kg * 4)
-                    if buf > wino.MAX_TASK_BUFFER_BYTES and rows > 1:
-                        continue
-                    parts = wino.winograd_parts(spec, m, t, ocv, rows, kg, cpu, ar)
-                    yield wino.WinoPlan(m, t, ocv, cpu.lanes, rows, kg,
-                                        wino._bounded_wino(*parts), *parts)
 
 
 def main() -> None:
@@ -81,7 +58,8 @@ def main() -> None:
         sizes, arith = wino.TILE_SIZES, None
         kw = dict(act="relu", residual=True, target=target_json)
         xin, rin = x, res
-    plans = sorted(all_plans(spec, cpu, sizes, arith), key=lambda p: p.cost)[: args.top]
+    plans = sorted(wino.winograd_plans(spec, cpu, sizes, arith),
+                   key=lambda p: p.cost)[: args.top]
     picked = conv2d_kernel(spec, args.precision, w, b, **kw).info.get("schedule")
     timers, kernels = {}, {}
     for p in plans:
