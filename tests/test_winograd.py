@@ -144,8 +144,8 @@ def test_wide_layers_read_their_transformed_weights_in_few_passes():
 def test_the_plan_is_the_cheapest_the_planner_weighs():
     """``winograd_plans`` lists every candidate with its cost and ``winograd_plan`` picks the
     cheapest (the first of equal costs); ResNet-20's 3x3 32 -> 32 at 16 x 16, batch 16: both
-    tile edges, every register block that divides a row of tiles (here 4 tiles of F(4, 3))
-    and every task shape."""
+    tile edges and, for F(4, 3), register blocks of every tile count dividing a row of its 4
+    tiles."""
     from aiq_tvm.targets.x86 import cpu_model
 
     cpu = cpu_model(SKX)
